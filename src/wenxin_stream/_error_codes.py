@@ -1,0 +1,162 @@
+"""ERNIE's error codes, both generations, in one table shared by client and emulator.
+
+v1 answers errors as HTTP 200 with ``{"error_code": int, "error_msg": str}``; v2 answers a
+4xx/5xx status with ``{"error": {"code": str, "message": str, "type": str}, "id": ...}``. Each
+v1 code here has the v2 answer that means the same thing, so the emulator can inject "error
+336501" on either route and the client can classify either shape with one function.
+
+The ``kind`` of a code is what a client should do about it:
+
+- ``"retryable"``: transient; retry with backoff (overload, rate limits, internal errors);
+- ``"token"``: the access token is invalid or expired; refresh it once and replay;
+- ``"permanent"``: retrying the same request cannot help.
+
+Sources: ``shared/ERNIE-PROTOCOL.md`` §1.9 (v1) and §2.6 (v2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+ErrorKind = Literal["retryable", "token", "permanent"]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    """One v1 error code with its message, its kind and its v2 counterpart."""
+
+    code: int
+    message: str
+    kind: ErrorKind
+    v2_status: int
+    v2_code: str
+    v2_type: str
+
+
+def _e(code: int, message: str, kind: ErrorKind, status: int, v2: str, v2_type: str) -> ErrorCode:
+    return ErrorCode(code, message, kind, status, v2, v2_type)
+
+
+_IRE = "invalid_request_error"
+_RATE = "rate_limit_exceeded"
+_SERVER = "server_error"
+_DENIED = "access_denied"
+_UNSAFE = "unsafe_request"
+_R: ErrorKind = "retryable"
+_T: ErrorKind = "token"
+_P: ErrorKind = "permanent"
+
+_CODES = (
+    _e(1, "Unknown error", _R, 500, "internal_error", _SERVER),
+    _e(2, "Service temporarily unavailable", _R, 503, "service_unavailable", _SERVER),
+    _e(3, "Unsupported openapi method", _P, 404, "method_not_supported", _IRE),
+    _e(4, "Open api request limit reached", _R, 429, "cluster_rate_limit_exceeded", _RATE),
+    _e(
+        6,
+        "No permission to access data",
+        _P,
+        403,
+        "no_parameter_permission",
+        _DENIED,
+    ),
+    _e(13, "Get service token failed", _P, 401, "invalid_iam_token", _DENIED),
+    _e(14, "IAM Certification failed", _P, 401, "invalid_iam_token", _DENIED),
+    _e(15, "app not exists or create failed", _R, 503, "internal_error", _SERVER),
+    _e(17, "Open api daily request limit reached", _P, 403, "quota_exceeded", _RATE),
+    _e(
+        18,
+        "Open api qps request limit reached",
+        _R,
+        429,
+        "user_rate_limit_exceeded",
+        _RATE,
+    ),
+    _e(19, "Open api total request limit reached", _P, 403, "quota_exceeded", _RATE),
+    _e(100, "Invalid parameter", _T, 401, "invalid_iam_token", _DENIED),
+    _e(
+        110,
+        "Access token invalid or no longer valid",
+        _T,
+        401,
+        "invalid_iam_token",
+        _DENIED,
+    ),
+    _e(111, "Access token expired", _T, 401, "invalid_iam_token", _DENIED),
+    _e(336000, "Internal error", _R, 500, "internal_error", _SERVER),
+    _e(336001, "Invalid Argument", _P, 400, "invalid_argument", _IRE),
+    _e(336002, "Invalid JSON", _P, 400, "malformed_json", _IRE),
+    _e(336003, "Invalid Argument", _P, 400, "invalid_argument", _IRE),
+    _e(336004, "Permission error", _P, 401, "no_parameter_permission", _DENIED),
+    _e(336005, "API name not exist", _P, 400, "invalid_model", _IRE),
+    _e(
+        336006,
+        "the length of messages must be an odd number",
+        _P,
+        400,
+        "invalid_messages",
+        _IRE,
+    ),
+    _e(
+        336007,
+        "the max length of current question is 4800",
+        _P,
+        400,
+        "characters_too_long",
+        _IRE,
+    ),
+    _e(336008, "Invalid Argument", _P, 400, "invalid_argument", _IRE),
+    _e(336100, "try again", _R, 500, "dispatch_internal_error", _SERVER),
+    _e(336101, "invalid HTTP method", _P, 405, "method_not_supported", _IRE),
+    _e(336102, "Invalid Argument", _P, 400, "invalid_argument", _IRE),
+    _e(336103, "the max input characters is exceeded", _P, 400, "tokens_too_long", _IRE),
+    _e(336104, "system content is unsafe", _P, 403, "system_unsafe", _UNSAFE),
+    _e(336105, "user_setting is invalid", _P, 403, "user_setting_unsafe", _UNSAFE),
+    _e(336200, "Internal error", _R, 500, "internal_error", _SERVER),
+    _e(336501, "Rate limit reached for RPM", _R, 429, "rpm_rate_limit_exceeded", _RATE),
+    _e(336502, "Rate limit reached for TPM", _R, 429, "tpm_rate_limit_exceeded", _RATE),
+    _e(336503, "Rate limit reached", _R, 429, "input_tpm_rate_limit_exceeded", _RATE),
+    _e(336504, "Rate limit reached", _R, 429, "output_tpm_rate_limit_exceeded", _RATE),
+    _e(336505, "Rate limit reached", _R, 429, "preemptible_rate_limit_exceeded", _RATE),
+    _e(336507, "Rate limit reached", _R, 429, "cluster_rpm_rate_limit_exceeded", _RATE),
+)
+
+V1_CODES: Mapping[int, ErrorCode] = MappingProxyType({c.code: c for c in _CODES})
+"""Every known v1 error code."""
+
+# v2 codes that have no v1 twin, and the kinds of those that do.
+_V2_ONLY: dict[str, ErrorKind] = {
+    "invalid_model": "permanent",
+    "invalid_appid": "permanent",
+    "image_url_unsafe": "permanent",
+    "functions_unsafe": "permanent",
+    "cluster_tpm_rate_limit_exceeded": "retryable",
+    "image_genration_interal_error": "retryable",
+    "Offline_batch_reasoning_refused": "retryable",
+}
+V2_CODE_KINDS: Mapping[str, ErrorKind] = MappingProxyType(
+    {**{c.v2_code: c.kind for c in _CODES}, **_V2_ONLY}
+)
+"""The kind of every known v2 error code string."""
+
+
+def v1_kind(code: int) -> ErrorKind:
+    """The kind of a v1 error code; unknown codes are permanent."""
+    known = V1_CODES.get(code)
+    return known.kind if known else "permanent"
+
+
+def v2_kind(status: int, code: str | None) -> ErrorKind:
+    """The kind of a v2 error: by its code when known, else by its HTTP status (429 and 5xx
+    are retryable, everything else permanent). v2 has no token-expiry code: a bad or
+    expired key is a 401 ``invalid_iam_token``, which only a caller with a key *source*
+    (a minted IAM bearer token) can fix, so it is reported as ``"token"``."""
+    if code == "invalid_iam_token":
+        return "token"
+    if code is not None and code in V2_CODE_KINDS:
+        return V2_CODE_KINDS[code]
+    if status == 429 or status >= 500:
+        return "retryable"
+    return "permanent"

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from wenxin_stream._error_codes import V1_CODES, V2_CODE_KINDS, v1_kind, v2_kind
+
+
+@pytest.mark.parametrize("code", [1, 2, 4, 15, 18, 336000, 336100, 336200, 336501, 336502])
+def test_retryable_v1_codes(code: int) -> None:
+    assert v1_kind(code) == "retryable"
+
+
+@pytest.mark.parametrize("code", [100, 110, 111])
+def test_token_v1_codes(code: int) -> None:
+    assert v1_kind(code) == "token"
+
+
+@pytest.mark.parametrize("code", [3, 6, 14, 17, 19, 336001, 336002, 336003, 336006, 999999])
+def test_permanent_v1_codes(code: int) -> None:
+    assert v1_kind(code) == "permanent"
+
+
+def test_every_v1_code_has_a_consistent_v2_counterpart() -> None:
+    for info in V1_CODES.values():
+        assert 400 <= info.v2_status < 600
+        assert info.message
+        assert V2_CODE_KINDS[info.v2_code] in ("retryable", "token", "permanent")
+        if info.kind == "retryable":
+            assert info.v2_status == 429 or info.v2_status >= 500
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "kind"),
+    [
+        (429, "rpm_rate_limit_exceeded", "retryable"),
+        (429, "tpm_rate_limit_exceeded", "retryable"),
+        (429, None, "retryable"),
+        (500, "internal_error", "retryable"),
+        (503, "something_new", "retryable"),
+        (401, "invalid_iam_token", "token"),
+        (400, "malformed_json", "permanent"),
+        (400, "invalid_model", "permanent"),
+        (403, None, "permanent"),
+        (418, "teapot", "permanent"),
+    ],
+)
+def test_v2_kinds(status: int, code: str | None, kind: str) -> None:
+    assert v2_kind(status, code) == kind

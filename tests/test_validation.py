@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from wenxin_stream._validation import (
+    check_stop,
+    check_v1_messages,
+    check_v1_params,
+    check_v2_messages,
+)
+
+
+def u(text: str = "你好") -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+def a(text: str = "您好") -> dict[str, Any]:
+    return {"role": "assistant", "content": text}
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [u()],
+        [u(), a(), u()],
+        [u(), {"role": "assistant", "content": "", "function_call": {"name": "f"}},
+         {"role": "function", "name": "f", "content": "{}"}],
+    ],
+)
+def test_valid_v1_conversations(messages: list[dict[str, Any]]) -> None:
+    assert check_v1_messages(messages) is None
+
+
+@pytest.mark.parametrize(
+    ("messages", "text"),
+    [
+        ([], "must not be empty"),
+        ("hi", "must not be empty"),
+        ([u(), a()], "odd number"),
+        ([u(), u(), u()], "odd index in the messages must be assistant"),
+        ([a(), a(), u()], "even index in the messages must be user"),
+        ([{"role": "function", "name": "f", "content": "x"}], "must be user"),
+        ([u(), a(), a()], "must be user or function"),
+        ([{"role": "system", "content": "persona"}, u()], "system field"),
+        ([u("")], "must not be empty"),
+        ([u(), {"role": "assistant", "content": None}, u()], "must not be empty"),
+        ([u(), a(), {"role": "function", "content": "{}"}], "must have a name"),
+        ([u(" \n\r\f")], "last message must not be blank"),
+        ([u(), a(), {"role": "user", "content": 5}], "must be a string"),
+        (["hello"], "must be an object"),
+    ],
+)
+def test_v1_message_rules(messages: Any, text: str) -> None:
+    problem = check_v1_messages(messages)
+    assert problem is not None
+    assert text in problem.message
+    assert problem.v1_code == 336006
+    assert problem.v2_code == "invalid_messages"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"temperature": 0}, "temperature"),
+        ({"temperature": 1.01}, "temperature"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"temperature": True}, "temperature"),
+        ({"top_p": -0.1}, "top_p"),
+        ({"penalty_score": 0.9}, "penalty_score"),
+        ({"penalty_score": 2.1}, "penalty_score"),
+        ({"max_output_tokens": 1}, "max_output_tokens"),
+        ({"max_output_tokens": 2049}, "max_output_tokens"),
+        ({"max_output_tokens": 2.5}, "max_output_tokens"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": ["x" * 21]}, "stop"),
+        ({"stop": "。"}, "stop"),
+        ({"system": ["persona"]}, "system"),
+        ({"stream": "yes"}, "stream"),
+        ({"disable_search": 1}, "disable_search"),
+    ],
+)
+def test_v1_parameter_ranges(params: dict[str, Any], field: str) -> None:
+    problem = check_v1_params(params)
+    assert problem is not None
+    assert problem.field == field
+    assert problem.v1_code == 336003
+    assert field in problem.message
+
+
+def test_v1_parameters_at_their_bounds_pass() -> None:
+    assert (
+        check_v1_params(
+            {
+                "temperature": 1.0,
+                "top_p": 0,
+                "penalty_score": 2,
+                "max_output_tokens": 2,
+                "stop": ["。", "x" * 20],
+                "system": "你是助手",
+                "stream": True,
+                "unknown_future_field": {"kept": True},
+            }
+        )
+        is None
+    )
+    assert check_stop(None) is None
+
+
+def test_v2_messages() -> None:
+    assert check_v2_messages([{"role": "system", "content": "s"}, u()]) is None
+    assert check_v2_messages([u(), a(), u(), a(), u()]) is None
+    parts = [{"type": "text", "text": "看图"}, {"type": "image_url", "image_url": {"url": "x"}}]
+    assert check_v2_messages([{"role": "user", "content": parts}]) is None
+    tool_call = {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}
+    assert check_v2_messages([u(), tool_call, {"role": "tool", "tool_call_id": "1", "content": "{}"}]) is None
+
+
+@pytest.mark.parametrize(
+    ("messages", "text"),
+    [
+        ([], "must not be empty"),
+        ([{"role": "robot", "content": "x"}], "role of message 0 is invalid"),
+        ([u(), {"role": "tool", "content": "{}"}], "tool_call_id"),
+        ([{"role": "user", "content": None}], "must not be empty"),
+        ([{"role": "user", "content": [{"type": "text", "text": 3}]}], "malformed"),
+        ([{"role": "user", "content": ["text"]}], "malformed"),
+        ([{"role": "user", "content": 42}], "malformed"),
+        ([u("   ")], "must not be blank"),
+        ([7], "must be an object"),
+    ],
+)
+def test_v2_message_problems(messages: Any, text: str) -> None:
+    problem = check_v2_messages(messages)
+    assert problem is not None
+    assert text in problem.message
+
+
+def test_v2_alternation_is_optional() -> None:
+    messages = [{"role": "system", "content": "s"}, u(), u()]
+    assert check_v2_messages(messages) is None
+    problem = check_v2_messages(messages, alternation=True)
+    assert problem is not None
+    assert "odd" in problem.message or "assistant" in problem.message
