@@ -1,0 +1,49 @@
+"""Masking of credentials in text that may end up in an error message or a log line.
+
+Every excerpt of a request or response that wenxin-stream embeds in an exception passes through
+:func:`redact` first. It masks the secrets ERNIE's protocols carry:
+
+- query values of ``access_token``, ``client_id``, ``client_secret``, ``refresh_token``,
+  ``session_key`` and ``session_secret`` (``access_token=24.abc…`` → ``access_token=***``), and
+  the same keys as JSON string members (an OAuth token response quoted in an error);
+- ``Authorization`` header values and ``Bearer <token>`` credentials;
+- ``bce-auth-v1/{AK}/…/{signature}`` signatures and ``bce-v3/ALTAK-…/…`` API keys.
+
+The regexes run only on error paths, never per stream chunk.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MASK", "redact"]
+
+MASK = "***"
+"""What a masked secret is replaced with."""
+
+_SECRET_KEYS = "access_token|client_id|client_secret|refresh_token|session_key|session_secret"  # noqa: S105 (key names, not a secret)
+_VALUE_END = r"[^&\s\"'<>,;]*"
+
+_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    # key=value in a query string or form body
+    (re.compile(rf"(?i)\b({_SECRET_KEYS})=({_VALUE_END})"), rf"\1={MASK}"),
+    # "key": "value" in JSON
+    (re.compile(rf'(?i)("(?:{_SECRET_KEYS})"\s*:\s*")[^"]*(")'), rf"\1{MASK}\2"),
+    # Authorization: <scheme> <credential> / Authorization: <credential>
+    (
+        re.compile(
+            r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|token)\s+)?[^\s\"',]+"
+        ),
+        rf"\1{MASK}",
+    ),
+    (re.compile(r"(?i)\b(bearer)\s+(?!\*\*\*)[A-Za-z0-9._~+/=\-]{8,}"), rf"\1 {MASK}"),
+    (re.compile(r"(?i)\bbce-auth-v1/[^\s\"',]+"), f"bce-auth-v1/{MASK}"),
+    (re.compile(r"(?i)\bbce-v3/[^\s\"',;]+"), f"bce-v3/{MASK}"),
+)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every credential ERNIE's protocols carry replaced by ``***``."""
+    for pattern, replacement in _RULES:
+        text = pattern.sub(replacement, text)
+    return text

@@ -1,0 +1,339 @@
+"""ERNIE API v2 (OpenAI-compatible) responses: bytes and dicts in, typed events out. No I/O.
+
+v2 speaks OpenAI's dialect: ``choices[0].message`` / ``choices[0].delta``, errors as HTTP
+4xx/5xx with ``{"error": {"code", "message", "type"}, "id"}``, and streams that end with
+``data: [DONE]``. The stream parser shares its machinery (bare-JSON sniffing, SSE decoding,
+deferred errors, terminal-event bookkeeping) with v1; see the comment at the top of
+``_wire_v1``.
+"""
+
+# Theory of operation (v2 specifics)
+# ==================================
+#
+# Per SSE event: ``[DONE]`` is the terminal event (anything after it is ignored). Otherwise one
+# ``json.loads``; an object with ``error`` and no ``choices`` is a mid-stream error and raises
+# the APIError (classified by its code, since the HTTP status was 200). A chunk becomes, in
+# order: ChunkMeta, then per choice ReasoningDelta, TextDelta, ToolCallDelta…,
+# FunctionCallEvent, SafetyEvent; then SearchInfoEvent (top-level ``search_results``),
+# UnknownFieldsEvent (chunk, choice and delta scopes), FinishEvent (a non-empty
+# ``finish_reason``; ``normal`` is the 2024 spelling of ``stop``) and UsageEvent (every non-null
+# ``usage``: with ``include_usage`` only the last chunk has one, with ``chunk_include_usage``
+# every chunk carries the running total). A usage-only chunk with ``choices: []`` is fine.
+#
+# ERNIE has no ``n``: the choice with index 0 is the answer. A choice with another index is not
+# interpreted but passed on whole, as UnknownFieldsEvent({"choices": (choice,)}).
+#
+# Safety: ``flag`` is 0 in every chunk of a safe answer, so a SafetyEvent is emitted only when
+# ``flag`` is non-zero, ``ban_round`` is present or ``need_clear_history`` (qianfan's mock) is
+# true.
+#
+# close() without ``[DONE]`` raises IncompleteStreamError; if a finish_reason had arrived, the
+# error says so (``content_finished=True``): the text is complete but the stream was cut before
+# its end marker (and maybe before its usage).
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ._events import (
+    EMPTY_MAPPING,
+    ChatResult,
+    ChunkMeta,
+    FinishEvent,
+    FinishReason,
+    FunctionCallEvent,
+    ReasoningDelta,
+    SafetyEvent,
+    SearchInfoEvent,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    UnknownFieldsEvent,
+    UsageEvent,
+    freeze,
+)
+from ._exceptions import (
+    ApiGeneration,
+    IncompleteStreamError,
+    MalformedResponseError,
+    WenxinError,
+    api_error_from_v2,
+)
+from ._wire_v1 import (
+    _dump,
+    _function_call,
+    _int_or_none,
+    _StreamParser,
+    load_json_object,
+    parse_usage,
+)
+
+__all__ = ["V2StreamParser", "parse_v2_body", "parse_v2_response"]
+
+_V2_KNOWN = frozenset({"id", "object", "created", "model", "choices", "usage", "search_results"})
+_CHOICE_KNOWN = frozenset(
+    {"index", "delta", "message", "finish_reason", "flag", "ban_round", "need_clear_history"}
+)
+_MESSAGE_KNOWN = frozenset({"role", "content", "reasoning_content", "tool_calls", "function_call"})
+
+
+def _malformed(what: str, value: object) -> MalformedResponseError:
+    return MalformedResponseError(f"v2 {what}", _dump(value), api="v2")
+
+
+def _text(value: object, what: str) -> str:
+    """A text field: a string, or ``""`` for null/absent."""
+    if value is None:
+        return ""
+    if type(value) is not str:
+        raise _malformed(f"{what} is not a string", value)
+    return value
+
+
+def _is_error(body: Mapping[str, Any]) -> bool:
+    return "error" in body and not body.get("choices")
+
+
+def _unknown(fields: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if key not in known}
+
+
+def parse_v2_response(
+    body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
+) -> ChatResult:
+    """A non-stream v2 answer as a :class:`ChatResult`.
+
+    Raises the matching :class:`~wenxin_stream._exceptions.APIError` if the body is an error
+    object, and MalformedResponseError if it is not shaped like an answer.
+    """
+    if not isinstance(body, Mapping):
+        raise _malformed("response is not a JSON object", body)
+    if _is_error(body):
+        raise api_error_from_v2(200, body, headers=headers)
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not all(isinstance(c, Mapping) for c in choices):
+        raise _malformed("response has no list of choices", body)
+    extra = _unknown(body, _V2_KNOWN)
+    others = [c for c in choices if c.get("index", 0) != 0]
+    if others:
+        extra["choices"] = others
+    first: Mapping[str, Any] = next((c for c in choices if c.get("index", 0) == 0), {})
+    message = first.get("message") or {}
+    if not isinstance(message, Mapping):
+        raise _malformed("choices[0].message is not an object", first)
+    extra.update({f"choice.{k}": v for k, v in _unknown(first, _CHOICE_KNOWN).items()})
+    extra.update({f"message.{k}": v for k, v in _unknown(message, _MESSAGE_KNOWN).items()})
+    raw_reason = first.get("finish_reason")
+    reason = _text(raw_reason, "finish_reason") or None
+    usage = body.get("usage")
+    search = body.get("search_results")
+    rid = body.get("id")
+    model = body.get("model")
+    return ChatResult(
+        id=rid if isinstance(rid, str) else "",
+        content=_text(message.get("content"), "message.content"),
+        finish_reason=None if reason is None else FinishReason.from_raw(reason),
+        raw_finish_reason=reason,
+        usage=None if usage is None else parse_usage(usage, api="v2"),
+        need_clear_history=bool(first.get("need_clear_history")),
+        ban_round=_int_or_none(first.get("ban_round")),
+        flag=_int_or_none(first.get("flag")) or 0,
+        function_call=_function_call(message.get("function_call"), api="v2"),
+        tool_calls=tuple(
+            _tool_call(call, position)
+            for position, call in enumerate(message.get("tool_calls") or ())
+        ),
+        search_info=None if search is None else freeze({"search_results": search}),
+        reasoning_content=_text(message.get("reasoning_content"), "reasoning_content"),
+        extra=freeze(extra) if extra else EMPTY_MAPPING,
+        model=model if isinstance(model, str) else None,
+        created=_int_or_none(body.get("created")),
+    )
+
+
+def _tool_call(call: object, position: int) -> ToolCall:
+    if not isinstance(call, Mapping):
+        raise _malformed("tool call is not an object", call)
+    function = call.get("function") or {}
+    if not isinstance(function, Mapping):
+        raise _malformed("tool call function is not an object", call)
+    arguments = function.get("arguments")
+    if arguments is not None and not isinstance(arguments, str):
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    index = call.get("index", position)
+    if type(index) is not int:
+        raise _malformed("tool call index is not an integer", call)
+    return ToolCall(
+        id=_text(call.get("id"), "tool call id"),
+        name=_text(function.get("name"), "tool call name"),
+        arguments=arguments or "",
+        type=_text(call.get("type"), "tool call type") or "function",
+        index=index,
+    )
+
+
+def parse_v2_body(
+    status: int, raw: bytes | str, *, headers: Mapping[str, str] | None = None
+) -> ChatResult:
+    """A whole non-stream v2 response (status and body bytes) as a :class:`ChatResult`, or the
+    APIError it carries (any non-2xx status, whatever the body)."""
+    if not 200 <= status < 300:
+        raise api_error_from_v2(status, raw, headers=headers)
+    body = load_json_object(raw, api="v2")
+    if _is_error(body):
+        raise api_error_from_v2(status, body, headers=headers)
+    return parse_v2_response(body, headers=headers)
+
+
+class V2StreamParser(_StreamParser):
+    """Sans-I/O parser of a v2 chat stream: feed it the response body, get typed events.
+
+    Args:
+        headers: The response headers, used for the request id of errors.
+        max_line_bytes, max_event_bytes: Limits handed to the SSE decoder.
+        max_error_bytes: The largest bare JSON (error) line accepted.
+
+    The terminal event is ``data: [DONE]``; :meth:`close` without it raises
+    :class:`~wenxin_stream._exceptions.IncompleteStreamError` (with ``content_finished`` set if
+    a ``finish_reason`` had arrived).
+    """
+
+    _api: ClassVar[ApiGeneration] = "v2"
+
+    __slots__ = ("_raw_reason",)
+
+    def _init_state(self) -> None:
+        self._raw_reason: str | None = None
+
+    def _error_from(self, value: dict[str, Any]) -> WenxinError | None:
+        if "error" in value or "code" in value:
+            return api_error_from_v2(200, value, headers=self._headers)
+        return None
+
+    def _incomplete(self, where: str) -> IncompleteStreamError:
+        if self._raw_reason is not None:
+            return IncompleteStreamError(
+                f"v2 stream ended{where} without data: [DONE] after the answer had finished "
+                f"(finish_reason {self._raw_reason!r}); usage may be missing",
+                api="v2",
+                content_finished=True,
+                finish_reason=self._raw_reason,
+            )
+        return IncompleteStreamError(
+            f"v2 stream ended{where} without data: [DONE]; the answer may be cut short",
+            api="v2",
+        )
+
+    def _handle(self, data: str, out: list[StreamEvent]) -> None:
+        if data[:1] != "{" and data.strip() == "[DONE]":
+            self._finished = True
+            return
+        chunk = self._load(data)
+        get = chunk.get
+        choices = get("choices")
+        if not choices and "error" in chunk:
+            raise api_error_from_v2(200, chunk, headers=self._headers)
+        rid = get("id")
+        if type(rid) is str and rid:
+            self._response_id = rid
+        else:
+            rid = ""
+        model = get("model")
+        out.append(
+            ChunkMeta(
+                rid, _int_or_none(get("created")), None, model if type(model) is str else None
+            )
+        )
+        finish: FinishEvent | None = None
+        tail: list[StreamEvent] = []
+        if choices:
+            if type(choices) is not list:
+                raise _malformed("choices is not a list", chunk)
+            for choice in choices:
+                if type(choice) is not dict:
+                    raise _malformed("choice is not an object", chunk)
+                if choice.get("index", 0) != 0:
+                    tail.append(UnknownFieldsEvent(freeze({"choices": [choice]})))
+                    continue
+                finish = self._choice(choice, out, tail) or finish
+        search = get("search_results")
+        if search is not None:
+            out.append(SearchInfoEvent(freeze({"search_results": search})))
+        if not _V2_KNOWN.issuperset(chunk):
+            out.append(UnknownFieldsEvent(freeze(_unknown(chunk, _V2_KNOWN))))
+        out.extend(tail)
+        if finish is not None:
+            out.append(finish)
+        usage = get("usage")
+        if usage is not None:
+            self._usage = parse_usage(usage, api="v2")
+            out.append(UsageEvent(self._usage))
+
+    def _choice(
+        self, choice: dict[str, Any], out: list[StreamEvent], tail: list[StreamEvent]
+    ) -> FinishEvent | None:
+        delta = choice.get("delta")
+        if delta:
+            if type(delta) is not dict:
+                raise _malformed("delta is not an object", choice)
+            reasoning = delta.get("reasoning_content")
+            if reasoning:
+                out.append(ReasoningDelta(_text(reasoning, "delta.reasoning_content")))
+            content = delta.get("content")
+            if content:
+                out.append(TextDelta(_text(content, "delta.content")))
+            tool_calls = delta.get("tool_calls")
+            if tool_calls:
+                self._tool_calls(tool_calls, out)
+            function_call = delta.get("function_call")
+            if function_call:
+                call = _function_call(function_call, api="v2")
+                assert call is not None
+                out.append(FunctionCallEvent(call.name, call.arguments, call.thoughts))
+            if not _MESSAGE_KNOWN.issuperset(delta):
+                tail.append(UnknownFieldsEvent(freeze(_unknown(delta, _MESSAGE_KNOWN)), "message"))
+        flag = _int_or_none(choice.get("flag"))
+        ban_round = _int_or_none(choice.get("ban_round"))
+        clear = bool(choice.get("need_clear_history"))
+        if flag or ban_round is not None or clear:
+            out.append(SafetyEvent(clear, ban_round, flag))
+        if not _CHOICE_KNOWN.issuperset(choice):
+            tail.append(UnknownFieldsEvent(freeze(_unknown(choice, _CHOICE_KNOWN)), "choice"))
+        reason = choice.get("finish_reason")
+        if not reason:
+            return None
+        if type(reason) is not str:
+            raise _malformed("finish_reason is not a string", choice)
+        self._raw_reason = reason
+        self._finish_reason = FinishReason.from_raw(reason)
+        return FinishEvent(self._finish_reason, reason)
+
+    @staticmethod
+    def _tool_calls(tool_calls: object, out: list[StreamEvent]) -> None:
+        if type(tool_calls) is not list:
+            raise _malformed("delta.tool_calls is not a list", tool_calls)
+        for position, call in enumerate(tool_calls):
+            if type(call) is not dict:
+                raise _malformed("tool call delta is not an object", call)
+            function = call.get("function") or {}
+            if type(function) is not dict:
+                raise _malformed("tool call delta function is not an object", call)
+            index = call.get("index", position)
+            if type(index) is not int:
+                raise _malformed("tool call delta index is not an integer", call)
+            arguments = function.get("arguments")
+            if arguments is not None and type(arguments) is not str:
+                arguments = json.dumps(arguments, ensure_ascii=False)
+            call_id = call.get("id")
+            name = function.get("name")
+            out.append(
+                ToolCallDelta(
+                    index,
+                    call_id if type(call_id) is str and call_id else None,
+                    name if type(name) is str and name else None,
+                    arguments or "",
+                )
+            )
