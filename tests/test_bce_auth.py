@@ -51,7 +51,9 @@ def test_verification_rejects_tampering_wrong_secret_and_expiry() -> None:
     assert verify_request(auth, "SK", "POST", PATH, QUERY, HEADERS, now=NOW + 1799)
     assert not verify_request(auth, "other", "POST", PATH, QUERY, HEADERS, now=NOW)
     assert not verify_request(auth, "SK", "GET", PATH, QUERY, HEADERS, now=NOW)
-    assert not verify_request(auth, "SK", "POST", PATH, [("expireInSeconds", "101")], HEADERS, now=NOW)
+    assert not verify_request(
+        auth, "SK", "POST", PATH, [("expireInSeconds", "101")], HEADERS, now=NOW
+    )
     tampered = {**HEADERS, "Host": "evil:1"}
     assert not verify_request(auth, "SK", "POST", PATH, QUERY, tampered, now=NOW)
     assert not verify_request(auth, "SK", "POST", PATH, QUERY, HEADERS, now=NOW + 1801)
@@ -74,7 +76,13 @@ def test_unsigned_x_bce_headers_folded_in_still_verify() -> None:
 
 def test_empty_signed_header_list_uses_the_defaults() -> None:
     auth_text = sign_request(
-        "AK", "SK", "POST", PATH, QUERY, HEADERS, now=NOW,
+        "AK",
+        "SK",
+        "POST",
+        PATH,
+        QUERY,
+        HEADERS,
+        now=NOW,
         signed_headers=("host", "content-md5", "content-length", "content-type"),
     )
     prefix, _, signature = auth_text.rpartition("/")

@@ -25,8 +25,11 @@ def a(text: str = "您好") -> dict[str, Any]:
     [
         [u()],
         [u(), a(), u()],
-        [u(), {"role": "assistant", "content": "", "function_call": {"name": "f"}},
-         {"role": "function", "name": "f", "content": "{}"}],
+        [
+            u(),
+            {"role": "assistant", "content": "", "function_call": {"name": "f"}},
+            {"role": "function", "name": "f", "content": "{}"},
+        ],
     ],
 )
 def test_valid_v1_conversations(messages: list[dict[str, Any]]) -> None:
@@ -114,7 +117,10 @@ def test_v2_messages() -> None:
     parts = [{"type": "text", "text": "看图"}, {"type": "image_url", "image_url": {"url": "x"}}]
     assert check_v2_messages([{"role": "user", "content": parts}]) is None
     tool_call = {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}
-    assert check_v2_messages([u(), tool_call, {"role": "tool", "tool_call_id": "1", "content": "{}"}]) is None
+    assert (
+        check_v2_messages([u(), tool_call, {"role": "tool", "tool_call_id": "1", "content": "{}"}])
+        is None
+    )
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,7 @@ _P: ErrorKind = "permanent"
 _CODES = (
     _e(1, "Unknown error", _R, 500, "internal_error", _SERVER),
     _e(2, "Service temporarily unavailable", _R, 503, "service_unavailable", _SERVER),
-    _e(3, "Unsupported openapi method", _P, 404, "method_not_supported", _IRE),
+    _e(3, "Unsupported openapi method", _P, 404, "not_found", _IRE),
     _e(4, "Open api request limit reached", _R, 429, "cluster_rate_limit_exceeded", _RATE),
     _e(
         6,

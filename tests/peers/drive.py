@@ -99,7 +99,9 @@ def openai_v2() -> None:
     _emit(text, n, last)
 
 
-SCENARIOS = {f.__name__: f for f in (qianfan_v1, qianfan_v1_async, qianfan_v2, erniebot_v1, openai_v2)}
+SCENARIOS = {
+    f.__name__: f for f in (qianfan_v1, qianfan_v1_async, qianfan_v2, erniebot_v1, openai_v2)
+}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]]()

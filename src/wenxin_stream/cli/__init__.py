@@ -1,0 +1,67 @@
+"""The ``wenxin`` command line: one argparse parser, one module per subcommand.
+
+Theory of operation
+===================
+
+:data:`SUBCOMMANDS` names the subcommand modules (``wenxin_stream.cli.<name>``). Each module
+exposes ``register(subparsers) -> None``, which adds its parser and sets the ``handler``
+default to a function ``(args: argparse.Namespace) -> int`` returning the exit status. Adding a
+subcommand means writing ``cli/<name>.py`` and adding its name here; nothing else changes.
+
+Modules must keep their imports light at module level (the emulator's uvicorn, for example,
+is imported only when ``wenxin emulate`` actually runs), since every module is imported to
+build ``--help``. A :class:`CommandError` raised by a handler is printed as
+``wenxin: error: …`` with its exit status; argparse's own usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from .._version import __version__
+
+SUBCOMMANDS: tuple[str, ...] = ("emulate",)
+"""The subcommand modules under ``wenxin_stream.cli``, in ``--help`` order."""
+
+Handler = Callable[[argparse.Namespace], int]
+"""A subcommand's entry point: parsed arguments in, exit status out."""
+
+
+class CommandError(Exception):
+    """A user-facing failure of a subcommand: printed without a traceback, exit ``status``."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``wenxin`` parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="wenxin",
+        description="Stream answers from Baidu's ERNIE Bot (文心一言), and emulate it offline.",
+    )
+    parser.add_argument("--version", action="version", version=f"wenxin-stream {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(f"{__name__}.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``wenxin`` command line with ``argv`` (default: ``sys.argv[1:]``)."""
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except CommandError as exc:
+        print(f"wenxin: error: {exc}", file=sys.stderr)
+        return exc.status

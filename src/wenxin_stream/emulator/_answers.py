@@ -1,0 +1,295 @@
+"""What the emulator answers: seeded text, scripted scenarios, chunking and token estimates.
+
+Theory of operation
+===================
+
+An answer is a pure function of ``(seed, prompt)``: :func:`default_answer` seeds a private
+``random.Random`` with both (string seeding is stable across processes, unlike ``hash()``) and
+assembles a clearly-labelled offline answer in Chinese — an opening that says it is the
+emulator, a brief mention of the question, a few sentences drawn from a fixed pool, a short
+Markdown list with a bold heading and a closing line; about 150–400 characters. A matching
+:class:`~._config.Scenario` replaces the text. Nothing here is random across runs, so the same
+prompt and seed always give the same bytes of content and the same chunk boundaries.
+
+Chunking follows the two API generations (``ERNIE-PROTOCOL.md`` §1.7, §2.5):
+
+- v1 (:func:`sentence_pieces`): one chunk per sentence, cut after a run of ``。！？；`` or
+  newlines (closing quotes and brackets right after stay with the sentence); a sentence
+  longer than :data:`MAX_SENTENCE` characters is cut into near-equal parts;
+- v2 (:func:`delta_pieces`): small deltas of 2–8 characters, sizes drawn from the seeded RNG;
+- a fault ``chunks=N`` overrides both (:func:`even_pieces`, exactly N non-empty pieces; the
+  text is lengthened first when it has fewer than N characters, see :func:`lengthen`).
+
+Token usage is estimated, not tokenized: ``ceil(0.625 × CJK characters + ASCII words)``,
+minimum 1 (the qianfan SDK's own estimator). :class:`TokenCounter` computes it incrementally,
+so running totals per chunk cost O(chunk) time and O(1) state, and the running total after the
+last chunk equals the estimate of the whole text.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from functools import lru_cache
+
+OPENING = "【离线模拟】这是 wenxin-stream 本地模拟器的回答，不是真实的文心一言。"
+"""The first sentence of every default answer."""
+
+_POOL = (
+    "模拟器会把回答切成句子，并按可配置的间隔逐块发送，用来演示流式输出的打字效果。",
+    "同样的问题加上同样的随机种子，总会得到同样的回答和同样的分块方式。",
+    "如果想测试异常情况，可以通过请求头或消息里的故障指令，让连接中断、卡顿或返回错误码。",
+    "真实服务的首字延迟通常在半秒左右，这里的节奏可以随意调快或调慢。",
+    "回答里的用量统计是按字符数估算的，并不代表真实的计费结果。",
+    "离线模式下不会访问任何网络服务，也不会产生任何费用。",
+    "换一个问题试试，看看回答的长度和分块会怎样变化。",
+    "这段文字只用于测试客户端、网关和页面渲染，请不要把它当作事实依据。",
+    "流式接口的每一块都是一个独立的 JSON 对象，客户端应当按行解析。",
+    "第一版接口最后发送一个空的结束块，第二版接口则以 [DONE] 收尾。",
+    "中文字符在网络传输中可能被拆到两次读取里，客户端必须先拼好完整的行再解码。",
+    "长时间没有数据时，网关应当发送心跳注释，避免负载均衡器断开连接。",
+)
+
+_POINTS = (
+    "回答内容由随机种子决定，可以重复",
+    "分块节奏可以通过参数调整",
+    "故障注入通过请求头或消息指令触发",
+    "用量按字符数估算",
+    "不需要真实的密钥",
+    "同时支持第一版和第二版接口",
+    "错误码与官方接口保持一致",
+)
+
+_CLOSINGS = (
+    "祝你测试顺利！",
+    "需要可靠答案时，请连接真实的文心一言服务。",
+    "以上内容仅供调试使用。",
+)
+
+SENTENCE_ENDS = frozenset("。！？；\n")
+"""Characters after which a v1 chunk ends."""
+
+_CLOSERS = frozenset("”’」』）)》】")
+
+MAX_SENTENCE = 48
+"""A v1 sentence longer than this many characters is cut into smaller chunks."""
+
+_BRIEF = 24
+
+
+def brief(prompt: str) -> str:
+    """The question as the answer mentions it: whitespace collapsed, at most 24 characters."""
+    text = " ".join(prompt.split())
+    if not text:
+        return "（空）"
+    return text if len(text) <= _BRIEF else text[:_BRIEF] + "…"
+
+
+_CACHE_MAX_CHARS = 4096
+
+
+def default_answer(prompt: str, seed: int) -> str:
+    """The emulator's own answer to ``prompt`` (the last user message, directives removed)."""
+    if len(prompt) <= _CACHE_MAX_CHARS:
+        return _cached_answer(prompt, seed)
+    return _compose_answer(prompt, seed)
+
+
+@lru_cache(maxsize=4096)
+def _cached_answer(prompt: str, seed: int) -> str:
+    return _compose_answer(prompt, seed)
+
+
+def _compose_answer(prompt: str, seed: int) -> str:
+    rng = random.Random(f"wenxin-emulator|{seed}|{prompt}")  # noqa: S311 (seeded on purpose)
+    sentences = rng.sample(_POOL, rng.randint(2, 4))
+    points = rng.sample(_POINTS, 3)
+    parts = [
+        OPENING,
+        f"你的问题是：“{brief(prompt)}”。",
+        *sentences,
+        "\n\n**要点：**\n\n",
+        *(f"{i}. {point}\n" for i, point in enumerate(points, 1)),
+        "\n",
+        rng.choice(_CLOSINGS),
+    ]
+    return "".join(parts)
+
+
+def lengthen(text: str, min_chars: int, seed: int) -> str:
+    """Append pool sentences to ``text`` until it has at least ``min_chars`` characters."""
+    if len(text) >= min_chars:
+        return text
+    rng = random.Random(f"wenxin-emulator-more|{seed}|{text}")  # noqa: S311 (seeded on purpose)
+    parts = [text]
+    size = len(text)
+    while size < min_chars:
+        sentence = rng.choice(_POOL)
+        parts.append(sentence)
+        size += len(sentence)
+    return "".join(parts)
+
+
+def _cut_long(sentence: str) -> list[str]:
+    if len(sentence) <= MAX_SENTENCE:
+        return [sentence]
+    count = -(-len(sentence) // (MAX_SENTENCE // 2 + 8))
+    return even_pieces(sentence, count)
+
+
+def sentence_pieces(text: str) -> tuple[str, ...]:
+    """Split ``text`` into v1 chunks: after each run of sentence-ending characters, with long
+    sentences cut further. The pieces are non-empty and join back to ``text``."""
+    if len(text) <= _CACHE_MAX_CHARS:
+        return _cached_sentences(text)
+    return _sentences(text)
+
+
+@lru_cache(maxsize=4096)
+def _cached_sentences(text: str) -> tuple[str, ...]:
+    return _sentences(text)
+
+
+def _sentences(text: str) -> tuple[str, ...]:
+    pieces: list[str] = []
+    start = 0
+    index = 0
+    length = len(text)
+    while index < length:
+        if text[index] in SENTENCE_ENDS:
+            while index + 1 < length and (
+                text[index + 1] in SENTENCE_ENDS or text[index + 1] in _CLOSERS
+            ):
+                index += 1
+            pieces.extend(_cut_long(text[start : index + 1]))
+            start = index + 1
+        index += 1
+    if start < length:
+        pieces.extend(_cut_long(text[start:]))
+    return tuple(pieces)
+
+
+def delta_pieces(text: str, seed: int) -> tuple[str, ...]:
+    """Split ``text`` into v2 deltas of 2–8 characters (the last may be shorter), with sizes
+    drawn from a RNG seeded by ``seed`` and the text."""
+    if len(text) <= _CACHE_MAX_CHARS:
+        return _cached_deltas(text, seed)
+    return _deltas(text, seed)
+
+
+@lru_cache(maxsize=4096)
+def _cached_deltas(text: str, seed: int) -> tuple[str, ...]:
+    return _deltas(text, seed)
+
+
+def _deltas(text: str, seed: int) -> tuple[str, ...]:
+    rng = random.Random(f"wenxin-emulator-deltas|{seed}|{text}")  # noqa: S311 (seeded on purpose)
+    pieces = []
+    start = 0
+    while start < len(text):
+        end = start + rng.randint(2, 8)
+        pieces.append(text[start:end])
+        start = end
+    return tuple(pieces)
+
+
+def even_pieces(text: str, count: int) -> list[str]:
+    """Split ``text`` into exactly ``count`` pieces of near-equal length (empty pieces only
+    when ``text`` has fewer than ``count`` characters)."""
+    size, extra = divmod(len(text), count)
+    pieces = []
+    start = 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return (
+        0x2E80 <= code <= 0x9FFF
+        or 0xAC00 <= code <= 0xD7AF
+        or 0xF900 <= code <= 0xFAFF
+        or 0xFF00 <= code <= 0xFFEF
+        or 0x20000 <= code <= 0x3FFFF
+    )
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isascii() and char.isalnum()
+
+
+class TokenCounter:
+    """Running token estimate over text fed piece by piece.
+
+    ``ceil(0.625 × CJK characters + ASCII words)``, where an ASCII word is a maximal run of
+    ASCII letters and digits, possibly spanning pieces. :attr:`total` is never below 1.
+    """
+
+    __slots__ = ("_cjk", "_in_word", "_words")
+
+    def __init__(self) -> None:
+        self._cjk = 0
+        self._words = 0
+        self._in_word = False
+
+    def feed(self, piece: str) -> int:
+        """Account for ``piece`` and return the running estimate."""
+        cjk = 0
+        words = 0
+        in_word = self._in_word
+        for char in piece:
+            if _is_word_char(char):
+                if not in_word:
+                    words += 1
+                    in_word = True
+                continue
+            in_word = False
+            if _is_cjk(char):
+                cjk += 1
+        self._cjk += cjk
+        self._words += words
+        self._in_word = in_word
+        return self.total
+
+    @property
+    def total(self) -> int:
+        """The estimate so far (at least 1)."""
+        return max(1, (self._cjk * 5 + 7) // 8 + self._words)
+
+
+def estimate_tokens(text: str) -> int:
+    """Estimate the tokens of ``text`` (see :class:`TokenCounter`)."""
+    return TokenCounter().feed(text)
+
+
+def estimate_many(texts: Iterable[str]) -> int:
+    """Estimate the tokens of several separate texts (message contents) together."""
+    counter = TokenCounter()
+    for text in texts:
+        counter.feed(text)
+        counter.feed("\n")
+    return counter.total
+
+
+def cut_at_stop(text: str, stop: Iterable[str]) -> str | None:
+    """``text`` up to (not including) the earliest stop word, or None if none occurs."""
+    best = -1
+    for word in stop:
+        if word:
+            found = text.find(word)
+            if found != -1 and (best == -1 or found < best):
+                best = found
+    return None if best == -1 else text[:best]
+
+
+def cut_to_tokens(text: str, limit: int) -> str | None:
+    """The longest prefix of ``text`` whose estimate is at most ``limit`` tokens, or None when
+    the whole text already fits."""
+    counter = TokenCounter()
+    for index, char in enumerate(text):
+        if counter.feed(char) > limit:
+            return text[:index]
+    return None

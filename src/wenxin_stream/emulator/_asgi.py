@@ -1,0 +1,169 @@
+"""Tiny plain-ASGI helpers: types, request reading with a limit, JSON answers, disconnect races.
+
+Theory of operation
+===================
+
+The emulator speaks ASGI 3 directly (no framework), so this module holds the few pieces every
+route needs:
+
+- the :data:`Scope` / :data:`Receive` / :data:`Send` aliases;
+- :class:`Request`, the parsed parts of a scope (method, path, query pairs, lower-cased
+  headers) read once per request;
+- :func:`read_body`, which collects ``http.request`` messages into a ``bytearray`` and stops
+  as soon as the body would pass the limit: a declared ``Content-Length`` over the limit is
+  refused before any body is read, and otherwise no more than the limit plus one message (the
+  server hands the body over in pieces of at most 64 KiB) is ever held;
+- :func:`send_json`, a complete ``application/json`` answer with ``Content-Length``;
+- :func:`race_disconnect`, which runs a streaming coroutine against a listener waiting for
+  ``http.disconnect``: whichever finishes first cancels the other, so an abandoned stream stops
+  at once and a finished stream stops listening. Two tasks per stream, nothing per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+Scope = MutableMapping[str, Any]
+"""An ASGI connection scope."""
+
+Message = MutableMapping[str, Any]
+"""An ASGI event."""
+
+Receive = Callable[[], Awaitable[Message]]
+"""The ASGI ``receive`` callable."""
+
+Send = Callable[[Message], Awaitable[None]]
+"""The ASGI ``send`` callable."""
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+"""An ASGI 3 application."""
+
+Headers = list[tuple[bytes, bytes]]
+"""Response headers as ASGI wants them."""
+
+
+class ClientDisconnected(Exception):
+    """The client went away while the request body was being read."""
+
+
+class BodyTooLarge(Exception):
+    """The request body is longer than the configured limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The parts of an HTTP scope the emulator looks at, decoded once."""
+
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    headers: dict[str, str]
+
+    @classmethod
+    def from_scope(cls, scope: Scope) -> Request:
+        """Decode a scope: query pairs (blank values kept), header names lower-cased and
+        repeated headers joined with ``", "``."""
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope.get("headers", ()):
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        query_string = scope.get("query_string", b"").decode("latin-1")
+        return cls(
+            method=scope.get("method", "GET").upper(),
+            path=scope.get("path", "/"),
+            query=parse_qsl(query_string, keep_blank_values=True),
+            headers=headers,
+        )
+
+    def query_value(self, name: str) -> str | None:
+        """The first value of query parameter ``name``, or None."""
+        for key, value in self.query:
+            if key == name:
+                return value
+        return None
+
+
+async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    """Read the whole request body, at most ``limit`` bytes.
+
+    Raises:
+        BodyTooLarge: the declared or actual length exceeds ``limit``.
+        ClientDisconnected: the client disconnected before the body was complete.
+    """
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise BodyTooLarge
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def json_bytes(obj: object) -> bytes:
+    """Compact UTF-8 JSON (``ensure_ascii=False``). Compact output never contains a newline,
+    so it can go on one SSE ``data:`` line as it is."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    obj: object,
+    headers: Headers | None = None,
+    *,
+    close: bool = False,
+) -> None:
+    """Send a complete JSON answer with ``Content-Length`` (and ``Connection: close`` when
+    ``close``, e.g. after refusing to read a body)."""
+    body = json_bytes(obj)
+    all_headers: Headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+    ]
+    if headers:
+        all_headers += headers
+    if close:
+        all_headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def race_disconnect(receive: Receive, work: Coroutine[Any, Any, None]) -> bool:
+    """Run ``work`` until it finishes or the client disconnects, whichever comes first.
+
+    Returns True when the client disconnected (``work`` was then cancelled), False when
+    ``work`` finished; an exception raised by ``work`` propagates. If the caller is itself
+    cancelled (server shutdown), both tasks are cancelled and the cancellation propagates.
+    """
+    worker = asyncio.ensure_future(work)
+    listener = asyncio.ensure_future(_wait_for_disconnect(receive))
+    try:
+        await asyncio.wait((worker, listener), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (listener, worker):
+            if not task.done():
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+    if worker.cancelled():
+        return True
+    worker.result()  # re-raises what the work raised
+    return False

@@ -1,0 +1,217 @@
+"""What both chat routes share: the emulator's state, fault selection and answer planning.
+
+Theory of operation
+===================
+
+:class:`Shared` is the one mutable object of an emulator app: the config, the
+:class:`~._auth.Authenticator`, the :class:`~._quota.Quotas`, the ``times=N`` counters and the
+seeded RNG that draws the configured fault rates. Routes receive it explicitly.
+
+A chat request is turned into an :class:`Answer` in three pure-ish steps:
+
+1. :func:`select_fault` — the explicit SPEC (``X-Wenxin-Fault`` header plus the directives in
+   the last user message, merged) wins; else the matching scenario's fault; else each
+   configured rate is drawn in order from the seeded RNG and the first hit applies. A SPEC
+   with ``times=N`` then applies only to the first N requests carrying it per identity.
+2. :func:`plan_answer` — the text (scenario or seeded default, lengthened for ``chunks=N``),
+   cut at the first ``stop`` word (finish ``stop``) or at the ``max_*tokens`` limit (finish
+   ``length``), split into pieces (the route's splitter, or exactly N pieces), then cut to the
+   first half of its pieces for ``truncate=1`` (finish ``length``) and ``safety`` 3–4 (finish
+   ``content_filter``).
+3. Token usage: prompt tokens over every message (and ``system``), directives removed;
+   completion tokens after *n* pieces from a cumulative table, which also serves ``endless``
+   streams (whole cycles plus a partial one) in O(1).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from ._answers import (
+    TokenCounter,
+    cut_at_stop,
+    cut_to_tokens,
+    default_answer,
+    even_pieces,
+    lengthen,
+)
+from ._asgi import Receive, Send, race_disconnect
+from ._auth import Authenticator
+from ._config import EmulatorConfig, Scenario
+from ._faults import FaultSpec, find_directives, parse_fault_spec, strip_directives
+from ._quota import Quotas
+from ._stream import StreamPlan, pump
+
+_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+_MAX_COUNTERS = 100_000
+NO_FAULT = FaultSpec()
+"""The empty fault."""
+
+
+class Shared:
+    """The state of one emulator app (see the module docstring)."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.auth = Authenticator(config)
+        self.quotas = Quotas(config.rpm, config.tpm)
+        self.fault_rng = random.Random(f"wenxin-emulator-faults|{config.seed}")  # noqa: S311 (seeded on purpose)
+        self._id_rng = random.Random()  # noqa: S311 (seeded on purpose)
+        self._times: dict[tuple[str, str], int] = {}
+        self.active_streams = 0
+        """How many event streams are being sent right now (for tests and monitoring)."""
+
+    async def stream(self, receive: Receive, send: Send, plan: StreamPlan) -> bool:
+        """Pump a stream until it ends or the client disconnects (True if it disconnected)."""
+        self.active_streams += 1
+        try:
+            return await race_disconnect(receive, pump(send, plan))
+        finally:
+            self.active_streams -= 1
+
+    def new_id(self) -> str:
+        """A fresh response id: ``as-`` and 10 lowercase alphanumerics."""
+        return "as-" + "".join(self._id_rng.choices(_ID_CHARS, k=10))
+
+    def request_id(self, headers: dict[str, str]) -> str:
+        """The ``X-Baidu-Request-Id`` to answer with: the client's ``Request_id`` if sent."""
+        given = headers.get("request_id") or headers.get("x-request-id")
+        if given:
+            return given
+        return "".join(self._id_rng.choices("0123456789abcdef", k=32))
+
+    def count_times(self, spec: FaultSpec, identity: str) -> bool:
+        """Count one request carrying ``spec``; True while it is within ``times=N``."""
+        if spec.times is None:
+            return True
+        key = (spec.canonical(), identity)
+        if key not in self._times and len(self._times) >= _MAX_COUNTERS:
+            self._times.clear()
+        seen = self._times.get(key, 0) + 1
+        self._times[key] = seen
+        return seen <= spec.times
+
+
+def find_scenario(scenarios: Iterable[Scenario], prompt: str) -> Scenario | None:
+    """The first scenario matching ``prompt``, or None."""
+    for scenario in scenarios:
+        if scenario.matches(prompt):
+            return scenario
+    return None
+
+
+def select_fault(
+    shared: Shared,
+    header: str | None,
+    raw_prompt: str,
+    scenario: Scenario | None,
+    identity: str,
+) -> FaultSpec:
+    """Choose the fault of one request (see the module docstring).
+
+    Raises:
+        FaultSpecError: the explicit SPEC does not parse.
+    """
+    texts = find_directives(raw_prompt) if "[[wenxin:fault" in raw_prompt else []
+    if header is not None:
+        texts.insert(0, header)
+    spec = NO_FAULT
+    if texts:
+        spec = parse_fault_spec(";".join(texts))
+    elif scenario is not None and scenario.fault is not None:
+        spec = scenario.fault
+    else:
+        for candidate, rate in shared.config.fault_rates:
+            if shared.fault_rng.random() < rate:
+                spec = candidate
+                break
+    if spec.is_empty or not shared.count_times(spec, identity):
+        return NO_FAULT
+    return spec
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A planned answer: the content ``pieces`` (one per content chunk), the ``finish``
+    reason, whether it was ``truncated``, the ``safety`` flag, and token counts."""
+
+    pieces: tuple[str, ...]
+    finish: str
+    truncated: bool
+    safety: int
+    prompt_tokens: int
+    cumulative: tuple[int, ...]
+
+    @property
+    def text(self) -> str:
+        """The whole delivered text."""
+        return "".join(self.pieces)
+
+    def completion_after(self, sent: int) -> int:
+        """Completion tokens after ``sent`` content chunks (cycling, for ``endless``)."""
+        cycles, rest = divmod(sent, len(self.pieces))
+        return cycles * self.cumulative[-1] + self.cumulative[rest]
+
+    @property
+    def completion_tokens(self) -> int:
+        """Completion tokens of the whole answer (one cycle)."""
+        return self.cumulative[-1]
+
+
+def prompt_tokens(texts: Iterable[str]) -> int:
+    """Estimated tokens of the prompt texts, with fault directives removed."""
+    counter = TokenCounter()
+    for text in texts:
+        counter.feed(strip_directives(text))
+        counter.feed("\n")
+    return counter.total
+
+
+def _cumulative(pieces: Sequence[str]) -> tuple[int, ...]:
+    counter = TokenCounter()
+    totals = [0]
+    for piece in pieces:
+        counter.feed(piece)
+        totals.append(counter.total if any(totals) or piece else 0)
+    return tuple(totals)
+
+
+def plan_answer(
+    config: EmulatorConfig,
+    prompt: str,
+    scenario: Scenario | None,
+    fault: FaultSpec,
+    split: Callable[[str], Sequence[str]],
+    *,
+    normal_finish: str,
+    stop: Sequence[str] | None,
+    max_tokens: int | None,
+    prompt_token_count: int,
+) -> Answer:
+    """Plan the answer to ``prompt`` (the directive-free last user message)."""
+    text = scenario.answer if scenario is not None and scenario.answer else None
+    if text is None:
+        text = default_answer(prompt, config.seed)
+    if fault.chunks is not None:
+        text = lengthen(text, fault.chunks, config.seed)
+    finish = normal_finish
+    truncated = False
+    if stop:
+        cut = cut_at_stop(text, stop)
+        if cut is not None:
+            text, finish = cut, "stop"
+    if max_tokens is not None:
+        cut = cut_to_tokens(text, max_tokens)
+        if cut is not None:
+            text, finish, truncated = cut, "length", True
+    pieces = tuple(even_pieces(text, fault.chunks) if fault.chunks else split(text)) or ("",)
+    safety = fault.safety or 0
+    if fault.truncate or safety >= 3:
+        pieces = pieces[: (len(pieces) + 1) // 2]
+        if fault.truncate:
+            finish, truncated = "length", True
+        if safety >= 3:
+            finish = "content_filter"
+    return Answer(pieces, finish, truncated, safety, prompt_token_count, _cumulative(pieces))

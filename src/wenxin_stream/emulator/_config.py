@@ -1,0 +1,263 @@
+"""The emulator's configuration: one immutable :class:`EmulatorConfig`, plus file loaders.
+
+Theory of operation
+===================
+
+Everything the emulator can be told lives in :class:`EmulatorConfig`, a frozen dataclass built
+once (by the CLI from its flags, or by a test or an embedding program directly) and handed to
+:func:`~wenxin_stream.emulator.create_app`. The app never reads the environment or any global.
+
+Two optional JSON files feed it, parsed here so mistakes surface at start-up with a clear
+:class:`ConfigError` rather than as odd answers later:
+
+- the credentials file (``--credentials``) turns on *strict mode*: only the listed OAuth apps,
+  v2 API keys and IAM key pairs are accepted, and signatures are fully verified. Without it the
+  emulator runs in *dev mode* and accepts any credentials (but still only tokens it issued);
+- the scenario file (``--scenario``) scripts answers, and optionally faults, per prompt.
+
+Time is injected (``clock``), so tests can expire tokens and slide quota windows instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ._faults import FaultSpec, FaultSpecError, parse_fault_spec
+
+DEFAULT_PORT = 8866
+"""The port ``wenxin emulate`` listens on by default (the qianfan mock server's port too)."""
+
+DEFAULT_TOKEN_TTL = 2_592_000
+"""Lifetime of an OAuth access token, in seconds: 30 days, as Baidu reports it."""
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+"""Largest request body the emulator reads (10 MiB)."""
+
+ADVERTISED_RPM = 100_000
+"""Requests per minute advertised in rate-limit headers when no RPM quota is configured.
+
+Deliberately huge rather than Baidu's default (about 300): the qianfan SDK adopts the first
+``X-Ratelimit-Limit-Requests`` it sees as its own client-side limit, and a realistic value
+would make it throttle itself during benchmarks against an emulator that has no quota."""
+
+ADVERTISED_TPM = 100_000_000
+"""Tokens per minute advertised when no TPM quota is configured (huge, for the same reason)."""
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """One OAuth application: the ``client_id`` (API Key) and ``client_secret`` (Secret Key)."""
+
+    api_key: str
+    secret_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The credentials strict mode accepts.
+
+    ``apps`` maps API Key to Secret Key (v1 OAuth), ``api_keys`` are v2 bearer keys
+    (``bce-v3/…``), ``iam`` maps IAM Access Key to Secret Key (signatures, bearer minting) and
+    ``appids`` (optional) are the v2 ``appid`` header values accepted; empty means any.
+    """
+
+    apps: Mapping[str, str] = field(default_factory=dict)
+    api_keys: frozenset[str] = frozenset()
+    iam: Mapping[str, str] = field(default_factory=dict)
+    appids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A scripted answer: when ``match`` matches the last user message, answer ``answer``
+    (if not None) and apply ``fault`` (if not None)."""
+
+    pattern: re.Pattern[str] | None
+    substring: str
+    answer: str | None
+    fault: FaultSpec | None
+
+    def matches(self, prompt: str) -> bool:
+        """Whether this scenario applies to the (directive-free) last user message."""
+        if self.pattern is not None:
+            return self.pattern.search(prompt) is not None
+        return self.substring in prompt
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """Everything the emulator can be configured with; every field has a working default.
+
+    Pacing: ``ttft`` (seconds before the first chunk), ``interval`` (between v1 sentence
+    chunks), ``v2_interval`` (between v2 deltas). Auth: ``credentials`` (None = dev mode),
+    ``no_auth`` (accept requests carrying no credentials at all), ``token_ttl``. Quotas:
+    ``rpm`` / ``tpm`` per credential over a sliding 60 s window, 0 = off. Answers: ``seed``,
+    ``scenarios``. Faults: ``fault_rates`` (SPEC, probability) pairs. Transport:
+    ``max_body_bytes``, ``sse_charset`` (append ``;charset=utf-8`` to ``text/event-stream``).
+    Protocol knobs for the [uncertain] items of ``ERNIE-PROTOCOL.md``: ``oauth_error_status``,
+    ``v1_messages_error_code``, ``v2_alternation``, ``v2_finish_reason``, ``custom_endpoints``
+    (extra v1 endpoint name → model name) and ``v2_models`` (allow-list; None = any model).
+    ``debug`` logs tracebacks of internal errors; ``clock`` is the wall clock (injectable).
+    """
+
+    seed: int = 0
+    ttft: float = 0.5
+    interval: float = 0.3
+    v2_interval: float = 0.05
+    token_ttl: int = DEFAULT_TOKEN_TTL
+    credentials: Credentials | None = None
+    no_auth: bool = False
+    rpm: int = 0
+    tpm: int = 0
+    scenarios: tuple[Scenario, ...] = ()
+    fault_rates: tuple[tuple[FaultSpec, float], ...] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    sse_charset: bool = False
+    oauth_error_status: int = 401
+    v1_messages_error_code: int = 336006
+    v2_alternation: bool = False
+    v2_finish_reason: str = "stop"
+    custom_endpoints: Mapping[str, str] = field(default_factory=dict)
+    v2_models: frozenset[str] | None = None
+    debug: bool = False
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        for name in ("ttft", "interval", "v2_interval"):
+            value = getattr(self, name)
+            if not 0 <= value <= 3600:
+                raise ConfigError(f"{name} must be in [0, 3600] seconds, not {value!r}")
+        if self.token_ttl < 1:
+            raise ConfigError(f"token_ttl must be at least 1 second, not {self.token_ttl!r}")
+        if self.rpm < 0 or self.tpm < 0:
+            raise ConfigError("rpm and tpm must not be negative (0 turns a quota off)")
+        if self.max_body_bytes < 1:
+            raise ConfigError("max_body_bytes must be positive")
+        for _, rate in self.fault_rates:
+            if not 0 <= rate <= 1:
+                raise ConfigError(f"a fault rate must be in [0, 1], not {rate!r}")
+        object.__setattr__(self, "custom_endpoints", MappingProxyType(dict(self.custom_endpoints)))
+
+    @property
+    def strict(self) -> bool:
+        """True when only configured credentials are accepted."""
+        return self.credentials is not None
+
+    @property
+    def mode_description(self) -> str:
+        """A short human description of the auth mode, for the start-up log line."""
+        text = (
+            "strict mode: only configured credentials accepted"
+            if self.strict
+            else "dev mode: any credentials accepted"
+        )
+        if self.no_auth:
+            text += "; requests without credentials accepted"
+        return text
+
+
+def _read_json(path: str | Path, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file {str(path)!r}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"the {what} file {str(path)!r} is not valid JSON: {exc}") from None
+
+
+def _strings(value: object, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where} must be a list of non-empty strings")
+    return value
+
+
+def _pairs(value: object, where: str, key: str, secret: str) -> dict[str, str]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list of objects")
+    result: dict[str, str] = {}
+    for index, item in enumerate(value):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get(key), str)
+            or not isinstance(item.get(secret), str)
+            or not item[key]
+            or not item[secret]
+        ):
+            raise ConfigError(f'{where}[{index}] must be {{"{key}": "…", "{secret}": "…"}}')
+        result[item[key]] = item[secret]
+    return result
+
+
+def parse_credentials(data: object) -> Credentials:
+    """Build :class:`Credentials` from the parsed credentials-file JSON.
+
+    Shape: ``{"apps": [{"api_key", "secret_key"}], "api_keys": ["bce-v3/…"],
+    "iam": [{"access_key", "secret_key"}], "appids": ["app-…"]}``; every key is optional.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("the credentials file must hold a JSON object")
+    unknown = set(data) - {"apps", "api_keys", "iam", "appids"}
+    if unknown:
+        raise ConfigError(f"unknown key(s) in the credentials file: {', '.join(sorted(unknown))}")
+    return Credentials(
+        apps=_pairs(data.get("apps", []), "apps", "api_key", "secret_key"),
+        api_keys=frozenset(_strings(data.get("api_keys", []), "api_keys")),
+        iam=_pairs(data.get("iam", []), "iam", "access_key", "secret_key"),
+        appids=frozenset(_strings(data.get("appids", []), "appids")),
+    )
+
+
+def load_credentials(path: str | Path) -> Credentials:
+    """Read and parse a credentials file (see :func:`parse_credentials`)."""
+    return parse_credentials(_read_json(path, "credentials"))
+
+
+def parse_scenarios(data: object) -> tuple[Scenario, ...]:
+    """Build the scenarios from the parsed scenario-file JSON: a list of
+    ``{"match": "substring" | "re:REGEX", "answer"?: "text", "fault"?: "SPEC"}``."""
+    if not isinstance(data, list):
+        raise ConfigError("the scenario file must hold a JSON list")
+    result = []
+    for index, item in enumerate(data):
+        where = f"scenario {index}"
+        if not isinstance(item, dict) or not isinstance(item.get("match"), str):
+            raise ConfigError(f'{where} must be an object with a string "match"')
+        unknown = set(item) - {"match", "answer", "fault"}
+        if unknown:
+            raise ConfigError(f"{where} has unknown key(s): {', '.join(sorted(unknown))}")
+        answer = item.get("answer")
+        if answer is not None and (not isinstance(answer, str) or not answer):
+            raise ConfigError(f'{where}: "answer" must be a non-empty string')
+        fault = None
+        if item.get("fault") is not None:
+            if not isinstance(item["fault"], str):
+                raise ConfigError(f'{where}: "fault" must be a SPEC string')
+            try:
+                fault = parse_fault_spec(item["fault"])
+            except FaultSpecError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        match: str = item["match"]
+        pattern = None
+        if match.startswith("re:"):
+            try:
+                pattern = re.compile(match[3:])
+            except re.error as exc:
+                raise ConfigError(f"{where}: bad regular expression: {exc}") from None
+        result.append(Scenario(pattern, match, answer, fault))
+    return tuple(result)
+
+
+def load_scenarios(path: str | Path) -> tuple[Scenario, ...]:
+    """Read and parse a scenario file (see :func:`parse_scenarios`)."""
+    return parse_scenarios(_read_json(path, "scenario"))

@@ -1,0 +1,240 @@
+"""The v1 ("wenxinworkshop") chat route: ``POST /rpc/2.0/ai_custom/v1/wenxinworkshop/chat/{ep}``.
+
+Theory of operation
+===================
+
+The checks run in Baidu's order as far as it is known, each answering with v1's error shape,
+``{"error_code": N, "error_msg": "…", "id": "as-…"}`` with **HTTP 200** and
+``application/json`` (also when ``stream`` is true — v1 errors are never SSE):
+
+1. method (``336101``), endpoint (``3 Unsupported openapi method``), credentials (``110``
+   unknown token, ``111`` expired token, ``14`` rejected signature);
+2. body: too large (``336003 request body too large``, the connection is closed after the
+   answer), not JSON (``336002 Invalid JSON``), not an object (``336001``);
+3. ``_validation``: messages (``336006`` or the configured code), parameters (``336003``);
+4. the fault SPEC (``336001 Invalid Argument: <reason>``);
+5. quotas (``336501`` RPM / ``336502`` TPM);
+6. injected faults: ``expire_token`` (``111``, and the token really expires), ``error``.
+
+A success is either one ``chat.completion`` object, or an event stream of sentence chunks
+(``sentence_id`` from 0, ``is_end: false``, running usage with ``completion_tokens`` 0) and a
+final empty ``is_end: true`` chunk carrying the final usage, after which the connection
+closes — there is no ``data: [DONE]`` in v1 (``ERNIE-PROTOCOL.md`` §1.6–1.7).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .._error_codes import V1_CODES
+from .._models import model_for_endpoint
+from .._validation import check_v1_messages, check_v1_params
+from ._answers import sentence_pieces
+from ._asgi import (
+    BodyTooLarge,
+    ClientDisconnected,
+    Headers,
+    Receive,
+    Request,
+    Send,
+    json_bytes,
+    read_body,
+    send_json,
+)
+from ._auth import SignatureRequest
+from ._chat import Answer, Shared, find_scenario, plan_answer, prompt_tokens, select_fault
+from ._faults import FaultSpec, FaultSpecError, strip_directives
+from ._stream import ENDLESS_CAP, StreamPlan, deliver, sse_headers
+
+INJECTED_MESSAGE = "Injected error"
+"""``error_msg`` of an injected error code the emulator does not know."""
+
+
+def error_body(code: int, message: str | None, response_id: str) -> dict[str, Any]:
+    """v1's error object; ``message`` None takes the code's standard text."""
+    if message is None:
+        known = V1_CODES.get(code)
+        message = known.message if known else INJECTED_MESSAGE
+    return {"error_code": code, "error_msg": message, "id": response_id}
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def endpoint_known(shared: Shared, endpoint: str) -> bool:
+    """Whether ``endpoint`` is a v1 chat endpoint (built in or configured)."""
+    return model_for_endpoint(endpoint) is not None or endpoint in shared.config.custom_endpoints
+
+
+async def handle(
+    shared: Shared, request: Request, receive: Receive, send: Send, endpoint: str
+) -> None:
+    """Answer one request to the v1 chat route."""
+    config = shared.config
+    response_id = shared.new_id()
+    headers: Headers = [
+        (b"x-baidu-request-id", shared.request_id(request.headers).encode("latin-1"))
+    ]
+
+    async def fail(code: int, message: str | None = None, *, close: bool = False) -> None:
+        await send_json(send, 200, error_body(code, message, response_id), headers, close=close)
+
+    if request.method != "POST":
+        return await fail(336101)
+    if not endpoint_known(shared, endpoint):
+        return await fail(3)
+    signed = SignatureRequest(request.method, request.path, request.query, request.headers)
+    query = dict(reversed(request.query))
+    auth = shared.auth.check_v1(query, signed)
+    if not auth.ok:
+        assert isinstance(auth.error, int)
+        return await fail(auth.error)
+    assert auth.identity is not None
+    if auth.app_number is not None:
+        headers.append((b"appid", b"%d" % auth.app_number))
+    try:
+        raw = await read_body(receive, request.headers, config.max_body_bytes)
+    except BodyTooLarge:
+        return await fail(336003, "request body too large", close=True)
+    except ClientDisconnected:
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return await fail(336002)
+    if not isinstance(body, dict):
+        return await fail(336001, "Invalid Argument: the request body must be a JSON object")
+    problem = check_v1_messages(body.get("messages"))
+    if problem is not None:
+        return await fail(config.v1_messages_error_code, problem.message)
+    problem = check_v1_params(body)
+    if problem is not None:
+        return await fail(problem.v1_code, problem.message)
+    messages: list[dict[str, Any]] = body["messages"]
+    raw_prompt: str = messages[-1]["content"]
+    prompt = strip_directives(raw_prompt)
+    scenario = find_scenario(config.scenarios, prompt)
+    try:
+        fault = select_fault(
+            shared, request.headers.get("x-wenxin-fault"), raw_prompt, scenario, auth.identity
+        )
+    except FaultSpecError as exc:
+        return await fail(336001, f"Invalid Argument: {exc}")
+    texts = [m["content"] for m in messages if isinstance(m.get("content"), str)]
+    if isinstance(body.get("system"), str):
+        texts.append(body["system"])
+    answer = plan_answer(
+        config,
+        prompt,
+        scenario,
+        fault,
+        sentence_pieces,
+        normal_finish="normal",
+        stop=body.get("stop"),
+        max_tokens=body.get("max_output_tokens"),
+        prompt_token_count=prompt_tokens(texts),
+    )
+    verdict = shared.quotas.admit(
+        auth.identity, answer.prompt_tokens, answer.completion_tokens, config.clock()
+    )
+    headers += shared.quotas.headers(verdict, v2=False)
+    if verdict.error is not None:
+        return await fail(verdict.error)
+    if fault.expire_token:
+        shared.auth.expire_token(auth.token)
+        return await fail(111)
+    stream = body.get("stream") is True
+    if fault.error is not None and not (stream and fault.error_after is not None):
+        return await fail(fault.error)
+    plan = _plan(shared, answer, fault, response_id, stream=stream)
+    if not stream:
+        result = _complete_body(answer, response_id)
+        await deliver(send, plan, 200, headers, json_bytes(result))
+        return None
+    start_headers = sse_headers(headers, charset=config.sse_charset)
+    await send({"type": "http.response.start", "status": 200, "headers": start_headers})
+    await shared.stream(receive, send, plan)
+    return None
+
+
+def _complete_body(answer: Answer, response_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "id": response_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "result": answer.text,
+        "is_truncated": answer.truncated,
+        "need_clear_history": answer.safety > 0,
+    }
+    if answer.safety:
+        result["ban_round"] = -1
+    result["finish_reason"] = answer.finish
+    result["usage"] = _usage(answer.prompt_tokens, answer.completion_tokens)
+    return result
+
+
+def _plan(
+    shared: Shared, answer: Answer, fault: FaultSpec, response_id: str, *, stream: bool
+) -> StreamPlan:
+    """The stream plan of a v1 answer: sentence chunks, then the empty ``is_end`` chunk."""
+    pieces = answer.pieces
+    n_pieces = len(pieces)
+    prompt = answer.prompt_tokens
+    running = _usage(prompt, 0)
+    # Safety 1–2 marks every chunk; 3–4 only the end chunk (the cut point).
+    marked = 0 < answer.safety < 3
+
+    def render(index: int) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": response_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "sentence_id": index,
+            "is_end": False,
+            "is_truncated": False,
+            "result": pieces[index % n_pieces],
+            "need_clear_history": marked,
+        }
+        if marked:
+            chunk["ban_round"] = -1
+        chunk["finish_reason"] = "normal"
+        chunk["usage"] = running
+        return json_bytes(chunk)
+
+    def end(sent: int) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": response_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "sentence_id": sent,
+            "is_end": True,
+            "is_truncated": answer.truncated,
+            "result": "",
+            "need_clear_history": answer.safety > 0,
+        }
+        if answer.safety:
+            chunk["ban_round"] = -1
+        chunk["finish_reason"] = answer.finish
+        chunk["usage"] = _usage(prompt, answer.completion_after(sent))
+        return json_bytes(chunk)
+
+    config = shared.config
+    count = ENDLESS_CAP if stream and fault.endless else n_pieces
+    error = fault.error if fault.error is not None else 336000
+    return StreamPlan(
+        count=count,
+        render=render,
+        end_json=end,
+        done_marker=False,
+        error_json=json_bytes(error_body(error, None, response_id)),
+        ttft=config.ttft if fault.ttft is None else fault.ttft,
+        interval=config.interval if fault.interval is None else fault.interval,
+        fault=fault,
+    )

@@ -1,0 +1,28 @@
+"""Shared fixtures: a fast emulator on loopback for the whole session, and helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from servers import emulator
+from wenxin_stream.emulator import ServerHandle
+
+
+@pytest.fixture(scope="session")
+def emu() -> Iterator[ServerHandle]:
+    """One fast (no pacing) dev-mode emulator shared by the tests that need no special config.
+
+    Its state (tokens, fault counters) is shared too, so tests use unique credentials.
+    """
+    with emulator() as handle:
+        yield handle
+
+
+@pytest.fixture
+def client(emu: ServerHandle) -> Iterator[httpx.Client]:
+    """A sync httpx client pointed at the shared emulator."""
+    with httpx.Client(base_url=emu.base_url, timeout=10) as c:
+        yield c
