@@ -5,6 +5,10 @@ The public surface is re-exported here; the private modules (``_sse``, ``_events
 """
 
 from ._accumulate import Accumulator, accumulate
+from ._async_client import AsyncChat, AsyncChatStream, AsyncClient
+from ._client import Chat, ChatStream, Client
+from ._client_base import MissingCredentialsError
+from ._continuation import CONTINUE_PROMPT
 from ._events import (
     ChatResult,
     ChunkMeta,
@@ -46,21 +50,33 @@ from ._exceptions import (
     WenxinError,
     is_retryable,
 )
+from ._ratelimit import ClientRateLimitTimeout, RateLimits
+from ._retry import RetryPolicy
 from ._sse import DONE_EVENT, ServerSentEvent, SSEDecoder, encode_comment, encode_event
+from ._timeouts import Timeout
+from ._transport import Limits
 from ._version import __version__
 from ._wire_v1 import V1StreamParser
 from ._wire_v2 import V2StreamParser
 
 __all__ = [
+    "CONTINUE_PROMPT",
     "DONE_EVENT",
     "APIConnectionError",
     "APIError",
     "APITimeoutError",
     "Accumulator",
+    "AsyncChat",
+    "AsyncChatStream",
+    "AsyncClient",
     "AuthenticationError",
     "BadRequestError",
+    "Chat",
     "ChatResult",
+    "ChatStream",
     "ChunkMeta",
+    "Client",
+    "ClientRateLimitTimeout",
     "EndReason",
     "FinishEvent",
     "FinishReason",
@@ -69,14 +85,18 @@ __all__ = [
     "IncompleteStreamError",
     "InternalServerError",
     "InvalidRequestError",
+    "Limits",
     "LocalProtocolError",
     "MalformedResponseError",
+    "MissingCredentialsError",
     "NotFoundError",
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
+    "RateLimits",
     "ReasoningDelta",
     "RemoteProtocolError",
+    "RetryPolicy",
     "SSEDecoder",
     "SSELimitError",
     "SafetyEvent",
@@ -84,6 +104,7 @@ __all__ = [
     "ServerSentEvent",
     "StreamEvent",
     "TextDelta",
+    "Timeout",
     "TokenExpiredError",
     "ToolCall",
     "ToolCallDelta",

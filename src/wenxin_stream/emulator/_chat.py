@@ -28,7 +28,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from .._continuation import CONTINUE_PROMPT
 from ._answers import (
     TokenCounter,
     cut_at_stop,
@@ -92,6 +94,29 @@ class Shared:
         seen = self._times.get(key, 0) + 1
         self._times[key] = seen
         return seen <= spec.times
+
+
+def continuation_of(
+    messages: Sequence[Any], text_of: Callable[[Any], str]
+) -> tuple[str, str] | None:
+    """``(question, shown)`` when the conversation asks to continue an interrupted answer.
+
+    That is: it ends with a user turn saying :data:`~wenxin_stream._continuation.CONTINUE_PROMPT`
+    right after an assistant turn (the part already ``shown``) which answered the user turn
+    before it (the ``question``). The emulator then answers with the rest of the answer it
+    gives to ``question`` — provided ``shown`` is a prefix of it (see :func:`plan_answer`) — so
+    the client's continue mode can be tested for exact, seamless results.
+    """
+    rest = [m for m in messages if isinstance(m, dict) and m.get("role") != "system"]
+    if len(rest) < 3:
+        return None
+    question, shown, ask = rest[-3], rest[-2], rest[-1]
+    if ask.get("role") != "user" or strip_directives(text_of(ask)).strip() != CONTINUE_PROMPT:
+        return None
+    if shown.get("role") != "assistant" or question.get("role") != "user":
+        return None
+    partial = text_of(shown)
+    return (strip_directives(text_of(question)), partial) if partial else None
 
 
 def find_scenario(scenarios: Iterable[Scenario], prompt: str) -> Scenario | None:
@@ -189,11 +214,15 @@ def plan_answer(
     stop: Sequence[str] | None,
     max_tokens: int | None,
     prompt_token_count: int,
+    shown: str = "",
 ) -> Answer:
-    """Plan the answer to ``prompt`` (the directive-free last user message)."""
+    """Plan the answer to ``prompt`` (the directive-free last user message); with ``shown``
+    (a continuation, see :func:`continuation_of`) only the rest of the answer after it."""
     text = scenario.answer if scenario is not None and scenario.answer else None
     if text is None:
         text = default_answer(prompt, config.seed)
+    if shown and text.startswith(shown) and len(shown) < len(text):
+        text = text[len(shown) :]
     if fault.chunks is not None:
         text = lengthen(text, fault.chunks, config.seed)
     finish = normal_finish

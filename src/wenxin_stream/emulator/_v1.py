@@ -44,7 +44,15 @@ from ._asgi import (
     send_json,
 )
 from ._auth import SignatureRequest
-from ._chat import Answer, Shared, find_scenario, plan_answer, prompt_tokens, select_fault
+from ._chat import (
+    Answer,
+    Shared,
+    continuation_of,
+    find_scenario,
+    plan_answer,
+    prompt_tokens,
+    select_fault,
+)
 from ._faults import FaultSpec, FaultSpecError, strip_directives
 from ._stream import ENDLESS_CAP, StreamPlan, deliver, sse_headers
 
@@ -58,6 +66,12 @@ def error_body(code: int, message: str | None, response_id: str) -> dict[str, An
         known = V1_CODES.get(code)
         message = known.message if known else INJECTED_MESSAGE
     return {"error_code": code, "error_msg": message, "id": response_id}
+
+
+def _content(message: Any) -> str:
+    """The string content of a (validated) v1 message; "" for a function-call turn."""
+    content = message.get("content")
+    return content if isinstance(content, str) else ""
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
@@ -119,7 +133,8 @@ async def handle(
         return await fail(problem.v1_code, problem.message)
     messages: list[dict[str, Any]] = body["messages"]
     raw_prompt: str = messages[-1]["content"]
-    prompt = strip_directives(raw_prompt)
+    continued = continuation_of(messages, _content)
+    prompt = continued[0] if continued else strip_directives(raw_prompt)
     scenario = find_scenario(config.scenarios, prompt)
     try:
         fault = select_fault(
@@ -140,6 +155,7 @@ async def handle(
         stop=body.get("stop"),
         max_tokens=body.get("max_output_tokens"),
         prompt_token_count=prompt_tokens(texts),
+        shown=continued[1] if continued else "",
     )
     verdict = shared.quotas.admit(
         auth.identity, answer.prompt_tokens, answer.completion_tokens, config.clock()

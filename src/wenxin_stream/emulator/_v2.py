@@ -45,7 +45,15 @@ from ._asgi import (
     send_json,
 )
 from ._auth import SignatureRequest
-from ._chat import Answer, Shared, find_scenario, plan_answer, prompt_tokens, select_fault
+from ._chat import (
+    Answer,
+    Shared,
+    continuation_of,
+    find_scenario,
+    plan_answer,
+    prompt_tokens,
+    select_fault,
+)
 from ._faults import FaultSpec, FaultSpecError, strip_directives
 from ._stream import ENDLESS_CAP, StreamPlan, deliver, sse_headers
 
@@ -161,7 +169,8 @@ async def handle(shared: Shared, request: Request, receive: Receive, send: Send)
     messages: list[Any] = body["messages"]
     users = [m for m in messages if m.get("role") == "user"]
     raw_prompt = _text_of(users[-1]) if users else ""
-    prompt = strip_directives(raw_prompt)
+    continued = continuation_of(messages, _text_of)
+    prompt = continued[0] if continued else strip_directives(raw_prompt)
     scenario = find_scenario(config.scenarios, prompt)
     try:
         fault = select_fault(
@@ -180,6 +189,7 @@ async def handle(shared: Shared, request: Request, receive: Receive, send: Send)
         stop=body.get("stop"),
         max_tokens=max_tokens,
         prompt_token_count=prompt_tokens(_text_of(m) for m in messages),
+        shown=continued[1] if continued else "",
     )
     verdict = shared.quotas.admit(
         auth.identity, answer.prompt_tokens, answer.completion_tokens, config.clock()

@@ -1,0 +1,362 @@
+"""The sync client: :class:`Client`, its ``chat`` namespace and :class:`ChatStream`.
+
+A thin I/O shell around :class:`~wenxin_stream._stream_core.StreamCore`: it sends each
+attempt through the pooled urllib3 transport, reads the body piece by piece with the timeout
+the core computes, and sleeps where the core says to wait. The async twin in
+``_async_client`` is the same loop with ``await``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from ._client_base import ClientBase, StreamView
+from ._events import ChatResult, StreamEvent, TextDelta
+from ._exceptions import APITimeoutError, MalformedResponseError, RateLimitError, WenxinError
+from ._ratelimit import RateLimits, SyncRateLimiter, estimate_tokens, rate_limit_scope
+from ._retry import RetryPolicy
+from ._stream_core import MAX_BODY, MAX_ERROR_BODY, ApiName, StreamCore
+from ._timeouts import Timeout
+from ._tokens import AccessToken, TokenManager
+from ._transport import HTTPRequest, Limits, SyncResponse, SyncTransport
+
+
+def _read_all(response: SyncResponse, core: StreamCore, limit: int) -> bytes:
+    body = bytearray()
+    while True:
+        seconds, kind = core.read_timeout()
+        try:
+            data = response.read(seconds)
+        except TimeoutError:
+            raise core.timed_out(kind) from None
+        if not data:
+            return bytes(body)
+        body += data
+        if len(body) > limit:
+            raise MalformedResponseError(f"response body larger than {limit} bytes", None)
+
+
+class ChatStream(StreamView):
+    """One streamed answer. Use it in a ``with`` block and iterate its typed events.
+
+    ::
+
+        with client.chat.stream(messages=[{"role": "user", "content": "你好"}]) as stream:
+            for text in stream.text_stream:
+                print(text, end="", flush=True)
+        print(stream.get_final_message().usage)
+
+    Leaving the block — at the end, by ``break``, by an exception or by Ctrl-C — closes the
+    HTTP response at once. Afterwards :attr:`end_reason` says how the stream ended (exactly
+    one :class:`~wenxin_stream.EndReason`); errors raised while iterating carry the text
+    already delivered in ``partial_text`` and the same ``end_reason``.
+    """
+
+    def __init__(self, client: Client, core: StreamCore) -> None:
+        self._client = client
+        self._core = core
+        self._iterator = client._run_stream(core)
+
+    def __enter__(self) -> ChatStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        return self._iterator
+
+    def __next__(self) -> StreamEvent:
+        return next(self._iterator)
+
+    @property
+    def text_stream(self) -> Iterator[str]:
+        """Only the text of the answer, piece by piece, as it arrives."""
+        for event in self._iterator:
+            if type(event) is TextDelta:
+                yield event.text
+
+    def until_done(self) -> None:
+        """Consume the rest of the stream."""
+        for _ in self._iterator:
+            pass
+
+    def get_final_message(self) -> ChatResult:
+        """Consume the rest of the stream and return the whole answer."""
+        self.until_done()
+        return self._core.result()
+
+    def close(self) -> None:
+        """Stop reading and release the connection (idempotent)."""
+        self._iterator.close()
+        self._core.cancel()  # no effect when the stream already ended
+
+
+class Chat:
+    """``client.chat``: streamed (:meth:`stream`) and whole (:meth:`create`) answers."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def stream(
+        self,
+        *,
+        messages: Sequence[Mapping[str, Any]] | str,
+        model: str | None = None,
+        endpoint: str | None = None,
+        continue_on_error: bool | None = None,
+        **params: Any,
+    ) -> ChatStream:
+        """Start a streamed answer (see :class:`ChatStream`).
+
+        ``messages`` is the conversation (or a single question as a string); ``model`` a model
+        name (the client's default otherwise); ``endpoint`` a custom v1 endpoint; other keyword
+        arguments are sent as request parameters (``temperature``, ``system``, ``stop`` …).
+        The request is checked against ERNIE's rules before anything is sent:
+        :class:`~wenxin_stream.InvalidRequestError` tells what to fix.
+        """
+        core = self._client._core(
+            messages,
+            model=model,
+            endpoint=endpoint,
+            stream=True,
+            params=params,
+            continue_on_error=continue_on_error,
+        )
+        return ChatStream(self._client, core)
+
+    def create(
+        self,
+        *,
+        messages: Sequence[Mapping[str, Any]] | str,
+        model: str | None = None,
+        endpoint: str | None = None,
+        **params: Any,
+    ) -> ChatResult:
+        """Ask for a whole (non-stream) answer."""
+        core = self._client._core(
+            messages, model=model, endpoint=endpoint, stream=False, params=params
+        )
+        return self._client._run_once(core)
+
+
+class Client(ClientBase):
+    """A synchronous ERNIE client: one connection pool, shared by every stream it opens.
+
+    With no arguments it reads qianfan's environment variables (``QIANFAN_BEARER_TOKEN`` for
+    v2; ``QIANFAN_AK``/``QIANFAN_SK`` or ``QIANFAN_ACCESS_TOKEN`` for v1;
+    ``QIANFAN_ACCESS_KEY``/``QIANFAN_SECRET_KEY`` for IAM; ``QIANFAN_BASE_URL``,
+    ``QIANFAN_CONSOLE_API_BASE_URL``, ``QIANFAN_IAM_BASE_URL``, ``QIANFAN_APP_ID``). Without
+    any credentials it uses the embedded offline emulator and logs a warning
+    (``emulator=False`` makes that an error). Thread-safe: share one client across threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        secret_key: str | None = None,
+        access_token: str | None = None,
+        access_key: str | None = None,
+        secret_access_key: str | None = None,
+        bearer_token: str | None = None,
+        app_id: str | None = None,
+        base_url: str | None = None,
+        v2_base_url: str | None = None,
+        iam_base_url: str | None = None,
+        api: ApiName | None = None,
+        model: str | None = None,
+        timeout: Timeout | float | None = None,
+        retry: RetryPolicy | int | None = None,
+        limits: Limits | None = None,
+        qps: float | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        rate_limit_wait: float = 30.0,
+        continue_on_error: bool = False,
+        token_cache: str | None = None,
+        emulator: bool | None = None,
+        transport: SyncTransport | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            api_key=api_key,
+            secret_key=secret_key,
+            access_token=access_token,
+            access_key=access_key,
+            secret_access_key=secret_access_key,
+            bearer_token=bearer_token,
+            app_id=app_id,
+            base_url=base_url,
+            v2_base_url=v2_base_url,
+            iam_base_url=iam_base_url,
+            api=api,
+            model=model,
+            timeout=timeout,
+            retry=retry,
+            continue_on_error=continue_on_error,
+            emulator=emulator,
+            environ=environ,
+        )
+        if transport is None:
+            from ._transport_urllib3 import Urllib3Transport
+
+            transport = Urllib3Transport(limits)
+        self._transport: SyncTransport = transport
+        self._limiter = SyncRateLimiter(
+            RateLimits(qps=qps, rpm=rpm, tpm=tpm), max_wait=rate_limit_wait
+        )
+        self._tokens: TokenManager | None = None
+        if self._auth.needs_token:
+            cache = self._token_cache(token_cache)
+            self._tokens = TokenManager(
+                self._fetch_token, cache=cache, cache_key=self._cache_key() if cache else None
+            )
+        self.chat = Chat(self)
+        """Chat completions: ``client.chat.stream(...)`` and ``client.chat.create(...)``."""
+
+    # -- public conveniences ---------------------------------------------------------------
+
+    def stream_chat(
+        self, messages: Sequence[Mapping[str, Any]] | str, **kwargs: Any
+    ) -> Iterator[str]:
+        """Stream only the text of an answer: ``for piece in client.stream_chat("你好"): …``."""
+        with self.chat.stream(messages=messages, **kwargs) as stream:
+            yield from stream.text_stream
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _fetch_token(self) -> AccessToken:
+        auth: Any = self._auth
+        request: HTTPRequest = auth.token_request(time.time())
+        response = self._transport.open(
+            request,
+            connect_timeout=self.timeout.connect,
+            head_timeout=self.timeout.first_token,
+        )
+        try:
+            body = bytearray()
+            while data := response.read(self.timeout.idle):
+                body += data
+                if len(body) > MAX_ERROR_BODY:
+                    raise MalformedResponseError("token response too large", None)
+        except TimeoutError:
+            raise APITimeoutError("idle", timeout=self.timeout.idle) from None
+        finally:
+            response.close()
+        token: AccessToken = auth.parse_token(response.status, bytes(body), time.time())
+        return token
+
+    def _open(self, core: StreamCore) -> tuple[SyncResponse, AccessToken | None]:
+        token = self._tokens.get() if self._tokens is not None else None
+        request = core.http_request(token, time.time())
+        response = self._transport.open(
+            request, connect_timeout=self.timeout.connect, head_timeout=core.head_timeout()
+        )
+        self._limiter.update_from_headers(response.headers)
+        return response, token
+
+    def _recover(self, core: StreamCore, error: WenxinError, token: AccessToken | None) -> None:
+        """Handle a failed attempt: wait and return to try again, or raise."""
+        if isinstance(error, RateLimitError):
+            self._limiter.on_rate_limited(error.retry_after, scope=rate_limit_scope(error))
+        decision = core.on_failure(error, random.random())  # noqa: S311 - jitter, not crypto
+        if decision.action == "raise":
+            assert decision.error is not None
+            raise decision.error
+        if decision.action == "refresh" and self._tokens is not None and token is not None:
+            self._tokens.invalidate(token)
+        if decision.delay > 0:
+            time.sleep(decision.delay)
+
+    def _run_stream(self, core: StreamCore) -> Generator[StreamEvent, None, None]:
+        reservation = self._limiter.acquire(estimate_tokens(core.call.messages))
+        try:
+            while True:
+                token: AccessToken | None = None
+                try:
+                    response, token = self._open(core)
+                    try:
+                        if core.is_error_status(response.status):
+                            body = _read_all(response, core, MAX_ERROR_BODY)
+                            raise core.error_from_body(response.status, body, response.headers)
+                        core.begin_body(response.headers)
+                        while True:
+                            seconds, kind = core.read_timeout()
+                            try:
+                                data = response.read(seconds)
+                            except TimeoutError:
+                                raise core.timed_out(kind) from None
+                            if not data:
+                                break
+                            yield from core.feed(data)
+                        yield from core.finish()
+                        return
+                    finally:
+                        response.close()
+                except WenxinError as error:
+                    self._recover(core, error, token)
+        finally:
+            core.cancel()  # no effect when the stream ended by itself
+            usage = core.result().usage
+            if usage is not None:
+                self._limiter.settle(reservation, usage.total_tokens)
+            else:
+                self._limiter.release(reservation)
+
+    def _run_once(self, core: StreamCore) -> ChatResult:
+        reservation = self._limiter.acquire(estimate_tokens(core.call.messages))
+        result: ChatResult | None = None
+        try:
+            while True:
+                token: AccessToken | None = None
+                try:
+                    response, token = self._open(core)
+                    try:
+                        body = _read_all(response, core, MAX_BODY)
+                    finally:
+                        response.close()
+                    if core.is_error_status(response.status):
+                        raise core.error_from_body(response.status, body, response.headers)
+                    result = core.result_from_body(response.status, body, response.headers)
+                    return result
+                except WenxinError as error:
+                    self._recover(core, error, token)
+        finally:
+            if result is not None and result.usage is not None:
+                self._limiter.settle(reservation, result.usage.total_tokens)
+            else:
+                self._limiter.release(reservation)
+
+    def _token_cache(self, path: str | None) -> Any:
+        if path is None:
+            return None
+        from ._tokens import TokenCache
+
+        return TokenCache(path)
+
+    def _cache_key(self) -> str | None:
+        from ._tokens import cache_key
+
+        auth: Any = self._auth
+        api_key = getattr(auth, "api_key", None) or getattr(auth, "access_key", None)
+        return cache_key(api_key, self.base_url) if api_key else None

@@ -1,0 +1,232 @@
+"""What the sync and async clients share: configuration, credentials, per-call cores. No I/O.
+
+A client is configured once, from arguments or the environment (qianfan's variable names,
+``_settings``). From the credentials present it picks the API generation and an
+authentication strategy (``_credentials``):
+
+=================================================  ====  ===================
+credentials                                        API   strategy
+=================================================  ====  ===================
+``bearer_token`` (``QIANFAN_BEARER_TOKEN``)        v2    V2Bearer
+``access_key`` + ``secret_access_key`` (IAM)       v2    V2IAMBearer (mint)
+``access_token`` (``QIANFAN_ACCESS_TOKEN``)        v1    FixedV1Token
+``api_key`` + ``secret_key`` (``QIANFAN_AK/SK``)   v1    V1OAuth
+``access_key`` + ``secret_access_key``, api="v1"   v1    V1Signature
+none at all                                        v2    the embedded emulator
+=================================================  ====  ===================
+
+``api=`` forces a generation when the credentials allow both. With no credentials at all the
+client talks to the embedded offline emulator (``_embedded``) and says so — with a warning in
+the log and ``client.emulated`` — unless ``emulator=False``, which makes missing credentials an
+error instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._credentials import (
+    Authenticator,
+    FixedV1Token,
+    V1OAuth,
+    V1Signature,
+    V2Bearer,
+    V2IAMBearer,
+)
+from ._events import EndReason, Usage
+from ._exceptions import WenxinError
+from ._models import DEFAULT_MODEL
+from ._retry import RetryPolicy
+from ._settings import Settings
+from ._stream_core import ApiName, ChatCall, StreamCore
+from ._timeouts import Timeout
+
+logger = logging.getLogger("wenxin_stream")
+
+DEFAULT_V2_MODEL = "ernie-lite-8k"
+"""The default v2 model (as in the qianfan SDK)."""
+
+EMULATOR_NOTICE = (
+    "no ERNIE credentials configured (QIANFAN_BEARER_TOKEN, QIANFAN_AK/QIANFAN_SK, "
+    "QIANFAN_ACCESS_KEY/QIANFAN_SECRET_KEY or QIANFAN_ACCESS_TOKEN): answers come from the "
+    "embedded OFFLINE EMULATOR, not from Baidu"
+)
+
+
+class MissingCredentialsError(WenxinError):
+    """No usable ERNIE credentials were configured and the emulator fallback is off."""
+
+
+def _retry_policy(retry: RetryPolicy | int | None) -> RetryPolicy:
+    if retry is None:
+        return RetryPolicy()
+    if isinstance(retry, RetryPolicy):
+        return retry
+    if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+        raise ValueError("retry must be a RetryPolicy or the number of retries (>= 0)")
+    return RetryPolicy(max_attempts=retry + 1)
+
+
+def choose_auth(
+    settings: Settings, api: ApiName | None
+) -> tuple[ApiName, str, Authenticator] | None:
+    """The (API, base URL, strategy) the credentials allow, honouring ``api``; None if none."""
+    s = settings
+    v2: Authenticator | None = None
+    if s.bearer_token:
+        v2 = V2Bearer(s.bearer_token, s.app_id)
+    elif s.access_key and s.iam_secret_key:
+        v2 = V2IAMBearer(s.access_key, s.iam_secret_key, s.iam_base_url, app_id=s.app_id)
+    v1: Authenticator | None = None
+    if s.access_token:
+        v1 = FixedV1Token(s.access_token)
+    elif s.api_key and s.secret_key:
+        v1 = V1OAuth(s.api_key, s.secret_key, s.base_url)
+    elif s.access_key and s.iam_secret_key:
+        v1 = V1Signature(s.access_key, s.iam_secret_key)
+    if api == "v1" or (api is None and v2 is None):
+        return None if v1 is None else ("v1", s.base_url, v1)
+    return None if v2 is None else ("v2", s.console_api_base_url, v2)
+
+
+class ClientBase:
+    """Configuration and per-call logic shared by :class:`Client` and :class:`AsyncClient`."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        secret_key: str | None,
+        access_token: str | None,
+        access_key: str | None,
+        secret_access_key: str | None,
+        bearer_token: str | None,
+        app_id: str | None,
+        base_url: str | None,
+        v2_base_url: str | None,
+        iam_base_url: str | None,
+        api: ApiName | None,
+        model: str | None,
+        timeout: Timeout | float | None,
+        retry: RetryPolicy | int | None,
+        continue_on_error: bool,
+        emulator: bool | None,
+        environ: Mapping[str, str] | None,
+    ) -> None:
+        overrides = {
+            "api_key": api_key,
+            "secret_key": secret_key,
+            "access_token": access_token,
+            "access_key": access_key,
+            "iam_secret_key": secret_access_key,
+            "bearer_token": bearer_token,
+            "app_id": app_id,
+            "base_url": base_url,
+            "console_api_base_url": v2_base_url,
+            "iam_base_url": iam_base_url,
+        }
+        settings = Settings.from_env(
+            environ, **{k: v for k, v in overrides.items() if v is not None}
+        )
+        if api not in (None, "v1", "v2"):
+            raise ValueError("api must be 'v1' or 'v2'")
+        found = choose_auth(settings, api) if emulator is not True else None
+        self.emulated = found is None
+        if found is not None:
+            chosen = found
+        else:
+            if emulator is False or (settings.has_credentials() and emulator is None):
+                raise MissingCredentialsError(
+                    f"no credentials for API {api or 'v1/v2'}: set QIANFAN_BEARER_TOKEN (v2), "
+                    "QIANFAN_AK and QIANFAN_SK (v1), or QIANFAN_ACCESS_KEY and "
+                    "QIANFAN_SECRET_KEY (IAM)"
+                )
+            from ._embedded import embedded_emulator_url
+
+            logger.warning(EMULATOR_NOTICE)
+            url = embedded_emulator_url()
+            if api == "v1":
+                chosen = ("v1", url, V1OAuth("wenxin-emulator", "offline", url))
+            else:
+                chosen = ("v2", url, V2Bearer("bce-v3/ALTAK-wenxin-emulator/offline"))
+        self.api: ApiName = chosen[0]
+        self.base_url: str = chosen[1]
+        self._auth: Authenticator = chosen[2]
+        self.settings = settings
+        self.model = model or (DEFAULT_MODEL if self.api == "v1" else DEFAULT_V2_MODEL)
+        self.timeout = Timeout.of(timeout)
+        self.retry = _retry_policy(retry)
+        self.continue_on_error = continue_on_error
+
+    def __repr__(self) -> str:
+        mode = "emulated" if self.emulated else type(self._auth).__name__
+        return f"{type(self).__name__}(api={self.api!r}, model={self.model!r}, auth={mode})"
+
+    def _core(
+        self,
+        messages: Sequence[Mapping[str, Any]] | str,
+        *,
+        model: str | None,
+        endpoint: str | None,
+        stream: bool,
+        params: Mapping[str, Any],
+        continue_on_error: bool | None = None,
+    ) -> StreamCore:
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        call = ChatCall(
+            api=self.api,
+            model=None if (endpoint and not model) else (model or self.model),
+            messages=tuple(messages),
+            params=dict(params),
+            endpoint=endpoint,
+            stream=stream,
+        )
+        return StreamCore(
+            call,
+            base_url=self.base_url,
+            auth=self._auth,
+            retry=self.retry,
+            timeout=self.timeout,
+            continue_mode=(
+                self.continue_on_error if continue_on_error is None else continue_on_error
+            ),
+        )
+
+
+class StreamView:
+    """The read-only view of a running or finished stream, shared by both stream classes."""
+
+    _core: StreamCore
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        """How the stream ended; ``None`` while it is still running."""
+        return self._core.end_reason
+
+    @property
+    def text(self) -> str:
+        """The text delivered so far."""
+        return self._core.text
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token usage as reported at the end of the answer (``None`` before)."""
+        return self._core.result().usage
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        """Seconds from sending the request to the first text."""
+        return self._core.time_to_first_token
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from sending the request to the end (or to now)."""
+        return self._core.elapsed
+
+    @property
+    def response_headers(self) -> Mapping[str, str]:
+        """Headers of the last response (lower-case names)."""
+        return self._core.response_headers

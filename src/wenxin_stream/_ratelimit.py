@@ -1,0 +1,650 @@
+"""Client-side rate limits (requests per second or minute, tokens per minute), adapted to the
+server's ``X-Ratelimit-*`` headers; callers wait, boundedly, instead of failing.
+
+Theory of operation
+-------------------
+**Sliding-window logs, scheduled ahead.** Each limit is a window, "at most ``limit`` units in
+any ``period`` seconds", kept as a log of ``(time, amount)`` entries. Unlike qianfan's fixed
+buckets, a sliding log holds the limit for *every* interval, not just aligned ones. Windows:
+QPS ``q`` is ``q`` requests per 1 s (below 1: one per ``1/q`` s; fractions above 1 round down);
+RPM ``r`` is ``r`` per 60 s **and** ``ceil(r/6)`` per 10 s (a burst may spend a sixth of the
+minute at once, the rest is paced); TPM counts total tokens per 60 s, and v2's input and output
+budgets have a window each.
+
+:meth:`RateLimiter.reserve` places a caller at the earliest instant ``T`` at which its units fit
+every window, never before the previous caller's ``T`` (so the queue is strictly FIFO and no
+caller starves), records its entries at ``T`` and returns a :class:`Reservation`; the caller
+sleeps until ``T``. If ``T`` is more than ``max_wait`` away, :class:`ClientRateLimitTimeout` is
+raised at once and nothing is recorded. Whatever moves the goalposts (a header lowering a
+limit, a 429 pause, a settle that found more tokens than estimated) re-places every waiting
+reservation in arrival order; a waiter that wakes to find its ``T`` moved sleeps again, or
+raises if ``T`` now lies past its deadline. A cancelled waiter (``CancelledError``,
+``KeyboardInterrupt``) gives its reservation back. Sleeps are not interrupted, so a waiter
+moved earlier still wakes at its old time: late, never early.
+
+**Tokens.** A reservation holds an estimate (:func:`estimate_tokens`); ``settle`` replaces it by
+the ``usage`` the server reported, ``release`` gives the tokens back (the request never ran).
+Either way the request itself stays counted.
+
+**Server headers.** ``X-Ratelimit-Limit-{Requests,Tokens,Input-Tokens,Output-Tokens}`` (per
+minute) lower the configured limit (the latest header counts, so a raised quota takes effect up
+to the configured value) or, with none configured, become the limit. ``Remaining-…: 0`` blocks
+that budget until our oldest entry in its window ages out (the server's window frees "within
+0-60 s"), or for a sixth of the period without local history. ``on_rate_limited`` (a 429, v1
+336501/336502) pauses every caller for ``Retry-After`` (else ``default_pause``) seconds and, given
+a ``scope`` (:func:`rate_limit_scope`), blocks the budget that ran out.
+
+The pure core :class:`RateLimiter` takes ``now`` in every call and is not thread-safe; the
+shells :class:`SyncRateLimiter` and :class:`AsyncRateLimiter` add a lock, a clock and a sleep and
+differ only in how they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._clock import AsyncSleep, Clock, Sleep
+from ._exceptions import APIError, WenxinError
+
+__all__ = [
+    "DEFAULT_ANSWER_TOKENS",
+    "AsyncRateLimiter",
+    "ClientRateLimitTimeout",
+    "RateLimitScope",
+    "RateLimiter",
+    "RateLimits",
+    "Reservation",
+    "SyncRateLimiter",
+    "estimate_prompt_tokens",
+    "estimate_tokens",
+    "rate_limit_scope",
+]
+
+RateLimitScope = Literal["requests", "tokens", "input_tokens", "output_tokens"]
+"""Which budget ran out: requests, all tokens, or v2's input or output tokens."""
+
+DEFAULT_ANSWER_TOKENS = 512
+"""Tokens :func:`estimate_tokens` reserves for the answer when the caller sets no maximum."""
+
+_MINUTE = 60.0
+_EPS = 1e-9
+
+
+class ClientRateLimitTimeout(WenxinError):
+    """The client-side rate limiter would have to wait longer than ``max_wait`` for a slot.
+
+    Raised locally, before anything is sent; not an :class:`~wenxin_stream.APIError` and not
+    retryable (retrying would only queue again). ``wait`` is the wait that was needed (seconds),
+    ``max_wait`` the bound.
+    """
+
+    def __init__(self, wait: float, max_wait: float) -> None:
+        self.wait = wait
+        self.max_wait = max_wait
+        super().__init__(
+            f"client-side rate limit: the next slot is {wait:.3g}s away, "
+            f"longer than max_wait={max_wait:g}s"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Rate limits; ``None`` means unlimited. ``qps``: requests per second; ``rpm``: requests
+    per minute; ``tpm``: total tokens per minute; ``input_tpm`` / ``output_tpm``: v2's
+    separate per-minute budgets. A limiter takes ``qps`` or ``rpm``, not both; its
+    :attr:`RateLimiter.limits` (what is in force) may show both once a server header set an
+    RPM."""
+
+    qps: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    input_tpm: int | None = None
+    output_tpm: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("qps", "rpm", "tpm", "input_tpm", "output_tpm"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+            if name != "qps" and value != int(value):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    time: float
+    amount: float
+    live: bool = True  # still in its window's log
+
+
+class _Window:
+    """A sliding-window log: at most ``limit`` units in any ``period`` seconds."""
+
+    __slots__ = ("blocked_until", "entries", "limit", "period", "used")
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self.limit: float | None = None
+        self.entries: deque[_Entry] = deque()
+        self.used = 0.0
+        self.blocked_until = -math.inf
+
+    def prune(self, now: float) -> None:
+        while self.entries and self.entries[0].time + self.period <= now:
+            self._drop(self.entries.popleft())
+
+    def _drop(self, entry: _Entry) -> None:
+        entry.live = False
+        self.used -= entry.amount
+
+    def remove(self, entry: _Entry) -> None:
+        if entry.live:
+            self.entries.remove(entry)
+            self._drop(entry)
+
+    def earliest(self, amount: float, t: float) -> float:
+        """The earliest time ``>= t`` at which ``amount`` more units fit (all entries lie at or
+        before that time, as placement is monotonic). Amounts above the limit wait for an
+        empty window."""
+        t = max(t, self.blocked_until)
+        if self.limit is None:
+            return t
+        need = self.used + min(amount, self.limit) - self.limit
+        freed = 0.0
+        for entry in self.entries:
+            if need <= _EPS + freed:
+                break
+            freed += entry.amount
+            t = max(t, entry.time + self.period)
+        return t
+
+    def block(self, now: float) -> None:
+        """The server says this budget is spent: block until our oldest entry ages out."""
+        if self.entries and self.entries[0].time + self.period > now:
+            until = self.entries[0].time + self.period
+        else:
+            until = now + self.period / 6
+        self.blocked_until = max(self.blocked_until, min(until, now + self.period))
+
+
+@dataclass(eq=False, slots=True)
+class Reservation:
+    """A caller's place under the rate limits. ``tokens`` is the estimate (then the settled
+    count), ``input_tokens`` its prompt part, ``start_at`` when the request may start (on the
+    limiter's clock) and ``state`` one of ``waiting``, ``granted``, ``settled``, ``released``,
+    ``cancelled``."""
+
+    tokens: int
+    input_tokens: int
+    start_at: float = 0.0
+    deadline: float = math.inf
+    max_wait: float = math.inf
+    state: Literal["waiting", "granted", "settled", "released", "cancelled"] = "waiting"
+    _entries: list[tuple[RateLimitScope, _Window, _Entry]] = field(default_factory=list, repr=False)
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+class RateLimiter:
+    """The pure core: decides when each caller may start, from the ``now`` it is given.
+
+    Not thread-safe and does not wait: use :class:`SyncRateLimiter` or
+    :class:`AsyncRateLimiter`. ``limits`` are the configured limits (none: only what server
+    headers say); ``max_wait`` bounds each caller's wait; ``default_pause`` is the pause after
+    a 429 that came without ``Retry-After``.
+    """
+
+    def __init__(
+        self,
+        limits: RateLimits | None = None,
+        *,
+        max_wait: float = 30.0,
+        default_pause: float = 1.0,
+    ) -> None:
+        configured = limits or RateLimits()
+        if configured.qps is not None and configured.rpm is not None:
+            raise ValueError("set qps or rpm, not both")
+        for name, value in (("max_wait", max_wait), ("default_pause", default_pause)):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        self.max_wait = max_wait
+        self.default_pause = default_pause
+        self._configured = configured
+        self._server: dict[str, int] = {}
+        q = self._configured.qps
+        self._second = _Window(1.0 if q is None or q >= 1 else 1.0 / q)
+        self._second.limit = None if q is None else max(1, math.floor(q))
+        self._minute = _Window(_MINUTE)
+        self._burst = _Window(_MINUTE / 6)
+        self._tokens = _Window(_MINUTE)
+        self._input = _Window(_MINUTE)
+        self._output = _Window(_MINUTE)
+        self._paused_until = -math.inf
+        self._waiting: deque[Reservation] = deque()
+        self._apply_limits()
+
+    @property
+    def limits(self) -> RateLimits:
+        """The limits in force now."""
+        c, s = self._configured, self._server
+        return RateLimits(
+            qps=c.qps,
+            rpm=_int(_min(c.rpm, s.get("requests"))),
+            tpm=_int(_min(c.tpm, s.get("tokens"))),
+            input_tpm=_int(_min(c.input_tpm, s.get("input_tokens"))),
+            output_tpm=_int(_min(c.output_tpm, s.get("output_tokens"))),
+        )
+
+    def _apply_limits(self) -> None:
+        limits = self.limits
+        self._minute.limit = limits.rpm
+        self._burst.limit = None if limits.rpm is None else math.ceil(limits.rpm / 6)
+        self._tokens.limit = limits.tpm
+        self._input.limit = limits.input_tpm
+        self._output.limit = limits.output_tpm
+
+    def _windows(self, res: Reservation, now: float) -> list[tuple[RateLimitScope, _Window, float]]:
+        out = res.tokens - res.input_tokens
+        wanted: list[tuple[RateLimitScope, _Window, float]] = [
+            ("requests", self._second, 1),
+            ("requests", self._minute, 1),
+            ("requests", self._burst, 1),
+            ("tokens", self._tokens, res.tokens),
+            ("input_tokens", self._input, res.input_tokens),
+            ("output_tokens", self._output, out),
+        ]
+        return [(k, w, a) for k, w, a in wanted if w.limit is not None or w.blocked_until > now]
+
+    def _prune(self, now: float) -> None:
+        for w in (self._second, self._minute, self._burst, self._tokens, self._input, self._output):
+            w.prune(now)
+
+    def _place(self, res: Reservation, t: float) -> None:
+        wanted = self._windows(res, t)
+        while True:
+            later = max((w.earliest(a, t) for _, w, a in wanted), default=t)
+            if later <= t:
+                break
+            t = later
+        res.start_at = t
+        for kind, window, amount in wanted:
+            if window.limit is None:
+                continue  # only blocked: nothing to count
+            entry = _Entry(t, amount)
+            window.entries.append(entry)
+            window.used += amount
+            res._entries.append((kind, window, entry))
+
+    def _unplace(self, res: Reservation) -> None:
+        for _, window, entry in res._entries:
+            window.remove(entry)
+        res._entries.clear()
+
+    def _reschedule(self, now: float) -> None:
+        """Re-place every waiting reservation, in arrival order, under the current rules."""
+        self._prune(now)
+        for res in self._waiting:
+            self._unplace(res)
+        t = max(now, self._paused_until)
+        for res in self._waiting:
+            self._place(res, t)
+            t = res.start_at
+
+    def reserve(
+        self,
+        tokens: int = 0,
+        *,
+        now: float,
+        input_tokens: int | None = None,
+        max_wait: float | None = None,
+    ) -> Reservation:
+        """Place a caller that will use about ``tokens`` tokens (``input_tokens`` of them the
+        prompt; default: all). Raises :class:`ClientRateLimitTimeout` if it would have to wait
+        longer than ``max_wait`` (default: the limiter's)."""
+        if isinstance(tokens, bool) or tokens < 0:
+            raise ValueError("tokens must be an int >= 0")
+        bound = self.max_wait if max_wait is None else max_wait
+        prompt = tokens if input_tokens is None else max(0, min(input_tokens, tokens))
+        res = Reservation(tokens=tokens, input_tokens=prompt)
+        self._prune(now)
+        floor = max(now, self._paused_until)
+        if self._waiting:
+            floor = max(floor, self._waiting[-1].start_at)
+        self._place(res, floor)
+        wait = res.start_at - now
+        if wait > bound + _EPS:
+            self._unplace(res)
+            raise ClientRateLimitTimeout(wait, bound)
+        res.deadline, res.max_wait = now + bound, bound
+        if wait <= 0:
+            res.state = "granted"
+        else:
+            self._waiting.append(res)
+        return res
+
+    def poll(self, res: Reservation, now: float) -> float:
+        """Seconds ``res`` must still wait; ``0`` grants it. Raises (and cancels ``res``) when
+        re-placing pushed its start past its deadline."""
+        if res.state != "waiting":
+            if res.state == "cancelled":
+                raise ValueError("the reservation was cancelled")
+            return 0.0
+        if res.start_at <= now:
+            res.state = "granted"
+            self._waiting.remove(res)
+            return 0.0
+        if res.start_at > res.deadline + _EPS:
+            wait = res.start_at - now
+            self.cancel(res, now=now)
+            raise ClientRateLimitTimeout(wait, res.max_wait)
+        return res.start_at - now
+
+    def cancel(self, res: Reservation, *, now: float) -> None:
+        """Give back a reservation that has not been granted (its caller gave up waiting);
+        later callers move up. Idempotent; no effect on granted reservations."""
+        if res.state != "waiting":
+            return
+        res.state = "cancelled"
+        self._waiting.remove(res)
+        self._unplace(res)
+        self._reschedule(now)
+
+    def settle(
+        self,
+        res: Reservation,
+        total_tokens: int,
+        *,
+        now: float,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+    ) -> None:
+        """Replace the estimate of a granted reservation by the tokens actually used (the
+        server's ``usage``; for a stream that broke, what is known). ``input_tokens`` /
+        ``output_tokens`` default to the reserved prompt part and the rest."""
+        if res.state == "waiting":
+            raise ValueError("settle() needs a granted reservation")
+        if res.state == "cancelled":
+            return
+        total = max(0, total_tokens)
+        prompt = min(res.input_tokens, total) if input_tokens is None else max(0, input_tokens)
+        answer = total - prompt if output_tokens is None else output_tokens
+        actual = {"tokens": total, "input_tokens": prompt, "output_tokens": max(0, answer)}
+        for kind, window, entry in res._entries:
+            if kind in actual:
+                new = actual[kind]
+                if entry.live:
+                    window.used += new - entry.amount
+                entry.amount = new
+        res.tokens, res.input_tokens = total, min(prompt, total)
+        res.state = "settled"
+        self._reschedule(now)
+
+    def release(self, res: Reservation, *, now: float) -> None:
+        """Give back the tokens of a request that did not run (a waiting one is cancelled);
+        the request itself stays counted."""
+        if res.state == "waiting":
+            self.cancel(res, now=now)
+        elif res.state in ("granted", "settled"):
+            self.settle(res, 0, now=now, input_tokens=0, output_tokens=0)
+            res.state = "released"
+
+    def update_from_headers(self, headers: Mapping[str, str], *, now: float) -> None:
+        """Adapt to a response's ``X-Ratelimit-*`` headers (see the module docstring)."""
+        lowered = {k.lower(): v for k, v in headers.items()}
+        names: dict[str, tuple[str, _Window]] = {
+            "requests": ("requests", self._minute),
+            "tokens": ("tokens", self._tokens),
+            "input_tokens": ("input-tokens", self._input),
+            "output_tokens": ("output-tokens", self._output),
+        }
+        for key, (suffix, window) in names.items():
+            limit = _header_int(lowered.get(f"x-ratelimit-limit-{suffix}"))
+            if limit is not None and limit > 0:
+                self._server[key] = limit
+            if _header_int(lowered.get(f"x-ratelimit-remaining-{suffix}")) == 0:
+                window.block(now)
+        self._apply_limits()
+        self._reschedule(now)
+
+    def on_rate_limited(
+        self, retry_after: float | None = None, *, now: float, scope: RateLimitScope | None = None
+    ) -> None:
+        """The server refused a request for its rate (HTTP 429, v1 4/18/336501-336507): pause
+        every caller for ``retry_after`` seconds (when unknown: ``default_pause``, unless a
+        ``scope`` is given), and block the budget named by ``scope`` (see
+        :func:`rate_limit_scope`)."""
+        if retry_after is not None and math.isfinite(retry_after) and retry_after >= 0:
+            self._paused_until = max(self._paused_until, now + retry_after)
+        elif scope is None:
+            self._paused_until = max(self._paused_until, now + self.default_pause)
+        blocked = {
+            "requests": (self._minute,),
+            "tokens": (self._tokens, self._input, self._output),
+            "input_tokens": (self._input,),
+            "output_tokens": (self._output,),
+        }
+        for window in blocked.get(scope or "", ()):
+            window.block(now)
+        self._reschedule(now)
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _header_int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) and number >= 0 else None
+
+
+_SCOPE_BY_V1: dict[int, RateLimitScope] = {
+    336501: "requests",
+    336507: "requests",
+    336502: "tokens",
+    336503: "input_tokens",
+    336504: "output_tokens",
+}
+_SCOPE_BY_V2: tuple[tuple[str, RateLimitScope], ...] = (
+    ("input_tpm", "input_tokens"),
+    ("output_tpm", "output_tokens"),
+    ("tpm", "tokens"),
+    ("rpm", "requests"),
+)
+
+
+def rate_limit_scope(error: BaseException) -> RateLimitScope | None:
+    """Which budget a rate-limit error says ran out (for :meth:`RateLimiter.on_rate_limited`):
+    v1 336501/336507 and v2 ``*rpm*`` codes are ``"requests"``, 336502 and ``*tpm*`` codes
+    ``"tokens"``, 336503/336504 and ``input_tpm``/``output_tpm`` codes the v2 halves; other
+    errors (QPS, cluster limits, plain 429) give ``None``."""
+    code = error.code if isinstance(error, APIError) else None
+    if isinstance(code, int):
+        return _SCOPE_BY_V1.get(code)
+    if isinstance(code, str):
+        lowered = code.lower()
+        return next((scope for part, scope in _SCOPE_BY_V2 if part in lowered), None)
+    return None
+
+
+class _Shell:
+    """What both waiting shells share: a core, a lock and a monotonic clock."""
+
+    def __init__(self, limits: RateLimits | None, max_wait: float, clock: Clock) -> None:
+        self._core = RateLimiter(limits, max_wait=max_wait)
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    @property
+    def limits(self) -> RateLimits:
+        """The limits in force now."""
+        with self._lock:
+            return self._core.limits
+
+    def _reserve(self, tokens: int, prompt: int | None, max_wait: float | None) -> Reservation:
+        with self._lock:
+            return self._core.reserve(
+                tokens, now=self._clock(), input_tokens=prompt, max_wait=max_wait
+            )
+
+    def _poll(self, res: Reservation) -> float:
+        with self._lock:
+            return self._core.poll(res, self._clock())
+
+    def _cancel(self, res: Reservation) -> None:
+        with self._lock:
+            self._core.cancel(res, now=self._clock())
+
+    def settle(
+        self,
+        reservation: Reservation,
+        total_tokens: int,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+    ) -> None:
+        """Record the tokens a request actually used (see :meth:`RateLimiter.settle`)."""
+        with self._lock:
+            now = self._clock()
+            self._core.settle(
+                reservation, total_tokens, now=now, input_tokens=input_tokens,
+                output_tokens=output_tokens,
+            )  # fmt: skip
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back the tokens of a request that did not run (see :meth:`RateLimiter.release`)."""
+        with self._lock:
+            self._core.release(reservation, now=self._clock())
+
+    def update_from_headers(self, headers: Mapping[str, str]) -> None:
+        """Adapt to a response's ``X-Ratelimit-*`` headers."""
+        with self._lock:
+            self._core.update_from_headers(headers, now=self._clock())
+
+    def on_rate_limited(
+        self, retry_after: float | None = None, *, scope: RateLimitScope | None = None
+    ) -> None:
+        """Pause every caller after a rate-limit error (see :meth:`RateLimiter.on_rate_limited`)."""
+        with self._lock:
+            self._core.on_rate_limited(retry_after, now=self._clock(), scope=scope)
+
+
+class SyncRateLimiter(_Shell):
+    """Thread-safe rate limiter whose :meth:`acquire` blocks in ``sleep``, FIFO-fair.
+
+    ``limits`` and ``max_wait`` as for :class:`RateLimiter`; ``clock`` must be monotonic.
+    """
+
+    def __init__(
+        self,
+        limits: RateLimits | None = None,
+        *,
+        max_wait: float = 30.0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        super().__init__(limits, max_wait, clock)
+        self._sleep = sleep
+
+    def acquire(
+        self, estimate: int = 0, *, input_tokens: int | None = None, max_wait: float | None = None
+    ) -> Reservation:
+        """Wait for a slot for a request of about ``estimate`` tokens (``input_tokens`` of them
+        the prompt); raise :class:`ClientRateLimitTimeout` if that would take longer than
+        ``max_wait`` (default: the limiter's)."""
+        res = self._reserve(estimate, input_tokens, max_wait)
+        try:
+            while (wait := self._poll(res)) > 0:
+                self._sleep(wait)
+        except BaseException:
+            self._cancel(res)
+            raise
+        return res
+
+
+class AsyncRateLimiter(_Shell):
+    """Rate limiter whose :meth:`acquire` awaits ``sleep``; safe across tasks, FIFO-fair; a
+    cancelled waiter gives its reservation back. Arguments as for :class:`SyncRateLimiter`."""
+
+    def __init__(
+        self,
+        limits: RateLimits | None = None,
+        *,
+        max_wait: float = 30.0,
+        clock: Clock = time.monotonic,
+        sleep: AsyncSleep = asyncio.sleep,
+    ) -> None:
+        super().__init__(limits, max_wait, clock)
+        self._sleep = sleep
+
+    async def acquire(
+        self, estimate: int = 0, *, input_tokens: int | None = None, max_wait: float | None = None
+    ) -> Reservation:
+        """Wait for a slot for a request of about ``estimate`` tokens (``input_tokens`` of them
+        the prompt); raise :class:`ClientRateLimitTimeout` if that would take longer than
+        ``max_wait`` (default: the limiter's)."""
+        res = self._reserve(estimate, input_tokens, max_wait)
+        try:
+            while (wait := self._poll(res)) > 0:
+                await self._sleep(wait)
+        except BaseException:
+            self._cancel(res)
+            raise
+        return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Token estimates.
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+
+
+def _text_tokens(text: str) -> float:
+    cjk = len(_CJK.findall(text))
+    return 0.625 * cjk + len(_CJK.sub(" ", text).split())
+
+
+def _message_text(message: Mapping[str, Any]) -> list[str]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, Sequence):
+        return [
+            part["text"]
+            for part in content
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+        ]
+    return []
+
+
+def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """A deterministic estimate of the prompt's tokens, qianfan's rule: 0.625 per CJK
+    character plus 1 per other whitespace-separated word, over every message's text content
+    (a string, or the ``text`` of each content part), rounded up."""
+    return math.ceil(sum(_text_tokens(t) for m in messages for t in _message_text(m)))
+
+
+def estimate_tokens(
+    messages: Sequence[Mapping[str, Any]], *, answer_tokens: int = DEFAULT_ANSWER_TOKENS
+) -> int:
+    """Tokens to reserve for a request: :func:`estimate_prompt_tokens` plus ``answer_tokens``
+    for the answer (pass the request's ``max_output_tokens`` when it sets one). The margin
+    errs high on purpose: :meth:`SyncRateLimiter.settle` corrects it from the usage the server
+    reports, whereas an estimate that is too low risks a 336502."""
+    return estimate_prompt_tokens(messages) + max(0, answer_tokens)

@@ -1,0 +1,362 @@
+"""One chat exchange's logic — attempts, parsing, delivery, end reason — with no I/O.
+
+The sync :class:`~wenxin_stream.Client` and the async :class:`~wenxin_stream.AsyncClient`
+run the same loop, differing only in how they wait and read (STYLE.md principle 4)::
+
+    while True:
+        request = core.http_request(token)          # build (and authorize) this attempt
+        response = transport.open(request, …)       # the shell's I/O
+        if core.is_error_status(response.status):
+            raise core.error_from_body(…)           # whole (bounded) body → APIError
+        while data := response.read(core.read_timeout(now)):
+            yield from core.feed(data, now)         # bytes → typed events, delivered
+        yield from core.finish(now)                 # terminal event seen, or an error
+      on error:
+        decision = core.on_failure(error, …)        # retry / refresh / continue / raise
+
+The rules the core enforces:
+
+* **Nothing is repeated.** An attempt is replayed (with backoff, per the RetryPolicy) only while
+  no event has reached the caller. Afterwards the error is raised with ``partial_text`` (all
+  text delivered) and ``end_reason`` attached — or, in opt-in continue mode, the conversation
+  is resent with the partial answer and only new text is delivered (see ``_continuation``).
+* **Token expiry** (v1 110/111, v2 401 with a minted bearer) invalidates the token and replays
+  once, before anything was delivered.
+* **Exactly one end reason** per exchange: from the finish reason when the terminal event
+  arrives, from the error otherwise, CANCELLED when the caller leaves early.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._accumulate import Accumulator
+from ._continuation import OverlapTrimmer, continuation_messages
+from ._credentials import Authenticator
+from ._events import (
+    ChatResult,
+    EndReason,
+    FinishEvent,
+    StreamEvent,
+    TextDelta,
+    end_reason_for,
+)
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    IncompleteStreamError,
+    TimeoutKind,
+    WenxinError,
+    is_retryable,
+)
+from ._requests import PreparedRequest, build_v1_chat, build_v2_chat
+from ._retry import RetryPolicy
+from ._timeouts import Timeout, read_timeout
+from ._tokens import AccessToken
+from ._transport import HTTPRequest
+from ._wire_v1 import V1StreamParser, parse_v1_body
+from ._wire_v2 import V2StreamParser, parse_v2_body
+
+ApiName = Literal["v1", "v2"]
+MAX_ERROR_BODY = 1 << 20
+"""Most bytes of an error (or non-stream) body read into memory."""
+MAX_BODY = 16 << 20
+"""Most bytes of a non-stream answer read into memory."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """What the caller asked for: API generation, model (or v1 endpoint), messages, params."""
+
+    api: ApiName
+    model: str | None
+    messages: tuple[Mapping[str, Any], ...]
+    params: Mapping[str, Any]
+    endpoint: str | None = None
+    stream: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do after a failed attempt: ``retry`` / ``refresh`` (token) / ``continue``
+    (resume the answer) after ``delay`` seconds, or ``raise`` ``error``."""
+
+    action: Literal["retry", "refresh", "continue", "raise"]
+    delay: float = 0.0
+    error: WenxinError | None = None
+
+
+def end_reason_of_error(error: BaseException, *, body_started: bool) -> EndReason:
+    """The end reason an error gives a stream."""
+    if isinstance(error, APITimeoutError):
+        return EndReason.TIMED_OUT
+    if isinstance(error, IncompleteStreamError):
+        return EndReason.INCOMPLETE
+    if isinstance(error, APIConnectionError):
+        return EndReason.INCOMPLETE if body_started else EndReason.UPSTREAM_ERROR
+    return EndReason.UPSTREAM_ERROR
+
+
+class StreamCore:
+    """The state of one exchange (see the module docstring). Not thread-safe; one per stream."""
+
+    def __init__(
+        self,
+        call: ChatCall,
+        *,
+        base_url: str,
+        auth: Authenticator,
+        retry: RetryPolicy,
+        timeout: Timeout,
+        continue_mode: bool = False,
+        max_continuations: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.call = call
+        self.base_url = base_url
+        self.auth = auth
+        self.retry = retry
+        self.timeout = timeout
+        self.continue_mode = continue_mode
+        self.max_continuations = max_continuations
+        self._clock = clock
+        self._prepared = self._prepare(call.messages)  # validates before any I/O
+        self.attempts = 0
+        self.retries = 0
+        self.continuations = 0
+        self.refreshed = False
+        self.delivered = False
+        self.accumulator = Accumulator()
+        self.end_reason: EndReason | None = None
+        self.error: WenxinError | None = None
+        self.response_headers: Mapping[str, str] = {}
+        self.started_at = clock()
+        self.first_token_at: float | None = None
+        self.ended_at: float | None = None
+        self._attempt_started = self.started_at
+        self._body_started = False
+        self._parser: V1StreamParser | V2StreamParser | None = None
+        self._trimmer: OverlapTrimmer | None = None
+
+    # -- building requests ---------------------------------------------------------------
+
+    def _prepare(self, messages: Sequence[Mapping[str, Any]]) -> PreparedRequest:
+        call = self.call
+        if call.api == "v1":
+            return build_v1_chat(
+                call.model,
+                list(messages),
+                stream=call.stream,
+                endpoint=call.endpoint,
+                **call.params,
+            )
+        return build_v2_chat(call.model or "", list(messages), stream=call.stream, **call.params)
+
+    @property
+    def needs_token(self) -> bool:
+        """Whether this exchange's credential fetches tokens."""
+        return bool(self.auth.needs_token)
+
+    def http_request(self, token: AccessToken | None, now: float) -> HTTPRequest:
+        """The HTTP request of the next attempt, authorized with ``token``."""
+        self.attempts += 1
+        self._attempt_started = self._clock()
+        self._body_started = False
+        self._parser = None
+        prepared = self._prepared
+        url = self.base_url + prepared.path
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if not prepared.stream:
+            headers["Accept"] = "application/json"
+        request = HTTPRequest(prepared.method, url, headers, prepared.body_bytes())
+        return self.auth.authorize(request, token, now)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def head_timeout(self) -> float | None:
+        """How long to wait for the response headers."""
+        seconds, _ = read_timeout(
+            self.timeout, now=self._clock(), started=self._attempt_started, body_started=False
+        )
+        return seconds
+
+    def read_timeout(self) -> tuple[float | None, TimeoutKind]:
+        """How long the next read may wait, and which limit that is."""
+        return read_timeout(
+            self.timeout,
+            now=self._clock(),
+            started=self._attempt_started,
+            body_started=self._body_started,
+        )
+
+    def timed_out(self, kind: TimeoutKind) -> APITimeoutError:
+        """The error for a read that waited its whole budget."""
+        limit = {
+            "connect": self.timeout.connect,
+            "first_token": self.timeout.first_token,
+            "idle": self.timeout.idle,
+            "deadline": self.timeout.deadline,
+        }[kind]
+        return APITimeoutError(kind, timeout=limit)
+
+    @staticmethod
+    def is_error_status(status: int) -> bool:
+        """A status whose body is an error document, not the answer."""
+        return not 200 <= status < 300
+
+    def begin_body(self, headers: Mapping[str, str]) -> None:
+        """The response headers of a successful status have arrived."""
+        self.response_headers = headers
+        if self.call.stream:
+            parser_type = V1StreamParser if self.call.api == "v1" else V2StreamParser
+            self._parser = parser_type(headers=headers)
+
+    def error_from_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> WenxinError:
+        """The error an error status's body describes."""
+        try:
+            if self.call.api == "v1":
+                parse_v1_body(status, body, headers=headers)
+            else:
+                parse_v2_body(status, body, headers=headers)
+        except WenxinError as exc:
+            return exc
+        return APIError(  # a 2xx body parsed fine but the status said error: still an error
+            f"HTTP {status}", api=self.call.api, code=None, status_code=status, headers=headers
+        )
+
+    def result_from_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> ChatResult:
+        """A non-stream answer (raises the APIError a v1 200 body may carry)."""
+        if self.call.api == "v1":
+            result = parse_v1_body(status, body, headers=headers)
+        else:
+            result = parse_v2_body(status, body, headers=headers)
+        self._end(end_reason_for(result.finish_reason))
+        return result
+
+    def feed(self, data: bytes) -> list[StreamEvent]:
+        """Body bytes in, the events to deliver out (raises on a protocol or API error)."""
+        assert self._parser is not None
+        if not self._body_started:
+            self._body_started = True
+        return self._deliver(self._parser.feed(data))
+
+    def finish(self) -> list[StreamEvent]:
+        """The body ended: the last events (raises IncompleteStreamError without a terminal)."""
+        assert self._parser is not None
+        events = self._trim(self._parser.close()) if self._trimmer else self._parser.close()
+        if self._trimmer is not None:
+            held = self._trimmer.flush()  # a continuation shorter than the decision window
+            if held:
+                events = [TextDelta(held), *events]
+        events = self._deliver(events, trim=False)
+        self._end(end_reason_for(self.accumulator.result().finish_reason))
+        return events
+
+    def _deliver(self, events: list[StreamEvent], *, trim: bool = True) -> list[StreamEvent]:
+        if trim and self._trimmer is not None:
+            events = self._trim(events)
+        if events:
+            self.delivered = True
+            acc = self.accumulator
+            for event in events:
+                acc.add(event)
+                if self.first_token_at is None and type(event) is TextDelta:
+                    self.first_token_at = self._clock()
+        return events
+
+    def _trim(self, events: list[StreamEvent]) -> list[StreamEvent]:
+        trimmer = self._trimmer
+        assert trimmer is not None
+        out: list[StreamEvent] = []
+        for event in events:
+            if type(event) is TextDelta:
+                text = trimmer.push(event.text)
+                if text:
+                    out.append(TextDelta(text))
+            else:
+                if type(event) is FinishEvent:
+                    text = trimmer.flush()
+                    if text:
+                        out.append(TextDelta(text))
+                out.append(event)
+        return out
+
+    # -- failures and endings ------------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        """All text delivered so far."""
+        return self.accumulator.text
+
+    def on_failure(self, error: WenxinError, rand: float) -> Decision:
+        """Decide what follows a failed attempt (see the module docstring)."""
+        token_error = isinstance(error, APIError) and error.token_expired and self.needs_token
+        if token_error and not self.refreshed and not self.delivered:
+            self.refreshed = True
+            return Decision("refresh")
+        if not self.delivered:
+            delay = self.retry.delay(self.retries + 1, error, rand)
+            if delay is not None:
+                self.retries += 1
+                return Decision("retry", delay)
+        elif self._can_continue(error):
+            delay = self.retry.delay(self.continuations + 1, error, rand)
+            if delay is not None:
+                self.continuations += 1
+                self._prepared = self._prepare(continuation_messages(self.call.messages, self.text))
+                self._trimmer = OverlapTrimmer(self.text)
+                return Decision("continue", delay)
+        return Decision("raise", error=self.fail(error))
+
+    def _can_continue(self, error: WenxinError) -> bool:
+        result = self.accumulator.result()
+        return (
+            self.continue_mode
+            and self.continuations < self.max_continuations
+            and is_retryable(error)
+            and bool(self.text)
+            and not result.tool_calls
+            and result.function_call is None
+            and not result.need_clear_history
+        )
+
+    def fail(self, error: WenxinError) -> WenxinError:
+        """Record ``error`` as how this exchange ended and attach what was delivered."""
+        reason = end_reason_of_error(error, body_started=self._body_started)
+        error.partial_text = self.text
+        error.end_reason = reason
+        self.error = error
+        self._end(reason)
+        return error
+
+    def cancel(self) -> None:
+        """The caller left before the end (break, exception, cancellation, Ctrl-C)."""
+        self._end(EndReason.CANCELLED)
+
+    def _end(self, reason: EndReason) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+            self.ended_at = self._clock()
+
+    # -- results -------------------------------------------------------------------------
+
+    def result(self) -> ChatResult:
+        """Everything delivered so far, folded into one :class:`ChatResult`."""
+        return self.accumulator.result()
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        """Seconds from the first request to the first text, if any text came."""
+        if self.first_token_at is None:
+            return None
+        return self.first_token_at - self.started_at
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from the first request to the end (or to now, while running)."""
+        end = self.ended_at if self.ended_at is not None else self._clock()
+        return end - self.started_at
