@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from wenxin_stream._asgi import ASGIApp
 from wenxin_stream.emulator import EmulatorConfig, ServerHandle, create_app, serve_in_thread
-from wenxin_stream.emulator._asgi import ASGIApp
 
 FAST: dict[str, Any] = {"ttft": 0.0, "interval": 0.0, "v2_interval": 0.0}
 """Config overrides that make the emulator answer without pacing."""

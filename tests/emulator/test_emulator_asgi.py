@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wenxin_stream._asgi import Message, Request, race_disconnect
 from wenxin_stream.emulator import EmulatorConfig, _v1, _v2, create_app
-from wenxin_stream.emulator._asgi import Message, Request, race_disconnect
 
 FAST = EmulatorConfig(ttft=0, interval=0, v2_interval=0)
 

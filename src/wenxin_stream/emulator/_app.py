@@ -32,9 +32,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
-from .._models import MODELS, V1_CHAT_PREFIX, V2_CHAT_PATH
-from . import _v1, _v2
-from ._asgi import (
+from .._asgi import (
     BodyTooLarge,
     ClientDisconnected,
     Message,
@@ -45,6 +43,8 @@ from ._asgi import (
     read_body,
     send_json,
 )
+from .._models import MODELS, V1_CHAT_PREFIX, V2_CHAT_PATH
+from . import _v1, _v2
 from ._auth import DEFAULT_BEARER_TTL, MAX_BEARER_TTL, SignatureRequest
 from ._chat import Shared
 from ._config import EmulatorConfig

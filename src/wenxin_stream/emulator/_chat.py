@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._asgi import Receive, Send, race_disconnect
 from .._continuation import CONTINUE_PROMPT
 from ._answers import (
     TokenCounter,
@@ -39,7 +40,6 @@ from ._answers import (
     even_pieces,
     lengthen,
 )
-from ._asgi import Receive, Send, race_disconnect
 from ._auth import Authenticator
 from ._config import EmulatorConfig, Scenario
 from ._faults import FaultSpec, find_directives, parse_fault_spec, strip_directives

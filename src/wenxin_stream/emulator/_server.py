@@ -24,7 +24,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ._asgi import ASGIApp
+from .._asgi import ASGIApp
 from ._config import EmulatorConfig
 
 if TYPE_CHECKING:

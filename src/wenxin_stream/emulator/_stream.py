@@ -37,8 +37,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .._asgi import Headers, Send
 from .._sse import DONE_EVENT
-from ._asgi import Headers, Send
 from ._faults import FaultSpec
 
 SPLIT_PAUSE = 0.005

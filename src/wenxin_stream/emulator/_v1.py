@@ -28,11 +28,7 @@ import json
 import time
 from typing import Any
 
-from .._error_codes import V1_CODES
-from .._models import model_for_endpoint
-from .._validation import check_v1_messages, check_v1_params
-from ._answers import sentence_pieces
-from ._asgi import (
+from .._asgi import (
     BodyTooLarge,
     ClientDisconnected,
     Headers,
@@ -43,6 +39,10 @@ from ._asgi import (
     read_body,
     send_json,
 )
+from .._error_codes import V1_CODES
+from .._models import model_for_endpoint
+from .._validation import check_v1_messages, check_v1_params
+from ._answers import sentence_pieces
 from ._auth import SignatureRequest
 from ._chat import (
     Answer,

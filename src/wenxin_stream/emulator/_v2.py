@@ -30,10 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .._error_codes import V1_CODES
-from .._validation import check_stop, check_v2_messages
-from ._answers import delta_pieces
-from ._asgi import (
+from .._asgi import (
     BodyTooLarge,
     ClientDisconnected,
     Headers,
@@ -44,6 +41,9 @@ from ._asgi import (
     read_body,
     send_json,
 )
+from .._error_codes import V1_CODES
+from .._validation import check_stop, check_v2_messages
+from ._answers import delta_pieces
 from ._auth import SignatureRequest
 from ._chat import (
     Answer,

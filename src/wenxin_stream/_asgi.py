@@ -3,8 +3,8 @@
 Theory of operation
 ===================
 
-The emulator speaks ASGI 3 directly (no framework), so this module holds the few pieces every
-route needs:
+The emulator and the Q&A server speak ASGI 3 directly (no framework), so this module holds the
+few pieces every route needs:
 
 - the :data:`Scope` / :data:`Receive` / :data:`Send` aliases;
 - :class:`Request`, the parsed parts of a scope (method, path, query pairs, lower-cased
