@@ -3,10 +3,12 @@
 Theory of operation
 ===================
 
-:data:`SUBCOMMANDS` names the subcommand modules (``wenxin_stream.cli.<name>``). Each module
-exposes ``register(subparsers) -> None``, which adds its parser and sets the ``handler``
-default to a function ``(args: argparse.Namespace) -> int`` returning the exit status. Adding a
-subcommand means writing ``cli/<name>.py`` and adding its name here; nothing else changes.
+:func:`subcommands` finds the subcommand modules: every public module of this package
+(``wenxin_stream.cli.<name>``; names starting with ``_`` are helpers). Each exposes
+``register(subparsers) -> None``, which adds its parser and sets the ``handler`` default to a
+function ``(args: argparse.Namespace) -> int`` returning the exit status. Adding a subcommand
+means writing ``cli/<name>.py``; nothing else changes. :data:`ORDER` fixes the ``--help``
+order of the main commands; others follow alphabetically.
 
 Modules must keep their imports light at module level (the emulator's uvicorn, for example,
 is imported only when ``wenxin emulate`` actually runs), since every module is imported to
@@ -18,13 +20,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 
 from .._version import __version__
 
-SUBCOMMANDS: tuple[str, ...] = ("emulate",)
-"""The subcommand modules under ``wenxin_stream.cli``, in ``--help`` order."""
+ORDER: tuple[str, ...] = ("ask", "chat", "serve", "keys", "bench", "emulate")
+"""The ``--help`` order of the main subcommands."""
+
+
+def subcommands() -> list[str]:
+    """The names of the subcommand modules under ``wenxin_stream.cli``, in ``--help`` order."""
+    found = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    return sorted(
+        found, key=lambda name: (ORDER.index(name) if name in ORDER else len(ORDER), name)
+    )
+
 
 Handler = Callable[[argparse.Namespace], int]
 """A subcommand's entry point: parsed arguments in, exit status out."""
@@ -46,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"wenxin-stream {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for name in SUBCOMMANDS:
+    for name in subcommands():
         module = importlib.import_module(f"{__name__}.{name}")
         module.register(subparsers)
     return parser
