@@ -389,3 +389,15 @@ def test_reprs_hide_secrets() -> None:
         "PreparedRequest(method='POST', path='/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/"
         "completions_pro', query=(), stream=True, body_fields=('messages', 'stream', 'system'))"
     )
+
+
+def test_v2_system_parameter_becomes_a_leading_system_message() -> None:
+    from wenxin_stream._requests import build_v2_chat
+
+    req = build_v2_chat(
+        "ernie-4.0-8k", [{"role": "user", "content": "你好"}], stream=False, system="你是助手"
+    )
+    assert req.json_body is not None
+    assert [m["role"] for m in req.json_body["messages"]] == ["system", "user"]
+    assert req.json_body["messages"][0]["content"] == "你是助手"
+    assert "system" not in req.json_body

@@ -16,7 +16,13 @@ from typing import Any
 
 from ._client_base import ClientBase, StreamView
 from ._events import ChatResult, StreamEvent, TextDelta
-from ._exceptions import APITimeoutError, MalformedResponseError, RateLimitError, WenxinError
+from ._exceptions import (
+    APIConnectionError,
+    APITimeoutError,
+    MalformedResponseError,
+    RateLimitError,
+    WenxinError,
+)
 from ._ratelimit import RateLimits, SyncRateLimiter, estimate_tokens, rate_limit_scope
 from ._retry import RetryPolicy
 from ._stream_core import MAX_BODY, MAX_ERROR_BODY, ApiName, StreamCore
@@ -269,9 +275,12 @@ class Client(ClientBase):
     def _open(self, core: StreamCore) -> tuple[SyncResponse, AccessToken | None]:
         token = self._tokens.get() if self._tokens is not None else None
         request = core.http_request(token, time.time())
-        response = self._transport.open(
-            request, connect_timeout=self.timeout.connect, head_timeout=core.head_timeout()
-        )
+        try:
+            response = self._transport.open(
+                request, connect_timeout=self.timeout.connect, head_timeout=core.head_timeout()
+            )
+        except APITimeoutError as exc:
+            raise core.head_timed_out(exc) from None
         self._limiter.update_from_headers(response.headers)
         return response, token
 
@@ -305,7 +314,13 @@ class Client(ClientBase):
                             try:
                                 data = response.read(seconds)
                             except TimeoutError:
+                                if core.complete:
+                                    break  # the answer is whole; the server is slow to close
                                 raise core.timed_out(kind) from None
+                            except APIConnectionError:
+                                if core.complete:
+                                    break  # the answer is whole; the close was unclean
+                                raise
                             if not data:
                                 break
                             yield from core.feed(data)

@@ -258,6 +258,8 @@ def build_v2_chat(
             may still enforce.
         params: Body fields (``temperature``, ``max_tokens``, ``stop``, ``tools``,
             ``web_search``…); unknown ones pass through, ``None`` values are left out.
+            ``system`` (v1's persona field, which v2 does not read) becomes a leading
+            ``system`` message, so one call works on both generations.
 
     Raises:
         InvalidRequestError: The request breaks a v2 rule (empty model, message roles, blank
@@ -266,6 +268,12 @@ def build_v2_chat(
     if not isinstance(model, str) or not model.strip():
         _fail("model", "model is empty", v1_code=336005)
     msgs = _copy_messages(messages)
+    system = params.pop("system", None)
+    if system is not None:
+        if not isinstance(system, str):
+            _fail("system", "system must be a string")
+        if system.strip():
+            msgs.insert(0, {"role": "system", "content": system})
     _check(check_v2_messages(msgs, alternation=alternation))
     body_params = _params(params)
     _alias(body_params, "max_tokens", "max_completion_tokens", "max_output_tokens")

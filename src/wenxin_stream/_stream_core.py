@@ -9,8 +9,8 @@ run the same loop, differing only in how they wait and read (STYLE.md principle 
         if core.is_error_status(response.status):
             raise core.error_from_body(…)           # whole (bounded) body → APIError
         while data := response.read(core.read_timeout(now)):
-            yield from core.feed(data, now)         # bytes → typed events, delivered
-        yield from core.finish(now)                 # terminal event seen, or an error
+            yield from core.feed(data)              # bytes → typed events, delivered
+        yield from core.finish()                    # terminal event seen, or an error
       on error:
         decision = core.on_failure(error, …)        # retry / refresh / continue / raise
 
@@ -29,7 +29,7 @@ The rules the core enforces:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -66,6 +66,9 @@ MAX_ERROR_BODY = 1 << 20
 """Most bytes of an error (or non-stream) body read into memory."""
 MAX_BODY = 16 << 20
 """Most bytes of a non-stream answer read into memory."""
+AFTER_END_WAIT = 0.5
+"""Seconds a stream waits for the end of its body once the terminal event has arrived; a
+server slow to close (or closing uncleanly) then does not turn a whole answer into an error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,8 @@ class StreamCore:
 
     def http_request(self, token: AccessToken | None, now: float) -> HTTPRequest:
         """The HTTP request of the next attempt, authorized with ``token``."""
+        if self.attempts == 0:
+            self.started_at = self._clock()  # the exchange (TTFT, deadline) starts here
         self.attempts += 1
         self._attempt_started = self._clock()
         self._body_started = False
@@ -178,20 +183,40 @@ class StreamCore:
     # -- reading -------------------------------------------------------------------------
 
     def head_timeout(self) -> float | None:
-        """How long to wait for the response headers."""
-        seconds, _ = read_timeout(
-            self.timeout, now=self._clock(), started=self._attempt_started, body_started=False
-        )
+        """How long to wait for the response headers (raises APITimeoutError when that budget
+        is already spent, e.g. the deadline passed while a token was fetched)."""
+        seconds, kind = self.read_timeout(body_started=False)
+        if seconds is not None and seconds <= 0:
+            raise self.timed_out(kind)
         return seconds
 
-    def read_timeout(self) -> tuple[float | None, TimeoutKind]:
+    def head_timed_out(self, error: APITimeoutError) -> APITimeoutError:
+        """The error for a transport whose wait for the headers ran out: the transport only
+        knows it waited ``head_timeout()``, which is the deadline when that came first."""
+        _, kind = self.read_timeout(body_started=False)
+        if error.timeout_kind == "first_token" and kind == "deadline":
+            return self.timed_out(kind)
+        return error
+
+    def read_timeout(self, *, body_started: bool | None = None) -> tuple[float | None, TimeoutKind]:
         """How long the next read may wait, and which limit that is."""
-        return read_timeout(
+        seconds, kind = read_timeout(
             self.timeout,
             now=self._clock(),
             started=self._attempt_started,
-            body_started=self._body_started,
+            body_started=self._body_started if body_started is None else body_started,
+            exchange_started=self.started_at,
         )
+        if self.complete and (seconds is None or seconds > AFTER_END_WAIT):
+            seconds = AFTER_END_WAIT
+        return seconds, kind
+
+    @property
+    def complete(self) -> bool:
+        """Whether this attempt's terminal event has arrived (v1 ``is_end``, v2 ``[DONE]``):
+        the answer is whole, and a read that then times out or breaks ends the stream
+        normally (the wire layer ignores anything after the terminal event, too)."""
+        return self._parser is not None and self._parser.finished
 
     def timed_out(self, kind: TimeoutKind) -> APITimeoutError:
         """The error for a read that waited its whole budget."""
@@ -237,12 +262,21 @@ class StreamCore:
         self._end(end_reason_for(result.finish_reason))
         return result
 
-    def feed(self, data: bytes) -> list[StreamEvent]:
-        """Body bytes in, the events to deliver out (raises on a protocol or API error)."""
+    def feed(self, data: bytes) -> Iterator[StreamEvent]:
+        """Body bytes in, the events to deliver out (raises on a protocol or API error at
+        once). An event counts as delivered — accumulated into :attr:`text` and the result —
+        only when the caller takes it from the iterator: one read may hold hundreds of
+        events, and a caller that stops after a few has not been shown the rest."""
         assert self._parser is not None
         if not self._body_started:
             self._body_started = True
-        return self._deliver(self._parser.feed(data))
+        events = self._parser.feed(data)
+        return self._hand_over(self._trim(events) if self._trimmer is not None else events)
+
+    def _hand_over(self, events: list[StreamEvent]) -> Iterator[StreamEvent]:
+        for event in events:
+            self._take(event)
+            yield event
 
     def finish(self) -> list[StreamEvent]:
         """The body ended: the last events (raises IncompleteStreamError without a terminal)."""
@@ -252,21 +286,17 @@ class StreamCore:
             held = self._trimmer.flush()  # a continuation shorter than the decision window
             if held:
                 events = [TextDelta(held), *events]
-        events = self._deliver(events, trim=False)
+        for event in events:
+            self._take(event)
         self._end(end_reason_for(self.accumulator.result().finish_reason))
         return events
 
-    def _deliver(self, events: list[StreamEvent], *, trim: bool = True) -> list[StreamEvent]:
-        if trim and self._trimmer is not None:
-            events = self._trim(events)
-        if events:
-            self.delivered = True
-            acc = self.accumulator
-            for event in events:
-                acc.add(event)
-                if self.first_token_at is None and type(event) is TextDelta:
-                    self.first_token_at = self._clock()
-        return events
+    def _take(self, event: StreamEvent) -> None:
+        """``event`` reaches the caller now."""
+        self.delivered = True
+        self.accumulator.add(event)
+        if self.first_token_at is None and type(event) is TextDelta:
+            self.first_token_at = self._clock()
 
     def _trim(self, events: list[StreamEvent]) -> list[StreamEvent]:
         trimmer = self._trimmer
@@ -300,17 +330,22 @@ class StreamCore:
             return Decision("refresh")
         if not self.delivered:
             delay = self.retry.delay(self.retries + 1, error, rand)
-            if delay is not None:
+            if delay is not None and not self._past_deadline(delay):
                 self.retries += 1
                 return Decision("retry", delay)
         elif self._can_continue(error):
             delay = self.retry.delay(self.continuations + 1, error, rand)
-            if delay is not None:
+            if delay is not None and not self._past_deadline(delay):
                 self.continuations += 1
                 self._prepared = self._prepare(continuation_messages(self.call.messages, self.text))
                 self._trimmer = OverlapTrimmer(self.text)
                 return Decision("continue", delay)
         return Decision("raise", error=self.fail(error))
+
+    def _past_deadline(self, delay: float) -> bool:
+        """Whether another attempt after ``delay`` seconds would start past the deadline."""
+        deadline = self.timeout.deadline
+        return deadline is not None and self._clock() + delay >= self.started_at + deadline
 
     def _can_continue(self, error: WenxinError) -> bool:
         result = self.accumulator.result()
@@ -326,7 +361,10 @@ class StreamCore:
 
     def fail(self, error: WenxinError) -> WenxinError:
         """Record ``error`` as how this exchange ended and attach what was delivered."""
-        reason = end_reason_of_error(error, body_started=self._body_started)
+        # A 2xx stream response that began (its parser exists) and then broke is incomplete,
+        # even when the break came before its first body byte.
+        began = self._body_started or self._parser is not None
+        reason = end_reason_of_error(error, body_started=began)
         error.partial_text = self.text
         error.end_reason = reason
         self.error = error

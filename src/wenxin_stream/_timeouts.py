@@ -50,13 +50,20 @@ class Timeout:
 
 
 def read_timeout(
-    timeout: Timeout, *, now: float, started: float, body_started: bool
+    timeout: Timeout,
+    *,
+    now: float,
+    started: float,
+    body_started: bool,
+    exchange_started: float | None = None,
 ) -> tuple[float | None, TimeoutKind]:
     """How long the next read may block, and which limit that is.
 
-    ``started`` is when the request was sent; ``body_started`` says whether any body bytes have
-    arrived yet (before that the first-token limit applies, after it the idle limit). The
-    deadline, when set, caps either. A result of ``0`` or less means the limit has passed.
+    ``started`` is when the request (this attempt) was sent; ``body_started`` says whether any
+    body bytes have arrived yet (before that the first-token limit applies, after it the idle
+    limit). The deadline, when set, caps either; it counts from ``exchange_started`` (the first
+    attempt: retries do not get a fresh deadline), or from ``started`` when that is not given.
+    A result of ``0`` or less means the limit has passed.
     """
     phase: float | None
     kind: TimeoutKind
@@ -66,7 +73,8 @@ def read_timeout(
         remaining = None if timeout.first_token is None else started + timeout.first_token - now
         phase, kind = remaining, "first_token"
     if timeout.deadline is not None:
-        left = started + timeout.deadline - now
+        origin = started if exchange_started is None else exchange_started
+        left = origin + timeout.deadline - now
         if phase is None or left < phase:
             return left, "deadline"
     return phase, kind

@@ -8,8 +8,9 @@ SSE decoder, see the closing note of issue 3), and httpx saturated the core (7.0
 Backpressure comes for free and is kept: aiohttp's per-response ``StreamReader`` stops reading
 from the socket once about ``2 × read_bufsize`` bytes are waiting (the transport is paused),
 so TCP flow control pushes back on the server while a consumer is slow, and memory per stream
-stays bounded (≈128 KiB by default) however slow the consumer is. We read with ``readany()``,
-which returns whatever has arrived, so a chunk is handed on as soon as it lands.
+stays bounded (≈128 KiB: ``read_bufsize`` is set to 64 KiB here, since recent aiohttp's default
+of 256 KiB would let 512 KiB wait per stream) however slow the consumer is. We read with
+``readany()``, which returns whatever has arrived, so a chunk is handed on as soon as it lands.
 
 The session is created lazily, inside the running loop, on first use; using one client from
 two different event loops is refused with a clear error rather than failing obscurely.
@@ -25,6 +26,9 @@ import aiohttp
 from ._exceptions import APIConnectionError, APITimeoutError
 from ._redact import redact
 from ._transport import HTTPRequest, Limits
+
+READ_BUFSIZE = 1 << 16
+"""aiohttp's per-response read buffer; about twice this may wait unread per stream."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -96,6 +100,7 @@ class AiohttpTransport:
                 timeout=aiohttp.ClientTimeout(total=None),
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
+                read_bufsize=READ_BUFSIZE,
             )
             self._loop = loop
         elif loop is not self._loop:

@@ -1,0 +1,148 @@
+"""Client-side rate limits through the clients: QPS pacing, TPM reserve / settle / release, and
+adaptation to the server's ``X-Ratelimit-*`` headers. Windows are short or the expected wait
+is refused at once (``rate_limit_wait``), so nothing here sleeps long."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conftest import (
+    Api,
+    Emu,
+    Factory,
+    Harness,
+    MakeEach,
+    Mode,
+    build_client,
+    credentials,
+    fault,
+    serve_emulator,
+)
+from wenxin_stream import ClientRateLimitTimeout, EndReason
+from wenxin_stream._ratelimit import estimate_tokens
+
+PROMPT = "限流测试"
+
+
+async def _three_in_a_row(h: Harness) -> list[float]:
+    for _ in range(3):
+        (await h.stream(PROMPT)).raise_error()
+    return [s.at for s in h.wire.chat()]
+
+
+async def test_qps_paces_requests(make_each: MakeEach) -> None:
+    """qps=2: any second holds at most two requests, so the third waits for the first to
+    leave the window (the four variants run at once, each with its own limiter)."""
+    group = make_each(qps=2)
+    times = await asyncio.gather(*(_three_in_a_row(h) for h in group))
+    for h, sent in zip(group, times, strict=True):
+        assert len(sent) == 3, h.label
+        assert sent[1] - sent[0] < 0.5, h.label
+        assert 0.95 <= sent[2] - sent[0] < 2.0, h.label
+
+
+async def test_concurrent_streams_queue_under_qps(make_each: MakeEach) -> None:
+    """Four streams at once on each client (four threads on the sync one) under qps=2."""
+
+    async def four_at_once(h: Harness) -> list[float]:
+        outs = await asyncio.gather(*(h.stream(PROMPT) for _ in range(4)))
+        assert all(o.end_reason is EndReason.COMPLETED for o in outs), h.label
+        return sorted(s.at for s in h.wire.chat())
+
+    group = make_each(qps=2)
+    times = await asyncio.gather(*(four_at_once(h) for h in group))
+    for h, sent in zip(group, times, strict=True):
+        assert sent[1] - sent[0] < 0.5, h.label
+        assert 0.95 <= sent[2] - sent[0] < 2.0, h.label
+        assert 0.95 <= sent[3] - sent[1] < 2.0, h.label
+
+
+async def test_rpm_refuses_a_wait_beyond_rate_limit_wait(make: Factory) -> None:
+    """rpm=6 allows a burst of one request per ten seconds; a caller that would have to wait
+    longer than ``rate_limit_wait`` is told so at once, and nothing is sent."""
+    h = make(rpm=6, rate_limit_wait=0.2)
+    (await h.stream(PROMPT)).raise_error()
+    out = await h.stream(PROMPT)
+    assert isinstance(out.error, ClientRateLimitTimeout)
+    assert 9 <= out.error.wait <= 10.5
+    assert out.error.max_wait == 0.2
+    assert not out.error.retryable
+    assert len(h.wire.chat()) == 1
+
+
+async def _usage_of(api: Api, mode: Mode, url: str, message: str) -> int:
+    probe = build_client(mode, **credentials(api, url))
+    out = await probe.stream(message)
+    await probe.close()
+    out.raise_error()
+    assert out.result.usage is not None
+    return out.result.usage.total_tokens
+
+
+async def test_tpm_settles_estimates_to_the_reported_usage(
+    make: Factory, api: Api, mode: Mode, sdk_emu: Emu
+) -> None:
+    url = sdk_emu.base_url
+    estimate = estimate_tokens([{"role": "user", "content": PROMPT}])
+    used = await _usage_of(api, mode, url, PROMPT)
+    assert estimate > 2 * used + 5  # otherwise the test could not tell settle from none
+    # room for one estimate plus two settled answers, but not for two estimates
+    h = make(tpm=estimate + 2 * used + 5, rate_limit_wait=0.2)
+    for _ in range(3):
+        (await h.stream(PROMPT)).raise_error()
+    fourth = await h.stream(PROMPT)
+    assert isinstance(fourth.error, ClientRateLimitTimeout)
+    assert fourth.error.wait > 50  # the first answer's tokens leave the minute window
+    assert len(h.wire.chat()) == 3
+
+
+async def test_tpm_gives_back_the_tokens_of_a_failed_request(make: Factory) -> None:
+    failing = fault(PROMPT, "error=336003")
+    estimate = estimate_tokens([{"role": "user", "content": PROMPT}])
+    failing_estimate = estimate_tokens([{"role": "user", "content": failing}])
+    h = make(tpm=max(estimate, failing_estimate) + 10, rate_limit_wait=0.2)
+    for _ in range(3):
+        out = await h.stream(failing)
+        assert out.error is not None
+        assert not isinstance(out.error, ClientRateLimitTimeout)
+    (await h.stream(PROMPT)).raise_error()  # fits only if the failures gave their tokens back
+    assert len(h.wire.chat()) == 4
+
+
+async def test_a_cancelled_stream_settles_what_it_used(make: Factory) -> None:
+    estimate = estimate_tokens([{"role": "user", "content": PROMPT}])
+    h = make(tpm=estimate + 10, rate_limit_wait=0.2)
+    out = await h.stream(PROMPT, stop_after=3)
+    assert out.end_reason is EndReason.CANCELLED
+    (await h.stream(PROMPT)).raise_error()
+    assert len(h.wire.chat()) == 2
+
+
+@pytest.mark.parametrize("quota", [1, 6])
+async def test_the_servers_limit_headers_are_adopted(api: Api, mode: Mode, quota: int) -> None:
+    """The emulator's ``--rpm`` makes it advertise ``X-Ratelimit-Limit-Requests``; the client
+    adopts it (rpm=6: a burst of one per ten seconds after the first answer) or, when
+    ``Remaining-Requests`` is 0 (rpm=1), blocks at once — before the server has to refuse."""
+    with serve_emulator(rpm=quota) as emu:
+        h = build_client(mode, rate_limit_wait=0.2, **credentials(api, emu.base_url))
+        first = await h.stream(PROMPT)
+        outs = [await h.stream(PROMPT) for _ in range(2)]
+        await h.close()
+    first.raise_error()
+    assert first.stream.response_headers["x-ratelimit-limit-requests"] == str(quota)
+    refused = [o.error for o in outs if isinstance(o.error, ClientRateLimitTimeout)]
+    assert refused, [o.error for o in outs]
+    assert all(o.error is None or isinstance(o.error, ClientRateLimitTimeout) for o in outs)
+    assert len(h.wire.chat()) == 1 + len(outs) - len(refused)  # refused ones sent nothing
+    assert all(9 <= error.wait <= 10.5 for error in refused)
+
+
+async def test_without_a_quota_the_advertised_limits_do_not_hold_anyone_back(
+    make: Factory,
+) -> None:
+    h = make(rate_limit_wait=0.2)
+    outs = [await h.stream(PROMPT) for _ in range(5)]
+    assert all(o.error is None for o in outs)
+    assert outs[0].stream.response_headers["x-ratelimit-limit-requests"] == "100000"
