@@ -9,6 +9,7 @@ from ._async_client import AsyncChat, AsyncChatStream, AsyncClient
 from ._client import Chat, ChatStream, Client
 from ._client_base import MissingCredentialsError
 from ._continuation import CONTINUE_PROMPT
+from ._conversation import AsyncConversation, Conversation, Turn, TurnOutcome
 from ._events import (
     ChatResult,
     ChunkMeta,
@@ -69,6 +70,7 @@ __all__ = [
     "AsyncChat",
     "AsyncChatStream",
     "AsyncClient",
+    "AsyncConversation",
     "AuthenticationError",
     "BadRequestError",
     "Chat",
@@ -77,6 +79,7 @@ __all__ = [
     "ChunkMeta",
     "Client",
     "ClientRateLimitTimeout",
+    "Conversation",
     "EndReason",
     "FinishEvent",
     "FinishReason",
@@ -109,6 +112,8 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "TruncatedEvent",
+    "Turn",
+    "TurnOutcome",
     "UnknownFieldsEvent",
     "Usage",
     "UsageEvent",

@@ -25,7 +25,12 @@ from ._exceptions import (
     RateLimitError,
     WenxinError,
 )
-from ._ratelimit import AsyncRateLimiter, RateLimits, estimate_tokens, rate_limit_scope
+from ._ratelimit import (
+    AsyncRateLimiter,
+    ClientRateLimitTimeout,
+    Reservation,
+    rate_limit_scope,
+)
 from ._retry import RetryPolicy
 from ._stream_core import MAX_BODY, MAX_ERROR_BODY, ApiName, StreamCore
 from ._timeouts import Timeout
@@ -224,9 +229,7 @@ class AsyncClient(ClientBase):
 
             transport = AiohttpTransport(limits)
         self._transport: AsyncTransport = transport
-        self._limiter = AsyncRateLimiter(
-            RateLimits(qps=qps, rpm=rpm, tpm=tpm), max_wait=rate_limit_wait
-        )
+        self._limiter = AsyncRateLimiter(self._rate_limits(qps, rpm, tpm), max_wait=rate_limit_wait)
         self._tokens: AsyncTokenManager | None = None
         if self._auth.needs_token:
             cache = self._token_cache(token_cache)
@@ -306,8 +309,25 @@ class AsyncClient(ClientBase):
         if decision.delay > 0:
             await asyncio.sleep(decision.delay)
 
+    async def _reserve(self, core: StreamCore) -> Reservation:
+        """Wait (bounded) for the client-side rate limits to allow one attempt."""
+        try:
+            return await self._limiter.acquire(core.token_estimate())
+        except ClientRateLimitTimeout as error:
+            raise core.fail(error) from None
+
+    def _settle(self, reservation: Reservation, core: StreamCore) -> None:
+        """Record what a request cost: nothing unless the server generated an answer.
+
+        One reservation covers a request and its retries: a retry is paced by the server's
+        ``Retry-After`` and the backoff, not queued behind its own first attempt."""
+        if core.generated:
+            self._limiter.settle(reservation, core.tokens_used())
+        else:
+            self._limiter.release(reservation)
+
     async def _run_stream(self, core: StreamCore) -> AsyncGenerator[StreamEvent, None]:
-        reservation = await self._limiter.acquire(estimate_tokens(core.call.messages))
+        reservation = await self._reserve(core)
         try:
             while True:
                 token: AccessToken | None = None
@@ -343,15 +363,10 @@ class AsyncClient(ClientBase):
                     await self._recover(core, error, token)
         finally:
             core.cancel()  # no effect when the stream ended by itself
-            usage = core.result().usage
-            if usage is not None:
-                self._limiter.settle(reservation, usage.total_tokens)
-            else:
-                self._limiter.release(reservation)
+            self._settle(reservation, core)
 
     async def _run_once(self, core: StreamCore) -> ChatResult:
-        reservation = await self._limiter.acquire(estimate_tokens(core.call.messages))
-        result: ChatResult | None = None
+        reservation = await self._reserve(core)
         try:
             while True:
                 token: AccessToken | None = None
@@ -363,15 +378,11 @@ class AsyncClient(ClientBase):
                         await response.aclose()
                     if core.is_error_status(response.status):
                         raise core.error_from_body(response.status, body, response.headers)
-                    result = core.result_from_body(response.status, body, response.headers)
-                    return result
+                    return core.result_from_body(response.status, body, response.headers)
                 except WenxinError as error:
                     await self._recover(core, error, token)
         finally:
-            if result is not None and result.usage is not None:
-                self._limiter.settle(reservation, result.usage.total_tokens)
-            else:
-                self._limiter.release(reservation)
+            self._settle(reservation, core)
 
     def _token_cache(self, path: str | None) -> Any:
         if path is None:

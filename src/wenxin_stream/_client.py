@@ -23,7 +23,12 @@ from ._exceptions import (
     RateLimitError,
     WenxinError,
 )
-from ._ratelimit import RateLimits, SyncRateLimiter, estimate_tokens, rate_limit_scope
+from ._ratelimit import (
+    ClientRateLimitTimeout,
+    Reservation,
+    SyncRateLimiter,
+    rate_limit_scope,
+)
 from ._retry import RetryPolicy
 from ._stream_core import MAX_BODY, MAX_ERROR_BODY, ApiName, StreamCore
 from ._timeouts import Timeout
@@ -218,9 +223,7 @@ class Client(ClientBase):
 
             transport = Urllib3Transport(limits)
         self._transport: SyncTransport = transport
-        self._limiter = SyncRateLimiter(
-            RateLimits(qps=qps, rpm=rpm, tpm=tpm), max_wait=rate_limit_wait
-        )
+        self._limiter = SyncRateLimiter(self._rate_limits(qps, rpm, tpm), max_wait=rate_limit_wait)
         self._tokens: TokenManager | None = None
         if self._auth.needs_token:
             cache = self._token_cache(token_cache)
@@ -297,8 +300,25 @@ class Client(ClientBase):
         if decision.delay > 0:
             time.sleep(decision.delay)
 
+    def _reserve(self, core: StreamCore) -> Reservation:
+        """Wait (bounded) for the client-side rate limits to allow one attempt."""
+        try:
+            return self._limiter.acquire(core.token_estimate())
+        except ClientRateLimitTimeout as error:
+            raise core.fail(error) from None
+
+    def _settle(self, reservation: Reservation, core: StreamCore) -> None:
+        """Record what a request cost: nothing unless the server generated an answer.
+
+        One reservation covers a request and its retries: a retry is paced by the server's
+        ``Retry-After`` and the backoff, not queued behind its own first attempt."""
+        if core.generated:
+            self._limiter.settle(reservation, core.tokens_used())
+        else:
+            self._limiter.release(reservation)
+
     def _run_stream(self, core: StreamCore) -> Generator[StreamEvent, None, None]:
-        reservation = self._limiter.acquire(estimate_tokens(core.call.messages))
+        reservation = self._reserve(core)
         try:
             while True:
                 token: AccessToken | None = None
@@ -332,15 +352,10 @@ class Client(ClientBase):
                     self._recover(core, error, token)
         finally:
             core.cancel()  # no effect when the stream ended by itself
-            usage = core.result().usage
-            if usage is not None:
-                self._limiter.settle(reservation, usage.total_tokens)
-            else:
-                self._limiter.release(reservation)
+            self._settle(reservation, core)
 
     def _run_once(self, core: StreamCore) -> ChatResult:
-        reservation = self._limiter.acquire(estimate_tokens(core.call.messages))
-        result: ChatResult | None = None
+        reservation = self._reserve(core)
         try:
             while True:
                 token: AccessToken | None = None
@@ -352,15 +367,11 @@ class Client(ClientBase):
                         response.close()
                     if core.is_error_status(response.status):
                         raise core.error_from_body(response.status, body, response.headers)
-                    result = core.result_from_body(response.status, body, response.headers)
-                    return result
+                    return core.result_from_body(response.status, body, response.headers)
                 except WenxinError as error:
                     self._recover(core, error, token)
         finally:
-            if result is not None and result.usage is not None:
-                self._limiter.settle(reservation, result.usage.total_tokens)
-            else:
-                self._limiter.release(reservation)
+            self._settle(reservation, core)
 
     def _token_cache(self, path: str | None) -> Any:
         if path is None:

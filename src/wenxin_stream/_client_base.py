@@ -35,9 +35,10 @@ from ._credentials import (
     V2Bearer,
     V2IAMBearer,
 )
-from ._events import EndReason, Usage
+from ._events import ChatResult, EndReason, Usage
 from ._exceptions import WenxinError
 from ._models import DEFAULT_MODEL
+from ._ratelimit import RateLimits
 from ._retry import RetryPolicy
 from ._settings import Settings
 from ._stream_core import ApiName, ChatCall, StreamCore
@@ -59,9 +60,9 @@ class MissingCredentialsError(WenxinError):
     """No usable ERNIE credentials were configured and the emulator fallback is off."""
 
 
-def _retry_policy(retry: RetryPolicy | int | None) -> RetryPolicy:
+def _retry_policy(retry: RetryPolicy | int | None, settings: Settings) -> RetryPolicy:
     if retry is None:
-        return RetryPolicy()
+        return settings.retry_policy()  # QIANFAN_LLM_API_RETRY_* or the defaults
     if isinstance(retry, RetryPolicy):
         return retry
     if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
@@ -157,12 +158,19 @@ class ClientBase:
         self.settings = settings
         self.model = model or (DEFAULT_MODEL if self.api == "v1" else DEFAULT_V2_MODEL)
         self.timeout = Timeout.of(timeout)
-        self.retry = _retry_policy(retry)
+        self.retry = _retry_policy(retry, settings)
         self.continue_on_error = continue_on_error
 
     def __repr__(self) -> str:
         mode = "emulated" if self.emulated else type(self._auth).__name__
         return f"{type(self).__name__}(api={self.api!r}, model={self.model!r}, auth={mode})"
+
+    def _rate_limits(self, qps: float | None, rpm: int | None, tpm: int | None) -> RateLimits:
+        """The client-side limits: the arguments, else ``QIANFAN_QPS/RPM/TPM_LIMIT``."""
+        if qps is None and rpm is None and tpm is None:
+            s = self.settings
+            return RateLimits(qps=s.qps_limit, rpm=s.rpm_limit, tpm=s.tpm_limit)
+        return RateLimits(qps=qps, rpm=rpm, tpm=tpm)
 
     def _core(
         self,
@@ -200,6 +208,11 @@ class StreamView:
     """The read-only view of a running or finished stream, shared by both stream classes."""
 
     _core: StreamCore
+
+    def snapshot(self) -> ChatResult:
+        """The answer as delivered so far (the whole answer once the stream has ended),
+        without consuming anything."""
+        return self._core.result()
 
     @property
     def end_reason(self) -> EndReason | None:

@@ -278,7 +278,7 @@ class _ConversationShell(Generic[StreamT]):
             return  # still streaming
         self._pending = None
         # The stream's result without consuming it (StreamView has no public accessor yet).
-        self._last = self.core.record(question, end_reason, stream._core.result())
+        self._last = self.core.record(question, end_reason, stream.snapshot())
 
 
 class Conversation(_ConversationShell[ChatStream]):

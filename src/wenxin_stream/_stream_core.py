@@ -53,6 +53,7 @@ from ._exceptions import (
     WenxinError,
     is_retryable,
 )
+from ._ratelimit import ClientRateLimitTimeout, estimate_prompt_tokens, estimate_tokens
 from ._requests import PreparedRequest, build_v1_chat, build_v2_chat
 from ._retry import RetryPolicy
 from ._timeouts import Timeout, read_timeout
@@ -94,8 +95,9 @@ class Decision:
 
 
 def end_reason_of_error(error: BaseException, *, body_started: bool) -> EndReason:
-    """The end reason an error gives a stream."""
-    if isinstance(error, APITimeoutError):
+    """The end reason an error gives a stream (a client-side rate-limit wait that ran out of
+    time counts as timed out: the caller's bounded wait expired)."""
+    if isinstance(error, APITimeoutError | ClientRateLimitTimeout):
         return EndReason.TIMED_OUT
     if isinstance(error, IncompleteStreamError):
         return EndReason.INCOMPLETE
@@ -134,6 +136,7 @@ class StreamCore:
         self.refreshed = False
         self.delivered = False
         self.accumulator = Accumulator()
+        self._whole: ChatResult | None = None
         self.end_reason: EndReason | None = None
         self.error: WenxinError | None = None
         self.response_headers: Mapping[str, str] = {}
@@ -259,6 +262,7 @@ class StreamCore:
             result = parse_v1_body(status, body, headers=headers)
         else:
             result = parse_v2_body(status, body, headers=headers)
+        self._whole = result
         self._end(end_reason_for(result.finish_reason))
         return result
 
@@ -380,11 +384,36 @@ class StreamCore:
             self.end_reason = reason
             self.ended_at = self._clock()
 
+    # -- rate-limit accounting -----------------------------------------------------------
+
+    def token_estimate(self) -> int:
+        """Tokens to reserve for one attempt: the prompt plus a margin for the answer."""
+        answer = self.call.params.get("max_output_tokens") or self.call.params.get("max_tokens")
+        if isinstance(answer, int) and not isinstance(answer, bool) and answer > 0:
+            return estimate_tokens(self.call.messages, answer_tokens=answer)
+        return estimate_tokens(self.call.messages)
+
+    @property
+    def generated(self) -> bool:
+        """Whether the server generated (part of) an answer: text was delivered, or usage or
+        a whole answer came back. An error before any text cost no tokens."""
+        return self.delivered or self.result().usage is not None
+
+    def tokens_used(self) -> int:
+        """Tokens an attempt cost: the usage the server reported, else an estimate of the
+        prompt plus the text delivered (the server counts a broken stream too)."""
+        usage = self.result().usage
+        if usage is not None:
+            return usage.total_tokens
+        text = self.text
+        return estimate_prompt_tokens([*self.call.messages, {"role": "assistant", "content": text}])
+
     # -- results -------------------------------------------------------------------------
 
     def result(self) -> ChatResult:
-        """Everything delivered so far, folded into one :class:`ChatResult`."""
-        return self.accumulator.result()
+        """The whole non-stream answer, or everything delivered so far, folded into one
+        :class:`ChatResult`."""
+        return self._whole if self._whole is not None else self.accumulator.result()
 
     @property
     def time_to_first_token(self) -> float | None:

@@ -60,6 +60,10 @@ class AiohttpResponse:
                     data = await content.readany()
         except TimeoutError:
             raise
+        except aiohttp.ClientPayloadError:
+            raise APIConnectionError(
+                "the server closed the connection before the response was complete"
+            ) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise APIConnectionError(f"connection broken: {_describe(exc)}") from None
         if not data:

@@ -91,7 +91,13 @@ class Urllib3Response:
             data = self._raw.read1(_READ_SIZE)
         except (ReadTimeoutError, TimeoutError):
             raise TimeoutError from None
-        except (ProtocolError, HTTPError, OSError) as exc:
+        except ProtocolError as exc:
+            if "IncompleteRead" in str(exc):
+                raise APIConnectionError(
+                    "the server closed the connection before the response was complete"
+                ) from None
+            raise APIConnectionError(f"connection broken: {_describe(exc)}") from None
+        except (HTTPError, OSError) as exc:
             raise APIConnectionError(f"connection broken: {_describe(exc)}") from None
         if not data:
             self._eof = True
