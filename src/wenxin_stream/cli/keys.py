@@ -1,0 +1,215 @@
+"""``wenxin keys``: create, list and revoke the API keys of ``wenxin serve``.
+
+Theory of operation
+===================
+
+The keys live in the server's database, found as ``wenxin serve`` finds it: ``--database-url``
+(or ``$WENXIN_DATABASE_URL``) if given, else ``<data dir>/wenxin.db`` (``--data-dir``, default
+``$WENXIN_DATA_DIR`` or ``./data``). It is reached through
+:class:`~wenxin_stream.server._store.SyncKeyAdmin`: its own SQLite connection, safe while a
+server runs on the same file (WAL mode and a busy timeout). A running server notices a new or
+revoked key within its key cache TTL (``--key-cache-ttl``, 5 s by default).
+
+- ``create`` prints the new key alone on stdout (so ``KEY=$(wenxin keys create …)`` works)
+  and, on stderr, its id and the reminder that it cannot be shown again: only its SHA-256 is
+  stored.
+- ``list`` prints one line per key (``--json``: a JSON array) — id, name, display prefix,
+  created, revoked, limits — and never a secret (there is none to print).
+- ``revoke`` takes a key id (``k_…``), the display prefix (``wx-abcd1234``, 4+ characters)
+  or the full key; revoking a revoked key is not an error.
+
+``list`` and ``revoke`` never create a database that does not exist. Failures are one line
+(``wenxin: error: …``): 1 for a missing key or database, 2 for invalid input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import CommandError
+
+if TYPE_CHECKING:
+    from ..server._keys import KeyRecord
+    from ..server._store import SyncKeyAdmin
+
+DB_NAME = "wenxin.db"
+"""The database file inside the data directory."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``keys`` subcommand (``create``, ``list``, ``revoke``) to ``wenxin``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the server's data directory (default: $WENXIN_DATA_DIR or ./data)",
+    )
+    common.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="the server's database, sqlite:///PATH (default: $WENXIN_DATABASE_URL, "
+        "else DIR/wenxin.db)",
+    )
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "keys",
+        help="create, list and revoke API keys of `wenxin serve`",
+        description="Manage the API keys of `wenxin serve` (works while the server runs).",
+    )
+    actions = parser.add_subparsers(title="actions", metavar="ACTION")
+
+    create = actions.add_parser("create", parents=[common], help="create a key and print it (once)")
+    create.add_argument("--name", required=True, help="what the key is for (shown in listings)")
+    create.add_argument("--rpm", type=_positive_int, help="requests per minute (server default)")
+    create.add_argument("--tpm", type=_positive_int, help="tokens per minute (server default)")
+    create.add_argument(
+        "--max-streams", type=_positive_int, help="concurrent streams (server default)"
+    )
+    create.set_defaults(handler=run_create)
+
+    listing = actions.add_parser("list", parents=[common], help="list keys (never secrets)")
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    listing.set_defaults(handler=run_list)
+
+    revoke = actions.add_parser("revoke", parents=[common], help="revoke a key")
+    revoke.add_argument("key", metavar="ID_OR_PREFIX", help="key id, display prefix or the key")
+    revoke.set_defaults(handler=run_revoke)
+
+    parser.set_defaults(handler=lambda _args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def database_path(data_dir: str | None, database_url: str | None = None) -> Path:
+    """The database file, as ``wenxin serve`` chooses it: ``database_url`` (else
+    ``$WENXIN_DATABASE_URL``) if set, else ``<data dir>/wenxin.db`` with ``data_dir``, else
+    ``$WENXIN_DATA_DIR``, else ``./data``.
+
+    Raises:
+        CommandError: the database URL is not a SQLite one (status 2).
+    """
+    from ..server._store import StoreConfigurationError, sqlite_path
+
+    url = database_url or os.environ.get("WENXIN_DATABASE_URL")
+    if url:
+        try:
+            return Path(sqlite_path(url)).expanduser()
+        except StoreConfigurationError as exc:
+            raise CommandError(str(exc), 2) from None
+    chosen = data_dir or os.environ.get("WENXIN_DATA_DIR") or "data"
+    return Path(chosen).expanduser() / DB_NAME
+
+
+def _path(args: argparse.Namespace) -> Path:
+    return database_path(args.data_dir, args.database_url)
+
+
+def _admin(args: argparse.Namespace, *, create: bool) -> SyncKeyAdmin:
+    from ..server._store import StoreError, SyncKeyAdmin
+
+    path = _path(args)
+    if not create and not path.is_file():
+        raise CommandError(f"no key database at {path} (create a key first, or set --data-dir)")
+    try:
+        return SyncKeyAdmin(path)
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def run_create(args: argparse.Namespace) -> int:
+    """``wenxin keys create``: the key on stdout, the rest on stderr."""
+    from ..server._store import StoreError
+
+    with _admin(args, create=True) as admin:
+        try:
+            record, secret = admin.create_key(
+                args.name, rpm=args.rpm, tpm=args.tpm, max_streams=args.max_streams
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc), 2) from None
+        except StoreError as exc:
+            raise CommandError(str(exc)) from None
+    print(secret, flush=True)
+    print(
+        f"created key {record.id} ({record.name}, {record.display_prefix}) in "
+        f"{_path(args)}.\nStore it now: it cannot be shown again.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _limit(value: int | None) -> str:
+    return "default" if value is None else str(value)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """``wenxin keys list``: one line per key, or ``--json``."""
+    from ..server._store import StoreError
+
+    path = _path(args)
+    keys: list[KeyRecord] = []
+    if path.is_file():
+        with _admin(args, create=False) as admin:
+            try:
+                keys = admin.list_keys()
+            except StoreError as exc:
+                raise CommandError(str(exc)) from None
+    if args.json:
+        print(json.dumps([asdict(k) for k in keys], ensure_ascii=False, indent=2))
+        return 0
+    if not keys:
+        print(f"no keys in {path}", file=sys.stderr)
+        return 0
+    rows = [("ID", "NAME", "PREFIX", "CREATED", "REVOKED", "RPM", "TPM", "STREAMS")]
+    rows += [
+        (k.id, k.name, k.display_prefix, k.created_at[:19] + "Z",
+         "-" if k.revoked_at is None else k.revoked_at[:19] + "Z",
+         _limit(k.rpm), _limit(k.tpm), _limit(k.max_streams))
+        for k in keys
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    """``wenxin keys revoke ID_OR_PREFIX``."""
+    from ..server._store import AmbiguousKeyError, StoreError
+
+    with _admin(args, create=False) as admin:
+        try:
+            before = admin.resolve_key(args.key)
+            record = None if before is None or not before.active else admin.revoke_key(before.id)
+        except AmbiguousKeyError as exc:
+            raise CommandError(str(exc), 2) from None
+        except StoreError as exc:
+            raise CommandError(str(exc)) from None
+    if before is None:
+        raise CommandError(f"no key matches {args.key!r} (see `wenxin keys list`)")
+    if record is None:
+        print(f"key {before.id} ({before.name}) was already revoked at {before.revoked_at}")
+    else:
+        print(
+            f"revoked key {record.id} ({record.name}); running servers refuse it within "
+            "their key cache TTL (5 s by default)"
+        )
+    return 0

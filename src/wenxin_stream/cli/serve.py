@@ -1,0 +1,159 @@
+"""``wenxin serve``: run the real-time Q&A server (SSE, WebSocket, OpenAI-compatible API).
+
+Theory of operation
+===================
+
+:func:`register` declares the flags; each maps to a :class:`~wenxin_stream.server.ServerConfig`
+field and defaults to "not given" (``None``), so :meth:`ServerConfig.load` can apply the
+precedence flags > ``WENXIN_*`` environment > ``--config`` TOML file > defaults. :func:`run`
+checks the configuration and the dev-mode rule (no API keys on a non-loopback address needs
+``--allow-dev-mode-remote``) before binding, binds the socket itself (so ``--port 0`` works
+and the printed URL is exact), and serves until SIGINT/SIGTERM with a graceful drain. The
+server and uvicorn are imported only inside :func:`run`.
+
+The one start-up line names the upstream, e.g.::
+
+    wenxin serve on http://127.0.0.1:8000 — upstream: embedded ERNIE emulator (offline; set QIANFAN_* for real ERNIE)
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import CommandError
+
+
+def _flag(group: Any, name: str, help: str, **kwargs: Any) -> None:
+    group.add_argument(f"--{name}", default=None, help=help, **kwargs)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``serve`` subcommand to the ``wenxin`` parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="run the real-time Q&A server (web page, SSE, WebSocket, OpenAI-compatible API)",
+        description="Serve ERNIE answers to browsers and OpenAI clients. See "
+        "docs/SERVER-API.md. Every flag can also be set as WENXIN_<FLAG> or in --config.",
+    )
+    net = parser.add_argument_group("network and files")
+    _flag(net, "host", "address to listen on (127.0.0.1)")
+    _flag(net, "port", "port; 0 = any free port (8000)", type=int)
+    _flag(net, "data-dir", "directory of the database and audit log (./data)")
+    _flag(net, "database-url", "database (default sqlite in the data dir)")
+    net.add_argument("--config", metavar="FILE", help="TOML file of settings (WENXIN_CONFIG)")
+    _flag(net, "max-body-bytes", "largest request body (1048576)", type=int)
+
+    streams = parser.add_argument_group("streams")
+    _flag(
+        streams,
+        "on-disconnect",
+        "when the last client is gone: cancel the upstream or drain it (cancel)",
+        choices=("cancel", "drain"),
+    )
+    _flag(streams, "resume-grace", "seconds a stream waits for a reconnect (5)", type=float)
+    _flag(
+        streams, "ping-interval", "longest silence on a stream, filled by `: ping` (15)", type=float
+    )
+    _flag(streams, "stall-timeout", "drop a client that reads nothing this long (30)", type=float)
+    _flag(streams, "shutdown-grace", "seconds running answers get at shutdown (10)", type=float)
+    _flag(streams, "default-model", "model of requests that name none")
+
+    access = parser.add_argument_group("access and limits")
+    _flag(
+        access,
+        "allow-dev-mode-remote",
+        "allow dev mode (no keys) on a non-loopback host",
+        action="store_const",
+        const=True,
+    )
+    _flag(access, "default-rpm", "requests/minute per key without its own limit (0: off)", type=int)
+    _flag(access, "default-tpm", "tokens/minute per key without its own limit (0: off)", type=int)
+    _flag(access, "default-max-streams", "concurrent streams per key (0: off)", type=int)
+    _flag(
+        access,
+        "audit-questions",
+        "write question texts into the audit log",
+        action="store_const",
+        const=True,
+    )
+
+    logs = parser.add_argument_group("logging")
+    _flag(logs, "access-log", "log every request", action="store_const", const=True)
+    _flag(logs, "debug", "log tracebacks of internal errors", action="store_const", const=True)
+    parser.set_defaults(handler=run)
+
+
+_FIELDS = (
+    "host",
+    "port",
+    "data_dir",
+    "database_url",
+    "max_body_bytes",
+    "on_disconnect",
+    "resume_grace",
+    "ping_interval",
+    "stall_timeout",
+    "shutdown_grace",
+    "default_model",
+    "allow_dev_mode_remote",
+    "default_rpm",
+    "default_tpm",
+    "default_max_streams",
+    "audit_questions",
+    "access_log",
+    "debug",
+)
+
+
+def config_from_args(args: argparse.Namespace, environ: Any = None) -> Any:
+    """The :class:`~wenxin_stream.server.ServerConfig` of parsed flags over the environment
+    and the config file.
+
+    Raises:
+        CommandError: a value or the file is invalid (status 2).
+    """
+    from ..server import ServerConfig, ServerConfigError
+
+    flags = {name: getattr(args, name) for name in _FIELDS}
+    try:
+        return ServerConfig.load(flags, environ=environ, config_file=args.config)
+    except ServerConfigError as exc:
+        raise CommandError(str(exc), 2) from None
+
+
+def _check_dev_mode(config: Any) -> None:
+    from ..server._auth import dev_mode_problem
+    from ..server._store import StoreError, SyncKeyAdmin, open_store
+
+    if dev_mode_problem(config.host, keys_exist=False, allow_remote=config.allow_dev_mode_remote):
+        try:
+            path = open_store(config.database).path
+            with SyncKeyAdmin(path) as admin:
+                keys = admin.count_active_keys() > 0
+        except (StoreError, OSError) as exc:
+            raise CommandError(f"cannot open the database: {exc}") from None
+        problem = dev_mode_problem(
+            config.host, keys_exist=keys, allow_remote=config.allow_dev_mode_remote
+        )
+        if problem:
+            raise CommandError(problem, 2)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted; the exit status."""
+    config = config_from_args(args)
+    _check_dev_mode(config)
+    from ..emulator._server import bind_socket
+    from ..server import run_server
+
+    try:
+        sock = bind_socket(config.host, config.port)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen on {config.host}:{config.port}: {exc.strerror}"
+        ) from None
+    status = run_server(config, sock=sock)
+    if status:
+        raise CommandError("the server could not start (see the message above)")
+    return 0

@@ -1,0 +1,129 @@
+"""``wenxin serve``: the real-time ERNIE Q&A server (SSE, WebSocket, OpenAI-compatible API).
+
+Theory of operation
+===================
+
+A plain ASGI 3 application (no framework: the per-chunk path is a few concatenations and one
+``send``) built by :func:`create_app` from a :class:`ServerConfig`, served by uvicorn with
+httptools and uvloop. The contract is ``docs/SERVER-API.md``.
+
+Module map: ``_config`` (configuration sources) · ``_auth`` (keys or dev mode, request
+parsing, errors) · ``_relay`` (the generation registry, the per-connection race, drawn there)
+· ``_http_sse`` (event-stream routes, resume, cancel) · ``_ws`` (WebSocket) · ``_openai``
+(``/v1/chat/completions``) · ``_conversations`` (CRUD, starting answers, history) ·
+``_static`` (the page) · ``_openapi`` · ``_app`` (lifespan, routing, safety net). The store,
+keys, limits, metrics and audit log live in ``_store``, ``_keys``, ``_limits``, ``_metrics``
+and ``_audit``.
+
+:func:`run_server` runs it in the foreground: it binds the socket, logs one start-up line that
+names the upstream, and on SIGINT/SIGTERM drains (running answers get ``shutdown_grace``
+seconds, the rest end as ``server_shutdown``) *before* uvicorn closes the connections.
+Importing this package does not import uvicorn.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._app import Server, StartupError, create_app
+from ._config import ServerConfig, ServerConfigError
+
+if TYPE_CHECKING:
+    import uvicorn
+
+__all__ = [
+    "Server",
+    "ServerConfig",
+    "ServerConfigError",
+    "StartupError",
+    "create_app",
+    "describe_upstream",
+    "run_server",
+    "uvicorn_server",
+]
+
+
+def describe_upstream(server: Server) -> str:
+    """The start-up line's description of the upstream."""
+    client = server.client
+    if server.upstream == "emulator" and client.emulated:
+        return "embedded ERNIE emulator (offline; set QIANFAN_* for real ERNIE)"
+    if server.upstream == "emulator":
+        return f"ERNIE emulator at {client.base_url} (API {client.api})"
+    return f"ERNIE API {client.api} at {client.base_url}"
+
+
+def uvicorn_server(app: Server, *, log_level: str = "warning") -> uvicorn.Server:
+    """A uvicorn server for ``app`` whose shutdown drains the app first (see the module
+    docstring)."""
+    import uvicorn
+
+    config = app.config
+
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for server in self.servers:  # stop accepting at once, then let streams end
+                server.close()
+            await app.drain()
+            await super().shutdown(sockets)
+
+    return _Server(
+        uvicorn.Config(
+            app,
+            log_level="info" if config.access_log else log_level,
+            access_log=config.access_log,
+            lifespan="on",
+            server_header=False,
+            timeout_graceful_shutdown=max(1, int(config.shutdown_grace) + 1),
+            backlog=4096,
+            ws_max_size=max(16 << 20, 2 * config.max_body_bytes),
+        )
+    )
+
+
+def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
+               announce: Callable[[str], Any] | None = None) -> int:  # fmt: skip
+    """Serve until SIGINT/SIGTERM; the exit status (0, or 1 when start-up failed).
+
+    ``sock`` is a bound listening socket (default: bind ``config.host:config.port``);
+    ``announce`` receives the start-up line (default: print it to stderr).
+    """
+    from ..emulator._server import base_url_of, bind_socket, install_log_filter
+
+    install_log_filter()  # a dropped stalled client is closed on purpose, not an error
+    if sock is None:
+        sock = bind_socket(config.host, config.port)
+    url = base_url_of(sock)
+
+    def ready(server: Server) -> None:
+        # Everything alive now (modules, the app) lives as long as the process: keep it out of
+        # the collector's full scans, whose pauses grow with the heap (thousands of streams).
+        gc.freeze()
+        line = f"wenxin serve on {url} — upstream: {describe_upstream(server)}"
+        if announce is None:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            announce(line)
+
+    app = create_app(config, on_ready=ready)
+    server = uvicorn_server(app)
+    # uvicorn handles SIGINT/SIGTERM itself (graceful shutdown), then re-raises the signal
+    # under the previous handler: make that one harmless, so the exit status stays 0.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # the SIGINT uvicorn re-raised; the shutdown was already graceful
+    finally:
+        sock.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 0 if app.state != "starting" else 1

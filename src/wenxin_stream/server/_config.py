@@ -1,0 +1,293 @@
+"""The server's configuration: one immutable :class:`ServerConfig`, from four sources.
+
+Theory of operation
+===================
+
+Everything ``wenxin serve`` can be told lives in :class:`ServerConfig`, a frozen dataclass that
+:func:`~wenxin_stream.server.create_app` takes; nothing below the edge reads the environment.
+:meth:`ServerConfig.load` merges the sources, highest first:
+
+1. command-line flags (a mapping of field names; ``None`` means "not given");
+2. ``WENXIN_<FIELD>`` environment variables (``WENXIN_PORT=9000``, ``WENXIN_ON_DISCONNECT=drain``);
+3. a TOML file (``--config FILE`` or ``WENXIN_CONFIG``): top-level keys named like the fields,
+   dashes or underscores (``resume-grace = 2.5``), optionally under a ``[server]`` table;
+4. the defaults below.
+
+Values from text (environment, TOML strings) are converted by field type; every value is then
+checked in ``__post_init__``, so a mistake stops the server at start-up with a
+:class:`ServerConfigError` naming the field and the source. Unknown keys in the file are an
+error, not ignored.
+
+The upstream (ERNIE) is configured with qianfan's own ``QIANFAN_*`` variables, which the SDK
+reads; the ``upstream_*`` fields override them (tests point the server at an emulator with
+``upstream_v2_base_url`` + ``upstream_bearer_token``). With no credentials anywhere, the
+server uses the SDK's embedded offline emulator and says so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from .._redact import redact
+
+__all__ = ["ENV_PREFIX", "ServerConfig", "ServerConfigError"]
+
+ENV_PREFIX = "WENXIN_"
+"""Prefix of the environment variables that configure the server."""
+
+DisconnectPolicy = Literal["cancel", "drain"]
+
+_SECRET_FIELDS = frozenset({"upstream_bearer_token"})
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "on_disconnect": ("cancel", "drain"),
+    "upstream_api": ("v1", "v2"),
+}
+
+
+class ServerConfigError(ValueError):
+    """A configuration value, file or combination is invalid; the message says which."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ServerConfig:
+    """Everything the Q&A server can be told (see the module docstring for the sources).
+
+    Attributes:
+        host: Address to listen on; dev mode (no API keys) is allowed only on loopback.
+        port: Port to listen on (0: any free port).
+        data_dir: Directory of the database and the audit log (created if missing).
+        database_url: The store's database: ``sqlite:///abs/path.db`` or a file path
+            (default ``<data_dir>/wenxin.db``).
+        on_disconnect: ``cancel`` (stop the upstream once the last client has been gone for
+            ``resume_grace``) or ``drain`` (read it to its end for accounting).
+        resume_grace: Seconds a stream waits for a client to reconnect (and is kept for
+            resume after its end).
+        ping_interval: Longest silence on an open event stream; a ``: ping`` comment fills it.
+        stall_timeout: A client that accepts no bytes for this long is dropped.
+        shutdown_grace: Seconds in-flight streams get to finish at shutdown.
+        max_body_bytes: Largest request body (and WebSocket frame) accepted.
+        max_answer_chars: An answer is stopped (``length``) past this many characters.
+        history_turns: Most question/answer pairs of a conversation sent upstream.
+        audit_questions: Also write the question text into the audit log.
+        allow_dev_mode_remote: Allow dev mode (no keys) on a non-loopback address.
+        default_rpm: Requests per minute per key, when the key sets none (0: unlimited).
+        default_tpm: Tokens per minute per key, when the key sets none (0: unlimited).
+        default_max_streams: Concurrent streams per key, when the key sets none (0: unlimited).
+        default_model: Model used when a request names none (default: the SDK's).
+        upstream_api: Force ERNIE's API generation (``v1``/``v2``; default: by credentials).
+        upstream_base_url: v1 host (``QIANFAN_BASE_URL`` otherwise).
+        upstream_v2_base_url: v2 host (``QIANFAN_CONSOLE_API_BASE_URL`` otherwise).
+        upstream_bearer_token: v2 API key (``QIANFAN_BEARER_TOKEN`` otherwise). Secret.
+        upstream_connect_timeout: Seconds to connect to ERNIE.
+        upstream_first_token_timeout: Seconds ERNIE may take to start answering.
+        upstream_idle_timeout: Longest silence inside an ERNIE stream.
+        upstream_max_connections: Size of the one upstream connection pool.
+        upstream_retries: Retries of a failed upstream request, only before any text came.
+        upstream_emulated: Report the upstream as the emulator (``None``: as the SDK found it).
+        access_log: Log every request (uvicorn's access log).
+        debug: Log tracebacks of internal errors (never sent to clients).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    on_disconnect: DisconnectPolicy = "cancel"
+    resume_grace: float = 5.0
+    ping_interval: float = 15.0
+    stall_timeout: float = 30.0
+    shutdown_grace: float = 10.0
+    max_body_bytes: int = 1 << 20
+    max_answer_chars: int = 200_000
+    history_turns: int = 50
+    audit_questions: bool = False
+    allow_dev_mode_remote: bool = False
+    default_rpm: int = 0
+    default_tpm: int = 0
+    default_max_streams: int = 0
+    default_model: str | None = None
+    upstream_api: Literal["v1", "v2"] | None = None
+    upstream_base_url: str | None = None
+    upstream_v2_base_url: str | None = None
+    upstream_bearer_token: str | None = field(default=None)
+    upstream_connect_timeout: float = 10.0
+    upstream_first_token_timeout: float = 120.0
+    upstream_idle_timeout: float = 60.0
+    upstream_max_connections: int = 4096
+    upstream_retries: int = 2
+    upstream_emulated: bool | None = None
+    access_log: bool = False
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, _convert(f.name, getattr(self, f.name), "value"))
+        if not 0 <= self.port <= 65535:
+            raise ServerConfigError(f"port: must be in 0..65535, got {self.port}")
+        for name in ("ping_interval", "stall_timeout", "max_body_bytes", "max_answer_chars"):
+            if getattr(self, name) <= 0:
+                raise ServerConfigError(f"{name}: must be greater than 0")
+        for name in ("upstream_connect_timeout", "upstream_first_token_timeout"):
+            if getattr(self, name) <= 0:
+                raise ServerConfigError(f"{name}: must be greater than 0")
+        if self.upstream_idle_timeout <= 0 or self.upstream_max_connections < 1:
+            raise ServerConfigError("upstream_idle_timeout / upstream_max_connections: too small")
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ServerConfigError(f"{name}: must be one of {', '.join(allowed)}")
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS and value is not None:
+                parts.append(f"{f.name}='***'")
+            elif value != f.default:
+                parts.append(f"{f.name}={value!r}")
+        return f"ServerConfig({', '.join(parts)})"
+
+    @property
+    def database(self) -> str:
+        """The database URL in force."""
+        return self.database_url or str(self.data_dir / "wenxin.db")
+
+    @property
+    def audit_path(self) -> Path:
+        """Where the audit log is written."""
+        return self.data_dir / "audit.jsonl"
+
+    def with_overrides(self, **changes: Any) -> ServerConfig:
+        """A copy with some fields changed (checked like any other config)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        config_file: str | Path | None = None,
+    ) -> ServerConfig:
+        """Merge flags > ``WENXIN_*`` environment > TOML file > defaults (see the module
+        docstring). ``config_file`` defaults to ``WENXIN_CONFIG`` when set.
+
+        Raises:
+            ServerConfigError: a value, a key or the file is invalid.
+        """
+        env = os.environ if environ is None else environ
+        names = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        path = config_file or env.get(ENV_PREFIX + "CONFIG") or None
+        if path:
+            values.update(_read_file(Path(path), names))
+        for name in names:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw.strip():
+                values[name] = _convert(name, raw.strip(), f"{ENV_PREFIX}{name.upper()}")
+        for name, value in (flags or {}).items():
+            if name not in names:
+                raise TypeError(f"unknown server setting: {name}")
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+
+def _read_file(path: Path, names: set[str]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as exc:
+        raise ServerConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ServerConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    table = document.get("server", document)
+    if not isinstance(table, dict):
+        raise ServerConfigError(f"config file {path}: [server] must be a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if key == "server" and table is document:
+            continue
+        if name not in names:
+            raise ServerConfigError(f"config file {path}: unknown setting {key!r}")
+        values[name] = _convert(name, value, f"{path}: {key}")
+    return values
+
+
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOL_WORDS |= {"0": False, "false": False, "no": False, "off": False}
+
+
+def _kind(name: str) -> str:
+    default = ServerConfig.__dataclass_fields__[name].default
+    if name in ("default_model", "database_url", "upstream_base_url", "upstream_v2_base_url"):
+        return "str"
+    if name in ("upstream_bearer_token", "upstream_api", "host", "on_disconnect"):
+        return "str"
+    if name == "upstream_emulated" or isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, Path):
+        return "path"
+    return "str"  # pragma: no cover - every field is listed above
+
+
+def _convert(name: str, value: Any, source: str) -> Any:
+    """``value`` converted to the type of field ``name`` (text is parsed), or an error that
+    names ``source``."""
+    if value is None:
+        return None
+    kind = _kind(name)
+    shown = redact(str(value)) if name not in _SECRET_FIELDS else "***"
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+                return _BOOL_WORDS[value.strip().lower()]
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            number = int(value) if isinstance(value, int) else int(str(value).strip())
+            if number < 0:
+                raise ValueError
+            return number
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            real = float(value)
+            if not math.isfinite(real) or real < 0:
+                raise ValueError
+            return real
+        if kind == "path":
+            return Path(value) if isinstance(value, str | Path) else _fail(name, source, shown)
+        if not isinstance(value, str):
+            raise ValueError
+        if name == "host":
+            return value.strip()
+        return value.strip() or None
+    except (ValueError, TypeError):
+        _fail(name, source, shown)
+
+
+def _fail(name: str, source: str, shown: str) -> Any:
+    kind = _kind(name)
+    wanted = {
+        "bool": "true or false",
+        "int": "a whole number >= 0",
+        "float": "a number >= 0",
+        "path": "a path",
+        "str": "a string",
+    }[kind]
+    raise ServerConfigError(f"{name} ({source}): expected {wanted}, got {shown!r}")

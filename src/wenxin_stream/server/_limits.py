@@ -1,0 +1,251 @@
+"""Per-key limits of ``wenxin serve``: requests and tokens per minute, concurrent streams.
+
+Theory of operation
+===================
+
+The server answers 429 and never queues: :meth:`KeyLimiter.admit` decides at once, returning
+an :class:`Admission` (the request may run) or a :class:`Rejection` (``code``, ``message`` and
+``retry_after`` seconds for the ``Retry-After`` header).
+
+**Rates** reuse the client's sliding-window core, :class:`wenxin_stream._ratelimit.RateLimiter`,
+one per key, asked with ``max_wait=0``: a reservation that would have to wait is a rejection,
+and the wait it would have needed is ``retry_after``. Its windows are the client's: RPM ``r``
+is ``r`` per 60 s *and* ``ceil(r/6)`` per 10 s (a burst may spend a sixth of the minute at
+once), TPM counts total tokens per 60 s. A request reserves an *estimate* of its tokens
+(prompt plus the answer budget); :meth:`KeyLimiter.settle` replaces it by the ``usage`` the
+stream reported, so the next minute's budget reflects what was really spent.
+
+**Concurrency** is a counter per key: ``admit`` takes a slot, :meth:`KeyLimiter.release`
+gives it back when the stream ends (idempotent, so every exit path may call it). The
+concurrency check comes first, so a request refused for ``too_many_streams`` is not counted
+against the rates.
+
+**Limits** of a key are its own (:class:`KeyLimits` from its record) where set, the server
+defaults where not; ``None`` everywhere means unlimited.
+
+**State** per key is created on the first request and dropped once it is idle: no stream
+open and no request for :data:`IDLE_SECONDS` (the longest window, so nothing is forgotten
+that could still matter). A sweep runs at most once per :data:`IDLE_SECONDS` and is linear in
+the keys seen in the last window, so the cost is amortised O(1) per request and memory
+follows the active keys, not every key ever seen.
+
+**No locks**: the server runs one event loop and none of these methods awaits, so each call
+is atomic with respect to every other request. Not thread-safe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from .._clock import Clock
+from .._ratelimit import ClientRateLimitTimeout, RateLimiter, RateLimits, Reservation
+
+__all__ = ["IDLE_SECONDS", "Admission", "KeyLimiter", "KeyLimits", "Rejection"]
+
+IDLE_SECONDS = 60.0
+"""A key with no open stream and no request for this long has its state dropped."""
+
+STREAMS_RETRY_AFTER = 1.0
+"""``retry_after`` of a ``too_many_streams`` rejection (when a stream will end is unknown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """Limits of one key: requests per minute, tokens per minute, concurrent streams.
+
+    ``None`` means "not limited" in server defaults, and "use the server default" in a key's
+    own limits (see :meth:`over`). Values must be positive whole numbers.
+    """
+
+    rpm: int | None = None
+    tpm: int | None = None
+    max_streams: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm", "max_streams"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+
+    def over(self, defaults: KeyLimits) -> KeyLimits:
+        """These limits where set, ``defaults`` where not."""
+        return KeyLimits(
+            rpm=defaults.rpm if self.rpm is None else self.rpm,
+            tpm=defaults.tpm if self.tpm is None else self.tpm,
+            max_streams=defaults.max_streams if self.max_streams is None else self.max_streams,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a request was refused (HTTP 429): ``code`` is ``rate_limited`` or
+    ``too_many_streams``; ``retry_after`` is in seconds."""
+
+    code: Literal["rate_limited", "too_many_streams"]
+    message: str
+    retry_after: float
+
+    @property
+    def retry_after_header(self) -> str:
+        """The ``Retry-After`` header value: whole seconds, at least 1."""
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+class _KeyState:
+    __slots__ = ("last_admit", "limiter", "limits", "streams")
+
+    def __init__(self, limits: KeyLimits, now: float) -> None:
+        self.limits = limits
+        self.limiter = _rate_limiter(limits)
+        self.streams = 0
+        self.last_admit = now
+
+    def reconfigure(self, limits: KeyLimits) -> None:
+        """New limits: new rate windows; the open streams still count."""
+        self.limits = limits
+        self.limiter = _rate_limiter(limits)
+
+
+def _rate_limiter(limits: KeyLimits) -> RateLimiter | None:
+    if limits.rpm is None and limits.tpm is None:
+        return None
+    return RateLimiter(RateLimits(rpm=limits.rpm, tpm=limits.tpm), max_wait=0.0)
+
+
+class Admission:
+    """An admitted request: it holds one concurrency slot of its key and, when the key has a
+    rate limit, the reservation of its estimated tokens. Hand it back to
+    :meth:`KeyLimiter.settle` (actual usage) and :meth:`KeyLimiter.release` (stream ended)."""
+
+    __slots__ = ("_limiter", "_released", "_reservation", "_state", "key_id")
+
+    def __init__(
+        self,
+        key_id: str,
+        state: _KeyState,
+        limiter: RateLimiter | None,
+        reservation: Reservation | None,
+    ) -> None:
+        self.key_id = key_id
+        self._state = state
+        self._limiter = limiter  # the windows the reservation lives in
+        self._reservation = reservation
+        self._released = False
+
+    @property
+    def released(self) -> bool:
+        """Whether the concurrency slot has been given back."""
+        return self._released
+
+    @property
+    def reserved_tokens(self) -> int | None:
+        """The tokens counted against the key's TPM (the estimate, then the settled usage);
+        ``None`` when the key has no rate limit."""
+        return None if self._reservation is None else self._reservation.tokens
+
+    def __repr__(self) -> str:
+        return (
+            f"Admission(key_id={self.key_id!r}, tokens={self.reserved_tokens!r}, "
+            f"released={self._released})"
+        )
+
+
+class KeyLimiter:
+    """Admits or rejects requests per key, without waiting (see the module docstring).
+
+    ``defaults`` apply where a key sets no limit of its own; ``clock`` must be monotonic.
+    """
+
+    def __init__(self, defaults: KeyLimits, *, clock: Clock = time.monotonic) -> None:
+        self._defaults = defaults
+        self._clock = clock
+        self._states: dict[str, _KeyState] = {}
+        self._next_sweep = clock() + IDLE_SECONDS
+
+    @property
+    def defaults(self) -> KeyLimits:
+        """The server-wide limits."""
+        return self._defaults
+
+    def __len__(self) -> int:
+        """How many keys have state (recently active or streaming)."""
+        return len(self._states)
+
+    def streams(self, key_id: str) -> int:
+        """How many streams of ``key_id`` are open."""
+        state = self._states.get(key_id)
+        return 0 if state is None else state.streams
+
+    def admit(
+        self, key_id: str, limits: KeyLimits | None, estimate_tokens: int
+    ) -> Admission | Rejection:
+        """Admit a request of ``key_id`` expected to use ``estimate_tokens`` tokens, or say
+        why not. ``limits`` are the key's own (``None``: the defaults only)."""
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        effective = self._defaults if limits is None else limits.over(self._defaults)
+        state = self._states.get(key_id)
+        if state is None:
+            state = self._states[key_id] = _KeyState(effective, now)
+        elif state.limits != effective:
+            state.reconfigure(effective)
+        if effective.max_streams is not None and state.streams >= effective.max_streams:
+            return Rejection(
+                "too_many_streams",
+                f"this API key already has {state.streams} streams open "
+                f"(limit {effective.max_streams}); wait for one to end",
+                STREAMS_RETRY_AFTER,
+            )
+        reservation = None
+        if state.limiter is not None:
+            try:
+                reservation = state.limiter.reserve(max(0, estimate_tokens), now=now, max_wait=0.0)
+            except ClientRateLimitTimeout as exc:
+                return Rejection(
+                    "rate_limited",
+                    f"rate limit of this API key reached ({_describe(effective)}); "
+                    f"retry in {exc.wait:.1f}s",
+                    exc.wait,
+                )
+        state.streams += 1
+        state.last_admit = now
+        return Admission(key_id, state, state.limiter, reservation)
+
+    def settle(self, admission: Admission, total_tokens: int) -> None:
+        """Count the tokens the request actually used instead of its estimate (may be called
+        again with a newer figure, before or after :meth:`release`)."""
+        limiter = admission._limiter
+        if admission._reservation is not None and limiter is not None:
+            limiter.settle(admission._reservation, max(0, total_tokens), now=self._clock())
+
+    def release(self, admission: Admission) -> None:
+        """The stream ended: free its concurrency slot. Idempotent."""
+        if not admission._released:
+            admission._released = True
+            admission._state.streams -= 1
+
+    def _sweep(self, now: float) -> None:
+        """Drop the state of keys idle for :data:`IDLE_SECONDS` with no stream open."""
+        idle = [
+            key
+            for key, state in self._states.items()
+            if state.streams <= 0 and now - state.last_admit >= IDLE_SECONDS
+        ]
+        for key in idle:
+            del self._states[key]
+        self._next_sweep = now + IDLE_SECONDS
+
+
+def _describe(limits: KeyLimits) -> str:
+    parts = []
+    if limits.rpm is not None:
+        parts.append(f"{limits.rpm} requests/min")
+    if limits.tpm is not None:
+        parts.append(f"{limits.tpm} tokens/min")
+    return ", ".join(parts)

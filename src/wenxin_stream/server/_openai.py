@@ -1,0 +1,357 @@
+"""The OpenAI-compatible API: ``POST /v1/chat/completions`` (stream and not) and ``/v1/models``.
+
+Theory of operation
+===================
+
+A completion is a generation like any other (same relay, metrics, limits and audit) that is
+not stored as a conversation and not resumable: its one subscriber is this request.
+
+**Stream.** Headers are sent with the first content (or the first ``: ping``, after
+``ping_interval``), never later: so an upstream failure *before* any content still gets a real
+HTTP status (502 / 504, which the OpenAI SDK raises as ``APIStatusError``), while a slow first
+token still keeps the connection alive. Each log entry becomes one ``chat.completion.chunk``:
+the first carries ``role: "assistant"``, the last content chunk carries ``finish_reason``
+(or, when the finish came on its own, one more chunk with an empty delta), then the usage
+chunk (``"choices": []``) if ``stream_options.include_usage``, then ``data: [DONE]``. An error
+after content has been sent is an ``{"error": {…}}`` data event, then ``[DONE]``. The chunk
+prefix (id, created, model) is encoded once per request; a delta costs two concatenations.
+
+**Non-stream.** The same stream is read to its end and answered as one ``chat.completion``.
+
+In both, a client that disconnects stops the generation (the disconnect policy, with no grace:
+there is nothing to resume).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from .._asgi import Receive, Send, json_bytes, send_json
+from .._exceptions import InvalidRequestError
+from .._ratelimit import DEFAULT_ANSWER_TOKENS, estimate_tokens
+from .._sse import DONE_EVENT
+from ._auth import Context, HTTPError, read_json, required_str
+from ._http_sse import SSE_HEADERS, Outlet, heartbeat, race, wait_for_disconnect
+from ._relay import DELTA, END, Entry, Generation, Subscription, usage_dict
+
+if TYPE_CHECKING:
+    from ._app import Server
+
+__all__ = ["routes"]
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_FINISH = {"other": "stop"}
+PING = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
+
+
+def _invalid(message: str, param: str = "messages") -> HTTPError:
+    code = "invalid_messages" if param == "messages" else "invalid_field"
+    return HTTPError(400, code, message, param=param)
+
+
+def _text(content: object, index: int) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise _invalid(f"message {index}: only text content is supported")
+            if not isinstance(part.get("text"), str):
+                raise _invalid(f"message {index}: a text part needs a string 'text'")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise _invalid(f"message {index}: 'content' must be a string or a list of text parts")
+
+
+def parse_messages(value: object) -> list[dict[str, str]]:
+    """The request's messages, checked: known roles, non-blank text, the last from the user."""
+    if value is None:
+        raise HTTPError(400, "missing_field", "'messages' is required", param="messages")
+    if not isinstance(value, list) or not value:
+        raise _invalid("'messages' must be a non-empty list")
+    messages = []
+    for index, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise _invalid(f"message {index} must be an object")
+        role = _ROLES.get(message.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            raise _invalid(f"message {index}: unsupported role {message.get('role')!r}")
+        text = _text(message.get("content"), index)
+        if not text.strip():
+            raise _invalid(f"message {index}: empty content")
+        messages.append({"role": role, "content": text})
+    if messages[-1]["role"] != "user":
+        raise _invalid("the last message must be from the user")
+    return messages
+
+
+def _number(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _invalid(f"'{name}' must be a number", name)
+    if not low <= value <= high:
+        raise _invalid(f"'{name}' must be in [{low:g}, {high:g}]", name)
+    return float(value)
+
+
+def parse_params(body: dict[str, Any], api: str) -> dict[str, Any]:
+    """The honoured parameters, checked and named for the upstream API."""
+    params: dict[str, Any] = {}
+    for name, high in (("temperature", 2.0), ("top_p", 1.0)):
+        value = _number(body, name, 0.0, high)
+        if value is not None:
+            params[name] = value
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+    if max_tokens is not None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise _invalid("'max_tokens' must be a positive integer", "max_tokens")
+        params["max_tokens"] = max_tokens
+    stop = body.get("stop")
+    if stop is not None:
+        if isinstance(stop, str):
+            stop = [stop]
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _invalid("'stop' must be a string or a list of strings", "stop")
+        params["stop"] = stop
+    user = body.get("user")
+    if user is not None:
+        if not isinstance(user, str):
+            raise _invalid("'user' must be a string", "user")
+        params["user_id" if api == "v1" else "user"] = user
+    return params
+
+
+class _Chunks:
+    """Encodes log entries as ``chat.completion.chunk`` SSE frames for one request."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.created = int(time.time())
+        self.prefix = b'data: {"id":"%s","object":"chat.completion.chunk","created":%d,' % (
+            self.id.encode(),
+            self.created,
+        )
+        self.prefix += b'"model":%s,"system_fingerprint":null,"choices":' % json_bytes(model)
+        self.include_usage = include_usage
+        self.finish_sent = False
+
+    def choice(self, delta: bytes, finish: str | None) -> bytes:
+        reason = b"null" if finish is None else b'"%s"' % _FINISH.get(finish, finish).encode()
+        return b'%s[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]}\n\n' % (
+            self.prefix,
+            delta,
+            reason,
+        )
+
+    def encode(self, entry: Entry, gen: Generation) -> bytes:
+        if entry.kind == DELTA:
+            if entry.finish is not None:
+                self.finish_sent = True
+            # entry.json() is b'{"text":"…"}': the same JSON string, under another name
+            return self.choice(b'{"content":' + entry.json()[8:], entry.finish)
+        if entry.kind != END:
+            return self.choice(b'{"role":"assistant","content":""}', None)
+        out = b""
+        if gen.error is not None:
+            error = {
+                "message": gen.error["message"],
+                "type": "upstream_error",
+                "code": gen.error["code"],
+                "param": None,
+            }
+            out += b"data: " + json_bytes({"error": error}) + b"\n\n"
+        elif not self.finish_sent:
+            out += self.choice(b"{}", gen.finish_reason or "stop")
+        if self.include_usage and gen.usage is not None:
+            out += b'%s[],"usage":%s}\n\n' % (self.prefix, json_bytes(usage_dict(gen.usage)))
+        return out + DONE_EVENT
+
+
+class _LazyOutlet(Outlet):
+    """An outlet that sends the response headers just before its first write."""
+
+    __slots__ = ("first", "started")
+
+    def __init__(self, send: Send) -> None:
+        super().__init__(send)
+        self.first = send  # the headers go through the app's status tracking
+        self.started = False
+
+    async def write(self, message: dict[str, Any]) -> None:
+        if not self.started:
+            self.started = True
+            await self.first({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await super().write(message)
+
+
+async def _relay(sub: Subscription, outlet: _LazyOutlet, chunks: _Chunks) -> None:
+    gen = sub.gen
+    held = b""
+    while True:
+        batch = await sub.next_batch()
+        last = batch[-1]
+        shown = outlet.started or any(entry.kind == DELTA for entry in batch)
+        if last.kind == END and gen.error is not None and not shown:
+            return  # nothing shown yet: the handler answers with an HTTP error status
+        body = held + b"".join([chunks.encode(entry, gen) for entry in batch])
+        if not outlet.started and last.kind not in (DELTA, END):
+            held = body  # the role chunk waits for the content it introduces
+            continue
+        held = b""
+        await outlet.write({"type": "http.response.body", "body": body, "more_body": True})
+        if last.kind == END:
+            return
+
+
+async def _consume(sub: Subscription) -> None:
+    while (await sub.next_batch())[-1].kind != END:
+        pass
+
+
+async def completions(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
+    """``POST /v1/chat/completions``."""
+    principal = await server.principal(ctx)
+    body = await read_json(receive, ctx.request, server.config.max_body_bytes)
+    name, upstream_model = server.resolve_model(required_str(body, "model"))
+    messages = parse_messages(body.get("messages"))
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise _invalid("'stream' must be a boolean", "stream")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise _invalid(
+            "'stream_options' must be an object with a boolean include_usage", "stream_options"
+        )
+    params = parse_params(body, server.client.api)
+    if not server.relay.accepting:
+        raise HTTPError(503, "shutting_down", "the server is shutting down")
+    answer = params.get("max_tokens", DEFAULT_ANSWER_TOKENS)
+    admission = server.admit(principal, estimate_tokens(messages, answer_tokens=answer))
+    try:
+        upstream = server.client.chat.stream(messages=messages, model=upstream_model, **params)
+    except InvalidRequestError as exc:
+        server.limiter.release(admission)
+        param = exc.field if exc.field != "messages" else "messages"
+        raise _invalid(str(exc), param) from None
+    audit = server.audit_fields(ctx, question=messages[-1]["content"], model=name)
+    ctx.audit_taken = True
+
+    async def on_end(gen: Generation) -> None:
+        if gen.usage is not None:
+            server.limiter.settle(admission, gen.usage.total_tokens)
+        server.limiter.release(admission)
+        status = gen.error_status if gen.error and not gen.delivered_chars else 200
+        server.write_audit(
+            audit,
+            status=status,
+            end_reason=gen.end_reason,
+            usage=usage_dict(gen.usage),
+            ttft_ms=gen.ttft_ms,
+            total_ms=gen.total_ms,
+        )
+
+    gen = server.relay.start(
+        upstream,
+        owner=principal.owner,
+        model=name,
+        received_at=ctx.received_at,
+        on_end=on_end,
+        resumable=False,
+    )
+    gen.begin({"model": name})
+    audit["stream_id"] = gen.stream_id
+    sub = server.relay.attach(gen)
+    if stream:
+        await _stream(server, sub, receive, send, _Chunks(name, bool(options.get("include_usage"))))
+    else:
+        await _whole(server, sub, receive, send, name)
+
+
+async def _stream(
+    server: Server, sub: Subscription, receive: Receive, send: Send, chunks: _Chunks
+) -> None:
+    config = server.config
+    outlet = _LazyOutlet(send)
+    gone = True
+    try:
+        winner = await race(
+            _relay(sub, outlet, chunks),
+            wait_for_disconnect(receive),
+            heartbeat(outlet, PING, config.ping_interval, config.stall_timeout),
+        )
+        if winner == 0:
+            gone = False
+            if outlet.started:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                raise _upstream_error(sub.gen)
+    finally:
+        server.relay.detach(sub, gone=gone)
+
+
+def _upstream_error(gen: Generation) -> HTTPError:
+    error = gen.error or {"code": "upstream_error", "message": "upstream error"}
+    return HTTPError(gen.error_status or 502, error["code"], error["message"])
+
+
+async def _whole(
+    server: Server, sub: Subscription, receive: Receive, send: Send, model: str
+) -> None:
+    gone = True
+    try:
+        winner = await race(_consume(sub), wait_for_disconnect(receive))
+        gone = winner != 0
+    finally:
+        server.relay.detach(sub, gone=gone)
+    if gone:
+        return
+    gen = sub.gen
+    if gen.error is not None:
+        raise _upstream_error(gen)
+    finish = gen.finish_reason or "stop"
+    await send_json(
+        send,
+        200,
+        {
+            "id": "chatcmpl-" + secrets.token_hex(12),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": gen.text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": _FINISH.get(finish, finish),
+                }
+            ],
+            "usage": usage_dict(gen.usage),
+        },
+    )
+
+
+async def models(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
+    """``GET /v1/models``: the models this server knows."""
+    await server.principal(ctx)
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "baidu"}
+        for name in server.model_names()
+    ]
+    await send_json(send, 200, {"object": "list", "data": data})
+
+
+def routes() -> dict[str, dict[str, Any]]:
+    """This module's routes: path template → method → handler."""
+    return {
+        "/v1/chat/completions": {"POST": completions},
+        "/v1/models": {"GET": models},
+    }

@@ -1,0 +1,199 @@
+"""The OpenAPI 3.1 document of ``wenxin serve`` (``GET /openapi.json``), written by hand.
+
+It describes the routes of ``docs/SERVER-API.md`` — the contract — and nothing else: request
+bodies, the JSON answers, the event streams (as ``text/event-stream`` with the event names in
+the description) and the one error shape every 4xx/5xx uses. The WebSocket (``/api/ws``)
+cannot be expressed in OpenAPI; its description points to the contract. Built fresh per call
+from small helpers (it is requested rarely), so nothing here is shared mutable state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["document"]
+
+_REF = "#/components/schemas/"
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": _REF + name}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"$ref": "#/components/responses/Error"} for s in statuses}
+
+
+def _obj(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+_S = {"type": "string"}
+_NS = {"type": ["string", "null"]}
+_N = {"type": ["number", "null"]}
+_SSE = {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
+_ID = {"name": "id", "in": "path", "required": True, "schema": _S}
+_AUTH: list[dict[str, list[str]]] = [{"apiKey": []}, {}]
+_UPSTREAM = {"enum": ["emulator", "ernie"]}
+
+
+def _schemas() -> dict[str, Any]:
+    usage = _obj(["prompt_tokens", "completion_tokens", "total_tokens"],
+                 prompt_tokens={"type": "integer"}, completion_tokens={"type": "integer"},
+                 total_tokens={"type": "integer"})  # fmt: skip
+    message = _obj(
+        ["id", "role", "content", "status"],
+        id=_S, role={"enum": ["user", "assistant", "system"]}, content=_S,
+        status={"enum": ["complete", "partial", "streaming"]}, end_reason=_NS, model=_NS,
+        usage={"oneOf": [_ref("Usage"), {"type": "null"}]}, ttft_ms=_N, total_ms=_N,
+        generated_chars={"type": ["integer", "null"]},
+        delivered_chars={"type": ["integer", "null"]}, created_at=_S,
+    )  # fmt: skip
+    summary = _obj(["id", "title", "model"], id=_S, title=_S, model=_S, created_at=_S,
+                   updated_at=_S, message_count={"type": "integer"})  # fmt: skip
+    conversation = _obj(["id", "title", "model", "messages"], id=_S, title=_S, model=_S,
+                        system=_NS, created_at=_S, updated_at=_S,
+                        messages={"type": "array", "items": _ref("Message")})  # fmt: skip
+    error = _obj(["error"], error=_obj(["message", "type", "code"], message=_S, type=_S,
+                                       code=_S, param=_NS))  # fmt: skip
+    chat_message = _obj(["role", "content"],
+                        role={"enum": ["system", "developer", "user", "assistant"]},
+                        content={"oneOf": [_S, {"type": "array", "items": _obj(
+                            ["type", "text"], type={"const": "text"}, text=_S)}]})  # fmt: skip
+    completion_request = _obj(
+        ["model", "messages"], model=_S,
+        messages={"type": "array", "items": _ref("ChatMessage"), "minItems": 1},
+        stream={"type": "boolean"},
+        stream_options=_obj([], include_usage={"type": "boolean"}),
+        temperature={"type": "number", "minimum": 0, "maximum": 2},
+        top_p={"type": "number", "minimum": 0, "maximum": 1},
+        max_tokens={"type": "integer", "minimum": 1},
+        stop={"oneOf": [_S, {"type": "array", "items": _S}]}, user=_S,
+    )  # fmt: skip
+    return {
+        "Usage": usage,
+        "Message": message,
+        "ConversationSummary": summary,
+        "Conversation": conversation,
+        "Error": error,
+        "ChatMessage": chat_message,
+        "ChatCompletionRequest": completion_request,
+    }
+
+
+_STREAM_DOC = (
+    'Events `start`, `delta` (`{"text"}`), `end` (`end_reason`, `finish_reason`, `usage`, '
+    "`ttft_ms`, `total_ms`, `message_id`, and `error` after a failure); ids "
+    "`<stream_id>:<seq>`; `: ping` comments at least every `--ping-interval` seconds."
+)
+
+
+def _paths() -> dict[str, Any]:
+    conv_body = _obj([], title=_S, model=_S, system=_S)
+    ask_body = _obj(["content"], content=_S, model=_S)
+    return {
+        "/healthz": {"get": {"summary": "Liveness", "security": [],
+                             "responses": {"200": _json(_obj(["status"], status=_S))}}},
+        "/readyz": {"get": {"summary": "Readiness (503 while starting or shutting down)",
+                            "security": [],
+                            "responses": {"200": _json(_obj(["status", "upstream"], status=_S,
+                                                            upstream=_UPSTREAM)),
+                                          **_errors(503)}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
+            "200": {"description": "OK", "content": {"text/plain": {"schema": _S}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [],
+                                  "responses": {"200": _json({"type": "object"})}}},
+        "/api/info": {"get": {"summary": "Server and upstream", "security": [], "responses": {
+            "200": _json(_obj(["version", "upstream", "api", "default_model", "models",
+                               "auth_required"], version=_S, upstream=_S, api=_S,
+                              default_model=_S, models={"type": "array", "items": _S},
+                              auth_required={"type": "boolean"}))}}},
+        "/api/conversations": {
+            "get": {"summary": "List conversations, newest first",
+                    "parameters": [{"name": "limit", "in": "query",
+                                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                    "responses": {"200": _json(_obj(["conversations"], conversations={
+                        "type": "array", "items": _ref("ConversationSummary")})),
+                        **_errors(400, 401)}},
+            "post": {"summary": "Create a conversation",
+                     "requestBody": {"content": {"application/json": {"schema": conv_body}}},
+                     "responses": {"201": _json(_ref("Conversation"), "Created"),
+                                   **_errors(400, 401, 404, 413)}},
+        },
+        "/api/conversations/{id}": {
+            "parameters": [_ID],
+            "get": {"summary": "A conversation with its messages",
+                    "responses": {"200": _json(_ref("Conversation")), **_errors(401, 404)}},
+            "delete": {"summary": "Delete a conversation",
+                       "responses": {"204": {"description": "Deleted"}, **_errors(401, 404)}},
+        },
+        "/api/conversations/{id}/messages": {
+            "parameters": [_ID],
+            "post": {"summary": "Ask; the answer streams as server-sent events",
+                     "description": _STREAM_DOC,
+                     "requestBody": {"required": True,
+                                     "content": {"application/json": {"schema": ask_body}}},
+                     "responses": {"200": {"description": "The answer", **_SSE},
+                                   **_errors(400, 401, 404, 413, 429, 503)}},
+        },
+        "/api/streams/{id}": {
+            "parameters": [_ID, {"name": "Last-Event-ID", "in": "header", "schema": _S},
+                           {"name": "last_event_id", "in": "query", "schema": _S}],
+            "get": {"summary": "Resume a stream after Last-Event-ID (within the grace window)",
+                    "description": _STREAM_DOC,
+                    "responses": {"200": {"description": "The rest of the answer", **_SSE},
+                                  **_errors(400, 401, 404)}},
+        },
+        "/api/streams/{id}/cancel": {
+            "parameters": [_ID],
+            "post": {"summary": "Stop a stream",
+                     "responses": {"202": _json(_obj(["stream_id", "status"], stream_id=_S,
+                                                     status=_S), "Accepted"),
+                                   **_errors(401, 404)}},
+        },
+        "/api/ws": {"get": {
+            "summary": "WebSocket: several asks per socket, in-band cancel",
+            "description": "JSON text frames; see docs/SERVER-API.md (`auth`, `ask`, "
+                           "`cancel` → `start`, `delta`, `end`, `error`).",
+            "responses": {"101": {"description": "Switching protocols"}}}},
+        "/v1/chat/completions": {"post": {
+            "summary": "OpenAI-compatible chat completions (stream or not)",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref("ChatCompletionRequest")}}},
+            "responses": {"200": {"description": "`chat.completion`, or a stream of "
+                                                 "`chat.completion.chunk` ending in [DONE]",
+                                  "content": {"application/json": {"schema": {"type": "object"}},
+                                              "text/event-stream": {"schema": _S}}},
+                          **_errors(400, 401, 404, 413, 429, 502, 503, 504)}}},
+        "/v1/models": {"get": {"summary": "Models", "responses": {
+            "200": _json(_obj(["object", "data"], object={"const": "list"},
+                              data={"type": "array", "items": {"type": "object"}}))}}},
+    }  # fmt: skip
+
+
+def document(version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for server ``version``."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "wenxin serve",
+            "version": version,
+            "description": "Real-time ERNIE (文心一言) Q&A: SSE, WebSocket and an "
+            "OpenAI-compatible API. Contract: docs/SERVER-API.md.",
+        },
+        "servers": [{"url": "/"}],
+        "security": _AUTH,
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "responses": {"Error": _json(_ref("Error"), "An error (OpenAI's shape)")},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "wx-… key; none "
+                           "needed in dev mode"},
+            },
+        },
+    }  # fmt: skip

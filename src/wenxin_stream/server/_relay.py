@@ -1,0 +1,541 @@
+"""The generation registry: one task per answer, an event log per stream, subscribers that come
+and go.
+
+Theory of operation
+===================
+
+An answer is generated ONCE, by a :class:`Generation` task that the :class:`Relay` owns (not
+the request that asked for it), and fanned out to any number of :class:`Subscription` s::
+
+                 ┌──── Generation task (one per answer) ───────────────────────┐
+    ERNIE ──────►│ SDK stream → TextDelta … → append to the log → wake readers │
+                 │ end: settle limits, persist, append `end`, metrics          │
+                 └──────────────────────────────┬──────────────────────────────┘
+                                                │ log: [start, delta, delta, …, end]
+                                                │       seq 0    1      2         n
+                          ┌─────────────────────┼─────────────────────┐
+                          ▼                     ▼                     ▼
+                    Subscription          Subscription          Subscription
+                    cursor=7              cursor=3 (lags)       resume: from
+                                                                Last-Event-ID+1
+
+    one client connection (SSE) = one task group; the first task to finish cancels the rest:
+
+        ┌── relay ──────────────┐  ┌── disconnect listener ──┐  ┌── heartbeat ────────────────┐
+        │ next_batch()          │  │ await receive() until   │  │ `: ping` after each         │
+        │ one write per batch   │  │ http.disconnect         │  │ ping_interval of silence;   │
+        │ returns at `end`      │  │                         │  │ returns if a write stalls   │
+        └───────────────────────┘  └─────────────────────────┘  └─────────────────────────────┘
+           finished: complete the response │ gone / stalled: detach (→ grace timer)
+           leaving always closes the subscription (finally: relay.detach)
+
+    (the connection side — Outlet, heartbeat, race — lives in ``_http_sse``; the WebSocket
+    and the OpenAI route run the same race)
+
+**The log.** Entries are numbered by their index (``seq``) and never change once *claimed*
+(handed to some subscriber's ``send``). Text arriving while the last entry is an unclaimed
+delta is appended to it (up to :data:`MAX_DELTA_CHARS`), so a lagging or absent reader finds a
+few larger deltas instead of many small ones — coalescing happens in the shared log, ids stay
+gap-free for everybody, and resume from any id a client has seen is exact. SSE frames are
+encoded once per entry and the same bytes go to every subscriber. The log is bounded by the
+answer (``max_answer_chars`` stops a runaway one); a subscriber holds only a cursor.
+
+**Time to first token.** (Timings use ``time.perf_counter``: uvloop's ``loop.time()`` counts
+whole milliseconds.) Headers (and ``start``) go out at once; the upstream request is sent
+before the database writes of the request finish; a text delta wakes its readers immediately
+and is never held. The server's own part is measured from the first text event's arrival to
+its hand-over to the first subscriber's ``send``, plus request handling before the upstream
+call.
+
+**Disconnects.** When the last subscriber leaves before the end, a grace timer starts
+(``resume_grace``); a subscriber that attaches in time cancels it. When it fires, the policy
+applies: ``cancel`` stops the upstream (end reason ``client_disconnected``), ``drain`` lets it
+run to its end for accounting. Finished streams stay resumable for the grace time too.
+
+**Shutdown.** :meth:`Relay.shutdown` refuses new generations, waits up to the grace for the
+running ones, then stops the rest with ``server_shutdown`` (each still persists and sends its
+``end``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Any
+
+from .._asgi import json_bytes
+from .._async_client import AsyncChatStream
+from .._events import EndReason, FinishEvent, TextDelta, Usage, UsageEvent
+from .._exceptions import APIError, APITimeoutError, WenxinError
+
+logger = logging.getLogger("wenxin_stream.server")
+
+START, DELTA, END = 0, 1, 2
+"""Entry kinds."""
+
+MAX_DELTA_CHARS = 16384
+"""Coalescing stops at this many characters: a new delta starts (frames stay small enough for
+any client's line limit)."""
+
+FINISHED_REASONS = frozenset({"completed", "length", "content_filtered"})
+"""End reasons after which an answer is stored ``complete``."""
+
+
+class Entry:
+    """One event of a stream's log (see the module docstring)."""
+
+    __slots__ = ("_json", "_sse", "data", "end_offset", "finish", "kind", "parts", "seq", "size")
+
+    def __init__(
+        self,
+        seq: int,
+        kind: int,
+        *,
+        parts: list[str] | None = None,
+        data: dict[str, Any] | None = None,
+        end_offset: int = 0,
+    ) -> None:
+        self.seq = seq
+        self.kind = kind
+        self.parts = parts if parts is not None else []
+        self.data = data
+        self.end_offset = end_offset
+        self.size = 0  # characters of a delta
+        self.finish: str | None = None  # the finish reason, on the last content delta
+        self._json: bytes | None = None
+        self._sse: bytes | None = None
+
+    @property
+    def text(self) -> str:
+        """The delta's text."""
+        parts = self.parts
+        if len(parts) != 1:
+            self.parts = parts = ["".join(parts)]
+        return parts[0]
+
+    def json(self) -> bytes:
+        """The event's data as compact JSON (cached: call only once claimed)."""
+        if self._json is None:
+            if self.kind == DELTA:
+                self._json = b'{"text":' + json_bytes(self.text) + b"}"
+            else:
+                self._json = json_bytes(self.data)
+        return self._json
+
+    def sse(self, stream_id: str) -> bytes:
+        """The event as an SSE frame, encoded once."""
+        if self._sse is None:
+            name = b"delta" if self.kind == DELTA else b"start" if self.kind == START else b"end"
+            self._sse = b"id: %s:%d\nevent: %s\ndata: %s\n\n" % (
+                stream_id.encode(),
+                self.seq,
+                name,
+                self.json(),
+            )
+        return self._sse
+
+
+class _Stop(Exception):
+    """The answer passed ``max_answer_chars``."""
+
+
+class Generation:
+    """One answer being generated; fans out through its log. Created by :meth:`Relay.start`."""
+
+    def __init__(
+        self,
+        relay: Relay,
+        upstream: AsyncChatStream,
+        *,
+        owner: str,
+        model: str,
+        grace: float,
+        received_at: float,
+        on_end: Callable[[Generation], Awaitable[None]],
+    ) -> None:
+        self.relay = relay
+        self.loop = asyncio.get_running_loop()
+        self.stream_id = "s_" + secrets.token_hex(12)
+        self.owner = owner
+        self.model = model
+        self.grace = grace
+        self.on_end = on_end
+        self.entries: list[Entry] = []
+        self.claimed = -1
+        self.subscribers = 0
+        self.generated_chars = 0
+        self.delivered_chars = 0
+        self.received_at = received_at
+        self.upstream_at = perf_counter()
+        self.first_text_at: float | None = None
+        self.first_sent_at: float | None = None
+        self.last_text_at = 0.0
+        self.ended_at: float | None = None
+        self.end_reason: str | None = None
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.error: dict[str, Any] | None = None
+        self.error_status = 0
+        self.end_data: dict[str, Any] = {}
+        self.start_data: dict[str, Any] = {}
+        self.done = self.loop.create_future()
+        self._upstream = upstream
+        self._early: list[str] = []
+        self._begun = self.loop.create_future()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._cancel_reason: str | None = None
+        self._finalizing = False
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self.task = self.loop.create_task(self._run(), name=f"generation {self.stream_id}")
+        self.task.add_done_callback(self._task_done)
+
+    # -- lifecycle, called by request handlers -------------------------------------------------
+
+    def begin(self, start_data: dict[str, Any], end_data: dict[str, Any] | None = None) -> None:
+        """Append the ``start`` event (seq 0) with ``start_data``; text that arrived early
+        follows as deltas. ``end_data`` is merged into the ``end`` event."""
+        self.start_data = start_data
+        self.end_data = end_data or {}
+        self.entries.append(Entry(0, START, data=start_data))
+        offset = self.generated_chars - sum(len(text) for text in self._early)
+        for text in self._early:
+            offset += len(text)
+            self._place(text, offset)
+        self._early = []
+        if not self._begun.done():
+            self._begun.set_result(True)
+        self._notify()
+
+    def abort(self) -> None:
+        """The request failed before :meth:`begin`: stop quietly, persist nothing."""
+        if not self._begun.done():
+            self._begun.set_result(False)
+        self.cancel("cancelled")
+
+    def cancel(self, reason: str) -> None:
+        """Stop the upstream now; the answer ends with ``reason`` (no effect once ending)."""
+        if not self._finalizing and not self.task.done():
+            self._cancel_reason = reason
+            self.task.cancel()
+
+    @property
+    def text(self) -> str:
+        """All text generated so far."""
+        return "".join(self._early) + "".join(e.text for e in self.entries if e.kind == DELTA)
+
+    # -- the log ---------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait_beyond(self, cursor: int) -> None:
+        """Return once the log holds an entry at ``cursor`` (or later)."""
+        while cursor >= len(self.entries):
+            waiter = self.loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    def claim(self, last: int) -> None:
+        """Entries up to ``last`` are being handed to a client: they are final from now on."""
+        if last <= self.claimed:
+            return
+        self.claimed = last
+        entry = self.entries[last]
+        self.delivered_chars = max(self.delivered_chars, entry.end_offset)
+        if self.first_sent_at is None and self.first_text_at is not None:
+            self.first_sent_at = now = perf_counter()
+            metrics = self.relay.metrics
+            metrics.observe_ttft(
+                "server", (self.upstream_at - self.received_at) + (now - self.first_text_at)
+            )
+            metrics.observe_ttft("total", now - self.received_at)
+
+    def _append_text(self, text: str) -> None:
+        now = perf_counter()
+        if self.first_text_at is None:
+            self.first_text_at = now
+            self.relay.metrics.observe_ttft("upstream", now - self.upstream_at)
+        else:
+            self.relay.metrics.observe_chunk_gap(now - self.last_text_at)
+        self.last_text_at = now
+        self.generated_chars += len(text)
+        if not self.entries:
+            self._early.append(text)
+        else:
+            self._place(text, self.generated_chars)
+            self._notify()
+        if self.generated_chars > self.relay.max_answer_chars:
+            raise _Stop
+
+    def _place(self, text: str, end_offset: int) -> None:
+        """Put text into the log: onto the last delta while it is unclaimed and not full."""
+        last = self.entries[-1]
+        if last.kind == DELTA and last.seq > self.claimed and last.size < MAX_DELTA_CHARS:
+            last.parts.append(text)
+            last.size += len(text)
+            last.end_offset = end_offset
+        else:
+            entry = Entry(len(self.entries), DELTA, parts=[text], end_offset=end_offset)
+            entry.size = len(text)
+            self.entries.append(entry)
+
+    # -- the task --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        reason: str | None = None
+        try:
+            async with self._upstream as stream:
+                async for event in stream:
+                    kind = type(event)
+                    if kind is TextDelta:
+                        if event.text:  # type: ignore[union-attr]
+                            self._append_text(event.text)  # type: ignore[union-attr]
+                    elif kind is FinishEvent:
+                        self.finish_reason = event.reason.value  # type: ignore[union-attr]
+                        if self.entries and self.entries[-1].kind == DELTA:
+                            self.entries[-1].finish = self.finish_reason
+                    elif kind is UsageEvent:
+                        self.usage = event.usage  # type: ignore[union-attr]
+            reason = (stream.end_reason or EndReason.COMPLETED).value
+        except _Stop:
+            reason, self.finish_reason = "length", "length"
+        except asyncio.CancelledError:
+            if self._cancel_reason is None:
+                raise  # not ours (the loop is closing)
+            reason = self._cancel_reason
+        except WenxinError as exc:
+            reason = self._upstream_failed(exc)
+        except Exception as exc:  # a bug: never leave a stream without its end
+            logger.error(
+                "internal error in %s: %s: %s",
+                self.stream_id,
+                type(exc).__name__,
+                exc,
+                exc_info=exc if self.relay.debug else None,
+            )
+            self.relay.metrics.error("internal")
+            reason, self.error_status = "incomplete", 500
+            self.error = {"code": "internal_error", "message": "internal error"}
+        await self._finalize(reason)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not self._finalizing:  # cancelled before it ever ran: end it all the same
+            reason = self._cancel_reason or "server_shutdown"
+            self._final = self.loop.create_task(self._finalize(reason))
+
+    def _upstream_failed(self, exc: WenxinError) -> str:
+        reason = (exc.end_reason or EndReason.UPSTREAM_ERROR).value
+        if isinstance(exc, APITimeoutError):
+            self.relay.metrics.error("timeout")
+            self.error_status = 504
+            self.error = {"code": "upstream_timeout", "message": f"ERNIE timed out: {exc}"}
+            return reason
+        self.relay.metrics.error("upstream")
+        self.error_status = 502
+        if isinstance(exc, APIError):
+            message = f"ERNIE answered error {exc.code}: {exc.message}"
+            self.error = {"code": "upstream_error", "message": message, "upstream_code": exc.code}
+        else:
+            self.error = {"code": "upstream_error", "message": f"ERNIE stream failed: {exc}"}
+        return reason
+
+    async def _finalize(self, reason: str) -> None:
+        self._finalizing = True
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        begun = await self._begun
+        for _ in range(2):  # let connected readers claim what they were woken for
+            await asyncio.sleep(0)
+        now = perf_counter()
+        self.ended_at = now
+        self.end_reason = reason
+        relay = self.relay
+        if begun:
+            try:
+                await self.on_end(self)
+            except Exception as exc:
+                logger.error(
+                    "could not record the end of %s: %s: %s",
+                    self.stream_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                relay.metrics.error("internal")
+            data: dict[str, Any] = {
+                "end_reason": reason,
+                "finish_reason": self.finish_reason,
+                "usage": usage_dict(self.usage),
+                "ttft_ms": self.ttft_ms,
+                "total_ms": self.total_ms,
+                **self.end_data,
+            }
+            if self.error is not None:
+                data["error"] = {"code": self.error["code"], "message": self.error["message"]}
+            self.entries.append(
+                Entry(len(self.entries), END, data=data, end_offset=self.generated_chars)
+            )
+            self._notify()
+        relay.metrics.stream_ended(reason)
+        relay.metrics.observe_duration("upstream", now - self.upstream_at)
+        relay.metrics.observe_duration("total", now - self.received_at)
+        relay.metrics.chars(self.generated_chars, self.delivered_chars)
+        if self.usage is not None:
+            relay.metrics.tokens(self.usage.prompt_tokens, self.usage.completion_tokens)
+        relay.finished(self)
+        if not self.done.done():
+            self.done.set_result(None)
+
+    @property
+    def total_ms(self) -> float | None:
+        """From the request's arrival to the end (ms); ``None`` while running."""
+        if self.ended_at is None:
+            return None
+        return round((self.ended_at - self.received_at) * 1000, 1)
+
+    @property
+    def ttft_ms(self) -> float | None:
+        """Time to first token as the client saw it (ms), else as the upstream gave it."""
+        first = self.first_sent_at or self.first_text_at
+        return None if first is None else round((first - self.received_at) * 1000, 1)
+
+
+def usage_dict(usage: Usage | None) -> dict[str, int] | None:
+    """Usage as the API shows it."""
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+class Subscription:
+    """A reader of one generation's log, from ``cursor`` on. Close it when leaving."""
+
+    __slots__ = ("closed", "cursor", "gen")
+
+    def __init__(self, gen: Generation, cursor: int) -> None:
+        self.gen = gen
+        self.cursor = cursor
+        self.closed = False
+
+    async def next_batch(self) -> list[Entry]:
+        """Every entry after the cursor (waiting for at least one); they are claimed."""
+        gen = self.gen
+        if self.cursor >= len(gen.entries):
+            await gen.wait_beyond(self.cursor)
+        batch = gen.entries[self.cursor :]
+        self.cursor += len(batch)
+        gen.claim(batch[-1].seq)
+        return batch
+
+
+class Relay:
+    """The registry of generations: start, find, attach/detach, grace timers, shutdown."""
+
+    def __init__(
+        self,
+        metrics: Any,
+        *,
+        on_disconnect: str,
+        resume_grace: float,
+        max_answer_chars: int,
+        debug: bool = False,
+    ) -> None:
+        self.metrics = metrics
+        self.on_disconnect = on_disconnect
+        self.resume_grace = resume_grace
+        self.max_answer_chars = max_answer_chars
+        self.debug = debug
+        self.streams: dict[str, Generation] = {}
+        self.running: set[Generation] = set()
+        self.accepting = True
+
+    def start(
+        self,
+        upstream: AsyncChatStream,
+        *,
+        owner: str,
+        model: str,
+        received_at: float,
+        on_end: Callable[[Generation], Awaitable[None]],
+        resumable: bool = True,
+    ) -> Generation:
+        """Start generating (the upstream request goes out now); call ``begin`` next."""
+        grace = self.resume_grace if resumable else 0.0
+        gen = Generation(
+            self,
+            upstream,
+            owner=owner,
+            model=model,
+            grace=grace,
+            received_at=received_at,
+            on_end=on_end,
+        )
+        if resumable:
+            self.streams[gen.stream_id] = gen
+        self.running.add(gen)
+        self.metrics.stream_started()
+        return gen
+
+    def find(self, stream_id: str, owner: str) -> Generation | None:
+        """The stream ``stream_id`` if it exists, is still resumable and belongs to ``owner``."""
+        gen = self.streams.get(stream_id)
+        return gen if gen is not None and gen.owner == owner else None
+
+    def attach(self, gen: Generation, after: int = -1) -> Subscription:
+        """A new subscription that reads the events after seq ``after``."""
+        gen.subscribers += 1
+        if gen._grace_timer is not None:
+            gen._grace_timer.cancel()
+            gen._grace_timer = None
+        return Subscription(gen, after + 1)
+
+    def detach(self, sub: Subscription, *, gone: bool) -> None:
+        """The subscriber left: ``gone`` if the client vanished or stalled (the disconnect
+        policy may apply), not if it finished or the server is stopping."""
+        if sub.closed:
+            return
+        sub.closed = True
+        gen = sub.gen
+        gen.subscribers -= 1
+        if gone and gen.subscribers == 0 and gen.end_reason is None and not gen._finalizing:
+            if gen.grace <= 0:
+                self._grace_expired(gen)
+            else:
+                gen._grace_timer = gen.loop.call_later(gen.grace, self._grace_expired, gen)
+
+    def _grace_expired(self, gen: Generation) -> None:
+        gen._grace_timer = None
+        if gen.subscribers == 0 and self.on_disconnect == "cancel":
+            gen.cancel("client_disconnected")
+
+    def finished(self, gen: Generation) -> None:
+        """A generation ended: keep it resumable for the grace time, then forget it."""
+        self.running.discard(gen)
+        if gen.stream_id in self.streams:
+            if gen.grace > 0:
+                gen.loop.call_later(gen.grace, self.streams.pop, gen.stream_id, None)
+            else:
+                self.streams.pop(gen.stream_id, None)
+
+    async def shutdown(self, grace: float) -> None:
+        """Refuse new work, wait up to ``grace`` s for running answers, stop the rest."""
+        self.accepting = False
+        pending = [gen.done for gen in self.running]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        for gen in list(self.running):
+            gen.cancel("server_shutdown")
+        pending = [gen.done for gen in self.running]
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)

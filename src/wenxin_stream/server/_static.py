@@ -1,0 +1,151 @@
+"""The chat page: ``GET /`` and ``GET /static/{name}`` from ``server/static/`` (no CDN, no build).
+
+Theory of operation
+===================
+
+Whatever files are in the static directory are served, by exact name (one path segment of
+letters, digits, ``.``, ``_`` and ``-``, not starting with a dot — so no traversal, no hidden
+files). ``/`` is ``index.html``, or a small placeholder page when there is none.
+
+Each file is read once and kept in memory with its strong ``ETag`` (a SHA-256 prefix) until its
+size or modification time changes. The names carry no content hash (there is no build step),
+so caching is by revalidation: ``Cache-Control: no-cache`` plus ``ETag`` / ``Last-Modified``,
+and ``If-None-Match`` answers ``304`` without a body — a browser never runs a stale script
+after an upgrade, and an unchanged file costs one round trip and no bytes. Content types are
+explicit (``text/javascript`` for modules, ``charset=utf-8`` on text) and ``nosniff`` is set;
+HTML may not be framed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from email.utils import formatdate
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._asgi import Headers, Receive, Send
+from ._auth import Context, HTTPError
+
+if TYPE_CHECKING:
+    from ._app import Server
+
+__all__ = ["STATIC_DIR", "StaticFiles", "routes"]
+
+STATIC_DIR = Path(__file__).with_name("static")
+"""Where the page's files live."""
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".ico": "image/x-icon",
+    ".webp": "image/webp",
+    ".woff2": "font/woff2",
+    ".txt": "text/plain; charset=utf-8",
+    ".webmanifest": "application/manifest+json",
+}
+
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+PLACEHOLDER = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>wenxin serve</title></head>
+<body><h1>wenxin serve</h1>
+<p>The chat page is not installed. The API is running: see
+<a href="/openapi.json">/openapi.json</a> and <a href="/api/info">/api/info</a>.</p>
+</body></html>
+"""
+
+
+class _File:
+    __slots__ = ("body", "etag", "modified", "stamp")
+
+    def __init__(self, body: bytes, stamp: tuple[int, int]) -> None:
+        self.body = body
+        self.stamp = stamp
+        self.etag = b'"%s"' % hashlib.sha256(body).hexdigest()[:20].encode()
+        self.modified = formatdate(stamp[0] / 1e9, usegmt=True).encode()
+
+
+class StaticFiles:
+    """Serves the files of one directory (see the module docstring)."""
+
+    def __init__(self, directory: Path = STATIC_DIR) -> None:
+        self.directory = directory
+        self._cache: dict[str, _File] = {}
+
+    def load(self, name: str) -> _File | None:
+        """The file ``name`` (cached while unchanged), or ``None``."""
+        if not _NAME.fullmatch(name):
+            return None
+        path = self.directory / name
+        try:
+            info = path.stat()
+            if not path.is_file():
+                return None
+            stamp = (info.st_mtime_ns, info.st_size)
+            cached = self._cache.get(name)
+            if cached is not None and cached.stamp == stamp:
+                return cached
+            loaded = _File(path.read_bytes(), stamp)
+        except OSError:
+            return None
+        self._cache[name] = loaded
+        return loaded
+
+    async def answer(self, name: str, ctx: Context, send: Send) -> None:
+        """Send the file ``name`` (or 304 / 404)."""
+        found = self.load(name)
+        if found is None:
+            if name == "index.html":
+                await _send(send, 200, PLACEHOLDER, _headers("index.html", b"no-cache"))
+                return
+            raise HTTPError(404, "not_found", f"no such file: {name}")
+        headers = _headers(name, b"no-cache")
+        headers += [(b"etag", found.etag), (b"last-modified", found.modified)]
+        match = ctx.request.headers.get("if-none-match", "")
+        if found.etag.decode() in [tag.strip() for tag in match.split(",")]:
+            await _send(send, 304, b"", headers)
+            return
+        await _send(send, 200, found.body, headers)
+
+
+def _headers(name: str, cache: bytes) -> Headers:
+    suffix = name[name.rfind(".") :].lower() if "." in name else ""
+    content_type = CONTENT_TYPES.get(suffix, "application/octet-stream")
+    headers: Headers = [
+        (b"content-type", content_type.encode()),
+        (b"cache-control", cache),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    if suffix == ".html":
+        headers += [(b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
+    return headers
+
+
+async def _send(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    if status != 304:
+        headers = [*headers, (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def index(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
+    """``GET /``: the chat page."""
+    await server.static.answer("index.html", ctx, send)
+
+
+async def asset(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
+    """``GET /static/{name}``: one of the page's files."""
+    await server.static.answer(ctx.params["name"], ctx, send)
+
+
+def routes() -> dict[str, dict[str, Any]]:
+    """This module's routes: path template → method → handler."""
+    return {"/": {"GET": index}, "/static/{name}": {"GET": asset}}

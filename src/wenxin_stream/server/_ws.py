@@ -1,0 +1,292 @@
+"""Asking over a WebSocket (``/api/ws``): several answers at once on one socket, in-band cancel.
+
+Theory of operation
+===================
+
+A socket moves through an explicit :class:`SocketState`::
+
+    CONNECTING ──accept──► AUTHENTICATING ──auth frame (valid key)──► OPEN ──► CLOSED
+                   │                                                  ▲
+                   └──── dev mode, or a valid Authorization header ───┘
+
+While it is open, one task reads frames (the reader is also the disconnect listener) and a
+watchdog closes the socket when a write has been stuck for ``stall_timeout``; the two race as
+in ``_relay``. Each ``ask`` runs in a task of its own — start the answer, then relay its log
+as ``start`` / ``delta`` / ``end`` frames carrying the client's ``id`` — so several answers
+stream at once and a slow database call never blocks the reader. A ``cancel`` frame stops
+that answer's generation; its relay then sends the ``end`` frame (``cancelled``). Leaving the
+socket, for whatever reason, cancels every relay task and closes every subscription (as
+*gone*, so the disconnect policy applies, unless the server itself is closing the socket).
+
+A bad frame — not JSON, not an object, unknown ``type``, missing or mistyped fields, too
+large, a duplicate ``id`` — is answered with an ``error`` frame and the socket stays open.
+Frames are built from each log entry's pre-encoded JSON, so a delta costs one concatenation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from enum import Enum
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from .._asgi import Receive, Scope, Send, json_bytes
+from ._auth import HTTPError, Principal, optional_str, required_str
+from ._conversations import start_answer
+from ._http_sse import Outlet, heartbeat, race
+from ._relay import DELTA, END, START, Entry, Generation, Subscription
+
+if TYPE_CHECKING:
+    from ._app import Server
+
+__all__ = ["SocketState", "serve_socket"]
+
+logger = logging.getLogger("wenxin_stream.server")
+
+SERVER_GOING_AWAY = 1012
+"""Close code uvicorn uses when the server shuts down."""
+
+
+class SocketState(Enum):
+    """Where a socket is in its life."""
+
+    CONNECTING = "connecting"
+    AUTHENTICATING = "authenticating"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class _Ask:
+    __slots__ = ("cancelled", "gen", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.gen: Generation | None = None
+        self.cancelled = False
+
+
+def frame(entry: Entry, request_id: bytes) -> str:
+    """The WebSocket frame of a log entry, for the ask ``request_id`` (JSON-encoded)."""
+    payload = entry.json()
+    if entry.kind == DELTA:
+        head = b'{"type":"delta","id":%s,"seq":%d,' % (request_id, entry.seq)
+    else:
+        kind = b"start" if entry.kind == START else b"end"
+        head = b'{"type":"%s","id":%s,' % (kind, request_id)
+    return (head + payload[1:]).decode()
+
+
+class Socket:
+    """One WebSocket connection (see the module docstring)."""
+
+    def __init__(self, server: Server, scope: Scope, receive: Receive, send: Send) -> None:
+        self.server = server
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.state = SocketState.CONNECTING
+        self.principal: Principal | None = None
+        self.asks: dict[str, _Ask] = {}
+        self.server_closing = False
+        self.close_code = 1000
+        self.outlet: Outlet | None = None
+
+    async def run(self) -> None:
+        """Serve the socket until it closes."""
+        if (await self.receive())["type"] != "websocket.connect":
+            return
+        if not self.server.relay.accepting:
+            await self.send({"type": "websocket.close", "code": 1013})
+            return
+        headers = dict(self.scope.get("headers", ()))
+        authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+        try:
+            self.principal = await self.server.access.from_header(authorization)
+        except HTTPError:
+            self.principal = None  # wait for the auth frame
+        await self.send({"type": "websocket.accept"})
+        self.state = SocketState.OPEN if self.principal else SocketState.AUTHENTICATING
+        self.outlet = Outlet(self.send)
+        config = self.server.config
+        try:
+            await race(self._read(), heartbeat(self.outlet, None, 0.0, config.stall_timeout))
+        except asyncio.CancelledError:
+            self.server_closing = True
+            raise
+        finally:
+            self.state = SocketState.CLOSED
+            for ask in list(self.asks.values()):
+                if ask.task is not None:
+                    ask.task.cancel()
+            tasks = [a.task for a in self.asks.values() if a.task is not None]
+            if tasks:
+                await asyncio.wait(tasks)
+            if not self.server_closing:
+                with contextlib.suppress(OSError, RuntimeError):  # already closed
+                    await self.send({"type": "websocket.close", "code": self.close_code})
+
+    async def _write(self, message: dict[str, Any]) -> None:
+        assert self.outlet is not None
+        await self.outlet.write(
+            {
+                "type": "websocket.send",
+                "text": json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+            }
+        )
+
+    async def _error(self, error: HTTPError, request_id: str | None = None) -> None:
+        await self._write(error.frame(request_id))
+
+    async def _read(self) -> None:
+        limit = self.server.config.max_body_bytes
+        while True:
+            message = await self.receive()
+            if message["type"] == "websocket.disconnect":
+                self.server_closing = message.get("code") == SERVER_GOING_AWAY
+                return
+            text = message.get("text")
+            if text is None:
+                await self._error(HTTPError(400, "invalid_json", "send JSON text frames"))
+                continue
+            if len(text) > limit:
+                await self._error(HTTPError(413, "body_too_large", f"frame over {limit} bytes"))
+                continue
+            try:
+                body = json.loads(text)
+            except (ValueError, RecursionError):
+                body = None
+            if not isinstance(body, dict):
+                await self._error(HTTPError(400, "invalid_json", "a frame must be a JSON object"))
+                continue
+            try:
+                await self._dispatch(body)
+            except HTTPError as error:
+                rid = body.get("id") if isinstance(body.get("id"), str) else None
+                await self._error(error, rid)
+            if self.state is SocketState.CLOSED:
+                return
+
+    async def _dispatch(self, body: dict[str, Any]) -> None:
+        kind = required_str(body, "type")
+        if kind == "auth":
+            await self._auth(body)
+        elif kind == "ask":
+            self._ask(body)
+        elif kind == "cancel":
+            self._cancel(required_str(body, "id"))
+        else:
+            raise HTTPError(400, "invalid_field", f"unknown frame type {kind!r}", param="type")
+
+    async def _auth(self, body: dict[str, Any]) -> None:
+        key = optional_str(body, "api_key")
+        try:
+            self.principal = await self.server.access.from_key(key)
+        except HTTPError as error:
+            await self._error(error)
+            self.state = SocketState.CLOSED
+            self.close_code = 1008
+            return
+        self.state = SocketState.OPEN
+
+    def _ask(self, body: dict[str, Any]) -> None:
+        rid = required_str(body, "id")
+        if len(rid) > 200:
+            raise HTTPError(400, "invalid_field", "'id' is too long", param="id")
+        if self.state is not SocketState.OPEN or self.principal is None:
+            raise HTTPError(401, "invalid_api_key", 'authenticate first: {"type":"auth",…}')
+        if rid in self.asks:
+            raise HTTPError(400, "invalid_field", f"ask {rid!r} is still running", param="id")
+        content = required_str(body, "content")
+        conversation_id = optional_str(body, "conversation_id")
+        model = optional_str(body, "model")
+        ask = self.asks[rid] = _Ask()
+        ask.task = asyncio.create_task(
+            self._answer(rid, ask, self.principal, conversation_id, content, model)
+        )
+
+    def _cancel(self, rid: str) -> None:
+        ask = self.asks.get(rid)
+        if ask is None:
+            raise HTTPError(404, "not_found", f"no running ask {rid!r}", param="id")
+        ask.cancelled = True
+        if ask.gen is not None:
+            ask.gen.cancel("cancelled")
+
+    async def _answer(
+        self,
+        rid: str,
+        ask: _Ask,
+        principal: Principal,
+        conversation_id: str | None,
+        content: str,
+        model: str | None,
+    ) -> None:
+        server = self.server
+        sub: Subscription | None = None
+        gone = True
+        try:
+            audit = server.audit_fields(
+                None,
+                question=content,
+                route="/api/ws",
+                client=_client(self.scope),
+                key_id=principal.owner,
+            )
+            gen = await start_answer(
+                server,
+                principal,
+                conversation_id=conversation_id,
+                content=content,
+                model=model,
+                received_at=perf_counter(),
+                audit=audit,
+            )
+            ask.gen = gen
+            sub = server.relay.attach(gen)
+            if ask.cancelled:
+                gen.cancel("cancelled")
+            await self._relay(sub, json_bytes(rid))
+            gone = False
+        except HTTPError as error:
+            await self._error(error, rid)
+        except asyncio.CancelledError:
+            gone = not self.server_closing
+            raise
+        except OSError:
+            pass  # the socket is gone; the reader sees the disconnect
+        except Exception as exc:
+            logger.error(
+                "internal error in a WebSocket ask: %s: %s",
+                type(exc).__name__,
+                exc,
+                exc_info=exc if server.config.debug else None,
+            )
+            server.metrics.error("internal")
+            await self._error(HTTPError(500, "internal_error", "internal error"), rid)
+        finally:
+            if sub is not None:
+                server.relay.detach(sub, gone=gone)
+            self.asks.pop(rid, None)
+
+    async def _relay(self, sub: Subscription, rid: bytes) -> None:
+        assert self.outlet is not None
+        write = self.outlet.write
+        while True:
+            batch = await sub.next_batch()
+            for entry in batch:
+                await write({"type": "websocket.send", "text": frame(entry, rid)})
+            if batch[-1].kind == END:
+                return
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else ""
+
+
+async def serve_socket(server: Server, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one ``/api/ws`` connection."""
+    await Socket(server, scope, receive, send).run()

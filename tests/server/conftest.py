@@ -1,0 +1,47 @@
+"""Fixtures for the server tests (the helpers they use live in ``server_helpers``, imported by
+name so that no test module imports a ``conftest``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server_helpers import Probe, Running, running
+
+from servers import serving
+from wenxin_stream.emulator import EmulatorConfig, ServerHandle
+from wenxin_stream.emulator import create_app as create_emulator
+
+
+@pytest.fixture
+def make_server(tmp_path: Path, emu: ServerHandle) -> Iterator[Callable[..., Running]]:
+    """Start servers (over the shared fast emulator unless ``upstream=`` says otherwise);
+    they stop at the end of the test."""
+    stack: list[Any] = []
+
+    def start(**overrides: Any) -> Running:
+        upstream = overrides.pop("upstream", emu.base_url)
+        cm = running(tmp_path / f"data{len(stack)}", upstream, **overrides)
+        stack.append(cm)
+        return cm.__enter__()
+
+    yield start
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, emu: ServerHandle) -> Iterator[Running]:
+    """One dev-mode server for the tests of a module that need nothing special."""
+    with running(tmp_path_factory.mktemp("serve"), emu.base_url, ping_interval=5.0) as srv:
+        yield srv
+
+
+@pytest.fixture
+def probed_emu() -> Iterator[tuple[Probe, ServerHandle]]:
+    """A fast emulator whose open requests can be watched."""
+    probe = Probe(create_emulator(EmulatorConfig(ttft=0.0, interval=0.0, v2_interval=0.0)))
+    with serving(probe) as handle:
+        yield probe, handle

@@ -1,0 +1,183 @@
+"""Helpers for the server tests: the real server under uvicorn on loopback, its upstream a
+fast emulator (pacing per request with fault directives such as ``[[wenxin:fault
+interval=0.02;chunks=40]]``), and small helpers to read event streams as streams."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from servers import serving
+from wenxin_stream import ServerSentEvent, SSEDecoder
+from wenxin_stream._asgi import ASGIApp, Receive, Scope, Send
+from wenxin_stream.emulator import ServerHandle
+from wenxin_stream.server import Server, ServerConfig, create_app
+
+BEARER = "bce-v3/ALTAK-serve-tests/x"
+
+
+def paced(question: str, spec: str = "interval=0.02;chunks=40") -> str:
+    """A question whose answer the emulator paces per ``spec``."""
+    return f"{question} [[wenxin:fault {spec}]]"
+
+
+@dataclass
+class Running:
+    """A server under test: the app object, its URL and the uvicorn handle."""
+
+    app: Server
+    url: str
+    handle: ServerHandle
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10, **kwargs)
+
+    @property
+    def db(self) -> Path:
+        return self.app.config.data_dir / "wenxin.db"
+
+
+def server_config(data_dir: Path, upstream: str, **overrides: Any) -> ServerConfig:
+    """The configuration tests use: upstream at ``upstream``, data in ``data_dir``."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "upstream_api": "v2",
+        "upstream_v2_base_url": upstream,
+        "upstream_bearer_token": BEARER,
+        "upstream_emulated": True,
+        "upstream_retries": 0,
+        "resume_grace": 2.0,
+        "shutdown_grace": 0.5,
+    }
+    values.update(overrides)
+    return ServerConfig(**values)
+
+
+@contextmanager
+def running(
+    data_dir: Path, upstream: str, client: Any = None, **overrides: Any
+) -> Iterator[Running]:
+    """Serve the Q&A server for the duration of the ``with`` block (``client``: its upstream
+    client instead of the configured one)."""
+    app = create_app(server_config(data_dir, upstream, **overrides), client=client)
+    with serving(app) as handle:
+        yield Running(app, handle.base_url, handle)
+
+
+def new_conversation(client: httpx.Client, **body: Any) -> str:
+    r = client.post("/api/conversations", json=body)
+    assert r.status_code == 201, r.text
+    cid: str = r.json()["id"]
+    return cid
+
+
+def sse_events(data: bytes) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    events = decoder.feed(data)
+    events += decoder.close()
+    return events
+
+
+class EventReader:
+    """Reads an event stream from an httpx streaming response, event by event."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.raw = bytearray()
+        self._decoder = SSEDecoder()
+        self._pending: list[ServerSentEvent] = []
+        self._chunks = response.iter_raw()
+
+    def next(self) -> ServerSentEvent | None:
+        while not self._pending:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                return None
+            self.raw += chunk
+            self._pending += self._decoder.feed(chunk)
+        return self._pending.pop(0)
+
+    def rest(self) -> list[ServerSentEvent]:
+        out = []
+        while (event := self.next()) is not None:
+            out.append(event)
+        return out
+
+
+def texts(events: list[ServerSentEvent]) -> str:
+    return "".join(json.loads(e.data)["text"] for e in events if e.event == "delta")
+
+
+def seqs(events: list[ServerSentEvent]) -> list[int]:
+    return [int(e.id.rsplit(":", 1)[1]) for e in events]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, step: float = 0.01) -> Any:
+    """Poll ``predicate`` until it is truthy (its value) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {predicate}")
+        time.sleep(step)
+
+
+class Probe:
+    """Wraps an ASGI app to count the HTTP requests it is still serving (the upstream side of
+    a stream: an emulator stream stops the moment its client goes away)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.open = 0
+        self.started = 0
+        self.closed_at: list[float] = []
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with self._lock:
+            self.open += 1
+            self.started += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            with self._lock:
+                self.open -= 1
+                self.closed_at.append(time.monotonic())
+
+
+def raw_request(
+    url: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    rcvbuf: int | None = None,
+) -> socket.socket:
+    """Send a raw HTTP/1.1 request and return the connected socket (read it yourself)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect((host, int(port)))
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}"]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    if body:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    return sock

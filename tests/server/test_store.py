@@ -1,0 +1,459 @@
+"""The SQLite store: schema, conversations, messages, keys, ownership, concurrency, URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from wenxin_stream.server import _store
+from wenxin_stream.server._keys import AmbiguousKeyError, hash_key, looks_like_key
+from wenxin_stream.server._store import (
+    ConversationNotFoundError,
+    SQLiteStore,
+    StoreConfigurationError,
+    StoreError,
+    SyncKeyAdmin,
+    default_title,
+    open_store,
+    utc_now,
+)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    async with SQLiteStore(tmp_path / "data" / "wenxin.db") as s:
+        yield s
+
+
+async def test_open_creates_private_files_and_schema(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "wenxin.db"
+    async with SQLiteStore(path) as s:
+        assert await s.count_active_keys() == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"api_keys", "conversations", "messages", "schema_version"} <= tables
+    finally:
+        conn.close()
+
+
+async def test_conversation_lifecycle(store: SQLiteStore) -> None:
+    conv = await store.create_conversation(
+        "k_a", title=None, model="ernie-lite-8k", system="Be brief"
+    )
+    assert conv.id.startswith("c_")
+    assert len(conv.id) == 18
+    assert (conv.title, conv.message_count, conv.system) == ("", 0, "Be brief")
+    assert conv.created_at.endswith("Z")
+    assert conv.created_at == conv.updated_at
+    assert await store.get_conversation("k_a", conv.id) == conv
+    assert await store.get_messages("k_a", conv.id) == []
+
+    question = await store.add_message(
+        "k_a", conv.id, role="user", content="  什么是\n 流式  输出？" + "啊" * 40, model=None
+    )
+    answer = await store.add_message(
+        "k_a", conv.id, role="assistant", content="", model="ernie-lite-8k", status="streaming"
+    )
+    assert question.id.startswith("m_")
+    assert question.status == "complete"
+    await store.update_message(
+        answer.id, content="流式输出是……", status="partial", end_reason="client_disconnected",
+        usage={"prompt_tokens": 4, "completion_tokens": 9, "total_tokens": 13},
+        ttft_ms=512.25, total_ms=3120.5, generated_chars=40, delivered_chars=12,
+    )  # fmt: skip
+    updated = await store.get_conversation("k_a", conv.id)
+    assert updated is not None
+    assert updated.message_count == 2
+    assert updated.title == default_title(question.content) == ("什么是 流式 输出？" + "啊" * 20)
+    assert updated.updated_at >= conv.updated_at
+    first, second = await store.get_messages("k_a", conv.id)
+    assert first == question
+    assert (second.content, second.status, second.end_reason) == (
+        "流式输出是……",
+        "partial",
+        "client_disconnected",
+    )
+    assert second.usage == {"prompt_tokens": 4, "completion_tokens": 9, "total_tokens": 13}
+    assert (second.ttft_ms, second.total_ms) == (512.25, 3120.5)
+    assert (second.generated_chars, second.delivered_chars, second.model) == (
+        40,
+        12,
+        "ernie-lite-8k",
+    )
+
+    await store.set_title("k_a", conv.id, "Streaming")
+    renamed = await store.get_conversation("k_a", conv.id)
+    assert renamed is not None
+    assert renamed.title == "Streaming"
+    await store.add_message("k_a", conv.id, role="user", content="again", model=None)
+    again = await store.get_conversation("k_a", conv.id)
+    assert again is not None
+    assert again.title == "Streaming"
+
+    assert await store.delete_conversation("k_a", conv.id) is True
+    assert await store.get_conversation("k_a", conv.id) is None
+    assert await store.get_messages("k_a", conv.id) == []
+    assert await store.delete_conversation("k_a", conv.id) is False
+
+
+async def test_explicit_title_is_kept(store: SQLiteStore) -> None:
+    conv = await store.create_conversation("o", title="Mine", model="m", system=None)
+    await store.add_message("o", conv.id, role="user", content="question", model=None)
+    got = await store.get_conversation("o", conv.id)
+    assert got is not None
+    assert got.title == "Mine"
+
+
+async def test_owners_are_isolated(store: SQLiteStore) -> None:
+    conv = await store.create_conversation("alice", title="secret", model="m", system=None)
+    await store.add_message("alice", conv.id, role="user", content="hi", model=None)
+    assert await store.get_conversation("bob", conv.id) is None
+    assert await store.get_messages("bob", conv.id) == []
+    assert await store.list_conversations("bob") == []
+    assert await store.delete_conversation("bob", conv.id) is False
+    with pytest.raises(ConversationNotFoundError):
+        await store.add_message("bob", conv.id, role="user", content="x", model=None)
+    await store.set_title("bob", conv.id, "hijacked")
+    still = await store.get_conversation("alice", conv.id)
+    assert still is not None
+    assert still.title == "secret"
+    assert still.message_count == 1
+
+
+async def test_list_newest_first_with_limit(store: SQLiteStore) -> None:
+    convs = [
+        await store.create_conversation("o", title=f"t{i}", model="m", system=None)
+        for i in range(5)
+    ]
+    await store.add_message("o", convs[1].id, role="user", content="bump", model=None)
+    listed = await store.list_conversations("o")
+    assert [c.id for c in listed] == [convs[i].id for i in (1, 4, 3, 2, 0)]
+    assert [c.id for c in await store.list_conversations("o", limit=2)] == [
+        convs[1].id, convs[4].id
+    ]  # fmt: skip
+    assert len(await store.list_conversations("o", limit=0)) == 1  # clamped to at least one
+
+
+async def test_rejects_unknown_role_and_status(store: SQLiteStore) -> None:
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    with pytest.raises(ValueError, match="role"):
+        await store.add_message("o", conv.id, role="tool", content="x", model=None)
+    with pytest.raises(ValueError, match="status"):
+        await store.add_message("o", conv.id, role="user", content="x", model=None, status="ok")
+    with pytest.raises(ValueError, match="status"):
+        await store.update_message(
+            "m_x", content="", status="done", end_reason=None, usage=None, ttft_ms=None,
+            total_ms=None, generated_chars=None, delivered_chars=None,
+        )  # fmt: skip
+
+
+async def test_update_of_a_deleted_message_is_a_no_op(store: SQLiteStore) -> None:
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    msg = await store.add_message("o", conv.id, role="assistant", content="", model="m",
+                                  status="streaming")  # fmt: skip
+    await store.delete_conversation("o", conv.id)
+    await store.update_message(
+        msg.id, content="late", status="complete", end_reason="completed", usage=None,
+        ttft_ms=None, total_ms=None, generated_chars=None, delivered_chars=None,
+    )  # fmt: skip
+    assert await store.get_messages("o", conv.id) == []
+
+
+async def test_mark_streaming_as(store: SQLiteStore) -> None:
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    for status in ("streaming", "streaming", "complete"):
+        await store.add_message("o", conv.id, role="assistant", content="x", model="m",
+                                status=status)  # fmt: skip
+    assert await store.mark_streaming_as("server_shutdown") == 2
+    messages = await store.get_messages("o", conv.id)
+    assert [(m.status, m.end_reason) for m in messages] == [
+        ("partial", "server_shutdown"), ("partial", "server_shutdown"), ("complete", None)
+    ]  # fmt: skip
+    assert await store.mark_streaming_as("server_shutdown") == 0
+
+
+async def test_keys(store: SQLiteStore, tmp_path: Path) -> None:
+    record, secret = await store.create_key("ci", rpm=60, tpm=None, max_streams=2)
+    assert looks_like_key(secret)
+    assert record.prefix == secret[3:11]
+    assert record.id.startswith("k_")
+    assert record.active
+    assert (record.rpm, record.tpm, record.max_streams) == (60, None, 2)
+    assert await store.find_key(secret) == record
+    assert await store.find_key(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
+    other, other_secret = await store.create_key(" web ", rpm=None, tpm=None, max_streams=None)
+    assert other.name == "web"
+    assert [k.id for k in await store.list_keys()] == [record.id, other.id]
+    assert await store.count_active_keys() == 2
+
+    revoked = await store.revoke_key(record.id)
+    assert revoked is not None
+    assert revoked.revoked_at is not None
+    assert await store.find_key(secret) is None
+    assert await store.count_active_keys() == 1
+    again = await store.revoke_key(record.id)
+    assert again is not None
+    assert again.revoked_at == revoked.revoked_at
+    assert await store.revoke_key("k_nope") is None
+    by_prefix = await store.revoke_key(f"wx-{other.prefix}…")
+    assert by_prefix is not None
+    assert by_prefix.id == other.id
+    assert await store.find_key(other_secret) is None
+
+    # only the hash is stored: the secret appears nowhere in the database files
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "data").iterdir())
+    assert secret.encode() not in raw
+    assert other_secret.encode() not in raw
+    assert hash_key(secret).encode() in raw
+
+
+async def test_revoke_by_full_key_and_ambiguous_prefix(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wenxin_stream.server import _keys
+
+    made = iter(["wx-SAMEPREF" + "a" * 32, "wx-SAMEPREF" + "b" * 32])
+    monkeypatch.setattr(_keys, "generate_key", lambda: next(made))
+    one, secret_one = await store.create_key("one", rpm=None, tpm=None, max_streams=None)
+    two, _ = await store.create_key("two", rpm=None, tpm=None, max_streams=None)
+    with pytest.raises(AmbiguousKeyError, match=one.id):
+        await store.revoke_key("SAMEPREF")
+    revoked = await store.revoke_key(secret_one)
+    assert revoked is not None
+    assert revoked.id == one.id
+    # now the prefix prefers the active key
+    last = await store.revoke_key("wx-SAME")
+    assert last is not None
+    assert last.id == two.id
+    assert await store.revoke_key("wx-SA") is None  # prefixes need 4+ characters
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"name": " "}, "name"),
+        ({"name": "a\nb"}, "name"),
+        ({"name": "x" * 201}, "name"),
+        ({"name": "n", "rpm": 0}, "rpm"),
+        ({"name": "n", "max_streams": -1}, "max_streams"),
+    ],
+)
+async def test_key_arguments_are_checked(
+    store: SQLiteStore, kwargs: dict[str, object], match: str
+) -> None:
+    args: dict[str, object] = {"rpm": None, "tpm": None, "max_streams": None, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        await store.create_key(**args)  # type: ignore[arg-type]
+    assert await store.list_keys() == []
+
+
+async def test_sync_admin_alongside_a_running_store(tmp_path: Path) -> None:
+    path = tmp_path / "wenxin.db"
+    async with SQLiteStore(path) as store:
+        with SyncKeyAdmin(path) as admin:  # another connection, as `wenxin keys` would be
+            record, secret = admin.create_key("cli", rpm=None, tpm=5000, max_streams=None)
+            assert await store.find_key(secret) == record
+            assert admin.resolve_key(record.id) == record
+            assert admin.revoke_key(record.id) is not None
+            assert admin.count_active_keys() == 0
+            assert admin.list_keys()[0].revoked_at is not None
+        assert await store.find_key(secret) is None
+
+
+async def test_data_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "wenxin.db"
+    async with SQLiteStore(path) as store:
+        conv = await store.create_conversation("o", title="kept", model="m", system=None)
+        await store.add_message("o", conv.id, role="user", content="q", model=None)
+    async with SQLiteStore(path) as store:
+        assert (await store.get_conversation("o", conv.id)) is not None
+        assert len(await store.get_messages("o", conv.id)) == 1
+
+
+async def test_concurrent_writes_are_batched_and_all_land(store: SQLiteStore) -> None:
+    convs = [
+        await store.create_conversation(f"o{i % 10}", title=None, model="m", system=None)
+        for i in range(100)
+    ]
+
+    async def stream(conv: _store.ConversationRecord) -> None:
+        for n in range(10):
+            msg = await store.add_message(conv.owner, conv.id, role="assistant", content="",
+                                          model="m", status="streaming")  # fmt: skip
+            await store.update_message(
+                msg.id, content=f"answer {n}", status="complete", end_reason="completed",
+                usage={"total_tokens": n}, ttft_ms=1.0, total_ms=2.0, generated_chars=8,
+                delivered_chars=8,
+            )  # fmt: skip
+
+    jobs_before, transactions_before = store.stats
+    await asyncio.wait_for(asyncio.gather(*(stream(c) for c in convs)), 30)
+    jobs, transactions = store.stats
+    assert jobs - jobs_before == 2000
+    assert transactions - transactions_before < 2000  # group commit shared transactions
+    for conv in convs[:5]:
+        messages = await store.get_messages(conv.owner, conv.id)
+        assert [m.content for m in messages] == [f"answer {n}" for n in range(10)]
+        assert all(m.status == "complete" for m in messages)
+
+
+async def test_a_failing_job_does_not_undo_its_batch(store: SQLiteStore) -> None:
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    results = await asyncio.gather(
+        *(
+            store.add_message(
+                "o", conv.id if i % 2 else "c_missing", role="user", content=str(i), model=None
+            )
+            for i in range(40)
+        ),
+        return_exceptions=True,
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert len(failures) == 20
+    assert all(isinstance(f, ConversationNotFoundError) for f in failures)
+    assert len(await store.get_messages("o", conv.id)) == 20
+
+
+async def test_work_of_a_cancelled_caller_still_lands(store: SQLiteStore) -> None:
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    task = asyncio.ensure_future(
+        store.add_message("o", conv.id, role="user", content="saved anyway", model=None)
+    )
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    messages = await store.get_messages("o", conv.id)  # queued behind it: runs after it
+    assert [m.content for m in messages] == ["saved anyway"]
+
+
+async def test_lifecycle_errors(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "w.db")
+    with pytest.raises(StoreError, match="not open"):
+        await store.list_keys()
+    await store.open()
+    with pytest.raises(StoreError, match="already"):
+        await store.open()
+    await store.close()
+    await store.close()  # idempotent
+    with pytest.raises(StoreError, match="not open"):
+        await store.list_keys()
+
+
+async def test_open_failures_are_store_errors(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(StoreError, match="cannot open"):
+        await SQLiteStore(tmp_path / "dir.db").open()
+    (tmp_path / "garbage.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="database error"):
+        await SQLiteStore(tmp_path / "garbage.db").open()
+    with pytest.raises(StoreError, match="cannot open"):
+        SyncKeyAdmin(tmp_path / "dir.db")
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    async with SQLiteStore(path):
+        pass
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_version (version) VALUES (99)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        await SQLiteStore(path).open()
+    with pytest.raises(StoreError, match="schema version 99"):
+        SyncKeyAdmin(path)
+
+
+async def test_memory_database() -> None:
+    async with open_store(":memory:") as store:
+        conv = await store.create_conversation("o", title=None, model="m", system=None)
+        assert await store.get_conversation("o", conv.id) == conv
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    assert open_store(f"sqlite:///{tmp_path}/a.db").path == f"{tmp_path}/a.db"  # sqlite:////abs
+    assert open_store("sqlite:///data/wenxin.db").path == "data/wenxin.db"  # relative
+    assert open_store(str(tmp_path / "b.db")).path == str(tmp_path / "b.db")
+    with pytest.raises(StoreConfigurationError, match="PostgreSQL support is planned"):
+        open_store("postgresql://user:pw@db/wenxin")
+    with pytest.raises(StoreConfigurationError, match="PostgreSQL") as exc:
+        open_store("postgres+asyncpg://u:secret@h/d")
+    assert "secret" not in str(exc.value)
+    with pytest.raises(StoreConfigurationError, match="unsupported"):
+        open_store("mysql://u:p@h/d")
+    with pytest.raises(StoreConfigurationError, match="sqlite:///"):
+        open_store("sqlite://relative.db")
+    for empty in ("", "  ", "sqlite:///"):
+        with pytest.raises(StoreConfigurationError, match="no database path"):
+            open_store(empty)
+
+
+def _conforms(store: SQLiteStore) -> _store.Store:
+    return store  # mypy checks that SQLiteStore implements the Store protocol
+
+
+def test_helpers() -> None:
+    assert isinstance(_conforms(SQLiteStore(":memory:")), SQLiteStore)
+    now = utc_now()
+    assert len(now) == 27
+    assert now[10] == "T"
+    assert now.endswith("Z")
+    assert default_title("  a \n b  ") == "a b"
+    assert _store.SQLITE.sql("a = ? AND b = ?") == "a = ? AND b = ?"
+    assert _store.POSTGRESQL.sql("a = ? AND b = ?") == "a = %s AND b = %s"
+
+
+async def test_a_locked_database_fails_cleanly_and_reads_go_on(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    async with SQLiteStore(path, busy_timeout=0.05) as store:
+        conv = await store.create_conversation("o", title=None, model="m", system=None)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            with pytest.raises(StoreError, match="locked"):
+                await store.add_message("o", conv.id, role="user", content="x", model=None)
+            assert await store.get_conversation("o", conv.id) == conv  # WAL: readers go on
+            with pytest.raises(StoreError, match="locked"):
+                SyncKeyAdmin(path, busy_timeout=0.05)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        with SyncKeyAdmin(path, busy_timeout=0.05) as admin:
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                with pytest.raises(StoreError, match="locked"):
+                    admin.create_key("x", rpm=None, tpm=None, max_streams=None)
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            assert admin.list_keys() == []
+
+
+async def test_a_failed_commit_fails_the_whole_batch(store: SQLiteStore) -> None:
+    def sabotage(db: _store._Db) -> None:
+        db.conn.execute("COMMIT")  # ends the worker's transaction behind its back
+
+    with pytest.raises(StoreError, match="database error"):
+        await store._call(sabotage, write=True)
+    assert await store.count_active_keys() == 0  # the worker carries on
+
+
+async def test_batches_are_bounded(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_store, "BATCH_LIMIT", 4)
+    jobs, transactions = store.stats
+    await asyncio.gather(*(store.count_active_keys() for _ in range(40)))
+    new_jobs, new_transactions = store.stats
+    assert new_jobs - jobs == 40
+    assert new_transactions - transactions >= 10
