@@ -28,13 +28,12 @@ from ._exceptions import (
 from ._ratelimit import (
     AsyncRateLimiter,
     ClientRateLimitTimeout,
+    RateLimits,
     Reservation,
     rate_limit_scope,
 )
-from ._retry import RetryPolicy
-from ._stream_core import MAX_BODY, MAX_ERROR_BODY, ApiName, StreamCore
-from ._timeouts import Timeout
-from ._tokens import AccessToken, AsyncTokenManager
+from ._stream_core import MAX_BODY, MAX_ERROR_BODY, StreamCore
+from ._tokens import AccessToken, AsyncTokenManager, TokenCache
 from ._transport import AsyncResponse, AsyncTransport, HTTPRequest, Limits
 
 
@@ -177,67 +176,11 @@ class AsyncClient(ClientBase):
     event loop.
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        secret_key: str | None = None,
-        access_token: str | None = None,
-        access_key: str | None = None,
-        secret_access_key: str | None = None,
-        bearer_token: str | None = None,
-        app_id: str | None = None,
-        base_url: str | None = None,
-        v2_base_url: str | None = None,
-        iam_base_url: str | None = None,
-        api: ApiName | None = None,
-        model: str | None = None,
-        timeout: Timeout | float | None = None,
-        retry: RetryPolicy | int | None = None,
-        limits: Limits | None = None,
-        qps: float | None = None,
-        rpm: int | None = None,
-        tpm: int | None = None,
-        rate_limit_wait: float = 30.0,
-        continue_on_error: bool = False,
-        token_cache: str | None = None,
-        emulator: bool | None = None,
-        transport: AsyncTransport | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(
-            api_key=api_key,
-            secret_key=secret_key,
-            access_token=access_token,
-            access_key=access_key,
-            secret_access_key=secret_access_key,
-            bearer_token=bearer_token,
-            app_id=app_id,
-            base_url=base_url,
-            v2_base_url=v2_base_url,
-            iam_base_url=iam_base_url,
-            api=api,
-            model=model,
-            timeout=timeout,
-            retry=retry,
-            continue_on_error=continue_on_error,
-            emulator=emulator,
-            environ=environ,
-        )
-        if transport is None:
-            from ._transport_aiohttp import AiohttpTransport
-
-            transport = AiohttpTransport(limits)
-        self._transport: AsyncTransport = transport
-        self._limiter = AsyncRateLimiter(self._rate_limits(qps, rpm, tpm), max_wait=rate_limit_wait)
-        self._tokens: AsyncTokenManager | None = None
-        if self._auth.needs_token:
-            cache = self._token_cache(token_cache)
-            self._tokens = AsyncTokenManager(
-                self._fetch_token, cache=cache, cache_key=self._cache_key() if cache else None
-            )
-        self.chat = AsyncChat(self)
-        """Chat completions: ``client.chat.stream(...)`` and ``client.chat.create(...)``."""
+    _transport: AsyncTransport
+    _limiter: AsyncRateLimiter
+    _tokens: AsyncTokenManager | None
+    chat: AsyncChat
+    """Chat completions: ``client.chat.stream(...)`` and ``client.chat.create(...)``."""
 
     # -- public conveniences ---------------------------------------------------------------
 
@@ -384,16 +327,16 @@ class AsyncClient(ClientBase):
         finally:
             self._settle(reservation, core)
 
-    def _token_cache(self, path: str | None) -> Any:
-        if path is None:
-            return None
-        from ._tokens import TokenCache
+    def _new_chat(self) -> AsyncChat:
+        return AsyncChat(self)
 
-        return TokenCache(path)
+    def _new_transport(self, limits: Limits | None) -> AsyncTransport:
+        from ._transport_aiohttp import AiohttpTransport
 
-    def _cache_key(self) -> str | None:
-        from ._tokens import cache_key
+        return AiohttpTransport(limits)
 
-        auth: Any = self._auth
-        api_key = getattr(auth, "api_key", None) or getattr(auth, "access_key", None)
-        return cache_key(api_key, self.base_url) if api_key else None
+    def _new_limiter(self, limits: RateLimits, max_wait: float) -> AsyncRateLimiter:
+        return AsyncRateLimiter(limits, max_wait=max_wait)
+
+    def _new_token_manager(self, cache: TokenCache | None, key: str | None) -> AsyncTokenManager:
+        return AsyncTokenManager(self._fetch_token, cache=cache, cache_key=key)

@@ -25,14 +25,13 @@ from ._exceptions import (
 )
 from ._ratelimit import (
     ClientRateLimitTimeout,
+    RateLimits,
     Reservation,
     SyncRateLimiter,
     rate_limit_scope,
 )
-from ._retry import RetryPolicy
-from ._stream_core import MAX_BODY, MAX_ERROR_BODY, ApiName, StreamCore
-from ._timeouts import Timeout
-from ._tokens import AccessToken, TokenManager
+from ._stream_core import MAX_BODY, MAX_ERROR_BODY, StreamCore
+from ._tokens import AccessToken, TokenCache, TokenManager
 from ._transport import HTTPRequest, Limits, SyncResponse, SyncTransport
 
 
@@ -171,67 +170,11 @@ class Client(ClientBase):
     (``emulator=False`` makes that an error). Thread-safe: share one client across threads.
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        secret_key: str | None = None,
-        access_token: str | None = None,
-        access_key: str | None = None,
-        secret_access_key: str | None = None,
-        bearer_token: str | None = None,
-        app_id: str | None = None,
-        base_url: str | None = None,
-        v2_base_url: str | None = None,
-        iam_base_url: str | None = None,
-        api: ApiName | None = None,
-        model: str | None = None,
-        timeout: Timeout | float | None = None,
-        retry: RetryPolicy | int | None = None,
-        limits: Limits | None = None,
-        qps: float | None = None,
-        rpm: int | None = None,
-        tpm: int | None = None,
-        rate_limit_wait: float = 30.0,
-        continue_on_error: bool = False,
-        token_cache: str | None = None,
-        emulator: bool | None = None,
-        transport: SyncTransport | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(
-            api_key=api_key,
-            secret_key=secret_key,
-            access_token=access_token,
-            access_key=access_key,
-            secret_access_key=secret_access_key,
-            bearer_token=bearer_token,
-            app_id=app_id,
-            base_url=base_url,
-            v2_base_url=v2_base_url,
-            iam_base_url=iam_base_url,
-            api=api,
-            model=model,
-            timeout=timeout,
-            retry=retry,
-            continue_on_error=continue_on_error,
-            emulator=emulator,
-            environ=environ,
-        )
-        if transport is None:
-            from ._transport_urllib3 import Urllib3Transport
-
-            transport = Urllib3Transport(limits)
-        self._transport: SyncTransport = transport
-        self._limiter = SyncRateLimiter(self._rate_limits(qps, rpm, tpm), max_wait=rate_limit_wait)
-        self._tokens: TokenManager | None = None
-        if self._auth.needs_token:
-            cache = self._token_cache(token_cache)
-            self._tokens = TokenManager(
-                self._fetch_token, cache=cache, cache_key=self._cache_key() if cache else None
-            )
-        self.chat = Chat(self)
-        """Chat completions: ``client.chat.stream(...)`` and ``client.chat.create(...)``."""
+    _transport: SyncTransport
+    _limiter: SyncRateLimiter
+    _tokens: TokenManager | None
+    chat: Chat
+    """Chat completions: ``client.chat.stream(...)`` and ``client.chat.create(...)``."""
 
     # -- public conveniences ---------------------------------------------------------------
 
@@ -373,16 +316,16 @@ class Client(ClientBase):
         finally:
             self._settle(reservation, core)
 
-    def _token_cache(self, path: str | None) -> Any:
-        if path is None:
-            return None
-        from ._tokens import TokenCache
+    def _new_chat(self) -> Chat:
+        return Chat(self)
 
-        return TokenCache(path)
+    def _new_transport(self, limits: Limits | None) -> SyncTransport:
+        from ._transport_urllib3 import Urllib3Transport
 
-    def _cache_key(self) -> str | None:
-        from ._tokens import cache_key
+        return Urllib3Transport(limits)
 
-        auth: Any = self._auth
-        api_key = getattr(auth, "api_key", None) or getattr(auth, "access_key", None)
-        return cache_key(api_key, self.base_url) if api_key else None
+    def _new_limiter(self, limits: RateLimits, max_wait: float) -> SyncRateLimiter:
+        return SyncRateLimiter(limits, max_wait=max_wait)
+
+    def _new_token_manager(self, cache: TokenCache | None, key: str | None) -> TokenManager:
+        return TokenManager(self._fetch_token, cache=cache, cache_key=key)

@@ -43,6 +43,8 @@ from ._retry import RetryPolicy
 from ._settings import Settings
 from ._stream_core import ApiName, ChatCall, StreamCore
 from ._timeouts import Timeout
+from ._tokens import TokenCache, cache_key
+from ._transport import Limits
 
 logger = logging.getLogger("wenxin_stream")
 
@@ -98,24 +100,48 @@ class ClientBase:
     def __init__(
         self,
         *,
-        api_key: str | None,
-        secret_key: str | None,
-        access_token: str | None,
-        access_key: str | None,
-        secret_access_key: str | None,
-        bearer_token: str | None,
-        app_id: str | None,
-        base_url: str | None,
-        v2_base_url: str | None,
-        iam_base_url: str | None,
-        api: ApiName | None,
-        model: str | None,
-        timeout: Timeout | float | None,
-        retry: RetryPolicy | int | None,
-        continue_on_error: bool,
-        emulator: bool | None,
-        environ: Mapping[str, str] | None,
+        api_key: str | None = None,
+        secret_key: str | None = None,
+        access_token: str | None = None,
+        access_key: str | None = None,
+        secret_access_key: str | None = None,
+        bearer_token: str | None = None,
+        app_id: str | None = None,
+        base_url: str | None = None,
+        v2_base_url: str | None = None,
+        iam_base_url: str | None = None,
+        api: ApiName | None = None,
+        model: str | None = None,
+        timeout: Timeout | float | None = None,
+        retry: RetryPolicy | int | None = None,
+        limits: Limits | None = None,
+        qps: float | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        rate_limit_wait: float = 30.0,
+        continue_on_error: bool = False,
+        token_cache: str | None = None,
+        emulator: bool | None = None,
+        transport: Any = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
+        """Configure a client. All arguments are keyword-only and optional.
+
+        Credentials: ``api_key``/``secret_key`` (v1 app keys, exchanged for OAuth tokens),
+        ``access_token`` (a fixed v1 token), ``access_key``/``secret_access_key`` (IAM),
+        ``bearer_token`` (v2 API key), ``app_id`` (v2 ``appid``); hosts: ``base_url`` (v1 +
+        OAuth), ``v2_base_url``, ``iam_base_url`` — each defaulting to its ``QIANFAN_*``
+        variable in ``environ`` (default ``os.environ``). ``api`` forces "v1" or "v2";
+        ``model`` is the default model. ``timeout``: a :class:`~wenxin_stream.Timeout` or
+        seconds; ``retry``: a :class:`~wenxin_stream.RetryPolicy` or a number of retries;
+        ``limits``: the connection pool's :class:`~wenxin_stream.Limits`; ``qps``/``rpm``/
+        ``tpm`` and ``rate_limit_wait``: client-side rate limits; ``continue_on_error``:
+        continue mode; ``token_cache``: a directory for the owner-only token cache;
+        ``emulator``: ``None`` uses the embedded emulator when no credentials are set,
+        ``True`` always, ``False`` never; ``transport``: a custom transport (tests).
+
+        The sync and async clients differ only in the hooks :meth:`_new_transport`,
+        :meth:`_new_limiter`, :meth:`_new_token_manager` and :meth:`_new_chat`."""
         overrides = {
             "api_key": api_key,
             "secret_key": secret_key,
@@ -160,6 +186,31 @@ class ClientBase:
         self.timeout = Timeout.of(timeout)
         self.retry = _retry_policy(retry, settings)
         self.continue_on_error = continue_on_error
+        self._transport = transport if transport is not None else self._new_transport(limits)
+        self._limiter = self._new_limiter(self._rate_limits(qps, rpm, tpm), rate_limit_wait)
+        self._tokens = None
+        if self._auth.needs_token:
+            cache = TokenCache(token_cache) if token_cache is not None else None
+            key = self._cache_key() if cache is not None else None
+            self._tokens = self._new_token_manager(cache, key)
+        self.chat = self._new_chat()
+
+    def _new_chat(self) -> Any:
+        raise NotImplementedError
+
+    def _new_transport(self, limits: Limits | None) -> Any:
+        raise NotImplementedError
+
+    def _new_limiter(self, limits: RateLimits, max_wait: float) -> Any:
+        raise NotImplementedError
+
+    def _new_token_manager(self, cache: TokenCache | None, key: str | None) -> Any:
+        raise NotImplementedError
+
+    def _cache_key(self) -> str | None:
+        auth: Any = self._auth
+        api_key = getattr(auth, "api_key", None) or getattr(auth, "access_key", None)
+        return cache_key(api_key, self.base_url) if api_key else None
 
     def __repr__(self) -> str:
         mode = "emulated" if self.emulated else type(self._auth).__name__
