@@ -53,10 +53,14 @@ async def test_concurrent_streams_queue_under_qps(make_each: MakeEach) -> None:
 
     group = make_each(qps=2)
     times = await asyncio.gather(*(four_at_once(h) for h in group))
+    # The limiter grants slots a second apart; the wire times can be closer by the time the
+    # first requests spent after their grant (a v1 client's first request waits for its OAuth
+    # token), hence the margin below 1 s. Two requests a second is the bound being checked:
+    # without the limiter all four leave within a few milliseconds.
     for h, sent in zip(group, times, strict=True):
         assert sent[1] - sent[0] < 0.5, h.label
-        assert 0.95 <= sent[2] - sent[0] < 2.0, h.label
-        assert 0.95 <= sent[3] - sent[1] < 2.0, h.label
+        assert 0.8 <= sent[2] - sent[0] < 2.0, h.label
+        assert 0.8 <= sent[3] - sent[1] < 2.0, h.label
 
 
 async def test_rpm_refuses_a_wait_beyond_rate_limit_wait(make: Factory) -> None:
