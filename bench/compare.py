@@ -1,0 +1,1800 @@
+"""Compare `wenxin serve` with nginx, LiteLLM and the bare emulator, in one run, on one machine.
+
+Theory of operation
+===================
+
+``bench/compare`` (a thin wrapper around this file, run with the project's ``.venv`` Python)
+does everything a fresh machine needs and leaves one report, ``bench/RESULTS.md``::
+
+    install     bench/install_relays.sh (nginx from apt, LiteLLM in bench/.venv-litellm),
+                scripts/install when .venv / .venv-peers are missing; versions of everything
+    start       the ERNIE emulator            taskset -c 1   (pacing comes from directives)
+                nginx, proxy_pass, no buffer  taskset -c 0   one worker
+                LiteLLM proxy                 taskset -c 0   one worker, master key
+                wenxin serve                  taskset -c 0   API key, limits, metrics, audit
+                each one polled until ready, then smoke-tested with one paced stream
+    suites      fast (TTFT 200 ms, 64 chunks every 20 ms) and ERNIE-paced (TTFT 500 ms,
+                12 chunks every 400 ms): per target, `wenxin bench --find-max`'s search and
+                criteria, one `wenxin bench --concurrency N` per step (pinned to CPU 1,
+                sampling the relay's and the emulator's CPU and RSS with --pid) so that a
+                failed step can be run again before it counts
+    ttft        one stream at a time, TTFT 0: rounds of sequential requests per target,
+                interleaved so drifting background load hits every target alike; the TTFT a
+                relay adds is its percentile minus the direct percentile
+    memory      a fresh `wenxin serve`: idle RSS, RSS with N streams open (two N: the slope is
+                the marginal cost of one stream), then 5 identical runs with the RSS after each
+    sdk         bench/sdk_throughput.py for our AsyncClient and Client (.venv) and openai
+                (httpx and aiohttp transports) and qianfan's async path (.venv-peers), each
+                pinned to CPU 0 against the same emulator
+    report      bench/results/<run>/ (summary.json, plots/, raw/, logs/) and bench/RESULTS.md
+
+Every process compare starts is stopped when it ends, on success, failure or Ctrl-C (one
+``ExitStack``; SIGTERM is turned into an exception so the same path runs). Readiness is
+polled, never slept for. Lateness is measured against the pacing schedule (``stamp=0``) for
+every target alike: nginx passes the emulator's ``wenxin_emitted_at`` stamps through, LiteLLM
+and `wenxin serve` rebuild the chunks without them, and mixing the two methods would not
+compare like with like. Before each run against `wenxin serve`, compare waits until no stream
+is in flight and the server's resume grace has passed (see :meth:`Compare.settle`). The
+emulator runs with Python's cyclic garbage collector off (``--emulator-gc on`` to keep it):
+it is the test equipment, and its full collections (~100 ms at a thousand streams, freeing
+nothing) would otherwise cap every target at about a thousand ERNIE-paced streams.
+
+``--quick`` (about 6 minutes) trades precision for time: short steps, a coarse bisection,
+LiteLLM's search capped at 32 (it tops out at a few dozen streams), fewer memory and SDK
+streams; its results stay in the git-ignored ``bench/results/quick-*`` (``--publish`` to
+write ``bench/RESULTS.md`` anyway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import resource
+import secrets
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+VENV = ROOT / ".venv" / "bin"
+PEERS = ROOT / ".venv-peers" / "bin"
+LITELLM_VENV = BENCH_DIR / ".venv-litellm" / "bin"
+WENXIN = VENV / "wenxin"
+
+MODEL = "ernie-4.0-8k"
+EMULATE_ARGS = ["emulate", "--port", "0", "--ttft", "0", "--interval", "0", "--v2-interval", "0"]
+"""No pacing of its own: every request paces itself with its directive."""
+SERVE_RESUME_GRACE = 5.0
+"""`wenxin serve` keeps a finished stream resumable this long (its default ``resume-grace``)."""
+UPSTREAM_KEY = "bce-v3/ALTAK-bench/compare"
+"""The v2 key relays send to the emulator (dev mode accepts any well-formed key)."""
+
+RELAY_CPU, LOAD_CPU = 0, 1
+FD_LIMIT = 20_000
+"""No process here can hold more descriptors than this."""
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Suite:
+    """One pacing and how to search it."""
+
+    key: str
+    title: str
+    pacing: str
+    stream_s: float  # length of one stream at this pacing
+    start: dict[str, int]  # first find-max step per target
+
+
+SUITES = {
+    "fast": Suite(
+        "fast",
+        "fast: TTFT 200 ms, 64 chunks every 20 ms",
+        "ttft=0.2;interval=0.02;chunks=64;stamp=0",
+        0.2 + 63 * 0.02,
+        {"direct": 250, "nginx": 250, "litellm": 4, "serve": 250, "serve-native": 100},
+    ),
+    "ernie": Suite(
+        "ernie",
+        "ERNIE-paced: TTFT 500 ms, 12 sentence chunks every 400 ms",
+        "ttft=0.5;interval=0.4;chunks=12;stamp=0",
+        0.5 + 11 * 0.4,
+        {"direct": 500, "nginx": 500, "litellm": 2, "serve": 500, "serve-native": 250},
+    ),
+}
+
+TARGETS = ("direct", "nginx", "litellm", "serve", "serve-native")
+TARGET_TITLES = {
+    "direct": "direct to the emulator",
+    "nginx": "nginx proxy_pass (buffering off)",
+    "litellm": "LiteLLM proxy",
+    "serve": "wenxin serve (OpenAI route)",
+    "serve-native": "wenxin serve (native API, stored conversations)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """How long and how finely to measure (full run or --quick)."""
+
+    name: str
+    step: dict[str, float]  # seconds per find-max step, per suite
+    ramp: float
+    warmup: dict[str, float]
+    resolution: float
+    max_steps: int
+    litellm_max: int
+    relay_max: int  # two descriptors per relayed stream
+    direct_max: int
+    ttft_rounds: int
+    ttft_per_round: int
+    rss_streams: tuple[int, int]
+    rss_plateau: float
+    flat_runs: int
+    flat_streams: int
+    flat_duration: float
+    sdk_streams: int
+
+
+FULL = Profile(
+    "full",
+    step={"fast": 15.0, "ernie": 20.0},
+    ramp=2.0,
+    warmup={"fast": 2.0, "ernie": 2.0},
+    resolution=0.1,
+    max_steps=10,
+    litellm_max=256,
+    relay_max=9_500,
+    direct_max=19_000,
+    ttft_rounds=8,
+    ttft_per_round=50,
+    rss_streams=(1_000, 4_000),
+    rss_plateau=6.0,
+    flat_runs=5,
+    flat_streams=1_000,
+    flat_duration=10.0,
+    sdk_streams=500,
+)
+QUICK = Profile(
+    "quick",
+    step={"fast": 4.0, "ernie": 5.0},
+    ramp=1.0,
+    warmup={"fast": 1.0, "ernie": 0.0},
+    resolution=0.5,
+    max_steps=5,
+    litellm_max=32,
+    relay_max=9_500,
+    direct_max=19_000,
+    ttft_rounds=4,
+    ttft_per_round=50,
+    rss_streams=(500, 2_000),
+    rss_plateau=3.0,
+    flat_runs=5,
+    flat_streams=300,
+    flat_duration=3.0,
+    sdk_streams=200,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+class CompareError(Exception):
+    """Something compare needs did not work; the message says what."""
+
+
+def log(message: str) -> None:
+    print(f"[compare {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def http_get(url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> str:
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (http://127.0.0.1)
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        body: bytes = response.read()
+    return body.decode("utf-8", "replace")
+
+
+def read_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_delay_s(pid: int) -> float | None:
+    """Seconds ``pid``'s main thread has spent runnable but waiting for a CPU."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def run_text(argv: list[str], **kwargs: Any) -> str:
+    """stdout+stderr of a short command, stripped ('' when it cannot run)."""
+    try:
+        done = subprocess.run(  # noqa: S603
+            argv, capture_output=True, text=True, timeout=120, check=False, **kwargs
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return str(done.stdout + done.stderr).strip()
+
+
+class Recorder:
+    """The exact commands of the run, secrets replaced by the names of their variables."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.secrets: dict[str, str] = {}
+
+    def secret(self, value: str, name: str) -> str:
+        self.secrets[value] = name
+        return value
+
+    def mask(self, text: str) -> str:
+        for value, name in self.secrets.items():
+            text = text.replace(value, f"${name}")
+        return text
+
+    def add(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+        line = " ".join(shlex.quote(str(a)) for a in argv)
+        line = line.replace(str(ROOT) + "/", "")
+        self.commands.append(self.mask(f"{prefix} {line}".strip()))
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+
+
+@dataclass
+class Service:
+    """A process compare started: its log, its pid, and how to stop it."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    stop_signal: int = signal.SIGINT
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, rec: Recorder) -> Service:
+        rec.add(self.argv, self.env)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.log_path.open("wb")
+        self.proc = subprocess.Popen(  # noqa: S603
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            cwd=self.cwd,
+            start_new_session=True,  # its own process group: we can stop all it started
+        )
+        handle.close()
+        return self
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_for(self, probe: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+        """Poll ``probe`` until it returns something truthy (exceptions count as not yet)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise CompareError(
+                    f"{self.name} exited with {self.proc.returncode} before {what}:\n"
+                    + self.log_tail()
+                )
+            with contextlib.suppress(Exception):
+                value = probe()
+                if value:
+                    return value
+            if time.monotonic() > deadline:
+                raise CompareError(
+                    f"{self.name}: no {what} after {timeout:g} s:\n{self.log_tail()}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    def log_match(self, pattern: str) -> str | None:
+        match = re.search(pattern, self.log_path.read_text("utf-8", "replace"))
+        return match.group(1) if match else None
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, self.stop_signal)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the group we created for it
+            proc.wait(timeout=5)
+        # whatever it left behind in its own group (nginx workers, uvicorn children)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def smoke_stream(url: str, key: str, *, native: bool = False) -> str:
+    """One paced stream through ``url``; proves the directive reached the emulator.
+
+    Asks for exactly 3 chunks with a 150 ms TTFT and checks that 3 content chunks arrived, the
+    stream ended properly, and the first came no sooner than the emulator was told.
+    """
+    directive = "[[wenxin:fault ttft=0.15;interval=0.01;chunks=3]]"
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    if native:
+        req = urllib.request.Request(  # noqa: S310 (loopback)
+            f"{url}/api/conversations", data=b"{}", headers=headers, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=10) as response:  # noqa: S310
+            conv = json.loads(response.read())["id"]
+        path = f"{url}/api/conversations/{conv}/messages"
+        body: dict[str, Any] = {"content": f"你好 {directive}"}
+    else:
+        path = f"{url}/v1/chat/completions"
+        body = {
+            "model": MODEL,
+            "stream": True,
+            "messages": [{"role": "user", "content": f"你好 {directive}"}],
+        }
+    req = urllib.request.Request(  # noqa: S310 (loopback)
+        path, data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    t0 = time.perf_counter()
+    first = None
+    chunks, ended = 0, False
+    with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310
+        for raw in response:
+            line = raw.decode("utf-8", "replace").strip()
+            if native and line.startswith("event: end"):
+                ended = True
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                ended = True
+                continue
+            obj = json.loads(data)
+            text = obj.get("text") if native else None
+            if not native:
+                for choice in obj.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content") or text
+            if text:
+                chunks += 1
+                first = first or time.perf_counter() - t0
+    if chunks != 3 or not ended or first is None or first < 0.14:
+        raise CompareError(
+            f"smoke stream through {url}: {chunks} content chunks (want 3), ended={ended}, "
+            f"first after {first} s (want ≥ 0.15): the pacing directive did not arrive intact"
+        )
+    return f"3 chunks, first after {first * 1000:.0f} ms"
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class Target:
+    """A target of the load generator: how `wenxin bench` reaches it and what to sample."""
+
+    name: str
+    kind: str
+    url: str
+    key: str | None
+    pids: list[tuple[int, str]]
+    serve: Service | None = None  # a `wenxin serve` to let settle between runs
+
+
+class Compare:
+    """One comparison run (see the module docstring)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.profile = QUICK if args.quick else FULL
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.run_name = f"quick-{stamp}" if args.quick else stamp
+        self.out = Path(args.out) if args.out else BENCH_DIR / "results" / self.run_name
+        self.raw = self.out / "raw"
+        self.logs = self.out / "logs"
+        self.plots = self.out / "plots"
+        self.rec = Recorder()
+        self.stack = contextlib.ExitStack()
+        self.summary: dict[str, Any] = {
+            "run": self.run_name,
+            "profile": self.profile.name,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "errors": [],
+        }
+        self.targets: dict[str, Target] = {}
+        self.emulator: Service | None = None
+        self.services: dict[str, Service] = {}
+        cpus = os.cpu_count() or 1
+        self.relay_cpu: int | None = RELAY_CPU if cpus >= 2 else None
+        self.load_cpu: int | None = LOAD_CPU if cpus >= 2 else None
+
+    def pin(self, cpu: int | None) -> list[str]:
+        """The command prefix that pins a process to ``cpu`` at the measured niceness."""
+        prefix = ["nice", "-n", str(self.args.nice)] if self.args.nice else []
+        return [*prefix, "taskset", "-c", str(cpu)] if cpu is not None else prefix
+
+    # ---- set-up ----------------------------------------------------------------------------
+
+    def install(self) -> None:
+        if not WENXIN.exists() or not (PEERS / "python").exists():
+            log("installing the project (scripts/install)")
+            self._check_call([str(ROOT / "scripts" / "install")])
+        if not self.args.no_install:
+            log("installing relays if missing (bench/install_relays.sh)")
+            self._check_call(["bash", str(BENCH_DIR / "install_relays.sh")])
+        if "litellm" in self.selected_targets and not (LITELLM_VENV / "litellm").exists():
+            raise CompareError("LiteLLM is not installed: run bench/install_relays.sh")
+        if not self.args.skip_sdk and run_text(
+            [str(PEERS / "python"), "-c", "import httpx_aiohttp"]
+        ):
+            log("installing httpx-aiohttp into .venv-peers (openai's aiohttp transport)")
+            self._check_call(
+                [
+                    str(PEERS / "pip"),
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "httpx-aiohttp",
+                ]
+            )
+
+    def _check_call(self, argv: list[str]) -> None:
+        self.rec.add(argv)
+        done = subprocess.run(argv, check=False, stdin=subprocess.DEVNULL)  # noqa: S603
+        if done.returncode:
+            raise CompareError(f"{' '.join(argv)} failed with status {done.returncode}")
+
+    @property
+    def selected_targets(self) -> list[str]:
+        return [t for t in TARGETS if t in self.args.targets]
+
+    def describe(self) -> None:
+        cpu = "unknown"
+        with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
+            )
+        mem = ""
+        with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+            kib = int(next(ln for ln in f if ln.startswith("MemTotal")).split()[1])
+            mem = f"{kib / 2**20:.1f} GiB"
+        os_name = ""
+        with contextlib.suppress(OSError), open("/etc/os-release") as f:
+            os_name = next(
+                (
+                    ln.split("=", 1)[1].strip().strip('"')
+                    for ln in f
+                    if ln.startswith("PRETTY_NAME")
+                ),
+                "",
+            )
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+        def pkg(python: Path, name: str) -> str:
+            code = f"import importlib.metadata as m; print(m.version({name!r}))"
+            return run_text([str(python), "-c", code]) or "–"
+
+        self.summary["machine"] = {
+            "cpu_model": cpu,
+            "cores": os.cpu_count(),
+            "memory": mem,
+            "kernel": platform.release(),
+            "os": os_name,
+            "python": platform.python_version(),
+            "fd_limit": [soft, hard],
+            "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+            "pinning": (
+                f"relay on CPU {self.relay_cpu}, emulator and load generator on CPU {self.load_cpu}"
+                if self.relay_cpu is not None
+                else "one core: no pinning"
+            )
+            + (f"; measured processes at nice {self.args.nice}" if self.args.nice else ""),
+            "emulator_gc": self.args.emulator_gc,
+        }
+        nginx = run_text([self._nginx_bin(), "-v"]).replace("nginx version: ", "")
+        self.summary["versions"] = {
+            "wenxin-stream": run_text([str(WENXIN), "--version"]).replace("wenxin-stream ", ""),
+            "nginx": nginx or "–",
+            "litellm": pkg(LITELLM_VENV / "python", "litellm") if LITELLM_VENV.exists() else "–",
+            "uvicorn (.venv)": pkg(VENV / "python", "uvicorn"),
+            "uvloop (.venv)": pkg(VENV / "python", "uvloop"),
+            "httptools (.venv)": pkg(VENV / "python", "httptools"),
+            "aiohttp (.venv)": pkg(VENV / "python", "aiohttp"),
+            "urllib3 (.venv)": pkg(VENV / "python", "urllib3"),
+            "openai (.venv-peers)": pkg(PEERS / "python", "openai"),
+            "httpx (.venv-peers)": pkg(PEERS / "python", "httpx"),
+            "httpx-aiohttp (.venv-peers)": pkg(PEERS / "python", "httpx-aiohttp"),
+            "qianfan (.venv-peers)": pkg(PEERS / "python", "qianfan"),
+        }
+        for name, version in self.summary["versions"].items():
+            log(f"version: {name} {version}")
+
+    @staticmethod
+    def _nginx_bin() -> str:
+        return shutil.which("nginx") or "/usr/sbin/nginx"
+
+    # ---- services --------------------------------------------------------------------------
+
+    def _service(self, service: Service) -> Service:
+        self.stack.callback(service.stop)
+        service.start(self.rec)
+        return service
+
+    def start_emulator(self) -> None:
+        command = [str(WENXIN)]
+        if self.args.emulator_gc == "off":
+            # The same CLI with Python's cyclic garbage collector off: its full collections
+            # pause the emulator for ~100 ms at a thousand streams and cap every target.
+            code = (
+                "import gc, sys; gc.disable(); from wenxin_stream.cli import main; "
+                "sys.exit(main(sys.argv[1:]))"
+            )
+            command = [str(VENV / "python"), "-c", code]
+        emu = self._service(
+            Service(
+                "emulator",
+                [*self.pin(self.load_cpu), *command, *EMULATE_ARGS],
+                self.logs / "emulator.log",
+            )
+        )
+        port = emu.wait_for(
+            lambda: emu.log_match(r"listening on http://127\.0\.0\.1:(\d+)"), "start line"
+        )
+        url = f"http://127.0.0.1:{port}"
+        emu.wait_for(lambda: "ok" in http_get(f"{url}/healthz"), "/healthz")
+        self.emulator = emu
+        self.emulator_url = url
+        self.targets["direct"] = Target(
+            "direct", "ernie-v2", url, UPSTREAM_KEY, [(emu.pid, "emulator")]
+        )
+        log(f"emulator at {url} (pid {emu.pid})")
+
+    def _emulator_pid(self) -> list[tuple[int, str]]:
+        assert self.emulator is not None
+        return [(self.emulator.pid, "emulator")]
+
+    def start_nginx(self) -> None:
+        prefix = self.logs / "nginx"
+        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (prefix / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        values = {
+            "user_line": "user root;" if os.geteuid() == 0 else "",
+            "rlimit_nofile": str(FD_LIMIT),
+            "worker_connections": str(FD_LIMIT - 100),
+            "prefix": str(prefix),
+            "upstream_port": self.emulator_url.rsplit(":", 1)[1],
+            "listen_port": str(port),
+        }
+        template = (BENCH_DIR / "nginx.conf.template").read_text()
+
+        def fill(match: re.Match[str]) -> str:
+            if match.group(1) not in values:
+                raise CompareError(f"nginx.conf.template: unknown placeholder {match.group(0)}")
+            return values[match.group(1)]
+
+        conf = prefix / "nginx.conf"
+        conf.write_text(re.sub(r"\$\{(\w+)\}", fill, template))
+        nginx = self._service(
+            Service(
+                "nginx",
+                [*self.pin(self.relay_cpu), self._nginx_bin(), "-p", str(prefix), "-c", str(conf)],
+                self.logs / "nginx.log",
+                stop_signal=signal.SIGQUIT,
+            )
+        )
+        url = f"http://127.0.0.1:{port}"
+        nginx.wait_for(lambda: http_get(f"{url}/nginx-healthz") == "ok\n", "/nginx-healthz")
+        workers = nginx.wait_for(lambda: children(nginx.pid), "worker process")
+        self.services["nginx"] = nginx
+        self.targets["nginx"] = Target(
+            "nginx",
+            "openai",
+            url,
+            UPSTREAM_KEY,
+            [(workers[0], "nginx worker"), *self._emulator_pid()],
+        )
+        log(
+            f"nginx at {url} (master {nginx.pid}, worker {workers[0]}): "
+            + smoke_stream(url, UPSTREAM_KEY)
+        )
+
+    def start_litellm(self) -> None:
+        port = free_port()
+        master_key = self.rec.secret("sk-" + secrets.token_hex(24), "LITELLM_MASTER_KEY")
+        env = {
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_MASTER_KEY": master_key,
+            "EMULATOR_V2_BASE": f"{self.emulator_url}/v2",
+            "DISABLE_SCHEMA_UPDATE": "True",
+        }
+        litellm_args = ["--config", str(BENCH_DIR / "litellm_config.yaml"), "--host",
+                        "127.0.0.1", "--port", str(port), "--num_workers", "1"]  # fmt: skip
+        workdir = self.logs / "litellm"
+        workdir.mkdir(parents=True, exist_ok=True)
+        lite = self._service(
+            Service(
+                "litellm",
+                [*self.pin(self.relay_cpu), str(LITELLM_VENV / "litellm"), *litellm_args],
+                self.logs / "litellm.log",
+                env=env,
+                cwd=workdir,  # it writes nothing we want in the tree
+                stop_signal=signal.SIGTERM,
+            )
+        )
+        url = f"http://127.0.0.1:{port}"
+        lite.wait_for(
+            lambda: "alive" in http_get(f"{url}/health/liveliness"), "/health/liveliness", 180
+        )
+        self.services["litellm"] = lite
+        pids = [(lite.pid, "litellm")] + [(c, "litellm child") for c in children(lite.pid)]
+        self.targets["litellm"] = Target(
+            "litellm", "openai", url, master_key, [*pids, *self._emulator_pid()]
+        )
+        log(f"LiteLLM at {url} (pid {lite.pid}): " + smoke_stream(url, master_key))
+
+    def start_serve(self, tag: str = "serve") -> tuple[Service, str, str]:
+        """A `wenxin serve` with its production features on; (service, url, api key)."""
+        data = self.logs / f"{tag}-data"
+        if data.exists():
+            shutil.rmtree(data)
+        data.mkdir(parents=True)
+        argv = [str(WENXIN), "keys", "create", "--data-dir", str(data), "--name", "compare",
+                "--rpm", "10000000", "--tpm", "10000000000", "--max-streams", "100000"]  # fmt: skip
+        self.rec.add(argv)
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise CompareError(f"wenxin keys create failed: {last}")
+        key = self.rec.secret(done.stdout.strip(), "WENXIN_API_KEY")
+        config = data / "serve.toml"
+        config.write_text(
+            "\n".join(
+                [
+                    "# written by bench/compare",
+                    "[server]",
+                    'host = "127.0.0.1"',
+                    "port = 0",
+                    f'data-dir = "{data}"',
+                    'upstream-api = "v2"',
+                    f'upstream-v2-base-url = "{self.emulator_url}"',
+                    "# one pool connection per relayed stream (the default, 4096, would cap it)",
+                    "upstream-max-connections = 10000",
+                    "# limits on, generous enough never to bite",
+                    "default-rpm = 10000000",
+                    "default-tpm = 10000000000",
+                    "default-max-streams = 100000",
+                    "",
+                ]
+            )
+        )
+        serve = self._service(
+            Service(
+                tag,
+                [*self.pin(self.relay_cpu), str(WENXIN), "serve", "--config", str(config)],
+                self.logs / f"{tag}.log",
+                env={"WENXIN_UPSTREAM_BEARER_TOKEN": UPSTREAM_KEY},
+            )
+        )
+        port = serve.wait_for(
+            lambda: serve.log_match(r"on http://127\.0\.0\.1:(\d+)"), "start line"
+        )
+        url = f"http://127.0.0.1:{port}"
+        serve.wait_for(lambda: "ready" in http_get(f"{url}/readyz"), "/readyz")
+        return serve, url, key
+
+    def start_relays(self) -> None:
+        self.start_emulator()
+        wanted = set(self.selected_targets)
+        if "nginx" in wanted:
+            self.start_nginx()
+        if "litellm" in wanted:
+            self.start_litellm()
+        if wanted & {"serve", "serve-native"}:
+            serve, url, key = self.start_serve()
+            self.services["serve"] = serve
+            pids = [(serve.pid, "wenxin serve"), *self._emulator_pid()]
+            self.targets["serve"] = Target("serve", "openai", url, key, pids, serve)
+            self.targets["serve-native"] = Target("serve-native", "native", url, key, pids, serve)
+            info = json.loads(
+                http_get(f"{url}/api/info", headers={"Authorization": f"Bearer {key}"})
+            )
+            log(
+                f"wenxin serve at {url} (pid {serve.pid}, auth_required={info['auth_required']}, "
+                f"upstream {info['upstream']} {info['api']}): " + smoke_stream(url, key)
+            )
+            if "serve-native" in wanted:
+                log("wenxin serve native API: " + smoke_stream(url, key, native=True))
+
+    # ---- wenxin bench ----------------------------------------------------------------------
+
+    def bench(
+        self, target: Target, out: Path, flags: list[str], timeout: float, tag: str
+    ) -> dict[str, Any] | None:
+        """Run `wenxin bench` on the load core; its result.json (None if it wrote none)."""
+        argv = [*self.pin(self.load_cpu), str(WENXIN), "bench", "--target", target.kind,
+                "--url", target.url, "--model", MODEL, "--quiet", "--out", str(out),
+                *flags]  # fmt: skip
+        if target.key:
+            argv += ["--api-key", target.key]
+        for pid, label in target.pids:
+            argv += ["--pid", str(pid), "--label", label]
+        self.rec.add(argv)
+        out.mkdir(parents=True, exist_ok=True)
+        waits0 = {label: run_delay_s(pid) for pid, label in target.pids}
+        wall0 = time.monotonic()
+        with (out / "bench.log").open("w") as logf, (out / "stdout.md").open("w") as mdf:
+            proc = subprocess.Popen(  # noqa: S603
+                argv, stdin=subprocess.DEVNULL, stdout=mdf, stderr=subprocess.PIPE, text=True
+            )
+
+            def copy_stderr() -> None:
+                assert proc.stderr is not None
+                for line in proc.stderr:
+                    logf.write(line)
+                    if "error" in line:  # warnings (CPU waits) are in the log and the tables
+                        log(f"  {tag}: {line.rstrip()}")
+
+            reader = threading.Thread(target=copy_stderr, daemon=True)
+            reader.start()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.summary["errors"].append(f"{tag}: wenxin bench killed after {timeout:.0f} s")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                reader.join(timeout=5)
+        wall = time.monotonic() - wall0
+        path = out / "result.json"
+        if not path.exists():
+            self.summary["errors"].append(
+                f"{tag}: wenxin bench wrote no result (exit {proc.returncode})"
+            )
+            return None
+        doc: dict[str, Any] = json.loads(path.read_text())
+        # How long each sampled process waited for its CPU (other work on a shared machine):
+        # /proc/<pid>/schedstat run delay over the whole bench invocation.
+        waits = {}
+        for pid, label in target.pids:
+            before, after = waits0.get(label), run_delay_s(pid)
+            if before is not None and after is not None and wall > 0:
+                waits[label] = round((after - before) / wall * 100, 1)
+        doc["cpu_wait_percent"] = waits
+        return doc
+
+    def find_max(self, suite: Suite, name: str) -> dict[str, Any]:
+        """The largest concurrency ``name`` sustains at ``suite``'s pacing.
+
+        The search is `wenxin bench`'s own policy (:class:`wenxin_stream.bench.MaxSearch`:
+        doubling, then bisection) with its default criteria, but compare runs each step as one
+        `wenxin bench --concurrency N` and runs a failed step once more before believing it:
+        on a shared machine one scheduling stall of 50 ms fails a p99 criterion at thousands
+        of chunks a second. The steps are then written as one `--find-max` document with the
+        bench package's own writer, so ``raw/<suite>/<target>/`` looks like the output of
+        `wenxin bench --find-max` (result.json, report.md, find_max.svg, latency_cdf.svg).
+        """
+        from wenxin_stream.bench import MaxSearch, write_outputs
+
+        p = self.profile
+        target = self.targets[name]
+        limit = {"direct": p.direct_max, "litellm": p.litellm_max}.get(name, p.relay_max)
+        reason = "one descriptor per stream" if name == "direct" else "two descriptors per stream"
+        if name == "litellm":
+            reason = "LiteLLM's search is capped (it tops out at a few dozen streams)"
+        if self.args.max_concurrency and self.args.max_concurrency < limit:
+            limit, reason = self.args.max_concurrency, "--max-concurrency"
+        start = min(suite.start[name], limit)
+        step = self.args.step_duration or p.step[suite.key]
+        drain = suite.stream_s * 2 + 3
+        criterion = self.args.max_p99_lateness_ms
+        search = MaxSearch(start, limit, resolution=p.resolution, max_steps=p.max_steps)
+        out = self.raw / suite.key / name
+        log(f"{suite.key}/{name}: find-max from {start} up to {limit}")
+        steps: list[dict[str, Any]] = []
+        docs: dict[int, dict[str, Any]] = {}
+        retried = 0
+        while (concurrency := search.next()) is not None:
+            attempts = 1 + max(0, self.args.retries)
+            for attempt in range(1, attempts + 1):
+                self.settle(target)
+                ramp = min(p.ramp * max(1.0, concurrency / 2000), step / 2)
+                warmup = min(max(p.warmup[suite.key], ramp) if p.warmup[suite.key] else 0, step / 2)
+                flags = [
+                    "--pacing", suite.pacing, "--concurrency", str(concurrency),
+                    "--duration", f"{step:g}", "--ramp", f"{ramp:g}",
+                    "--warmup", f"{warmup:g}",
+                    "--drain", f"{drain:g}", "--time-limit", f"{step + drain + 30:g}",
+                    "--ttft-timeout", "15", "--idle-timeout", "15",
+                ]  # fmt: skip
+                tag = f"{suite.key}/{name}"
+                suffix = f"-retry{attempt - 1}" if attempt > 1 else ""
+                doc = self.bench(
+                    target, out / f"step-{concurrency:05d}{suffix}", flags, step + drain + 120, tag
+                )
+                violations = step_violations(doc, criterion)
+                log(
+                    f"  {tag}: {concurrency:6d} streams {'pass' if not violations else 'FAIL'}"
+                    + (f" (try {attempt})" if attempt > 1 else "")
+                    + f"  {step_line(doc)}  {'; '.join(violations)}"
+                )
+                if not violations:
+                    break
+                if attempt < attempts:
+                    retried += 1
+            search.record(concurrency, not violations)
+            if doc and doc.get("result"):
+                docs[concurrency] = doc
+                steps.append(
+                    {
+                        "concurrency": concurrency,
+                        "passed": not violations,
+                        "violations": violations,
+                        "result": doc["result"],
+                        "attempts": attempt,
+                    }
+                )
+        best = docs.get(search.best)
+        base = best or next(iter(docs.values()), None)
+        if base is None:
+            return {"best": None, "error": "no step produced a result"}
+        fm_doc = {
+            **base,
+            "config": {**base["config"], "find_max": True, "start_concurrency": start,
+                       "max_concurrency": limit, "step_duration": step,
+                       "max_p99_lateness_ms": criterion, "out": str(out)},
+            "result": best["result"] if best else None,
+            "find_max": {
+                "best_concurrency": search.best,
+                "first_failing_concurrency": search.failed_at,
+                "limit": limit,
+                "limit_reason": reason,
+                "criteria": {"max_p99_lateness_ms": criterion, "max_error_rate": 0.0,
+                             "max_chunks_lost": 0},
+                "steps": steps,
+                "retries": retried,
+            },
+        }  # fmt: skip
+        write_outputs(out, fm_doc)
+        return summarize_find_max(fm_doc, name)
+
+    def run_suites(self) -> None:
+        self.summary["suites"] = {}
+        for key in self.args.suites:
+            suite = SUITES[key]
+            rows = {}
+            for name in self.selected_targets:
+                if name == "serve-native" and not self.args.native:
+                    continue
+                rows[name] = self.find_max(suite, name)
+                self._copy_plots(suite.key, name)
+            self.summary["suites"][key] = {
+                "title": suite.title,
+                "pacing": suite.pacing,
+                "targets": rows,
+            }
+
+    def _copy_plots(self, suite: str, name: str) -> None:
+        """Copy a target's plots next to RESULTS.md, titled with the target, not its URL."""
+        self.plots.mkdir(parents=True, exist_ok=True)
+        target = self.targets[name]
+        for plot in ("find_max.svg", "latency_cdf.svg"):
+            src = self.raw / suite / name / plot
+            if src.exists():
+                svg = src.read_text("utf-8").replace(
+                    f"wenxin bench · {target.kind} · {target.url}",
+                    escape(f"{TARGET_TITLES[name]} · {SUITES[suite].title.split(':')[0]} suite"),
+                )
+                (self.plots / f"{suite}-{name}-{plot}").write_text(svg, "utf-8")
+
+    # ---- TTFT at one stream ----------------------------------------------------------------
+
+    def ttft(self) -> None:
+        p = self.profile
+        names = [n for n in self.selected_targets if n != "serve-native"]
+        values: dict[str, list[float]] = {n: [] for n in names}
+        pacing = "ttft=0;interval=0;chunks=4;stamp=0"
+        log(f"TTFT at one stream: {p.ttft_rounds} rounds × {p.ttft_per_round} requests per target")
+        for name in names:  # warm every path (connections, caches) before measuring
+            self.bench(
+                self.targets[name],
+                self.raw / "ttft" / f"warm-{name}",
+                ["--pacing", pacing, "--concurrency", "1", "--requests", "20"],
+                120,
+                f"ttft/warm-{name}",
+            )
+        for r in range(p.ttft_rounds):
+            for name in names:
+                self.settle(self.targets[name])
+                doc = self.bench(
+                    self.targets[name],
+                    self.raw / "ttft" / f"{name}-{r + 1}",
+                    ["--pacing", pacing, "--concurrency", "1", "--requests", str(p.ttft_per_round)],
+                    120,
+                    f"ttft/{name}",
+                )
+                if doc and doc.get("result"):
+                    # n ≤ 200: the CDF holds every value
+                    values[name] += [pt[0] for pt in doc["result"]["cdf"]["ttft_ms"]]
+        rows: dict[str, Any] = {}
+        base = values.get("direct") or []
+        for name, vals in values.items():
+            if not vals:
+                continue
+            row = {"n": len(vals), "p50": pct(vals, 50), "p99": pct(vals, 99), "max": max(vals)}
+            if base and name != "direct":
+                row["added_p50"] = row["p50"] - pct(base, 50)
+                row["added_p99"] = row["p99"] - pct(base, 99)
+            rows[name] = row
+        self.summary["ttft"] = {"pacing": pacing, "targets": rows}
+
+    # ---- memory of wenxin serve ------------------------------------------------------------
+
+    def memory(self) -> None:
+        p = self.profile
+        for name in ("nginx", "litellm", "serve"):  # the relay core to itself
+            if name in self.services:
+                self.services[name].stop()
+        serve, url, key = self.start_serve("serve-memory")
+        target = Target("serve-memory", "openai", url, key, [(serve.pid, "wenxin serve")], serve)
+        pid = serve.pid
+        log(f"memory: fresh wenxin serve (pid {pid}), RSS {read_rss_mib(pid):.1f} MiB")
+        self.bench(
+            target,
+            self.raw / "memory" / "warm",
+            [
+                "--pacing",
+                SUITES["fast"].pacing,
+                "--concurrency",
+                "100",
+                "--duration",
+                "3",
+                "--ramp",
+                "0.5",
+            ],
+            60,
+            "memory/warm",
+        )
+        self._wait_idle(serve, url)
+        idle = self._steady_rss(pid, 1.0)
+        log(f"memory: idle RSS after warm-up {idle:.2f} MiB")
+        levels = []
+        for n in p.rss_streams:
+            rss, open_streams = self._rss_with_streams(target, serve, url, n)
+            levels.append(
+                {
+                    "streams": n,
+                    "open": open_streams,
+                    "rss_mib": rss,
+                    "kib_per_stream": (rss - idle) * 1024 / max(open_streams, 1),
+                }
+            )
+            log(
+                f"memory: {open_streams} streams open: RSS {rss:.2f} MiB "
+                f"({levels[-1]['kib_per_stream']:.1f} KiB per stream over idle)"
+            )
+            self._wait_idle(serve, url)
+        slope = None
+        if len(levels) == 2 and levels[1]["open"] > levels[0]["open"]:
+            slope = (
+                (levels[1]["rss_mib"] - levels[0]["rss_mib"])
+                * 1024
+                / (levels[1]["open"] - levels[0]["open"])
+            )
+        after = []
+        for i in range(p.flat_runs):
+            self.bench(
+                target,
+                self.raw / "memory" / f"flat-{i + 1}",
+                [
+                    "--pacing",
+                    SUITES["fast"].pacing,
+                    "--concurrency",
+                    str(p.flat_streams),
+                    "--duration",
+                    f"{p.flat_duration:g}",
+                    "--ramp",
+                    "1",
+                ],
+                p.flat_duration + 90,
+                "memory/flat",
+            )
+            self._wait_idle(serve, url)
+            after.append(self._steady_rss(pid, 1.0))
+            log(f"memory: after run {i + 1}: RSS {after[-1]:.2f} MiB")
+        growth = after[-1] - after[1] if len(after) >= 2 else None
+        tolerance = max(2.0, 0.02 * after[1]) if len(after) >= 2 else None
+        self.summary["memory"] = {
+            "idle_mib": idle,
+            "levels": levels,
+            "marginal_kib_per_stream": slope,
+            "flat": {
+                "runs": p.flat_runs,
+                "streams": p.flat_streams,
+                "duration_s": p.flat_duration,
+                "rss_after_mib": after,
+                "growth_mib": growth,
+                "tolerance_mib": tolerance,
+            },
+        }
+        serve.stop()
+
+    def settle(self, target: Target) -> None:
+        """Let a `wenxin serve` target finish the previous run before the next one starts.
+
+        Finished streams stay resumable for the resume grace and are dropped together when it
+        runs out; a run that starts then would be charged for the previous run's clean-up (a
+        step-wise test ends thousands of streams at once, a steady load never does). So wait
+        until no stream is in flight, then for the grace. Other relays keep nothing.
+        """
+        if target.serve is None:
+            return
+        url = target.url
+        target.serve.wait_for(lambda: self._in_flight(url) == 0, "streams_in_flight = 0", 60)
+        time.sleep(SERVE_RESUME_GRACE + 0.5)
+
+    def _in_flight(self, url: str) -> float:
+        text = http_get(f"{url}/metrics")
+        match = re.search(r"^wenxin_streams_in_flight\s+([0-9.e+]+)", text, re.M)
+        return float(match.group(1)) if match else math.nan
+
+    def _wait_idle(self, serve: Service, url: str) -> None:
+        serve.wait_for(lambda: self._in_flight(url) == 0, "streams_in_flight = 0", 60)
+        time.sleep(SERVE_RESUME_GRACE + 0.5)  # finished streams are kept this long
+
+    @staticmethod
+    def _steady_rss(pid: int, seconds: float) -> float:
+        samples = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            samples.append(read_rss_mib(pid))
+            time.sleep(0.05)
+        return statistics.median(samples)
+
+    def _rss_with_streams(
+        self, target: Target, serve: Service, url: str, n: int
+    ) -> tuple[float, int]:
+        """Open ``n`` slow streams (one chunk a second, cut at the end); RSS on the plateau."""
+        p = self.profile
+        ramp = max(1.0, n / 1000)
+        duration = ramp + p.rss_plateau + 4
+        argv_flags = [
+            "--pacing",
+            "ttft=0;interval=1;chunks=600;stamp=0",
+            "--concurrency",
+            str(n),
+            "--duration",
+            f"{duration:g}",
+            "--ramp",
+            f"{ramp:g}",
+            "--drain",
+            "0",
+            "--idle-timeout",
+            "30",
+        ]
+        samples: list[tuple[float, float]] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                with contextlib.suppress(Exception):
+                    samples.append((self._in_flight(url), read_rss_mib(serve.pid)))
+                done.wait(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            self.bench(
+                target,
+                self.raw / "memory" / f"open-{n}",
+                argv_flags,
+                duration + 90,
+                f"memory/open-{n}",
+            )
+        finally:
+            done.set()
+            sampler.join()
+        top = max((s[0] for s in samples), default=0)
+        plateau = [rss for flying, rss in samples if flying >= top * 0.995 and top > 0]
+        if not plateau:
+            raise CompareError(f"memory: no plateau with {n} streams open")
+        return statistics.median(plateau), int(top)
+
+    # ---- SDK throughput --------------------------------------------------------------------
+
+    def sdk(self) -> None:
+        p = self.profile
+        clients = [
+            ("ours-async", VENV),
+            ("ours-sync", VENV),
+            ("openai", PEERS),
+            ("openai-aiohttp", PEERS),
+            ("qianfan-async", PEERS),
+        ]
+        rows = {}
+        out = self.raw / "sdk"
+        out.mkdir(parents=True, exist_ok=True)
+        for client, venv in clients:
+            argv = [*self.pin(self.relay_cpu), str(venv / "python"),
+                    str(BENCH_DIR / "sdk_throughput.py"), client, "--url", self.emulator_url,
+                    "--streams", str(p.sdk_streams), "--chunks", "64",
+                    "--ttft", "0.2", "--interval", "0.02"]  # fmt: skip
+            self.rec.add(argv)
+            done = subprocess.run(  # noqa: S603
+                argv,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=300,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
+            (out / f"{client}.log").write_text(done.stdout + done.stderr)
+            line = next(
+                (ln for ln in reversed(done.stdout.splitlines()) if ln.startswith("{")), None
+            )
+            if done.returncode or line is None:
+                self.summary["errors"].append(
+                    f"sdk/{client}: exit {done.returncode}: "
+                    + (done.stderr.strip().splitlines() or [""])[-1][:200]
+                )
+                log(f"sdk: {client} failed (see {out / (client + '.log')})")
+                continue
+            rows[client] = json.loads(line)
+            log(
+                f"sdk: {client}: {rows[client]['cpu_ms_per_1000_chunks']} ms CPU per 1,000 chunks, "
+                f"peak RSS {rows[client]['peak_rss_mb']} MB"
+            )
+        self.summary["sdk"] = {
+            "streams": p.sdk_streams,
+            "chunks": 64,
+            "pacing": "ttft=0.2;interval=0.02",
+            "clients": rows,
+        }
+
+    # ---- all of it -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        t0 = time.monotonic()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        raise_fd_limit()
+        if self.load_cpu is not None:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, {self.load_cpu})  # compare itself stays off the relay core
+        status = 0
+        with self.stack:
+            try:
+                self.install()
+                self.describe()
+                self.start_relays()
+                if self.args.suites:
+                    self.run_suites()
+                if not self.args.skip_ttft:
+                    self.ttft()
+                if not self.args.skip_memory and "serve" in self.selected_targets:
+                    self.memory()
+                if not self.args.skip_sdk:
+                    self.sdk()
+            except CompareError as exc:
+                log(f"error: {exc}")
+                self.summary["errors"].append(str(exc))
+                status = 1
+            except KeyboardInterrupt:
+                log("interrupted")
+                self.summary["errors"].append("interrupted")
+                status = 130
+            finally:
+                log("stopping everything compare started")
+        self.summary["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        self.summary["elapsed_s"] = round(time.monotonic() - t0, 1)
+        self.summary["commands"] = self.rec.commands
+        (self.out / "summary.json").write_text(
+            json.dumps(self.summary, indent=2, ensure_ascii=False) + "\n"
+        )
+        self.plots.mkdir(parents=True, exist_ok=True)
+        for key, suite in (self.summary.get("suites") or {}).items():
+            (self.plots / f"{key}-max-concurrency.svg").write_text(max_bar_svg(suite))
+        (self.out / "RESULTS.md").write_text(render(self.summary, "", self.args))
+        if self.args.publish:
+            rel = (
+                self.out.resolve().relative_to(BENCH_DIR)
+                if self.out.resolve().is_relative_to(BENCH_DIR)
+                else self.out.resolve()
+            )
+            (BENCH_DIR / "RESULTS.md").write_text(render(self.summary, f"{rel}/", self.args))
+            log(f"wrote {BENCH_DIR / 'RESULTS.md'}")
+        log(f"wrote {self.out} in {self.summary['elapsed_s']:.0f} s")
+        return status
+
+
+def raise_fd_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (the definition `wenxin bench` uses)."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(p / 100 * len(ordered)), 1) - 1]
+
+
+def step_violations(doc: dict[str, Any] | None, max_p99_ms: float) -> list[str]:
+    """Why one step fails `wenxin bench`'s default find-max criteria (empty: it passes)."""
+    r = (doc or {}).get("result")
+    if not r:
+        return ["no result"]
+    out = []
+    if r["streams_completed"] == 0:
+        out.append("no stream completed")
+    if r["streams_failed"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in r["failures"].items())
+        out.append(f"{r['streams_failed']} streams failed ({reasons})")
+    if r["chunks_lost"]:
+        out.append(f"{r['chunks_lost']} chunks lost")
+    p99 = r["lateness_ms"]["p99"]
+    if p99 is not None and p99 >= max_p99_ms:
+        out.append(f"p99 lateness {p99:.1f} ms ≥ {max_p99_ms:g} ms")
+    return out
+
+
+def step_line(doc: dict[str, Any] | None) -> str:
+    r = (doc or {}).get("result")
+    if not r:
+        return ""
+    late = r["lateness_ms"]
+    procs = " ".join(f"{p['label'].split()[0]} {p['cpu_mean'] or 0:.0f}%" for p in r["processes"])
+    return (
+        f"late p50 {late['p50'] or 0:.1f} p99 {late['p99'] or 0:.1f} ms  "
+        f"{r['throughput']['chunks_per_s']:.0f} chunks/s  cpu: {procs} load-gen "
+        f"{r['client']['cpu_percent']:.0f}%"
+    )
+
+
+def summarize_find_max(doc: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    """The row of one target in a suite table, from `wenxin bench --find-max`'s result.json."""
+    if not doc or "find_max" not in doc:
+        return {"best": None, "error": "no result"}
+    fm = doc["find_max"]
+    row: dict[str, Any] = {
+        "best": fm["best_concurrency"],
+        "first_failure": fm["first_failing_concurrency"],
+        "limit": fm["limit"],
+        "limit_reason": fm["limit_reason"],
+        "steps": len(fm["steps"]),
+        "retries": fm.get("retries", 0),
+        "failure_reasons": next(
+            (
+                s["violations"]
+                for s in fm["steps"]
+                if s["concurrency"] == fm["first_failing_concurrency"]
+            ),
+            [],
+        ),
+    }
+    r = doc.get("result")
+    if r:
+        row.update(
+            late_p50=r["lateness_ms"]["p50"],
+            late_p99=r["lateness_ms"]["p99"],
+            ttft_p50=r["ttft_ms"]["p50"],
+            ttft_p99=r["ttft_ms"]["p99"],
+            chunks_per_s=r["throughput"]["chunks_per_s"],
+            client_cpu=r["client"]["cpu_percent"],
+            lateness_method=r["lateness_method"],
+            streams_completed=r["streams_completed"],
+            client_cpu_wait=r["client"].get("cpu_wait_percent"),
+        )
+        for label, wait in (doc.get("cpu_wait_percent") or {}).items():
+            slot = "emulator" if label == "emulator" else "relay"
+            row.setdefault(f"{slot}_cpu_wait", wait)
+        for proc in r["processes"]:
+            slot = "emulator" if proc["label"] == "emulator" else "relay"
+            if slot == "relay" and "relay_cpu" in row:
+                continue  # LiteLLM children: the main process is listed first
+            row[f"{slot}_cpu"] = proc["cpu_mean"]
+            row[f"{slot}_cpu_max"] = proc["cpu_max"]
+            row[f"{slot}_rss_mib"] = proc["rss_max_mb"]
+        cpu, rate = row.get("relay_cpu"), row.get("chunks_per_s")
+        if cpu and rate:
+            row["relay_cpu_ms_per_1k"] = cpu * 1e4 / rate
+            row["one_core_streams"] = round(row["best"] * 100 / cpu) if row["best"] else None
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def max_bar_svg(suite: dict[str, Any]) -> str:
+    """Horizontal bars: the largest sustained concurrency per target (log scale)."""
+    rows = [
+        (
+            TARGET_TITLES[n],
+            r.get("best") or 0,
+            r.get("first_failure") is None and bool(r.get("best")),
+        )
+        for n, r in suite["targets"].items()
+    ]
+    width, bar_left, row_h, top = 820, 330, 34, 56
+    height = top + row_h * len(rows) + 40
+    top_value = max([v for _, v, _ in rows] + [10])
+    decades = math.ceil(math.log10(top_value * 1.2))
+    span = width - bar_left - 90
+
+    def x(v: float) -> float:
+        return bar_left + (math.log10(max(v, 1)) / decades) * span
+
+    colors = ("#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd")
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{width / 2}" y="24" text-anchor="middle" font-size="15" font-weight="bold">'
+        f"{escape(suite['title'])}</text>",
+        f'<text x="{width / 2}" y="42" text-anchor="middle" fill="#555">largest concurrency with '
+        "p99 lateness under the criterion and no errors (log scale)</text>",
+    ]
+    for d in range(decades + 1):
+        gx = bar_left + d / decades * span
+        out.append(
+            f'<line x1="{gx:.1f}" y1="{top - 4}" x2="{gx:.1f}" y2="{top + row_h * len(rows)}" '
+            'stroke="#ddd"/>'
+        )
+        out.append(
+            f'<text x="{gx:.1f}" y="{top + row_h * len(rows) + 16}" text-anchor="middle" '
+            f'fill="#555">{10**d:,}</text>'
+        )
+    for i, (label, value, at_limit) in enumerate(rows):
+        y = top + i * row_h
+        out.append(
+            f'<text x="{bar_left - 10}" y="{y + 21}" text-anchor="end">{escape(label)}</text>'
+        )
+        if value:
+            out.append(
+                f'<rect x="{bar_left}" y="{y + 6}" width="{x(value) - bar_left:.1f}" '
+                f'height="{row_h - 12}" '
+                f'fill="{colors[i % len(colors)]}"/>'
+            )
+        text = f"{value:,}" + (" (search limit)" if at_limit else "") if value else "none passed"
+        out.append(f'<text x="{x(value) + 6:.1f}" y="{y + 21}">{escape(text)}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _f(value: Any, digits: int = 1, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{unit}"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    return f"{value}{unit}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("✅ met" if ok else "❌ missed")
+
+
+def targets_check(s: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for each goal of the issue."""
+    out: list[tuple[str, str, str]] = []
+    suites = s.get("suites") or {}
+    fast = (suites.get("fast") or {}).get("targets", {})
+    ernie = (suites.get("ernie") or {}).get("targets", {})
+
+    def best(rows: dict[str, Any], name: str) -> int | None:
+        return (rows.get(name) or {}).get("best")
+
+    serve_fast, lite, nginx = best(fast, "serve"), best(fast, "litellm"), best(fast, "nginx")
+    if serve_fast is not None:
+        out.append(
+            ("fast suite: ≥ 500 concurrent streams", f"{serve_fast:,}", _verdict(serve_fast >= 500))
+        )
+        if lite is not None:
+            ratio = serve_fast / lite if lite else math.inf
+            out.append(
+                (
+                    "fast suite: ≥ 30× LiteLLM (same run)",
+                    f"{serve_fast:,} / {lite:,} = {ratio:,.1f}×"
+                    if lite
+                    else "LiteLLM sustained none",
+                    _verdict(ratio >= 30),
+                )
+            )
+        if nginx:
+            out.append(
+                (
+                    "fast suite: ≥ 50 % of nginx (same run)",
+                    f"{serve_fast:,} / {nginx:,} = {serve_fast / nginx:.0%}",
+                    _verdict(serve_fast / nginx >= 0.5),
+                )
+            )
+    serve_ernie = best(ernie, "serve")
+    if serve_ernie is not None:
+        limited = (ernie.get("serve") or {}).get("first_failure") is None
+        note = " (search limit reached)" if limited and serve_ernie else ""
+        out.append(
+            (
+                "ERNIE-paced: ≥ 2,000 streams",
+                f"{serve_ernie:,}{note}",
+                _verdict(serve_ernie >= 2000),
+            )
+        )
+        out.append(
+            (
+                "ERNIE-paced stretch: ≥ 5,000",
+                f"{serve_ernie:,}{note}",
+                _verdict(serve_ernie >= 5000),
+            )
+        )
+    tt = ((s.get("ttft") or {}).get("targets") or {}).get("serve")
+    if tt and "added_p50" in tt:
+        out.append(
+            (
+                "TTFT added at 1 stream, p50 ≤ 1.5 ms",
+                f"{tt['added_p50']:.2f} ms",
+                _verdict(tt["added_p50"] <= 1.5),
+            )
+        )
+        out.append(
+            (
+                "TTFT added at 1 stream, p99 ≤ 3 ms",
+                f"{tt['added_p99']:.2f} ms",
+                _verdict(tt["added_p99"] <= 3.0),
+            )
+        )
+    mem = s.get("memory")
+    if mem:
+        per = mem.get("marginal_kib_per_stream")
+        if per is None and mem["levels"]:
+            per = mem["levels"][-1]["kib_per_stream"]
+        worst = max([per or 0] + [lv["kib_per_stream"] for lv in mem["levels"]])
+        out.append(
+            (
+                "RSS per open stream ≤ 30 KB",
+                f"{worst:.1f} KiB (worst of the measures)",
+                _verdict(worst * 1.024 <= 30),
+            )
+        )
+        flat = mem["flat"]
+        if flat["growth_mib"] is not None:
+            out.append(
+                (
+                    f"memory flat across {flat['runs']} runs",
+                    f"{flat['growth_mib']:+.2f} MiB from run 2 to run {flat['runs']}",
+                    _verdict(flat["growth_mib"] <= flat["tolerance_mib"]),
+                )
+            )
+    return out
+
+
+def render(s: dict[str, Any], prefix: str, args: argparse.Namespace) -> str:
+    """RESULTS.md from the summary; ``prefix`` leads from the file to the run directory."""
+    m = s.get("machine", {})
+    lines = [
+        "# wenxin serve against nginx and LiteLLM",
+        "",
+        f"Run `{s['run']}` ({s['profile']} profile), started {s['started_at']}, took "
+        f"{_f(s.get('elapsed_s'), 0)} s. Generated by `bench/compare"
+        f"{' --quick' if s['profile'] == 'quick' else ''}`; raw results in "
+        f"[`{prefix or './'}`]({prefix or './'}) (`summary.json`, `raw/`, `logs/`).",
+        "",
+    ]
+    if s["profile"] == "quick":
+        lines += [
+            "> **Quick run**: short steps and a coarse search (each maximum is within about "
+            "a factor of 1.5 of the true one). Run `bench/compare` for the real figures.",
+            "",
+        ]
+    if s["errors"]:
+        lines += ["**Problems during the run:**", ""]
+        lines += [f"- {e.splitlines()[0] if e else e}" for e in s["errors"]] + [""]
+    lines += ["## Targets", "", "| goal | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in targets_check(s)] + [""]
+
+    lines += [
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| CPU | {m.get('cpu_model')} × {m.get('cores')} cores |",
+        f"| memory | {m.get('memory')} |",
+        f"| OS / kernel | {m.get('os')} / {m.get('kernel')} |",
+        f"| Python | {m.get('python')} |",
+        f"| open-file limit | {m.get('fd_limit')} (no process may hold more than "
+        f"{FD_LIMIT:,} descriptors) |",
+        f"| pinning | {m.get('pinning')} (`taskset`) |",
+        f"| emulator's cyclic GC | {m.get('emulator_gc', 'on')} (`--emulator-gc`; see "
+        "bench/README.md) |",
+        f"| load average at start / end | {' '.join(m.get('loadavg_start', []))} / "
+        f"{' '.join(m.get('loadavg_end', []))} |",
+        "",
+        "The machine is shared (other work may run on both cores during the run): the load "
+        "average says how quiet it was.",
+        "",
+        "## Versions",
+        "",
+        "| component | version |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in (s.get("versions") or {}).items()] + [""]
+
+    for key, suite in (s.get("suites") or {}).items():
+        lines += [
+            f"## Suite {suite['title']}",
+            "",
+            f"Pacing `{suite['pacing']}`. Max streams: the largest concurrency whose step had no "
+            f"failed stream, no lost chunk and p99 chunk lateness under "
+            f"{args.max_p99_lateness_ms:g} ms, found by doubling then bisecting; a failed step "
+            f"is run {args.retries + 1} times before it counts. The other figures are those of "
+            "that step. Lateness is measured against the pacing schedule. CPU is % of one core; "
+            "*wait* is the time the process was runnable but waiting for its core (other work "
+            "on the machine). *CPU / 1k chunks* is the relay's CPU time per 1,000 chunks "
+            "relayed at that step, and *one core* the streams that cost would allow at 100 % "
+            "of the core — figures that scheduling noise hardly moves.",
+            "",
+            "| target | max streams | first failure (why) | lateness p50 / p99 ms "
+            "| TTFT p50 / p99 ms | chunks/s | relay CPU mean / max | relay CPU / 1k chunks "
+            "| one core | relay RSS | relay wait | emulator CPU / wait | load gen CPU / wait |",
+            "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for name, r in suite["targets"].items():
+            best = r.get("best")
+            best_text = "none passed" if not best else f"**{best:,}**"
+            if best and r.get("first_failure") is None:
+                best_text += f" (limit: {r.get('limit_reason')})"
+            fail = "–"
+            if r.get("first_failure"):
+                fail = f"{r['first_failure']:,} ({'; '.join(r.get('failure_reasons') or [])})"
+            lines.append(
+                f"| {TARGET_TITLES[name]} | {best_text} | {fail} "
+                f"| {_f(r.get('late_p50'))} / {_f(r.get('late_p99'))} "
+                f"| {_f(r.get('ttft_p50'))} / {_f(r.get('ttft_p99'))} "
+                f"| {_f(r.get('chunks_per_s'), 0)} "
+                f"| {_f(r.get('relay_cpu'), 0, '%')} / {_f(r.get('relay_cpu_max'), 0, '%')} "
+                f"| {_f(r.get('relay_cpu_ms_per_1k'), 0, ' ms')} "
+                f"| {_f(r.get('one_core_streams'), 0)} "
+                f"| {_f(r.get('relay_rss_mib'), 1, ' MiB')} "
+                f"| {_f(r.get('relay_cpu_wait'), 0, '%')} "
+                f"| {_f(r.get('emulator_cpu'), 0, '%')} / {_f(r.get('emulator_cpu_wait'), 0, '%')} "
+                f"| {_f(r.get('client_cpu'), 0, '%')} / {_f(r.get('client_cpu_wait'), 0, '%')} |"
+            )
+        lines += ["", f"![max concurrency]({prefix}plots/{key}-max-concurrency.svg)", ""]
+        plot_links = []
+        for name in suite["targets"]:
+            for plot, what in (
+                ("find_max.svg", "lateness vs concurrency"),
+                ("latency_cdf.svg", "CDFs at the max"),
+            ):
+                if (BENCH_DIR / prefix / "plots" / f"{key}-{name}-{plot}").exists() or not prefix:
+                    plot_links.append(f"[{name}: {what}]({prefix}plots/{key}-{name}-{plot})")
+        if plot_links:
+            lines += ["Per-target plots: " + " · ".join(plot_links), ""]
+
+    tt = s.get("ttft")
+    if tt:
+        lines += [
+            "## Time to first token added at one stream",
+            "",
+            f"Sequential requests (one stream at a time) with pacing `{tt['pacing']}`, in "
+            "interleaved rounds per target. Added = the relay's percentile minus the direct "
+            "percentile.",
+            "",
+            "| target | requests | TTFT p50 ms | TTFT p99 ms | max ms | added p50 ms "
+            "| added p99 ms |",
+            "|---|--:|--:|--:|--:|--:|--:|",
+        ]
+        for name, r in tt["targets"].items():
+            lines.append(
+                f"| {TARGET_TITLES[name]} | {r['n']} | {_f(r['p50'], 2)} | {_f(r['p99'], 2)} "
+                f"| {_f(r['max'], 2)} "
+                f"| {_f(r.get('added_p50'), 2)} | {_f(r.get('added_p99'), 2)} |"
+            )
+        lines.append("")
+
+    mem = s.get("memory")
+    if mem:
+        lines += [
+            "## Memory of wenxin serve",
+            "",
+            f"A fresh `wenxin serve`, warmed with 100 streams; idle RSS {mem['idle_mib']:.2f} MiB. "
+            "Slow streams (one chunk a second) held open; RSS is the median on the plateau.",
+            "",
+            "| streams open | RSS MiB | per stream over idle |",
+            "|--:|--:|--:|",
+        ]
+        for lv in mem["levels"]:
+            lines.append(
+                f"| {lv['open']:,} | {lv['rss_mib']:.2f} | {lv['kib_per_stream']:.1f} KiB |"
+            )
+        if mem.get("marginal_kib_per_stream") is not None:
+            lines.append(
+                f"| marginal (between the two) | | {mem['marginal_kib_per_stream']:.1f} KiB |"
+            )
+        f = mem["flat"]
+        lines += [
+            "",
+            f"Flatness: {f['runs']} identical runs of {f['streams']:,} streams for "
+            f"{f['duration_s']:g} s (fast pacing); RSS once no stream is in flight after each: "
+            + ", ".join(f"{v:.2f}" for v in f["rss_after_mib"])
+            + f" MiB (growth from run 2 to the last {_f(f['growth_mib'], 2, ' MiB')}, tolerance "
+            f"{_f(f['tolerance_mib'], 2, ' MiB')}).",
+            "",
+        ]
+
+    sdk = s.get("sdk")
+    if sdk:
+        lines += [
+            "## SDK throughput",
+            "",
+            f"`bench/sdk_throughput.py`: {sdk['streams']} concurrent streams of {sdk['chunks']} "
+            f"chunks (`{sdk['pacing']}`) against the emulator's v2 route, one client per process "
+            "pinned to the relay core (free by then).",
+            "",
+            "| client | complete | chunks | CPU s | CPU ms / 1,000 chunks | peak RSS MB "
+            "| RSS after imports MB | wall s |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        names = {
+            "ours-async": "wenxin_stream AsyncClient",
+            "ours-sync": "wenxin_stream Client (threads)",
+            "openai": "openai-python (httpx)",
+            "openai-aiohttp": "openai-python (aiohttp)",
+            "qianfan-async": "qianfan (async)",
+        }
+        for client, r in sdk["clients"].items():
+            lines.append(
+                f"| {names.get(client, client)} | {r['complete']}/{r['streams']} | {r['chunks']:,} "
+                f"| {r['cpu_s']:.2f} | {r['cpu_ms_per_1000_chunks']:.1f} | {r['peak_rss_mb']:.1f} "
+                f"| {r['baseline_rss_mb']:.1f} | {r['wall_s']:.2f} |"
+            )
+        lines.append("")
+
+    lines += ["## Commands", "", "Exactly what ran, in order (secrets as variables).", "", "```"]
+    lines += [*s.get("commands", []), "```", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/compare",
+        description="Measure wenxin serve against nginx, LiteLLM and the bare emulator; "
+        "write bench/RESULTS.md. See bench/README.md.",
+    )
+    parser.add_argument("--quick", action="store_true", help="about 5 minutes, coarse figures")
+    parser.add_argument("--suites", default="fast,ernie", help="comma-separated: fast,ernie")
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS[:4]),
+        help=f"comma-separated subset of {','.join(TARGETS)}",
+    )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="also measure serve's native API (stored conversations) in the suites",
+    )
+    parser.add_argument("--step-duration", type=float, help="seconds per find-max step")
+    parser.add_argument("--max-concurrency", type=int, help="cap every search")
+    parser.add_argument("--max-p99-lateness-ms", type=float, default=50.0, help="criterion (50)")
+    parser.add_argument(
+        "--retries", type=int, default=1, help="runs of a failed find-max step before it counts (1)"
+    )
+    parser.add_argument("--skip-ttft", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-sdk", action="store_true")
+    parser.add_argument("--no-install", action="store_true", help="do not run install_relays.sh")
+    parser.add_argument(
+        "--publish",
+        action=argparse.BooleanOptionalAction,
+        help="write bench/RESULTS.md (default: yes for a full run, no for --quick, whose "
+        "results directory is git-ignored)",
+    )
+    parser.add_argument("--out", help="run directory (default bench/results/<run>)")
+    parser.add_argument(
+        "--emulator-gc",
+        choices=("on", "off"),
+        default="off",
+        help="the emulator's cyclic garbage collector (off: its full collections, ~100 ms at "
+        "a thousand streams, would cap every target; see bench/README.md)",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=-10 if os.geteuid() == 0 else 0,
+        help="niceness of the measured processes (-10 as root: other work on a shared machine "
+        "then disturbs the figures less; 0 to turn off)",
+    )
+    args = parser.parse_args(argv)
+    args.suites = [x for x in args.suites.split(",") if x]
+    args.targets = [x for x in args.targets.split(",") if x]
+    if args.native and "serve-native" not in args.targets:
+        args.targets.append("serve-native")
+    for name in args.suites:
+        if name not in SUITES:
+            parser.error(f"unknown suite {name!r}")
+    for name in args.targets:
+        if name not in TARGETS:
+            parser.error(f"unknown target {name!r}")
+    args.native = "serve-native" in args.targets
+    if args.publish is None:
+        args.publish = not args.quick
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    return Compare(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

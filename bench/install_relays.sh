@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Install the relays bench/compare measures `wenxin serve` against; safe to run again (it only
+# adds what is missing).
+#
+#   nginx                from Debian's packages (apt); only the binary is used — compare writes
+#                        its own config and never touches the system service
+#   bench/.venv-litellm  LiteLLM's proxy, pinned, in a virtual environment of its own (it pins
+#                        many libraries that must not leak into the project's .venv). 1.106.2 is
+#                        the newest release that installs from the registry reachable here.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+LITELLM_SPEC=${LITELLM_SPEC:-"litellm[proxy]==1.106.2"}
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    echo "install_relays: installing nginx (apt)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # nginx-light would do, but bookworm only ships `nginx` (with the core modules we need).
+    apt-get install -y -qq --no-install-recommends nginx >/dev/null
+    # The package starts the system service on :80; compare runs its own instance, so stop it.
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+        systemctl stop nginx || true
+    elif [ -f /run/nginx.pid ]; then
+        kill "$(cat /run/nginx.pid)" 2>/dev/null || true
+    fi
+fi
+
+# taskset (util-linux) pins each process to its core.
+if ! command -v taskset >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends util-linux >/dev/null
+fi
+
+if [ ! -x .venv-litellm/bin/python ]; then
+    "$PYTHON" -m venv .venv-litellm
+fi
+stamp=.venv-litellm/.installed
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$LITELLM_SPEC" ]; then
+    echo "install_relays: installing $LITELLM_SPEC into bench/.venv-litellm (takes a few minutes)" >&2
+    .venv-litellm/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+    .venv-litellm/bin/pip install --quiet --disable-pip-version-check "$LITELLM_SPEC"
+    # Fail here, loudly, if the proxy cannot be imported. (The local cost map: LiteLLM would
+    # otherwise fetch one from the network at import time.)
+    LITELLM_LOCAL_MODEL_COST_MAP=True .venv-litellm/bin/python -c "import litellm.proxy.proxy_server" >/dev/null
+    echo "$LITELLM_SPEC" >"$stamp"
+fi
