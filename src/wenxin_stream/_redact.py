@@ -41,9 +41,15 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\bbce-v3/[^\s\"',;]+"), f"bce-v3/{MASK}"),
 )
 
+_GATE = re.compile(r"(?i)token|client_|session_|authorization|bearer|bce-")
+"""A literal every rule's match contains (the key names hold ``token``, ``client_`` or
+``session_``): text without any of them is returned after one scan instead of six."""
+
 
 def redact(text: str) -> str:
     """Return ``text`` with every credential ERNIE's protocols carry replaced by ``***``."""
+    if _GATE.search(text) is None:
+        return text
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
     return text

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from ._aio import ReadDeadline
 from ._exceptions import APIConnectionError, APITimeoutError
 from ._redact import redact
 from ._transport import HTTPRequest, Limits
@@ -38,8 +39,9 @@ def _describe(exc: BaseException) -> str:
 class AiohttpResponse:
     """One streaming response (see :class:`~wenxin_stream._transport.AsyncResponse`)."""
 
-    def __init__(self, raw: aiohttp.ClientResponse) -> None:
+    def __init__(self, raw: aiohttp.ClientResponse, loop: asyncio.AbstractEventLoop) -> None:
         self._raw = raw
+        self._deadline = ReadDeadline(loop)  # one timer per stream, not one per read
         self.status: int = raw.status
         self.headers: Mapping[str, str] = {k.lower(): v for k, v in raw.headers.items()}
         self._eof = False
@@ -56,8 +58,7 @@ class AiohttpResponse:
             else:
                 if timeout <= 0:
                     raise TimeoutError
-                async with asyncio.timeout(timeout):
-                    data = await content.readany()
+                data = await self._deadline.wait(content.readany(), timeout)
         except TimeoutError:
             raise
         except aiohttp.ClientPayloadError:
@@ -75,6 +76,7 @@ class AiohttpResponse:
         if self._closed:
             return
         self._closed = True
+        self._deadline.close()
         if self._eof:
             self._raw.release()
         else:
@@ -149,7 +151,8 @@ class AiohttpTransport:
             raise APITimeoutError("first_token", timeout=head_timeout) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise APIConnectionError(f"request failed: {_describe(exc)}") from None
-        return AiohttpResponse(raw)
+        assert self._loop is not None  # set by _get_session
+        return AiohttpResponse(raw, self._loop)
 
     async def aclose(self) -> None:
         """Close the session and every pooled connection."""

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .._aio import sleep_until
 from .._asgi import Headers, Send
 from .._sse import DONE_EVENT
 from ._faults import FaultSpec
@@ -124,15 +125,15 @@ async def pump(send: Send, plan: StreamPlan) -> None:
             assert fault.stall is not None
             deadline += fault.stall
         if index == cut_at:
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            await sleep_until(loop, deadline)
             return  # leave the response incomplete: the connection is aborted
         if index == error_at:
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            await sleep_until(loop, deadline)
             await write(send, b"data: " + plan.error_json + b"\n\n", split_utf8=split, more=False)
             return
         if index == malformed_at:
             await write(send, MALFORMED_LINE, split_utf8=False)
-        await asyncio.sleep(max(0.0, deadline - loop.time()))
+        await sleep_until(loop, deadline)
         if index == count:
             break
         chunk = plan.render(index)

@@ -35,6 +35,7 @@ import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +60,8 @@ def redact_value(value: Any) -> Any:
     tuples; fields named like credentials (``api_key``, ``authorization``…) are masked
     whole."""
     if isinstance(value, str):
-        return _WX_KEY_RE.sub(f"wx-{MASK}", redact(value))
+        value = redact(value)
+        return _WX_KEY_RE.sub(f"wx-{MASK}", value) if "wx-" in value else value
     if isinstance(value, Mapping):
         return {
             str(k): MASK if str(k).lower() in _SECRET_FIELDS else redact_value(v)
@@ -70,8 +72,8 @@ def redact_value(value: Any) -> Any:
     return value
 
 
-def _timestamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _Flush:
@@ -130,7 +132,7 @@ class AuditLog:
         if not self.include_questions:
             fields.pop("question", None)
         fields.pop("ts", None)
-        fields = {"ts": _timestamp(), **fields}
+        fields = {"ts": time.time(), **fields}  # formatted by the writer, off the loop
         try:
             self._queue.put_nowait(fields)
         except queue.Full:
@@ -216,4 +218,6 @@ class AuditLog:
 
 def _line(item: object) -> str:
     fields = redact_value(item)
+    if isinstance(fields, dict) and isinstance(fields.get("ts"), float):
+        fields["ts"] = _timestamp(fields["ts"])
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"

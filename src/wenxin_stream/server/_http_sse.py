@@ -28,6 +28,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .._aio import sleep_until
 from .._asgi import Receive, Send, send_json
 from ._auth import Context, HTTPError, optional_str, read_json, required_str
 from ._conversations import start_answer
@@ -109,7 +110,7 @@ async def heartbeat(
                     return
                 continue
             wake = min(due, now + stall_timeout)  # a write may start (and stall) meanwhile
-        await asyncio.sleep(wake - now)
+        await sleep_until(loop, wake)
 
 
 async def wait_for_disconnect(receive: Receive) -> None:
@@ -123,26 +124,35 @@ async def race(*coros: Coroutine[Any, Any, Any]) -> int:
 
     Returns the index of the first to finish (the lowest of several finishing together) and
     re-raises its exception. If the caller is cancelled, every task is cancelled and the
-    cancellation propagates.
+    cancellation propagates. (The first finisher is awaited through done callbacks and one
+    future, not ``asyncio.wait``, which costs a set, futures and callbacks per call.)
     """
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    done: set[asyncio.Future[Any]] = set()
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[None] = loop.create_future()
+
+    def finished(_: asyncio.Task[Any]) -> None:
+        if not first.done():
+            first.set_result(None)
+
+    tasks = [loop.create_task(c) for c in coros]
+    for task in tasks:
+        task.add_done_callback(finished)
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await first
     finally:
         pending = [task for task in tasks if not task.done()]
         for task in pending:
             task.cancel()
         if pending:
-            await asyncio.wait(pending)
-    for task in tasks:
-        if task not in done and not task.cancelled():
-            task.exception()  # retrieved: an error while being cancelled is not news
+            await asyncio.wait(pending)  # their errors while being cancelled are not news
+    winner = -1
     for index, task in enumerate(tasks):
-        if task in done:
-            task.result()  # re-raises what the winner raised
-            return index
-    raise asyncio.CancelledError  # pragma: no cover - asyncio.wait returned nothing done
+        if winner < 0 and task not in pending:
+            winner = index
+        elif not task.cancelled():
+            task.exception()  # retrieved: the others' errors are not news
+    tasks[winner].result()  # re-raises what the winner raised
+    return winner
 
 
 async def _relay(sub: Subscription, outlet: Outlet, head: bytes) -> None:

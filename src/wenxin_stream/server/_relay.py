@@ -34,7 +34,9 @@ the request that asked for it), and fanned out to any number of :class:`Subscrip
 
 **The log.** Entries are numbered by their index (``seq``) and never change once *claimed*
 (handed to some subscriber's ``send``). Text arriving while the last entry is an unclaimed
-delta is appended to it (up to :data:`MAX_DELTA_CHARS`), so a lagging or absent reader finds a
+delta is appended to it (up to :data:`MAX_DELTA_CHARS`) unless a reader has been woken for it
+and is on its way (then it takes both entries in one batch, one write: a burst of chunks from
+one upstream read keeps its chunks), so a lagging or absent reader finds a
 few larger deltas instead of many small ones — coalescing happens in the shared log, ids stay
 gap-free for everybody, and resume from any id a client has seen is exact. SSE frames are
 encoded once per entry and the same bytes go to every subscriber. The log is bounded by the
@@ -186,6 +188,7 @@ class Generation:
         self._early: list[str] = []
         self._begun = self.loop.create_future()
         self._waiters: list[asyncio.Future[None]] = []
+        self._woken = 0  # readers woken for new entries that have not yet taken them
         self._cancel_reason: str | None = None
         self._finalizing = False
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -235,13 +238,18 @@ class Generation:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+                    self._woken += 1
 
     async def wait_beyond(self, cursor: int) -> None:
         """Return once the log holds an entry at ``cursor`` (or later)."""
         while cursor >= len(self.entries):
             waiter = self.loop.create_future()
             self._waiters.append(waiter)
-            await waiter
+            try:
+                await waiter
+            finally:
+                if waiter.done() and not waiter.cancelled():
+                    self._woken -= 1  # woken by _notify: no longer on its way
 
     def claim(self, last: int) -> None:
         """Entries up to ``last`` are being handed to a client: they are final from now on."""
@@ -278,7 +286,12 @@ class Generation:
     def _place(self, text: str, end_offset: int) -> None:
         """Put text into the log: onto the last delta while it is unclaimed and not full."""
         last = self.entries[-1]
-        if last.kind == DELTA and last.seq > self.claimed and last.size < MAX_DELTA_CHARS:
+        if (
+            last.kind == DELTA
+            and last.seq > self.claimed
+            and not self._woken
+            and last.size < MAX_DELTA_CHARS
+        ):
             last.parts.append(text)
             last.size += len(text)
             last.end_offset = end_offset
