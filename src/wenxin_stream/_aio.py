@@ -84,7 +84,7 @@ class ReadDeadline:
             self._handle = loop.call_at(deadline, self._fire)
         self._task = task
         try:
-            return await awaitable
+            result = await awaitable
         except asyncio.CancelledError:
             if self._expired:
                 self._expired = False
@@ -93,6 +93,10 @@ class ReadDeadline:
             raise
         finally:
             self._task = None
+        if self._expired:  # the awaitable swallowed our cancellation: withdraw it all the same
+            self._expired = False
+            task.uncancel()
+        return result
 
     def _fire(self) -> None:
         self._handle = None

@@ -23,22 +23,26 @@ MASK = "***"
 
 _SECRET_KEYS = "access_token|client_id|client_secret|refresh_token|session_key|session_secret"  # noqa: S105 (key names, not a secret)
 _VALUE_END = r"[^&\s\"'<>,;]*"
+_START = r"(?<![A-Za-z0-9])"
+"""Where a secret may start: not inside an ASCII word. (A word boundary would also refuse a
+start right after a Chinese character, which Python's ``re`` counts as a word character:
+失败access_token=… was not masked.)"""
 
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     # key=value in a query string or form body
-    (re.compile(rf"(?i)\b({_SECRET_KEYS})=({_VALUE_END})"), rf"\1={MASK}"),
+    (re.compile(rf"(?i){_START}({_SECRET_KEYS})=({_VALUE_END})"), rf"\1={MASK}"),
     # "key": "value" in JSON
     (re.compile(rf'(?i)("(?:{_SECRET_KEYS})"\s*:\s*")[^"]*(")'), rf"\1{MASK}\2"),
     # Authorization: <scheme> <credential> / Authorization: <credential>
     (
         re.compile(
-            r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|token)\s+)?[^\s\"',]+"
+            rf"(?i)({_START}authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|token)\s+)?[^\s\"',]+"
         ),
         rf"\1{MASK}",
     ),
-    (re.compile(r"(?i)\b(bearer)\s+(?!\*\*\*)[A-Za-z0-9._~+/=\-]{8,}"), rf"\1 {MASK}"),
-    (re.compile(r"(?i)\bbce-auth-v1/[^\s\"',]+"), f"bce-auth-v1/{MASK}"),
-    (re.compile(r"(?i)\bbce-v3/[^\s\"',;]+"), f"bce-v3/{MASK}"),
+    (re.compile(rf"(?i){_START}(bearer)\s+(?!\*\*\*)[A-Za-z0-9._~+/=\-]{{8,}}"), rf"\1 {MASK}"),
+    (re.compile(rf"(?i){_START}bce-auth-v1/[^\s\"',]+"), f"bce-auth-v1/{MASK}"),
+    (re.compile(rf"(?i){_START}bce-v3/[^\s\"',;]+"), f"bce-v3/{MASK}"),
 )
 
 _GATE = re.compile(r"(?i)token|client_|session_|authorization|bearer|bce-")

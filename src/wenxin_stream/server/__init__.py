@@ -13,17 +13,19 @@ parsing, errors) · ``_relay`` (the generation registry, the per-connection race
 (``/v1/chat/completions``) · ``_conversations`` (CRUD, starting answers, history) ·
 ``_static`` (the page) · ``_openapi`` · ``_app`` (lifespan, routing, safety net). The store,
 keys, limits, metrics and audit log live in ``_store``, ``_keys``, ``_limits``, ``_metrics``
-and ``_audit``.
+and ``_audit``; ``_gc`` schedules garbage collection while serving.
 
 :func:`run_server` runs it in the foreground: it binds the socket, logs one start-up line that
-names the upstream, and on SIGINT/SIGTERM drains (running answers get ``shutdown_grace``
-seconds, the rest end as ``server_shutdown``) *before* uvicorn closes the connections.
+names the upstream, turns CPython's cyclic collector over to :class:`~._gc.Collector`
+(collections at quiet moments, not mid-burst), and on SIGINT/SIGTERM drains (running answers
+get ``shutdown_grace`` seconds, the rest end as ``server_shutdown``) *before* uvicorn closes
+the connections.
 Importing this package does not import uvicorn.
 """
 
 from __future__ import annotations
 
-import gc
+import asyncio
 import signal
 import socket
 import sys
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._app import Server, StartupError, create_app
 from ._config import ServerConfig, ServerConfigError
+from ._gc import Collector
 
 if TYPE_CHECKING:
     import uvicorn
@@ -47,15 +50,6 @@ __all__ = [
     "run_server",
     "uvicorn_server",
 ]
-
-GC_THRESHOLDS = (20_000, 20, 1_000)
-"""The cyclic collector's thresholds while serving (CPython's default is 700, 10, 10). Stream
-state is mostly freed by reference counting; what the collector scans is the live state of
-every open stream, so at thousands of streams a full collection paused the loop for 100–140 ms
-(every chunk in flight late by that much). Young collections now run every 20,000 allocations
-(a few ms each) and full ones about 400 million allocations apart, still gated by CPython's
-rule that a full collection waits until the long-lived heap has grown by 25 %; the memory check
-in bench/compare (five repeated runs) shows whether cyclic garbage accumulates."""
 
 
 def describe_upstream(server: Server) -> str:
@@ -110,11 +104,13 @@ def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
         sock = bind_socket(config.host, config.port)
     url = base_url_of(sock)
 
+    collectors: list[Collector] = []
+
     def ready(server: Server) -> None:
-        # Everything alive now (modules, the app) lives as long as the process: keep it out of
-        # the collector's full scans, whose pauses grow with the heap (thousands of streams).
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        # the cyclic collector off, full collections at quiet moments (see server/_gc.py)
+        collector = Collector(server.metrics, lambda: len(server.relay.running))
+        collector.start(asyncio.get_running_loop())
+        collectors.append(collector)
         line = f"wenxin serve on {url} — upstream: {describe_upstream(server)}"
         if announce is None:
             print(line, file=sys.stderr, flush=True)
@@ -133,6 +129,8 @@ def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
     except KeyboardInterrupt:
         pass  # the SIGINT uvicorn re-raised; the shutdown was already graceful
     finally:
+        for collector in collectors:
+            collector.stop()
         sock.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -51,7 +51,7 @@ DEFAULT_QUEUE_SIZE = 10_000
 _BATCH = 512
 _os_write = os.write  # the one system call the writer makes (tests slow it down or fail it)
 _log = logging.getLogger("wenxin_stream.server.audit")
-_WX_KEY_RE = re.compile(r"\bwx-[A-Za-z0-9_\-]{8,}")
+_WX_KEY_RE = re.compile(r"(?<![A-Za-z0-9])wx-[A-Za-z0-9_\-]{8,}")
 _SECRET_FIELDS = frozenset({"api_key", "authorization", "secret", "password", "access_token"})
 
 

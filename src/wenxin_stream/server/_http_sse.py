@@ -144,13 +144,11 @@ async def race(*coros: Coroutine[Any, Any, Any]) -> int:
         for task in pending:
             task.cancel()
         if pending:
-            await asyncio.wait(pending)  # their errors while being cancelled are not news
-    winner = -1
-    for index, task in enumerate(tasks):
-        if winner < 0 and task not in pending:
-            winner = index
-        elif not task.cancelled():
-            task.exception()  # retrieved: the others' errors are not news
+            await asyncio.wait(pending)
+        for task in tasks:  # retrieved, also when the caller is cancelled: the losers' errors
+            if task.done() and not task.cancelled():  # while being cancelled are not news
+                task.exception()
+    winner = next(index for index, task in enumerate(tasks) if task not in pending)
     tasks[winner].result()  # re-raises what the winner raised
     return winner
 

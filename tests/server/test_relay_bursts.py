@@ -1,0 +1,202 @@
+"""Coalescing in the relay's log: a burst keeps its chunks for a reader on its way, and text
+piles onto one delta while nobody is about to read it.
+
+A scripted upstream delivers *bursts*: several text deltas yielded back to back without
+returning to the event loop, as the SDK does for the events of one upstream read."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from wenxin_stream import EndReason, TextDelta
+from wenxin_stream.server._metrics import Metrics
+from wenxin_stream.server._relay import DELTA, END, START, Generation, Relay, Subscription
+
+
+class BurstUpstream:
+    """Stands in for AsyncChatStream: yields the bursts it is given, until ``finish``."""
+
+    def __init__(self) -> None:
+        self._bursts: asyncio.Queue[tuple[list[str], Callable[[], None] | None] | None] = (
+            asyncio.Queue()
+        )
+        self.end_reason: EndReason | None = None
+
+    def burst(self, *texts: str, then: Callable[[], None] | None = None) -> None:
+        """Deliver ``texts`` in one go; ``then`` runs once the generation has taken them all
+        (before it next waits for the upstream)."""
+        self._bursts.put_nowait((list(texts), then))
+
+    def finish(self) -> None:
+        self._bursts.put_nowait(None)
+
+    async def __aenter__(self) -> BurstUpstream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Any]:
+        while (item := await self._bursts.get()) is not None:
+            texts, then = item
+            for text in texts:
+                yield TextDelta(text)  # no await in between: one loop step for the burst
+            if then is not None:
+                then()
+        self.end_reason = EndReason.COMPLETED
+
+
+async def _noop(gen: Generation) -> None:
+    pass
+
+
+async def _started() -> tuple[Relay, Generation, BurstUpstream]:
+    relay = Relay(Metrics(), on_disconnect="cancel", resume_grace=0.0, max_answer_chars=10_000)
+    upstream = BurstUpstream()
+    gen = relay.start(
+        upstream,  # type: ignore[arg-type]
+        owner="o",
+        model="m",
+        received_at=asyncio.get_running_loop().time(),
+        on_end=_noop,
+    )
+    gen.begin({"model": "m"})
+    await _settle()
+    return relay, gen, upstream
+
+
+async def _settle(steps: int = 5) -> None:
+    """Let the generation (and any reader) run until they wait again."""
+    for _ in range(steps):
+        await asyncio.sleep(0)
+
+
+async def _reader_past_start(relay: Relay, gen: Generation) -> Subscription:
+    sub = relay.attach(gen)
+    [start] = await sub.next_batch()
+    assert start.kind == START
+    return sub
+
+
+def _deltas(gen: Generation) -> list[str]:
+    return [e.text for e in gen.entries if e.kind == DELTA]
+
+
+async def _end(relay: Relay, gen: Generation, upstream: BurstUpstream) -> None:
+    upstream.finish()
+    await asyncio.wait_for(gen.done, 2)
+    assert gen.entries[-1].kind == END
+    assert not relay.running
+
+
+async def test_a_burst_keeps_its_chunks_for_a_waiting_reader() -> None:
+    relay, gen, upstream = await _started()
+    sub = await _reader_past_start(relay, gen)
+    reader = asyncio.create_task(sub.next_batch())
+    await _settle()
+    assert not reader.done()  # waiting in next_batch
+    upstream.burst("一", "二", "三")
+    batch = await asyncio.wait_for(reader, 1)
+    assert [e.text for e in batch] == ["一", "二", "三"]  # one entry per chunk
+    assert [e.seq for e in batch] == [1, 2, 3]
+    assert gen.claimed == 3
+    assert gen._woken == 0  # private: the reader arrived, nobody is on the way any more
+    await _end(relay, gen, upstream)
+
+
+async def test_without_a_waiting_reader_a_burst_is_one_delta() -> None:
+    relay, gen, upstream = await _started()
+    upstream.burst("一", "二", "三")  # nobody attached
+    await _settle()
+    assert _deltas(gen) == ["一二三"]
+    upstream.burst("四", "五")  # a second read: still unclaimed, still one delta
+    await _settle()
+    assert _deltas(gen) == ["一二三四五"]
+    assert gen.entries[-1].end_offset == 5
+
+    sub = relay.attach(gen)  # attached but not asking: the same
+    assert [e.kind for e in await sub.next_batch()] == [START, DELTA]
+    upstream.burst("六", "七")
+    upstream.burst("八")
+    await _settle()
+    assert _deltas(gen) == ["一二三四五", "六七八"]  # the claimed delta is final
+    batch = await sub.next_batch()
+    assert [e.text for e in batch] == ["六七八"]
+    await _end(relay, gen, upstream)
+
+
+async def test_a_reader_busy_writing_finds_the_next_bursts_coalesced() -> None:
+    relay, gen, upstream = await _started()
+    sub = await _reader_past_start(relay, gen)
+    reader = asyncio.create_task(sub.next_batch())
+    await _settle()
+    upstream.burst("a", "b")
+    assert [e.text for e in await asyncio.wait_for(reader, 1)] == ["a", "b"]
+    upstream.burst("c", "d")  # the reader is "writing" its batch: not waiting
+    upstream.burst("e")
+    await _settle()
+    assert [e.text for e in await sub.next_batch()] == ["cde"]
+    await _end(relay, gen, upstream)
+
+
+async def test_a_woken_reader_cancelled_on_its_way_does_not_stop_coalescing() -> None:
+    relay, gen, upstream = await _started()
+    sub = await _reader_past_start(relay, gen)
+    reader = asyncio.create_task(sub.next_batch())
+    await _settle()
+    woken_at_cancel: list[int] = []
+
+    def cancel_reader() -> None:  # woken, but it has not run yet: cancel it on its way
+        woken_at_cancel.append(gen._woken)
+        reader.cancel()
+
+    upstream.burst("a", "b", then=cancel_reader)
+    await asyncio.wait([reader], timeout=1)
+    assert reader.cancelled()
+    assert woken_at_cancel == [1]  # the premise: it had been woken for the burst
+    assert _deltas(gen) == ["a", "b"]  # chunks kept for it...
+    # private counter, asserted on purpose: a reader that never arrives must not keep
+    # coalescing switched off for the rest of the answer
+    assert gen._woken == 0
+    upstream.burst("c", "d")
+    await _settle()
+    assert _deltas(gen) == ["a", "bcd"]  # ...and nobody on the way now: coalesced again
+    batch = await sub.next_batch()  # the subscription itself is still usable
+    assert [e.text for e in batch] == ["a", "bcd"]
+    await _end(relay, gen, upstream)
+
+
+async def test_a_reader_cancelled_while_waiting_leaves_coalescing_on() -> None:
+    relay, gen, upstream = await _started()
+    sub = await _reader_past_start(relay, gen)
+    reader = asyncio.create_task(sub.next_batch())
+    await _settle()
+    reader.cancel()  # gone before any text: its waiter is cancelled, never woken
+    await asyncio.wait([reader], timeout=1)
+    assert reader.cancelled()
+    upstream.burst("x", "y", "z")
+    await _settle()
+    assert gen._woken == 0  # private, see above
+    assert _deltas(gen) == ["xyz"]
+    await _end(relay, gen, upstream)
+
+
+async def test_several_waiting_readers_each_take_the_whole_burst() -> None:
+    relay, gen, upstream = await _started()
+    subs = [await _reader_past_start(relay, gen) for _ in range(3)]
+    readers = [asyncio.create_task(sub.next_batch()) for sub in subs]
+    await _settle()
+    upstream.burst("甲", "乙")
+    batches = await asyncio.wait_for(asyncio.gather(*readers), 1)
+    assert [[e.text for e in batch] for batch in batches] == [["甲", "乙"]] * 3
+    assert batches[0][0] is batches[1][0]  # the same shared entries
+    assert gen._woken == 0  # private, see above
+    upstream.burst("丙", "丁")  # nobody waiting now
+    await _settle()
+    assert _deltas(gen) == ["甲", "乙", "丙丁"]
+    await _end(relay, gen, upstream)
