@@ -74,29 +74,36 @@ class ReadDeadline:
         loop = self._loop
         deadline = loop.time() + timeout
         self._deadline = deadline
-        task = asyncio.current_task(loop)  # with the loop given: a dict lookup, no syscall
-        if task is None:
+        # the task lives only in self._task, never in a local of this frame: a cancellation
+        # leaving through here keeps the frame in its traceback, and a frame that refers to
+        # the task (which refers to the error) would make every cancelled stream a cycle
+        self._task = asyncio.current_task(loop)  # with the loop given: no syscall
+        if self._task is None:
             raise RuntimeError("ReadDeadline.wait must be awaited in a task of its loop")
         handle = self._handle
         if handle is None or handle.when() > deadline + TOLERANCE:
             if handle is not None:
                 handle.cancel()
             self._handle = loop.call_at(deadline, self._fire)
-        self._task = task
         try:
             result = await awaitable
+            if self._expired:  # the awaitable swallowed our cancellation: withdraw it anyway
+                self._expired = False
+                self._withdraw()
+            return result
         except asyncio.CancelledError:
             if self._expired:
                 self._expired = False
-                if task.uncancel() == 0:
+                if self._withdraw() == 0:
                     raise TimeoutError from None
             raise
         finally:
             self._task = None
-        if self._expired:  # the awaitable swallowed our cancellation: withdraw it all the same
-            self._expired = False
-            task.uncancel()
-        return result
+
+    def _withdraw(self) -> int:
+        task = self._task
+        assert task is not None
+        return task.uncancel()
 
     def _fire(self) -> None:
         self._handle = None

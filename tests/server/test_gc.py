@@ -68,10 +68,15 @@ def test_streams_leave_no_cyclic_garbage(
                 f"/api/conversations/{conversation}/messages", json={"content": question}
             )
             assert b"event: end" in answer.content
+        slow = paced("讲讲流式输出", "ttft=0;interval=0.05;chunks=40")
+        for _ in range(12):  # clients that leave mid-answer: generations cancelled
+            request = {**body, "messages": [{"role": "user", "content": slow}]}
+            with client.stream("POST", "/v1/chat/completions", json=request) as leaving:
+                next(leaving.iter_bytes())
         response = client.post("/v1/chat/completions", json={**body, "stream": False})
         assert response.status_code == 200
-        asyncio.run(asyncio.sleep(0.2))  # past the resume grace: finished streams forgotten
-        # per stream: 41 streams ran; a one-off (uvicorn configures logging lazily) is not
+        asyncio.run(asyncio.sleep(0.3))  # past the resume grace; cancelled streams finalized
+        # per stream: 53 streams ran; a one-off (uvicorn configures logging lazily) is not
         repeated = {kind: n for kind, n in _our_garbage().items() if n >= 10}
         assert repeated == {}
 

@@ -34,7 +34,7 @@ from .._exceptions import InvalidRequestError
 from .._ratelimit import DEFAULT_ANSWER_TOKENS, estimate_tokens
 from .._sse import DONE_EVENT
 from ._auth import Context, HTTPError, read_json, required_str
-from ._http_sse import SSE_HEADERS, Outlet, heartbeat, race, wait_for_disconnect
+from ._http_sse import SSE_HEADERS, Outlet, race, wait_for_disconnect, watch
 from ._relay import DELTA, END, Entry, Generation, Subscription, usage_dict
 
 if TYPE_CHECKING:
@@ -284,8 +284,7 @@ async def _stream(
     try:
         winner = await race(
             _relay(sub, outlet, chunks),
-            wait_for_disconnect(receive),
-            heartbeat(outlet, PING, config.ping_interval, config.stall_timeout),
+            watch(receive, outlet, PING, config.ping_interval, config.stall_timeout),
         )
         if winner == 0:
             gone = False

@@ -19,13 +19,13 @@ the request that asked for it), and fanned out to any number of :class:`Subscrip
                     cursor=7              cursor=3 (lags)       resume: from
                                                                 Last-Event-ID+1
 
-    one client connection (SSE) = one task group; the first task to finish cancels the rest:
+    one client connection (SSE) = two tasks; the first to finish cancels the other:
 
-        ┌── relay ──────────────┐  ┌── disconnect listener ──┐  ┌── heartbeat ────────────────┐
-        │ next_batch()          │  │ await receive() until   │  │ `: ping` after each         │
-        │ one write per batch   │  │ http.disconnect         │  │ ping_interval of silence;   │
-        │ returns at `end`      │  │                         │  │ returns if a write stalls   │
-        └───────────────────────┘  └─────────────────────────┘  └─────────────────────────────┘
+        ┌── relay ──────────────┐  ┌── watcher (disconnect listener + heartbeat) ──────────┐
+        │ next_batch()          │  │ await receive() until http.disconnect, cut at each    │
+        │ one write per batch   │  │ heartbeat step: `: ping` after each ping_interval of  │
+        │ returns at `end`      │  │ silence; returns if a write stalls                    │
+        └───────────────────────┘  └───────────────────────────────────────────────────────┘
            finished: complete the response │ gone / stalled: detach (→ grace timer)
            leaving always closes the subscription (finally: relay.detach)
 
