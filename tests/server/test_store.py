@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wenxin_stream.server import _store
+from wenxin_stream.server import _sqlite, _store
 from wenxin_stream.server._keys import AmbiguousKeyError, hash_key, looks_like_key
 from wenxin_stream.server._store import (
     ConversationNotFoundError,
@@ -410,8 +410,8 @@ def test_helpers() -> None:
     assert now[10] == "T"
     assert now.endswith("Z")
     assert default_title("  a \n b  ") == "a b"
-    assert _store.SQLITE.sql("a = ? AND b = ?") == "a = ? AND b = ?"
-    assert _store.POSTGRESQL.sql("a = ? AND b = ?") == "a = %s AND b = %s"
+    assert _sqlite.SQLITE.sql("a = ? AND b = ?") == "a = ? AND b = ?"
+    assert _sqlite.POSTGRESQL.sql("a = ? AND b = ?") == "a = %s AND b = %s"
 
 
 async def test_a_locked_database_fails_cleanly_and_reads_go_on(tmp_path: Path) -> None:
@@ -442,7 +442,7 @@ async def test_a_locked_database_fails_cleanly_and_reads_go_on(tmp_path: Path) -
 
 
 async def test_a_failed_commit_fails_the_whole_batch(store: SQLiteStore) -> None:
-    def sabotage(db: _store._Db) -> None:
+    def sabotage(db: _sqlite.Db) -> None:
         db.conn.execute("COMMIT")  # ends the worker's transaction behind its back
 
     with pytest.raises(StoreError, match="database error"):
@@ -451,7 +451,7 @@ async def test_a_failed_commit_fails_the_whole_batch(store: SQLiteStore) -> None
 
 
 async def test_batches_are_bounded(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_store, "BATCH_LIMIT", 4)
+    monkeypatch.setattr(_sqlite, "BATCH_LIMIT", 4)
     jobs, transactions = store.stats
     await asyncio.gather(*(store.count_active_keys() for _ in range(40)))
     new_jobs, new_transactions = store.stats

@@ -4,10 +4,11 @@ Theory of operation
 ===================
 
 **One thread owns the database.** :class:`SQLiteStore` opens one ``sqlite3`` connection in
-one dedicated worker thread and never touches it from anywhere else. Every async method wraps
+one dedicated worker thread (the machinery is in ``_sqlite``) and never touches it from
+anywhere else. Every async method wraps
 its work in a small function of the connection, queues it, and awaits a future; the event loop
 never waits for the disk. The worker takes a job and, in the same breath, every job queued
-behind it (up to :data:`BATCH_LIMIT`), runs them in **one transaction** (each in its own
+behind it (up to ``_sqlite.BATCH_LIMIT``), runs them in **one transaction** (each in its own
 ``SAVEPOINT``, so one failing job does not undo the others), commits once, then resolves all
 their futures with a single wake-up of the loop. Many concurrent streams therefore share
 commits instead of queueing for one commit each (group commit), and the loop is woken once per
@@ -29,7 +30,7 @@ database newer than this code is refused.
 ``INTEGER``, ``DOUBLE PRECISION``, ``CREATE … IF NOT EXISTS``, ``LIMIT``, plain subqueries; no
 ``INSERT OR …``, no ``AUTOINCREMENT``, no ``rowid``; ids are generated here, times are ISO
 8601 UTC strings of fixed width (so they sort as text), ``usage`` is JSON text. Parameters are
-written as ``?`` and converted by :meth:`_Dialect.sql` (the one place); related rows are
+written as ``?`` and converted by ``_sqlite.Dialect.sql`` (the one place); related rows are
 deleted explicitly rather than through ``ON DELETE CASCADE``. A PostgreSQL store would be a
 second worker (an asyncpg/psycopg pool) over the same SQL and the same operation functions.
 
@@ -41,26 +42,22 @@ missing one (the API answers 404 for both).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import queue
 import secrets
 import sqlite3
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar, cast
+from typing import Any, Protocol, Self, TypeVar
 
 from .._exceptions import WenxinError
 from . import _keys
 from ._keys import KEYS_TABLE, AmbiguousKeyError, KeyRecord
+from ._sqlite import Db, Job, Worker, connect, transact
 
 __all__ = [
-    "BATCH_LIMIT",
     "MESSAGE_STATUSES",
     "MIGRATIONS",
     "ROLES",
@@ -87,9 +84,6 @@ MESSAGE_STATUSES = frozenset({"complete", "partial", "streaming"})
 
 ROLES = frozenset({"user", "assistant", "system"})
 """Roles a stored message may have."""
-
-BATCH_LIMIT = 256
-"""Most jobs the worker runs in one transaction."""
 
 TITLE_LENGTH = 30
 """An untitled conversation is named after the first characters of its first question."""
@@ -220,24 +214,6 @@ class Store(Protocol):
 # -- SQL: one text for SQLite and PostgreSQL --------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Dialect:
-    """What differs between databases: the parameter marker and how a write begins."""
-
-    name: str
-    placeholder: str
-    begin_read: str
-    begin_write: str
-
-    def sql(self, text: str) -> str:
-        """``text`` with its ``?`` markers in this dialect's style (our SQL has no literal
-        question marks)."""
-        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
-
-
-SQLITE = _Dialect("sqlite", "?", "BEGIN", "BEGIN IMMEDIATE")
-POSTGRESQL = _Dialect("postgresql", "%s", "BEGIN", "BEGIN")  # for the planned store
-
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1: keys, conversations, messages
         KEYS_TABLE,
@@ -272,33 +248,10 @@ _INSERT_MESSAGE = (
 _SELECT_MESSAGES = f"SELECT {_MSG} FROM messages WHERE conversation_id = ? ORDER BY seq"  # noqa: S608
 
 
-class _Db:
-    """A connection plus its dialect: every statement passes through :meth:`run`."""
-
-    __slots__ = ("conn", "dialect")
-
-    def __init__(self, conn: sqlite3.Connection, dialect: _Dialect = SQLITE) -> None:
-        self.conn = conn
-        self.dialect = dialect
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Execute one statement; the number of rows it changed."""
-        return self.conn.execute(self.dialect.sql(sql), params).rowcount
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        """The first row of a query, or ``None``."""
-        row = self.conn.execute(self.dialect.sql(sql), params).fetchone()
-        return cast("tuple[Any, ...] | None", row)
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Every row of a query."""
-        return self.conn.execute(self.dialect.sql(sql), params).fetchall()
-
-
 # -- operations: plain functions of a connection, run inside a transaction -----------------
 
 
-def _migrate(db: _Db) -> None:
+def _migrate(db: Db) -> None:
     db.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = db.one("SELECT MAX(version) FROM schema_version")
     current = (row[0] if row else None) or 0
@@ -320,7 +273,7 @@ def _message(row: tuple[Any, ...]) -> MessageRecord:
 
 
 def _create_conversation(
-    db: _Db, owner: str, title: str | None, model: str, system: str | None
+    db: Db, owner: str, title: str | None, model: str, system: str | None
 ) -> ConversationRecord:
     now = utc_now()
     record = ConversationRecord(new_id("c_"), owner, title or "", model, system, now, now, 0)
@@ -329,13 +282,13 @@ def _create_conversation(
     return record
 
 
-def _get_conversation(db: _Db, owner: str, cid: str) -> ConversationRecord | None:
+def _get_conversation(db: Db, owner: str, cid: str) -> ConversationRecord | None:
     row = db.one(_SELECT_CONVERSATIONS + " AND id = ?", (owner, cid))
     return None if row is None else ConversationRecord(*row)
 
 
 def _add_message(
-    db: _Db, owner: str, cid: str, role: str, content: str, model: str | None, status: str
+    db: Db, owner: str, cid: str, role: str, content: str, model: str | None, status: str
 ) -> MessageRecord:
     row = db.one(
         "SELECT title, message_count FROM conversations WHERE id = ? AND owner = ?", (cid, owner)
@@ -361,7 +314,7 @@ def _add_message(
     return record
 
 
-def _list_conversations(db: _Db, owner: str, limit: int) -> list[ConversationRecord]:
+def _list_conversations(db: Db, owner: str, limit: int) -> list[ConversationRecord]:
     rows = db.all(
         _SELECT_CONVERSATIONS + " ORDER BY updated_at DESC, id DESC LIMIT ?",
         (owner, limit),
@@ -369,7 +322,7 @@ def _list_conversations(db: _Db, owner: str, limit: int) -> list[ConversationRec
     return [ConversationRecord(*row) for row in rows]
 
 
-def _get_messages(db: _Db, owner: str, cid: str) -> list[MessageRecord]:
+def _get_messages(db: Db, owner: str, cid: str) -> list[MessageRecord]:
     if _get_conversation(db, owner, cid) is None:
         return []
     rows = db.all(_SELECT_MESSAGES, (cid,))
@@ -382,7 +335,7 @@ _UPDATE_MESSAGE = (
 )
 
 
-def _delete_conversation(db: _Db, owner: str, cid: str) -> bool:
+def _delete_conversation(db: Db, owner: str, cid: str) -> bool:
     if _get_conversation(db, owner, cid) is None:
         return False
     db.run("DELETE FROM messages WHERE conversation_id = ?", (cid,))
@@ -390,21 +343,6 @@ def _delete_conversation(db: _Db, owner: str, cid: str) -> bool:
 
 
 # -- the SQLite connection and its worker thread ---------------------------------------------
-
-
-def _connect(path: str, busy_timeout: float) -> _Db:
-    if path != ":memory:":
-        file = Path(path)
-        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(file, os.O_RDWR | os.O_CREAT, 0o600))  # private before SQLite opens it
-    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-    except sqlite3.Error:
-        conn.close()
-        raise
-    return _Db(conn)
 
 
 def _translate(exc: BaseException, path: str) -> BaseException:
@@ -419,140 +357,6 @@ def _translate(exc: BaseException, path: str) -> BaseException:
     return error
 
 
-def _transact(db: _Db, op: Callable[[_Db], _T], *, write: bool) -> _T:
-    """Run ``op`` in its own transaction (the synchronous path)."""
-    db.conn.execute(db.dialect.begin_write if write else db.dialect.begin_read)
-    try:
-        result = op(db)
-    except BaseException:
-        db.conn.execute("ROLLBACK")
-        raise
-    db.conn.execute("COMMIT")
-    return result
-
-
-class _Job:
-    __slots__ = ("error", "future", "loop", "op", "result", "write")
-
-    def __init__(
-        self,
-        op: Callable[[_Db], Any] | None,
-        write: bool,
-        future: asyncio.Future[Any],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self.op = op  # None: close the connection and stop
-        self.write = write
-        self.future = future
-        self.loop = loop
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-class _Worker:
-    """The thread that owns the connection and runs queued jobs in batches."""
-
-    def __init__(self, path: str, busy_timeout: float) -> None:
-        self._path = path
-        self._busy_timeout = busy_timeout
-        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._db: _Db | None = None
-        self._thread = threading.Thread(target=self._run, name="wenxin-store", daemon=True)
-        self.batches = 0
-        """Transactions committed (jobs / batches = how much group commit saved)."""
-        self.jobs = 0
-        """Jobs run."""
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, job: _Job) -> None:
-        self._queue.put(job)
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def _run(self) -> None:
-        closing: _Job | None = None
-        while closing is None:
-            job = self._queue.get()
-            batch: list[_Job] = []
-            while True:
-                if job.op is None:
-                    closing = job
-                    break
-                batch.append(job)
-                if len(batch) >= BATCH_LIMIT:
-                    break
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._execute(batch)
-        if self._db is not None:
-            self._db.conn.close()
-        self._deliver([closing])
-
-    def _execute(self, batch: list[_Job]) -> None:
-        try:
-            if self._db is None:
-                self._db = _connect(self._path, self._busy_timeout)
-            db = self._db
-            db.conn.execute(
-                db.dialect.begin_write if any(j.write for j in batch) else db.dialect.begin_read
-            )
-        except Exception as exc:
-            for job in batch:
-                job.error = exc
-            self._deliver(batch)
-            return
-        try:
-            if len(batch) == 1:
-                job = batch[0]
-                try:
-                    job.result = job.op(db)  # type: ignore[misc]
-                except Exception as exc:
-                    job.error = exc
-            else:
-                for job in batch:
-                    db.conn.execute("SAVEPOINT job")
-                    try:
-                        job.result = job.op(db)  # type: ignore[misc]
-                    except Exception as exc:
-                        job.error = exc
-                        db.conn.execute("ROLLBACK TO SAVEPOINT job")
-                    db.conn.execute("RELEASE SAVEPOINT job")
-            failed = len(batch) == 1 and batch[0].error is not None
-            db.conn.execute("ROLLBACK" if failed else "COMMIT")
-        except sqlite3.Error as exc:  # the transaction itself failed: nothing was written
-            if db.conn.in_transaction:
-                db.conn.execute("ROLLBACK")
-            for job in batch:
-                job.result, job.error = None, exc
-        self.batches += 1
-        self.jobs += len(batch)
-        self._deliver(batch)
-
-    def _deliver(self, jobs: list[_Job]) -> None:
-        """Resolve the futures of ``jobs``, one loop wake-up per event loop."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-        for job in jobs:
-            by_loop.setdefault(job.loop, []).append(job)
-        for loop, group in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
-                loop.call_soon_threadsafe(self._resolve, group)
-
-    def _resolve(self, jobs: list[_Job]) -> None:
-        for job in jobs:
-            if job.future.done():  # the caller was cancelled; the work was still done
-                continue
-            if job.error is not None:
-                job.future.set_exception(_translate(job.error, self._path))
-            else:
-                job.future.set_result(job.result)
-
-
 # -- the stores ------------------------------------------------------------------------------
 
 
@@ -563,7 +367,7 @@ def _check_choice(name: str, value: str, allowed: frozenset[str]) -> None:
 
 def _create_key_op(
     name: str, rpm: int | None, tpm: int | None, max_streams: int | None
-) -> Callable[[_Db], tuple[KeyRecord, str]]:
+) -> Callable[[Db], tuple[KeyRecord, str]]:
     name = _keys.check_key_args(name, rpm, tpm, max_streams)
     key_id, now = new_id("k_"), utc_now()
     return lambda db: _keys.insert_key(
@@ -571,7 +375,7 @@ def _create_key_op(
     )
 
 
-def _revoke_key_op(ident: str) -> Callable[[_Db], KeyRecord | None]:
+def _revoke_key_op(ident: str) -> Callable[[Db], KeyRecord | None]:
     now = utc_now()
     return lambda db: _keys.revoke_key_row(db, ident, now=now)
 
@@ -588,7 +392,7 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.path = os.fspath(path)
         self._busy_timeout = busy_timeout
-        self._worker: _Worker | None = None
+        self._worker: Worker | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -603,13 +407,13 @@ class SQLiteStore:
     ) -> None:
         await self.close()
 
-    async def _call(self, op: Callable[[_Db], _T], *, write: bool) -> _T:
+    async def _call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
         worker = self._worker
         if worker is None or self._closed:
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
-        worker.submit(_Job(op, write, future, loop))
+        worker.submit(Job(op, write, future, loop))
         return await future
 
     @property
@@ -621,7 +425,7 @@ class SQLiteStore:
         """Start the worker, open the database (creating it) and migrate its schema."""
         if self._worker is not None:
             raise StoreError("the store was already opened")
-        self._worker = _Worker(self.path, self._busy_timeout)
+        self._worker = Worker(self.path, self._busy_timeout, lambda exc: _translate(exc, self.path))
         self._worker.start()
         try:
             await self._call(_migrate, write=True)
@@ -637,7 +441,7 @@ class SQLiteStore:
         self._closed = True
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        worker.submit(_Job(None, False, done, loop))
+        worker.submit(Job(None, False, done, loop))
         await asyncio.shield(done)
         worker.join()  # it delivered its last result and is returning: no real wait
 
@@ -768,7 +572,7 @@ class SyncKeyAdmin:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.path = os.fspath(path)
         try:
-            self._db = _connect(self.path, busy_timeout)
+            self._db = connect(self.path, busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise _translate(exc, self.path) from None
         try:
@@ -777,9 +581,9 @@ class SyncKeyAdmin:
             self.close()
             raise
 
-    def _run(self, op: Callable[[_Db], _T], *, write: bool) -> _T:
+    def _run(self, op: Callable[[Db], _T], *, write: bool) -> _T:
         try:
-            return _transact(self._db, op, write=write)
+            return transact(self._db, op, write=write)
         except (OSError, sqlite3.Error) as exc:
             raise _translate(exc, self.path) from None
 
