@@ -13,14 +13,15 @@ does everything a fresh machine needs and leaves one report, ``bench/RESULTS.md`
                 LiteLLM proxy                 taskset -c 0   one worker, master key
                 wenxin serve                  taskset -c 0   API key, limits, metrics, audit
                 each one polled until ready, then smoke-tested with one paced stream
+    ttft        first, on the freshly started relays: one stream at a time, TTFT 0, rounds
+                of sequential requests per target, interleaved so drifting background load
+                hits every target alike, each round after a few unmeasured requests; the TTFT
+                a relay adds is its percentile minus the direct percentile
     suites      fast (TTFT 200 ms, 64 chunks every 20 ms) and ERNIE-paced (TTFT 500 ms,
                 12 chunks every 400 ms): per target, `wenxin bench --find-max`'s search and
                 criteria, one `wenxin bench --concurrency N` per step (pinned to CPU 1,
                 sampling the relay's and the emulator's CPU and RSS with --pid) so that a
                 failed step can be run again before it counts
-    ttft        one stream at a time, TTFT 0: rounds of sequential requests per target,
-                interleaved so drifting background load hits every target alike; the TTFT a
-                relay adds is its percentile minus the direct percentile
     memory      a fresh `wenxin serve`: idle RSS, RSS with N streams open (two N: the slope is
                 the marginal cost of one stream), then 5 identical runs with the RSS after each
     sdk         bench/sdk_throughput.py for our AsyncClient and Client (.venv) and openai
@@ -82,6 +83,9 @@ WENXIN = VENV / "wenxin"
 MODEL = "ernie-4.0-8k"
 EMULATE_ARGS = ["emulate", "--port", "0", "--ttft", "0", "--interval", "0", "--v2-interval", "0"]
 """No pacing of its own: every request paces itself with its directive."""
+TTFT_PRIME = 5
+"""Unmeasured requests sent to a target just before each of its TTFT rounds (see ttft())."""
+
 SERVE_RESUME_GRACE = 5.0
 """`wenxin serve` keeps a finished stream resumable this long (its default ``resume-grace``)."""
 UPSTREAM_KEY = "bce-v3/ALTAK-bench/compare"
@@ -966,6 +970,16 @@ class Compare:
         for r in range(p.ttft_rounds):
             for name in names:
                 self.settle(self.targets[name])
+                # a few unmeasured requests right before every round, for every target: the
+                # relay's core may have idled (settle), and waking an idle virtual CPU costs
+                # the first request a few ms that no relay can help
+                self.bench(
+                    self.targets[name],
+                    self.raw / "ttft" / f"prime-{name}-{r + 1}",
+                    ["--pacing", pacing, "--concurrency", "1", "--requests", str(TTFT_PRIME)],
+                    60,
+                    f"ttft/prime-{name}",
+                )
                 doc = self.bench(
                     self.targets[name],
                     self.raw / "ttft" / f"{name}-{r + 1}",
@@ -1228,10 +1242,10 @@ class Compare:
                 self.install()
                 self.describe()
                 self.start_relays()
+                if not self.args.skip_ttft:
+                    self.ttft()  # first: per-request overhead, not recovery from the suites
                 if self.args.suites:
                     self.run_suites()
-                if not self.args.skip_ttft:
-                    self.ttft()
                 if not self.args.skip_memory and "serve" in self.selected_targets:
                     self.memory()
                 if not self.args.skip_sdk:
@@ -1553,6 +1567,12 @@ def render(s: dict[str, Any], prefix: str, args: argparse.Namespace) -> str:
         lines += [f"- {e.splitlines()[0] if e else e}" for e in s["errors"]] + [""]
     lines += ["## Targets", "", "| goal | measured | verdict |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in targets_check(s)] + [""]
+    analysis = "PROFILE.md" if prefix else "../../PROFILE.md"
+    lines += [
+        f"Where a target is missed, [`bench/PROFILE.md`]({analysis}) shows the profiles, what "
+        "was changed because of them and what remains.",
+        "",
+    ]
 
     lines += [
         "## Machine",

@@ -45,13 +45,22 @@ async def ours_async(args: argparse.Namespace, fault: str) -> list[int]:
     from wenxin_stream import AsyncClient, Limits, TextDelta
 
     async with AsyncClient(
-        environ={}, bearer_token=KEY, v2_base_url=args.url, model=MODEL,
+        environ={},
+        bearer_token=KEY,
+        v2_base_url=args.url,
+        model=MODEL,
         limits=Limits(max_connections=args.streams + 10),
     ) as client:
+
         async def one(i: int) -> int:
             n = 0
             async with client.chat.stream(
-                messages=[{"role": "user", "content": f"{_messages(i)[0]['content']} [[wenxin:fault {fault}]]"}]
+                messages=[
+                    {
+                        "role": "user",
+                        "content": f"{_messages(i)[0]['content']} [[wenxin:fault {fault}]]",
+                    }
+                ]
             ) as stream:
                 async for event in stream:
                     if type(event) is TextDelta:
@@ -66,9 +75,13 @@ def ours_sync(args: argparse.Namespace, fault: str) -> list[int]:
 
     results = [0] * args.streams
     with Client(
-        environ={}, bearer_token=KEY, v2_base_url=args.url, model=MODEL,
+        environ={},
+        bearer_token=KEY,
+        v2_base_url=args.url,
+        model=MODEL,
         limits=Limits(max_connections=args.streams + 10),
     ) as client:
+
         def one(i: int) -> None:
             with client.chat.stream(
                 messages=f"{_messages(i)[0]['content']} [[wenxin:fault {fault}]]"
@@ -94,7 +107,9 @@ async def openai_async(args: argparse.Namespace, fault: str, *, aiohttp: bool) -
     async def one(i: int) -> int:
         n = 0
         stream = await client.chat.completions.create(
-            model=MODEL, messages=_messages(i), stream=True,  # type: ignore[arg-type]
+            model=MODEL,
+            messages=_messages(i),
+            stream=True,  # type: ignore[arg-type]
             extra_headers={"X-Wenxin-Fault": fault},
         )
         async for chunk in stream:
@@ -117,7 +132,9 @@ async def qianfan_async(args: argparse.Namespace, fault: str) -> list[int]:
 
     async def one(i: int) -> int:
         n = 0
-        msgs = [{"role": "user", "content": f"{_messages(i)[0]['content']} [[wenxin:fault {fault}]]"}]
+        msgs = [
+            {"role": "user", "content": f"{_messages(i)[0]['content']} [[wenxin:fault {fault}]]"}
+        ]
         async for resp in await chat.ado(messages=msgs, stream=True):
             for choice in resp.body.get("choices", []):
                 if choice.get("delta", {}).get("content"):
@@ -129,7 +146,9 @@ async def qianfan_async(args: argparse.Namespace, fault: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("client", choices=["ours-async", "ours-sync", "openai", "openai-aiohttp", "qianfan-async"])
+    parser.add_argument(
+        "client", choices=["ours-async", "ours-sync", "openai", "openai-aiohttp", "qianfan-async"]
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8866")
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--chunks", type=int, default=64)
@@ -139,8 +158,9 @@ def main() -> None:
     fault = f"ttft={args.ttft};interval={args.interval};chunks={args.chunks}"
     # imports first, so the baseline RSS includes them
     if args.client.startswith("ours"):
+        import aiohttp  # noqa: F401
+
         import wenxin_stream  # noqa: F401
-        import aiohttp, urllib3  # noqa: F401, E401
     elif args.client.startswith("openai"):
         import openai  # noqa: F401
     else:
@@ -170,19 +190,23 @@ def main() -> None:
     stop.set()
     sampler.join()
     chunks = sum(counts)
-    print(json.dumps({
-        "client": args.client,
-        "streams": args.streams,
-        "complete": sum(1 for c in counts if c == args.chunks),
-        "chunks": chunks,
-        "wall_s": round(wall, 3),
-        "cpu_s": round(cpu, 3),
-        "cpu_ms_per_1000_chunks": round(cpu / max(chunks, 1) * 1e6, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "baseline_rss_mb": round(baseline, 1),
-        "fds_before": peak_fds[0],
-        "peak_fds": max(peak_fds),
-    }))
+    print(
+        json.dumps(
+            {
+                "client": args.client,
+                "streams": args.streams,
+                "complete": sum(1 for c in counts if c == args.chunks),
+                "chunks": chunks,
+                "wall_s": round(wall, 3),
+                "cpu_s": round(cpu, 3),
+                "cpu_ms_per_1000_chunks": round(cpu / max(chunks, 1) * 1e6, 1),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "baseline_rss_mb": round(baseline, 1),
+                "fds_before": peak_fds[0],
+                "peak_fds": max(peak_fds),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
