@@ -131,7 +131,7 @@ async def test_wait_raises_timeout_error_and_cancels_the_read() -> None:
     with pytest.raises(TimeoutError):
         await deadline.wait(future, 0.05)
     elapsed = loop.time() - start
-    assert 0.05 - SLACK <= elapsed < 0.3
+    assert 0.05 - SLACK <= elapsed < 1.0
     assert future.cancelled()
     task = asyncio.current_task()
     assert task is not None
@@ -159,9 +159,9 @@ async def test_the_deadline_is_per_read_not_per_stream() -> None:
     by the first read, fires during a later read and must re-arm instead of expiring it."""
     loop = asyncio.get_running_loop()
     deadline = ReadDeadline(loop)
-    timeout = 0.1
+    timeout = 0.25  # ten times a read: a busy CI machine does not make one read expire
     start = loop.time()
-    for n in range(9):
+    for n in range(24):
         assert await deadline.wait(asyncio.sleep(0.025, n), timeout) == n
     assert loop.time() - start > 2 * timeout  # the premise: several timeouts in total
     # the re-armed timer still expires a read that takes too long, on time
@@ -180,7 +180,7 @@ async def test_a_timer_firing_between_reads_is_rearmed_by_the_next_read() -> Non
     start = loop.time()
     with pytest.raises(TimeoutError):
         await deadline.wait(_never(loop), 0.03)
-    assert 0.03 - SLACK <= loop.time() - start < 0.3
+    assert 0.03 - SLACK <= loop.time() - start < 1.0
     deadline.close()
 
 

@@ -96,7 +96,10 @@ def test_collector_schedule_and_metrics() -> None:
         await asyncio.sleep(0.1)
         busy = int(collector.collections.labels().value)  # busy: nothing collected
         open_streams[0] = 3
-        await asyncio.sleep(0.1)
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if collector.collections.labels().value >= 2:
+                break
         quiet = int(collector.collections.labels().value)
         collector.stop()
         return busy, quiet, enabled_while_serving
@@ -121,7 +124,10 @@ def test_collector_runs_when_overdue_however_busy() -> None:
 
     async def scenario() -> int:
         collector.start(asyncio.get_running_loop())
-        await asyncio.sleep(0.08)
+        for _ in range(200):  # a full collection of the test process may take a while
+            await asyncio.sleep(0.01)
+            if collector.collections.labels().value >= 2:
+                break
         collector.stop()
         return int(collector.collections.labels().value)
 
