@@ -131,11 +131,10 @@ async def watch(
     try:
         while (wake := await _beat(outlet, ping, interval, stall_timeout)) is not None:
             try:
-                message = await deadline.wait(receive(), wake - outlet.loop.time())
+                await deadline.wait(wait_for_disconnect(receive), wake - outlet.loop.time())
             except TimeoutError:
                 continue
-            if message["type"] == "http.disconnect":
-                return
+            return
     finally:
         deadline.close()
 
