@@ -5,9 +5,8 @@ The tests need ``/usr/bin/chromium`` and the ``playwright`` Python package (both
 tests are skipped, except under CI (the ``CI`` variable is set), where they must run: then a
 missing piece fails the collection loudly.
 
-The fixtures live here rather than in a ``conftest.py`` (other test folders do
-``from conftest import …``, which stays unambiguous only while few folders have one); the test
-modules import the ``*_fixture`` functions, registered under the plain names (``page``, …).
+The fixtures live in this importable module (test modules never import a ``conftest``); the
+test modules import the ``*_fixture`` functions, registered under the plain names (``page``, …).
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from sdk_helpers import build_client, credentials, fault
 
-from conftest import build_client, credentials, fault
 from wenxin_stream import AsyncClient, Client
 
 ENDLESS = fault("背压测试", "endless=1;interval=0")

@@ -18,8 +18,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from sdk_helpers import Emu, Factory, build_client, credentials, fault, serve_emulator
 
-from conftest import Emu, Factory, build_client, credentials, fault, serve_emulator
 from wenxin_stream import AsyncClient, Client, EndReason, TextDelta
 from wenxin_stream._transport_mock import (
     AsyncMockTransport,

@@ -13,8 +13,8 @@ import json
 from typing import Any
 
 import pytest
+from sdk_helpers import Api, Factory, Harness, Mode, build_client, fault, sse_body
 
-from conftest import Api, Factory, Harness, Mode, build_client, fault, sse_body
 from wenxin_stream import (
     CONTINUE_PROMPT,
     APIConnectionError,

@@ -10,8 +10,8 @@ test_streaming, ``endless`` in test_cancellation, ``stall`` timeouts also in tes
 from __future__ import annotations
 
 import pytest
+from sdk_helpers import UTF8_ANSWER, UTF8_PROMPT, Emu, Factory, fault, unique
 
-from conftest import UTF8_ANSWER, UTF8_PROMPT, Emu, Factory, fault, unique
 from wenxin_stream import (
     APIConnectionError,
     APIError,

@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 import pytest
+from sdk_helpers import Api, Harness, Mode, build_client, sse_body
 
-from conftest import Api, Harness, Mode, build_client, sse_body
 from wenxin_stream import (
     APIConnectionError,
     APIError,

@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from conftest import (
+from sdk_helpers import (
     Api,
     Emu,
     Factory,
@@ -20,6 +19,7 @@ from conftest import (
     fault,
     serve_emulator,
 )
+
 from wenxin_stream import ClientRateLimitTimeout, EndReason
 from wenxin_stream._ratelimit import estimate_tokens
 

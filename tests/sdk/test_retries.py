@@ -9,8 +9,17 @@ import socket
 import time
 
 import pytest
+from sdk_helpers import (
+    Api,
+    Factory,
+    MakeEach,
+    Mode,
+    build_client,
+    credentials,
+    fault,
+    serve_emulator,
+)
 
-from conftest import Api, Factory, MakeEach, Mode, build_client, credentials, fault, serve_emulator
 from wenxin_stream import (
     APIConnectionError,
     APITimeoutError,

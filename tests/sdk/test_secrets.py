@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from sdk_helpers import Emu, Harness, Mode, build_client, fault, serve_emulator, unique
 
-from conftest import Emu, Harness, Mode, build_client, fault, serve_emulator, unique
 from wenxin_stream import AuthenticationError, WenxinError
 from wenxin_stream.emulator import Credentials
 

@@ -7,8 +7,8 @@ import asyncio
 import itertools
 
 import pytest
+from sdk_helpers import Emu, Factory, MakeEach, fault, unique
 
-from conftest import Emu, Factory, MakeEach, fault, unique
 from wenxin_stream import (
     AsyncClient,
     ChatResult,

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from sdk_helpers import MakeEach, build_client, fault
 
-from conftest import MakeEach, build_client, fault
 from wenxin_stream import APITimeoutError, EndReason, RetryPolicy, Timeout
 from wenxin_stream._transport_mock import (
     AsyncMockTransport,

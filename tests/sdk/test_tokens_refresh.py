@@ -9,8 +9,8 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from sdk_helpers import Emu, build_client, credentials, fault, serve_emulator
 
-from conftest import Emu, build_client, credentials, fault, serve_emulator
 from wenxin_stream import AsyncClient, Client, EndReason, TokenExpiredError
 
 PROMPT = "令牌测试"
