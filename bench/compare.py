@@ -44,6 +44,43 @@ nothing) would otherwise cap every target at about a thousand ERNIE-paced stream
 LiteLLM's search capped at 32 (it tops out at a few dozen streams), fewer memory and SDK
 streams; its results stay in the git-ignored ``bench/results/quick-*`` (``--publish`` to
 write ``bench/RESULTS.md`` anyway).
+
+Before and after in one run: ``--baseline REF``
+------------------------------------------------
+
+``bench/compare --quick --baseline main~1 --targets direct,nginx,serve`` measures the
+checked-out code against the code of any git ref, on the same machine, in the same run::
+
+    materialise  git archive REF src | tar -x into logs/baseline/ (removed at exit; not
+                 `git worktree add`, which would write to the repository's shared worktree list)
+    start        a second `wenxin serve` as target serve-base (serve-base-native with --native):
+                 the same .venv Python with PYTHONPATH=logs/baseline/src, the same
+                 configuration, API key set-up (its own `keys create`), pinning and settling;
+                 the run stops unless the probe, the key command and the server's own log all
+                 import wenxin_stream from the baseline's tree
+    ttft         serve-base in every round, the twins swapping places every other round
+    suites       serve-base's own search, right after serve's; then, per suite, interleaved
+                 rounds of both at one load (half the smaller maximum): current, baseline /
+                 baseline, current / … (--baseline-rounds, 3 quick, 5 full)
+    memory       the current tree only
+    sdk          our two clients from the baseline's tree too, each right after the current one
+    report       "Change against the baseline" in RESULTS.md and on the console: relay CPU
+                 per 1,000 chunks (same load, medians, ratio, noise), max streams (ratio),
+                 TTFT added p50/p99 (both), and one verdict line
+
+The two servers share the relay core and are never loaded together: before a run against
+either, compare waits until the other has no stream in flight and its resume grace since its
+last load has passed (:meth:`Compare.settle`). The noise estimate is the largest distance of
+one same-load measurement from the median of its own code in this run (:func:`cpu_change`):
+the same code, the same load and background, so whatever a ratio of medians exceeds it by is
+not noise seen in this run. Max streams may differ by one search step (×(1 + resolution))
+with no noise at all, so only a drop beyond that counts (:func:`max_change`); TTFT added is
+shown, not judged. ``--baseline HEAD`` (the same code twice) is the sanity check: the ratios
+must come out near 1 and the verdict must be "no regression within noise".
+
+This file is longer than the house's ~600 lines per module: it is a script outside the
+package, read top to bottom as one run's procedure (set-up, measurements, pure helpers,
+report), and its parts are not used apart.
 """
 
 from __future__ import annotations
@@ -284,8 +321,8 @@ class Recorder:
     def add(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         line = " ".join(shlex.quote(str(a)) for a in argv)
-        line = line.replace(str(ROOT) + "/", "")
-        self.commands.append(self.mask(f"{prefix} {line}".strip()))
+        line = f"{prefix} {line}".strip().replace(str(ROOT) + "/", "")
+        self.commands.append(self.mask(line))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1116,11 +1153,14 @@ class Compare:
                     if usable and per_1k is not None:
                         samples[name].append(per_1k)
                     violations = step_violations(doc, self.args.max_p99_lateness_ms)
+                    waits = (doc or {}).get("cpu_wait_percent") or {}
+                    wait = next((w for label, w in waits.items() if label != "emulator"), None)
                     steps.append({"target": name, "round": r + 1, "cpu_ms_per_1k": per_1k,
-                                  "counted": usable, "violations": violations})  # fmt: skip
+                                  "counted": usable, "relay_wait_percent": wait,
+                                  "violations": violations})  # fmt: skip
                     log(
                         f"  {tag}: round {r + 1}: {concurrency} streams, relay CPU "
-                        f"{_f(per_1k, 1, ' ms')} per 1k chunks"
+                        f"{_f(per_1k, 1, ' ms')} per 1k chunks (waited {_f(wait, 0, '%')})"
                         + ("" if usable else " (not counted: lost chunks or streams)")
                         + f"  {step_line(doc)}"
                     )
@@ -1671,7 +1711,9 @@ def max_change(current: int | None, baseline: int | None, resolution: float) -> 
     search step; below, a regression; above, an improvement.
     """
     out: dict[str, Any] = {"ratio": None, "tolerance": 1 + resolution, "verdict": "unknown"}
-    if not current or not baseline:
+    if current is None or baseline is None:  # a search without a result
+        return out
+    if not current or not baseline:  # 0: nothing passed
         if current == baseline == 0:
             out["verdict"] = "within one search step"  # neither sustained anything
         elif baseline and not current:
@@ -1748,7 +1790,8 @@ def baseline_change(s: dict[str, Any]) -> dict[str, Any] | None:
             f" ({', '.join(undecided)})" if undecided else " (no suite measured both servers)"
         )
     else:
-        verdict = "no regression within noise"
+        worst = max(r["cpu"]["noise"] for r in rows)
+        verdict = f"no regression within noise (the largest noise here: ±{worst:.1%})"
     return {"rows": rows, "ttft": ttft, "verdict": verdict, "ok": not regressions and not
             undecided and bool(rows)}  # fmt: skip
 
