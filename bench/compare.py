@@ -1998,11 +1998,14 @@ def render_change(s: dict[str, Any]) -> list[str]:
         "",
         f"**Verdict: {_cell(ch['verdict'])}.**",
         "",
-        "| suite | route | relay CPU / 1k chunks at one load: current / baseline "
-        "| ratio | noise | at each one's max: current / baseline | max streams: current / "
-        "baseline | verdict |",
-        "|---|---|--:|--:|--:|--:|--:|---|",
     ]
+    if ch["rows"]:
+        lines += [
+            "| suite | route | relay CPU / 1k chunks at one load: current / baseline "
+            "| ratio | noise | at each one's max: current / baseline | max streams: current / "
+            "baseline | verdict |",
+            "|---|---|--:|--:|--:|--:|--:|---|",
+        ]
     for r in ch["rows"]:
         cpu, mx = r["cpu"], r["max"]
         at_max = f"{_f(r['cpu_at_max'][0], 0)} / {_f(r['cpu_at_max'][1], 0)} ms"
@@ -2022,7 +2025,7 @@ def render_change(s: dict[str, Any]) -> list[str]:
     tt = ch["ttft"]
     if tt:
         lines += [
-            "",
+            *([""] if ch["rows"] else []),
             "| TTFT added at one stream | current | baseline | current − baseline |",
             "|---|--:|--:|--:|",
         ]
@@ -2052,8 +2055,13 @@ def render_change(s: dict[str, Any]) -> list[str]:
             if rng is not None
             else ""
         )
-        + ". The memory section measures the current tree only; the SDK section runs the "
-        "baseline's clients too, once each (no noise estimate).",
+        + "."
+        + (" The memory section measures the current tree only." if s.get("memory") else "")
+        + (
+            " The SDK section runs the baseline's clients too, once each (no noise estimate)."
+            if s.get("sdk")
+            else ""
+        ),
         "",
     ]
     return lines
