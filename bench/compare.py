@@ -44,12 +44,50 @@ nothing) would otherwise cap every target at about a thousand ERNIE-paced stream
 LiteLLM's search capped at 32 (it tops out at a few dozen streams), fewer memory and SDK
 streams; its results stay in the git-ignored ``bench/results/quick-*`` (``--publish`` to
 write ``bench/RESULTS.md`` anyway).
+
+Before and after in one run: ``--baseline REF``
+------------------------------------------------
+
+``bench/compare --quick --baseline main~1 --targets direct,nginx,serve`` measures the
+checked-out code against the code of any git ref, on the same machine, in the same run::
+
+    materialise  git archive REF src | tar -x into logs/baseline/ (removed at exit; not
+                 `git worktree add`, which would write to the repository's shared worktree list)
+    start        a second `wenxin serve` as target serve-base (serve-base-native with --native):
+                 the same .venv Python with PYTHONPATH=logs/baseline/src, the same
+                 configuration, API key set-up (its own `keys create`), pinning and settling;
+                 the run stops unless the probe, the key command and the server's own log all
+                 import wenxin_stream from the baseline's tree
+    ttft         serve-base in every round, the twins swapping places every other round
+    suites       serve-base's own search, right after serve's; then, per suite, interleaved
+                 rounds of both at one load (half the smaller maximum): current, baseline /
+                 baseline, current / … (--baseline-rounds, 3 quick, 5 full)
+    memory       the current tree only
+    sdk          our two clients from the baseline's tree too, each right after the current one
+    report       "Change against the baseline" in RESULTS.md and on the console: relay CPU
+                 per 1,000 chunks (same load, medians, ratio, noise), max streams (ratio),
+                 TTFT added p50/p99 (both), and one verdict line
+
+The two servers share the relay core and are never loaded together: before a run against
+either, compare waits until the other has no stream in flight and its resume grace since its
+last load has passed (:meth:`Compare.settle`). The noise estimate is the largest distance of
+one same-load measurement from the median of its own code in this run (:func:`cpu_change`):
+the same code, the same load and background, so whatever a ratio of medians exceeds it by is
+not noise seen in this run. Max streams may differ by one search step (×(1 + resolution))
+with no noise at all, so only a drop beyond that counts (:func:`max_change`); TTFT added is
+shown, not judged. ``--baseline HEAD`` (the same code twice) is the sanity check: the ratios
+must come out near 1 and the verdict must be "no regression within noise".
+
+This file is longer than the house's ~600 lines per module: it is a script outside the
+package, read top to bottom as one run's procedure (set-up, measurements, pure helpers,
+report), and its parts are not used apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import os
@@ -63,6 +101,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.error
@@ -128,14 +167,21 @@ SUITES = {
     ),
 }
 
-TARGETS = ("direct", "nginx", "litellm", "serve", "serve-native")
+TARGETS = ("direct", "nginx", "litellm", "serve", "serve-base", "serve-native", "serve-base-native")
+"""Every target, in the order they are measured (each baseline right after its current twin)."""
+DEFAULT_TARGETS = ("direct", "nginx", "litellm", "serve")
 TARGET_TITLES = {
     "direct": "direct to the emulator",
     "nginx": "nginx proxy_pass (buffering off)",
     "litellm": "LiteLLM proxy",
     "serve": "wenxin serve (OpenAI route)",
     "serve-native": "wenxin serve (native API, stored conversations)",
+    "serve-base": "wenxin serve, baseline (OpenAI route)",
+    "serve-base-native": "wenxin serve, baseline (native API, stored conversations)",
 }
+BASELINE_TWINS = {"serve": "serve-base", "serve-native": "serve-base-native"}
+"""``--baseline``: each `wenxin serve` target of the checked-out code and its baseline twin."""
+CURRENT_TWIN = {base: current for current, base in BASELINE_TWINS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +205,7 @@ class Profile:
     flat_streams: int
     flat_duration: float
     sdk_streams: int
+    baseline_rounds: int  # --baseline: interleaved same-load rounds per twin and suite
 
 
 FULL = Profile(
@@ -179,6 +226,7 @@ FULL = Profile(
     flat_streams=1_000,
     flat_duration=10.0,
     sdk_streams=500,
+    baseline_rounds=5,
 )
 QUICK = Profile(
     "quick",
@@ -198,6 +246,7 @@ QUICK = Profile(
     flat_streams=300,
     flat_duration=3.0,
     sdk_streams=200,
+    baseline_rounds=3,
 )
 
 
@@ -272,8 +321,8 @@ class Recorder:
     def add(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         line = " ".join(shlex.quote(str(a)) for a in argv)
-        line = line.replace(str(ROOT) + "/", "")
-        self.commands.append(self.mask(f"{prefix} {line}".strip()))
+        line = f"{prefix} {line}".strip().replace(str(ROOT) + "/", "")
+        self.commands.append(self.mask(line))
 
 
 # --------------------------------------------------------------------------------------------
@@ -466,6 +515,8 @@ class Compare:
         self.targets: dict[str, Target] = {}
         self.emulator: Service | None = None
         self.services: dict[str, Service] = {}
+        self.base_src: Path | None = None  # --baseline: the baseline's src/ (materialised)
+        self.load_ended: dict[str, float] = {}  # `wenxin serve` name -> end of its last load
         cpus = os.cpu_count() or 1
         self.relay_cpu: int | None = RELAY_CPU if cpus >= 2 else None
         self.load_cpu: int | None = LOAD_CPU if cpus >= 2 else None
@@ -482,8 +533,10 @@ class Compare:
             log("installing the project (scripts/install)")
             self._check_call([str(ROOT / "scripts" / "install")])
         if not self.args.no_install:
-            log("installing relays if missing (bench/install_relays.sh)")
-            self._check_call(["bash", str(BENCH_DIR / "install_relays.sh")])
+            # only what this run measures (LiteLLM alone takes minutes to install)
+            wanted = ["taskset", *(r for r in ("nginx", "litellm") if r in self.selected_targets)]
+            log(f"installing {', '.join(wanted)} if missing (bench/install_relays.sh)")
+            self._check_call(["bash", str(BENCH_DIR / "install_relays.sh"), *wanted])
         if "litellm" in self.selected_targets and not (LITELLM_VENV / "litellm").exists():
             raise CompareError("LiteLLM is not installed: run bench/install_relays.sh")
         if not self.args.skip_sdk and run_text(
@@ -510,6 +563,68 @@ class Compare:
     def selected_targets(self) -> list[str]:
         return [t for t in TARGETS if t in self.args.targets]
 
+    def materialise_baseline(self) -> None:
+        """``--baseline REF``: that ref's ``src/`` under the run's logs, removed at exit.
+
+        ``git archive`` rather than ``git worktree add``: the repository's worktree list is
+        shared with everyone who works in it, and compare needs nothing but the source. The
+        baseline runs with the project's ``.venv`` Python (its dependencies are the current
+        ones) and ``PYTHONPATH`` at that ``src/``, which comes before the editable install on
+        ``sys.path``; this is checked here and again in the server's own log (see
+        :meth:`start_serve`), and the run stops if the baseline's code is not what runs.
+        """
+        ref = self.args.baseline
+        commit = run_text(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet",
+                           "--end-of-options", f"{ref}^{{commit}}"])  # fmt: skip
+        if not re.fullmatch(r"[0-9a-f]{40,64}", commit):
+            raise CompareError(f"--baseline {ref}: not a commit in this repository")
+        dest = self.logs / "baseline"
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        # registered before any baseline process starts, so it runs after they are stopped
+        self.stack.callback(shutil.rmtree, dest, ignore_errors=True)
+        argv = ["git", "-C", str(ROOT), "archive", "--format=tar", commit, "src"]
+        self.rec.add([*argv[:-2], ref, "src", "|", "tar", "-x", "-C", str(dest)])
+        done = subprocess.run(argv, capture_output=True, check=False)  # noqa: S603
+        if done.returncode:
+            raise CompareError(
+                f"git archive {ref}: {done.stderr.decode('utf-8', 'replace').strip()}"
+            )
+        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+            tar.extractall(dest, filter="data")
+        src = dest / "src"
+        probe = run_text(
+            [str(VENV / "python"), "-c", "import wenxin_stream as w, wenxin_stream._version as v; "
+             "print(w.__file__); print(v.__version__)"],
+            env={**os.environ, "PYTHONPATH": str(src)},
+        ).splitlines()  # fmt: skip
+        if len(probe) != 2 or not Path(probe[0]).resolve().is_relative_to(src.resolve()):
+            raise CompareError(
+                f"--baseline {ref}: .venv's Python with PYTHONPATH={src} imports "
+                f"wenxin_stream from {probe[0] if probe else '(nothing)'}, not the baseline"
+            )
+        git = ["git", "-C", str(ROOT)]
+        dirty = run_text([*git, "status", "--porcelain", "--", "src"])
+        self.base_src = src
+        self.summary["baseline"] = {
+            "ref": ref,
+            "commit": commit,
+            "short": run_text([*git, "rev-parse", "--short", commit]),
+            "subject": run_text([*git, "log", "-1", "--format=%s", commit]),
+            "version": probe[1],
+            "current_commit": run_text([*git, "rev-parse", "--short", "HEAD"]),
+            "current_dirty": bool(dirty),
+            "resolution": self.profile.resolution,
+            "rounds": self.args.baseline_rounds or self.profile.baseline_rounds,
+        }
+        b = self.summary["baseline"]
+        log(
+            f"baseline: {ref} = {b['short']} ({b['subject']}), wenxin-stream {b['version']}, "
+            f"from {src}; current: {b['current_commit']}"
+            + (" with uncommitted changes in src/" if dirty else "")
+        )
+
     def describe(self) -> None:
         cpu = "unknown"
         with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -533,7 +648,11 @@ class Compare:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 
         def pkg(python: Path, name: str) -> str:
-            code = f"import importlib.metadata as m; print(m.version({name!r}))"
+            # nothing printed (so "–") when it is not installed, rather than a traceback
+            code = (
+                "import contextlib, importlib.metadata as m\n"
+                f"with contextlib.suppress(m.PackageNotFoundError): print(m.version({name!r}))"
+            )
             return run_text([str(python), "-c", code]) or "–"
 
         self.summary["machine"] = {
@@ -568,6 +687,11 @@ class Compare:
             "httpx-aiohttp (.venv-peers)": pkg(PEERS / "python", "httpx-aiohttp"),
             "qianfan (.venv-peers)": pkg(PEERS / "python", "qianfan"),
         }
+        if self.base_src is not None:
+            b = self.summary["baseline"]
+            self.summary["versions"]["wenxin-stream (baseline)"] = (
+                f"{b['version']} at `{b['ref']}` ({b['short']}: {b['subject']})"
+            )
         for name, version in self.summary["versions"].items():
             log(f"version: {name} {version}")
 
@@ -696,20 +820,42 @@ class Compare:
         )
         log(f"LiteLLM at {url} (pid {lite.pid}): " + smoke_stream(url, master_key))
 
-    def start_serve(self, tag: str = "serve") -> tuple[Service, str, str]:
-        """A `wenxin serve` with its production features on; (service, url, api key)."""
+    def start_serve(self, tag: str = "serve", src: Path | None = None) -> tuple[Service, str, str]:
+        """A `wenxin serve` with its production features on; (service, url, api key).
+
+        With ``src`` (``--baseline``) the code under ``src`` runs instead of the checked-out
+        one, for the key as for the server: the same ``.venv`` Python, ``PYTHONPATH=src``, and
+        the server's log must say that its ``wenxin_stream`` was imported from there.
+        """
+        wenxin = [str(WENXIN)]
+        env: dict[str, str] = {}
+        if src is not None:
+            code = (
+                "import sys, wenxin_stream; "
+                "print('compare: wenxin_stream from', wenxin_stream.__file__, flush=True); "
+                "from wenxin_stream.cli import main; sys.exit(main())"
+            )
+            wenxin = [str(VENV / "python"), "-c", code]
+            env["PYTHONPATH"] = str(src)
         data = self.logs / f"{tag}-data"
         if data.exists():
             shutil.rmtree(data)
         data.mkdir(parents=True)
-        argv = [str(WENXIN), "keys", "create", "--data-dir", str(data), "--name", "compare",
+        argv = [*wenxin, "keys", "create", "--data-dir", str(data), "--name", "compare",
                 "--rpm", "10000000", "--tpm", "10000000000", "--max-streams", "100000"]  # fmt: skip
-        self.rec.add(argv)
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+        self.rec.add(argv, env)
+        done = subprocess.run(  # noqa: S603
+            argv, capture_output=True, text=True, check=False, env={**os.environ, **env}
+        )
         if done.returncode:
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
             raise CompareError(f"wenxin keys create failed: {last}")
-        key = self.rec.secret(done.stdout.strip(), "WENXIN_API_KEY")
+        lines = done.stdout.strip().splitlines()
+        if src is not None:  # the probe's line first, then the key
+            origin = lines.pop(0).removeprefix("compare: wenxin_stream from ") if lines else ""
+            if not Path(origin).resolve().is_relative_to(src.resolve()):
+                raise CompareError(f"{tag}: wenxin keys create ran {origin or '?'}, not {src}")
+        key = self.rec.secret("\n".join(lines), "WENXIN_API_KEY")
         config = data / "serve.toml"
         config.write_text(
             "\n".join(
@@ -734,9 +880,9 @@ class Compare:
         serve = self._service(
             Service(
                 tag,
-                [*self.pin(self.relay_cpu), str(WENXIN), "serve", "--config", str(config)],
+                [*self.pin(self.relay_cpu), *wenxin, "serve", "--config", str(config)],
                 self.logs / f"{tag}.log",
-                env={"WENXIN_UPSTREAM_BEARER_TOKEN": UPSTREAM_KEY},
+                env={"WENXIN_UPSTREAM_BEARER_TOKEN": UPSTREAM_KEY, **env},
             )
         )
         port = serve.wait_for(
@@ -744,6 +890,14 @@ class Compare:
         )
         url = f"http://127.0.0.1:{port}"
         serve.wait_for(lambda: "ready" in http_get(f"{url}/readyz"), "/readyz")
+        if src is not None:
+            origin = serve.log_match(r"compare: wenxin_stream from (\S+)") or ""
+            if not Path(origin).resolve().is_relative_to(src.resolve()):
+                raise CompareError(
+                    f"{tag} imported wenxin_stream from {origin or '?'}, not from the baseline "
+                    f"at {src}: the baseline's code is not what runs"
+                )
+            log(f"{tag}: the server runs wenxin_stream from {origin}")
         return serve, url, key
 
     def start_relays(self) -> None:
@@ -754,20 +908,27 @@ class Compare:
         if "litellm" in wanted:
             self.start_litellm()
         if wanted & {"serve", "serve-native"}:
-            serve, url, key = self.start_serve()
-            self.services["serve"] = serve
-            pids = [(serve.pid, "wenxin serve"), *self._emulator_pid()]
-            self.targets["serve"] = Target("serve", "openai", url, key, pids, serve)
-            self.targets["serve-native"] = Target("serve-native", "native", url, key, pids, serve)
-            info = json.loads(
-                http_get(f"{url}/api/info", headers={"Authorization": f"Bearer {key}"})
-            )
-            log(
-                f"wenxin serve at {url} (pid {serve.pid}, auth_required={info['auth_required']}, "
-                f"upstream {info['upstream']} {info['api']}): " + smoke_stream(url, key)
-            )
-            if "serve-native" in wanted:
-                log("wenxin serve native API: " + smoke_stream(url, key, native=True))
+            self._start_serve_target("serve", wanted)
+        if self.base_src is not None and wanted & {"serve-base", "serve-base-native"}:
+            # both servers stay up, idle until measured, and never loaded together (settle())
+            self._start_serve_target("serve-base", wanted, self.base_src)
+
+    def _start_serve_target(self, tag: str, wanted: set[str], src: Path | None = None) -> None:
+        """A `wenxin serve` as the targets ``tag`` (OpenAI route) and ``tag``-native."""
+        native = f"{tag}-native"
+        serve, url, key = self.start_serve(tag, src)
+        self.services[tag] = serve
+        label = "wenxin serve" if src is None else "wenxin serve (baseline)"
+        pids = [(serve.pid, label), *self._emulator_pid()]
+        self.targets[tag] = Target(tag, "openai", url, key, pids, serve)
+        self.targets[native] = Target(native, "native", url, key, pids, serve)
+        info = json.loads(http_get(f"{url}/api/info", headers={"Authorization": f"Bearer {key}"}))
+        log(
+            f"{label} at {url} (pid {serve.pid}, auth_required={info['auth_required']}, "
+            f"upstream {info['upstream']} {info['api']}): " + smoke_stream(url, key)
+        )
+        if native in wanted:
+            log(f"{label} native API: " + smoke_stream(url, key, native=True))
 
     # ---- wenxin bench ----------------------------------------------------------------------
 
@@ -810,6 +971,8 @@ class Compare:
                     proc.wait()
                 reader.join(timeout=5)
         wall = time.monotonic() - wall0
+        if target.serve is not None:
+            self.load_ended[target.serve.name] = time.monotonic()
         path = out / "result.json"
         if not path.exists():
             self.summary["errors"].append(
@@ -826,6 +989,22 @@ class Compare:
                 waits[label] = round((after - before) / wall * 100, 1)
         doc["cpu_wait_percent"] = waits
         return doc
+
+    def _step_flags(self, suite: Suite, concurrency: int) -> tuple[list[str], float]:
+        """`wenxin bench`'s flags for one step at ``concurrency``, and how long to allow it."""
+        p = self.profile
+        step = self.args.step_duration or p.step[suite.key]
+        drain = suite.stream_s * 2 + 3
+        ramp = min(p.ramp * max(1.0, concurrency / 2000), step / 2)
+        warmup = min(max(p.warmup[suite.key], ramp) if p.warmup[suite.key] else 0, step / 2)
+        flags = [
+            "--pacing", suite.pacing, "--concurrency", str(concurrency),
+            "--duration", f"{step:g}", "--ramp", f"{ramp:g}",
+            "--warmup", f"{warmup:g}",
+            "--drain", f"{drain:g}", "--time-limit", f"{step + drain + 30:g}",
+            "--ttft-timeout", "15", "--idle-timeout", "15",
+        ]  # fmt: skip
+        return flags, step + drain + 120
 
     def find_max(self, suite: Suite, name: str) -> dict[str, Any]:
         """The largest concurrency ``name`` sustains at ``suite``'s pacing.
@@ -848,9 +1027,8 @@ class Compare:
             reason = "LiteLLM's search is capped (it tops out at a few dozen streams)"
         if self.args.max_concurrency and self.args.max_concurrency < limit:
             limit, reason = self.args.max_concurrency, "--max-concurrency"
-        start = min(suite.start[name], limit)
+        start = min(suite.start[CURRENT_TWIN.get(name, name)], limit)
         step = self.args.step_duration or p.step[suite.key]
-        drain = suite.stream_s * 2 + 3
         criterion = self.args.max_p99_lateness_ms
         search = MaxSearch(start, limit, resolution=p.resolution, max_steps=p.max_steps)
         out = self.raw / suite.key / name
@@ -862,19 +1040,11 @@ class Compare:
             attempts = 1 + max(0, self.args.retries)
             for attempt in range(1, attempts + 1):
                 self.settle(target)
-                ramp = min(p.ramp * max(1.0, concurrency / 2000), step / 2)
-                warmup = min(max(p.warmup[suite.key], ramp) if p.warmup[suite.key] else 0, step / 2)
-                flags = [
-                    "--pacing", suite.pacing, "--concurrency", str(concurrency),
-                    "--duration", f"{step:g}", "--ramp", f"{ramp:g}",
-                    "--warmup", f"{warmup:g}",
-                    "--drain", f"{drain:g}", "--time-limit", f"{step + drain + 30:g}",
-                    "--ttft-timeout", "15", "--idle-timeout", "15",
-                ]  # fmt: skip
+                flags, timeout = self._step_flags(suite, concurrency)
                 tag = f"{suite.key}/{name}"
                 suffix = f"-retry{attempt - 1}" if attempt > 1 else ""
                 doc = self.bench(
-                    target, out / f"step-{concurrency:05d}{suffix}", flags, step + drain + 120, tag
+                    target, out / f"step-{concurrency:05d}{suffix}", flags, timeout, tag
                 )
                 violations = step_violations(doc, criterion)
                 log(
@@ -928,7 +1098,7 @@ class Compare:
             suite = SUITES[key]
             rows = {}
             for name in self.selected_targets:
-                if name == "serve-native" and not self.args.native:
+                if name.endswith("-native") and not self.args.native:
                     continue
                 rows[name] = self.find_max(suite, name)
                 self._copy_plots(suite.key, name)
@@ -937,17 +1107,84 @@ class Compare:
                 "pacing": suite.pacing,
                 "targets": rows,
             }
+            if self.base_src is not None:
+                self.summary["suites"][key]["baseline_rounds"] = self.baseline_rounds(suite, rows)
+
+    def baseline_rounds(self, suite: Suite, rows: dict[str, Any]) -> dict[str, Any]:
+        """``--baseline``: each twin pair at one load, in interleaved rounds.
+
+        The suite's rows give each server's CPU per 1,000 chunks at its own maximum: one step
+        each, at two loads, at the edge (where queueing and coalescing weigh as much as what a
+        chunk costs). This runs both at one load, half the smaller of the two maxima (a load
+        both sustained with room to spare), ``--baseline-rounds`` times each, in the order
+        current, baseline / baseline, current / … so that drifting background load and the
+        position in a round fall on both alike. The medians give the comparison; how far one
+        measurement strays from the median of its own code, in this run, is the noise
+        (:func:`cpu_change`). A step that lost chunks (coalesced) or streams is left out: it
+        relayed fewer, larger chunks, and its CPU per chunk is not comparable.
+        """
+        out: dict[str, Any] = {}
+        rounds = self.args.baseline_rounds or self.profile.baseline_rounds
+        for cur, base in BASELINE_TWINS.items():
+            if cur not in rows or base not in rows:
+                continue
+            bests = [rows[cur].get("best") or 0, rows[base].get("best") or 0]
+            level = min(b for b in bests if b) if any(bests) else suite.start[cur]
+            concurrency = max(1, level // 2)
+            samples: dict[str, list[float]] = {cur: [], base: []}
+            steps = []
+            log(f"{suite.key}/{cur} vs {base}: {rounds} rounds each at {concurrency} streams")
+            for r in range(rounds):
+                for name in (cur, base) if r % 2 == 0 else (base, cur):
+                    target = self.targets[name]
+                    self.settle(target)
+                    flags, timeout = self._step_flags(suite, concurrency)
+                    tag = f"{suite.key}/{name}"
+                    out_dir = self.raw / suite.key / "baseline-rounds" / f"{name}-{r + 1}"
+                    doc = self.bench(target, out_dir, flags, timeout, tag)
+                    result = (doc or {}).get("result")
+                    per_1k = relay_cpu_per_1k(result)
+                    usable = bool(
+                        result
+                        and per_1k is not None
+                        and not result["chunks_lost"]
+                        and not result["streams_failed"]
+                    )
+                    if usable and per_1k is not None:
+                        samples[name].append(per_1k)
+                    violations = step_violations(doc, self.args.max_p99_lateness_ms)
+                    waits = (doc or {}).get("cpu_wait_percent") or {}
+                    wait = next((w for label, w in waits.items() if label != "emulator"), None)
+                    steps.append({"target": name, "round": r + 1, "cpu_ms_per_1k": per_1k,
+                                  "counted": usable, "relay_wait_percent": wait,
+                                  "violations": violations})  # fmt: skip
+                    log(
+                        f"  {tag}: round {r + 1}: {concurrency} streams, relay CPU "
+                        f"{_f(per_1k, 1, ' ms')} per 1k chunks (waited {_f(wait, 0, '%')})"
+                        + ("" if usable else " (not counted: lost chunks or streams)")
+                        + f"  {step_line(doc)}"
+                    )
+            out[cur] = {
+                "baseline": base,
+                "concurrency": concurrency,
+                "rounds": rounds,
+                "current_cpu_ms_per_1k": samples[cur],
+                "baseline_cpu_ms_per_1k": samples[base],
+                "steps": steps,
+            }
+        return out
 
     def _copy_plots(self, suite: str, name: str) -> None:
         """Copy a target's plots next to RESULTS.md, titled with the target, not its URL."""
         self.plots.mkdir(parents=True, exist_ok=True)
         target = self.targets[name]
+        title = target_titles(self.summary)[name]
         for plot in ("find_max.svg", "latency_cdf.svg"):
             src = self.raw / suite / name / plot
             if src.exists():
                 svg = src.read_text("utf-8").replace(
                     f"wenxin bench · {target.kind} · {target.url}",
-                    escape(f"{TARGET_TITLES[name]} · {SUITES[suite].title.split(':')[0]} suite"),
+                    escape(f"{title} · {SUITES[suite].title.split(':')[0]} suite"),
                 )
                 (self.plots / f"{suite}-{name}-{plot}").write_text(svg, "utf-8")
 
@@ -955,8 +1192,9 @@ class Compare:
 
     def ttft(self) -> None:
         p = self.profile
-        names = [n for n in self.selected_targets if n != "serve-native"]
+        names = [n for n in self.selected_targets if not n.endswith("-native")]
         values: dict[str, list[float]] = {n: [] for n in names}
+        round_p50: dict[str, list[float]] = {n: [] for n in names}
         pacing = "ttft=0;interval=0;chunks=4;stamp=0"
         log(f"TTFT at one stream: {p.ttft_rounds} rounds × {p.ttft_per_round} requests per target")
         for name in names:  # warm every path (connections, caches) before measuring
@@ -968,7 +1206,12 @@ class Compare:
                 f"ttft/warm-{name}",
             )
         for r in range(p.ttft_rounds):
-            for name in names:
+            order = list(names)
+            if r % 2 and {"serve", "serve-base"} <= set(order):
+                # --baseline: the twins swap places every other round (neither always second)
+                i, j = order.index("serve"), order.index("serve-base")
+                order[i], order[j] = order[j], order[i]
+            for name in order:
                 self.settle(self.targets[name])
                 # a few unmeasured requests right before every round, for every target: the
                 # relay's core may have idled (settle), and waking an idle virtual CPU costs
@@ -990,12 +1233,17 @@ class Compare:
                 if doc and doc.get("result"):
                     # n ≤ 200: the CDF holds every value
                     values[name] += [pt[0] for pt in doc["result"]["cdf"]["ttft_ms"]]
+                    if doc["result"]["cdf"]["ttft_ms"]:
+                        round_p50[name].append(
+                            pct([pt[0] for pt in doc["result"]["cdf"]["ttft_ms"]], 50)
+                        )
         rows: dict[str, Any] = {}
         base = values.get("direct") or []
         for name, vals in values.items():
             if not vals:
                 continue
-            row = {"n": len(vals), "p50": pct(vals, 50), "p99": pct(vals, 99), "max": max(vals)}
+            row = {"n": len(vals), "p50": pct(vals, 50), "p99": pct(vals, 99), "max": max(vals),
+                   "round_p50": round_p50[name]}  # fmt: skip
             if base and name != "direct":
                 row["added_p50"] = row["p50"] - pct(base, 50)
                 row["added_p99"] = row["p99"] - pct(base, 99)
@@ -1006,7 +1254,7 @@ class Compare:
 
     def memory(self) -> None:
         p = self.profile
-        for name in ("nginx", "litellm", "serve"):  # the relay core to itself
+        for name in ("nginx", "litellm", "serve", "serve-base"):  # the relay core to itself
             if name in self.services:
                 self.services[name].stop()
         serve, url, key = self.start_serve("serve-memory")
@@ -1100,12 +1348,26 @@ class Compare:
         runs out; a run that starts then would be charged for the previous run's clean-up (a
         step-wise test ends thousands of streams at once, a steady load never does). So wait
         until no stream is in flight, then for the grace. Other relays keep nothing.
+
+        With ``--baseline`` two `wenxin serve` share the relay core, so a run against one also
+        waits until the other has no stream in flight and its grace since its last load is
+        over: one server's clean-up never lands in the other's measurement.
         """
         if target.serve is None:
             return
+        others = {t.serve.name: t for t in self.targets.values() if t.serve is not None}
+        until = 0.0
+        for name, other in others.items():
+            ended = self.load_ended.get(name)
+            if other.serve is None or other.serve is target.serve or ended is None:
+                continue
+            other.serve.wait_for(
+                lambda u=other.url: self._in_flight(u) == 0, "streams_in_flight = 0", 60
+            )
+            until = max(until, ended + SERVE_RESUME_GRACE + 0.5)
         url = target.url
         target.serve.wait_for(lambda: self._in_flight(url) == 0, "streams_in_flight = 0", 60)
-        time.sleep(SERVE_RESUME_GRACE + 0.5)
+        time.sleep(max(SERVE_RESUME_GRACE + 0.5, until - time.monotonic()))
 
     def _in_flight(self, url: str) -> float:
         text = http_get(f"{url}/metrics")
@@ -1178,22 +1440,25 @@ class Compare:
 
     def sdk(self) -> None:
         p = self.profile
-        clients = [
-            ("ours-async", VENV),
-            ("ours-sync", VENV),
+        ours = ["ours-async", "ours-sync"]
+        clients = [(c, VENV) for c in ours] + [
             ("openai", PEERS),
             ("openai-aiohttp", PEERS),
             ("qianfan-async", PEERS),
         ]
+        if self.base_src is not None:  # each of our clients, then the baseline's
+            clients[1:1] = [("ours-async-base", VENV)]
+            clients[3:3] = [("ours-sync-base", VENV)]
         rows = {}
         out = self.raw / "sdk"
         out.mkdir(parents=True, exist_ok=True)
         for client, venv in clients:
+            env = {"PYTHONPATH": str(self.base_src)} if client.endswith("-base") else {}
             argv = [*self.pin(self.relay_cpu), str(venv / "python"),
-                    str(BENCH_DIR / "sdk_throughput.py"), client, "--url", self.emulator_url,
-                    "--streams", str(p.sdk_streams), "--chunks", "64",
-                    "--ttft", "0.2", "--interval", "0.02"]  # fmt: skip
-            self.rec.add(argv)
+                    str(BENCH_DIR / "sdk_throughput.py"), client.removesuffix("-base"),
+                    "--url", self.emulator_url, "--streams", str(p.sdk_streams),
+                    "--chunks", "64", "--ttft", "0.2", "--interval", "0.02"]  # fmt: skip
+            self.rec.add(argv, env)
             done = subprocess.run(  # noqa: S603
                 argv,
                 capture_output=True,
@@ -1202,6 +1467,7 @@ class Compare:
                 timeout=300,
                 stdin=subprocess.DEVNULL,
                 cwd=ROOT,
+                env={**os.environ, **env},
             )
             (out / f"{client}.log").write_text(done.stdout + done.stderr)
             line = next(
@@ -1240,6 +1506,8 @@ class Compare:
         with self.stack:
             try:
                 self.install()
+                if self.args.baseline:
+                    self.materialise_baseline()
                 self.describe()
                 self.start_relays()
                 if not self.args.skip_ttft:
@@ -1268,7 +1536,8 @@ class Compare:
         )
         self.plots.mkdir(parents=True, exist_ok=True)
         for key, suite in (self.summary.get("suites") or {}).items():
-            (self.plots / f"{key}-max-concurrency.svg").write_text(max_bar_svg(suite))
+            svg = max_bar_svg(suite, target_titles(self.summary))
+            (self.plots / f"{key}-max-concurrency.svg").write_text(svg)
         (self.out / "RESULTS.md").write_text(render(self.summary, "", self.args))
         if self.args.publish:
             rel = (
@@ -1278,6 +1547,9 @@ class Compare:
             )
             (BENCH_DIR / "RESULTS.md").write_text(render(self.summary, f"{rel}/", self.args))
             log(f"wrote {BENCH_DIR / 'RESULTS.md'}")
+        change = render_change(self.summary)
+        if change:
+            print("\n" + "\n".join(change), flush=True)
         log(f"wrote {self.out} in {self.summary['elapsed_s']:.0f} s")
         return status
 
@@ -1377,15 +1649,162 @@ def summarize_find_max(doc: dict[str, Any] | None, name: str) -> dict[str, Any]:
     return row
 
 
+def relay_cpu_per_1k(result: dict[str, Any] | None) -> float | None:
+    """The relay's CPU ms per 1,000 chunks relayed in one `wenxin bench` result.
+
+    The same figure as the suite tables' (:func:`summarize_find_max`): the first sampled
+    process that is not the emulator, its mean CPU (% of a core) over the chunks per second.
+    """
+    if not result:
+        return None
+    relay = next((p for p in result["processes"] if p["label"] != "emulator"), None)
+    cpu, rate = (relay or {}).get("cpu_mean"), result["throughput"]["chunks_per_s"]
+    return float(cpu * 1e4 / rate) if cpu and rate else None
+
+
+def spread(values: list[float]) -> float | None:
+    """How far one value strays from the median of ``values``, at most, as a fraction of it.
+
+    None for fewer than two values (one measurement says nothing about its own noise).
+    """
+    if len(values) < 2:
+        return None
+    mid = statistics.median(values)
+    return max(abs(v / mid - 1) for v in values) if mid else None
+
+
+def cpu_change(current: list[float], baseline: list[float]) -> dict[str, Any]:
+    """Relay CPU per 1,000 chunks of two codes, measured in interleaved rounds of one run.
+
+    ``ratio`` is median(current) / median(baseline). ``noise`` is the largest :func:`spread` of
+    the two codes: how far one measurement strayed from the median of its own code in this
+    run, under the same load, pinning and background. The verdict: ``regression`` when the
+    ratio is above 1 + noise, ``improvement`` when below 1 − noise, ``within noise``
+    otherwise; ``unknown`` when either code has fewer than two measurements.
+    """
+    out: dict[str, Any] = {"current": None, "baseline": None, "ratio": None, "noise": None,
+                           "verdict": "unknown"}  # fmt: skip
+    if not current or not baseline:
+        return out
+    cur, base = statistics.median(current), statistics.median(baseline)
+    out.update(current=cur, baseline=base, ratio=cur / base if base else None)
+    spreads = [spread(current), spread(baseline)]
+    if out["ratio"] is None or None in spreads:
+        return out
+    noise = max(x for x in spreads if x is not None)
+    out["noise"] = noise
+    if out["ratio"] > 1 + noise:
+        out["verdict"] = "regression"
+    elif out["ratio"] < 1 - noise:
+        out["verdict"] = "improvement"
+    else:
+        out["verdict"] = "within noise"
+    return out
+
+
+def max_change(current: int | None, baseline: int | None, resolution: float) -> dict[str, Any]:
+    """Max streams of two codes from the same search: within one search step or not.
+
+    The search stops once the first failing concurrency is within ``resolution`` of the best
+    passing one, so two searches of the same code can end a factor (1 + resolution) apart
+    with no noise at all: a ratio in [1 / (1 + resolution), 1 + resolution] is within one
+    search step; below, a regression; above, an improvement.
+    """
+    out: dict[str, Any] = {"ratio": None, "tolerance": 1 + resolution, "verdict": "unknown"}
+    if current is None or baseline is None:  # a search without a result
+        return out
+    if not current or not baseline:  # 0: nothing passed
+        if current == baseline == 0:
+            out["verdict"] = "within one search step"  # neither sustained anything
+        elif baseline and not current:
+            out["verdict"] = "regression"
+        elif current and not baseline:
+            out["verdict"] = "improvement"
+        return out
+    ratio = current / baseline
+    out["ratio"] = ratio
+    tol = (1 + resolution) * (1 + 1e-9)  # the boundary itself is one step
+    if ratio * tol < 1:
+        out["verdict"] = "regression"
+    elif ratio > tol:
+        out["verdict"] = "improvement"
+    else:
+        out["verdict"] = "within one search step"
+    return out
+
+
+def baseline_change(s: dict[str, Any]) -> dict[str, Any] | None:
+    """The change against ``--baseline`` from a run's summary (None without a baseline)."""
+    b = s.get("baseline")
+    if not b:
+        return None
+    rows = []
+    for key, suite in (s.get("suites") or {}).items():
+        for cur, r in (suite.get("baseline_rounds") or {}).items():
+            base = r["baseline"]
+            cur_row, base_row = suite["targets"].get(cur, {}), suite["targets"].get(base, {})
+            cpu = cpu_change(r["current_cpu_ms_per_1k"], r["baseline_cpu_ms_per_1k"])
+            at_max = [cur_row.get("relay_cpu_ms_per_1k"), base_row.get("relay_cpu_ms_per_1k")]
+            best = max_change(cur_row.get("best"), base_row.get("best"), b["resolution"])
+            rows.append(
+                {
+                    "suite": key,
+                    "target": cur,
+                    "baseline_target": base,
+                    "concurrency": r["concurrency"],
+                    "rounds": r["rounds"],
+                    "cpu": cpu,
+                    "cpu_at_max": at_max,
+                    "cpu_at_max_ratio": at_max[0] / at_max[1] if all(at_max) else None,
+                    "best": [cur_row.get("best"), base_row.get("best")],
+                    "max": best,
+                }
+            )
+    ttft = {}
+    tt = (s.get("ttft") or {}).get("targets") or {}
+    if "serve" in tt and "serve-base" in tt:
+        cur, base = tt["serve"], tt["serve-base"]
+        rounds = [cur.get("round_p50") or [], base.get("round_p50") or []]
+        ttft = {
+            "added_p50": [cur.get("added_p50"), base.get("added_p50")],
+            "added_p99": [cur.get("added_p99"), base.get("added_p99")],
+            # how much one server's p50 moved from round to round: the scale of noise
+            "round_p50_range": max((max(v) - min(v) for v in rounds if len(v) > 1), default=None),
+        }
+    regressions = [
+        f"{r['suite']}/{r['target']}: relay CPU per 1,000 chunks ×{r['cpu']['ratio']:.3f} "
+        f"> 1 + noise {r['cpu']['noise']:.1%}"
+        for r in rows
+        if r["cpu"]["verdict"] == "regression"
+    ] + [
+        f"{r['suite']}/{r['target']}: max streams {r['best'][0]} against {r['best'][1]}, "
+        f"more than one search step (×{r['max']['tolerance']:g}) lower"
+        for r in rows
+        if r["max"]["verdict"] == "regression"
+    ]
+    undecided = [f"{r['suite']}/{r['target']}" for r in rows if r["cpu"]["verdict"] == "unknown"]
+    if regressions:
+        verdict = "regression beyond noise: " + "; ".join(regressions)
+    elif not rows or undecided:
+        verdict = "not decided: too few usable measurements" + (
+            f" ({', '.join(undecided)})" if undecided else " (no suite measured both servers)"
+        )
+    else:
+        worst = max(r["cpu"]["noise"] for r in rows)
+        verdict = f"no regression within noise (the largest noise here: ±{worst:.1%})"
+    return {"rows": rows, "ttft": ttft, "verdict": verdict, "ok": not regressions and not
+            undecided and bool(rows)}  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # Report
 
 
-def max_bar_svg(suite: dict[str, Any]) -> str:
+def max_bar_svg(suite: dict[str, Any], titles: dict[str, str] = TARGET_TITLES) -> str:
     """Horizontal bars: the largest sustained concurrency per target (log scale)."""
     rows = [
         (
-            TARGET_TITLES[n],
+            titles[n],
             r.get("best") or 0,
             r.get("first_failure") is None and bool(r.get("best")),
         )
@@ -1544,6 +1963,110 @@ def targets_check(s: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+def target_titles(s: dict[str, Any]) -> dict[str, str]:
+    """Every target's title in the report; the baseline's names its ref and commit."""
+    titles = dict(TARGET_TITLES)
+    b = s.get("baseline")
+    if b:
+        at = b["short"] if b["commit"].startswith(b["ref"]) else f"{b['ref']} = {b['short']}"
+        titles["serve-base"] = f"wenxin serve at {at} (OpenAI route)"
+        titles["serve-base-native"] = f"wenxin serve at {at} (native API, stored conversations)"
+    return titles
+
+
+def _cell(text: Any) -> str:
+    """``text`` made safe for a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_change(s: dict[str, Any]) -> list[str]:
+    """The "change against the baseline" section (Markdown lines; none without --baseline)."""
+    ch = baseline_change(s)
+    if ch is None:
+        return []
+    b = s["baseline"]
+    current = f"the checked-out tree at {b['current_commit']}" + (
+        " with uncommitted changes in `src/`" if b["current_dirty"] else ""
+    )
+    lines = [
+        "## Change against the baseline",
+        "",
+        f"Current: {current}. Baseline: `{_cell(b['ref'])}` = {b['short']} "
+        f"({_cell(b['subject'])}), wenxin-stream {b['version']}, run from its own source with "
+        "the project's `.venv`, with the same configuration, API key set-up, pinning and "
+        "settling; the two servers are never under load at the same time.",
+        "",
+        f"**Verdict: {_cell(ch['verdict'])}.**",
+        "",
+    ]
+    if ch["rows"]:
+        lines += [
+            "| suite | route | relay CPU / 1k chunks at one load: current / baseline "
+            "| ratio | noise | at each one's max: current / baseline | max streams: current / "
+            "baseline | verdict |",
+            "|---|---|--:|--:|--:|--:|--:|---|",
+        ]
+    for r in ch["rows"]:
+        cpu, mx = r["cpu"], r["max"]
+        at_max = f"{_f(r['cpu_at_max'][0], 0)} / {_f(r['cpu_at_max'][1], 0)} ms"
+        if r["cpu_at_max_ratio"]:
+            at_max += f" ({r['cpu_at_max_ratio']:.2f}×)"
+        best = f"{_f(r['best'][0])} / {_f(r['best'][1])}"
+        if mx["ratio"]:
+            best += f" ({mx['ratio']:.2f}×)"
+        lines.append(
+            f"| {r['suite']} | {'OpenAI' if r['target'] == 'serve' else 'native'} "
+            f"| {_f(cpu['current'])} / {_f(cpu['baseline'])} ms "
+            f"({r['concurrency']:,} streams, {r['rounds']} rounds each) "
+            f"| {_f(cpu['ratio'], 3, '×')} "
+            f"| {'±' + format(cpu['noise'], '.1%') if cpu['noise'] is not None else '–'} "
+            f"| {at_max} | {best} | CPU {cpu['verdict']}; max {mx['verdict']} |"
+        )
+    tt = ch["ttft"]
+    if tt:
+        lines += [
+            *([""] if ch["rows"] else []),
+            "| TTFT added at one stream | current | baseline | current − baseline |",
+            "|---|--:|--:|--:|",
+        ]
+        for p in ("p50", "p99"):
+            cur, base = tt[f"added_{p}"]
+            diff = cur - base if cur is not None and base is not None else None
+            lines.append(
+                f"| {p} | {_f(cur, 2, ' ms')} | {_f(base, 2, ' ms')} "
+                f"| {'–' if diff is None else format(diff, '+.2f') + ' ms'} |"
+            )
+    rng = tt.get("round_p50_range") if tt else None
+    lines += [
+        "",
+        "How the verdict is reached: **relay CPU per 1,000 chunks** (the figure scheduling "
+        "noise hardly moves) from interleaved rounds after each suite's searches, both servers "
+        "at one load (half the smaller of their two maxima, so that neither is at its edge), "
+        "in the order current, baseline / baseline, current / …; ratio of the medians; "
+        "*noise* is how far one measurement strayed from the median of its own code in this "
+        "run, and a ratio above 1 + noise is a regression (a step that lost chunks or streams "
+        "is not counted). **Max streams** is a regression when the current maximum is lower "
+        "than the baseline's by more than one search step "
+        f"(×{1 + b['resolution']:g} in this profile). The CPU at each one's maximum is one "
+        "step each at two different loads: shown, not judged. **TTFT added** is shown, not "
+        "judged"
+        + (
+            f" (the per-round p50 of one server moved by up to {rng:.2f} ms in this run)"
+            if rng is not None
+            else ""
+        )
+        + "."
+        + (" The memory section measures the current tree only." if s.get("memory") else "")
+        + (
+            " The SDK section runs the baseline's clients too, once each (no noise estimate)."
+            if s.get("sdk")
+            else ""
+        ),
+        "",
+    ]
+    return lines
+
+
 def render(s: dict[str, Any], prefix: str, args: argparse.Namespace) -> str:
     """RESULTS.md from the summary; ``prefix`` leads from the file to the run directory."""
     m = s.get("machine", {})
@@ -1573,6 +2096,8 @@ def render(s: dict[str, Any], prefix: str, args: argparse.Namespace) -> str:
         "was changed because of them and what remains.",
         "",
     ]
+    lines += render_change(s)
+    titles = target_titles(s)
 
     lines += [
         "## Machine",
@@ -1599,7 +2124,7 @@ def render(s: dict[str, Any], prefix: str, args: argparse.Namespace) -> str:
         "| component | version |",
         "|---|---|",
     ]
-    lines += [f"| {k} | {v} |" for k, v in (s.get("versions") or {}).items()] + [""]
+    lines += [f"| {k} | {_cell(v)} |" for k, v in (s.get("versions") or {}).items()] + [""]
 
     for key, suite in (s.get("suites") or {}).items():
         lines += [
@@ -1629,7 +2154,7 @@ def render(s: dict[str, Any], prefix: str, args: argparse.Namespace) -> str:
             if r.get("first_failure"):
                 fail = f"{r['first_failure']:,} ({'; '.join(r.get('failure_reasons') or [])})"
             lines.append(
-                f"| {TARGET_TITLES[name]} | {best_text} | {fail} "
+                f"| {titles[name]} | {best_text} | {fail} "
                 f"| {_f(r.get('late_p50'))} / {_f(r.get('late_p99'))} "
                 f"| {_f(r.get('ttft_p50'))} / {_f(r.get('ttft_p99'))} "
                 f"| {_f(r.get('chunks_per_s'), 0)} "
@@ -1668,7 +2193,7 @@ def render(s: dict[str, Any], prefix: str, args: argparse.Namespace) -> str:
         ]
         for name, r in tt["targets"].items():
             lines.append(
-                f"| {TARGET_TITLES[name]} | {r['n']} | {_f(r['p50'], 2)} | {_f(r['p99'], 2)} "
+                f"| {titles[name]} | {r['n']} | {_f(r['p50'], 2)} | {_f(r['p99'], 2)} "
                 f"| {_f(r['max'], 2)} "
                 f"| {_f(r.get('added_p50'), 2)} | {_f(r.get('added_p99'), 2)} |"
             )
@@ -1680,7 +2205,12 @@ def render(s: dict[str, Any], prefix: str, args: argparse.Namespace) -> str:
             "## Memory of wenxin serve",
             "",
             f"A fresh `wenxin serve`, warmed with 100 streams; idle RSS {mem['idle_mib']:.2f} MiB. "
-            "Slow streams (one chunk a second) held open; RSS is the median on the plateau.",
+            "Slow streams (one chunk a second) held open; RSS is the median on the plateau."
+            + (
+                " The current tree only (the baseline is not measured here)."
+                if s.get("baseline")
+                else ""
+            ),
             "",
             "| streams open | RSS MiB | per stream over idle |",
             "|--:|--:|--:|",
@@ -1717,9 +2247,14 @@ def render(s: dict[str, Any], prefix: str, args: argparse.Namespace) -> str:
             "| RSS after imports MB | wall s |",
             "|---|--:|--:|--:|--:|--:|--:|--:|",
         ]
+        at = ""
+        if s.get("baseline"):
+            at = f" at {s['baseline']['short']} (baseline)"
         names = {
             "ours-async": "wenxin_stream AsyncClient",
+            "ours-async-base": f"wenxin_stream AsyncClient{at}",
             "ours-sync": "wenxin_stream Client (threads)",
+            "ours-sync-base": f"wenxin_stream Client (threads){at}",
             "openai": "openai-python (httpx)",
             "openai-aiohttp": "openai-python (aiohttp)",
             "qianfan-async": "qianfan (async)",
@@ -1750,13 +2285,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--suites", default="fast,ernie", help="comma-separated: fast,ernie")
     parser.add_argument(
         "--targets",
-        default=",".join(TARGETS[:4]),
-        help=f"comma-separated subset of {','.join(TARGETS)}",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS)} (the -base ones need --baseline, "
+        "which adds them by itself)",
     )
     parser.add_argument(
         "--native",
         action="store_true",
         help="also measure serve's native API (stored conversations) in the suites",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also measure `wenxin serve` as of git REF (a commit, main~3, a tag) in the same "
+        "run: targets serve-base (and serve-base-native with --native), a change table and a "
+        "verdict; see bench/README.md",
+    )
+    parser.add_argument(
+        "--baseline-rounds",
+        type=int,
+        metavar="N",
+        help="--baseline: interleaved rounds per suite that measure both servers at one load, "
+        "the source of the CPU comparison and its noise (default 5, --quick 3; at least 2)",
     )
     parser.add_argument("--step-duration", type=float, help="seconds per find-max step")
     parser.add_argument("--max-concurrency", type=int, help="cap every search")
@@ -1800,6 +2350,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in args.targets:
         if name not in TARGETS:
             parser.error(f"unknown target {name!r}")
+        if name in BASELINE_TWINS.values() and not args.baseline:
+            parser.error(f"target {name!r} needs --baseline REF")
+    if args.baseline:
+        if not args.baseline.strip() or args.baseline.startswith("-"):
+            parser.error(f"--baseline: not a git ref: {args.baseline!r}")
+        if not set(BASELINE_TWINS) & set(args.targets):
+            parser.error("--baseline compares `wenxin serve`: --targets must include serve")
+        args.targets += [
+            twin
+            for name, twin in BASELINE_TWINS.items()
+            if name in args.targets and twin not in args.targets
+        ]
+    if args.baseline_rounds is not None and args.baseline_rounds < 2:
+        parser.error("--baseline-rounds must be at least 2 (the noise comes from the repeats)")
     args.native = "serve-native" in args.targets
     if args.publish is None:
         args.publish = not args.quick
