@@ -27,13 +27,9 @@ from wenxin_stream import (
     InvalidRequestError,
     Timeout,
 )
-from wenxin_stream._conversation import (
-    INTERRUPTED_MARK,
-    AsyncConversation,
-    Conversation,
-    ConversationCore,
-    TurnOutcome,
-)
+from wenxin_stream._conversation import INTERRUPTED_MARK, ConversationCore, TurnOutcome
+from wenxin_stream._conversation_async import AsyncConversation
+from wenxin_stream._conversation_sync import Conversation
 from wenxin_stream._transport import HTTPRequest, SyncResponse
 from wenxin_stream._transport_urllib3 import Urllib3Transport
 from wenxin_stream._validation import check_v1_messages

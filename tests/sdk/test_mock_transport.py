@@ -24,16 +24,14 @@ from wenxin_stream import (
     TokenExpiredError,
 )
 from wenxin_stream._transport_mock import (
-    AsyncMockResponse,
-    AsyncMockTransport,
     MockResponse,
-    MockSyncResponse,
-    MockTransport,
     MockTransportExhausted,
     Pause,
     every_byte,
     split_at,
 )
+from wenxin_stream._transport_mock_async import AsyncMockResponse, AsyncMockTransport
+from wenxin_stream._transport_mock_sync import MockSyncResponse, MockTransport
 
 PIECES = ["你好，", "世界！😀", "中文「测试」", "é ß ✓ 𠀀。"]
 TEXT = "".join(PIECES)

@@ -21,7 +21,7 @@ from sdk_helpers import (
 )
 
 from wenxin_stream import ClientRateLimitTimeout, EndReason
-from wenxin_stream._ratelimit import estimate_tokens
+from wenxin_stream._token_estimate import estimate_tokens
 
 PROMPT = "限流测试"
 

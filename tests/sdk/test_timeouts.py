@@ -14,13 +14,9 @@ import pytest
 from sdk_helpers import MakeEach, build_client, fault
 
 from wenxin_stream import APITimeoutError, EndReason, RetryPolicy, Timeout
-from wenxin_stream._transport_mock import (
-    AsyncMockTransport,
-    BodyItem,
-    MockResponse,
-    MockTransport,
-    Pause,
-)
+from wenxin_stream._transport_mock import BodyItem, MockResponse, Pause
+from wenxin_stream._transport_mock_async import AsyncMockTransport
+from wenxin_stream._transport_mock_sync import MockTransport
 
 PROMPT = "超时测试"
 
