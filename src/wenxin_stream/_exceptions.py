@@ -25,19 +25,20 @@
             ├── MalformedResponseError    invalid JSON or wrong shape (.excerpt, short, redacted)
             └── IncompleteStreamError     the stream ended without its terminal event
 
-The first four are raised locally, before anything is sent (or, for ``ClientRateLimitTimeout``,
-instead of sending); everything else is about an exchange with the server. ``except
-WenxinError`` catches every error of the package; ``except (APIError, APIConnectionError)``
-catches "the call failed remotely" without the caller's own mistakes.
+The four after ``WenxinError`` are raised locally, before anything is sent (or, for
+``ClientRateLimitTimeout``, instead of sending); everything else is about an exchange with the
+server. ``except WenxinError`` catches every error of the package; ``except (APIError,
+APIConnectionError, RemoteProtocolError)`` catches "the exchange failed" without the caller's
+own mistakes.
 
 Errors are split by blame, as h11 does: a ``LocalProtocolError`` is a bug on our side of the
 wire (for example an SSE event name containing a newline), a ``RemoteProtocolError`` is the
 peer's fault (for example an SSE line longer than the configured limit).
 
 **Why APIConnectionError is not an APIError** (openai-python puts it under its ``APIError``).
-Here ``APIError`` means *the server answered* and always carries what it said: the API
-generation, an HTTP status, a code, a request id. A connection that failed or broke has none
-of these, so as a subclass it would need ``status_code = None`` and ``code = None``, and every
+Here ``APIError`` means *the server answered* and carries what it said: the API generation,
+the HTTP status, and the code and request id when it sent them. A connection that failed or
+broke has none of these, so as a subclass it would need ``status_code = None``, and every
 reader of those attributes (``except APIError as e: e.status_code``) would have to handle a
 case that is not an answer at all; the gateway's relay, which reports ``ERNIE answered error
 {code}`` for an ``APIError``, would print ``None`` for a reset connection. openai-python can
@@ -57,6 +58,9 @@ The factories :func:`api_error_from_v1`, :func:`api_error_from_v2` and
 :func:`api_error_from_oauth` turn what the server said into the right subclass. No message
 built here ever contains a credential: every server-supplied text passes through
 :func:`~wenxin_stream._redact.redact`.
+
+(About 650 lines, over the house's 600: the tree and the mapping of every server answer onto
+it are one concept, and the mapping tables are where a reader checks which class a code gets.)
 """
 
 from __future__ import annotations
