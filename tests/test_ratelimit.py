@@ -260,6 +260,13 @@ def test_header_limit_becomes_ours_when_none_configured() -> None:
     assert limiter.limits == RateLimits(rpm=120, tpm=30000, input_tpm=20000, output_tpm=8000)
 
 
+async def test_the_async_shell_adapts_to_headers_too() -> None:
+    clock = FakeClock()
+    limiter = AsyncRateLimiter(RateLimits(rpm=300), clock=clock, sleep=clock.asleep)
+    limiter.update_from_headers({"X-Ratelimit-Limit-Requests": "120"})
+    assert limiter.limits == RateLimits(rpm=120)
+
+
 def test_header_limit_lowers_but_never_raises_the_configured_one() -> None:
     limiter, _ = sync_limiter(RateLimits(rpm=300, tpm=100_000))
     limiter.update_from_headers({"X-Ratelimit-Limit-Requests": "120"})
