@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,9 +113,12 @@ def unasync_line(line: str) -> str:
 
 def _ruff(*args: str, source: str, filename: Path) -> str:
     """``source`` through ``ruff <args> -`` (formatted or fixed as if it were ``filename``)."""
-    ruff = Path(sys.executable).parent / "ruff"
+    beside = Path(sys.executable).parent / "ruff"
+    ruff = str(beside) if beside.exists() else shutil.which("ruff")
+    if ruff is None:
+        raise SystemExit("unasync: ruff not found (run it with the project's .venv/bin/python)")
     done = subprocess.run(  # noqa: S603 - our own ruff, fixed arguments
-        [str(ruff), *args, "--stdin-filename", str(filename), "-"],
+        [ruff, *args, "--stdin-filename", str(filename), "-"],
         input=source,
         capture_output=True,
         text=True,

@@ -10,14 +10,11 @@ is only correct if the two worlds differ in *names*, never in code, so every gen
 difference lives here, as a pair with the same interface (the idea of httpcore's
 ``_synchronization``):
 
-==========================  ============================  ================================
-pair                        async                         sync
-==========================  ============================  ================================
-``async_sleep`` /           ``asyncio.sleep``             ``time.sleep``
-``sync_sleep``
-``AsyncFlight`` / ``Flight``  one future, awaited through   a ``threading.Event`` and the
-                            ``asyncio.shield``            outcome, read after it is set
-==========================  ============================  ================================
+- ``async_sleep`` / ``sync_sleep``: ``asyncio.sleep`` / ``time.sleep``, the default sleep of
+  the shells (which take an injected one);
+- ``AsyncFlight`` / ``Flight``: a result one caller produces and others wait for — one future
+  awaited through ``asyncio.shield`` / a ``threading.Event`` and the outcome, read once it is
+  set.
 
 A *flight* is a result that one caller produces and any number of others wait for (the
 single-flight token fetch). The producer calls :meth:`Flight.finish` exactly once, with a value
@@ -26,7 +23,7 @@ single-flight token fetch). The producer calls :meth:`Flight.finish` exactly onc
 (a task) does not disturb the flight: the future is shielded.
 
 Locks are not paired: the shells hold a ``threading.Lock`` only around state changes that never
-wait, which is correct (and uncontended, so cheap) in both worlds.
+wait, which is correct in both worlds, and cheap (held for microseconds, never across a wait).
 """
 
 from __future__ import annotations
