@@ -27,13 +27,9 @@ from wenxin_stream import (
     InvalidRequestError,
     Timeout,
 )
-from wenxin_stream._conversation import (
-    INTERRUPTED_MARK,
-    AsyncConversation,
-    Conversation,
-    ConversationCore,
-    TurnOutcome,
-)
+from wenxin_stream._conversation import INTERRUPTED_MARK, ConversationCore, TurnOutcome
+from wenxin_stream._conversation_async import AsyncConversation
+from wenxin_stream._conversation_sync import Conversation
 from wenxin_stream._transport import HTTPRequest, SyncResponse
 from wenxin_stream._transport_urllib3 import Urllib3Transport
 from wenxin_stream._validation import check_v1_messages
@@ -298,6 +294,31 @@ async def test_async_conversation(strict_emu: ServerHandle) -> None:
         assert len(conv.messages) == 6
         assert conv.messages[1]["content"] == first
         assert_valid(conv)
+
+
+async def test_async_conversation_refuses_overlap_and_resets(strict_emu: ServerHandle) -> None:
+    """The rest of the async twin's surface (the sync one is tested above)."""
+    async with AsyncClient(
+        v2_base_url=strict_emu.base_url, bearer_token="bce-v3/ALTAK-conv/z", retry=0
+    ) as client:
+        conv = AsyncConversation(client, system="简短", max_turns=1)
+        assert conv.system == "简短"
+        conv.system = "你是导游"
+        assert conv.core.system == "你是导游"
+        with pytest.raises(TypeError, match="system"):
+            conv.stream("一", system="x")
+        stream = conv.stream("一")
+        with pytest.raises(RuntimeError, match="still streaming"):
+            conv.stream("二")
+        assert conv.messages == []  # the open answer is not recorded yet
+        await stream.until_done()
+        assert conv.last_turn is not None
+        assert conv.last_turn.outcome is TurnOutcome.KEPT
+        conv.stream("二")  # left open: a reset forgets it
+        conv.reset()
+        assert conv.messages == []
+        assert conv.last_turn is None
+        assert conv.system == "你是导游"  # the system text stays
 
 
 # --- the pure core ------------------------------------------------------------------------

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pytest
 
+import wenxin_stream
 from wenxin_stream import _exceptions
 from wenxin_stream._error_codes import V1_CODES, V2_CODE_KINDS, v1_kind
 from wenxin_stream._events import EndReason
@@ -19,11 +21,14 @@ from wenxin_stream._exceptions import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ClientRateLimitTimeout,
+    ConfigurationError,
     IncompleteStreamError,
     InternalServerError,
     InvalidRequestError,
     LocalProtocolError,
     MalformedResponseError,
+    MissingCredentialsError,
     NotFoundError,
     PermissionDeniedError,
     ProtocolError,
@@ -60,6 +65,10 @@ SIGNATURE = (
     ("child", "parent"),
     [
         (InvalidRequestError, WenxinError),
+        (ConfigurationError, WenxinError),
+        (ConfigurationError, ValueError),
+        (MissingCredentialsError, WenxinError),
+        (ClientRateLimitTimeout, WenxinError),
         (APIError, WenxinError),
         (BadRequestError, APIError),
         (AuthenticationError, APIError),
@@ -88,6 +97,77 @@ def test_docstring_draws_every_exception_class() -> None:
         obj = getattr(_exceptions, name)
         if isinstance(obj, type) and issubclass(obj, BaseException):
             assert name in doc, name
+
+
+def _drawn_tree() -> dict[str, str]:
+    """Each class of the docstring's drawing and its parent, read from the indentation."""
+    doc = _exceptions.__doc__ or ""
+    drawing = doc.split("::", 1)[1].split("\n\n", 2)[1]
+    parents: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in drawing.splitlines():
+        found = re.match(r"^([ │├└─]*)([A-Z]\w+)", line)
+        if found is None:
+            continue  # the second line of a long description
+        depth, name = len(found.group(1)), found.group(2)
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        if stack:
+            parents[name] = stack[-1][1]
+        stack.append((depth, name))
+    return parents
+
+
+def test_the_drawing_is_the_tree() -> None:
+    """The drawing in the module docstring is exactly the class hierarchy: every drawn class
+    has the drawn parent as its first base, and every public error of the package is drawn."""
+    parents = _drawn_tree()
+    for name, parent in parents.items():
+        cls = getattr(_exceptions, name)
+        assert cls.__bases__[0] is getattr(_exceptions, parent), (name, parent)
+    public_errors = {
+        name
+        for name in wenxin_stream.__all__
+        if isinstance(obj := getattr(wenxin_stream, name), type) and issubclass(obj, Exception)
+    }
+    assert public_errors == {*parents, "WenxinError"}
+
+
+def test_every_public_error_lives_in_the_exceptions_module() -> None:
+    for name in wenxin_stream.__all__:
+        obj = getattr(wenxin_stream, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert obj.__module__ == "wenxin_stream._exceptions", name
+            assert getattr(_exceptions, name) is obj
+
+
+def test_a_connection_error_is_not_an_api_error() -> None:
+    """The documented decision: APIError means the server answered (status, code, request
+    id); a failed or broken connection has none of these. Both are retryable all the same."""
+    assert not issubclass(APIConnectionError, APIError)
+    assert not issubclass(APITimeoutError, APIError)
+    assert "Why APIConnectionError is not an APIError" in (_exceptions.__doc__ or "")
+    assert is_retryable(APIConnectionError("reset"))
+    assert is_retryable(APITimeoutError("idle", timeout=1.0))
+    with pytest.raises((APIError, APIConnectionError)):
+        raise APIConnectionError("reset")
+
+
+def test_the_moved_errors_keep_their_messages_and_attributes() -> None:
+    error = ConfigurationError(
+        "qps_limit", "must not be negative, got -1.0", variable="QIANFAN_QPS_LIMIT"
+    )
+    assert str(error) == "qps_limit (QIANFAN_QPS_LIMIT): must not be negative, got -1.0"
+    assert (error.field, error.variable) == ("qps_limit", "QIANFAN_QPS_LIMIT")
+    assert str(ConfigurationError("x", "bad")) == "x (?): bad"
+    timeout = ClientRateLimitTimeout(9.5, 0.2)
+    assert (timeout.wait, timeout.max_wait) == (9.5, 0.2)
+    assert "9.5s away, longer than max_wait=0.2s" in str(timeout)
+    assert not timeout.retryable
+    assert not MissingCredentialsError("none").retryable
+    for exc in (error, timeout, MissingCredentialsError("none")):
+        again = pickle.loads(pickle.dumps(exc))
+        assert (type(again), str(again)) == (type(exc), str(exc))
 
 
 def test_all_is_complete() -> None:

@@ -16,23 +16,15 @@ from hypothesis import strategies as st
 from wenxin_stream._clock import FakeClock
 from wenxin_stream._exceptions import (
     APIConnectionError,
+    ClientRateLimitTimeout,
     WenxinError,
     api_error_from_v1,
     api_error_from_v2,
     is_retryable,
 )
-from wenxin_stream._ratelimit import (
-    DEFAULT_ANSWER_TOKENS,
-    AsyncRateLimiter,
-    ClientRateLimitTimeout,
-    RateLimiter,
-    RateLimits,
-    Reservation,
-    SyncRateLimiter,
-    estimate_prompt_tokens,
-    estimate_tokens,
-    rate_limit_scope,
-)
+from wenxin_stream._ratelimit import RateLimiter, RateLimits, Reservation, rate_limit_scope
+from wenxin_stream._ratelimit_async import AsyncRateLimiter
+from wenxin_stream._ratelimit_sync import SyncRateLimiter
 
 T0 = 1_000_000.0
 FOREVER = 1e9
@@ -266,6 +258,13 @@ def test_header_limit_becomes_ours_when_none_configured() -> None:
         }
     )
     assert limiter.limits == RateLimits(rpm=120, tpm=30000, input_tpm=20000, output_tpm=8000)
+
+
+async def test_the_async_shell_adapts_to_headers_too() -> None:
+    clock = FakeClock()
+    limiter = AsyncRateLimiter(RateLimits(rpm=300), clock=clock, sleep=clock.asleep)
+    limiter.update_from_headers({"X-Ratelimit-Limit-Requests": "120"})
+    assert limiter.limits == RateLimits(rpm=120)
 
 
 def test_header_limit_lowers_but_never_raises_the_configured_one() -> None:
@@ -599,43 +598,3 @@ def test_fake_clock() -> None:
     assert repr(clock) == "FakeClock(now=8.5)"
     with pytest.raises(ValueError, match="back"):
         clock.advance(-1)
-
-
-# --- token estimates ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "tokens"),
-    [
-        ("", 0),
-        ("hello world", 2),
-        ("你好", 2),  # 1.25 → 2
-        ("你好世界", 3),  # 2.5 → 3
-        ("你好世界你好世界", 5),
-        ("hello, 世界!", 4),  # "hello," and "!" are 2 words, + 1.25 → 3.25 → 4
-        ("𠀀𠀁", 2),  # CJK extension B
-    ],
-)
-def test_estimate_prompt_tokens(text: str, tokens: int) -> None:
-    assert estimate_prompt_tokens([{"role": "user", "content": text}]) == tokens
-
-
-def test_estimate_covers_all_messages_and_content_parts() -> None:
-    messages = [
-        {"role": "system", "content": "be brief"},
-        {"role": "user", "content": [{"type": "text", "text": "你好"}, {"type": "image_url"}]},
-        {"role": "assistant", "content": None},
-        {"role": "user", "content": 42},
-    ]
-    assert estimate_prompt_tokens(messages) == 4  # 2 words + 1.25 → 3.25 → 4
-    assert estimate_tokens(messages) == 4 + DEFAULT_ANSWER_TOKENS
-    assert estimate_tokens(messages, answer_tokens=100) == 104
-    assert estimate_tokens(messages, answer_tokens=-5) == 4
-
-
-@given(st.lists(st.text(), max_size=5))
-def test_estimate_is_deterministic_and_monotonic(texts: list[str]) -> None:
-    messages = [{"role": "user", "content": t} for t in texts]
-    first = estimate_prompt_tokens(messages)
-    assert first == estimate_prompt_tokens(messages)
-    assert estimate_prompt_tokens([*messages, {"role": "user", "content": "多"}]) >= first

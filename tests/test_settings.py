@@ -9,9 +9,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from wenxin_stream._exceptions import WenxinError
+from wenxin_stream._exceptions import ConfigurationError, WenxinError
 from wenxin_stream._retry import RetryPolicy
-from wenxin_stream._settings import ENV_VARS, SECRET_FIELDS, ConfigurationError, Settings
+from wenxin_stream._settings import ENV_VARS, SECRET_FIELDS, Settings
 
 FULL_ENV = {
     "QIANFAN_AK": "ak-123",

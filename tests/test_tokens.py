@@ -19,12 +19,12 @@ from wenxin_stream._clock import FakeClock
 from wenxin_stream._tokens import (
     REFRESH_RETRY_INTERVAL,
     AccessToken,
-    AsyncTokenManager,
     TokenCache,
-    TokenManager,
     cache_key,
     refresh_due,
 )
+from wenxin_stream._tokens_async import AsyncTokenManager
+from wenxin_stream._tokens_sync import TokenManager
 
 NOW = 1_700_000_000.0
 DAY = 86_400.0

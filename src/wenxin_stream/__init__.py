@@ -7,9 +7,10 @@ The public surface is re-exported here; the private modules (``_sse``, ``_events
 from ._accumulate import Accumulator, accumulate
 from ._async_client import AsyncChat, AsyncChatStream, AsyncClient
 from ._client import Chat, ChatStream, Client
-from ._client_base import MissingCredentialsError
 from ._continuation import CONTINUE_PROMPT
-from ._conversation import AsyncConversation, Conversation, Turn, TurnOutcome
+from ._conversation import Turn, TurnOutcome
+from ._conversation_async import AsyncConversation
+from ._conversation_sync import Conversation
 from ._events import (
     ChatResult,
     ChunkMeta,
@@ -36,11 +37,14 @@ from ._exceptions import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ClientRateLimitTimeout,
+    ConfigurationError,
     IncompleteStreamError,
     InternalServerError,
     InvalidRequestError,
     LocalProtocolError,
     MalformedResponseError,
+    MissingCredentialsError,
     NotFoundError,
     PermissionDeniedError,
     ProtocolError,
@@ -51,7 +55,7 @@ from ._exceptions import (
     WenxinError,
     is_retryable,
 )
-from ._ratelimit import ClientRateLimitTimeout, RateLimits
+from ._ratelimit import RateLimits
 from ._retry import RetryPolicy
 from ._sse import DONE_EVENT, ServerSentEvent, SSEDecoder, encode_comment, encode_event
 from ._timeouts import Timeout
@@ -79,6 +83,7 @@ __all__ = [
     "ChunkMeta",
     "Client",
     "ClientRateLimitTimeout",
+    "ConfigurationError",
     "Conversation",
     "EndReason",
     "FinishEvent",

@@ -1,40 +1,45 @@
-"""The async client: :class:`AsyncClient`, its ``chat`` namespace and :class:`AsyncChatStream`.
+"""An ERNIE client: :class:`AsyncClient`, its ``chat`` namespace and :class:`AsyncChatStream`.
 
-The twin of ``_client``: the same loop around :class:`~wenxin_stream._stream_core.StreamCore`
-with ``await`` (aiohttp transport, ``asyncio.sleep``). Backpressure: the next piece of the body
-is read only when the consumer asks for the next event, and aiohttp stops reading from the
-socket while its small per-response buffer is full, so a slow consumer slows the server down
-instead of filling memory. Cancelling the consuming task closes the HTTP response at once.
+A thin I/O shell around :class:`~wenxin_stream._stream_core.StreamCore`: it sends each attempt
+through the pooled transport, reads the body piece by piece with the timeout the core computes,
+and sleeps, through the injected ``sleep``, where the core says to wait. Every decision is the
+core's; what is left here is the loop.
+
+The sync and async clients are twins: the sync one is generated from the async one by
+``scripts/unasync.py`` (renames only; see its table), and ``scripts/check`` fails when it is
+stale. The async client reads with aiohttp, whose small per-response buffer stops reading from
+the socket while it is full, so a slow consumer slows the server down instead of filling memory
+(backpressure); cancelling the consuming task closes the HTTP response at once. The sync client
+reads with urllib3, one blocking read at a time with the socket timeout set per read.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from ._client_base import ClientBase, StreamView
+from ._clock import AsyncSleep
 from ._events import ChatResult, StreamEvent, TextDelta
 from ._exceptions import (
     APIConnectionError,
     APITimeoutError,
+    ClientRateLimitTimeout,
     MalformedResponseError,
-    RateLimitError,
     WenxinError,
 )
-from ._ratelimit import (
-    AsyncRateLimiter,
-    ClientRateLimitTimeout,
-    RateLimits,
-    Reservation,
-    rate_limit_scope,
-)
+from ._ratelimit import RateLimits, Reservation
+from ._ratelimit_async import AsyncRateLimiter
+from ._requests import chat_params
 from ._stream_core import MAX_BODY, MAX_ERROR_BODY, StreamCore
-from ._tokens import AccessToken, AsyncTokenManager, TokenCache
+from ._synchronization import async_sleep
+from ._tokens import AccessToken, TokenCache
+from ._tokens_async import AsyncTokenManager
 from ._transport import AsyncResponse, AsyncTransport, HTTPRequest, Limits
+
+__all__ = ["AsyncChat", "AsyncChatStream", "AsyncClient"]
 
 
 async def _read_all(response: AsyncResponse, core: StreamCore, limit: int) -> bytes:
@@ -53,19 +58,20 @@ async def _read_all(response: AsyncResponse, core: StreamCore, limit: int) -> by
 
 
 class AsyncChatStream(StreamView):
-    """One streamed answer. Use it in an ``async with`` block and ``async for`` its events.
+    """One streamed answer, as a context manager that iterates typed events.
 
     ::
 
         async with client.chat.stream(messages=[{"role": "user", "content": "你好"}]) as stream:
             async for text in stream.text_stream:
                 print(text, end="", flush=True)
-        print((await stream.get_final_message()).usage)
+            answer = await stream.get_final_message()
+        print(answer.usage)
 
-    Leaving the block — at the end, by ``break``, by an exception or by task cancellation —
-    closes the HTTP response at once. Afterwards :attr:`end_reason` says how the stream ended
-    (exactly one :class:`~wenxin_stream.EndReason`); errors raised while iterating carry the
-    text already delivered in ``partial_text`` and the same ``end_reason``.
+    Leaving the block — at the end, by ``break``, by an exception, by task cancellation or by
+    Ctrl-C — closes the HTTP response at once. Afterwards :attr:`end_reason` says how the
+    stream ended (exactly one :class:`~wenxin_stream.EndReason`); errors raised while iterating
+    carry the text already delivered in ``partial_text`` and the same ``end_reason``.
     """
 
     def __init__(self, client: AsyncClient, core: StreamCore) -> None:
@@ -129,22 +135,70 @@ class AsyncChat:
         model: str | None = None,
         endpoint: str | None = None,
         continue_on_error: bool | None = None,
-        **params: Any,
+        system: str | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        penalty_score: float | None = None,
+        frequency_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        stop: Sequence[str] | None = None,
+        max_output_tokens: int | None = None,
+        max_tokens: int | None = None,
+        max_completion_tokens: int | None = None,
+        response_format: str | Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        functions: Sequence[Mapping[str, Any]] | None = None,
+        disable_search: bool | None = None,
+        enable_citation: bool | None = None,
+        enable_trace: bool | None = None,
+        min_output_tokens: int | None = None,
+        user_id: str | None = None,
+        user_setting: Any = None,
+        enable_system_memory: bool | None = None,
+        system_memory_id: str | None = None,
+        user: str | None = None,
+        seed: int | None = None,
+        repetition_penalty: float | None = None,
+        parallel_tool_calls: bool | None = None,
+        web_search: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        enable_thinking: bool | None = None,
+        thinking_budget: int | None = None,
+        thinking_strategy: str | None = None,
+        reasoning_effort: str | None = None,
+        stream_options: Mapping[str, Any] | None = None,
+        include_usage: bool | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> AsyncChatStream:
         """Start a streamed answer (see :class:`AsyncChatStream`); no I/O until iterated.
 
-        ``messages`` is the conversation (or a single question as a string); ``model`` a model
-        name (the client's default otherwise); ``endpoint`` a custom v1 endpoint; other keyword
-        arguments are sent as request parameters (``temperature``, ``system``, ``stop`` …).
-        The request is checked against ERNIE's rules before anything is sent:
-        :class:`~wenxin_stream.InvalidRequestError` tells what to fix.
+        ``messages`` is the conversation (or one question as a string); ``model`` a model
+        name (the client's default otherwise); ``endpoint`` a custom v1 endpoint;
+        ``continue_on_error`` the client's continue mode for this stream only.
+
+        Request parameters, each left out when ``None`` (``shared/ERNIE-PROTOCOL.md`` §1.4,
+        §2.3). Both generations: ``system`` (on v2 a leading system message),
+        ``temperature``, ``top_p``, ``penalty_score``, ``frequency_penalty``,
+        ``presence_penalty``, ``stop``, the answer's length as ``max_output_tokens`` (v1's
+        name), ``max_tokens`` or ``max_completion_tokens`` (v2's; one of the three),
+        ``response_format``, ``tools``, ``tool_choice``. v1: ``functions``,
+        ``disable_search``, ``enable_citation``, ``enable_trace``, ``min_output_tokens``,
+        ``user_id``, ``user_setting``, ``enable_system_memory``, ``system_memory_id``. v2:
+        ``user``, ``seed``, ``repetition_penalty``, ``parallel_tool_calls``, ``web_search``,
+        ``metadata``, ``enable_thinking``, ``thinking_budget``, ``thinking_strategy``,
+        ``reasoning_effort``, ``stream_options``, ``include_usage``. Anything else goes in
+        ``extra_body``, merged into the request body as is; an unknown keyword is a
+        :class:`TypeError`. The request is checked against ERNIE's rules before anything is
+        sent: :class:`~wenxin_stream.InvalidRequestError` tells what to fix.
         """
         core = self._client._core(
             messages,
             model=model,
             endpoint=endpoint,
             stream=True,
-            params=params,
+            params=chat_params(locals()),
+            extra_body=extra_body,
             continue_on_error=continue_on_error,
         )
         return AsyncChatStream(self._client, core)
@@ -155,25 +209,66 @@ class AsyncChat:
         messages: Sequence[Mapping[str, Any]] | str,
         model: str | None = None,
         endpoint: str | None = None,
-        **params: Any,
+        system: str | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        penalty_score: float | None = None,
+        frequency_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        stop: Sequence[str] | None = None,
+        max_output_tokens: int | None = None,
+        max_tokens: int | None = None,
+        max_completion_tokens: int | None = None,
+        response_format: str | Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        functions: Sequence[Mapping[str, Any]] | None = None,
+        disable_search: bool | None = None,
+        enable_citation: bool | None = None,
+        enable_trace: bool | None = None,
+        min_output_tokens: int | None = None,
+        user_id: str | None = None,
+        user_setting: Any = None,
+        enable_system_memory: bool | None = None,
+        system_memory_id: str | None = None,
+        user: str | None = None,
+        seed: int | None = None,
+        repetition_penalty: float | None = None,
+        parallel_tool_calls: bool | None = None,
+        web_search: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        enable_thinking: bool | None = None,
+        thinking_budget: int | None = None,
+        thinking_strategy: str | None = None,
+        reasoning_effort: str | None = None,
+        stream_options: Mapping[str, Any] | None = None,
+        include_usage: bool | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> ChatResult:
-        """Ask for a whole (non-stream) answer."""
+        """Ask for a whole (non-stream) answer; the parameters are those of :meth:`stream`
+        (``stream_options`` and ``include_usage`` are refused: they apply to streams only)."""
         core = self._client._core(
-            messages, model=model, endpoint=endpoint, stream=False, params=params
+            messages,
+            model=model,
+            endpoint=endpoint,
+            stream=False,
+            params=chat_params(locals()),
+            extra_body=extra_body,
         )
         return await self._client._run_once(core)
 
 
-class AsyncClient(ClientBase):
-    """An asyncio ERNIE client: one connection pool, shared by every stream it opens.
+class AsyncClient(ClientBase[AsyncSleep]):
+    """An ERNIE client: one connection pool, shared by every stream it opens.
 
     With no arguments it reads qianfan's environment variables (``QIANFAN_BEARER_TOKEN`` for
     v2; ``QIANFAN_AK``/``QIANFAN_SK`` or ``QIANFAN_ACCESS_TOKEN`` for v1;
     ``QIANFAN_ACCESS_KEY``/``QIANFAN_SECRET_KEY`` for IAM; ``QIANFAN_BASE_URL``,
     ``QIANFAN_CONSOLE_API_BASE_URL``, ``QIANFAN_IAM_BASE_URL``, ``QIANFAN_APP_ID``). Without
     any credentials it uses the embedded offline emulator and logs a warning
-    (``emulator=False`` makes that an error). Share one client across the tasks of one
-    event loop.
+    (``emulator=False`` makes that an error). Share one client: the sync client across
+    threads, the async one across the tasks of one event loop. ``clock`` and ``sleep``
+    inject time (see :class:`~wenxin_stream._client_base.ClientBase`).
     """
 
     _transport: AsyncTransport
@@ -187,7 +282,8 @@ class AsyncClient(ClientBase):
     async def stream_chat(
         self, messages: Sequence[Mapping[str, Any]] | str, **kwargs: Any
     ) -> AsyncIterator[str]:
-        """Stream only the text of an answer: ``async for piece in client.stream_chat("你好")``."""
+        """Stream only the text of an answer: ``async for piece in client.stream_chat("你好")``
+        (``kwargs`` as for ``chat.stream``)."""
         async with self.chat.stream(messages=messages, **kwargs) as stream:
             async for text in stream.text_stream:
                 yield text
@@ -206,7 +302,7 @@ class AsyncClient(ClientBase):
 
     async def _fetch_token(self) -> AccessToken:
         auth: Any = self._auth
-        request: HTTPRequest = auth.token_request(time.time())
+        request: HTTPRequest = auth.token_request(self._wall())
         response = await self._transport.open(
             request,
             connect_timeout=self.timeout.connect,
@@ -222,12 +318,12 @@ class AsyncClient(ClientBase):
             raise APITimeoutError("idle", timeout=self.timeout.idle) from None
         finally:
             await response.aclose()
-        token: AccessToken = auth.parse_token(response.status, bytes(body), time.time())
+        token: AccessToken = auth.parse_token(response.status, bytes(body), self._wall())
         return token
 
     async def _open(self, core: StreamCore) -> tuple[AsyncResponse, AccessToken | None]:
         token = await self._tokens.get() if self._tokens is not None else None
-        request = core.http_request(token, time.time())
+        request = core.http_request(token, self._wall())
         try:
             response = await self._transport.open(
                 request, connect_timeout=self.timeout.connect, head_timeout=core.head_timeout()
@@ -240,34 +336,32 @@ class AsyncClient(ClientBase):
     async def _recover(
         self, core: StreamCore, error: WenxinError, token: AccessToken | None
     ) -> None:
-        """Handle a failed attempt: wait and return to try again, or raise."""
-        if isinstance(error, RateLimitError):
-            self._limiter.on_rate_limited(error.retry_after, scope=rate_limit_scope(error))
-        decision = core.on_failure(error, random.random())  # noqa: S311 - jitter, not crypto
-        if decision.action == "raise":
-            assert decision.error is not None
+        """Carry out the core's decision on a failed attempt: wait and return to try again,
+        or raise."""
+        decision = core.on_failure(error, random.random(), token)  # noqa: S311 - jitter
+        if decision.pause is not None:
+            self._limiter.on_rate_limited(decision.pause.retry_after, scope=decision.pause.scope)
+        if decision.error is not None:
             raise decision.error
-        if decision.action == "refresh" and self._tokens is not None and token is not None:
-            self._tokens.invalidate(token)
+        if decision.invalidate is not None and self._tokens is not None:
+            self._tokens.invalidate(decision.invalidate)
         if decision.delay > 0:
-            await asyncio.sleep(decision.delay)
+            await self._sleep(decision.delay)
 
     async def _reserve(self, core: StreamCore) -> Reservation:
-        """Wait (bounded) for the client-side rate limits to allow one attempt."""
+        """Wait (bounded) for the client-side rate limits to allow the exchange."""
         try:
             return await self._limiter.acquire(core.token_estimate())
         except ClientRateLimitTimeout as error:
             raise core.fail(error) from None
 
     def _settle(self, reservation: Reservation, core: StreamCore) -> None:
-        """Record what a request cost: nothing unless the server generated an answer.
-
-        One reservation covers a request and its retries: a retry is paced by the server's
-        ``Retry-After`` and the backoff, not queued behind its own first attempt."""
-        if core.generated:
-            self._limiter.settle(reservation, core.tokens_used())
-        else:
+        """Record what the exchange cost (see :meth:`StreamCore.settlement`)."""
+        tokens = core.settlement()
+        if tokens is None:
             self._limiter.release(reservation)
+        else:
+            self._limiter.settle(reservation, tokens)
 
     async def _run_stream(self, core: StreamCore) -> AsyncGenerator[StreamEvent, None]:
         reservation = await self._reserve(core)
@@ -336,7 +430,10 @@ class AsyncClient(ClientBase):
         return AiohttpTransport(limits)
 
     def _new_limiter(self, limits: RateLimits, max_wait: float) -> AsyncRateLimiter:
-        return AsyncRateLimiter(limits, max_wait=max_wait)
+        return AsyncRateLimiter(limits, max_wait=max_wait, clock=self._clock, sleep=self._sleep)
 
     def _new_token_manager(self, cache: TokenCache | None, key: str | None) -> AsyncTokenManager:
-        return AsyncTokenManager(self._fetch_token, cache=cache, cache_key=key)
+        return AsyncTokenManager(self._fetch_token, clock=self._wall, cache=cache, cache_key=key)
+
+    def _default_sleep(self) -> AsyncSleep:
+        return async_sleep

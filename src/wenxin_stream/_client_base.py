@@ -24,9 +24,11 @@ error instead.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from ._clock import Clock, wall_clock
 from ._credentials import (
     Authenticator,
     FixedV1Token,
@@ -36,7 +38,7 @@ from ._credentials import (
     V2IAMBearer,
 )
 from ._events import ChatResult, EndReason, Usage
-from ._exceptions import WenxinError
+from ._exceptions import MissingCredentialsError
 from ._models import DEFAULT_MODEL
 from ._ratelimit import RateLimits
 from ._retry import RetryPolicy
@@ -58,8 +60,8 @@ EMULATOR_NOTICE = (
 )
 
 
-class MissingCredentialsError(WenxinError):
-    """No usable ERNIE credentials were configured and the emulator fallback is off."""
+SleepT = TypeVar("SleepT")
+"""The type of a client's sleep: ``Sleep`` (sync) or ``AsyncSleep`` (async)."""
 
 
 def _retry_policy(retry: RetryPolicy | int | None, settings: Settings) -> RetryPolicy:
@@ -94,7 +96,7 @@ def choose_auth(
     return None if v2 is None else ("v2", s.console_api_base_url, v2)
 
 
-class ClientBase:
+class ClientBase(Generic[SleepT]):
     """Configuration and per-call logic shared by :class:`Client` and :class:`AsyncClient`."""
 
     def __init__(
@@ -124,6 +126,8 @@ class ClientBase:
         emulator: bool | None = None,
         transport: Any = None,
         environ: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+        sleep: SleepT | None = None,
     ) -> None:
         """Configure a client. All arguments are keyword-only and optional.
 
@@ -140,8 +144,16 @@ class ClientBase:
         ``emulator``: ``None`` uses the embedded emulator when no credentials are set,
         ``True`` always, ``False`` never; ``transport``: a custom transport (tests).
 
+        Time: ``clock`` (default ``time.monotonic``) is the monotonic clock every timeout,
+        retry deadline, rate-limit window and stream timing is measured on, and token
+        lifetimes follow it (see ``_clock.wall_clock``); ``sleep`` (default ``time.sleep`` for
+        :class:`Client`, ``asyncio.sleep`` for :class:`AsyncClient`) is how the client waits
+        for a retry or a rate-limit slot. Inject a :class:`~wenxin_stream._clock.FakeClock`
+        and its ``sleep`` / ``asleep`` in tests: nothing then waits for real.
+
         The sync and async clients differ only in the hooks :meth:`_new_transport`,
-        :meth:`_new_limiter`, :meth:`_new_token_manager` and :meth:`_new_chat`."""
+        :meth:`_new_limiter`, :meth:`_new_token_manager`, :meth:`_new_chat` and
+        :meth:`_default_sleep`."""
         overrides = {
             "api_key": api_key,
             "secret_key": secret_key,
@@ -186,6 +198,9 @@ class ClientBase:
         self.timeout = Timeout.of(timeout)
         self.retry = _retry_policy(retry, settings)
         self.continue_on_error = continue_on_error
+        self._clock: Clock = time.monotonic if clock is None else clock
+        self._wall: Clock = wall_clock(clock)
+        self._sleep: SleepT = self._default_sleep() if sleep is None else sleep
         self._transport = transport if transport is not None else self._new_transport(limits)
         self._limiter = self._new_limiter(self._rate_limits(qps, rpm, tpm), rate_limit_wait)
         self._tokens = None
@@ -205,6 +220,9 @@ class ClientBase:
         raise NotImplementedError
 
     def _new_token_manager(self, cache: TokenCache | None, key: str | None) -> Any:
+        raise NotImplementedError
+
+    def _default_sleep(self) -> SleepT:
         raise NotImplementedError
 
     def _cache_key(self) -> str | None:
@@ -231,6 +249,7 @@ class ClientBase:
         endpoint: str | None,
         stream: bool,
         params: Mapping[str, Any],
+        extra_body: Mapping[str, Any] | None = None,
         continue_on_error: bool | None = None,
     ) -> StreamCore:
         if isinstance(messages, str):
@@ -242,6 +261,7 @@ class ClientBase:
             params=dict(params),
             endpoint=endpoint,
             stream=stream,
+            extra_body=extra_body,
         )
         return StreamCore(
             call,
@@ -252,6 +272,7 @@ class ClientBase:
             continue_mode=(
                 self.continue_on_error if continue_on_error is None else continue_on_error
             ),
+            clock=self._clock,
         )
 
 

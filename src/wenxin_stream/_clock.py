@@ -7,15 +7,21 @@ every shell that waits calls an injected ``sleep``. Production code passes
 with :func:`time.sleep` / :func:`asyncio.sleep`; tests pass a :class:`FakeClock`, whose
 ``sleep`` and ``asleep`` return at once after moving the clock forward, so a test of a 60-second
 window runs in microseconds (the idea of trio's ``MockClock``).
+
+The clients take one injected ``clock`` (monotonic) and one ``sleep``. The few POSIX instants a
+client needs (token expiry, request signatures) come from :func:`wall_clock`: the real
+``time.time`` under the real clock, and under an injected clock the POSIX time when the client
+was made plus how far that clock has moved since, so a fake clock drives token lifetimes too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
 
-__all__ = ["AsyncSleep", "Clock", "FakeClock", "Sleep"]
+__all__ = ["AsyncSleep", "Clock", "FakeClock", "Sleep", "wall_clock"]
 
 Clock = Callable[[], float]
 """A source of the current time in seconds (``time.monotonic`` or ``time.time``)."""
@@ -25,6 +31,16 @@ Sleep = Callable[[float], None]
 
 AsyncSleep = Callable[[float], Awaitable[None]]
 """An awaitable sleep for a number of seconds (``asyncio.sleep``)."""
+
+
+def wall_clock(clock: Clock | None) -> Clock:
+    """The POSIX clock that goes with the monotonic ``clock`` (``None``: the real one): the real
+    ``time.time`` for the real clock, else the POSIX time of this call plus how far ``clock``
+    has moved since."""
+    if clock is None or clock is time.monotonic:
+        return time.time
+    offset = time.time() - clock()
+    return lambda: offset + clock()
 
 
 class FakeClock:

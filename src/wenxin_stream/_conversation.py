@@ -33,31 +33,26 @@ on v2 as a leading ``system`` message (``build_v2_chat`` would pass a ``system=`
 through as an unknown body field, which v2 does not read). ``max_turns`` keeps only the newest
 question/answer pairs, dropping the oldest *pair* so the alternation never breaks.
 
-The shells :class:`Conversation` (over :class:`~wenxin_stream.Client`) and
-:class:`AsyncConversation` (over :class:`~wenxin_stream.AsyncClient`) are the same generic
-class: ``conv.stream(question)`` returns the client's own stream (use it as usual, in a
-``with`` / ``async with`` block), and the conversation records the turn from that stream's
-end reason and result the next time it is used (``messages``, ``last_turn``, ``stream``).
-Neither shell is thread-safe; one conversation serves one dialogue.
+This module is the pure part. The shells ``Conversation`` (over
+:class:`~wenxin_stream.Client`, ``_conversation_sync``) and ``AsyncConversation`` (over
+:class:`~wenxin_stream.AsyncClient`, ``_conversation_async``; the sync twin is generated from
+it): ``conv.stream(question)`` returns the client's own stream (use it as usual, in a ``with`` /
+``async with`` block), and the conversation records the turn from that stream's end reason and
+result the next time it is used (``messages``, ``last_turn``, ``stream``). Neither shell is
+thread-safe; one conversation serves one dialogue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
-from ._async_client import AsyncChatStream, AsyncClient
-from ._client import ChatStream, Client
-from ._client_base import StreamView
 from ._events import ChatResult, EndReason
 from ._stream_core import ApiName
 
 __all__ = [
     "INTERRUPTED_MARK",
-    "AsyncConversation",
-    "Conversation",
     "ConversationCore",
     "Turn",
     "TurnOutcome",
@@ -175,172 +170,3 @@ class ConversationCore:
     def reset(self) -> None:
         """Forget the whole history (the system text stays)."""
         self._history.clear()
-
-
-StreamT = TypeVar("StreamT", bound=StreamView)
-StreamT_co = TypeVar("StreamT_co", bound=StreamView, covariant=True)
-
-
-class _Chat(Protocol[StreamT_co]):
-    """What a conversation needs of ``client.chat`` (both clients' ``chat`` fit)."""
-
-    def stream(
-        self,
-        *,
-        messages: Sequence[Mapping[str, Any]] | str,
-        model: str | None = None,
-        **params: Any,
-    ) -> StreamT_co: ...
-
-
-class _ConversationShell(Generic[StreamT]):
-    """The shell both conversation classes are: a core, a pending stream, the last turn."""
-
-    def __init__(
-        self,
-        chat: _Chat[StreamT],
-        api: ApiName,
-        *,
-        system: str | None,
-        model: str | None,
-        max_turns: int | None,
-        keep_partial: bool,
-        params: dict[str, Any],
-    ) -> None:
-        self._chat = chat
-        self._api: ApiName = api
-        self.core = ConversationCore(system=system, max_turns=max_turns, keep_partial=keep_partial)
-        """The pure history keeper (its ``max_turns`` and ``keep_partial`` may be changed)."""
-        self.model = model
-        """The model asked for (``None``: the client's default)."""
-        self.params = params
-        """Request parameters sent with every question (``temperature``…)."""
-        self._pending: tuple[str, StreamT] | None = None
-        self._last: Turn | None = None
-
-    @property
-    def system(self) -> str | None:
-        """The persona text (settable; ``None`` or blank: none)."""
-        return self.core.system
-
-    @system.setter
-    def system(self, text: str | None) -> None:
-        self.core.system = text
-
-    @property
-    def messages(self) -> list[dict[str, str]]:
-        """A copy of the history, without the system text (records a finished answer first)."""
-        self._settle()
-        return self.core.messages
-
-    @property
-    def last_turn(self) -> Turn | None:
-        """The most recent finished question and what it did to the history."""
-        self._settle()
-        return self._last
-
-    def stream(self, question: str, **params: Any) -> StreamT:
-        """Ask ``question`` after the history; returns the client's stream.
-
-        The turn is recorded once that stream has ended (see the module docstring). Raises the
-        client's :class:`~wenxin_stream.InvalidRequestError` for a request that breaks a rule
-        (nothing is recorded), and :class:`RuntimeError` while the previous answer's stream is
-        still open.
-        """
-        self._settle()
-        if self._pending is not None:
-            raise RuntimeError(
-                "the previous answer is still streaming: leave its with block (or close it) "
-                "before asking the next question"
-            )
-        if "system" in params:
-            raise TypeError("set the conversation's system text instead of passing system=")
-        messages, extra = self.core.request(question, self._api)
-        stream = self._chat.stream(
-            messages=messages, model=self.model, **{**self.params, **params, **extra}
-        )
-        self._pending = (question, stream)
-        return stream
-
-    def reset(self) -> None:
-        """Clear the history; an answer still streaming will not be recorded."""
-        self._settle()
-        self._pending = None
-        self._last = None
-        self.core.reset()
-
-    def _settle(self) -> None:
-        if self._pending is None:
-            return
-        question, stream = self._pending
-        end_reason = stream.end_reason
-        if end_reason is None:
-            return  # still streaming
-        self._pending = None
-        # The stream's result without consuming it (StreamView has no public accessor yet).
-        self._last = self.core.record(question, end_reason, stream.snapshot())
-
-
-class Conversation(_ConversationShell[ChatStream]):
-    """A multi-turn conversation over a sync :class:`~wenxin_stream.Client`.
-
-    ::
-
-        conv = Conversation(client, system="你是一位导游")
-        for question in ("介绍一下长城", "它有多长？"):
-            with conv.stream(question) as stream:
-                for text in stream.text_stream:
-                    print(text, end="", flush=True)
-        conv.messages  # four messages, valid for v1 with the next question
-
-    ``model`` and further keyword ``params`` (``temperature``…) go with every question;
-    ``max_turns`` and ``keep_partial`` are as in :class:`ConversationCore`.
-    """
-
-    def __init__(
-        self,
-        client: Client,
-        *,
-        system: str | None = None,
-        model: str | None = None,
-        max_turns: int | None = None,
-        keep_partial: bool = True,
-        **params: Any,
-    ) -> None:
-        super().__init__(
-            client.chat,
-            client.api,
-            system=system,
-            model=model,
-            max_turns=max_turns,
-            keep_partial=keep_partial,
-            params=params,
-        )
-        self.client = client
-        """The client the questions go through."""
-
-
-class AsyncConversation(_ConversationShell[AsyncChatStream]):
-    """The async twin of :class:`Conversation` (``async with conv.stream(question) as s``)."""
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        *,
-        system: str | None = None,
-        model: str | None = None,
-        max_turns: int | None = None,
-        keep_partial: bool = True,
-        **params: Any,
-    ) -> None:
-        super().__init__(
-            client.chat,
-            client.api,
-            system=system,
-            model=model,
-            max_turns=max_turns,
-            keep_partial=keep_partial,
-            params=params,
-        )
-        self.client = client
-        """The client the questions go through."""

@@ -4,6 +4,9 @@
 
     WenxinError                           .partial_text, .end_reason (set during streams)
     ├── InvalidRequestError               a request breaks ERNIE's rules; raised before any I/O
+    ├── ConfigurationError                a setting is invalid (.field, .variable); a ValueError
+    ├── MissingCredentialsError           no credentials and the emulator fallback is off
+    ├── ClientRateLimitTimeout            the client-side rate limit would wait past max_wait
     ├── APIError                          the server answered with an error (.api .code .message
     │   │                                 .request_id .status_code .body .kind .retryable)
     │   ├── BadRequestError               336001-336003, 336006-336103, v2 400 and other 4xx
@@ -22,9 +25,28 @@
             ├── MalformedResponseError    invalid JSON or wrong shape (.excerpt, short, redacted)
             └── IncompleteStreamError     the stream ended without its terminal event
 
+The four after ``WenxinError`` are raised locally, before anything is sent (or, for
+``ClientRateLimitTimeout``, instead of sending); everything else is about an exchange with the
+server. ``except WenxinError`` catches every error of the package; ``except (APIError,
+APIConnectionError, RemoteProtocolError)`` catches "the exchange failed" without the caller's
+own mistakes.
+
 Errors are split by blame, as h11 does: a ``LocalProtocolError`` is a bug on our side of the
 wire (for example an SSE event name containing a newline), a ``RemoteProtocolError`` is the
 peer's fault (for example an SSE line longer than the configured limit).
+
+**Why APIConnectionError is not an APIError** (openai-python puts it under its ``APIError``).
+Here ``APIError`` means *the server answered* and carries what it said: the API generation,
+the HTTP status, and the code and request id when it sent them. A connection that failed or
+broke has none of these, so as a subclass it would need ``status_code = None``, and every
+reader of those attributes (``except APIError as e: e.status_code``) would have to handle a
+case that is not an answer at all; the gateway's relay, which reports ``ERNIE answered error
+{code}`` for an ``APIError``, would print ``None`` for a reset connection. openai-python can
+afford it because its ``APIError`` is the "anything about the HTTP call" class and the "server
+answered" class is ``APIStatusError``; our ``APIError`` is that second class (under the name
+users of ERNIE SDKs know). Callers who want both catch the two explicitly (above), or
+``WenxinError``. Retries do not depend on the placement: :func:`is_retryable` decides for
+both families.
 
 Retryability is decided in ONE place, :func:`is_retryable` (``WenxinError.retryable`` reads it):
 an :class:`APIError` is retryable when its :attr:`~APIError.kind` (from ``_error_codes``) is
@@ -36,6 +58,9 @@ The factories :func:`api_error_from_v1`, :func:`api_error_from_v2` and
 :func:`api_error_from_oauth` turn what the server said into the right subclass. No message
 built here ever contains a credential: every server-supplied text passes through
 :func:`~wenxin_stream._redact.redact`.
+
+(About 650 lines, over the house's 600: the tree and the mapping of every server answer onto
+it are one concept, and the mapping tables are where a reader checks which class a code gets.)
 """
 
 from __future__ import annotations
@@ -61,11 +86,14 @@ __all__ = [
     "ApiGeneration",
     "AuthenticationError",
     "BadRequestError",
+    "ClientRateLimitTimeout",
+    "ConfigurationError",
     "IncompleteStreamError",
     "InternalServerError",
     "InvalidRequestError",
     "LocalProtocolError",
     "MalformedResponseError",
+    "MissingCredentialsError",
     "NotFoundError",
     "PermissionDeniedError",
     "ProtocolError",
@@ -216,6 +244,40 @@ class InvalidRequestError(WenxinError):
         if hint:
             text = f"{text}; {hint}"
         super().__init__(redact(text))
+
+
+class ConfigurationError(WenxinError, ValueError):
+    """A setting is invalid (a malformed URL, a negative limit, QPS and RPM both set).
+
+    ``field`` names the :class:`~wenxin_stream._settings.Settings` field and ``variable`` its
+    environment variable (``None`` if it has none). The message never echoes a secret.
+    """
+
+    def __init__(self, field: str, problem: str, *, variable: str | None = None) -> None:
+        self.field = field
+        self.variable = variable
+        super().__init__(f"{field} ({variable or '?'}): {problem}")
+
+
+class MissingCredentialsError(WenxinError):
+    """No usable ERNIE credentials were configured and the emulator fallback is off."""
+
+
+class ClientRateLimitTimeout(WenxinError):
+    """The client-side rate limiter would have to wait longer than ``max_wait`` for a slot.
+
+    Raised locally, before anything is sent; not an :class:`APIError` and not retryable
+    (retrying would only queue again). ``wait`` is the wait that was needed (seconds),
+    ``max_wait`` the bound.
+    """
+
+    def __init__(self, wait: float, max_wait: float) -> None:
+        self.wait = wait
+        self.max_wait = max_wait
+        super().__init__(
+            f"client-side rate limit: the next slot is {wait:.3g}s away, "
+            f"longer than max_wait={max_wait:g}s"
+        )
 
 
 class APIConnectionError(WenxinError):

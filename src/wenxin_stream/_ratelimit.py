@@ -22,9 +22,9 @@ raises if ``T`` now lies past its deadline. A cancelled waiter (``CancelledError
 ``KeyboardInterrupt``) gives its reservation back. Sleeps are not interrupted, so a waiter
 moved earlier still wakes at its old time: late, never early.
 
-**Tokens.** A reservation holds an estimate (:func:`estimate_tokens`); ``settle`` replaces it by
-the ``usage`` the server reported, ``release`` gives the tokens back (the request never ran).
-Either way the request itself stays counted.
+**Tokens.** A reservation holds an estimate (``_token_estimate.estimate_tokens``); ``settle``
+replaces it by the ``usage`` the server reported, ``release`` gives the tokens back (the request
+never ran). Either way the request itself stays counted.
 
 **Server headers.** ``X-Ratelimit-Limit-{Requests,Tokens,Input-Tokens,Output-Tokens}`` (per
 minute) lower the configured limit (the latest header counts, so a raised quota takes effect up
@@ -34,65 +34,36 @@ that budget until our oldest entry in its window ages out (the server's window f
 336501/336502) pauses every caller for ``Retry-After`` (else ``default_pause``) seconds and, given
 a ``scope`` (:func:`rate_limit_scope`), blocks the budget that ran out.
 
-The pure core :class:`RateLimiter` takes ``now`` in every call and is not thread-safe; the
-shells :class:`SyncRateLimiter` and :class:`AsyncRateLimiter` add a lock, a clock and a sleep and
-differ only in how they wait.
+This module is the pure core: :class:`RateLimiter` takes ``now`` in every call, never waits and
+is not thread-safe (the gateway's per-key limits use it as is). The waiting shells add a lock,
+a clock and a sleep: :class:`~wenxin_stream._ratelimit_async.AsyncRateLimiter` and its twin
+:class:`~wenxin_stream._ratelimit_sync.SyncRateLimiter`, generated from it by
+``scripts/unasync.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-import re
-import threading
-import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from ._clock import AsyncSleep, Clock, Sleep
-from ._exceptions import APIError, WenxinError
+from ._exceptions import APIError, ClientRateLimitTimeout
 
 __all__ = [
-    "DEFAULT_ANSWER_TOKENS",
-    "AsyncRateLimiter",
-    "ClientRateLimitTimeout",
     "RateLimitScope",
     "RateLimiter",
     "RateLimits",
     "Reservation",
-    "SyncRateLimiter",
-    "estimate_prompt_tokens",
-    "estimate_tokens",
     "rate_limit_scope",
 ]
 
 RateLimitScope = Literal["requests", "tokens", "input_tokens", "output_tokens"]
 """Which budget ran out: requests, all tokens, or v2's input or output tokens."""
 
-DEFAULT_ANSWER_TOKENS = 512
-"""Tokens :func:`estimate_tokens` reserves for the answer when the caller sets no maximum."""
-
 _MINUTE = 60.0
 _EPS = 1e-9
-
-
-class ClientRateLimitTimeout(WenxinError):
-    """The client-side rate limiter would have to wait longer than ``max_wait`` for a slot.
-
-    Raised locally, before anything is sent; not an :class:`~wenxin_stream.APIError` and not
-    retryable (retrying would only queue again). ``wait`` is the wait that was needed (seconds),
-    ``max_wait`` the bound.
-    """
-
-    def __init__(self, wait: float, max_wait: float) -> None:
-        self.wait = wait
-        self.max_wait = max_wait
-        super().__init__(
-            f"client-side rate limit: the next slot is {wait:.3g}s away, "
-            f"longer than max_wait={max_wait:g}s"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +171,8 @@ def _min(a: float | None, b: float | None) -> float | None:
 class RateLimiter:
     """The pure core: decides when each caller may start, from the ``now`` it is given.
 
-    Not thread-safe and does not wait: use :class:`SyncRateLimiter` or
-    :class:`AsyncRateLimiter`. ``limits`` are the configured limits (none: only what server
+    Not thread-safe and does not wait: the shells ``SyncRateLimiter`` and ``AsyncRateLimiter``
+    add both. ``limits`` are the configured limits (none: only what server
     headers say); ``max_wait`` bounds each caller's wait; ``default_pause`` is the pause after
     a 429 that came without ``Retry-After``.
     """
@@ -481,170 +452,3 @@ def rate_limit_scope(error: BaseException) -> RateLimitScope | None:
         lowered = code.lower()
         return next((scope for part, scope in _SCOPE_BY_V2 if part in lowered), None)
     return None
-
-
-class _Shell:
-    """What both waiting shells share: a core, a lock and a monotonic clock."""
-
-    def __init__(self, limits: RateLimits | None, max_wait: float, clock: Clock) -> None:
-        self._core = RateLimiter(limits, max_wait=max_wait)
-        self._clock = clock
-        self._lock = threading.Lock()
-
-    @property
-    def limits(self) -> RateLimits:
-        """The limits in force now."""
-        with self._lock:
-            return self._core.limits
-
-    def _reserve(self, tokens: int, prompt: int | None, max_wait: float | None) -> Reservation:
-        with self._lock:
-            return self._core.reserve(
-                tokens, now=self._clock(), input_tokens=prompt, max_wait=max_wait
-            )
-
-    def _poll(self, res: Reservation) -> float:
-        with self._lock:
-            return self._core.poll(res, self._clock())
-
-    def _cancel(self, res: Reservation) -> None:
-        with self._lock:
-            self._core.cancel(res, now=self._clock())
-
-    def settle(
-        self,
-        reservation: Reservation,
-        total_tokens: int,
-        *,
-        input_tokens: int | None = None,
-        output_tokens: int | None = None,
-    ) -> None:
-        """Record the tokens a request actually used (see :meth:`RateLimiter.settle`)."""
-        with self._lock:
-            now = self._clock()
-            self._core.settle(
-                reservation, total_tokens, now=now, input_tokens=input_tokens,
-                output_tokens=output_tokens,
-            )  # fmt: skip
-
-    def release(self, reservation: Reservation) -> None:
-        """Give back the tokens of a request that did not run (see :meth:`RateLimiter.release`)."""
-        with self._lock:
-            self._core.release(reservation, now=self._clock())
-
-    def update_from_headers(self, headers: Mapping[str, str]) -> None:
-        """Adapt to a response's ``X-Ratelimit-*`` headers."""
-        with self._lock:
-            self._core.update_from_headers(headers, now=self._clock())
-
-    def on_rate_limited(
-        self, retry_after: float | None = None, *, scope: RateLimitScope | None = None
-    ) -> None:
-        """Pause every caller after a rate-limit error (see :meth:`RateLimiter.on_rate_limited`)."""
-        with self._lock:
-            self._core.on_rate_limited(retry_after, now=self._clock(), scope=scope)
-
-
-class SyncRateLimiter(_Shell):
-    """Thread-safe rate limiter whose :meth:`acquire` blocks in ``sleep``, FIFO-fair.
-
-    ``limits`` and ``max_wait`` as for :class:`RateLimiter`; ``clock`` must be monotonic.
-    """
-
-    def __init__(
-        self,
-        limits: RateLimits | None = None,
-        *,
-        max_wait: float = 30.0,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = time.sleep,
-    ) -> None:
-        super().__init__(limits, max_wait, clock)
-        self._sleep = sleep
-
-    def acquire(
-        self, estimate: int = 0, *, input_tokens: int | None = None, max_wait: float | None = None
-    ) -> Reservation:
-        """Wait for a slot for a request of about ``estimate`` tokens (``input_tokens`` of them
-        the prompt); raise :class:`ClientRateLimitTimeout` if that would take longer than
-        ``max_wait`` (default: the limiter's)."""
-        res = self._reserve(estimate, input_tokens, max_wait)
-        try:
-            while (wait := self._poll(res)) > 0:
-                self._sleep(wait)
-        except BaseException:
-            self._cancel(res)
-            raise
-        return res
-
-
-class AsyncRateLimiter(_Shell):
-    """Rate limiter whose :meth:`acquire` awaits ``sleep``; safe across tasks, FIFO-fair; a
-    cancelled waiter gives its reservation back. Arguments as for :class:`SyncRateLimiter`."""
-
-    def __init__(
-        self,
-        limits: RateLimits | None = None,
-        *,
-        max_wait: float = 30.0,
-        clock: Clock = time.monotonic,
-        sleep: AsyncSleep = asyncio.sleep,
-    ) -> None:
-        super().__init__(limits, max_wait, clock)
-        self._sleep = sleep
-
-    async def acquire(
-        self, estimate: int = 0, *, input_tokens: int | None = None, max_wait: float | None = None
-    ) -> Reservation:
-        """Wait for a slot for a request of about ``estimate`` tokens (``input_tokens`` of them
-        the prompt); raise :class:`ClientRateLimitTimeout` if that would take longer than
-        ``max_wait`` (default: the limiter's)."""
-        res = self._reserve(estimate, input_tokens, max_wait)
-        try:
-            while (wait := self._poll(res)) > 0:
-                await self._sleep(wait)
-        except BaseException:
-            self._cancel(res)
-            raise
-        return res
-
-
-# ---------------------------------------------------------------------------------------------
-# Token estimates.
-
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
-
-
-def _text_tokens(text: str) -> float:
-    cjk = len(_CJK.findall(text))
-    return 0.625 * cjk + len(_CJK.sub(" ", text).split())
-
-
-def _message_text(message: Mapping[str, Any]) -> list[str]:
-    content = message.get("content")
-    if isinstance(content, str):
-        return [content]
-    if isinstance(content, Sequence):
-        return [
-            part["text"]
-            for part in content
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
-        ]
-    return []
-
-
-def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """A deterministic estimate of the prompt's tokens, qianfan's rule: 0.625 per CJK
-    character plus 1 per other whitespace-separated word, over every message's text content
-    (a string, or the ``text`` of each content part), rounded up."""
-    return math.ceil(sum(_text_tokens(t) for m in messages for t in _message_text(m)))
-
-
-def estimate_tokens(
-    messages: Sequence[Mapping[str, Any]], *, answer_tokens: int = DEFAULT_ANSWER_TOKENS
-) -> int:
-    """Tokens to reserve for a request: :func:`estimate_prompt_tokens` plus ``answer_tokens``
-    for the answer (pass the request's ``max_output_tokens`` when it sets one). The margin
-    errs high on purpose: :meth:`SyncRateLimiter.settle` corrects it from the usage the server
-    reports, whereas an estimate that is too low risks a 336502."""
-    return estimate_prompt_tokens(messages) + max(0, answer_tokens)

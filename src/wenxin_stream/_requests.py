@@ -20,8 +20,14 @@ is on unless the caller turns it off, so streamed answers always report their us
 
 Both: parameters the builder does not know pass through into the body unchanged (Baidu adds
 fields over time); parameters whose value is ``None`` are left out (``None`` means "not
-given"). The body is frozen; :meth:`PreparedRequest.body_bytes` serialises it (compact UTF-8
-JSON).
+given"); ``extra_body`` is merged into the body last, as is, unchecked (openai-python's
+``extra_body``: the way to send a field no signature names). The body is frozen;
+:meth:`PreparedRequest.body_bytes` serialises it (compact UTF-8 JSON).
+
+The clients' ``chat.stream`` / ``chat.create`` name every parameter of
+:data:`CHAT_PARAMETERS` explicitly, so a misspelt keyword (``temprature=``) is a
+:class:`TypeError` at the call instead of a field sent to ERNIE; :func:`chat_params` collects
+them for the builders.
 """
 
 from __future__ import annotations
@@ -46,16 +52,69 @@ from ._validation import (
 )
 
 __all__ = [
+    "CHAT_PARAMETERS",
     "OAUTH_TOKEN_PATH",
     "PreparedRequest",
     "build_oauth_token_query",
     "build_oauth_token_request",
     "build_v1_chat",
     "build_v2_chat",
+    "chat_params",
 ]
 
 OAUTH_TOKEN_PATH = "/oauth/2.0/token"  # noqa: S105 (a path, not a secret)
 """Path of the v1 OAuth (client-credentials) token endpoint on the v1 host."""
+
+CHAT_PARAMETERS: tuple[str, ...] = (
+    # both generations (v1 §1.4, v2 §2.3 of ERNIE-PROTOCOL.md)
+    "system",
+    "temperature",
+    "top_p",
+    "penalty_score",
+    "frequency_penalty",
+    "presence_penalty",
+    "stop",
+    "max_output_tokens",
+    "max_tokens",
+    "max_completion_tokens",
+    "response_format",
+    "tools",
+    "tool_choice",
+    # v1
+    "functions",
+    "disable_search",
+    "enable_citation",
+    "enable_trace",
+    "min_output_tokens",
+    "user_id",
+    "user_setting",
+    "enable_system_memory",
+    "system_memory_id",
+    # v2
+    "user",
+    "seed",
+    "repetition_penalty",
+    "parallel_tool_calls",
+    "web_search",
+    "metadata",
+    "enable_thinking",
+    "thinking_budget",
+    "thinking_strategy",
+    "reasoning_effort",
+    "stream_options",
+    "include_usage",
+)
+"""The request parameters ``chat.stream`` and ``chat.create`` take by name, in the order of
+their signatures. ``max_output_tokens`` (v1), ``max_tokens`` and ``max_completion_tokens`` (v2)
+are one parameter in three spellings; ``system`` becomes v1's ``system`` field or a leading v2
+system message; ``include_usage`` is v2's ``stream_options.include_usage``."""
+
+
+def chat_params(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The request parameters among a call's arguments (its ``locals()``): every name of
+    :data:`CHAT_PARAMETERS` whose value is not ``None``."""
+    return {name: value for name in CHAT_PARAMETERS if (value := arguments.get(name)) is not None}
+
 
 _SECRET_QUERY_KEYS = frozenset({"access_token", "client_id", "client_secret"})
 _ENDPOINT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -202,6 +261,7 @@ def build_v1_chat(
     *,
     stream: bool,
     endpoint: str | None = None,
+    extra_body: Mapping[str, Any] | None = None,
     **params: Any,
 ) -> PreparedRequest:
     """A v1 chat request: ``POST /rpc/2.0/ai_custom/v1/wenxinworkshop/chat/{endpoint}``.
@@ -213,6 +273,7 @@ def build_v1_chat(
         messages: The conversation; leading ``system`` messages become the ``system`` field.
         stream: Whether to ask for an SSE stream.
         endpoint: The endpoint of a custom (user-deployed) service, taken as is.
+        extra_body: Fields merged into the body last, as they are (unchecked).
         params: Body fields (``temperature``, ``top_p``, ``penalty_score``, ``system``,
             ``stop``, ``max_output_tokens`` or ``max_tokens``, ``functions``…); unknown ones
             pass through, ``None`` values are left out.
@@ -233,6 +294,8 @@ def build_v1_chat(
         body["system"] = system
     body.update(body_params)
     _check(check_v1_params(body))
+    if extra_body:
+        body.update(extra_body)
     return PreparedRequest("POST", path, (), freeze(body), stream)
 
 
@@ -243,6 +306,7 @@ def build_v2_chat(
     stream: bool,
     include_usage: bool | None = None,
     alternation: bool = False,
+    extra_body: Mapping[str, Any] | None = None,
     **params: Any,
 ) -> PreparedRequest:
     """A v2 chat request: ``POST /v2/chat/completions`` with an OpenAI-style body.
@@ -256,6 +320,7 @@ def build_v2_chat(
             streaming. Only allowed when streaming.
         alternation: Also apply v1's odd-count/alternation rule, which legacy ERNIE models
             may still enforce.
+        extra_body: Fields merged into the body last, as they are (unchecked).
         params: Body fields (``temperature``, ``max_tokens``, ``stop``, ``tools``,
             ``web_search``…); unknown ones pass through, ``None`` values are left out.
             ``system`` (v1's persona field, which v2 does not read) becomes a leading
@@ -297,6 +362,8 @@ def build_v2_chat(
         body["stream_options"] = merged
     elif include_usage is not None or options is not None:
         _fail("stream_options", "stream_options / include_usage are only allowed when streaming")
+    if extra_body:
+        body.update(extra_body)
     return PreparedRequest("POST", V2_CHAT_PATH, (), freeze(body), stream)
 
 

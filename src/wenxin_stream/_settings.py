@@ -39,11 +39,11 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from ._exceptions import WenxinError
+from ._exceptions import ConfigurationError
 from ._redact import redact
 from ._retry import RetryPolicy
 
-__all__ = ["ENV_VARS", "SECRET_FIELDS", "ConfigurationError", "Settings"]
+__all__ = ["ENV_VARS", "SECRET_FIELDS", "Settings"]
 
 ENV_VARS: Mapping[str, str] = {
     "api_key": "QIANFAN_AK",
@@ -79,13 +79,9 @@ _OFF_WHEN_ZERO = ("qps_limit", "rpm_limit", "tpm_limit")
 _POSITIVE = ("max_attempts", "bearer_token_lifetime")
 
 
-class ConfigurationError(WenxinError, ValueError):
-    """A setting is invalid (a malformed URL, a negative limit, QPS and RPM both set).
-    ``field`` names the :class:`Settings` field."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        self.field = field
-        super().__init__(f"{field} ({ENV_VARS.get(field, '?')}): {problem}")
+def _invalid(field: str, problem: str) -> ConfigurationError:
+    """The :class:`ConfigurationError` for ``field``, naming its environment variable."""
+    return ConfigurationError(field, problem, variable=ENV_VARS.get(field))
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -146,11 +142,11 @@ class Settings:
             elif isinstance(value, str) and not value.strip():
                 object.__setattr__(self, f.name, None)
             elif value is not None and not isinstance(value, str):
-                raise ConfigurationError(f.name, f"expected a string, got {type(value).__name__}")
+                raise _invalid(f.name, f"expected a string, got {type(value).__name__}")
             elif value is not None:
                 object.__setattr__(self, f.name, value.strip())
         if self.qps_limit is not None and self.rpm_limit is not None:
-            raise ConfigurationError("rpm_limit", "set a QPS limit or an RPM limit, not both")
+            raise _invalid("rpm_limit", "set a QPS limit or an RPM limit, not both")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -212,20 +208,20 @@ class Settings:
 
 def _url(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(name, "a base URL is required")
+        raise _invalid(name, "a base URL is required")
     text = value.strip().rstrip("/")
     try:
         parts = urlsplit(text)
         _ = parts.port  # raises on a malformed port
     except ValueError:
-        raise ConfigurationError(name, "not a valid URL") from None
+        raise _invalid(name, "not a valid URL") from None
     if "@" in parts.netloc:
-        raise ConfigurationError(name, "credentials do not belong in a base URL")
+        raise _invalid(name, "credentials do not belong in a base URL")
     shown = redact(text)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(name, f"expected an http(s) URL with a host, got {shown!r}")
+        raise _invalid(name, f"expected an http(s) URL with a host, got {shown!r}")
     if "?" in text or "#" in text:
-        raise ConfigurationError(name, f"a base URL has no query or fragment, got {shown!r}")
+        raise _invalid(name, f"a base URL has no query or fragment, got {shown!r}")
     return text
 
 
@@ -238,15 +234,15 @@ def _number(name: str, value: object) -> int | float | None:
         try:
             value = float(text)
         except ValueError:
-            raise ConfigurationError(name, f"expected a number, got {text!r}") from None
+            raise _invalid(name, f"expected a number, got {text!r}") from None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigurationError(name, f"expected a finite number, got {value!r}")
+        raise _invalid(name, f"expected a finite number, got {value!r}")
     if value < 0:
-        raise ConfigurationError(name, f"must not be negative, got {value!r}")
+        raise _invalid(name, f"must not be negative, got {value!r}")
     if integral and value != int(value):
-        raise ConfigurationError(name, f"expected a whole number, got {value!r}")
+        raise _invalid(name, f"expected a whole number, got {value!r}")
     if name in _POSITIVE and value == 0:
-        raise ConfigurationError(name, "must be at least 1")
+        raise _invalid(name, "must be at least 1")
     if name in _OFF_WHEN_ZERO and value == 0:
         return None
     return int(value) if integral else float(value)

@@ -3,8 +3,9 @@
 The sync :class:`~wenxin_stream.Client` and the async :class:`~wenxin_stream.AsyncClient`
 run the same loop, differing only in how they wait and read (STYLE.md principle 4)::
 
+    reservation = limiter.acquire(core.token_estimate())
     while True:
-        request = core.http_request(token)          # build (and authorize) this attempt
+        request = core.http_request(token, now)     # build (and authorize) this attempt
         response = transport.open(request, …)       # the shell's I/O
         if core.is_error_status(response.status):
             raise core.error_from_body(…)           # whole (bounded) body → APIError
@@ -12,7 +13,16 @@ run the same loop, differing only in how they wait and read (STYLE.md principle 
             yield from core.feed(data)              # bytes → typed events, delivered
         yield from core.finish()                    # terminal event seen, or an error
       on error:
-        decision = core.on_failure(error, …)        # retry / refresh / continue / raise
+        decision = core.on_failure(error, rand, token)  # retry / refresh / continue / raise
+        (apply decision.pause to the limiter, raise decision.error, forget
+         decision.invalidate, sleep decision.delay)
+    finally:
+        limiter.settle(reservation, core.settlement()) or release it when that is None
+
+Every choice in that loop is made here and returned as plain data (:class:`Decision`, the
+numbers of :meth:`StreamCore.token_estimate` and :meth:`StreamCore.settlement`); the shells only
+carry it out — wait, read, sleep — which is why the sync client can be generated from the async
+one by renaming.
 
 The rules the core enforces:
 
@@ -28,7 +38,6 @@ The rules the core enforces:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,15 +58,18 @@ from ._exceptions import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    ClientRateLimitTimeout,
     IncompleteStreamError,
+    RateLimitError,
     TimeoutKind,
     WenxinError,
     is_retryable,
 )
-from ._ratelimit import ClientRateLimitTimeout, estimate_prompt_tokens, estimate_tokens
+from ._ratelimit import RateLimitScope, rate_limit_scope
 from ._requests import PreparedRequest, build_v1_chat, build_v2_chat
 from ._retry import RetryPolicy
 from ._timeouts import Timeout, read_timeout
+from ._token_estimate import estimate_prompt_tokens, estimate_text_tokens, estimate_tokens
 from ._tokens import AccessToken
 from ._transport import HTTPRequest
 from ._wire_v1 import V1StreamParser, parse_v1_body
@@ -75,7 +87,8 @@ server slow to close (or closing uncleanly) then does not turn a whole answer in
 
 @dataclass(frozen=True, slots=True)
 class ChatCall:
-    """What the caller asked for: API generation, model (or v1 endpoint), messages, params."""
+    """What the caller asked for: API generation, model (or v1 endpoint), messages, params,
+    and the fields ``extra_body`` adds to the request body as they are."""
 
     api: ApiName
     model: str | None
@@ -83,16 +96,30 @@ class ChatCall:
     params: Mapping[str, Any]
     endpoint: str | None = None
     stream: bool = True
+    extra_body: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitPause:
+    """The server refused for its rate: pause the client-side limiter for ``retry_after``
+    seconds (``None``: unknown) and block the budget ``scope`` names (``None``: none known)."""
+
+    retry_after: float | None
+    scope: RateLimitScope | None
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What to do after a failed attempt: ``retry`` / ``refresh`` (token) / ``continue``
-    (resume the answer) after ``delay`` seconds, or ``raise`` ``error``."""
+    """What to do after a failed attempt, in this order: apply ``pause`` to the rate limiter
+    (when set); ``raise`` ``error``; or forget the rejected token ``invalidate`` (when set) and
+    ``retry`` / ``refresh`` (the token) / ``continue`` (resume the answer) after ``delay``
+    seconds."""
 
     action: Literal["retry", "refresh", "continue", "raise"]
     delay: float = 0.0
     error: WenxinError | None = None
+    invalidate: AccessToken | None = None
+    pause: RateLimitPause | None = None
 
 
 def end_reason_of_error(error: BaseException, *, body_started: bool) -> EndReason:
@@ -159,9 +186,16 @@ class StreamCore:
                 list(messages),
                 stream=call.stream,
                 endpoint=call.endpoint,
+                extra_body=call.extra_body,
                 **call.params,
             )
-        return build_v2_chat(call.model or "", list(messages), stream=call.stream, **call.params)
+        return build_v2_chat(
+            call.model or "",
+            list(messages),
+            stream=call.stream,
+            extra_body=call.extra_body,
+            **call.params,
+        )
 
     @property
     def needs_token(self) -> bool:
@@ -327,25 +361,31 @@ class StreamCore:
         """All text delivered so far."""
         return self.accumulator.text
 
-    def on_failure(self, error: WenxinError, rand: float) -> Decision:
-        """Decide what follows a failed attempt (see the module docstring)."""
+    def on_failure(
+        self, error: WenxinError, rand: float, token: AccessToken | None = None
+    ) -> Decision:
+        """Decide what follows a failed attempt (see the module docstring): ``rand`` in
+        [0, 1) draws the backoff's jitter, ``token`` is the access token the attempt used."""
+        pause = None
+        if isinstance(error, RateLimitError):
+            pause = RateLimitPause(error.retry_after, rate_limit_scope(error))
         token_error = isinstance(error, APIError) and error.token_expired and self.needs_token
         if token_error and not self.refreshed and not self.delivered:
             self.refreshed = True
-            return Decision("refresh")
+            return Decision("refresh", invalidate=token, pause=pause)
         if not self.delivered:
             delay = self.retry.delay(self.retries + 1, error, rand)
             if delay is not None and not self._past_deadline(delay):
                 self.retries += 1
-                return Decision("retry", delay)
+                return Decision("retry", delay, pause=pause)
         elif self._can_continue(error):
             delay = self.retry.delay(self.continuations + 1, error, rand)
             if delay is not None and not self._past_deadline(delay):
                 self.continuations += 1
                 self._prepared = self._prepare(continuation_messages(self.call.messages, self.text))
                 self._trimmer = OverlapTrimmer(self.text)
-                return Decision("continue", delay)
-        return Decision("raise", error=self.fail(error))
+                return Decision("continue", delay, pause=pause)
+        return Decision("raise", error=self.fail(error), pause=pause)
 
     def _past_deadline(self, delay: float) -> bool:
         """Whether another attempt after ``delay`` seconds would start past the deadline."""
@@ -401,14 +441,21 @@ class StreamCore:
         return self.delivered or self.result().usage is not None
 
     def tokens_used(self) -> int:
-        """Tokens an attempt cost: the usage the server reported, else an estimate of the
-        prompt plus the text delivered (the server counts a broken stream too). The text is
-        estimated from its length (≈0.7 token per character, the rate the emulator and
-        ERNIE show for Chinese), so settling never scans a long partial answer."""
+        """Tokens an attempt cost: the usage the server reported, else the estimate
+        (``_token_estimate``) of the prompt plus the text delivered (the server counts a
+        broken stream too)."""
         usage = self.result().usage
         if usage is not None:
             return usage.total_tokens
-        return estimate_prompt_tokens(self.call.messages) + math.ceil(len(self.text) * 0.7)
+        return estimate_prompt_tokens(self.call.messages) + estimate_text_tokens(self.text)
+
+    def settlement(self) -> int | None:
+        """What the exchange's rate-limit reservation settles at once it is over: the tokens
+        used (:meth:`tokens_used`), or ``None`` when the server generated nothing — release the
+        reservation's tokens then. One reservation covers a request and its retries: a retry is
+        paced by the server's ``Retry-After`` and the backoff, not queued behind its own first
+        attempt."""
+        return self.tokens_used() if self.generated else None
 
     # -- results -------------------------------------------------------------------------
 

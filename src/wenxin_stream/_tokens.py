@@ -8,8 +8,9 @@ before it expires, ``margin`` defaulting to ``min(1 hour, 10 % of its lifetime)`
 OAuth token is refreshed an hour early, a 12-hour bearer token an hour early, a 60-second test
 token 6 s early). qianfan ignores ``expires_in`` and refreshes only after a 110/111; we do not.
 
-**Single flight.** :class:`TokenManager` (threads) and :class:`AsyncTokenManager` (tasks) hold
-the current token and at most one *flight*, the fetch in progress. A caller that finds no
+**Single flight.** ``TokenManager`` (threads, ``_tokens_sync``) and ``AsyncTokenManager``
+(tasks, ``_tokens_async``; the sync twin is generated from it) hold the current token and at
+most one *flight* (``_synchronization``), the fetch in progress. A caller that finds no
 usable token either starts the flight (and runs the fetch itself) or waits for the one in the
 air, so N concurrent callers cause one fetch. The flight's outcome goes to every waiter: the
 token, or the fetch's exception (the next ``get()`` starts a new flight). If the fetching
@@ -33,12 +34,13 @@ Entries are keyed by :func:`cache_key`, a SHA-256 of the API key and base URL; t
 is never stored. A corrupt file, a file someone else could read, or a symlink is ignored. The
 cache is read once per manager, before its first fetch.
 
-Nothing here formats a token value into a message or a ``repr``.
+This module holds the pure parts: the token, the refresh rule, the state and rules both
+managers share (:class:`TokenManagerBase`: no waiting, no locking) and the disk cache. Nothing
+here formats a token value into a message or a ``repr``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -47,9 +49,7 @@ import math
 import os
 import secrets
 import stat
-import threading
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard
@@ -59,9 +59,8 @@ from ._clock import Clock
 __all__ = [
     "REFRESH_RETRY_INTERVAL",
     "AccessToken",
-    "AsyncTokenManager",
     "TokenCache",
-    "TokenManager",
+    "TokenManagerBase",
     "cache_key",
     "refresh_due",
 ]
@@ -115,19 +114,9 @@ def cache_key(api_key: str, base_url: str) -> str:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-class _Flight:
-    """One fetch in progress, as seen by threads waiting for it."""
-
-    __slots__ = ("done", "error", "token")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.token: AccessToken | None = None  # None after done: the fetch was abandoned
-        self.error: BaseException | None = None
-
-
-class _ManagerBase:
-    """State and rules shared by the sync and async managers (no waiting, no locking)."""
+class TokenManagerBase:
+    """State and rules shared by the sync and async managers (no waiting, no locking): the
+    callers hold the manager's lock around every call."""
 
     def __init__(
         self, clock: Clock, cache: TokenCache | None, key: str | None, margin: float | None
@@ -189,151 +178,6 @@ class _ManagerBase:
             with contextlib.suppress(OSError):
                 self._cache.discard(self._key, stale)
         return True
-
-
-class TokenManager(_ManagerBase):
-    """Thread-safe holder of one credential's access token (see the module docstring).
-
-    ``fetch`` obtains a new token (it raises on failure); ``clock`` gives POSIX time;
-    ``cache`` and ``cache_key`` (together) enable the disk cache; ``margin`` overrides the
-    refresh-ahead margin of :func:`refresh_due`.
-    """
-
-    def __init__(
-        self,
-        fetch: Callable[[], AccessToken],
-        *,
-        clock: Clock = time.time,
-        cache: TokenCache | None = None,
-        cache_key: str | None = None,
-        margin: float | None = None,
-    ) -> None:
-        super().__init__(clock, cache, cache_key, margin)
-        self._fetch = fetch
-        self._lock = threading.Lock()
-        self._flight: _Flight | None = None
-
-    def get(self) -> AccessToken:
-        """A token that is not due for refresh, fetching one if needed; concurrent callers
-        share one fetch. Raises what ``fetch`` raised (to every caller waiting for it)."""
-        while True:
-            with self._lock:
-                flight = self._flight
-                usable = self._usable(self._clock(), in_flight=flight is not None)
-                if usable is not None:
-                    return usable
-                owner = flight is None
-                if flight is None:
-                    self._flight = flight = _Flight()
-            if owner:
-                return self._run(flight)
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            if flight.token is not None:
-                return flight.token
-
-    def _run(self, flight: _Flight) -> AccessToken:
-        try:
-            token = self._fetch()
-        except Exception as exc:
-            with self._lock:
-                old = self._failed(exc, self._clock())
-                flight.token, flight.error = old, (exc if old is None else None)
-                self._end(flight)
-            if old is None:
-                raise
-            return old
-        except BaseException:
-            with self._lock:
-                self._end(flight)  # abandoned: a waiter fetches again
-            raise
-        with self._lock:
-            self._fetched(token)
-            flight.token = token
-            self._end(flight)
-        return token
-
-    def _end(self, flight: _Flight) -> None:
-        self._flight = None  # only the owner ends its flight, and nobody replaces it meanwhile
-        flight.done.set()
-
-    def invalidate(self, stale: AccessToken) -> None:
-        """The server rejected ``stale`` (110/111): forget it if it is still the current
-        token, so that the next :meth:`get` fetches a new one. A stale token that was already
-        replaced changes nothing, so many concurrent rejections cause one refresh."""
-        with self._lock:
-            self._invalidate(stale)
-
-
-class AsyncTokenManager(_ManagerBase):
-    """Async twin of :class:`TokenManager`: ``fetch`` is a coroutine function and :meth:`get`
-    is awaited. Waiters share the fetching task's result through one future; cancelling a
-    waiter does not disturb the fetch, and cancelling the fetcher wakes the waiters, one of
-    which fetches again. Use from one event loop."""
-
-    def __init__(
-        self,
-        fetch: Callable[[], Awaitable[AccessToken]],
-        *,
-        clock: Clock = time.time,
-        cache: TokenCache | None = None,
-        cache_key: str | None = None,
-        margin: float | None = None,
-    ) -> None:
-        super().__init__(clock, cache, cache_key, margin)
-        self._fetch = fetch
-        self._flight: asyncio.Future[AccessToken | None] | None = None
-
-    async def get(self) -> AccessToken:
-        """A token that is not due for refresh, fetching one if needed; concurrent tasks
-        share one fetch. Raises what ``fetch`` raised (to every task waiting for it)."""
-        while True:
-            flight = self._flight
-            usable = self._usable(self._clock(), in_flight=flight is not None)
-            if usable is not None:
-                return usable
-            if flight is None:
-                return await self._run()
-            # shield: a waiter's cancellation must not cancel the shared future
-            token = await asyncio.shield(flight)
-            if token is not None:
-                return token
-
-    async def _run(self) -> AccessToken:
-        flight: asyncio.Future[AccessToken | None] = asyncio.get_running_loop().create_future()
-        self._flight = flight
-        try:
-            token = await self._fetch()
-        except Exception as exc:
-            old = self._failed(exc, self._clock())
-            self._end(flight, old, None if old is not None else exc)
-            if old is None:
-                raise
-            return old
-        except BaseException:
-            self._end(flight, None, None)  # abandoned: a waiter fetches again
-            raise
-        self._fetched(token)
-        self._end(flight, token, None)
-        return token
-
-    def _end(
-        self,
-        flight: asyncio.Future[AccessToken | None],
-        token: AccessToken | None,
-        error: BaseException | None,
-    ) -> None:
-        self._flight = None  # only the owner ends its flight, and nobody replaces it meanwhile
-        if error is not None:
-            flight.set_exception(error)
-            flight.exception()  # retrieved: no "exception was never retrieved" without waiters
-        else:
-            flight.set_result(token)
-
-    def invalidate(self, stale: AccessToken) -> None:
-        """As :meth:`TokenManager.invalidate`."""
-        self._invalidate(stale)
 
 
 class TokenCache:

@@ -3,30 +3,36 @@
 Real servers on loopback (the emulator) are the main way to test streams, but some situations
 cannot be produced on a real wire on demand: a chunk boundary inside a ``data:`` prefix, a CR
 at the end of one read and its LF at the start of the next, a connection that breaks after
-exactly 37 bytes, a 200 with an empty body. :class:`MockTransport` (sync) and
-:class:`AsyncMockTransport` (async) hand out :class:`MockResponse` scripts instead:
+exactly 37 bytes, a 200 with an empty body. ``MockTransport`` (sync, ``_transport_mock_sync``)
+and ``AsyncMockTransport`` (async, ``_transport_mock_async``; the sync twin is generated from
+it) hand out :class:`MockResponse` scripts instead:
 
 ::
 
     body = b'data: {"result": "你好", "is_end": true}\\n\\n'
-    transport = MockTransport([MockResponse.split(body, [8, 20], pause=0.01)])
-    client = Client(access_token="t", base_url="http://mock", transport=transport, environ={})
+    clock = FakeClock()
+    transport = MockTransport([MockResponse.split(body, [8, 20], pause=0.01)], sleep=clock.sleep)
+    client = Client(access_token="t", base_url="http://mock", transport=transport, environ={},
+                    clock=clock, sleep=clock.sleep)
 
 A script is a status, headers and a body: a sequence of ``bytes`` (each returned by one
 ``read``, so the boundaries are exactly where you put them), :class:`Pause` items (a silence
 between reads) and exceptions (raised by the ``read`` that reaches them, e.g.
 ``APIConnectionError("reset")`` for a connection broken mid-body). ``connect_delay`` and
-``head_delay`` delay :meth:`~MockTransport.open`; ``error`` makes ``open`` raise.
+``head_delay`` delay ``open``; ``error`` makes ``open`` raise.
 
 The mocks keep the transport contract of ``_transport`` exactly, timeouts included: a read whose
 ``timeout`` passes during a :class:`Pause` sleeps that long and raises :class:`TimeoutError`
 (the rest of the pause is still ahead), a ``timeout`` of 0 or less raises at once, a
 ``connect_delay`` longer than the connect timeout raises ``APITimeoutError("connect")`` and a
 ``head_delay`` longer than the head timeout ``APITimeoutError("first_token")``. What to do is
-decided by one pure :class:`_Cursor`; the twins differ only in how they sleep.
+decided by one pure :class:`Cursor`; the twins differ only in how they sleep, and they sleep
+through an injected ``sleep`` (default: real time). Give them a
+:class:`~wenxin_stream._clock.FakeClock`'s sleep, and the client the same clock, and a script of
+pauses and timeouts plays out at once, exactly, on the fake clock.
 
-Every request is recorded (:attr:`MockTransport.requests`), and every response handed out
-(:attr:`MockTransport.responses`) tells whether it was closed and whether its body had been
+Every request is recorded (``transport.requests``), and every response handed out
+(``transport.responses``) tells whether it was closed and whether its body had been
 read to the end first (``released``: returned to the pool) or not (``aborted``). Responses are
 served in order; a callable ``(HTTPRequest) -> MockResponse`` may decide instead. Running out
 of scripted responses raises :class:`MockTransportExhausted` (not a ``WenxinError``, so no retry
@@ -35,10 +41,8 @@ hides it).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -47,15 +51,15 @@ from ._exceptions import APITimeoutError
 from ._transport import HTTPRequest
 
 __all__ = [
-    "AsyncMockResponse",
-    "AsyncMockTransport",
     "BodyItem",
+    "Cursor",
     "MockResponse",
-    "MockSyncResponse",
-    "MockTransport",
     "MockTransportExhausted",
     "Pause",
+    "ResponseState",
+    "Script",
     "every_byte",
+    "open_delay",
     "split_at",
 ]
 
@@ -132,7 +136,7 @@ _TIMED_OUT: Final = _Timeout()
 Outcome = bytes | BaseException | _Timeout
 
 
-class _Cursor:
+class Cursor:
     """Where a read of a scripted body is: the pure decision both mock responses share."""
 
     __slots__ = ("_items", "_left", "_pos")
@@ -165,7 +169,7 @@ class _Cursor:
         return waited, b""
 
 
-def _open_delay(
+def open_delay(
     script: MockResponse, connect_timeout: float | None, head_timeout: float | None
 ) -> tuple[float, BaseException | None]:
     """How long ``open`` waits, and what it raises then (None: it returns the response)."""
@@ -178,7 +182,7 @@ def _open_delay(
     return script.connect_delay + script.head_delay, script.error
 
 
-class _Script:
+class Script:
     """The responses of one mock transport, in order or from a callable; thread-safe."""
 
     def __init__(
@@ -194,6 +198,7 @@ class _Script:
         self.requests: list[HTTPRequest] = []
 
     def next(self, request: HTTPRequest) -> MockResponse:
+        """Record ``request`` and return the script of its response."""
         with self._lock:
             self.requests.append(request)
             if self._decide is not None:
@@ -207,7 +212,7 @@ class _Script:
         return script
 
 
-class _ResponseState:
+class ResponseState:
     """Status, headers and bookkeeping both mock responses share."""
 
     def __init__(self, script: MockResponse) -> None:
@@ -217,7 +222,7 @@ class _ResponseState:
         """How many reads returned bytes."""
         self.eof = False
         self.closed = False
-        self._cursor = _Cursor(script.body)
+        self._cursor = Cursor(script.body)
 
     @property
     def released(self) -> bool:
@@ -244,103 +249,3 @@ class _ResponseState:
         else:
             self.eof = True
         return outcome
-
-
-class MockSyncResponse(_ResponseState):
-    """A scripted response for the sync client (a :class:`~._transport.SyncResponse`)."""
-
-    def read(self, timeout: float | None) -> bytes:
-        """The next scripted piece of the body (see the module docstring)."""
-        wait, outcome = self._step(timeout)
-        if wait > 0:
-            time.sleep(wait)
-        return self._result(outcome)
-
-    def close(self) -> None:
-        """Mark the response closed (idempotent)."""
-        self.closed = True
-
-
-class AsyncMockResponse(_ResponseState):
-    """A scripted response for the async client (an :class:`~._transport.AsyncResponse`)."""
-
-    async def read(self, timeout: float | None) -> bytes:  # noqa: ASYNC109 - a per-read budget
-        """The next scripted piece of the body (see the module docstring)."""
-        wait, outcome = self._step(timeout)
-        if wait > 0:
-            await asyncio.sleep(wait)
-        return self._result(outcome)
-
-    async def aclose(self) -> None:
-        """Mark the response closed (idempotent)."""
-        self.closed = True
-
-
-class MockTransport:
-    """A sync transport that serves scripted responses (see the module docstring)."""
-
-    def __init__(
-        self, responses: Iterable[MockResponse] | Callable[[HTTPRequest], MockResponse]
-    ) -> None:
-        self._script = _Script(responses)
-        self.responses: list[MockSyncResponse] = []
-        """Every response handed out, in order."""
-        self.closed = False
-
-    @property
-    def requests(self) -> list[HTTPRequest]:
-        """Every request received, in order (also those whose ``open`` failed)."""
-        return self._script.requests
-
-    def open(
-        self, request: HTTPRequest, *, connect_timeout: float | None, head_timeout: float | None
-    ) -> MockSyncResponse:
-        """Serve the next scripted response."""
-        script = self._script.next(request)
-        wait, error = _open_delay(script, connect_timeout, head_timeout)
-        if wait > 0:
-            time.sleep(wait)
-        if error is not None:
-            raise error
-        response = MockSyncResponse(script)
-        self.responses.append(response)
-        return response
-
-    def close(self) -> None:
-        """Mark the transport closed."""
-        self.closed = True
-
-
-class AsyncMockTransport:
-    """The async twin of :class:`MockTransport`."""
-
-    def __init__(
-        self, responses: Iterable[MockResponse] | Callable[[HTTPRequest], MockResponse]
-    ) -> None:
-        self._script = _Script(responses)
-        self.responses: list[AsyncMockResponse] = []
-        """Every response handed out, in order."""
-        self.closed = False
-
-    @property
-    def requests(self) -> list[HTTPRequest]:
-        """Every request received, in order (also those whose ``open`` failed)."""
-        return self._script.requests
-
-    async def open(
-        self, request: HTTPRequest, *, connect_timeout: float | None, head_timeout: float | None
-    ) -> AsyncMockResponse:
-        """Serve the next scripted response."""
-        script = self._script.next(request)
-        wait, error = _open_delay(script, connect_timeout, head_timeout)
-        if wait > 0:
-            await asyncio.sleep(wait)
-        if error is not None:
-            raise error
-        response = AsyncMockResponse(script)
-        self.responses.append(response)
-        return response
-
-    async def aclose(self) -> None:
-        """Mark the transport closed."""
-        self.closed = True

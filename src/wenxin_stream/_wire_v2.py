@@ -3,8 +3,7 @@
 v2 speaks OpenAI's dialect: ``choices[0].message`` / ``choices[0].delta``, errors as HTTP
 4xx/5xx with ``{"error": {"code", "message", "type"}, "id"}``, and streams that end with
 ``data: [DONE]``. The stream parser shares its machinery (bare-JSON sniffing, SSE decoding,
-deferred errors, terminal-event bookkeeping) with v1; see the comment at the top of
-``_wire_v1``.
+deferred errors, terminal-event bookkeeping) with v1; see ``_stream_parser``.
 """
 
 # Theory of operation (v2 specifics)
@@ -62,12 +61,12 @@ from ._exceptions import (
     WenxinError,
     api_error_from_v2,
 )
-from ._wire_v1 import (
-    _dump,
-    _function_call,
-    _int_or_none,
-    _StreamParser,
+from ._stream_parser import (
+    StreamParser,
+    dump_json,
+    int_or_none,
     load_json_object,
+    parse_function_call,
     parse_usage,
 )
 
@@ -81,7 +80,7 @@ _MESSAGE_KNOWN = frozenset({"role", "content", "reasoning_content", "tool_calls"
 
 
 def _malformed(what: str, value: object) -> MalformedResponseError:
-    return MalformedResponseError(f"v2 {what}", _dump(value), api="v2")
+    return MalformedResponseError(f"v2 {what}", dump_json(value), api="v2")
 
 
 def _text(value: object, what: str) -> str:
@@ -139,9 +138,9 @@ def parse_v2_response(
         raw_finish_reason=reason,
         usage=None if usage is None else parse_usage(usage, api="v2"),
         need_clear_history=bool(first.get("need_clear_history")),
-        ban_round=_int_or_none(first.get("ban_round")),
-        flag=_int_or_none(first.get("flag")) or 0,
-        function_call=_function_call(message.get("function_call"), api="v2"),
+        ban_round=int_or_none(first.get("ban_round")),
+        flag=int_or_none(first.get("flag")) or 0,
+        function_call=parse_function_call(message.get("function_call"), api="v2"),
         tool_calls=tuple(
             _tool_call(call, position)
             for position, call in enumerate(message.get("tool_calls") or ())
@@ -150,7 +149,7 @@ def parse_v2_response(
         reasoning_content=_text(message.get("reasoning_content"), "reasoning_content"),
         extra=freeze(extra) if extra else EMPTY_MAPPING,
         model=model if isinstance(model, str) else None,
-        created=_int_or_none(body.get("created")),
+        created=int_or_none(body.get("created")),
     )
 
 
@@ -188,7 +187,7 @@ def parse_v2_body(
     return parse_v2_response(body, headers=headers)
 
 
-class V2StreamParser(_StreamParser):
+class V2StreamParser(StreamParser):
     """Sans-I/O parser of a v2 chat stream: feed it the response body, get typed events.
 
     Args:
@@ -243,9 +242,7 @@ class V2StreamParser(_StreamParser):
             rid = ""
         model = get("model")
         out.append(
-            ChunkMeta(
-                rid, _int_or_none(get("created")), None, model if type(model) is str else None
-            )
+            ChunkMeta(rid, int_or_none(get("created")), None, model if type(model) is str else None)
         )
         finish: FinishEvent | None = None
         tail: list[StreamEvent] = []
@@ -290,13 +287,13 @@ class V2StreamParser(_StreamParser):
                 self._tool_calls(tool_calls, out)
             function_call = delta.get("function_call")
             if function_call:
-                call = _function_call(function_call, api="v2")
+                call = parse_function_call(function_call, api="v2")
                 assert call is not None
                 out.append(FunctionCallEvent(call.name, call.arguments, call.thoughts))
             if not _MESSAGE_KNOWN.issuperset(delta):
                 tail.append(UnknownFieldsEvent(freeze(_unknown(delta, _MESSAGE_KNOWN)), "message"))
-        flag = _int_or_none(choice.get("flag"))
-        ban_round = _int_or_none(choice.get("ban_round"))
+        flag = int_or_none(choice.get("flag"))
+        ban_round = int_or_none(choice.get("ban_round"))
         clear = bool(choice.get("need_clear_history"))
         if flag or ban_round is not None or clear:
             out.append(SafetyEvent(clear, ban_round, flag))

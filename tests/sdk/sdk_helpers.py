@@ -11,6 +11,13 @@ overrides the fixture with ``@pytest.mark.parametrize("api", ["v1"])``.
 Each client gets fresh credentials, so the emulator's per-credential state (``times=N``
 counters, quotas, tokens) never leaks between tests. Every client's transport is wrapped in a
 recorder, so tests count what went on the wire (chat attempts, OAuth fetches, IAM mints).
+
+Time: ``build_client(..., fake_time=True)`` gives the client a :class:`FakeClock` of its own
+(``harness.clock``) as its ``clock`` and its sleep (``sleep`` for the sync twin, ``asleep`` for
+the async one). The client's own waits — retry backoff, ``Retry-After``, rate-limit slots, a
+mock transport's scripted pauses — then take no real time, and a test asserts them exactly, from
+``harness.clock.sleeps``, instead of bounding the wall clock. Waits on a real server (its
+pacing, a stall, a silent socket) stay real: those tests keep generous margins.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from wenxin_stream import (
     WenxinError,
     encode_event,
 )
+from wenxin_stream._clock import FakeClock
 from wenxin_stream._transport import AsyncResponse, AsyncTransport, HTTPRequest, SyncResponse
 from wenxin_stream._transport import SyncTransport as SyncTransportProtocol
 from wenxin_stream._transport_aiohttp import AiohttpTransport
@@ -275,10 +283,18 @@ class Harness:
         mode: Mode,
         client: Client | AsyncClient,
         recorder: RecordingTransport | AsyncRecordingTransport | None,
+        clock: FakeClock | None = None,
     ) -> None:
         self.mode = mode
         self.client = client
         self._recorder = recorder
+        self._clock = clock
+
+    @property
+    def clock(self) -> FakeClock:
+        """The client's fake clock (only for a harness built with ``fake_time=True``)."""
+        assert self._clock is not None, "this harness runs on real time"
+        return self._clock
 
     @property
     def api(self) -> str:
@@ -428,28 +444,39 @@ def credentials(api: Api, url: str) -> dict[str, Any]:
     return {"bearer_token": f"bce-v3/ALTAK-{unique('k')}/{unique('s')}", "v2_base_url": url}
 
 
+def on_clock(mode: Mode, clock: FakeClock) -> dict[str, Any]:
+    """The ``clock`` and ``sleep`` arguments that put a ``mode`` client (or mock transport:
+    use only ``sleep``) on ``clock``."""
+    return {"clock": clock, "sleep": clock.sleep if mode == "sync" else clock.asleep}
+
+
 def build_client(
     mode: Mode,
     *,
     transport: Any = None,
     record: bool = True,
+    fake_time: bool = False,
     **kwargs: Any,
 ) -> Harness:
-    """A harness around a new client of ``mode`` (``kwargs`` go to the constructor)."""
+    """A harness around a new client of ``mode`` (``kwargs`` go to the constructor); with
+    ``fake_time`` the client runs on a fake clock of its own (``harness.clock``)."""
     kwargs.setdefault("environ", {})
     kwargs.setdefault("retry", FAST_RETRY)
     kwargs.setdefault("timeout", TEST_TIMEOUT)
+    clock = FakeClock() if fake_time else None
+    if clock is not None:
+        kwargs.update(on_clock(mode, clock))
     if mode == "sync":
         recorder = None
         if transport is None and record:
             transport = recorder = RecordingTransport(Urllib3Transport(kwargs.pop("limits", None)))
-        return Harness(mode, Client(transport=transport, **kwargs), recorder)
+        return Harness(mode, Client(transport=transport, **kwargs), recorder, clock)
     arecorder = None
     if transport is None and record:
         transport = arecorder = AsyncRecordingTransport(
             AiohttpTransport(kwargs.pop("limits", None))
         )
-    return Harness(mode, AsyncClient(transport=transport, **kwargs), arecorder)
+    return Harness(mode, AsyncClient(transport=transport, **kwargs), arecorder, clock)
 
 
 Factory = Callable[..., Harness]

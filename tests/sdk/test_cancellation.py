@@ -21,12 +21,9 @@ import pytest
 from sdk_helpers import Emu, Factory, build_client, credentials, fault, serve_emulator
 
 from wenxin_stream import AsyncClient, Client, EndReason, TextDelta
-from wenxin_stream._transport_mock import (
-    AsyncMockTransport,
-    MockResponse,
-    MockTransport,
-    Pause,
-)
+from wenxin_stream._transport_mock import MockResponse, Pause
+from wenxin_stream._transport_mock_async import AsyncMockTransport
+from wenxin_stream._transport_mock_sync import MockTransport
 
 ENDLESS = fault("无尽的回答", "endless=1;interval=0.005")
 SLOW = fault("慢慢地回答", "endless=1;interval=0.4")

@@ -22,7 +22,9 @@ from wenxin_stream import (
     EndReason,
     IncompleteStreamError,
 )
-from wenxin_stream._transport_mock import AsyncMockTransport, MockResponse, MockTransport
+from wenxin_stream._transport_mock import MockResponse
+from wenxin_stream._transport_mock_async import AsyncMockTransport
+from wenxin_stream._transport_mock_sync import MockTransport
 
 PROMPT = "写一段关于长江的介绍"
 

@@ -4,11 +4,10 @@ both twins and both API generations, with the scripted transports of ``_transpor
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
-from sdk_helpers import Api, Harness, Mode, build_client, sse_body
+from sdk_helpers import Api, Harness, Mode, build_client, on_clock, sse_body
 
 from wenxin_stream import (
     APIConnectionError,
@@ -23,24 +22,29 @@ from wenxin_stream import (
     Timeout,
     TokenExpiredError,
 )
+from wenxin_stream._clock import FakeClock
 from wenxin_stream._transport_mock import (
-    AsyncMockResponse,
-    AsyncMockTransport,
     MockResponse,
-    MockSyncResponse,
-    MockTransport,
     MockTransportExhausted,
     Pause,
     every_byte,
     split_at,
 )
+from wenxin_stream._transport_mock_async import AsyncMockResponse, AsyncMockTransport
+from wenxin_stream._transport_mock_sync import MockSyncResponse, MockTransport
 
 PIECES = ["你好，", "世界！😀", "中文「测试」", "é ß ✓ 𠀀。"]
 TEXT = "".join(PIECES)
 
 
-def harness(api: Api, mode: Mode, responses: Any, **kwargs: Any) -> tuple[Harness, Any]:
-    transport = (MockTransport if mode == "sync" else AsyncMockTransport)(responses)
+def harness(
+    api: Api, mode: Mode, responses: Any, clock: FakeClock | None = None, **kwargs: Any
+) -> tuple[Harness, Any]:
+    """A client on a mock transport; with ``clock``, both run on that fake clock."""
+    time = on_clock(mode, clock) if clock is not None else {}
+    transport_type = MockTransport if mode == "sync" else AsyncMockTransport
+    transport = transport_type(responses, **{k: v for k, v in time.items() if k == "sleep"})
+    kwargs.update(time)
     creds: dict[str, Any] = (
         {"access_token": "24.fixed-token-for-the-mock", "base_url": "http://mock.invalid"}
         if api == "v1"
@@ -228,14 +232,19 @@ async def test_connection_broken_mid_body(api: Api, mode: Mode) -> None:
 
 async def test_a_server_slow_to_close_after_the_terminal_event(api: Api, mode: Mode) -> None:
     """The terminal event makes the answer whole: a body that then stays open longer than
-    the idle limit does not turn it into a timeout."""
+    the idle limit does not turn it into a timeout, and is not waited for either."""
+    clock = FakeClock()
     script = MockResponse(body=[sse_body(api, PIECES), Pause(3.0), b"\n"])
-    out, transport = await run(api, mode, [script], timeout=Timeout(first_token=1, idle=0.3))
+    out, transport = await run(
+        api, mode, [script], clock=clock, timeout=Timeout(first_token=1, idle=0.3)
+    )
     out.raise_error()
     assert out.end_reason is EndReason.COMPLETED
     assert out.text == TEXT
     assert out.result.usage is not None
-    assert out.elapsed < 1.5
+    assert clock.sleeps == pytest.approx(
+        [0.3]
+    )  # one idle limit for the close, not the 3 s of silence
     assert transport.responses[0].aborted  # not read to its end: not reused
 
 
@@ -278,15 +287,17 @@ async def test_the_request_on_the_wire(api: Api, mode: Mode) -> None:
 
 
 def test_the_mock_keeps_the_read_timeout_contract() -> None:
-    response = MockSyncResponse(MockResponse(body=[b"a", Pause(0.2), b"b"]))
+    clock = FakeClock()
+    response = MockSyncResponse(MockResponse(body=[b"a", Pause(0.2), b"b"]), clock.sleep)
     assert response.read(1) == b"a"
-    start = time.monotonic()
     with pytest.raises(TimeoutError):
-        response.read(0.05)  # the pause is longer
-    assert 0.04 <= time.monotonic() - start < 0.15
+        response.read(0.05)  # the pause is longer: it waits the timeout, then raises
+    assert clock.sleeps == [0.05]
     with pytest.raises(TimeoutError):
-        response.read(0)
+        response.read(0)  # at once
+    assert clock.sleeps == [0.05]
     assert response.read(1) == b"b"  # the rest of the pause, then the bytes
+    assert clock.sleeps == [0.05, pytest.approx(0.15)]
     assert response.read(1) == b""
     response.close()
     assert response.released
@@ -305,6 +316,7 @@ async def test_the_async_mock_keeps_the_read_timeout_contract() -> None:
 
 
 async def test_the_mock_delays_open(mode: Mode) -> None:
+    clock = FakeClock()
     h, transport = harness(
         "v2",
         mode,
@@ -312,15 +324,16 @@ async def test_the_mock_delays_open(mode: Mode) -> None:
             MockResponse(head_delay=1.0),
             MockResponse(head_delay=0.05, body=[sse_body("v2", ["好"])]),
         ],
+        clock=clock,
         timeout=Timeout(connect=1, first_token=0.2, idle=1),
         retry=RetryPolicy(max_attempts=2, initial_delay=0.001, jitter=0),
     )
-    start = time.monotonic()
     out = await h.stream("hi")
     await h.close()
     out.raise_error()
     assert out.text == "好"
-    assert 0.2 <= time.monotonic() - start < 1.0  # one first-token timeout, then the answer
+    # one first-token timeout, the backoff, then the answer's own head delay
+    assert clock.sleeps == pytest.approx([0.2, 0.001, 0.05])
     assert len(transport.requests) == 2
 
 

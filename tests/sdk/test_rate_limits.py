@@ -21,7 +21,7 @@ from sdk_helpers import (
 )
 
 from wenxin_stream import ClientRateLimitTimeout, EndReason
-from wenxin_stream._ratelimit import estimate_tokens
+from wenxin_stream._token_estimate import estimate_tokens
 
 PROMPT = "限流测试"
 
@@ -32,15 +32,13 @@ async def _three_in_a_row(h: Harness) -> list[float]:
     return [s.at for s in h.wire.chat()]
 
 
-async def test_qps_paces_requests(make_each: MakeEach) -> None:
+async def test_qps_paces_requests(make: Factory) -> None:
     """qps=2: any second holds at most two requests, so the third waits for the first to
-    leave the window (the four variants run at once, each with its own limiter)."""
-    group = make_each(qps=2)
-    times = await asyncio.gather(*(_three_in_a_row(h) for h in group))
-    for h, sent in zip(group, times, strict=True):
-        assert len(sent) == 3, h.label
-        assert sent[1] - sent[0] < 0.5, h.label
-        assert 0.95 <= sent[2] - sent[0] < 2.0, h.label
+    leave the window — one second on the client's (fake) clock, the only wait there is."""
+    h = make(qps=2, fake_time=True)
+    sent = await _three_in_a_row(h)
+    assert len(sent) == 3
+    assert h.clock.sleeps == pytest.approx([1.0])
 
 
 async def test_concurrent_streams_queue_under_qps(make_each: MakeEach) -> None:
@@ -66,11 +64,14 @@ async def test_concurrent_streams_queue_under_qps(make_each: MakeEach) -> None:
 async def test_rpm_refuses_a_wait_beyond_rate_limit_wait(make: Factory) -> None:
     """rpm=6 allows a burst of one request per ten seconds; a caller that would have to wait
     longer than ``rate_limit_wait`` is told so at once, and nothing is sent."""
-    h = make(rpm=6, rate_limit_wait=0.2)
+    h = make(rpm=6, rate_limit_wait=0.2, fake_time=True)
     (await h.stream(PROMPT)).raise_error()
     out = await h.stream(PROMPT)
     assert isinstance(out.error, ClientRateLimitTimeout)
-    assert 9 <= out.error.wait <= 10.5
+    assert out.error.wait == pytest.approx(
+        10.0
+    )  # no time passed on the client's clock since the first
+    assert h.clock.sleeps == []
     assert out.error.max_wait == 0.2
     assert not out.error.retryable
     assert len(h.wire.chat()) == 1
@@ -133,7 +134,9 @@ async def test_the_servers_limit_headers_are_adopted(api: Api, mode: Mode, quota
     adopts it (rpm=6: a burst of one per ten seconds after the first answer) or, when
     ``Remaining-Requests`` is 0 (rpm=1), blocks at once — before the server has to refuse."""
     with serve_emulator(rpm=quota) as emu:
-        h = build_client(mode, rate_limit_wait=0.2, **credentials(api, emu.base_url))
+        h = build_client(
+            mode, rate_limit_wait=0.2, fake_time=True, **credentials(api, emu.base_url)
+        )
         first = await h.stream(PROMPT)
         outs = [await h.stream(PROMPT) for _ in range(2)]
         await h.close()
@@ -143,7 +146,9 @@ async def test_the_servers_limit_headers_are_adopted(api: Api, mode: Mode, quota
     assert refused, [o.error for o in outs]
     assert all(o.error is None or isinstance(o.error, ClientRateLimitTimeout) for o in outs)
     assert len(h.wire.chat()) == 1 + len(outs) - len(refused)  # refused ones sent nothing
-    assert all(9 <= error.wait <= 10.5 for error in refused)
+    # a sixth of the minute, on the client's clock (which stood still: no real time counts)
+    assert [error.wait for error in refused] == pytest.approx([10.0] * len(refused))
+    assert h.clock.sleeps == []
 
 
 async def test_without_a_quota_the_advertised_limits_do_not_hold_anyone_back(

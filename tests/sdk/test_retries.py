@@ -4,7 +4,6 @@ never retried."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import socket
 import time
 
@@ -12,7 +11,6 @@ import pytest
 from sdk_helpers import (
     Api,
     Factory,
-    MakeEach,
     Mode,
     build_client,
     credentials,
@@ -29,6 +27,7 @@ from wenxin_stream import (
     RetryPolicy,
     Timeout,
 )
+from wenxin_stream._clock import FakeClock
 
 PROMPT = "重试测试"
 
@@ -74,18 +73,14 @@ async def test_max_attempts_bounds_the_attempts(make: Factory, attempts: int) ->
     assert len(h.wire.chat()) == attempts
 
 
-async def test_backoff_grows_between_attempts(make_each: MakeEach) -> None:
+async def test_backoff_grows_between_attempts(make: Factory) -> None:
+    """The client waits the policy's backoff between attempts (on its fake clock: exactly)."""
     policy = RetryPolicy(max_attempts=3, initial_delay=0.15, multiplier=2.0, jitter=0.0)
-    group = make_each(retry=policy)
-    message = fault(PROMPT, "error=336100;times=2")
-    outs = await asyncio.gather(*(h.stream(message) for h in group))
-    for h, out in zip(group, outs, strict=True):
-        out.raise_error()
-        sent = h.wire.chat()
-        assert len(sent) == 3, h.label
-        gaps = [b.at - a.at for a, b in itertools.pairwise(sent)]
-        assert 0.14 <= gaps[0] < 0.6, (h.label, gaps)
-        assert 0.29 <= gaps[1] < 0.9, (h.label, gaps)
+    h = make(retry=policy, fake_time=True)
+    out = await h.stream(fault(PROMPT, "error=336100;times=2"))
+    out.raise_error()
+    assert len(h.wire.chat()) == 3
+    assert h.clock.sleeps == [0.15, 0.3]
 
 
 async def test_timeout_before_any_text_is_retried(make: Factory) -> None:
@@ -99,8 +94,9 @@ async def test_timeout_before_any_text_is_retried(make: Factory) -> None:
 
 async def test_connection_refused_after_the_configured_attempts(make: Factory) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
-    h = make(url=url, retry=RetryPolicy(max_attempts=3, initial_delay=0.01, jitter=0))
-    start = time.monotonic()
+    h = make(
+        url=url, retry=RetryPolicy(max_attempts=3, initial_delay=0.01, jitter=0), fake_time=True
+    )
     out = await h.stream(PROMPT)
     assert isinstance(out.error, APIConnectionError)
     assert not isinstance(out.error, APITimeoutError)
@@ -110,7 +106,7 @@ async def test_connection_refused_after_the_configured_attempts(make: Factory) -
     assert out.events == []
     # v1 never gets past the OAuth fetch; every attempt is one request either way
     assert len(h.wire.sent) == 3
-    assert time.monotonic() - start < 5
+    assert h.clock.sleeps == [0.01, 0.02]  # the backoff between them, nothing else
 
 
 async def test_connection_refused_without_retries(make: Factory) -> None:
@@ -135,27 +131,40 @@ class SteppedClock:
 
 @pytest.mark.parametrize("api", ["v2"])
 async def test_retry_after_of_a_429_is_honoured(api: Api, mode: Mode) -> None:
-    clock = SteppedClock()
-    with serve_emulator(rpm=1, clock=clock) as emu:
+    quota_clock = SteppedClock()
+    client_clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        """The client's sleep: no real waiting, but the emulator's quota clock moves too."""
+        client_clock.sleep(seconds)
+        quota_clock.jump_to(quota_clock() + seconds)
+
+    async def asleep(seconds: float) -> None:
+        sleep(seconds)
+        await asyncio.sleep(0)
+
+    with serve_emulator(rpm=1, clock=quota_clock) as emu:
         creds = credentials(api, emu.base_url)
         first = build_client(mode, **creds)
-        clock.jump_to(1_000_000.0)  # the first request is counted in second 1_000_000
+        quota_clock.jump_to(1_000_000.0)  # the first request is counted in second 1_000_000
         (await first.stream(PROMPT)).raise_error()
         await first.close()
         # 59.3 s later (on the emulator's clock) that request is still in the window: the
         # next one is refused with Retry-After: 1 (the second it leaves the window)
-        clock.jump_to(1_000_059.3)
+        quota_clock.jump_to(1_000_059.3)
         policy = RetryPolicy(max_attempts=3, initial_delay=0.01, multiplier=1.0, jitter=0.0)
-        second = build_client(mode, retry=policy, **creds)  # a fresh client-side limiter
-        start = time.monotonic()
+        second = build_client(  # a fresh client-side limiter
+            mode,
+            retry=policy,
+            clock=client_clock,
+            sleep=sleep if mode == "sync" else asleep,
+            **creds,
+        )
         out = await second.stream(PROMPT)
-        elapsed = time.monotonic() - start
         await second.close()
     out.raise_error()
-    sent = second.wire.chat()
-    assert len(sent) == 2
-    assert sent[1].at - sent[0].at >= 0.98  # Retry-After, not the 10 ms backoff
-    assert 0.98 <= elapsed < 3.0
+    assert len(second.wire.chat()) == 2
+    assert client_clock.sleeps == [1.0]  # Retry-After, not the 10 ms backoff
     assert out.end_reason is EndReason.COMPLETED
 
 
@@ -167,10 +176,8 @@ async def test_retry_after_beyond_the_policy_is_raised_at_once(api: Api, mode: M
         (await first.stream(PROMPT)).raise_error()
         await first.close()
         policy = RetryPolicy(max_attempts=3, initial_delay=0.01, max_retry_after=5.0)
-        second = build_client(mode, retry=policy, **creds)
-        start = time.monotonic()
+        second = build_client(mode, retry=policy, fake_time=True, **creds)
         out = await second.stream(PROMPT)
-        elapsed = time.monotonic() - start
         await second.close()
     error = out.error
     assert isinstance(error, RateLimitError)
@@ -179,7 +186,7 @@ async def test_retry_after_beyond_the_policy_is_raised_at_once(api: Api, mode: M
     assert error.retry_after is not None
     assert 5 < error.retry_after <= 60
     assert len(second.wire.chat()) == 1
-    assert elapsed < 1.0
+    assert second.clock.sleeps == []  # raised at once
 
 
 @pytest.mark.parametrize("api", ["v1"])

@@ -11,16 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from sdk_helpers import MakeEach, build_client, fault
+from sdk_helpers import MakeEach, Mode, build_client, fault, on_clock
 
 from wenxin_stream import APITimeoutError, EndReason, RetryPolicy, Timeout
-from wenxin_stream._transport_mock import (
-    AsyncMockTransport,
-    BodyItem,
-    MockResponse,
-    MockTransport,
-    Pause,
-)
+from wenxin_stream._clock import FakeClock
+from wenxin_stream._transport_mock import BodyItem, MockResponse, Pause
+from wenxin_stream._transport_mock_async import AsyncMockTransport
+from wenxin_stream._transport_mock_sync import MockTransport
 
 PROMPT = "超时测试"
 
@@ -80,24 +77,28 @@ async def test_connect_timeout_is_retried(make_each: MakeEach) -> None:
         assert len(h.wire.sent) == 2, h.label
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-async def test_connect_timeout_with_the_mock_transport(mode: str) -> None:
+async def test_connect_timeout_with_the_mock_transport(mode: Mode) -> None:
+    """On a fake clock the mock's connect takes exactly the connect limit, no real time."""
+    clock = FakeClock()
     script = MockResponse(connect_delay=5.0)
-    transport = (MockTransport if mode == "sync" else AsyncMockTransport)([script])
+    transport_type = MockTransport if mode == "sync" else AsyncMockTransport
+    transport = transport_type([script], sleep=on_clock(mode, clock)["sleep"])
     h = build_client(
-        "sync" if mode == "sync" else "async",
+        mode,
         access_token="t",
         base_url="http://mock.invalid",
         transport=transport,
         timeout=Timeout(connect=0.1),
         retry=0,
+        **on_clock(mode, clock),
     )
     out = await h.stream(PROMPT)
     await h.close()
     assert isinstance(out.error, APITimeoutError)
     assert out.error.timeout_kind == "connect"
     assert out.end_reason is EndReason.TIMED_OUT
-    assert 0.09 <= out.elapsed < 1.0
+    assert clock.sleeps == pytest.approx([0.1])
+    assert out.elapsed == pytest.approx(0.1)
 
 
 async def test_first_token_timeout(make_each: MakeEach) -> None:
@@ -192,21 +193,22 @@ async def test_a_healthy_long_stream_is_not_killed(make_each: MakeEach) -> None:
         assert out.elapsed > 0.5 + 0.3
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-async def test_idle_timeout_with_exact_silences(mode: str) -> None:
+async def test_idle_timeout_with_exact_silences(mode: Mode) -> None:
     """Through the mock transport: silences shorter than the idle limit pass, the first
-    longer one fires it, and the text before it is kept."""
+    longer one fires it, and the text before it is kept (on a fake clock: exactly)."""
+    clock = FakeClock()
     chunk = b'data: {"id":"as-1","sentence_id":0,"result":"%s","is_end":false}\n\n'
     body: list[BodyItem] = [chunk % "一".encode(), Pause(0.1), chunk % "二".encode()]
     body += [Pause(0.6), b"never"]
     transport_type = MockTransport if mode == "sync" else AsyncMockTransport
-    transport = transport_type([MockResponse(body=body)])
+    transport = transport_type([MockResponse(body=body)], sleep=on_clock(mode, clock)["sleep"])
     h = build_client(
-        "sync" if mode == "sync" else "async",
+        mode,
         access_token="t",
         base_url="http://mock.invalid",
         transport=transport,
         timeout=Timeout(first_token=1, idle=0.25),
+        **on_clock(mode, clock),
     )
     out = await h.stream(PROMPT)
     await h.close()
@@ -215,3 +217,5 @@ async def test_idle_timeout_with_exact_silences(mode: str) -> None:
     assert out.error.partial_text == "一二"
     assert transport.responses[0].aborted
     assert len(transport.requests) == 1
+    assert clock.sleeps == pytest.approx([0.1, 0.25])  # the short silence, then the idle limit
+    assert out.elapsed == pytest.approx(0.35)

@@ -36,10 +36,14 @@ from dataclasses import fields, is_dataclass
 from typing import Any
 
 from .._client import ChatStream, Client
-from .._client_base import EMULATOR_NOTICE, MissingCredentialsError
+from .._client_base import EMULATOR_NOTICE
 from .._events import ChatResult, EndReason
-from .._exceptions import InvalidRequestError, WenxinError
-from .._settings import ConfigurationError
+from .._exceptions import (
+    ConfigurationError,
+    InvalidRequestError,
+    MissingCredentialsError,
+    WenxinError,
+)
 from .._validation import Problem
 from . import CommandError
 

@@ -23,7 +23,8 @@ import contextlib
 import sys
 from typing import Any
 
-from .._conversation import Conversation, TurnOutcome
+from .._conversation import TurnOutcome
+from .._conversation_sync import Conversation
 from .._exceptions import InvalidRequestError
 from ._common import (
     EXIT_INTERRUPTED,

@@ -20,10 +20,11 @@ Chunking follows the two API generations (``ERNIE-PROTOCOL.md`` §1.7, §2.5):
 - a fault ``chunks=N`` overrides both (:func:`even_pieces`, exactly N non-empty pieces; the
   text is lengthened first when it has fewer than N characters, see :func:`lengthen`).
 
-Token usage is estimated, not tokenized: ``ceil(0.625 × CJK characters + ASCII words)``,
-minimum 1 (the qianfan SDK's own estimator). :class:`TokenCounter` computes it incrementally,
-so running totals per chunk cost O(chunk) time and O(1) state, and the running total after the
-last chunk equals the estimate of the whole text.
+Token usage is estimated, not tokenized, with the package's one rule
+(``wenxin_stream._token_estimate``: ``ceil(0.625 × CJK characters + words)``), reported as at
+least 1 token. :class:`TokenCounter` computes it incrementally, so running totals per chunk
+cost O(chunk) time and O(1) state, and the running total after the last chunk equals the
+estimate of the whole text.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from functools import lru_cache
+
+from .._token_estimate import TokenCounter as _EstimateCounter
+from .._token_estimate import estimate_text_tokens
 
 OPENING = "【离线模拟】这是 wenxin-stream 本地模拟器的回答，不是真实的文心一言。"
 """The first sentence of every default answer."""
@@ -206,72 +210,16 @@ def even_pieces(text: str, count: int) -> list[str]:
     return pieces
 
 
-def _is_cjk(char: str) -> bool:
-    code = ord(char)
-    return (
-        0x2E80 <= code <= 0x9FFF
-        or 0xAC00 <= code <= 0xD7AF
-        or 0xF900 <= code <= 0xFAFF
-        or 0xFF00 <= code <= 0xFFEF
-        or 0x20000 <= code <= 0x3FFFF
-    )
+class TokenCounter(_EstimateCounter):
+    """The package's running token estimate, reported as at least 1 token (ERNIE never
+    reports an answer or a prompt as costing nothing)."""
 
-
-def _is_word_char(char: str) -> bool:
-    return char.isascii() and char.isalnum()
-
-
-class TokenCounter:
-    """Running token estimate over text fed piece by piece.
-
-    ``ceil(0.625 × CJK characters + ASCII words)``, where an ASCII word is a maximal run of
-    ASCII letters and digits, possibly spanning pieces. :attr:`total` is never below 1.
-    """
-
-    __slots__ = ("_cjk", "_in_word", "_words")
-
-    def __init__(self) -> None:
-        self._cjk = 0
-        self._words = 0
-        self._in_word = False
-
-    def feed(self, piece: str) -> int:
-        """Account for ``piece`` and return the running estimate."""
-        cjk = 0
-        words = 0
-        in_word = self._in_word
-        for char in piece:
-            if _is_word_char(char):
-                if not in_word:
-                    words += 1
-                    in_word = True
-                continue
-            in_word = False
-            if _is_cjk(char):
-                cjk += 1
-        self._cjk += cjk
-        self._words += words
-        self._in_word = in_word
-        return self.total
+    __slots__ = ()
 
     @property
     def total(self) -> int:
         """The estimate so far (at least 1)."""
-        return max(1, (self._cjk * 5 + 7) // 8 + self._words)
-
-
-def estimate_tokens(text: str) -> int:
-    """Estimate the tokens of ``text`` (see :class:`TokenCounter`)."""
-    return TokenCounter().feed(text)
-
-
-def estimate_many(texts: Iterable[str]) -> int:
-    """Estimate the tokens of several separate texts (message contents) together."""
-    counter = TokenCounter()
-    for text in texts:
-        counter.feed(text)
-        counter.feed("\n")
-    return counter.total
+        return max(1, super().total)
 
 
 def cut_at_stop(text: str, stop: Iterable[str]) -> str | None:
@@ -287,9 +235,15 @@ def cut_at_stop(text: str, stop: Iterable[str]) -> str | None:
 
 def cut_to_tokens(text: str, limit: int) -> str | None:
     """The longest prefix of ``text`` whose estimate is at most ``limit`` tokens, or None when
-    the whole text already fits."""
-    counter = TokenCounter()
-    for index, char in enumerate(text):
-        if counter.feed(char) > limit:
-            return text[:index]
-    return None
+    the whole text already fits. The estimate never falls as a text grows, so the prefix is
+    found by bisection (O(n log n) in C, not a Python loop per character)."""
+    if estimate_text_tokens(text) <= limit:
+        return None
+    low, high = 0, len(text)  # the prefix of length low fits, that of length high does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if estimate_text_tokens(text[:middle]) <= limit:
+            low = middle
+        else:
+            high = middle
+    return text[:low]

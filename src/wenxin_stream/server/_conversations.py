@@ -31,7 +31,7 @@ from .._asgi import Receive, Send, send_json
 from .._conversation import ConversationCore
 from .._events import ChatResult, EndReason
 from .._exceptions import InvalidRequestError
-from .._ratelimit import estimate_tokens
+from .._token_estimate import estimate_tokens
 from ._auth import Context, HTTPError, Principal, optional_str, read_json
 from ._limits import Admission, Rejection
 from ._relay import FINISHED_REASONS, Generation, usage_dict

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .._clock import Clock
-from .._ratelimit import ClientRateLimitTimeout, RateLimiter, RateLimits, Reservation
+from .._exceptions import ClientRateLimitTimeout
+from .._ratelimit import RateLimiter, RateLimits, Reservation
 
 __all__ = ["IDLE_SECONDS", "Admission", "KeyLimiter", "KeyLimits", "Rejection"]
 

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._asgi import Receive, Send, json_bytes, send_json
 from .._exceptions import InvalidRequestError
-from .._ratelimit import DEFAULT_ANSWER_TOKENS, estimate_tokens
 from .._sse import DONE_EVENT
+from .._token_estimate import DEFAULT_ANSWER_TOKENS, estimate_tokens
 from ._auth import Context, HTTPError, read_json, required_str
 from ._http_sse import SSE_HEADERS, Outlet, race, wait_for_disconnect, watch
 from ._relay import DELTA, END, Entry, Generation, Subscription, usage_dict
