@@ -24,12 +24,10 @@ from wenxin_stream.server._metrics import (
     Gauge,
     Histogram,
     Metrics,
-    escape_label_value,
-    format_value,
     mark_process_dead,
-    text_format,
 )
 from wenxin_stream.server._metrics_files import ProcessFiles
+from wenxin_stream.server._metrics_text import escape_label_value, format_value, text_format
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?')

@@ -39,29 +39,24 @@ instance, never the global one: tests make many servers in one process):
   ``MultiProcessCollector``, which reads every process's files: counters and histograms are
   summed over the workers, gauges combined by the mode each chose (``wenxin_streams_in_flight``
   is ``livesum``: the streams open in live workers). See :mod:`._metrics_files` for when the
-  copies are made (at render, every second, at exit) and what that means.
+  copies are made (at render, every ``flush_interval``, at exit) and what that means.
 
-Multiprocess mode is an explicit argument, not read from the environment here: the settings
-layer, which reads the environment once, maps prometheus_client's conventional
-``PROMETHEUS_MULTIPROC_DIR`` to it. (prometheus_client itself switches its own metric objects
-to files when that variable is set at import; we make none, so the variable alone changes
-nothing here.)
+Multiprocess mode is an explicit argument, never read from the environment here (tests make
+many ``Metrics`` in one process; a variable set in a developer's shell must not make them
+share files). The place to honour prometheus_client's conventional ``PROMETHEUS_MULTIPROC_DIR``
+is the settings layer, which reads the environment once, at the edge; nothing maps it yet.
+(prometheus_client switches its *own* metric objects to files when that variable is set at
+import; we make none, so the variable alone changes nothing here.)
 
 Label values come from the server's own vocabulary (route templates, status codes, end
 reasons), but a family never grows past ``max_series`` children (per process): further label
 sets share one child whose label values are all ``"other"``, so a bug cannot turn the metrics
 into a memory leak.
 
-:meth:`Metrics.render` writes the Prometheus text exposition format 0.0.4
-(:data:`CONTENT_TYPE`) from the registry's ``Metric`` families: per family ``# HELP`` and
-``# TYPE`` lines, one sample per line, histograms as ``_bucket{le="…"}`` (ending with
-``le="+Inf"``), ``_sum`` and ``_count``; labels in the family's order (``le`` last); label
-values escape ``\\``, ``"`` and newlines, help text ``\\`` and newlines. Values print like Go's
-``strconv.FormatFloat(v, 'g', -1, 64)`` (``1``, ``0.25``, ``+Inf``). The writer is ours, not
-prometheus_client's ``generate_latest``, because that one names every counter family
-``<name>_total``: it would rename the documented counter ``wenxin_gc_pause_seconds``, and print
-``le="1.0"`` where we have always printed ``le="1"``. Families print in registration order,
-also in multiprocess mode (where a family nobody has written yet still gets its HELP and TYPE).
+:meth:`Metrics.render` writes the Prometheus text format 0.0.4 (:data:`CONTENT_TYPE`) of
+what the registry collects with our own writer (:mod:`._metrics_text`: prometheus_client's
+would rename the documented counter ``wenxin_gc_pause_seconds``), so the exposition is byte
+for byte what it was before prometheus_client came in.
 
 Updates and renders come from the server's one event loop; no lock is needed for them. In
 multiprocess mode a thread also reads the values (see :mod:`._metrics_files`).
@@ -74,16 +69,17 @@ import os
 import re
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ._metrics_files import FLUSH_INTERVAL, FileSample, ProcessFiles, collector
 from ._metrics_files import mark_process_dead as mark_process_dead
+from ._metrics_text import format_value, text_format
 
 __all__ = [
     "CONTENT_TYPE",
@@ -97,7 +93,6 @@ __all__ = [
     "Histogram",
     "Metrics",
     "mark_process_dead",
-    "text_format",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -146,46 +141,9 @@ Series = tuple[str, tuple[str, ...], tuple[str, ...], float]
 """``(sample name, label names, label values, value)``."""
 
 
-def format_value(value: float | int) -> str:
-    """A sample value as Prometheus prints it (Go's shortest ``'g'`` form)."""
-    if value.__class__ is int:  # bucket counts: the common case, and the quickest
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-def escape_label_value(value: str) -> str:
-    """A label value escaped for the text format (``\\``, ``"``, newline)."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
 def _metric_name(name: str, kind: str) -> str:
     # prometheus_client names a counter family without its samples' "_total"
     return name.removesuffix("_total") if kind == "counter" else name
-
-
-class _Declared(Protocol):
-    """What :func:`text_format` knows of a family before any sample: its text."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def metric_name(self) -> str: ...
-    @property
-    def help(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def labelnames(self) -> tuple[str, ...]: ...
 
 
 class _Family(Collector, Generic[C]):
@@ -458,91 +416,6 @@ class FunctionMetric(Collector):
         metric = Metric(self.metric_name, self.help, self.kind)
         metric.add_sample(self.name, {}, float(self._read()))
         return [metric]
-
-
-_SUFFIX_ORDER = {"_bucket": 0, "_sum": 1, "_count": 2}
-
-
-def text_format(declared: Iterable[_Declared], metrics: Iterable[Metric]) -> bytes:
-    """The Prometheus text format 0.0.4 of ``metrics`` (``Metric`` families as a
-    prometheus_client registry collects them), with the names, help and label order of the
-    ``declared`` families (in their order; undeclared families follow)."""
-    collected = {metric.name: metric for metric in metrics}  # a registry's names are unique
-    out: list[str] = []
-    writer = _Writer(out)
-    for family in declared:
-        found = collected.pop(family.metric_name) if family.metric_name in collected else None
-        samples = found.samples if found is not None else ()
-        writer.family(family.name, family.kind, family.help, family.labelnames, samples)
-    for metric in collected.values():  # written to the files by some other code
-        counter = metric.type == "counter" and metric.samples  # named as its samples are
-        name = metric.samples[0].name if counter else metric.name
-        writer.family(name, metric.type, metric.documentation, (), metric.samples)
-    return "".join(out).encode("utf-8")
-
-
-class _Writer:
-    """Appends families to ``out``, remembering escaped label values and label orders (a
-    histogram repeats each of them for every bucket)."""
-
-    def __init__(self, out: list[str]) -> None:
-        self.out = out
-        self._values: dict[str, str] = {}
-        self._les: dict[str, str] = {}
-
-    def _value(self, value: str) -> str:
-        text = self._values.get(value)
-        if text is None:
-            text = self._values[value] = escape_label_value(value)
-        return text
-
-    def _le(self, value: str) -> str:  # prometheus_client writes 1.0 where we write 1
-        text = self._les.get(value)
-        if text is None:
-            text = self._les[value] = format_value(float(value))
-        return text
-
-    def family(
-        self, name: str, kind: str, help: str, labelnames: tuple[str, ...], samples: Iterable[Any]
-    ) -> None:
-        """Append one family: HELP, TYPE and its samples."""
-        out = self.out
-        out.append(f"# HELP {name} {_escape_help(help)}\n")
-        out.append(f"# TYPE {name} {kind}\n")
-        rank = {label: i for i, label in enumerate(labelnames)}
-        orders: dict[tuple[str, ...], tuple[str, ...]] = {}
-        histogram = kind == "histogram"
-        lines: list[tuple[tuple[int, int, float], str]] = []
-        groups: dict[str, int] = {}
-        in_order = True  # as our own histograms yield them; the files' order needs a sort
-        for sample in samples:
-            labels: dict[str, str] = sample.labels
-            keys = tuple(labels)
-            order = orders.get(keys)
-            if order is None:  # declared labels first, in their order; others; le last
-                order = orders[keys] = tuple(
-                    sorted(keys, key=lambda k: (k == "le", rank.get(k, len(rank)), k))
-                )
-            text = ",".join(
-                f'{k}="{self._le(labels[k]) if k == "le" else self._value(labels[k])}"'
-                for k in order
-            )
-            line = f"{sample.name}{{{text}}}" if text else sample.name
-            line = f"{line} {format_value(sample.value)}\n"
-            if not histogram:
-                out.append(line)
-                continue
-            # a child's buckets (by bound), sum and count together; children as first seen
-            child = text.rpartition(',le="')[0] if "le" in labels else text
-            group = groups.setdefault(child, len(groups))
-            suffix = _SUFFIX_ORDER.get(sample.name[len(name) :], 3)
-            bound = float(labels["le"]) if suffix == 0 and "le" in labels else 0.0
-            if lines and in_order:
-                in_order = lines[-1][0] <= (group, suffix, bound)
-            lines.append(((group, suffix, bound), line))
-        if not in_order:
-            lines.sort(key=lambda item: item[0])
-        out.extend(line for _, line in lines)
 
 
 class Metrics:
