@@ -1,24 +1,33 @@
-"""Prometheus metrics: the text exposition format is parsed back and checked value by value."""
+"""Prometheus metrics: the text exposition format is parsed back and checked value by value,
+in one process and with several processes sharing a multiprocess directory."""
 
 from __future__ import annotations
 
+import gc
 import math
+import os
 import re
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from wenxin_stream.server._metrics import (
     CONTENT_TYPE,
+    DEFAULT_MAX_SERIES,
     TTFT_BUCKETS,
     Counter,
     FunctionMetric,
     Gauge,
     Histogram,
     Metrics,
-    escape_label_value,
-    format_value,
+    mark_process_dead,
 )
+from wenxin_stream.server._metrics_files import ProcessFiles
+from wenxin_stream.server._metrics_text import escape_label_value, format_value, text_format
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?')
@@ -243,6 +252,286 @@ def test_observe_is_cheap() -> None:
 
 
 def _render(family: Counter | Gauge | Histogram | FunctionMetric) -> str:
-    out: list[str] = []
-    family.render(out)
-    return "".join(out)
+    return text_format([family], family.collect()).decode()
+
+
+# --- the series cap, the registry, prometheus_client's own reader -------------------------
+
+
+def test_every_family_is_capped_and_the_overflow_child_is_shared() -> None:
+    hist = Histogram("h_seconds", "h", [1.0], ("id",), max_series=2)
+    gauge = Gauge("g", "g", ("id",), max_series=2)
+    for i in range(10):
+        hist.labels(str(i)).observe(0.5)
+        gauge.labels(str(i)).inc()
+    assert hist.labels("other") is hist.labels("11") is hist.labels("12")
+    _, _, s = parse(_render(hist) + _render(gauge))
+    assert s["h_seconds_count", lab(id="0")] == 1
+    assert s["h_seconds_count", lab(id="other")] == 8
+    assert s["h_seconds_bucket", lab(id="other", le="1")] == 8
+    assert s["g", lab(id="other")] == 8
+    assert {labels for name, labels in s if name == "g"} == {
+        lab(id="0"),
+        lab(id="1"),
+        lab(id="other"),
+    }
+    m = Metrics()
+    for i in range(DEFAULT_MAX_SERIES + 5):
+        m.http_request(f"/route/{i}", 200)
+    _, _, s = parse(m.render().decode())
+    requests = {
+        labels: v for (name, labels), v in s.items() if name == "wenxin_http_requests_total"
+    }
+    assert len(requests) == DEFAULT_MAX_SERIES + 1  # and the overflow child
+    assert requests[lab(route="other", status="other")] == 5
+
+
+def test_each_instance_has_its_own_registry_and_prometheus_client_reads_the_output() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    one, two = Metrics(), Metrics()
+    assert one.registry is not two.registry
+    one.http_request("/x", 200)
+    one.observe_ttft("server", 0.003)
+    one.register(Counter("wenxin_gc_pause_seconds", "A counter named without _total."))
+    one.register(FunctionMetric("q_depth", "A queue's length.", lambda: 2))
+    assert 'route="/x"' in one.render().decode()
+    assert 'route="/x"' not in two.render().decode()
+    theirs = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(one.render().decode())
+        for sample in family.samples
+    }
+    _, _, ours = parse(one.render().decode())
+    assert theirs == ours
+    # prometheus_client's own exporter works on the registry (it names counters its way)
+    exported = generate_latest(one.registry).decode()
+    assert 'wenxin_http_requests_total{route="/x",status="200"} 1.0' in exported
+    assert 'wenxin_ttft_seconds_bucket{le="0.005",part="server"} 1.0' in exported
+    assert "q_depth 2.0" in exported
+
+
+def test_import_wenxin_stream_does_not_import_prometheus_client() -> None:
+    code = "import sys, wenxin_stream; print('prometheus_client' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_invalid_multiprocess_options(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="multiprocess mode"):
+        Gauge("g", "x", multiprocess_mode="mostrecent")
+    with pytest.raises(ValueError, match="multiprocess mode"):
+        FunctionMetric("f", "x", lambda: 1, multiprocess_mode="sideways")
+    with pytest.raises(ValueError, match="flush_interval"):
+        Metrics(multiprocess_dir=tmp_path, flush_interval=0)
+    single = Metrics()
+    single.flush()  # nothing to do without a directory
+    single.close()
+    assert single.multiprocess_dir is None
+
+
+# --- multiprocess mode -------------------------------------------------------------------
+
+WORKER = """
+import sys
+from wenxin_stream.server._gc import Collector
+from wenxin_stream.server._metrics import Metrics
+
+directory, requests, left_open, stay = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+m = Metrics(multiprocess_dir=directory, flush_interval=0.02)
+Collector(m, lambda: 0).collect()  # one full garbage collection, counted
+for _ in range(requests):
+    m.http_request("/v1/chat/completions", 200)
+    m.observe_chunk_gap(0.02)
+for _ in range(left_open):
+    m.stream_started()
+m.stream_started()
+m.stream_ended("completed")
+print("counted", flush=True)
+if stay == "stay":
+    sys.stdin.read()  # until the test closes our stdin; the flush thread writes meanwhile
+"""
+"""A worker process: counts, then exits at once (its last flush is the one at exit) or stays
+until its stdin closes (only the flush thread writes its values)."""
+
+
+def _worker(directory: Path, requests: int, left_open: int, stay: bool) -> subprocess.Popen[str]:
+    argv = [str(directory), str(requests), str(left_open), "stay" if stay else "exit"]
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_processes_count_and_one_render_shows_the_sum(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    exiting = _worker(tmp_path, requests=3, left_open=2, stay=False)
+    assert exiting.wait(timeout=30) == 0
+    staying = _worker(tmp_path, requests=5, left_open=4, stay=True)
+    here = Metrics(multiprocess_dir=tmp_path)
+    try:
+        assert staying.stdout is not None
+        assert staying.stdout.readline() == "counted\n"
+        here.http_request("/v1/chat/completions", 200)  # this process counts too
+        deadline = time.monotonic() + 20
+        while True:  # the staying worker's values arrive with its flush thread
+            helps, types, s = parse(here.render().decode())
+            key = ("wenxin_http_requests_total", lab(route="/v1/chat/completions", status="200"))
+            if s.get(key) == 3 + 5 + 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert s[key] == 9
+        assert s["wenxin_chunk_gap_seconds_count", lab()] == 8
+        assert s["wenxin_chunk_gap_seconds_bucket", lab(le="0.025")] == 8
+        assert s["wenxin_chunk_gap_seconds_bucket", lab(le="0.01")] == 0
+        assert s["wenxin_chunk_gap_seconds_sum", lab()] == pytest.approx(0.16)
+        assert s["wenxin_stream_ends_total", lab(reason="completed")] == 2
+        assert s["wenxin_stream_ends_total", lab(reason="cancelled")] == 0
+        assert s["wenxin_streams_in_flight", lab()] == 2 + 4  # livesum: summed, no pid label
+        # the workers' garbage collectors are families this process never declared: they
+        # still show, with their names, summed
+        assert types["wenxin_gc_collections_total"] == "counter"
+        assert s["wenxin_gc_collections_total", lab()] == 2
+        assert types["wenxin_gc_pause_seconds"] == "counter"
+        assert s["wenxin_gc_pause_seconds", lab()] > 0
+        assert list(types)[:10] == [  # declared families first, in their order, as ever
+            "wenxin_http_requests_total", "wenxin_stream_ends_total", "wenxin_errors_total",
+            "wenxin_streams_in_flight", "wenxin_ttft_seconds", "wenxin_chunk_gap_seconds",
+            "wenxin_stream_duration_seconds", "wenxin_tokens_total",
+            "wenxin_generated_chars_total", "wenxin_delivered_chars_total",
+        ]  # fmt: skip
+        assert all(helps[name] for name in types)
+        text = here.render().decode()
+        assert sum(1 for _ in text_string_to_metric_families(text)) == len(types)
+
+        # the exited worker is reaped: its open streams go, its counts stay
+        mark_process_dead(exiting.pid, tmp_path)
+        _, _, s = parse(here.render().decode())
+        assert s["wenxin_streams_in_flight", lab()] == 4
+        assert s[key] == 9
+    finally:
+        if staying.stdin is not None:
+            staying.stdin.close()
+        staying.wait(timeout=30)
+        here.close()
+
+
+def test_a_process_continues_the_totals_in_files_of_its_pid(tmp_path: Path) -> None:
+    first = Metrics(multiprocess_dir=tmp_path)
+    with pytest.raises(ValueError, match="one Metrics per process"):
+        Metrics(multiprocess_dir=tmp_path)
+    first.error("upstream")
+    first.stream_started()
+    first.observe_duration("total", 2.0)
+    first.close()
+    first.close()  # again: nothing more
+    assert first.render()  # still reads the files
+    second = Metrics(multiprocess_dir=tmp_path)  # the same pid, as after a pid is reused
+    try:
+        second.error("upstream")
+        _, _, s = parse(second.render().decode())
+        assert s["wenxin_errors_total", lab(kind="upstream")] == 2  # counters continue
+        assert s["wenxin_stream_duration_seconds_count", lab(part="total")] == 1
+        assert s["wenxin_streams_in_flight", lab()] == 0  # gauges start afresh
+    finally:
+        second.close()
+
+
+def test_gauges_keep_their_mode_and_functions_are_read_at_flush(tmp_path: Path) -> None:
+    m = Metrics(multiprocess_dir=tmp_path)
+    try:
+        queue = [1, 2]
+        m.register(FunctionMetric("q_depth", "queue", lambda: len(queue)))  # "all": per pid
+        m.register(FunctionMetric("drops_total", "drops", lambda: 7, kind="counter"))
+        peak = Gauge("peak", "peak", ("pool",), multiprocess_mode="max")
+        peak.labels("a").set(3)
+        m.register(peak)
+        queue.append(3)
+        _, types, s = parse(m.render().decode())
+        pid = str(os.getpid())
+        assert s["q_depth", lab(pid=pid)] == 3
+        assert s["drops_total", lab()] == 7
+        assert types["drops_total"] == "counter"
+        assert s["peak", lab(pool="a")] == 3
+        assert f'q_depth{{pid="{pid}"}} 3\n' in m.render().decode()
+    finally:
+        m.close()
+
+
+def test_the_flush_thread_logs_a_failure_and_render_raises_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    failing = [True]
+
+    def queue_depth() -> float:
+        if failing[0]:
+            raise OSError("disk on fire")
+        return 1
+
+    m = Metrics(multiprocess_dir=tmp_path, flush_interval=0.01)
+    m.register(FunctionMetric("q_depth", "a queue that cannot be read", queue_depth))
+    try:
+
+        def logged() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "metrics" in r.getMessage()]
+
+        deadline = time.monotonic() + 10
+        while not logged() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert logged()[0].startswith("could not write the metrics to ")
+        with pytest.raises(OSError, match="disk on fire"):
+            m.render()
+    finally:
+        failing[0] = False
+        m.close()
+
+
+def test_files_belong_to_the_process_that_opened_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = Metrics(multiprocess_dir=tmp_path)
+    m.error("client")
+    m.flush()
+    m.error("client")
+    real_pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: real_pid + 1)  # as in a forked child
+    with pytest.raises(RuntimeError, match="belong to process"):
+        m.render()
+    m.close()  # closes without writing the parent's files
+    monkeypatch.undo()
+    reader = Metrics(multiprocess_dir=tmp_path)
+    try:
+        _, _, s = parse(reader.render().decode())
+        assert s["wenxin_errors_total", lab(kind="client")] == 1  # the second never written
+    finally:
+        reader.close()
+
+
+def test_process_files_close_once_and_flush_nothing_after(tmp_path: Path) -> None:
+    counter = Counter("late_total", "counted after close")
+    files = ProcessFiles(tmp_path, [counter])
+    files.close()
+    files.close()
+    counter.inc()
+    files.flush()
+    assert list(tmp_path.iterdir()) == []  # nothing was ever written
+
+
+def test_metrics_collected_as_garbage_flush_and_stop(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+    m = Metrics(multiprocess_dir=tmp_path, flush_interval=60)
+    (flusher,) = (t for t in set(threading.enumerate()) - before if t.name.startswith("wenxin"))
+    m.tokens(5, 6)
+    del m
+    gc.collect()
+    assert not flusher.is_alive()
+    reader = Metrics(multiprocess_dir=tmp_path)  # the directory is free again
+    try:
+        _, _, s = parse(reader.render().decode())
+        assert s["wenxin_tokens_total", lab(type="prompt")] == 5  # the last flush wrote it
+    finally:
+        reader.close()

@@ -16,7 +16,9 @@ some (an exception's traceback refers to its frames), so :class:`Collector` runs
 collection every :data:`CHECK_INTERVAL` seconds while at most :data:`QUIET_STREAMS` streams are
 open, and at the latest after :data:`MAX_INTERVAL` seconds whatever the load. Each collection
 is counted in ``wenxin_gc_collections_total`` and its pause added to ``wenxin_gc_pause_seconds``
-(``/metrics``), so a regression that makes garbage shows up as time spent here.
+(``/metrics``), so a regression that makes garbage shows up as time spent here. They are
+counters of this process; with several worker processes (multiprocess metrics) ``/metrics``
+shows their sum over the workers, every worker having its own collector.
 """
 
 from __future__ import annotations
