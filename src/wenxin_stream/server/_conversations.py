@@ -220,13 +220,8 @@ async def start_answer(
     gen = server.relay.start(
         upstream, owner=owner, model=name, received_at=received_at, on_end=on_end
     )
-    try:  # both writes in one transaction of the store (queued together, in this order)
-        _, answer = await asyncio.gather(
-            store.add_message(owner, conv.id, role="user", content=content, model=name),
-            store.add_message(
-                owner, conv.id, role="assistant", content="", model=name, status="streaming"
-            ),
-        )
+    try:  # the question and the empty answer: one operation, so one transaction
+        _, answer = await store.add_exchange(owner, conv.id, question=content, model=name)
     except BaseException:
         gen.abort()
         server.limiter.release(admission)
