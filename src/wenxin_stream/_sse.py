@@ -90,8 +90,9 @@ bytes you read and write out the bytes it gives you.
 # emulator's pump, the server's relay log and its OpenAI route, whose data is compact JSON made
 # once per chunk: it looks for CR and LF with two memchr scans (``10 in data``: an int operand
 # is a plain byte search, much cheaper than a bytes operand), and with neither present it frames
-# the data with two concatenations. Both doors share the checks of ``event`` and ``id`` and the
-# line splitting, so their output is byte for byte the same.
+# the data with two concatenations (one join when an event name and an id come with it). Both
+# doors share the checks of ``event`` and ``id`` and the line splitting, so their output is byte
+# for byte the same.
 
 from __future__ import annotations
 
@@ -479,10 +480,14 @@ def encode_event_bytes(data: bytes, event: bytes | None = None, id: bytes | None
     Raises:
         LocalProtocolError: ``event`` or ``id`` contains CR or LF, or ``id`` contains NUL.
     """
-    if 10 in data or 13 in data:
+    if 10 in data or 13 in data:  # not one line: split as encode_event does
         return _head(event, id) + _data_lines(data)
-    if event is None and id is None:
+    if event is None and id is None:  # the emulator's and the OpenAI route's frames
         return b"data: " + data + b"\n\n"
+    if event and id is not None:  # the relay's frames: one join, no intermediate head
+        if 10 in event or 13 in event or 10 in id or 13 in id or 0 in id:
+            _head(event, id)  # raises, naming the field at fault
+        return b"".join((b"event: ", event, b"\nid: ", id, b"\ndata: ", data, b"\n\n"))
     return _head(event, id) + b"data: " + data + b"\n\n"
 
 
