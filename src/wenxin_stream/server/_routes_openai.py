@@ -80,7 +80,8 @@ def parse_messages(value: object) -> list[dict[str, str]]:
     for index, message in enumerate(value):
         if not isinstance(message, dict):
             raise _invalid(f"message {index} must be an object")
-        role = _ROLES.get(message.get("role"))  # type: ignore[arg-type]
+        name = message.get("role")
+        role = _ROLES.get(name) if isinstance(name, str) else None  # a list is no dict key
         if role is None:
             raise _invalid(f"message {index}: unsupported role {message.get('role')!r}")
         text = _text(message.get("content"), index)

@@ -161,15 +161,17 @@ class Worker:
         try:
             if len(batch) == 1:
                 job = batch[0]
+                assert job.op is not None  # only the closing job has none, and it is no batch's
                 try:
-                    job.result = job.op(db)  # type: ignore[misc]  # only the closing job has none
+                    job.result = job.op(db)
                 except Exception as exc:
                     job.error = exc
             else:
                 for job in batch:
+                    assert job.op is not None
                     conn.execute("SAVEPOINT job")
                     try:
-                        job.result = job.op(db)  # type: ignore[misc]  # as above
+                        job.result = job.op(db)
                     except Exception as exc:
                         job.error = exc
                         conn.execute("ROLLBACK TO SAVEPOINT job")
