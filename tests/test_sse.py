@@ -21,6 +21,8 @@ from wenxin_stream._sse import (
     SSEDecoder,
     encode_comment,
     encode_event,
+    encode_event_bytes,
+    encode_retry,
 )
 
 E = ServerSentEvent
@@ -609,6 +611,64 @@ def test_encode_comment() -> None:
     assert encode_comment("文") == ": 文\n\n".encode()
     stream = encode_event("1", id="i") + encode_comment("a\ndata: no") + encode_event("2")
     assert decode([stream]) == [E("1", id="i"), E("2", id="i")]
+
+
+def test_encode_bytes_fast_path() -> None:
+    data = '{"text":"文心"}'.encode()
+    assert encode_event_bytes(data) == b"data: " + data + b"\n\n"
+    assert encode_event_bytes(b"[DONE]") == DONE_EVENT
+    framed = encode_event_bytes(data, b"delta", b"s_1:7")
+    assert framed == b"event: delta\nid: s_1:7\ndata: " + data + b"\n\n"
+    assert framed == encode_event(data.decode(), event="delta", id="s_1:7")
+    assert decode([framed]) == [E('{"text":"文心"}', "delta", "s_1:7")]
+    assert encode_event_bytes(b"x", b"", None) == b"data: x\n\n"  # as event="" is omitted
+    assert encode_event_bytes(b"x", None, b"") == b"id: \ndata: x\n\n"
+    assert encode_event_bytes(b"a\r\nb\rc", b"e") == b"event: e\ndata: a\ndata: b\ndata: c\n\n"
+    assert encode_event_bytes(b"") == b"data: \n\n"
+
+
+@pytest.mark.parametrize(
+    ("event", "id"),
+    [(b"a\nb", None), (b"a\r", b"1"), (None, b"1\n"), (b"e", b"\r1"), (None, b"1\x002")],
+)
+def test_encode_bytes_rejects_what_sse_cannot_carry(event: bytes | None, id: bytes | None) -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_event_bytes(b"x", event, id)
+    with pytest.raises(LocalProtocolError):
+        encode_event_bytes(b"x\ny", event, id)  # the multi-line path checks them too
+
+
+def test_encode_retry() -> None:
+    assert encode_retry(1000) == b"retry: 1000\n\n"
+    dec = SSEDecoder()
+    assert dec.feed(encode_retry(0) + encode_event("x")) == [E("x")]  # a block of its own
+    assert dec.retry == 0
+    with pytest.raises(LocalProtocolError):
+        encode_retry(-1)
+    with pytest.raises(TypeError):
+        encode_retry(True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(max_size=40),
+    event=st.none() | st.text(st.characters(exclude_categories=["Cs"]), max_size=8),
+    id=st.none() | st.text(st.characters(exclude_categories=["Cs"]), max_size=8),
+)
+def test_both_doors_of_the_encoder_agree(text: str, event: str | None, id: str | None) -> None:
+    """``encode_event_bytes`` is ``encode_event`` for pre-encoded data: the same bytes, or the
+    same error."""
+    try:
+        expected: bytes | type[LocalProtocolError] = encode_event(text, event=event, id=id)
+    except LocalProtocolError:
+        expected = LocalProtocolError
+    raw_event = None if event is None else event.encode()
+    raw_id = None if id is None else id.encode()
+    try:
+        got: bytes | type[LocalProtocolError] = encode_event_bytes(text.encode(), raw_event, raw_id)
+    except LocalProtocolError:
+        got = LocalProtocolError
+    assert got == expected
 
 
 # --------------------------------------------------------------------------------------------

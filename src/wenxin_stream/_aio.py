@@ -1,4 +1,5 @@
-"""asyncio helpers for per-chunk paths: waits that cost no system call and at most one timer.
+"""asyncio helpers for per-chunk and per-connection paths: waits that cost no system call and at
+most one timer, and the race of a connection's tasks.
 
 Why: on CPython 3.11 every ``asyncio.get_running_loop()`` makes a ``getpid()`` system call (the
 running-loop cache checks the process id; 3.12 dropped the check), and ``asyncio.sleep(delay)``,
@@ -18,15 +19,19 @@ The helpers take the loop explicitly:
     assignments. When a read's deadline passes, the reading task is cancelled and the read
     raises :class:`TimeoutError` — the semantics of ``asyncio.timeout`` (the cancellation is
     withdrawn with ``Task.uncancel``, so an outer cancellation still propagates).
+:func:`race`
+    the task group of one connection (the server's relay against its watcher, the emulator's
+    pump against the disconnect listener): the first coroutine to finish cancels the others
+    and waits for them, so leaving always leaves nothing running behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Coroutine
+from typing import Any, TypeVar
 
-__all__ = ["ReadDeadline", "sleep_until"]
+__all__ = ["ReadDeadline", "race", "sleep_until"]
 
 T = TypeVar("T")
 
@@ -121,3 +126,37 @@ class ReadDeadline:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+
+async def race(*coros: Coroutine[Any, Any, Any]) -> int:
+    """Run the coroutines as tasks until the first finishes; cancel and await the rest.
+
+    Returns the index of the first to finish (the lowest of several finishing together) and
+    re-raises its exception. If the caller is cancelled, every task is cancelled and the
+    cancellation propagates. (The first finisher is awaited through done callbacks and one
+    future, not ``asyncio.wait``, which costs a set, futures and callbacks per call.)
+    """
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[None] = loop.create_future()
+
+    def finished(_: asyncio.Task[Any]) -> None:
+        if not first.done():
+            first.set_result(None)
+
+    tasks = [loop.create_task(c) for c in coros]
+    for task in tasks:
+        task.add_done_callback(finished)
+    try:
+        await first
+    finally:
+        pending = [task for task in tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        for task in tasks:  # retrieved, also when the caller is cancelled: the losers' errors
+            if task.done() and not task.cancelled():  # while being cancelled are not news
+                task.exception()
+    winner = next(index for index, task in enumerate(tasks) if task not in pending)
+    tasks[winner].result()  # re-raises what the winner raised
+    return winner

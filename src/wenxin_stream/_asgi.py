@@ -1,4 +1,4 @@
-"""Tiny plain-ASGI helpers: types, request reading with a limit, JSON answers, disconnect races.
+"""Tiny plain-ASGI helpers: types, request reading with a limit, JSON answers, the disconnect.
 
 Theory of operation
 ===================
@@ -14,17 +14,19 @@ few pieces every route needs:
   refused before any body is read, and otherwise no more than the limit plus one message (the
   server hands the body over in pieces of at most 64 KiB) is ever held;
 - :func:`send_json`, a complete ``application/json`` answer with ``Content-Length``;
-- :func:`race_disconnect`, which runs a streaming coroutine against a listener waiting for
-  ``http.disconnect``: whichever finishes first cancels the other, so an abandoned stream stops
-  at once and a finished stream stops listening. Two tasks per stream, nothing per chunk.
+- :class:`TrackingSend`, which wraps ``send`` to remember the response's status (and so
+  whether it has started): an app's safety net answers an error only while nothing was sent;
+- :func:`wait_for_disconnect`, which returns when the client has gone (``http.disconnect`` or
+  ``websocket.disconnect``). Raced against a streaming coroutine with
+  :func:`wenxin_stream._aio.race` (whichever finishes first cancels the other), it stops an
+  abandoned stream at once and a finished stream stops listening: two tasks per stream,
+  nothing per chunk.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -141,29 +143,30 @@ async def send_json(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
+class TrackingSend:
+    """Wraps ``send`` to remember the status of the response once it has started (``0``
+    before). A stream may write its body through :attr:`raw` once the status is known: one
+    call fewer per chunk."""
+
+    __slots__ = ("raw", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.raw = send
+        self.status = 0
+
+    @property
+    def started(self) -> bool:
+        """Whether the response has started (its status is sent)."""
+        return self.status != 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.raw(message)
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Return when the client has disconnected (``http.disconnect`` or
+    ``websocket.disconnect``); any other message is dropped."""
+    while (await receive())["type"] not in ("http.disconnect", "websocket.disconnect"):
         pass
-
-
-async def race_disconnect(receive: Receive, work: Coroutine[Any, Any, None]) -> bool:
-    """Run ``work`` until it finishes or the client disconnects, whichever comes first.
-
-    Returns True when the client disconnected (``work`` was then cancelled), False when
-    ``work`` finished; an exception raised by ``work`` propagates. If the caller is itself
-    cancelled (server shutdown), both tasks are cancelled and the cancellation propagates.
-    """
-    worker = asyncio.ensure_future(work)
-    listener = asyncio.ensure_future(_wait_for_disconnect(receive))
-    try:
-        await asyncio.wait((worker, listener), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (listener, worker):
-            if not task.done():
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
-    if worker.cancelled():
-        return True
-    worker.result()  # re-raises what the work raised
-    return False

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wenxin_stream._asgi import Message, Request, race_disconnect
+from wenxin_stream._aio import race
+from wenxin_stream._asgi import Message, Request, TrackingSend, wait_for_disconnect
 from wenxin_stream.emulator import EmulatorConfig, _v1, _v2, create_app
 
 FAST = EmulatorConfig(ttft=0, interval=0, v2_interval=0)
@@ -197,7 +198,7 @@ def test_request_decoding() -> None:
     assert request.headers == {"x-a": "1, 2"}
 
 
-async def test_race_disconnect_propagates_errors() -> None:
+async def test_racing_the_disconnect_propagates_errors() -> None:
     async def receive() -> Message:
         await asyncio.sleep(10)
         return {"type": "http.disconnect"}
@@ -206,7 +207,36 @@ async def test_race_disconnect_propagates_errors() -> None:
         raise KeyError("x")
 
     with pytest.raises(KeyError):
-        await race_disconnect(receive, fail())
+        await race(fail(), wait_for_disconnect(receive))
+
+
+async def test_wait_for_disconnect_skips_other_messages() -> None:
+    messages: list[Message] = [
+        {"type": "http.request", "body": b"", "more_body": True},
+        {"type": "websocket.receive", "text": "x"},
+        {"type": "websocket.disconnect", "code": 1000},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    await asyncio.wait_for(wait_for_disconnect(receive), 1)
+    assert messages == []
+
+
+async def test_tracking_send_remembers_the_status() -> None:
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    tracked = TrackingSend(send)
+    assert (tracked.status, tracked.started) == (0, False)
+    await tracked({"type": "http.response.start", "status": 418, "headers": []})
+    await tracked({"type": "http.response.body", "body": b"x"})
+    assert (tracked.status, tracked.started) == (418, True)
+    assert tracked.raw is send
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
 
 
 def test_run_in_thread_handle() -> None:

@@ -1,4 +1,5 @@
-"""``race``: the connection's task group whose first finisher cancels (and awaits) the rest."""
+"""``race`` (``wenxin_stream._aio``): the connection's task group whose first finisher cancels
+(and awaits) the rest; the server's and the emulator's streams run in it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from wenxin_stream.server._http_sse import race
+from wenxin_stream._aio import race
 
 
 class Runner:

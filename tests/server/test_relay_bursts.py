@@ -12,7 +12,7 @@ from typing import Any
 
 from wenxin_stream import EndReason, TextDelta
 from wenxin_stream.server._metrics import Metrics
-from wenxin_stream.server._relay import DELTA, END, START, Generation, Relay, Subscription
+from wenxin_stream.server._relay import EntryKind, Generation, Relay, Subscription
 
 
 class BurstUpstream:
@@ -79,18 +79,18 @@ async def _settle(steps: int = 5) -> None:
 async def _reader_past_start(relay: Relay, gen: Generation) -> Subscription:
     sub = relay.attach(gen)
     [start] = await sub.next_batch()
-    assert start.kind == START
+    assert start.kind is EntryKind.START
     return sub
 
 
 def _deltas(gen: Generation) -> list[str]:
-    return [e.text for e in gen.entries if e.kind == DELTA]
+    return [e.text for e in gen.entries if e.kind is EntryKind.DELTA]
 
 
 async def _end(relay: Relay, gen: Generation, upstream: BurstUpstream) -> None:
     upstream.finish()
     await asyncio.wait_for(gen.done, 2)
-    assert gen.entries[-1].kind == END
+    assert gen.entries[-1].kind is EntryKind.END
     assert not relay.running
 
 
@@ -120,7 +120,7 @@ async def test_without_a_waiting_reader_a_burst_is_one_delta() -> None:
     assert gen.entries[-1].end_offset == 5
 
     sub = relay.attach(gen)  # attached but not asking: the same
-    assert [e.kind for e in await sub.next_batch()] == [START, DELTA]
+    assert [e.kind for e in await sub.next_batch()] == [EntryKind.START, EntryKind.DELTA]
     upstream.burst("六", "七")
     upstream.burst("八")
     await _settle()

@@ -13,7 +13,7 @@ from server_helpers import EventReader, Running, paced, server_config
 from wenxin_stream.cli import CommandError
 from wenxin_stream.cli.serve import _check_dev_mode
 from wenxin_stream.server import create_app
-from wenxin_stream.server._auth import dev_mode_problem, is_loopback
+from wenxin_stream.server._access import dev_mode_problem, is_loopback
 from wenxin_stream.server._store import SyncKeyAdmin
 
 

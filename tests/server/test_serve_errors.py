@@ -56,6 +56,13 @@ def _check(r: httpx.Response, status: int, code: str, param: str | None = None) 
         ),
         (
             "chat",
+            b'{"model": "ernie-lite-8k", "messages": [{"role": ["user"], "content": "x"}]}',
+            400,
+            "invalid_messages",
+            "messages",
+        ),
+        (
+            "chat",
             b'{"model": "ernie-lite-8k", "messages": [{"role": "user", "content": ""}]}',
             400,
             "invalid_messages",

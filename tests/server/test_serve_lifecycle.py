@@ -237,3 +237,25 @@ def test_cli_in_process_with_qianfan_credentials(
     assert f"— upstream: ERNIE API v2 at {emu.base_url}" in err
     assert seen == ["ernie"]
     assert "ALTAK-cli" not in err
+
+
+async def test_before_the_start_up_every_request_is_503_starting(tmp_path: Path) -> None:
+    """Without the lifespan start-up (an ASGI host that skips it) there are no routes yet:
+    every HTTP request is answered 503 ``starting`` and a WebSocket is refused."""
+    app = create_app(server_config(tmp_path / "d", "http://127.0.0.1:9"))
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    for path in ("/readyz", "/api/conversations"):
+        sent.clear()
+        await app({"type": "http", "method": "GET", "path": path, "headers": []}, receive, send)
+        assert sent[0]["status"] == 503
+        assert json.loads(sent[1]["body"])["error"]["code"] == "starting"  # type: ignore[arg-type]
+    sent.clear()
+    await app({"type": "websocket", "path": "/api/ws", "headers": []}, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]

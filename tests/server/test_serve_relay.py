@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from wenxin_stream import APIConnectionError, EndReason, FinishEvent, FinishReason, TextDelta
-from wenxin_stream.server._http_sse import Outlet, heartbeat, race
+from wenxin_stream._aio import race
+from wenxin_stream.server._connection import Outlet, heartbeat
 from wenxin_stream.server._metrics import Metrics
-from wenxin_stream.server._relay import END, Generation, Relay
+from wenxin_stream.server._relay import EntryKind, Generation, Relay
 
 
 class FakeUpstream:
@@ -81,7 +82,7 @@ async def test_a_bug_in_the_stream_still_ends_it_with_an_error() -> None:
     gen = _start(relay, FakeUpstream([TextDelta("半")], error=RuntimeError("boom")))
     gen.begin({"model": "m"})
     await _ended(gen)
-    assert gen.entries[-1].kind == END
+    assert gen.entries[-1].kind is EntryKind.END
     assert gen.end_reason == "incomplete"
     assert gen.error is not None
     assert gen.error["code"] == "internal_error"
@@ -111,7 +112,7 @@ async def test_cancelled_before_it_ran_and_aborted_before_begin() -> None:
     gen.begin({})
     await _ended(gen)
     assert gen.end_reason == "server_shutdown"
-    assert gen.entries[-1].kind == END
+    assert gen.entries[-1].kind is EntryKind.END
     assert not relay.running
 
     ended: list[Generation] = []
@@ -135,7 +136,7 @@ async def test_a_failing_on_end_does_not_lose_the_end_event() -> None:
     gen = _start(relay, FakeUpstream([TextDelta("好")]), broken)
     gen.begin({})
     await _ended(gen)
-    assert gen.entries[-1].kind == END
+    assert gen.entries[-1].kind is EntryKind.END
     assert gen.end_reason == "completed"
 
 
@@ -159,9 +160,9 @@ async def test_subscriptions_read_the_same_log() -> None:
     await _ended(gen)
     late = relay.attach(gen, 0)
     batch = await late.next_batch()
-    assert batch[-1].kind == END
+    assert batch[-1].kind is EntryKind.END
     assert batch[0].seq == 1
-    assert batch[0].sse(gen.stream_id) is batch[0].sse(gen.stream_id)  # encoded once
+    assert batch[0].sse(gen.sse_id) is batch[0].sse(gen.sse_id)  # encoded once
     gen.claim(0)  # an older claim changes nothing
     relay.detach(late, gone=False)
     relay.detach(late, gone=False)  # idempotent
@@ -234,7 +235,7 @@ async def test_heartbeat_pings_and_notices_stalls() -> None:
 
 
 async def test_early_text_is_logged_in_bounded_deltas() -> None:
-    from wenxin_stream.server._relay import DELTA, MAX_DELTA_CHARS
+    from wenxin_stream.server._relay import MAX_DELTA_CHARS
 
     relay = _relay()
     relay.max_answer_chars = 10**7
@@ -245,7 +246,7 @@ async def test_early_text_is_logged_in_bounded_deltas() -> None:
             break
         await asyncio.sleep(0)
     gen.begin({})
-    deltas = [e for e in gen.entries if e.kind == DELTA]
+    deltas = [e for e in gen.entries if e.kind is EntryKind.DELTA]
     assert len(deltas) > 1
     assert max(e.size for e in deltas) < MAX_DELTA_CHARS + 5000
     assert "".join(e.text for e in deltas) == piece * 20

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from server_helpers import EventReader, Running, new_conversation, paced, seqs, sse_events, texts
 
-from wenxin_stream.server._conversations import history_request
+from wenxin_stream.server._answers import history_request
 from wenxin_stream.server._store import MessageRecord
 
 

@@ -160,15 +160,13 @@ def test_unknown_websocket_path_is_refused(shared: Running) -> None:
 
 
 def test_socket_edge_cases(shared: Running, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wenxin_stream.server import _ws
-
     async def receive() -> dict[str, Any]:
         return {"type": "websocket.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         raise AssertionError("nothing to send")
 
-    asyncio.run(_ws.serve_socket(shared.app, {"type": "websocket"}, receive, send))
+    asyncio.run(shared.app.sockets.serve({"type": "websocket"}, receive, send))
 
     shared.app.relay.accepting = False  # shutting down: no new sockets
     try:
@@ -180,7 +178,7 @@ def test_socket_edge_cases(shared: Running, monkeypatch: pytest.MonkeyPatch) -> 
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(_ws, "start_answer", broken)
+    monkeypatch.setattr(shared.app.answers, "ask", broken)
     with _ws_connect(shared) as ws:
         _send(ws, type="ask", id="r", content="hi")
         frame = _recv(ws)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import stat
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from wenxin_stream.server import _sqlite, _store
+from wenxin_stream.server import _schema, _sql, _sqlite, _store
 from wenxin_stream.server._keys import AmbiguousKeyError, hash_key, looks_like_key
 from wenxin_stream.server._store import (
     ConversationNotFoundError,
@@ -104,6 +105,59 @@ async def test_conversation_lifecycle(store: SQLiteStore) -> None:
     assert await store.get_conversation("k_a", conv.id) is None
     assert await store.get_messages("k_a", conv.id) == []
     assert await store.delete_conversation("k_a", conv.id) is False
+
+
+async def test_an_exchange_is_stored_whole(store: SQLiteStore) -> None:
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    question, answer = await store.add_exchange("o", conv.id, question="为什么？", model="m")
+    assert (question.role, question.content, question.status) == ("user", "为什么？", "complete")
+    assert (answer.role, answer.content, answer.status) == ("assistant", "", "streaming")
+    assert await store.get_messages("o", conv.id) == [question, answer]
+    updated = await store.get_conversation("o", conv.id)
+    assert updated is not None
+    assert (updated.message_count, updated.title) == (2, "为什么？")
+    with pytest.raises(ConversationNotFoundError):
+        await store.add_exchange("someone else", conv.id, question="x", model=None)
+    assert len(await store.get_messages("o", conv.id)) == 2
+
+
+async def test_a_half_written_exchange_is_rolled_back(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer's insert fails after the question's: neither is kept, alone in its
+    transaction or inside a batch (its savepoint) whose other jobs land."""
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    real = _schema.add_message
+
+    def answer_fails(db: _sql.Db, *args: object) -> _schema.MessageRecord:
+        if args[2] == "assistant":
+            raise RuntimeError("disk on fire")
+        return real(db, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_schema, "add_message", answer_fails)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        await store.add_exchange("o", conv.id, question="lost", model=None)
+    gate = threading.Event()
+    busy = asyncio.ensure_future(store._call(lambda db: gate.wait(5), write=False))
+    await asyncio.sleep(0.05)  # the worker is held inside that job: the next three queue up
+    jobs, transactions = store.stats
+    batch = asyncio.gather(
+        store.add_message("o", conv.id, role="user", content="kept", model=None),
+        store.add_exchange("o", conv.id, question="lost too", model=None),
+        store.add_message("o", conv.id, role="user", content="kept too", model=None),
+        return_exceptions=True,
+    )
+    await asyncio.sleep(0.05)
+    gate.set()
+    await busy
+    results = await batch
+    assert store.stats == (jobs + 4, transactions + 2)  # the held job, then one batch of three
+    assert isinstance(results[1], RuntimeError)
+    messages = await store.get_messages("o", conv.id)
+    assert [m.content for m in messages] == ["kept", "kept too"]
+    got = await store.get_conversation("o", conv.id)
+    assert got is not None
+    assert got.message_count == 2
 
 
 async def test_explicit_title_is_kept(store: SQLiteStore) -> None:
@@ -410,8 +464,8 @@ def test_helpers() -> None:
     assert now[10] == "T"
     assert now.endswith("Z")
     assert default_title("  a \n b  ") == "a b"
-    assert _sqlite.SQLITE.sql("a = ? AND b = ?") == "a = ? AND b = ?"
-    assert _sqlite.POSTGRESQL.sql("a = ? AND b = ?") == "a = %s AND b = %s"
+    assert _sql.SQLITE.sql("a = ? AND b = ?") == "a = ? AND b = ?"
+    assert _sql.POSTGRESQL.sql("a = ? AND b = ?") == "a = %s AND b = %s"
 
 
 async def test_a_locked_database_fails_cleanly_and_reads_go_on(tmp_path: Path) -> None:
@@ -442,7 +496,7 @@ async def test_a_locked_database_fails_cleanly_and_reads_go_on(tmp_path: Path) -
 
 
 async def test_a_failed_commit_fails_the_whole_batch(store: SQLiteStore) -> None:
-    def sabotage(db: _sqlite.Db) -> None:
+    def sabotage(db: _sql.Db) -> None:
         db.conn.execute("COMMIT")  # ends the worker's transaction behind its back
 
     with pytest.raises(StoreError, match="database error"):

@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-from wenxin_stream.server._http_sse import Outlet, heartbeat, watch
+from wenxin_stream.server._connection import Outlet, heartbeat, watch
 
 PING = {"type": "ping"}
 

@@ -123,7 +123,7 @@ def config_from_args(args: argparse.Namespace, environ: Any = None) -> Any:
 
 
 def _check_dev_mode(config: Any) -> None:
-    from ..server._auth import dev_mode_problem
+    from ..server._access import dev_mode_problem
     from ..server._store import StoreError, SyncKeyAdmin, open_store
 
     if dev_mode_problem(config.host, keys_exist=False, allow_remote=config.allow_dev_mode_remote):

@@ -13,8 +13,10 @@ stable fault-injection language (:class:`FaultSpec`, :func:`parse_fault_spec`) d
 
 Module map: ``_config`` (configuration, files) · ``_faults`` (SPEC parser) · ``_answers``
 (text, chunking, token estimate) · ``_auth`` (tokens, keys, signatures) · ``_quota`` (RPM/TPM)
-· ``_asgi`` (ASGI helpers) · ``_stream`` (the paced SSE pump) · ``_chat`` (shared chat logic)
-· ``_v1`` / ``_v2`` (routes) · ``_app`` (routing) · ``_server`` (uvicorn in a thread).
+· ``_stream`` (the paced SSE pump) · ``_chat`` (shared chat logic) · ``_v1`` / ``_v2``
+(routes) · ``_app`` (routing) · ``_server`` (uvicorn in a thread). The ASGI helpers, the
+disconnect race and the SSE encoder are shared with the server (``wenxin_stream._asgi``,
+``_aio``, ``_sse``).
 
 Importing this package does not import uvicorn; only :func:`run_in_thread` and the
 ``wenxin emulate`` command do.

@@ -35,11 +35,11 @@ from urllib.parse import parse_qsl
 from .._asgi import (
     BodyTooLarge,
     ClientDisconnected,
-    Message,
     Receive,
     Request,
     Scope,
     Send,
+    TrackingSend,
     read_body,
     send_json,
 )
@@ -73,21 +73,6 @@ _BCE_MESSAGES = {
 }
 
 
-class _TrackingSend:
-    """Wraps ``send`` to remember whether the response has started."""
-
-    __slots__ = ("send", "started")
-
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.started = False
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.started = True
-        await self.send(message)
-
-
 class EmulatorApp:
     """The emulator's ASGI application; build it with :func:`create_app`.
 
@@ -110,7 +95,7 @@ class EmulatorApp:
             await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tracked = _TrackingSend(send)
+        tracked = TrackingSend(send)
         request = Request.from_scope(scope)
         try:
             await self._route(request, receive, tracked)

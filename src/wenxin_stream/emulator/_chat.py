@@ -30,7 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._asgi import Receive, Send, race_disconnect
+from .._aio import race
+from .._asgi import Receive, Send, wait_for_disconnect
 from .._continuation import CONTINUE_PROMPT
 from ._answers import (
     TokenCounter,
@@ -69,7 +70,7 @@ class Shared:
         """Pump a stream until it ends or the client disconnects (True if it disconnected)."""
         self.active_streams += 1
         try:
-            return await race_disconnect(receive, pump(send, plan))
+            return await race(pump(send, plan), wait_for_disconnect(receive)) == 1
         finally:
             self.active_streams -= 1
 

@@ -12,9 +12,9 @@ the v1 end chunk (if any) given the number of content chunks sent, whether a
 - timing is scheduled against absolute deadlines (``start + ttft + i × interval``), with one
   ``asyncio.sleep`` per chunk, so a late chunk does not delay the ones after it and lateness
   never accumulates; a ``stall`` shifts every later deadline;
-- each chunk's JSON is produced once and framed as ``b"data: " + json + b"\\n\\n"`` directly:
-  compact ``json.dumps`` output never contains a newline, so this is exactly what
-  :func:`wenxin_stream._sse.encode_event` would produce, without re-scanning the text;
+- each chunk's JSON is produced once and framed by :func:`wenxin_stream._sse.encode_event_bytes`
+  (compact JSON holds no line break, so that is one ``data:`` line and two concatenations), then
+  sent with one ``send`` (no helper coroutine in between unless ``split_utf8`` applies);
 - fault positions count *content* chunks: ``cut_after=N`` sends the first N (at most all) and
   then returns without completing the response, so the terminal event (v1's ``is_end`` chunk,
   v2's ``[DONE]``) never arrives and the chunked body is left unterminated; ``error_after=N``
@@ -27,7 +27,8 @@ the v1 end chunk (if any) given the number of content chunks sent, whether a
   uvicorn, whose sockets have ``TCP_NODELAY``).
 
 The pump holds O(1) state per stream (counters and a deadline) and never logs per chunk. It
-runs inside :func:`~._asgi.race_disconnect`, which cancels it when the client goes away.
+runs in a :func:`~wenxin_stream._aio.race` against
+:func:`~wenxin_stream._asgi.wait_for_disconnect`, which cancels it when the client goes away.
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ from dataclasses import dataclass
 
 from .._aio import sleep_until
 from .._asgi import Headers, Send
-from .._sse import DONE_EVENT
+from .._sse import DONE_EVENT, encode_event_bytes
 from ._faults import FaultSpec
 
 SPLIT_PAUSE = 0.005
 """Pause between the two halves of a split UTF-8 character (fault ``split_utf8``)."""
 
-MALFORMED_LINE = b"data: {malformed json from the wenxin emulator\n\n"
+MALFORMED_LINE = encode_event_bytes(b"{malformed json from the wenxin emulator")
 """The invalid ``data:`` line of fault ``malformed_after``."""
 
 ENDLESS_CAP = 1_000_000
@@ -129,7 +130,7 @@ async def pump(send: Send, plan: StreamPlan) -> None:
             return  # leave the response incomplete: the connection is aborted
         if index == error_at:
             await sleep_until(loop, deadline)
-            await write(send, b"data: " + plan.error_json + b"\n\n", split_utf8=split, more=False)
+            await write(send, encode_event_bytes(plan.error_json), split_utf8=split, more=False)
             return
         if index == malformed_at:
             await write(send, MALFORMED_LINE, split_utf8=False)
@@ -141,16 +142,18 @@ async def pump(send: Send, plan: StreamPlan) -> None:
             chunk = pad(chunk, fault.big_line)
         if fault.stamp:
             chunk = stamp(chunk)
-        # Pre-encoded SSE framing: compact json.dumps never emits a newline, so this equals
-        # _sse.encode_event(chunk.decode()) without re-scanning the text on the hot path.
-        await write(send, b"data: " + chunk + b"\n\n", split_utf8=split)
+        frame = encode_event_bytes(chunk)
+        if split:
+            await write(send, frame, split_utf8=True)
+        else:  # the common case: one send, no helper coroutine per chunk
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
         deadline += interval
     tail = b""
     if plan.end_json is not None:
         end = plan.end_json(count)
         if fault.stamp:
             end = stamp(end)
-        tail = b"data: " + end + b"\n\n"
+        tail = encode_event_bytes(end)
     if plan.done_marker:
         tail += DONE_EVENT
     await write(send, tail, split_utf8=split, more=False)

@@ -7,13 +7,23 @@ A plain ASGI 3 application (no framework: the per-chunk path is a few concatenat
 ``send``) built by :func:`create_app` from a :class:`ServerConfig`, served by uvicorn with
 httptools and uvloop. The contract is ``docs/SERVER-API.md``.
 
-Module map: ``_config`` (configuration sources) · ``_auth`` (keys or dev mode, request
-parsing, errors) · ``_relay`` (the generation registry, the per-connection race, drawn there)
-· ``_http_sse`` (event-stream routes, resume, cancel) · ``_ws`` (WebSocket) · ``_openai``
-(``/v1/chat/completions``) · ``_conversations`` (CRUD, starting answers, history) ·
-``_static`` (the page) · ``_openapi`` · ``_app`` (lifespan, routing, safety net). The store,
-keys, limits, metrics and audit log live in ``_store``, ``_keys``, ``_limits``, ``_metrics``
-and ``_audit``; ``_gc`` schedules garbage collection while serving.
+Module map (each layer imports only the ones below it; nothing imports ``_app``):
+
+- ``_app``: composes — lifespan, the routing table, the safety net, :class:`ServerState`;
+- routes: ``_routes_service`` (health, readiness, metrics, OpenAPI, info) · ``_static`` (the
+  page) · ``_routes_conversations`` (CRUD) · ``_routes_streams`` (SSE ask, resume, cancel) ·
+  ``_routes_openai`` (``/v1/chat/completions``, ``/v1/models``) · ``_ws`` (WebSocket);
+- ``_answers``: the answer use case (admission, history, generation start, persistence,
+  audit record);
+- ``_connection``: the outlet, heartbeat and watcher every stream races its relay against
+  (the per-connection race is drawn there) · ``_relay``: the generation registry and its
+  event logs · ``_upstream``: the one ERNIE client and its models · ``_access``: API keys or
+  dev mode;
+- ``_http``: request context, ``HTTPError``, body and field reading;
+- state and policies: ``_store`` (the store objects) over ``_schema`` (records, migrations,
+  operations), ``_sqlite`` (the worker) and ``_sql`` (dialect, ``Db``) · ``_keys`` ·
+  ``_limits`` · ``_metrics`` · ``_audit`` · ``_gc`` (collections at quiet moments) ·
+  ``_config`` · ``_openapi``.
 
 :func:`run_server` runs it in the foreground: it binds the socket, logs one start-up line that
 names the upstream, turns CPython's cyclic collector over to :class:`~._gc.Collector`
@@ -33,7 +43,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._app import Server, StartupError, create_app
+from ._app import Server, ServerState, StartupError, create_app
 from ._config import ServerConfig, ServerConfigError
 from ._gc import Collector
 
@@ -44,6 +54,7 @@ __all__ = [
     "Server",
     "ServerConfig",
     "ServerConfigError",
+    "ServerState",
     "StartupError",
     "create_app",
     "describe_upstream",
@@ -53,13 +64,8 @@ __all__ = [
 
 
 def describe_upstream(server: Server) -> str:
-    """The start-up line's description of the upstream."""
-    client = server.client
-    if server.upstream == "emulator" and client.emulated:
-        return "embedded ERNIE emulator (offline; set QIANFAN_* for real ERNIE)"
-    if server.upstream == "emulator":
-        return f"ERNIE emulator at {client.base_url} (API {client.api})"
-    return f"ERNIE API {client.api} at {client.base_url}"
+    """The start-up line's description of the upstream (of a started server)."""
+    return server.upstream.describe()
 
 
 def uvicorn_server(app: Server, *, log_level: str = "warning") -> uvicorn.Server:
@@ -134,4 +140,4 @@ def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
         sock.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    return 0 if app.state != "starting" else 1
+    return 0 if app.state is not ServerState.STARTING else 1

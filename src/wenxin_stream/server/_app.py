@@ -3,92 +3,88 @@
 Theory of operation
 ===================
 
-:class:`Server` is built from a :class:`~._config.ServerConfig`. Its lifespan start-up opens
-the store (and marks answers left ``streaming`` by a crash as ``server_shutdown``), the key
-cache, the audit log, the ONE upstream :class:`~wenxin_stream.AsyncClient` (one connection
-pool for every stream) and the :class:`~._relay.Relay`; it refuses to start in dev mode on a
-public address. Shutdown refuses new asks (503 ``shutting_down``), gives running answers
+:class:`Server` composes; it answers nothing itself. Built from a
+:class:`~._config.ServerConfig`, it holds what lives as long as the process (metrics, the
+per-key limiter, the relay, the page's files). Its lifespan start-up opens the store (and
+marks answers left ``streaming`` by a crash as ``server_shutdown``), the key cache, the audit
+log and the ONE upstream client (one connection pool for every stream), refuses to start in
+dev mode on a public address, then builds the route objects — each given exactly the
+collaborators it uses — and the routing table from them:
+
+=============================  ===========================================================
+``_routes_service``            ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``,
+                               ``/api/info``
+``_static``                    ``/``, ``/static/{name}``
+``_routes_conversations``      ``/api/conversations``, ``/api/conversations/{id}``
+``_routes_streams``            ``/api/conversations/{id}/messages``, ``/api/streams/…``
+``_routes_openai``             ``/v1/chat/completions``, ``/v1/models``
+``_ws``                        ``/api/ws`` (WebSocket)
+=============================  ===========================================================
+
+Nothing below this module imports it. The server's life is a :class:`ServerState`: until the
+start-up is complete every HTTP request is answered 503 ``starting`` (with uvicorn's lifespan
+``on`` none arrives); shutdown refuses new asks (503 ``shutting_down``), gives running answers
 ``shutdown_grace`` seconds, stops the rest with ``server_shutdown`` (each is stored and gets
 its ``end`` event), then closes everything. :func:`run_server` (the CLI) starts this drain
 *before* uvicorn closes the connections, so clients see their streams end properly.
 
-Routing is a table of path templates (``/api/conversations/{id}``) → method → handler, built
-from the route modules; each request is decoded once into a :class:`~._auth.Context`.
-
-Every request runs inside a safety net: an :class:`~._auth.HTTPError` becomes an OpenAI-shaped
-JSON error; anything unexpected is logged as one line (a traceback only with ``debug``) and
-answered 500 ``internal_error`` — never a traceback to the client — or, if the response had
-started, the connection is closed. Each answer is counted (``wenxin_http_requests_total`` by
-route template and status) and audited (API routes; a generation writes its own record when
-it ends, since only then does it know how it ended).
+Routing is a table of path templates (``/api/conversations/{id}``) → method → handler; each
+request is decoded once into a :class:`~._http.Context`. Every request runs inside a safety
+net: an :class:`~._http.HTTPError` becomes an OpenAI-shaped JSON error; anything unexpected is
+logged as one line (a traceback only with ``debug``) and answered 500 ``internal_error`` —
+never a traceback to the client — or, if the response had started, the connection is closed.
+Each answer is counted (``wenxin_http_requests_total`` by route template and status) and
+audited (API routes; a generation writes its own record when it ends, since only then does it
+know how it ended).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from time import perf_counter
-from typing import Any
 
-from .._asgi import ClientDisconnected, Message, Receive, Request, Scope, Send, send_json
+from .._asgi import ClientDisconnected, Receive, Request, Scope, Send, TrackingSend, send_json
 from .._async_client import AsyncClient
-from .._client_base import EMULATOR_NOTICE
-from .._models import MODELS, find_model
-from .._timeouts import Timeout
-from .._transport import Limits
-from .._version import __version__
-from . import _conversations, _http_sse, _openai, _static
+from ._access import Access, dev_mode_problem, is_loopback
+from ._answers import Answers
 from ._audit import AuditLog
-from ._auth import Access, Context, HTTPError, Principal, dev_mode_problem, is_loopback
 from ._config import ServerConfig
+from ._http import Context, Handler, HTTPError, Routes
 from ._keys import KeyCache
-from ._limits import Admission, KeyLimiter, KeyLimits, Rejection
-from ._metrics import CONTENT_TYPE, Metrics
-from ._openapi import document
+from ._limits import KeyLimiter, KeyLimits
+from ._metrics import Metrics
 from ._relay import Relay
+from ._routes_conversations import ConversationRoutes
+from ._routes_openai import OpenAIRoutes
+from ._routes_service import ServerState, ServiceRoutes
+from ._routes_streams import StreamRoutes
 from ._static import StaticFiles
 from ._store import SQLiteStore, open_store
-from ._ws import serve_socket
+from ._upstream import Upstream, build_client
+from ._ws import Sockets
 
-__all__ = ["Server", "StartupError", "create_app"]
+__all__ = ["Server", "ServerState", "StartupError", "create_app"]
 
 logger = logging.getLogger("wenxin_stream.server")
 
-Handler = Callable[["Server", Context, Receive, Send], Awaitable[None]]
-
-_AUDIT_FIELDS: dict[str, Any] = dict.fromkeys(
-    ("key_id", "route", "model", "conversation_id", "stream_id", "status", "end_reason", "usage",
-     "ttft_ms", "total_ms", "client"),
-)  # fmt: skip
 _UNAUDITED = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/", "/static/{name}")
+
+_Table = dict[int, list[tuple[tuple[str, ...], str, dict[str, Handler]]]]
 
 
 class StartupError(Exception):
     """The server cannot start (dev mode on a public address, an unusable database…)."""
 
 
-class _DropNotice(logging.Filter):
-    """Drops the SDK's "no credentials: emulator" warning (the start-up line says it)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != EMULATOR_NOTICE
-
-
-class _Tracked:
-    """Wraps ``send`` to remember the status and whether the response has started. Streams
-    write their body through ``raw`` (the status is known by then)."""
-
-    __slots__ = ("raw", "status")
-
-    def __init__(self, send: Send) -> None:
-        self.raw = send
-        self.status = 0
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-        await self.raw(message)
+def _table(routes: Routes) -> _Table:
+    """Routes grouped by their number of path segments, for :meth:`Server._match`."""
+    table: _Table = {}
+    for template, methods in routes.items():
+        parts = tuple(template.strip("/").split("/")) if template != "/" else ()
+        table.setdefault(len(parts), []).append((parts, template, methods))
+    return table
 
 
 class Server:
@@ -102,7 +98,7 @@ class Server:
         on_ready: Callable[[Server], None] | None = None,
     ) -> None:
         self.config = config
-        self.state = "starting"
+        self.state = ServerState.STARTING
         self.static = StaticFiles()
         self.metrics = Metrics()
         self.limiter = KeyLimiter(
@@ -122,93 +118,20 @@ class Server:
         self._client = client
         self._on_ready = on_ready
         self._stopping: asyncio.Task[None] | None = None
+        self._routes: _Table = {}
+        # opened by the lifespan start-up:
         self.store: SQLiteStore
         self.keys: KeyCache
         self.access: Access
         self.audit: AuditLog
-        self.client: AsyncClient
-        self.routes: dict[int, list[tuple[tuple[str, ...], str, dict[str, Handler]]]] = {}
-        table: dict[str, dict[str, Handler]] = {
-            "/healthz": {"GET": _health},
-            "/readyz": {"GET": _ready},
-            "/metrics": {"GET": _metrics},
-            "/openapi.json": {"GET": _openapi_json},
-            "/api/info": {"GET": _info},
-        }
-        for module in (_static, _conversations, _http_sse, _openai):
-            table.update(module.routes())
-        for template, methods in table.items():
-            parts = tuple(template.strip("/").split("/")) if template != "/" else ()
-            self.routes.setdefault(len(parts), []).append((parts, template, methods))
-
-    # -- services the routes use --------------------------------------------------------------
+        self.upstream: Upstream
+        self.answers: Answers
+        self.sockets: Sockets
 
     @property
-    def upstream(self) -> str:
-        """``emulator`` or ``ernie``."""
-        emulated = self.config.upstream_emulated
-        return "emulator" if (self.client.emulated if emulated is None else emulated) else "ernie"
-
-    @property
-    def default_model(self) -> str:
-        """The model of requests that name none."""
-        return self.config.default_model or self.client.model
-
-    def resolve_model(self, name: str | None) -> tuple[str, str]:
-        """(the name to show, the name to send upstream) of a requested model.
-
-        Raises:
-            HTTPError: 404 ``model_not_found``.
-        """
-        if name is None or name == self.default_model:
-            name = self.default_model
-        info = find_model(name)
-        if info is None:
-            if name == self.default_model:
-                return name, name
-            raise HTTPError(
-                404, "model_not_found", f"the model {name!r} does not exist", param="model"
-            )
-        return name, (info.name if self.client.api == "v1" else info.v2_name)
-
-    def model_names(self) -> list[str]:
-        """The models this server serves."""
-        if self.client.api == "v1":
-            return [info.name for info in MODELS.values()]
-        return sorted({info.v2_name for info in MODELS.values()})
-
-    async def principal(self, ctx: Context) -> Principal:
-        """Who is asking (401 when nobody valid)."""
-        if ctx.principal is None:
-            ctx.principal = await self.access.from_header(ctx.request.headers.get("authorization"))
-            if ctx.audit is not None:
-                ctx.audit["key_id"] = ctx.principal.owner
-        return ctx.principal
-
-    def admit(self, principal: Principal, estimate: int) -> Admission:
-        """Admit a request under the principal's limits (429 otherwise)."""
-        decision = self.limiter.admit(principal.owner, principal.limits, estimate)
-        if isinstance(decision, Rejection):
-            raise _conversations.rejection_error(decision)
-        return decision
-
-    def audit_fields(
-        self, ctx: Context | None, *, question: str | None = None, **extra: Any
-    ) -> dict[str, Any]:
-        """The audit record of a request, to complete and write later."""
-        fields: dict[str, Any] = {}
-        if ctx is not None and ctx.audit is not None:
-            fields = ctx.audit
-        if ctx is not None and ctx.principal is not None:
-            fields["key_id"] = ctx.principal.owner
-        if question is not None:
-            fields["question"] = question
-        fields.update(extra)
-        return fields
-
-    def write_audit(self, fields: dict[str, Any], **updates: Any) -> None:
-        """Write one audit record (every field of the contract present, ``null`` if unknown)."""
-        self.audit.record(**{**_AUDIT_FIELDS, **fields, **updates})
+    def client(self) -> AsyncClient:
+        """The upstream client (once started)."""
+        return self.upstream.client
 
     # -- ASGI ---------------------------------------------------------------------------------
 
@@ -218,11 +141,11 @@ class Server:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
-            if scope.get("path") != "/api/ws" or self.state != "ready":
+            if scope.get("path") != "/api/ws" or self.state is not ServerState.READY:
                 await send({"type": "websocket.close", "code": 1008})
                 return
             try:
-                await serve_socket(self, scope, receive, send)
+                await self.sockets.serve(scope, receive, send)
             except asyncio.CancelledError:
                 return
             except Exception as exc:
@@ -232,7 +155,7 @@ class Server:
 
     def _match(self, path: str) -> tuple[str | None, dict[str, Handler], dict[str, str]]:
         parts = tuple(path.strip("/").split("/")) if path != "/" else ()
-        for pattern, template, methods in self.routes.get(len(parts), ()):
+        for pattern, template, methods in self._routes.get(len(parts), ()):
             params: dict[str, str] = {}
             for want, got in zip(pattern, parts, strict=True):
                 if want.startswith("{"):
@@ -257,13 +180,15 @@ class Server:
             f"{client[0]}:{client[1]}" if client else "",
             params,
         )
-        tracked = _Tracked(send)
+        tracked = TrackingSend(send)
         if template is not None and template not in _UNAUDITED:
             ctx.audit = {"route": template, "key_id": None, "client": ctx.client}
         try:
             method = "GET" if request.method == "HEAD" else request.method
             handler = methods.get(method)
             if template is None:
+                if self.state is ServerState.STARTING:  # no routes until the start-up is done
+                    raise HTTPError(503, "starting", "the server is starting")
                 raise HTTPError(404, "not_found", f"no such route: {request.path}")
             if handler is None:
                 allow = ", ".join(methods).encode()
@@ -273,9 +198,9 @@ class Server:
                     f"{request.method} is not allowed on {template}",
                     headers=[(b"allow", allow)],
                 )
-            await handler(self, ctx, receive, tracked)
+            await handler(ctx, receive, tracked)
         except HTTPError as error:
-            if tracked.status == 0:
+            if not tracked.started:
                 headers = list(error.headers)
                 if error.status == 401:
                     headers.append((b"www-authenticate", b"Bearer"))
@@ -286,7 +211,7 @@ class Server:
             return  # the server is stopping
         except Exception as exc:
             self._internal(request.path, exc)
-            if tracked.status == 0:
+            if not tracked.started:
                 body = HTTPError(500, "internal_error", "internal server error").body()
                 await send_json(tracked, 500, body)
         finally:
@@ -298,7 +223,7 @@ class Server:
         if 400 <= status < 500 and status != 499:
             self.metrics.error("client")
         if ctx.audit is not None and not ctx.audit_taken:
-            self.write_audit(ctx.audit, status=status)
+            self.audit.request(ctx.audit, status=status)
 
     def _internal(self, path: str, exc: BaseException) -> None:
         self.metrics.error("internal")
@@ -333,7 +258,8 @@ class Server:
                 return
 
     async def startup(self) -> None:
-        """Open the store, keys, audit log and upstream client (see the module docstring).
+        """Open the store, keys, audit log and upstream client, and build the routes (see the
+        module docstring).
 
         Raises:
             StartupError: dev mode on a public address, or the store cannot be opened.
@@ -359,57 +285,70 @@ class Server:
                 self.keys, dev_mode_allowed=is_loopback(config.host) or config.allow_dev_mode_remote
             )
             self.audit = AuditLog(config.audit_path, include_questions=config.audit_questions)
-            self.client = self._client or self._upstream_client()
+            self.upstream = Upstream(
+                self._client or build_client(config),
+                emulated=config.upstream_emulated,
+                default_model=config.default_model,
+            )
         except BaseException:
             await self.store.close()
             raise
-        self.state = "ready"
+        self._compose()
+        self.state = ServerState.READY
         if self._on_ready is not None:
             self._on_ready(self)
 
-    def _upstream_client(self) -> AsyncClient:
-        config = self.config
-        sdk_logger = logging.getLogger("wenxin_stream")
-        notice = _DropNotice()
-        sdk_logger.addFilter(notice)  # the start-up line says it: no second warning
-        try:
-            return AsyncClient(
-                bearer_token=config.upstream_bearer_token,
-                v2_base_url=config.upstream_v2_base_url,
-                base_url=config.upstream_base_url,
-                api=config.upstream_api,
-                model=config.default_model,
-                retry=config.upstream_retries,
-                timeout=Timeout(
-                    connect=config.upstream_connect_timeout,
-                    first_token=config.upstream_first_token_timeout,
-                    idle=config.upstream_idle_timeout,
-                ),
-                limits=Limits(
-                    max_connections=config.upstream_max_connections,
-                    max_keepalive_connections=config.upstream_max_connections,
-                ),
-            )
-        finally:
-            sdk_logger.removeFilter(notice)
+    def _compose(self) -> None:
+        """The use case and the route objects, each with what it uses; the routing table."""
+        config, access, upstream, relay = self.config, self.access, self.upstream, self.relay
+        self.answers = Answers(
+            store=self.store,
+            relay=relay,
+            limiter=self.limiter,
+            upstream=upstream,
+            audit=self.audit,
+            history_turns=config.history_turns,
+        )
+        self.sockets = Sockets(
+            access=access, answers=self.answers, relay=relay, metrics=self.metrics, config=config
+        )
+        routes: Routes = {}
+        for group in (
+            ServiceRoutes(
+                state=lambda: self.state, metrics=self.metrics, upstream=upstream, access=access
+            ).routes(),
+            self.static.routes(),
+            ConversationRoutes(
+                store=self.store,
+                access=access,
+                upstream=upstream,
+                max_body_bytes=config.max_body_bytes,
+            ).routes(),
+            StreamRoutes(access=access, answers=self.answers, relay=relay, config=config).routes(),
+            OpenAIRoutes(
+                access=access, answers=self.answers, relay=relay, upstream=upstream, config=config
+            ).routes(),
+        ):
+            routes.update(group)
+        self._routes = _table(routes)
 
     async def drain(self) -> None:
         """Begin the shutdown: refuse new asks, let running answers end (bounded), stop the
         rest. Idempotent; concurrent callers share one drain."""
-        if self.state != "ready" and self._stopping is None:
+        if self.state is not ServerState.READY and self._stopping is None:
             return
-        self.state = "stopping"
+        self.state = ServerState.STOPPING
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self.relay.shutdown(self.config.shutdown_grace))
         await asyncio.shield(self._stopping)
 
     async def shutdown(self) -> None:
         """Drain, then close the upstream client, the store and the audit log."""
-        if self.state == "starting":
+        if self.state is ServerState.STARTING:
             return
         await self.drain()
-        self.state = "stopped"
-        await self.client.aclose()
+        self.state = ServerState.STOPPED
+        await self.upstream.aclose()
         try:
             await self.store.mark_streaming_as("server_shutdown")
         finally:
@@ -428,45 +367,3 @@ def create_app(
     ``client`` replaces the upstream client built from the configuration (tests, embedding).
     """
     return Server(config or ServerConfig(), client=client, on_ready=on_ready)
-
-
-# -- service routes ---------------------------------------------------------------------------
-
-
-async def _health(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
-    await send_json(send, 200, {"status": "ok"})
-
-
-async def _ready(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
-    if server.state == "ready":
-        await send_json(send, 200, {"status": "ready", "upstream": server.upstream})
-        return
-    code = "starting" if server.state == "starting" else "shutting_down"
-    body = HTTPError(503, code, f"the server is {server.state}").body()
-    await send_json(send, 503, {"status": server.state, **body})
-
-
-async def _metrics(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
-    body = server.metrics.render()
-    headers = [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _openapi_json(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
-    await send_json(send, 200, document(__version__))
-
-
-async def _info(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
-    await send_json(
-        send,
-        200,
-        {
-            "version": __version__,
-            "upstream": server.upstream,
-            "api": server.client.api,
-            "default_model": server.default_model,
-            "models": server.model_names(),
-            "auth_required": not await server.access.dev_mode(),
-        },
-    )

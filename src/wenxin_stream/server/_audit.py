@@ -4,8 +4,10 @@ Theory of operation
 ===================
 
 :meth:`AuditLog.record` is called by request handlers on the event loop and must never make
-a stream wait. It stamps the time (``ts``, ISO 8601 UTC), drops ``question`` unless the log
-was opened with ``include_questions``, and puts the fields on a bounded queue — nothing more.
+a stream wait; :meth:`AuditLog.request` records one request with every field of the contract
+(:data:`REQUEST_FIELDS`) present, ``null`` when unknown. It stamps the time (``ts``, ISO 8601
+UTC), drops ``question`` unless the log was opened with ``include_questions``, and puts the
+fields on a bounded queue — nothing more.
 When the queue is full (the disk is slower than the traffic) the record is dropped and
 counted (:attr:`AuditLog.dropped`); the first drop logs one warning.
 
@@ -43,7 +45,7 @@ from typing import Any
 
 from .._redact import MASK, redact
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "AuditLog", "redact_value"]
+__all__ = ["DEFAULT_QUEUE_SIZE", "REQUEST_FIELDS", "AuditLog", "redact_value"]
 
 DEFAULT_QUEUE_SIZE = 10_000
 """Records that may wait for the writer before new ones are dropped."""
@@ -53,6 +55,12 @@ _os_write = os.write  # the one system call the writer makes (tests slow it down
 _log = logging.getLogger("wenxin_stream.server.audit")
 _WX_KEY_RE = re.compile(r"(?<![A-Za-z0-9])wx-[A-Za-z0-9_\-]{8,}")
 _SECRET_FIELDS = frozenset({"api_key", "authorization", "secret", "password", "access_token"})
+
+REQUEST_FIELDS = (
+    "key_id", "route", "model", "conversation_id", "stream_id", "status", "end_reason", "usage",
+    "ttft_ms", "total_ms", "client",
+)  # fmt: skip
+"""The fields every request's record has (``null`` when unknown): the contract of the log."""
 
 
 def redact_value(value: Any) -> Any:
@@ -86,6 +94,7 @@ class _Flush:
 
 
 _STOP = object()
+_REQUEST_TEMPLATE: dict[str, Any] = dict.fromkeys(REQUEST_FIELDS)
 
 
 class AuditLog:
@@ -139,6 +148,11 @@ class AuditLog:
             self._drop(1, "the audit queue is full (the disk is too slow?)")
             return False
         return True
+
+    def request(self, fields: Mapping[str, Any], **updates: Any) -> bool:
+        """:meth:`record` one request: ``fields`` and ``updates`` over every one of
+        :data:`REQUEST_FIELDS` (``null`` when not given)."""
+        return self.record(**{**_REQUEST_TEMPLATE, **fields, **updates})
 
     def _drop(self, count: int, why: str) -> None:
         with self._lock:  # the loop and the writer both drop

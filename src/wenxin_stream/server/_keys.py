@@ -27,9 +27,9 @@ attacker cannot steer; where two digests are compared directly, :func:`hmac.comp
 is used.
 
 **Persistence.** The ``api_keys`` table (:data:`KEYS_TABLE`) and its statements live here,
-as plain functions of a :class:`SqlRunner` (the store's connection wrapper, which converts the
-``?`` markers for its database); ``_store`` runs them in its transactions, both from the
-server's worker thread and from ``wenxin keys`` (:class:`~._store.SyncKeyAdmin`).
+as plain functions of a :class:`~._sql.Db` (the connection wrapper, which converts the ``?``
+markers for its database); the store runs them in its transactions, both from the server's
+worker thread and from ``wenxin keys`` (:class:`~._store.SyncKeyAdmin`).
 
 Not thread-safe: one cache per event loop (the server has one).
 """
@@ -43,13 +43,13 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from .._clock import Clock
 from .._exceptions import WenxinError
 from ._limits import KeyLimits
+from ._sql import Db
 
 __all__ = [
     "KEYS_TABLE",
@@ -58,7 +58,6 @@ __all__ = [
     "KeyCache",
     "KeyLookup",
     "KeyRecord",
-    "SqlRunner",
     "generate_key",
     "hash_key",
     "key_prefix",
@@ -294,22 +293,6 @@ class AmbiguousKeyError(WenxinError, ValueError):
     """A key prefix matches several keys; use the key id."""
 
 
-class SqlRunner(Protocol):
-    """A connection that runs portable SQL with ``?`` parameters (the store's ``_Db``)."""
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Execute one statement; the number of rows it changed."""
-        ...
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        """The first row of a query, or ``None``."""
-        ...
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Every row of a query."""
-        ...
-
-
 def check_key_args(name: str, rpm: int | None, tpm: int | None, max_streams: int | None) -> str:
     """The cleaned-up key name; raises :class:`ValueError` for a blank or unprintable name or
     a limit that is not a positive integer."""
@@ -321,7 +304,7 @@ def check_key_args(name: str, rpm: int | None, tpm: int | None, max_streams: int
 
 
 def insert_key(
-    db: SqlRunner,
+    db: Db,
     name: str,
     *,
     rpm: int | None,
@@ -340,13 +323,13 @@ def insert_key(
     return record, secret
 
 
-def select_keys(db: SqlRunner) -> list[KeyRecord]:
+def select_keys(db: Db) -> list[KeyRecord]:
     """Every key, oldest first."""
     rows = db.all(_SELECT + " ORDER BY created_at, id")
     return [KeyRecord(*row) for row in rows]
 
 
-def resolve_key_row(db: SqlRunner, ident: str) -> KeyRecord | None:
+def resolve_key_row(db: Db, ident: str) -> KeyRecord | None:
     """The key named by ``ident``: its id, the full key, or its display prefix (``wx-`` and
     ``…`` optional, at least 4 characters; active keys preferred); ``None`` if nothing
     matches. Raises :class:`AmbiguousKeyError` when a prefix matches several keys."""
@@ -366,7 +349,7 @@ def resolve_key_row(db: SqlRunner, ident: str) -> KeyRecord | None:
     return found[0] if found else None
 
 
-def revoke_key_row(db: SqlRunner, ident: str, *, now: str) -> KeyRecord | None:
+def revoke_key_row(db: Db, ident: str, *, now: str) -> KeyRecord | None:
     """Revoke the key named by ``ident`` (see :func:`resolve_key_row`); its record (an
     already revoked key unchanged), or ``None`` if nothing matches."""
     record = resolve_key_row(db, ident)
@@ -376,7 +359,7 @@ def revoke_key_row(db: SqlRunner, ident: str, *, now: str) -> KeyRecord | None:
     return replace(record, revoked_at=now)
 
 
-def select_key_by_secret(db: SqlRunner, secret: str) -> KeyRecord | None:
+def select_key_by_secret(db: Db, secret: str) -> KeyRecord | None:
     """The active key ``secret``, found by its hash, else ``None``."""
     digest = hash_key(secret)
     row = db.one(_SELECT_ACTIVE_BY_HASH, (digest,))
@@ -385,7 +368,7 @@ def select_key_by_secret(db: SqlRunner, secret: str) -> KeyRecord | None:
     return KeyRecord(*row[:-1])
 
 
-def count_active_keys(db: SqlRunner) -> int:
+def count_active_keys(db: Db) -> int:
     """How many keys are not revoked."""
     row = db.one("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")
     return int(row[0]) if row else 0

@@ -149,6 +149,18 @@ class Admission:
         ``None`` when the key has no rate limit."""
         return None if self._reservation is None else self._reservation.tokens
 
+    def settle(self, total_tokens: int, now: float) -> None:
+        """Count ``total_tokens`` instead of the estimate in the key's windows (no effect
+        without a rate limit)."""
+        if self._reservation is not None and self._limiter is not None:
+            self._limiter.settle(self._reservation, max(0, total_tokens), now=now)
+
+    def release(self) -> None:
+        """Give the concurrency slot back. Idempotent."""
+        if not self._released:
+            self._released = True
+            self._state.streams -= 1
+
     def __repr__(self) -> str:
         return (
             f"Admission(key_id={self.key_id!r}, tokens={self.reserved_tokens!r}, "
@@ -221,15 +233,11 @@ class KeyLimiter:
     def settle(self, admission: Admission, total_tokens: int) -> None:
         """Count the tokens the request actually used instead of its estimate (may be called
         again with a newer figure, before or after :meth:`release`)."""
-        limiter = admission._limiter
-        if admission._reservation is not None and limiter is not None:
-            limiter.settle(admission._reservation, max(0, total_tokens), now=self._clock())
+        admission.settle(total_tokens, self._clock())
 
     def release(self, admission: Admission) -> None:
         """The stream ended: free its concurrency slot. Idempotent."""
-        if not admission._released:
-            admission._released = True
-            admission._state.streams -= 1
+        admission.release()
 
     def _sweep(self, now: float) -> None:
         """Drop the state of keys idle for :data:`IDLE_SECONDS` with no stream open."""

@@ -19,18 +19,8 @@ the request that asked for it), and fanned out to any number of :class:`Subscrip
                     cursor=7              cursor=3 (lags)       resume: from
                                                                 Last-Event-ID+1
 
-    one client connection (SSE) = two tasks; the first to finish cancels the other:
-
-        ┌── relay ──────────────┐  ┌── watcher (disconnect listener + heartbeat) ──────────┐
-        │ next_batch()          │  │ await receive() until http.disconnect, cut at each    │
-        │ one write per batch   │  │ heartbeat step: `: ping` after each ping_interval of  │
-        │ returns at `end`      │  │ silence; returns if a write stalls                    │
-        └───────────────────────┘  └───────────────────────────────────────────────────────┘
-           finished: complete the response │ gone / stalled: detach (→ grace timer)
-           leaving always closes the subscription (finally: relay.detach)
-
-    (the connection side — Outlet, heartbeat, race — lives in ``_http_sse``; the WebSocket
-    and the OpenAI route run the same race)
+The connection side (the outlet, the heartbeat, the watcher, and the race of each connection's
+relay loop against them) is drawn and lives in ``_connection``.
 
 **The log.** Entries are numbered by their index (``seq``) and never change once *claimed*
 (handed to some subscriber's ``send``). Text arriving while the last entry is an unclaimed
@@ -40,7 +30,9 @@ one upstream read keeps its chunks), so a lagging or absent reader finds a
 few larger deltas instead of many small ones — coalescing happens in the shared log, ids stay
 gap-free for everybody, and resume from any id a client has seen is exact. SSE frames are
 encoded once per entry and the same bytes go to every subscriber. The log is bounded by the
-answer (``max_answer_chars`` stops a runaway one); a subscriber holds only a cursor.
+answer (``max_answer_chars`` stops a runaway one); a subscriber holds only a cursor. Entries
+are of an :class:`EntryKind` (``start``, ``delta``, ``end``: the SSE event names), and frames
+are made by the one SSE encoder, ``_sse.encode_event_bytes``.
 
 **Time to first token.** (Timings use ``time.perf_counter``: uvloop's ``loop.time()`` counts
 whole milliseconds.) Headers (and ``start``) go out at once; the upstream request is sent
@@ -49,10 +41,12 @@ and is never held. The server's own part is measured from the first text event's
 its hand-over to the first subscriber's ``send``, plus request handling before the upstream
 call.
 
-**Disconnects.** When the last subscriber leaves before the end, a grace timer starts
-(``resume_grace``); a subscriber that attaches in time cancels it. When it fires, the policy
-applies: ``cancel`` stops the upstream (end reason ``client_disconnected``), ``drain`` lets it
-run to its end for accounting. Finished streams stay resumable for the grace time too.
+**Disconnects.** When the last subscriber leaves before the end, the generation's grace timer
+starts (``resume_grace``; :meth:`Generation.start_grace`); a subscriber that attaches in time
+stops it. When it fires, the relay's policy applies: ``cancel`` stops the upstream (end reason
+``client_disconnected``), ``drain`` lets it run to its end for accounting. Finished streams
+stay resumable for the grace time too. The timer is the generation's own: the relay starts
+and stops it through methods, and the end of the generation stops it.
 
 **Shutdown.** :meth:`Relay.shutdown` refuses new generations, waits up to the grace for the
 running ones, then stops the rest with ``server_shutdown`` (each still persists and sends its
@@ -65,6 +59,8 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from enum import Enum
+from json.encoder import encode_basestring
 from time import perf_counter
 from typing import Any
 
@@ -72,11 +68,35 @@ from .._asgi import json_bytes
 from .._async_client import AsyncChatStream
 from .._events import EndReason, FinishEvent, TextDelta, Usage, UsageEvent
 from .._exceptions import APIError, APITimeoutError, WenxinError
+from .._sse import encode_event_bytes
+from ._metrics import Metrics
+
+__all__ = [
+    "FINISHED_REASONS",
+    "MAX_DELTA_CHARS",
+    "Entry",
+    "EntryKind",
+    "Generation",
+    "Relay",
+    "Subscription",
+    "usage_dict",
+]
 
 logger = logging.getLogger("wenxin_stream.server")
 
-START, DELTA, END = 0, 1, 2
-"""Entry kinds."""
+
+class EntryKind(Enum):
+    """What an entry of the log is; the value is its SSE event name (and WebSocket frame
+    type)."""
+
+    START = b"start"
+    DELTA = b"delta"
+    END = b"end"
+
+
+# Per-entry paths compare kinds with `is` against these module globals: on CPython 3.11 each
+# `EntryKind.DELTA` is a metaclass attribute lookup, several times slower than a global.
+_START, _DELTA, _END = EntryKind.START, EntryKind.DELTA, EntryKind.END
 
 MAX_DELTA_CHARS = 16384
 """Coalescing stops at this many characters: a new delta starts (frames stay small enough for
@@ -94,7 +114,7 @@ class Entry:
     def __init__(
         self,
         seq: int,
-        kind: int,
+        kind: EntryKind,
         *,
         parts: list[str] | None = None,
         data: dict[str, Any] | None = None,
@@ -121,21 +141,18 @@ class Entry:
     def json(self) -> bytes:
         """The event's data as compact JSON (cached: call only once claimed)."""
         if self._json is None:
-            if self.kind == DELTA:
-                self._json = b'{"text":' + json_bytes(self.text) + b"}"
+            if self.kind is _DELTA:  # a JSON string is all a delta needs: no encoder object
+                self._json = b'{"text":' + encode_basestring(self.text).encode() + b"}"
             else:
                 self._json = json_bytes(self.data)
         return self._json
 
-    def sse(self, stream_id: str) -> bytes:
-        """The event as an SSE frame, encoded once."""
+    def sse(self, id_prefix: bytes) -> bytes:
+        """The event as an SSE frame, encoded once; its id is ``id_prefix`` + its seq."""
         if self._sse is None:
-            name = b"delta" if self.kind == DELTA else b"start" if self.kind == START else b"end"
-            self._sse = b"id: %s:%d\nevent: %s\ndata: %s\n\n" % (
-                stream_id.encode(),
-                self.seq,
-                name,
-                self.json(),
+            # `_value_` is the member's value without the `value` descriptor's cost
+            self._sse = encode_event_bytes(
+                self.json(), self.kind._value_, b"%b%d" % (id_prefix, self.seq)
             )
         return self._sse
 
@@ -161,6 +178,8 @@ class Generation:
         self.relay = relay
         self.loop = asyncio.get_running_loop()
         self.stream_id = "s_" + secrets.token_hex(12)
+        self.sse_id = self.stream_id.encode() + b":"
+        """What the SSE id of each event starts with (``<stream_id>:``, then the seq)."""
         self.owner = owner
         self.model = model
         self.grace = grace
@@ -192,6 +211,7 @@ class Generation:
         self._cancel_reason: str | None = None
         self._finalizing = False
         self._grace_timer: asyncio.TimerHandle | None = None
+        self._final: asyncio.Task[None] | None = None
         self.task = self.loop.create_task(self._run(), name=f"generation {self.stream_id}")
         self.task.add_done_callback(self._task_done)
 
@@ -202,7 +222,7 @@ class Generation:
         follows as deltas. ``end_data`` is merged into the ``end`` event."""
         self.start_data = start_data
         self.end_data = end_data or {}
-        self.entries.append(Entry(0, START, data=start_data))
+        self.entries.append(Entry(0, _START, data=start_data))
         offset = self.generated_chars - sum(len(text) for text in self._early)
         for text in self._early:
             offset += len(text)
@@ -227,7 +247,34 @@ class Generation:
     @property
     def text(self) -> str:
         """All text generated so far."""
-        return "".join(self._early) + "".join(e.text for e in self.entries if e.kind == DELTA)
+        return "".join(self._early) + "".join(e.text for e in self.entries if e.kind is _DELTA)
+
+    @property
+    def ending(self) -> bool:
+        """Whether the answer is ending or has ended (its end is being recorded)."""
+        return self._finalizing
+
+    # -- the grace timer, started and stopped by the relay --------------------------------------
+
+    def start_grace(self, expired: Callable[[Generation], None]) -> None:
+        """No subscriber is left: call ``expired(self)`` once ``grace`` seconds have passed (at
+        once without a grace time), unless :meth:`stop_grace` comes first or the answer
+        ends."""
+        self.stop_grace()
+        if self.grace <= 0:
+            expired(self)
+        else:
+            self._grace_timer = self.loop.call_later(self.grace, self._grace_over, expired)
+
+    def stop_grace(self) -> None:
+        """A subscriber came back (or the answer ended): the grace timer stops."""
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+
+    def _grace_over(self, expired: Callable[[Generation], None]) -> None:
+        self._grace_timer = None
+        expired(self)
 
     # -- the log ---------------------------------------------------------------------------
 
@@ -287,7 +334,7 @@ class Generation:
         """Put text into the log: onto the last delta while it is unclaimed and not full."""
         last = self.entries[-1]
         if (
-            last.kind == DELTA
+            last.kind is _DELTA
             and last.seq > self.claimed
             and not self._woken
             and last.size < MAX_DELTA_CHARS
@@ -296,7 +343,7 @@ class Generation:
             last.size += len(text)
             last.end_offset = end_offset
         else:
-            entry = Entry(len(self.entries), DELTA, parts=[text], end_offset=end_offset)
+            entry = Entry(len(self.entries), _DELTA, parts=[text], end_offset=end_offset)
             entry.size = len(text)
             self.entries.append(entry)
 
@@ -307,16 +354,16 @@ class Generation:
         try:
             async with self._upstream as stream:
                 async for event in stream:
-                    kind = type(event)
-                    if kind is TextDelta:
-                        if event.text:  # type: ignore[union-attr]
-                            self._append_text(event.text)  # type: ignore[union-attr]
-                    elif kind is FinishEvent:
-                        self.finish_reason = event.reason.value  # type: ignore[union-attr]
-                        if self.entries and self.entries[-1].kind == DELTA:
-                            self.entries[-1].finish = self.finish_reason
-                    elif kind is UsageEvent:
-                        self.usage = event.usage  # type: ignore[union-attr]
+                    match event:  # the events the answer is made of; the rest pass by
+                        case TextDelta(text=text):
+                            if text:
+                                self._append_text(text)
+                        case FinishEvent(reason=reason):
+                            self.finish_reason = reason.value
+                            if self.entries and self.entries[-1].kind is _DELTA:
+                                self.entries[-1].finish = self.finish_reason
+                        case UsageEvent(usage=usage):
+                            self.usage = usage
             reason = (stream.end_reason or EndReason.COMPLETED).value
         except _Stop:
             reason, self.finish_reason = "length", "length"
@@ -362,8 +409,7 @@ class Generation:
 
     async def _finalize(self, reason: str) -> None:
         self._finalizing = True
-        if self._grace_timer is not None:
-            self._grace_timer.cancel()
+        self.stop_grace()
         begun = await self._begun
         for _ in range(2):  # let connected readers claim what they were woken for
             await asyncio.sleep(0)
@@ -393,7 +439,7 @@ class Generation:
             if self.error is not None:
                 data["error"] = {"code": self.error["code"], "message": self.error["message"]}
             self.entries.append(
-                Entry(len(self.entries), END, data=data, end_offset=self.generated_chars)
+                Entry(len(self.entries), _END, data=data, end_offset=self.generated_chars)
             )
             self._notify()
         relay.metrics.stream_ended(reason)
@@ -457,7 +503,7 @@ class Relay:
 
     def __init__(
         self,
-        metrics: Any,
+        metrics: Metrics,
         *,
         on_disconnect: str,
         resume_grace: float,
@@ -508,9 +554,7 @@ class Relay:
     def attach(self, gen: Generation, after: int = -1) -> Subscription:
         """A new subscription that reads the events after seq ``after``."""
         gen.subscribers += 1
-        if gen._grace_timer is not None:
-            gen._grace_timer.cancel()
-            gen._grace_timer = None
+        gen.stop_grace()
         return Subscription(gen, after + 1)
 
     def detach(self, sub: Subscription, *, gone: bool) -> None:
@@ -521,14 +565,10 @@ class Relay:
         sub.closed = True
         gen = sub.gen
         gen.subscribers -= 1
-        if gone and gen.subscribers == 0 and gen.end_reason is None and not gen._finalizing:
-            if gen.grace <= 0:
-                self._grace_expired(gen)
-            else:
-                gen._grace_timer = gen.loop.call_later(gen.grace, self._grace_expired, gen)
+        if gone and gen.subscribers == 0 and gen.end_reason is None and not gen.ending:
+            gen.start_grace(self._grace_expired)
 
     def _grace_expired(self, gen: Generation) -> None:
-        gen._grace_timer = None
         if gen.subscribers == 0 and self.on_disconnect == "cancel":
             gen.cancel("client_disconnected")
 

@@ -6,16 +6,17 @@ Theory of operation
 
 :class:`Worker` opens the connection (:func:`connect`: the file created ``0600`` in a ``0700``
 directory before SQLite opens it; WAL, ``synchronous=NORMAL``) in its own thread and is the
-only code that ever touches it. A :class:`Job` is a function of the connection (:class:`Db`)
-plus the future its caller awaits. The worker takes a job and every job queued behind it (up
-to :data:`BATCH_LIMIT`), runs them in one transaction — each in its own ``SAVEPOINT``, so one
-failing job does not undo the others — commits once, and resolves the batch's futures with one
-wake-up per event loop. A job whose caller was cancelled still runs. A ``Job`` whose ``op`` is
-``None`` closes the connection and stops the thread.
+only code that ever touches it. A :class:`Job` is an operation — a function of the connection
+wrapped in a :class:`~._sql.Db` with the SQLite dialect — plus the future its caller awaits.
+The worker takes a job and every job queued behind it (up to :data:`BATCH_LIMIT`), runs them
+in one transaction — each in its own ``SAVEPOINT``, so one failing job does not undo the
+others, and each job is atomic on its own — commits once, and resolves the batch's futures
+with one wake-up per event loop. Separate jobs are never atomic *together*: they may land in
+different batches, and a failing one is rolled back alone; what must be written together is
+one operation (``_schema.add_exchange``). A job whose caller was cancelled still runs. A
+``Job`` whose ``op`` is ``None`` closes the connection and stops the thread.
 
-:class:`Dialect` is the one place where SQLite and PostgreSQL differ for our SQL (the
-parameter marker, how a write transaction begins); :func:`transact` is the synchronous path
-(one job, its own transaction) used by ``wenxin keys`` from another process.
+:func:`translate_error` turns ``sqlite3`` and OS errors into the store's :class:`StoreError`.
 """
 
 from __future__ import annotations
@@ -26,72 +27,22 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
-__all__ = [
-    "BATCH_LIMIT",
-    "POSTGRESQL",
-    "SQLITE",
-    "Db",
-    "Dialect",
-    "Job",
-    "Worker",
-    "connect",
-    "transact",
-]
+from ._schema import StoreError
+from ._sql import SQLITE, Db
 
-_T = TypeVar("_T")
+__all__ = ["BATCH_LIMIT", "Job", "Worker", "connect", "translate_error"]
 
 BATCH_LIMIT = 256
 """Most jobs the worker runs in one transaction."""
 
 
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """What differs between databases: the parameter marker and how a write begins."""
-
-    name: str
-    placeholder: str
-    begin_read: str
-    begin_write: str
-
-    def sql(self, text: str) -> str:
-        """``text`` with its ``?`` markers in this dialect's style (our SQL has no literal
-        question marks)."""
-        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
-
-
-SQLITE = Dialect("sqlite", "?", "BEGIN", "BEGIN IMMEDIATE")
-POSTGRESQL = Dialect("postgresql", "%s", "BEGIN", "BEGIN")  # for the planned store
-
-
-class Db:
-    """A connection plus its dialect: every statement passes through :meth:`run`."""
-
-    __slots__ = ("conn", "dialect")
-
-    def __init__(self, conn: sqlite3.Connection, dialect: Dialect = SQLITE) -> None:
-        self.conn = conn
-        self.dialect = dialect
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Execute one statement; the number of rows it changed."""
-        return self.conn.execute(self.dialect.sql(sql), params).rowcount
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        """The first row of a query, or ``None``."""
-        row = self.conn.execute(self.dialect.sql(sql), params).fetchone()
-        return cast("tuple[Any, ...] | None", row)
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Every row of a query."""
-        return self.conn.execute(self.dialect.sql(sql), params).fetchall()
-
-
-def connect(path: str, busy_timeout: float) -> Db:
+def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    """Open the database file ``path`` (created private, with its directory) in WAL mode, in
+    autocommit mode (transactions are begun explicitly); ``":memory:"`` for a private one."""
     if path != ":memory:":
         file = Path(path)
         file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -103,22 +54,25 @@ def connect(path: str, busy_timeout: float) -> Db:
     except sqlite3.Error:
         conn.close()
         raise
-    return Db(conn)
+    return conn
 
 
-def transact(db: Db, op: Callable[[Db], _T], *, write: bool) -> _T:
-    """Run ``op`` in its own transaction (the synchronous path)."""
-    db.conn.execute(db.dialect.begin_write if write else db.dialect.begin_read)
-    try:
-        result = op(db)
-    except BaseException:
-        db.conn.execute("ROLLBACK")
-        raise
-    db.conn.execute("COMMIT")
-    return result
+def translate_error(exc: BaseException, path: str) -> BaseException:
+    """Errors of lower layers become :class:`StoreError`; ours pass through."""
+    if isinstance(exc, sqlite3.Error):
+        error = StoreError(f"database error ({path}): {exc}")
+    elif isinstance(exc, OSError):
+        error = StoreError(f"cannot open the database {path}: {exc.strerror or exc}")
+    else:
+        return exc
+    error.__cause__ = exc
+    return error
 
 
 class Job:
+    """One operation queued for the worker (``op`` ``None``: close and stop), and the future
+    its caller awaits on ``loop``."""
+
     __slots__ = ("error", "future", "loop", "op", "result", "write")
 
     def __init__(
@@ -149,6 +103,7 @@ class Worker:
         self._translate = translate  # errors of lower layers → the store's own
         self._busy_timeout = busy_timeout
         self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._conn: sqlite3.Connection | None = None
         self._db: Db | None = None
         self._thread = threading.Thread(target=self._run, name="wenxin-store", daemon=True)
         self.batches = 0
@@ -157,12 +112,15 @@ class Worker:
         """Jobs run."""
 
     def start(self) -> None:
+        """Start the thread (the database is opened by the first job)."""
         self._thread.start()
 
     def submit(self, job: Job) -> None:
+        """Queue a job."""
         self._queue.put(job)
 
     def join(self) -> None:
+        """Wait for the thread to end (after the closing job)."""
         self._thread.join()
 
     def _run(self) -> None:
@@ -183,18 +141,18 @@ class Worker:
                     break
             if batch:
                 self._execute(batch)
-        if self._db is not None:
-            self._db.conn.close()
+        if self._conn is not None:
+            self._conn.close()
         self._deliver([closing])
 
     def _execute(self, batch: list[Job]) -> None:
         try:
-            if self._db is None:
-                self._db = connect(self._path, self._busy_timeout)
-            db = self._db
-            db.conn.execute(
-                db.dialect.begin_write if any(j.write for j in batch) else db.dialect.begin_read
-            )
+            if self._conn is None:
+                self._conn = connect(self._path, self._busy_timeout)
+                self._db = Db(self._conn, SQLITE)
+            conn, db = self._conn, self._db
+            assert db is not None
+            db.begin(write=any(j.write for j in batch))
         except Exception as exc:
             for job in batch:
                 job.error = exc
@@ -203,24 +161,25 @@ class Worker:
         try:
             if len(batch) == 1:
                 job = batch[0]
+                assert job.op is not None  # only the closing job has none, and it is no batch's
                 try:
-                    job.result = job.op(db)  # type: ignore[misc]
+                    job.result = job.op(db)
                 except Exception as exc:
                     job.error = exc
             else:
                 for job in batch:
-                    db.conn.execute("SAVEPOINT job")
+                    assert job.op is not None
+                    conn.execute("SAVEPOINT job")
                     try:
-                        job.result = job.op(db)  # type: ignore[misc]
+                        job.result = job.op(db)
                     except Exception as exc:
                         job.error = exc
-                        db.conn.execute("ROLLBACK TO SAVEPOINT job")
-                    db.conn.execute("RELEASE SAVEPOINT job")
-            failed = len(batch) == 1 and batch[0].error is not None
-            db.conn.execute("ROLLBACK" if failed else "COMMIT")
+                        conn.execute("ROLLBACK TO SAVEPOINT job")
+                    conn.execute("RELEASE SAVEPOINT job")
+            db.end(commit=not (len(batch) == 1 and batch[0].error is not None))
         except sqlite3.Error as exc:  # the transaction itself failed: nothing was written
-            if db.conn.in_transaction:
-                db.conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             for job in batch:
                 job.result, job.error = None, exc
         self.batches += 1

@@ -22,15 +22,11 @@ import hashlib
 import re
 from email.utils import formatdate
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .._asgi import Headers, Receive, Send
-from ._auth import Context, HTTPError
+from ._http import Context, HTTPError, Routes
 
-if TYPE_CHECKING:
-    from ._app import Server
-
-__all__ = ["STATIC_DIR", "StaticFiles", "routes"]
+__all__ = ["STATIC_DIR", "StaticFiles"]
 
 STATIC_DIR = Path(__file__).with_name("static")
 """Where the page's files live."""
@@ -79,6 +75,18 @@ class StaticFiles:
     def __init__(self, directory: Path = STATIC_DIR) -> None:
         self.directory = directory
         self._cache: dict[str, _File] = {}
+
+    def routes(self) -> Routes:
+        """The page's routes: path template → method → handler."""
+        return {"/": {"GET": self.index}, "/static/{name}": {"GET": self.asset}}
+
+    async def index(self, ctx: Context, receive: Receive, send: Send) -> None:
+        """``GET /``: the chat page."""
+        await self.answer("index.html", ctx, send)
+
+    async def asset(self, ctx: Context, receive: Receive, send: Send) -> None:
+        """``GET /static/{name}``: one of the page's files."""
+        await self.answer(ctx.params["name"], ctx, send)
 
     def load(self, name: str) -> _File | None:
         """The file ``name`` (cached while unchanged), or ``None``."""
@@ -134,18 +142,3 @@ async def _send(send: Send, status: int, body: bytes, headers: Headers) -> None:
         headers = [*headers, (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def index(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
-    """``GET /``: the chat page."""
-    await server.static.answer("index.html", ctx, send)
-
-
-async def asset(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
-    """``GET /static/{name}``: one of the page's files."""
-    await server.static.answer(ctx.params["name"], ctx, send)
-
-
-def routes() -> dict[str, dict[str, Any]]:
-    """This module's routes: path template → method → handler."""
-    return {"/": {"GET": index}, "/static/{name}": {"GET": asset}}

@@ -3,16 +3,19 @@
 Theory of operation
 ===================
 
-A socket moves through an explicit :class:`SocketState`::
+:class:`Sockets` is built at start-up with what sockets use (access, answers, relay, metrics)
+and serves each connection as a :class:`Socket`, which moves through an explicit
+:class:`SocketState`::
 
     CONNECTING ──accept──► AUTHENTICATING ──auth frame (valid key)──► OPEN ──► CLOSED
                    │                                                  ▲
                    └──── dev mode, or a valid Authorization header ───┘
 
 While it is open, one task reads frames (the reader is also the disconnect listener) and a
-watchdog closes the socket when a write has been stuck for ``stall_timeout``; the two race as
-in ``_relay``. Each ``ask`` runs in a task of its own — start the answer, then relay its log
-as ``start`` / ``delta`` / ``end`` frames carrying the client's ``id`` — so several answers
+watchdog (``_connection.heartbeat`` without a ping) closes the socket when a write has been
+stuck for ``stall_timeout``; the two race as drawn in ``_connection``. Each ``ask`` runs in a
+task of its own — start the answer (:meth:`~._answers.Answers.ask`), then relay its log as
+``start`` / ``delta`` / ``end`` frames carrying the client's ``id`` — so several answers
 stream at once and a slow database call never blocks the reader. A ``cancel`` frame stops
 that answer's generation; its relay then sends the ``end`` frame (``cancelled``). Leaving the
 socket, for whatever reason, cancels every relay task and closes every subscription (as
@@ -31,23 +34,26 @@ import json
 import logging
 from enum import Enum
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .._aio import race
 from .._asgi import Receive, Scope, Send, json_bytes
-from ._auth import HTTPError, Principal, optional_str, required_str
-from ._conversations import start_answer
-from ._http_sse import Outlet, heartbeat, race
-from ._relay import DELTA, END, START, Entry, Generation, Subscription
+from ._access import Access, Principal
+from ._answers import Answers
+from ._config import ServerConfig
+from ._connection import Outlet, heartbeat
+from ._http import HTTPError, optional_str, required_str
+from ._metrics import Metrics
+from ._relay import Entry, EntryKind, Generation, Relay, Subscription
 
-if TYPE_CHECKING:
-    from ._app import Server
-
-__all__ = ["SocketState", "serve_socket"]
+__all__ = ["SocketState", "Sockets"]
 
 logger = logging.getLogger("wenxin_stream.server")
 
 SERVER_GOING_AWAY = 1012
 """Close code uvicorn uses when the server shuts down."""
+
+_DELTA, _END = EntryKind.DELTA, EntryKind.END
 
 
 class SocketState(Enum):
@@ -71,19 +77,43 @@ class _Ask:
 def frame(entry: Entry, request_id: bytes) -> str:
     """The WebSocket frame of a log entry, for the ask ``request_id`` (JSON-encoded)."""
     payload = entry.json()
-    if entry.kind == DELTA:
+    if entry.kind is _DELTA:
         head = b'{"type":"delta","id":%s,"seq":%d,' % (request_id, entry.seq)
     else:
-        kind = b"start" if entry.kind == START else b"end"
-        head = b'{"type":"%s","id":%s,' % (kind, request_id)
+        head = b'{"type":"%s","id":%s,' % (entry.kind.value, request_id)
     return (head + payload[1:]).decode()
+
+
+class Sockets:
+    """Serves ``/api/ws`` connections with the collaborators they use."""
+
+    def __init__(
+        self,
+        *,
+        access: Access,
+        answers: Answers,
+        relay: Relay,
+        metrics: Metrics,
+        config: ServerConfig,
+    ) -> None:
+        self.access = access
+        self.answers = answers
+        self.relay = relay
+        self.metrics = metrics
+        self.max_frame = config.max_body_bytes
+        self.stall_timeout = config.stall_timeout
+        self.debug = config.debug
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ``/api/ws`` connection until it closes."""
+        await Socket(self, scope, receive, send).run()
 
 
 class Socket:
     """One WebSocket connection (see the module docstring)."""
 
-    def __init__(self, server: Server, scope: Scope, receive: Receive, send: Send) -> None:
-        self.server = server
+    def __init__(self, sockets: Sockets, scope: Scope, receive: Receive, send: Send) -> None:
+        self.sockets = sockets
         self.scope = scope
         self.receive = receive
         self.send = send
@@ -98,21 +128,20 @@ class Socket:
         """Serve the socket until it closes."""
         if (await self.receive())["type"] != "websocket.connect":
             return
-        if not self.server.relay.accepting:
+        if not self.sockets.relay.accepting:
             await self.send({"type": "websocket.close", "code": 1013})
             return
         headers = dict(self.scope.get("headers", ()))
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None
         try:
-            self.principal = await self.server.access.from_header(authorization)
+            self.principal = await self.sockets.access.from_header(authorization)
         except HTTPError:
             self.principal = None  # wait for the auth frame
         await self.send({"type": "websocket.accept"})
         self.state = SocketState.OPEN if self.principal else SocketState.AUTHENTICATING
         self.outlet = Outlet(self.send)
-        config = self.server.config
         try:
-            await race(self._read(), heartbeat(self.outlet, None, 0.0, config.stall_timeout))
+            await race(self._read(), heartbeat(self.outlet, None, 0.0, self.sockets.stall_timeout))
         except asyncio.CancelledError:
             self.server_closing = True
             raise
@@ -141,7 +170,7 @@ class Socket:
         await self._write(error.frame(request_id))
 
     async def _read(self) -> None:
-        limit = self.server.config.max_body_bytes
+        limit = self.sockets.max_frame
         while True:
             message = await self.receive()
             if message["type"] == "websocket.disconnect":
@@ -183,7 +212,7 @@ class Socket:
     async def _auth(self, body: dict[str, Any]) -> None:
         key = optional_str(body, "api_key")
         try:
-            self.principal = await self.server.access.from_key(key)
+            self.principal = await self.sockets.access.from_key(key)
         except HTTPError as error:
             await self._error(error)
             self.state = SocketState.CLOSED
@@ -224,28 +253,25 @@ class Socket:
         content: str,
         model: str | None,
     ) -> None:
-        server = self.server
+        sockets = self.sockets
         sub: Subscription | None = None
         gone = True
         try:
-            audit = server.audit_fields(
-                None,
-                question=content,
-                route="/api/ws",
-                client=_client(self.scope),
-                key_id=principal.owner,
-            )
-            gen = await start_answer(
-                server,
+            gen = await sockets.answers.ask(
                 principal,
                 conversation_id=conversation_id,
                 content=content,
                 model=model,
                 received_at=perf_counter(),
-                audit=audit,
+                audit={
+                    "question": content,
+                    "route": "/api/ws",
+                    "client": _client(self.scope),
+                    "key_id": principal.owner,
+                },
             )
             ask.gen = gen
-            sub = server.relay.attach(gen)
+            sub = sockets.relay.attach(gen)
             if ask.cancelled:
                 gen.cancel("cancelled")
             await self._relay(sub, json_bytes(rid))
@@ -262,13 +288,13 @@ class Socket:
                 "internal error in a WebSocket ask: %s: %s",
                 type(exc).__name__,
                 exc,
-                exc_info=exc if server.config.debug else None,
+                exc_info=exc if sockets.debug else None,
             )
-            server.metrics.error("internal")
+            sockets.metrics.error("internal")
             await self._error(HTTPError(500, "internal_error", "internal error"), rid)
         finally:
             if sub is not None:
-                server.relay.detach(sub, gone=gone)
+                sockets.relay.detach(sub, gone=gone)
             self.asks.pop(rid, None)
 
     async def _relay(self, sub: Subscription, rid: bytes) -> None:
@@ -278,15 +304,10 @@ class Socket:
             batch = await sub.next_batch()
             for entry in batch:
                 await write({"type": "websocket.send", "text": frame(entry, rid)})
-            if batch[-1].kind == END:
+            if batch[-1].kind is _END:
                 return
 
 
 def _client(scope: Scope) -> str:
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else ""
-
-
-async def serve_socket(server: Server, scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve one ``/api/ws`` connection."""
-    await Socket(server, scope, receive, send).run()

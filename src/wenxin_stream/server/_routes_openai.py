@@ -3,8 +3,9 @@
 Theory of operation
 ===================
 
-A completion is a generation like any other (same relay, metrics, limits and audit) that is
-not stored as a conversation and not resumable: its one subscriber is this request.
+A completion is a generation like any other (same relay, metrics, limits and audit:
+:meth:`~._answers.Answers.complete`) that is not stored as a conversation and not resumable:
+its one subscriber is this request.
 
 **Stream.** Headers are sent with the first content (or the first ``: ping``, after
 ``ping_interval``), never later: so an upstream failure *before* any content still gets a real
@@ -14,7 +15,8 @@ the first carries ``role: "assistant"``, the last content chunk carries ``finish
 (or, when the finish came on its own, one more chunk with an empty delta), then the usage
 chunk (``"choices": []``) if ``stream_options.include_usage``, then ``data: [DONE]``. An error
 after content has been sent is an ``{"error": {…}}`` data event, then ``[DONE]``. The chunk
-prefix (id, created, model) is encoded once per request; a delta costs two concatenations.
+prefix (id, created, model) is encoded once per request; a delta costs one formatting and the
+one SSE encoder's framing (``_sse.encode_event_bytes``).
 
 **Non-stream.** The same stream is read to its end and answered as one ``chat.completion``.
 
@@ -27,24 +29,25 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .._asgi import Receive, Send, json_bytes, send_json
+from .._aio import race
+from .._asgi import Message, Receive, Send, json_bytes, send_json, wait_for_disconnect
 from .._exceptions import InvalidRequestError
-from .._sse import DONE_EVENT
-from .._token_estimate import DEFAULT_ANSWER_TOKENS, estimate_tokens
-from ._auth import Context, HTTPError, read_json, required_str
-from ._http_sse import SSE_HEADERS, Outlet, race, wait_for_disconnect, watch
-from ._relay import DELTA, END, Entry, Generation, Subscription, usage_dict
+from .._sse import DONE_EVENT, encode_event_bytes
+from ._access import Access
+from ._answers import Answers
+from ._config import ServerConfig
+from ._connection import PING, SSE_HEADERS, Outlet, watch
+from ._http import Context, HTTPError, Routes, read_json, required_str
+from ._relay import Entry, EntryKind, Generation, Relay, Subscription, usage_dict
+from ._upstream import Upstream
 
-if TYPE_CHECKING:
-    from ._app import Server
+__all__ = ["OpenAIRoutes", "parse_messages", "parse_params"]
 
-__all__ = ["routes"]
-
+_DELTA, _END = EntryKind.DELTA, EntryKind.END
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 _FINISH = {"other": "stop"}
-PING = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
 
 
 def _invalid(message: str, param: str = "messages") -> HTTPError:
@@ -77,7 +80,8 @@ def parse_messages(value: object) -> list[dict[str, str]]:
     for index, message in enumerate(value):
         if not isinstance(message, dict):
             raise _invalid(f"message {index} must be an object")
-        role = _ROLES.get(message.get("role"))  # type: ignore[arg-type]
+        name = message.get("role")
+        role = _ROLES.get(name) if isinstance(name, str) else None  # a list is no dict key
         if role is None:
             raise _invalid(f"message {index}: unsupported role {message.get('role')!r}")
         text = _text(message.get("content"), index)
@@ -133,7 +137,7 @@ class _Chunks:
     def __init__(self, model: str, include_usage: bool) -> None:
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time())
-        self.prefix = b'data: {"id":"%s","object":"chat.completion.chunk","created":%d,' % (
+        self.prefix = b'{"id":"%s","object":"chat.completion.chunk","created":%d,' % (
             self.id.encode(),
             self.created,
         )
@@ -143,19 +147,18 @@ class _Chunks:
 
     def choice(self, delta: bytes, finish: str | None) -> bytes:
         reason = b"null" if finish is None else b'"%s"' % _FINISH.get(finish, finish).encode()
-        return b'%s[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]}\n\n' % (
-            self.prefix,
-            delta,
-            reason,
+        return encode_event_bytes(
+            b'%s[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]}'
+            % (self.prefix, delta, reason)
         )
 
     def encode(self, entry: Entry, gen: Generation) -> bytes:
-        if entry.kind == DELTA:
+        if entry.kind is _DELTA:
             if entry.finish is not None:
                 self.finish_sent = True
             # entry.json() is b'{"text":"…"}': the same JSON string, under another name
             return self.choice(b'{"content":' + entry.json()[8:], entry.finish)
-        if entry.kind != END:
+        if entry.kind is not _END:
             return self.choice(b'{"role":"assistant","content":""}', None)
         out = b""
         if gen.error is not None:
@@ -165,11 +168,12 @@ class _Chunks:
                 "code": gen.error["code"],
                 "param": None,
             }
-            out += b"data: " + json_bytes({"error": error}) + b"\n\n"
+            out += encode_event_bytes(json_bytes({"error": error}))
         elif not self.finish_sent:
             out += self.choice(b"{}", gen.finish_reason or "stop")
         if self.include_usage and gen.usage is not None:
-            out += b'%s[],"usage":%s}\n\n' % (self.prefix, json_bytes(usage_dict(gen.usage)))
+            usage = json_bytes(usage_dict(gen.usage))
+            out += encode_event_bytes(b'%s[],"usage":%s}' % (self.prefix, usage))
         return out + DONE_EVENT
 
 
@@ -183,7 +187,7 @@ class _LazyOutlet(Outlet):
         self.first = send  # the headers go through the app's status tracking
         self.started = False
 
-    async def write(self, message: dict[str, Any]) -> None:
+    async def write(self, message: Message) -> None:
         if not self.started:
             self.started = True
             await self.first({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
@@ -196,104 +200,22 @@ async def _relay(sub: Subscription, outlet: _LazyOutlet, chunks: _Chunks) -> Non
     while True:
         batch = await sub.next_batch()
         last = batch[-1]
-        shown = outlet.started or any(entry.kind == DELTA for entry in batch)
-        if last.kind == END and gen.error is not None and not shown:
+        shown = outlet.started or any(entry.kind is _DELTA for entry in batch)
+        if last.kind is _END and gen.error is not None and not shown:
             return  # nothing shown yet: the handler answers with an HTTP error status
         body = held + b"".join([chunks.encode(entry, gen) for entry in batch])
-        if not outlet.started and last.kind not in (DELTA, END):
+        if not outlet.started and last.kind is not _DELTA and last.kind is not _END:
             held = body  # the role chunk waits for the content it introduces
             continue
         held = b""
         await outlet.write({"type": "http.response.body", "body": body, "more_body": True})
-        if last.kind == END:
+        if last.kind is _END:
             return
 
 
 async def _consume(sub: Subscription) -> None:
-    while (await sub.next_batch())[-1].kind != END:
+    while (await sub.next_batch())[-1].kind is not _END:
         pass
-
-
-async def completions(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
-    """``POST /v1/chat/completions``."""
-    principal = await server.principal(ctx)
-    body = await read_json(receive, ctx.request, server.config.max_body_bytes)
-    name, upstream_model = server.resolve_model(required_str(body, "model"))
-    messages = parse_messages(body.get("messages"))
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise _invalid("'stream' must be a boolean", "stream")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
-        raise _invalid(
-            "'stream_options' must be an object with a boolean include_usage", "stream_options"
-        )
-    params = parse_params(body, server.client.api)
-    if not server.relay.accepting:
-        raise HTTPError(503, "shutting_down", "the server is shutting down")
-    answer = params.get("max_tokens", DEFAULT_ANSWER_TOKENS)
-    admission = server.admit(principal, estimate_tokens(messages, answer_tokens=answer))
-    try:
-        upstream = server.client.chat.stream(messages=messages, model=upstream_model, **params)
-    except InvalidRequestError as exc:
-        server.limiter.release(admission)
-        param = exc.field if exc.field != "messages" else "messages"
-        raise _invalid(str(exc), param) from None
-    audit = server.audit_fields(ctx, question=messages[-1]["content"], model=name)
-    ctx.audit_taken = True
-
-    async def on_end(gen: Generation) -> None:
-        if gen.usage is not None:
-            server.limiter.settle(admission, gen.usage.total_tokens)
-        server.limiter.release(admission)
-        status = gen.error_status if gen.error and not gen.delivered_chars else 200
-        server.write_audit(
-            audit,
-            status=status,
-            end_reason=gen.end_reason,
-            usage=usage_dict(gen.usage),
-            ttft_ms=gen.ttft_ms,
-            total_ms=gen.total_ms,
-        )
-
-    gen = server.relay.start(
-        upstream,
-        owner=principal.owner,
-        model=name,
-        received_at=ctx.received_at,
-        on_end=on_end,
-        resumable=False,
-    )
-    gen.begin({"model": name})
-    audit["stream_id"] = gen.stream_id
-    sub = server.relay.attach(gen)
-    if stream:
-        await _stream(server, sub, receive, send, _Chunks(name, bool(options.get("include_usage"))))
-    else:
-        await _whole(server, sub, receive, send, name)
-
-
-async def _stream(
-    server: Server, sub: Subscription, receive: Receive, send: Send, chunks: _Chunks
-) -> None:
-    config = server.config
-    outlet = _LazyOutlet(send)
-    gone = True
-    try:
-        winner = await race(
-            _relay(sub, outlet, chunks),
-            watch(receive, outlet, PING, config.ping_interval, config.stall_timeout),
-        )
-        if winner == 0:
-            gone = False
-            if outlet.started:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            else:
-                raise _upstream_error(sub.gen)
-    finally:
-        server.relay.detach(sub, gone=gone)
 
 
 def _upstream_error(gen: Generation) -> HTTPError:
@@ -301,56 +223,131 @@ def _upstream_error(gen: Generation) -> HTTPError:
     return HTTPError(gen.error_status or 502, error["code"], error["message"])
 
 
-async def _whole(
-    server: Server, sub: Subscription, receive: Receive, send: Send, model: str
-) -> None:
-    gone = True
-    try:
-        winner = await race(_consume(sub), wait_for_disconnect(receive))
-        gone = winner != 0
-    finally:
-        server.relay.detach(sub, gone=gone)
-    if gone:
-        return
-    gen = sub.gen
-    if gen.error is not None:
-        raise _upstream_error(gen)
-    finish = gen.finish_reason or "stop"
-    await send_json(
-        send,
-        200,
-        {
-            "id": "chatcmpl-" + secrets.token_hex(12),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": None,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": gen.text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": _FINISH.get(finish, finish),
-                }
-            ],
-            "usage": usage_dict(gen.usage),
-        },
-    )
+class OpenAIRoutes:
+    """The OpenAI-compatible routes (see the module docstring)."""
 
+    def __init__(
+        self,
+        *,
+        access: Access,
+        answers: Answers,
+        relay: Relay,
+        upstream: Upstream,
+        config: ServerConfig,
+    ) -> None:
+        self.access = access
+        self.answers = answers
+        self.relay = relay
+        self.upstream = upstream
+        self.max_body_bytes = config.max_body_bytes
+        self.ping_interval = config.ping_interval
+        self.stall_timeout = config.stall_timeout
 
-async def models(server: Server, ctx: Context, receive: Receive, send: Send) -> None:
-    """``GET /v1/models``: the models this server knows."""
-    await server.principal(ctx)
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "baidu"}
-        for name in server.model_names()
-    ]
-    await send_json(send, 200, {"object": "list", "data": data})
+    def routes(self) -> Routes:
+        """This module's routes: path template → method → handler."""
+        return {
+            "/v1/chat/completions": {"POST": self.completions},
+            "/v1/models": {"GET": self.models},
+        }
 
+    async def completions(self, ctx: Context, receive: Receive, send: Send) -> None:
+        """``POST /v1/chat/completions``."""
+        principal = await self.access.principal(ctx)
+        body = await read_json(receive, ctx.request, self.max_body_bytes)
+        name, upstream_model = self.upstream.resolve_model(required_str(body, "model"))
+        messages = parse_messages(body.get("messages"))
+        stream = body.get("stream", False)
+        if stream is None:
+            stream = False
+        if not isinstance(stream, bool):
+            raise _invalid("'stream' must be a boolean", "stream")
+        options = body.get("stream_options") or {}
+        if not isinstance(options, dict) or not isinstance(
+            options.get("include_usage", False), bool
+        ):
+            raise _invalid(
+                "'stream_options' must be an object with a boolean include_usage",
+                "stream_options",
+            )
+        params = parse_params(body, self.upstream.api)
+        try:
+            gen = self.answers.complete(
+                principal,
+                messages=messages,
+                model=name,
+                upstream_model=upstream_model,
+                params=params,
+                received_at=ctx.received_at,
+                audit=ctx.audit_fields(),
+            )
+        except InvalidRequestError as exc:
+            raise _invalid(str(exc), exc.field) from None
+        ctx.audit_taken = True
+        sub = self.relay.attach(gen)
+        if stream:
+            chunks = _Chunks(name, bool(options.get("include_usage")))
+            await self._stream(sub, receive, send, chunks)
+        else:
+            await self._whole(sub, receive, send, name)
 
-def routes() -> dict[str, dict[str, Any]]:
-    """This module's routes: path template → method → handler."""
-    return {
-        "/v1/chat/completions": {"POST": completions},
-        "/v1/models": {"GET": models},
-    }
+    async def _stream(
+        self, sub: Subscription, receive: Receive, send: Send, chunks: _Chunks
+    ) -> None:
+        outlet = _LazyOutlet(send)
+        gone = True
+        try:
+            winner = await race(
+                _relay(sub, outlet, chunks),
+                watch(receive, outlet, PING, self.ping_interval, self.stall_timeout),
+            )
+            if winner == 0:
+                gone = False
+                if outlet.started:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                else:
+                    raise _upstream_error(sub.gen)
+        finally:
+            self.relay.detach(sub, gone=gone)
+
+    async def _whole(self, sub: Subscription, receive: Receive, send: Send, model: str) -> None:
+        gone = True
+        try:
+            winner = await race(_consume(sub), wait_for_disconnect(receive))
+            gone = winner != 0
+        finally:
+            self.relay.detach(sub, gone=gone)
+        if gone:
+            return
+        gen = sub.gen
+        if gen.error is not None:
+            raise _upstream_error(gen)
+        finish = gen.finish_reason or "stop"
+        await send_json(
+            send,
+            200,
+            {
+                "id": "chatcmpl-" + secrets.token_hex(12),
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "system_fingerprint": None,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": gen.text, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": _FINISH.get(finish, finish),
+                    }
+                ],
+                "usage": usage_dict(gen.usage),
+            },
+        )
+
+    async def models(self, ctx: Context, receive: Receive, send: Send) -> None:
+        """``GET /v1/models``: the models this server knows."""
+        await self.access.principal(ctx)
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "baidu"}
+            for name in self.upstream.model_names()
+        ]
+        await send_json(send, 200, {"object": "list", "data": data})

@@ -1,0 +1,285 @@
+"""The answer use case: asking ERNIE on behalf of a principal, from admission to the record.
+
+Theory of operation
+===================
+
+:class:`Answers` is what the SSE route, the WebSocket and the OpenAI route call to get an
+answer started. It is built at start-up with exactly what it uses: the store, the relay, the
+per-key limiter, the upstream and the audit log.
+
+:meth:`Answers.ask` answers a question inside a conversation:
+
+1. refuse while shutting down (503); check the model (404 ``model_not_found``) and load the
+   conversation and its messages;
+2. rebuild the history the model sees with the SDK's
+   :class:`~wenxin_stream._conversation.ConversationCore` (:func:`history_request`: complete
+   answers as they are, interrupted ones marked as interrupted, unanswered questions dropped,
+   so the request is always valid for v1's alternation rules), then the question;
+3. admit it under the key's limits (429 + ``Retry-After``);
+4. start the generation — the upstream request leaves now — and, meanwhile, store the
+   question (complete) and the answer (``streaming``, empty) in one transaction
+   (``Store.add_exchange``);
+5. ``begin`` the stream with the ids. When the generation ends, :meth:`Answers._persist`
+   writes the answer once, with its status, end reason, usage, timings and character counts,
+   settles the limiter and writes the audit record. Nothing is written per chunk.
+
+:meth:`Answers.complete` is the OpenAI route's: the same admission, generation and record,
+but nothing stored and nothing to resume (its one subscriber is the request).
+
+**Admission.** An admitted request holds a concurrency slot of its key until the generation
+ends (its ``on_end`` settles and releases it). Until the generation has *begun*, any failure
+— an invalid request, a conversation deleted meanwhile, a failing write, a cancellation —
+leaves through one ``finally`` that aborts the generation if it exists and releases the
+admission: one exit path, whatever went wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .._conversation import ConversationCore
+from .._events import ChatResult, EndReason
+from .._exceptions import InvalidRequestError
+from .._token_estimate import DEFAULT_ANSWER_TOKENS, estimate_tokens
+from ._access import Principal
+from ._audit import AuditLog
+from ._http import HTTPError, not_found
+from ._limits import Admission, KeyLimiter, Rejection
+from ._relay import FINISHED_REASONS, Generation, Relay, usage_dict
+from ._store import ConversationRecord, MessageRecord, Store
+from ._upstream import Upstream
+
+__all__ = ["Answers", "history_request", "rejection_error"]
+
+_END_REASONS = {reason.value: reason for reason in EndReason}
+
+
+def history_request(
+    system: str | None, records: list[MessageRecord], question: str, api: str, turns: int
+) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """The messages and parameters that ask ``question`` after the stored ``records``."""
+    core = ConversationCore(system=system, max_turns=turns)
+    pending: str | None = None
+    for m in records:
+        if m.role == "user":
+            pending = m.content
+        elif m.role == "assistant" and pending is not None:
+            if m.status != "streaming":  # an answer still running elsewhere is not history
+                reason = _END_REASONS.get(m.end_reason or "", EndReason.CANCELLED)
+                core.record(pending, reason, ChatResult(content=m.content))
+            pending = None
+    return core.request(question, "v1" if api == "v1" else "v2")
+
+
+def rejection_error(rejection: Rejection) -> HTTPError:
+    """429 for a refused admission, with ``Retry-After``."""
+    return HTTPError(
+        429,
+        rejection.code,
+        rejection.message,
+        headers=[(b"retry-after", rejection.retry_after_header.encode())],
+    )
+
+
+class Answers:
+    """Starts answers and records how they ended (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        relay: Relay,
+        limiter: KeyLimiter,
+        upstream: Upstream,
+        audit: AuditLog,
+        history_turns: int,
+    ) -> None:
+        self.store = store
+        self.relay = relay
+        self.limiter = limiter
+        self.upstream = upstream
+        self.audit = audit
+        self.history_turns = history_turns
+
+    def admit(self, principal: Principal, estimate: int) -> Admission:
+        """Admit a request under the principal's limits.
+
+        Raises:
+            HTTPError: 429 over a limit.
+        """
+        decision = self.limiter.admit(principal.owner, principal.limits, estimate)
+        if isinstance(decision, Rejection):
+            raise rejection_error(decision)
+        return decision
+
+    async def ask(
+        self,
+        principal: Principal,
+        *,
+        conversation_id: str | None,
+        content: str,
+        model: str | None,
+        received_at: float,
+        audit: dict[str, Any],
+    ) -> Generation:
+        """Start answering ``content`` in a conversation (a new one when ``conversation_id`` is
+        None); the generation has begun (its ``start`` event is in the log) on return.
+        ``audit`` is the request's audit record: the generation writes it when it ends.
+
+        Raises:
+            HTTPError: 404 (conversation, model), 400 (invalid request), 429 (limits),
+                503 (shutting down).
+        """
+        self._check_accepting()
+        store, owner = self.store, principal.owner
+        conv: ConversationRecord | None = None
+        history: list[MessageRecord] = []
+        if conversation_id is not None:  # both reads in one trip to the store's thread
+            conv, history = await asyncio.gather(
+                store.get_conversation(owner, conversation_id),
+                store.get_messages(owner, conversation_id),
+            )
+            if conv is None:
+                raise not_found(f"no conversation {conversation_id!r}")
+        upstream = self.upstream
+        name, upstream_model = upstream.resolve_model(model or (conv.model if conv else None))
+        system = conv.system if conv is not None else None
+        messages, params = history_request(
+            system, history, content, upstream.api, self.history_turns
+        )
+        admission = self.admit(principal, estimate_tokens(messages))
+        gen: Generation | None = None
+        begun = False
+        try:
+            try:
+                stream = upstream.stream(messages, upstream_model, **params)
+            except InvalidRequestError as exc:
+                raise HTTPError(400, "invalid_messages", str(exc), param=exc.field) from None
+            if conv is None:
+                conv = await store.create_conversation(owner, title=None, model=name, system=None)
+            audit.update(conversation_id=conv.id, model=name)
+            answer: list[MessageRecord] = []  # known once stored; the end comes later still
+
+            async def on_end(ended: Generation) -> None:
+                await self._persist(ended, admission, answer[0], audit)
+
+            gen = self.relay.start(
+                stream, owner=owner, model=name, received_at=received_at, on_end=on_end
+            )
+            # the upstream request is on its way; meanwhile, both messages in one transaction
+            _, stored = await store.add_exchange(owner, conv.id, question=content, model=name)
+            answer.append(stored)
+            audit["stream_id"] = gen.stream_id
+            start = {
+                "stream_id": gen.stream_id,
+                "conversation_id": conv.id,
+                "message_id": answer[0].id,
+                "model": name,
+            }
+            gen.begin(start, {"message_id": answer[0].id})
+            begun = True
+            return gen
+        finally:
+            if not begun:  # it never will: nothing is recorded, the slot is free again
+                if gen is not None:
+                    gen.abort()
+                self.limiter.release(admission)
+
+    def complete(
+        self,
+        principal: Principal,
+        *,
+        messages: list[dict[str, str]],
+        model: str,
+        upstream_model: str,
+        params: dict[str, Any],
+        received_at: float,
+        audit: dict[str, Any],
+    ) -> Generation:
+        """Start a completion of ``messages`` (not stored, not resumable), shown as ``model``;
+        it has begun on return. ``audit`` is the request's audit record: the generation
+        writes it when it ends.
+
+        Raises:
+            HTTPError: 429 (limits), 503 (shutting down).
+            InvalidRequestError: the request breaks ERNIE's rules (the admission is released).
+        """
+        self._check_accepting()
+        answer_tokens = params.get("max_tokens", DEFAULT_ANSWER_TOKENS)
+        admission = self.admit(principal, estimate_tokens(messages, answer_tokens=answer_tokens))
+        begun = False
+        try:
+            stream = self.upstream.stream(messages, upstream_model, **params)
+            audit.update(question=messages[-1]["content"], model=model)
+
+            async def on_end(ended: Generation) -> None:
+                self._settle(ended, admission)
+                failed = ended.error is not None and not ended.delivered_chars
+                self.audit.request(
+                    audit,
+                    status=ended.error_status if failed else 200,
+                    end_reason=ended.end_reason,
+                    usage=usage_dict(ended.usage),
+                    ttft_ms=ended.ttft_ms,
+                    total_ms=ended.total_ms,
+                )
+
+            gen = self.relay.start(
+                stream,
+                owner=principal.owner,
+                model=model,
+                received_at=received_at,
+                on_end=on_end,
+                resumable=False,
+            )
+            gen.begin({"model": model})
+            begun = True
+            audit["stream_id"] = gen.stream_id
+            return gen
+        finally:
+            if not begun:  # the one exit path of a failed start
+                self.limiter.release(admission)
+
+    def _check_accepting(self) -> None:
+        if not self.relay.accepting:
+            raise HTTPError(503, "shutting_down", "the server is shutting down")
+
+    def _settle(self, gen: Generation, admission: Admission) -> None:
+        """The generation ended: count what it really used, free its slot."""
+        if gen.usage is not None:
+            self.limiter.settle(admission, gen.usage.total_tokens)
+        self.limiter.release(admission)
+
+    async def _persist(
+        self,
+        gen: Generation,
+        admission: Admission,
+        message: MessageRecord,
+        audit: dict[str, Any],
+    ) -> None:
+        """Record how an answer ended: the message (once), the limiter, the audit log."""
+        self._settle(gen, admission)
+        reason = gen.end_reason or "incomplete"
+        usage = usage_dict(gen.usage)
+        try:
+            await self.store.update_message(
+                message.id,
+                content=gen.text,
+                status="complete" if reason in FINISHED_REASONS else "partial",
+                end_reason=reason,
+                usage=usage,
+                ttft_ms=gen.ttft_ms,
+                total_ms=gen.total_ms,
+                generated_chars=gen.generated_chars,
+                delivered_chars=gen.delivered_chars,
+            )
+        finally:
+            self.audit.request(
+                audit,
+                status=200,
+                end_reason=reason,
+                usage=usage,
+                ttft_ms=gen.ttft_ms,
+                total_ms=gen.total_ms,
+            )

@@ -1,0 +1,135 @@
+"""The connection machinery every stream of the server runs on: the outlet, the heartbeat, the
+watcher, and the race between them and the relay.
+
+Theory of operation
+===================
+
+A streaming connection (SSE, the OpenAI stream, a WebSocket) is a race of tasks with one owner
+per resource (:func:`wenxin_stream._aio.race`: the first to finish cancels the rest)::
+
+    one client connection (SSE) = two tasks; the first to finish cancels the other:
+
+        ┌── relay ──────────────┐  ┌── watcher (disconnect listener + heartbeat) ──────────┐
+        │ next_batch()          │  │ await receive() until http.disconnect, cut at each    │
+        │ one write per batch   │  │ heartbeat step: `: ping` after each ping_interval of  │
+        │ returns at `end`      │  │ silence; returns if a write stalls                    │
+        └───────────────────────┘  └───────────────────────────────────────────────────────┘
+           finished: complete the response │ gone / stalled: detach (→ grace timer)
+           leaving always closes the subscription (finally: relay.detach)
+
+The relay loop belongs to each route (it knows its framing); what they share is here:
+
+- :class:`Outlet`, the write side: when it last wrote and whether a write is stuck. It writes
+  past the app's :class:`~wenxin_stream._asgi.TrackingSend` (the status is known by then): one
+  call fewer per chunk;
+- :func:`heartbeat`: ``ping`` after every ``interval`` of silence, returning when a write has
+  been stuck for ``stall_timeout`` (the client stopped reading). A WebSocket runs it without a
+  ping, as a stall watchdog next to its reader;
+- :func:`watch`: :func:`~wenxin_stream._asgi.wait_for_disconnect` and the heartbeat in ONE
+  task (a task fewer per stream: less memory and CPU per connection). The wait for
+  ``http.disconnect`` is cut at each heartbeat step (uvicorn's ``receive`` may be cancelled
+  while it waits) and taken up again after it.
+
+Whatever wins, the route closes the subscription on the way out — as *gone* when the client
+vanished or stalled (the disconnect policy may apply), as done when the stream ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .._aio import ReadDeadline, sleep_until
+from .._asgi import Message, Receive, Send, TrackingSend, wait_for_disconnect
+from .._sse import encode_comment, encode_retry
+
+__all__ = ["PING", "RETRY", "SSE_HEADERS", "Outlet", "heartbeat", "watch"]
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+"""Headers of every event stream."""
+
+RETRY = encode_retry(1000)
+"""The first bytes of a resumable event stream: reconnect after one second."""
+
+PING: Message = {"type": "http.response.body", "body": encode_comment("ping"), "more_body": True}
+"""The heartbeat of an event stream: a ``: ping`` comment."""
+
+
+class Outlet:
+    """A connection's write side: tracks when it last wrote and whether a write is stuck."""
+
+    __slots__ = ("busy_since", "inflight", "last_write", "loop", "send")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send.raw if isinstance(send, TrackingSend) else send
+        self.loop = asyncio.get_running_loop()
+        self.last_write = self.loop.time()
+        self.busy_since: float | None = None
+        self.inflight = 0
+
+    async def write(self, message: Message) -> None:
+        """Send one ASGI message."""
+        if self.inflight == 0:
+            self.busy_since = self.last_write = self.loop.time()
+        self.inflight += 1
+        try:
+            await self.send(message)
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self.busy_since = None
+
+
+async def _beat(
+    outlet: Outlet, ping: Message | None, period: float, stall_timeout: float
+) -> float | None:
+    """One heartbeat step: write ``ping`` if ``period`` of silence has passed; return the loop
+    time of the next step, or ``None`` when a write has been stuck for ``stall_timeout``."""
+    loop = outlet.loop
+    while True:
+        now = loop.time()
+        busy = outlet.busy_since
+        if busy is not None:  # no ping while a write is in flight: only the stall matters
+            return None if now - busy >= stall_timeout else busy + stall_timeout
+        due = outlet.last_write + period
+        if now < due:
+            return min(due, now + stall_timeout)  # a write may start (and stall) meanwhile
+        if ping is None:
+            outlet.last_write = now
+            continue
+        try:
+            async with asyncio.timeout(stall_timeout):
+                await outlet.write(ping)
+        except TimeoutError:
+            return None
+
+
+async def heartbeat(
+    outlet: Outlet, ping: Message | None, interval: float, stall_timeout: float
+) -> None:
+    """Write ``ping`` after every ``interval`` of silence; return when a write has been stuck
+    for ``stall_timeout`` (the client stopped reading). Without a ping, only watch stalls."""
+    period = interval if ping is not None else stall_timeout
+    while (wake := await _beat(outlet, ping, period, stall_timeout)) is not None:
+        await sleep_until(outlet.loop, wake)
+
+
+async def watch(
+    receive: Receive, outlet: Outlet, ping: Message, interval: float, stall_timeout: float
+) -> None:
+    """Return when the client has disconnected or a write has been stuck for
+    ``stall_timeout``; meanwhile ping after every ``interval`` of silence (see the module
+    docstring)."""
+    deadline = ReadDeadline(outlet.loop)
+    try:
+        while (wake := await _beat(outlet, ping, interval, stall_timeout)) is not None:
+            try:
+                await deadline.wait(wait_for_disconnect(receive), wake - outlet.loop.time())
+            except TimeoutError:
+                continue
+            return
+    finally:
+        deadline.close()

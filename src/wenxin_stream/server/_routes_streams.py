@@ -1,0 +1,166 @@
+"""Asking over HTTP: the event-stream routes (ask, resume, cancel).
+
+Theory of operation
+===================
+
+``POST /api/conversations/{id}/messages`` starts an answer (:meth:`~._answers.Answers.ask`)
+and subscribes this connection to it; ``GET /api/streams/{id}`` subscribes a reconnecting
+client after its ``Last-Event-ID``; ``POST /api/streams/{id}/cancel`` stops a stream.
+
+Both streaming routes end in :meth:`StreamRoutes.stream_events`: the headers go out at once
+(status 200, ``text/event-stream``, ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``),
+then ``retry: 1000`` and the events, and the connection runs the race drawn in
+``_connection``: the relay loop (one write per batch of pre-encoded frames) against the
+watcher (``: ping`` after every ``ping_interval`` of silence; a write stuck for
+``stall_timeout`` drops the client). Whatever wins, the subscription is closed on the way out
+— as *gone* when the client vanished or stalled (the disconnect policy may apply), as done
+when the stream ended. When the server cancels the request (shutdown), the stream is left for
+the shutdown to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .._aio import race
+from .._asgi import Receive, Send, send_json
+from ._access import Access
+from ._answers import Answers
+from ._config import ServerConfig
+from ._connection import PING, RETRY, SSE_HEADERS, Outlet, watch
+from ._http import Context, HTTPError, Routes, not_found, optional_str, read_json, required_str
+from ._relay import EntryKind, Generation, Relay, Subscription
+
+__all__ = ["StreamRoutes", "last_event_seq"]
+
+_END = EntryKind.END
+
+
+def last_event_seq(ctx: Context, gen: Generation) -> int:
+    """The seq after which a resuming client wants the events (-1: from the start)."""
+    header = ctx.request.headers.get("last-event-id")
+    query = ctx.request.query_value("last_event_id")
+    text = header if header is not None else query
+    if text is None or not text.strip():
+        return -1
+    text = text.strip()
+    if ":" in text:
+        sid, _, text = text.rpartition(":")
+        if sid != gen.stream_id:
+            raise HTTPError(
+                400, "invalid_field", "Last-Event-ID names another stream", param="last_event_id"
+            )
+    if not text.isdigit() or int(text) > gen.claimed:
+        raise HTTPError(
+            400,
+            "invalid_field",
+            "Last-Event-ID is not an event of this stream",
+            param="last_event_id",
+        )
+    return int(text)
+
+
+async def _relay(sub: Subscription, outlet: Outlet, head: bytes) -> None:
+    id_prefix = sub.gen.sse_id
+    while True:
+        batch = await sub.next_batch()
+        frames = [entry.sse(id_prefix) for entry in batch]
+        if head:
+            frames.insert(0, head)
+            head = b""
+        body = frames[0] if len(frames) == 1 else b"".join(frames)
+        await outlet.write({"type": "http.response.body", "body": body, "more_body": True})
+        if batch[-1].kind is _END:
+            return
+
+
+class StreamRoutes:
+    """The event-stream routes (see the module docstring)."""
+
+    def __init__(
+        self, *, access: Access, answers: Answers, relay: Relay, config: ServerConfig
+    ) -> None:
+        self.access = access
+        self.answers = answers
+        self.relay = relay
+        self.max_body_bytes = config.max_body_bytes
+        self.ping_interval = config.ping_interval
+        self.stall_timeout = config.stall_timeout
+
+    def routes(self) -> Routes:
+        """This module's routes: path template → method → handler."""
+        return {
+            "/api/conversations/{id}/messages": {"POST": self.ask},
+            "/api/streams/{id}": {"GET": self.resume},
+            "/api/streams/{id}/cancel": {"POST": self.cancel},
+        }
+
+    async def stream_events(self, sub: Subscription, receive: Receive, send: Send) -> None:
+        """Answer with the subscription's events until the end, a disconnect or a stall."""
+        outlet = Outlet(send)
+        gone = True
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            winner = await race(
+                _relay(sub, outlet, RETRY),
+                watch(receive, outlet, PING, self.ping_interval, self.stall_timeout),
+            )
+            if winner == 0:
+                gone = False
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            gone = False  # the server is stopping: shutdown ends the stream, not the policy
+            raise
+        finally:
+            self.relay.detach(sub, gone=gone)
+
+    async def ask(self, ctx: Context, receive: Receive, send: Send) -> None:
+        """``POST /api/conversations/{id}/messages``: ask, and stream the answer."""
+        principal = await self.access.principal(ctx)
+        body = await read_json(receive, ctx.request, self.max_body_bytes)
+        content = required_str(body, "content")
+        model = optional_str(body, "model")
+        gen = await self.answers.ask(
+            principal,
+            conversation_id=ctx.params["id"],
+            content=content,
+            model=model,
+            received_at=ctx.received_at,
+            audit=ctx.audit_fields(question=content),
+        )
+        ctx.audit_taken = True
+        await self.stream_events(self.relay.attach(gen), receive, send)
+
+    def _find(self, ctx: Context, owner: str) -> Generation:
+        gen = self.relay.find(ctx.params["id"], owner)
+        if gen is None:
+            raise not_found(f"no stream {ctx.params['id']!r} (unknown or expired)")
+        return gen
+
+    async def resume(self, ctx: Context, receive: Receive, send: Send) -> None:
+        """``GET /api/streams/{id}``: the events after ``Last-Event-ID``, then the live rest."""
+        principal = await self.access.principal(ctx)
+        gen = self._find(ctx, principal.owner)
+        after = last_event_seq(ctx, gen)
+        if ctx.audit is not None:
+            ctx.audit.update(
+                stream_id=gen.stream_id,
+                model=gen.model,
+                conversation_id=gen.start_data.get("conversation_id"),
+            )
+        await self.stream_events(self.relay.attach(gen, after), receive, send)
+
+    async def cancel(self, ctx: Context, receive: Receive, send: Send) -> None:
+        """``POST /api/streams/{id}/cancel``: stop the stream (202)."""
+        principal = await self.access.principal(ctx)
+        gen = self._find(ctx, principal.owner)
+        ended = gen.end_reason is not None
+        gen.cancel("cancelled")
+        if ctx.audit is not None:
+            ctx.audit.update(stream_id=gen.stream_id, model=gen.model)
+        body: dict[str, Any] = {
+            "stream_id": gen.stream_id,
+            "status": "ended" if ended else "cancelling",
+        }
+        await send_json(send, 202, body)

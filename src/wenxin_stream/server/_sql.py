@@ -1,0 +1,127 @@
+"""Portable SQL plumbing: the dialect, and the connection wrapper every operation runs through.
+
+Theory of operation
+===================
+
+The store's operations (``_schema``, and the key statements in ``_keys``) are plain functions
+of a :class:`Db`, written once for SQLite and PostgreSQL. :class:`Db` wraps any DB-API 2.0
+connection that can ``execute`` directly — :class:`Connection`, a protocol that both
+``sqlite3.Connection`` and ``psycopg.Connection`` satisfy — and passes every statement through
+its :class:`Dialect` first.
+
+:class:`Dialect` is the one place where the databases differ for our SQL: the parameter marker
+(statements are written with ``?``, DB-API's ``qmark`` style; :meth:`Dialect.sql` rewrites them
+to ``%s`` for a ``format`` driver such as psycopg) and how a read or write transaction begins
+(SQLite's ``BEGIN IMMEDIATE`` takes the write lock up front, so a writer never fails half-way
+on a lock upgrade). The operations are synchronous functions run by a worker thread, so the
+PostgreSQL store of the next issue uses a synchronous DB-API driver (psycopg) under the same
+:class:`Db`; nothing else in the operations is specific to one database.
+
+:func:`transact` runs one operation in its own transaction: the synchronous path that
+``wenxin keys`` takes from another process. (The server's own path, many operations per
+transaction, is the store's worker.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar, cast
+
+__all__ = ["POSTGRESQL", "SQLITE", "Connection", "Cursor", "Db", "Dialect", "transact"]
+
+_T = TypeVar("_T")
+
+
+class Cursor(Protocol):
+    """What :class:`Db` reads from a DB-API cursor."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows the statement changed."""
+        ...
+
+    def fetchone(self) -> Any:
+        """The next row, or ``None``."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """The remaining rows."""
+        ...
+
+
+class Connection(Protocol):
+    """A DB-API connection with the ``execute`` shortcut (``sqlite3``, ``psycopg``)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any], /) -> Cursor:
+        """Execute one statement; its cursor."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between databases for our SQL (see the module docstring).
+
+    ``paramstyle`` is the driver's DB-API parameter style: ``qmark`` (``?``: sqlite3) or
+    ``format`` (``%s``: psycopg).
+    """
+
+    name: str
+    paramstyle: Literal["qmark", "format"]
+    begin_read: str
+    begin_write: str
+
+    def sql(self, text: str) -> str:
+        """``text`` with its ``?`` markers in this dialect's style (our SQL has no literal
+        question marks, and no ``%`` that a ``format`` driver would misread)."""
+        return text if self.paramstyle == "qmark" else text.replace("?", "%s")
+
+
+SQLITE = Dialect("sqlite", "qmark", "BEGIN", "BEGIN IMMEDIATE")
+"""SQLite (the ``sqlite3`` module)."""
+
+POSTGRESQL = Dialect("postgresql", "format", "BEGIN", "BEGIN")
+"""PostgreSQL through psycopg (the next issue's store runs the same operations over it)."""
+
+
+class Db:
+    """A connection plus its dialect: every statement of an operation passes through here."""
+
+    __slots__ = ("conn", "dialect")
+
+    def __init__(self, conn: Connection, dialect: Dialect) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Execute one statement; the number of rows it changed."""
+        return self.conn.execute(self.dialect.sql(sql), params).rowcount
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """The first row of a query, or ``None``."""
+        row = self.conn.execute(self.dialect.sql(sql), params).fetchone()
+        return cast("tuple[Any, ...] | None", row)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Every row of a query."""
+        return self.conn.execute(self.dialect.sql(sql), params).fetchall()
+
+    def begin(self, *, write: bool) -> None:
+        """Begin a transaction (a write one takes the write lock where the database has one)."""
+        self.conn.execute(self.dialect.begin_write if write else self.dialect.begin_read, ())
+
+    def end(self, *, commit: bool) -> None:
+        """Commit or roll back the transaction."""
+        self.conn.execute("COMMIT" if commit else "ROLLBACK", ())
+
+
+def transact(db: Db, op: Callable[[Db], _T], *, write: bool) -> _T:
+    """Run ``op`` in its own transaction: committed if it returns, rolled back if it raises."""
+    db.begin(write=write)
+    try:
+        result = op(db)
+    except BaseException:
+        db.end(commit=False)
+        raise
+    db.end(commit=True)
+    return result

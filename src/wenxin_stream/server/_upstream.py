@@ -1,0 +1,142 @@
+"""The upstream: the ONE ERNIE client of the server, and what it means for models.
+
+Theory of operation
+===================
+
+Every answer of the server is a stream of one :class:`~wenxin_stream.AsyncClient` built at
+start-up (:func:`build_client`: one connection pool for every stream, the configured timeouts
+and retries; without ``QIANFAN_*`` credentials, the SDK's embedded emulator). :class:`Upstream`
+wraps it with what the routes need to know:
+
+- whether it is ERNIE or an emulator (:attr:`Upstream.kind`, for ``/readyz``, ``/api/info``
+  and the start-up line);
+- the models: the default one, the names served (v1 endpoint names or v2 model ids, by the
+  client's API generation), and :meth:`Upstream.resolve_model`, which maps a requested name
+  (or alias) to the name shown to the client and the name sent upstream (404
+  ``model_not_found`` for an unknown one).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from .._async_client import AsyncChatStream, AsyncClient
+from .._client_base import EMULATOR_NOTICE
+from .._models import MODELS, find_model
+from .._timeouts import Timeout
+from .._transport import Limits
+from ._config import ServerConfig
+from ._http import HTTPError
+
+__all__ = ["Upstream", "build_client"]
+
+
+class _DropNotice(logging.Filter):
+    """Drops the SDK's "no credentials: emulator" warning (the start-up line says it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != EMULATOR_NOTICE
+
+
+def build_client(config: ServerConfig) -> AsyncClient:
+    """The upstream client the configuration describes."""
+    sdk_logger = logging.getLogger("wenxin_stream")
+    notice = _DropNotice()
+    sdk_logger.addFilter(notice)  # the start-up line says it: no second warning
+    try:
+        return AsyncClient(
+            bearer_token=config.upstream_bearer_token,
+            v2_base_url=config.upstream_v2_base_url,
+            base_url=config.upstream_base_url,
+            api=config.upstream_api,
+            model=config.default_model,
+            retry=config.upstream_retries,
+            timeout=Timeout(
+                connect=config.upstream_connect_timeout,
+                first_token=config.upstream_first_token_timeout,
+                idle=config.upstream_idle_timeout,
+            ),
+            limits=Limits(
+                max_connections=config.upstream_max_connections,
+                max_keepalive_connections=config.upstream_max_connections,
+            ),
+        )
+    finally:
+        sdk_logger.removeFilter(notice)
+
+
+class Upstream:
+    """The upstream client and its models (see the module docstring).
+
+    ``emulated`` overrides what the client says about itself (``None``: ask the client);
+    ``default_model`` is the configured default (``None``: the client's).
+    """
+
+    def __init__(
+        self, client: AsyncClient, *, emulated: bool | None, default_model: str | None
+    ) -> None:
+        self.client = client
+        self._emulated = emulated
+        self._default_model = default_model
+
+    @property
+    def kind(self) -> Literal["emulator", "ernie"]:
+        """``emulator`` or ``ernie``."""
+        emulated = self.client.emulated if self._emulated is None else self._emulated
+        return "emulator" if emulated else "ernie"
+
+    @property
+    def api(self) -> str:
+        """The client's API generation: ``v1`` or ``v2``."""
+        return self.client.api
+
+    @property
+    def default_model(self) -> str:
+        """The model of requests that name none."""
+        return self._default_model or self.client.model
+
+    def describe(self) -> str:
+        """The start-up line's description of the upstream."""
+        client = self.client
+        if self.kind == "emulator" and client.emulated:
+            return "embedded ERNIE emulator (offline; set QIANFAN_* for real ERNIE)"
+        if self.kind == "emulator":
+            return f"ERNIE emulator at {client.base_url} (API {client.api})"
+        return f"ERNIE API {client.api} at {client.base_url}"
+
+    def resolve_model(self, name: str | None) -> tuple[str, str]:
+        """(the name to show, the name to send upstream) of a requested model.
+
+        Raises:
+            HTTPError: 404 ``model_not_found``.
+        """
+        default = self.default_model
+        if name is None or name == default:
+            name = default
+        info = find_model(name)
+        if info is None:
+            if name == default:
+                return name, name
+            raise HTTPError(
+                404, "model_not_found", f"the model {name!r} does not exist", param="model"
+            )
+        return name, (info.name if self.client.api == "v1" else info.v2_name)
+
+    def model_names(self) -> list[str]:
+        """The models this server serves."""
+        if self.client.api == "v1":
+            return [info.name for info in MODELS.values()]
+        return sorted({info.v2_name for info in MODELS.values()})
+
+    def stream(self, messages: list[dict[str, str]], model: str, **params: Any) -> AsyncChatStream:
+        """A stream of the answer to ``messages`` (the request leaves when it is entered).
+
+        Raises:
+            InvalidRequestError: the request breaks ERNIE's rules (checked before any I/O).
+        """
+        return self.client.chat.stream(messages=messages, model=model, **params)
+
+    async def aclose(self) -> None:
+        """Close the client and its connection pool."""
+        await self.client.aclose()

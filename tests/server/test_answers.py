@@ -1,0 +1,189 @@
+"""The answer use case in isolation: a real store, relay and limiter, a scripted upstream.
+
+What it checks is the admission's one exit path: whatever fails between the admission and the
+generation's beginning frees the key's stream slot (and aborts a generation already started),
+and a begun generation holds the slot until it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wenxin_stream import EndReason, TextDelta
+from wenxin_stream._exceptions import InvalidRequestError
+from wenxin_stream._validation import Problem
+from wenxin_stream.server._access import Principal
+from wenxin_stream.server._answers import Answers
+from wenxin_stream.server._audit import AuditLog
+from wenxin_stream.server._http import HTTPError
+from wenxin_stream.server._limits import KeyLimiter, KeyLimits
+from wenxin_stream.server._metrics import Metrics
+from wenxin_stream.server._relay import Relay
+from wenxin_stream.server._store import ConversationNotFoundError, SQLiteStore
+
+ALICE = Principal("k_alice", KeyLimits(max_streams=1))
+
+
+class Stream:
+    """Stands in for AsyncChatStream: yields one delta, then ends when ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.end_reason: EndReason | None = None
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Any]:
+        yield TextDelta("好")
+        await self.release.wait()
+        self.end_reason = EndReason.COMPLETED
+
+
+class Upstream:
+    """What ``Answers`` uses of ``_upstream.Upstream``; ``invalid`` makes requests invalid."""
+
+    api = "v2"
+
+    def __init__(self) -> None:
+        self.invalid = False
+        self.streams: list[Stream] = []
+
+    def resolve_model(self, name: str | None) -> tuple[str, str]:
+        return name or "ernie-lite-8k", "ernie-lite-8k"
+
+    def stream(self, messages: list[dict[str, str]], model: str, **params: Any) -> Stream:
+        if self.invalid:
+            raise InvalidRequestError(Problem("temperature", "out of range", 336003, "x"))
+        self.streams.append(Stream())
+        return self.streams[-1]
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[Answers, Upstream, AuditLog]]:
+    upstream = Upstream()
+    audit = AuditLog(tmp_path / "audit.log", include_questions=False)
+    async with SQLiteStore(tmp_path / "w.db") as store:
+        answers = Answers(
+            store=store,
+            relay=Relay(Metrics(), on_disconnect="cancel", resume_grace=0.0, max_answer_chars=99),
+            limiter=KeyLimiter(KeyLimits()),
+            upstream=upstream,  # type: ignore[arg-type]
+            audit=audit,
+            history_turns=10,
+        )
+        yield answers, upstream, audit
+    audit.close()
+
+
+async def _ask(answers: Answers, conversation_id: str | None = None) -> Any:
+    return await answers.ask(
+        ALICE,
+        conversation_id=conversation_id,
+        content="你好",
+        model=None,
+        received_at=0.0,
+        audit={},
+    )
+
+
+async def test_a_begun_answer_holds_the_slot_until_it_ends(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    answers, upstream, audit = world
+    gen = await _ask(answers)
+    assert answers.limiter.streams(ALICE.owner) == 1
+    with pytest.raises(HTTPError) as refused:  # max_streams=1
+        await _ask(answers)
+    assert refused.value.status == 429
+    upstream.streams[0].release.set()
+    await asyncio.wait_for(gen.done, 5)
+    assert answers.limiter.streams(ALICE.owner) == 0
+    stored = await answers.store.get_messages(ALICE.owner, gen.start_data["conversation_id"])
+    assert [(m.role, m.status, m.content) for m in stored] == [
+        ("user", "complete", "你好"),
+        ("assistant", "complete", "好"),
+    ]
+    audit.flush()
+    record = json.loads(audit.path.read_text())
+    assert (record["status"], record["end_reason"], record["stream_id"]) == (
+        200,
+        "completed",
+        gen.stream_id,
+    )
+
+
+async def test_an_invalid_request_frees_the_slot(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    answers, upstream, _ = world
+    upstream.invalid = True
+    with pytest.raises(HTTPError) as error:
+        await _ask(answers)
+    assert (error.value.status, error.value.code, error.value.param) == (
+        400,
+        "invalid_messages",
+        "temperature",
+    )
+    with pytest.raises(InvalidRequestError):
+        answers.complete(
+            ALICE,
+            messages=[{"role": "user", "content": "x"}],
+            model="m",
+            upstream_model="m",
+            params={},
+            received_at=0.0,
+            audit={},
+        )
+    assert answers.limiter.streams(ALICE.owner) == 0
+    assert not answers.relay.running
+
+
+async def test_a_failing_write_aborts_the_generation_and_frees_the_slot(
+    world: tuple[Answers, Upstream, AuditLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers, upstream, _ = world
+    conv = await answers.store.create_conversation(ALICE.owner, title=None, model="m", system=None)
+
+    async def deleted_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        raise ConversationNotFoundError("gone")
+
+    monkeypatch.setattr(answers.store, "add_exchange", deleted_meanwhile)
+    with pytest.raises(ConversationNotFoundError):
+        await _ask(answers, conv.id)
+    assert answers.limiter.streams(ALICE.owner) == 0
+    assert len(upstream.streams) == 1  # the generation had started: it is aborted
+    await asyncio.sleep(0.05)
+    assert not answers.relay.running
+    assert await answers.store.get_messages(ALICE.owner, conv.id) == []
+
+
+async def test_a_cancelled_ask_frees_the_slot(
+    world: tuple[Answers, Upstream, AuditLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers, _, _ = world
+    conv = await answers.store.create_conversation(ALICE.owner, title=None, model="m", system=None)
+    entered = asyncio.Event()
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(answers.store, "add_exchange", slow)
+    task = asyncio.create_task(_ask(answers, conv.id))
+    await asyncio.wait_for(entered.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert answers.limiter.streams(ALICE.owner) == 0
