@@ -146,11 +146,10 @@ def test_the_emulator_cuts_answers_at_a_token_limit_by_the_same_rule() -> None:
 
 
 def test_the_gateway_uses_the_same_estimate() -> None:
-    from wenxin_stream.server import _conversations, _openai
+    from wenxin_stream.server import _answers
 
-    assert _conversations.estimate_tokens is estimate_tokens
-    assert _openai.estimate_tokens is estimate_tokens
-    assert _openai.DEFAULT_ANSWER_TOKENS == DEFAULT_ANSWER_TOKENS
+    assert _answers.estimate_tokens is estimate_tokens
+    assert _answers.DEFAULT_ANSWER_TOKENS is DEFAULT_ANSWER_TOKENS
 
 
 def test_no_other_estimator_is_left_in_the_package() -> None:
