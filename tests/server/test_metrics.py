@@ -239,16 +239,16 @@ def test_invalid_definitions() -> None:
         m.register(Counter("wenxin_errors_total", "dup"))
 
 
-def test_observe_is_cheap() -> None:
+def test_many_observations_are_all_counted() -> None:
+    # The per-call cost is a benchmark's business (bench/metrics_cost.py), not a timed test's.
     m = Metrics()
     n = 100_000
-    start = time.perf_counter()
     for _ in range(n):
         m.observe_chunk_gap(0.0123)
-    per_call = (time.perf_counter() - start) / n
-    assert per_call < 5e-6  # measured about 0.15 µs; generous for slow CI machines
     _, _, s = parse(m.render().decode())
     assert s["wenxin_chunk_gap_seconds_count", lab()] == n
+    assert s["wenxin_chunk_gap_seconds_bucket", lab(le="0.025")] == n
+    assert s["wenxin_chunk_gap_seconds_bucket", lab(le="0.01")] == 0
 
 
 def _render(family: Counter | Gauge | Histogram | FunctionMetric) -> str:
