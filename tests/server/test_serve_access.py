@@ -56,16 +56,19 @@ def test_keys_see_only_their_own_conversations(make_server: Callable[..., Runnin
         for method, path in [
             ("GET", f"/api/conversations/{cid}"),
             ("DELETE", f"/api/conversations/{cid}"),
+            ("PATCH", f"/api/conversations/{cid}"),
             ("POST", f"/api/conversations/{cid}/messages"),
             ("GET", f"/api/streams/{sid}"),
             ("POST", f"/api/streams/{sid}/cancel"),
         ]:
             body = {"content": "偷看"} if path.endswith("messages") else None
+            body = {"title": "偷改"} if method == "PATCH" else body
             r = c.request(method, path, json=body, headers=_auth(bob))
             assert r.status_code == 404, (method, path, r.text)
             assert r.json()["error"]["code"] == "not_found"
         mine = c.get(f"/api/conversations/{cid}", headers=_auth(alice)).json()
         assert len(mine["messages"]) == 2
+        assert mine["title"] == "你好"  # bob's rename did not land
         assert c.get("/api/info").json()["auth_required"] is True
         with srv.client(headers=_auth(alice)) as mine_client:
             assert mine_client.delete(f"/api/conversations/{cid}").status_code == 204
@@ -155,3 +158,31 @@ async def _lifespan(app: Any) -> dict[str, Any]:
 
     await asyncio.wait_for(app({"type": "lifespan"}, inbox.get, send), 10)
     return outbox[0]
+
+
+def test_a_conversation_is_renamed_with_patch(make_server: Callable[..., Running]) -> None:
+    srv = make_server()
+    with srv.client() as c:
+        cid = c.post("/api/conversations", json={"title": "旧标题"}).json()["id"]
+        r = c.patch(f"/api/conversations/{cid}", json={"title": "  新的\n标题  "})
+        assert r.status_code == 200, r.text
+        assert r.json()["title"] == "新的 标题"
+        assert r.json()["message_count"] == 0
+        assert "messages" not in r.json()
+        assert c.get(f"/api/conversations/{cid}").json()["title"] == "新的 标题"
+        listed = c.get("/api/conversations").json()["conversations"]
+        assert [conv["title"] for conv in listed] == ["新的 标题"]
+        for body, code in [
+            ({}, "missing_field"),
+            ({"title": "   "}, "invalid_field"),
+            ({"title": 5}, "invalid_field"),
+            ({"title": "长" * 201}, "invalid_field"),
+        ]:
+            r = c.patch(f"/api/conversations/{cid}", json=body)
+            assert r.status_code == 400, (body, r.text)
+            assert r.json()["error"]["code"] == code
+            assert r.json()["error"]["param"] == "title"
+        assert c.patch(f"/api/conversations/{cid}", json={"title": "长" * 200}).status_code == 200
+        r = c.patch("/api/conversations/c_missing", json={"title": "x"})
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "not_found"

@@ -94,6 +94,7 @@ _STREAM_DOC = (
 
 def _paths() -> dict[str, Any]:
     conv_body = _obj([], title=_S, model=_S, system=_S)
+    rename_body = _obj(["title"], title={"type": "string", "minLength": 1, "maxLength": 200})
     ask_body = _obj(["content"], content=_S, model=_S)
     return {
         "/healthz": {"get": {"summary": "Liveness", "security": [],
@@ -128,6 +129,11 @@ def _paths() -> dict[str, Any]:
             "parameters": [_ID],
             "get": {"summary": "A conversation with its messages",
                     "responses": {"200": _json(_ref("Conversation")), **_errors(401, 404)}},
+            "patch": {"summary": "Rename a conversation",
+                      "requestBody": {"required": True, "content": {"application/json": {
+                          "schema": rename_body}}},
+                      "responses": {"200": _json(_ref("ConversationSummary")),
+                                    **_errors(400, 401, 404, 413)}},
             "delete": {"summary": "Delete a conversation",
                        "responses": {"204": {"description": "Deleted"}, **_errors(401, 404)}},
         },

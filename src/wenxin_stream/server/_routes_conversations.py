@@ -3,8 +3,9 @@
 Theory of operation
 ===================
 
-Thin: check the body, call the store with the principal's ``owner``, shape the JSON of
-``docs/SERVER-API.md``. Another owner's conversation is simply not found (404), never
+Thin: check the body (a rename's title is whitespace-collapsed, non-blank, at most
+:data:`TITLE_MAX_CHARS` characters), call the store with the principal's ``owner``, shape the
+JSON of ``docs/SERVER-API.md``. Another owner's conversation is simply not found (404), never
 forbidden. Asking inside a conversation is the answer use case (``_answers``), reached through
 the event-stream routes and the WebSocket.
 """
@@ -15,11 +16,14 @@ from typing import Any
 
 from .._asgi import Receive, Send, send_json
 from ._access import Access
-from ._http import Context, HTTPError, Routes, not_found, optional_str, read_json
+from ._http import Context, HTTPError, Routes, not_found, optional_str, read_json, required_str
 from ._store import ConversationRecord, MessageRecord, Store
 from ._upstream import Upstream
 
-__all__ = ["ConversationRoutes", "conversation_json", "message_json"]
+__all__ = ["TITLE_MAX_CHARS", "ConversationRoutes", "conversation_json", "message_json"]
+
+TITLE_MAX_CHARS = 200
+"""The longest title a conversation may be given (whitespace collapsed first)."""
 
 
 def conversation_json(
@@ -78,7 +82,11 @@ class ConversationRoutes:
         """This module's routes: path template → method → handler."""
         return {
             "/api/conversations": {"GET": self.list_conversations, "POST": self.create},
-            "/api/conversations/{id}": {"GET": self.get, "DELETE": self.delete},
+            "/api/conversations/{id}": {
+                "GET": self.get,
+                "PATCH": self.rename,
+                "DELETE": self.delete,
+            },
         }
 
     async def list_conversations(self, ctx: Context, receive: Receive, send: Send) -> None:
@@ -115,6 +123,25 @@ class ConversationRoutes:
             raise _not_found(cid)
         messages = await self.store.get_messages(principal.owner, cid)
         await send_json(send, 200, conversation_json(conv, messages))
+
+    async def rename(self, ctx: Context, receive: Receive, send: Send) -> None:
+        """``PATCH /api/conversations/{id}`` with ``{"title": …}``: the renamed conversation
+        (without its messages), or 404."""
+        principal = await self.access.principal(ctx)
+        body = await read_json(receive, ctx.request, self.max_body_bytes)
+        title = " ".join(required_str(body, "title").split())
+        if len(title) > TITLE_MAX_CHARS:
+            raise HTTPError(
+                400, "invalid_field", f"'title' is longer than {TITLE_MAX_CHARS} characters",
+                param="title",
+            )  # fmt: skip
+        cid = ctx.params["id"]
+        if not await self.store.set_title(principal.owner, cid, title):
+            raise _not_found(cid)
+        conv = await self.store.get_conversation(principal.owner, cid)
+        if conv is None:  # deleted between the two calls
+            raise _not_found(cid)
+        await send_json(send, 200, conversation_json(conv))
 
     async def delete(self, ctx: Context, receive: Receive, send: Send) -> None:
         """``DELETE /api/conversations/{id}``: 204, or 404."""

@@ -326,12 +326,13 @@ def update_message(
     )  # fmt: skip
 
 
-def set_title(db: Db, owner: str, cid: str, title: str, now: str) -> None:
-    """Rename a conversation of ``owner`` (no effect on another owner's)."""
-    db.run(
+def set_title(db: Db, owner: str, cid: str, title: str, now: str) -> bool:
+    """Rename a conversation of ``owner``; whether it existed (another owner's is untouched)."""
+    changed = db.run(
         "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ? AND owner = ?",
         (title, now, cid, owner),
     )
+    return changed > 0
 
 
 def delete_conversation(db: Db, owner: str, cid: str) -> bool:

@@ -105,7 +105,7 @@ class Store(Protocol):
     ) -> ConversationRecord | None: ...
     async def get_messages(self, owner: str, conversation_id: str) -> list[MessageRecord]: ...
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool: ...
-    async def set_title(self, owner: str, conversation_id: str, title: str) -> None: ...
+    async def set_title(self, owner: str, conversation_id: str, title: str) -> bool: ...
     async def add_message(
         self,
         owner: str,
@@ -183,10 +183,11 @@ class OperationStore:
             lambda db: _schema.delete_conversation(db, owner, conversation_id), write=True
         )
 
-    async def set_title(self, owner: str, conversation_id: str, title: str) -> None:
-        """Rename the conversation (no effect if it is missing or another owner's)."""
+    async def set_title(self, owner: str, conversation_id: str, title: str) -> bool:
+        """Rename the conversation; whether it existed and was ``owner``'s (no effect
+        otherwise)."""
         now = utc_now()
-        await self._call(
+        return await self._call(
             lambda db: _schema.set_title(db, owner, conversation_id, title, now), write=True
         )
 
