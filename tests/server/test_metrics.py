@@ -378,24 +378,29 @@ def test_two_processes_count_and_one_render_shows_the_sum(tmp_path: Path) -> Non
         assert staying.stdout.readline() == "counted\n"
         here.http_request("/v1/chat/completions", 200)  # this process counts too
         deadline = time.monotonic() + 20
-        while True:  # the staying worker's values arrive with its flush thread
+        key = ("wenxin_http_requests_total", lab(route="/v1/chat/completions", status="200"))
+        expected = {  # every process's values, summed
+            key: 9,
+            ("wenxin_chunk_gap_seconds_count", lab()): 8,
+            ("wenxin_chunk_gap_seconds_bucket", lab(le="0.025")): 8,
+            ("wenxin_chunk_gap_seconds_bucket", lab(le="0.01")): 0,
+            ("wenxin_chunk_gap_seconds_sum", lab()): pytest.approx(0.16),
+            ("wenxin_stream_ends_total", lab(reason="completed")): 2,
+            ("wenxin_streams_in_flight", lab()): 2 + 4,  # livesum: summed, no pid label
+            ("wenxin_gc_collections_total", lab()): 2,
+        }
+        while True:  # the staying worker's values arrive with its flush thread, which writes
+            # one sample after another: a render may see a flush half done, so wait for all
             helps, types, s = parse(here.render().decode())
-            key = ("wenxin_http_requests_total", lab(route="/v1/chat/completions", status="200"))
-            if s.get(key) == 3 + 5 + 1 or time.monotonic() > deadline:
+            if all(s.get(k) == v for k, v in expected.items()) or time.monotonic() > deadline:
                 break
             time.sleep(0.02)
-        assert s[key] == 9
-        assert s["wenxin_chunk_gap_seconds_count", lab()] == 8
-        assert s["wenxin_chunk_gap_seconds_bucket", lab(le="0.025")] == 8
-        assert s["wenxin_chunk_gap_seconds_bucket", lab(le="0.01")] == 0
-        assert s["wenxin_chunk_gap_seconds_sum", lab()] == pytest.approx(0.16)
-        assert s["wenxin_stream_ends_total", lab(reason="completed")] == 2
+        for sample, value in expected.items():
+            assert s.get(sample) == value, sample
         assert s["wenxin_stream_ends_total", lab(reason="cancelled")] == 0
-        assert s["wenxin_streams_in_flight", lab()] == 2 + 4  # livesum: summed, no pid label
         # the workers' garbage collectors are families this process never declared: they
         # still show, with their names, summed
         assert types["wenxin_gc_collections_total"] == "counter"
-        assert s["wenxin_gc_collections_total", lab()] == 2
         assert types["wenxin_gc_pause_seconds"] == "counter"
         assert s["wenxin_gc_pause_seconds", lab()] > 0
         assert list(types)[:10] == [  # declared families first, in their order, as ever
