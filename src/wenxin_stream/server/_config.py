@@ -71,6 +71,8 @@ class ServerConfig:
         ping_interval: Longest silence on an open event stream; a ``: ping`` comment fills it.
         stall_timeout: A client that accepts no bytes for this long is dropped.
         shutdown_grace: Seconds in-flight streams get to finish at shutdown.
+        checkpoint_interval: Seconds between writes of the text of answers still streaming
+            to the store (a crash loses at most this much of each; 0: no checkpoints).
         max_body_bytes: Largest request body (and WebSocket frame) accepted.
         max_answer_chars: An answer is stopped (``length``) past this many characters.
         history_turns: Most question/answer pairs of a conversation sent upstream.
@@ -103,6 +105,7 @@ class ServerConfig:
     ping_interval: float = 15.0
     stall_timeout: float = 30.0
     shutdown_grace: float = 10.0
+    checkpoint_interval: float = 1.0
     max_body_bytes: int = 1 << 20
     max_answer_chars: int = 200_000
     history_turns: int = 50
