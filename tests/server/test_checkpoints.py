@@ -22,6 +22,7 @@ from server_helpers import (
     wait_for,
 )
 
+from wenxin_stream.server import _checkpoints
 from wenxin_stream.server._checkpoints import Checkpoints
 from wenxin_stream.server._metrics import Metrics
 from wenxin_stream.server._relay import Generation, Relay
@@ -130,6 +131,27 @@ async def test_one_store_operation_per_flush_for_every_answer_that_grew() -> Non
     for upstream in (up_a, up_b):
         upstream.finish()
     await asyncio.wait_for(asyncio.gather(a.done, b.done, c.done), 2)
+
+
+async def test_a_tick_writes_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_checkpoints, "SLICE", 2)
+    relay = _relay()
+    store = RecordingStore()
+    checkpoints = Checkpoints(store, Metrics())  # type: ignore[arg-type]
+    running = [await _generation(relay) for _ in range(5)]
+    for index, (gen, upstream) in enumerate(running):
+        checkpoints.track(f"m{index}", gen)
+        upstream.burst("字" * (index + 1))
+    await _settle()
+    assert await checkpoints.flush() == 5
+    assert [[cp.message_id for cp in call] for call in store.calls] == [
+        ["m0", "m1"],
+        ["m2", "m3"],
+        ["m4"],
+    ]
+    for _, upstream in running:
+        upstream.finish()
+    await asyncio.wait_for(asyncio.gather(*(gen.done for gen, _ in running)), 2)
 
 
 async def test_a_failed_write_is_written_again_next_time() -> None:

@@ -10,12 +10,10 @@ moment its generation has begun until it ends, and a tick every ``interval`` sec
 (``checkpoint_interval``, default 1 s) writes the text of every tracked answer that grew since
 its last checkpoint::
 
-    every interval:  due() ── for each tracked answer whose text grew ──► Checkpoint(text, counts)
-                       │                                                    │ all of them
-                       ▼                                                    ▼
-                  (event loop: O(new log entries) + one string per answer)  store.checkpoint(…)
-                                                                            one job of the store's
-                                                                            worker, one transaction
+    every interval, for each slice of up to SLICE tracked answers:
+        the answers whose text grew ──► Checkpoint(text, counts) … ──► store.checkpoint([…])
+        (event loop: the new log entries, one      one job of the store's worker: one
+         string per answer)                        transaction, one UPDATE per answer
 
 **The window.** A crash loses at most the text of the last ``interval`` (plus a checkpoint
 whose commit was in flight: milliseconds); the tick is paced by ``asyncio.sleep`` after each
@@ -28,7 +26,10 @@ nothing for checkpoints: the tick reads each generation's log. Entries before th
 change (text is only ever appended to the last delta), so each tracked answer keeps the text of
 the entries it has already read and reads only new ones: a tick costs one string of the
 answer's length per answer that grew, plus one ``UPDATE`` per such answer in the worker — and
-all answers of a tick share that one transaction (group commit, as every write of the store).
+the answers of a slice share one transaction (group commit, as every write of the store). A
+tick works through its answers a slice at a time, waiting for each slice's write, so the event
+loop never pauses for all answers at once and other writes are never queued behind a whole
+tick.
 
 **Order with the end.** The final record wins whatever the order of writes: the answer use
 case forgets an answer before writing its final record, and a checkpoint taken just before
@@ -52,17 +53,20 @@ import contextlib
 import logging
 
 from ._metrics import Metrics
-from ._relay import EntryKind, Generation
+from ._relay import Generation
 from ._store import Checkpoint, Store
 
-__all__ = ["DEFAULT_INTERVAL", "Checkpoints"]
+__all__ = ["DEFAULT_INTERVAL", "SLICE", "Checkpoints"]
 
 logger = logging.getLogger("wenxin_stream.server")
 
 DEFAULT_INTERVAL = 1.0
 """Seconds between checkpoints (``checkpoint_interval``)."""
 
-_DELTA = EntryKind.DELTA
+SLICE = 200
+"""Most answers written by one store operation of a tick: the tick reads this many logs, then
+waits for their write, so the event loop never pauses for all answers at once and another
+write (a new question) waits behind at most one slice."""
 
 
 class _Tracked:
@@ -82,12 +86,15 @@ class _Tracked:
         entries = self.gen.entries
         last = len(entries) - 1
         if last > self.read:
-            new = [e.text for e in entries[self.read : last] if e.kind is _DELTA]
-            if new:
-                self.prefix = "".join((self.prefix, *new))
+            # `start` and `end` entries have no parts; a delta's parts are its text in order
+            parts = [self.prefix]
+            extend = parts.extend
+            for entry in entries[self.read : last]:
+                extend(entry.parts)
+            self.prefix = "".join(parts)
             self.read = last
-        tail = entries[last]
-        return self.prefix + tail.text if tail.kind is _DELTA else self.prefix
+        tail = entries[last].parts
+        return "".join([self.prefix, *tail]) if tail else self.prefix
 
 
 class Checkpoints:
@@ -118,8 +125,11 @@ class Checkpoints:
 
     def due(self) -> list[tuple[_Tracked, Checkpoint]]:
         """A checkpoint of every tracked answer whose text grew since its last one."""
+        return self._due(list(self._tracked.items()))
+
+    def _due(self, items: list[tuple[str, _Tracked]]) -> list[tuple[_Tracked, Checkpoint]]:
         out = []
-        for message_id, tracked in self._tracked.items():
+        for message_id, tracked in items:
             gen = tracked.gen
             if gen.generated_chars > tracked.written and not gen.ending:
                 text = tracked.text()
@@ -130,18 +140,23 @@ class Checkpoints:
         return out
 
     async def flush(self) -> int:
-        """Write every checkpoint that is due, in one store operation; how many.
+        """Write every checkpoint that is due, :data:`SLICE` answers per store operation;
+        how many were written.
 
         Raises:
-            StoreError: the write failed (nothing counts as written).
+            StoreError: a write failed (the answers of that slice and later ones are not
+                counted as written).
         """
-        due = self.due()
-        if not due:
-            return 0
-        await self.store.checkpoint([checkpoint for _, checkpoint in due])
-        for tracked, checkpoint in due:
-            tracked.written = checkpoint.generated_chars
-        return len(due)
+        items = list(self._tracked.items())  # answers may end while a slice is written
+        written = 0
+        for start in range(0, len(items), SLICE):
+            due = self._due(items[start : start + SLICE])
+            if due:
+                await self.store.checkpoint([checkpoint for _, checkpoint in due])
+                for tracked, checkpoint in due:
+                    tracked.written = checkpoint.generated_chars
+                written += len(due)
+        return written
 
     def start(self) -> None:
         """Start the tick (on the running loop); nothing with ``interval`` 0."""

@@ -354,14 +354,11 @@ def update_message(
 def checkpoint_answers(db: Db, checkpoints: list[Checkpoint]) -> int:
     """Write the latest text and counts of answers still ``streaming``; an answer whose final
     record is written (or that is gone) is left as it is. How many rows were written."""
-    written = 0
-    for c in checkpoints:
-        written += db.run(
-            _CHECKPOINT,
-            (c.content, c.generated_chars, c.delivered_chars, c.ttft_ms, c.message_id,
-             "streaming"),
-        )  # fmt: skip
-    return written
+    return db.run_many(
+        _CHECKPOINT,
+        [(c.content, c.generated_chars, c.delivered_chars, c.ttft_ms, c.message_id, "streaming")
+         for c in checkpoints],
+    )  # fmt: skip
 
 
 def set_title(db: Db, owner: str, cid: str, title: str, now: str) -> bool:
