@@ -101,7 +101,9 @@ class Checkpoints:
     """Writes the text of tracked answers to ``store`` every ``interval`` seconds (see the
     module docstring); ``interval`` 0 turns checkpoints off (tracking is then free)."""
 
-    def __init__(self, store: Store, metrics: Metrics, *, interval: float = DEFAULT_INTERVAL):
+    def __init__(
+        self, store: Store, metrics: Metrics, *, interval: float = DEFAULT_INTERVAL
+    ) -> None:
         if not interval >= 0:
             raise ValueError(f"interval must be >= 0, got {interval!r}")
         self.store = store
