@@ -275,6 +275,9 @@ class _Refusal(Exception):
         self.reason = reason
 
 
+_on_header = HttpToolsProtocol.on_header
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the bounds of the module docstring; the
     configuration must be a :class:`LimitedConfig`."""
@@ -290,6 +293,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not isinstance(config, LimitedConfig):
             raise TypeError("LimitedHttpToolsProtocol needs a LimitedConfig")
         self._limits = config.limits
+        self._max_headers = config.limits.max_headers  # read once per header
         self._connections = config.connections
         self._answers = config.answers
         self._on_reject = config.on_reject
@@ -388,9 +392,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.send_400_response(msg)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(self.headers) >= self._limits.max_headers:
+        if len(self.headers) >= self._max_headers:
             raise _Refusal("header_count")
-        super().on_header(name, value)
+        _on_header(self, name, value)  # once per header: no super() lookup
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None

@@ -11,6 +11,7 @@ import hashlib
 import inspect
 import json
 import socket
+import sys
 import threading
 import time
 import tomllib
@@ -42,8 +43,9 @@ from wenxin_stream._http_limits import (
     LimitedHttpToolsProtocol,
     counted_websocket_protocol,
 )
-from wenxin_stream.cli import build_parser
+from wenxin_stream.cli import CommandError, build_parser
 from wenxin_stream.cli.serve import config_from_args
+from wenxin_stream.cli.serve import run as serve_command
 from wenxin_stream.emulator import ServerHandle
 from wenxin_stream.emulator._server import base_url_of, bind_socket
 from wenxin_stream.server import (
@@ -481,3 +483,15 @@ def test_uvicorn_is_the_version_the_protocol_was_written_for() -> None:
         "relies on these. Re-read them against _http_limits.py, adapt it, then record the new "
         "digests here (and widen the pin in pyproject.toml)."
     )
+
+
+def test_without_httptools_serve_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(sys.modules, "wenxin_stream._http_limits", raising=False)
+    monkeypatch.setitem(sys.modules, "httptools", None)  # import httptools → ImportError
+    args = build_parser().parse_args(["serve", "--port", "0", "--data-dir", str(tmp_path)])
+    with pytest.raises(
+        CommandError, match=r"needs httptools: pip install 'wenxin-stream\[server\]'"
+    ):
+        serve_command(args)
