@@ -289,9 +289,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
         if not isinstance(config, LimitedConfig):
             raise TypeError("LimitedHttpToolsProtocol needs a LimitedConfig")
+        super().__init__(config, server_state, app_state, _loop)
         self._limits = config.limits
         self._max_headers = config.limits.max_headers  # read once per header
         self._connections = config.connections
@@ -327,9 +327,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self._finished = True
         address, self._address = self._address, None
+        assert address is not None  # a refused connection reads no request
         super().handle_websocket_upgrade()
-        if address is None:
-            return
         successor = self.transport.get_protocol()
         if isinstance(successor, _CountedWebSocket):
             successor.counted = (self._connections, address)
@@ -383,7 +382,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
-            else:
+            else:  # pragma: no cover - the server extra brings a WebSocket library
                 self._unsupported_upgrade_warning()
 
     def _invalid(self) -> None:

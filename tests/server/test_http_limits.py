@@ -260,13 +260,56 @@ def test_a_slow_body_is_408(serve: Callable[..., Running]) -> None:
 
 
 def test_idle_keep_alive_connections_are_closed(serve: Callable[..., Running]) -> None:
-    srv = serve(keep_alive_timeout=1)
+    srv = serve(keep_alive_timeout=1, header_timeout=0.3)
     with dial(srv) as sock:
         sock.sendall(GET)
         assert read_response(sock)[0] == 200
         sock.sendall(GET)  # kept alive
         assert read_response(sock)[0] == 200
         assert read_to_close(sock) == b""  # then closed once idle
+    with dial(srv) as sock:  # a later head has its own deadline, from its first byte
+        sock.sendall(GET)
+        assert read_response(sock)[0] == 200
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        status, _, error = refusal(read_to_close(sock))
+    assert (status, error["code"]) == (408, "request_timeout")
+
+
+def test_malformed_requests_are_still_400(serve: Callable[..., Running]) -> None:
+    srv = serve()
+    for request in (b"NOT HTTP AT ALL\r\n\r\n", b"GET http://[bad HTTP/1.1\r\nHost: t\r\n\r\n"):
+        with dial(srv) as sock:
+            sock.sendall(request)
+            assert read_to_close(sock).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+def test_a_head_pipelined_during_a_stream(serve: Callable[..., Running]) -> None:
+    """Its deadline starts when the stream ends, which it does not cut; a head over the cap
+    cannot be answered in the middle of a response: the connection is closed."""
+    srv = serve(header_timeout=0.3, max_header_bytes=2048)
+    with srv.client() as c:
+        cid = new_conversation(c)
+    body = json.dumps({"content": paced("长", "interval=0.05;chunks=20")}).encode()
+    ask = (
+        f"POST /api/conversations/{cid}/messages HTTP/1.1\r\nHost: t\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with dial(srv) as sock:
+        sock.sendall(ask)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # and nothing more
+        rest = read_to_close(sock)
+    _, _, after = rest.partition(b"event: end")
+    assert after, rest[-500:]
+    assert b'"end_reason":"completed"' in after.replace(b" ", b"")
+    assert b"HTTP/1.1 408 Request Timeout\r\n" in after
+    with dial(srv) as sock:
+        sock.sendall(ask)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 4096)
+        rest = read_to_close(sock)
+    assert b"event: end" not in rest
+    assert b"HTTP/1.1 431" not in rest
 
 
 def test_heads_and_bodies_in_any_packets_are_served(serve: Callable[..., Running]) -> None:
