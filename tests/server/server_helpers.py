@@ -1,14 +1,16 @@
 """Helpers for the server tests: the real server under uvicorn on loopback, its upstream a
 fast emulator (pacing per request with fault directives such as ``[[wenxin:fault
-interval=0.02;chunks=40]]``), and small helpers to read event streams as streams."""
+interval=0.02;chunks=40]]``), small helpers to read event streams as streams, and a scripted
+upstream of bursts (``BurstUpstream``) for driving a generation in-process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 import httpx
 
 from servers import serving
-from wenxin_stream import ServerSentEvent, SSEDecoder
+from wenxin_stream import EndReason, ServerSentEvent, SSEDecoder, TextDelta
 from wenxin_stream._asgi import ASGIApp, Receive, Scope, Send
 from wenxin_stream.emulator import ServerHandle
 from wenxin_stream.server import Server, ServerConfig, create_app
@@ -181,3 +183,39 @@ def raw_request(
         lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
     return sock
+
+
+class BurstUpstream:
+    """Stands in for AsyncChatStream: yields the bursts it is given, until ``finish``."""
+
+    def __init__(self) -> None:
+        self._bursts: asyncio.Queue[tuple[list[str], Callable[[], None] | None] | None] = (
+            asyncio.Queue()
+        )
+        self.end_reason: EndReason | None = None
+
+    def burst(self, *texts: str, then: Callable[[], None] | None = None) -> None:
+        """Deliver ``texts`` in one go; ``then`` runs once the generation has taken them all
+        (before it next waits for the upstream)."""
+        self._bursts.put_nowait((list(texts), then))
+
+    def finish(self) -> None:
+        self._bursts.put_nowait(None)
+
+    async def __aenter__(self) -> BurstUpstream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Any]:
+        while (item := await self._bursts.get()) is not None:
+            texts, then = item
+            for text in texts:
+                yield TextDelta(text)  # no await in between: one loop step for the burst
+            if then is not None:
+                then()
+        self.end_reason = EndReason.COMPLETED

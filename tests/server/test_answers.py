@@ -20,6 +20,7 @@ from wenxin_stream._validation import Problem
 from wenxin_stream.server._access import Principal
 from wenxin_stream.server._answers import Answers
 from wenxin_stream.server._audit import AuditLog
+from wenxin_stream.server._checkpoints import Checkpoints
 from wenxin_stream.server._http import HTTPError
 from wenxin_stream.server._limits import KeyLimiter, KeyLimits
 from wenxin_stream.server._metrics import Metrics
@@ -78,6 +79,7 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[Answers, Upstream, AuditL
         answers = Answers(
             store=store,
             relay=Relay(Metrics(), on_disconnect="cancel", resume_grace=0.0, max_answer_chars=99),
+            checkpoints=Checkpoints(store, Metrics()),
             limiter=KeyLimiter(KeyLimits()),
             upstream=upstream,  # type: ignore[arg-type]
             audit=audit,

@@ -1,5 +1,5 @@
-"""Per-key limits: RPM/TPM through the shared sliding-window core, concurrent streams, state
-eviction. Time is a FakeClock: a minute passes in microseconds."""
+"""Per-key limits: RPM as a token bucket, TPM through the shared sliding-window core,
+concurrent streams, state eviction. Time is a FakeClock: a minute passes in microseconds."""
 
 from __future__ import annotations
 
@@ -74,28 +74,79 @@ def test_key_limits_override_defaults() -> None:
     _rejected(limiter.admit("small", KeyLimits(rpm=100), 1))  # max_streams from the defaults
 
 
-def test_rpm_with_burst_rule_and_retry_after() -> None:
+def test_rpm_is_a_bucket_exactly_rpm_at_once_then_429_until_one_refills() -> None:
     clock = FakeClock()
-    limiter = KeyLimiter(KeyLimits(rpm=60), clock=clock)
-    for _ in range(10):  # a sixth of the minute may go at once
+    limiter = KeyLimiter(KeyLimits(rpm=6), clock=clock)
+    for _ in range(6):  # a quiet key may spend its whole minute at once
         limiter.release(_admitted(limiter.admit("k", None, 0)))
     rejection = _rejected(limiter.admit("k", None, 0))
     assert rejection.code == "rate_limited"
-    assert "60 requests/min" in rejection.message
-    assert rejection.retry_after == pytest.approx(10.0)
+    assert "6 requests/min" in rejection.message
+    assert rejection.retry_after == pytest.approx(10.0)  # one request refills in 60/6 s
     assert rejection.retry_after_header == "10"
-    clock.advance(rejection.retry_after)
-    _admitted(limiter.admit("k", None, 0))
-    # over a whole minute, never more than the RPM
-    clock.advance(60)
+    clock.advance(9.9)
+    assert _rejected(limiter.admit("k", None, 0)).retry_after == pytest.approx(0.1)
+    assert _rejected(limiter.admit("k", None, 0)).retry_after_header == "1"  # at least 1
+    clock.advance(0.1)
+    limiter.release(_admitted(limiter.admit("k", None, 0)))  # exactly when it said
+    assert _rejected(limiter.admit("k", None, 0)).retry_after == pytest.approx(10.0)
+    clock.advance(25)  # 2.5 requests refilled: two pass, the third waits for the half
+    for _ in range(2):
+        limiter.release(_admitted(limiter.admit("k", None, 0)))
+    assert _rejected(limiter.admit("k", None, 0)).retry_after == pytest.approx(5.0)
+    clock.advance(3600)  # refilling stops at the capacity: one minute's worth, not an hour's
+    for _ in range(6):
+        limiter.release(_admitted(limiter.admit("k", None, 0)))
+    _rejected(limiter.admit("k", None, 0))
+
+
+def test_rpm_over_a_long_stretch_is_rpm_per_minute_plus_one_burst() -> None:
+    clock = FakeClock()
+    limiter = KeyLimiter(KeyLimits(rpm=60), clock=clock)
     admitted = 0
-    for _ in range(600):
+    for _ in range(2400):  # ten minutes of a request every 0.25 s (t = 0 … 599.75)
         result = limiter.admit("k", None, 0)
         if isinstance(result, Admission):
             admitted += 1
             limiter.release(result)
-        clock.advance(0.1)
-    assert 55 <= admitted <= 60
+        clock.advance(0.25)
+    assert admitted == 60 + 599  # the full bucket, then one a second refilled over 599.75 s
+
+
+def test_a_refused_request_spends_nothing() -> None:
+    clock = FakeClock()
+    limiter = KeyLimiter(KeyLimits(rpm=2, tpm=100), clock=clock)
+    first = _admitted(limiter.admit("k", None, 100))  # the minute's tokens: 1 request spent
+    for _ in range(5):  # refused for tokens: the request bucket keeps its one request
+        rejection = _rejected(limiter.admit("k", None, 10))
+        assert 59 < rejection.retry_after <= 60
+    limiter.settle(first, 50)
+    limiter.release(first)
+    second = _admitted(limiter.admit("k", None, 10))  # the bucket still had its second request
+    limiter.release(second)
+    rejection = _rejected(limiter.admit("k", None, 10))  # now the bucket is empty
+    assert rejection.retry_after == pytest.approx(30.0)
+    clock.advance(30)
+    _admitted(limiter.admit("k", None, 10))
+
+
+def test_a_changed_rpm_resizes_the_bucket_without_refilling_it() -> None:
+    clock = FakeClock()
+    limiter = KeyLimiter(NONE, clock=clock)
+    for _ in range(3):
+        limiter.release(_admitted(limiter.admit("k", KeyLimits(rpm=4), 0)))
+    limiter.release(_admitted(limiter.admit("k", KeyLimits(rpm=60), 0)))  # 1 left of 4: spent
+    assert _rejected(limiter.admit("k", KeyLimits(rpm=60), 0)).retry_after == pytest.approx(1.0)
+    clock.advance(1)  # the new rate: one a second
+    # a new token limit leaves the request bucket as it was (just refilled by one)
+    limiter.release(_admitted(limiter.admit("k", KeyLimits(rpm=60, tpm=10**6), 0)))
+    _rejected(limiter.admit("k", KeyLimits(rpm=60, tpm=10**6), 0))
+    limiter.release(_admitted(limiter.admit("k", KeyLimits(tpm=10**6), 0)))  # no RPM any more
+    limiter.release(_admitted(limiter.admit("k", KeyLimits(tpm=10**6), 0)))
+    limiter.release(_admitted(limiter.admit("k", KeyLimits(rpm=1), 0)))  # a new, full bucket
+    assert _rejected(limiter.admit("k", KeyLimits(rpm=1), 0)).retry_after == pytest.approx(60.0)
+    clock.advance(60)
+    limiter.release(_admitted(limiter.admit("k", KeyLimits(rpm=1), 0)))
 
 
 def test_tpm_counts_estimates_then_actual_usage() -> None:
@@ -124,8 +175,9 @@ def test_rejection_for_streams_does_not_spend_the_rate() -> None:
     for _ in range(20):
         assert _rejected(limiter.admit("k", None, 0)).code == "too_many_streams"
     limiter.release(held)
-    clock.advance(10)  # the 10-second burst window (1 request for rpm=6) has passed
-    _admitted(limiter.admit("k", None, 0))
+    for _ in range(5):  # the bucket held 6 requests and the first spent one
+        limiter.release(_admitted(limiter.admit("k", None, 0)))
+    _rejected(limiter.admit("k", None, 0))
 
 
 def test_changed_limits_keep_the_open_streams() -> None:

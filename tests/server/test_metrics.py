@@ -18,6 +18,7 @@ import pytest
 from wenxin_stream.server._metrics import (
     CONTENT_TYPE,
     DEFAULT_MAX_SERIES,
+    END_REASONS,
     TTFT_BUCKETS,
     Counter,
     FunctionMetric,
@@ -540,3 +541,14 @@ def test_metrics_collected_as_garbage_flush_and_stop(tmp_path: Path) -> None:
         assert s["wenxin_tokens_total", lab(type="prompt")] == 5  # the last flush wrote it
     finally:
         reader.close()
+
+
+def test_every_end_reason_is_documented_and_labelled_on_the_page() -> None:
+    root = Path(__file__).parents[2]
+    doc = (root / "docs" / "SERVER-API.md").read_text("utf-8")
+    page = (root / "src" / "wenxin_stream" / "server" / "static" / "app.js").read_text("utf-8")
+    labels = page.split("const END_LABELS = {", 1)[1].split("};", 1)[0]
+    for reason in END_REASONS:
+        assert f"`{reason}`" in doc, reason
+        if reason != "completed":  # the page flags only answers that did not complete
+            assert f"\n  {reason}: " in labels, reason

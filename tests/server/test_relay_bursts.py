@@ -7,48 +7,11 @@ returning to the event loop, as the SDK does for the events of one upstream read
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
-from wenxin_stream import EndReason, TextDelta
+from server_helpers import BurstUpstream
+
 from wenxin_stream.server._metrics import Metrics
 from wenxin_stream.server._relay import EntryKind, Generation, Relay, Subscription
-
-
-class BurstUpstream:
-    """Stands in for AsyncChatStream: yields the bursts it is given, until ``finish``."""
-
-    def __init__(self) -> None:
-        self._bursts: asyncio.Queue[tuple[list[str], Callable[[], None] | None] | None] = (
-            asyncio.Queue()
-        )
-        self.end_reason: EndReason | None = None
-
-    def burst(self, *texts: str, then: Callable[[], None] | None = None) -> None:
-        """Deliver ``texts`` in one go; ``then`` runs once the generation has taken them all
-        (before it next waits for the upstream)."""
-        self._bursts.put_nowait((list(texts), then))
-
-    def finish(self) -> None:
-        self._bursts.put_nowait(None)
-
-    async def __aenter__(self) -> BurstUpstream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[Any]:
-        while (item := await self._bursts.get()) is not None:
-            texts, then = item
-            for text in texts:
-                yield TextDelta(text)  # no await in between: one loop step for the burst
-            if then is not None:
-                then()
-        self.end_reason = EndReason.COMPLETED
 
 
 async def _noop(gen: Generation) -> None:

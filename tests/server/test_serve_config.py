@@ -19,6 +19,7 @@ def test_defaults() -> None:
     assert config.ping_interval == 15.0
     assert config.stall_timeout == 30.0
     assert config.max_body_bytes == 1 << 20
+    assert config.checkpoint_interval == 1.0
     assert config.database == "data/wenxin.db"
     assert config.audit_path == Path("data/audit.jsonl")
     assert repr(config) == "ServerConfig()"
@@ -57,6 +58,8 @@ def test_cli_flags_feed_the_config(tmp_path: Path) -> None:
             "--audit-questions",
             "--default-max-streams",
             "3",
+            "--checkpoint-interval",
+            "0.25",
             "--data-dir",
             str(tmp_path),
         ]
@@ -68,6 +71,7 @@ def test_cli_flags_feed_the_config(tmp_path: Path) -> None:
     assert config.resume_grace == 0.0
     assert config.audit_questions is True
     assert config.default_max_streams == 3
+    assert config.checkpoint_interval == 0.25
     assert config.data_dir == tmp_path
     assert config.allow_dev_mode_remote is False  # store_const flags default to "not given"
 
@@ -87,6 +91,7 @@ def test_cli_flags_feed_the_config(tmp_path: Path) -> None:
         ({"upstream_first_token_timeout": 0}, "upstream_first_token_timeout"),
         ({"upstream_max_connections": 0}, "upstream_max_connections"),
         ({"resume_grace": float("inf")}, "resume_grace"),
+        ({"checkpoint_interval": -0.5}, "checkpoint_interval"),
     ],
 )
 def test_invalid_values(values: dict[str, object], message: str) -> None:

@@ -1,9 +1,11 @@
-"""Start-up and shutdown: crash clean-up, graceful drain, ``server_shutdown``, the CLI."""
+"""Start-up and shutdown: crash clean-up (``server_crashed``), graceful drain
+(``server_shutdown``), the CLI."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -22,7 +24,7 @@ from server_helpers import EventReader, new_conversation, paced, running, server
 from wenxin_stream.emulator import ServerHandle
 from wenxin_stream.emulator._server import base_url_of, bind_socket
 from wenxin_stream.server import Server, create_app, uvicorn_server
-from wenxin_stream.server._store import SQLiteStore
+from wenxin_stream.server._store import Checkpoint, SQLiteStore
 
 
 @contextmanager
@@ -107,23 +109,30 @@ def test_plain_uvicorn_stop_also_marks_streams(tmp_path: Path, emu: ServerHandle
     )
 
 
-def test_start_up_cleans_up_after_a_crash(tmp_path: Path, emu: ServerHandle) -> None:
-    async def crashed() -> None:
+def test_start_up_after_a_crash_marks_answers_left_streaming_as_server_crashed(
+    tmp_path: Path, emu: ServerHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def crashed() -> None:  # a run that died with an answer checkpointed mid-stream
         async with SQLiteStore(tmp_path / "d" / "wenxin.db") as store:
             conv = await store.create_conversation("local", title=None, model="m", system=None)
-            await store.add_message("local", conv.id, role="user", content="q", model="m")
-            await store.add_message(
-                "local", conv.id, role="assistant", content="半", model="m", status="streaming"
-            )
+            _, answer = await store.add_exchange("local", conv.id, question="q", model="m")
+            await store.checkpoint([Checkpoint(answer.id, "半", 1, 1, 20.0)])
 
     asyncio.run(crashed())
-    with running(tmp_path / "d", emu.base_url):
-        pass
-    assert _messages(tmp_path / "d" / "wenxin.db")[-1] == (
-        "assistant",
-        "partial",
-        "server_shutdown",
-    )
+    with (
+        caplog.at_level(logging.WARNING, "wenxin_stream.server"),
+        running(tmp_path / "d", emu.base_url) as srv,
+        srv.client() as c,
+    ):
+        metrics = c.get("/metrics").text
+    assert 'wenxin_stream_ends_total{reason="server_crashed"} 1\n' in metrics
+    assert "1 answers were cut by a crash of the previous run" in caplog.text
+    with sqlite3.connect(tmp_path / "d" / "wenxin.db") as conn:
+        row = conn.execute(
+            "SELECT role, status, end_reason, content, generated_chars, delivered_chars "
+            "FROM messages ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert row == ("assistant", "partial", "server_crashed", "半", 1, 1)  # the checkpoint kept
 
 
 def _serve_cli(tmp_path: Path, *args: str) -> subprocess.Popen[str]:

@@ -154,6 +154,70 @@ def test_websocket_authentication(make_server: Callable[..., Running], tmp_path:
         assert _recv(ws)["type"] == "start"
 
 
+def test_a_revoked_key_stops_an_open_socket(make_server: Callable[..., Running]) -> None:
+    """A socket authenticated before its key was revoked is refused at its next ask once
+    the key cache has seen the revocation (within its TTL, as on HTTP: ``invalidate`` stands
+    for the TTL running out here; the cache's own expiry is tested in ``test_keys``), and
+    closed with 1008 and a reason. A second key's socket is untouched."""
+    srv = make_server()
+    with SyncKeyAdmin(srv.db) as admin:
+        doomed, secret = admin.create_key("doomed", rpm=None, tpm=None, max_streams=None)
+        _, other = admin.create_key("other", rpm=None, tpm=None, max_streams=None)
+    srv.app.keys.invalidate()
+    headers = {"Authorization": f"Bearer {secret}"}
+    url = srv.url.replace("http://", "ws://") + "/api/ws"
+    with (
+        connect(url, additional_headers=headers) as by_header,
+        _ws(srv) as by_frame,
+        _ws(srv) as bystander,
+    ):
+        _send(by_frame, type="auth", api_key=secret)
+        _send(bystander, type="auth", api_key=other)
+        for ws in (by_header, by_frame, bystander):
+            _send(ws, type="ask", id="before", content="你好")
+            while (frame := _recv(ws))["type"] != "end":
+                assert frame["type"] in ("start", "delta")
+        with SyncKeyAdmin(srv.db) as admin:
+            admin.revoke_key(doomed.id)  # `wenxin keys revoke`, another process
+        srv.app.keys.invalidate()
+        for ws in (by_header, by_frame):
+            _send(ws, type="ask", id="after", content="还在吗")
+            frame = _recv(ws)
+            assert (frame["type"], frame["code"], frame["id"]) == (
+                "error",
+                "invalid_api_key",
+                "after",
+            )
+            assert "revoked" in frame["message"]
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                1008,
+                "API key no longer valid",
+            )
+        _send(bystander, type="ask", id="after", content="还在吗")
+        assert _recv(bystander)["type"] == "start"
+
+
+def test_a_dev_mode_socket_stops_once_a_key_exists(make_server: Callable[..., Running]) -> None:
+    srv = make_server()
+    with _ws(srv) as ws:
+        _send(ws, type="ask", id="dev", content="你好")
+        while (frame := _recv(ws))["type"] != "end":
+            pass
+        with SyncKeyAdmin(srv.db) as admin:
+            admin.create_key("first", rpm=None, tpm=None, max_streams=None)
+        srv.app.keys.invalidate()
+        _send(ws, type="ask", id="later", content="你好")
+        frame = _recv(ws)
+        assert (frame["code"], frame["id"]) == ("invalid_api_key", "later")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1008
+
+
 def test_unknown_websocket_path_is_refused(shared: Running) -> None:
     with pytest.raises(InvalidStatus, match="403"):
         connect(shared.url.replace("http://", "ws://") + "/elsewhere", open_timeout=5)

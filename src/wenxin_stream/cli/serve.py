@@ -57,6 +57,12 @@ def register(subparsers: Any) -> None:
     )
     _flag(streams, "stall-timeout", "drop a client that reads nothing this long (30)", type=float)
     _flag(streams, "shutdown-grace", "seconds running answers get at shutdown (10)", type=float)
+    _flag(
+        streams,
+        "checkpoint-interval",
+        "seconds between writes of streaming answers' text; a crash loses at most this (1; 0: off)",
+        type=float,
+    )
     _flag(streams, "default-model", "model of requests that name none")
 
     conns = parser.add_argument_group("connections (what one client can make the server hold)")
@@ -118,6 +124,7 @@ _FIELDS = (
     "ping_interval",
     "stall_timeout",
     "shutdown_grace",
+    "checkpoint_interval",
     "default_model",
     "allow_dev_mode_remote",
     "default_rpm",

@@ -15,6 +15,7 @@ Module map (each layer imports only the ones below it; nothing imports ``_app``)
   ``_routes_openai`` (``/v1/chat/completions``, ``/v1/models``) · ``_ws`` (WebSocket);
 - ``_answers``: the answer use case (admission, history, generation start, persistence,
   audit record);
+- ``_checkpoints``: the text of answers written to the store while they stream;
 - ``_connection``: the outlet, heartbeat and watcher every stream races its relay against
   (the per-connection race is drawn there) · ``_relay``: the generation registry and its
   event logs · ``_upstream``: the one ERNIE client and its models · ``_access``: API keys or

@@ -18,6 +18,12 @@ everything the request touches (conversations, streams) plus the key's limits:
 :meth:`Access.principal` is what HTTP routes call first: it also puts the key id into the
 request's audit record. :func:`dev_mode_problem` is the start-up check: bound to a
 non-loopback address with no key and no override, the server refuses to start.
+
+**Long-lived connections.** An HTTP request is authenticated once, and that is enough: it
+ends. A WebSocket lives on, so :meth:`Access.recheck` asks again before each new ask: the
+key through the same cache (a hit costs a hash and a dict lookup), so a key revoked by
+``wenxin keys revoke`` stops working on an open socket within the cache's ``ttl``, exactly as
+it does on HTTP; a dev-mode socket stops once a key exists.
 """
 
 from __future__ import annotations
@@ -115,6 +121,21 @@ class Access:
             if record is not None:
                 return Principal(record.id, record.limits)
         return await self._dev_or_refuse()
+
+    async def recheck(self, principal: Principal, api_key: str | None) -> None:
+        """Check again that ``principal``, who authenticated earlier with ``api_key`` (the
+        bare key; ``None`` in dev mode), may still ask.
+
+        Raises:
+            HTTPError: 401 once the key was revoked (or, in dev mode, once keys exist).
+        """
+        if principal.dev:
+            if not await self.dev_mode():
+                raise unauthorized("API keys exist now: authenticate with a key")
+            return
+        record = await self.keys.lookup(api_key) if api_key else None
+        if record is None or record.id != principal.owner:
+            raise unauthorized("the API key of this connection is no longer valid (revoked)")
 
     async def dev_mode(self) -> bool:
         """Whether requests need no key right now."""

@@ -5,7 +5,7 @@ Theory of operation
 
 :class:`Answers` is what the SSE route, the WebSocket and the OpenAI route call to get an
 answer started. It is built at start-up with exactly what it uses: the store, the relay, the
-per-key limiter, the upstream and the audit log.
+checkpoints, the per-key limiter, the upstream and the audit log.
 
 :meth:`Answers.ask` answers a question inside a conversation:
 
@@ -19,9 +19,11 @@ per-key limiter, the upstream and the audit log.
 4. start the generation — the upstream request leaves now — and, meanwhile, store the
    question (complete) and the answer (``streaming``, empty) in one transaction
    (``Store.add_exchange``);
-5. ``begin`` the stream with the ids. When the generation ends, :meth:`Answers._persist`
-   writes the answer once, with its status, end reason, usage, timings and character counts,
-   settles the limiter and writes the audit record. Nothing is written per chunk.
+5. ``begin`` the stream with the ids, and have the answer checkpointed while it streams
+   (``_checkpoints``: its text so far, every ``checkpoint_interval``, many answers per
+   write). When the generation ends, :meth:`Answers._persist` stops the checkpoints and
+   writes the answer once, with its status, end reason, usage, timings and character
+   counts, settles the limiter and writes the audit record. Nothing is written per chunk.
 
 :meth:`Answers.complete` is the OpenAI route's: the same admission, generation and record,
 but nothing stored and nothing to resume (its one subscriber is the request).
@@ -44,6 +46,7 @@ from .._exceptions import InvalidRequestError
 from .._token_estimate import DEFAULT_ANSWER_TOKENS, estimate_tokens
 from ._access import Principal
 from ._audit import AuditLog
+from ._checkpoints import Checkpoints
 from ._http import HTTPError, not_found
 from ._limits import Admission, KeyLimiter, Rejection
 from ._relay import FINISHED_REASONS, Generation, Relay, usage_dict
@@ -90,6 +93,7 @@ class Answers:
         *,
         store: Store,
         relay: Relay,
+        checkpoints: Checkpoints,
         limiter: KeyLimiter,
         upstream: Upstream,
         audit: AuditLog,
@@ -97,6 +101,7 @@ class Answers:
     ) -> None:
         self.store = store
         self.relay = relay
+        self.checkpoints = checkpoints
         self.limiter = limiter
         self.upstream = upstream
         self.audit = audit
@@ -178,6 +183,7 @@ class Answers:
                 "model": name,
             }
             gen.begin(start, {"message_id": answer[0].id})
+            self.checkpoints.track(answer[0].id, gen)
             begun = True
             return gen
         finally:
@@ -259,6 +265,7 @@ class Answers:
         audit: dict[str, Any],
     ) -> None:
         """Record how an answer ended: the message (once), the limiter, the audit log."""
+        self.checkpoints.forget(message.id)
         self._settle(gen, admission)
         reason = gen.end_reason or "incomplete"
         usage = usage_dict(gen.usage)

@@ -6,10 +6,12 @@ Theory of operation
 :class:`Server` composes; it answers nothing itself. Built from a
 :class:`~._config.ServerConfig`, it holds what lives as long as the process (metrics, the
 per-key limiter, the relay, the page's files). Its lifespan start-up opens the store (and
-marks answers left ``streaming`` by a crash as ``server_shutdown``), the key cache, the audit
-log and the ONE upstream client (one connection pool for every stream), refuses to start in
-dev mode on a public address, then builds the route objects — each given exactly the
-collaborators it uses — and the routing table from them:
+marks answers left ``streaming`` by a crash as ``server_crashed``, keeping their last
+checkpoint; this assumes the database is this server's alone — see
+``Store.mark_streaming_as``), the key cache, the audit log and the ONE upstream client (one
+connection pool for every stream), refuses to start in dev mode on a public address, then
+builds the route objects — each given exactly the collaborators it uses — and the routing
+table from them, and starts the checkpoint tick (``_checkpoints``):
 
 =============================  ===========================================================
 ``_routes_service``            ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``,
@@ -24,9 +26,10 @@ collaborators it uses — and the routing table from them:
 Nothing below this module imports it. The server's life is a :class:`ServerState`: until the
 start-up is complete every HTTP request is answered 503 ``starting`` (with uvicorn's lifespan
 ``on`` none arrives); shutdown refuses new asks (503 ``shutting_down``), gives running answers
-``shutdown_grace`` seconds, stops the rest with ``server_shutdown`` (each is stored and gets
-its ``end`` event), then closes everything. :func:`run_server` (the CLI) starts this drain
-*before* uvicorn closes the connections, so clients see their streams end properly.
+``shutdown_grace`` seconds, stops the rest with ``server_shutdown`` (each is stored with its
+full text and gets its ``end`` event), stops the checkpoint tick, then closes everything.
+:func:`run_server` (the CLI) starts this drain *before* uvicorn closes the connections, so
+clients see their streams end properly.
 
 Routing is a table of path templates (``/api/conversations/{id}``) → method → handler; each
 request is decoded once into a :class:`~._http.Context`. Every request runs inside a safety
@@ -50,6 +53,7 @@ from .._async_client import AsyncClient
 from ._access import Access, dev_mode_problem, is_loopback
 from ._answers import Answers
 from ._audit import AuditLog
+from ._checkpoints import Checkpoints
 from ._config import ServerConfig
 from ._http import Context, Handler, HTTPError, Routes
 from ._keys import KeyCache
@@ -125,6 +129,7 @@ class Server:
         self.access: Access
         self.audit: AuditLog
         self.upstream: Upstream
+        self.checkpoints: Checkpoints
         self.answers: Answers
         self.sockets: Sockets
 
@@ -272,7 +277,14 @@ class Server:
         except Exception as exc:
             raise StartupError(f"cannot open the database: {exc}") from None
         try:
-            await self.store.mark_streaming_as("server_shutdown")
+            crashed = await self.store.mark_streaming_as("server_crashed")
+            if crashed:
+                logger.warning(
+                    "%d answers were cut by a crash of the previous run: stored as "
+                    "server_crashed with their last checkpoint",
+                    crashed,
+                )
+                self.metrics.streams_crashed(crashed)
             self.keys = KeyCache(self.store)
             problem = dev_mode_problem(
                 config.host,
@@ -294,6 +306,7 @@ class Server:
             await self.store.close()
             raise
         self._compose()
+        self.checkpoints.start()
         self.state = ServerState.READY
         if self._on_ready is not None:
             self._on_ready(self)
@@ -301,9 +314,13 @@ class Server:
     def _compose(self) -> None:
         """The use case and the route objects, each with what it uses; the routing table."""
         config, access, upstream, relay = self.config, self.access, self.upstream, self.relay
+        self.checkpoints = Checkpoints(
+            self.store, self.metrics, interval=config.checkpoint_interval
+        )
         self.answers = Answers(
             store=self.store,
             relay=relay,
+            checkpoints=self.checkpoints,
             limiter=self.limiter,
             upstream=upstream,
             audit=self.audit,
@@ -348,6 +365,7 @@ class Server:
             return
         await self.drain()
         self.state = ServerState.STOPPED
+        await self.checkpoints.aclose()
         await self.upstream.aclose()
         try:
             await self.store.mark_streaming_as("server_shutdown")

@@ -71,6 +71,8 @@ class ServerConfig:
         ping_interval: Longest silence on an open event stream; a ``: ping`` comment fills it.
         stall_timeout: A client that accepts no bytes for this long is dropped.
         shutdown_grace: Seconds in-flight streams get to finish at shutdown.
+        checkpoint_interval: Seconds between writes of the text of answers still streaming
+            to the store (a crash loses at most this much of each; 0: no checkpoints).
         max_body_bytes: Largest request body (and WebSocket frame) accepted.
         max_header_bytes: Largest request head (request line and headers), in bytes → 431.
         max_headers: Most header fields in one request → 431.
@@ -113,6 +115,7 @@ class ServerConfig:
     ping_interval: float = 15.0
     stall_timeout: float = 30.0
     shutdown_grace: float = 10.0
+    checkpoint_interval: float = 1.0
     max_body_bytes: int = 1 << 20
     max_header_bytes: int = 32 << 10
     max_headers: int = 100

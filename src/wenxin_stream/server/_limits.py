@@ -7,27 +7,40 @@ The server answers 429 and never queues: :meth:`KeyLimiter.admit` decides at onc
 an :class:`Admission` (the request may run) or a :class:`Rejection` (``code``, ``message`` and
 ``retry_after`` seconds for the ``Retry-After`` header).
 
-**Rates** reuse the client's sliding-window core, :class:`wenxin_stream._ratelimit.RateLimiter`,
-one per key, asked with ``max_wait=0``: a reservation that would have to wait is a rejection,
-and the wait it would have needed is ``retry_after``. Its windows are the client's: RPM ``r``
-is ``r`` per 60 s *and* ``ceil(r/6)`` per 10 s (a burst may spend a sixth of the minute at
-once), TPM counts total tokens per 60 s. A request reserves an *estimate* of its tokens
-(prompt plus the answer budget); :meth:`KeyLimiter.settle` replaces it by the ``usage`` the
-stream reported, so the next minute's budget reflects what was really spent.
+**Requests per minute** are a token bucket per key (:class:`RequestBucket`): it holds up to
+``rpm`` requests and refills at ``rpm / 60`` per second, so a key that has been quiet may
+spend its whole minute at once — exactly ``rpm`` requests pass back to back, the next is
+refused with ``retry_after`` = the time until one request's worth has refilled
+(``60 / rpm`` seconds from empty) — and over any long stretch no more than ``rpm`` per minute
+(plus the one burst) gets through. This is what users of other gateways expect of "RPM"; the
+SDK's client-side limiter keeps its stricter sliding windows (``ceil(r/6)`` per 10 s), which
+are right for a client pacing itself under someone else's limit, not for a server's quota.
+
+**Tokens per minute** reuse the client's sliding-window core,
+:class:`wenxin_stream._ratelimit.RateLimiter` (TPM only), one per key, asked with
+``max_wait=0``: a reservation that would have to wait is a rejection, and the wait it would
+have needed is ``retry_after``. TPM counts total tokens per 60 s. A request reserves an
+*estimate* of its tokens (prompt plus the answer budget); :meth:`KeyLimiter.settle` replaces
+it by the ``usage`` the stream reported, so the next minute's budget reflects what was
+really spent.
+
+**Order.** The concurrency check comes first, then the request bucket is *looked at*, then
+the tokens are reserved, and only then is a request taken from the bucket: a request refused
+for any reason spends nothing. When both rates are exhausted, ``retry_after`` is the request
+bucket's wait (the first limit found); the retry then learns the tokens' wait, if any.
 
 **Concurrency** is a counter per key: ``admit`` takes a slot, :meth:`KeyLimiter.release`
-gives it back when the stream ends (idempotent, so every exit path may call it). The
-concurrency check comes first, so a request refused for ``too_many_streams`` is not counted
-against the rates.
+gives it back when the stream ends (idempotent, so every exit path may call it).
 
 **Limits** of a key are its own (:class:`KeyLimits` from its record) where set, the server
 defaults where not; ``None`` everywhere means unlimited.
 
 **State** per key is created on the first request and dropped once it is idle: no stream
-open and no request for :data:`IDLE_SECONDS` (the longest window, so nothing is forgotten
-that could still matter). A sweep runs at most once per :data:`IDLE_SECONDS` and is linear in
-the keys seen in the last window, so the cost is amortised O(1) per request and memory
-follows the active keys, not every key ever seen.
+open and no request for :data:`IDLE_SECONDS` (the longest window, and the time a request
+bucket takes to refill completely, so nothing is forgotten that could still matter). A sweep
+runs at most once per :data:`IDLE_SECONDS` and is linear in the keys seen in the last
+window, so the cost is amortised O(1) per request and memory follows the active keys, not
+every key ever seen.
 
 **No locks**: the server runs one event loop and none of these methods awaits, so each call
 is atomic with respect to every other request. Not thread-safe.
@@ -44,10 +57,12 @@ from .._clock import Clock
 from .._exceptions import ClientRateLimitTimeout
 from .._ratelimit import RateLimiter, RateLimits, Reservation
 
-__all__ = ["IDLE_SECONDS", "Admission", "KeyLimiter", "KeyLimits", "Rejection"]
+__all__ = ["IDLE_SECONDS", "Admission", "KeyLimiter", "KeyLimits", "Rejection", "RequestBucket"]
 
 IDLE_SECONDS = 60.0
 """A key with no open stream and no request for this long has its state dropped."""
+
+_EPS = 1e-9  # a bucket refilled by float arithmetic may miss a whole request by a rounding
 
 STREAMS_RETRY_AFTER = 1.0
 """``retry_after`` of a ``too_many_streams`` rejection (when a stream will end is unknown)."""
@@ -97,30 +112,75 @@ class Rejection:
         return str(max(1, math.ceil(self.retry_after)))
 
 
+class RequestBucket:
+    """A token bucket of requests: holds up to ``capacity``, refills ``capacity / 60`` per
+    second (``capacity`` is the RPM), starts full. Pure: every call takes ``now``."""
+
+    __slots__ = ("capacity", "level", "rate", "updated")
+
+    def __init__(self, capacity: int, now: float) -> None:
+        self.capacity = capacity
+        self.rate = capacity / 60.0
+        self.level = float(capacity)
+        self.updated = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.updated:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def wait(self, now: float) -> float:
+        """Seconds until one request may pass (0: now)."""
+        self._refill(now)
+        missing = 1.0 - self.level
+        return 0.0 if missing <= _EPS else missing / self.rate
+
+    def take(self, now: float) -> None:
+        """Spend one request (call after :meth:`wait` said 0)."""
+        self._refill(now)
+        self.level -= 1.0
+
+    def resize(self, capacity: int, now: float) -> None:
+        """A new RPM: the new capacity and rate; what was spent stays spent."""
+        self._refill(now)
+        self.capacity = capacity
+        self.rate = capacity / 60.0
+        self.level = min(self.level, float(capacity))
+
+
 class _KeyState:
-    __slots__ = ("last_admit", "limiter", "limits", "streams")
+    __slots__ = ("bucket", "last_admit", "limiter", "limits", "streams")
 
     def __init__(self, limits: KeyLimits, now: float) -> None:
         self.limits = limits
-        self.limiter = _rate_limiter(limits)
+        self.bucket = None if limits.rpm is None else RequestBucket(limits.rpm, now)
+        self.limiter = _token_limiter(limits)
         self.streams = 0
         self.last_admit = now
 
-    def reconfigure(self, limits: KeyLimits) -> None:
-        """New limits: new rate windows; the open streams still count."""
+    def reconfigure(self, limits: KeyLimits, now: float) -> None:
+        """New limits: the request bucket resized (what was spent stays spent), new token
+        windows; the open streams still count."""
+        if limits.rpm is None:
+            self.bucket = None
+        elif self.bucket is None:
+            self.bucket = RequestBucket(limits.rpm, now)
+        elif limits.rpm != self.limits.rpm:
+            self.bucket.resize(limits.rpm, now)
+        if limits.tpm != self.limits.tpm:
+            self.limiter = _token_limiter(limits)
         self.limits = limits
-        self.limiter = _rate_limiter(limits)
 
 
-def _rate_limiter(limits: KeyLimits) -> RateLimiter | None:
-    if limits.rpm is None and limits.tpm is None:
+def _token_limiter(limits: KeyLimits) -> RateLimiter | None:
+    if limits.tpm is None:
         return None
-    return RateLimiter(RateLimits(rpm=limits.rpm, tpm=limits.tpm), max_wait=0.0)
+    return RateLimiter(RateLimits(tpm=limits.tpm), max_wait=0.0)
 
 
 class Admission:
     """An admitted request: it holds one concurrency slot of its key and, when the key has a
-    rate limit, the reservation of its estimated tokens. Hand it back to
+    token limit, the reservation of its estimated tokens. Hand it back to
     :meth:`KeyLimiter.settle` (actual usage) and :meth:`KeyLimiter.release` (stream ended)."""
 
     __slots__ = ("_limiter", "_released", "_reservation", "_state", "key_id")
@@ -146,12 +206,12 @@ class Admission:
     @property
     def reserved_tokens(self) -> int | None:
         """The tokens counted against the key's TPM (the estimate, then the settled usage);
-        ``None`` when the key has no rate limit."""
+        ``None`` when the key has no token limit."""
         return None if self._reservation is None else self._reservation.tokens
 
     def settle(self, total_tokens: int, now: float) -> None:
         """Count ``total_tokens`` instead of the estimate in the key's windows (no effect
-        without a rate limit)."""
+        without a token limit)."""
         if self._reservation is not None and self._limiter is not None:
             self._limiter.settle(self._reservation, max(0, total_tokens), now=now)
 
@@ -207,7 +267,7 @@ class KeyLimiter:
         if state is None:
             state = self._states[key_id] = _KeyState(effective, now)
         elif state.limits != effective:
-            state.reconfigure(effective)
+            state.reconfigure(effective, now)
         if effective.max_streams is not None and state.streams >= effective.max_streams:
             return Rejection(
                 "too_many_streams",
@@ -215,17 +275,17 @@ class KeyLimiter:
                 f"(limit {effective.max_streams}); wait for one to end",
                 STREAMS_RETRY_AFTER,
             )
+        bucket = state.bucket
+        if bucket is not None and (wait := bucket.wait(now)) > 0:
+            return _rate_limited(effective, wait)
         reservation = None
         if state.limiter is not None:
             try:
                 reservation = state.limiter.reserve(max(0, estimate_tokens), now=now, max_wait=0.0)
             except ClientRateLimitTimeout as exc:
-                return Rejection(
-                    "rate_limited",
-                    f"rate limit of this API key reached ({_describe(effective)}); "
-                    f"retry in {exc.wait:.1f}s",
-                    exc.wait,
-                )
+                return _rate_limited(effective, exc.wait)
+        if bucket is not None:
+            bucket.take(now)
         state.streams += 1
         state.last_admit = now
         return Admission(key_id, state, state.limiter, reservation)
@@ -249,6 +309,14 @@ class KeyLimiter:
         for key in idle:
             del self._states[key]
         self._next_sweep = now + IDLE_SECONDS
+
+
+def _rate_limited(limits: KeyLimits, wait: float) -> Rejection:
+    return Rejection(
+        "rate_limited",
+        f"rate limit of this API key reached ({_describe(limits)}); retry in {wait:.1f}s",
+        wait,
+    )
 
 
 def _describe(limits: KeyLimits) -> str:

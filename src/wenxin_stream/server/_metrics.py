@@ -143,7 +143,7 @@ are left out: our values are copied into the files later than they are set."""
 
 END_REASONS = (
     "completed", "length", "content_filtered", "cancelled", "timed_out", "upstream_error",
-    "incomplete", "client_disconnected", "server_shutdown",
+    "incomplete", "client_disconnected", "server_shutdown", "server_crashed",
 )  # fmt: skip
 """End reasons (docs/SERVER-API.md) whose counters exist, at zero, from the start."""
 
@@ -536,6 +536,11 @@ class Metrics:
         """A stream ended with ``reason`` (in-flight - 1)."""
         self._in_flight.value -= 1
         self.stream_ends.labels(reason).value += 1
+
+    def streams_crashed(self, count: int) -> None:
+        """``count`` streams of a previous run were cut by its crash (found at start-up:
+        counted as ends with ``server_crashed``, never in flight here)."""
+        self.stream_ends.labels("server_crashed").value += count
 
     def error(self, kind: str) -> None:
         """Count an error of ``kind`` (``upstream``, ``timeout``, ``client``, ``internal``)."""

@@ -26,6 +26,13 @@ of a group-committed batch), so what must change together is one operation:
 :func:`add_exchange` stores a question and its (streaming, empty) answer together — both or
 neither.
 
+**An answer's life in its row.** ``streaming`` and empty when asked; while it streams,
+:func:`checkpoint_answers` overwrites its text and character counts (many answers in one
+operation, only rows still ``streaming``, so a checkpoint that arrives after the final record
+changes nothing); :func:`update_message` writes the final record once; at start-up,
+:func:`mark_streaming_as` ends what a crash left ``streaming`` (``server_crashed``), keeping
+the last checkpoint.
+
 **Ownership.** Every conversation has an ``owner`` (an API key id, or ``local`` in dev mode);
 every query filters by it, and another owner's conversation is indistinguishable from a
 missing one (the API answers 404 for both).
@@ -50,6 +57,7 @@ __all__ = [
     "MIGRATIONS",
     "ROLES",
     "TITLE_LENGTH",
+    "Checkpoint",
     "ConversationNotFoundError",
     "ConversationRecord",
     "MessageRecord",
@@ -57,6 +65,7 @@ __all__ = [
     "add_exchange",
     "add_message",
     "check_choice",
+    "checkpoint_answers",
     "create_conversation",
     "create_key_op",
     "default_title",
@@ -146,6 +155,18 @@ class MessageRecord:
     created_at: str
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The latest state of an answer still streaming: its text so far, the characters
+    generated (``len(content)``) and delivered to a client, and its time to first token."""
+
+    message_id: str
+    content: str
+    generated_chars: int
+    delivered_chars: int
+    ttft_ms: float | None
+
+
 class StoreError(WenxinError):
     """The database failed (cannot be opened, is locked for too long, is corrupt, is newer
     than this code) or the store is not open."""
@@ -193,6 +214,10 @@ _SELECT_MESSAGES = f"SELECT {_MSG} FROM messages WHERE conversation_id = ? ORDER
 _UPDATE_MESSAGE = (
     "UPDATE messages SET content = ?, status = ?, end_reason = ?, usage = ?, ttft_ms = ?, "
     "total_ms = ?, generated_chars = ?, delivered_chars = ? WHERE id = ?"
+)
+_CHECKPOINT = (
+    "UPDATE messages SET content = ?, generated_chars = ?, delivered_chars = ?, ttft_ms = ? "
+    "WHERE id = ? AND status = ?"
 )
 
 
@@ -326,6 +351,16 @@ def update_message(
     )  # fmt: skip
 
 
+def checkpoint_answers(db: Db, checkpoints: list[Checkpoint]) -> int:
+    """Write the latest text and counts of answers still ``streaming``; an answer whose final
+    record is written (or that is gone) is left as it is. How many rows were written."""
+    return db.run_many(
+        _CHECKPOINT,
+        [(c.content, c.generated_chars, c.delivered_chars, c.ttft_ms, c.message_id, "streaming")
+         for c in checkpoints],
+    )  # fmt: skip
+
+
 def set_title(db: Db, owner: str, cid: str, title: str, now: str) -> bool:
     """Rename a conversation of ``owner``; whether it existed (another owner's is untouched)."""
     changed = db.run(
@@ -344,7 +379,11 @@ def delete_conversation(db: Db, owner: str, cid: str) -> bool:
 
 
 def mark_streaming_as(db: Db, end_reason: str) -> int:
-    """Every message still ``streaming`` becomes ``partial`` with ``end_reason``; how many."""
+    """Every message still ``streaming`` becomes ``partial`` with ``end_reason``, keeping its
+    last checkpoint (text and counts); how many.
+
+    It takes *every* streaming row, so it assumes one server per database (see
+    ``Store.mark_streaming_as``)."""
     return db.run(
         "UPDATE messages SET status = ?, end_reason = ? WHERE status = ?",
         ("partial", end_reason, "streaming"),

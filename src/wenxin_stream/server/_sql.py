@@ -24,7 +24,7 @@ transaction, is the store's worker.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, cast
 
@@ -55,6 +55,10 @@ class Connection(Protocol):
 
     def execute(self, sql: str, parameters: Sequence[Any], /) -> Cursor:
         """Execute one statement; its cursor."""
+        ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor:
+        """Execute one statement once per parameter row; its cursor."""
         ...
 
 
@@ -96,6 +100,11 @@ class Db:
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Execute one statement; the number of rows it changed."""
         return self.conn.execute(self.dialect.sql(sql), params).rowcount
+
+    def run_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        """Execute one statement once per row of parameters (the driver's loop, not ours);
+        the number of rows changed in all."""
+        return self.conn.executemany(self.dialect.sql(sql), rows).rowcount
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """The first row of a query, or ``None``."""

@@ -47,6 +47,7 @@ from ._schema import (
     MIGRATIONS,
     ROLES,
     TITLE_LENGTH,
+    Checkpoint,
     ConversationNotFoundError,
     ConversationRecord,
     MessageRecord,
@@ -65,6 +66,7 @@ __all__ = [
     "ROLES",
     "TITLE_LENGTH",
     "AmbiguousKeyError",
+    "Checkpoint",
     "ConversationNotFoundError",
     "ConversationRecord",
     "MessageRecord",
@@ -132,6 +134,7 @@ class Store(Protocol):
         generated_chars: int | None,
         delivered_chars: int | None,
     ) -> None: ...
+    async def checkpoint(self, checkpoints: list[Checkpoint]) -> int: ...
     async def mark_streaming_as(self, end_reason: str) -> int: ...
     async def create_key(
         self, name: str, *, rpm: int | None, tpm: int | None, max_streams: int | None
@@ -255,9 +258,23 @@ class OperationStore:
             write=True,
         )  # fmt: skip
 
+    async def checkpoint(self, checkpoints: list[Checkpoint]) -> int:
+        """Write the text so far of answers still streaming, all in one operation (one job,
+        one transaction); answers that ended meanwhile keep their final record. How many
+        rows were written."""
+        return await self._call(lambda db: _schema.checkpoint_answers(db, checkpoints), write=True)
+
     async def mark_streaming_as(self, end_reason: str) -> int:
-        """Every message still ``streaming`` becomes ``partial`` with ``end_reason`` (at
-        start-up after a crash, at shutdown); how many. Assumes one server per database."""
+        """Every message still ``streaming`` becomes ``partial`` with ``end_reason``, keeping
+        its last checkpoint (at start-up: ``server_crashed``; at shutdown, for an answer
+        whose final record could not be written: ``server_shutdown``); how many.
+
+        **One server per database.** Every ``streaming`` row is taken to be this server's, so
+        a start-up would end the answers another live server is streaming. Several
+        instances sharing a database (the scale-out issue) need each streaming row to name
+        the instance producing it and a lease that instance renews (the checkpoint tick
+        already writes each running answer periodically: it can carry the renewal); a
+        start-up, or a sweeper, then ends only rows whose lease expired."""
         return await self._call(lambda db: _schema.mark_streaming_as(db, end_reason), write=True)
 
     async def create_key(

@@ -21,6 +21,12 @@ that answer's generation; its relay then sends the ``end`` frame (``cancelled``)
 socket, for whatever reason, cancels every relay task and closes every subscription (as
 *gone*, so the disconnect policy applies, unless the server itself is closing the socket).
 
+**Revocation.** Before each ``ask`` the socket's key is checked again
+(:meth:`~._access.Access.recheck`, through the key cache): once the key is revoked — seen
+within the cache's TTL, as on HTTP — the ask is answered with an ``invalid_api_key`` error
+frame and the socket is closed with code 1008 and a reason; answers already running on it
+end as when a client leaves.
+
 A bad frame — not JSON, not an object, unknown ``type``, missing or mistyped fields, too
 large, a duplicate ``id`` — is answered with an ``error`` frame and the socket stays open.
 Frames are built from each log entry's pre-encoded JSON, so a delta costs one concatenation.
@@ -43,6 +49,7 @@ from ._answers import Answers
 from ._config import ServerConfig
 from ._connection import Outlet, heartbeat
 from ._http import HTTPError, optional_str, required_str
+from ._keys import parse_bearer
 from ._metrics import Metrics
 from ._relay import Entry, EntryKind, Generation, Relay, Subscription
 
@@ -119,9 +126,11 @@ class Socket:
         self.send = send
         self.state = SocketState.CONNECTING
         self.principal: Principal | None = None
+        self.api_key: str | None = None  # the key it authenticated with, for re-checks
         self.asks: dict[str, _Ask] = {}
         self.server_closing = False
         self.close_code = 1000
+        self.close_reason = ""
         self.outlet: Outlet | None = None
 
     async def run(self) -> None:
@@ -135,6 +144,7 @@ class Socket:
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None
         try:
             self.principal = await self.sockets.access.from_header(authorization)
+            self.api_key = parse_bearer(authorization)
         except HTTPError:
             self.principal = None  # wait for the auth frame
         await self.send({"type": "websocket.accept"})
@@ -154,8 +164,11 @@ class Socket:
             if tasks:
                 await asyncio.wait(tasks)
             if not self.server_closing:
+                close = {"type": "websocket.close", "code": self.close_code}
+                if self.close_reason:
+                    close["reason"] = self.close_reason
                 with contextlib.suppress(OSError, RuntimeError):  # already closed
-                    await self.send({"type": "websocket.close", "code": self.close_code})
+                    await self.send(close)
 
     async def _write(self, message: dict[str, Any]) -> None:
         assert self.outlet is not None
@@ -203,6 +216,8 @@ class Socket:
         if kind == "auth":
             await self._auth(body)
         elif kind == "ask":
+            if self.principal is not None:
+                await self._recheck()
             self._ask(body)
         elif kind == "cancel":
             self._cancel(required_str(body, "id"))
@@ -218,7 +233,22 @@ class Socket:
             self.state = SocketState.CLOSED
             self.close_code = 1008
             return
+        self.api_key = key
         self.state = SocketState.OPEN
+
+    async def _recheck(self) -> None:
+        """The key again, before a new ask (see the module docstring).
+
+        Raises:
+            HTTPError: 401 (the socket is closing with code 1008).
+        """
+        assert self.principal is not None
+        try:
+            await self.sockets.access.recheck(self.principal, self.api_key)
+        except HTTPError:
+            self.state = SocketState.CLOSED
+            self.close_code, self.close_reason = 1008, "API key no longer valid"
+            raise
 
     def _ask(self, body: dict[str, Any]) -> None:
         rid = required_str(body, "id")

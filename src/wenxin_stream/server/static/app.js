@@ -216,6 +216,7 @@ const END_LABELS = {
   incomplete: "不完整 · Incomplete",
   client_disconnected: "连接中断 · Client disconnected",
   server_shutdown: "服务器关闭 · Server shut down",
+  server_crashed: "服务器崩溃 · Server crashed",
   interrupted: "连接中断 · Connection lost",
 };
 
