@@ -301,6 +301,7 @@ class Server:
     def _compose(self) -> None:
         """The use case and the route objects, each with what it uses; the routing table."""
         config, access, upstream, relay = self.config, self.access, self.upstream, self.relay
+        relay.upstream_pause = upstream.rate_limit_delay
         self.answers = Answers(
             store=self.store,
             relay=relay,
@@ -328,6 +329,7 @@ class Server:
             OpenAIRoutes(
                 access=access, answers=self.answers, relay=relay, upstream=upstream, config=config
             ).routes(),
+            self.sockets.routes(),
         ):
             routes.update(group)
         self._routes = _table(routes)
