@@ -36,6 +36,7 @@ __all__ = [
     "Handler",
     "Routes",
     "check_text",
+    "is_text",
     "not_found",
     "optional_str",
     "parse_count",
@@ -172,6 +173,11 @@ Routes = dict[str, dict[str, Handler]]
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def is_text(value: str) -> bool:
+    """Whether ``value`` is encodable as UTF-8 (holds no lone surrogate)."""
+    return _SURROGATE.search(value) is None
 
 
 def _surrogate_at(value: object, path: str) -> str | None:

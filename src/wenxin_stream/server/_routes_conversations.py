@@ -101,7 +101,8 @@ class ConversationRoutes:
     async def list_conversations(self, ctx: Context, receive: Receive, send: Send) -> None:
         """``GET /api/conversations``: the owner's conversations, newest first."""
         principal = await self.access.principal(ctx)
-        limit = parse_count(ctx.request.query_value("limit") or "100", "limit", 1, 1000)
+        text = ctx.request.query_value("limit")
+        limit = 100 if text is None else parse_count(text, "limit", 1, 1000)
         convs = await self.store.list_conversations(principal.owner, limit=limit)
         await send_json(send, 200, {"conversations": [conversation_json(c) for c in convs]})
 

@@ -42,7 +42,15 @@ from ._access import Access, Principal
 from ._answers import Answers
 from ._config import ServerConfig
 from ._connection import Outlet, heartbeat
-from ._http import Context, HTTPError, Routes, check_text, optional_str, required_str
+from ._http import (
+    Context,
+    HTTPError,
+    Routes,
+    check_text,
+    is_text,
+    optional_str,
+    required_str,
+)
 from ._metrics import Metrics
 from ._relay import Entry, EntryKind, Generation, Relay, Subscription
 
@@ -208,8 +216,8 @@ class Socket:
                 check_text(body, text)
                 await self._dispatch(body)
             except HTTPError as error:
-                rid = body.get("id") if isinstance(body.get("id"), str) else None
-                await self._error(error, rid)
+                rid = body.get("id")
+                await self._error(error, rid if isinstance(rid, str) and is_text(rid) else None)
             if self.state is SocketState.CLOSED:
                 return
 
