@@ -110,3 +110,27 @@ def test_end_reasons_and_finish_reasons() -> None:
         "server_shutdown",
     )
     assert cut_error("cancelled").status == 502
+
+
+def _doc_rows() -> dict[str, list[str]]:
+    text = (ROOT / "docs" / "ERRORS.md").read_text(encoding="utf-8")
+    table = text.split("## The table", 1)[1].split("\n\n", 2)[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells
+    return rows
+
+
+def test_docs_errors_md_shows_the_same_table() -> None:
+    rows = _doc_rows()
+    assert list(rows) == [row.name for row in ROWS]
+    for row in ROWS:
+        name, status, type_, code, retry_after, should_retry, v1, v2 = rows[row.name]
+        assert (int(status), type_) == (row.status, row.type), name
+        assert code == (row.code or "ERNIE's (v2 name)"), name
+        expected_retry = {"always": "always", "given": "if ERNIE sent one", "never": "—"}
+        assert retry_after == expected_retry[row.retry_after], name
+        assert should_retry == ("false" if row.should_retry is False else "—"), name
+        assert [int(c) for c in v1.split(", ")] == list(row.v1), name
+        assert v2.split(", ") == list(row.v2), name
