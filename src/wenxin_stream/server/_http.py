@@ -16,7 +16,12 @@ secrets.
 
 :func:`read_json` reads a body under ``--max-body-bytes`` and insists on a JSON object; the
 field helpers (:func:`required_str`, :func:`optional_str`) check types and name the offending
-``param``.
+``param``. Input hygiene lives here too, for every route and the WebSocket: JSON may spell a
+lone surrogate (``"\\ud800"``), text no UTF-8 encoder can write (the store, ERNIE, our own
+answers), so :func:`check_text` refuses it naming the field (``messages[0].content``) — only
+when the raw JSON holds a ``\\u`` escape at all, so an ordinary body costs one byte search;
+and :func:`parse_count` accepts ASCII digits only, bounded before ``int`` (``str.isdigit``
+also accepts ``²``, and ``int`` refuses 5,000 digits).
 """
 
 from __future__ import annotations

@@ -21,8 +21,12 @@ that answer's generation; its relay then sends the ``end`` frame (``cancelled``)
 socket, for whatever reason, cancels every relay task and closes every subscription (as
 *gone*, so the disconnect policy applies, unless the server itself is closing the socket).
 
-A bad frame — not JSON, not an object, unknown ``type``, missing or mistyped fields, too
-large, a duplicate ``id`` — is answered with an ``error`` frame and the socket stays open.
+A bad frame — not JSON, not an object, unknown ``type``, missing or mistyped fields, text
+that is not valid Unicode, too large, a duplicate ``id`` — is answered with an ``error`` frame
+and the socket stays open; so is an ask refused before it starts (ERNIE's rate-limit pause:
+``status`` 429 and ``retry_after``). An answer that fails after it started gets an ``error``
+frame (``_errors``: code, status, retry_after) and then its ``end`` frame. A plain HTTP
+``GET /api/ws`` (no upgrade) is answered 426.
 Frames are built from each log entry's pre-encoded JSON, so a delta costs one concatenation.
 """
 
