@@ -467,10 +467,6 @@ class Generation:
         return None if first is None else round((first - self.received_at) * 1000, 1)
 
 
-def _no_pause() -> float:
-    return 0.0
-
-
 def usage_dict(usage: Usage | None) -> dict[str, int] | None:
     """Usage as the API shows it."""
     if usage is None:
@@ -523,7 +519,7 @@ class Relay:
         self.streams: dict[str, Generation] = {}
         self.running: set[Generation] = set()
         self.accepting = True
-        self.upstream_pause: Callable[[], float] = _no_pause
+        self.upstream_pause: Callable[[], float] = lambda: 0.0
         """How long the upstream client now holds every request (seconds; set once the
         upstream exists): the ``Retry-After`` of a rate limit ERNIE gave none for."""
 
