@@ -28,6 +28,7 @@ def test_schemathesis_finds_no_5xx_and_no_mismatch(
         [str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", srv.url + "/openapi.json",
          "--seed", "20261203", "--max-examples", "10", "--max-time", "20", "--workers", "1",
          "--generation-database", "none", "--no-color", "--report-dir", str(tmp_path)],
+        cwd=tmp_path,  # whatever schemathesis writes stays out of the repository
         capture_output=True,
         text=True,
         timeout=120,
