@@ -882,7 +882,15 @@ class Compare:
                 tag,
                 [*self.pin(self.relay_cpu), *wenxin, "serve", "--config", str(config)],
                 self.logs / f"{tag}.log",
-                env={"WENXIN_UPSTREAM_BEARER_TOKEN": UPSTREAM_KEY, **env},
+                # every load connection comes from 127.0.0.1, and a step may open more than
+                # the default caps: counted, never refused (in the environment, not the TOML
+                # file, since a baseline from before these settings would refuse the file)
+                env={
+                    "WENXIN_UPSTREAM_BEARER_TOKEN": UPSTREAM_KEY,
+                    "WENXIN_MAX_CONNECTIONS": "0",
+                    "WENXIN_MAX_CONNECTIONS_PER_IP": "0",
+                    **env,
+                },
             )
         )
         port = serve.wait_for(

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fast emulator on loopback for the whole session, and helpers."""
+"""Shared fixtures: a fast emulator on loopback for the whole session, private Redis and
+PostgreSQL servers (``services``) for the tests that need them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import httpx
 import pytest
 
 from servers import emulator
+from services import Service, ServiceUnavailable, postgres_server, redis_server, unavailable
 from wenxin_stream.emulator import ServerHandle
 
 
@@ -26,3 +28,23 @@ def client(emu: ServerHandle) -> Iterator[httpx.Client]:
     """A sync httpx client pointed at the shared emulator."""
     with httpx.Client(base_url=emu.base_url, timeout=10) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def redis_service() -> Iterator[Service]:
+    """A private redis-server for the whole session (tests use their own key prefixes)."""
+    try:
+        with redis_server() as service:
+            yield service
+    except ServiceUnavailable as exc:
+        unavailable(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres_service() -> Iterator[Service]:
+    """A private PostgreSQL for the whole session (tests use their own databases or schemas)."""
+    try:
+        with postgres_server() as service:
+            yield service
+    except ServiceUnavailable as exc:
+        unavailable(str(exc))

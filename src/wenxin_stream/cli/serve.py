@@ -59,6 +59,22 @@ def register(subparsers: Any) -> None:
     _flag(streams, "shutdown-grace", "seconds running answers get at shutdown (10)", type=float)
     _flag(streams, "default-model", "model of requests that name none")
 
+    conns = parser.add_argument_group("connections (what one client can make the server hold)")
+    _flag(
+        conns, "max-header-bytes", "largest request head, in bytes; over it: 431 (32768)", type=int
+    )
+    _flag(conns, "max-headers", "most headers in one request; over it: 431 (100)", type=int)
+    _flag(conns, "header-timeout", "seconds to receive a request's head; then 408 (10)", type=float)
+    _flag(conns, "body-timeout", "seconds to receive a request's body; then 408 (30)", type=float)
+    _flag(conns, "keep-alive-timeout", "whole seconds an idle connection stays open (20)", type=int)
+    _flag(conns, "max-connections", "most open connections; over it: 503 (10000; 0: off)", type=int)
+    _flag(
+        conns,
+        "max-connections-per-ip",
+        "most open connections from one address; over it: 503 (1000; 0: off)",
+        type=int,
+    )
+
     access = parser.add_argument_group("access and limits")
     _flag(
         access,
@@ -90,6 +106,13 @@ _FIELDS = (
     "data_dir",
     "database_url",
     "max_body_bytes",
+    "max_header_bytes",
+    "max_headers",
+    "header_timeout",
+    "body_timeout",
+    "keep_alive_timeout",
+    "max_connections",
+    "max_connections_per_ip",
     "on_disconnect",
     "resume_grace",
     "ping_interval",
@@ -145,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     _check_dev_mode(config)
     from ..emulator._server import bind_socket
-    from ..server import run_server
+    from ..server import StartupError, run_server
 
     try:
         sock = bind_socket(config.host, config.port)
@@ -153,7 +176,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(
             f"cannot listen on {config.host}:{config.port}: {exc.strerror}"
         ) from None
-    status = run_server(config, sock=sock)
+    try:
+        status = run_server(config, sock=sock)
+    except StartupError as exc:
+        raise CommandError(str(exc)) from None
     if status:
         raise CommandError("the server could not start (see the message above)")
     return 0

@@ -25,6 +25,13 @@ Module map (each layer imports only the ones below it; nothing imports ``_app``)
   ``_limits`` · ``_metrics`` · ``_audit`` · ``_gc`` (collections at quiet moments) ·
   ``_config`` · ``_openapi``.
 
+:func:`uvicorn_server` serves it with :mod:`wenxin_stream._http_limits`' protocol, which bounds
+what one client can make the server hold: request heads (bytes and header count → 431), the
+time to receive a head or a body (→ 408), open connections in total and per client address
+(→ 503 with ``Retry-After``), idle keep-alive connections (closed); counted in ``/metrics`` as
+``wenxin_connections_refused_total`` and ``wenxin_connections_open``. A response in progress
+is never cut by these: an answer may stream for minutes.
+
 :func:`run_server` runs it in the foreground: it binds the socket, logs one start-up line that
 names the upstream, turns CPython's cyclic collector over to :class:`~._gc.Collector`
 (collections at quiet moments, not mid-burst), and on SIGINT/SIGTERM drains (running answers
@@ -50,6 +57,8 @@ from ._gc import Collector
 if TYPE_CHECKING:
     import uvicorn
 
+    from .._http_limits import HTTPLimits
+
 __all__ = [
     "Server",
     "ServerConfig",
@@ -58,6 +67,7 @@ __all__ = [
     "StartupError",
     "create_app",
     "describe_upstream",
+    "http_limits",
     "run_server",
     "uvicorn_server",
 ]
@@ -68,12 +78,41 @@ def describe_upstream(server: Server) -> str:
     return server.upstream.describe()
 
 
+def http_limits(config: ServerConfig) -> HTTPLimits:
+    """The bounds on receiving requests and on open connections that ``config`` sets."""
+    from .._http_limits import HTTPLimits
+
+    return HTTPLimits(
+        max_header_bytes=config.max_header_bytes,
+        max_headers=config.max_headers,
+        header_timeout=config.header_timeout,
+        body_timeout=config.body_timeout,
+        keep_alive_timeout=config.keep_alive_timeout,
+        max_connections=config.max_connections,
+        max_connections_per_ip=config.max_connections_per_ip,
+    )
+
+
 def uvicorn_server(app: Server, *, log_level: str = "warning") -> uvicorn.Server:
-    """A uvicorn server for ``app`` whose shutdown drains the app first (see the module
-    docstring)."""
+    """A uvicorn server for ``app``: its HTTP protocol bounds what a client can make it hold
+    (``_http_limits``: header size and count, receive deadlines, connection caps, counted in
+    ``/metrics``), and its shutdown drains the app first (see the module docstring)."""
     import uvicorn
 
+    try:
+        from .._http_limits import LimitedConfig
+    except ImportError as exc:  # httptools is the server extra's
+        raise StartupError(
+            f"wenxin serve needs {exc.name or 'httptools'}: pip install 'wenxin-stream[server]'"
+        ) from None
+    from ._metrics import Counter, FunctionMetric
+
     config = app.config
+    refused = Counter(
+        "wenxin_connections_refused_total",
+        "Connections answered and closed by a limit on receiving requests or on connections.",
+        ("reason",),
+    )
 
     class _Server(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -82,18 +121,28 @@ def uvicorn_server(app: Server, *, log_level: str = "warning") -> uvicorn.Server
             await app.drain()
             await super().shutdown(sockets)
 
-    return _Server(
-        uvicorn.Config(
-            app,
-            log_level="info" if config.access_log else log_level,
-            access_log=config.access_log,
-            lifespan="on",
-            server_header=False,
-            timeout_graceful_shutdown=max(1, int(config.shutdown_grace) + 1),
-            backlog=4096,
-            ws_max_size=max(16 << 20, 2 * config.max_body_bytes),
+    server_config = LimitedConfig(
+        app,
+        http_limits(config),
+        on_reject=lambda reason: refused.labels(reason).inc(),
+        log_level="info" if config.access_log else log_level,
+        access_log=config.access_log,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=max(1, int(config.shutdown_grace) + 1),
+        backlog=4096,
+        ws_max_size=max(16 << 20, 2 * config.max_body_bytes),
+    )
+    app.metrics.register(refused)
+    app.metrics.register(
+        FunctionMetric(
+            "wenxin_connections_open",
+            "Client connections open now (WebSockets included).",
+            lambda: server_config.connections.total,
+            multiprocess_mode="livesum",
         )
     )
+    return _Server(server_config)
 
 
 def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
@@ -124,7 +173,11 @@ def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
             announce(line)
 
     app = create_app(config, on_ready=ready)
-    server = uvicorn_server(app)
+    try:
+        server = uvicorn_server(app)
+    except StartupError:
+        sock.close()
+        raise
     # uvicorn handles SIGINT/SIGTERM itself (graceful shutdown), then re-raises the signal
     # under the previous handler: make that one harmless, so the exit status stays 0.
     previous = None

@@ -72,6 +72,16 @@ class ServerConfig:
         stall_timeout: A client that accepts no bytes for this long is dropped.
         shutdown_grace: Seconds in-flight streams get to finish at shutdown.
         max_body_bytes: Largest request body (and WebSocket frame) accepted.
+        max_header_bytes: Largest request head (request line and headers), in bytes → 431.
+        max_headers: Most header fields in one request → 431.
+        header_timeout: Seconds to receive a request's head (from the connection's opening,
+            or from the head's first byte on a kept-alive connection) → 408, or a plain close
+            when nothing came.
+        body_timeout: Seconds to receive a request's body once its head is in → 408.
+        keep_alive_timeout: Whole seconds an idle kept-alive connection stays open.
+        max_connections: Most open connections, WebSockets included (0: no cap) → 503.
+        max_connections_per_ip: Most open connections from one client address (0: no cap)
+            → 503. Behind a reverse proxy every connection has the proxy's address.
         max_answer_chars: An answer is stopped (``length``) past this many characters.
         history_turns: Most question/answer pairs of a conversation sent upstream.
         audit_questions: Also write the question text into the audit log.
@@ -104,6 +114,13 @@ class ServerConfig:
     stall_timeout: float = 30.0
     shutdown_grace: float = 10.0
     max_body_bytes: int = 1 << 20
+    max_header_bytes: int = 32 << 10
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: int = 20
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 1_000
     max_answer_chars: int = 200_000
     history_turns: int = 50
     audit_questions: bool = False
@@ -131,6 +148,9 @@ class ServerConfig:
         if not 0 <= self.port <= 65535:
             raise ServerConfigError(f"port: must be in 0..65535, got {self.port}")
         for name in ("ping_interval", "stall_timeout", "max_body_bytes", "max_answer_chars"):
+            if getattr(self, name) <= 0:
+                raise ServerConfigError(f"{name}: must be greater than 0")
+        for name in ("max_header_bytes", "max_headers", "header_timeout", "body_timeout"):
             if getattr(self, name) <= 0:
                 raise ServerConfigError(f"{name}: must be greater than 0")
         for name in ("upstream_connect_timeout", "upstream_first_token_timeout"):

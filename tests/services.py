@@ -1,0 +1,205 @@
+"""Private Redis and PostgreSQL servers for the tests, started from the installed binaries.
+
+Theory of operation
+===================
+
+A developer's machine or a fresh CI machine may run its own Redis and PostgreSQL on the standard
+ports, or none at all; the tests use neither. Each helper here starts a private instance from
+Debian's binaries (``scripts/install-services`` installs them when missing) on a free loopback
+port, with its data in a temporary directory, waits until it answers (polling, never a fixed
+sleep), yields its URL, and stops it (SIGTERM, then SIGKILL) and removes its directory at the end:
+
+- :func:`redis_server`: ``redis-server`` with no persistence (``--save ""``, no AOF);
+- :func:`postgres_server`: ``initdb`` (trust authentication for a user ``wenxin``), then
+  ``postgres`` listening on 127.0.0.1 only, with ``fsync`` off (a test database need not
+  survive a power cut). PostgreSQL refuses to run as root: as root, both run as the ``postgres``
+  system user (created by Debian's package) over a directory it owns.
+
+When a binary is missing the fixtures skip their tests — except under CI (``CI`` set), where a
+missing service is a failure, so that the scale-out suite cannot silently vanish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+IN_CI = bool(os.environ.get("CI"))
+START_TIMEOUT = 30.0
+"""Seconds a service may take to answer after it was started."""
+
+
+class ServiceUnavailable(Exception):
+    """A service's binaries are not installed here."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """A running private service: its URL, port, process and data directory."""
+
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    directory: Path
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until(ready: object, process: subprocess.Popen[bytes], what: str) -> None:
+    assert callable(ready)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode} at start-up")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer within {START_TIMEOUT:.0f} s")
+        time.sleep(0.02)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def unavailable(reason: str) -> None:
+    """Skip the calling test (under CI: fail it) because a service cannot run here."""
+    if IN_CI:
+        pytest.fail(f"a service the tests need cannot run under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+
+def _redis_pings(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[Service]:
+    """A private ``redis-server`` on a free port, without persistence."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServiceUnavailable("redis-server is not installed (run scripts/install-services)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="wenxin-redis-") as directory:
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", directory, "--daemonize", "no",
+                "--logfile", os.path.join(directory, "redis.log")]  # fmt: skip
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        try:
+            _wait_until(lambda: _redis_pings(port), process, "redis-server")
+            yield Service(f"redis://127.0.0.1:{port}/0", port, process, Path(directory))
+        finally:
+            _stop(process)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+def postgres_bin() -> Path:
+    """The directory of PostgreSQL's server binaries (the newest major version installed)."""
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda path: int(Path(path).parts[-3]),
+    )
+    if not found:
+        on_path = shutil.which("initdb")
+        if on_path is None:
+            raise ServiceUnavailable("PostgreSQL is not installed (run scripts/install-services)")
+        return Path(on_path).resolve().parent
+    return Path(found[-1]).parent
+
+
+def _as_postgres_user() -> tuple[list[str], int | None, int | None]:
+    """The command prefix and owner ids that run PostgreSQL's binaries as a non-root user."""
+    if os.geteuid() != 0:
+        return [], None, None
+    try:
+        user = pwd.getpwnam("postgres")
+    except KeyError:
+        raise ServiceUnavailable("running as root and no 'postgres' user exists") from None
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        raise ServiceUnavailable("running as root and runuser(1) is missing")
+    return [runuser, "-u", "postgres", "--"], user.pw_uid, user.pw_gid
+
+
+def _postgres_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def postgres_server(database: str = "wenxin") -> Iterator[Service]:
+    """A private PostgreSQL on a free port: user ``wenxin`` (trust authentication) owning the
+    database ``database``; its URL is ``postgresql://wenxin@127.0.0.1:<port>/<database>``."""
+    binaries = postgres_bin()
+    prefix, uid, gid = _as_postgres_user()
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="wenxin-pg-") as top:
+        data = Path(top) / "data"
+        data.mkdir(mode=0o700)
+        if uid is not None and gid is not None:
+            os.chown(top, uid, gid)
+            os.chown(data, uid, gid)
+        subprocess.run(
+            [*prefix, str(binaries / "initdb"), "-D", str(data), "-U", "wenxin", "-A", "trust",
+             "-E", "UTF8", "--locale", "C", "--no-sync"],
+            check=True, stdin=subprocess.DEVNULL, capture_output=True,
+        )  # fmt: skip
+        argv = [*prefix, str(binaries / "postgres"), "-D", str(data), "-p", str(port),
+                "-k", str(top), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                "-c", "max_connections=200"]  # fmt: skip
+        log = (Path(top) / "postgres.log").open("wb")
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            _wait_until(lambda: _postgres_accepts(port), process, "postgres")
+            createdb = [*prefix, str(binaries / "createdb"), "-h", "127.0.0.1",
+                        "-p", str(port), "-U", "wenxin", database]  # fmt: skip
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:  # the port opens a moment before connections are accepted
+                done = subprocess.run(createdb, capture_output=True, check=False)
+                if done.returncode == 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"createdb failed: {done.stderr.decode(errors='replace')}")
+                time.sleep(0.05)
+            url = f"postgresql://wenxin@127.0.0.1:{port}/{database}"
+            yield Service(url, port, process, data)
+        finally:
+            _stop(process)
+            log.close()
