@@ -368,6 +368,35 @@ def test_on_rate_limited_with_a_scope_blocks_that_budget() -> None:
     assert core3.reserve(10, now=T0 + 20).start_at == T0 + 30
 
 
+def test_delay_says_how_long_a_caller_would_wait_and_records_nothing() -> None:
+    core = RateLimiter(RateLimits(rpm=6, tpm=1000), max_wait=FOREVER)
+    assert core.delay(now=T0) == 0.0
+    core.reserve(now=T0)  # the burst window holds one request per 10 s
+    assert core.delay(now=T0 + 4) == 6.0
+    assert core.delay(now=T0 + 4) == 6.0  # asking twice changes nothing
+    assert core.reserve(now=T0 + 4).start_at == T0 + 10
+    assert core.delay(now=T0 + 4) == 16.0  # behind the waiting caller
+    assert core.delay(5000, now=T0 + 30) == 0.0  # more tokens than the budget: an empty window
+    # the oldest request ages out at T0+60: the waiting caller moves there, the next one is
+    # a burst window (10 s) later
+    core.on_rate_limited(now=T0 + 30, scope="requests")
+    assert core.delay(now=T0 + 30) == 40.0
+    paused = RateLimiter(max_wait=FOREVER)
+    paused.on_rate_limited(7.5, now=T0)
+    assert paused.delay(now=T0 + 0.5) == 7.0
+    assert paused.delay(now=T0 + 9) == 0.0
+
+
+async def test_the_shells_and_the_client_tell_the_delay() -> None:
+    clock = FakeClock(T0)
+    shell = AsyncRateLimiter(RateLimits(qps=1), clock=clock, sleep=clock.asleep)
+    await shell.acquire()
+    assert shell.delay() == 1.0
+    sync, _ = sync_limiter(RateLimits(qps=1))
+    sync.acquire()
+    assert sync.delay() == 1.0
+
+
 @pytest.mark.parametrize(
     ("error", "scope"),
     [

@@ -288,6 +288,12 @@ class AsyncClient(ClientBase[AsyncSleep]):
             async for text in stream.text_stream:
                 yield text
 
+    def rate_limit_delay(self, estimate: int = 0) -> float:
+        """Seconds a new request of about ``estimate`` tokens would now wait for the
+        client-side rate limits — the configured ones, those the server's ``X-Ratelimit-*``
+        headers set, and the pause after a rate-limit error (``0``: it would go at once)."""
+        return self._limiter.delay(estimate)
+
     async def aclose(self) -> None:
         """Close every pooled connection."""
         await self._transport.aclose()

@@ -288,6 +288,12 @@ class Client(ClientBase[Sleep]):
         with self.chat.stream(messages=messages, **kwargs) as stream:
             yield from stream.text_stream
 
+    def rate_limit_delay(self, estimate: int = 0) -> float:
+        """Seconds a new request of about ``estimate`` tokens would now wait for the
+        client-side rate limits — the configured ones, those the server's ``X-Ratelimit-*``
+        headers set, and the pause after a rate-limit error (``0``: it would go at once)."""
+        return self._limiter.delay(estimate)
+
     def close(self) -> None:
         """Close every pooled connection."""
         self._transport.close()

@@ -242,13 +242,18 @@ class RateLimiter:
         for w in (self._second, self._minute, self._burst, self._tokens, self._input, self._output):
             w.prune(now)
 
-    def _place(self, res: Reservation, t: float) -> None:
-        wanted = self._windows(res, t)
+    @staticmethod
+    def _fit(wanted: list[tuple[RateLimitScope, _Window, float]], t: float) -> float:
+        """The earliest time ``>= t`` at which the amounts ``wanted`` fit every window."""
         while True:
             later = max((w.earliest(a, t) for _, w, a in wanted), default=t)
             if later <= t:
-                break
+                return t
             t = later
+
+    def _place(self, res: Reservation, t: float) -> None:
+        wanted = self._windows(res, t)
+        t = self._fit(wanted, t)
         res.start_at = t
         for kind, window, amount in wanted:
             if window.limit is None:
@@ -304,6 +309,17 @@ class RateLimiter:
         else:
             self._waiting.append(res)
         return res
+
+    def delay(self, tokens: int = 0, *, now: float) -> float:
+        """Seconds a caller asking now for about ``tokens`` tokens would wait (``0``: none);
+        nothing is recorded. What a gateway asks before it accepts work it would otherwise
+        have to hold."""
+        self._prune(now)
+        floor = max(now, self._paused_until)
+        if self._waiting:
+            floor = max(floor, self._waiting[-1].start_at)
+        probe = Reservation(tokens=max(0, tokens), input_tokens=max(0, tokens))
+        return max(0.0, self._fit(self._windows(probe, floor), floor) - now)
 
     def poll(self, res: Reservation, now: float) -> float:
         """Seconds ``res`` must still wait; ``0`` grants it. Raises (and cancels ``res``) when

@@ -69,6 +69,12 @@ class SyncRateLimiter:
             raise
         return res
 
+    def delay(self, estimate: int = 0) -> float:
+        """Seconds a request of about ``estimate`` tokens would wait if it asked now (``0``:
+        none); nothing is reserved (see :meth:`RateLimiter.delay`)."""
+        with self._lock:
+            return self._core.delay(estimate, now=self._clock())
+
     def _poll(self, res: Reservation) -> float:
         with self._lock:
             return self._core.poll(res, self._clock())

@@ -41,6 +41,19 @@ async def test_qps_paces_requests(make: Factory) -> None:
     assert h.clock.sleeps == pytest.approx([1.0])
 
 
+async def test_the_client_tells_how_long_a_request_would_wait(make: Factory) -> None:
+    """``rate_limit_delay()`` (what the server asks before it accepts work): 0 while a slot is
+    free, the wait for the next one once the second is spent; asking reserves nothing."""
+    h = make(qps=2, fake_time=True)
+    assert h.client.rate_limit_delay() == 0.0
+    for _ in range(2):
+        (await h.stream(PROMPT)).raise_error()
+    waits = {h.client.rate_limit_delay() for _ in range(3)}
+    assert len(waits) == 1
+    assert 0.0 < waits.pop() <= 1.0
+    assert h.clock.sleeps == []
+
+
 async def test_concurrent_streams_queue_under_qps(make_each: MakeEach) -> None:
     """Four streams at once on each client (four threads on the sync one) under qps=2."""
 

@@ -97,13 +97,53 @@ def error() -> dict[str, Any]:
     return out
 
 
+def _refused(client: openai.OpenAI, question: str, **kwargs: Any) -> dict[str, Any]:
+    messages: Any = [{"role": "user", "content": question}]
+    try:
+        client.chat.completions.create(model="ernie-lite-8k", messages=messages, **kwargs)
+    except openai.APIStatusError as exc:
+        return {
+            "class": type(exc).__name__,
+            "status": exc.status_code,
+            "code": exc.code,
+            "retry_after": exc.response.headers.get("retry-after"),
+        }
+    return {"class": None}
+
+
+def refusals() -> dict[str, Any]:
+    """ERNIE refusals through the SDK with its default retries (2): which it retries is
+    counted upstream by the test."""
+    client = openai.OpenAI()  # max_retries=2, the default
+    return {
+        "invalid": _refused(client, "坏 [[wenxin:fault error=336003;times=1]]"),
+        "too_long": _refused(client, "长 [[wenxin:fault error=336007;times=1]]", stream=True),
+        "model": _refused(client, "无 [[wenxin:fault error=336005;times=1]]"),
+        "credentials": _refused(client, "钥 [[wenxin:fault error=13;times=1]]"),
+        "quota": _refused(client, "额 [[wenxin:fault error=17;times=1]]", stream=True),
+    }
+
+
+def rate_limited() -> dict[str, Any]:
+    """One ERNIE rate limit, then a second request: both 429 with Retry-After (no retries:
+    the Retry-After is ERNIE's minute)."""
+    client = openai.OpenAI(max_retries=0)
+    return {
+        "first": _refused(client, "快 [[wenxin:fault error=336501;times=1]]", stream=True),
+        "second": _refused(client, "再问"),
+    }
+
+
 SCENARIOS = {
     "stream_sync": stream_sync,
     "stream_async": stream_async,
     "whole": whole,
     "error": error,
+    "refusals": refusals,
+    "rate_limited": rate_limited,
 }
 
 if __name__ == "__main__":
-    names = list(SCENARIOS) if sys.argv[1] == "all" else sys.argv[1:]
+    everyday = ("stream_sync", "stream_async", "whole", "error")
+    names = list(everyday) if sys.argv[1] == "all" else sys.argv[1:]
     print(json.dumps({name: SCENARIOS[name]() for name in names}, ensure_ascii=False))

@@ -75,6 +75,26 @@ def running(
         yield Running(app, handle.base_url, handle)
 
 
+@contextmanager
+def draining(app: Server) -> Iterator[tuple[str, threading.Thread, Any]]:
+    """The app under the CLI's uvicorn server (drain first, then close) in a thread: set
+    ``server.should_exit`` to shut it down as SIGTERM does."""
+    from wenxin_stream.emulator._server import base_url_of, bind_socket
+    from wenxin_stream.server import uvicorn_server
+
+    server = uvicorn_server(app)
+    sock = bind_socket("127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started or not thread.is_alive(), timeout=10)
+    try:
+        yield base_url_of(sock), thread, server
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
 def new_conversation(client: httpx.Client, **body: Any) -> str:
     r = client.post("/api/conversations", json=body)
     assert r.status_code == 201, r.text

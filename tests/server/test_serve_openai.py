@@ -62,7 +62,7 @@ def test_the_official_openai_sdk_works_unchanged(shared: Running, emu: ServerHan
     assert whole["models"] > 10
     assert out["error"] == {
         "not_found": "model_not_found",
-        "upstream_status": 502,
+        "upstream_status": 400,  # ERNIE's invalid_argument: the client's mistake
         "mid_stream": "APIError",
     }
 
@@ -85,8 +85,9 @@ def test_stream_chunks_like_openai(shared: Running, emu: ServerHandle) -> None:
     assert len({c["id"] for c in chunks}) == 1
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     content = [c for c in chunks if c["choices"]]
-    assert content[-1]["choices"][0]["finish_reason"] == "stop"  # on the last content chunk
-    assert content[-1]["choices"][0]["delta"].get("content")
+    # the finish comes once the answer has ended, in a chunk of its own (as OpenAI's does)
+    assert content[-1]["choices"][0]["finish_reason"] == "stop"
+    assert content[-1]["choices"][0]["delta"] == {}
     assert all(c["choices"][0]["finish_reason"] is None for c in content[:-1])
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["total_tokens"] > 0
@@ -101,19 +102,20 @@ def test_stream_without_usage(shared: Running) -> None:
     assert "usage" not in chunks[-1]
 
 
-def test_upstream_errors_map_to_502_and_mid_stream_error_events(shared: Running) -> None:
+def test_upstream_errors_map_to_their_status_and_mid_stream_error_events(shared: Running) -> None:
     bad = [{"role": "user", "content": "坏 [[wenxin:fault error=336003]]"}]
     for stream in (False, True):
         r = _completion(shared, messages=bad, stream=stream)
-        assert r.status_code == 502
+        assert r.status_code == 400
         error = r.json()["error"]
-        assert error["code"] == "upstream_error"
-        assert "invalid_argument" in error["message"]
+        assert error["code"] == "invalid_argument"
+        assert error["upstream_code"] == "invalid_argument"
         assert "Traceback" not in r.text
     late = [{"role": "user", "content": "晚 [[wenxin:fault error=336003;error_after=3]]"}]
     events = sse_events(_completion(shared, messages=late, stream=True).content)
     assert events[-1].data == "[DONE]"
-    assert json.loads(events[-2].data)["error"]["code"] == "upstream_error"
+    assert json.loads(events[-2].data)["error"]["code"] == "invalid_argument"
+    assert not any('"finish_reason":"' in e.data for e in events)  # a cut never finishes
 
 
 def test_upstream_timeout_is_504(make_server: Any) -> None:

@@ -99,9 +99,11 @@ async def test_connection_errors_are_upstream_errors() -> None:
     gen.begin({})
     await _ended(gen)
     assert gen.error is not None
-    assert "ERNIE stream failed" in gen.error["message"]
+    assert gen.error["code"] == "upstream_error"
+    assert "the connection to ERNIE failed: reset by peer" in gen.error["message"]
     assert gen.error_status == 502
-    assert gen.entries[1].finish == "stop"
+    assert gen.entries[-1].data is not None
+    assert gen.entries[-1].data["error"] == gen.error  # in-band, in the end event
 
 
 async def test_cancelled_before_it_ran_and_aborted_before_begin() -> None:

@@ -141,8 +141,9 @@ def test_upstream_error_mid_stream_ends_with_an_error_end_event(shared: Running)
         assert events[-1].event == "end"
         assert [e.event for e in events].count("end") == 1
         assert end["end_reason"] == "upstream_error"
-        assert end["error"]["code"] == "upstream_error"
-        assert "invalid_argument" in end["error"]["message"]
+        assert end["error"]["code"] == "invalid_argument"  # the client's mistake: ERNIE's code
+        assert end["error"]["status"] == 400
+        assert end["error"]["type"] == "invalid_request_error"
         answer = c.get(f"/api/conversations/{cid}").json()["messages"][1]
     assert answer["status"] == "partial"
     assert answer["end_reason"] == "upstream_error"
@@ -156,7 +157,12 @@ def test_upstream_refusal_before_any_text(shared: Running) -> None:
         body = {"content": paced("拒绝", "error=336003")}
         events = sse_events(c.post(f"/api/conversations/{cid}/messages", json=body).content)
         assert [e.event for e in events] == ["start", "end"]
-        assert json.loads(events[-1].data)["error"]["code"] == "upstream_error"
+        error = json.loads(events[-1].data)["error"]
+        assert (error["code"], error["status"], error["upstream_code"]) == (
+            "invalid_argument",
+            400,
+            "invalid_argument",
+        )
 
 
 def test_a_runaway_answer_is_cut_at_max_answer_chars(make_server: Callable[..., Running]) -> None:

@@ -90,6 +90,7 @@ def test_bad_frames_get_error_frames_and_the_socket_stays_open(shared: Running) 
             "code": "invalid_field",
             "param": "type",
             "message": "",
+            "status": 400,
         }
         _send(ws, id="x")
         assert _recv(ws)["code"] == "missing_field"
@@ -104,6 +105,7 @@ def test_bad_frames_get_error_frames_and_the_socket_stays_open(shared: Running) 
             "id": "r3",
             "code": "not_found",
             "message": "",
+            "status": 404,
         }
         _send(ws, type="ask", id="r4", content="你好", model="gpt-9")
         assert _recv(ws)["code"] == "model_not_found"

@@ -317,6 +317,7 @@ class Server:
         self.checkpoints = Checkpoints(
             self.store, self.metrics, interval=config.checkpoint_interval
         )
+        relay.upstream_pause = upstream.rate_limit_delay
         self.answers = Answers(
             store=self.store,
             relay=relay,
@@ -345,6 +346,7 @@ class Server:
             OpenAIRoutes(
                 access=access, answers=self.answers, relay=relay, upstream=upstream, config=config
             ).routes(),
+            self.sockets.routes(),
         ):
             routes.update(group)
         self._routes = _table(routes)

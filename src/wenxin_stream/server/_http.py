@@ -16,12 +16,19 @@ secrets.
 
 :func:`read_json` reads a body under ``--max-body-bytes`` and insists on a JSON object; the
 field helpers (:func:`required_str`, :func:`optional_str`) check types and name the offending
-``param``.
+``param``. Input hygiene lives here too, for every route and the WebSocket: JSON may spell a
+lone surrogate (``"\\ud800"``), text no UTF-8 encoder can write (the store, ERNIE, our own
+answers), so :func:`check_text` refuses it naming the field (``messages[0].content``) — only
+when the raw JSON holds a ``\\u`` escape at all, so an ordinary body costs one byte search;
+and :func:`parse_count` accepts ASCII digits only, bounded before ``int`` (``str.isdigit``
+also accepts ``²``, and ``int`` refuses 5,000 digits).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +40,11 @@ __all__ = [
     "HTTPError",
     "Handler",
     "Routes",
+    "check_text",
+    "is_text",
     "not_found",
     "optional_str",
+    "parse_count",
     "read_json",
     "required_str",
 ]
@@ -52,7 +62,14 @@ _TYPES = {
 
 class HTTPError(Exception):
     """An error answer: ``status``, OpenAI-style ``code``, ``message``, the offending
-    ``param`` and extra ``headers``."""
+    ``param`` and extra ``headers``.
+
+    ``type`` overrides the OpenAI ``type`` the status implies; ``retry_after`` (seconds,
+    rounded up to a whole second, at least 1) adds a ``Retry-After`` header; ``should_retry``
+    adds ``x-should-retry`` (the header the official OpenAI SDKs obey: ``false`` stops their
+    retries of a 429/5xx no retry can fix); ``upstream_code`` is ERNIE's own code, shown next
+    to ours.
+    """
 
     def __init__(
         self,
@@ -62,33 +79,61 @@ class HTTPError(Exception):
         *,
         param: str | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
+        type: str | None = None,  # OpenAI's name for it, shadowing the builtin here only
+        retry_after: float | None = None,
+        should_retry: bool | None = None,
+        upstream_code: int | str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.param = param
-        self.headers = headers or []
+        self.headers = list(headers or [])
+        self._type = type
+        self.retry_after = None if retry_after is None else max(1, math.ceil(retry_after))
+        self.upstream_code = upstream_code
+        if self.retry_after is not None:
+            self.headers.append((b"retry-after", b"%d" % self.retry_after))
+        if should_retry is not None:
+            self.headers.append((b"x-should-retry", b"true" if should_retry else b"false"))
 
     @property
     def type(self) -> str:
         """The OpenAI ``type`` of the error."""
-        return _TYPES.get(self.status, "invalid_request_error")
+        return self._type or _TYPES.get(self.status, "invalid_request_error")
 
     def body(self) -> dict[str, Any]:
         """The JSON body."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "code": self.code,
-                "param": self.param,
-            }
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": self.type,
+            "code": self.code,
+            "param": self.param,
         }
+        if self.upstream_code is not None:
+            error["upstream_code"] = self.upstream_code
+        return {"error": error}
+
+    def event(self) -> dict[str, Any]:
+        """The error as it goes in-band, inside an event (SSE ``end``, WebSocket frames): the
+        body's fields, the HTTP ``status`` it stands for and ``retry_after`` when known."""
+        event: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "type": self.type,
+            "status": self.status,
+        }
+        if self.retry_after is not None:
+            event["retry_after"] = self.retry_after
+        if self.upstream_code is not None:
+            event["upstream_code"] = self.upstream_code
+        return event
 
     def frame(self, request_id: str | None = None) -> dict[str, Any]:
         """The WebSocket ``error`` frame."""
-        frame: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
+        frame = self.event()
+        frame["type"] = "error"  # the frame's type: the error's own does not go over WebSockets
         if request_id is not None:
             frame["id"] = request_id
         if self.param is not None:
@@ -132,11 +177,76 @@ Routes = dict[str, dict[str, Handler]]
 """Path template (``/api/conversations/{id}``) → method → handler."""
 
 
-async def read_json(receive: Receive, request: Request, limit: int) -> dict[str, Any]:
-    """The request body as a JSON object.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def is_text(value: str) -> bool:
+    """Whether ``value`` is encodable as UTF-8 (holds no lone surrogate)."""
+    return _SURROGATE.search(value) is None
+
+
+def _surrogate_at(value: object, path: str) -> str | None:
+    """The path of the first string in ``value`` (keys included) that holds a lone surrogate
+    — text no UTF-8 encoder (the database, the upstream, our own answers) can write."""
+    if isinstance(value, str):
+        return path if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _SURROGATE.search(key):  # the name itself cannot be shown: its object is
+                return f"{path or 'body'} (a key)"
+            if (found := _surrogate_at(item, f"{path}.{key}" if path else key)) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _surrogate_at(item, f"{path}[{index}]")) is not None:
+                return found
+    return None
+
+
+def check_text(body: dict[str, Any], raw: str | bytes) -> None:
+    """Refuse a JSON object whose text is not encodable as UTF-8: a ``\\ud800`` escape alone
+    decodes to a lone surrogate (``raw`` is the JSON it came from: without a ``\\u`` escape
+    there is nothing to look for).
 
     Raises:
-        HTTPError: 413 ``body_too_large``, 400 ``invalid_json``.
+        HTTPError: 400 ``invalid_field`` naming the field.
+    """
+    if (b"\\u" not in raw) if isinstance(raw, bytes) else ("\\u" not in raw):
+        return
+    field = _surrogate_at(body, "")
+    if field is not None:
+        raise HTTPError(
+            400,
+            "invalid_field",
+            f"{field!r} is not valid Unicode text (a lone surrogate escape such as \\ud800)",
+            param=field,
+        )
+
+
+def parse_count(text: str, name: str, low: int, high: int) -> int:
+    """A whole number written in ASCII digits (``str.isdigit`` also accepts ``²`` and other
+    digits ``int`` refuses), in ``[low, high]``.
+
+    Raises:
+        HTTPError: 400 ``invalid_field`` naming ``name``.
+    """
+    text = text.strip()
+    digits = text.lstrip("0") or "0"
+    if not (text.isascii() and text.isdigit()):
+        raise HTTPError(400, "invalid_field", f"{name} must be a whole number", param=name)
+    if len(digits) > len(str(high)) or not low <= int(digits) <= high:
+        raise HTTPError(400, "invalid_field", f"{name} must be {low}..{high}", param=name)
+    return int(digits)
+
+
+async def read_json(
+    receive: Receive, request: Request, limit: int, *, empty_ok: bool = False
+) -> dict[str, Any]:
+    """The request body as a JSON object (``{}`` for an empty body when ``empty_ok``), its
+    text checked (:func:`check_text`).
+
+    Raises:
+        HTTPError: 413 ``body_too_large``, 400 ``invalid_json``, 400 ``invalid_field``.
         ClientDisconnected: the client left while sending the body.
     """
     try:
@@ -148,12 +258,15 @@ async def read_json(receive: Receive, request: Request, limit: int) -> dict[str,
             f"the request body is larger than {limit} bytes",
             headers=[(b"connection", b"close")],
         ) from None
+    if empty_ok and not raw.strip():
+        return {}
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         raise HTTPError(400, "invalid_json", "the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise HTTPError(400, "invalid_json", "the request body must be a JSON object")
+    check_text(body, raw)
     return body
 
 

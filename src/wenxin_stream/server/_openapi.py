@@ -1,10 +1,16 @@
 """The OpenAPI 3.1 document of ``wenxin serve`` (``GET /openapi.json``), written by hand.
 
 It describes the routes of ``docs/SERVER-API.md`` — the contract — and nothing else: request
-bodies, the JSON answers, the event streams (as ``text/event-stream`` with the event names in
-the description) and the one error shape every 4xx/5xx uses. The WebSocket (``/api/ws``)
-cannot be expressed in OpenAPI; its description points to the contract. Built fresh per call
-from small helpers (it is requested rarely), so nothing here is shared mutable state.
+bodies (as strict as JSON Schema can say: non-blank text, ranges, nullable optional fields),
+the JSON answers, the one error shape every 4xx/5xx uses, and the event streams. An event
+stream's ``schema`` describes ONE event, ``{event, id, data}``, as OpenAPI 3.1 tools read it
+(3.2's ``itemSchema``): ``data`` is JSON text whose ``contentSchema`` is the event's payload
+(``StreamStart`` / ``StreamDelta`` / ``StreamEnd``; ``ChatCompletionChunk`` or an error, then
+``[DONE]``, on the OpenAI route). The WebSocket (``/api/ws``) cannot be expressed in OpenAPI:
+its ``GET`` is documented as what a plain HTTP request gets (426) and what an upgrade gets
+(101), and its frames are in the contract. Built fresh per call from small helpers (it is
+requested rarely), so nothing here is shared mutable state. ``tests/server/test_openapi_fuzz``
+runs schemathesis against it.
 """
 
 from __future__ import annotations
@@ -35,7 +41,34 @@ def _obj(required: list[str], **properties: Any) -> dict[str, Any]:
 _S = {"type": "string"}
 _NS = {"type": ["string", "null"]}
 _N = {"type": ["number", "null"]}
-_SSE = {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
+_TEXT = {"type": "string", "pattern": "[^\\s\\x1c-\\x1f\\x85]"}
+"""Text that is not blank (Python's whitespace: ECMA's ``\\s`` and ``\\x1c-\\x1f``,
+``\\x85``)."""
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+def _json_text(schema: dict[str, Any]) -> dict[str, Any]:
+    """An SSE ``data`` field: JSON text whose content is ``schema``."""
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
+def _event(name: str, payload: str) -> dict[str, Any]:
+    return _obj(["event", "data"], event={"const": name}, id=_S, data=_json_text(_ref(payload)))
+
+
+_NATIVE_EVENTS = {"oneOf": [_event("start", "StreamStart"), _event("delta", "StreamDelta"),
+                            _event("end", "StreamEnd")]}  # fmt: skip
+_OPENAI_EVENTS = {"oneOf": [
+    _obj(["data"], data={"const": "[DONE]"}),
+    _obj(["data"], data={"type": "string", "pattern": "^\\{",
+                         "contentMediaType": "application/json",
+                         "contentSchema": {"oneOf": [_ref("ChatCompletionChunk"),
+                                                     _ref("Error")]}}),
+]}  # fmt: skip
+_SSE = {"content": {"text/event-stream": {"schema": _NATIVE_EVENTS}}}
 _ID = {"name": "id", "in": "path", "required": True, "schema": _S}
 _AUTH: list[dict[str, list[str]]] = [{"apiKey": []}, {}]
 _UPSTREAM = {"enum": ["emulator", "ernie"]}
@@ -59,20 +92,51 @@ def _schemas() -> dict[str, Any]:
                         system=_NS, created_at=_S, updated_at=_S,
                         messages={"type": "array", "items": _ref("Message")})  # fmt: skip
     error = _obj(["error"], error=_obj(["message", "type", "code"], message=_S, type=_S,
-                                       code=_S, param=_NS))  # fmt: skip
+                                       code=_S, param=_NS,
+                                       upstream_code={"type": ["integer", "string"]}))  # fmt: skip
+    in_band = _obj(["code", "message", "type", "status"], code=_S, message=_S, type=_S,
+                   status={"type": "integer"}, retry_after={"type": "integer", "minimum": 1},
+                   upstream_code={"type": ["integer", "string"]})  # fmt: skip
+    start = _obj(["model"], stream_id=_S, conversation_id=_S, message_id=_S, model=_S)
+    delta = _obj(["text"], text=_S)
+    end = _obj(["end_reason"], end_reason=_S, finish_reason=_NS,
+               usage={"oneOf": [_ref("Usage"), {"type": "null"}]}, ttft_ms=_N, total_ms=_N,
+               message_id=_S, error=_ref("InBandError"))  # fmt: skip
+    chunk_choice = _obj(["index", "delta", "finish_reason"], index={"type": "integer"},
+                        delta=_obj([], role={"const": "assistant"}, content=_S),
+                        finish_reason={"enum": ["stop", "length", "content_filter",
+                                                "tool_calls", "function_call", None]})  # fmt: skip
+    chunk = _obj(["id", "object", "created", "model", "choices"], id=_S,
+                 object={"const": "chat.completion.chunk"}, created={"type": "integer"},
+                 model=_S, choices={"type": "array", "items": chunk_choice},
+                 usage=_ref("Usage"))  # fmt: skip
+    completion = _obj(["id", "object", "created", "model", "choices", "usage"], id=_S,
+                      object={"const": "chat.completion"}, created={"type": "integer"}, model=_S,
+                      choices={"type": "array", "items": _obj(
+                          ["index", "message", "finish_reason"], index={"type": "integer"},
+                          message=_obj(["role", "content"], role={"const": "assistant"},
+                                       content=_S),
+                          finish_reason={"enum": ["stop", "length", "content_filter",
+                                                  "tool_calls", "function_call"]})},
+                      usage={"oneOf": [_ref("Usage"), {"type": "null"}]})  # fmt: skip
     chat_message = _obj(["role", "content"],
                         role={"enum": ["system", "developer", "user", "assistant"]},
-                        content={"oneOf": [_S, {"type": "array", "items": _obj(
-                            ["type", "text"], type={"const": "text"}, text=_S)}]})  # fmt: skip
+                        content={"oneOf": [_TEXT, {"type": "array", "minItems": 1,
+                                                   "items": _obj(["type", "text"],
+                                                                 type={"const": "text"},
+                                                                 text=_TEXT)}]})  # fmt: skip
+    stop_word = {"type": "string", "maxLength": 20}
     completion_request = _obj(
-        ["model", "messages"], model=_S,
+        ["model", "messages"], model=_TEXT,
         messages={"type": "array", "items": _ref("ChatMessage"), "minItems": 1},
-        stream={"type": "boolean"},
-        stream_options=_obj([], include_usage={"type": "boolean"}),
-        temperature={"type": "number", "minimum": 0, "maximum": 2},
-        top_p={"type": "number", "minimum": 0, "maximum": 1},
-        max_tokens={"type": "integer", "minimum": 1},
-        stop={"oneOf": [_S, {"type": "array", "items": _S}]}, user=_S,
+        stream={"type": ["boolean", "null"]},
+        stream_options=_nullable(_obj([], include_usage={"type": "boolean"})),
+        temperature={"type": ["number", "null"], "minimum": 0, "maximum": 2},
+        top_p={"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        max_tokens={"type": ["integer", "null"], "minimum": 1},
+        stop=_nullable({"oneOf": [stop_word, {"type": "array", "maxItems": 4,
+                                              "items": stop_word}]}),
+        user=_NS,
     )  # fmt: skip
     return {
         "Usage": usage,
@@ -80,8 +144,14 @@ def _schemas() -> dict[str, Any]:
         "ConversationSummary": summary,
         "Conversation": conversation,
         "Error": error,
+        "InBandError": in_band,
+        "StreamStart": start,
+        "StreamDelta": delta,
+        "StreamEnd": end,
         "ChatMessage": chat_message,
         "ChatCompletionRequest": completion_request,
+        "ChatCompletion": completion,
+        "ChatCompletionChunk": chunk,
     }
 
 
@@ -93,9 +163,10 @@ _STREAM_DOC = (
 
 
 def _paths() -> dict[str, Any]:
-    conv_body = _obj([], title=_S, model=_S, system=_S)
-    rename_body = _obj(["title"], title={"type": "string", "minLength": 1, "maxLength": 200})
-    ask_body = _obj(["content"], content=_S, model=_S)
+    model = {"type": ["string", "null"], "description": "blank or null: the default model"}
+    conv_body = _obj([], title=_NS, model=model, system=_NS)
+    rename_body = _obj(["title"], title={**_TEXT, "maxLength": 200})
+    ask_body = _obj(["content"], content=_TEXT, model=model)
     return {
         "/healthz": {"get": {"summary": "Liveness", "security": [],
                              "responses": {"200": _json(_obj(["status"], status=_S))}}},
@@ -164,16 +235,24 @@ def _paths() -> dict[str, Any]:
         "/api/ws": {"get": {
             "summary": "WebSocket: several asks per socket, in-band cancel",
             "description": "JSON text frames; see docs/SERVER-API.md (`auth`, `ask`, "
-                           "`cancel` → `start`, `delta`, `end`, `error`).",
-            "responses": {"101": {"description": "Switching protocols"}}}},
+                           "`cancel` → `start`, `delta`, `end`, `error`). A WebSocket "
+                           "handshake gets 101; a plain HTTP GET gets 426.",
+            "security": [],
+            "responses": {"101": {"description": "Switching protocols (a WebSocket "
+                                                 "handshake)"},
+                          **_errors(426)}}},
         "/v1/chat/completions": {"post": {
             "summary": "OpenAI-compatible chat completions (stream or not)",
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": _ref("ChatCompletionRequest")}}},
             "responses": {"200": {"description": "`chat.completion`, or a stream of "
-                                                 "`chat.completion.chunk` ending in [DONE]",
-                                  "content": {"application/json": {"schema": {"type": "object"}},
-                                              "text/event-stream": {"schema": _S}}},
+                                                 "`chat.completion.chunk` ending in [DONE] "
+                                                 "(an error event before [DONE] when the "
+                                                 "answer was cut)",
+                                  "content": {"application/json": {
+                                                  "schema": _ref("ChatCompletion")},
+                                              "text/event-stream": {
+                                                  "schema": _OPENAI_EVENTS}}},
                           **_errors(400, 401, 404, 413, 429, 502, 503, 504)}}},
         "/v1/models": {"get": {"summary": "Models", "responses": {
             "200": _json(_obj(["object", "data"], object={"const": "list"},

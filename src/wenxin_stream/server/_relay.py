@@ -67,8 +67,10 @@ from typing import Any
 from .._asgi import json_bytes
 from .._async_client import AsyncChatStream
 from .._events import EndReason, FinishEvent, TextDelta, Usage, UsageEvent
-from .._exceptions import APIError, APITimeoutError, WenxinError
+from .._exceptions import APITimeoutError, ClientRateLimitTimeout, WenxinError
 from .._sse import encode_event_bytes
+from ._errors import FINISHED_REASONS, cut_error, upstream_failure
+from ._http import HTTPError
 from ._metrics import Metrics
 
 __all__ = [
@@ -102,14 +104,11 @@ MAX_DELTA_CHARS = 16384
 """Coalescing stops at this many characters: a new delta starts (frames stay small enough for
 any client's line limit)."""
 
-FINISHED_REASONS = frozenset({"completed", "length", "content_filtered"})
-"""End reasons after which an answer is stored ``complete``."""
-
 
 class Entry:
     """One event of a stream's log (see the module docstring)."""
 
-    __slots__ = ("_json", "_sse", "data", "end_offset", "finish", "kind", "parts", "seq", "size")
+    __slots__ = ("_json", "_sse", "data", "end_offset", "kind", "parts", "seq", "size")
 
     def __init__(
         self,
@@ -126,7 +125,6 @@ class Entry:
         self.data = data
         self.end_offset = end_offset
         self.size = 0  # characters of a delta
-        self.finish: str | None = None  # the finish reason, on the last content delta
         self._json: bytes | None = None
         self._sse: bytes | None = None
 
@@ -198,8 +196,9 @@ class Generation:
         self.end_reason: str | None = None
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
-        self.error: dict[str, Any] | None = None
-        self.error_status = 0
+        self.failure: HTTPError | None = None
+        """Why the answer did not finish, as our API answers it (``_errors``); ``None`` when
+        it finished, was cancelled by its client or lost its client."""
         self.end_data: dict[str, Any] = {}
         self.start_data: dict[str, Any] = {}
         self.done = self.loop.create_future()
@@ -360,8 +359,6 @@ class Generation:
                                 self._append_text(text)
                         case FinishEvent(reason=reason):
                             self.finish_reason = reason.value
-                            if self.entries and self.entries[-1].kind is _DELTA:
-                                self.entries[-1].finish = self.finish_reason
                         case UsageEvent(usage=usage):
                             self.usage = usage
             reason = (stream.end_reason or EndReason.COMPLETED).value
@@ -382,8 +379,8 @@ class Generation:
                 exc_info=exc if self.relay.debug else None,
             )
             self.relay.metrics.error("internal")
-            reason, self.error_status = "incomplete", 500
-            self.error = {"code": "internal_error", "message": "internal error"}
+            reason = "incomplete"
+            self.failure = HTTPError(500, "internal_error", "internal error")
         await self._finalize(reason)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -393,19 +390,21 @@ class Generation:
 
     def _upstream_failed(self, exc: WenxinError) -> str:
         reason = (exc.end_reason or EndReason.UPSTREAM_ERROR).value
-        if isinstance(exc, APITimeoutError):
-            self.relay.metrics.error("timeout")
-            self.error_status = 504
-            self.error = {"code": "upstream_timeout", "message": f"ERNIE timed out: {exc}"}
-            return reason
-        self.relay.metrics.error("upstream")
-        self.error_status = 502
-        if isinstance(exc, APIError):
-            message = f"ERNIE answered error {exc.code}: {exc.message}"
-            self.error = {"code": "upstream_error", "message": message, "upstream_code": exc.code}
-        else:
-            self.error = {"code": "upstream_error", "message": f"ERNIE stream failed: {exc}"}
+        self.relay.metrics.error("timeout" if isinstance(exc, APITimeoutError) else "upstream")
+        if isinstance(exc, ClientRateLimitTimeout):  # nothing timed out: ERNIE is rate limited
+            reason = EndReason.UPSTREAM_ERROR.value
+        self.failure = upstream_failure(exc, pause=self.relay.upstream_pause())
         return reason
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """The failure as it goes in-band (:meth:`HTTPError.event`), or ``None``."""
+        return None if self.failure is None else self.failure.event()
+
+    @property
+    def error_status(self) -> int:
+        """The HTTP status of the failure (``0``: none)."""
+        return 0 if self.failure is None else self.failure.status
 
     async def _finalize(self, reason: str) -> None:
         self._finalizing = True
@@ -416,6 +415,8 @@ class Generation:
         now = perf_counter()
         self.ended_at = now
         self.end_reason = reason
+        if self.failure is None and reason == "server_shutdown":
+            self.failure = cut_error(reason)  # a cut never looks finished, on any route
         relay = self.relay
         if begun:
             try:
@@ -436,8 +437,8 @@ class Generation:
                 "total_ms": self.total_ms,
                 **self.end_data,
             }
-            if self.error is not None:
-                data["error"] = {"code": self.error["code"], "message": self.error["message"]}
+            if self.failure is not None:
+                data["error"] = self.failure.event()
             self.entries.append(
                 Entry(len(self.entries), _END, data=data, end_offset=self.generated_chars)
             )
@@ -518,6 +519,9 @@ class Relay:
         self.streams: dict[str, Generation] = {}
         self.running: set[Generation] = set()
         self.accepting = True
+        self.upstream_pause: Callable[[], float] = lambda: 0.0
+        """How long the upstream client now holds every request (seconds; set once the
+        upstream exists): the ``Retry-After`` of a rate limit ERNIE gave none for."""
 
     def start(
         self,

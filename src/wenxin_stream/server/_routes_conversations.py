@@ -16,7 +16,16 @@ from typing import Any
 
 from .._asgi import Receive, Send, send_json
 from ._access import Access
-from ._http import Context, HTTPError, Routes, not_found, optional_str, read_json, required_str
+from ._http import (
+    Context,
+    HTTPError,
+    Routes,
+    not_found,
+    optional_str,
+    parse_count,
+    read_json,
+    required_str,
+)
 from ._store import ConversationRecord, MessageRecord, Store
 from ._upstream import Upstream
 
@@ -92,16 +101,16 @@ class ConversationRoutes:
     async def list_conversations(self, ctx: Context, receive: Receive, send: Send) -> None:
         """``GET /api/conversations``: the owner's conversations, newest first."""
         principal = await self.access.principal(ctx)
-        text = ctx.request.query_value("limit") or "100"
-        if not text.isdigit() or not 1 <= int(text) <= 1000:
-            raise HTTPError(400, "invalid_field", "limit must be 1..1000", param="limit")
-        convs = await self.store.list_conversations(principal.owner, limit=int(text))
+        text = ctx.request.query_value("limit")
+        limit = 100 if text is None else parse_count(text, "limit", 1, 1000)
+        convs = await self.store.list_conversations(principal.owner, limit=limit)
         await send_json(send, 200, {"conversations": [conversation_json(c) for c in convs]})
 
     async def create(self, ctx: Context, receive: Receive, send: Send) -> None:
-        """``POST /api/conversations``: a new, empty conversation."""
+        """``POST /api/conversations``: a new, empty conversation (every field is optional,
+        so the body may be empty)."""
         principal = await self.access.principal(ctx)
-        body = await read_json(receive, ctx.request, self.max_body_bytes)
+        body = await read_json(receive, ctx.request, self.max_body_bytes, empty_ok=True)
         title = optional_str(body, "title")
         system = optional_str(body, "system")
         requested = optional_str(body, "model")

@@ -11,14 +11,20 @@ its one subscriber is this request.
 ``ping_interval``), never later: so an upstream failure *before* any content still gets a real
 HTTP status (502 / 504, which the OpenAI SDK raises as ``APIStatusError``), while a slow first
 token still keeps the connection alive. Each log entry becomes one ``chat.completion.chunk``:
-the first carries ``role: "assistant"``, the last content chunk carries ``finish_reason``
-(or, when the finish came on its own, one more chunk with an empty delta), then the usage
-chunk (``"choices": []``) if ``stream_options.include_usage``, then ``data: [DONE]``. An error
-after content has been sent is an ``{"error": {…}}`` data event, then ``[DONE]``. The chunk
+the first carries ``role: "assistant"``; once the answer has ended — only then is it known to
+have *finished* — one chunk with an empty delta carries ``finish_reason`` (as OpenAI's own
+streams do), then the usage chunk (``"choices": []``) if ``stream_options.include_usage``,
+then ``data: [DONE]``. An answer that did not finish (an error after content has been sent,
+a shutdown, a timeout) has no ``finish_reason`` chunk at all: an ``{"error": {…}}`` data
+event (``_errors``: the same code and message the HTTP answer would have had), then
+``[DONE]`` — the official SDKs raise it, so a cut answer never looks finished. The chunk
 prefix (id, created, model) is encoded once per request; a delta costs one formatting and the
 one SSE encoder's framing (``_sse.encode_event_bytes``).
 
-**Non-stream.** The same stream is read to its end and answered as one ``chat.completion``.
+**Non-stream.** The same stream is read to its end and answered as one ``chat.completion``
+when it finished (``finish_reason`` by ``_errors.openai_finish``); an answer that did not
+finish is answered with its error's status instead (503 ``server_shutdown`` on a shutdown,
+the ``_errors`` row of an upstream failure), never 200 with a truncated text.
 
 In both, a client that disconnects stops the generation (the disconnect policy, with no grace:
 there is nothing to resume).
@@ -39,6 +45,7 @@ from ._access import Access
 from ._answers import Answers
 from ._config import ServerConfig
 from ._connection import PING, SSE_HEADERS, Outlet, watch
+from ._errors import cut_error, openai_finish
 from ._http import Context, HTTPError, Routes, read_json, required_str
 from ._relay import Entry, EntryKind, Generation, Relay, Subscription, usage_dict
 from ._upstream import Upstream
@@ -47,7 +54,6 @@ __all__ = ["OpenAIRoutes", "parse_messages", "parse_params"]
 
 _DELTA, _END = EntryKind.DELTA, EntryKind.END
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-_FINISH = {"other": "stop"}
 
 
 def _invalid(message: str, param: str = "messages") -> HTTPError:
@@ -143,10 +149,9 @@ class _Chunks:
         )
         self.prefix += b'"model":%s,"system_fingerprint":null,"choices":' % json_bytes(model)
         self.include_usage = include_usage
-        self.finish_sent = False
 
     def choice(self, delta: bytes, finish: str | None) -> bytes:
-        reason = b"null" if finish is None else b'"%s"' % _FINISH.get(finish, finish).encode()
+        reason = b"null" if finish is None else b'"%s"' % finish.encode()
         return encode_event_bytes(
             b'%s[{"index":0,"delta":%s,"logprobs":null,"finish_reason":%s}]}'
             % (self.prefix, delta, reason)
@@ -154,27 +159,25 @@ class _Chunks:
 
     def encode(self, entry: Entry, gen: Generation) -> bytes:
         if entry.kind is _DELTA:
-            if entry.finish is not None:
-                self.finish_sent = True
             # entry.json() is b'{"text":"…"}': the same JSON string, under another name
-            return self.choice(b'{"content":' + entry.json()[8:], entry.finish)
+            return self.choice(b'{"content":' + entry.json()[8:], None)
         if entry.kind is not _END:
             return self.choice(b'{"role":"assistant","content":""}', None)
         out = b""
-        if gen.error is not None:
-            error = {
-                "message": gen.error["message"],
-                "type": "upstream_error",
-                "code": gen.error["code"],
-                "param": None,
-            }
-            out += encode_event_bytes(json_bytes({"error": error}))
-        elif not self.finish_sent:
-            out += self.choice(b"{}", gen.finish_reason or "stop")
+        finish = openai_finish(gen.end_reason, gen.finish_reason)
+        if finish is None:  # a cut: an error, never a finish
+            out += encode_event_bytes(json_bytes(_failure(gen).body()))
+        else:
+            out += self.choice(b"{}", finish)
         if self.include_usage and gen.usage is not None:
             usage = json_bytes(usage_dict(gen.usage))
             out += encode_event_bytes(b'%s[],"usage":%s}' % (self.prefix, usage))
         return out + DONE_EVENT
+
+
+def _failure(gen: Generation) -> HTTPError:
+    """Why ``gen`` did not finish, as our API answers it."""
+    return gen.failure or cut_error(gen.end_reason or "incomplete")
 
 
 class _LazyOutlet(Outlet):
@@ -201,7 +204,7 @@ async def _relay(sub: Subscription, outlet: _LazyOutlet, chunks: _Chunks) -> Non
         batch = await sub.next_batch()
         last = batch[-1]
         shown = outlet.started or any(entry.kind is _DELTA for entry in batch)
-        if last.kind is _END and gen.error is not None and not shown:
+        if last.kind is _END and not shown and openai_finish(gen.end_reason, None) is None:
             return  # nothing shown yet: the handler answers with an HTTP error status
         body = held + b"".join([chunks.encode(entry, gen) for entry in batch])
         if not outlet.started and last.kind is not _DELTA and last.kind is not _END:
@@ -216,11 +219,6 @@ async def _relay(sub: Subscription, outlet: _LazyOutlet, chunks: _Chunks) -> Non
 async def _consume(sub: Subscription) -> None:
     while (await sub.next_batch())[-1].kind is not _END:
         pass
-
-
-def _upstream_error(gen: Generation) -> HTTPError:
-    error = gen.error or {"code": "upstream_error", "message": "upstream error"}
-    return HTTPError(gen.error_status or 502, error["code"], error["message"])
 
 
 class OpenAIRoutes:
@@ -270,6 +268,7 @@ class OpenAIRoutes:
                 "stream_options",
             )
         params = parse_params(body, self.upstream.api)
+        self.upstream.check_rate()  # ERNIE is rate limited: 429 now, nothing is held
         try:
             gen = self.answers.complete(
                 principal,
@@ -305,7 +304,7 @@ class OpenAIRoutes:
                 if outlet.started:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                 else:
-                    raise _upstream_error(sub.gen)
+                    raise _failure(sub.gen)
         finally:
             self.relay.detach(sub, gone=gone)
 
@@ -319,9 +318,9 @@ class OpenAIRoutes:
         if gone:
             return
         gen = sub.gen
-        if gen.error is not None:
-            raise _upstream_error(gen)
-        finish = gen.finish_reason or "stop"
+        finish = openai_finish(gen.end_reason, gen.finish_reason)
+        if finish is None:
+            raise _failure(gen)
         await send_json(
             send,
             200,
@@ -336,7 +335,7 @@ class OpenAIRoutes:
                         "index": 0,
                         "message": {"role": "assistant", "content": gen.text, "refusal": None},
                         "logprobs": None,
-                        "finish_reason": _FINISH.get(finish, finish),
+                        "finish_reason": finish,
                     }
                 ],
                 "usage": usage_dict(gen.usage),

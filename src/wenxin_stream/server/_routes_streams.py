@@ -51,14 +51,15 @@ def last_event_seq(ctx: Context, gen: Generation) -> int:
             raise HTTPError(
                 400, "invalid_field", "Last-Event-ID names another stream", param="last_event_id"
             )
-    if not text.isdigit() or int(text) > gen.claimed:
+    digits = text.lstrip("0") or "0"  # ASCII digits only: `isdigit` also accepts "²"
+    if not (text.isascii() and text.isdigit()) or len(digits) > 18 or int(digits) > gen.claimed:
         raise HTTPError(
             400,
             "invalid_field",
             "Last-Event-ID is not an event of this stream",
             param="last_event_id",
         )
-    return int(text)
+    return int(digits)
 
 
 async def _relay(sub: Subscription, outlet: Outlet, head: bytes) -> None:
@@ -121,6 +122,7 @@ class StreamRoutes:
         body = await read_json(receive, ctx.request, self.max_body_bytes)
         content = required_str(body, "content")
         model = optional_str(body, "model")
+        self.answers.upstream.check_rate()  # 429 now, rather than a stream that fails at once
         gen = await self.answers.ask(
             principal,
             conversation_id=ctx.params["id"],

@@ -13,7 +13,19 @@ wraps it with what the routes need to know:
 - the models: the default one, the names served (v1 endpoint names or v2 model ids, by the
   client's API generation), and :meth:`Upstream.resolve_model`, which maps a requested name
   (or alias) to the name shown to the client and the name sent upstream (404
-  ``model_not_found`` for an unknown one).
+  ``model_not_found`` for an unknown one);
+- whether ERNIE's rate limits let a request go now (:meth:`Upstream.check_rate`).
+
+**Rate limits: answer, never hold.** The client shares one client-side limiter between every
+user of the server: it adopts ERNIE's ``X-Ratelimit-*`` limits and, after a rate-limit error,
+pauses every request for ERNIE's ``Retry-After`` or blocks the budget the code names (RPM: until
+our oldest request of the minute ages out; see ``_ratelimit``). A gateway must not hold its
+users silently through such a pause, so the client waits at most
+:data:`RATE_LIMIT_WAIT` seconds for a slot (smoothing, no more); beyond that the request is
+refused at once — by :meth:`Upstream.check_rate` before anything starts, or by the SDK's
+``ClientRateLimitTimeout`` — and answered 429 with ``Retry-After`` (``_errors``). For the same
+reason the client never retries a rate-limited request itself (:class:`GatewayRetry`): the 429
+goes to the user with ERNIE's ``Retry-After``, instead of being hammered on their behalf.
 """
 
 from __future__ import annotations
@@ -23,13 +35,31 @@ from typing import Any, Literal
 
 from .._async_client import AsyncChatStream, AsyncClient
 from .._client_base import EMULATOR_NOTICE
+from .._exceptions import ClientRateLimitTimeout, RateLimitError
 from .._models import MODELS, find_model
+from .._retry import RetryPolicy
 from .._timeouts import Timeout
 from .._transport import Limits
 from ._config import ServerConfig
+from ._errors import upstream_failure
 from ._http import HTTPError
 
-__all__ = ["Upstream", "build_client"]
+__all__ = ["RATE_LIMIT_WAIT", "GatewayRetry", "Upstream", "build_client"]
+
+RATE_LIMIT_WAIT = 1.0
+"""The longest a request waits for the upstream client's rate limits (seconds); a longer
+wait is answered 429 at once."""
+
+
+class GatewayRetry(RetryPolicy):
+    """The retry policy of the server's upstream client: the SDK's, except that a rate limit
+    is never retried (the user gets the 429 and ERNIE's ``Retry-After``)."""
+
+    def delay(self, attempt: int, error: BaseException, rand: float) -> float | None:
+        """As :meth:`RetryPolicy.delay`, but ``None`` for a rate-limit error."""
+        if isinstance(error, RateLimitError):
+            return None
+        return super().delay(attempt, error, rand)
 
 
 class _DropNotice(logging.Filter):
@@ -51,7 +81,8 @@ def build_client(config: ServerConfig) -> AsyncClient:
             base_url=config.upstream_base_url,
             api=config.upstream_api,
             model=config.default_model,
-            retry=config.upstream_retries,
+            retry=GatewayRetry(max_attempts=config.upstream_retries + 1),
+            rate_limit_wait=RATE_LIMIT_WAIT,
             timeout=Timeout(
                 connect=config.upstream_connect_timeout,
                 first_token=config.upstream_first_token_timeout,
@@ -122,6 +153,21 @@ class Upstream:
                 404, "model_not_found", f"the model {name!r} does not exist", param="model"
             )
         return name, (info.name if self.client.api == "v1" else info.v2_name)
+
+    def rate_limit_delay(self) -> float:
+        """How long a new request would now wait for ERNIE's rate limits (seconds)."""
+        return self.client.rate_limit_delay()
+
+    def check_rate(self) -> None:
+        """Refuse a request the upstream client would hold longer than
+        :data:`RATE_LIMIT_WAIT` (ERNIE is rate limited: the client pauses).
+
+        Raises:
+            HTTPError: 429 ``upstream_rate_limited`` with ``Retry-After``.
+        """
+        wait = self.client.rate_limit_delay()
+        if wait > RATE_LIMIT_WAIT:
+            raise upstream_failure(ClientRateLimitTimeout(wait, RATE_LIMIT_WAIT), pause=wait)
 
     def model_names(self) -> list[str]:
         """The models this server serves."""

@@ -27,8 +27,12 @@ within the cache's TTL, as on HTTP — the ask is answered with an ``invalid_api
 frame and the socket is closed with code 1008 and a reason; answers already running on it
 end as when a client leaves.
 
-A bad frame — not JSON, not an object, unknown ``type``, missing or mistyped fields, too
-large, a duplicate ``id`` — is answered with an ``error`` frame and the socket stays open.
+A bad frame — not JSON, not an object, unknown ``type``, missing or mistyped fields, text
+that is not valid Unicode, too large, a duplicate ``id`` — is answered with an ``error`` frame
+and the socket stays open; so is an ask refused before it starts (ERNIE's rate-limit pause:
+``status`` 429 and ``retry_after``). An answer that fails after it started gets an ``error``
+frame (``_errors``: code, status, retry_after) and then its ``end`` frame. A plain HTTP
+``GET /api/ws`` (no upgrade) is answered 426.
 Frames are built from each log entry's pre-encoded JSON, so a delta costs one concatenation.
 """
 
@@ -48,7 +52,15 @@ from ._access import Access, Principal
 from ._answers import Answers
 from ._config import ServerConfig
 from ._connection import Outlet, heartbeat
-from ._http import HTTPError, optional_str, required_str
+from ._http import (
+    Context,
+    HTTPError,
+    Routes,
+    check_text,
+    is_text,
+    optional_str,
+    required_str,
+)
 from ._keys import parse_bearer
 from ._metrics import Metrics
 from ._relay import Entry, EntryKind, Generation, Relay, Subscription
@@ -110,6 +122,20 @@ class Sockets:
         self.max_frame = config.max_body_bytes
         self.stall_timeout = config.stall_timeout
         self.debug = config.debug
+
+    def routes(self) -> Routes:
+        """The HTTP side of ``/api/ws``: a plain ``GET`` (no WebSocket upgrade) is answered
+        426 ``upgrade_required``."""
+        return {"/api/ws": {"GET": self.upgrade_required}}
+
+    async def upgrade_required(self, ctx: Context, receive: Receive, send: Send) -> None:
+        """``GET /api/ws`` without a WebSocket handshake: 426 with ``Upgrade: websocket``."""
+        raise HTTPError(
+            426,
+            "upgrade_required",
+            "/api/ws is a WebSocket: connect with a WebSocket client (see docs/SERVER-API.md)",
+            headers=[(b"upgrade", b"websocket"), (b"connection", b"Upgrade")],
+        )
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ``/api/ws`` connection until it closes."""
@@ -204,10 +230,11 @@ class Socket:
                 await self._error(HTTPError(400, "invalid_json", "a frame must be a JSON object"))
                 continue
             try:
+                check_text(body, text)
                 await self._dispatch(body)
             except HTTPError as error:
-                rid = body.get("id") if isinstance(body.get("id"), str) else None
-                await self._error(error, rid)
+                rid = body.get("id")
+                await self._error(error, rid if isinstance(rid, str) and is_text(rid) else None)
             if self.state is SocketState.CLOSED:
                 return
 
@@ -287,6 +314,7 @@ class Socket:
         sub: Subscription | None = None
         gone = True
         try:
+            sockets.answers.upstream.check_rate()  # 429 now, rather than an answer that fails
             gen = await sockets.answers.ask(
                 principal,
                 conversation_id=conversation_id,
@@ -304,7 +332,7 @@ class Socket:
             sub = sockets.relay.attach(gen)
             if ask.cancelled:
                 gen.cancel("cancelled")
-            await self._relay(sub, json_bytes(rid))
+            await self._relay(sub, rid)
             gone = False
         except HTTPError as error:
             await self._error(error, rid)
@@ -327,13 +355,16 @@ class Socket:
                 sockets.relay.detach(sub, gone=gone)
             self.asks.pop(rid, None)
 
-    async def _relay(self, sub: Subscription, rid: bytes) -> None:
+    async def _relay(self, sub: Subscription, rid: str) -> None:
         assert self.outlet is not None
         write = self.outlet.write
+        rid_json = json_bytes(rid)
         while True:
             batch = await sub.next_batch()
             for entry in batch:
-                await write({"type": "websocket.send", "text": frame(entry, rid)})
+                if entry.kind is _END and sub.gen.failure is not None:  # in-band: error, end
+                    await self._error(sub.gen.failure, rid)
+                await write({"type": "websocket.send", "text": frame(entry, rid_json)})
             if batch[-1].kind is _END:
                 return
 
