@@ -9,6 +9,7 @@ import pytest
 from wenxin_stream.cli import build_parser
 from wenxin_stream.cli.serve import config_from_args
 from wenxin_stream.server import ServerConfig, ServerConfigError
+from wenxin_stream.server._config import mask_url_password
 
 
 def test_defaults() -> None:
@@ -92,6 +93,11 @@ def test_cli_flags_feed_the_config(tmp_path: Path) -> None:
         ({"upstream_max_connections": 0}, "upstream_max_connections"),
         ({"resume_grace": float("inf")}, "resume_grace"),
         ({"checkpoint_interval": -0.5}, "checkpoint_interval"),
+        ({"workers": 0}, "workers: must be at least 1"),
+        ({"workers": 2}, "workers: 2 workers need redis_url"),
+        ({"redis_url": "http://localhost:6379"}, "redis_url: expected redis://"),
+        ({"redis_timeout": 0}, "redis_timeout"),
+        ({"redis_max_connections": 0}, "redis_max_connections"),
     ],
 )
 def test_invalid_values(values: dict[str, object], message: str) -> None:
@@ -128,3 +134,32 @@ def test_secrets_never_show() -> None:
         ServerConfig.load(environ={"WENXIN_UPSTREAM_BEARER_TOKEN": "x", "WENXIN_PORT": "no"})
     assert "bce-v3" not in str(info.value)
     assert config.with_overrides(port=1).upstream_bearer_token == config.upstream_bearer_token
+
+
+def test_url_passwords_never_show() -> None:
+    config = ServerConfig(
+        redis_url="redis://:hunter2@cache.internal:6379/0",
+        database_url="postgresql://wenxin:s3cret@db.internal:5432/wenxin",
+        workers=2,
+    )
+    shown = repr(config)
+    assert "hunter2" not in shown
+    assert "s3cret" not in shown
+    assert "redis_url='redis://:***@cache.internal:6379/0'" in shown
+    assert "database_url='postgresql://wenxin:***@db.internal:5432/wenxin'" in shown
+    assert mask_url_password("redis://cache:6379/0") == "redis://cache:6379/0"  # none to mask
+    with pytest.raises(ServerConfigError) as info:
+        ServerConfig(redis_url="tcp://:hunter2@cache:6379")
+    assert "hunter2" not in str(info.value)
+    loaded = ServerConfig.load(
+        environ={"WENXIN_REDIS_URL": "redis://127.0.0.1:6390/1", "WENXIN_WORKERS": "3"}
+    )
+    assert (loaded.redis_url, loaded.workers) == ("redis://127.0.0.1:6390/1", 3)
+
+
+async def test_scale_out_settings_refuse_to_start_until_wired(tmp_path: Path) -> None:
+    from wenxin_stream.server import StartupError, create_app
+
+    app = create_app(ServerConfig(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0"))
+    with pytest.raises(StartupError, match="not wired"):
+        await app.startup()

@@ -41,6 +41,15 @@ def register(subparsers: Any) -> None:
     _flag(net, "port", "port; 0 = any free port (8000)", type=int)
     _flag(net, "data-dir", "directory of the database and audit log (./data)")
     _flag(net, "database-url", "database (default sqlite in the data dir)")
+
+    fleet = parser.add_argument_group("scale-out (several workers and instances)")
+    _flag(fleet, "redis-url", "Redis shared by workers and instances (default: none, in memory)")
+    _flag(
+        fleet, "workers", "worker processes sharing the port; > 1 needs --redis-url (1)", type=int
+    )
+    _flag(fleet, "instance-id", "this process's name in the fleet (host:pid:random)")
+    _flag(fleet, "redis-max-connections", "Redis pool size per process (64)", type=int)
+    _flag(fleet, "redis-timeout", "seconds a Redis call may take (1.0)", type=float)
     net.add_argument("--config", metavar="FILE", help="TOML file of settings (WENXIN_CONFIG)")
     _flag(net, "max-body-bytes", "largest request body (1048576)", type=int)
 
@@ -111,6 +120,11 @@ _FIELDS = (
     "port",
     "data_dir",
     "database_url",
+    "redis_url",
+    "workers",
+    "instance_id",
+    "redis_max_connections",
+    "redis_timeout",
     "max_body_bytes",
     "max_header_bytes",
     "max_headers",

@@ -270,6 +270,11 @@ class Server:
             StartupError: dev mode on a public address, or the store cannot be opened.
         """
         config = self.config
+        if config.redis_url is not None or config.workers > 1:  # being built (issue 11)
+            raise StartupError(
+                "--redis-url and --workers are accepted but not wired into this build yet: "
+                "run one process without them"
+            )
         try:
             config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.store = open_store(config.database)

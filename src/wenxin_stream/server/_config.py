@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from .._redact import redact
 
-__all__ = ["ENV_PREFIX", "ServerConfig", "ServerConfigError"]
+__all__ = ["ENV_PREFIX", "ServerConfig", "ServerConfigError", "mask_url_password"]
 
 ENV_PREFIX = "WENXIN_"
 """Prefix of the environment variables that configure the server."""
@@ -44,6 +44,8 @@ ENV_PREFIX = "WENXIN_"
 DisconnectPolicy = Literal["cancel", "drain"]
 
 _SECRET_FIELDS = frozenset({"upstream_bearer_token"})
+_URL_FIELDS = frozenset({"redis_url", "database_url"})
+"""Fields whose value may carry a password in its userinfo (masked in ``repr``)."""
 _CHOICES: dict[str, tuple[str, ...]] = {
     "on_disconnect": ("cancel", "drain"),
     "upstream_api": ("v1", "v2"),
@@ -64,6 +66,14 @@ class ServerConfig:
         data_dir: Directory of the database and the audit log (created if missing).
         database_url: The store's database: ``sqlite:///abs/path.db`` or a file path
             (default ``<data_dir>/wenxin.db``).
+        redis_url: Redis shared by every worker and instance (``redis://[:password@]host:port/db``;
+            ``None``: in-memory state, one process). Its password is never logged.
+        workers: Worker processes on this machine sharing the port (more than 1 needs
+            ``redis_url``: limits, the resume log and cancel must be shared).
+        instance_id: This process's name in a fleet (default: ``<host>:<pid>:<random>``).
+        redis_max_connections: Size of the Redis connection pool of one process (a request
+            waits for a free connection at most ``redis_timeout``).
+        redis_timeout: Seconds any Redis call may take before it counts as failed.
         on_disconnect: ``cancel`` (stop the upstream once the last client has been gone for
             ``resume_grace``) or ``drain`` (read it to its end for accounting).
         resume_grace: Seconds a stream waits for a client to reconnect (and is kept for
@@ -110,6 +120,11 @@ class ServerConfig:
     port: int = 8000
     data_dir: Path = Path("data")
     database_url: str | None = None
+    redis_url: str | None = None
+    workers: int = 1
+    instance_id: str | None = None
+    redis_max_connections: int = 64
+    redis_timeout: float = 1.0
     on_disconnect: DisconnectPolicy = "cancel"
     resume_grace: float = 5.0
     ping_interval: float = 15.0
@@ -159,6 +174,24 @@ class ServerConfig:
         for name in ("upstream_connect_timeout", "upstream_first_token_timeout"):
             if getattr(self, name) <= 0:
                 raise ServerConfigError(f"{name}: must be greater than 0")
+        if self.workers < 1:
+            raise ServerConfigError("workers: must be at least 1")
+        if self.workers > 1 and self.redis_url is None:
+            raise ServerConfigError(
+                f"workers: {self.workers} workers need redis_url (--redis-url): per-key limits, "
+                "the resume log and cancel would otherwise live in each worker's memory, so "
+                "every limit would count per worker and a resume could land on a worker that "
+                "never saw the answer"
+            )
+        if self.redis_max_connections < 1 or self.redis_timeout <= 0:
+            raise ServerConfigError("redis_max_connections / redis_timeout: must be positive")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ServerConfigError(
+                f"redis_url: expected redis://host:port/db, rediss://… or unix://…, got "
+                f"{mask_url_password(self.redis_url)!r}"
+            )
         if self.upstream_idle_timeout <= 0 or self.upstream_max_connections < 1:
             raise ServerConfigError("upstream_idle_timeout / upstream_max_connections: too small")
         for name, allowed in _CHOICES.items():
@@ -172,6 +205,8 @@ class ServerConfig:
             value = getattr(self, f.name)
             if f.name in _SECRET_FIELDS and value is not None:
                 parts.append(f"{f.name}='***'")
+            elif f.name in _URL_FIELDS and value is not None:
+                parts.append(f"{f.name}={mask_url_password(value)!r}")
             elif value != f.default:
                 parts.append(f"{f.name}={value!r}")
         return f"ServerConfig({', '.join(parts)})"
@@ -222,6 +257,19 @@ class ServerConfig:
         return cls(**values)
 
 
+def mask_url_password(url: str) -> str:
+    """``url`` with the password of its userinfo replaced by ``***`` (for logs and errors)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, hostport = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostport}{slash}{path}"
+
+
 def _read_file(path: Path, names: set[str]) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -251,6 +299,8 @@ _BOOL_WORDS |= {"0": False, "false": False, "no": False, "off": False}
 def _kind(name: str) -> str:
     default = ServerConfig.__dataclass_fields__[name].default
     if name in ("default_model", "database_url", "upstream_base_url", "upstream_v2_base_url"):
+        return "str"
+    if name in ("redis_url", "instance_id"):
         return "str"
     if name in ("upstream_bearer_token", "upstream_api", "host", "on_disconnect"):
         return "str"
