@@ -54,7 +54,7 @@ async def test_a_slow_call_times_out(redis_service: Service) -> None:
     await shared.open()
     try:
         never = asyncio.get_running_loop().create_future()
-        with pytest.raises(SharedStateError, match="did not answer within 0.2 s"):
+        with pytest.raises(SharedStateError, match=r"did not answer within 0\.2 s"):
             await shared.call(never, "SLOW")
         assert not shared.healthy
         await shared.call(shared.client.ping(), "PING")
