@@ -72,7 +72,7 @@ EXPECTED = ChatResult(
     function_call=FunctionCall("h", "{}", "因为"),
     tool_calls=(ToolCall("call_a", "f", '{"a":1}'), ToolCall("call_b", "g", "{}", index=1)),
     search_info=freeze({"search_results": [{"index": 1}], "is_beset": False}),
-    reasoning_content="想",
+    reasoning="想",
     extra=freeze({"stamp": 2, "other": [1], "choice.delta_tag": "x"}),
     model="ernie-4.0-8k",
     created=100,

@@ -361,8 +361,8 @@ def test_v2_observed_429_rpm() -> None:
         ),
         (
             401,
-            {"error": {"code": "invalid_model", "message": "No permission"}},
-            AuthenticationError,
+            {"error": {"code": "invalid_model", "message": "The model does not exist"}},
+            NotFoundError,
             "permanent",
         ),
         (

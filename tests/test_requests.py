@@ -323,7 +323,7 @@ def test_v2_model_required(model: Any) -> None:
 def test_v2_pass_through_and_content_parts() -> None:
     parts = [
         {"type": "text", "text": "图里是什么？"},
-        {"type": "image_url", "image_url": {"url": "u"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
     ]
     messages = [{"role": "user", "content": parts}]
     request = build_v2_chat(

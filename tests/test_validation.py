@@ -114,9 +114,11 @@ def test_v1_parameters_at_their_bounds_pass() -> None:
 def test_v2_messages() -> None:
     assert check_v2_messages([{"role": "system", "content": "s"}, u()]) is None
     assert check_v2_messages([u(), a(), u(), a(), u()]) is None
-    parts = [{"type": "text", "text": "看图"}, {"type": "image_url", "image_url": {"url": "x"}}]
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    parts = [{"type": "text", "text": "看图"}, image]
     assert check_v2_messages([{"role": "user", "content": parts}]) is None
-    tool_call = {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}
+    call = {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    tool_call = {"role": "assistant", "content": None, "tool_calls": [call]}
     assert (
         check_v2_messages([u(), tool_call, {"role": "tool", "tool_call_id": "1", "content": "{}"}])
         is None
@@ -130,8 +132,8 @@ def test_v2_messages() -> None:
         ([{"role": "robot", "content": "x"}], "role of message 0 is invalid"),
         ([u(), {"role": "tool", "content": "{}"}], "tool_call_id"),
         ([{"role": "user", "content": None}], "must not be empty"),
-        ([{"role": "user", "content": [{"type": "text", "text": 3}]}], "malformed"),
-        ([{"role": "user", "content": ["text"]}], "malformed"),
+        ([{"role": "user", "content": [{"type": "text", "text": 3}]}], "needs a string text"),
+        ([{"role": "user", "content": ["text"]}], "must be an object with a type"),
         ([{"role": "user", "content": 42}], "malformed"),
         ([u("   ")], "must not be blank"),
         ([7], "must be an object"),

@@ -20,6 +20,7 @@ from wenxin_stream._events import (
     ReasoningDelta,
     SafetyEvent,
     SearchInfoEvent,
+    SearchResult,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -167,7 +168,7 @@ def test_parse_nonstream_everything() -> None:
     }
     result = parse_v2_response(body)
     assert result.content == ""
-    assert result.reasoning_content == "先想一想"
+    assert result.reasoning == "先想一想"
     assert result.tool_calls == (
         ToolCall("call_1", "get_weather", '{"city":"北京"}'),
         ToolCall("call_2", "f", '{"a": 1}', index=1),
@@ -327,7 +328,7 @@ def test_reasoning_then_content() -> None:
     events = run([data])
     assert events[1] == ReasoningDelta("用户问天气，")
     result = accumulate_all(events)
-    assert result.reasoning_content == "用户问天气，我没有实时数据。"
+    assert result.reasoning == "用户问天气，我没有实时数据。"
     assert result.content == "抱歉。"
 
 
@@ -358,11 +359,12 @@ def test_streamed_tool_calls_merge_by_index() -> None:
                 ]
             }
         ),
-        chunk({"tool_calls": [{"function": {"arguments": {"x": 1}}}]}),  # no index: position
+        # no index and no id: the fragment continues the current call (index 0 here)
+        chunk({"tool_calls": [{"function": {"arguments": {"x": 1}}}]}),
         chunk({}, finish_reason="tool_calls"),
     )
     events = run([data])
-    assert ToolCallDelta(0, "call_a", "get_weather", "") in events
+    assert ToolCallDelta(0, "call_a", "get_weather", "", "function") in events
     assert ToolCallDelta(0, None, None, '{"city":') in events
     assert ToolCallDelta(0, None, None, '{"x": 1}') in events
     result = accumulate_all(events)
@@ -409,14 +411,14 @@ def test_unknown_fields_in_every_scope() -> None:
     events = run([data])
     assert UnknownFieldsEvent({"wenxin_emitted_at": 12.5}) in events
     assert UnknownFieldsEvent({"audio": {"id": 1}}, "message") in events
-    assert UnknownFieldsEvent({"delta_tag": "search_status"}, "choice") in events
     assert UnknownFieldsEvent({"choices": ({"index": 1, "delta": {"content": "other"}},)}) in events
-    assert SearchInfoEvent({"search_results": ({"index": 1, "url": "u"},)}) in events
+    source = SearchResult(1, "u", "")
+    info = SearchInfoEvent({"search_results": ({"index": 1, "url": "u"},)}, (source,))
+    assert info in events
     assert TextDelta("other") not in events
     result = accumulate_all(events)
     assert result.extra["wenxin_emitted_at"] == 12.5
     assert result.extra["message.audio"] == {"id": 1}
-    assert result.extra["choice.delta_tag"] == "search_status"
 
 
 def test_events_after_done_are_ignored() -> None:
