@@ -92,7 +92,7 @@ def _jpeg(data: bytes) -> tuple[int, int] | bool | None:
     while True:
         while data[pos : pos + 2] == b"\xff\xff":
             pos += 1  # fill bytes
-        if pos + 4 > len(data):
+        if pos + 2 > len(data):
             return True
         if data[pos] != 0xFF:
             return None
@@ -100,14 +100,16 @@ def _jpeg(data: bytes) -> tuple[int, int] | bool | None:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             pos += 2
             continue
+        if marker in (0xD9, 0xDA):  # end of image, or the scan began without a frame header
+            return None
         if marker in _SOF:
             if pos + 9 > len(data):
                 return True
             height = int.from_bytes(data[pos + 5 : pos + 7], "big")
             width = int.from_bytes(data[pos + 7 : pos + 9], "big")
             return width, height
-        if marker in (0xD9, 0xDA):  # end of image, or the scan began without a frame header
-            return None
+        if pos + 4 > len(data):
+            return True
         pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
 
 
@@ -119,9 +121,8 @@ def image_size(data: bytes) -> tuple[str, tuple[int, int] | bool | None]:
         size = reader(data)
         if size is not None:
             return name, size
-    jpeg = _jpeg(data)
-    if jpeg is not None:
-        return "jpeg", jpeg
+    if data[:2] == b"\xff\xd8":
+        return "jpeg", _jpeg(data)
     if len(data) < 24 and data[:1] in (b"\x89", b"G"):
         return "unknown", True
     return "unknown", None
