@@ -215,6 +215,43 @@ def parse_v2_body(
     return parse_v2_response(body, headers=headers)
 
 
+def _chunk_start(out: list[StreamEvent]) -> int:
+    """The position of the current chunk's ChunkMeta in ``out`` (its events follow it)."""
+    for position in range(len(out) - 1, -1, -1):
+        if type(out[position]) is ChunkMeta:
+            return position
+    return 0
+
+
+def _as_status(out: list[StreamEvent]) -> None:
+    """The current chunk is the search-status signal: its text is not answer text."""
+    start = _chunk_start(out)
+    for position in range(start, len(out)):
+        event = out[position]
+        if type(event) is TextDelta:
+            out[position] = SearchStatusEvent(event.text)
+            return
+    out.append(SearchStatusEvent())
+
+
+def _delta_extras(
+    delta: dict[str, Any], had_reasoning: bool, out: list[StreamEvent], tail: list[StreamEvent]
+) -> None:
+    """The keys of a delta outside the common set (read only when there are some): vLLM's
+    ``reasoning`` (placed before the chunk's text), ``delta_tag`` and unknown fields."""
+    if not had_reasoning:
+        reasoning = delta.get("reasoning")
+        if reasoning:
+            event = ReasoningDelta(_text(reasoning, "delta.reasoning"))
+            start = _chunk_start(out) + 1
+            out.insert(start, event)
+    if delta.get("delta_tag") == SEARCH_STATUS_TAG:
+        _as_status(out)
+    fields = _unknown(delta, _MESSAGE_HANDLED)
+    if fields:
+        tail.append(UnknownFieldsEvent(freeze(fields), "message"))
+
+
 class V2StreamParser(StreamParser):
     """Sans-I/O parser of a v2 chat stream: feed it the response body, get typed events.
 
@@ -304,27 +341,16 @@ class V2StreamParser(StreamParser):
     def _choice(
         self, choice: dict[str, Any], out: list[StreamEvent], tail: list[StreamEvent]
     ) -> FinishEvent | None:
-        choice_known = _CHOICE_KNOWN.issuperset(choice)
-        status = not choice_known and choice.get("delta_tag") == SEARCH_STATUS_TAG
         delta = choice.get("delta")
         if delta:
             if type(delta) is not dict:
                 raise _malformed("delta is not an object", choice)
-            known = _MESSAGE_KNOWN.issuperset(delta)
             reasoning = delta.get("reasoning_content")
             if reasoning:
                 out.append(ReasoningDelta(_text(reasoning, "delta.reasoning_content")))
-            elif not known:
-                reasoning = delta.get("reasoning")
-                if reasoning:
-                    out.append(ReasoningDelta(_text(reasoning, "delta.reasoning")))
-                status = status or delta.get("delta_tag") == SEARCH_STATUS_TAG
             content = delta.get("content")
             if content:
-                text = _text(content, "delta.content")
-                out.append(SearchStatusEvent(text) if status else TextDelta(text))
-            elif status:
-                out.append(SearchStatusEvent())
+                out.append(TextDelta(_text(content, "delta.content")))
             tool_calls = delta.get("tool_calls")
             if tool_calls:
                 self._tool_calls(tool_calls, out)
@@ -333,18 +359,16 @@ class V2StreamParser(StreamParser):
                 call = parse_function_call(function_call, api="v2")
                 assert call is not None
                 out.append(FunctionCallEvent(call.name, call.arguments, call.thoughts))
-            if not known:
-                fields = _unknown(delta, _MESSAGE_HANDLED)
-                if fields:
-                    tail.append(UnknownFieldsEvent(freeze(fields), "message"))
-        elif status:
-            out.append(SearchStatusEvent())
+            if not _MESSAGE_KNOWN.issuperset(delta):
+                _delta_extras(delta, bool(reasoning), out, tail)
         flag = int_or_none(choice.get("flag"))
         ban_round = int_or_none(choice.get("ban_round"))
         clear = bool(choice.get("need_clear_history"))
         if flag or ban_round is not None or clear:
             out.append(SafetyEvent(clear, ban_round, flag))
-        if not choice_known:
+        if not _CHOICE_KNOWN.issuperset(choice):
+            if choice.get("delta_tag") == SEARCH_STATUS_TAG:
+                _as_status(out)
             fields = _unknown(choice, _CHOICE_HANDLED)
             if fields:
                 tail.append(UnknownFieldsEvent(freeze(fields), "choice"))
