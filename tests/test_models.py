@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -222,3 +223,52 @@ def test_a_bad_catalogue_is_an_error_naming_the_field(entry: dict[str, Any], mes
 def test_a_roster_must_be_model_tables(data: dict[str, Any]) -> None:
     with pytest.raises(CatalogueError):
         load_catalogue(data)
+
+
+def _cell(value: bool | None) -> str:
+    return {True: "✓", False: "–", None: "?"}[value]
+
+
+def _price(spec: ModelSpec) -> str:
+    if not spec.price:
+        return "?"
+    return " · ".join(
+        f"{t.input:g} / {t.output:g}" + (f" (≤{t.up_to // 1024}k in)" if t.up_to else "")
+        for t in spec.price
+    )
+
+
+def catalogue_table(today: date) -> str:
+    """The table of docs/MODELS.md, from the catalogue."""
+    rows = [
+        "| id (aliases) | context | max output | thinking | tools | search | vision "
+        "| CNY per 1M in / out | status |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for spec in CATALOGUE.models:
+        if not spec.v2:
+            continue
+        aliases = ", ".join(f"`{a}`" for a in spec.aliases)
+        ids = f"`{spec.id}`" + (f" ({aliases})" if aliases else "")
+        thinking = {
+            "always": "always",
+            "none": "–",
+            "hybrid": "hybrid, on" if spec.thinking_default else "hybrid, off",
+        }[spec.reasoning]
+        if spec.is_retired(today):
+            status = f"retired {spec.retired_on}"
+        else:
+            status = "live" if spec.retired_on is None else f"retires {spec.retired_on}"
+        rows.append(
+            f"| {ids} | {spec.context or '?'} | {spec.max_output or '?'} | {thinking} "
+            f"| {_cell(spec.tools)} | {_cell(spec.search)} | {_cell(spec.vision)} "
+            f"| {_price(spec)} | {status} |"
+        )
+    return "\n".join(rows)
+
+
+def test_the_documented_table_is_the_catalogue() -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "MODELS.md").read_text(encoding="utf-8")
+    documented = doc.split("<!-- catalogue:begin -->\n")[1].split("\n<!-- catalogue:end -->")[0]
+    expected = catalogue_table(TODAY)
+    assert documented == expected, "regenerate docs/MODELS.md's table:\n" + expected
