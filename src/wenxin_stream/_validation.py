@@ -56,23 +56,15 @@ def _is_blank(text: str) -> bool:
     return not text.strip(" \n\r\f\t")
 
 
-def _content_text(content: object) -> str | None:
-    """The text of a message content: a string, or (v2) a list of parts whose ``text`` parts
-    are joined; None when the content has neither shape."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return None
-    texts: list[str] = []
-    for part in content:
-        if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
-            return None
-        if part["type"] == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                return None
-            texts.append(text)
-    return "".join(texts)
+def _parts_text(parts: list[Any]) -> str:
+    """The text parts of a (checked) content list, joined."""
+    return "".join(
+        part["text"]
+        for part in parts
+        if isinstance(part, Mapping)
+        and part.get("type") == "text"
+        and isinstance(part.get("text"), str)
+    )
 
 
 def image_parts(messages: Sequence[Any]) -> Iterator[tuple[int, int, Mapping[str, Any]]]:
@@ -232,7 +224,7 @@ def check_v2_messages(messages: object, *, alternation: bool = False) -> Problem
     if (
         isinstance(last, list)
         and not any(True for _ in image_parts(messages[-1:]))
-        and _is_blank(_content_text(last) or "")
+        and _is_blank(_parts_text(last))
     ):
         return _msg_problem("the content of the last message must not be blank")
     if alternation:
