@@ -51,12 +51,13 @@ __all__ = ["Accumulator", "accumulate", "accumulate_all"]
 
 
 class _ToolCallParts:
-    __slots__ = ("arguments", "id", "name", "type")
+    __slots__ = ("arguments", "id", "name", "type", "typed")
 
-    def __init__(self, id: str = "", name: str = "", type: str = "function") -> None:
+    def __init__(self, id: str = "", name: str = "", type: str | None = None) -> None:
         self.id = id
         self.name = name
-        self.type = type
+        self.type = type or "function"
+        self.typed = type is not None  # a fragment (or the snapshot) said which type
         self.arguments: list[str] = []
 
 
@@ -204,8 +205,9 @@ class Accumulator:
             parts.id = event.id
         if event.name and not parts.name:
             parts.name = event.name
-        if event.type and event.type != parts.type:
+        if event.type and not parts.typed:
             parts.type = event.type
+            parts.typed = True
         if event.arguments_delta:
             parts.arguments.append(event.arguments_delta)
 

@@ -55,7 +55,15 @@ from ._search import STATUS_TEXT, SearchPlan
 from ._stream import ENDLESS_CAP, StreamPlan
 from ._tools import PlannedCall
 
-__all__ = ["TOOLS_PROMPT_TOKENS", "V2Answer", "complete_body", "plan_v2", "stream_plan"]
+__all__ = [
+    "TOOLS_PROMPT_TOKENS",
+    "V2Answer",
+    "complete_body",
+    "plan_reasoning",
+    "plan_v2",
+    "stream_plan",
+    "usage",
+]
 
 TOOLS_PROMPT_TOKENS = 300
 """Prompt tokens function calling adds (Baidu's built-in template, ``ERNIE-CURRENT`` §3.1)."""
@@ -163,12 +171,10 @@ def _flags(choice: dict[str, Any], flag: int) -> dict[str, Any]:
     return choice
 
 
-def _tool_call(call: PlannedCall, index: int | None) -> dict[str, Any]:
-    item: dict[str, Any] = {} if index is None else {"index": index}
-    item.update(
-        id=call.id, type="function", function={"name": call.name, "arguments": call.arguments}
-    )
-    return item
+def _tool_call(call: PlannedCall) -> dict[str, Any]:
+    """A whole tool call, as a non-stream message lists it."""
+    function = {"name": call.name, "arguments": call.arguments}
+    return {"id": call.id, "type": "function", "function": function}
 
 
 def complete_body(
@@ -180,7 +186,7 @@ def complete_body(
     if plan.reasoning:
         message["reasoning_content"] = "".join(plan.reasoning)
     if plan.calls:
-        message["tool_calls"] = [_tool_call(call, None) for call in plan.calls]
+        message["tool_calls"] = [_tool_call(call) for call in plan.calls]
     choice = {"index": 0, "message": message, "finish_reason": plan.finish}
     body: dict[str, Any] = {
         "id": response_id,
