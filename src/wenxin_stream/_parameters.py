@@ -304,7 +304,8 @@ def _named(spec: ModelSpec) -> str:
     return f"model {spec.id!r}"
 
 
-def _check_thinking_fields(body: Mapping[str, Any], spec: ModelSpec) -> Problem | None:
+def _check_switches(body: Mapping[str, Any], spec: ModelSpec) -> Problem | None:
+    """The thinking controls ``spec``'s model does not take."""
     enable = thinking_requested(body)
     if spec.reasoning == "none":
         if enable:
@@ -316,16 +317,30 @@ def _check_thinking_fields(body: Mapping[str, Any], spec: ModelSpec) -> Problem 
         return _problem(
             "enable_thinking", f"{_named(spec)} always thinks; enable_thinking=false cannot stop it"
         )
-    if spec.thinks(enable):
+    return None
+
+
+def _check_thinking_fields(
+    body: Mapping[str, Any], spec: ModelSpec, switches: bool
+) -> Problem | None:
+    if switches:
+        problem = _check_switches(body, spec)
+        if problem is not None:
+            return problem
+    if spec.thinks(thinking_requested(body)):
         for key in _REASONING_REJECTED:
             if body.get(key) is not None:
                 return _problem(key, f"reasoning models reject {key} ({_named(spec)} thinks)")
     return None
 
 
-def check_capabilities(body: Mapping[str, Any], spec: ModelSpec) -> Problem | None:
+def check_capabilities(
+    body: Mapping[str, Any], spec: ModelSpec, *, thinking_switches: bool = True
+) -> Problem | None:
     """The first field of a (shape-checked) v2 request that ``spec``'s model cannot honour, or
-    None (see the module docstring)."""
+    None (see the module docstring). With ``thinking_switches`` false, the thinking controls a
+    model does not take pass (Baidu switches only hybrid models and ignores the rest: the
+    emulator's view; the SDK refuses them, since they would be ignored)."""
     if spec.tools is False and body.get("tools") is not None:
         return _problem("tools", f"{_named(spec)} does not support function calling (tools)")
     search = body.get("web_search")
@@ -347,7 +362,7 @@ def check_capabilities(body: Mapping[str, Any], spec: ModelSpec) -> Problem | No
                     PARAMS_ERROR_CODE,
                     "invalid_messages",
                 )
-    problem = _check_thinking_fields(body, spec)
+    problem = _check_thinking_fields(body, spec, thinking_switches)
     if problem is not None:
         return problem
     if spec.max_output is not None:

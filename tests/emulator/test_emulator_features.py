@@ -154,7 +154,6 @@ def test_thinking_budget_cuts_the_thinking(client: httpx.Client) -> None:
     [
         ({"model": "ernie-x1.1", "logprobs": True}, "invalid_argument", "reasoning models reject"),
         ({"model": "ernie-x1.1", "thinking_budget": 99}, "invalid_argument", "at least 100"),
-        ({"model": "ernie-4.0-8k", "enable_thinking": True}, "invalid_argument", "not think"),
         ({"model": "ernie-x1-turbo-32k", "stop": ["。"]}, "invalid_argument", "stop"),
         ({"model": "ernie-x1-turbo-32k", "seed": 3}, "invalid_argument", "seed"),
         ({"model": "ernie-lite-8k", "max_tokens": 4096}, "invalid_argument", "at most 2048"),
@@ -167,6 +166,22 @@ def test_what_reasoning_models_reject(
     assert response.status_code == 400
     assert response.json()["error"]["code"] == code
     assert text in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("model", "fields"),
+    [
+        ("ernie-4.0-8k", {"enable_thinking": True, "thinking_budget": 500}),
+        ("ernie-x1.1", {"enable_thinking": False}),  # always thinks: the switch is ignored
+    ],
+)
+def test_thinking_switches_only_switch_hybrid_models(
+    client: httpx.Client, model: str, fields: dict[str, Any]
+) -> None:
+    response = post(client, model=model, **fields)
+    assert response.status_code == 200
+    thought = "reasoning_content" in response.json()["choices"][0]["message"]
+    assert thought is (model == "ernie-x1.1")
 
 
 def test_reasoning_content_in_the_history_is_400(client: httpx.Client) -> None:

@@ -15,9 +15,10 @@ HTTP status, also when ``stream`` is true (an error is never SSE). The checks, i
 3. the shared checks: messages and images (``_validation``: 400 ``invalid_messages`` /
    ``invalid_image_url``), every field's shape (``_parameters.check_v2_params``: 400
    ``invalid_argument``), and — unless ``unsupported_params="ignore"`` — what the model can
-   honour (``_parameters.check_capabilities``: tools, web search, images, thinking controls,
-   ``logprobs`` on a thinking model, ``max_tokens`` over the model's limit, X1 Turbo's
-   unsupported fields);
+   honour (``_parameters.check_capabilities``: tools, web search, images, ``logprobs`` on a
+   thinking model, ``max_tokens`` over the model's limit, X1 Turbo's unsupported fields).
+   ``enable_thinking`` and the other thinking controls switch only the models that take them
+   and are ignored by the rest, as Baidu documents;
 4. the fault SPEC (400 ``invalid_argument``); quotas (429 ``rpm_rate_limit_exceeded`` /
    ``tpm_rate_limit_exceeded`` with ``Retry-After``); injected ``expire_token`` (401) and
    ``error=CODE`` (a v1 code's v2 counterpart, or a v2 code such as ``model_offline``).
@@ -156,7 +157,7 @@ async def handle(shared: Shared, request: Request, receive: Receive, send: Send)
         return await fail(400, "invalid_argument", "stream must be a boolean")
     problem = problem or check_v2_params(body)
     if problem is None and config.unsupported_params == "reject":
-        problem = check_capabilities(body, spec)
+        problem = check_capabilities(body, spec, thinking_switches=False)
     if problem is not None:
         return await fail(400, problem.v2_code, problem.message)
     messages: list[Any] = body["messages"]
