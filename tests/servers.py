@@ -16,7 +16,7 @@ from typing import Any
 from wenxin_stream._asgi import ASGIApp
 from wenxin_stream.emulator import EmulatorConfig, ServerHandle, create_app, serve_in_thread
 
-FAST: dict[str, Any] = {"ttft": 0.0, "interval": 0.0, "v2_interval": 0.0}
+FAST: dict[str, Any] = {"ttft": 0.0, "interval": 0.0, "v2_interval": 0.0, "thinking_interval": 0.0}
 """Config overrides that make the emulator answer without pacing."""
 
 

@@ -21,6 +21,8 @@ from wenxin_stream._events import (
     ReasoningDelta,
     SafetyEvent,
     SearchInfoEvent,
+    SearchResult,
+    SearchStatusEvent,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -72,7 +74,7 @@ EXPECTED = ChatResult(
     function_call=FunctionCall("h", "{}", "因为"),
     tool_calls=(ToolCall("call_a", "f", '{"a":1}'), ToolCall("call_b", "g", "{}", index=1)),
     search_info=freeze({"search_results": [{"index": 1}], "is_beset": False}),
-    reasoning_content="想",
+    reasoning="想",
     extra=freeze({"stamp": 2, "other": [1], "choice.delta_tag": "x"}),
     model="ernie-4.0-8k",
     created=100,
@@ -215,3 +217,33 @@ def test_freeze_and_thaw() -> None:
     assert json.loads(json.dumps(frozen, default=dict)) == data
     data["a"].append(4)
     assert len(frozen["a"]) == 2  # a deep copy
+
+
+def test_sources_merge_by_index_and_the_status_signal_is_not_text() -> None:
+    first = SearchInfoEvent(
+        freeze({"search_results": [{"index": 1, "url": "a"}]}), (SearchResult(1, "a", ""),)
+    )
+    later = SearchInfoEvent(
+        freeze({"search_results": [{"index": 2, "url": "b"}]}),
+        (SearchResult(2, "b", "B"), SearchResult(1, "a2", "A")),
+    )
+    result = accumulate_all([SearchStatusEvent("搜索中"), first, TextDelta("x"), later])
+    assert result.search_results == (SearchResult(1, "a2", "A"), SearchResult(2, "b", "B"))
+    assert result.content == "x"
+    again = Accumulator(result)
+    again.add(ReasoningDelta("想"))
+    assert again.result().search_results == result.search_results
+    assert again.reasoning == "想"
+
+
+def test_a_tool_call_type_comes_from_its_fragments() -> None:
+    events: list[StreamEvent] = [
+        ToolCallDelta(0, "c", "f", "{", "function"),
+        ToolCallDelta(0, None, None, "}"),
+        ToolCallDelta(1, "d", "g", "{}", "code_interpreter"),
+    ]
+    result = accumulate_all(events)
+    assert result.tool_calls == (
+        ToolCall("c", "f", "{}", "function", 0),
+        ToolCall("d", "g", "{}", "code_interpreter", 1),
+    )

@@ -361,8 +361,8 @@ def test_v2_observed_429_rpm() -> None:
         ),
         (
             401,
-            {"error": {"code": "invalid_model", "message": "No permission"}},
-            AuthenticationError,
+            {"error": {"code": "invalid_model", "message": "The model does not exist"}},
+            NotFoundError,
             "permanent",
         ),
         (
@@ -635,3 +635,24 @@ def test_no_secret_survives_in_str_or_repr(make: object) -> None:
     for text in (str(exc), repr(exc)):
         for secret in (TOKEN, SECRET, "ALTAK-7h3kZp2QxW9", "0a1b2c3d4e5f6071"):
             assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "cls"),
+    [
+        (403, "model_offline", PermissionDeniedError),
+        (200, "model_offline", PermissionDeniedError),  # inside a stream
+        (200, "account_overdue", PermissionDeniedError),
+        (200, "invalid_image_url", BadRequestError),
+        (200, "coding_plan_rate_limit_exceeded", RateLimitError),
+        (200, "image_generation_interal_error", InternalServerError),
+        (401, "invalid_model", NotFoundError),
+        (200, "invalid_model", NotFoundError),
+    ],
+)
+def test_the_2026_codes_get_their_class(status: int, code: str, cls: type[APIError]) -> None:
+    body = {"error": {"code": code, "message": "m", "type": "t"}, "id": "as-x"}
+    exc = api_error_from_v2(status, body)
+    assert type(exc) is cls
+    assert exc.code == code
+    assert exc.retryable is (cls in (RateLimitError, InternalServerError))

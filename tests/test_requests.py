@@ -323,7 +323,7 @@ def test_v2_model_required(model: Any) -> None:
 def test_v2_pass_through_and_content_parts() -> None:
     parts = [
         {"type": "text", "text": "图里是什么？"},
-        {"type": "image_url", "image_url": {"url": "u"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
     ]
     messages = [{"role": "user", "content": parts}]
     request = build_v2_chat(
@@ -401,3 +401,60 @@ def test_v2_system_parameter_becomes_a_leading_system_message() -> None:
     assert [m["role"] for m in req.json_body["messages"]] == ["system", "user"]
     assert req.json_body["messages"][0]["content"] == "你是助手"
     assert "system" not in req.json_body
+
+
+# --- today's ERNIE: reasoning history, the catalogue's checks --------------------------------
+
+
+def test_earlier_reasoning_is_not_sent_back() -> None:
+    history = [
+        USER,
+        {"role": "assistant", "content": "答", "reasoning_content": "想", "reasoning": "想"},
+        {"role": "user", "content": "再说说"},
+    ]
+    request = build_v2_chat("ernie-x1.1", history, stream=True)
+    sent = body(request)["messages"]
+    assert sent[1] == {"role": "assistant", "content": "答"}
+    assert "reasoning_content" in history[1]  # the caller's list is untouched
+
+
+def test_an_unknown_model_is_sent_unchecked() -> None:
+    request = build_v2_chat(
+        "deepseek-v3.2-think", [USER], stream=False, enable_thinking=True, logprobs=True
+    )
+    assert body(request)["model"] == "deepseek-v3.2-think"
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "field"),
+    [
+        ("ernie-x1-turbo-32k", {"stop": ["。"]}, "stop"),
+        ("ernie-4.0-8k", {"enable_thinking": True}, "enable_thinking"),
+        ("ernie-x1.1", {"logprobs": True}, "logprobs"),
+        ("ernie-lite-8k", {"max_completion_tokens": 4096}, "max_tokens"),
+        ("ernie-char-8k", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ("ernie-x1.1", {"thinking_budget": 10}, "thinking_budget"),
+        ("ernie-x1.1", {"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+    ],
+)
+def test_a_catalogue_model_refuses_what_it_cannot_honour(
+    model: str, params: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        build_v2_chat(model, [USER], stream=False, **params)
+    assert caught.value.field == field
+    assert field.split(".")[0] in str(caught.value)
+
+
+def test_an_image_for_a_text_model_is_refused_before_sending() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    question = [{"role": "user", "content": [{"type": "text", "text": "看图"}, image]}]
+    with pytest.raises(InvalidRequestError) as caught:
+        build_v2_chat("ernie-x1.1", question, stream=False)
+    assert caught.value.field == "messages[0].content[1]"
+    assert body(build_v2_chat("ernie-4.5-vl-28b-a3b", question, stream=False))["messages"]
+
+
+def test_extra_body_stays_unchecked() -> None:
+    request = build_v2_chat("ernie-x1-turbo-32k", [USER], stream=False, extra_body={"seed": 3})
+    assert body(request)["seed"] == 3

@@ -130,6 +130,7 @@ def test_settlement_is_the_reported_usage_or_the_estimate() -> None:
 def test_the_reservation_estimate_uses_the_answer_limit() -> None:
     assert _core(params={"max_output_tokens": 100}).token_estimate() == 2 + 100
     assert _core("v2", params={"max_tokens": 50}).token_estimate() == 2 + 50
+    assert _core("v2", params={"max_completion_tokens": 40}).token_estimate() == 2 + 40
     assert _core().token_estimate() == 2 + 512
 
 

@@ -20,6 +20,8 @@ from wenxin_stream._events import (
     ReasoningDelta,
     SafetyEvent,
     SearchInfoEvent,
+    SearchResult,
+    SearchStatusEvent,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -167,7 +169,7 @@ def test_parse_nonstream_everything() -> None:
     }
     result = parse_v2_response(body)
     assert result.content == ""
-    assert result.reasoning_content == "先想一想"
+    assert result.reasoning == "先想一想"
     assert result.tool_calls == (
         ToolCall("call_1", "get_weather", '{"city":"北京"}'),
         ToolCall("call_2", "f", '{"a": 1}', index=1),
@@ -327,7 +329,7 @@ def test_reasoning_then_content() -> None:
     events = run([data])
     assert events[1] == ReasoningDelta("用户问天气，")
     result = accumulate_all(events)
-    assert result.reasoning_content == "用户问天气，我没有实时数据。"
+    assert result.reasoning == "用户问天气，我没有实时数据。"
     assert result.content == "抱歉。"
 
 
@@ -358,11 +360,12 @@ def test_streamed_tool_calls_merge_by_index() -> None:
                 ]
             }
         ),
-        chunk({"tool_calls": [{"function": {"arguments": {"x": 1}}}]}),  # no index: position
+        # no index and no id: the fragment continues the current call (index 0 here)
+        chunk({"tool_calls": [{"function": {"arguments": {"x": 1}}}]}),
         chunk({}, finish_reason="tool_calls"),
     )
     events = run([data])
-    assert ToolCallDelta(0, "call_a", "get_weather", "") in events
+    assert ToolCallDelta(0, "call_a", "get_weather", "", "function") in events
     assert ToolCallDelta(0, None, None, '{"city":') in events
     assert ToolCallDelta(0, None, None, '{"x": 1}') in events
     result = accumulate_all(events)
@@ -409,14 +412,14 @@ def test_unknown_fields_in_every_scope() -> None:
     events = run([data])
     assert UnknownFieldsEvent({"wenxin_emitted_at": 12.5}) in events
     assert UnknownFieldsEvent({"audio": {"id": 1}}, "message") in events
-    assert UnknownFieldsEvent({"delta_tag": "search_status"}, "choice") in events
     assert UnknownFieldsEvent({"choices": ({"index": 1, "delta": {"content": "other"}},)}) in events
-    assert SearchInfoEvent({"search_results": ({"index": 1, "url": "u"},)}) in events
+    source = SearchResult(1, "u", "")
+    info = SearchInfoEvent({"search_results": ({"index": 1, "url": "u"},)}, (source,))
+    assert info in events
     assert TextDelta("other") not in events
     result = accumulate_all(events)
     assert result.extra["wenxin_emitted_at"] == 12.5
     assert result.extra["message.audio"] == {"id": 1}
-    assert result.extra["choice.delta_tag"] == "search_status"
 
 
 def test_events_after_done_are_ignored() -> None:
@@ -515,3 +518,122 @@ def test_odd_chunk_fields_are_tolerated() -> None:
     events = run([sse({"choices": [{"delta": {"content": "a"}}], "id": 1, "model": 2})])
     assert events[0] == ChunkMeta("", None, None, None)
     assert events[1] == TextDelta("a")
+
+
+# --- today's ERNIE: reasoning names, search status, search results, tool calls without index --
+
+
+@pytest.mark.parametrize("tail", [{}, {"reasoning_content": ""}, {"reasoning_content": None}])
+def test_answer_chunks_may_leave_reasoning_out_or_send_it_empty(tail: dict[str, Any]) -> None:
+    data = sse(
+        chunk({"role": "assistant", "reasoning_content": "想"}),
+        chunk({"content": "答", **tail}),
+        chunk({"content": "完", **tail}, finish_reason="stop"),
+    )
+    events = run([data])
+    assert [e for e in events if isinstance(e, ReasoningDelta | TextDelta)] == [
+        ReasoningDelta("想"),
+        TextDelta("答"),
+        TextDelta("完"),
+    ]
+    assert not [e for e in events if isinstance(e, UnknownFieldsEvent)]
+
+
+def test_vllm_names_reasoning_reasoning() -> None:
+    data = sse(
+        chunk({"reasoning": "新名字"}),
+        chunk({"reasoning": "两个都有", "reasoning_content": "两个都有"}),  # vLLM 0.11
+        chunk({"content": "答"}, finish_reason="stop"),
+    )
+    events = run([data])
+    assert [e for e in events if isinstance(e, ReasoningDelta)] == [
+        ReasoningDelta("新名字"),
+        ReasoningDelta("两个都有"),
+    ]
+    assert not [e for e in events if isinstance(e, UnknownFieldsEvent)]
+    body = {
+        "id": "as-x",
+        "choices": [{"index": 0, "message": {"content": "答", "reasoning": "想"}}],
+    }
+    result = parse_v2_response(body)
+    assert result.reasoning == "想"
+    assert result.extra == {}
+
+
+@pytest.mark.parametrize("where", ["choice", "delta"])
+def test_the_search_status_signal_is_not_answer_text(where: str) -> None:
+    delta: dict[str, Any] = {"role": "assistant", "content": "正在搜索……"}
+    choice: dict[str, Any] = {}
+    if where == "choice":
+        choice["delta_tag"] = "search_status"
+    else:
+        delta["delta_tag"] = "search_status"
+    data = sse(chunk(delta, **choice), chunk({"content": "答"}, finish_reason="stop"))
+    events = run([data])
+    assert SearchStatusEvent("正在搜索……") in events
+    assert [e for e in events if isinstance(e, TextDelta)] == [TextDelta("答")]
+    assert not [e for e in events if isinstance(e, UnknownFieldsEvent)]
+    assert accumulate_all(events).content == "答"
+    empty = run([sse(chunk({}, delta_tag="search_status"), chunk({"content": "x"}))])
+    assert SearchStatusEvent() in empty
+
+
+def test_search_results_are_typed_and_markers_stay_in_the_text() -> None:
+    sources = [
+        {"index": 1, "url": "http://a", "title": "A"},
+        {"index": 2, "url": "http://b", "title": "B"},
+        {"index": "x", "url": "http://c"},  # kept in the raw object only
+    ]
+    data = sse(
+        chunk({"role": "assistant", "content": "今天是**"}, top={"search_results": sources}),
+        chunk({"content": "周四**^[1]"}),
+        chunk({"content": "[2]^。"}, finish_reason="stop"),
+    )
+    events = run([data])
+    info = next(e for e in events if isinstance(e, SearchInfoEvent))
+    assert info.results == (SearchResult(1, "http://a", "A"), SearchResult(2, "http://b", "B"))
+    result = accumulate_all(events)
+    assert result.content == "今天是**周四**^[1][2]^。"
+    assert result.search_results == info.results
+    assert result.search_info is not None
+    assert len(result.search_info["search_results"]) == 3
+    whole = parse_v2_response(
+        {"id": "as-x", "choices": [{"message": {"content": "a^[1]^"}}], "search_results": sources}
+    )
+    assert whole.search_results == info.results
+
+
+def _delta(**call: Any) -> dict[str, Any]:
+    return {"tool_calls": [call]}
+
+
+def test_tool_calls_without_index_split_at_a_new_id() -> None:
+    data = sse(
+        chunk(_delta(id="a1", type="function", function={"name": "f", "arguments": '{"x"'})),
+        chunk(_delta(function={"arguments": ":1}"})),
+        chunk(_delta(id="a1", function={"arguments": ""})),  # the same id again: same call
+        chunk(_delta(id="b2", type="function", function={"name": "g", "arguments": "{}"})),
+        chunk({}, finish_reason="tool_calls"),
+    )
+    events = run([data])
+    deltas = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert [d.index for d in deltas] == [0, 0, 0, 1]
+    result = accumulate_all(events)
+    assert result.tool_calls == (
+        ToolCall("a1", "f", '{"x":1}', index=0),
+        ToolCall("b2", "g", "{}", index=1),
+    )
+    assert result.finish_reason is FinishReason.TOOL_CALLS
+
+
+def test_a_first_fragment_without_id_or_index_starts_call_zero() -> None:
+    data = sse(chunk(_delta(function={"name": "f", "arguments": "{}"})), chunk({}))
+    events = run([data])
+    assert [e for e in events if isinstance(e, ToolCallDelta)] == [
+        ToolCallDelta(0, None, "f", "{}")
+    ]
+
+
+def test_a_negative_tool_call_index_is_malformed() -> None:
+    _, error = run_until_error([sse(chunk(_delta(index=-1, id="a")))])
+    assert isinstance(error, MalformedResponseError)

@@ -22,6 +22,8 @@ from ._events import (
     ReasoningDelta,
     SafetyEvent,
     SearchInfoEvent,
+    SearchResult,
+    SearchStatusEvent,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -55,6 +57,7 @@ from ._exceptions import (
     WenxinError,
     is_retryable,
 )
+from ._models import CATALOGUE, Catalogue, ModelSpec, lookup_model
 from ._ratelimit import RateLimits
 from ._retry import RetryPolicy
 from ._sse import DONE_EVENT, ServerSentEvent, SSEDecoder, encode_comment, encode_event
@@ -65,6 +68,7 @@ from ._wire_v1 import V1StreamParser
 from ._wire_v2 import V2StreamParser
 
 __all__ = [
+    "CATALOGUE",
     "CONTINUE_PROMPT",
     "DONE_EVENT",
     "APIConnectionError",
@@ -77,6 +81,7 @@ __all__ = [
     "AsyncConversation",
     "AuthenticationError",
     "BadRequestError",
+    "Catalogue",
     "Chat",
     "ChatResult",
     "ChatStream",
@@ -97,6 +102,7 @@ __all__ = [
     "LocalProtocolError",
     "MalformedResponseError",
     "MissingCredentialsError",
+    "ModelSpec",
     "NotFoundError",
     "PermissionDeniedError",
     "ProtocolError",
@@ -109,6 +115,8 @@ __all__ = [
     "SSELimitError",
     "SafetyEvent",
     "SearchInfoEvent",
+    "SearchResult",
+    "SearchStatusEvent",
     "ServerSentEvent",
     "StreamEvent",
     "TextDelta",
@@ -130,4 +138,5 @@ __all__ = [
     "encode_comment",
     "encode_event",
     "is_retryable",
+    "lookup_model",
 ]

@@ -9,13 +9,14 @@ deltas arrive) and :meth:`Accumulator.result` returns a new frozen ``ChatResult`
 :func:`accumulate` is the pure form, ``accumulate(snapshot, event) -> ChatResult``, convenient
 for folds over a few events; it copies the snapshot on each call.
 
-Rules: text and reasoning deltas are concatenated; tool-call fragments are merged by ``index``
-(``id``, ``name`` and ``type`` from the first fragment that has them, ``arguments`` concatenated)
-and listed by index; the latest usage, finish reason, function call and ``ban_round`` win;
-``need_clear_history`` and ``is_truncated`` stay set once set and ``flag`` keeps its highest
-value; search info and unknown fields are merged key by key, later values winning; the id is the
-latest non-empty one, ``created`` the first, ``model`` the latest. Event types this module does
-not know are ignored, so new event types never break the fold.
+Rules: text and reasoning deltas are concatenated (each into its own field: reasoning is never
+answer text); tool-call fragments are merged by ``index`` (``id``, ``name`` and ``type`` from the
+first fragment that has them, ``arguments`` concatenated) and listed by index; the latest usage,
+finish reason, function call and ``ban_round`` win; ``need_clear_history`` and ``is_truncated``
+stay set once set and ``flag`` keeps its highest value; search info and unknown fields are merged
+key by key, later values winning, and search results by their ``index``; the id is the latest
+non-empty one, ``created`` the first, ``model`` the latest. Event types this module does not
+know (and the search-status signal) are ignored, so new event types never break the fold.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ._events import (
     ReasoningDelta,
     SafetyEvent,
     SearchInfoEvent,
+    SearchResult,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -49,12 +51,13 @@ __all__ = ["Accumulator", "accumulate", "accumulate_all"]
 
 
 class _ToolCallParts:
-    __slots__ = ("arguments", "id", "name", "type")
+    __slots__ = ("arguments", "id", "name", "type", "typed")
 
-    def __init__(self, id: str = "", name: str = "", type: str = "function") -> None:
+    def __init__(self, id: str = "", name: str = "", type: str | None = None) -> None:
         self.id = id
         self.name = name
-        self.type = type
+        self.type = type or "function"
+        self.typed = type is not None  # a fragment (or the snapshot) said which type
         self.arguments: list[str] = []
 
 
@@ -78,6 +81,7 @@ class Accumulator:
         "_raw_finish",
         "_reasoning",
         "_search",
+        "_sources",
         "_text",
         "_tools",
         "_truncated",
@@ -88,7 +92,7 @@ class Accumulator:
         start = snapshot or ChatResult()
         self._id = start.id
         self._text: list[str] = [start.content] if start.content else []
-        self._reasoning: list[str] = [start.reasoning_content] if start.reasoning_content else []
+        self._reasoning: list[str] = [start.reasoning] if start.reasoning else []
         self._finish: FinishReason | None = start.finish_reason
         self._raw_finish = start.raw_finish_reason
         self._usage: Usage | None = start.usage
@@ -104,6 +108,7 @@ class Accumulator:
         self._search: dict[str, Any] | None = (
             None if start.search_info is None else dict(start.search_info)
         )
+        self._sources: dict[int, SearchResult] = {r.index: r for r in start.search_results}
         self._extra: dict[str, Any] = dict(start.extra)
         self._model = start.model
         self._created = start.created
@@ -112,6 +117,11 @@ class Accumulator:
     def text(self) -> str:
         """The answer text so far (what the SDK attaches to errors as ``partial_text``)."""
         return "".join(self._text)
+
+    @property
+    def reasoning(self) -> str:
+        """The reasoning text so far."""
+        return "".join(self._reasoning)
 
     def add(self, event: StreamEvent) -> None:
         """Take one event into account (unknown event types are ignored)."""
@@ -144,7 +154,8 @@ class Accumulator:
             function_call=self._function_call,
             tool_calls=tools,
             search_info=search,
-            reasoning_content="".join(self._reasoning),
+            reasoning="".join(self._reasoning),
+            search_results=tuple(self._sources.values()),
             extra=MappingProxyType(dict(self._extra)) if self._extra else EMPTY_MAPPING,
             model=self._model,
             created=self._created,
@@ -194,6 +205,9 @@ class Accumulator:
             parts.id = event.id
         if event.name and not parts.name:
             parts.name = event.name
+        if event.type and not parts.typed:
+            parts.type = event.type
+            parts.typed = True
         if event.arguments_delta:
             parts.arguments.append(event.arguments_delta)
 
@@ -201,6 +215,8 @@ class Accumulator:
         if self._search is None:
             self._search = {}
         self._search.update(event.info)
+        for source in event.results:
+            self._sources[source.index] = source
 
     def _unknown(self, event: UnknownFieldsEvent) -> None:
         prefix = "" if event.scope == "chunk" else f"{event.scope}."

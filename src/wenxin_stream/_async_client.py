@@ -22,7 +22,15 @@ from typing import Any
 
 from ._client_base import ClientBase, StreamView
 from ._clock import AsyncSleep
-from ._events import ChatResult, StreamEvent, TextDelta
+from ._events import (
+    ChatResult,
+    FinishEvent,
+    FunctionCallEvent,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+)
 from ._exceptions import (
     APIConnectionError,
     APITimeoutError,
@@ -40,6 +48,9 @@ from ._tokens_async import AsyncTokenManager
 from ._transport import AsyncResponse, AsyncTransport, HTTPRequest, Limits
 
 __all__ = ["AsyncChat", "AsyncChatStream", "AsyncClient"]
+
+_ANSWER_STARTS = (TextDelta, ToolCallDelta, FunctionCallEvent, FinishEvent)
+"""Events that end the reasoning phase of a stream (see ``reasoning_stream``)."""
 
 
 async def _read_all(response: AsyncResponse, core: StreamCore, limit: int) -> bytes:
@@ -68,6 +79,18 @@ class AsyncChatStream(StreamView):
             answer = await stream.get_final_message()
         print(answer.usage)
 
+    A reasoning model thinks first: its thinking arrives as
+    :class:`~wenxin_stream.ReasoningDelta` events, which ``text_stream`` leaves out.
+    ``reasoning_stream`` yields that thinking and stops where the answer begins, so the two
+    read one after the other::
+
+        async with client.chat.stream(model="ernie-x1.1", messages=question) as stream:
+            async for thought in stream.reasoning_stream:
+                print(thought, end="")  # 思考过程
+            async for text in stream.text_stream:
+                print(text, end="")
+            answer = await stream.get_final_message()  # .reasoning, .content, .tool_calls
+
     Leaving the block — at the end, by ``break``, by an exception, by task cancellation or by
     Ctrl-C — closes the HTTP response at once. Afterwards :attr:`end_reason` says how the
     stream ended (exactly one :class:`~wenxin_stream.EndReason`); errors raised while iterating
@@ -78,6 +101,7 @@ class AsyncChatStream(StreamView):
         self._client = client
         self._core = core
         self._iterator = client._run_stream(core)
+        self._held: StreamEvent | None = None  # the event that ended reasoning_stream
 
     async def __aenter__(self) -> AsyncChatStream:
         return self
@@ -91,28 +115,63 @@ class AsyncChatStream(StreamView):
         await self.aclose()
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        return self._iterator
+        if self._held is None:
+            return self._iterator
+        return self._resumed()
 
     async def __anext__(self) -> StreamEvent:
+        held = self._held
+        if held is not None:
+            self._held = None
+            return held
         return await self._iterator.__anext__()
+
+    async def _resumed(self) -> AsyncIterator[StreamEvent]:
+        held, self._held = self._held, None
+        if held is not None:
+            yield held
+        async for event in self._iterator:
+            yield event
 
     @property
     def text_stream(self) -> AsyncIterator[str]:
-        """Only the text of the answer, piece by piece, as it arrives."""
+        """Only the text of the answer, piece by piece, as it arrives (never the reasoning)."""
         return self._texts()
 
     async def _texts(self) -> AsyncIterator[str]:
+        held, self._held = self._held, None
+        if type(held) is TextDelta:
+            yield held.text
         async for event in self._iterator:
             if type(event) is TextDelta:
                 yield event.text
 
+    @property
+    def reasoning_stream(self) -> AsyncIterator[str]:
+        """The reasoning ("deep thinking") text, piece by piece, until the answer begins (its
+        first text, tool call or finish); the rest of the stream is then left for
+        ``text_stream`` or plain iteration. Yields nothing for a model that does not think."""
+        return self._reasonings()
+
+    async def _reasonings(self) -> AsyncIterator[str]:
+        if self._held is not None:
+            return  # the answer has already begun
+        async for event in self._iterator:
+            if type(event) is ReasoningDelta:
+                yield event.text
+            elif isinstance(event, _ANSWER_STARTS):
+                self._held = event
+                return
+
     async def until_done(self) -> None:
         """Consume the rest of the stream."""
+        self._held = None
         async for _ in self._iterator:
             pass
 
     async def get_final_message(self) -> ChatResult:
-        """Consume the rest of the stream and return the whole answer."""
+        """Consume the rest of the stream and return the whole answer (with ``reasoning``,
+        ``tool_calls`` and ``search_results`` when there are)."""
         await self.until_done()
         return self._core.result()
 
@@ -167,6 +226,8 @@ class AsyncChat:
         thinking_budget: int | None = None,
         thinking_strategy: str | None = None,
         reasoning_effort: str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
         stream_options: Mapping[str, Any] | None = None,
         include_usage: bool | None = None,
         extra_body: Mapping[str, Any] | None = None,
@@ -178,19 +239,25 @@ class AsyncChat:
         ``continue_on_error`` the client's continue mode for this stream only.
 
         Request parameters, each left out when ``None`` (``shared/ERNIE-PROTOCOL.md`` §1.4,
-        §2.3). Both generations: ``system`` (on v2 a leading system message),
-        ``temperature``, ``top_p``, ``penalty_score``, ``frequency_penalty``,
-        ``presence_penalty``, ``stop``, the answer's length as ``max_output_tokens`` (v1's
-        name), ``max_tokens`` or ``max_completion_tokens`` (v2's; one of the three),
-        ``response_format``, ``tools``, ``tool_choice``. v1: ``functions``,
-        ``disable_search``, ``enable_citation``, ``enable_trace``, ``min_output_tokens``,
-        ``user_id``, ``user_setting``, ``enable_system_memory``, ``system_memory_id``. v2:
-        ``user``, ``seed``, ``repetition_penalty``, ``parallel_tool_calls``, ``web_search``,
-        ``metadata``, ``enable_thinking``, ``thinking_budget``, ``thinking_strategy``,
-        ``reasoning_effort``, ``stream_options``, ``include_usage``. Anything else goes in
+        ``shared/ERNIE-CURRENT.md`` §2–6). Both generations: ``system`` (on v2 a leading
+        system message), ``temperature``, ``top_p``, ``penalty_score``,
+        ``frequency_penalty``, ``presence_penalty``, ``stop``, the answer's length as
+        ``max_output_tokens`` (v1's name), ``max_tokens`` or ``max_completion_tokens`` (v2's;
+        one of the three), ``response_format``, ``tools``, ``tool_choice``. v1:
+        ``functions``, ``disable_search``, ``enable_citation``, ``enable_trace``,
+        ``min_output_tokens``, ``user_id``, ``user_setting``, ``enable_system_memory``,
+        ``system_memory_id``. v2: ``user``, ``seed``, ``repetition_penalty``,
+        ``parallel_tool_calls``, ``web_search``, ``metadata``, the thinking controls
+        ``enable_thinking``, ``thinking_budget``, ``thinking_strategy``,
+        ``reasoning_effort``, ``logprobs``, ``top_logprobs``, ``stream_options``,
+        ``include_usage``. A field the other generation spells differently is translated
+        (``user``/``user_id``, ``tools``/``functions``, ``web_search``/``disable_search``…),
+        one it cannot honour is refused (``_dialects``). Anything else goes in
         ``extra_body``, merged into the request body as is; an unknown keyword is a
-        :class:`TypeError`. The request is checked against ERNIE's rules before anything is
-        sent: :class:`~wenxin_stream.InvalidRequestError` tells what to fix.
+        :class:`TypeError`. The request is checked before anything is sent — against
+        ERNIE's rules and, for a model of the catalogue, against what that model can
+        honour (tools, web search, images, thinking, ``max_tokens``):
+        :class:`~wenxin_stream.InvalidRequestError` names the field to fix.
         """
         core = self._client._core(
             messages,
@@ -241,6 +308,8 @@ class AsyncChat:
         thinking_budget: int | None = None,
         thinking_strategy: str | None = None,
         reasoning_effort: str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
         stream_options: Mapping[str, Any] | None = None,
         include_usage: bool | None = None,
         extra_body: Mapping[str, Any] | None = None,

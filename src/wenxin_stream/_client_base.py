@@ -297,6 +297,11 @@ class StreamView:
         return self._core.text
 
     @property
+    def reasoning(self) -> str:
+        """The reasoning ("deep thinking") text delivered so far."""
+        return self._core.accumulator.reasoning
+
+    @property
     def usage(self) -> Usage | None:
         """Token usage as reported at the end of the answer (``None`` before)."""
         return self._core.result().usage

@@ -6,7 +6,8 @@ thread, on a port the OS picks. It is started once, lazily and thread-safely, an
 as the process: an ``atexit`` hook stops it before the interpreter is torn down (a uvloop loop
 still running in a daemon thread during finalization crashed ``wenxin serve`` with SIGSEGV on
 about one exit in six). Its pacing is the emulator's realistic default, so streaming *looks* like
-ERNIE; ``WENXIN_EMULATOR_TTFT`` / ``WENXIN_EMULATOR_INTERVAL`` (seconds) change it.
+ERNIE; ``WENXIN_EMULATOR_TTFT`` / ``WENXIN_EMULATOR_INTERVAL`` (seconds) change it, and
+``WENXIN_EMULATOR_THINKING_INTERVAL`` the pace of a reasoning model's thinking.
 """
 
 from __future__ import annotations
@@ -43,11 +44,14 @@ def embedded_emulator_url() -> str:
             overrides: dict[str, float] = {}
             ttft = _float_env("WENXIN_EMULATOR_TTFT")
             interval = _float_env("WENXIN_EMULATOR_INTERVAL")
+            thinking = _float_env("WENXIN_EMULATOR_THINKING_INTERVAL")
             if ttft is not None:
                 overrides["ttft"] = ttft
             if interval is not None:
                 overrides["interval"] = interval
                 overrides["v2_interval"] = interval
+            if thinking is not None:
+                overrides["thinking_interval"] = thinking
             handle = run_in_thread(EmulatorConfig(**overrides))  # type: ignore[arg-type]
             atexit.register(handle.stop, 2.0)
             _url = handle.base_url

@@ -3,15 +3,19 @@
 v1 answers errors as HTTP 200 with ``{"error_code": int, "error_msg": str}``; v2 answers a
 4xx/5xx status with ``{"error": {"code": str, "message": str, "type": str}, "id": ...}``. Each
 v1 code here has the v2 answer that means the same thing, so the emulator can inject "error
-336501" on either route and the client can classify either shape with one function.
+336501" on either route and the client can classify either shape with one function. The v2
+table (:data:`V2_CODES`) is Baidu's current one (``shared/ERNIE-CURRENT.md`` §6.3, checked
+2026-07-29), with its exact ``type`` strings — including ``Internal_error`` with a capital I —
+and the Coding-Plan codes seen in 2026.
 
 The ``kind`` of a code is what a client should do about it:
 
 - ``"retryable"``: transient; retry with backoff (overload, rate limits, internal errors);
 - ``"token"``: the access token is invalid or expired; refresh it once and replay;
-- ``"permanent"``: retrying the same request cannot help.
+- ``"permanent"``: retrying the same request cannot help (a bad request, a retired model, an
+  overdue account, a Coding-Plan key on the wrong route).
 
-Sources: ``shared/ERNIE-PROTOCOL.md`` §1.9 (v1) and §2.6 (v2).
+Sources: ``shared/ERNIE-PROTOCOL.md`` §1.9 (v1) and §2.6, ``shared/ERNIE-CURRENT.md`` §6.3 (v2).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def _e(code: int, message: str, kind: ErrorKind, status: int, v2: str, v2_type: 
 
 _IRE = "invalid_request_error"
 _RATE = "rate_limit_exceeded"
-_SERVER = "server_error"
+_SERVER = "Internal_error"  # sic: Baidu's table spells the type with a capital I
 _DENIED = "access_denied"
 _UNSAFE = "unsafe_request"
 _R: ErrorKind = "retryable"
@@ -62,8 +66,8 @@ _CODES = (
         "no_parameter_permission",
         _DENIED,
     ),
-    _e(13, "Get service token failed", _P, 401, "invalid_iam_token", _DENIED),
-    _e(14, "IAM Certification failed", _P, 401, "invalid_iam_token", _DENIED),
+    _e(13, "Get service token failed", _P, 401, "invalid_iam_token", _IRE),
+    _e(14, "IAM Certification failed", _P, 401, "invalid_iam_token", _IRE),
     _e(15, "app not exists or create failed", _R, 503, "internal_error", _SERVER),
     _e(17, "Open api daily request limit reached", _P, 403, "quota_exceeded", _RATE),
     _e(
@@ -75,16 +79,9 @@ _CODES = (
         _RATE,
     ),
     _e(19, "Open api total request limit reached", _P, 403, "quota_exceeded", _RATE),
-    _e(100, "Invalid parameter", _T, 401, "invalid_iam_token", _DENIED),
-    _e(
-        110,
-        "Access token invalid or no longer valid",
-        _T,
-        401,
-        "invalid_iam_token",
-        _DENIED,
-    ),
-    _e(111, "Access token expired", _T, 401, "invalid_iam_token", _DENIED),
+    _e(100, "Invalid parameter", _T, 401, "invalid_iam_token", _IRE),
+    _e(110, "Access token invalid or no longer valid", _T, 401, "invalid_iam_token", _IRE),
+    _e(111, "Access token expired", _T, 401, "invalid_iam_token", _IRE),
     _e(336000, "Internal error", _R, 500, "internal_error", _SERVER),
     _e(336001, "Invalid Argument", _P, 400, "invalid_argument", _IRE),
     _e(336002, "Invalid JSON", _P, 400, "malformed_json", _IRE),
@@ -126,20 +123,96 @@ _CODES = (
 V1_CODES: Mapping[int, ErrorCode] = MappingProxyType({c.code: c for c in _CODES})
 """Every known v1 error code."""
 
-# v2 codes that have no v1 twin, and the kinds of those that do.
-_V2_ONLY: dict[str, ErrorKind] = {
-    "invalid_model": "permanent",
-    "invalid_appid": "permanent",
-    "image_url_unsafe": "permanent",
-    "functions_unsafe": "permanent",
-    "cluster_tpm_rate_limit_exceeded": "retryable",
-    "image_genration_interal_error": "retryable",
-    "Offline_batch_reasoning_refused": "retryable",
-}
-V2_CODE_KINDS: Mapping[str, ErrorKind] = MappingProxyType(
-    {**{c.v2_code: c.kind for c in _CODES}, **_V2_ONLY}
+
+@dataclass(frozen=True, slots=True)
+class V2Code:
+    """One v2 error code: its HTTP ``status``, ``type``, Baidu's ``message`` and its kind."""
+
+    code: str
+    status: int
+    type: str
+    message: str
+    kind: ErrorKind
+
+
+def _v2(code: str, status: int, v2_type: str, message: str, kind: ErrorKind) -> V2Code:
+    return V2Code(code, status, v2_type, message, kind)
+
+
+_V2_TABLE = (
+    _v2("malformed_json", 400, _IRE, "Invalid Argument", _P),
+    _v2("invalid_messages", 400, _IRE, "Invalid Argument", _P),
+    _v2("characters_too_long", 400, _IRE, "the max input characters is exceeded", _P),
+    _v2("tokens_too_long", 400, _IRE, "Prompt tokens too long", _P),
+    _v2("invalid_argument", 400, _IRE, "Invalid Argument", _P),
+    _v2("invalid_image_generation_prompt", 400, _IRE, "Invalid Argument", _P),
+    _v2("invalid_image_generation_refer_image", 400, _IRE, "Invalid Argument", _P),
+    _v2(
+        "invalid_image_url",
+        400,
+        _IRE,
+        "the image width and height are not within the allowed range",
+        _P,
+    ),
+    _v2("invalid_plugin_argument", 400, _IRE, "Invalid Argument", _P),
+    _v2("image_url_unsafe", 400, _UNSAFE, "the content of image_url.url field is unsafe", _P),
+    _v2("no_parameter_permission", 401, _DENIED, "No permission", _P),
+    # invalid_model is also answered 400 "model is empty" when `model` is missing.
+    _v2(
+        "invalid_model",
+        401,
+        _IRE,
+        "The model does not exist or you do not have access to it.",
+        _P,
+    ),
+    _v2("invalid_appid", 401, _IRE, "No permission to use the appid", _P),
+    _v2("invalid_iam_token", 401, _IRE, "IAM Certification failed", _T),
+    _v2("system_unsafe", 403, _UNSAFE, "the content of system field is invalid", _P),
+    _v2("user_setting_unsafe", 403, _UNSAFE, "the content of user_setting field is invalid", _P),
+    _v2("functions_unsafe", 403, _UNSAFE, "the content of functions field is invalid", _P),
+    _v2("account_overdue", 403, _DENIED, "Access denied due to overdue account", _P),
+    _v2("model_offline", 403, _DENIED, "The model is offline", _P),
+    _v2("method_not_supported", 405, _IRE, "Only POST requests are accepted", _P),
+    _v2("rpm_rate_limit_exceeded", 429, _RATE, "Rate limit reached for RPM", _R),
+    _v2("tpm_rate_limit_exceeded", 429, _RATE, "Rate limit reached for TPM", _R),
+    _v2("input_tpm_rate_limit_exceeded", 429, _RATE, "Rate limit reached for Input TPM", _R),
+    _v2("output_tpm_rate_limit_exceeded", 429, _RATE, "Rate limit reached for Output TPM", _R),
+    _v2("user_rate_limit_exceeded", 429, _RATE, "Rate limit reached for QPS", _R),
+    _v2("cluster_rate_limit_exceeded", 429, _RATE, "Rate limit reached", _R),
+    _v2("cluster_rpm_rate_limit_exceeded", 429, _RATE, "Rate limit reached", _R),
+    _v2("cluster_tpm_rate_limit_exceeded", 429, _RATE, "Rate limit reached", _R),
+    _v2("preemptible_rate_limit_exceeded", 429, _RATE, "Rate limit reached", _R),
+    _v2("Offline_batch_reasoning_refused", 429, _RATE, "Rate limit reached", _R),
+    _v2("internal_error", 500, _SERVER, "Internal error", _R),
+    _v2("dispatch_internal_error", 500, _SERVER, "Internal error", _R),
+    _v2("image_generation_interal_error", 500, _SERVER, "Internal error", _R),
+    _v2("image_genration_interal_error", 500, _SERVER, "Internal error", _R),  # 2024 spelling
+    # Coding Plan (third-party notes, 2026; the statuses are inferred from the codes' meaning).
+    _v2(
+        "coding_plan_api_key_not_allowed",
+        403,
+        _DENIED,
+        "Coding Plan API keys are only accepted on /v2/coding/chat/completions",
+        _P,
+    ),
+    _v2("coding_plan_subscription_expired", 403, _DENIED, "Coding Plan subscription expired", _P),
+    _v2("coding_plan_rate_limit_exceeded", 429, _RATE, "Coding Plan rate limit reached", _R),
+    _v2("coding_plan_cluster_rate_limited", 429, _RATE, "Coding Plan rate limit reached", _R),
 )
-"""The kind of every known v2 error code string."""
+
+V2_CODES: Mapping[str, V2Code] = MappingProxyType({c.code: c for c in _V2_TABLE})
+"""Baidu's current v2 error table (and the Coding-Plan codes), by code."""
+
+V2_CODE_KINDS: Mapping[str, ErrorKind] = MappingProxyType(
+    {**{c.v2_code: c.kind for c in _CODES}, **{c.code: c.kind for c in _V2_TABLE}}
+)
+"""The kind of every known v2 error code string (the v2 table wins over the v1 twins)."""
+
+V2_CODE_STATUS: Mapping[str, int] = MappingProxyType(
+    {**{c.v2_code: c.v2_status for c in _CODES}, **{c.code: c.status for c in _V2_TABLE}}
+)
+"""The HTTP status each known v2 code comes with (to classify an error sent inside a stream,
+whose HTTP status was 200)."""
 
 
 def v1_kind(code: int) -> ErrorKind:

@@ -9,10 +9,15 @@ event                 what it carries
 ``ChunkMeta``         first event of every chunk: response ``id``, ``created``, v1
                       ``sentence_id``, v2 ``model``
 ``TextDelta``         new answer text (v1 ``result``, v2 ``delta.content``)
-``ReasoningDelta``    new reasoning text (v2 ``delta.reasoning_content``)
-``ToolCallDelta``     a fragment of a v2 tool call, merged by ``index``
+``ReasoningDelta``    new reasoning ("deep thinking") text: v2 ``delta.reasoning_content``
+                      (vLLM's newer name ``reasoning`` too); never part of the answer text
+``ToolCallDelta``     a fragment of a v2 tool call; fragments with one ``index`` add up to
+                      one call
 ``FunctionCallEvent`` a whole v1 ``function_call``
-``SearchInfoEvent``   v1 ``search_info`` / v2 ``search_results`` (as ``{"search_results": …}``)
+``SearchInfoEvent``   v1 ``search_info`` / v2 ``search_results`` (as ``{"search_results": …}``),
+                      with the typed :class:`SearchResult` items
+``SearchStatusEvent`` v2's "searching…" signal chunk (``delta_tag: "search_status"``): not
+                      answer text
 ``SafetyEvent``       ``need_clear_history`` / ``ban_round`` / ``flag`` said something
 ``TruncatedEvent``    v1 ``is_truncated``: the output was cut
 ``UnknownFieldsEvent`` fields this layer does not model, passed on, never dropped
@@ -49,6 +54,8 @@ __all__ = [
     "ReasoningDelta",
     "SafetyEvent",
     "SearchInfoEvent",
+    "SearchResult",
+    "SearchStatusEvent",
     "StreamEvent",
     "TextDelta",
     "ToolCall",
@@ -59,6 +66,7 @@ __all__ = [
     "UsageEvent",
     "end_reason_for",
     "freeze",
+    "search_results_of",
     "thaw",
 ]
 
@@ -168,6 +176,32 @@ class FunctionCall:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchResult:
+    """One web-search source: its ``index`` (the ``n`` of the ``^[n]^`` citation markers the
+    answer text carries, unchanged), ``url`` and ``title``."""
+
+    index: int
+    url: str
+    title: str
+
+
+def search_results_of(info: Mapping[str, Any]) -> tuple[SearchResult, ...]:
+    """The well-formed ``{index, url, title}`` items of a search-info object's
+    ``search_results`` (v1 ``search_info`` and v2 alike); other items stay only in the raw
+    object."""
+    items = info.get("search_results")
+    if not isinstance(items, tuple | list):
+        return ()
+    results = []
+    for item in items:
+        if isinstance(item, Mapping):
+            index, url, title = item.get("index"), item.get("url"), item.get("title")
+            if type(index) is int and isinstance(url, str):
+                results.append(SearchResult(index, url, title if isinstance(title, str) else ""))
+    return tuple(results)
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCall:
     """A complete v2 tool call: ``id``, function ``name``, ``arguments`` (a JSON string),
     ``type`` (``"function"``) and its ``index`` among the answer's tool calls (the key streamed
@@ -204,7 +238,9 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True)
 class ReasoningDelta:
-    """New reasoning text of a reasoning model (v2 ``reasoning_content``)."""
+    """New reasoning text of a reasoning model (v2 ``reasoning_content``, or vLLM's
+    ``reasoning``). It comes before the answer and is not part of it: ``text_stream`` leaves it
+    out, ``reasoning_stream`` yields it, and the final message has it as ``reasoning``."""
 
     text: str
 
@@ -254,21 +290,35 @@ class FunctionCallEvent:
 @dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     """A fragment of a streamed v2 tool call. Fragments with the same ``index`` add up to one
-    :class:`ToolCall`: ``id`` and ``name`` usually come in the first fragment only, and the
-    ``arguments_delta`` strings are concatenated."""
+    :class:`ToolCall`: ``id``, ``name`` and ``type`` usually come in the first fragment only,
+    and the ``arguments_delta`` strings are concatenated. When the server sends no ``index``
+    the parser assigns one: a fragment with a new non-empty ``id`` starts the next call, any
+    other continues the last one."""
 
     index: int
     id: str | None = None
     name: str | None = None
     arguments_delta: str = ""
+    type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SearchInfoEvent:
-    """Web search information: v1 ``search_info`` as is, v2 top-level ``search_results`` as
-    ``{"search_results": …}``; frozen."""
+    """Web search information: ``info`` is v1 ``search_info`` as is, or v2's top-level
+    ``search_results`` as ``{"search_results": …}`` (frozen); ``results`` its well-formed
+    sources, typed. The citation markers (``^[1]^``, ``^[1][2]^``) stay in the answer text as
+    the server sent them; their numbers are the ``index`` of these results."""
 
     info: Mapping[str, Any]
+    results: tuple[SearchResult, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchStatusEvent:
+    """The server's "searching…" signal (v2 ``web_search.enable_status``: a chunk tagged
+    ``delta_tag: "search_status"``), with the signal's ``text``; it is not answer text."""
+
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +345,7 @@ StreamEvent: TypeAlias = (
     | FunctionCallEvent
     | ToolCallDelta
     | SearchInfoEvent
+    | SearchStatusEvent
     | UnknownFieldsEvent
 )
 """Any event a stream parser yields."""
@@ -304,9 +355,12 @@ StreamEvent: TypeAlias = (
 class ChatResult:
     """One complete answer, from a non-stream response or accumulated from a stream.
 
-    ``flag`` is 0 when safe or absent; ``extra`` holds unknown fields, top-level ones under
-    their own name and those of a v2 choice or message as ``"choice.<name>"`` /
-    ``"message.<name>"``.
+    ``content`` is the answer text (citation markers included, as sent), ``reasoning`` the
+    reasoning model's thinking before it (never part of ``content``), ``tool_calls`` the
+    complete tool calls (``finish_reason`` is then ``TOOL_CALLS``), ``search_results`` the web
+    sources the markers refer to (``search_info`` the raw object). ``flag`` is 0 when safe or
+    absent; ``extra`` holds unknown fields, top-level ones under their own name and those of a
+    v2 choice or message as ``"choice.<name>"`` / ``"message.<name>"``.
     """
 
     id: str = ""
@@ -321,7 +375,8 @@ class ChatResult:
     function_call: FunctionCall | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     search_info: Mapping[str, Any] | None = None
-    reasoning_content: str = ""
+    reasoning: str = ""
+    search_results: tuple[SearchResult, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=_empty)
     model: str | None = None
     created: int | None = None

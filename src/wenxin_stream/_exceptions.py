@@ -12,8 +12,8 @@
     │   ├── BadRequestError               336001-336003, 336006-336103, v2 400 and other 4xx
     │   ├── AuthenticationError           13, 14, v2 401, OAuth invalid_client
     │   │   └── TokenExpiredError         100, 110, 111, v2 401 invalid_iam_token: refresh, replay
-    │   ├── PermissionDeniedError         6, 17, 19, 336004, 336104/5, v2 403
-    │   ├── NotFoundError                 3, 336005, v2 invalid_model / 404
+    │   ├── PermissionDeniedError         6, 17, 19, 336004, 336104/5, v2 403 (model_offline…)
+    │   ├── NotFoundError                 3, 336005, v2 invalid_model (400 or 401) / 404
     │   ├── RateLimitError                4, 18, 336501-336507, v2 429
     │   └── InternalServerError           1, 2, 15, 336000, 336100, 336200, v2 5xx
     ├── APIConnectionError                the transport failed (raised by the SDK)
@@ -71,7 +71,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._error_codes import V1_CODES, ErrorKind, v1_kind, v2_kind
+from ._error_codes import V1_CODES, V2_CODE_STATUS, ErrorKind, v1_kind, v2_kind
 from ._redact import redact
 
 if TYPE_CHECKING:
@@ -388,11 +388,14 @@ class TokenExpiredError(AuthenticationError):
 
 
 class PermissionDeniedError(APIError):
-    """The account may not do this (v1 6, 17, 19, 336004, unsafe system/user_setting; v2 403)."""
+    """The account may not do this (v1 6, 17, 19, 336004, unsafe system/user_setting; v2 403:
+    ``model_offline`` for a retired model, ``account_overdue``, the ``*_unsafe`` and
+    Coding-Plan codes)."""
 
 
 class NotFoundError(APIError):
-    """The endpoint or model does not exist (v1 3, 336005; v2 ``invalid_model``, 404)."""
+    """The endpoint or model does not exist (v1 3, 336005; v2 ``invalid_model`` — 400 for an
+    empty model, 401 "does not exist or you do not have access to it" — and 404)."""
 
 
 class RateLimitError(APIError):
@@ -441,18 +444,6 @@ _V1_CLASS: dict[int, type[APIError]] = {
     336005: NotFoundError,
     336004: PermissionDeniedError,
 }
-# The HTTP status each v2 code comes with, to classify v2 errors that arrive inside a stream
-# (HTTP 200): derived from the shared code table, plus the v2-only codes.
-_V2_STATUS: dict[str, int] = {
-    "invalid_appid": 401,
-    "image_url_unsafe": 400,
-    "functions_unsafe": 403,
-    "cluster_tpm_rate_limit_exceeded": 429,
-    "image_genration_interal_error": 500,
-    "Offline_batch_reasoning_refused": 429,
-}
-for _code in V1_CODES.values():
-    _V2_STATUS.setdefault(_code.v2_code, _code.v2_status)
 _OAUTH_CLASS: dict[str, type[APIError]] = {
     "invalid_client": AuthenticationError,
     "rate_limit_exceeded": RateLimitError,
@@ -480,10 +471,10 @@ def _class_for(api: ApiGeneration, code: int | str | None, status: int) -> type[
     if api == "oauth":
         known_oauth = _OAUTH_CLASS.get(code) if isinstance(code, str) else None
         return known_oauth or _class_for_status(status)
-    if code == "invalid_model" and status not in (401, 403):
+    if code == "invalid_model":  # 400 "model is empty", 401 "does not exist or no access"
         return NotFoundError
     if status < 400 and isinstance(code, str):
-        status = _V2_STATUS.get(code, status)
+        status = V2_CODE_STATUS.get(code, status)
     return _class_for_status(status)
 
 

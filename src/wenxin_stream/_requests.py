@@ -11,18 +11,25 @@ alias, any case) or a known endpoint name resolves through ``_models``; a user-d
 is reached only by passing its endpoint explicitly as ``endpoint=``, so a typo in a model name
 is a clear local error instead of a remote "Unsupported openapi method". Leading ``system``
 messages move into the ``system`` field (joined by a blank line, after an explicit ``system=``);
-a system message anywhere else is an error. ``max_tokens`` is accepted as the OpenAI spelling
-of ``max_output_tokens``.
+a system message anywhere else is an error. ``max_tokens`` and ``max_completion_tokens`` are
+accepted as the OpenAI spellings of ``max_output_tokens``.
 
 v2 (:func:`build_v2_chat`): OpenAI's shape. ``max_completion_tokens`` and ``max_output_tokens``
 are accepted as spellings of ``max_tokens``; when streaming, ``stream_options.include_usage``
 is on unless the caller turns it off, so streamed answers always report their usage.
+``reasoning_content`` (and vLLM's ``reasoning``) is removed from every message of the history:
+earlier reasoning is not sent back, and Qianfan answers 400 when it is. The request is checked
+by ``_validation`` (messages, images), ``_parameters`` (every field's shape) and — when the
+catalogue knows the model — against what that model can honour (``_models``,
+``_parameters.check_capabilities``); an id the catalogue does not know is sent unchecked.
 
-Both: parameters the builder does not know pass through into the body unchanged (Baidu adds
-fields over time); parameters whose value is ``None`` are left out (``None`` means "not
-given"); ``extra_body`` is merged into the body last, as is, unchecked (openai-python's
-``extra_body``: the way to send a field no signature names). The body is frozen;
-:meth:`PreparedRequest.body_bytes` serialises it (compact UTF-8 JSON).
+Both: a field the other generation names differently is translated, and a field the chosen
+generation cannot honour is refused (``_dialects``); parameters the builder does not know pass
+through into the body unchanged (Baidu adds fields over time); parameters whose value is
+``None`` are left out (``None`` means "not given"); ``extra_body`` is merged into the body
+last, as is, unchecked (openai-python's ``extra_body``: the way to send a field no signature
+names). The body is frozen; :meth:`PreparedRequest.body_bytes` serialises it (compact UTF-8
+JSON).
 
 The clients' ``chat.stream`` / ``chat.create`` name every parameter of
 :data:`CHAT_PARAMETERS` explicitly, so a misspelt keyword (``temprature=``) is a
@@ -38,14 +45,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from ._dialects import to_v1, to_v2
 from ._events import freeze
 from ._exceptions import InvalidRequestError
-from ._models import V1_CHAT_PREFIX, V2_CHAT_PATH, find_model, model_for_endpoint
+from ._models import (
+    V1_CHAT_PREFIX,
+    V2_CHAT_PATH,
+    ModelInfo,
+    find_model,
+    lookup_model,
+    model_for_endpoint,
+)
+from ._parameters import check_capabilities, check_v2_params
 from ._redact import MASK
 from ._validation import (
     PARAMS_ERROR_CODE,
     Problem,
-    check_stop,
     check_v1_messages,
     check_v1_params,
     check_v2_messages,
@@ -101,13 +116,16 @@ CHAT_PARAMETERS: tuple[str, ...] = (
     "thinking_budget",
     "thinking_strategy",
     "reasoning_effort",
+    "logprobs",
+    "top_logprobs",
     "stream_options",
     "include_usage",
 )
 """The request parameters ``chat.stream`` and ``chat.create`` take by name, in the order of
 their signatures. ``max_output_tokens`` (v1), ``max_tokens`` and ``max_completion_tokens`` (v2)
 are one parameter in three spellings; ``system`` becomes v1's ``system`` field or a leading v2
-system message; ``include_usage`` is v2's ``stream_options.include_usage``."""
+system message; ``include_usage`` is v2's ``stream_options.include_usage``; the rest is
+translated between the generations or refused as ``_dialects`` says."""
 
 
 def chat_params(arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -187,7 +205,9 @@ def _alias(params: dict[str, Any], target: str, *aliases: str) -> None:
         params[target] = params.pop(given[0])
 
 
-def _resolve_endpoint(model_or_endpoint: str | None, endpoint: str | None) -> str:
+def _resolve_endpoint(
+    model_or_endpoint: str | None, endpoint: str | None
+) -> tuple[str, ModelInfo | None]:
     if endpoint is not None:
         if not isinstance(endpoint, str) or not _ENDPOINT.fullmatch(endpoint):
             _fail(
@@ -205,7 +225,7 @@ def _resolve_endpoint(model_or_endpoint: str | None, endpoint: str | None) -> st
                     "pass one of them",
                     v1_code=336005,
                 )
-        return endpoint
+        return endpoint, model_for_endpoint(endpoint)
     if not isinstance(model_or_endpoint, str) or not model_or_endpoint.strip():
         _fail("model", "a model name (or endpoint=...) is required", v1_code=336005)
     info = find_model(model_or_endpoint) or model_for_endpoint(model_or_endpoint)
@@ -219,7 +239,7 @@ def _resolve_endpoint(model_or_endpoint: str | None, endpoint: str | None) -> st
                 f"as endpoint={model_or_endpoint!r}, instead of a model name"
             ),
         )
-    return info.endpoint
+    return info.endpoint, info
 
 
 def _split_system(messages: list[Any], explicit: object) -> tuple[str | None, list[Any]]:
@@ -279,15 +299,19 @@ def build_v1_chat(
             pass through, ``None`` values are left out.
 
     Raises:
-        InvalidRequestError: The model is unknown, or the request breaks a v1 rule (message
-            order, empty contents, parameter ranges, stop words…).
+        InvalidRequestError: The model is unknown, the request breaks a v1 rule (message
+            order, empty contents, parameter ranges, stop words…), or it asks for something v1
+            cannot honour (``_dialects``).
     """
-    path = V1_CHAT_PREFIX + _resolve_endpoint(model_or_endpoint, endpoint)
+    name, info = _resolve_endpoint(model_or_endpoint, endpoint)
+    path = V1_CHAT_PREFIX + name
     body_params = _params(params)
     if "model" in body_params:
         _fail("model", "v1 takes the model as the first argument (it selects the URL), not model=")
-    _alias(body_params, "max_output_tokens", "max_tokens")
-    system, rest = _split_system(_copy_messages(messages), body_params.pop("system", None))
+    _alias(body_params, "max_output_tokens", "max_tokens", "max_completion_tokens")
+    copied = _copy_messages(messages)
+    to_v1(body_params, copied, info)
+    system, rest = _split_system(copied, body_params.pop("system", None))
     _check(check_v1_messages(rest))
     body: dict[str, Any] = {"messages": rest, "stream": stream}
     if system is not None:
@@ -328,11 +352,12 @@ def build_v2_chat(
 
     Raises:
         InvalidRequestError: The request breaks a v2 rule (empty model, message roles, blank
-            last message, stop words, ``max_tokens`` not a positive integer…).
+            last message, images, stop words, ``max_tokens`` not a positive integer, tools,
+            web search…) or asks a catalogue model for what it cannot honour.
     """
     if not isinstance(model, str) or not model.strip():
         _fail("model", "model is empty", v1_code=336005)
-    msgs = _copy_messages(messages)
+    msgs = [_without_reasoning(m) for m in _copy_messages(messages)]
     system = params.pop("system", None)
     if system is not None:
         if not isinstance(system, str):
@@ -342,12 +367,7 @@ def build_v2_chat(
     _check(check_v2_messages(msgs, alternation=alternation))
     body_params = _params(params)
     _alias(body_params, "max_tokens", "max_completion_tokens", "max_output_tokens")
-    max_tokens = body_params.get("max_tokens")
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-    ):
-        _fail("max_tokens", "max_tokens must be a positive integer")
-    _check(check_stop(body_params.get("stop")))
+    to_v2(body_params)
     options = body_params.pop("stream_options", None)
     if options is not None and not isinstance(options, Mapping):
         _fail("stream_options", "stream_options must be an object")
@@ -362,9 +382,23 @@ def build_v2_chat(
         body["stream_options"] = merged
     elif include_usage is not None or options is not None:
         _fail("stream_options", "stream_options / include_usage are only allowed when streaming")
+    _check(check_v2_params(body))
+    spec = lookup_model(model)
+    if spec is not None:
+        _check(check_capabilities(body, spec))
     if extra_body:
         body.update(extra_body)
     return PreparedRequest("POST", V2_CHAT_PATH, (), freeze(body), stream)
+
+
+_REASONING_KEYS = ("reasoning_content", "reasoning")
+
+
+def _without_reasoning(message: Any) -> Any:
+    """A message without the reasoning of an earlier answer (a copy; others as they are)."""
+    if isinstance(message, dict) and any(key in message for key in _REASONING_KEYS):
+        return {key: value for key, value in message.items() if key not in _REASONING_KEYS}
+    return message
 
 
 def _check_key(field: str, value: object) -> str:

@@ -429,7 +429,12 @@ class StreamCore:
 
     def token_estimate(self) -> int:
         """Tokens to reserve for one attempt: the prompt plus a margin for the answer."""
-        answer = self.call.params.get("max_output_tokens") or self.call.params.get("max_tokens")
+        params = self.call.params
+        answer = (
+            params.get("max_output_tokens")
+            or params.get("max_tokens")
+            or params.get("max_completion_tokens")
+        )
         if isinstance(answer, int) and not isinstance(answer, bool) and answer > 0:
             return estimate_tokens(self.call.messages, answer_tokens=answer)
         return estimate_tokens(self.call.messages)

@@ -1,18 +1,30 @@
-"""The rules ERNIE applies to a chat request, as pure checks shared by client and emulator.
+"""The rules ERNIE applies to a chat request's messages (both generations) and v1 parameters,
+as pure checks shared by client and emulator.
 
 The client runs them before sending, so a bad request fails locally with a clear message and
 costs no round trip; the emulator runs the very same checks to answer like Baidu does
 (``error_code`` 336006 for message-order problems, 336003 for parameter ranges, HTTP 400
-``invalid_messages`` / ``invalid_argument`` on v2). See ``shared/ERNIE-PROTOCOL.md`` §1.4–1.5.
+``invalid_messages`` / ``invalid_argument`` / ``invalid_image_url`` on v2). See
+``shared/ERNIE-PROTOCOL.md`` §1.4–1.5 and ``shared/ERNIE-CURRENT.md`` §2.5, §3.1, §5. The v2
+parameters, and what a model of the catalogue can honour, are checked in ``_parameters``.
+
+v2 messages (:func:`check_v2_messages`): known roles; ``content`` a string or a list of
+``text`` / ``image_url`` parts, images only in ``user`` messages, each image URL within Baidu's
+limits (``_images``); assistant ``tool_calls`` well formed; every ``tool`` message answering a
+call of the assistant turn before it (``tool_call_id``; several in a row for parallel calls);
+no ``reasoning_content`` in the history (Qianfan answers 400: the SDK strips it before this
+check, the emulator refuses it like Baidu); a last message that is not blank.
 
 Each check returns the first :class:`Problem` found, or ``None``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ._images import ImageProblem, describe_image_url
 
 MESSAGES_ERROR_CODE = 336006
 """v1 error code Baidu answers for message-list violations."""
@@ -44,23 +56,81 @@ def _is_blank(text: str) -> bool:
     return not text.strip(" \n\r\f\t")
 
 
-def _content_text(content: object) -> str | None:
-    """The text of a message content: a string, or (v2) a list of parts whose ``text`` parts
-    are joined; None when the content has neither shape."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return None
-    texts: list[str] = []
-    for part in content:
+def _parts_text(parts: list[Any]) -> str:
+    """The text parts of a (checked) content list, joined."""
+    return "".join(
+        part["text"]
+        for part in parts
+        if isinstance(part, Mapping)
+        and part.get("type") == "text"
+        and isinstance(part.get("text"), str)
+    )
+
+
+def image_parts(messages: Sequence[Any]) -> Iterator[tuple[int, int, Mapping[str, Any]]]:
+    """(message index, part index, ``image_url`` object) of every image part of ``messages``."""
+    for index, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list):
+            for position, part in enumerate(content):
+                if isinstance(part, Mapping) and part.get("type") == "image_url":
+                    image = part.get("image_url")
+                    yield index, position, image if isinstance(image, Mapping) else {}
+
+
+_IMAGE_DETAIL = ("low", "high", "auto")
+
+
+def _check_parts(index: int, role: object, content: list[Any]) -> Problem | None:
+    for position, part in enumerate(content):
+        where = f"message {index} part {position}"
         if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
-            return None
-        if part["type"] == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                return None
-            texts.append(text)
-    return "".join(texts)
+            return _msg_problem(f"{where} must be an object with a type")
+        kind = part["type"]
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                return _msg_problem(f"{where}: a text part needs a string text")
+        elif kind == "image_url":
+            if role != "user":
+                return _msg_problem(f"{where}: images are accepted in user messages only")
+            image = part.get("image_url")
+            if not isinstance(image, Mapping):
+                return _msg_problem(f"{where}: an image_url part needs an image_url object")
+            detail = image.get("detail")
+            if detail is not None and detail not in _IMAGE_DETAIL:
+                return _msg_problem(f"{where}: image_url.detail must be low or high")
+            try:
+                describe_image_url(image.get("url"))
+            except ImageProblem as exc:
+                field = f"messages[{index}].content[{position}].image_url.url"
+                return Problem(field, str(exc), MESSAGES_ERROR_CODE, "invalid_image_url")
+        else:
+            return _msg_problem(f"{where}: unknown content part type {kind!r}")
+    return None
+
+
+def _check_tool_calls(index: int, calls: object) -> tuple[set[str], Problem | None]:
+    """The ids of an assistant turn's ``tool_calls``, or the problem with them."""
+    ids: set[str] = set()
+    if not isinstance(calls, list) or not calls:
+        return ids, _msg_problem(f"message {index}: tool_calls must be a non-empty list")
+    for position, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if (
+            not isinstance(call, Mapping)
+            or not isinstance(call.get("id"), str)
+            or not call["id"]
+            or call.get("type", "function") != "function"
+            or not isinstance(function, Mapping)
+            or not isinstance(function.get("name"), str)
+            or not isinstance(function.get("arguments", ""), str)
+        ):
+            return ids, _msg_problem(
+                f"message {index} tool call {position} must be "
+                '{"id", "type": "function", "function": {"name", "arguments" (a JSON string)}}'
+            )
+        ids.add(call["id"])
+    return ids, None
 
 
 def check_v1_messages(messages: object) -> Problem | None:
@@ -106,26 +176,56 @@ V2_ROLES = frozenset({"system", "user", "assistant", "tool", "function"})
 
 
 def check_v2_messages(messages: object, *, alternation: bool = False) -> Problem | None:
-    """Check a v2 ``messages`` list: known roles, ``tool_call_id`` on tool messages, a
-    non-blank last message; with ``alternation`` also v1's odd/alternating rule (after any
-    leading system messages), which legacy ERNIE models may still enforce."""
+    """Check a v2 ``messages`` list (see the module docstring); with ``alternation`` also v1's
+    odd/alternating rule (after any leading system messages), which legacy ERNIE models may
+    still enforce."""
     if not isinstance(messages, list) or not messages:
         return _msg_problem("the messages must not be empty")
+    answered: set[str] = set()  # tool_call ids of the last assistant turn with tool_calls
     for index, message in enumerate(messages):
         if not isinstance(message, Mapping):
             return _msg_problem(f"message {index} must be an object")
         role = message.get("role")
         if role not in V2_ROLES:
             return _msg_problem(f"the role of message {index} is invalid: {role!r}")
-        if role == "tool" and not message.get("tool_call_id"):
-            return _msg_problem(f"message {index} with role tool must have a tool_call_id")
+        if "reasoning_content" in message:
+            return _msg_problem(
+                f"message {index} carries reasoning_content: earlier reasoning must not be "
+                "sent back (remove it from the history)"
+            )
         content = message.get("content")
-        if content is None and not (role == "assistant" and message.get("tool_calls")):
+        calls = message.get("tool_calls") if role == "assistant" else None
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                return _msg_problem(f"message {index} with role tool must have a tool_call_id")
+            if call_id not in answered:
+                return _msg_problem(
+                    f"message {index}: tool_call_id {call_id!r} answers no tool call of the "
+                    "assistant message before it"
+                )
+        elif role != "assistant" or calls is not None:
+            answered = set()
+        if calls is not None:
+            answered, problem = _check_tool_calls(index, calls)
+            if problem is not None:
+                return problem
+        if content is None and calls is None:
             return _msg_problem(f"the content of message {index} must not be empty")
-        if content is not None and _content_text(content) is None:
+        if isinstance(content, list):
+            problem = _check_parts(index, role, content)
+            if problem is not None:
+                return problem
+        elif content is not None and not isinstance(content, str):
             return _msg_problem(f"the content of message {index} is malformed")
     last = messages[-1].get("content")
     if isinstance(last, str) and _is_blank(last):
+        return _msg_problem("the content of the last message must not be blank")
+    if (
+        isinstance(last, list)
+        and not any(True for _ in image_parts(messages[-1:]))
+        and _is_blank(_parts_text(last))
+    ):
         return _msg_problem("the content of the last message must not be blank")
     if alternation:
         rest = [m for m in messages if m.get("role") != "system"]

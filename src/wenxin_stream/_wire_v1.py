@@ -46,6 +46,7 @@ from ._events import (
     UnknownFieldsEvent,
     UsageEvent,
     freeze,
+    search_results_of,
 )
 from ._exceptions import (
     ApiGeneration,
@@ -118,6 +119,7 @@ def parse_v1_response(
     )
     usage = body.get("usage")
     search = body.get("search_info")
+    info = None if search is None else _search_info(search, api="v1")
     unknown = {key: value for key, value in body.items() if key not in _V1_KNOWN}
     rid = body.get("id")
     return ChatResult(
@@ -131,7 +133,8 @@ def parse_v1_response(
         flag=int_or_none(body.get("flag")) or 0,
         is_truncated=truncated,
         function_call=function_call,
-        search_info=None if search is None else _search_info(search, api="v1"),
+        search_info=info,
+        search_results=() if info is None else search_results_of(info),
         extra=freeze(unknown) if unknown else EMPTY_MAPPING,
         created=int_or_none(body.get("created")),
     )
@@ -203,7 +206,8 @@ class V1StreamParser(StreamParser):
             out.append(FunctionCallEvent(call.name, call.arguments, call.thoughts))
         search = get("search_info")
         if search is not None:
-            out.append(SearchInfoEvent(_search_info(search, api="v1")))
+            info = _search_info(search, api="v1")
+            out.append(SearchInfoEvent(info, search_results_of(info)))
         clear = bool(get("need_clear_history"))
         ban_round = int_or_none(get("ban_round"))
         flag = int_or_none(get("flag"))

@@ -12,12 +12,28 @@ deferred errors, terminal-event bookkeeping) with v1; see ``_stream_parser``.
 # Per SSE event: ``[DONE]`` is the terminal event (anything after it is ignored). Otherwise one
 # ``json.loads``; an object with ``error`` and no ``choices`` is a mid-stream error and raises
 # the APIError (classified by its code, since the HTTP status was 200). A chunk becomes, in
-# order: ChunkMeta, then per choice ReasoningDelta, TextDelta, ToolCallDelta…,
-# FunctionCallEvent, SafetyEvent; then SearchInfoEvent (top-level ``search_results``),
-# UnknownFieldsEvent (chunk, choice and delta scopes), FinishEvent (a non-empty
-# ``finish_reason``; ``normal`` is the 2024 spelling of ``stop``) and UsageEvent (every non-null
-# ``usage``: with ``include_usage`` only the last chunk has one, with ``chunk_include_usage``
-# every chunk carries the running total). A usage-only chunk with ``choices: []`` is fine.
+# order: ChunkMeta, then per choice ReasoningDelta, TextDelta (or SearchStatusEvent),
+# ToolCallDelta…, FunctionCallEvent, SafetyEvent; then SearchInfoEvent (top-level
+# ``search_results``), UnknownFieldsEvent (chunk, choice and delta scopes), FinishEvent (a
+# non-empty ``finish_reason``; ``normal`` is the 2024 spelling of ``stop``) and UsageEvent (every
+# non-null ``usage``: with ``include_usage`` only the last chunk has one, with
+# ``chunk_include_usage`` every chunk carries the running total). A usage-only chunk with
+# ``choices: []`` is fine.
+#
+# Reasoning ("deep thinking", ERNIE-CURRENT §2): ``delta.reasoning_content`` (Qianfan,
+# FastDeploy), or ``delta.reasoning`` (vLLM's newer name) when ``reasoning_content`` is empty; an
+# answer chunk may leave the key out, or send ``""`` or ``null`` — all three mean "no
+# reasoning here". ``reasoning`` is looked at only when the delta has keys outside the known
+# set, so plain text chunks pay nothing for it; the same holds for ``delta_tag``.
+#
+# Search status (``web_search.enable_status``): a chunk tagged ``delta_tag: "search_status"``
+# (on the choice or inside the delta: the reference and the deep-search page disagree) carries
+# a "searching…" text that is not part of the answer: it becomes a SearchStatusEvent.
+#
+# Tool calls: fragments are merged by ``index`` when the server sends one (OpenAI, FastDeploy
+# and vLLM do). Qianfan's reference lists no ``index`` in a delta, so without one a fragment
+# with a non-empty ``id`` different from the current call's starts the next call (index one
+# more than the highest so far), and any other fragment continues the current call.
 #
 # ERNIE has no ``n``: the choice with index 0 is the answer. A choice with another index is not
 # interpreted but passed on whole, as UnknownFieldsEvent({"choices": (choice,)}).
@@ -46,6 +62,7 @@ from ._events import (
     ReasoningDelta,
     SafetyEvent,
     SearchInfoEvent,
+    SearchStatusEvent,
     StreamEvent,
     TextDelta,
     ToolCall,
@@ -53,6 +70,7 @@ from ._events import (
     UnknownFieldsEvent,
     UsageEvent,
     freeze,
+    search_results_of,
 )
 from ._exceptions import (
     ApiGeneration,
@@ -77,6 +95,11 @@ _CHOICE_KNOWN = frozenset(
     {"index", "delta", "message", "finish_reason", "flag", "ban_round", "need_clear_history"}
 )
 _MESSAGE_KNOWN = frozenset({"role", "content", "reasoning_content", "tool_calls", "function_call"})
+# Read only when a delta has keys outside _MESSAGE_KNOWN, and never reported as unknown.
+_MESSAGE_HANDLED = _MESSAGE_KNOWN | {"reasoning", "delta_tag"}
+_CHOICE_HANDLED = _CHOICE_KNOWN | {"delta_tag"}
+SEARCH_STATUS_TAG = "search_status"
+"""The ``delta_tag`` of a search-status signal chunk."""
 
 
 def _malformed(what: str, value: object) -> MalformedResponseError:
@@ -124,11 +147,15 @@ def parse_v2_response(
     if not isinstance(message, Mapping):
         raise _malformed("choices[0].message is not an object", first)
     extra.update({f"choice.{k}": v for k, v in _unknown(first, _CHOICE_KNOWN).items()})
-    extra.update({f"message.{k}": v for k, v in _unknown(message, _MESSAGE_KNOWN).items()})
+    extra.update({f"message.{k}": v for k, v in _unknown(message, _MESSAGE_HANDLED).items()})
     raw_reason = first.get("finish_reason")
     reason = _text(raw_reason, "finish_reason") or None
     usage = body.get("usage")
     search = body.get("search_results")
+    info = None if search is None else freeze({"search_results": search})
+    reasoning = _text(message.get("reasoning_content"), "message.reasoning_content")
+    if not reasoning:
+        reasoning = _text(message.get("reasoning"), "message.reasoning")
     rid = body.get("id")
     model = body.get("model")
     return ChatResult(
@@ -145,8 +172,9 @@ def parse_v2_response(
             _tool_call(call, position)
             for position, call in enumerate(message.get("tool_calls") or ())
         ),
-        search_info=None if search is None else freeze({"search_results": search}),
-        reasoning_content=_text(message.get("reasoning_content"), "reasoning_content"),
+        search_info=info,
+        reasoning=reasoning,
+        search_results=() if info is None else search_results_of(info),
         extra=freeze(extra) if extra else EMPTY_MAPPING,
         model=model if isinstance(model, str) else None,
         created=int_or_none(body.get("created")),
@@ -187,6 +215,43 @@ def parse_v2_body(
     return parse_v2_response(body, headers=headers)
 
 
+def _chunk_start(out: list[StreamEvent]) -> int:
+    """The position of the current chunk's ChunkMeta in ``out`` (its events follow it)."""
+    for position in range(len(out) - 1, -1, -1):
+        if type(out[position]) is ChunkMeta:
+            return position
+    return 0
+
+
+def _as_status(out: list[StreamEvent]) -> None:
+    """The current chunk is the search-status signal: its text is not answer text."""
+    start = _chunk_start(out)
+    for position in range(start, len(out)):
+        event = out[position]
+        if type(event) is TextDelta:
+            out[position] = SearchStatusEvent(event.text)
+            return
+    out.append(SearchStatusEvent())
+
+
+def _delta_extras(
+    delta: dict[str, Any], had_reasoning: bool, out: list[StreamEvent], tail: list[StreamEvent]
+) -> None:
+    """The keys of a delta outside the common set (read only when there are some): vLLM's
+    ``reasoning`` (placed before the chunk's text), ``delta_tag`` and unknown fields."""
+    if not had_reasoning:
+        reasoning = delta.get("reasoning")
+        if reasoning:
+            event = ReasoningDelta(_text(reasoning, "delta.reasoning"))
+            start = _chunk_start(out) + 1
+            out.insert(start, event)
+    if delta.get("delta_tag") == SEARCH_STATUS_TAG:
+        _as_status(out)
+    fields = _unknown(delta, _MESSAGE_HANDLED)
+    if fields:
+        tail.append(UnknownFieldsEvent(freeze(fields), "message"))
+
+
 class V2StreamParser(StreamParser):
     """Sans-I/O parser of a v2 chat stream: feed it the response body, get typed events.
 
@@ -202,10 +267,13 @@ class V2StreamParser(StreamParser):
 
     _api: ClassVar[ApiGeneration] = "v2"
 
-    __slots__ = ("_raw_reason",)
+    __slots__ = ("_raw_reason", "_tool_id", "_tool_index", "_tool_next")
 
     def _init_state(self) -> None:
         self._raw_reason: str | None = None
+        self._tool_index = -1  # the call the last tool-call fragment belonged to
+        self._tool_id: str | None = None  # its id
+        self._tool_next = 0  # one more than the highest call index so far
 
     def _error_from(self, value: dict[str, Any]) -> WenxinError | None:
         if "error" in value or "code" in value:
@@ -258,7 +326,8 @@ class V2StreamParser(StreamParser):
                 finish = self._choice(choice, out, tail) or finish
         search = get("search_results")
         if search is not None:
-            out.append(SearchInfoEvent(freeze({"search_results": search})))
+            info = freeze({"search_results": search})
+            out.append(SearchInfoEvent(info, search_results_of(info)))
         if not _V2_KNOWN.issuperset(chunk):
             out.append(UnknownFieldsEvent(freeze(_unknown(chunk, _V2_KNOWN))))
         out.extend(tail)
@@ -291,14 +360,18 @@ class V2StreamParser(StreamParser):
                 assert call is not None
                 out.append(FunctionCallEvent(call.name, call.arguments, call.thoughts))
             if not _MESSAGE_KNOWN.issuperset(delta):
-                tail.append(UnknownFieldsEvent(freeze(_unknown(delta, _MESSAGE_KNOWN)), "message"))
+                _delta_extras(delta, bool(reasoning), out, tail)
         flag = int_or_none(choice.get("flag"))
         ban_round = int_or_none(choice.get("ban_round"))
         clear = bool(choice.get("need_clear_history"))
         if flag or ban_round is not None or clear:
             out.append(SafetyEvent(clear, ban_round, flag))
         if not _CHOICE_KNOWN.issuperset(choice):
-            tail.append(UnknownFieldsEvent(freeze(_unknown(choice, _CHOICE_KNOWN)), "choice"))
+            if choice.get("delta_tag") == SEARCH_STATUS_TAG:
+                _as_status(out)
+            fields = _unknown(choice, _CHOICE_HANDLED)
+            if fields:
+                tail.append(UnknownFieldsEvent(freeze(fields), "choice"))
         reason = choice.get("finish_reason")
         if not reason:
             return None
@@ -308,29 +381,44 @@ class V2StreamParser(StreamParser):
         self._finish_reason = FinishReason.from_raw(reason)
         return FinishEvent(self._finish_reason, reason)
 
-    @staticmethod
-    def _tool_calls(tool_calls: object, out: list[StreamEvent]) -> None:
+    def _tool_calls(self, tool_calls: object, out: list[StreamEvent]) -> None:
         if type(tool_calls) is not list:
             raise _malformed("delta.tool_calls is not a list", tool_calls)
-        for position, call in enumerate(tool_calls):
+        for call in tool_calls:
             if type(call) is not dict:
                 raise _malformed("tool call delta is not an object", call)
             function = call.get("function") or {}
             if type(function) is not dict:
                 raise _malformed("tool call delta function is not an object", call)
-            index = call.get("index", position)
-            if type(index) is not int:
+            call_id = call.get("id")
+            if type(call_id) is not str or not call_id:
+                call_id = None
+            index = call.get("index")
+            if index is None:  # see the theory of operation: a new id starts a new call
+                if self._tool_index < 0 or (call_id is not None and call_id != self._tool_id):
+                    index = self._tool_next
+                else:
+                    index = self._tool_index
+            elif type(index) is not int or index < 0:
                 raise _malformed("tool call delta index is not an integer", call)
+            if index != self._tool_index:
+                self._tool_index = index
+                self._tool_id = call_id
+            elif call_id is not None:
+                self._tool_id = call_id
+            if index >= self._tool_next:
+                self._tool_next = index + 1
             arguments = function.get("arguments")
             if arguments is not None and type(arguments) is not str:
                 arguments = json.dumps(arguments, ensure_ascii=False)
-            call_id = call.get("id")
             name = function.get("name")
+            kind = call.get("type")
             out.append(
                 ToolCallDelta(
                     index,
-                    call_id if type(call_id) is str and call_id else None,
+                    call_id,
                     name if type(name) is str and name else None,
                     arguments or "",
+                    kind if type(kind) is str and kind else None,
                 )
             )

@@ -171,7 +171,7 @@ def test_emulate_subprocess_clean_sigint() -> None:
                 time.sleep(0.02)
         plain = httpx.post(
             base + "/v2/chat/completions",
-            json={"model": "m", "messages": [{"role": "user", "content": "你好"}]},
+            json={"model": "ernie-4.0-8k", "messages": [{"role": "user", "content": "你好"}]},
             headers={"Authorization": "Bearer k"},
         )
         assert plain.status_code == 200
@@ -179,7 +179,7 @@ def test_emulate_subprocess_clean_sigint() -> None:
             httpx.post(
                 base + "/v2/chat/completions",
                 json={
-                    "model": "m",
+                    "model": "ernie-4.0-8k",
                     "messages": [{"role": "user", "content": "hi"}],
                     "stream": True,
                 },

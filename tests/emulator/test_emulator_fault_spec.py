@@ -56,7 +56,7 @@ def test_empty_spec_is_empty() -> None:
         ("cut_after=1.5", "not an integer"),
         ("chunks=0", "not in [1,"),
         ("times=0", "not in [1,"),
-        ("error=abc", "not an integer"),
+        ("error=abc", "neither a v1 error code nor a v2"),
         ("stall=-1", "not in [0, 3600]"),
         ("stall=nan", "not in [0, 3600]"),
         ("ttft=inf", "not in [0, 3600]"),

@@ -84,9 +84,9 @@ def test_error_v1_via_directive_and_header(client: httpx.Client, stream: bool) -
     ("code", "status", "v2_code", "v2_type"),
     [
         (336501, 429, "rpm_rate_limit_exceeded", "rate_limit_exceeded"),
-        (336100, 500, "dispatch_internal_error", "server_error"),
-        (110, 401, "invalid_iam_token", "access_denied"),
-        (999, 500, "internal_error", "server_error"),
+        (336100, 500, "dispatch_internal_error", "Internal_error"),
+        (110, 401, "invalid_iam_token", "invalid_request_error"),
+        (999, 500, "internal_error", "Internal_error"),
     ],
 )
 def test_error_v2_counterparts(

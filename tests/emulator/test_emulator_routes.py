@@ -428,7 +428,7 @@ def test_protocol_options(tmp_path: Path) -> None:
             == 200
         )
         other = c.post(V2_CHAT, json=v2_body() | {"model": "gpt-4"}, headers=bearer())
-        assert other.status_code == 400
+        assert other.status_code == 401
         assert other.json()["error"]["code"] == "invalid_model"
         response = c.post(V2_CHAT, json=v2_body(), headers=bearer())
         assert response.json()["choices"][0]["finish_reason"] == "normal"

@@ -9,6 +9,7 @@ user would set it (base URLs, keys), streams one answer and prints one JSON line
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -99,8 +100,200 @@ def openai_v2() -> None:
     _emit(text, n, last)
 
 
+def _openai() -> Any:
+    import openai
+
+    return openai.OpenAI(
+        base_url=os.environ["DRIVE_BASE_URL"] + "/v2",
+        api_key=os.environ["DRIVE_API_KEY"],
+        max_retries=0,
+    )
+
+
+def openai_reasoning() -> None:
+    """Stream a reasoning model's thinking (``delta.reasoning_content``, an extra field the
+    SDK keeps) and its answer, as PaddlePaddle's own X1 demo reads them."""
+    stream = _openai().chat.completions.create(
+        model=os.environ.get("DRIVE_MODEL", "ernie-x1.1"),
+        messages=[{"role": "user", "content": PROMPT}],
+        stream=True,
+        stream_options={"include_usage": True},
+        max_completion_tokens=1024,
+    )
+    reasoning, text, order, last = "", "", [], None
+    for chunk in stream:
+        for choice in chunk.choices:
+            thought = getattr(choice.delta, "reasoning_content", None)
+            if thought:
+                reasoning += thought
+                order.append("r")
+            if choice.delta.content:
+                text += choice.delta.content
+                order.append("c")
+        last = chunk.model_dump()
+    switches = sum(1 for a, b in itertools.pairwise(order) if a != b)
+    print(
+        json.dumps(
+            {"reasoning": reasoning, "text": text, "switches": switches, "last": last},
+            ensure_ascii=False,
+        )
+    )
+
+
+_WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_current_weather",
+        "description": "获取指定城市的实时天气",
+        "parameters": {
+            "type": "object",
+            "properties": {"location": {"type": "string"}, "unit": {"type": "string"}},
+            "required": ["location"],
+        },
+    },
+}
+
+
+def openai_tools() -> None:
+    """A two-step tool call: the streamed call (deltas merged by index, as OpenAI users do),
+    the tool's result sent back, then the final answer."""
+    client = _openai()
+    model = os.environ.get("DRIVE_MODEL", "ernie-5.1")
+    messages: list[Any] = [{"role": "user", "content": PROMPT}]
+    stream = client.chat.completions.create(
+        model=model, messages=messages, tools=[_WEATHER], stream=True
+    )
+    calls: dict[int, dict[str, str]] = {}
+    finish = None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or []:
+                call = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+                call["id"] = call["id"] or (delta.id or "")
+                if delta.function is not None:
+                    call["name"] = call["name"] or (delta.function.name or "")
+                    call["arguments"] += delta.function.arguments or ""
+            finish = choice.finish_reason or finish
+    streamed = [calls[i] for i in sorted(calls)]
+    messages.append(
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c["arguments"]},
+                }
+                for c in streamed
+            ],
+        }
+    )
+    for call in streamed:
+        messages.append({"role": "tool", "tool_call_id": call["id"], "content": '{"temp": 21}'})
+    final = client.chat.completions.create(model=model, messages=messages, tools=[_WEATHER])
+    again = client.chat.completions.create(model=model, messages=messages[:1], tools=[_WEATHER])
+    print(
+        json.dumps(
+            {
+                "streamed": streamed,
+                "stream_finish": finish,
+                "whole_calls": [c.model_dump() for c in again.choices[0].message.tool_calls or []],
+                "whole_finish": again.choices[0].finish_reason,
+                "final": final.choices[0].message.content,
+                "final_finish": final.choices[0].finish_reason,
+            },
+            ensure_ascii=False,
+        )
+    )
+
+
+def openai_search() -> None:
+    """Web search: ``web_search`` through ``extra_body``, the top-level ``search_results``
+    read from the chunk's extra fields, the citation markers in the text."""
+    stream = _openai().chat.completions.create(
+        model=os.environ.get("DRIVE_MODEL", "ernie-5.1"),
+        messages=[{"role": "user", "content": PROMPT}],
+        stream=True,
+        extra_body={
+            "web_search": {"enable": True, "enable_citation": True, "enable_trace": True},
+            "enable_thinking": False,
+        },
+    )
+    text, results = "", []
+    for chunk in stream:
+        extra = chunk.model_extra or {}
+        if extra.get("search_results"):
+            results.extend(extra["search_results"])
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+    whole = _openai().chat.completions.create(
+        model=os.environ.get("DRIVE_MODEL", "ernie-5.1"),
+        messages=[{"role": "user", "content": PROMPT}],
+        extra_body={"web_search": {"enable": True, "enable_trace": True}},
+    )
+    print(
+        json.dumps(
+            {
+                "text": text,
+                "results": results,
+                "whole_results": (whole.model_extra or {}).get("search_results"),
+            },
+            ensure_ascii=False,
+        )
+    )
+
+
+def openai_image() -> None:
+    """An image question: a text part and a data-URL image part, to a vision model."""
+    response = _openai().chat.completions.create(
+        model=os.environ["DRIVE_MODEL"],
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": PROMPT},
+                    {"type": "image_url", "image_url": {"url": os.environ["DRIVE_IMAGE"]}},
+                ],
+            }
+        ],
+    )
+    print(json.dumps({"text": response.choices[0].message.content}, ensure_ascii=False))
+
+
+def openai_error() -> None:
+    """A request the emulator refuses: the status and the error body as the SDK reports them."""
+    import openai
+
+    try:
+        _openai().chat.completions.create(
+            model=os.environ["DRIVE_MODEL"],
+            messages=[{"role": "user", "content": PROMPT}],
+            stream=True,
+        )
+    except openai.APIStatusError as exc:
+        print(
+            json.dumps(
+                {"class": type(exc).__name__, "status": exc.status_code, "body": exc.body},
+                ensure_ascii=False,
+            )
+        )
+
+
 SCENARIOS = {
-    f.__name__: f for f in (qianfan_v1, qianfan_v1_async, qianfan_v2, erniebot_v1, openai_v2)
+    f.__name__: f
+    for f in (
+        qianfan_v1,
+        qianfan_v1_async,
+        qianfan_v2,
+        erniebot_v1,
+        openai_v2,
+        openai_reasoning,
+        openai_tools,
+        openai_search,
+        openai_image,
+        openai_error,
+    )
 }
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ against an emulator served on loopback by this test process.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -209,3 +211,74 @@ def test_driver_is_not_importable_from_the_package_environment() -> None:
             [sys.executable, "-c", f"import {name}"], capture_output=True, check=False
         )
         assert proc.returncode != 0, f"{name} is installed in the package environment"
+
+
+# --- today's ERNIE, read by the official openai SDK unchanged -------------------------------
+
+
+@pytest.fixture(scope="module")
+def today_emu() -> Iterator[ServerHandle]:
+    """A dev-mode emulator with the default catalogue, thinking unpaced for speed."""
+    config = EmulatorConfig(ttft=0.0, interval=0.0, v2_interval=0.0, thinking_interval=0.0)
+    with emulator(config) as handle:
+        yield handle
+
+
+def openai_env(handle: ServerHandle, **extra: str) -> dict[str, str]:
+    return {"DRIVE_BASE_URL": handle.base_url, "DRIVE_API_KEY": "bce-v3/ALTAK-peer/x", **extra}
+
+
+def test_openai_streams_x1_1_reasoning_then_the_answer(today_emu: ServerHandle) -> None:
+    result = drive("openai_reasoning", openai_env(today_emu), prompt="9.11 和 9.8 哪个大？")
+    assert result["reasoning"].startswith("【模拟思考】")
+    assert result["text"].startswith("【离线模拟】")
+    assert result["switches"] == 1  # thinking first, then the answer, never interleaved
+    usage = result["last"]["usage"]
+    assert usage["completion_tokens"] > 0
+
+
+def test_openai_two_step_tool_call_with_ernie_5_1(today_emu: ServerHandle) -> None:
+    result = drive("openai_tools", openai_env(today_emu), prompt="北京今天天气怎么样？")
+    (call,) = result["streamed"]
+    assert call["name"] == "get_current_weather"
+    assert json.loads(call["arguments"]) == {"location": "北京"}
+    assert len(call["id"]) == 32
+    assert result["stream_finish"] == "tool_calls"
+    assert result["whole_finish"] == "tool_calls"
+    assert result["whole_calls"][0]["function"]["name"] == "get_current_weather"
+    assert 'get_current_weather 返回了 {"temp": 21}' in result["final"]
+    assert result["final_finish"] == "stop"
+
+
+def test_openai_reads_search_results_with_ernie_5_1(today_emu: ServerHandle) -> None:
+    result = drive("openai_search", openai_env(today_emu))
+    assert [r["index"] for r in result["results"]] == [1, 2, 3]
+    assert all(r["url"].startswith("https://") and r["title"] for r in result["results"])
+    assert "^[1]^" in result["text"]
+    assert [r["index"] for r in result["whole_results"]] == [1, 2, 3]
+
+
+def test_openai_asks_a_current_vision_model_about_an_image(today_emu: ServerHandle) -> None:
+    # ernie-4.5-turbo-vl and ernie-5.0 retired on 2026-10-29; ernie-4.5-vl-28b-a3b is live.
+    header = struct.pack(">IIBBBBB", 640, 480, 8, 6, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + header + b"\0" * 4
+    image = "data:image/png;base64," + base64.b64encode(png).decode()
+    env = openai_env(today_emu, DRIVE_MODEL="ernie-4.5-vl-28b-a3b", DRIVE_IMAGE=image)
+    result = drive("openai_image", env, prompt="图里是什么？")
+    assert "PNG 图片（640×480 像素" in result["text"]
+
+
+@pytest.mark.parametrize(
+    ("model", "cls", "status", "code"),
+    [
+        ("ernie-4.5-turbo-vl", "PermissionDeniedError", 403, "model_offline"),
+        ("ernie-5.0", "PermissionDeniedError", 403, "model_offline"),
+        ("gpt-4o", "AuthenticationError", 401, "invalid_model"),
+    ],
+)
+def test_openai_sees_retired_and_unknown_models_as_baidu_answers_them(
+    today_emu: ServerHandle, model: str, cls: str, status: int, code: str
+) -> None:
+    result = drive("openai_error", openai_env(today_emu, DRIVE_MODEL=model))
+    assert (result["class"], result["status"]) == (cls, status)
+    assert result["body"]["code"] == code

@@ -20,6 +20,7 @@ import ipaddress
 import sys
 from typing import Any
 
+from .._models import CATALOGUE
 from ..emulator import (
     ConfigError,
     EmulatorConfig,
@@ -28,7 +29,13 @@ from ..emulator import (
     load_scenarios,
     parse_fault_rate,
 )
-from ..emulator._config import DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, DEFAULT_TOKEN_TTL
+from ..emulator._config import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_THINKING_INTERVAL,
+    DEFAULT_TOKEN_TTL,
+    load_roster,
+)
 from . import CommandError
 
 _LOOPBACK_NAMES = frozenset({"localhost"})
@@ -112,7 +119,65 @@ def register(subparsers: Any) -> None:
         action="append",
         default=None,
         metavar="MODEL",
-        help="allow only these v2 models (repeatable; default: any)",
+        help="serve only these v2 models (repeatable; default: the catalogue's)",
+    )
+
+    models = parser.add_argument_group("models (today's ERNIE; see docs/EMULATOR.md)")
+    models.add_argument(
+        "--roster", metavar="FILE", help="TOML laid over the model catalogue ([[model]] tables)"
+    )
+    models.add_argument(
+        "--unknown-models",
+        choices=("reject", "accept"),
+        default="reject",
+        help="an id outside the roster: 401 invalid_model (reject) or served as plain text",
+    )
+    models.add_argument(
+        "--retired-models",
+        choices=("offline", "invalid", "serve"),
+        default="offline",
+        help="a retired model: 403 model_offline, 401 invalid_model, or served",
+    )
+    models.add_argument(
+        "--unknown-capability",
+        choices=("yes", "no"),
+        default="yes",
+        help="a capability the catalogue does not know is assumed (yes) or not",
+    )
+    models.add_argument(
+        "--unsupported-params",
+        choices=("reject", "ignore"),
+        default="reject",
+        help="a field the model cannot honour: 400 (reject) or ignored",
+    )
+    models.add_argument(
+        "--thinking-interval",
+        type=float,
+        default=DEFAULT_THINKING_INTERVAL,
+        help=f"seconds between reasoning chunks ({DEFAULT_THINKING_INTERVAL})",
+    )
+    models.add_argument(
+        "--reasoning-in-answer",
+        choices=("absent", "empty", "null"),
+        default="absent",
+        help="reasoning_content in the answer chunks of a thinking model",
+    )
+    models.add_argument(
+        "--reasoning-tokens-detail",
+        action="store_true",
+        help="add usage.completion_tokens_details.reasoning_tokens",
+    )
+    models.add_argument(
+        "--no-tool-call-index", action="store_true", help="leave index out of tool-call deltas"
+    )
+    models.add_argument(
+        "--tool-call-pieces", type=int, default=1, help="cut tool-call arguments into N deltas"
+    )
+    models.add_argument(
+        "--search-status-placement",
+        choices=("choice", "delta"),
+        default="choice",
+        help="where the search-status chunk's delta_tag sits",
     )
 
     logs = parser.add_argument_group("logging")
@@ -159,6 +224,17 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             v2_finish_reason=args.v2_finish_reason,
             custom_endpoints=_endpoints(args.endpoint),
             v2_models=frozenset(args.v2_model) if args.v2_model else None,
+            roster=load_roster(args.roster) if args.roster else CATALOGUE,
+            unknown_models=args.unknown_models,
+            retired_models=args.retired_models,
+            unknown_capability=args.unknown_capability == "yes",
+            unsupported_params=args.unsupported_params,
+            thinking_interval=args.thinking_interval,
+            reasoning_in_answer=args.reasoning_in_answer,
+            reasoning_tokens_detail=args.reasoning_tokens_detail,
+            tool_call_index=not args.no_tool_call_index,
+            tool_call_pieces=args.tool_call_pieces,
+            search_status_placement=args.search_status_placement,
             debug=args.debug,
         )
     except (ConfigError, FaultSpecError) as exc:

@@ -11,6 +11,10 @@ Markdown list with a bold heading and a closing line; about 150–400 characters
 :class:`~._config.Scenario` replaces the text. Nothing here is random across runs, so the same
 prompt and seed always give the same bytes of content and the same chunk boundaries.
 
+A reasoning model's thinking (:func:`reasoning_text`) is composed the same way from a pool of
+thinking sentences: about 220–340 characters (some 140–210 estimated tokens, so that the
+smallest ``thinking_budget``, 100, visibly cuts it), labelled as the emulator's.
+
 Chunking follows the two API generations (``ERNIE-PROTOCOL.md`` §1.7, §2.5):
 
 - v1 (:func:`sentence_pieces`): one chunk per sentence, cut after a run of ``。！？；`` or
@@ -62,6 +66,23 @@ _POINTS = (
     "不需要真实的密钥",
     "同时支持第一版和第二版接口",
     "错误码与官方接口保持一致",
+)
+
+_THOUGHTS = (
+    "先确认问题的关键点，再决定回答的结构。",
+    "这个问题不需要实时数据，可以直接根据已有知识回答。",
+    "用户可能更关心结论，所以答案要先给结论，再补充理由。",
+    "回答应当简短清楚，避免堆砌无关的细节。",
+    "需要注意用词准确，必要时给出一个小例子帮助理解。",
+    "如果有多个要点，用编号列表会更容易阅读。",
+    "检查一下前面的推理有没有遗漏的情况。",
+    "也要提醒用户这是离线模拟，不能当作事实依据。",
+    "把可能的误解先排除掉，再组织最终的表述。",
+    "整体思路已经清楚，可以开始写正式回答了。",
+    "先想想用户提问的背景：也许是在学习，也许是在做决定，回答要兼顾这两种情况。",
+    "如果问题里有数字或日期，要逐个核对，避免在细节上出错。",
+    "有些说法容易引起歧义，最好换一种更直接的表达方式。",
+    "还要考虑回答的长度：太短说不清楚，太长又会让人失去耐心。",
 )
 
 _CLOSINGS = (
@@ -118,6 +139,20 @@ def _compose_answer(prompt: str, seed: int) -> str:
         rng.choice(_CLOSINGS),
     ]
     return "".join(parts)
+
+
+def reasoning_text(prompt: str, seed: int) -> str:
+    """The emulator's thinking before it answers ``prompt`` (a pure function of both)."""
+    rng = random.Random(f"wenxin-emulator-think|{seed}|{prompt}")  # noqa: S311 (seeded on purpose)
+    thoughts = rng.sample(_THOUGHTS, rng.randint(9, 11))
+    return "".join(
+        [
+            "【模拟思考】",
+            f"用户问的是“{brief(prompt)}”。",
+            *thoughts,
+            "好，下面开始回答。",
+        ]
+    )
 
 
 def lengthen(text: str, min_chars: int, seed: int) -> str:

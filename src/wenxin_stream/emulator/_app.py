@@ -11,6 +11,7 @@ Each HTTP request is decoded once into a :class:`~._asgi.Request` and routed by 
 ``/oauth/2.0/token`` (GET, POST)                            v1 OAuth client-credentials token
 ``/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/{endpoint}``    v1 chat (:mod:`._v1`)
 ``/v2/chat/completions``                                    v2 chat (:mod:`._v2`)
+``/v2/models`` (GET)                                        the live model roster (:mod:`._roster`)
 ``/v1/BCE-BEARER/token`` (GET)                              mint an IAM bearer token
 ``/wenxinworkshop/service/list`` (POST)                     the qianfan SDK's model list
 ==========================================================  =====================================
@@ -43,8 +44,8 @@ from .._asgi import (
     read_body,
     send_json,
 )
-from .._models import MODELS, V1_CHAT_PREFIX, V2_CHAT_PATH
-from . import _v1, _v2
+from .._models import MODELS, V1_CHAT_PREFIX, V2_CHAT_PATH, V2_MODELS_PATH
+from . import _roster, _v1, _v2
 from ._auth import DEFAULT_BEARER_TTL, MAX_BEARER_TTL, SignatureRequest
 from ._chat import Shared
 from ._config import EmulatorConfig
@@ -120,6 +121,8 @@ class EmulatorApp:
             await _v1.handle(shared, request, receive, send, path[len(V1_CHAT_PREFIX) :])
         elif path == V2_CHAT_PATH:
             await _v2.handle(shared, request, receive, send)
+        elif path == V2_MODELS_PATH:
+            await _roster.list_models(shared, request, send)
         elif path == OAUTH_PATH:
             await self._oauth(request, receive, send)
         elif path == HEALTH_PATH:
@@ -240,7 +243,11 @@ async def _internal_error(path: str, send: Send) -> None:
         await send_json(send, 200, {"error_code": 336000, "error_msg": "Internal error"})
     else:
         body = {
-            "error": {"code": "internal_error", "message": "Internal error", "type": "server_error"}
+            "error": {
+                "code": "internal_error",
+                "message": "Internal error",
+                "type": "Internal_error",
+            }
         }
         await send_json(send, 500, body)
 

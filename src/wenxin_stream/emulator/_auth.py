@@ -250,7 +250,8 @@ class Authenticator:
             return AuthResult(f"iam:{parsed.access_key}")
         scheme, _, key = header.partition(" ")
         key = key.strip()
-        if scheme.lower() != "bearer" or not key:
+        if scheme.lower() != "bearer" or not key or key.startswith("24."):
+            # A v1 OAuth access token as the bearer: Baidu answers 401 (ERNIE-CURRENT §6.3).
             return AuthResult(None, "invalid_iam_token")
         minted = self._bearers.get(key)
         if minted is not None:

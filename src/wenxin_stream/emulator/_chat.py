@@ -78,6 +78,10 @@ class Shared:
         """A fresh response id: ``as-`` and 10 lowercase alphanumerics."""
         return "as-" + "".join(self._id_rng.choices(_ID_CHARS, k=10))
 
+    def new_call_id(self) -> str:
+        """A fresh tool-call id: 32 lowercase hex characters, as in Baidu's example."""
+        return f"{self._id_rng.getrandbits(128):032x}"
+
     def request_id(self, headers: dict[str, str]) -> str:
         """The ``X-Baidu-Request-Id`` to answer with: the client's ``Request_id`` if sent."""
         given = headers.get("request_id") or headers.get("x-request-id")
@@ -216,11 +220,15 @@ def plan_answer(
     max_tokens: int | None,
     prompt_token_count: int,
     shown: str = "",
+    text: str | None = None,
 ) -> Answer:
     """Plan the answer to ``prompt`` (the directive-free last user message); with ``shown``
-    (a continuation, see :func:`continuation_of`) only the rest of the answer after it."""
-    text = scenario.answer if scenario is not None and scenario.answer else None
-    if text is None:
+    (a continuation, see :func:`continuation_of`) only the rest of the answer after it. The
+    text is the scenario's answer, else ``text`` (an answer the route composed: after tool
+    results, about images), else the seeded default."""
+    if scenario is not None and scenario.answer:
+        text = scenario.answer
+    elif text is None:
         text = default_answer(prompt, config.seed)
     if shown and text.startswith(shown) and len(shown) < len(text):
         text = text[len(shown) :]

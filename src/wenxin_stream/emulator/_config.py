@@ -13,7 +13,16 @@ Two optional JSON files feed it, parsed here so mistakes surface at start-up wit
 - the credentials file (``--credentials``) turns on *strict mode*: only the listed OAuth apps,
   v2 API keys and IAM key pairs are accepted, and signatures are fully verified. Without it the
   emulator runs in *dev mode* and accepts any credentials (but still only tokens it issued);
-- the scenario file (``--scenario``) scripts answers, and optionally faults, per prompt.
+- the scenario file (``--scenario``) scripts answers, and optionally faults, per prompt;
+- the roster file (``--roster``, TOML in the shape of ``wenxin_stream/_models.toml``) is laid
+  over the built-in model catalogue: an entry with a known ``id`` changes that model's fields
+  (``reasoning = "always"`` for one model, say), any other entry adds a model.
+
+What ``shared/ERNIE-CURRENT.md`` marks uncertain is a field here, with the likeliest behaviour
+as its default: how unknown and retired models are answered, whether a capability the
+catalogue does not know is assumed, whether unsupported fields are refused or ignored, how
+answer chunks of a reasoning model carry ``reasoning_content``, how tool-call deltas are cut,
+where the search-status tag sits, and the thinking pace.
 
 Time is injected (``clock``), so tests can expire tokens and slide quota windows instantly.
 """
@@ -23,12 +32,14 @@ from __future__ import annotations
 import json
 import re
 import time
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
+from .._models import CATALOGUE, Catalogue, CatalogueError, load_catalogue
 from ._faults import FaultSpec, FaultSpecError, parse_fault_spec
 
 DEFAULT_PORT = 8866
@@ -37,8 +48,13 @@ DEFAULT_PORT = 8866
 DEFAULT_TOKEN_TTL = 2_592_000
 """Lifetime of an OAuth access token, in seconds: 30 days, as Baidu reports it."""
 
-DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-"""Largest request body the emulator reads (10 MiB)."""
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+"""Largest request body the emulator reads (32 MiB: a 10 MB image is 13.4 MB as base64, and
+the emulator must read it to answer ``invalid_image_url`` for one just over the limit)."""
+
+DEFAULT_THINKING_INTERVAL = 0.08
+"""Seconds between reasoning chunks: a reasoning model's few hundred characters of thinking
+then take several seconds, as the 2026 latency test saw (9–17 s for X1 / X1.1 / 5.0 answers)."""
 
 ADVERTISED_RPM = 100_000
 """Requests per minute advertised in rate-limit headers when no RPM quota is configured.
@@ -109,6 +125,21 @@ class EmulatorConfig:
     ``v1_messages_error_code``, ``v2_alternation``, ``v2_finish_reason``, ``custom_endpoints``
     (extra v1 endpoint name → model name) and ``v2_models`` (allow-list; None = any model).
     ``debug`` logs tracebacks of internal errors; ``clock`` is the wall clock (injectable).
+
+    Models (``shared/ERNIE-CURRENT.md`` §1, §8; the uncertain items): ``roster`` is the
+    catalogue the v2 route serves (default: the built-in one); ``unknown_models`` answers an
+    id outside it ``"reject"`` (401 ``invalid_model``) or ``"accept"`` (as a plain text model);
+    ``retired_models`` answers a model past its retirement date (by ``clock``) ``"offline"``
+    (403 ``model_offline``), ``"invalid"`` (401 ``invalid_model``) or ``"serve"`` (as if live);
+    ``unknown_capability`` is what a capability the catalogue leaves unknown is taken to be;
+    ``unsupported_params`` answers a field the model cannot honour ``"reject"`` (400) or
+    ``"ignore"``. Reasoning: ``thinking_interval`` paces reasoning chunks;
+    ``reasoning_in_answer`` is how answer chunks of a thinking model carry
+    ``reasoning_content`` (``"absent"``, ``"empty"`` string, ``"null"``);
+    ``reasoning_tokens_detail`` adds ``completion_tokens_details.reasoning_tokens``. Tools:
+    ``tool_call_index`` (send ``index`` in tool-call deltas), ``tool_call_pieces`` (cut each
+    call's ``arguments`` into this many deltas). Search: ``search_status_placement`` puts
+    ``delta_tag`` on the ``"choice"`` or in the ``"delta"``.
     """
 
     seed: int = 0
@@ -130,11 +161,22 @@ class EmulatorConfig:
     v2_finish_reason: str = "stop"
     custom_endpoints: Mapping[str, str] = field(default_factory=dict)
     v2_models: frozenset[str] | None = None
+    roster: Catalogue = CATALOGUE
+    unknown_models: Literal["reject", "accept"] = "reject"
+    retired_models: Literal["offline", "invalid", "serve"] = "offline"
+    unknown_capability: bool = True
+    unsupported_params: Literal["reject", "ignore"] = "reject"
+    thinking_interval: float = DEFAULT_THINKING_INTERVAL
+    reasoning_in_answer: Literal["absent", "empty", "null"] = "absent"
+    reasoning_tokens_detail: bool = False
+    tool_call_index: bool = True
+    tool_call_pieces: int = 1
+    search_status_placement: Literal["choice", "delta"] = "choice"
     debug: bool = False
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
-        for name in ("ttft", "interval", "v2_interval"):
+        for name in ("ttft", "interval", "v2_interval", "thinking_interval"):
             value = getattr(self, name)
             if not 0 <= value <= 3600:
                 raise ConfigError(f"{name} must be in [0, 3600] seconds, not {value!r}")
@@ -147,6 +189,18 @@ class EmulatorConfig:
         for _, rate in self.fault_rates:
             if not 0 <= rate <= 1:
                 raise ConfigError(f"a fault rate must be in [0, 1], not {rate!r}")
+        choices = {
+            "unknown_models": ("reject", "accept"),
+            "retired_models": ("offline", "invalid", "serve"),
+            "unsupported_params": ("reject", "ignore"),
+            "reasoning_in_answer": ("absent", "empty", "null"),
+            "search_status_placement": ("choice", "delta"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}")
+        if not 1 <= self.tool_call_pieces <= 64:
+            raise ConfigError("tool_call_pieces must be in [1, 64]")
         object.__setattr__(self, "custom_endpoints", MappingProxyType(dict(self.custom_endpoints)))
 
     @property
@@ -261,3 +315,25 @@ def parse_scenarios(data: object) -> tuple[Scenario, ...]:
 def load_scenarios(path: str | Path) -> tuple[Scenario, ...]:
     """Read and parse a scenario file (see :func:`parse_scenarios`)."""
     return parse_scenarios(_read_json(path, "scenario"))
+
+
+def parse_roster(text: str, where: str = "the roster") -> Catalogue:
+    """The built-in catalogue with a roster (TOML text of ``[[model]]`` tables, the shape of
+    ``wenxin_stream/_models.toml``) laid over it (see ``_models.load_catalogue``)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    try:
+        return load_catalogue(data)
+    except CatalogueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_roster(path: str | Path) -> Catalogue:
+    """Read and parse a roster file (see :func:`parse_roster`)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the roster file {str(path)!r}: {exc.strerror}") from None
+    return parse_roster(text, f"the roster file {str(path)!r}")

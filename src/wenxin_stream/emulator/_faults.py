@@ -27,6 +27,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
+from .._error_codes import V2_CODES
+
 MAX_SECONDS = 3600.0
 """Upper bound of every duration key (``stall``, ``ttft``, ``interval``)."""
 
@@ -51,7 +53,7 @@ class FaultSpec:
     The exact wire behaviour of each field is documented in ``docs/EMULATOR.md``.
     """
 
-    error: int | None = None
+    error: int | str | None = None
     error_after: int | None = None
     times: int | None = None
     cut_after: int | None = None
@@ -68,6 +70,9 @@ class FaultSpec:
     truncate: bool = False
     expire_token: bool = False
     stamp: bool = False
+    thinking_interval: float | None = None
+    tool_pieces: int | None = None
+    tool_index: bool | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -80,10 +85,10 @@ class FaultSpec:
         parts = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or value is False:
+            if value is None or value == f.default:
                 continue
-            if value is True:
-                value = 1
+            if isinstance(value, bool):
+                value = int(value)
             parts.append(f"{f.name}={value!r}" if isinstance(value, float) else f"{f.name}={value}")
         return ";".join(sorted(parts))
 
@@ -138,6 +143,26 @@ def _safety(key: str, text: str) -> int:
     return int(text)
 
 
+def _error(key: str, text: str) -> int | str:
+    """A v1 error code (an integer ≥ 1), or a v2 code of the current table (``model_offline``,
+    ``account_overdue``…), which only the v2 route can answer."""
+    if text in V2_CODES:
+        return text
+    if not re.fullmatch(r"\+?\d{1,9}", text):
+        raise FaultSpecError(
+            f"bad value for fault key '{key}': {text!r} is neither a v1 error code nor a v2 "
+            "error code of the current table"
+        )
+    return _count(1)(key, text)
+
+
+def _pieces(key: str, text: str) -> int:
+    value = _count(1)(key, text)
+    if value > 64:
+        raise FaultSpecError(f"bad value for fault key '{key}': {value} is not in [1, 64]")
+    return value
+
+
 def _big_line(key: str, text: str) -> int:
     if not re.fullmatch(r"\+?\d{1,9}", text) or not 1 <= int(text) <= MAX_BIG_LINE:
         raise FaultSpecError(
@@ -147,7 +172,7 @@ def _big_line(key: str, text: str) -> int:
 
 
 _PARSERS: dict[str, Callable[[str, str], object]] = {
-    "error": _count(1),
+    "error": _error,
     "error_after": _count(0),
     "times": _count(1),
     "cut_after": _count(0),
@@ -164,6 +189,9 @@ _PARSERS: dict[str, Callable[[str, str], object]] = {
     "truncate": _flag,
     "expire_token": _flag,
     "stamp": _flag,
+    "thinking_interval": _seconds,
+    "tool_pieces": _pieces,
+    "tool_index": _flag,
 }
 
 FAULT_KEYS: tuple[str, ...] = tuple(_PARSERS)

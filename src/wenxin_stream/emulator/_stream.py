@@ -11,7 +11,8 @@ the v1 end chunk (if any) given the number of content chunks sent, whether a
 
 - timing is scheduled against absolute deadlines (``start + ttft + i × interval``), with one
   ``asyncio.sleep`` per chunk, so a late chunk does not delay the ones after it and lateness
-  never accumulates; a ``stall`` shifts every later deadline;
+  never accumulates; a ``stall`` shifts every later deadline; the first ``think_count`` chunks
+  (a reasoning model's thinking, a search-status signal) are ``think_interval`` apart instead;
 - each chunk's JSON is produced once and framed by :func:`wenxin_stream._sse.encode_event_bytes`
   (compact JSON holds no line break, so that is one ``data:`` line and two concatenations), then
   sent with one ``send`` (no helper coroutine in between unless ``split_utf8`` applies);
@@ -67,6 +68,8 @@ class StreamPlan:
     ttft: float
     interval: float
     fault: FaultSpec
+    think_count: int = 0
+    think_interval: float = 0.0
 
 
 def stamp(json_obj: bytes) -> bytes:
@@ -121,6 +124,8 @@ async def pump(send: Send, plan: StreamPlan) -> None:
     if fault.stall is not None:
         stall_at = min(fault.stall_after or 0, count)
     interval = plan.interval
+    think_count = plan.think_count
+    think_interval = plan.think_interval
     for index in range(count + 1):
         if index == stall_at:
             assert fault.stall is not None
@@ -147,7 +152,7 @@ async def pump(send: Send, plan: StreamPlan) -> None:
             await write(send, frame, split_utf8=True)
         else:  # the common case: one send, no helper coroutine per chunk
             await send({"type": "http.response.body", "body": frame, "more_body": True})
-        deadline += interval
+        deadline += think_interval if index < think_count else interval
     tail = b""
     if plan.end_json is not None:
         end = plan.end_json(count)
@@ -160,13 +165,16 @@ async def pump(send: Send, plan: StreamPlan) -> None:
 
 
 async def deliver(send: Send, plan: StreamPlan, status: int, headers: Headers, body: bytes) -> None:
-    """Send a non-stream answer after the time generating it would take (``ttft`` plus one
-    ``interval`` per further chunk), with the faults that apply to a plain body: ``stall``
+    """Send a non-stream answer after the time generating it would take (``ttft``, one
+    ``think_interval`` per thinking chunk and one ``interval`` per further chunk), with the
+    faults that apply to a plain body: ``stall``
     (added to the wait), ``big_line``, ``stamp``, ``malformed_after`` (the body is cut in half:
     invalid JSON, consistent ``Content-Length``), ``cut_after`` (the headers promise the whole
     body, half of it is sent, the connection is aborted) and ``split_utf8``."""
     fault = plan.fault
-    wait = plan.ttft + plan.interval * max(0, plan.count - 1) + (fault.stall or 0.0)
+    thinking = plan.think_interval * plan.think_count
+    wait = plan.ttft + thinking + plan.interval * max(0, plan.count - plan.think_count - 1)
+    wait += fault.stall or 0.0
     await asyncio.sleep(wait)
     if fault.big_line is not None:
         body = pad(body, fault.big_line)

@@ -14,7 +14,14 @@ The checks run in Baidu's order as far as it is known, each answering with v1's 
 3. ``_validation``: messages (``336006`` or the configured code), parameters (``336003``);
 4. the fault SPEC (``336001 Invalid Argument: <reason>``);
 5. quotas (``336501`` RPM / ``336502`` TPM);
-6. injected faults: ``expire_token`` (``111``, and the token really expires), ``error``.
+6. injected faults: ``expire_token`` (``111``, and the token really expires), ``error`` (a v2
+   code such as ``error=model_offline`` has no v1 answer: ``336001``).
+
+``functions`` (function calling, the 3.5 / 4.0 families) are answered like v2 tools
+(``_tools``): when the question calls for one, or ``tool_choice`` forces it, the answer is a
+``function_call`` ``{name, arguments, thoughts}`` with ``result: ""`` and ``finish_reason:
+"function_call"`` (a stream sends it in its one content chunk); after a ``function`` message
+the answer is text built from the function's result.
 
 A success is either one ``chat.completion`` object, or an event stream of sentence chunks
 (``sentence_id`` from 0, ``is_end: false``, running usage with ``completion_tokens`` 0) and a
@@ -42,7 +49,7 @@ from .._asgi import (
 from .._error_codes import V1_CODES
 from .._models import model_for_endpoint
 from .._validation import check_v1_messages, check_v1_params
-from ._answers import sentence_pieces
+from ._answers import brief, sentence_pieces
 from ._auth import SignatureRequest
 from ._chat import (
     Answer,
@@ -54,7 +61,9 @@ from ._chat import (
     select_fault,
 )
 from ._faults import FaultSpec, FaultSpecError, strip_directives
+from ._roster import today
 from ._stream import ENDLESS_CAP, StreamPlan, deliver, sse_headers
+from ._tools import answer_after_tools, plan_calls
 
 INJECTED_MESSAGE = "Injected error"
 """``error_msg`` of an injected error code the emulator does not know."""
@@ -142,6 +151,8 @@ async def handle(
         )
     except FaultSpecError as exc:
         return await fail(336001, f"Invalid Argument: {exc}")
+    if isinstance(fault.error, str):
+        return await fail(336001, f"Invalid Argument: error={fault.error} is a v2 error code")
     texts = [m["content"] for m in messages if isinstance(m.get("content"), str)]
     if isinstance(body.get("system"), str):
         texts.append(body["system"])
@@ -156,7 +167,12 @@ async def handle(
         max_tokens=body.get("max_output_tokens"),
         prompt_token_count=prompt_tokens(texts),
         shown=continued[1] if continued else "",
+        text=_after_function(messages, prompt),
     )
+    call = _function_call(shared, body, messages, prompt)
+    if call is not None:
+        tokens = prompt_tokens([call["arguments"]])
+        answer = Answer(("",), "function_call", False, 0, answer.prompt_tokens, (0, tokens))
     verdict = shared.quotas.admit(
         auth.identity, answer.prompt_tokens, answer.completion_tokens, config.clock()
     )
@@ -167,11 +183,11 @@ async def handle(
         shared.auth.expire_token(auth.token)
         return await fail(111)
     stream = body.get("stream") is True
-    if fault.error is not None and not (stream and fault.error_after is not None):
+    if isinstance(fault.error, int) and not (stream and fault.error_after is not None):
         return await fail(fault.error)
-    plan = _plan(shared, answer, fault, response_id, stream=stream)
+    plan = _plan(shared, answer, fault, response_id, stream=stream, call=call)
     if not stream:
-        result = _complete_body(answer, response_id)
+        result = _complete_body(answer, response_id, call)
         await deliver(send, plan, 200, headers, json_bytes(result))
         return None
     start_headers = sse_headers(headers, charset=config.sse_charset)
@@ -180,7 +196,39 @@ async def handle(
     return None
 
 
-def _complete_body(answer: Answer, response_id: str) -> dict[str, Any]:
+def _after_function(messages: list[dict[str, Any]], question: str) -> str | None:
+    """The text answer after a ``function`` result (None when the last message is none)."""
+    if messages[-1].get("role") != "function":
+        return None
+    users = [m for m in messages if m.get("role") == "user"]
+    asked = strip_directives(_content(users[-1])) if users else question
+    result = {"role": "tool", "name": messages[-1].get("name"), "content": _content(messages[-1])}
+    return answer_after_tools([result], asked)
+
+
+def _function_call(
+    shared: Shared, body: dict[str, Any], messages: list[dict[str, Any]], question: str
+) -> dict[str, Any] | None:
+    """The ``function_call`` to answer with, or None (answer in text)."""
+    functions = body.get("functions")
+    if not isinstance(functions, list) or not functions or messages[-1].get("role") != "user":
+        return None
+    tools = {
+        "tools": [{"type": "function", "function": f} for f in functions if isinstance(f, dict)],
+        "tool_choice": body.get("tool_choice", "auto"),
+        "parallel_tool_calls": False,
+    }
+    config = shared.config
+    calls = plan_calls(tools, question, today(config), shared.new_call_id)
+    if not calls:
+        return None
+    thoughts = f"用户想知道“{brief(question)}”，需要调用 {calls[0].name} 来获取信息。"
+    return {"name": calls[0].name, "arguments": calls[0].arguments, "thoughts": thoughts}
+
+
+def _complete_body(
+    answer: Answer, response_id: str, call: dict[str, Any] | None = None
+) -> dict[str, Any]:
     result: dict[str, Any] = {
         "id": response_id,
         "object": "chat.completion",
@@ -189,6 +237,8 @@ def _complete_body(answer: Answer, response_id: str) -> dict[str, Any]:
         "is_truncated": answer.truncated,
         "need_clear_history": answer.safety > 0,
     }
+    if call is not None:
+        result["function_call"] = call
     if answer.safety:
         result["ban_round"] = -1
     result["finish_reason"] = answer.finish
@@ -197,7 +247,13 @@ def _complete_body(answer: Answer, response_id: str) -> dict[str, Any]:
 
 
 def _plan(
-    shared: Shared, answer: Answer, fault: FaultSpec, response_id: str, *, stream: bool
+    shared: Shared,
+    answer: Answer,
+    fault: FaultSpec,
+    response_id: str,
+    *,
+    stream: bool,
+    call: dict[str, Any] | None = None,
 ) -> StreamPlan:
     """The stream plan of a v1 answer: sentence chunks, then the empty ``is_end`` chunk."""
     pieces = answer.pieces
@@ -220,6 +276,8 @@ def _plan(
         }
         if marked:
             chunk["ban_round"] = -1
+        if call is not None:
+            chunk["function_call"] = call
         chunk["finish_reason"] = "normal"
         chunk["usage"] = running
         return json_bytes(chunk)
@@ -242,8 +300,8 @@ def _plan(
         return json_bytes(chunk)
 
     config = shared.config
-    count = ENDLESS_CAP if stream and fault.endless else n_pieces
-    error = fault.error if fault.error is not None else 336000
+    count = ENDLESS_CAP if stream and fault.endless and call is None else n_pieces
+    error = fault.error if isinstance(fault.error, int) else 336000
     return StreamPlan(
         count=count,
         render=render,
