@@ -48,6 +48,7 @@ def register(subparsers: Any) -> None:
         fleet, "workers", "worker processes sharing the port; > 1 needs --redis-url (1)", type=int
     )
     _flag(fleet, "instance-id", "this process's name in the fleet (host:pid:random)")
+    _flag(fleet, "metrics-dir", "directory shared by this machine's processes for /metrics (temp)")
     _flag(fleet, "redis-max-connections", "Redis pool size per process (64)", type=int)
     _flag(fleet, "redis-timeout", "seconds a Redis call may take (1.0)", type=float)
     net.add_argument("--config", metavar="FILE", help="TOML file of settings (WENXIN_CONFIG)")
@@ -123,6 +124,7 @@ _FIELDS = (
     "redis_url",
     "workers",
     "instance_id",
+    "metrics_dir",
     "redis_max_connections",
     "redis_timeout",
     "max_body_bytes",
@@ -198,7 +200,12 @@ def run(args: argparse.Namespace) -> int:
             f"cannot listen on {config.host}:{config.port}: {exc.strerror}"
         ) from None
     try:
-        status = run_server(config, sock=sock)
+        if config.workers > 1:
+            from ..server._workers import run_workers
+
+            status = run_workers(config, sock)
+        else:
+            status = run_server(config, sock=sock)
     except StartupError as exc:
         raise CommandError(str(exc)) from None
     if status:

@@ -104,7 +104,7 @@ class Server:
         self.config = config
         self.state = ServerState.STARTING
         self.static = StaticFiles()
-        self.metrics = Metrics()
+        self.metrics = Metrics(multiprocess_dir=config.metrics_dir)
         self.limiter = KeyLimiter(
             KeyLimits(
                 rpm=config.default_rpm or None,
@@ -270,10 +270,10 @@ class Server:
             StartupError: dev mode on a public address, or the store cannot be opened.
         """
         config = self.config
-        if config.redis_url is not None or config.workers > 1:  # being built (issue 11)
+        if config.redis_url is not None:  # being built (issue 11)
             raise StartupError(
-                "--redis-url and --workers are accepted but not wired into this build yet: "
-                "run one process without them"
+                "--redis-url is accepted but not wired into this build yet: "
+                "run one process without it"
             )
         try:
             config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -71,6 +71,9 @@ class ServerConfig:
         workers: Worker processes on this machine sharing the port (more than 1 needs
             ``redis_url``: limits, the resume log and cancel must be shared).
         instance_id: This process's name in a fleet (default: ``<host>:<pid>:<random>``).
+        metrics_dir: A directory where every process of this machine writes its metric
+            values, so that any of them answers ``/metrics`` for all (prometheus_client's
+            multiprocess mode; ``--workers`` sets a temporary one when this is unset).
         redis_max_connections: Size of the Redis connection pool of one process (a request
             waits for a free connection at most ``redis_timeout``).
         redis_timeout: Seconds any Redis call may take before it counts as failed.
@@ -123,6 +126,7 @@ class ServerConfig:
     redis_url: str | None = None
     workers: int = 1
     instance_id: str | None = None
+    metrics_dir: Path | None = None
     redis_max_connections: int = 64
     redis_timeout: float = 1.0
     on_disconnect: DisconnectPolicy = "cancel"
@@ -302,6 +306,8 @@ def _kind(name: str) -> str:
         return "str"
     if name in ("redis_url", "instance_id"):
         return "str"
+    if name == "metrics_dir":
+        return "path"
     if name in ("upstream_bearer_token", "upstream_api", "host", "on_disconnect"):
         return "str"
     if name == "upstream_emulated" or isinstance(default, bool):
