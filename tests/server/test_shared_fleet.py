@@ -1,0 +1,137 @@
+"""Two ``wenxin serve`` instances sharing one Redis: limits count for the fleet, the stream
+slots of a ``kill -9``-ed instance come back within the lease TTL, and a Redis that is gone
+is 503 ``shared_state_unavailable`` (and ``/readyz`` says so) — never per-process limits."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from server_helpers import EventReader, paced, running, wait_for
+from test_crash import Serve
+
+from services import Service, redis_server
+from wenxin_stream.emulator import ServerHandle
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def redis_url(redis_service: Service) -> str:
+    """A Redis database of this test's own (numbers 1…15 of the session's server, flushed)."""
+    db = next(_databases) % 16 or 1
+    url = redis_service.url.rsplit("/", 1)[0] + f"/{db}"
+    import redis
+
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
+def _completion(url: str, content: str = "你好") -> httpx.Response:
+    with httpx.Client(base_url=url, timeout=10) as c:
+        return c.post(
+            "/v1/chat/completions",
+            json={"model": "ernie-lite-8k", "messages": [{"role": "user", "content": content}]},
+        )
+
+
+def test_rpm_counts_for_the_fleet_not_per_instance(
+    tmp_path: Path, emu: ServerHandle, redis_url: str
+) -> None:
+    limits = {"redis_url": redis_url, "default_rpm": 4}
+    with (
+        running(tmp_path / "a", emu.base_url, **limits) as a,
+        running(tmp_path / "b", emu.base_url, **limits) as b,
+    ):
+        started = time.monotonic()
+        statuses = [_completion(srv.url).status_code for srv in (a, b) * 6]
+        elapsed = time.monotonic() - started
+        refused = _completion(b.url)
+    admitted = statuses.count(200)
+    # 4 at once from a full bucket, plus what refilled meanwhile (one per 15 s)
+    assert 4 <= admitted <= 4 + int(elapsed / 15), statuses
+    assert statuses.count(429) == 12 - admitted
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["retry-after"]) <= 15
+
+
+def test_a_killed_instances_stream_slots_free_themselves_within_the_lease_ttl(
+    tmp_path: Path, emu: ServerHandle, redis_url: str
+) -> None:
+    ttl = 1.5
+    config = tmp_path / "victim.toml"
+    config.write_text(f"default_max_streams = 1\nlease_ttl = {ttl}\nredis_timeout = 0.3\n")
+    victim = Serve(
+        tmp_path / "victim", emu.base_url, "--redis-url", redis_url, "--config", str(config)
+    )
+    try:
+        with httpx.Client(base_url=victim.url, timeout=10) as c:
+            request = c.build_request(
+                "POST",
+                f"/api/conversations/{_conversation(victim.url)}/messages",
+                json={"content": paced("长", "interval=0.05;chunks=400")},
+            )
+            response = c.send(request, stream=True)
+            reader = EventReader(response)  # kept: a dropped reader closes the response
+            assert reader.next() is not None  # streaming: the slot is taken
+            with running(
+                tmp_path / "b",
+                emu.base_url,
+                redis_url=redis_url,
+                default_max_streams=1,
+                lease_ttl=ttl,
+                redis_timeout=0.3,
+            ) as b:
+                time.sleep(ttl)  # longer than one TTL: the victim's renewals keep its lease
+                refused = _completion(b.url)
+                assert refused.status_code == 429
+                assert refused.json()["error"]["code"] == "too_many_streams"
+                victim.kill()
+                killed = time.monotonic()
+                wait_for(lambda: _completion(b.url).status_code == 200, timeout=ttl + 3)
+                freed_after = time.monotonic() - killed
+            response.close()
+    finally:
+        if victim.proc.poll() is None:
+            victim.kill()
+    assert freed_after <= ttl + 0.5
+
+
+def _conversation(url: str) -> str:
+    with httpx.Client(base_url=url, timeout=10) as c:
+        return str(c.post("/api/conversations", json={}).json()["id"])
+
+
+def test_a_redis_that_is_gone_is_503_and_not_ready(tmp_path: Path, emu: ServerHandle) -> None:
+    with contextlib.ExitStack() as stack:
+        with redis_server() as service:  # a Redis of its own, stopped under the server
+            srv = stack.enter_context(
+                running(
+                    tmp_path / "a",
+                    emu.base_url,
+                    redis_url=service.url,
+                    default_rpm=100,
+                    redis_timeout=0.3,
+                )
+            )
+            assert _completion(srv.url).status_code == 200
+            with httpx.Client(base_url=srv.url, timeout=10) as c:
+                assert c.get("/readyz").status_code == 200
+        r = _completion(srv.url)
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "shared_state_unavailable"
+        assert r.headers["retry-after"] == "1"
+        with httpx.Client(base_url=srv.url, timeout=10) as c:
+            ready = c.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["error"]["code"] == "shared_state_unavailable"
+            cid = c.post("/api/conversations", json={}).json()["id"]
+            r = c.post(f"/api/conversations/{cid}/messages", json={"content": "在吗"})
+            assert r.status_code == 503
+            assert r.json()["error"]["code"] == "shared_state_unavailable"
