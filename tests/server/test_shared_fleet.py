@@ -6,16 +6,23 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import redis
 from server_helpers import EventReader, paced, running, wait_for
 from test_crash import Serve
 
+from servers import FAST, serving
 from services import Service, redis_server
-from wenxin_stream.emulator import ServerHandle
+from wenxin_stream import AsyncClient
+from wenxin_stream.emulator import EmulatorConfig, ServerHandle
+from wenxin_stream.emulator import create_app as create_emulator
 
 _databases = itertools.count(1)
 
@@ -25,8 +32,6 @@ def redis_url(redis_service: Service) -> str:
     """A Redis database of this test's own (numbers 1…15 of the session's server, flushed)."""
     db = next(_databases) % 16 or 1
     url = redis_service.url.rsplit("/", 1)[0] + f"/{db}"
-    import redis
-
     with redis.Redis.from_url(url) as client:
         client.flushdb()
     return url
@@ -135,3 +140,52 @@ def test_a_redis_that_is_gone_is_503_and_not_ready(tmp_path: Path, emu: ServerHa
             r = c.post(f"/api/conversations/{cid}/messages", json={"content": "在吗"})
             assert r.status_code == 503
             assert r.json()["error"]["code"] == "shared_state_unavailable"
+
+
+def test_one_upstream_token_refresh_for_the_fleet_also_after_a_111(
+    tmp_path: Path, redis_url: str
+) -> None:
+    emulator = create_emulator(EmulatorConfig(**FAST))
+    auth = emulator.shared.auth
+    issued: list[int] = []
+    issue = auth.issue_token
+
+    def counted(*args: Any) -> Any:
+        issued.append(1)
+        return issue(*args)
+
+    auth.issue_token = counted  # type: ignore[method-assign]
+    with serving(emulator) as upstream, contextlib.ExitStack() as stack:
+        instances = [
+            stack.enter_context(
+                running(
+                    tmp_path / name,
+                    upstream.base_url,
+                    client=AsyncClient(
+                        api_key="fleet-ak",
+                        secret_key="fleet-sk",
+                        base_url=upstream.base_url,
+                        api="v1",
+                        retry=0,
+                    ),
+                    upstream_api="v1",
+                    redis_url=redis_url,
+                )
+            )
+            for name in ("a", "b")
+        ]
+
+        def burst() -> list[int]:
+            with ThreadPoolExecutor(8) as pool:
+                urls = [srv.url for srv in instances] * 4
+                return [r.status_code for r in pool.map(_completion, urls)]
+
+        assert burst() == [200] * 8  # 8 concurrent answers on 2 instances: one OAuth call
+        assert len(issued) == 1
+        with redis.Redis.from_url(redis_url) as shared:
+            [key] = [k for k in shared.keys("wenxin:token:*") if not k.endswith(b":lock")]
+            assert shared.pttl(key) > 0  # a secret kept no longer than it is valid
+            token = json.loads(shared.get(key))
+        auth.expire_token(token["value"])  # ERNIE now answers 111 to every instance
+        assert burst() == [200] * 8
+        assert len(issued) == 2  # one refresh, used by both

@@ -331,6 +331,8 @@ class Server:
             await self.store.close()
             await self._close_shared()
             raise
+        if self.redis is not None:
+            self.upstream.share_token(self.redis)
         self._compose()
         self.checkpoints.start()
         self.state = ServerState.READY
