@@ -17,12 +17,16 @@ import pytest
 import redis
 from server_helpers import EventReader, paced, running, wait_for
 from test_crash import Serve
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from servers import FAST, serving
 from services import Service, redis_server
 from wenxin_stream import AsyncClient
 from wenxin_stream.emulator import EmulatorConfig, ServerHandle
 from wenxin_stream.emulator import create_app as create_emulator
+from wenxin_stream.server._revocations import announce_revocation
+from wenxin_stream.server._store import SyncKeyAdmin
 
 _databases = itertools.count(1)
 
@@ -37,8 +41,9 @@ def redis_url(redis_service: Service) -> str:
     return url
 
 
-def _completion(url: str, content: str = "你好") -> httpx.Response:
-    with httpx.Client(base_url=url, timeout=10) as c:
+def _completion(url: str, content: str = "你好", *, key: str | None = None) -> httpx.Response:
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=url, timeout=10, headers=headers) as c:
         return c.post(
             "/v1/chat/completions",
             json={"model": "ernie-lite-8k", "messages": [{"role": "user", "content": content}]},
@@ -189,3 +194,52 @@ def test_one_upstream_token_refresh_for_the_fleet_also_after_a_111(
         auth.expire_token(token["value"])  # ERNIE now answers 111 to every instance
         assert burst() == [200] * 8
         assert len(issued) == 2  # one refresh, used by both
+
+
+def test_a_revocation_is_enforced_on_every_instance_at_once(
+    tmp_path: Path, emu: ServerHandle, redis_url: str
+) -> None:
+    database = str(tmp_path / "shared.db")
+    with contextlib.ExitStack() as stack:
+        a, b = (
+            stack.enter_context(
+                running(tmp_path / name, emu.base_url, redis_url=redis_url, database_url=database)
+            )
+            for name in ("a", "b")
+        )
+        with SyncKeyAdmin(database) as admin:
+            first, first_secret = admin.create_key("first", rpm=None, tpm=None, max_streams=None)
+            second, second_secret = admin.create_key("second", rpm=None, tpm=None, max_streams=None)
+            admin.create_key("keeper", rpm=None, tpm=None, max_streams=None)  # no dev mode
+        a.app.keys._ttl = 0.0  # A asks the store every time; B trusts its cache for 5 s
+        for srv in (a, b):
+            srv.app.keys.invalidate()  # dev mode seen before the keys existed
+            for secret in (first_secret, second_secret):
+                assert _completion(srv.url, key=secret).status_code == 200  # cached as valid
+        socket = stack.enter_context(
+            connect(
+                b.url.replace("http://", "ws://") + "/api/ws",
+                additional_headers={"Authorization": f"Bearer {first_secret}"},
+            )
+        )
+        # revoked on A: A's cache (TTL 0 here) finds it revoked and tells the fleet
+        with SyncKeyAdmin(database) as admin:
+            admin.revoke_key(first.id)
+        assert _completion(a.url, key=first_secret).status_code == 401
+        wait_for(lambda: b.app.revocations is not None and b.app.revocations.received, 2.0)
+        assert _completion(b.url, key=first_secret).status_code == 401  # B's TTL is 5 s
+        socket.send(json.dumps({"type": "ask", "id": "after", "content": "还在吗"}))
+        frame = json.loads(socket.recv(timeout=5))
+        assert (frame["type"], frame["code"]) == ("error", "invalid_api_key")
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=5)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1008
+        # revoked by `wenxin keys revoke` (the database, then the notice)
+        with SyncKeyAdmin(database) as admin:
+            admin.revoke_key(second.id)
+        assert announce_revocation(redis_url, second.id) == 2  # both instances listen
+        for srv in (a, b):
+            wait_for(
+                lambda srv=srv: _completion(srv.url, key=second_secret).status_code == 401, 2.0
+            )

@@ -66,6 +66,7 @@ from ._limits_redis import SharedLimits
 from ._metrics import Metrics
 from ._redis import SharedRedis, SharedStateError
 from ._relay import Relay
+from ._revocations import Revocations
 from ._routes_conversations import ConversationRoutes
 from ._routes_openai import OpenAIRoutes
 from ._routes_service import ServerState, ServiceRoutes
@@ -121,6 +122,7 @@ class Server:
         )
         self.redis: SharedRedis | None = None
         self.leases: Leases | None = None
+        self.revocations: Revocations | None = None
         self.limiter: Limits = KeyLimiter(defaults)
         if config.redis_url is not None:  # the fleet's state: opened by the start-up
             self.redis = SharedRedis(
@@ -333,6 +335,8 @@ class Server:
             raise
         if self.redis is not None:
             self.upstream.share_token(self.redis)
+            self.revocations = Revocations(self.redis, self.keys)
+            await self.revocations.start()
         self._compose()
         self.checkpoints.start()
         self.state = ServerState.READY
@@ -355,6 +359,8 @@ class Server:
         self.leases.start()
 
     async def _close_shared(self) -> None:
+        if self.revocations is not None:
+            await self.revocations.aclose()
         if self.leases is not None:
             await self.leases.aclose()
         if self.redis is not None:
