@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from services import Service, redis_server
 from wenxin_stream._clock import FakeClock
 from wenxin_stream.server._leases import Leases
 from wenxin_stream.server._limits import Admission, KeyLimiter, KeyLimits, Rejection
-from wenxin_stream.server._limits_redis import SharedLimits
+from wenxin_stream.server._limits_redis import SharedLimits, unavailable
 from wenxin_stream.server._redis import SharedRedis
 
 _prefixes = itertools.count()
@@ -179,3 +180,12 @@ async def test_a_redis_that_went_away_is_503_never_a_local_fallback() -> None:
     )
     assert not redis.healthy
     await redis.close()
+
+
+def test_docs_errors_md_shows_the_shared_state_row() -> None:
+    rejection = unavailable()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "ERRORS.md").read_text("utf-8")
+    [row] = [line for line in text.splitlines() if "shared state (Redis" in line]
+    cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+    assert cells[1] == str(rejection.status)
+    assert cells[2] == f"`{rejection.code}`, with `Retry-After: {rejection.retry_after_header}`"
