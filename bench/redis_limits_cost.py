@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from wenxin_stream.server._leases import Leases
 from wenxin_stream.server._limits import Admission, KeyLimiter, KeyLimits, Limits
 from wenxin_stream.server._limits_redis import SharedLimits
-from wenxin_stream.server._redis import SharedRedis
+from wenxin_stream.server._redis import SharedRedis, SharedStateError
 
 LIMITS = KeyLimits(rpm=10_000_000, tpm=10_000_000_000, max_streams=1_000_000)
 
@@ -59,7 +61,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def main(n: int, rounds: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A private ``redis-server`` on a free loopback port (its URL), stopped by PID."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed (scripts/install-services)")
@@ -67,36 +71,35 @@ async def main(n: int, rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", directory]  # fmt: skip
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)  # noqa: S603 - our argv
         try:
-            redis = SharedRedis(f"redis://127.0.0.1:{port}/0", timeout=2.0, prefix="bench:")
-            for _ in range(100):
-                try:
-                    await redis.open()
-                    break
-                except Exception:
-                    await asyncio.sleep(0.05)
-            shared = SharedLimits(LIMITS, Leases(redis, instance_id="bench"))
-            await drive(shared, 200)  # warm: the script loaded, the pool filled
-            results: dict[str, list[dict[str, float]]] = {"memory": [], "redis": []}
-            for _ in range(rounds):
-                local = KeyLimiter(LIMITS)
-                cpu, wall = await drive(local, n)
-                results["memory"].append({"cpu_us": cpu / n * 1e6, "wall_us": wall / n * 1e6})
-                await redis.client.config_resetstat()
-                cpu, wall = await drive(shared, n)
-                server = redis_usec(await redis.client.info("commandstats"))
-                results["redis"].append(
-                    {
-                        "cpu_us": cpu / n * 1e6,
-                        "wall_us": wall / n * 1e6,
-                        "redis_cpu_us": server / n,
-                    }
-                )
-            await redis.close()
+            yield f"redis://127.0.0.1:{port}/0"
         finally:
             process.terminate()
             process.wait(10)
+
+
+async def main(url: str, n: int, rounds: int) -> dict[str, Any]:
+    redis = SharedRedis(url, timeout=2.0, prefix="bench:")
+    for _ in range(100):  # until it answers
+        try:
+            await redis.open()
+            break
+        except SharedStateError:
+            await asyncio.sleep(0.05)
+    shared = SharedLimits(LIMITS, Leases(redis, instance_id="bench"))
+    await drive(shared, 200)  # warm: the script loaded, the pool filled
+    results: dict[str, list[dict[str, float]]] = {"memory": [], "redis": []}
+    for _ in range(rounds):
+        cpu, wall = await drive(KeyLimiter(LIMITS), n)
+        results["memory"].append({"cpu_us": cpu / n * 1e6, "wall_us": wall / n * 1e6})
+        await redis.client.config_resetstat()
+        cpu, wall = await drive(shared, n)
+        server = redis_usec(await redis.client.info("commandstats"))
+        results["redis"].append(
+            {"cpu_us": cpu / n * 1e6, "wall_us": wall / n * 1e6, "redis_cpu_us": server / n}
+        )
+    await redis.close()
     best = {mode: min(rows, key=lambda r: r["cpu_us"]) for mode, rows in results.items()}
     return {
         "n": n,
@@ -112,4 +115,5 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.n, args.rounds)), indent=2))
+    with redis_server() as url:
+        print(json.dumps(asyncio.run(main(url, args.n, args.rounds)), indent=2))
