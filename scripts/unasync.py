@@ -81,6 +81,7 @@ RENAMES: tuple[tuple[str, str], ...] = (
     (r"AsyncRateLimiter", "SyncRateLimiter"),
     (r"_tokens_async", "_tokens_sync"),
     (r"AsyncTokenManager", "TokenManager"),
+    (r"AsyncTokenShare", "TokenShare"),
     (r"_transport_mock_async", "_transport_mock_sync"),
     (r"AsyncMockTransport", "MockTransport"),
     (r"AsyncMockResponse", "MockSyncResponse"),

@@ -8,6 +8,12 @@ caller's outcome — the token, the old token after a failed refresh-ahead, or t
 goes to every waiter; a fetch abandoned by cancellation (``CancelledError``,
 ``KeyboardInterrupt``) wakes the waiters with nothing, and one of them fetches again. The lock
 is held only around state changes, never while fetching or waiting.
+
+**Sharing.** A manager given a ``share`` (an :class:`AsyncTokenShare`) fetches through it: the
+share may answer with a token another process already fetched (a fleet of servers keeping one
+credential's token in Redis: one refresh for all of them), or call ``fetch`` itself. It is told
+the token being replaced (``stale``: due for refresh, or refused with 110/111), so it never
+hands that one back. The single flight stays: one process asks its share once at a time.
 """
 
 from __future__ import annotations
@@ -15,12 +21,24 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from ._clock import Clock
 from ._synchronization import AsyncFlight
 from ._tokens import AccessToken, TokenCache, TokenManagerBase
 
-__all__ = ["AsyncTokenManager"]
+__all__ = ["AsyncTokenManager", "AsyncTokenShare"]
+
+
+class AsyncTokenShare(Protocol):
+    """Where several managers (processes, machines) share one credential's token."""
+
+    async def obtain(
+        self, fetch: Callable[[], Awaitable[AccessToken]], stale: AccessToken | None
+    ) -> AccessToken:
+        """A usable token other than ``stale``: one already shared, or one ``fetch`` got (and
+        is now shared). Raises what ``fetch`` raised."""
+        ...
 
 
 class AsyncTokenManager(TokenManagerBase):
@@ -29,7 +47,8 @@ class AsyncTokenManager(TokenManagerBase):
 
     ``fetch`` obtains a new token (it raises on failure); ``clock`` gives POSIX time;
     ``cache`` and ``cache_key`` (together) enable the disk cache; ``margin`` overrides the
-    refresh-ahead margin of :func:`~wenxin_stream._tokens.refresh_due`.
+    refresh-ahead margin of :func:`~wenxin_stream._tokens.refresh_due`; ``share`` (also settable
+    later, as :attr:`share`) fetches through an :class:`AsyncTokenShare`.
     """
 
     def __init__(
@@ -40,9 +59,12 @@ class AsyncTokenManager(TokenManagerBase):
         cache: TokenCache | None = None,
         cache_key: str | None = None,
         margin: float | None = None,
+        share: AsyncTokenShare | None = None,
     ) -> None:
         super().__init__(clock, cache, cache_key, margin)
         self._fetch = fetch
+        self.share = share
+        self._stale: AccessToken | None = None  # the last token refused (110/111)
         self._lock = threading.Lock()
         self._flight: AsyncFlight[AccessToken] | None = None
 
@@ -66,7 +88,11 @@ class AsyncTokenManager(TokenManagerBase):
 
     async def _run(self, flight: AsyncFlight[AccessToken]) -> AccessToken:
         try:
-            token = await self._fetch()
+            share = self.share
+            if share is None:
+                token = await self._fetch()
+            else:
+                token = await share.obtain(self._fetch, self._token or self._stale)
         except Exception as exc:
             with self._lock:
                 old = self._failed(exc, self._clock())
@@ -97,4 +123,5 @@ class AsyncTokenManager(TokenManagerBase):
         token, so that the next :meth:`get` fetches a new one. A stale token that was already
         replaced changes nothing, so many concurrent rejections cause one refresh."""
         with self._lock:
-            self._invalidate(stale)
+            if self._invalidate(stale):
+                self._stale = stale

@@ -9,6 +9,12 @@ caller's outcome — the token, the old token after a failed refresh-ahead, or t
 goes to every waiter; a fetch abandoned by cancellation (``CancelledError``,
 ``KeyboardInterrupt``) wakes the waiters with nothing, and one of them fetches again. The lock
 is held only around state changes, never while fetching or waiting.
+
+**Sharing.** A manager given a ``share`` (an :class:`TokenShare`) fetches through it: the
+share may answer with a token another process already fetched (a fleet of servers keeping one
+credential's token in Redis: one refresh for all of them), or call ``fetch`` itself. It is told
+the token being replaced (``stale``: due for refresh, or refused with 110/111), so it never
+hands that one back. The single flight stays: one process asks its share once at a time.
 """
 
 from __future__ import annotations
@@ -16,12 +22,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from ._clock import Clock
 from ._synchronization import Flight
 from ._tokens import AccessToken, TokenCache, TokenManagerBase
 
-__all__ = ["TokenManager"]
+__all__ = ["TokenManager", "TokenShare"]
+
+
+class TokenShare(Protocol):
+    """Where several managers (processes, machines) share one credential's token."""
+
+    def obtain(self, fetch: Callable[[], AccessToken], stale: AccessToken | None) -> AccessToken:
+        """A usable token other than ``stale``: one already shared, or one ``fetch`` got (and
+        is now shared). Raises what ``fetch`` raised."""
+        ...
 
 
 class TokenManager(TokenManagerBase):
@@ -30,7 +46,8 @@ class TokenManager(TokenManagerBase):
 
     ``fetch`` obtains a new token (it raises on failure); ``clock`` gives POSIX time;
     ``cache`` and ``cache_key`` (together) enable the disk cache; ``margin`` overrides the
-    refresh-ahead margin of :func:`~wenxin_stream._tokens.refresh_due`.
+    refresh-ahead margin of :func:`~wenxin_stream._tokens.refresh_due`; ``share`` (also settable
+    later, as :attr:`share`) fetches through an :class:`TokenShare`.
     """
 
     def __init__(
@@ -41,9 +58,12 @@ class TokenManager(TokenManagerBase):
         cache: TokenCache | None = None,
         cache_key: str | None = None,
         margin: float | None = None,
+        share: TokenShare | None = None,
     ) -> None:
         super().__init__(clock, cache, cache_key, margin)
         self._fetch = fetch
+        self.share = share
+        self._stale: AccessToken | None = None  # the last token refused (110/111)
         self._lock = threading.Lock()
         self._flight: Flight[AccessToken] | None = None
 
@@ -67,7 +87,11 @@ class TokenManager(TokenManagerBase):
 
     def _run(self, flight: Flight[AccessToken]) -> AccessToken:
         try:
-            token = self._fetch()
+            share = self.share
+            if share is None:
+                token = self._fetch()
+            else:
+                token = share.obtain(self._fetch, self._token or self._stale)
         except Exception as exc:
             with self._lock:
                 old = self._failed(exc, self._clock())
@@ -98,4 +122,5 @@ class TokenManager(TokenManagerBase):
         token, so that the next :meth:`get` fetches a new one. A stale token that was already
         replaced changes nothing, so many concurrent rejections cause one refresh."""
         with self._lock:
-            self._invalidate(stale)
+            if self._invalidate(stale):
+                self._stale = stale

@@ -139,7 +139,7 @@ async def test_an_invalid_request_frees_the_slot(
         "temperature",
     )
     with pytest.raises(InvalidRequestError):
-        answers.complete(
+        await answers.complete(
             ALICE,
             messages=[{"role": "user", "content": "x"}],
             model="m",

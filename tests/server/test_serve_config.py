@@ -157,9 +157,13 @@ def test_url_passwords_never_show() -> None:
     assert (loaded.redis_url, loaded.workers) == ("redis://127.0.0.1:6390/1", 3)
 
 
-async def test_scale_out_settings_refuse_to_start_until_wired(tmp_path: Path) -> None:
+async def test_redis_must_answer_at_start_up(tmp_path: Path) -> None:
     from wenxin_stream.server import StartupError, create_app
 
-    app = create_app(ServerConfig(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0"))
-    with pytest.raises(StartupError, match="not wired"):
+    url = "redis://:hunter2@127.0.0.1:1/0"
+    app = create_app(ServerConfig(data_dir=tmp_path, redis_url=url, redis_timeout=0.3))
+    with pytest.raises(StartupError, match="cannot reach the shared state") as info:
         await app.startup()
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ServerConfigError, match="lease_ttl"):
+        ServerConfig(lease_ttl=2.0, redis_timeout=1.0)

@@ -51,6 +51,7 @@ def register(subparsers: Any) -> None:
     _flag(fleet, "metrics-dir", "directory shared by this machine's processes for /metrics (temp)")
     _flag(fleet, "redis-max-connections", "Redis pool size per process (64)", type=int)
     _flag(fleet, "redis-timeout", "seconds a Redis call may take (1.0)", type=float)
+    _flag(fleet, "lease-ttl", "seconds a dead process's stream slots stay taken (10)", type=float)
     net.add_argument("--config", metavar="FILE", help="TOML file of settings (WENXIN_CONFIG)")
     _flag(net, "max-body-bytes", "largest request body (1048576)", type=int)
 
@@ -124,6 +125,7 @@ _FIELDS = (
     "redis_url",
     "workers",
     "instance_id",
+    "lease_ttl",
     "metrics_dir",
     "redis_max_connections",
     "redis_timeout",

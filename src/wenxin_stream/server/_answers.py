@@ -48,7 +48,7 @@ from ._access import Principal
 from ._audit import AuditLog
 from ._checkpoints import Checkpoints
 from ._http import HTTPError, not_found
-from ._limits import Admission, KeyLimiter, Rejection
+from ._limits import Admission, Limits, Rejection
 from ._relay import FINISHED_REASONS, Generation, Relay, usage_dict
 from ._store import ConversationRecord, MessageRecord, Store
 from ._upstream import Upstream
@@ -76,9 +76,9 @@ def history_request(
 
 
 def rejection_error(rejection: Rejection) -> HTTPError:
-    """429 for a refused admission, with ``Retry-After``."""
+    """429 (503 when the shared state is down) for a refused admission, with ``Retry-After``."""
     return HTTPError(
-        429,
+        rejection.status,
         rejection.code,
         rejection.message,
         headers=[(b"retry-after", rejection.retry_after_header.encode())],
@@ -94,7 +94,7 @@ class Answers:
         store: Store,
         relay: Relay,
         checkpoints: Checkpoints,
-        limiter: KeyLimiter,
+        limiter: Limits,
         upstream: Upstream,
         audit: AuditLog,
         history_turns: int,
@@ -107,13 +107,13 @@ class Answers:
         self.audit = audit
         self.history_turns = history_turns
 
-    def admit(self, principal: Principal, estimate: int) -> Admission:
+    async def admit(self, principal: Principal, estimate: int) -> Admission:
         """Admit a request under the principal's limits.
 
         Raises:
-            HTTPError: 429 over a limit.
+            HTTPError: 429 over a limit, 503 when the fleet's shared state is unreachable.
         """
-        decision = self.limiter.admit(principal.owner, principal.limits, estimate)
+        decision = await self.limiter.acquire(principal.owner, principal.limits, estimate)
         if isinstance(decision, Rejection):
             raise rejection_error(decision)
         return decision
@@ -153,7 +153,7 @@ class Answers:
         messages, params = history_request(
             system, history, content, upstream.api, self.history_turns
         )
-        admission = self.admit(principal, estimate_tokens(messages))
+        admission = await self.admit(principal, estimate_tokens(messages))
         gen: Generation | None = None
         begun = False
         try:
@@ -192,7 +192,7 @@ class Answers:
                     gen.abort()
                 self.limiter.release(admission)
 
-    def complete(
+    async def complete(
         self,
         principal: Principal,
         *,
@@ -213,7 +213,9 @@ class Answers:
         """
         self._check_accepting()
         answer_tokens = params.get("max_tokens", DEFAULT_ANSWER_TOKENS)
-        admission = self.admit(principal, estimate_tokens(messages, answer_tokens=answer_tokens))
+        admission = await self.admit(
+            principal, estimate_tokens(messages, answer_tokens=answer_tokens)
+        )
         begun = False
         try:
             stream = self.upstream.stream(messages, upstream_model, **params)

@@ -45,6 +45,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Callable
 from time import perf_counter
 
@@ -57,9 +60,13 @@ from ._checkpoints import Checkpoints
 from ._config import ServerConfig
 from ._http import Context, Handler, HTTPError, Routes
 from ._keys import KeyCache
-from ._limits import KeyLimiter, KeyLimits
+from ._leases import Leases
+from ._limits import KeyLimiter, KeyLimits, Limits
+from ._limits_redis import SharedLimits
 from ._metrics import Metrics
+from ._redis import SharedRedis, SharedStateError
 from ._relay import Relay
+from ._revocations import Revocations
 from ._routes_conversations import ConversationRoutes
 from ._routes_openai import OpenAIRoutes
 from ._routes_service import ServerState, ServiceRoutes
@@ -105,13 +112,26 @@ class Server:
         self.state = ServerState.STARTING
         self.static = StaticFiles()
         self.metrics = Metrics(multiprocess_dir=config.metrics_dir)
-        self.limiter = KeyLimiter(
-            KeyLimits(
-                rpm=config.default_rpm or None,
-                tpm=config.default_tpm or None,
-                max_streams=config.default_max_streams or None,
-            )
+        defaults = KeyLimits(
+            rpm=config.default_rpm or None,
+            tpm=config.default_tpm or None,
+            max_streams=config.default_max_streams or None,
         )
+        self.instance_id = config.instance_id or (
+            f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        )
+        self.redis: SharedRedis | None = None
+        self.leases: Leases | None = None
+        self.revocations: Revocations | None = None
+        self.limiter: Limits = KeyLimiter(defaults)
+        if config.redis_url is not None:  # the fleet's state: opened by the start-up
+            self.redis = SharedRedis(
+                config.redis_url,
+                max_connections=config.redis_max_connections,
+                timeout=config.redis_timeout,
+            )
+            self.leases = Leases(self.redis, instance_id=self.instance_id, ttl=config.lease_ttl)
+            self.limiter = SharedLimits(defaults, self.leases)
         self.relay = Relay(
             self.metrics,
             on_disconnect=config.on_disconnect,
@@ -270,16 +290,13 @@ class Server:
             StartupError: dev mode on a public address, or the store cannot be opened.
         """
         config = self.config
-        if config.redis_url is not None:  # being built (issue 11)
-            raise StartupError(
-                "--redis-url is accepted but not wired into this build yet: "
-                "run one process without it"
-            )
+        await self._open_shared()
         try:
             config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.store = open_store(config.database)
             await self.store.open()
         except Exception as exc:
+            await self._close_shared()
             raise StartupError(f"cannot open the database: {exc}") from None
         try:
             crashed = await self.store.mark_streaming_as("server_crashed")
@@ -309,12 +326,40 @@ class Server:
             )
         except BaseException:
             await self.store.close()
+            await self._close_shared()
             raise
+        if self.redis is not None:
+            self.upstream.share_token(self.redis)
+            self.revocations = Revocations(self.redis, self.keys)
+            await self.revocations.start()
         self._compose()
         self.checkpoints.start()
         self.state = ServerState.READY
         if self._on_ready is not None:
             self._on_ready(self)
+
+    async def _open_shared(self) -> None:
+        """Connect to the fleet's Redis (if configured) and start renewing leases.
+
+        Raises:
+            StartupError: Redis cannot be reached at start-up.
+        """
+        if self.redis is None or self.leases is None:
+            return
+        try:
+            await self.redis.open()
+        except SharedStateError as exc:
+            await self.redis.close()
+            raise StartupError(f"cannot reach the shared state: {exc}") from None
+        self.leases.start()
+
+    async def _close_shared(self) -> None:
+        if self.revocations is not None:
+            await self.revocations.aclose()
+        if self.leases is not None:
+            await self.leases.aclose()
+        if self.redis is not None:
+            await self.redis.close()
 
     def _compose(self) -> None:
         """The use case and the route objects, each with what it uses; the routing table."""
@@ -338,7 +383,11 @@ class Server:
         routes: Routes = {}
         for group in (
             ServiceRoutes(
-                state=lambda: self.state, metrics=self.metrics, upstream=upstream, access=access
+                state=lambda: self.state,
+                metrics=self.metrics,
+                upstream=upstream,
+                access=access,
+                redis=self.redis,
             ).routes(),
             self.static.routes(),
             ConversationRoutes(
@@ -379,6 +428,7 @@ class Server:
         finally:
             await self.store.close()
             self.audit.close()
+            await self._close_shared()
 
 
 def create_app(

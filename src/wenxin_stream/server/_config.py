@@ -77,6 +77,8 @@ class ServerConfig:
         redis_max_connections: Size of the Redis connection pool of one process (a request
             waits for a free connection at most ``redis_timeout``).
         redis_timeout: Seconds any Redis call may take before it counts as failed.
+        lease_ttl: Seconds a concurrent-stream lease in Redis lives unless renewed (renewed
+            every third of it): a killed process's slots free themselves within it.
         on_disconnect: ``cancel`` (stop the upstream once the last client has been gone for
             ``resume_grace``) or ``drain`` (read it to its end for accounting).
         resume_grace: Seconds a stream waits for a client to reconnect (and is kept for
@@ -129,6 +131,7 @@ class ServerConfig:
     metrics_dir: Path | None = None
     redis_max_connections: int = 64
     redis_timeout: float = 1.0
+    lease_ttl: float = 10.0
     on_disconnect: DisconnectPolicy = "cancel"
     resume_grace: float = 5.0
     ping_interval: float = 15.0
@@ -189,6 +192,11 @@ class ServerConfig:
             )
         if self.redis_max_connections < 1 or self.redis_timeout <= 0:
             raise ServerConfigError("redis_max_connections / redis_timeout: must be positive")
+        if not self.lease_ttl > 3 * self.redis_timeout:
+            raise ServerConfigError(
+                "lease_ttl: must be more than 3 × redis_timeout (a renewal every third of it "
+                "must be able to fail once and still arrive in time)"
+            )
         if self.redis_url is not None and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://")
         ):

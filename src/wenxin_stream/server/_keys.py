@@ -31,6 +31,11 @@ as plain functions of a :class:`~._sql.Db` (the connection wrapper, which conver
 markers for its database); the store runs them in its transactions, both from the server's
 worker thread and from ``wenxin keys`` (:class:`~._store.SyncKeyAdmin`).
 
+**A fleet.** Several instances each have a cache; a revocation must not wait for every one
+of them to expire its entry. :meth:`KeyCache.forget_key` drops a key's entries at once (the
+``_revocations`` notice calls it on every instance), and ``on_revoked`` is told when this cache
+itself finds that a key it held as valid is now unknown or revoked, so it can tell the others.
+
 Not thread-safe: one cache per event loop (the server has one).
 """
 
@@ -43,6 +48,7 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -200,6 +206,9 @@ class KeyCache:
         self._keys_exist_value = False
         self.lookups = 0
         """How many times the store was asked (for tests and diagnostics)."""
+        self.on_revoked: Callable[[str], None] | None = None
+        """Told the id of a key this cache held as valid and the store no longer knows as
+        active (a fleet's instance announces it to the others)."""
 
     @property
     def ttl(self) -> float:
@@ -245,7 +254,9 @@ class KeyCache:
     async def _fetch(self, secret: str, digest: str) -> KeyRecord | None:
         self.lookups += 1
         record = await self._store.find_key(secret)
-        self._entries.pop(digest, None)  # re-insert: dict order stays oldest-first
+        old = self._entries.pop(digest, None)  # re-insert: dict order stays oldest-first
+        if record is None and old is not None and old.record is not None and self.on_revoked:
+            self.on_revoked(old.record.id)
         while len(self._entries) >= self._max_entries:
             del self._entries[next(iter(self._entries))]
         self._entries[digest] = _Entry(record, self._clock() + self._ttl)
@@ -260,6 +271,16 @@ class KeyCache:
             self._keys_exist_value = await self._store.count_active_keys() > 0
             self._keys_exist = _Entry(None, self._clock() + self._ttl)
         return self._keys_exist_value
+
+    def forget_key(self, key_id: str) -> int:
+        """Drop the cached answers about the key ``key_id`` (revoked elsewhere): the next
+        request presenting it asks the store. Linear in the cache (a rare event); the number
+        dropped."""
+        stale = [d for d, e in self._entries.items() if e.record and e.record.id == key_id]
+        for digest in stale:
+            del self._entries[digest]
+        self._keys_exist = None
+        return len(stale)
 
     def invalidate(self) -> None:
         """Forget every cached answer (e.g. after this process revoked a key itself)."""

@@ -44,6 +44,13 @@ every key ever seen.
 
 **No locks**: the server runs one event loop and none of these methods awaits, so each call
 is atomic with respect to every other request. Not thread-safe.
+
+**One interface, two homes.** :class:`Limits` is what the answer use case holds: an awaitable
+:meth:`~Limits.acquire`, then :meth:`~Limits.settle` and :meth:`~Limits.release` (never
+awaited: they are the admission's own business). :class:`KeyLimiter` keeps everything in this
+process (one ``wenxin serve``); ``_limits_redis.SharedLimits`` keeps the same buckets in
+Redis for a fleet (``redis_url``), so N instances admit the limit, not N times it. Both hand out
+an :class:`Admission`.
 """
 
 from __future__ import annotations
@@ -51,13 +58,23 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from .._clock import Clock
 from .._exceptions import ClientRateLimitTimeout
 from .._ratelimit import RateLimiter, RateLimits, Reservation
 
-__all__ = ["IDLE_SECONDS", "Admission", "KeyLimiter", "KeyLimits", "Rejection", "RequestBucket"]
+__all__ = [
+    "IDLE_SECONDS",
+    "Admission",
+    "KeyLimiter",
+    "KeyLimits",
+    "Limits",
+    "LocalAdmission",
+    "Rejection",
+    "RequestBucket",
+    "rate_limited",
+]
 
 IDLE_SECONDS = 60.0
 """A key with no open stream and no request for this long has its state dropped."""
@@ -99,12 +116,14 @@ class KeyLimits:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why a request was refused (HTTP 429): ``code`` is ``rate_limited`` or
-    ``too_many_streams``; ``retry_after`` is in seconds."""
+    """Why a request was refused: ``code`` is ``rate_limited`` or ``too_many_streams``
+    (``status`` 429), or ``shared_state_unavailable`` (503: the fleet's Redis did not answer,
+    so no limit could be checked); ``retry_after`` is in seconds."""
 
-    code: Literal["rate_limited", "too_many_streams"]
+    code: Literal["rate_limited", "too_many_streams", "shared_state_unavailable"]
     message: str
     retry_after: float
+    status: int = 429
 
     @property
     def retry_after_header(self) -> str:
@@ -181,9 +200,70 @@ def _token_limiter(limits: KeyLimits) -> RateLimiter | None:
 class Admission:
     """An admitted request: it holds one concurrency slot of its key and, when the key has a
     token limit, the reservation of its estimated tokens. Hand it back to
-    :meth:`KeyLimiter.settle` (actual usage) and :meth:`KeyLimiter.release` (stream ended)."""
+    :meth:`Limits.settle` (actual usage) and :meth:`Limits.release` (stream ended).
 
-    __slots__ = ("_limiter", "_released", "_reservation", "_state", "key_id")
+    The base of the in-process :class:`LocalAdmission` and the fleet's shared one."""
+
+    __slots__ = ("_released", "key_id")
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        self._released = False
+
+    @property
+    def released(self) -> bool:
+        """Whether the concurrency slot has been given back."""
+        return self._released
+
+    @property
+    def reserved_tokens(self) -> int | None:
+        """The tokens counted against the key's TPM (the estimate, then the settled usage);
+        ``None`` when the key has no token limit."""
+        raise NotImplementedError
+
+    def settle(self, total_tokens: int, now: float) -> None:
+        """Count ``total_tokens`` instead of the estimate (no effect without a token limit)."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Give the concurrency slot back. Idempotent."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(key_id={self.key_id!r}, tokens={self.reserved_tokens!r}, "
+            f"released={self._released})"
+        )
+
+
+class Limits(Protocol):
+    """Per-key admission, wherever its state lives (see the module docstring)."""
+
+    @property
+    def defaults(self) -> KeyLimits:
+        """The server-wide limits."""
+        ...
+
+    async def acquire(
+        self, key_id: str, limits: KeyLimits | None, estimate_tokens: int
+    ) -> Admission | Rejection:
+        """Admit a request of ``key_id`` expected to use ``estimate_tokens`` tokens, or say
+        why not (``limits``: the key's own, ``None`` for the defaults only)."""
+        ...
+
+    def settle(self, admission: Admission, total_tokens: int) -> None:
+        """Count what the request really used instead of its estimate."""
+        ...
+
+    def release(self, admission: Admission) -> None:
+        """The stream ended: free its concurrency slot. Idempotent."""
+        ...
+
+
+class LocalAdmission(Admission):
+    """An admission of this process's :class:`KeyLimiter`."""
+
+    __slots__ = ("_limiter", "_reservation", "_state")
 
     def __init__(
         self,
@@ -192,16 +272,10 @@ class Admission:
         limiter: RateLimiter | None,
         reservation: Reservation | None,
     ) -> None:
-        self.key_id = key_id
+        super().__init__(key_id)
         self._state = state
         self._limiter = limiter  # the windows the reservation lives in
         self._reservation = reservation
-        self._released = False
-
-    @property
-    def released(self) -> bool:
-        """Whether the concurrency slot has been given back."""
-        return self._released
 
     @property
     def reserved_tokens(self) -> int | None:
@@ -220,12 +294,6 @@ class Admission:
         if not self._released:
             self._released = True
             self._state.streams -= 1
-
-    def __repr__(self) -> str:
-        return (
-            f"Admission(key_id={self.key_id!r}, tokens={self.reserved_tokens!r}, "
-            f"released={self._released})"
-        )
 
 
 class KeyLimiter:
@@ -254,9 +322,15 @@ class KeyLimiter:
         state = self._states.get(key_id)
         return 0 if state is None else state.streams
 
-    def admit(
+    async def acquire(
         self, key_id: str, limits: KeyLimits | None, estimate_tokens: int
     ) -> Admission | Rejection:
+        """:meth:`admit`, as :class:`Limits` asks for it (nothing is awaited)."""
+        return self.admit(key_id, limits, estimate_tokens)
+
+    def admit(
+        self, key_id: str, limits: KeyLimits | None, estimate_tokens: int
+    ) -> LocalAdmission | Rejection:
         """Admit a request of ``key_id`` expected to use ``estimate_tokens`` tokens, or say
         why not. ``limits`` are the key's own (``None``: the defaults only)."""
         now = self._clock()
@@ -277,18 +351,18 @@ class KeyLimiter:
             )
         bucket = state.bucket
         if bucket is not None and (wait := bucket.wait(now)) > 0:
-            return _rate_limited(effective, wait)
+            return rate_limited(effective, wait)
         reservation = None
         if state.limiter is not None:
             try:
                 reservation = state.limiter.reserve(max(0, estimate_tokens), now=now, max_wait=0.0)
             except ClientRateLimitTimeout as exc:
-                return _rate_limited(effective, exc.wait)
+                return rate_limited(effective, exc.wait)
         if bucket is not None:
             bucket.take(now)
         state.streams += 1
         state.last_admit = now
-        return Admission(key_id, state, state.limiter, reservation)
+        return LocalAdmission(key_id, state, state.limiter, reservation)
 
     def settle(self, admission: Admission, total_tokens: int) -> None:
         """Count the tokens the request actually used instead of its estimate (may be called
@@ -311,7 +385,8 @@ class KeyLimiter:
         self._next_sweep = now + IDLE_SECONDS
 
 
-def _rate_limited(limits: KeyLimits, wait: float) -> Rejection:
+def rate_limited(limits: KeyLimits, wait: float) -> Rejection:
+    """429 ``rate_limited``: a rate of ``limits`` is spent for ``wait`` more seconds."""
     return Rejection(
         "rate_limited",
         f"rate limit of this API key reached ({_describe(limits)}); retry in {wait:.1f}s",

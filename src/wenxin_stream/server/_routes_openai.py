@@ -270,7 +270,7 @@ class OpenAIRoutes:
         params = parse_params(body, self.upstream.api)
         self.upstream.check_rate()  # ERNIE is rate limited: 429 now, nothing is held
         try:
-            gen = self.answers.complete(
+            gen = await self.answers.complete(
                 principal,
                 messages=messages,
                 model=name,

@@ -6,7 +6,9 @@ Theory of operation
 What operators and clients ask about the server itself, never audited: ``/healthz`` answers
 while the process runs; ``/readyz`` says whether it takes work — 200 while the
 :class:`ServerState` is ``ready``, 503 ``starting`` / ``shutting_down`` otherwise (so a load
-balancer stops sending asks the moment a drain begins); ``/metrics`` is the Prometheus text;
+balancer stops sending asks the moment a drain begins) — and, in a fleet, 503
+``shared_state_unavailable`` while the shared Redis does not answer a ``PING``, since every
+ask needs it; ``/metrics`` is the Prometheus text;
 ``/openapi.json`` the contract; ``/api/info`` what the chat page needs to know (upstream,
 models, whether a key is required).
 """
@@ -22,6 +24,7 @@ from ._access import Access
 from ._http import Context, HTTPError, Routes
 from ._metrics import CONTENT_TYPE, Metrics
 from ._openapi import document
+from ._redis import SharedRedis, SharedStateError
 from ._upstream import Upstream
 
 __all__ = ["ServerState", "ServiceRoutes"]
@@ -47,8 +50,10 @@ class ServiceRoutes:
         metrics: Metrics,
         upstream: Upstream,
         access: Access,
+        redis: SharedRedis | None = None,
     ) -> None:
         self.state = state
+        self.redis = redis
         self.metrics = metrics
         self.upstream = upstream
         self.access = access
@@ -70,6 +75,14 @@ class ServiceRoutes:
     async def ready(self, ctx: Context, receive: Receive, send: Send) -> None:
         """``GET /readyz``: 200 while the server takes work, else 503."""
         state = self.state()
+        if state is ServerState.READY and self.redis is not None:
+            try:
+                await self.redis.call(self.redis.client.ping(), "PING")
+            except SharedStateError as exc:
+                body = HTTPError(503, "shared_state_unavailable", str(exc)).body()
+                headers = [(b"retry-after", b"1")]
+                await send_json(send, 503, {"status": "degraded", **body}, headers)
+                return
         if state is ServerState.READY:
             await send_json(send, 200, {"status": "ready", "upstream": self.upstream.kind})
             return

@@ -26,10 +26,14 @@ refused at once — by :meth:`Upstream.check_rate` before anything starts, or by
 ``ClientRateLimitTimeout`` — and answered 429 with ``Retry-After`` (``_errors``). For the same
 reason the client never retries a rate-limited request itself (:class:`GatewayRetry`): the 429
 goes to the user with ERNIE's ``Retry-After``, instead of being hammered on their behalf.
+
+**A fleet's token.** With ``redis_url``, :meth:`Upstream.share_token` makes the client's token
+manager fetch through ``_shared_token.SharedToken``: one OAuth refresh for every instance.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any, Literal
 
@@ -43,6 +47,8 @@ from .._transport import Limits
 from ._config import ServerConfig
 from ._errors import upstream_failure
 from ._http import HTTPError
+from ._redis import SharedRedis
+from ._shared_token import SharedToken
 
 __all__ = ["RATE_LIMIT_WAIT", "GatewayRetry", "Upstream", "build_client"]
 
@@ -182,6 +188,19 @@ class Upstream:
             InvalidRequestError: the request breaks ERNIE's rules (checked before any I/O).
         """
         return self.client.chat.stream(messages=messages, model=model, **params)
+
+    def share_token(self, redis: SharedRedis) -> SharedToken | None:
+        """Share the client's access token through ``redis`` (``None``: the client's
+        credentials need no token, e.g. a v2 API key)."""
+        # the SDK keeps its token manager private; the hook on it is public (``share``)
+        manager = getattr(self.client, "_tokens", None)
+        if manager is None:
+            return None
+        credential = (
+            self.client._cache_key() or hashlib.sha256(self.client.base_url.encode()).hexdigest()
+        )
+        manager.share = share = SharedToken(redis, credential)
+        return share
 
     async def aclose(self) -> None:
         """Close the client and its connection pool."""

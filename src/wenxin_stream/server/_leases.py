@@ -1,0 +1,190 @@
+"""Concurrent-stream slots of a fleet as leases in Redis, renewed while their streams run.
+
+Theory of operation
+===================
+
+A key's open streams are a sorted set in Redis (``<prefix>lease:{<key id>}``): one member per
+stream, a *lease id* (``<instance id>:<n>``), scored with the time it expires. Whoever counts
+the streams of a key first drops the members whose time has passed (``_limits_redis`` does it
+inside its admission script: drop expired, count, add — one atomic step), so a lease that
+nobody renews frees its slot by itself. That is what makes a ``kill -9`` harmless: the dead
+process's leases stop being renewed and are gone within ``lease_ttl`` seconds.
+
+:class:`Leases` is one process's book of the leases it holds. Its **renewal task** wakes every
+``ttl / 3`` seconds and pushes every lease's expiry forward in **one pipeline** — one script
+call per key (``RENEW``: ``ZADD XX`` for each of its leases, then the set's own expiry), not
+one task or one round trip per stream. ``XX`` only updates a member that still exists: a lease
+that expired while Redis was unreachable (and was dropped by somebody's count) is not
+brought back, so the count never exceeds what a fresh admission could have granted; that
+stream just runs on outside the count. A renewal that fails is logged and tried again at the
+next tick — three ticks fit in one TTL, so one lost tick loses nothing.
+
+The time is Redis's own (``TIME`` inside the scripts) unless a ``clock`` is given (tests pass a
+fake one, so a lease's life can be played out at once); every instance of a fleet then shares
+one clock and nobody's skew can shorten or stretch a lease.
+
+:meth:`Leases.drop` forgets a lease locally at once (the renewal stops) and removes it from
+Redis in the background; if that fails, the lease expires within the TTL anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+from .._clock import Clock
+from ._redis import SharedRedis, SharedStateError
+
+__all__ = ["DEFAULT_LEASE_TTL", "RENEW_SCRIPT", "Leases", "clock_arg"]
+
+logger = logging.getLogger("wenxin_stream.server")
+
+DEFAULT_LEASE_TTL = 10.0
+"""Seconds a lease lives unless renewed (``lease_ttl``)."""
+
+CLOCK_LUA = """
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+"""The prelude of every script: ``now`` is ``ARGV[1]``, or Redis's ``TIME`` when it is empty."""
+
+RENEW_SCRIPT = (
+    CLOCK_LUA
+    + """
+-- KEYS[1]: a key's lease set; ARGV: now, ttl (s), lease ids…
+local ttl = tonumber(ARGV[2])
+local renewed = 0
+for i = 3, #ARGV do
+  renewed = renewed + redis.call('ZADD', KEYS[1], 'XX', 'CH', now + ttl, ARGV[i])
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 1000) + 1000)
+end
+return renewed
+"""
+)
+"""Push the expiry of the given leases of one key forward (existing members only)."""
+
+
+def clock_arg(clock: Clock | None) -> str:
+    """``ARGV[1]`` of the scripts: the injected clock's time, or empty for Redis ``TIME``."""
+    return "" if clock is None else repr(clock())
+
+
+class Leases:
+    """The leases this process holds, and the task that renews them (see the module
+    docstring). ``instance_id`` makes lease ids unique in the fleet."""
+
+    def __init__(
+        self,
+        redis: SharedRedis,
+        *,
+        instance_id: str,
+        ttl: float = DEFAULT_LEASE_TTL,
+        clock: Clock | None = None,
+    ) -> None:
+        if not ttl > 0:
+            raise ValueError(f"lease ttl must be positive, got {ttl!r}")
+        self.redis = redis
+        self.ttl = ttl
+        self.clock = clock
+        self._instance = instance_id
+        self._ids = itertools.count(1)
+        self._held: dict[str, set[str]] = {}  # lease set → lease ids held here
+        self._renew: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.renewals = 0
+        """Renewal rounds done (for tests and diagnostics)."""
+
+    def key(self, key_id: str) -> str:
+        """The lease set of the API key ``key_id``."""
+        return self.redis.key("lease", key_id)
+
+    def new_id(self) -> str:
+        """A lease id unique in the fleet."""
+        return f"{self._instance}:{next(self._ids)}"
+
+    def held(self) -> int:
+        """How many leases this process holds."""
+        return sum(len(ids) for ids in self._held.values())
+
+    def add(self, lease_key: str, lease_id: str) -> None:
+        """Record a lease the admission script granted (the renewal task takes it on)."""
+        self._held.setdefault(lease_key, set()).add(lease_id)
+
+    def drop(self, lease_key: str, lease_id: str) -> None:
+        """The stream ended: stop renewing its lease and remove it from Redis (in the
+        background; a failure leaves it to expire within the TTL)."""
+        ids = self._held.get(lease_key)
+        if ids is None or lease_id not in ids:
+            return
+        ids.discard(lease_id)
+        if not ids:
+            del self._held[lease_key]
+        self.spawn(self.redis.client.zrem(lease_key, lease_id), "ZREM lease")
+
+    def spawn(self, awaitable: Any, what: str) -> None:
+        """Run one Redis call in the background, bounded; a failure is logged (no secret in
+        it: ``SharedRedis`` names the failure without the URL's password)."""
+        task = asyncio.ensure_future(self._quietly(awaitable, what))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _quietly(self, awaitable: Any, what: str) -> None:
+        try:
+            await self.redis.call(awaitable, what)
+        except SharedStateError as exc:
+            logger.warning("shared state: %s", exc)
+
+    async def flush(self) -> None:
+        """Wait for the background calls started so far (releases, settlements)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- renewal ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the renewal task (every ``ttl / 3`` seconds)."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._loop())
+
+    async def renew(self) -> int:
+        """Renew every lease held here now, in one pipeline; the number renewed.
+
+        Raises:
+            SharedStateError: Redis did not answer.
+        """
+        if not self._held:
+            return 0
+        if self._renew is None:
+            self._renew = self.redis.client.register_script(RENEW_SCRIPT)
+        now = clock_arg(self.clock)
+        pipe = self.redis.client.pipeline(transaction=False)
+        for lease_key, ids in self._held.items():
+            await self._renew(keys=[lease_key], args=[now, self.ttl, *ids], client=pipe)
+        results = await self.redis.call(pipe.execute(), "renew leases")
+        self.renewals += 1
+        return sum(int(n) for n in results)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.renew()
+            except SharedStateError as exc:
+                logger.warning("shared state: leases not renewed: %s", exc)
+
+    async def aclose(self) -> None:
+        """Stop renewing and let the background removals finish (bounded by the Redis
+        timeout each)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.flush()
