@@ -13,12 +13,7 @@ scheduling (the event loop's tick and the store's commit being late), and no mor
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,15 +22,13 @@ from typing import Any
 
 import httpx
 import pytest
-from server_helpers import BEARER, paced, wait_for
+from serve_process import CHECKPOINT, Serve
+from server_helpers import paced, wait_for
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from wenxin_stream import SSEDecoder
 from wenxin_stream.emulator import ServerHandle
-
-CHECKPOINT = 0.25
-"""The server's ``--checkpoint-interval`` in these tests (seconds)."""
 
 ALLOWANCE = 0.75
 """Seconds of text a ``kill -9`` may lose beyond :data:`CHECKPOINT` on a loaded machine."""
@@ -45,61 +38,6 @@ LONG = "interval=0.02;chunks=500"
 
 STALLED = "interval=0.005;chunks=100;stall_after=40;stall=30"
 """40 chunks at once, then silence: by the kill, every character is long checkpointed."""
-
-
-class Serve:
-    """One ``wenxin serve`` process on a free port, its stderr in a file."""
-
-    def __init__(self, data_dir: Path, upstream: str, *args: str) -> None:
-        skip = ("QIANFAN_", "WENXIN_", "COV_", "COVERAGE_")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
-        env.update(
-            WENXIN_UPSTREAM_API="v2",
-            WENXIN_UPSTREAM_V2_BASE_URL=upstream,
-            WENXIN_UPSTREAM_BEARER_TOKEN=BEARER,
-            WENXIN_UPSTREAM_EMULATED="true",
-            WENXIN_UPSTREAM_RETRIES="0",
-            WENXIN_RESUME_GRACE="0",
-        )
-        self.log = data_dir.with_name(f"{data_dir.name}-{time.monotonic_ns()}.log")
-        with self.log.open("w") as err:
-            self.proc = subprocess.Popen(
-                [
-                    str(Path(sys.executable).with_name("wenxin")),
-                    "serve",
-                    "--port",
-                    "0",
-                    "--data-dir",
-                    str(data_dir),
-                    "--checkpoint-interval",
-                    str(CHECKPOINT),
-                    *args,
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        self.url: str = wait_for(self._started, timeout=30, step=0.05)
-
-    def _started(self) -> str | None:
-        text = self.log.read_text()
-        if self.proc.poll() is not None:
-            raise AssertionError(f"wenxin serve exited {self.proc.returncode}: {text[-2000:]}")
-        found = re.search(r"wenxin serve on (http://\S+)", text)
-        return found.group(1) if found else None
-
-    def stop(self) -> int:
-        """SIGTERM, and the exit status (killed if it has not exited within 20 s)."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
 
 
 @dataclass

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from serve_process import Serve
 from server_helpers import EventReader, paced, running, wait_for
-from test_crash import Serve
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
