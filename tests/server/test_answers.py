@@ -135,10 +135,10 @@ async def test_an_invalid_request_frees_the_slot(
         await _ask(answers)
     assert (error.value.status, error.value.code, error.value.param) == (
         400,
-        "invalid_messages",
+        "invalid_field",  # the SDK named a parameter, not the messages
         "temperature",
     )
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(HTTPError) as error:
         answers.complete(
             ALICE,
             messages=[{"role": "user", "content": "x"}],
@@ -148,6 +148,7 @@ async def test_an_invalid_request_frees_the_slot(
             received_at=0.0,
             audit={},
         )
+    assert (error.value.status, error.value.param) == (400, "temperature")
     assert answers.limiter.streams(ALICE.owner) == 0
     assert not answers.relay.running
 

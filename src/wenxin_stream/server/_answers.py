@@ -43,7 +43,7 @@ from typing import Any
 from .._conversation import ConversationCore
 from .._events import ChatResult, EndReason
 from .._exceptions import InvalidRequestError
-from .._token_estimate import DEFAULT_ANSWER_TOKENS, estimate_tokens
+from .._token_estimate import DEFAULT_ANSWER_TOKENS, estimate_tokens, message_texts
 from ._access import Principal
 from ._audit import AuditLog
 from ._checkpoints import Checkpoints
@@ -53,7 +53,7 @@ from ._relay import FINISHED_REASONS, Generation, Relay, usage_dict
 from ._store import ConversationRecord, MessageRecord, Store
 from ._upstream import Upstream
 
-__all__ = ["Answers", "history_request", "rejection_error"]
+__all__ = ["Answers", "history_request", "invalid_request", "rejection_error"]
 
 _END_REASONS = {reason.value: reason for reason in EndReason}
 
@@ -73,6 +73,12 @@ def history_request(
                 core.record(pending, reason, ChatResult(content=m.content))
             pending = None
     return core.request(question, "v1" if api == "v1" else "v2")
+
+
+def invalid_request(exc: InvalidRequestError) -> HTTPError:
+    """400 for a request the SDK refused before sending it, naming the field."""
+    code = "invalid_messages" if exc.field.startswith("messages") else "invalid_field"
+    return HTTPError(400, code, str(exc), param=exc.field)
 
 
 def rejection_error(rejection: Rejection) -> HTTPError:
@@ -160,7 +166,7 @@ class Answers:
             try:
                 stream = upstream.stream(messages, upstream_model, **params)
             except InvalidRequestError as exc:
-                raise HTTPError(400, "invalid_messages", str(exc), param=exc.field) from None
+                raise invalid_request(exc) from None
             if conv is None:
                 conv = await store.create_conversation(owner, title=None, model=name, system=None)
             audit.update(conversation_id=conv.id, model=name)
@@ -196,7 +202,7 @@ class Answers:
         self,
         principal: Principal,
         *,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         model: str,
         upstream_model: str,
         params: dict[str, Any],
@@ -208,16 +214,21 @@ class Answers:
         writes it when it ends.
 
         Raises:
-            HTTPError: 429 (limits), 503 (shutting down).
-            InvalidRequestError: the request breaks ERNIE's rules (the admission is released).
+            HTTPError: 400 (the request breaks ERNIE's rules: the SDK names the field), 429
+                (limits), 503 (shutting down).
         """
         self._check_accepting()
-        answer_tokens = params.get("max_tokens", DEFAULT_ANSWER_TOKENS)
+        answer_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
+        if not isinstance(answer_tokens, int) or isinstance(answer_tokens, bool):
+            answer_tokens = DEFAULT_ANSWER_TOKENS
         admission = self.admit(principal, estimate_tokens(messages, answer_tokens=answer_tokens))
         begun = False
         try:
-            stream = self.upstream.stream(messages, upstream_model, **params)
-            audit.update(question=messages[-1]["content"], model=model)
+            try:
+                stream = self.upstream.stream(messages, upstream_model, **params)
+            except InvalidRequestError as exc:
+                raise invalid_request(exc) from None
+            audit.update(question="".join(message_texts(messages[-1])), model=model)
 
             async def on_end(ended: Generation) -> None:
                 self._settle(ended, admission)

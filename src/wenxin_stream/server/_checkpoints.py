@@ -53,10 +53,12 @@ import contextlib
 import logging
 
 from ._metrics import Metrics
-from ._relay import Generation
+from ._relay import EntryKind, Generation
 from ._store import Checkpoint, Store
 
 __all__ = ["DEFAULT_INTERVAL", "SLICE", "Checkpoints"]
+
+_DELTA = EntryKind.DELTA
 
 logger = logging.getLogger("wenxin_stream.server")
 
@@ -86,14 +88,16 @@ class _Tracked:
         entries = self.gen.entries
         last = len(entries) - 1
         if last > self.read:
-            # `start` and `end` entries have no parts; a delta's parts are its text in order
+            # a delta's parts are its text in order; other entries are not answer text
             parts = [self.prefix]
             extend = parts.extend
             for entry in entries[self.read : last]:
-                extend(entry.parts)
+                if entry.kind is _DELTA:
+                    extend(entry.parts)
             self.prefix = "".join(parts)
             self.read = last
-        tail = entries[last].parts
+        final = entries[last]
+        tail = final.parts if final.kind is _DELTA else None
         return "".join([self.prefix, *tail]) if tail else self.prefix
 
 
