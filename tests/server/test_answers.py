@@ -18,7 +18,7 @@ from wenxin_stream import EndReason, TextDelta
 from wenxin_stream._exceptions import InvalidRequestError
 from wenxin_stream._validation import Problem
 from wenxin_stream.server._access import Principal
-from wenxin_stream.server._answers import Answers
+from wenxin_stream.server._answers import Answers, AskOptions
 from wenxin_stream.server._audit import AuditLog
 from wenxin_stream.server._checkpoints import Checkpoints
 from wenxin_stream.server._http import HTTPError
@@ -94,7 +94,7 @@ async def _ask(answers: Answers, conversation_id: str | None = None) -> Any:
         ALICE,
         conversation_id=conversation_id,
         content="你好",
-        model=None,
+        options=AskOptions(),
         received_at=0.0,
         audit={},
     )

@@ -38,6 +38,7 @@ admission: one exit path, whatever went wrong.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from .._conversation import ConversationCore
@@ -47,21 +48,33 @@ from .._token_estimate import DEFAULT_ANSWER_TOKENS, estimate_tokens, message_te
 from ._access import Principal
 from ._audit import AuditLog
 from ._checkpoints import Checkpoints
-from ._http import HTTPError, not_found
+from ._completion_request import web_search_object
+from ._http import HTTPError, not_found, optional_str
 from ._limits import Admission, KeyLimiter, Rejection
 from ._relay import FINISHED_REASONS, Generation, Relay, usage_dict
 from ._store import ConversationRecord, MessageRecord, Store
 from ._upstream import Upstream
 
-__all__ = ["Answers", "history_request", "invalid_request", "rejection_error"]
+__all__ = [
+    "MAX_IMAGES",
+    "Answers",
+    "AskOptions",
+    "history_request",
+    "invalid_request",
+    "parse_ask_options",
+    "rejection_error",
+    "with_images",
+]
 
 _END_REASONS = {reason.value: reason for reason in EndReason}
 
 
 def history_request(
     system: str | None, records: list[MessageRecord], question: str, api: str, turns: int
-) -> tuple[list[dict[str, str]], dict[str, str]]:
-    """The messages and parameters that ask ``question`` after the stored ``records``."""
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages and parameters that ask ``question`` after the stored ``records``: the
+    answers' text only (their reasoning is never sent back; tool calls the page showed are
+    not replayed)."""
     core = ConversationCore(system=system, max_turns=turns)
     pending: str | None = None
     for m in records:
@@ -73,6 +86,80 @@ def history_request(
                 core.record(pending, reason, ChatResult(content=m.content))
             pending = None
     return core.request(question, "v1" if api == "v1" else "v2")
+
+
+MAX_IMAGES = 10
+"""The most images one native question may carry."""
+
+
+@dataclass(frozen=True, slots=True)
+class AskOptions:
+    """What a native ask (SSE or WebSocket) may add to its question: the ``model``, a
+    ``system`` text, ``enable_thinking``, ``web_search`` (Baidu's object, or a boolean for
+    ``{"enable": …}``), ``images`` (data URLs or links, sent as ``image_url`` parts of the
+    question), and ``tools`` / ``tool_choice`` (the answer's calls are shown, not run).
+    ``None``: not given."""
+
+    model: str | None = None
+    system: str | None = None
+    enable_thinking: bool | None = None
+    web_search: object = None
+    images: tuple[str, ...] = ()
+    tools: object = None
+    tool_choice: object = None
+
+    def params(self) -> dict[str, Any]:
+        """The request fields they ask for (checked by the SDK before anything is sent)."""
+        params: dict[str, Any] = {}
+        if self.enable_thinking is not None:
+            params["enable_thinking"] = self.enable_thinking
+        if self.web_search is not None:
+            params["web_search"] = self.web_search
+        if self.tools is not None:
+            params["tools"] = self.tools
+        if self.tool_choice is not None:
+            params["tool_choice"] = self.tool_choice
+        return params
+
+
+def parse_ask_options(body: dict[str, Any]) -> AskOptions:
+    """The options of a native ask's body (or WebSocket ``ask`` frame).
+
+    Raises:
+        HTTPError: 400 naming the field.
+    """
+    thinking = body.get("enable_thinking")
+    if thinking is not None and not isinstance(thinking, bool):
+        raise HTTPError(400, "invalid_field", "'enable_thinking' must be a boolean",
+                        param="enable_thinking")  # fmt: skip
+    images = body.get("images")
+    if images is None:
+        images = []
+    if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
+        raise HTTPError(400, "invalid_field", "'images' must be a list of image URLs",
+                        param="images")  # fmt: skip
+    if len(images) > MAX_IMAGES:
+        raise HTTPError(400, "invalid_field", f"at most {MAX_IMAGES} images per question",
+                        param="images")  # fmt: skip
+    return AskOptions(
+        model=optional_str(body, "model"),
+        system=optional_str(body, "system"),
+        enable_thinking=thinking,
+        web_search=web_search_object(body.get("web_search")),
+        images=tuple(images),
+        tools=body.get("tools"),
+        tool_choice=body.get("tool_choice"),
+    )
+
+
+def with_images(messages: list[dict[str, Any]], images: tuple[str, ...]) -> None:
+    """Make the last message's text a ``text`` part followed by one ``image_url`` part per
+    image (the SDK checks them against Baidu's limits and the model's vision)."""
+    if images:
+        last = messages[-1]
+        parts: list[dict[str, Any]] = [{"type": "text", "text": last["content"]}]
+        parts += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+        messages[-1] = {**last, "content": parts}
 
 
 def invalid_request(exc: InvalidRequestError) -> HTTPError:
@@ -130,7 +217,7 @@ class Answers:
         *,
         conversation_id: str | None,
         content: str,
-        model: str | None,
+        options: AskOptions,
         received_at: float,
         audit: dict[str, Any],
     ) -> Generation:
@@ -154,11 +241,17 @@ class Answers:
             if conv is None:
                 raise not_found(f"no conversation {conversation_id!r}")
         upstream = self.upstream
-        name, upstream_model = upstream.resolve_model(model or (conv.model if conv else None))
-        system = conv.system if conv is not None else None
+        model = options.model or (conv.model if conv else None)
+        name, upstream_model = upstream.resolve_model(model)
+        system = options.system
+        if system is None and conv is not None:
+            system = conv.system
         messages, params = history_request(
             system, history, content, upstream.api, self.history_turns
         )
+        messages = list(messages)
+        with_images(messages, options.images)
+        params.update(options.params())
         admission = self.admit(principal, estimate_tokens(messages))
         gen: Generation | None = None
         begun = False
@@ -168,7 +261,9 @@ class Answers:
             except InvalidRequestError as exc:
                 raise invalid_request(exc) from None
             if conv is None:
-                conv = await store.create_conversation(owner, title=None, model=name, system=None)
+                conv = await store.create_conversation(
+                    owner, title=None, model=name, system=options.system or None
+                )
             audit.update(conversation_id=conv.id, model=name)
             answer: list[MessageRecord] = []  # known once stored; the end comes later still
 
@@ -291,6 +386,7 @@ class Answers:
                 total_ms=gen.total_ms,
                 generated_chars=gen.generated_chars,
                 delivered_chars=gen.delivered_chars,
+                extras=gen.extras(),
             )
         finally:
             self.audit.request(

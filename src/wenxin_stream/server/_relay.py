@@ -275,6 +275,17 @@ class Generation:
         """All text generated so far."""
         return self._joined(_DELTA)
 
+    def extras(self) -> dict[str, Any] | None:
+        """What the answer has besides its text, as stored (``None``: nothing): its
+        ``reasoning``, ``search_results`` and ``tool_calls``, each ``None`` when absent."""
+        if not (self.reasoning_chars or self.search_results or self.tool_calls):
+            return None
+        return {
+            "reasoning": self.reasoning or None,
+            "search_results": self.search_results,
+            "tool_calls": self.tool_calls or None,
+        }
+
     @property
     def reasoning(self) -> str:
         """All thinking (reasoning) text generated so far."""
