@@ -18,7 +18,7 @@ from wenxin_stream import EndReason, TextDelta
 from wenxin_stream._exceptions import InvalidRequestError
 from wenxin_stream._validation import Problem
 from wenxin_stream.server._access import Principal
-from wenxin_stream.server._answers import Answers
+from wenxin_stream.server._answers import Answers, AskOptions
 from wenxin_stream.server._audit import AuditLog
 from wenxin_stream.server._checkpoints import Checkpoints
 from wenxin_stream.server._http import HTTPError
@@ -94,7 +94,7 @@ async def _ask(answers: Answers, conversation_id: str | None = None) -> Any:
         ALICE,
         conversation_id=conversation_id,
         content="你好",
-        model=None,
+        options=AskOptions(),
         received_at=0.0,
         audit={},
     )
@@ -135,10 +135,10 @@ async def test_an_invalid_request_frees_the_slot(
         await _ask(answers)
     assert (error.value.status, error.value.code, error.value.param) == (
         400,
-        "invalid_messages",
+        "invalid_field",  # the SDK named a parameter, not the messages
         "temperature",
     )
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(HTTPError) as error:
         await answers.complete(
             ALICE,
             messages=[{"role": "user", "content": "x"}],
@@ -148,6 +148,7 @@ async def test_an_invalid_request_frees_the_slot(
             received_at=0.0,
             audit={},
         )
+    assert (error.value.status, error.value.param) == (400, "temperature")
     assert answers.limiter.streams(ALICE.owner) == 0
     assert not answers.relay.running
 

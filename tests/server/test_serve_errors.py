@@ -36,17 +36,9 @@ def _check(r: httpx.Response, status: int, code: str, param: str | None = None) 
         ("ask", b"{}", 400, "missing_field", "content"),
         ("ask", b'{"content": 5}', 400, "invalid_field", "content"),
         ("ask", b'{"content": "  "}', 400, "invalid_field", "content"),
-        ("ask", b'{"content": "hi", "model": "gpt-5"}', 404, "model_not_found", "model"),
         ("ask", b'{"content": "hi", "model": 7}', 400, "invalid_field", "model"),
         ("chat", b'{"messages": []}', 400, "missing_field", "model"),
         ("chat", b'{"model": "ernie-lite-8k"}', 400, "missing_field", "messages"),
-        (
-            "chat",
-            b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}',
-            404,
-            "model_not_found",
-            "model",
-        ),
         (
             "chat",
             b'{"model": "ernie-lite-8k", "messages": [{"role": "wizard", "content": "x"}]}',
@@ -64,13 +56,6 @@ def _check(r: httpx.Response, status: int, code: str, param: str | None = None) 
         (
             "chat",
             b'{"model": "ernie-lite-8k", "messages": [{"role": "user", "content": ""}]}',
-            400,
-            "invalid_messages",
-            "messages",
-        ),
-        (
-            "chat",
-            b'{"model": "ernie-lite-8k", "messages": [{"role": "assistant", "content": "x"}]}',
             400,
             "invalid_messages",
             "messages",

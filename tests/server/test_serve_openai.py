@@ -130,9 +130,14 @@ def test_models(shared: Running) -> None:
     with shared.client() as c:
         body = c.get("/v1/models").json()
     assert body["object"] == "list"
-    assert {"id": "ernie-4.0-8k", "object": "model", "created": 0, "owned_by": "baidu"} in body[
-        "data"
-    ]
+    by_id = {m["id"]: m for m in body["data"]}
+    legacy = by_id["ernie-4.0-8k"]
+    assert {k: legacy[k] for k in ("object", "created", "owned_by")} == {
+        "object": "model",
+        "created": 0,
+        "owned_by": "baidu",
+    }
+    assert legacy["context_window"] == 8192
 
 
 def test_v1_upstream(make_server: Any, emu: ServerHandle) -> None:

@@ -38,30 +38,43 @@ admission: one exit path, whatever went wrong.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from .._conversation import ConversationCore
 from .._events import ChatResult, EndReason
 from .._exceptions import InvalidRequestError
-from .._token_estimate import DEFAULT_ANSWER_TOKENS, estimate_tokens
+from .._token_estimate import DEFAULT_ANSWER_TOKENS, estimate_tokens, message_texts
 from ._access import Principal
 from ._audit import AuditLog
 from ._checkpoints import Checkpoints
-from ._http import HTTPError, not_found
+from ._completion_request import web_search_object
+from ._http import HTTPError, not_found, optional_str
 from ._limits import Admission, Limits, Rejection
 from ._relay import FINISHED_REASONS, Generation, Relay, usage_dict
 from ._store import ConversationRecord, MessageRecord, Store
 from ._upstream import Upstream
 
-__all__ = ["Answers", "history_request", "rejection_error"]
+__all__ = [
+    "MAX_IMAGES",
+    "Answers",
+    "AskOptions",
+    "history_request",
+    "invalid_request",
+    "parse_ask_options",
+    "rejection_error",
+    "with_images",
+]
 
 _END_REASONS = {reason.value: reason for reason in EndReason}
 
 
 def history_request(
     system: str | None, records: list[MessageRecord], question: str, api: str, turns: int
-) -> tuple[list[dict[str, str]], dict[str, str]]:
-    """The messages and parameters that ask ``question`` after the stored ``records``."""
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages and parameters that ask ``question`` after the stored ``records``: the
+    answers' text only (their reasoning is never sent back; tool calls the page showed are
+    not replayed)."""
     core = ConversationCore(system=system, max_turns=turns)
     pending: str | None = None
     for m in records:
@@ -73,6 +86,86 @@ def history_request(
                 core.record(pending, reason, ChatResult(content=m.content))
             pending = None
     return core.request(question, "v1" if api == "v1" else "v2")
+
+
+MAX_IMAGES = 10
+"""The most images one native question may carry."""
+
+
+@dataclass(frozen=True, slots=True)
+class AskOptions:
+    """What a native ask (SSE or WebSocket) may add to its question: the ``model``, a
+    ``system`` text, ``enable_thinking``, ``web_search`` (Baidu's object, or a boolean for
+    ``{"enable": …}``), ``images`` (data URLs or links, sent as ``image_url`` parts of the
+    question), and ``tools`` / ``tool_choice`` (the answer's calls are shown, not run).
+    ``None``: not given."""
+
+    model: str | None = None
+    system: str | None = None
+    enable_thinking: bool | None = None
+    web_search: object = None
+    images: tuple[str, ...] = ()
+    tools: object = None
+    tool_choice: object = None
+
+    def params(self) -> dict[str, Any]:
+        """The request fields they ask for (checked by the SDK before anything is sent)."""
+        params: dict[str, Any] = {}
+        if self.enable_thinking is not None:
+            params["enable_thinking"] = self.enable_thinking
+        if self.web_search is not None:
+            params["web_search"] = self.web_search
+        if self.tools is not None:
+            params["tools"] = self.tools
+        if self.tool_choice is not None:
+            params["tool_choice"] = self.tool_choice
+        return params
+
+
+def parse_ask_options(body: dict[str, Any]) -> AskOptions:
+    """The options of a native ask's body (or WebSocket ``ask`` frame).
+
+    Raises:
+        HTTPError: 400 naming the field.
+    """
+    thinking = body.get("enable_thinking")
+    if thinking is not None and not isinstance(thinking, bool):
+        raise HTTPError(400, "invalid_field", "'enable_thinking' must be a boolean",
+                        param="enable_thinking")  # fmt: skip
+    images = body.get("images")
+    if images is None:
+        images = []
+    if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
+        raise HTTPError(400, "invalid_field", "'images' must be a list of image URLs",
+                        param="images")  # fmt: skip
+    if len(images) > MAX_IMAGES:
+        raise HTTPError(400, "invalid_field", f"at most {MAX_IMAGES} images per question",
+                        param="images")  # fmt: skip
+    return AskOptions(
+        model=optional_str(body, "model"),
+        system=optional_str(body, "system"),
+        enable_thinking=thinking,
+        web_search=web_search_object(body.get("web_search")),
+        images=tuple(images),
+        tools=body.get("tools"),
+        tool_choice=body.get("tool_choice"),
+    )
+
+
+def with_images(messages: list[dict[str, Any]], images: tuple[str, ...]) -> None:
+    """Make the last message's text a ``text`` part followed by one ``image_url`` part per
+    image (the SDK checks them against Baidu's limits and the model's vision)."""
+    if images:
+        last = messages[-1]
+        parts: list[dict[str, Any]] = [{"type": "text", "text": last["content"]}]
+        parts += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+        messages[-1] = {**last, "content": parts}
+
+
+def invalid_request(exc: InvalidRequestError) -> HTTPError:
+    """400 for a request the SDK refused before sending it, naming the field."""
+    code = "invalid_messages" if exc.field.startswith("messages") else "invalid_field"
+    return HTTPError(400, code, str(exc), param=exc.field)
 
 
 def rejection_error(rejection: Rejection) -> HTTPError:
@@ -124,7 +217,7 @@ class Answers:
         *,
         conversation_id: str | None,
         content: str,
-        model: str | None,
+        options: AskOptions,
         received_at: float,
         audit: dict[str, Any],
     ) -> Generation:
@@ -148,11 +241,17 @@ class Answers:
             if conv is None:
                 raise not_found(f"no conversation {conversation_id!r}")
         upstream = self.upstream
-        name, upstream_model = upstream.resolve_model(model or (conv.model if conv else None))
-        system = conv.system if conv is not None else None
+        model = options.model or (conv.model if conv else None)
+        name, upstream_model = upstream.resolve_model(model)
+        system = options.system
+        if system is None and conv is not None:
+            system = conv.system
         messages, params = history_request(
             system, history, content, upstream.api, self.history_turns
         )
+        messages = list(messages)
+        with_images(messages, options.images)
+        params.update(options.params())
         admission = await self.admit(principal, estimate_tokens(messages))
         gen: Generation | None = None
         begun = False
@@ -160,9 +259,11 @@ class Answers:
             try:
                 stream = upstream.stream(messages, upstream_model, **params)
             except InvalidRequestError as exc:
-                raise HTTPError(400, "invalid_messages", str(exc), param=exc.field) from None
+                raise invalid_request(exc) from None
             if conv is None:
-                conv = await store.create_conversation(owner, title=None, model=name, system=None)
+                conv = await store.create_conversation(
+                    owner, title=None, model=name, system=options.system or None
+                )
             audit.update(conversation_id=conv.id, model=name)
             answer: list[MessageRecord] = []  # known once stored; the end comes later still
 
@@ -196,7 +297,7 @@ class Answers:
         self,
         principal: Principal,
         *,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         model: str,
         upstream_model: str,
         params: dict[str, Any],
@@ -208,18 +309,23 @@ class Answers:
         writes it when it ends.
 
         Raises:
-            HTTPError: 429 (limits), 503 (shutting down).
-            InvalidRequestError: the request breaks ERNIE's rules (the admission is released).
+            HTTPError: 400 (the request breaks ERNIE's rules: the SDK names the field), 429
+                (limits), 503 (shutting down).
         """
         self._check_accepting()
-        answer_tokens = params.get("max_tokens", DEFAULT_ANSWER_TOKENS)
+        answer_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
+        if not isinstance(answer_tokens, int) or isinstance(answer_tokens, bool):
+            answer_tokens = DEFAULT_ANSWER_TOKENS
         admission = await self.admit(
             principal, estimate_tokens(messages, answer_tokens=answer_tokens)
         )
         begun = False
         try:
-            stream = self.upstream.stream(messages, upstream_model, **params)
-            audit.update(question=messages[-1]["content"], model=model)
+            try:
+                stream = self.upstream.stream(messages, upstream_model, **params)
+            except InvalidRequestError as exc:
+                raise invalid_request(exc) from None
+            audit.update(question="".join(message_texts(messages[-1])), model=model)
 
             async def on_end(ended: Generation) -> None:
                 self._settle(ended, admission)
@@ -282,6 +388,7 @@ class Answers:
                 total_ms=gen.total_ms,
                 generated_chars=gen.generated_chars,
                 delivered_chars=gen.delivered_chars,
+                extras=gen.extras(),
             )
         finally:
             self.audit.request(

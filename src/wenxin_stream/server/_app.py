@@ -68,6 +68,7 @@ from ._redis import SharedRedis, SharedStateError
 from ._relay import Relay
 from ._revocations import Revocations
 from ._routes_conversations import ConversationRoutes
+from ._routes_models import ModelRoutes
 from ._routes_openai import OpenAIRoutes
 from ._routes_service import ServerState, ServiceRoutes
 from ._routes_streams import StreamRoutes
@@ -400,6 +401,7 @@ class Server:
             OpenAIRoutes(
                 access=access, answers=self.answers, relay=relay, upstream=upstream, config=config
             ).routes(),
+            ModelRoutes(access=access, upstream=upstream).routes(),
             self.sockets.routes(),
         ):
             routes.update(group)

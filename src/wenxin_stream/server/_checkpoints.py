@@ -37,9 +37,11 @@ that lands after it changes nothing — the store writes checkpoints only into r
 ``streaming``.
 
 **What is checkpointed** is the text *generated* (as the final record holds), with the
-characters generated and delivered so far and the time to first token; usage is known only at
-the end. A failed write is logged and counted (``wenxin_errors_total{kind="internal"}``); the
-next tick writes again whatever grew since the last write that succeeded.
+characters generated and delivered so far and the time to first token, and — once a thinking
+model has thought — the extras (its reasoning so far; an answer that grows only in reasoning is
+checkpointed too); usage is known only at the end. A failed write is logged and counted
+(``wenxin_errors_total{kind="internal"}``); the next tick writes again whatever grew since
+the last write that succeeded.
 
 **One instance.** The answers tracked are this process's. With several instances sharing a
 database (the scale-out issue), the tick is also the natural place to renew a per-row lease
@@ -53,10 +55,12 @@ import contextlib
 import logging
 
 from ._metrics import Metrics
-from ._relay import Generation
+from ._relay import EntryKind, Generation
 from ._store import Checkpoint, Store
 
 __all__ = ["DEFAULT_INTERVAL", "SLICE", "Checkpoints"]
+
+_DELTA = EntryKind.DELTA
 
 logger = logging.getLogger("wenxin_stream.server")
 
@@ -73,27 +77,30 @@ class _Tracked:
     """One answer being checkpointed: its generation, the text of the log entries read so
     far (all but the last, which may still grow), and what its last checkpoint wrote."""
 
-    __slots__ = ("gen", "prefix", "read", "written")
+    __slots__ = ("gen", "prefix", "read", "reasoned", "written")
 
     def __init__(self, gen: Generation) -> None:
         self.gen = gen
         self.read = 0  # entries [0, read) are in `prefix`
         self.prefix = ""
         self.written = 0  # generated characters the last successful checkpoint held
+        self.reasoned = 0  # reasoning characters the last successful checkpoint held
 
     def text(self) -> str:
         """The answer's text now (reads only the entries that are new since the last call)."""
         entries = self.gen.entries
         last = len(entries) - 1
         if last > self.read:
-            # `start` and `end` entries have no parts; a delta's parts are its text in order
+            # a delta's parts are its text in order; other entries are not answer text
             parts = [self.prefix]
             extend = parts.extend
             for entry in entries[self.read : last]:
-                extend(entry.parts)
+                if entry.kind is _DELTA:
+                    extend(entry.parts)
             self.prefix = "".join(parts)
             self.read = last
-        tail = entries[last].parts
+        final = entries[last]
+        tail = final.parts if final.kind is _DELTA else None
         return "".join([self.prefix, *tail]) if tail else self.prefix
 
 
@@ -133,10 +140,12 @@ class Checkpoints:
         out = []
         for message_id, tracked in items:
             gen = tracked.gen
-            if gen.generated_chars > tracked.written and not gen.ending:
+            grew = gen.generated_chars > tracked.written or gen.reasoning_chars > tracked.reasoned
+            if grew and not gen.ending:
                 text = tracked.text()
+                extras = gen.extras() if gen.reasoning_chars else None
                 checkpoint = Checkpoint(
-                    message_id, text, len(text), gen.delivered_chars, gen.ttft_ms
+                    message_id, text, len(text), gen.delivered_chars, gen.ttft_ms, extras
                 )
                 out.append((tracked, checkpoint))
         return out
@@ -157,6 +166,8 @@ class Checkpoints:
                 await self.store.checkpoint([checkpoint for _, checkpoint in due])
                 for tracked, checkpoint in due:
                     tracked.written = checkpoint.generated_chars
+                    extras = checkpoint.extras
+                    tracked.reasoned = len(extras["reasoning"] or "") if extras else 0
                 written += len(due)
         return written
 

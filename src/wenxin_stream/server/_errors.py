@@ -15,6 +15,7 @@ row                status  type                    code                       Re
 ``too_long``       400     invalid_request_error   context_length_exceeded    —
 ``unsafe``         400     invalid_request_error   ERNIE's (v2 name)          —
 ``model``          404     invalid_request_error   model_not_found            —
+``retired``        403     invalid_request_error   model_offline              —
 ``rate``           429     rate_limit_error        upstream_rate_limited      always
 ``quota``          429     insufficient_quota      insufficient_quota         if ERNIE said
 ``credentials``    502     upstream_error          upstream_auth_failed       —
@@ -107,6 +108,9 @@ ROWS: tuple[Row, ...] = (
         ("system_unsafe", "user_setting_unsafe", "functions_unsafe", "image_url_unsafe")),
     Row("model", 404, _IRE, "model_not_found", "ERNIE does not serve this model", "never", None,
         (3, 336005), ("invalid_model", "not_found")),
+    Row("retired", 403, _IRE, "model_offline",
+        "the model is retired: ERNIE no longer serves it (see /v1/models)", "never", False,
+        (), ("model_offline",)),
     Row("rate", 429, "rate_limit_error", "upstream_rate_limited",
         "the upstream ERNIE API is rate limited", "always", None,
         (4, 18, 336501, 336502, 336503, 336504, 336505, 336507),
@@ -123,7 +127,7 @@ ROWS: tuple[Row, ...] = (
         "fix them; nothing is wrong with your request)", "never", False,
         (6, 13, 14, 100, 110, 111, 336004),
         ("invalid_iam_token", "invalid_appid", "no_parameter_permission", "account_overdue",
-         "model_offline", "coding_plan_api_key_not_allowed", "coding_plan_subscription_expired",
+         "coding_plan_api_key_not_allowed", "coding_plan_subscription_expired",
          "AccessDenied")),
     Row("rejected", 502, "upstream_error", "upstream_rejected",
         "ERNIE could not parse the gateway's request (a gateway bug)", "never", False,

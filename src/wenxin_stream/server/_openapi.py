@@ -60,6 +60,9 @@ def _event(name: str, payload: str) -> dict[str, Any]:
 
 
 _NATIVE_EVENTS = {"oneOf": [_event("start", "StreamStart"), _event("delta", "StreamDelta"),
+                            _event("reasoning", "StreamDelta"),
+                            _event("search_results", "StreamSearchResults"),
+                            _event("tool_call", "StreamToolCall"),
                             _event("end", "StreamEnd")]}  # fmt: skip
 _OPENAI_EVENTS = {"oneOf": [
     _obj(["data"], data={"const": "[DONE]"}),
@@ -84,7 +87,9 @@ def _schemas() -> dict[str, Any]:
         status={"enum": ["complete", "partial", "streaming"]}, end_reason=_NS, model=_NS,
         usage={"oneOf": [_ref("Usage"), {"type": "null"}]}, ttft_ms=_N, total_ms=_N,
         generated_chars={"type": ["integer", "null"]},
-        delivered_chars={"type": ["integer", "null"]}, created_at=_S,
+        delivered_chars={"type": ["integer", "null"]}, created_at=_S, reasoning=_NS,
+        search_results=_nullable({"type": "array", "items": _ref("SearchResult")}),
+        tool_calls=_nullable({"type": "array", "items": _ref("StreamToolCall")}),
     )  # fmt: skip
     summary = _obj(["id", "title", "model"], id=_S, title=_S, model=_S, created_at=_S,
                    updated_at=_S, message_count={"type": "integer"})  # fmt: skip
@@ -99,17 +104,24 @@ def _schemas() -> dict[str, Any]:
                    upstream_code={"type": ["integer", "string"]})  # fmt: skip
     start = _obj(["model"], stream_id=_S, conversation_id=_S, message_id=_S, model=_S)
     delta = _obj(["text"], text=_S)
+    source = _obj(["index", "url", "title"], index={"type": "integer"}, url=_S, title=_S)
+    found = _obj(["results"], results={"type": "array", "items": _ref("SearchResult")})
+    tool_call = _obj(["id", "name", "arguments"], id=_S, name=_S, arguments=_S)
     end = _obj(["end_reason"], end_reason=_S, finish_reason=_NS,
                usage={"oneOf": [_ref("Usage"), {"type": "null"}]}, ttft_ms=_N, total_ms=_N,
-               message_id=_S, error=_ref("InBandError"))  # fmt: skip
+               reasoning_chars={"type": "integer"}, message_id=_S,
+               error=_ref("InBandError"))  # fmt: skip
     chunk_choice = _obj(["index", "delta", "finish_reason"], index={"type": "integer"},
-                        delta=_obj([], role={"const": "assistant"}, content=_S),
+                        delta=_obj([], role={"const": "assistant"}, content=_S,
+                                   reasoning_content=_S,
+                                   tool_calls={"type": "array", "items": {"type": "object"}}),
                         finish_reason={"enum": ["stop", "length", "content_filter",
                                                 "tool_calls", "function_call", None]})  # fmt: skip
     chunk = _obj(["id", "object", "created", "model", "choices"], id=_S,
                  object={"const": "chat.completion.chunk"}, created={"type": "integer"},
                  model=_S, choices={"type": "array", "items": chunk_choice},
-                 usage=_ref("Usage"))  # fmt: skip
+                 usage=_ref("Usage"),
+                 search_results={"type": "array", "items": _ref("SearchResult")})  # fmt: skip
     completion = _obj(["id", "object", "created", "model", "choices", "usage"], id=_S,
                       object={"const": "chat.completion"}, created={"type": "integer"}, model=_S,
                       choices={"type": "array", "items": _obj(
@@ -147,6 +159,9 @@ def _schemas() -> dict[str, Any]:
         "InBandError": in_band,
         "StreamStart": start,
         "StreamDelta": delta,
+        "StreamSearchResults": found,
+        "StreamToolCall": tool_call,
+        "SearchResult": source,
         "StreamEnd": end,
         "ChatMessage": chat_message,
         "ChatCompletionRequest": completion_request,
@@ -156,9 +171,12 @@ def _schemas() -> dict[str, Any]:
 
 
 _STREAM_DOC = (
-    'Events `start`, `delta` (`{"text"}`), `end` (`end_reason`, `finish_reason`, `usage`, '
-    "`ttft_ms`, `total_ms`, `message_id`, and `error` after a failure); ids "
-    "`<stream_id>:<seq>`; `: ping` comments at least every `--ping-interval` seconds."
+    'Events `start` (with `model`), `reasoning` (`{"text"}`: thinking, before the answer), '
+    '`search_results` (`{"results"}`, once, before the text citing them), `delta` '
+    '(`{"text"}`), `tool_call` (`{"id", "name", "arguments"}`, one per complete call), `end` '
+    "(`end_reason`, `finish_reason`, `usage`, `ttft_ms`, `total_ms`, `reasoning_chars`, "
+    "`message_id`, and `error` after a failure); ids `<stream_id>:<seq>`; `: ping` comments "
+    "at least every `--ping-interval` seconds."
 )
 
 
@@ -166,7 +184,18 @@ def _paths() -> dict[str, Any]:
     model = {"type": ["string", "null"], "description": "blank or null: the default model"}
     conv_body = _obj([], title=_NS, model=model, system=_NS)
     rename_body = _obj(["title"], title={**_TEXT, "maxLength": 200})
-    ask_body = _obj(["content"], content=_TEXT, model=model)
+    img = {"type": "string", "pattern": "^(https?://|data:image/)"}
+    ask_body = _obj(["content"], content=_TEXT, model=model, system=_NS,
+                    enable_thinking={"type": ["boolean", "null"]},
+                    web_search={"type": ["boolean", "object", "null"]},
+                    images=_nullable({"type": "array", "maxItems": 10, "items": img}))  # fmt: skip
+    model_info = _obj(["id", "name", "family", "group", "capabilities", "default", "retired"],
+                      id=_S, name=_S, family=_S, group={"enum": ["current", "light", "legacy"]},
+                      context_window={"type": ["integer", "null"]},
+                      max_output_tokens={"type": ["integer", "null"]},
+                      capabilities={"type": "array", "items": {
+                          "enum": ["reasoning", "tools", "search", "vision"]}},
+                      default={"type": "boolean"}, retired={"type": "boolean"})  # fmt: skip
     return {
         "/healthz": {"get": {"summary": "Liveness", "security": [],
                              "responses": {"200": _json(_obj(["status"], status=_S))}}},
@@ -254,9 +283,18 @@ def _paths() -> dict[str, Any]:
                                               "text/event-stream": {
                                                   "schema": _OPENAI_EVENTS}}},
                           **_errors(400, 401, 404, 413, 429, 502, 503, 504)}}},
-        "/v1/models": {"get": {"summary": "Models", "responses": {
+        "/v1/models": {"get": {"summary": "Live models, with context window, output limit "
+                                          "and capabilities as extra fields", "responses": {
             "200": _json(_obj(["object", "data"], object={"const": "list"},
                               data={"type": "array", "items": {"type": "object"}}))}}},
+        "/v1/models/{id}": {"parameters": [_ID], "get": {
+            "summary": "One model or alias (403 model_offline when retired)",
+            "responses": {"200": _json(_obj(["id", "object"], id=_S, object={"const": "model"})),
+                          **_errors(401, 403, 404)}}},
+        "/api/models": {"get": {"summary": "The catalogue for the page's model picker",
+                                "responses": {"200": _json(_obj(["models"], models={
+                                    "type": "array", "items": model_info})),
+                                              **_errors(401)}}},
     }  # fmt: skip
 
 

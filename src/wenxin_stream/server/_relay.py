@@ -64,9 +64,20 @@ from json.encoder import encode_basestring
 from time import perf_counter
 from typing import Any
 
+from .._accumulate import Accumulator
 from .._asgi import json_bytes
 from .._async_client import AsyncChatStream
-from .._events import EndReason, FinishEvent, TextDelta, Usage, UsageEvent
+from .._events import (
+    EndReason,
+    FinishEvent,
+    ReasoningDelta,
+    SearchInfoEvent,
+    SearchResult,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    UsageEvent,
+)
 from .._exceptions import APITimeoutError, ClientRateLimitTimeout, WenxinError
 from .._sse import encode_event_bytes
 from ._errors import FINISHED_REASONS, cut_error, upstream_failure
@@ -93,12 +104,16 @@ class EntryKind(Enum):
 
     START = b"start"
     DELTA = b"delta"
+    REASONING = b"reasoning"
+    SEARCH_RESULTS = b"search_results"
+    TOOL_CALL = b"tool_call"
     END = b"end"
 
 
 # Per-entry paths compare kinds with `is` against these module globals: on CPython 3.11 each
 # `EntryKind.DELTA` is a metaclass attribute lookup, several times slower than a global.
 _START, _DELTA, _END = EntryKind.START, EntryKind.DELTA, EntryKind.END
+_REASONING, _SEARCH, _TOOL_CALL = EntryKind.REASONING, EntryKind.SEARCH_RESULTS, EntryKind.TOOL_CALL
 
 MAX_DELTA_CHARS = 16384
 """Coalescing stops at this many characters: a new delta starts (frames stay small enough for
@@ -139,7 +154,8 @@ class Entry:
     def json(self) -> bytes:
         """The event's data as compact JSON (cached: call only once claimed)."""
         if self._json is None:
-            if self.kind is _DELTA:  # a JSON string is all a delta needs: no encoder object
+            kind = self.kind
+            if kind is _DELTA or kind is _REASONING:  # a JSON string: no encoder object
                 self._json = b'{"text":' + encode_basestring(self.text).encode() + b"}"
             else:
                 self._json = json_bytes(self.data)
@@ -203,7 +219,13 @@ class Generation:
         self.start_data: dict[str, Any] = {}
         self.done = self.loop.create_future()
         self._upstream = upstream
-        self._early: list[str] = []
+        self.reasoning_chars = 0
+        self.search_results: list[dict[str, Any]] | None = None
+        """The web-search sources of the answer (sent once), or ``None``."""
+        self.tool_calls: list[dict[str, Any]] = []
+        """The answer's complete tool calls (``id``, ``name``, ``arguments``), in order."""
+        self._calls: Accumulator | None = None  # tool-call fragments not yet complete
+        self._early: list[tuple[EntryKind, Any]] = []  # what arrived before `begin`
         self._begun = self.loop.create_future()
         self._waiters: list[asyncio.Future[None]] = []
         self._woken = 0  # readers woken for new entries that have not yet taken them
@@ -222,11 +244,16 @@ class Generation:
         self.start_data = start_data
         self.end_data = end_data or {}
         self.entries.append(Entry(0, _START, data=start_data))
-        offset = self.generated_chars - sum(len(text) for text in self._early)
-        for text in self._early:
-            offset += len(text)
-            self._place(text, offset)
-        self._early = []
+        early, self._early = self._early, []
+        offset = self.generated_chars - sum(len(value) for kind, value in early if kind is _DELTA)
+        for kind, value in early:
+            if kind is _DELTA:
+                offset += len(value)
+                self._place(value, offset)
+            elif kind is _REASONING:
+                self._place(value, offset, _REASONING)
+            else:
+                self._add(kind, value)
         if not self._begun.done():
             self._begun.set_result(True)
         self._notify()
@@ -246,7 +273,27 @@ class Generation:
     @property
     def text(self) -> str:
         """All text generated so far."""
-        return "".join(self._early) + "".join(e.text for e in self.entries if e.kind is _DELTA)
+        return self._joined(_DELTA)
+
+    def extras(self) -> dict[str, Any] | None:
+        """What the answer has besides its text, as stored (``None``: nothing): its
+        ``reasoning``, ``search_results`` and ``tool_calls``, each ``None`` when absent."""
+        if not (self.reasoning_chars or self.search_results or self.tool_calls):
+            return None
+        return {
+            "reasoning": self.reasoning or None,
+            "search_results": self.search_results,
+            "tool_calls": self.tool_calls or None,
+        }
+
+    @property
+    def reasoning(self) -> str:
+        """All thinking (reasoning) text generated so far."""
+        return self._joined(_REASONING)
+
+    def _joined(self, kind: EntryKind) -> str:
+        early = [value for k, value in self._early if k is kind]
+        return "".join(early) + "".join([e.text for e in self.entries if e.kind is kind])
 
     @property
     def ending(self) -> bool:
@@ -322,18 +369,76 @@ class Generation:
         self.last_text_at = now
         self.generated_chars += len(text)
         if not self.entries:
-            self._early.append(text)
+            self._early.append((_DELTA, text))
         else:
             self._place(text, self.generated_chars)
             self._notify()
-        if self.generated_chars > self.relay.max_answer_chars:
+        if self.generated_chars + self.reasoning_chars > self.relay.max_answer_chars:
             raise _Stop
 
-    def _place(self, text: str, end_offset: int) -> None:
-        """Put text into the log: onto the last delta while it is unclaimed and not full."""
+    def _append_reasoning(self, text: str) -> None:
+        """Thinking text: its own entries (``reasoning``), coalesced like deltas; it is not
+        answer text (``generated_chars`` counts only the answer)."""
+        self.reasoning_chars += len(text)
+        if not self.entries:
+            self._early.append((_REASONING, text))
+        else:
+            self._place(text, self.generated_chars, _REASONING)
+            self._notify()
+        if self.generated_chars + self.reasoning_chars > self.relay.max_answer_chars:
+            raise _Stop
+
+    def _append_search(self, results: tuple[SearchResult, ...]) -> None:
+        """The web-search sources: one ``search_results`` entry, the first time they come."""
+        if self.search_results is not None or not results:
+            return
+        self.search_results = [{"index": r.index, "url": r.url, "title": r.title} for r in results]
+        data = {"results": self.search_results}
+        if not self.entries:
+            self._early.append((_SEARCH, data))
+        else:
+            self._add(_SEARCH, data)
+            self._notify()
+
+    def _append_tool_fragment(self, event: ToolCallDelta) -> None:
+        """A tool-call fragment: merged by the SDK's own fold until the calls are complete."""
+        if self._calls is None:
+            self._calls = Accumulator()
+        self._calls.add(event)
+
+    def _complete_tool_calls(self) -> None:
+        """The answer finished: each assembled tool call becomes one ``tool_call`` entry."""
+        calls, self._calls = self._calls, None
+        if calls is None:
+            return
+        for call in calls.result().tool_calls:
+            data = {"id": call.id, "name": call.name, "arguments": call.arguments}
+            self.tool_calls.append(data)
+            if not self.entries:
+                self._early.append((_TOOL_CALL, data))
+            else:
+                self._add(_TOOL_CALL, data)
+        self._notify()
+
+    def _add(self, kind: EntryKind, data: dict[str, Any]) -> None:
+        """Put an event that is not text into the log. Search results go before the last
+        delta while nobody has it yet, so they come before (or with) the text citing them."""
+        entries = self.entries
+        last = entries[-1]
+        entry = Entry(len(entries), kind, data=data, end_offset=self.generated_chars)
+        if kind is _SEARCH and last.kind is _DELTA and last.seq > self.claimed:
+            entry.seq, entry.end_offset = last.seq, last.end_offset - last.size
+            last.seq += 1
+            entries.insert(entry.seq, entry)
+        else:
+            entries.append(entry)
+
+    def _place(self, text: str, end_offset: int, kind: EntryKind = _DELTA) -> None:
+        """Put text into the log: onto the last entry of its kind while it is unclaimed and
+        not full."""
         last = self.entries[-1]
         if (
-            last.kind is _DELTA
+            last.kind is kind
             and last.seq > self.claimed
             and not self._woken
             and last.size < MAX_DELTA_CHARS
@@ -342,7 +447,7 @@ class Generation:
             last.size += len(text)
             last.end_offset = end_offset
         else:
-            entry = Entry(len(self.entries), _DELTA, parts=[text], end_offset=end_offset)
+            entry = Entry(len(self.entries), kind, parts=[text], end_offset=end_offset)
             entry.size = len(text)
             self.entries.append(entry)
 
@@ -357,11 +462,21 @@ class Generation:
                         case TextDelta(text=text):
                             if text:
                                 self._append_text(text)
+                        case ReasoningDelta(text=text):
+                            if text:
+                                self._append_reasoning(text)
                         case FinishEvent(reason=reason):
                             self.finish_reason = reason.value
+                            self._complete_tool_calls()
                         case UsageEvent(usage=usage):
                             self.usage = usage
+                        case ToolCallDelta():
+                            self._append_tool_fragment(event)
+                        case SearchInfoEvent(results=results):
+                            self._append_search(results)
             reason = (stream.end_reason or EndReason.COMPLETED).value
+            if reason in FINISHED_REASONS:
+                self._complete_tool_calls()  # no finish_reason came: the end completes them
         except _Stop:
             reason, self.finish_reason = "length", "length"
         except asyncio.CancelledError:
@@ -435,6 +550,7 @@ class Generation:
                 "usage": usage_dict(self.usage),
                 "ttft_ms": self.ttft_ms,
                 "total_ms": self.total_ms,
+                "reasoning_chars": self.reasoning_chars,
                 **self.end_data,
             }
             if self.failure is not None:

@@ -69,7 +69,14 @@ def message_json(m: MessageRecord) -> dict[str, Any]:
         "generated_chars": m.generated_chars,
         "delivered_chars": m.delivered_chars,
         "created_at": m.created_at,
+        **_extras(m.extras),
     }
+
+
+def _extras(extras: dict[str, Any] | None) -> dict[str, Any]:
+    """An answer's reasoning, search results and tool calls (``null`` when none)."""
+    extras = extras or {}
+    return {name: extras.get(name) for name in ("reasoning", "search_results", "tool_calls")}
 
 
 def _not_found(cid: str) -> HTTPError:

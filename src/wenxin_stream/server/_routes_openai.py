@@ -32,17 +32,18 @@ there is nothing to resume).
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from .._aio import race
 from .._asgi import Message, Receive, Send, json_bytes, send_json, wait_for_disconnect
-from .._exceptions import InvalidRequestError
+from .._events import Usage, thaw
 from .._sse import DONE_EVENT, encode_event_bytes
 from ._access import Access
 from ._answers import Answers
+from ._completion_request import parse_completion
 from ._config import ServerConfig
 from ._connection import PING, SSE_HEADERS, Outlet, watch
 from ._errors import cut_error, openai_finish
@@ -50,91 +51,28 @@ from ._http import Context, HTTPError, Routes, read_json, required_str
 from ._relay import Entry, EntryKind, Generation, Relay, Subscription, usage_dict
 from ._upstream import Upstream
 
-__all__ = ["OpenAIRoutes", "parse_messages", "parse_params"]
+__all__ = ["OpenAIRoutes", "openai_usage"]
 
-_DELTA, _END = EntryKind.DELTA, EntryKind.END
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-
-
-def _invalid(message: str, param: str = "messages") -> HTTPError:
-    code = "invalid_messages" if param == "messages" else "invalid_field"
-    return HTTPError(400, code, message, param=param)
+_START, _DELTA, _END = EntryKind.START, EntryKind.DELTA, EntryKind.END
+_REASONING, _SEARCH, _TOOL_CALL = EntryKind.REASONING, EntryKind.SEARCH_RESULTS, EntryKind.TOOL_CALL
 
 
-def _text(content: object, index: int) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text":
-                raise _invalid(f"message {index}: only text content is supported")
-            if not isinstance(part.get("text"), str):
-                raise _invalid(f"message {index}: a text part needs a string 'text'")
-            parts.append(part["text"])
-        return "".join(parts)
-    raise _invalid(f"message {index}: 'content' must be a string or a list of text parts")
+def openai_usage(usage: Usage | None) -> dict[str, Any] | None:
+    """Usage as OpenAI shows it: the three counts, and ERNIE's ``completion_tokens_details``
+    (``reasoning_tokens``) and ``prompt_tokens_details`` (``search_tokens``) when it sent
+    them."""
+    counts: dict[str, Any] | None = usage_dict(usage)
+    if usage is not None and counts is not None:
+        for name in ("completion_tokens_details", "prompt_tokens_details"):
+            details = usage.extra.get(name)
+            if isinstance(details, Mapping):
+                counts[name] = thaw(details)
+    return counts
 
 
-def parse_messages(value: object) -> list[dict[str, str]]:
-    """The request's messages, checked: known roles, non-blank text, the last from the user."""
-    if value is None:
-        raise HTTPError(400, "missing_field", "'messages' is required", param="messages")
-    if not isinstance(value, list) or not value:
-        raise _invalid("'messages' must be a non-empty list")
-    messages = []
-    for index, message in enumerate(value):
-        if not isinstance(message, dict):
-            raise _invalid(f"message {index} must be an object")
-        name = message.get("role")
-        role = _ROLES.get(name) if isinstance(name, str) else None  # a list is no dict key
-        if role is None:
-            raise _invalid(f"message {index}: unsupported role {message.get('role')!r}")
-        text = _text(message.get("content"), index)
-        if not text.strip():
-            raise _invalid(f"message {index}: empty content")
-        messages.append({"role": role, "content": text})
-    if messages[-1]["role"] != "user":
-        raise _invalid("the last message must be from the user")
-    return messages
-
-
-def _number(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _invalid(f"'{name}' must be a number", name)
-    if not low <= value <= high:
-        raise _invalid(f"'{name}' must be in [{low:g}, {high:g}]", name)
-    return float(value)
-
-
-def parse_params(body: dict[str, Any], api: str) -> dict[str, Any]:
-    """The honoured parameters, checked and named for the upstream API."""
-    params: dict[str, Any] = {}
-    for name, high in (("temperature", 2.0), ("top_p", 1.0)):
-        value = _number(body, name, 0.0, high)
-        if value is not None:
-            params[name] = value
-    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-    if max_tokens is not None:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise _invalid("'max_tokens' must be a positive integer", "max_tokens")
-        params["max_tokens"] = max_tokens
-    stop = body.get("stop")
-    if stop is not None:
-        if isinstance(stop, str):
-            stop = [stop]
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise _invalid("'stop' must be a string or a list of strings", "stop")
-        params["stop"] = stop
-    user = body.get("user")
-    if user is not None:
-        if not isinstance(user, str):
-            raise _invalid("'user' must be a string", "user")
-        params["user_id" if api == "v1" else "user"] = user
-    return params
+def _tool_call(index: int, call: dict[str, Any]) -> dict[str, Any]:
+    function = {"name": call["name"], "arguments": call["arguments"]}
+    return {"index": index, "id": call["id"], "type": "function", "function": function}
 
 
 class _Chunks:
@@ -149,6 +87,7 @@ class _Chunks:
         )
         self.prefix += b'"model":%s,"system_fingerprint":null,"choices":' % json_bytes(model)
         self.include_usage = include_usage
+        self.calls = 0  # tool calls sent so far: the next one's index
 
     def choice(self, delta: bytes, finish: str | None) -> bytes:
         reason = b"null" if finish is None else b'"%s"' % finish.encode()
@@ -158,11 +97,30 @@ class _Chunks:
         )
 
     def encode(self, entry: Entry, gen: Generation) -> bytes:
-        if entry.kind is _DELTA:
+        kind = entry.kind
+        if kind is _DELTA:
             # entry.json() is b'{"text":"…"}': the same JSON string, under another name
             return self.choice(b'{"content":' + entry.json()[8:], None)
-        if entry.kind is not _END:
+        if kind is _START:
             return self.choice(b'{"role":"assistant","content":""}', None)
+        if kind is _REASONING:
+            return self.choice(b'{"reasoning_content":' + entry.json()[8:], None)
+        if kind is _SEARCH:
+            results = json_bytes((entry.data or {}).get("results", []))
+            return encode_event_bytes(
+                b'%s[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}],'
+                b'"search_results":%s}' % (self.prefix, results)
+            )
+        if kind is _TOOL_CALL:
+            # OpenAI's shape: id, type and name first (empty arguments), then the arguments
+            call = _tool_call(self.calls, entry.data or {})
+            self.calls += 1
+            arguments = call["function"].pop("arguments")
+            call["function"]["arguments"] = ""
+            rest = {"index": call["index"], "function": {"arguments": arguments}}
+            return self.choice(json_bytes({"tool_calls": [call]}), None) + self.choice(
+                json_bytes({"tool_calls": [rest]}), None
+            )
         out = b""
         finish = openai_finish(gen.end_reason, gen.finish_reason)
         if finish is None:  # a cut: an error, never a finish
@@ -170,7 +128,7 @@ class _Chunks:
         else:
             out += self.choice(b"{}", finish)
         if self.include_usage and gen.usage is not None:
-            usage = json_bytes(usage_dict(gen.usage))
+            usage = json_bytes(openai_usage(gen.usage))
             out += encode_event_bytes(b'%s[],"usage":%s}' % (self.prefix, usage))
         return out + DONE_EVENT
 
@@ -203,11 +161,11 @@ async def _relay(sub: Subscription, outlet: _LazyOutlet, chunks: _Chunks) -> Non
     while True:
         batch = await sub.next_batch()
         last = batch[-1]
-        shown = outlet.started or any(entry.kind is _DELTA for entry in batch)
+        shown = outlet.started or any(e.kind is not _START and e.kind is not _END for e in batch)
         if last.kind is _END and not shown and openai_finish(gen.end_reason, None) is None:
             return  # nothing shown yet: the handler answers with an HTTP error status
         body = held + b"".join([chunks.encode(entry, gen) for entry in batch])
-        if not outlet.started and last.kind is not _DELTA and last.kind is not _END:
+        if not outlet.started and last.kind is _START:
             held = body  # the role chunk waits for the content it introduces
             continue
         held = b""
@@ -245,7 +203,6 @@ class OpenAIRoutes:
         """This module's routes: path template → method → handler."""
         return {
             "/v1/chat/completions": {"POST": self.completions},
-            "/v1/models": {"GET": self.models},
         }
 
     async def completions(self, ctx: Context, receive: Receive, send: Send) -> None:
@@ -253,39 +210,21 @@ class OpenAIRoutes:
         principal = await self.access.principal(ctx)
         body = await read_json(receive, ctx.request, self.max_body_bytes)
         name, upstream_model = self.upstream.resolve_model(required_str(body, "model"))
-        messages = parse_messages(body.get("messages"))
-        stream = body.get("stream", False)
-        if stream is None:
-            stream = False
-        if not isinstance(stream, bool):
-            raise _invalid("'stream' must be a boolean", "stream")
-        options = body.get("stream_options") or {}
-        if not isinstance(options, dict) or not isinstance(
-            options.get("include_usage", False), bool
-        ):
-            raise _invalid(
-                "'stream_options' must be an object with a boolean include_usage",
-                "stream_options",
-            )
-        params = parse_params(body, self.upstream.api)
+        request = parse_completion(body)
         self.upstream.check_rate()  # ERNIE is rate limited: 429 now, nothing is held
-        try:
-            gen = await self.answers.complete(
-                principal,
-                messages=messages,
-                model=name,
-                upstream_model=upstream_model,
-                params=params,
-                received_at=ctx.received_at,
-                audit=ctx.audit_fields(),
-            )
-        except InvalidRequestError as exc:
-            raise _invalid(str(exc), exc.field) from None
+        gen = await self.answers.complete(
+            principal,
+            messages=request.messages,
+            model=name,
+            upstream_model=upstream_model,
+            params=request.params,
+            received_at=ctx.received_at,
+            audit=ctx.audit_fields(),
+        )
         ctx.audit_taken = True
         sub = self.relay.attach(gen)
-        if stream:
-            chunks = _Chunks(name, bool(options.get("include_usage")))
-            await self._stream(sub, receive, send, chunks)
+        if request.stream:
+            await self._stream(sub, receive, send, _Chunks(name, request.include_usage))
         else:
             await self._whole(sub, receive, send, name)
 
@@ -321,32 +260,31 @@ class OpenAIRoutes:
         finish = openai_finish(gen.end_reason, gen.finish_reason)
         if finish is None:
             raise _failure(gen)
-        await send_json(
-            send,
-            200,
-            {
-                "id": "chatcmpl-" + secrets.token_hex(12),
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "system_fingerprint": None,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": gen.text, "refusal": None},
-                        "logprobs": None,
-                        "finish_reason": finish,
-                    }
-                ],
-                "usage": usage_dict(gen.usage),
-            },
-        )
+        await send_json(send, 200, _completion(gen, model, finish))
 
-    async def models(self, ctx: Context, receive: Receive, send: Send) -> None:
-        """``GET /v1/models``: the models this server knows."""
-        await self.access.principal(ctx)
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "baidu"}
-            for name in self.upstream.model_names()
+
+def _completion(gen: Generation, model: str, finish: str) -> dict[str, Any]:
+    """The ``chat.completion`` of a finished answer."""
+    text = gen.text
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    reasoning = gen.reasoning
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if gen.tool_calls:
+        message["tool_calls"] = [
+            {k: v for k, v in _tool_call(i, call).items() if k != "index"}
+            for i, call in enumerate(gen.tool_calls)
         ]
-        await send_json(send, 200, {"object": "list", "data": data})
+        message["content"] = text or None
+    body: dict[str, Any] = {
+        "id": "chatcmpl-" + secrets.token_hex(12),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": openai_usage(gen.usage),
+    }
+    if gen.search_results is not None:
+        body["search_results"] = gen.search_results
+    return body

@@ -26,10 +26,10 @@ from typing import Any
 from .._aio import race
 from .._asgi import Receive, Send, send_json
 from ._access import Access
-from ._answers import Answers
+from ._answers import Answers, parse_ask_options
 from ._config import ServerConfig
 from ._connection import PING, RETRY, SSE_HEADERS, Outlet, watch
-from ._http import Context, HTTPError, Routes, not_found, optional_str, read_json, required_str
+from ._http import Context, HTTPError, Routes, not_found, read_json, required_str
 from ._relay import EntryKind, Generation, Relay, Subscription
 
 __all__ = ["StreamRoutes", "last_event_seq"]
@@ -121,13 +121,13 @@ class StreamRoutes:
         principal = await self.access.principal(ctx)
         body = await read_json(receive, ctx.request, self.max_body_bytes)
         content = required_str(body, "content")
-        model = optional_str(body, "model")
+        options = parse_ask_options(body)
         self.answers.upstream.check_rate()  # 429 now, rather than a stream that fails at once
         gen = await self.answers.ask(
             principal,
             conversation_id=ctx.params["id"],
             content=content,
-            model=model,
+            options=options,
             received_at=ctx.received_at,
             audit=ctx.audit_fields(question=content),
         )

@@ -8,7 +8,9 @@ transaction that the caller owns (the store's worker, or ``wenxin keys``); nothi
 which database or which thread it runs on.
 
 **Records.** :class:`ConversationRecord` and :class:`MessageRecord` are what the operations
-return: frozen rows, with ``usage`` decoded from its JSON text.
+return: frozen rows, with ``usage`` and ``extras`` decoded from their JSON text. ``extras``
+(schema 2) holds what today's ERNIE adds to an answer — ``reasoning``, ``search_results``,
+``tool_calls`` — or is ``NULL`` when it has none.
 
 **Schema.** Created on open, versioned in ``schema_version``; :data:`MIGRATIONS` is a list of
 steps applied in order by :func:`migrate` (append one to change the schema; never edit a
@@ -153,18 +155,21 @@ class MessageRecord:
     generated_chars: int | None
     delivered_chars: int | None
     created_at: str
+    extras: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     """The latest state of an answer still streaming: its text so far, the characters
-    generated (``len(content)``) and delivered to a client, and its time to first token."""
+    generated (``len(content)``) and delivered to a client, its time to first token, and its
+    ``extras`` so far (the reasoning, search results and tool calls; ``None``: none)."""
 
     message_id: str
     content: str
     generated_chars: int
     delivered_chars: int
     ttft_ms: float | None
+    extras: dict[str, Any] | None = None
 
 
 class StoreError(WenxinError):
@@ -196,28 +201,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX messages_by_conversation ON messages (conversation_id, seq)",
         "CREATE INDEX messages_by_status ON messages (status)",
     ),
+    (  # 2: what today's ERNIE adds to an answer (reasoning, search results, tool calls), JSON
+        "ALTER TABLE messages ADD COLUMN extras TEXT",
+    ),
 )
 """Schema steps; step ``n`` brings the database to version ``n``. Append, never edit."""
 
 _CONV = "id, owner, title, model, system, created_at, updated_at, message_count"
 _MSG = (
     "id, conversation_id, role, content, status, end_reason, model, usage, ttft_ms, "
-    "total_ms, generated_chars, delivered_chars, created_at"
+    "total_ms, generated_chars, delivered_chars, created_at, extras"
 )
 # Statements are built once, from constant column lists: no input ever reaches their text.
 _INSERT_CONVERSATION = f"INSERT INTO conversations ({_CONV}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 _SELECT_CONVERSATIONS = f"SELECT {_CONV} FROM conversations WHERE owner = ?"  # noqa: S608
 _INSERT_MESSAGE = (
-    f"INSERT INTO messages ({_MSG}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+    f"INSERT INTO messages ({_MSG}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 )
 _SELECT_MESSAGES = f"SELECT {_MSG} FROM messages WHERE conversation_id = ? ORDER BY seq"  # noqa: S608
 _UPDATE_MESSAGE = (
     "UPDATE messages SET content = ?, status = ?, end_reason = ?, usage = ?, ttft_ms = ?, "
-    "total_ms = ?, generated_chars = ?, delivered_chars = ? WHERE id = ?"
+    "total_ms = ?, generated_chars = ?, delivered_chars = ?, extras = ? WHERE id = ?"
 )
 _CHECKPOINT = (
-    "UPDATE messages SET content = ?, generated_chars = ?, delivered_chars = ?, ttft_ms = ? "
-    "WHERE id = ? AND status = ?"
+    "UPDATE messages SET content = ?, generated_chars = ?, delivered_chars = ?, ttft_ms = ?, "
+    "extras = ? WHERE id = ? AND status = ?"
 )
 
 
@@ -247,7 +255,12 @@ def migrate(db: Db) -> None:
 def _message(row: tuple[Any, ...]) -> MessageRecord:
     values = list(row)
     values[7] = None if row[7] is None else json.loads(row[7])  # usage: JSON text
+    values[13] = None if row[13] is None else json.loads(row[13])  # extras: JSON text
     return MessageRecord(*values)
+
+
+def _json_text(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def create_conversation(
@@ -306,7 +319,7 @@ def add_message(
     db.run(
         _INSERT_MESSAGE,
         (record.id, cid, role, content, status, None, model, None, None, None, None, None, now,
-         count),
+         None, count),
     )  # fmt: skip
     if role == "user" and not title:
         title = default_title(content)
@@ -341,13 +354,13 @@ def update_message(
     total_ms: float | None,
     generated_chars: int | None,
     delivered_chars: int | None,
+    extras: dict[str, Any] | None = None,
 ) -> None:
     """Record a message's final (or latest) state; no effect if it is gone."""
-    usage_text = None if usage is None else json.dumps(usage, separators=(",", ":"))
     db.run(
         _UPDATE_MESSAGE,
-        (content, status, end_reason, usage_text, ttft_ms, total_ms, generated_chars,
-         delivered_chars, message_id),
+        (content, status, end_reason, _json_text(usage), ttft_ms, total_ms, generated_chars,
+         delivered_chars, _json_text(extras), message_id),
     )  # fmt: skip
 
 
@@ -356,7 +369,8 @@ def checkpoint_answers(db: Db, checkpoints: list[Checkpoint]) -> int:
     record is written (or that is gone) is left as it is. How many rows were written."""
     return db.run_many(
         _CHECKPOINT,
-        [(c.content, c.generated_chars, c.delivered_chars, c.ttft_ms, c.message_id, "streaming")
+        [(c.content, c.generated_chars, c.delivered_chars, c.ttft_ms, _json_text(c.extras),
+          c.message_id, "streaming")
          for c in checkpoints],
     )  # fmt: skip
 

@@ -38,7 +38,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from . import _keys, _schema
 from ._keys import AmbiguousKeyError, KeyRecord
@@ -133,6 +133,7 @@ class Store(Protocol):
         total_ms: float | None,
         generated_chars: int | None,
         delivered_chars: int | None,
+        extras: dict[str, Any] | None = None,
     ) -> None: ...
     async def checkpoint(self, checkpoints: list[Checkpoint]) -> int: ...
     async def mark_streaming_as(self, end_reason: str) -> int: ...
@@ -246,6 +247,7 @@ class OperationStore:
         total_ms: float | None,
         generated_chars: int | None,
         delivered_chars: int | None,
+        extras: dict[str, Any] | None = None,
     ) -> None:
         """Record a message's final (or latest) state; no effect if it is gone (its
         conversation was deleted while it streamed)."""
@@ -253,7 +255,7 @@ class OperationStore:
         await self._call(
             lambda db: _schema.update_message(
                 db, message_id, content, status, end_reason, usage, ttft_ms, total_ms,
-                generated_chars, delivered_chars,
+                generated_chars, delivered_chars, extras,
             ),
             write=True,
         )  # fmt: skip

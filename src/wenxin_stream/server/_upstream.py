@@ -10,10 +10,14 @@ wraps it with what the routes need to know:
 
 - whether it is ERNIE or an emulator (:attr:`Upstream.kind`, for ``/readyz``, ``/api/info``
   and the start-up line);
-- the models: the default one, the names served (v1 endpoint names or v2 model ids, by the
-  client's API generation), and :meth:`Upstream.resolve_model`, which maps a requested name
-  (or alias) to the name shown to the client and the name sent upstream (404
-  ``model_not_found`` for an unknown one);
+- the models: the default one, and :meth:`Upstream.resolve_model`, which maps a requested name
+  to the name shown to the client and the name sent upstream by the SDK's rule for each API
+  generation (``docs/MODELS.md``): on v2 a catalogue id or alias goes as spelled, a legacy
+  (v1) name the catalogue knows as its v2 id, and an id the catalogue does not know as given
+  — the upstream decides (ERNIE, or the emulator's roster: 401 ``invalid_model``, which the
+  error table answers 404 ``model_not_found``; a retired model 403 ``model_offline``); on v1
+  an unknown name is a local 404 ``model_not_found``, as the SDK refuses it (the name
+  selects the URL);
 - whether ERNIE's rate limits let a request go now (:meth:`Upstream.check_rate`).
 
 **Rate limits: answer, never hold.** The client shares one client-side limiter between every
@@ -40,10 +44,11 @@ from typing import Any, Literal
 from .._async_client import AsyncChatStream, AsyncClient
 from .._client_base import EMULATOR_NOTICE
 from .._exceptions import ClientRateLimitTimeout, RateLimitError
-from .._models import MODELS, find_model
+from .._models import find_model, lookup_model
 from .._retry import RetryPolicy
 from .._timeouts import Timeout
 from .._transport import Limits
+from ._catalogue import baidu_today, model_names
 from ._config import ServerConfig
 from ._errors import upstream_failure
 from ._http import HTTPError
@@ -149,8 +154,13 @@ class Upstream:
             HTTPError: 404 ``model_not_found``.
         """
         default = self.default_model
-        if name is None or name == default:
+        if name is None:
             name = default
+        if self.client.api != "v1":
+            if lookup_model(name) is not None:
+                return name, name  # aliases go as spelled, as the SDK sends them
+            legacy = find_model(name)
+            return name, (name if legacy is None else legacy.v2_name)
         info = find_model(name)
         if info is None:
             if name == default:
@@ -158,7 +168,7 @@ class Upstream:
             raise HTTPError(
                 404, "model_not_found", f"the model {name!r} does not exist", param="model"
             )
-        return name, (info.name if self.client.api == "v1" else info.v2_name)
+        return name, info.name
 
     def rate_limit_delay(self) -> float:
         """How long a new request would now wait for ERNIE's rate limits (seconds)."""
@@ -176,12 +186,10 @@ class Upstream:
             raise upstream_failure(ClientRateLimitTimeout(wait, RATE_LIMIT_WAIT), pause=wait)
 
     def model_names(self) -> list[str]:
-        """The models this server serves."""
-        if self.client.api == "v1":
-            return [info.name for info in MODELS.values()]
-        return sorted({info.v2_name for info in MODELS.values()})
+        """The models this server serves (``_catalogue``: v1 names, or the live v2 ids)."""
+        return model_names(self.client.api, baidu_today())
 
-    def stream(self, messages: list[dict[str, str]], model: str, **params: Any) -> AsyncChatStream:
+    def stream(self, messages: list[dict[str, Any]], model: str, **params: Any) -> AsyncChatStream:
         """A stream of the answer to ``messages`` (the request leaves when it is entered).
 
         Raises:

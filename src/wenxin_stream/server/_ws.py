@@ -49,7 +49,7 @@ from typing import Any
 from .._aio import race
 from .._asgi import Receive, Scope, Send, json_bytes
 from ._access import Access, Principal
-from ._answers import Answers
+from ._answers import Answers, AskOptions, parse_ask_options
 from ._config import ServerConfig
 from ._connection import Outlet, heartbeat
 from ._http import (
@@ -73,6 +73,7 @@ SERVER_GOING_AWAY = 1012
 """Close code uvicorn uses when the server shuts down."""
 
 _DELTA, _END = EntryKind.DELTA, EntryKind.END
+_REASONING, _TOOL_CALL = EntryKind.REASONING, EntryKind.TOOL_CALL
 
 
 class SocketState(Enum):
@@ -94,13 +95,23 @@ class _Ask:
 
 
 def frame(entry: Entry, request_id: bytes) -> str:
-    """The WebSocket frame of a log entry, for the ask ``request_id`` (JSON-encoded)."""
-    payload = entry.json()
-    if entry.kind is _DELTA:
-        head = b'{"type":"delta","id":%s,"seq":%d,' % (request_id, entry.seq)
+    """The WebSocket frame of a log entry, for the ask ``request_id`` (JSON-encoded): its data
+    merged into ``{"type", "id"}`` (text frames also carry their ``seq``; a tool call's own
+    id is ``call_id``, as ``id`` is the ask's)."""
+    kind = entry.kind
+    if kind is _DELTA or kind is _REASONING:
+        head = b'{"type":"%s","id":%s,"seq":%d,' % (kind.value, request_id, entry.seq)
     else:
-        head = b'{"type":"%s","id":%s,' % (entry.kind.value, request_id)
-    return (head + payload[1:]).decode()
+        head = b'{"type":"%s","id":%s,' % (kind.value, request_id)
+    if kind is _TOOL_CALL:
+        call = entry.data or {}
+        body = {
+            "call_id": call.get("id"),
+            "name": call.get("name"),
+            "arguments": call.get("arguments"),
+        }
+        return (head + json_bytes(body)[1:]).decode()
+    return (head + entry.json()[1:]).decode()
 
 
 class Sockets:
@@ -287,10 +298,10 @@ class Socket:
             raise HTTPError(400, "invalid_field", f"ask {rid!r} is still running", param="id")
         content = required_str(body, "content")
         conversation_id = optional_str(body, "conversation_id")
-        model = optional_str(body, "model")
+        options = parse_ask_options(body)
         ask = self.asks[rid] = _Ask()
         ask.task = asyncio.create_task(
-            self._answer(rid, ask, self.principal, conversation_id, content, model)
+            self._answer(rid, ask, self.principal, conversation_id, content, options)
         )
 
     def _cancel(self, rid: str) -> None:
@@ -308,7 +319,7 @@ class Socket:
         principal: Principal,
         conversation_id: str | None,
         content: str,
-        model: str | None,
+        options: AskOptions,
     ) -> None:
         sockets = self.sockets
         sub: Subscription | None = None
@@ -319,7 +330,7 @@ class Socket:
                 principal,
                 conversation_id=conversation_id,
                 content=content,
-                model=model,
+                options=options,
                 received_at=perf_counter(),
                 audit={
                     "question": content,
