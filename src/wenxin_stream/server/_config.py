@@ -74,6 +74,10 @@ class ServerConfig:
         redis_max_connections: Size of the Redis connection pool of one process (a request
             waits for a free connection at most ``redis_timeout``).
         redis_timeout: Seconds any Redis call may take before it counts as failed.
+        resume_window: With ``redis_url``: seconds an answer's event log stays in Redis after
+            its end (a client may resume it on any instance meanwhile).
+        eventlog_maxlen: With ``redis_url``: about how many events one answer's log keeps
+            (``XADD … MAXLEN ~``; older ones are trimmed, a resume before them answers 410).
         on_disconnect: ``cancel`` (stop the upstream once the last client has been gone for
             ``resume_grace``) or ``drain`` (read it to its end for accounting).
         resume_grace: Seconds a stream waits for a client to reconnect (and is kept for
@@ -125,6 +129,8 @@ class ServerConfig:
     instance_id: str | None = None
     redis_max_connections: int = 64
     redis_timeout: float = 1.0
+    resume_window: float = 300.0
+    eventlog_maxlen: int = 10_000
     on_disconnect: DisconnectPolicy = "cancel"
     resume_grace: float = 5.0
     ping_interval: float = 15.0
@@ -185,6 +191,8 @@ class ServerConfig:
             )
         if self.redis_max_connections < 1 or self.redis_timeout <= 0:
             raise ServerConfigError("redis_max_connections / redis_timeout: must be positive")
+        if self.resume_window <= 0 or self.eventlog_maxlen < 100:
+            raise ServerConfigError("resume_window: must be positive; eventlog_maxlen: >= 100")
         if self.redis_url is not None and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://")
         ):
