@@ -361,3 +361,23 @@ async def test_redis_down_cuts_remote_readers_and_refuses_new_ones() -> None:
             await reader.aclose()
         finally:
             await redis.close()
+
+
+async def test_an_answer_ending_while_a_batch_is_in_flight_gets_its_end_written(
+    shared: SharedRedis,
+) -> None:
+    writer = writer_of(shared, window=30.0)
+    answer = FakeAnswer()
+    writer.track(answer)
+    answer.add(b"start", {})
+    flushing = asyncio.ensure_future(writer.flush())
+    await asyncio.sleep(0)  # the batch is queued and on its way
+    answer.add(b"end", {})
+    writer.finish(answer)
+    assert await flushing == 1
+    assert len(writer) == 1  # still tracked: its end is not written yet
+    assert await writer.flush() == 1
+    assert len(writer) == 0
+    log = log_key(shared, answer.stream_id)
+    assert [rid for rid, _ in await entries(shared, answer.stream_id)] == ["0-1", "1-1"]
+    assert 29_000 < await shared.client.pttl(log) <= 30_000

@@ -160,6 +160,12 @@ def test_url_passwords_never_show() -> None:
 async def test_scale_out_settings_refuse_to_start_until_wired(tmp_path: Path) -> None:
     from wenxin_stream.server import StartupError, create_app
 
-    app = create_app(ServerConfig(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0"))
+    url = "redis://:hunter2@127.0.0.1:1/0"
+    app = create_app(ServerConfig(data_dir=tmp_path, redis_url=url, workers=2))
     with pytest.raises(StartupError, match="not wired"):
         await app.startup()
+    # redis_url alone is wired (the event log): an unreachable Redis stops the start-up
+    app = create_app(ServerConfig(data_dir=tmp_path, redis_url=url, redis_timeout=0.5))
+    with pytest.raises(StartupError, match="cannot reach Redis") as info:
+        await app.startup()
+    assert "hunter2" not in str(info.value)

@@ -55,10 +55,12 @@ from ._answers import Answers
 from ._audit import AuditLog
 from ._checkpoints import Checkpoints
 from ._config import ServerConfig
+from ._eventlog import EventLog, default_instance_id
 from ._http import Context, Handler, HTTPError, Routes
 from ._keys import KeyCache
 from ._limits import KeyLimiter, KeyLimits
 from ._metrics import Metrics
+from ._redis import SharedRedis
 from ._relay import Relay
 from ._routes_conversations import ConversationRoutes
 from ._routes_openai import OpenAIRoutes
@@ -132,6 +134,7 @@ class Server:
         self.checkpoints: Checkpoints
         self.answers: Answers
         self.sockets: Sockets
+        self.eventlog: EventLog | None = None
 
     @property
     def client(self) -> AsyncClient:
@@ -270,10 +273,9 @@ class Server:
             StartupError: dev mode on a public address, or the store cannot be opened.
         """
         config = self.config
-        if config.redis_url is not None or config.workers > 1:  # being built (issue 11)
+        if config.workers > 1:  # being built (issue 11)
             raise StartupError(
-                "--redis-url and --workers are accepted but not wired into this build yet: "
-                "run one process without them"
+                "--workers is accepted but not wired into this build yet: run one process"
             )
         try:
             config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -302,6 +304,8 @@ class Server:
                 self.keys, dev_mode_allowed=is_loopback(config.host) or config.allow_dev_mode_remote
             )
             self.audit = AuditLog(config.audit_path, include_questions=config.audit_questions)
+            if config.redis_url is not None:
+                await self._open_eventlog(config.redis_url)
             self.upstream = Upstream(
                 self._client or build_client(config),
                 emulated=config.upstream_emulated,
@@ -309,12 +313,35 @@ class Server:
             )
         except BaseException:
             await self.store.close()
+            if self.eventlog is not None:
+                await self.eventlog.shared.close()
             raise
         self._compose()
         self.checkpoints.start()
+        if self.eventlog is not None:
+            self.relay.log = self.eventlog.writer
+            self.eventlog.start(self.relay.cancel)
         self.state = ServerState.READY
         if self._on_ready is not None:
             self._on_ready(self)
+
+    async def _open_eventlog(self, url: str) -> None:
+        config = self.config
+        shared = SharedRedis(
+            url, max_connections=config.redis_max_connections, timeout=config.redis_timeout
+        )
+        try:
+            await shared.open()
+        except Exception as exc:
+            await shared.close()
+            raise StartupError(f"cannot reach Redis: {exc}") from None
+        self.eventlog = EventLog(
+            shared,
+            self.metrics,
+            instance=config.instance_id or default_instance_id(),
+            window=config.resume_window,
+            maxlen=config.eventlog_maxlen,
+        )
 
     def _compose(self) -> None:
         """The use case and the route objects, each with what it uses; the routing table."""
@@ -333,7 +360,12 @@ class Server:
             history_turns=config.history_turns,
         )
         self.sockets = Sockets(
-            access=access, answers=self.answers, relay=relay, metrics=self.metrics, config=config
+            access=access,
+            answers=self.answers,
+            relay=relay,
+            metrics=self.metrics,
+            config=config,
+            eventlog=self.eventlog,
         )
         routes: Routes = {}
         for group in (
@@ -347,7 +379,13 @@ class Server:
                 upstream=upstream,
                 max_body_bytes=config.max_body_bytes,
             ).routes(),
-            StreamRoutes(access=access, answers=self.answers, relay=relay, config=config).routes(),
+            StreamRoutes(
+                access=access,
+                answers=self.answers,
+                relay=relay,
+                config=config,
+                eventlog=self.eventlog,
+            ).routes(),
             OpenAIRoutes(
                 access=access, answers=self.answers, relay=relay, upstream=upstream, config=config
             ).routes(),
@@ -373,6 +411,9 @@ class Server:
         await self.drain()
         self.state = ServerState.STOPPED
         await self.checkpoints.aclose()
+        if self.eventlog is not None:
+            await self.eventlog.aclose()
+            await self.eventlog.shared.close()
         await self.upstream.aclose()
         try:
             await self.store.mark_streaming_as("server_shutdown")

@@ -186,7 +186,7 @@ class LogWriter:
             return 0
         pipe = self.shared.client.pipeline(transaction=False)
         now = asyncio.get_running_loop().time()
-        batch: list[tuple[_Tracked, int]] = []
+        batch: list[tuple[_Tracked, int, bool]] = []
         for tracked in list(self._tracked.values()):
             if tracked.ended and now - tracked.ended_at > self.window:
                 del self._tracked[tracked.source.stream_id]  # given up: it would have expired
@@ -198,7 +198,7 @@ class LogWriter:
                 continue
             if records or tracked.ended or now >= tracked.renew_at:
                 self._queue(pipe, tracked, records, now)
-                batch.append((tracked, len(records)))
+                batch.append((tracked, len(records), tracked.ended))
         if not batch:
             return 0
         self.pipelines += 1
@@ -209,7 +209,7 @@ class LogWriter:
             raise
         self._check(results)
         written = 0
-        for tracked, count in batch:
+        for tracked, count, ended in batch:  # `ended` as queued: it may end meanwhile
             tracked.written += count
             written += count
             if not tracked.created:
@@ -217,7 +217,7 @@ class LogWriter:
                 tracked.renew_at = now + self.live_ttl / 2
             elif now >= tracked.renew_at:
                 tracked.renew_at = now + self.live_ttl / 2
-            if tracked.ended:
+            if ended:
                 self._tracked.pop(tracked.source.stream_id, None)
         self.records += written
         return written
