@@ -370,6 +370,8 @@ async def test_an_answer_ending_while_a_batch_is_in_flight_gets_its_end_written(
     answer = FakeAnswer()
     writer.track(answer)
     answer.add(b"start", {})
+    await writer.flush()
+    answer.text("a")
     flushing = asyncio.ensure_future(writer.flush())
     await asyncio.sleep(0)  # the batch is queued and on its way
     answer.add(b"end", {})
@@ -379,5 +381,5 @@ async def test_an_answer_ending_while_a_batch_is_in_flight_gets_its_end_written(
     assert await writer.flush() == 1
     assert len(writer) == 0
     log = log_key(shared, answer.stream_id)
-    assert [rid for rid, _ in await entries(shared, answer.stream_id)] == ["0-1", "1-1"]
+    assert [rid for rid, _ in await entries(shared, answer.stream_id)] == ["0-1", "1-1", "2-1"]
     assert 29_000 < await shared.client.pttl(log) <= 30_000
