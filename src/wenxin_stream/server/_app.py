@@ -45,9 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Callable
 from time import perf_counter
 
@@ -58,6 +55,7 @@ from ._answers import Answers
 from ._audit import AuditLog
 from ._checkpoints import Checkpoints
 from ._config import ServerConfig
+from ._eventlog import EventLog, default_instance_id
 from ._http import Context, Handler, HTTPError, Routes
 from ._keys import KeyCache
 from ._leases import Leases
@@ -118,9 +116,7 @@ class Server:
             tpm=config.default_tpm or None,
             max_streams=config.default_max_streams or None,
         )
-        self.instance_id = config.instance_id or (
-            f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        )
+        self.instance_id = config.instance_id or default_instance_id()
         self.redis: SharedRedis | None = None
         self.leases: Leases | None = None
         self.revocations: Revocations | None = None
@@ -153,6 +149,7 @@ class Server:
         self.checkpoints: Checkpoints
         self.answers: Answers
         self.sockets: Sockets
+        self.eventlog: EventLog | None = None
 
     @property
     def client(self) -> AsyncClient:
@@ -335,12 +332,16 @@ class Server:
             await self.revocations.start()
         self._compose()
         self.checkpoints.start()
+        if self.eventlog is not None:
+            self.relay.log = self.eventlog.writer
+            self.eventlog.start(self.relay.cancel)
         self.state = ServerState.READY
         if self._on_ready is not None:
             self._on_ready(self)
 
     async def _open_shared(self) -> None:
-        """Connect to the fleet's Redis (if configured) and start renewing leases.
+        """Connect to the fleet's Redis (if configured), start renewing leases, and make the
+        answers' event log.
 
         Raises:
             StartupError: Redis cannot be reached at start-up.
@@ -353,8 +354,18 @@ class Server:
             await self.redis.close()
             raise StartupError(f"cannot reach the shared state: {exc}") from None
         self.leases.start()
+        config = self.config
+        self.eventlog = EventLog(
+            self.redis,
+            self.metrics,
+            instance=self.instance_id,
+            window=config.resume_window,
+            maxlen=config.eventlog_maxlen,
+        )
 
     async def _close_shared(self) -> None:
+        if self.eventlog is not None:
+            await self.eventlog.aclose()
         if self.revocations is not None:
             await self.revocations.aclose()
         if self.leases is not None:
@@ -379,7 +390,12 @@ class Server:
             history_turns=config.history_turns,
         )
         self.sockets = Sockets(
-            access=access, answers=self.answers, relay=relay, metrics=self.metrics, config=config
+            access=access,
+            answers=self.answers,
+            relay=relay,
+            metrics=self.metrics,
+            config=config,
+            eventlog=self.eventlog,
         )
         routes: Routes = {}
         for group in (
@@ -397,7 +413,13 @@ class Server:
                 upstream=upstream,
                 max_body_bytes=config.max_body_bytes,
             ).routes(),
-            StreamRoutes(access=access, answers=self.answers, relay=relay, config=config).routes(),
+            StreamRoutes(
+                access=access,
+                answers=self.answers,
+                relay=relay,
+                config=config,
+                eventlog=self.eventlog,
+            ).routes(),
             OpenAIRoutes(
                 access=access, answers=self.answers, relay=relay, upstream=upstream, config=config
             ).routes(),

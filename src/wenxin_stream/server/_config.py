@@ -79,6 +79,10 @@ class ServerConfig:
         redis_timeout: Seconds any Redis call may take before it counts as failed.
         lease_ttl: Seconds a concurrent-stream lease in Redis lives unless renewed (renewed
             every third of it): a killed process's slots free themselves within it.
+        resume_window: With ``redis_url``: seconds an answer's event log stays in Redis after
+            its end (a client may resume it on any instance meanwhile).
+        eventlog_maxlen: With ``redis_url``: about how many events one answer's log keeps
+            (``XADD … MAXLEN ~``; older ones are trimmed, a resume before them answers 410).
         on_disconnect: ``cancel`` (stop the upstream once the last client has been gone for
             ``resume_grace``) or ``drain`` (read it to its end for accounting).
         resume_grace: Seconds a stream waits for a client to reconnect (and is kept for
@@ -132,6 +136,8 @@ class ServerConfig:
     redis_max_connections: int = 64
     redis_timeout: float = 1.0
     lease_ttl: float = 10.0
+    resume_window: float = 300.0
+    eventlog_maxlen: int = 10_000
     on_disconnect: DisconnectPolicy = "cancel"
     resume_grace: float = 5.0
     ping_interval: float = 15.0
@@ -197,6 +203,8 @@ class ServerConfig:
                 "lease_ttl: must be more than 3 × redis_timeout (a renewal every third of it "
                 "must be able to fail once and still arrive in time)"
             )
+        if self.resume_window <= 0 or self.eventlog_maxlen < 100:
+            raise ServerConfigError("resume_window: must be positive; eventlog_maxlen: >= 100")
         if self.redis_url is not None and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://")
         ):

@@ -23,11 +23,13 @@ The connection side (the outlet, the heartbeat, the watcher, and the race of eac
 relay loop against them) is drawn and lives in ``_connection``.
 
 **The log.** Entries are numbered by their index (``seq``) and never change once *claimed*
-(handed to some subscriber's ``send``). Text arriving while the last entry is an unclaimed
-delta is appended to it (up to :data:`MAX_DELTA_CHARS`) unless a reader has been woken for it
-and is on its way (then it takes both entries in one batch, one write: a burst of chunks from
-one upstream read keeps its chunks), so a lagging or absent reader finds a
-few larger deltas instead of many small ones — coalescing happens in the shared log, ids stay
+(handed to some subscriber's ``send``) or *sealed* (written to the event log in Redis, when
+``redis_url`` is set: ``_eventlog``, which reads this log in batches). Text arriving while
+the last entry is an unclaimed (and unsealed) delta is appended to it (up to
+:data:`MAX_DELTA_CHARS`) unless a reader has been woken for it and is on its way (then it
+takes both entries in one batch, one write: a burst of chunks from one upstream read keeps
+its chunks), so a lagging or absent reader finds a few larger deltas instead of many small
+ones — coalescing happens in the shared log, ids stay
 gap-free for everybody, and resume from any id a client has seen is exact. SSE frames are
 encoded once per entry and the same bytes go to every subscriber. The log is bounded by the
 answer (``max_answer_chars`` stops a runaway one); a subscriber holds only a cursor. Entries
@@ -81,6 +83,8 @@ from .._events import (
 from .._exceptions import APITimeoutError, ClientRateLimitTimeout, WenxinError
 from .._sse import encode_event_bytes
 from ._errors import FINISHED_REASONS, cut_error, upstream_failure
+from ._eventlog_keys import Record
+from ._eventlog_writer import LogWriter
 from ._http import HTTPError
 from ._metrics import Metrics
 
@@ -200,6 +204,8 @@ class Generation:
         self.on_end = on_end
         self.entries: list[Entry] = []
         self.claimed = -1
+        self.sealed = -1
+        """Entries up to here never change: claimed, or written to the event log in Redis."""
         self.subscribers = 0
         self.generated_chars = 0
         self.delivered_chars = 0
@@ -349,6 +355,8 @@ class Generation:
         if last <= self.claimed:
             return
         self.claimed = last
+        if last > self.sealed:
+            self.sealed = last
         entry = self.entries[last]
         self.delivered_chars = max(self.delivered_chars, entry.end_offset)
         if self.first_sent_at is None and self.first_text_at is not None:
@@ -426,7 +434,7 @@ class Generation:
         entries = self.entries
         last = entries[-1]
         entry = Entry(len(entries), kind, data=data, end_offset=self.generated_chars)
-        if kind is _SEARCH and last.kind is _DELTA and last.seq > self.claimed:
+        if kind is _SEARCH and last.kind is _DELTA and last.seq > self.sealed:
             entry.seq, entry.end_offset = last.seq, last.end_offset - last.size
             last.seq += 1
             entries.insert(entry.seq, entry)
@@ -439,7 +447,7 @@ class Generation:
         last = self.entries[-1]
         if (
             last.kind is kind
-            and last.seq > self.claimed
+            and last.seq > self.sealed
             and not self._woken
             and last.size < MAX_DELTA_CHARS
         ):
@@ -450,6 +458,15 @@ class Generation:
             entry = Entry(len(self.entries), kind, parts=[text], end_offset=end_offset)
             entry.size = len(text)
             self.entries.append(entry)
+
+    def log_records(self, start: int) -> list[Record]:
+        """The entries from seq ``start`` on for the event log in Redis, sealed (the last
+        delta takes no more text: later text makes a new entry)."""
+        entries = self.entries
+        if not entries:
+            return []
+        self.sealed = entries[-1].seq
+        return [Record(e.seq, e.kind._value_, e.json()) for e in entries[start:]]
 
     # -- the task --------------------------------------------------------------------------
 
@@ -635,6 +652,8 @@ class Relay:
         self.streams: dict[str, Generation] = {}
         self.running: set[Generation] = set()
         self.accepting = True
+        self.log: LogWriter | None = None
+        """With ``redis_url``: the event log every resumable answer is also written to."""
         self.upstream_pause: Callable[[], float] = lambda: 0.0
         """How long the upstream client now holds every request (seconds; set once the
         upstream exists): the ``Retry-After`` of a rate limit ERNIE gave none for."""
@@ -662,6 +681,8 @@ class Relay:
         )
         if resumable:
             self.streams[gen.stream_id] = gen
+            if self.log is not None:
+                self.log.track(gen)
         self.running.add(gen)
         self.metrics.stream_started()
         return gen
@@ -670,6 +691,12 @@ class Relay:
         """The stream ``stream_id`` if it exists, is still resumable and belongs to ``owner``."""
         gen = self.streams.get(stream_id)
         return gen if gen is not None and gen.owner == owner else None
+
+    def cancel(self, stream_id: str) -> None:
+        """Cancel the running answer ``stream_id`` (a cancel from another instance)."""
+        gen = self.streams.get(stream_id)
+        if gen is not None:
+            gen.cancel("cancelled")
 
     def attach(self, gen: Generation, after: int = -1) -> Subscription:
         """A new subscription that reads the events after seq ``after``."""
@@ -695,6 +722,8 @@ class Relay:
     def finished(self, gen: Generation) -> None:
         """A generation ended: keep it resumable for the grace time, then forget it."""
         self.running.discard(gen)
+        if self.log is not None:
+            self.log.finish(gen)
         if gen.stream_id in self.streams:
             if gen.grace > 0:
                 gen.loop.call_later(gen.grace, self.streams.pop, gen.stream_id, None)

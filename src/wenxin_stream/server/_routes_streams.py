@@ -21,14 +21,18 @@ the shutdown to end.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .._aio import race
 from .._asgi import Receive, Send, send_json
+from .._sse import encode_event_bytes
 from ._access import Access
 from ._answers import Answers, parse_ask_options
 from ._config import ServerConfig
 from ._connection import PING, RETRY, SSE_HEADERS, Outlet, watch
+from ._eventlog import EventLog
+from ._eventlog_reader import RemoteStream
 from ._http import Context, HTTPError, Routes, not_found, read_json, required_str
 from ._relay import EntryKind, Generation, Relay, Subscription
 
@@ -39,6 +43,12 @@ _END = EntryKind.END
 
 def last_event_seq(ctx: Context, gen: Generation) -> int:
     """The seq after which a resuming client wants the events (-1: from the start)."""
+    return requested_seq(ctx, gen.stream_id, gen.sealed)
+
+
+def requested_seq(ctx: Context, stream_id: str, limit: int | None) -> int:
+    """The seq after which a client resuming ``stream_id`` wants the events (-1: from the
+    start); beyond ``limit`` (when known) it is refused."""
     header = ctx.request.headers.get("last-event-id")
     query = ctx.request.query_value("last_event_id")
     text = header if header is not None else query
@@ -47,12 +57,16 @@ def last_event_seq(ctx: Context, gen: Generation) -> int:
     text = text.strip()
     if ":" in text:
         sid, _, text = text.rpartition(":")
-        if sid != gen.stream_id:
+        if sid != stream_id:
             raise HTTPError(
                 400, "invalid_field", "Last-Event-ID names another stream", param="last_event_id"
             )
     digits = text.lstrip("0") or "0"  # ASCII digits only: `isdigit` also accepts "²"
-    if not (text.isascii() and text.isdigit()) or len(digits) > 18 or int(digits) > gen.claimed:
+    if (
+        not (text.isascii() and text.isdigit())
+        or len(digits) > 18
+        or (limit is not None and int(digits) > limit)
+    ):
         raise HTTPError(
             400,
             "invalid_field",
@@ -76,13 +90,39 @@ async def _relay(sub: Subscription, outlet: Outlet, head: bytes) -> None:
             return
 
 
+async def _relay_remote(stream: RemoteStream, outlet: Outlet, head: bytes) -> None:
+    """Relay an answer of another instance from Redis; a cut client gets no ``end``."""
+    id_prefix = stream.stream_id.encode() + b":"
+    while True:
+        try:
+            batch = await stream.next_batch()
+        except HTTPError:
+            batch = []
+        frames = [encode_event_bytes(r.data, r.kind, b"%b%d" % (id_prefix, r.seq)) for r in batch]
+        if head:
+            frames.insert(0, head)
+            head = b""
+        if frames:
+            body = b"".join(frames)
+            await outlet.write({"type": "http.response.body", "body": body, "more_body": True})
+        if not batch or batch[-1].is_end:
+            return
+
+
 class StreamRoutes:
     """The event-stream routes (see the module docstring)."""
 
     def __init__(
-        self, *, access: Access, answers: Answers, relay: Relay, config: ServerConfig
+        self,
+        *,
+        access: Access,
+        answers: Answers,
+        relay: Relay,
+        config: ServerConfig,
+        eventlog: EventLog | None = None,
     ) -> None:
         self.access = access
+        self.eventlog = eventlog
         self.answers = answers
         self.relay = relay
         self.max_body_bytes = config.max_body_bytes
@@ -99,12 +139,26 @@ class StreamRoutes:
 
     async def stream_events(self, sub: Subscription, receive: Receive, send: Send) -> None:
         """Answer with the subscription's events until the end, a disconnect or a stall."""
+        await self._stream(
+            lambda outlet: _relay(sub, outlet, RETRY),
+            lambda gone: self.relay.detach(sub, gone=gone),
+            receive,
+            send,
+        )
+
+    async def _stream(
+        self,
+        relay: Callable[[Outlet], Coroutine[Any, Any, None]],
+        leave: Callable[[bool], None],
+        receive: Receive,
+        send: Send,
+    ) -> None:
         outlet = Outlet(send)
         gone = True
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             winner = await race(
-                _relay(sub, outlet, RETRY),
+                relay(outlet),
                 watch(receive, outlet, PING, self.ping_interval, self.stall_timeout),
             )
             if winner == 0:
@@ -114,7 +168,7 @@ class StreamRoutes:
             gone = False  # the server is stopping: shutdown ends the stream, not the policy
             raise
         finally:
-            self.relay.detach(sub, gone=gone)
+            leave(gone)
 
     async def ask(self, ctx: Context, receive: Receive, send: Send) -> None:
         """``POST /api/conversations/{id}/messages``: ask, and stream the answer."""
@@ -143,6 +197,10 @@ class StreamRoutes:
     async def resume(self, ctx: Context, receive: Receive, send: Send) -> None:
         """``GET /api/streams/{id}``: the events after ``Last-Event-ID``, then the live rest."""
         principal = await self.access.principal(ctx)
+        gen = self.relay.find(ctx.params["id"], principal.owner)
+        if gen is None and self.eventlog is not None:  # another instance's, or forgotten here
+            await self._resume_remote(ctx, principal.owner, self.eventlog, receive, send)
+            return
         gen = self._find(ctx, principal.owner)
         after = last_event_seq(ctx, gen)
         if ctx.audit is not None:
@@ -153,16 +211,33 @@ class StreamRoutes:
             )
         await self.stream_events(self.relay.attach(gen, after), receive, send)
 
+    async def _resume_remote(
+        self, ctx: Context, owner: str, eventlog: EventLog, receive: Receive, send: Send
+    ) -> None:
+        stream_id = ctx.params["id"]
+        after = requested_seq(ctx, stream_id, None)
+        stream = await eventlog.resume(stream_id, owner, after)
+        if ctx.audit is not None:
+            ctx.audit.update(stream_id=stream_id, model=stream.model)
+        await self._stream(
+            lambda outlet: _relay_remote(stream, outlet, RETRY),
+            lambda gone: stream.close(),
+            receive,
+            send,
+        )
+
     async def cancel(self, ctx: Context, receive: Receive, send: Send) -> None:
         """``POST /api/streams/{id}/cancel``: stop the stream (202)."""
         principal = await self.access.principal(ctx)
-        gen = self._find(ctx, principal.owner)
-        ended = gen.end_reason is not None
-        gen.cancel("cancelled")
+        stream_id = ctx.params["id"]
+        gen = self.relay.find(stream_id, principal.owner)
+        if gen is None and self.eventlog is not None:  # produced elsewhere: tell the producer
+            status = await self.eventlog.cancel(stream_id, principal.owner)
+        else:
+            gen = self._find(ctx, principal.owner)
+            status = "ended" if gen.end_reason is not None else "cancelling"
+            gen.cancel("cancelled")
         if ctx.audit is not None:
-            ctx.audit.update(stream_id=gen.stream_id, model=gen.model)
-        body: dict[str, Any] = {
-            "stream_id": gen.stream_id,
-            "status": "ended" if ended else "cancelling",
-        }
+            ctx.audit.update(stream_id=stream_id, model=gen.model if gen else None)
+        body: dict[str, Any] = {"stream_id": stream_id, "status": status}
         await send_json(send, 202, body)

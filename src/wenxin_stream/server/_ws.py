@@ -52,6 +52,8 @@ from ._access import Access, Principal
 from ._answers import Answers, AskOptions, parse_ask_options
 from ._config import ServerConfig
 from ._connection import Outlet, heartbeat
+from ._eventlog import EventLog
+from ._eventlog_reader import RemoteStream
 from ._http import (
     Context,
     HTTPError,
@@ -86,11 +88,12 @@ class SocketState(Enum):
 
 
 class _Ask:
-    __slots__ = ("cancelled", "gen", "task")
+    __slots__ = ("cancelled", "gen", "remote", "task")
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
         self.gen: Generation | None = None
+        self.remote: str | None = None  # the stream id of a resume read from Redis
         self.cancelled = False
 
 
@@ -114,6 +117,15 @@ def frame(entry: Entry, request_id: bytes) -> str:
     return (head + entry.json()[1:]).decode()
 
 
+def record_frame(kind: bytes, seq: int, payload: bytes, request_id: bytes) -> str:
+    """The WebSocket frame of an event read from the event log in Redis (as :func:`frame`)."""
+    if kind == _DELTA.value:
+        head = b'{"type":"delta","id":%s,"seq":%d,' % (request_id, seq)
+    else:
+        head = b'{"type":"%s","id":%s,' % (kind, request_id)
+    return (head + payload[1:]).decode()
+
+
 class Sockets:
     """Serves ``/api/ws`` connections with the collaborators they use."""
 
@@ -125,8 +137,10 @@ class Sockets:
         relay: Relay,
         metrics: Metrics,
         config: ServerConfig,
+        eventlog: EventLog | None = None,
     ) -> None:
         self.access = access
+        self.eventlog = eventlog
         self.answers = answers
         self.relay = relay
         self.metrics = metrics
@@ -257,6 +271,8 @@ class Socket:
             if self.principal is not None:
                 await self._recheck()
             self._ask(body)
+        elif kind == "resume":
+            self._ask(body, resume=True)
         elif kind == "cancel":
             self._cancel(required_str(body, "id"))
         else:
@@ -288,7 +304,7 @@ class Socket:
             self.close_code, self.close_reason = 1008, "API key no longer valid"
             raise
 
-    def _ask(self, body: dict[str, Any]) -> None:
+    def _ask(self, body: dict[str, Any], *, resume: bool = False) -> None:
         rid = required_str(body, "id")
         if len(rid) > 200:
             raise HTTPError(400, "invalid_field", "'id' is too long", param="id")
@@ -296,6 +312,14 @@ class Socket:
             raise HTTPError(401, "invalid_api_key", 'authenticate first: {"type":"auth",…}')
         if rid in self.asks:
             raise HTTPError(400, "invalid_field", f"ask {rid!r} is still running", param="id")
+        if resume:
+            stream_id = required_str(body, "stream_id")
+            after = body.get("last_seq", -1)
+            if isinstance(after, bool) or not isinstance(after, int) or not -1 <= after < 1 << 62:
+                raise HTTPError(400, "invalid_field", "'last_seq' is not a seq", param="last_seq")
+            ask = self.asks[rid] = _Ask()
+            ask.task = asyncio.create_task(self._resume(rid, ask, self.principal, stream_id, after))
+            return
         content = required_str(body, "content")
         conversation_id = optional_str(body, "conversation_id")
         options = parse_ask_options(body)
@@ -311,6 +335,10 @@ class Socket:
         ask.cancelled = True
         if ask.gen is not None:
             ask.gen.cancel("cancelled")
+        elif ask.remote is not None and self.sockets.eventlog and self.principal is not None:
+            remote = self.sockets.eventlog.cancel(ask.remote, self.principal.owner)
+            task = asyncio.create_task(remote)  # the end frame tells the client how it ended
+            task.add_done_callback(_quiet)
 
     async def _answer(
         self,
@@ -366,6 +394,64 @@ class Socket:
                 sockets.relay.detach(sub, gone=gone)
             self.asks.pop(rid, None)
 
+    async def _resume(
+        self, rid: str, ask: _Ask, principal: Principal, stream_id: str, after: int
+    ) -> None:
+        """A ``resume`` frame: the events of ``stream_id`` after ``last_seq``, from this
+        process's relay or, when another instance produced it, from Redis."""
+        sockets = self.sockets
+        gen = sockets.relay.find(stream_id, principal.owner)
+        sub: Subscription | None = None
+        stream: RemoteStream | None = None
+        gone = True
+        try:
+            if gen is not None:
+                if after > gen.sealed:
+                    raise HTTPError(
+                        400, "invalid_field", "'last_seq' is not an event of it", param="last_seq"
+                    )
+                ask.gen = gen
+                sub = sockets.relay.attach(gen, after)
+                if ask.cancelled:
+                    gen.cancel("cancelled")
+                await self._relay(sub, rid)
+            elif sockets.eventlog is not None:
+                ask.remote = stream_id
+                stream = await sockets.eventlog.resume(stream_id, principal.owner, after)
+                await self._relay_remote(stream, rid)
+            else:
+                raise HTTPError(404, "not_found", f"no stream {stream_id!r} (unknown or expired)")
+            gone = False
+        except HTTPError as error:
+            await self._error(error, rid)
+        except asyncio.CancelledError:
+            gone = not self.server_closing
+            raise
+        except OSError:
+            pass  # the socket is gone; the reader sees the disconnect
+        finally:
+            if sub is not None:
+                sockets.relay.detach(sub, gone=gone)
+            if stream is not None:
+                stream.close()
+            self.asks.pop(rid, None)
+
+    async def _relay_remote(self, stream: RemoteStream, rid: str) -> None:
+        assert self.outlet is not None
+        write = self.outlet.write
+        rid_json = json_bytes(rid)
+        while True:
+            batch = await stream.next_batch()  # HTTPError: cut (the client may resume)
+            for record in batch:
+                if record.is_end:
+                    error = json.loads(record.data).get("error")
+                    if isinstance(error, dict):
+                        await self._write({**error, "type": "error", "id": rid})
+                text = record_frame(record.kind, record.seq, record.data, rid_json)
+                await write({"type": "websocket.send", "text": text})
+            if not batch or batch[-1].is_end:
+                return
+
     async def _relay(self, sub: Subscription, rid: str) -> None:
         assert self.outlet is not None
         write = self.outlet.write
@@ -378,6 +464,11 @@ class Socket:
                 await write({"type": "websocket.send", "text": frame(entry, rid_json)})
             if batch[-1].kind is _END:
                 return
+
+
+def _quiet(task: asyncio.Task[str]) -> None:
+    if not task.cancelled():
+        task.exception()  # a failed remote cancel: the client sees no end and may retry
 
 
 def _client(scope: Scope) -> str:

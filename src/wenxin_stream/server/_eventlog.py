@@ -1,0 +1,124 @@
+"""The per-answer event log in Redis: resume, cancel and "ended" on any instance of a fleet.
+
+Theory of operation
+===================
+
+With ``redis_url`` set, every resumable answer a process produces is also written to a Redis
+Stream of its own (the layout is in ``_eventlog_keys``), so that a client whose connection
+broke can resume on *any* instance, and a cancel sent to any instance reaches the producer.
+:class:`EventLog` is a process's side of it, three parts, each one task and at most one
+connection of its own::
+
+    producer (this process)                       Redis                       other instances
+    ───────────────────────                       ─────                       ───────────────
+    relay log ─► LogWriter ── every 20 ms, ONE ──► ans:{s}:log  ◄── XREAD BLOCK ── LogReader
+    (in memory:  (_eventlog_writer)  pipeline      ans:{s}:meta      (one task, one   (_eventlog_
+     local           for all answers                                   connection, all  reader)
+     clients                                                           remote clients)
+     read it)   ◄── cancel:{me} ── CancelChannel ◄── PUBLISH ───────── cancel route
+                    (_eventlog_cancel: one dedicated pub/sub connection)
+
+- **Local clients never touch Redis.** A client of the producing process reads the
+  in-process log exactly as without Redis; the writer reads the same log in batches, so the
+  per-chunk path only appends to a list (``bench/redis_eventlog_cost.py`` measures the
+  rest).
+- **Ids.** Redis entry ids are ``<seq>-1``: the SSE id ``<stream_id>:<seq>`` names one entry
+  on every instance, a ``Last-Event-ID`` from any instance resumes exactly, and a write that
+  is repeated (after a failed pipeline) is refused by Redis instead of duplicated.
+- **Write-behind.** The writer sends at most ``interval`` after an event is final, so a client
+  of the producer may hold an id that is not in Redis yet; a remote reader given that id
+  simply waits for the next entries (the ids of one answer are final wherever they are read).
+  The relay accepts a resume up to the last id written to Redis, since a remote client may
+  have seen it.
+- **Lifetime.** The keys get an expiry once when created and once at the end (``window``,
+  the resume window): after it, nothing of the answer is left in Redis. A resume during the
+  window works on every instance, the producer included (it reads Redis once it has
+  forgotten the answer, after ``resume_grace``).
+- **Redis unavailable.** Local streams go on; their events are written when Redis is back
+  (if within the window); remote resumes and remote cancels answer 503; a remote client being
+  served is cut (no ``end``) and may resume.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable
+
+from ._eventlog_cancel import CancelChannel
+from ._eventlog_keys import meta_key
+from ._eventlog_reader import LogReader, RemoteStream, unavailable
+from ._eventlog_writer import FLUSH_INTERVAL, LogWriter
+from ._http import not_found
+from ._metrics import Metrics
+from ._redis import SharedRedis, SharedStateError
+
+__all__ = ["EventLog", "default_instance_id"]
+
+
+def default_instance_id() -> str:
+    """``<host>:<pid>:<random>``: unique in a fleet, readable in Redis."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class EventLog:
+    """A process's access to the fleet's event logs (see the module docstring)."""
+
+    def __init__(
+        self,
+        shared: SharedRedis,
+        metrics: Metrics,
+        *,
+        instance: str,
+        window: float,
+        maxlen: int,
+        interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        self.shared = shared
+        self.instance = instance
+        self.writer = LogWriter(
+            shared, metrics, instance=instance, window=window, maxlen=maxlen, interval=interval
+        )
+        self.reader = LogReader(shared, instance=instance)
+        self.cancels = CancelChannel(shared, instance=instance)
+
+    def start(self, on_cancel: Callable[[str], None]) -> None:
+        """Start the writer and the cancel listener (``on_cancel(stream_id)`` stops an answer
+        of this process)."""
+        self.writer.start()
+        self.cancels.start(on_cancel)
+
+    async def aclose(self) -> None:
+        """Write what is pending, stop every task (remote clients are cut)."""
+        await self.cancels.aclose()
+        await self.reader.aclose()
+        await self.writer.aclose()
+
+    async def resume(self, stream_id: str, owner: str, after: int | None) -> RemoteStream:
+        """Read the answer ``stream_id`` from Redis after seq ``after`` (see
+        :meth:`LogReader.open` for the errors)."""
+        return await self.reader.open(stream_id, owner, after)
+
+    async def cancel(self, stream_id: str, owner: str) -> str:
+        """Cancel an answer another process produces: ``"ended"`` if it already ended, else
+        ``"cancelling"`` (the producer was told).
+
+        Raises:
+            HTTPError: 404 (unknown, expired, another owner's), 503 (Redis unavailable).
+        """
+        try:
+            meta_owner, instance, ended = await self.shared.call(
+                self.shared.client.hmget(
+                    meta_key(self.shared, stream_id), ["owner", "instance", "ended"]
+                ),
+                "event log cancel",
+            )
+            if meta_owner is None or meta_owner.decode() != owner:
+                raise not_found(f"no stream {stream_id!r} (unknown or expired)")
+            if ended == b"1":
+                return "ended"
+            await self.cancels.send(instance.decode(), stream_id)
+        except SharedStateError as exc:
+            raise unavailable() from exc
+        return "cancelling"

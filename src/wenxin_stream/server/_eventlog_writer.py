@@ -1,0 +1,288 @@
+"""The batched writer of the per-answer event logs: one task per process, one pipeline per batch.
+
+Theory of operation
+===================
+
+Every answer this process produces is *tracked* (:meth:`LogWriter.track`) from its start to
+its end. Nothing happens per chunk: the relay appends to its in-process log as it always did,
+and ONE task per process wakes every ``interval`` (20 ms) while any answer is tracked, asks
+each tracked answer for the events that are final and not yet written
+(:meth:`Source.log_records`: this *seals* the answer's last delta, so text arriving later goes
+into a new event — events never change once written), and sends them all, for every answer,
+in ONE pipeline (``transaction=False``)::
+
+    every interval, if anything is pending:
+      pipeline ─► [HSET meta …, XADD log 0-1 …, PEXPIRE log/meta live_ttl]  (a new answer)
+                  [XADD log <seq>-1 MAXLEN ~ maxlen k <kind> d <json>] …     (new events)
+                  [HSET meta ended 1 last <seq>, PEXPIRE log/meta window]    (an ended one)
+
+So Redis sees at most ``1 / interval`` pipelines a second (50) whatever the chunk rate, and
+a chunk costs its share of one pipeline (``bench/redis_eventlog_cost.py``) — the lesson of
+LibreChat and Open WebUI, whose per-chunk Redis calls cost 16–50 % of their relays.
+
+**Expiry.** A stream's keys get their expiry ONCE when created (``live_ttl``: long enough for
+any answer) and once more at the end (``window``, the resume window); never per write, so
+a stream can never be kept alive by its own writes (what filled Dify's Redis). Only an answer
+still running after half its ``live_ttl`` gets it renewed, once per half. The log is bounded
+by ``MAXLEN ~ maxlen`` as well.
+
+**Failures.** A failed pipeline (Redis down, slow: ``SharedRedis.call`` bounds it) is logged
+(once per outage) and counted; the answers keep streaming locally, their unwritten events stay
+pending and are sent by the next attempt, ``retry`` seconds later. Entry ids are explicit, so
+an attempt that was partly applied before it failed can be repeated: Redis refuses the ids it
+already holds and the writer ignores exactly those refusals. An answer that ended and still
+could not be written after ``window`` seconds is given up (its log would have expired by
+then anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Protocol
+
+from ._eventlog_keys import Record, log_key, meta_key
+from ._metrics import Metrics
+from ._redis import SharedRedis, SharedStateError
+
+__all__ = ["FLUSH_INTERVAL", "LIVE_TTL", "LogWriter", "Source"]
+
+logger = logging.getLogger("wenxin_stream.server")
+
+FLUSH_INTERVAL = 0.02
+"""Seconds between batches: the most a remote reader waits behind the producer's own."""
+
+LIVE_TTL = 3600.0
+"""Seconds a running answer's keys live before renewal: far longer than any answer."""
+
+RETRY = 1.0
+"""Seconds before the next attempt after a failed pipeline."""
+
+_DUPLICATE = "equal or smaller than the target stream top item"
+
+APPEND_SCRIPT = """
+local refused = false
+for i = 2, #ARGV, 4 do
+  local ok = redis.pcall('XADD', KEYS[tonumber(ARGV[i])], 'MAXLEN', '~', ARGV[1],
+                         ARGV[i + 1], 'k', ARGV[i + 2], 'd', ARGV[i + 3])
+  if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller') then
+    refused = ok.err
+  end
+end
+return refused
+"""
+"""Every new event of a batch, of every answer, in ONE command: ``KEYS`` the logs, ``ARGV``
+``maxlen`` then (key index, id, kind, data) per event; answers the first refusal other than
+an id Redis already holds (``nil``: none). One command rather than an ``XADD`` per event
+keeps the client's cost per event to four arguments: redis-py's own work per command cost
+~16 µs an event (``bench/redis_eventlog_cost.py``)."""
+
+
+class Source(Protocol):
+    """An answer the writer logs (the relay's ``Generation``)."""
+
+    stream_id: str
+    owner: str
+    model: str
+
+    def log_records(self, start: int) -> list[Record]:
+        """The final events from seq ``start`` on, sealing the last one."""
+        ...
+
+
+class _Tracked:
+    __slots__ = ("created", "ended", "ended_at", "log", "renew_at", "source", "written")
+
+    def __init__(self, source: Source, log: str) -> None:
+        self.source = source
+        self.log = log  # its log's key
+        self.written = 0  # events [0, written) are in Redis
+        self.created = False
+        self.ended = False
+        self.ended_at = 0.0
+        self.renew_at = 0.0
+
+
+class LogWriter:
+    """Writes the event logs of this process's answers in batches (see the module docstring)."""
+
+    def __init__(
+        self,
+        shared: SharedRedis,
+        metrics: Metrics,
+        *,
+        instance: str,
+        window: float,
+        maxlen: int,
+        interval: float = FLUSH_INTERVAL,
+        live_ttl: float = LIVE_TTL,
+    ) -> None:
+        self.shared = shared
+        self.metrics = metrics
+        self.instance = instance
+        self.window = window
+        self.maxlen = maxlen
+        self.interval = interval
+        self.live_ttl = live_ttl
+        self.pipelines = 0
+        """Pipelines sent (successful or not)."""
+        self.records = 0
+        """Events written."""
+        self.failures = 0
+        """Pipelines that failed."""
+        self._tracked: dict[str, _Tracked] = {}
+        self._wake: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+        self._sha: str | None = None  # APPEND_SCRIPT's, once loaded
+
+    def __len__(self) -> int:
+        """How many answers are tracked (running, or ended and not yet written)."""
+        return len(self._tracked)
+
+    # -- called by the relay ----------------------------------------------------------------
+
+    def track(self, source: Source) -> None:
+        """Log ``source`` from now on (it has just started)."""
+        self._tracked[source.stream_id] = _Tracked(source, log_key(self.shared, source.stream_id))
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def finish(self, source: Source) -> None:
+        """``source`` ended: its last events, the ended marker and the resume window's expiry
+        go out with the next batch."""
+        tracked = self._tracked.get(source.stream_id)
+        if tracked is not None and not tracked.ended:
+            tracked.ended = True
+            tracked.ended_at = asyncio.get_running_loop().time()
+
+    # -- the task ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer task on the running loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="event log")
+
+    async def aclose(self) -> None:
+        """Write what is pending (bounded by the Redis timeout), then stop the task."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(SharedStateError):
+            await self.flush()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._tracked:
+                self._wake = loop.create_future()
+                await self._wake
+                self._wake = None
+            await asyncio.sleep(self.interval)
+            try:
+                await self.flush()
+            except SharedStateError as exc:
+                if not self._failing:
+                    logger.error("could not write the event logs to Redis: %s", exc)
+                self._failing = True
+                self.metrics.error("shared_state")
+                await asyncio.sleep(RETRY)
+            else:
+                if self._failing:
+                    logger.warning("the event logs are written to Redis again")
+                self._failing = False
+
+    async def flush(self) -> int:
+        """Send everything pending in one pipeline; how many events it held.
+
+        Raises:
+            SharedStateError: the pipeline failed (what it held stays pending).
+        """
+        if not self._tracked:
+            return 0
+        client = self.shared.client
+        if self._sha is None:
+            self._sha = await self.shared.call(client.script_load(APPEND_SCRIPT), "SCRIPT LOAD")
+        now = asyncio.get_running_loop().time()
+        logs: list[str] = []
+        argv: list[Any] = [self.maxlen]
+        batch: list[tuple[_Tracked, int, bool]] = []
+        for tracked in list(self._tracked.values()):
+            if tracked.ended and now - tracked.ended_at > self.window:
+                del self._tracked[tracked.source.stream_id]  # given up: it would have expired
+                continue
+            records = tracked.source.log_records(tracked.written)
+            if not tracked.created and not records:
+                if tracked.ended:  # ended before its first event (the request failed)
+                    del self._tracked[tracked.source.stream_id]
+                continue
+            if records or tracked.ended or now >= tracked.renew_at:
+                if records:
+                    logs.append(tracked.log)
+                    index = b"%d" % len(logs)
+                    for record in records:
+                        argv += (index, b"%d-1" % record.seq, record.kind, record.data)
+                batch.append((tracked, len(records), tracked.ended))
+        if not batch:
+            return 0
+        pipe = client.pipeline(transaction=False)
+        if logs:  # first: the expiries below need the keys to exist
+            pipe.evalsha(self._sha, len(logs), *logs, *argv)
+        for tracked, count, _ in batch:
+            self._queue(pipe, tracked, count, now)
+        self.pipelines += 1
+        try:
+            results = await self.shared.call(pipe.execute(raise_on_error=False), "event log batch")
+        except SharedStateError:
+            self.failures += 1
+            raise
+        if logs and isinstance(results[0], Exception) and "NOSCRIPT" in str(results[0]):
+            self._sha = None  # Redis restarted: load it again, send the batch again
+            self.failures += 1
+            raise SharedStateError("event log batch: the script was not loaded")
+        self._check(results)
+        written = 0
+        for tracked, count, ended in batch:  # `ended` as queued: it may end meanwhile
+            tracked.written += count
+            written += count
+            if not tracked.created:
+                tracked.created = True
+                tracked.renew_at = now + self.live_ttl / 2
+            elif now >= tracked.renew_at:
+                tracked.renew_at = now + self.live_ttl / 2
+            if ended:
+                self._tracked.pop(tracked.source.stream_id, None)
+        self.records += written
+        return written
+
+    def _queue(self, pipe: Any, tracked: _Tracked, count: int, now: float) -> None:
+        """The metadata and expiry commands of one answer (its events are in the script)."""
+        source = tracked.source
+        log, meta = tracked.log, meta_key(self.shared, source.stream_id)
+        if not tracked.created:
+            mapping = {"owner": source.owner, "instance": self.instance, "model": source.model}
+            pipe.hset(meta, mapping=mapping)
+        if tracked.ended:
+            last = tracked.written + count - 1
+            pipe.hset(meta, mapping={"ended": "1", "last": str(last)})
+            ttl = int(self.window * 1000)
+        elif not tracked.created or now >= tracked.renew_at:
+            ttl = int(self.live_ttl * 1000)
+        else:
+            return
+        pipe.pexpire(log, ttl)
+        pipe.pexpire(meta, ttl)
+
+    def _check(self, results: list[Any]) -> None:
+        for result in results:
+            if isinstance(result, bytes):  # the script's first refusal
+                result = SharedStateError(result.decode("utf-8", "replace"))
+            if isinstance(result, Exception) and _DUPLICATE not in str(result):
+                self.metrics.error("shared_state")
+                logger.error(
+                    "Redis refused an event log write: %s: %s", type(result).__name__, result
+                )
+                return
