@@ -204,7 +204,7 @@ def test_answer_streams_in_and_renders_markdown(page: Any, site: str, artifacts:
     body = answer.locator(".msg-body")
     assert body.inner_text().startswith("【离线模拟】")
     assert answer.locator("li").count() >= 2 or answer.locator("strong").count() >= 1
-    assert answer.locator("ol > li").count() == 3  # the emulator's numbered list
+    assert answer.locator("ol > li").count() == 4  # the emulator's steps (a "介绍" question)
     stats = answer.get_by_test_id("stats")
     assert stats.is_visible()
     text = stats.inner_text()

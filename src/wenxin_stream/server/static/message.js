@@ -47,10 +47,32 @@ export async function copyText(text) {
   }
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+/** A small line icon (fonts lack a copy glyph): "copy" or "again". */
+function icon(name) {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("width", "14");
+  svg.setAttribute("height", "14");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(SVG, "path");
+  path.setAttribute(
+    "d",
+    name === "copy" ? "M5 5h8v9H5zM3 11V2h8" : name === "edit" ? "M3 13l1-4 7-7 3 3-7 7z" : "M13 8a5 5 0 1 1-2-4M13 2v3h-3",
+  );
+  path.setAttribute("fill", "none");
+  path.setAttribute("stroke", "currentColor");
+  path.setAttribute("stroke-width", "1.5");
+  path.setAttribute("stroke-linejoin", "round");
+  svg.append(path);
+  return svg;
+}
+
 function actionButton(action, label, glyph) {
   const b = el("button", { type: "button", class: "btn btn-ghost msg-action", title: label,
     ariaLabel: label, dataAction: action, dataTestid: action }); // prettier-ignore
-  b.append(el("span", { ariaHidden: "true" }, glyph), el("span", { class: "label" }, label));
+  b.append(icon(glyph), el("span", { class: "label" }, label));
   return b;
 }
 
@@ -59,7 +81,7 @@ function codeBlock(pre) {
   const box = el("div", { class: "code-block", dataTestid: "code-block" });
   const head = el("div", { class: "code-head" });
   head.append(el("span", { class: "code-lang", dataTestid: "code-lang" }, pre.dataset.lang || "text"));
-  head.append(actionButton("copy-code", t("copy_code"), "⧉"));
+  head.append(actionButton("copy-code", t("copy_code"), "copy"));
   box.append(head, pre);
   return box;
 }
@@ -162,10 +184,10 @@ export class MessageView {
   /** The action buttons: Edit on a question; Copy and Regenerate/Retry on an answer. */
   setActions({ edit = false, copy = false, again = "" } = {}) {
     this.actions.textContent = "";
-    if (edit) this.actions.append(actionButton("edit", t("edit"), "✎"));
-    if (copy) this.actions.append(actionButton("copy-answer", t("copy_answer"), "⧉"));
-    if (again === "regenerate") this.actions.append(actionButton("regenerate", t("regenerate"), "↻"));
-    if (again === "retry") this.actions.append(actionButton("retry", t("retry"), "↻"));
+    if (edit) this.actions.append(actionButton("edit", t("edit"), "edit"));
+    if (copy) this.actions.append(actionButton("copy-answer", t("copy_answer"), "copy"));
+    if (again === "regenerate") this.actions.append(actionButton("regenerate", t("regenerate"), "again"));
+    if (again === "retry") this.actions.append(actionButton("retry", t("retry"), "again"));
   }
 
   /** Apply one answer event of the native stream (`delta`, `reasoning`, `search_results`,

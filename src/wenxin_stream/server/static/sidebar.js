@@ -117,7 +117,7 @@ function entry(c, group, state) {
   actions.className = "conv-actions";
   const rename = button("conv-rename-btn", t("rename"), "rename", "✎");
   rename.dataset.conversationId = c.id;
-  const del = button("conv-delete-btn", t("delete"), "delete", "🗑");
+  const del = button("conv-delete-btn", t("delete"), "delete", "×");
   del.dataset.conversationId = c.id;
   if (state.confirming === c.id) {
     del.classList.add("is-confirming");
