@@ -21,10 +21,10 @@ from wenxin_stream.emulator import (
 from wenxin_stream.emulator._answers import (
     OPENING,
     TokenCounter,
+    answer_kind,
     brief,
     cut_at_stop,
     cut_to_tokens,
-    answer_kind,
     default_answer,
     delta_pieces,
     even_pieces,
@@ -80,7 +80,8 @@ def test_default_answer_follows_the_question(prompt: str, kind: str) -> None:
         assert all(line.count("|") == 4 for line in lines)
     elif kind == "long":
         assert answer.count("\n## ") == 3
-        assert "\n1. " in answer and "\n4. " in answer
+        assert "\n1. " in answer
+        assert "\n4. " in answer
         assert "\n- " in answer
         assert len(answer) > 300
     else:

@@ -19,8 +19,9 @@ its real job offline:
 - ``short`` otherwise: a short numbered list under a bold heading (about 150–400
   characters, the answer of earlier versions).
 
-Every kind ends with a closing line. A matching :class:`~._config.Scenario` replaces the text. Nothing here is random across runs, so the same
-prompt and seed always give the same bytes of content and the same chunk boundaries.
+Every kind ends with a closing line. A matching :class:`~._config.Scenario` replaces the
+text. Nothing here is random across runs, so the same prompt and seed always give the same
+bytes of content and the same chunk boundaries.
 
 A reasoning model's thinking (:func:`reasoning_text`) is composed the same way from a pool of
 thinking sentences: about 220–340 characters (some 140–210 estimated tokens, so that the
