@@ -56,3 +56,15 @@ def test_scripts_run_honours_the_environment_and_flags() -> None:
         "./data",
     ]
     assert _run_script({}, "--port", "9001")[-2:] == ["--port", "9001"]  # the last one wins
+
+
+def test_a_misspelt_flag_shows_the_subcommands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["ask", "--modle", "x", "你好"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: wenxin ask ")
+    assert "wenxin ask: error: unrecognized arguments: --modle" in err
+    with pytest.raises(SystemExit):
+        main(["--bogus"])
+    assert capsys.readouterr().err.startswith("usage: wenxin [-h]")
