@@ -38,7 +38,7 @@ def js(page: Any) -> Iterator[Any]:
             return
         if path.startswith("/static/"):
             file = STATIC_DIR / path.removeprefix("/static/")
-            if file.is_file() and file.resolve().parent == STATIC_DIR:
+            if file.is_file() and file.resolve().parent in (STATIC_DIR, STATIC_DIR / "vendor"):
                 ctype = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
                 if file.suffix == ".js":
                     ctype = "text/javascript"
@@ -52,6 +52,11 @@ def js(page: Any) -> Iterator[Any]:
         """async () => {
             window.sse = await import('/static/app.js');
             window.md = await import('/static/markdown.js');
+            window.i18n = await import('/static/i18n.js');
+            window.models = await import('/static/models.js');
+            window.sidebar = await import('/static/sidebar.js');
+            window.message = await import('/static/message.js');
+            window.composer = await import('/static/composer.js');
         }"""
     )
     assert page.evaluate("document.body.dataset.app") is None
@@ -199,8 +204,11 @@ def test_read_event_stream_over_a_readable_stream(js: Any) -> None:
 ALLOWED_TAGS = {
     "P", "BR", "STRONG", "EM", "DEL", "CODE", "PRE", "H1", "H2", "H3", "H4", "H5", "H6",
     "UL", "OL", "LI", "A", "BLOCKQUOTE", "HR", "DIV", "TABLE", "THEAD", "TBODY", "TR", "TH", "TD",
+    "SUP", "SPAN", "S",
 }  # fmt: skip
-ALLOWED_ATTRS = {"href", "rel", "target", "title", "class", "start", "data-open", "data-lang"}
+ALLOWED_ATTRS = {
+    "href", "rel", "target", "title", "class", "start", "data-open", "data-lang", "data-cite",
+}  # fmt: skip
 
 AUDIT_JS = """(sources) => sources.map((src) => {
     const host = document.createElement('div');
@@ -254,7 +262,8 @@ def test_markdown_never_emits_unsafe_markup(js: Any) -> None:
     assert "<img src=x onerror=alert(1)>" in results[1]["text"]
     assert "[x](javascript:alert(1))" in results[3]["text"]
     assert "<a " not in results[3]["html"]
-    assert "&amp;lt;script&amp;gt;" in results[15]["html"]  # entities are not decoded
+    # Entities in the source are Markdown's to decode (CommonMark), but only into text.
+    assert "&lt;script&gt; already escaped" in results[15]["html"]
 
 
 def test_markdown_constructs(js: Any) -> None:
@@ -268,18 +277,22 @@ def test_markdown_constructs(js: Any) -> None:
     assert "<strong>粗体</strong>" in html
     assert "<em>斜体</em>" in html
     assert "<code>a*b*c</code>" in html
-    assert "<ol><li>第一</li><li>第二</li></ol>" in html
-    assert "<ul><li>x<ul><li>nested</li></ul></li></ul>" in html
+    assert "<ol>\n<li>第一</li>\n<li>第二</li>\n</ol>" in html
+    assert "<ul>\n<li>x\n<ul>\n<li>nested</li>\n</ul>\n</li>\n</ul>" in html
     assert (
         '<a href="https://example.com/a_(b)" rel="noopener noreferrer" target="_blank">链接</a>'
         in html
     )
     assert '<a href="https://example.org" rel="noopener noreferrer" target="_blank">' in html
+    # Highlighted by highlight.js, the language kept for the label.
     assert (
-        '<pre><code class="language-python" data-lang="python">'
-        "print(&#39;&lt;hi&gt;&#39;)</code></pre>" in html
+        '<pre data-lang="python"><code class="hljs language-python">'
+        '<span class="hljs-built_in">print</span>(<span class="hljs-string">&#x27;&lt;hi&gt;&#x27;'
+        "</span>)</code></pre>" in html
     )
-    assert '<th class="align-left">a</th><th class="align-right">b</th>' in html
+    # Alignment is a class: the page's CSP allows no style attributes.
+    assert '<th class="align-left">a</th>\n<th class="align-right">b</th>' in html
+    assert "style=" not in html
 
 
 def test_markdown_unterminated_fence_while_streaming(js: Any) -> None:
@@ -287,12 +300,40 @@ def test_markdown_unterminated_fence_while_streaming(js: Any) -> None:
         "(src) => md.renderMarkdown(src)", "前言\n\n```js\nconst a = '<b>';\nif (a) {"
     )
     assert html == (
-        '<p>前言</p><pre data-open><code class="language-js" data-lang="js">'
-        "const a = &#39;&lt;b&gt;&#39;;\nif (a) {</code></pre>"
+        '<p>前言</p><pre data-open data-lang="js"><code class="hljs language-js">'
+        '<span class="hljs-keyword">const</span> a = <span class="hljs-string">&#x27;&lt;b&gt;'
+        '&#x27;</span>;\n<span class="hljs-keyword">if</span> (a) {</code></pre>'
     )
     closed = js.evaluate("(src) => md.renderMarkdown(src)", "```js\nx\n```\n**after**")
     assert closed == (
-        '<pre><code class="language-js" data-lang="js">x</code></pre><p><strong>after</strong></p>'
+        '<pre data-lang="js"><code class="hljs language-js">x</code></pre>'
+        "<p><strong>after</strong></p>"
+    )
+    # A fence still being written, a language nobody knows, and a tilde fence.
+    assert js.evaluate("(src) => md.renderMarkdown(src)", "```") == (
+        '<pre data-open><code class="hljs"></code></pre>'
+    )
+    assert js.evaluate("(src) => md.renderMarkdown(src)", "~~~~zz\n<x>\n~~~~") == (
+        '<pre data-lang="zz"><code class="hljs language-zz">&lt;x&gt;</code></pre>'
+    )
+
+
+def test_citations_link_to_their_sources(js: Any) -> None:
+    sources = [
+        {"index": 1, "url": "https://a.example/one", "title": 'One "quoted"'},
+        {"index": 2, "url": "javascript:alert(1)", "title": "bad"},
+    ]
+    html = js.evaluate(
+        "([src, s]) => md.renderMarkdown(src, s)", ["据报道^[1]^，另见^[2]^和^[3]^。", sources]
+    )
+    assert html == (
+        '<p>据报道<sup class="cite"><a href="https://a.example/one" title="One &quot;quoted&quot;"'
+        ' data-cite="1" rel="noopener noreferrer" target="_blank">1</a></sup>，另见'
+        '<sup class="cite">[2]</sup>和<sup class="cite">[3]</sup>。</p>'
+    )
+    # Before the sources arrive, the marker is a plain superscript (never raw ^[1]^).
+    assert js.evaluate("(src) => md.renderMarkdown(src)", "x^[1]^") == (
+        '<p>x<sup class="cite">[1]</sup></p>'
     )
 
 
@@ -317,3 +358,186 @@ def test_markdown_every_prefix_of_a_streamed_answer_is_safe(js: Any) -> None:
         js.evaluate("(src) => md.renderBlocks(src)", answer[: answer.index("2. 第二点")])[:2]
         == blocks[:2]
     )
+
+
+# ---- the page's other modules -------------------------------------------------------------
+
+
+def test_every_string_exists_in_both_languages_and_the_locale_picks_one(js: Any) -> None:
+    result = js.evaluate(
+        """() => {
+            const zh = Object.keys(i18n.STRINGS.zh).sort();
+            const en = Object.keys(i18n.STRINGS.en).sort();
+            const doubled = Object.entries(i18n.STRINGS.zh)
+                .filter(([k, v]) => v.includes(' · ') && /[A-Za-z]{3}/.test(v)
+                        && i18n.STRINGS.en[k] && v.includes(i18n.STRINGS.en[k]));
+            return {
+                same: JSON.stringify(zh) === JSON.stringify(en),
+                doubled,
+                picks: [['zh-CN'], ['zh-TW', 'en'], ['en-US', 'zh'], ['fr', 'de'], [], ['ZH']]
+                    .map((tags) => i18n.localeLanguage(tags)),
+            };
+        }"""
+    )
+    assert result["same"]
+    assert result["doubled"] == []  # no "中文 · English" labels
+    assert result["picks"] == ["zh", "zh", "en", "en", "en", "zh"]
+
+
+def test_sidebar_groups_by_day_and_filters_by_title(js: Any) -> None:
+    result = js.evaluate(
+        """() => {
+            const now = new Date(2026, 5, 15, 10, 0, 0);
+            const at = (d, h = 9) => new Date(2026, 5, d, h, 0, 0).toISOString();
+            const groups = [at(15, 0), at(14, 23), at(14, 0), at(9, 1), at(8, 23), at(1), 'bad']
+                .map((iso) => sidebar.dateGroup(iso, now));
+            const convs = [
+                {id: 'a', title: 'Python 代码示例', updated_at: at(15), message_count: 2},
+                {id: 'b', title: '长城的历史', updated_at: at(14), message_count: 4},
+                {id: 'c', title: '', updated_at: at(1), message_count: 0},
+            ];
+            const ul = document.createElement('ul');
+            const state = {currentId: 'b', query: '', streaming: new Set(['a'])};
+            sidebar.renderList(ul, convs, state, now);
+            const rows = [...ul.children].map((li) => li.dataset.group
+                || li.querySelector('.conv-title').textContent + '|'
+                   + li.querySelector('.conv-meta').textContent.split(' · ').pop());
+            const hits = sidebar.matching(convs, '  python  ').map((c) => c.id);
+            const ul2 = document.createElement('ul');
+            sidebar.renderList(ul2, convs, {query: 'zzz'}, now);
+            return {groups, rows, hits, none: ul2.textContent};
+        }"""
+    )
+    assert result["groups"] == ["today", "yesterday", "yesterday", "week", "earlier", "earlier",
+                                "earlier"]  # fmt: skip
+    # "0 条" never shows for an answer that is streaming: it says so instead.
+    assert result["rows"] == ["today", "Python 代码示例|回答中…", "yesterday", "长城的历史|4 条",
+                              "earlier", "新对话|0 条"]  # fmt: skip
+    assert result["hits"] == ["a"]
+    assert result["none"] == "没有匹配的会话"
+
+
+CATALOGUE = [
+    {"id": "ernie-x1.1", "name": "ERNIE X1.1", "family": "x1", "group": "ERNIE X1",
+     "capabilities": ["reasoning", "tools", "search"], "default": False, "retired": False},
+    {"id": "ernie-4.5-vl", "name": "ERNIE 4.5 VL", "family": "4.5", "group": "ERNIE 4.5",
+     "capabilities": ["vision"], "default": False, "retired": False},
+    {"id": "ernie-lite-8k", "name": "ERNIE Lite", "family": "lite", "group": "Lite",
+     "capabilities": [], "default": True, "retired": False},
+    {"id": "ernie-bot", "name": "ERNIE Bot", "family": "old", "group": "Legacy",
+     "capabilities": [], "default": False, "retired": True},
+]  # fmt: skip
+
+
+def test_model_picker_is_grouped_curated_and_badged(js: Any) -> None:
+    result = js.evaluate(
+        """(catalogue) => {
+            const entries = models.curate(catalogue);
+            const sel = document.createElement('select');
+            const chosen = models.fillSelect(sel, entries, 'nope');
+            const groups = [...sel.querySelectorAll('optgroup')].map((g) =>
+                [g.label, [...g.children].map((o) => o.textContent)]);
+            const box = document.createElement('span');
+            models.renderBadges(box, entries[0]);
+            const kept = models.curate(catalogue, ['ernie-bot']).map((e) => e.id);
+            const flat = models.fromNames(['a', 'b'], 'c').map((e) => [e.id, e.known]);
+            const badges = [...box.children].map((b) => b.dataset.cap);
+            return {chosen, groups, badges, kept, flat};
+        }""",
+        CATALOGUE,
+    )
+    assert result["chosen"] == "ernie-lite-8k"  # the default when the saved one is unknown
+    assert result["groups"] == [
+        ["ERNIE X1", ["ERNIE X1.1 · 思考 · 工具 · 搜索"]],
+        ["ERNIE 4.5", ["ERNIE 4.5 VL · 看图"]],
+        ["Lite", ["ERNIE Lite"]],
+    ]  # the retired model is left out
+    assert result["badges"] == ["reasoning", "tools", "search"]
+    assert "ernie-bot" in result["kept"]  # … unless it is the saved choice
+    assert result["flat"] == [["c", False], ["a", False], ["b", False]]
+
+
+# A recorded native stream of a reasoning model with web search (the event vocabulary of
+# events-contract.md): thinking first, then sources, then the answer citing them.
+RECORDED = (
+    'event: start\ndata: {"stream_id":"s_9","message_id":"m_1","model":"ernie-x1.1"}\n\n'
+    'event: reasoning\ndata: {"text":"【模拟思考】先看"}\n\n'
+    'event: reasoning\ndata: {"text":"来源。"}\n\n'
+    'event: search_results\ndata: {"results":[{"index":1,"url":"https://a.example/1",'
+    '"title":"来源一"},{"index":2,"url":"https://b.example/2","title":"来源二"}]}\n\n'
+    'event: delta\ndata: {"text":"长城很长^[1]^，"}\n\n'
+    'event: delta\ndata: {"text":"也很老^[2]^。"}\n\n'
+    'event: tool_call\ndata: {"id":"c1","name":"get_weather",'
+    '"arguments":"{\\"city\\":\\"北京\\"}"}\n\n'
+    'event: end\ndata: {"end_reason":"completed","reasoning_chars":11}\n\n'
+)
+
+
+def test_recorded_stream_renders_thinking_sources_and_tool_calls(js: Any) -> None:
+    result = js.evaluate(
+        """(text) => {
+            const view = new message.MessageView('assistant', {status: 'streaming'});
+            document.body.append(view.node);
+            const seen = [];
+            const parser = new sse.SSEParser();
+            for (const ev of parser.feed(text)) {
+                view.applyEvent(ev.type, JSON.parse(ev.data));
+                if (view.thinking) {
+                    const title = view.thinking.querySelector('summary').textContent;
+                    seen.push(`${ev.type} ${view.thinking.open ? 'open' : 'folded'} ${title}`);
+                }
+            }
+            view.renderNow();
+            view.setStatus('complete');
+            const order = [...view.node.children].map((n) => n.className.split(' ')[0]);
+            const cites = [...view.node.querySelectorAll('sup.cite a')].map((a) =>
+                [a.textContent, a.getAttribute('href'), a.title]);
+            return {
+                seen, order, cites,
+                thinking: view.node.querySelector('[data-testid="thinking-body"]').textContent,
+                summary: view.thinking.querySelector('summary').textContent,
+                sources: [...view.node.querySelectorAll('[data-testid="sources"] li')].map((li) =>
+                    [li.value, li.textContent, li.querySelector('a').href]),
+                tool: view.node.querySelector('[data-testid="tool-call"]').textContent,
+                text: view.body.textContent,
+            };
+        }""",
+        RECORDED,
+    )
+    # The thinking panel streams open, and folds away when the answer's first words arrive.
+    assert result["seen"] == [
+        "reasoning open 思考中…",
+        "reasoning open 思考中…",
+        "search_results open 思考中…",
+        "delta folded 思考过程（11 字）",
+        "delta folded 思考过程（11 字）",
+        "tool_call folded 思考过程（11 字）",
+        "end folded 思考过程（11 字）",
+    ]
+    assert result["thinking"] == "【模拟思考】先看来源。"
+    assert result["summary"] == "思考过程（11 字）"
+    assert result["order"][:3] == ["msg-who", "thinking", "msg-body"]
+    assert result["cites"] == [
+        ["1", "https://a.example/1", "来源一"],
+        ["2", "https://b.example/2", "来源二"],
+    ]
+    assert result["text"] == "长城很长1，也很老2。"
+    assert result["sources"] == [
+        [1, "来源一", "https://a.example/1"],
+        [2, "来源二", "https://b.example/2"],
+    ]
+    assert "get_weather" in result["tool"]
+    assert '"city": "北京"' in result["tool"]
+
+
+def test_image_attachment_is_size_checked(js: Any) -> None:
+    result = js.evaluate(
+        """() => {
+            const png = {type: 'image/png'};
+            const big = new File([new Uint8Array(11 * 1024 * 1024)], 'big.png', png);
+            const ok = new File([new Uint8Array(10)], 'ok.png', {type: 'image/png'});
+            const txt = new File(['x'], 'a.txt', {type: 'text/plain'});
+            return [big, ok, txt].map((file) => composer.imageProblem(file));
+        }"""
+    )
+    assert result == ["图片太大：11.0 MB，最大 10.0 MB", "", "只能添加图片文件"]

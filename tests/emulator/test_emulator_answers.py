@@ -21,6 +21,7 @@ from wenxin_stream.emulator import (
 from wenxin_stream.emulator._answers import (
     OPENING,
     TokenCounter,
+    answer_kind,
     brief,
     cut_at_stop,
     cut_to_tokens,
@@ -33,14 +34,58 @@ from wenxin_stream.emulator._answers import (
 from wenxin_stream.emulator._quota import Quotas
 
 
-@pytest.mark.parametrize("prompt", ["你好", "北京有什么好玩的？", "hello " * 50, "", "x" * 5000])
+@pytest.mark.parametrize("prompt", ["你好", "北京有什么好玩的？", "hello " * 6, ""])
 def test_default_answer_shape(prompt: str) -> None:
+    assert answer_kind(prompt) == "short"
     answer = default_answer(prompt, 0)
     assert answer.startswith(OPENING)
     assert 150 <= len(answer) <= 400
     assert "**要点：**" in answer
     assert "\n1. " in answer
     assert answer == default_answer(prompt, 0)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "kind"),
+    [
+        ("给我一段 Python 代码", "code"),
+        ("写个例子", "code"),
+        ("Show me example CODE", "code"),
+        ("流式和非流式的对比", "table"),
+        ("比较一下 v1 和 v2", "table"),
+        ("SSE vs WebSocket", "table"),
+        ("请详细介绍一下长城", "long"),
+        ("how to stream answers", "long"),
+        ("hello " * 50, "long"),
+        ("x" * 5000, "long"),
+        ("你好", "short"),
+    ],
+)
+def test_default_answer_follows_the_question(prompt: str, kind: str) -> None:
+    assert answer_kind(prompt) == kind
+    answer = default_answer(prompt, 3)
+    assert answer.startswith(OPENING)  # still clearly simulated
+    assert answer == default_answer(prompt, 3)  # still seeded and deterministic
+    if kind == "code":
+        fence = answer.index("```")
+        lang = answer[fence + 3 : answer.index("\n", fence)]
+        assert lang in {"python", "javascript", "bash"}
+        assert answer.count("```") == 2
+        assert "\n```\n" in answer  # the block is closed on its own line
+    elif kind == "table":
+        lines = [line for line in answer.splitlines() if line.startswith("|")]
+        assert lines[0] == "| 方面 | 流式 | 非流式 |"
+        assert lines[1] == "|---|---|---|"
+        assert len(lines) == 6
+        assert all(line.count("|") == 4 for line in lines)
+    elif kind == "long":
+        assert answer.count("\n## ") == 3
+        assert "\n1. " in answer
+        assert "\n4. " in answer
+        assert "\n- " in answer
+        assert len(answer) > 300
+    else:
+        assert "**要点：**" in answer
 
 
 def test_seed_changes_the_answer() -> None:

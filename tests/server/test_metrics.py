@@ -546,9 +546,8 @@ def test_metrics_collected_as_garbage_flush_and_stop(tmp_path: Path) -> None:
 def test_every_end_reason_is_documented_and_labelled_on_the_page() -> None:
     root = Path(__file__).parents[2]
     doc = (root / "docs" / "SERVER-API.md").read_text("utf-8")
-    page = (root / "src" / "wenxin_stream" / "server" / "static" / "app.js").read_text("utf-8")
-    labels = page.split("const END_LABELS = {", 1)[1].split("};", 1)[0]
+    strings = (root / "src" / "wenxin_stream" / "server" / "static" / "i18n.js").read_text("utf-8")
     for reason in END_REASONS:
         assert f"`{reason}`" in doc, reason
         if reason != "completed":  # the page flags only answers that did not complete
-            assert f"\n  {reason}: " in labels, reason
+            assert strings.count(f'\n    "end.{reason}": ') == 2, reason  # in zh and in en

@@ -153,6 +153,16 @@ def test_the_page_and_its_assets(shared: Running, tmp_path: Path) -> None:
         assert page.headers["cache-control"] == "no-cache"
         assert page.headers["etag"]
         assert page.headers["x-content-type-options"] == "nosniff"
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self';" in csp
+        assert "style-src 'self';" in csp
+        assert "unsafe" not in csp
+        assert "frame-ancestors 'none'" in csp
+        vendored = c.get("/static/vendor/markdown-it.min.mjs")
+        assert vendored.status_code == 200
+        assert vendored.headers["content-type"] == "text/javascript; charset=utf-8"
+        assert b"markdown-it 15.0.3" in vendored.content
+        assert c.get("/static/vendor/VERSIONS.tsv").status_code == 200
         again = c.get("/", headers={"If-None-Match": page.headers["etag"]})
         assert again.status_code == 304
         assert again.content == b""
@@ -160,7 +170,13 @@ def test_the_page_and_its_assets(shared: Running, tmp_path: Path) -> None:
         assert script.headers["content-type"] == "text/javascript; charset=utf-8"
         assert c.get("/static/style.css").headers["content-type"].startswith("text/css")
         assert c.head("/static/app.js").status_code == 200
-        for bad in ("/static/..%2F_app.py", "/static/.hidden", "/static/nope.js"):
+        for bad in (
+            "/static/..%2F_app.py",
+            "/static/.hidden",
+            "/static/nope.js",
+            "/static/vendor/..%2F..%2F_app.py",
+            "/static/vendor/nope.js",
+        ):
             assert c.get(bad).status_code == 404
     empty = StaticFiles(tmp_path)
     assert empty.load("index.html") is None

@@ -75,7 +75,11 @@ async def test_conversation_lifecycle(store: SQLiteStore) -> None:
     updated = await store.get_conversation("k_a", conv.id)
     assert updated is not None
     assert updated.message_count == 2
-    assert updated.title == default_title(question.content) == ("什么是 流式 输出？" + "啊" * 20)
+    # Cut at 30 characters, the cut shown by an ellipsis.
+    assert (
+        updated.title == default_title(question.content) == ("什么是 流式 输出？" + "啊" * 19 + "…")
+    )
+    assert default_title(" 正好 " + "啊" * 27) == "正好 " + "啊" * 27  # 30: not cut
     assert updated.updated_at >= conv.updated_at
     first, second = await store.get_messages("k_a", conv.id)
     assert first == question

@@ -57,17 +57,33 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream answers from Baidu's ERNIE Bot (文心一言), and emulate it offline.",
     )
     parser.add_argument("--version", action="version", version=f"wenxin-stream {__version__}")
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
     for name in subcommands():
         module = importlib.import_module(f"{__name__}.{name}")
         module.register(subparsers)
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of the subcommand ``name`` (``parser`` itself when there is none)."""
+    for action in parser._actions:  # argparse keeps its subparsers only here
+        if isinstance(action, argparse._SubParsersAction):
+            found = action.choices.get(name)
+            if isinstance(found, argparse.ArgumentParser):
+                return found
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``wenxin`` command line with ``argv`` (default: ``sys.argv[1:]``)."""
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    if extra:
+        # A misspelt flag of a subcommand (`wenxin ask --modle x`): that command's usage, not
+        # the top-level one (argparse reports unknown arguments from the main parser).
+        _subparser(parser, getattr(args, "command", None) or "").error(
+            "unrecognized arguments: " + " ".join(extra)
+        )
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

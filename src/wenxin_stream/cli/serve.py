@@ -19,6 +19,7 @@ The one start-up line names the upstream, e.g.::
 from __future__ import annotations
 
 import argparse
+import errno
 from typing import Any
 
 from . import CommandError
@@ -198,8 +199,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         sock = bind_socket(config.host, config.port)
     except OSError as exc:
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = (
+                f" (another program uses port {config.port}: choose another with --port N or "
+                "WENXIN_PORT=N, e.g. WENXIN_PORT=8011 scripts/run)"
+            )
         raise CommandError(
-            f"cannot listen on {config.host}:{config.port}: {exc.strerror}"
+            f"cannot listen on {config.host}:{config.port}: {exc.strerror}{hint}"
         ) from None
     try:
         if config.workers > 1:

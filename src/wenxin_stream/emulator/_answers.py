@@ -6,10 +6,22 @@ Theory of operation
 An answer is a pure function of ``(seed, prompt)``: :func:`default_answer` seeds a private
 ``random.Random`` with both (string seeding is stable across processes, unlike ``hash()``) and
 assembles a clearly-labelled offline answer in Chinese — an opening that says it is the
-emulator, a brief mention of the question, a few sentences drawn from a fixed pool, a short
-Markdown list with a bold heading and a closing line; about 150–400 characters. A matching
-:class:`~._config.Scenario` replaces the text. Nothing here is random across runs, so the same
-prompt and seed always give the same bytes of content and the same chunk boundaries.
+emulator, a brief mention of the question, a few sentences drawn from a fixed pool, then a
+body whose shape follows the question (:func:`answer_kind`), so a page or a terminal shows
+its real job offline:
+
+- ``code`` (the question says 代码, 示例, 例子, code, example, snippet, 函数 or function): a
+  fenced code block with a language tag, a few lines that run;
+- ``table`` (对比, 比较, 区别, 差异, vs, versus, compare, difference): a Markdown table
+  comparing the things asked about;
+- ``long`` (详细, 介绍, 解释, 步骤, 教程, explain, detail, guide, how to, or a question
+  of 40 characters or more): headings, a numbered list and a bulleted one;
+- ``short`` otherwise: a short numbered list under a bold heading (about 150–400
+  characters, the answer of earlier versions).
+
+Every kind ends with a closing line. A matching :class:`~._config.Scenario` replaces the
+text. Nothing here is random across runs, so the same prompt and seed always give the same
+bytes of content and the same chunk boundaries.
 
 A reasoning model's thinking (:func:`reasoning_text`) is composed the same way from a pool of
 thinking sentences: about 220–340 characters (some 140–210 estimated tokens, so that the
@@ -125,17 +137,114 @@ def _cached_answer(prompt: str, seed: int) -> str:
     return _compose_answer(prompt, seed)
 
 
+_CODE_WORDS = ("代码", "示例", "例子", "函数", "code", "example", "snippet", "function")
+_TABLE_WORDS = ("对比", "比较", "区别", "差异", " vs", "vs.", "versus", "compare", "difference")
+_LONG_WORDS = ("详细", "介绍", "解释", "步骤", "教程", "explain", "detail", "guide", "how to")
+_LONG_QUESTION = 40
+
+_SNIPPETS = (
+    (
+        "python",
+        "def stream_words(text, size=4):\n"
+        '    """把文本切成小块，模拟流式输出。"""\n'
+        "    for start in range(0, len(text), size):\n"
+        "        yield text[start:start + size]\n\n"
+        'for piece in stream_words("文心一言，逐字输出"):\n'
+        '    print(piece, end="", flush=True)\n'
+        "print()",
+    ),
+    (
+        "javascript",
+        "async function readStream(response) {\n"
+        "  const reader = response.body.getReader();\n"
+        '  const decoder = new TextDecoder("utf-8");\n'
+        "  for (;;) {\n"
+        "    const { value, done } = await reader.read();\n"
+        "    if (done) break;\n"
+        "    console.log(decoder.decode(value, { stream: true }));\n"
+        "  }\n"
+        "}",
+    ),
+    (
+        "bash",
+        "# 用 curl 读取一个流式回答（-N 关闭缓冲）\n"
+        "curl -N http://127.0.0.1:8000/v1/chat/completions \\\n"
+        '  -H "Content-Type: application/json" \\\n'
+        """  -d '{"model": "ernie-lite-8k", "stream": true,"""
+        """ "messages": [{"role": "user", "content": "你好"}]}'""",
+    ),
+)
+
+_ROWS = (
+    ("响应方式", "逐块返回", "一次返回"),
+    ("首字延迟", "约 0.5 秒", "等待全部生成"),
+    ("实现难度", "需要解析事件流", "解析一个 JSON"),
+    ("适合场景", "聊天界面", "批量处理"),
+    ("出错处理", "可能只收到一部分", "要么成功要么失败"),
+)
+
+_STEPS = (
+    "确认要解决的问题和预期的结果",
+    "准备好凭据和运行环境",
+    "先用最小的例子验证思路",
+    "逐步加入真实的数据和边界情况",
+    "记录结果，回头检查遗漏",
+)
+
+
+def answer_kind(prompt: str) -> str:
+    """The shape of the default answer to ``prompt``: code, table, long or short."""
+    text = prompt.lower()
+    if any(word in text for word in _CODE_WORDS):
+        return "code"
+    if any(word in text for word in _TABLE_WORDS):
+        return "table"
+    if any(word in text for word in _LONG_WORDS) or len(prompt.strip()) >= _LONG_QUESTION:
+        return "long"
+    return "short"
+
+
+def _body(kind: str, rng: random.Random) -> list[str]:
+    if kind == "code":
+        lang, code = rng.choice(_SNIPPETS)
+        return [
+            "\n\n下面是一段模拟的示例代码：\n\n",
+            f"```{lang}\n{code}\n```\n\n",
+            "这段代码只用于演示页面和终端如何显示代码块。\n\n",
+        ]
+    if kind == "table":
+        rows = rng.sample(_ROWS, 4)
+        lines = ["| 方面 | 流式 | 非流式 |\n", "|---|---|---|\n"]
+        lines += [f"| {a} | {b} | {c} |\n" for a, b, c in rows]
+        return ["\n\n**对比（模拟数据）：**\n\n", *lines, "\n"]
+    if kind == "long":
+        steps = [_STEPS[i] for i in sorted(rng.sample(range(len(_STEPS)), 4))]
+        points = rng.sample(_POINTS, 3)
+        return [
+            "\n\n## 概述\n\n",
+            rng.choice(_POOL),
+            "\n\n## 步骤\n\n",
+            *(f"{i}. {step}\n" for i, step in enumerate(steps, 1)),
+            "\n## 注意事项\n\n",
+            *(f"- {point}\n" for point in points),
+            "\n",
+        ]
+    points = rng.sample(_POINTS, 3)
+    return [
+        "\n\n**要点：**\n\n",
+        *(f"{i}. {point}\n" for i, point in enumerate(points, 1)),
+        "\n",
+    ]
+
+
 def _compose_answer(prompt: str, seed: int) -> str:
     rng = random.Random(f"wenxin-emulator|{seed}|{prompt}")  # noqa: S311 (seeded on purpose)
     sentences = rng.sample(_POOL, rng.randint(2, 4))
-    points = rng.sample(_POINTS, 3)
     parts = [
         OPENING,
         f"你的问题是：“{brief(prompt)}”。",
         *sentences,
-        "\n\n**要点：**\n\n",
-        *(f"{i}. {point}\n" for i, point in enumerate(points, 1)),
-        "\n",
+        *_body(answer_kind(prompt), rng),
         rng.choice(_CLOSINGS),
     ]
     return "".join(parts)

@@ -107,9 +107,10 @@ def new_id(prefix: str) -> str:
 
 
 def default_title(question: str) -> str:
-    """The title of a conversation named after its first question: its first
-    :data:`TITLE_LENGTH` characters, whitespace collapsed."""
-    return " ".join(question.split())[:TITLE_LENGTH]
+    """The title of a conversation named after its first question: whitespace collapsed, at
+    most :data:`TITLE_LENGTH` characters, a cut one ending in "…" (so it shows it was cut)."""
+    text = " ".join(question.split())
+    return text if len(text) <= TITLE_LENGTH else text[: TITLE_LENGTH - 1] + "…"
 
 
 def check_choice(name: str, value: str, allowed: frozenset[str]) -> None:

@@ -5,7 +5,9 @@ Theory of operation
 
 Whatever files are in the static directory are served, by exact name (one path segment of
 letters, digits, ``.``, ``_`` and ``-``, not starting with a dot — so no traversal, no hidden
-files). ``/`` is ``index.html``, or a small placeholder page when there is none.
+files), and so are the files of its ``vendor/`` folder (the pinned third-party libraries that
+``scripts/vendor-static`` copies from npm) under ``/static/vendor/{name}``. ``/`` is
+``index.html``, or a small placeholder page when there is none.
 
 Each file is read once and kept in memory with its strong ``ETag`` (a SHA-256 prefix) until its
 size or modification time changes. The names carry no content hash (there is no build step),
@@ -13,7 +15,10 @@ so caching is by revalidation: ``Cache-Control: no-cache`` plus ``ETag`` / ``Las
 and ``If-None-Match`` answers ``304`` without a body — a browser never runs a stale script
 after an upgrade, and an unchanged file costs one round trip and no bytes. Content types are
 explicit (``text/javascript`` for modules, ``charset=utf-8`` on text) and ``nosniff`` is set;
-HTML may not be framed.
+HTML may not be framed, and carries a strict Content-Security-Policy (:data:`CSP`): scripts,
+styles and connections from this origin only, no inline script or style markup, no plugins,
+images from this origin or ``data:``/``blob:`` URLs (an attached image is previewed from its
+data URL), no ``<base>``, no form posts elsewhere.
 """
 
 from __future__ import annotations
@@ -48,6 +53,16 @@ CONTENT_TYPES = {
     ".webmanifest": "application/manifest+json",
 }
 
+CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    b"connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; "
+    b"form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+)
+"""The page's Content-Security-Policy (see the module docstring)."""
+
+VENDOR = "vendor"
+"""The folder of vendored libraries inside the static directory."""
+
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 PLACEHOLDER = b"""<!doctype html>
@@ -78,7 +93,11 @@ class StaticFiles:
 
     def routes(self) -> Routes:
         """The page's routes: path template → method → handler."""
-        return {"/": {"GET": self.index}, "/static/{name}": {"GET": self.asset}}
+        return {
+            "/": {"GET": self.index},
+            "/static/{name}": {"GET": self.asset},
+            "/static/vendor/{name}": {"GET": self.vendor_asset},
+        }
 
     async def index(self, ctx: Context, receive: Receive, send: Send) -> None:
         """``GET /``: the chat page."""
@@ -88,30 +107,36 @@ class StaticFiles:
         """``GET /static/{name}``: one of the page's files."""
         await self.answer(ctx.params["name"], ctx, send)
 
-    def load(self, name: str) -> _File | None:
-        """The file ``name`` (cached while unchanged), or ``None``."""
+    async def vendor_asset(self, ctx: Context, receive: Receive, send: Send) -> None:
+        """``GET /static/vendor/{name}``: one of the vendored libraries."""
+        await self.answer(ctx.params["name"], ctx, send, folder=VENDOR)
+
+    def load(self, name: str, folder: str = "") -> _File | None:
+        """The file ``name`` of the static directory or of its ``folder`` (cached while
+        unchanged), or ``None``."""
         if not _NAME.fullmatch(name):
             return None
-        path = self.directory / name
+        key = f"{folder}/{name}" if folder else name
+        path = self.directory / key
         try:
             info = path.stat()
             if not path.is_file():
                 return None
             stamp = (info.st_mtime_ns, info.st_size)
-            cached = self._cache.get(name)
+            cached = self._cache.get(key)
             if cached is not None and cached.stamp == stamp:
                 return cached
             loaded = _File(path.read_bytes(), stamp)
         except OSError:
             return None
-        self._cache[name] = loaded
+        self._cache[key] = loaded
         return loaded
 
-    async def answer(self, name: str, ctx: Context, send: Send) -> None:
-        """Send the file ``name`` (or 304 / 404)."""
-        found = self.load(name)
+    async def answer(self, name: str, ctx: Context, send: Send, folder: str = "") -> None:
+        """Send the file ``name`` of the static directory or of its ``folder`` (or 304 / 404)."""
+        found = self.load(name, folder)
         if found is None:
-            if name == "index.html":
+            if name == "index.html" and not folder:
                 await _send(send, 200, PLACEHOLDER, _headers("index.html", b"no-cache"))
                 return
             raise HTTPError(404, "not_found", f"no such file: {name}")
@@ -133,7 +158,11 @@ def _headers(name: str, cache: bytes) -> Headers:
         (b"x-content-type-options", b"nosniff"),
     ]
     if suffix == ".html":
-        headers += [(b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
+        headers += [
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"content-security-policy", CSP),
+        ]
     return headers
 
 

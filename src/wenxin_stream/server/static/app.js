@@ -1,165 +1,26 @@
 // wenxin-stream chat page: streams ERNIE answers over SSE (fetch + ReadableStream), renders
-// Markdown as it grows, resumes a dropped stream, lists conversations. No dependencies.
+// Markdown as it grows, resumes a dropped stream, manages conversations. No build step; the
+// vendored libraries are in vendor/ (scripts/vendor-static).
 //
-// The module exports its SSE parser (for the browser unit tests) and boots the page only when
-// the document is the chat page (<body data-app="wenxin">), so importing it elsewhere has no
-// side effects.
+// The module re-exports its SSE parser (for the browser unit tests) and boots the page only
+// when the document is the chat page (<body data-app="wenxin">), so importing it elsewhere has
+// no side effects.
 
-import { renderBlocks } from "./markdown.js";
+import { Composer } from "./composer.js";
+import { initLanguage, language, setLanguage, t, translate } from "./i18n.js";
+import { MessageView, copyText, el } from "./message.js";
+import { curate, fillSelect, fromNames, renderBadges } from "./models.js";
+import { renderList } from "./sidebar.js";
+import { readEventStream } from "./sse.js";
 
-// ---- SSE ------------------------------------------------------------------------------------
-
-/**
- * Incremental parser of the text/event-stream format (WHATWG HTML, "server-sent events").
- * Feed it decoded text in pieces of any size; it returns the events completed by each piece.
- * Lines end in CR, LF or CRLF — also when a CRLF is split between two pieces. Lines starting
- * with ":" are comments (pings) and are counted, not returned. `lastEventId` persists across
- * events, as in EventSource.
- */
-export class SSEParser {
-  constructor() {
-    this.lastEventId = "";
-    this.retry = null;
-    this.comments = 0;
-    this._line = "";
-    this._skipLF = false;
-    this._started = false;
-    this._data = [];
-    this._type = "";
-  }
-
-  /** Feed decoded text; returns an array of {type, data, id}. */
-  feed(text) {
-    const events = [];
-    if (!text) return events;
-    let s = text;
-    if (!this._started) {
-      this._started = true;
-      if (s.charCodeAt(0) === 0xfeff) s = s.slice(1);
-    }
-    if (this._skipLF) {
-      this._skipLF = false;
-      if (s[0] === "\n") s = s.slice(1);
-    }
-    let pos = 0;
-    const n = s.length;
-    while (pos < n) {
-      let end = pos;
-      while (end < n) {
-        const c = s.charCodeAt(end);
-        if (c === 10 || c === 13) break;
-        end += 1;
-      }
-      if (end === n) break; // no line terminator yet: keep the rest for the next piece
-      const line = this._line + s.slice(pos, end);
-      this._line = "";
-      if (s.charCodeAt(end) === 13) {
-        if (end + 1 === n) {
-          this._skipLF = true; // the LF of a CRLF may start the next piece
-          pos = end + 1;
-        } else {
-          pos = s.charCodeAt(end + 1) === 10 ? end + 2 : end + 1;
-        }
-      } else {
-        pos = end + 1;
-      }
-      this._processLine(line, events);
-    }
-    if (pos < n) this._line += s.slice(pos);
-    return events;
-  }
-
-  /** The stream ended: an unfinished event is dropped (as the standard says). */
-  end() {
-    this._line = "";
-    this._data = [];
-    this._type = "";
-    this._skipLF = false;
-  }
-
-  _processLine(line, events) {
-    if (line === "") {
-      if (this._data.length) {
-        events.push({ type: this._type || "message", data: this._data.join("\n"), id: this.lastEventId });
-      }
-      this._data = [];
-      this._type = "";
-      return;
-    }
-    if (line[0] === ":") {
-      this.comments += 1;
-      return;
-    }
-    const colon = line.indexOf(":");
-    let field = line;
-    let value = "";
-    if (colon >= 0) {
-      field = line.slice(0, colon);
-      value = line.slice(colon + 1);
-      if (value[0] === " ") value = value.slice(1);
-    }
-    switch (field) {
-      case "event":
-        this._type = value;
-        break;
-      case "data":
-        this._data.push(value);
-        break;
-      case "id":
-        if (!value.includes("\u0000")) this.lastEventId = value;
-        break;
-      case "retry":
-        if (/^\d+$/.test(value)) this.retry = Number(value);
-        break;
-      default:
-        break; // unknown fields are ignored
-    }
-  }
-}
-
-/** Bytes in, events out: a streaming UTF-8 decoder in front of an SSEParser. */
-export class SSEDecoder {
-  constructor(parser = new SSEParser()) {
-    this.parser = parser;
-    this._decoder = new TextDecoder("utf-8");
-  }
-
-  push(bytes) {
-    return this.parser.feed(this._decoder.decode(bytes, { stream: true }));
-  }
-
-  end() {
-    const events = this.parser.feed(this._decoder.decode());
-    this.parser.end();
-    return events;
-  }
-}
-
-/** Read an SSE response body, calling onEvent(event) for each event, until the body ends. */
-export async function readEventStream(body, onEvent, parser = new SSEParser()) {
-  const decoder = new SSEDecoder(parser);
-  const reader = body.getReader();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      for (const ev of decoder.push(value)) {
-        if (onEvent(ev) === false) {
-          reader.cancel().catch(() => {});
-          return;
-        }
-      }
-    }
-    for (const ev of decoder.end()) onEvent(ev);
-  } finally {
-    reader.releaseLock?.();
-  }
-}
+export { SSEDecoder, SSEParser, readEventStream } from "./sse.js";
 
 // ---- API ------------------------------------------------------------------------------------
 
 const KEY_STORAGE = "wenxin.apiKey";
 const MODEL_STORAGE = "wenxin.model";
+const THEME_STORAGE = "wenxin.theme";
+const SYSTEM_STORAGE = "wenxin.system.";
 
 export class ApiError extends Error {
   constructor(status, message, code) {
@@ -187,7 +48,7 @@ function storageSet(name, value) {
 }
 
 async function errorFrom(resp) {
-  let message = `HTTP ${resp.status}`;
+  let message = t("err.http", { status: resp.status });
   let code = "";
   try {
     const body = await resp.json();
@@ -200,45 +61,20 @@ async function errorFrom(resp) {
   }
   if (resp.status === 429) {
     const after = resp.headers.get("Retry-After");
-    if (after) message += ` (retry after ${after} s)`;
+    if (after) message += t("err.retry_after", { s: after });
   }
   return new ApiError(resp.status, message, code);
 }
 
 // ---- page -----------------------------------------------------------------------------------
 
-const END_LABELS = {
-  cancelled: "已停止 · Stopped",
-  length: "长度截断 · Cut at max length",
-  content_filtered: "内容已过滤 · Content filtered",
-  timed_out: "超时 · Timed out",
-  upstream_error: "上游错误 · Upstream error",
-  incomplete: "不完整 · Incomplete",
-  client_disconnected: "连接中断 · Client disconnected",
-  server_shutdown: "服务器关闭 · Server shut down",
-  server_crashed: "服务器崩溃 · Server crashed",
-  interrupted: "连接中断 · Connection lost",
-};
-
 const RESUME_DELAYS_MS = [200, 500, 1000, 2000];
 const STOP_GRACE_MS = 2500;
+const DELETE_CONFIRM_MS = 4000;
+const THEMES = ["system", "light", "dark"];
 
 function $(sel, root = document) {
   return root.querySelector(sel);
-}
-
-function el(tag, attrs = {}, text) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") node.className = v;
-    else if (/^(data|aria)[A-Z]/.test(k)) {
-      node.setAttribute(k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), v);
-    } else if (k === "role" || k === "title") node.setAttribute(k, v);
-    else node[k] = v;
-  }
-  if (text !== undefined) node.textContent = text;
-  return node;
 }
 
 function sleep(ms) {
@@ -252,181 +88,31 @@ function statusOf(status, endReason, hasError) {
   return "partial";
 }
 
-function formatMs(ms) {
-  if (typeof ms !== "number" || !Number.isFinite(ms)) return "";
-  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+/** The title a new conversation shows until the server's comes back: the question, cut with
+ * an ellipsis. */
+export function provisionalTitle(question, max = 30) {
+  const text = question.split(/\s+/).join(" ").trim();
+  const chars = [...text];
+  return chars.length <= max ? text : `${chars.slice(0, max - 1).join("")}…`;
 }
 
-function formatWhen(iso) {
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return "";
-  const now = new Date();
-  if (d.toDateString() === now.toDateString()) {
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  }
-  return d.toLocaleDateString([], { month: "short", day: "numeric" });
-}
-
-/** Patch `container` so that its children are the given block HTML strings, touching only
- * the blocks that changed (the growing answer usually changes only its last block). */
-function patchBlocks(container, blocks) {
-  const kids = container.children;
-  for (let i = 0; i < blocks.length; i += 1) {
-    const html = blocks[i];
-    const cur = kids[i];
-    if (cur && cur.__md === html) continue;
-    const tpl = document.createElement("template");
-    tpl.innerHTML = html; // renderBlocks output: escaped text inside tags it made itself
-    const node = tpl.content.firstElementChild || document.createElement("div");
-    node.__md = html;
-    if (cur) container.replaceChild(node, cur);
-    else container.appendChild(node);
-  }
-  while (kids.length > blocks.length) container.removeChild(container.lastElementChild);
-}
-
-class MessageView {
-  constructor(role, { content = "", status = "complete", endReason = "", id = "" } = {}) {
-    this.role = role;
-    this.text = content;
-    this.node = el("article", {
-      class: `msg msg-${role}`,
-      dataTestid: "message",
-      dataRole: role,
-      dataStatus: status,
-      dataMessageId: id || null,
-    });
-    const label = role === "user" ? "你 · You" : "文心 · ERNIE";
-    this.node.append(el("div", { class: "msg-who" }, label));
-    this.body = el("div", { class: role === "user" ? "msg-body msg-text" : "msg-body markdown" });
-    this.node.append(this.body);
-    this.meta = el("div", { class: "msg-meta" });
-    this.node.append(this.meta);
-    this._pending = false;
-    if (role === "user") this.body.textContent = content;
-    else this.renderNow();
-    this.setStatus(status, endReason);
-  }
-
-  setStatus(status, endReason = "") {
-    this.status = status;
-    this.node.dataset.status = status;
-    if (endReason) this.node.dataset.endReason = endReason;
-    else delete this.node.dataset.endReason;
-    const streaming = status === "streaming";
-    this.node.classList.toggle("is-streaming", streaming);
-    if (this.role === "assistant") {
-      if (streaming) {
-        this.body.setAttribute("aria-live", "polite");
-        this.body.setAttribute("aria-busy", "true");
-      } else {
-        this.body.setAttribute("aria-busy", "false");
-      }
-    }
-    this._renderFlag();
-  }
-
-  _renderFlag() {
-    let flag = $(".msg-flag", this.meta);
-    const reason = this.node.dataset.endReason;
-    const show = this.role === "assistant" && reason && reason !== "completed";
-    if (!show) {
-      flag?.remove();
-      return;
-    }
-    if (!flag) {
-      flag = el("span", { class: "msg-flag" });
-      this.meta.prepend(flag);
-    }
-    flag.textContent = END_LABELS[reason] || reason;
-  }
-
-  append(text) {
-    if (!text) return;
-    this.text += text;
-    this.scheduleRender();
-  }
-
-  scheduleRender() {
-    if (this._pending) return;
-    this._pending = true;
-    const run = () => {
-      this._pending = false;
-      const t0 = performance.now();
-      this.renderNow();
-      this._cost = performance.now() - t0;
-      this.onRendered?.();
-    };
-    // At most one render per animation frame; rAF does not fire in hidden tabs, so fall back.
-    // A very long answer whose rendering costs more than a few ms is re-rendered less often,
-    // so the page stays responsive (the final render happens at the end event regardless).
-    const cost = this._cost || 0;
-    if (document.hidden) setTimeout(run, 50);
-    else if (cost > 12) setTimeout(() => requestAnimationFrame(run), Math.min(400, cost * 4));
-    else requestAnimationFrame(run);
-  }
-
-  renderNow() {
-    if (this.role === "user") {
-      this.body.textContent = this.text;
-      return;
-    }
-    patchBlocks(this.body, renderBlocks(this.text));
-  }
-
-  setStats(data) {
-    let stats = $('[data-testid="stats"]', this.meta);
-    if (!stats) {
-      stats = el("span", { class: "msg-stats", dataTestid: "stats" });
-      this.meta.append(stats);
-    }
-    const parts = [];
-    if (typeof data.ttft_ms === "number") parts.push(`首字 TTFT ${formatMs(data.ttft_ms)}`);
-    const u = data.usage;
-    if (u && typeof u.total_tokens === "number") {
-      parts.push(`${u.total_tokens} tokens (${u.prompt_tokens ?? "?"} + ${u.completion_tokens ?? "?"})`);
-    }
-    if (typeof data.total_ms === "number") parts.push(`共 ${formatMs(data.total_ms)}`);
-    if (data.model) parts.push(data.model);
-    stats.textContent = parts.join(" · ");
-    if (u) {
-      stats.title = `prompt ${u.prompt_tokens ?? "?"} · completion ${u.completion_tokens ?? "?"} · total ${u.total_tokens ?? "?"}`;
-    }
-  }
-
-  setNote(text) {
-    let note = $(".msg-note", this.meta);
-    if (!text) {
-      note?.remove();
-      return;
-    }
-    if (!note) {
-      note = el("span", { class: "msg-note" });
-      this.meta.append(note);
-    }
-    note.textContent = text;
-  }
-
-  setError(message) {
-    let box = $(".msg-error", this.node);
-    if (!message) {
-      box?.remove();
-      return;
-    }
-    if (!box) {
-      box = el("div", { class: "msg-error", role: "alert", dataTestid: "error" });
-      this.node.insertBefore(box, this.meta);
-    }
-    box.textContent = message;
-  }
+/** Apply a theme choice ("system", "light" or "dark") to the document. */
+export function applyTheme(choice) {
+  const root = document.documentElement;
+  if (choice === "light" || choice === "dark") root.dataset.theme = choice;
+  else delete root.dataset.theme;
 }
 
 class App {
   constructor() {
     this.apiKey = storageGet(KEY_STORAGE);
     this.info = null;
+    this.models = [];
     this.conversations = [];
     this.currentId = null;
+    this.query = "";
+    this.renaming = null;
+    this.confirming = null;
     this.streams = new Map(); // conversation id (or "new") → stream controller
     this.views = new Map(); // conversation id → messages container kept while it streams
     this._keyPrompt = null;
@@ -436,6 +122,7 @@ class App {
       toggle: $('[data-testid="sidebar-toggle"]'),
       backdrop: $("#backdrop"),
       list: $("#conversation-list"),
+      search: $('[data-testid="conversation-search"]'),
       newChat: $('[data-testid="new-chat"]'),
       banner: $('[data-testid="emulator-banner"]'),
       notice: $("#notice"),
@@ -446,13 +133,32 @@ class App {
       send: $('[data-testid="send"]'),
       stop: $('[data-testid="stop"]'),
       model: $("#model"),
+      caps: $("#model-caps"),
       title: $("#conversation-title"),
       footer: $("#server-info"),
+      language: $('[data-testid="language"]'),
+      theme: $('[data-testid="theme"]'),
+      settingsToggle: $('[data-testid="settings-toggle"]'),
+      settings: $("#settings"),
+      system: $('[data-testid="system-prompt"]'),
       keyDialog: $("#key-dialog"),
       keyForm: $("#key-form"),
       keyInput: $("#api-key"),
       keyError: $("#key-error"),
     };
+    this.composer = new Composer(
+      {
+        tools: $("#composer-tools"),
+        attach: $('[data-testid="attach"]'),
+        file: $("#image-input"),
+        preview: $('[data-testid="attachment"]'),
+        previewImage: $("#attachment-image"),
+        removeImage: $('[data-testid="remove-image"]'),
+        thinking: $('[data-testid="toggle-thinking"]'),
+        search: $('[data-testid="toggle-search"]'),
+      },
+      (message) => this.showNotice(message),
+    );
     this.thread = el("div", { class: "thread" });
     this.ui.scroller.append(this.thread);
   }
@@ -476,7 +182,7 @@ class App {
       const resp = await fetch(path, init);
       if (resp.status === 401 && attempt < 3) {
         const err = await errorFrom(resp);
-        const key = await this.askForKey(this.apiKey ? "这个 API key 无效 · This API key was rejected." : err.message);
+        const key = await this.askForKey(this.apiKey ? t("err.key_rejected") : err.message);
         if (key) continue;
         throw err;
       }
@@ -528,14 +234,20 @@ class App {
   // -- boot --
 
   async start() {
+    initLanguage();
+    this.ui.language.value = language();
+    const theme = storageGet(THEME_STORAGE);
+    this.ui.theme.value = THEMES.includes(theme) ? theme : "system";
+    applyTheme(this.ui.theme.value);
+    translate();
     this.bindUi();
     try {
       this.info = await this.json("/api/info");
     } catch (err) {
-      this.showNotice(`无法连接服务器 · Cannot reach the server: ${err.message}`);
+      this.showNotice(t("err.server", { message: err.message }));
     }
-    if (this.info) this.applyInfo();
     if (this.info?.auth_required && !this.apiKey) await this.askForKey();
+    if (this.info) await this.loadModels();
     await this.refreshList();
     const fromHash = this.hashId();
     if (fromHash) await this.open(fromHash, { quiet: true });
@@ -544,24 +256,66 @@ class App {
     document.body.dataset.ready = "true";
   }
 
-  applyInfo() {
+  /** The picker: /api/models (the curated catalogue), else /api/info's names. */
+  async loadModels() {
     const info = this.info;
-    this.ui.banner.hidden = info.upstream !== "emulator";
-    const models = Array.isArray(info.models) ? info.models : [];
-    const sel = this.ui.model;
-    sel.textContent = "";
-    const names = models.map((m) => (typeof m === "string" ? m : m?.id || m?.name)).filter(Boolean);
-    if (info.default_model && !names.includes(info.default_model)) names.unshift(info.default_model);
-    for (const name of names) sel.append(el("option", { value: name }, name));
     const saved = storageGet(MODEL_STORAGE);
-    sel.value = names.includes(saved) ? saved : info.default_model || names[0] || "";
-    sel.closest(".model-picker").hidden = names.length === 0;
-    const upstream = info.upstream === "emulator" ? "离线模拟器 emulator" : `ERNIE ${info.api || ""}`.trim();
+    let entries = null;
+    try {
+      const data = await this.json("/api/models");
+      entries = curate(data?.models, [saved]);
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      entries = null; // a server without the catalogue route: fall back to the names
+    }
+    if (!entries || !entries.length) {
+      const names = (Array.isArray(info.models) ? info.models : [])
+        .map((m) => (typeof m === "string" ? m : m?.id || m?.name))
+        .filter(Boolean);
+      entries = fromNames(names, info.default_model);
+    }
+    this.models = entries;
+    this.renderModels(saved || info.default_model);
+    this.ui.banner.hidden = info.upstream !== "emulator";
+    const upstream = info.upstream === "emulator" ? t("footer.emulator") : `ERNIE ${info.api || ""}`.trim();
+    this.ui.footer.textContent = `wenxin-stream ${info.version || ""} · ${upstream}`;
+  }
+
+  renderModels(wanted) {
+    const sel = this.ui.model;
+    const chosen = fillSelect(sel, this.models, wanted ?? sel.value);
+    sel.closest(".model-picker").hidden = this.models.length === 0;
+    this.onModel(chosen);
+  }
+
+  onModel(id) {
+    const entry = this.models.find((m) => m.id === id) || null;
+    renderBadges(this.ui.caps, entry);
+    this.composer.setModel(entry);
+  }
+
+  switchLanguage(lang) {
+    setLanguage(lang);
+    translate();
+    if (this.models.length) this.renderModels(this.ui.model.value);
+    this.composer.render();
+    if (this.info) this.loadFooter();
+    this.renderList();
+    const known = this.conversations.find((c) => c.id === this.currentId);
+    this.ui.title.textContent = known?.title || t("new_chat");
+    // Rebuild the open thread's labels from the stored conversation (not while it streams).
+    if (this.currentId && !this.streams.has(this.currentId)) this.open(this.currentId, { quiet: true });
+    else this.refreshActions();
+  }
+
+  loadFooter() {
+    const info = this.info;
+    const upstream = info.upstream === "emulator" ? t("footer.emulator") : `ERNIE ${info.api || ""}`.trim();
     this.ui.footer.textContent = `wenxin-stream ${info.version || ""} · ${upstream}`;
   }
 
   bindUi() {
-    const { form, input, stop, newChat, toggle, backdrop, model, list } = this.ui;
+    const { form, input, stop, newChat, toggle, backdrop, model, list, search } = this.ui;
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
       this.send();
@@ -584,15 +338,44 @@ class App {
     toggle.addEventListener("click", () => this.toggleSidebar());
     backdrop.addEventListener("click", () => this.closeSidebar());
     document.addEventListener("keydown", (ev) => {
-      if (ev.key === "Escape" && document.body.classList.contains("sidebar-open")) this.closeSidebar();
+      if (ev.key !== "Escape" || ev.isComposing) return;
+      if (this.ui.keyDialog.open) return;
+      if (document.body.classList.contains("sidebar-open")) {
+        this.closeSidebar();
+        return;
+      }
+      if (this.streams.has(this.currentId || "new")) {
+        ev.preventDefault();
+        this.stopCurrent();
+      }
     });
-    model.addEventListener("change", () => storageSet(MODEL_STORAGE, model.value));
-    list.addEventListener("click", (ev) => {
-      const item = ev.target.closest("[data-conversation-id]");
-      if (!item) return;
-      ev.preventDefault();
-      this.open(item.dataset.conversationId);
-      this.closeSidebar();
+    model.addEventListener("change", () => {
+      storageSet(MODEL_STORAGE, model.value);
+      this.onModel(model.value);
+    });
+    search.addEventListener("input", () => {
+      this.query = search.value;
+      this.renderList();
+    });
+    list.addEventListener("click", (ev) => this.onListClick(ev));
+    list.addEventListener("keydown", (ev) => this.onRenameKey(ev));
+    list.addEventListener("focusout", (ev) => {
+      if (ev.target.matches?.('[data-testid="rename-input"]')) this.commitRename(ev.target);
+    });
+    this.ui.scroller.addEventListener("click", (ev) => this.onThreadClick(ev));
+    this.ui.language.addEventListener("change", () => this.switchLanguage(this.ui.language.value));
+    this.ui.theme.addEventListener("change", () => {
+      storageSet(THEME_STORAGE, this.ui.theme.value === "system" ? "" : this.ui.theme.value);
+      applyTheme(this.ui.theme.value);
+    });
+    this.ui.settingsToggle.addEventListener("click", () => {
+      const open = this.ui.settings.hidden;
+      this.ui.settings.hidden = !open;
+      this.ui.settingsToggle.setAttribute("aria-expanded", String(open));
+      if (open) this.ui.system.focus();
+    });
+    this.ui.system.addEventListener("change", () => {
+      if (this.currentId) storageSet(SYSTEM_STORAGE + this.currentId, this.ui.system.value.trim());
     });
     window.addEventListener("hashchange", () => {
       const id = this.hashId();
@@ -646,6 +429,27 @@ class App {
     this.ui.send.hidden = streaming;
     this.ui.stop.disabled = Boolean(active?.stopping);
     this.ui.send.disabled = !this.ui.input.value.trim();
+    this.refreshActions();
+  }
+
+  /** Edit on questions, Copy on answers, Regenerate (finished) or Retry (error, stopped) on
+   * the last answer — none while this conversation streams. */
+  refreshActions() {
+    const busy = this.streams.has(this.currentId || "new");
+    const nodes = [...this.thread.querySelectorAll('[data-testid="message"]')];
+    const lastAnswer = nodes.filter((n) => n.dataset.role === "assistant").pop();
+    for (const node of nodes) {
+      const view = node.__view;
+      if (!view) continue;
+      if (busy || view.status === "streaming" || view.status === "pending") {
+        view.setActions({});
+      } else if (view.role === "user") {
+        view.setActions({ edit: true });
+      } else {
+        const again = node !== lastAnswer ? "" : view.status === "complete" ? "regenerate" : "retry";
+        view.setActions({ copy: Boolean(view.text), again });
+      }
+    }
   }
 
   // -- conversations --
@@ -656,7 +460,7 @@ class App {
       this.conversations = Array.isArray(data?.conversations) ? data.conversations : [];
       this.renderList();
     } catch (err) {
-      this.showNotice(`会话列表加载失败 · Could not load conversations: ${err.message}`);
+      this.showNotice(t("err.list", { message: err.message }));
     }
   }
 
@@ -668,29 +472,108 @@ class App {
   }
 
   renderList() {
-    const list = this.ui.list;
-    list.textContent = "";
-    if (!this.conversations.length) {
-      list.append(el("li", { class: "list-empty" }, "还没有会话 · No conversations yet"));
+    renderList(this.ui.list, this.conversations, {
+      currentId: this.currentId,
+      query: this.query,
+      streaming: new Set(this.streams.keys()),
+      renaming: this.renaming,
+      confirming: this.confirming,
+    });
+    const input = this.ui.list.querySelector('[data-testid="rename-input"]');
+    if (input && document.activeElement !== input) {
+      input.focus();
+      input.select();
+    }
+  }
+
+  onListClick(ev) {
+    const button = ev.target.closest("button[data-conversation-id]");
+    if (button) {
+      ev.preventDefault();
+      const id = button.dataset.conversationId;
+      if (button.dataset.testid === "rename") {
+        this.renaming = id;
+        this.confirming = null;
+        this.renderList();
+      } else if (button.dataset.testid === "delete") {
+        if (this.confirming === id) this.deleteConversation(id);
+        else {
+          this.confirming = id;
+          clearTimeout(this._confirmTimer);
+          this._confirmTimer = setTimeout(() => {
+            this.confirming = null;
+            this.renderList();
+          }, DELETE_CONFIRM_MS);
+          this.renderList();
+        }
+      }
       return;
     }
-    for (const c of this.conversations) {
-      const li = el("li");
-      const a = el("a", {
-        href: `#c=${c.id}`,
-        class: "conv",
-        dataTestid: "conversation",
-        dataConversationId: c.id,
-        ariaCurrent: c.id === this.currentId ? "page" : null,
-      });
-      a.append(el("span", { class: "conv-title" }, c.title || "新对话 · New chat"));
-      const when = formatWhen(c.updated_at || c.created_at);
-      const count = typeof c.message_count === "number" ? `${c.message_count} 条` : "";
-      a.append(el("span", { class: "conv-meta" }, [when, count].filter(Boolean).join(" · ")));
-      if (this.streams.has(c.id)) a.classList.add("is-streaming");
-      li.append(a);
-      list.append(li);
+    const item = ev.target.closest("a[data-conversation-id]");
+    if (!item) return;
+    ev.preventDefault();
+    this.open(item.dataset.conversationId);
+    this.closeSidebar();
+  }
+
+  onRenameKey(ev) {
+    const input = ev.target;
+    if (!input.matches?.('[data-testid="rename-input"]')) return;
+    if (ev.key === "Enter" && !ev.isComposing) {
+      ev.preventDefault();
+      this.commitRename(input);
+    } else if (ev.key === "Escape") {
+      ev.preventDefault();
+      ev.stopPropagation();
+      this.renaming = null;
+      this.renderList();
     }
+  }
+
+  async commitRename(input) {
+    const id = input.dataset.conversationId;
+    if (this.renaming !== id) return;
+    this.renaming = null;
+    const title = input.value.split(/\s+/).join(" ").trim();
+    const conv = this.conversations.find((c) => c.id === id);
+    if (!title || !conv || title === conv.title) {
+      this.renderList();
+      return;
+    }
+    conv.title = title;
+    this.renderList();
+    if (id === this.currentId) this.ui.title.textContent = title;
+    try {
+      const updated = await this.json(`/api/conversations/${encodeURIComponent(id)}`, {
+        method: "PATCH",
+        body: { title },
+      });
+      Object.assign(conv, updated || {});
+    } catch (err) {
+      this.showNotice(t("rename_failed", { message: err.message }));
+      await this.refreshList();
+    }
+  }
+
+  async deleteConversation(id) {
+    this.confirming = null;
+    clearTimeout(this._confirmTimer);
+    const ctl = this.streams.get(id);
+    if (ctl) this.abortStream(ctl);
+    try {
+      await this.request(`/api/conversations/${encodeURIComponent(id)}`, { method: "DELETE" });
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 404)) {
+        this.showNotice(t("delete_failed", { message: err.message }));
+        this.renderList();
+        return;
+      }
+    }
+    this.conversations = this.conversations.filter((c) => c.id !== id);
+    storageSet(SYSTEM_STORAGE + id, "");
+    this.views.delete(id);
+    if (this.currentId === id) this.newChat();
+    else this.renderList();
   }
 
   swapThread(id) {
@@ -708,15 +591,26 @@ class App {
     this.ui.empty.hidden = this.thread.children.length > 0;
   }
 
+  systemFor(id, stored) {
+    return id ? storageGet(SYSTEM_STORAGE + id) || stored || "" : "";
+  }
+
   newChat() {
     this.swapThread(null);
     this.currentId = null;
-    this.ui.title.textContent = "新对话 · New chat";
+    this.ui.title.textContent = t("new_chat");
+    this.ui.system.value = "";
     this.setHash(null);
     this.renderList();
     this.showEmpty();
     this.updateComposer();
     this.ui.input.focus();
+  }
+
+  addView(thread, view) {
+    view.node.__view = view;
+    thread.append(view.node);
+    return view;
   }
 
   async open(id, { quiet = false } = {}) {
@@ -727,6 +621,7 @@ class App {
     this.updateComposer();
     const known = this.conversations.find((c) => c.id === id);
     this.ui.title.textContent = known?.title || "…";
+    this.ui.system.value = this.systemFor(id, known?.system);
     if (kept) {
       this.showEmpty();
       this.scrollToEnd(true);
@@ -737,25 +632,29 @@ class App {
     try {
       const conv = await this.json(`/api/conversations/${encodeURIComponent(id)}`);
       if (this.thread !== thread) return; // the user moved on meanwhile
-      this.ui.title.textContent = conv.title || "新对话 · New chat";
+      this.ui.title.textContent = conv.title || t("new_chat");
+      this.ui.system.value = this.systemFor(id, conv.system);
+      thread.textContent = "";
       for (const m of conv.messages || []) {
         const hasEnd = m.role === "assistant";
-        const status = hasEnd ? statusOf(m.status, m.end_reason, false) : "complete";
-        const view = new MessageView(m.role === "user" ? "user" : "assistant", {
+        const view = this.addView(thread, new MessageView(hasEnd ? "assistant" : "user", {
           content: m.content || "",
-          status,
+          status: hasEnd ? statusOf(m.status, m.end_reason, false) : "complete",
           endReason: hasEnd && m.end_reason !== "completed" ? m.end_reason : "",
           id: m.id,
-        });
+          reasoning: m.reasoning || "",
+          sources: m.search_results,
+          toolCalls: m.tool_calls,
+        })); // prettier-ignore
         if (hasEnd && m.status === "streaming") {
           // Still being generated (asked from another tab, or just before a reload).
           view.setStatus("pending");
-          view.setNote("仍在生成中，稍后刷新查看 · Still being generated — reload to see the rest");
+          view.setNote(t("still_generating"));
         }
         if (hasEnd && (m.usage || typeof m.ttft_ms === "number")) view.setStats(m);
-        thread.append(view.node);
       }
       this.showEmpty();
+      this.refreshActions();
       this.scrollToEnd(true);
     } catch (err) {
       if (this.thread !== thread) return;
@@ -763,10 +662,10 @@ class App {
         this.setHash(null);
         this.currentId = null;
         this.renderList();
-        if (!quiet) this.showNotice("这个会话不存在了 · That conversation no longer exists.");
+        if (!quiet) this.showNotice(t("err.gone"));
         this.showEmpty();
       } else {
-        this.showNotice(`会话加载失败 · Could not load the conversation: ${err.message}`);
+        this.showNotice(t("err.load", { message: err.message }));
       }
     } finally {
       thread.removeAttribute("aria-busy");
@@ -779,25 +678,118 @@ class App {
     if (force || nearBottom) s.scrollTop = s.scrollHeight;
   }
 
+  // -- message actions --
+
+  async onThreadClick(ev) {
+    const button = ev.target.closest("button[data-action]");
+    if (!button) return;
+    const node = button.closest('[data-testid="message"]');
+    const view = node?.__view;
+    const action = button.dataset.action;
+    if (action === "copy-code" || action === "copy-answer") {
+      const text = action === "copy-code"
+        ? button.closest(".code-block")?.querySelector("pre code")?.textContent || ""
+        : view?.text || "";
+      if (await copyText(text)) this.flash(button);
+      return;
+    }
+    if (!view || this.streams.has(this.currentId || "new")) return;
+    if (action === "regenerate" || action === "retry") {
+      const question = this.questionBefore(node);
+      if (question) this.send({ content: question.text, images: question.images });
+    } else if (action === "edit") {
+      this.editQuestion(view);
+    } else if (action === "edit-send") {
+      const text = node.querySelector("textarea")?.value.trim();
+      if (text) this.send({ content: text });
+    } else if (action === "edit-cancel") {
+      view.editor?.remove();
+      view.editor = null;
+      view.body.hidden = false;
+    }
+  }
+
+  flash(button) {
+    button.classList.add("is-done");
+    const label = button.querySelector(".label");
+    const old = label?.textContent;
+    if (label) label.textContent = t("copied");
+    setTimeout(() => {
+      button.classList.remove("is-done");
+      if (label) label.textContent = old;
+    }, 1200);
+  }
+
+  /** The question a reply answered: the user message before it. */
+  questionBefore(node) {
+    let prev = node.previousElementSibling;
+    while (prev && prev.dataset.role !== "user") prev = prev.previousElementSibling;
+    const view = prev?.__view;
+    return view ? { text: view.text, images: view.images || [] } : null;
+  }
+
+  editQuestion(view) {
+    if (view.editor) return;
+    const editor = el("div", { class: "msg-editor", dataTestid: "editor" });
+    const area = el("textarea", { class: "msg-editor-text", rows: 3 });
+    area.value = view.text;
+    const row = el("div", { class: "msg-editor-actions" });
+    const cancel = el("button", { type: "button", class: "btn", dataAction: "edit-cancel" }, t("cancel"));
+    const send = el("button", { type: "button", class: "btn btn-primary", dataAction: "edit-send",
+      dataTestid: "edit-send" }, t("edit_send")); // prettier-ignore
+    row.append(cancel, send);
+    editor.append(area, row);
+    area.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        send.click();
+      } else if (ev.key === "Escape") {
+        ev.stopPropagation();
+        cancel.click();
+      }
+    });
+    view.body.hidden = true;
+    view.node.insertBefore(editor, view.body);
+    view.editor = editor;
+    area.focus();
+  }
+
   // -- asking --
 
-  async send() {
+  /** Ask a question: the composer's (no argument), or one given (regenerate, retry, edit). */
+  async send(given = null) {
     const input = this.ui.input;
-    const content = input.value.trim();
+    const content = given ? given.content : input.value.trim();
     if (!content || this.streams.has(this.currentId || "new")) return;
-    input.value = "";
-    this.autosize();
+    const extra = this.composer.fields();
+    if (given) {
+      delete extra.images;
+      if (given.images?.length && this.composer.vision()) extra.images = given.images;
+    } else {
+      input.value = "";
+      this.autosize();
+    }
     this.showNotice("");
+    for (const editor of this.thread.querySelectorAll('[data-testid="editor"]')) {
+      const owner = editor.closest('[data-testid="message"]')?.__view;
+      editor.remove();
+      if (owner) {
+        owner.editor = null;
+        owner.body.hidden = false;
+      }
+    }
 
     const thread = this.thread;
-    const userView = new MessageView("user", { content, status: "complete" });
-    const answer = new MessageView("assistant", { status: "streaming" });
-    thread.append(userView.node, answer.node);
+    const userView = new MessageView("user", { content, status: "complete", images: extra.images || [] });
+    userView.images = extra.images || [];
+    this.addView(thread, userView);
+    const answer = this.addView(thread, new MessageView("assistant", { status: "streaming" }));
     this.showEmpty();
     this.scrollToEnd(true);
     answer.onRendered = () => {
       if (this.thread === thread) this.scrollToEnd();
     };
+    if (!given) this.composer.sent();
 
     const ctl = {
       key: this.currentId || "new",
@@ -812,10 +804,14 @@ class App {
     };
     this.streams.set(ctl.key, ctl);
     this.updateComposer();
+    const system = this.ui.system.value.trim();
 
     try {
       if (!ctl.conversationId) {
-        const conv = await this.json("/api/conversations", { method: "POST", body: {} });
+        const body = {};
+        if (system) body.system = system;
+        if (this.ui.model.value) body.model = this.ui.model.value;
+        const conv = await this.json("/api/conversations", { method: "POST", body });
         ctl.conversationId = conv.id;
         this.streams.delete(ctl.key);
         ctl.key = conv.id;
@@ -826,21 +822,21 @@ class App {
         } else {
           this.views.set(conv.id, thread);
         }
-        this.upsertConversation({
-          ...conv,
-          title: conv.title || content.slice(0, 30),
-          message_count: 0,
-        });
-        this.ui.title.textContent = conv.title || content.slice(0, 30);
+        this.upsertConversation({ ...conv, title: conv.title || provisionalTitle(content) });
+        if (this.thread === thread) this.ui.title.textContent = conv.title || provisionalTitle(content);
+      } else {
+        const conv = this.conversations.find((c) => c.id === ctl.conversationId);
+        if (conv) this.upsertConversation({ ...conv, updated_at: new Date().toISOString() });
+        if (system && system !== (conv?.system || "")) extra.system = system;
       }
-      await this.stream(ctl, content);
+      await this.stream(ctl, content, extra);
     } catch (err) {
       if (!ctl.ended) {
         answer.setStatus("error");
         answer.setError(err.message || String(err));
       }
       // Refused before anything streamed (limits, auth…): give the question back for a retry.
-      if (err instanceof ApiError && !answer.text && !input.value) {
+      if (!given && err instanceof ApiError && !answer.text && !input.value) {
         input.value = content;
         this.autosize();
       }
@@ -861,8 +857,9 @@ class App {
     try {
       data = ev.data ? JSON.parse(ev.data) : {};
     } catch {
-      return; // a malformed event is skipped, not fatal
+      return true; // a malformed event is skipped, not fatal
     }
+    if (data === null || typeof data !== "object") return true;
     if (ev.type === "start") {
       ctl.streamId = data.stream_id || ctl.streamId;
       if (data.message_id) answer.node.dataset.messageId = data.message_id;
@@ -871,8 +868,6 @@ class App {
       if (ctl.conversationId && !this.conversations.some((c) => c.id === ctl.conversationId)) {
         this.refreshList();
       }
-    } else if (ev.type === "delta") {
-      if (typeof data.text === "string") answer.append(data.text);
     } else if (ev.type === "end") {
       ctl.ended = true;
       const error = data.error ? data.error.message || data.error.code || "error" : "";
@@ -883,14 +878,16 @@ class App {
       answer.setNote("");
       if (error) answer.setError(error);
       return false;
+    } else {
+      answer.applyEvent(ev.type, data); // delta, reasoning, search_results, tool_call
     }
     return true;
   }
 
   /** POST the question and read the answer; resume after a dropped connection. */
-  async stream(ctl, content) {
+  async stream(ctl, content, extra = {}) {
     const { answer } = ctl;
-    const body = { content };
+    const body = { content, ...extra };
     const model = this.ui.model.value;
     if (model) body.model = model;
     const path = `/api/conversations/${encodeURIComponent(ctl.conversationId)}/messages`;
@@ -912,7 +909,7 @@ class App {
 
     let attempt = 0;
     while (!ctl.ended && !ctl.aborted && ctl.streamId && attempt < RESUME_DELAYS_MS.length) {
-      answer.setNote("重新连接中… · Reconnecting…");
+      answer.setNote(t("reconnecting"));
       await sleep(RESUME_DELAYS_MS[attempt]);
       attempt += 1;
       if (ctl.aborted) break;
@@ -941,7 +938,7 @@ class App {
     }
     answer.setStatus("error", "interrupted");
     const why = failure?.message ? ` (${failure.message})` : "";
-    answer.setError(`连接中断，回答不完整 · The connection was lost; the answer is incomplete${why}`);
+    answer.setError(`${t("err.connection_lost")}${why}`);
   }
 
   sendCancel(ctl) {
@@ -962,12 +959,10 @@ class App {
     const ctl = this.streams.get(this.currentId || "new");
     if (!ctl || ctl.stopping) return;
     ctl.stopping = true;
-    ctl.answer.setNote("正在停止… · Stopping…");
+    ctl.answer.setNote(t("stopping"));
     this.updateComposer();
+    // Without a stream id yet, the start event sends the cancel.
     if (ctl.streamId) this.sendCancel(ctl);
-    else if (ctl.conversationId) {
-      // No stream id yet: the start event will trigger the cancel; give up after the grace.
-    }
     // The server answers a cancel with the stream's `end` event; if that does not come soon,
     // drop the connection (the server then stores the answer as partial).
     ctl.stopTimer = setTimeout(() => this.abortStream(ctl), STOP_GRACE_MS);
@@ -977,7 +972,7 @@ class App {
 export function boot() {
   const app = new App();
   window.wenxinApp = app;
-  app.start().catch((err) => app.showNotice(`页面出错 · Page error: ${err.message}`));
+  app.start().catch((err) => app.showNotice(t("err.page", { message: err.message })));
   return app;
 }
 
