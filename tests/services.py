@@ -203,3 +203,64 @@ def postgres_server(database: str = "wenxin") -> Iterator[Service]:
         finally:
             _stop(process)
             log.close()
+
+
+# -- nginx -----------------------------------------------------------------------------------
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def deploy_nginx_conf(source: str, listen: int, upstreams: list[int]) -> str:
+    """``deploy/nginx.conf`` made runnable by :func:`nginx_server`: its listen port, upstream
+    servers and file paths (to ``{prefix}``) rewritten — nothing else — and, as root,
+    ``user root`` (the workers must read the prefix)."""
+    import re
+
+    text = source
+    text = re.sub(r"listen 8080;", f"listen 127.0.0.1:{listen};", text)
+    servers = [line for line in text.splitlines() if re.match(r"\s*server 127\.0\.0\.1:\d+", line)]
+    assert len(servers) >= 1, "deploy/nginx.conf names no upstream server"
+    first = servers[0]
+    text = text.replace(
+        "\n".join(servers),
+        "\n".join(re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", first) for port in upstreams),
+    )
+    for old, new in (
+        ("/run/wenxin-nginx.pid", "{prefix}/nginx.pid"),
+        ("/var/log/nginx/", "{prefix}/"),
+        ("/var/lib/nginx/", "{prefix}/tmp/"),
+    ):
+        assert old in text, f"deploy/nginx.conf no longer mentions {old}"
+        text = text.replace(old, new)
+    if os.geteuid() == 0:
+        text = "user root;\n" + text
+    return text
+
+
+@contextlib.contextmanager
+def nginx_server(conf: str, port: int) -> Iterator[Service]:
+    """nginx in the foreground with ``conf`` (a whole nginx.conf whose paths start with
+    ``{prefix}``) in a temporary prefix, listening on ``port``."""
+    binary = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
+    if binary is None:
+        raise ServiceUnavailable("nginx is not installed (run scripts/install-services)")
+    with tempfile.TemporaryDirectory(prefix="wenxin-nginx-") as directory:
+        prefix = Path(directory)
+        (prefix / "tmp").mkdir()
+        (prefix / "nginx.conf").write_text(conf.replace("{prefix}", directory))
+        argv = [binary, "-p", directory, "-c", f"{directory}/nginx.conf", "-g", "daemon off;"]
+        with (prefix / "stderr.log").open("wb") as stderr:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=stderr)
+        try:
+            _wait_until(lambda: _accepts(port), process, "nginx")
+            yield Service(f"http://127.0.0.1:{port}", port, process, prefix)
+        finally:
+            _stop(process)
