@@ -15,12 +15,14 @@ from wenxin_stream.server import _schema, _sql, _sqlite, _store
 from wenxin_stream.server._keys import AmbiguousKeyError, hash_key, looks_like_key
 from wenxin_stream.server._store import (
     ConversationNotFoundError,
+    PostgresStore,
     SQLiteStore,
     StoreConfigurationError,
     StoreError,
     SyncKeyAdmin,
     default_title,
     open_store,
+    sqlite_path,
     utc_now,
 )
 
@@ -439,10 +441,15 @@ def test_open_store_urls(tmp_path: Path) -> None:
     assert open_store(f"sqlite:///{tmp_path}/a.db").path == f"{tmp_path}/a.db"  # sqlite:////abs
     assert open_store("sqlite:///data/wenxin.db").path == "data/wenxin.db"  # relative
     assert open_store(str(tmp_path / "b.db")).path == str(tmp_path / "b.db")
-    with pytest.raises(StoreConfigurationError, match="PostgreSQL support is planned"):
-        open_store("postgresql://user:pw@db/wenxin")
-    with pytest.raises(StoreConfigurationError, match="PostgreSQL") as exc:
+    for url in ("postgresql://user:pw@db/wenxin", "postgres://u@h:5433/d?sslmode=disable"):
+        chosen = open_store(url, pool_size=3, pool_timeout=0.5)
+        assert isinstance(chosen, PostgresStore)  # not opened: nothing connects yet
+        assert "pw" not in repr(chosen)
+    with pytest.raises(StoreConfigurationError, match="chooses the driver") as exc:
         open_store("postgres+asyncpg://u:secret@h/d")
+    assert "secret" not in str(exc.value)
+    with pytest.raises(StoreConfigurationError, match="not a SQLite file") as exc:
+        sqlite_path("postgresql://u:secret@h/d")
     assert "secret" not in str(exc.value)
     with pytest.raises(StoreConfigurationError, match="unsupported"):
         open_store("mysql://u:p@h/d")
