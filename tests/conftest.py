@@ -3,9 +3,11 @@ PostgreSQL servers (``services``) for the tests that need them."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import httpx
+import psycopg
 import pytest
 
 from servers import emulator
@@ -48,3 +50,13 @@ def postgres_service() -> Iterator[Service]:
             yield service
     except ServiceUnavailable as exc:
         unavailable(str(exc))
+
+
+@pytest.fixture
+def postgres_url(postgres_service: Service) -> str:
+    """A URL of the private PostgreSQL whose tables live in a schema of their own, new for
+    this test (a fresh database, as far as the store can tell)."""
+    schema = "t_" + secrets.token_hex(6)
+    with psycopg.connect(postgres_service.url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")  # a name of hex digits: nothing to quote
+    return f"{postgres_service.url}?options=-csearch_path%3D{schema}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from wenxin_stream.cli import main
-from wenxin_stream.cli.keys import database_path
+from wenxin_stream.cli.keys import database_path, database_target
 from wenxin_stream.server import _keys
 from wenxin_stream.server._keys import looks_like_key
 from wenxin_stream.server._store import SQLiteStore, StoreError, SyncKeyAdmin
@@ -142,10 +142,12 @@ def test_database_location_follows_the_server(
     assert not (tmp_path / "wenxin.db").exists()
     assert main(["keys", "list", "--json", "--database-url", "sqlite:///rel/e.db"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["prefix"] == secret[3:11]
-    assert main(["keys", "list", "--database-url", "postgresql://u:pw@h/db"]) == 2
+    assert main(["keys", "list", "--database-url", "postgres+psycopg://u:pw@h/db"]) == 2
     err = capsys.readouterr().err
-    assert "PostgreSQL support is planned" in err
+    assert "postgresql://" in err
     assert "pw" not in err
+    assert database_target("x", "postgresql://u:pw@h/db") == "postgresql://u:pw@h/db"
+    assert database_target("x") == Path("rel/e.db")
 
 
 def test_real_command_line(tmp_path: Path) -> None:

@@ -3,14 +3,17 @@ name so that no test module imports a ``conftest``)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from server_helpers import Probe, Running, running
 
 from servers import serving
+from services import Service
 from wenxin_stream.emulator import EmulatorConfig, ServerHandle
 from wenxin_stream.emulator import create_app as create_emulator
 
@@ -45,3 +48,13 @@ def probed_emu() -> Iterator[tuple[Probe, ServerHandle]]:
     probe = Probe(create_emulator(EmulatorConfig(ttft=0.0, interval=0.0, v2_interval=0.0)))
     with serving(probe) as handle:
         yield probe, handle
+
+
+@pytest.fixture
+def postgres_url(postgres_service: Service) -> str:
+    """A URL of the private PostgreSQL whose tables live in a schema of their own, new for
+    this test (a fresh database, as far as the store can tell)."""
+    schema = "t_" + secrets.token_hex(6)
+    with psycopg.connect(postgres_service.url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")  # a name of hex digits: nothing to quote
+    return f"{postgres_service.url}?options=-csearch_path%3D{schema}"

@@ -1,4 +1,6 @@
-"""The SQLite store: schema, conversations, messages, keys, ownership, concurrency, URLs."""
+"""The store on both backends — SQLite and PostgreSQL (a private server, ``postgres_url``):
+schema, conversations, messages, checkpoints, keys, ownership, concurrency, migrations, URLs;
+then what is SQLite's own (files, WAL, group commit, locks)."""
 
 from __future__ import annotations
 
@@ -14,21 +16,43 @@ import pytest
 from wenxin_stream.server import _schema, _sql, _sqlite, _store
 from wenxin_stream.server._keys import AmbiguousKeyError, hash_key, looks_like_key
 from wenxin_stream.server._store import (
+    Checkpoint,
     ConversationNotFoundError,
+    PostgresStore,
     SQLiteStore,
     StoreConfigurationError,
     StoreError,
+    SyncDatabase,
     SyncKeyAdmin,
     default_title,
     open_store,
+    sqlite_path,
     utc_now,
 )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh database is: a SQLite file, or a PostgreSQL URL (a new schema)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "data" / "wenxin.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+async def store(database: str) -> AsyncIterator[SQLiteStore | PostgresStore]:
+    async with open_store(database, pool_size=4) as s:
+        yield s
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     async with SQLiteStore(tmp_path / "data" / "wenxin.db") as s:
         yield s
+
+
+Either = SQLiteStore | PostgresStore
 
 
 async def test_open_creates_private_files_and_schema(tmp_path: Path) -> None:
@@ -47,7 +71,7 @@ async def test_open_creates_private_files_and_schema(tmp_path: Path) -> None:
         conn.close()
 
 
-async def test_conversation_lifecycle(store: SQLiteStore) -> None:
+async def test_conversation_lifecycle(store: Either) -> None:
     conv = await store.create_conversation(
         "k_a", title=None, model="ernie-lite-8k", system="Be brief"
     )
@@ -111,7 +135,7 @@ async def test_conversation_lifecycle(store: SQLiteStore) -> None:
     assert await store.delete_conversation("k_a", conv.id) is False
 
 
-async def test_an_exchange_is_stored_whole(store: SQLiteStore) -> None:
+async def test_an_exchange_is_stored_whole(store: Either) -> None:
     conv = await store.create_conversation("o", title=None, model="m", system=None)
     question, answer = await store.add_exchange("o", conv.id, question="为什么？", model="m")
     assert (question.role, question.content, question.status) == ("user", "为什么？", "complete")
@@ -126,11 +150,11 @@ async def test_an_exchange_is_stored_whole(store: SQLiteStore) -> None:
 
 
 async def test_a_half_written_exchange_is_rolled_back(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The answer's insert fails after the question's: neither is kept, alone in its
     transaction or inside a batch (its savepoint) whose other jobs land."""
-    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    conv = await sqlite_store.create_conversation("o", title=None, model="m", system=None)
     real = _schema.add_message
 
     def answer_fails(db: _sql.Db, *args: object) -> _schema.MessageRecord:
@@ -140,31 +164,34 @@ async def test_a_half_written_exchange_is_rolled_back(
 
     monkeypatch.setattr(_schema, "add_message", answer_fails)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        await store.add_exchange("o", conv.id, question="lost", model=None)
+        await sqlite_store.add_exchange("o", conv.id, question="lost", model=None)
     gate = threading.Event()
-    busy = asyncio.ensure_future(store._call(lambda db: gate.wait(5), write=False))
+    busy = asyncio.ensure_future(sqlite_store._call(lambda db: gate.wait(5), write=False))
     await asyncio.sleep(0.05)  # the worker is held inside that job: the next three queue up
-    jobs, transactions = store.stats
+    jobs, transactions = sqlite_store.stats
     batch = asyncio.gather(
-        store.add_message("o", conv.id, role="user", content="kept", model=None),
-        store.add_exchange("o", conv.id, question="lost too", model=None),
-        store.add_message("o", conv.id, role="user", content="kept too", model=None),
+        sqlite_store.add_message("o", conv.id, role="user", content="kept", model=None),
+        sqlite_store.add_exchange("o", conv.id, question="lost too", model=None),
+        sqlite_store.add_message("o", conv.id, role="user", content="kept too", model=None),
         return_exceptions=True,
     )
     await asyncio.sleep(0.05)
     gate.set()
     await busy
     results = await batch
-    assert store.stats == (jobs + 4, transactions + 2)  # the held job, then one batch of three
+    assert sqlite_store.stats == (
+        jobs + 4,
+        transactions + 2,
+    )  # the held job, then one batch of three
     assert isinstance(results[1], RuntimeError)
-    messages = await store.get_messages("o", conv.id)
+    messages = await sqlite_store.get_messages("o", conv.id)
     assert [m.content for m in messages] == ["kept", "kept too"]
-    got = await store.get_conversation("o", conv.id)
+    got = await sqlite_store.get_conversation("o", conv.id)
     assert got is not None
     assert got.message_count == 2
 
 
-async def test_explicit_title_is_kept(store: SQLiteStore) -> None:
+async def test_explicit_title_is_kept(store: Either) -> None:
     conv = await store.create_conversation("o", title="Mine", model="m", system=None)
     await store.add_message("o", conv.id, role="user", content="question", model=None)
     got = await store.get_conversation("o", conv.id)
@@ -172,7 +199,7 @@ async def test_explicit_title_is_kept(store: SQLiteStore) -> None:
     assert got.title == "Mine"
 
 
-async def test_owners_are_isolated(store: SQLiteStore) -> None:
+async def test_owners_are_isolated(store: Either) -> None:
     conv = await store.create_conversation("alice", title="secret", model="m", system=None)
     await store.add_message("alice", conv.id, role="user", content="hi", model=None)
     assert await store.get_conversation("bob", conv.id) is None
@@ -188,7 +215,7 @@ async def test_owners_are_isolated(store: SQLiteStore) -> None:
     assert still.message_count == 1
 
 
-async def test_list_newest_first_with_limit(store: SQLiteStore) -> None:
+async def test_list_newest_first_with_limit(store: Either) -> None:
     convs = [
         await store.create_conversation("o", title=f"t{i}", model="m", system=None)
         for i in range(5)
@@ -202,7 +229,7 @@ async def test_list_newest_first_with_limit(store: SQLiteStore) -> None:
     assert len(await store.list_conversations("o", limit=0)) == 1  # clamped to at least one
 
 
-async def test_rejects_unknown_role_and_status(store: SQLiteStore) -> None:
+async def test_rejects_unknown_role_and_status(store: Either) -> None:
     conv = await store.create_conversation("o", title=None, model="m", system=None)
     with pytest.raises(ValueError, match="role"):
         await store.add_message("o", conv.id, role="tool", content="x", model=None)
@@ -215,7 +242,7 @@ async def test_rejects_unknown_role_and_status(store: SQLiteStore) -> None:
         )  # fmt: skip
 
 
-async def test_update_of_a_deleted_message_is_a_no_op(store: SQLiteStore) -> None:
+async def test_update_of_a_deleted_message_is_a_no_op(store: Either) -> None:
     conv = await store.create_conversation("o", title=None, model="m", system=None)
     msg = await store.add_message("o", conv.id, role="assistant", content="", model="m",
                                   status="streaming")  # fmt: skip
@@ -227,7 +254,7 @@ async def test_update_of_a_deleted_message_is_a_no_op(store: SQLiteStore) -> Non
     assert await store.get_messages("o", conv.id) == []
 
 
-async def test_mark_streaming_as(store: SQLiteStore) -> None:
+async def test_mark_streaming_as(store: Either) -> None:
     conv = await store.create_conversation("o", title=None, model="m", system=None)
     for status in ("streaming", "streaming", "complete"):
         await store.add_message("o", conv.id, role="assistant", content="x", model="m",
@@ -240,7 +267,7 @@ async def test_mark_streaming_as(store: SQLiteStore) -> None:
     assert await store.mark_streaming_as("server_shutdown") == 0
 
 
-async def test_keys(store: SQLiteStore, tmp_path: Path) -> None:
+async def test_keys(store: Either, tmp_path: Path) -> None:
     record, secret = await store.create_key("ci", rpm=60, tpm=None, max_streams=2)
     assert looks_like_key(secret)
     assert record.prefix == secret[3:11]
@@ -268,15 +295,19 @@ async def test_keys(store: SQLiteStore, tmp_path: Path) -> None:
     assert by_prefix.id == other.id
     assert await store.find_key(other_secret) is None
 
-    # only the hash is stored: the secret appears nowhere in the database files
-    raw = b"".join(p.read_bytes() for p in (tmp_path / "data").iterdir())
+    # only the hash is stored: the secret appears nowhere in the database
+    if isinstance(store, SQLiteStore):
+        raw = b"".join(p.read_bytes() for p in (tmp_path / "data").iterdir())
+    else:
+        rows = await store._call(lambda db: db.all("SELECT * FROM api_keys"), write=False)
+        raw = repr(rows).encode()
     assert secret.encode() not in raw
     assert other_secret.encode() not in raw
     assert hash_key(secret).encode() in raw
 
 
 async def test_revoke_by_full_key_and_ambiguous_prefix(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    store: Either, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from wenxin_stream.server import _keys
 
@@ -307,7 +338,7 @@ async def test_revoke_by_full_key_and_ambiguous_prefix(
     ],
 )
 async def test_key_arguments_are_checked(
-    store: SQLiteStore, kwargs: dict[str, object], match: str
+    store: Either, kwargs: dict[str, object], match: str
 ) -> None:
     args: dict[str, object] = {"rpm": None, "tpm": None, "max_streams": None, **kwargs}
     with pytest.raises(ValueError, match=match):
@@ -315,10 +346,9 @@ async def test_key_arguments_are_checked(
     assert await store.list_keys() == []
 
 
-async def test_sync_admin_alongside_a_running_store(tmp_path: Path) -> None:
-    path = tmp_path / "wenxin.db"
-    async with SQLiteStore(path) as store:
-        with SyncKeyAdmin(path) as admin:  # another connection, as `wenxin keys` would be
+async def test_sync_admin_alongside_a_running_store(database: str) -> None:
+    async with open_store(database) as store:
+        with SyncKeyAdmin(database) as admin:  # another connection, as `wenxin keys` would be
             record, secret = admin.create_key("cli", rpm=None, tpm=5000, max_streams=None)
             assert await store.find_key(secret) == record
             assert admin.resolve_key(record.id) == record
@@ -328,17 +358,16 @@ async def test_sync_admin_alongside_a_running_store(tmp_path: Path) -> None:
         assert await store.find_key(secret) is None
 
 
-async def test_data_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "wenxin.db"
-    async with SQLiteStore(path) as store:
+async def test_data_survives_reopen(database: str) -> None:
+    async with open_store(database) as store:
         conv = await store.create_conversation("o", title="kept", model="m", system=None)
         await store.add_message("o", conv.id, role="user", content="q", model=None)
-    async with SQLiteStore(path) as store:
+    async with open_store(database) as store:
         assert (await store.get_conversation("o", conv.id)) is not None
         assert len(await store.get_messages("o", conv.id)) == 1
 
 
-async def test_concurrent_writes_are_batched_and_all_land(store: SQLiteStore) -> None:
+async def test_concurrent_writes_are_batched_and_all_land(store: Either) -> None:
     convs = [
         await store.create_conversation(f"o{i % 10}", title=None, model="m", system=None)
         for i in range(100)
@@ -358,14 +387,15 @@ async def test_concurrent_writes_are_batched_and_all_land(store: SQLiteStore) ->
     await asyncio.wait_for(asyncio.gather(*(stream(c) for c in convs)), 30)
     jobs, transactions = store.stats
     assert jobs - jobs_before == 2000
-    assert transactions - transactions_before < 2000  # group commit shared transactions
+    if isinstance(store, SQLiteStore):
+        assert transactions - transactions_before < 2000  # group commit shared transactions
     for conv in convs[:5]:
         messages = await store.get_messages(conv.owner, conv.id)
         assert [m.content for m in messages] == [f"answer {n}" for n in range(10)]
         assert all(m.status == "complete" for m in messages)
 
 
-async def test_a_failing_job_does_not_undo_its_batch(store: SQLiteStore) -> None:
+async def test_a_failing_job_does_not_undo_its_batch(store: Either) -> None:
     conv = await store.create_conversation("o", title=None, model="m", system=None)
     results = await asyncio.gather(
         *(
@@ -382,7 +412,7 @@ async def test_a_failing_job_does_not_undo_its_batch(store: SQLiteStore) -> None
     assert len(await store.get_messages("o", conv.id)) == 20
 
 
-async def test_work_of_a_cancelled_caller_still_lands(store: SQLiteStore) -> None:
+async def test_work_of_a_cancelled_caller_still_lands(store: Either) -> None:
     conv = await store.create_conversation("o", title=None, model="m", system=None)
     task = asyncio.ensure_future(
         store.add_message("o", conv.id, role="user", content="saved anyway", model=None)
@@ -391,12 +421,17 @@ async def test_work_of_a_cancelled_caller_still_lands(store: SQLiteStore) -> Non
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    messages = await store.get_messages("o", conv.id)  # queued behind it: runs after it
+    # SQLite: queued behind it, so it runs after it; PostgreSQL: in parallel, so poll
+    for _ in range(500):
+        messages = await store.get_messages("o", conv.id)
+        if messages or isinstance(store, SQLiteStore):
+            break
+        await asyncio.sleep(0.01)
     assert [m.content for m in messages] == ["saved anyway"]
 
 
-async def test_lifecycle_errors(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "w.db")
+async def test_lifecycle_errors(database: str) -> None:
+    store = open_store(database)
     with pytest.raises(StoreError, match="not open"):
         await store.list_keys()
     await store.open()
@@ -419,18 +454,88 @@ async def test_open_failures_are_store_errors(tmp_path: Path) -> None:
         SyncKeyAdmin(tmp_path / "dir.db")
 
 
-async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "w.db"
-    async with SQLiteStore(path):
+async def test_a_newer_schema_is_refused(database: str) -> None:
+    async with open_store(database):
         pass
-    conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO schema_version (version) VALUES (99)")
-    conn.commit()
-    conn.close()
+    with SyncDatabase(database) as db:
+        db._run(lambda d: d.run("INSERT INTO schema_version (version) VALUES (99)"), write=True)
+        assert db.schema_version() == 99
+        with pytest.raises(StoreError, match="schema version 99, newer"):
+            db.upgrade()
+    for migrate in (True, False):
+        with pytest.raises(StoreError, match="schema version 99, newer"):
+            await open_store(database).open(migrate=migrate)
     with pytest.raises(StoreError, match="schema version 99"):
-        await SQLiteStore(path).open()
-    with pytest.raises(StoreError, match="schema version 99"):
-        SyncKeyAdmin(path)
+        SyncKeyAdmin(database)
+
+
+async def test_migrations_run_one_step_per_transaction(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new database is upgraded step by step; with ``migrate=False`` an out-of-date schema
+    is refused and left alone; a failing step keeps the steps before it."""
+    shipped = len(_schema.MIGRATIONS)
+    with pytest.raises(StoreError, match=rf"version 0 .* needs {shipped}: run `wenxin db upgrade`"):
+        await open_store(database).open(migrate=False)
+    with SyncDatabase(database) as db:
+        assert db.schema_version() == 0  # refusing changed nothing
+    extra = ("CREATE TABLE later_step (id TEXT PRIMARY KEY)",)
+    broken = ("CREATE TABLE broken_step (id TEXT PRIMARY KEY)", "SELECT * FROM missing_table")
+    monkeypatch.setattr(_schema, "MIGRATIONS", (*_schema.MIGRATIONS, extra, broken))
+    monkeypatch.setattr(_store, "MIGRATIONS", _schema.MIGRATIONS)
+    reached: list[int] = []
+    with SyncDatabase(database) as db, pytest.raises(StoreError, match="missing_table"):
+        db.upgrade(on_step=reached.append)
+    assert reached == list(range(1, shipped + 2))  # the broken step failed: rolled back alone
+    with SyncDatabase(database) as db:
+        assert db.schema_version() == shipped + 1
+        assert db._run(lambda d: d.all("SELECT id FROM later_step"), write=False) == []
+    monkeypatch.setattr(_schema, "MIGRATIONS", (*_schema.MIGRATIONS[: shipped + 1],))
+    monkeypatch.setattr(_store, "MIGRATIONS", _schema.MIGRATIONS)
+    async with open_store(database) as store:  # now current: opens without migrating
+        assert await store.count_active_keys() == 0
+
+
+async def test_an_exchange_is_rolled_back_whole(
+    store: Either, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    real = _schema.add_message
+
+    def answer_fails(db: _sql.Db, *args: object) -> _schema.MessageRecord:
+        if args[2] == "assistant":
+            raise RuntimeError("disk on fire")
+        return real(db, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_schema, "add_message", answer_fails)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        await store.add_exchange("o", conv.id, question="lost", model=None)
+    assert await store.get_messages("o", conv.id) == []
+    got = await store.get_conversation("o", conv.id)
+    assert got is not None
+    assert (got.message_count, got.title) == (0, "")
+
+
+async def test_checkpoints_write_only_streaming_answers(store: Either) -> None:
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    answers = [(await store.add_exchange("o", conv.id, question=f"q{i}", model="m"))[1]
+               for i in range(3)]  # fmt: skip
+    await store.update_message(
+        answers[2].id, content="final", status="complete", end_reason="completed", usage=None,
+        ttft_ms=1.0, total_ms=2.0, generated_chars=5, delivered_chars=5,
+    )  # fmt: skip
+    written = await store.checkpoint(
+        [Checkpoint(a.id, f"so far {i}", 8, 4, 1.5) for i, a in enumerate(answers)]
+        + [Checkpoint("m_gone", "x", 1, 1, None)]
+    )
+    assert written == 2
+    messages = {m.id: m for m in await store.get_messages("o", conv.id)}
+    assert [messages[a.id].content for a in answers] == ["so far 0", "so far 1", "final"]
+    first = messages[answers[0].id]
+    assert (first.status, first.generated_chars, first.delivered_chars, first.ttft_ms) == (
+        "streaming", 8, 4, 1.5,
+    )  # fmt: skip
+    assert await store.checkpoint([]) == 0
 
 
 async def test_memory_database() -> None:
@@ -443,10 +548,15 @@ def test_open_store_urls(tmp_path: Path) -> None:
     assert open_store(f"sqlite:///{tmp_path}/a.db").path == f"{tmp_path}/a.db"  # sqlite:////abs
     assert open_store("sqlite:///data/wenxin.db").path == "data/wenxin.db"  # relative
     assert open_store(str(tmp_path / "b.db")).path == str(tmp_path / "b.db")
-    with pytest.raises(StoreConfigurationError, match="PostgreSQL support is planned"):
-        open_store("postgresql://user:pw@db/wenxin")
-    with pytest.raises(StoreConfigurationError, match="PostgreSQL") as exc:
+    for url in ("postgresql://user:pw@db/wenxin", "postgres://u@h:5433/d?sslmode=disable"):
+        chosen = open_store(url, pool_size=3, pool_timeout=0.5)
+        assert isinstance(chosen, PostgresStore)  # not opened: nothing connects yet
+        assert "pw" not in repr(chosen)
+    with pytest.raises(StoreConfigurationError, match="chooses the driver") as exc:
         open_store("postgres+asyncpg://u:secret@h/d")
+    assert "secret" not in str(exc.value)
+    with pytest.raises(StoreConfigurationError, match="not a SQLite file") as exc:
+        sqlite_path("postgresql://u:secret@h/d")
     assert "secret" not in str(exc.value)
     with pytest.raises(StoreConfigurationError, match="unsupported"):
         open_store("mysql://u:p@h/d")
@@ -457,7 +567,7 @@ def test_open_store_urls(tmp_path: Path) -> None:
             open_store(empty)
 
 
-def _conforms(store: SQLiteStore) -> _store.Store:
+def _conforms(store: Either) -> _store.Store:
     return store  # mypy checks that SQLiteStore implements the Store protocol
 
 
@@ -499,19 +609,21 @@ async def test_a_locked_database_fails_cleanly_and_reads_go_on(tmp_path: Path) -
             assert admin.list_keys() == []
 
 
-async def test_a_failed_commit_fails_the_whole_batch(store: SQLiteStore) -> None:
+async def test_a_failed_commit_fails_the_whole_batch(sqlite_store: SQLiteStore) -> None:
     def sabotage(db: _sql.Db) -> None:
         db.conn.execute("COMMIT")  # ends the worker's transaction behind its back
 
     with pytest.raises(StoreError, match="database error"):
-        await store._call(sabotage, write=True)
-    assert await store.count_active_keys() == 0  # the worker carries on
+        await sqlite_store._call(sabotage, write=True)
+    assert await sqlite_store.count_active_keys() == 0  # the worker carries on
 
 
-async def test_batches_are_bounded(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_batches_are_bounded(
+    sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(_sqlite, "BATCH_LIMIT", 4)
-    jobs, transactions = store.stats
-    await asyncio.gather(*(store.count_active_keys() for _ in range(40)))
-    new_jobs, new_transactions = store.stats
+    jobs, transactions = sqlite_store.stats
+    await asyncio.gather(*(sqlite_store.count_active_keys() for _ in range(40)))
+    new_jobs, new_transactions = sqlite_store.stats
     assert new_jobs - jobs == 40
     assert new_transactions - transactions >= 10

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 
-ORDER: tuple[str, ...] = ("ask", "chat", "serve", "keys", "bench", "emulate")
+ORDER: tuple[str, ...] = ("ask", "chat", "serve", "keys", "db", "bench", "emulate")
 """The ``--help`` order of the main subcommands."""
 
 

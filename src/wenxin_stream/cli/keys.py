@@ -6,8 +6,9 @@ Theory of operation
 The keys live in the server's database, found as ``wenxin serve`` finds it: ``--database-url``
 (or ``$WENXIN_DATABASE_URL``) if given, else ``<data dir>/wenxin.db`` (``--data-dir``, default
 ``$WENXIN_DATA_DIR`` or ``./data``). It is reached through
-:class:`~wenxin_stream.server._store.SyncKeyAdmin`: its own SQLite connection, safe while a
-server runs on the same file (WAL mode and a busy timeout). A running server notices a new or
+:class:`~wenxin_stream.server._store.SyncKeyAdmin`: its own connection, safe while a server
+runs on the same database (SQLite: WAL mode and a busy timeout; PostgreSQL: ``postgresql://…``
+URLs, shown with their password masked). A running server notices a new or
 revoked key within its key cache TTL (``--key-cache-ttl``, 5 s by default).
 
 - ``create`` prints the new key alone on stdout (so ``KEY=$(wenxin keys create …)`` works)
@@ -63,8 +64,8 @@ def register(subparsers: Any) -> None:
     common.add_argument(
         "--database-url",
         metavar="URL",
-        help="the server's database, sqlite:///PATH (default: $WENXIN_DATABASE_URL, "
-        "else DIR/wenxin.db)",
+        help="the server's database, postgresql://… or sqlite:///PATH (default: "
+        "$WENXIN_DATABASE_URL, else DIR/wenxin.db)",
     )
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "keys",
@@ -118,18 +119,41 @@ def database_path(data_dir: str | None, database_url: str | None = None) -> Path
     return Path(chosen).expanduser() / DB_NAME
 
 
-def _path(args: argparse.Namespace) -> Path:
-    return database_path(args.data_dir, args.database_url)
+def database_target(data_dir: str | None, database_url: str | None = None) -> str | Path:
+    """The database as ``wenxin serve`` chooses it: a PostgreSQL URL (``--database-url`` or
+    ``$WENXIN_DATABASE_URL``) as it is, else the SQLite file (:func:`database_path`)."""
+    from ..server._postgres import is_postgres_url
+
+    url = database_url or os.environ.get("WENXIN_DATABASE_URL")
+    if url and is_postgres_url(url):
+        return url.strip()
+    return database_path(data_dir, database_url)
+
+
+def shown(target: str | Path) -> str:
+    """``target`` for messages (a URL's password masked)."""
+    from ..server._config import mask_url_password
+
+    return mask_url_password(str(target))
+
+
+def _target(args: argparse.Namespace) -> str | Path:
+    return database_target(args.data_dir, args.database_url)
+
+
+def _exists(target: str | Path) -> bool:
+    """Whether the database exists (a PostgreSQL server is assumed to: it says otherwise)."""
+    return not isinstance(target, Path) or target.is_file()
 
 
 def _admin(args: argparse.Namespace, *, create: bool) -> SyncKeyAdmin:
     from ..server._store import StoreError, SyncKeyAdmin
 
-    path = _path(args)
-    if not create and not path.is_file():
-        raise CommandError(f"no key database at {path} (create a key first, or set --data-dir)")
+    target = _target(args)
+    if not create and not _exists(target):
+        raise CommandError(f"no key database at {target} (create a key first, or set --data-dir)")
     try:
-        return SyncKeyAdmin(path)
+        return SyncKeyAdmin(target)
     except StoreError as exc:
         raise CommandError(str(exc)) from None
 
@@ -150,7 +174,7 @@ def run_create(args: argparse.Namespace) -> int:
     print(secret, flush=True)
     print(
         f"created key {record.id} ({record.name}, {record.display_prefix}) in "
-        f"{_path(args)}.\nStore it now: it cannot be shown again.",
+        f"{shown(_target(args))}.\nStore it now: it cannot be shown again.",
         file=sys.stderr,
     )
     return 0
@@ -164,9 +188,9 @@ def run_list(args: argparse.Namespace) -> int:
     """``wenxin keys list``: one line per key, or ``--json``."""
     from ..server._store import StoreError
 
-    path = _path(args)
+    target = _target(args)
     keys: list[KeyRecord] = []
-    if path.is_file():
+    if _exists(target):
         with _admin(args, create=False) as admin:
             try:
                 keys = admin.list_keys()
@@ -176,7 +200,7 @@ def run_list(args: argparse.Namespace) -> int:
         print(json.dumps([asdict(k) for k in keys], ensure_ascii=False, indent=2))
         return 0
     if not keys:
-        print(f"no keys in {path}", file=sys.stderr)
+        print(f"no keys in {shown(target)}", file=sys.stderr)
         return 0
     rows = [("ID", "NAME", "PREFIX", "CREATED", "REVOKED", "RPM", "TPM", "STREAMS")]
     rows += [

@@ -41,7 +41,13 @@ def register(subparsers: Any) -> None:
     _flag(net, "host", "address to listen on (127.0.0.1)")
     _flag(net, "port", "port; 0 = any free port (8000)", type=int)
     _flag(net, "data-dir", "directory of the database and audit log (./data)")
-    _flag(net, "database-url", "database (default sqlite in the data dir)")
+    _flag(net, "database-url", "postgresql://user:pass@host/db, or sqlite:///path (data dir's)")
+    _flag(net, "database-pool-size", "PostgreSQL connections per process (10)", type=int)
+    _flag(net, "database-pool-timeout", "seconds to wait for one; then 503 (5)", type=float)
+    _flag(
+        net, "migrate", "bring the schema up to date at start-up, or refuse (auto)",
+        choices=("auto", "off"),
+    )  # fmt: skip
 
     fleet = parser.add_argument_group("scale-out (several workers and instances)")
     _flag(fleet, "redis-url", "Redis shared by workers and instances (default: none, in memory)")
@@ -123,6 +129,9 @@ _FIELDS = (
     "port",
     "data_dir",
     "database_url",
+    "database_pool_size",
+    "database_pool_timeout",
+    "migrate",
     "redis_url",
     "workers",
     "instance_id",
@@ -173,12 +182,11 @@ def config_from_args(args: argparse.Namespace, environ: Any = None) -> Any:
 
 def _check_dev_mode(config: Any) -> None:
     from ..server._access import dev_mode_problem
-    from ..server._store import StoreError, SyncKeyAdmin, open_store
+    from ..server._store import StoreError, SyncKeyAdmin
 
     if dev_mode_problem(config.host, keys_exist=False, allow_remote=config.allow_dev_mode_remote):
         try:
-            path = open_store(config.database).path
-            with SyncKeyAdmin(path) as admin:
+            with SyncKeyAdmin(config.database) as admin:
                 keys = admin.count_active_keys() > 0
         except (StoreError, OSError) as exc:
             raise CommandError(f"cannot open the database: {exc}") from None

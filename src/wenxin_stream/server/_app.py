@@ -71,7 +71,7 @@ from ._routes_openai import OpenAIRoutes
 from ._routes_service import ServerState, ServiceRoutes
 from ._routes_streams import StreamRoutes
 from ._static import StaticFiles
-from ._store import SQLiteStore, open_store
+from ._store import Store, StoreUnavailableError, open_store
 from ._upstream import Upstream, build_client
 from ._ws import Sockets
 
@@ -141,7 +141,7 @@ class Server:
         self._stopping: asyncio.Task[None] | None = None
         self._routes: _Table = {}
         # opened by the lifespan start-up:
-        self.store: SQLiteStore
+        self.store: Store
         self.keys: KeyCache
         self.access: Access
         self.audit: AuditLog
@@ -228,6 +228,14 @@ class Server:
                 if error.status == 401:
                     headers.append((b"www-authenticate", b"Bearer"))
                 await send_json(tracked, error.status, error.body(), headers)
+        except StoreUnavailableError as exc:  # the database is busy or away: retry later
+            logger.warning("answering %s 503: %s", request.path, exc)
+            if not tracked.started:
+                unavailable = HTTPError(
+                    503, "database_unavailable", "the database is busy; retry shortly",
+                    retry_after=exc.retry_after,
+                )  # fmt: skip
+                await send_json(tracked, 503, unavailable.body(), unavailable.headers)
         except ClientDisconnected:
             pass
         except asyncio.CancelledError:
@@ -291,8 +299,12 @@ class Server:
         await self._open_shared()
         try:
             config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.store = open_store(config.database)
-            await self.store.open()
+            self.store = open_store(
+                config.database,
+                pool_size=config.database_pool_size,
+                pool_timeout=config.database_pool_timeout,
+            )
+            await self.store.open(migrate=config.migrate == "auto")
         except Exception as exc:
             await self._close_shared()
             raise StartupError(f"cannot open the database: {exc}") from None

@@ -48,6 +48,7 @@ _URL_FIELDS = frozenset({"redis_url", "database_url"})
 """Fields whose value may carry a password in its userinfo (masked in ``repr``)."""
 _CHOICES: dict[str, tuple[str, ...]] = {
     "on_disconnect": ("cancel", "drain"),
+    "migrate": ("auto", "off"),
     "upstream_api": ("v1", "v2"),
 }
 
@@ -64,8 +65,16 @@ class ServerConfig:
         host: Address to listen on; dev mode (no API keys) is allowed only on loopback.
         port: Port to listen on (0: any free port).
         data_dir: Directory of the database and the audit log (created if missing).
-        database_url: The store's database: ``sqlite:///abs/path.db`` or a file path
-            (default ``<data_dir>/wenxin.db``).
+        database_url: The store's database: ``postgresql://user:password@host:port/db``
+            (shared by every worker and instance), ``sqlite:///abs/path.db`` or a file path
+            (default ``<data_dir>/wenxin.db``). Its password is never shown.
+        database_pool_size: PostgreSQL connections of one process (the fleet opens this many
+            per worker and instance).
+        database_pool_timeout: Seconds a request waits for a free PostgreSQL connection
+            before it is refused with 503 and ``Retry-After``.
+        migrate: ``auto`` (bring the database's schema up to date at start-up, serialised
+            between instances) or ``off`` (refuse to start unless it is current; apply it with
+            ``wenxin db upgrade``).
         redis_url: Redis shared by every worker and instance (``redis://[:password@]host:port/db``;
             ``None``: in-memory state, one process). Its password is never logged.
         workers: Worker processes on this machine sharing the port (more than 1 needs
@@ -129,6 +138,9 @@ class ServerConfig:
     port: int = 8000
     data_dir: Path = Path("data")
     database_url: str | None = None
+    database_pool_size: int = 10
+    database_pool_timeout: float = 5.0
+    migrate: Literal["auto", "off"] = "auto"
     redis_url: str | None = None
     workers: int = 1
     instance_id: str | None = None
@@ -196,6 +208,8 @@ class ServerConfig:
                 "every limit would count per worker and a resume could land on a worker that "
                 "never saw the answer"
             )
+        if self.database_pool_size < 1 or self.database_pool_timeout <= 0:
+            raise ServerConfigError("database_pool_size / database_pool_timeout: must be positive")
         if self.redis_max_connections < 1 or self.redis_timeout <= 0:
             raise ServerConfigError("redis_max_connections / redis_timeout: must be positive")
         if not self.lease_ttl > 3 * self.redis_timeout:
@@ -324,7 +338,7 @@ def _kind(name: str) -> str:
         return "str"
     if name == "metrics_dir":
         return "path"
-    if name in ("upstream_bearer_token", "upstream_api", "host", "on_disconnect"):
+    if name in ("upstream_bearer_token", "upstream_api", "host", "on_disconnect", "migrate"):
         return "str"
     if name == "upstream_emulated" or isinstance(default, bool):
         return "bool"
@@ -344,6 +358,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
         return None
     kind = _kind(name)
     shown = redact(str(value)) if name not in _SECRET_FIELDS else "***"
+    if name in _URL_FIELDS:
+        shown = mask_url_password(shown)
     try:
         if kind == "bool":
             if isinstance(value, bool):

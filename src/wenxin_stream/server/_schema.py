@@ -12,9 +12,15 @@ return: frozen rows, with ``usage`` and ``extras`` decoded from their JSON text.
 (schema 2) holds what today's ERNIE adds to an answer — ``reasoning``, ``search_results``,
 ``tool_calls`` — or is ``NULL`` when it has none.
 
-**Schema.** Created on open, versioned in ``schema_version``; :data:`MIGRATIONS` is a list of
-steps applied in order by :func:`migrate` (append one to change the schema; never edit a
-shipped step). A database newer than this code is refused.
+**Schema.** Versioned in ``schema_version``; :data:`MIGRATIONS` is a list of steps, step
+``n`` bringing the database to version ``n`` (append one to change the schema; never edit a
+shipped step). :func:`migrate_step` applies the next pending step, and the caller runs it
+once per transaction until it returns ``None`` — so each step commits on its own, and a
+failing step leaves the database at the previous version. Every call first takes the
+dialect's schema lock (PostgreSQL: an advisory lock held to the end of the transaction;
+SQLite: the write lock of ``BEGIN IMMEDIATE``), so instances starting together migrate one
+after the other. :func:`schema_version` reads the version without changing anything else. A
+database newer than this code is refused (:func:`check_version`).
 
 **Portability.** The SQL is written once, for both SQLite and PostgreSQL: ``TEXT``,
 ``INTEGER``, ``DOUBLE PRECISION``, ``CREATE … IF NOT EXISTS``, ``LIMIT``, plain subqueries; no
@@ -64,9 +70,11 @@ __all__ = [
     "ConversationRecord",
     "MessageRecord",
     "StoreError",
+    "StoreUnavailableError",
     "add_exchange",
     "add_message",
     "check_choice",
+    "check_version",
     "checkpoint_answers",
     "create_conversation",
     "create_key_op",
@@ -77,8 +85,10 @@ __all__ = [
     "list_conversations",
     "mark_streaming_as",
     "migrate",
+    "migrate_step",
     "new_id",
     "revoke_key_op",
+    "schema_version",
     "set_title",
     "update_message",
     "utc_now",
@@ -178,6 +188,15 @@ class StoreError(WenxinError):
     than this code) or the store is not open."""
 
 
+class StoreUnavailableError(StoreError):
+    """The database cannot take the operation now (every pooled connection stayed busy, or
+    the server cannot be reached): the request may be retried after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ConversationNotFoundError(StoreError, LookupError):
     """No conversation with that id belongs to that owner."""
 
@@ -233,24 +252,55 @@ _CHECKPOINT = (
 # -- operations: plain functions of a connection, run inside a transaction -----------------
 
 
-def migrate(db: Db) -> None:
-    """Bring the schema to the current version.
-
-    Raises:
-        StoreError: the database is newer than this code.
-    """
+def schema_version(db: Db) -> int:
+    """The database's schema version (0: a new database), after taking the schema lock and
+    creating the version table if it is missing."""
+    db.lock_schema()
     db.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = db.one("SELECT MAX(version) FROM schema_version")
-    current = (row[0] if row else None) or 0
+    return int((row[0] if row else None) or 0)
+
+
+def check_version(current: int) -> None:
+    """Refuse a database newer than this code.
+
+    Raises:
+        StoreError: ``current`` is beyond the last step of :data:`MIGRATIONS`.
+    """
     if current > len(MIGRATIONS):
         raise StoreError(
             f"the database has schema version {current}, newer than this wenxin-stream "
             f"understands ({len(MIGRATIONS)}); upgrade wenxin-stream"
         )
-    for version in range(current + 1, len(MIGRATIONS) + 1):
-        for statement in MIGRATIONS[version - 1]:
-            db.run(statement)
-        db.run("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+
+def migrate_step(db: Db) -> int | None:
+    """Apply the next pending schema step (run it in a transaction of its own); the version
+    it reached, or ``None`` when the schema was already current.
+
+    Raises:
+        StoreError: the database is newer than this code.
+    """
+    current = schema_version(db)
+    check_version(current)
+    if current == len(MIGRATIONS):
+        return None
+    version = current + 1
+    for statement in MIGRATIONS[version - 1]:
+        db.run(statement)
+    db.run("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    return version
+
+
+def migrate(db: Db) -> None:
+    """Bring the schema to the current version inside the caller's one transaction (tests
+    and tools; the stores commit each step on its own with :func:`migrate_step`).
+
+    Raises:
+        StoreError: the database is newer than this code.
+    """
+    while migrate_step(db) is not None:
+        pass
 
 
 def _message(row: tuple[Any, ...]) -> MessageRecord:

@@ -13,9 +13,10 @@ its :class:`Dialect` first.
 (statements are written with ``?``, DB-API's ``qmark`` style; :meth:`Dialect.sql` rewrites them
 to ``%s`` for a ``format`` driver such as psycopg) and how a read or write transaction begins
 (SQLite's ``BEGIN IMMEDIATE`` takes the write lock up front, so a writer never fails half-way
-on a lock upgrade). The operations are synchronous functions run by a worker thread, so the
-PostgreSQL store of the next issue uses a synchronous DB-API driver (psycopg) under the same
-:class:`Db`; nothing else in the operations is specific to one database.
+on a lock upgrade), and how schema migrations are serialised between processes. The
+operations are synchronous functions run by a worker thread, so the PostgreSQL store
+(``_postgres``) uses a synchronous DB-API driver (psycopg) under the same :class:`Db`; nothing
+else in the operations is specific to one database.
 
 :func:`transact` runs one operation in its own transaction: the synchronous path that
 ``wenxin keys`` takes from another process. (The server's own path, many operations per
@@ -28,7 +29,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, cast
 
-__all__ = ["POSTGRESQL", "SQLITE", "Connection", "Cursor", "Db", "Dialect", "transact"]
+__all__ = [
+    "MIGRATION_LOCK",
+    "POSTGRESQL",
+    "SQLITE",
+    "Connection",
+    "Cursor",
+    "Db",
+    "Dialect",
+    "transact",
+]
 
 _T = TypeVar("_T")
 
@@ -74,6 +84,9 @@ class Dialect:
     paramstyle: Literal["qmark", "format"]
     begin_read: str
     begin_write: str
+    lock_schema: str = ""
+    """Statement that serialises schema migrations until the transaction ends ("": the write
+    transaction's own lock is enough)."""
 
     def sql(self, text: str) -> str:
         """``text`` with its ``?`` markers in this dialect's style (our SQL has no literal
@@ -84,8 +97,14 @@ class Dialect:
 SQLITE = Dialect("sqlite", "qmark", "BEGIN", "BEGIN IMMEDIATE")
 """SQLite (the ``sqlite3`` module)."""
 
-POSTGRESQL = Dialect("postgresql", "format", "BEGIN", "BEGIN")
-"""PostgreSQL through psycopg (the next issue's store runs the same operations over it)."""
+MIGRATION_LOCK = 0x77656E78696E  # "wenxin"
+"""The PostgreSQL advisory lock key that serialises migrations of one database."""
+
+POSTGRESQL = Dialect(
+    "postgresql", "format", "BEGIN", "BEGIN", f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
+)
+"""PostgreSQL through psycopg (``_postgres``): migrations hold a transaction-scoped advisory
+lock, so several instances starting at once upgrade the schema one after the other."""
 
 
 class Db:
@@ -118,6 +137,11 @@ class Db:
     def begin(self, *, write: bool) -> None:
         """Begin a transaction (a write one takes the write lock where the database has one)."""
         self.conn.execute(self.dialect.begin_write if write else self.dialect.begin_read, ())
+
+    def lock_schema(self) -> None:
+        """Take the dialect's migration lock (held until the transaction ends)."""
+        if self.dialect.lock_schema:
+            self.conn.execute(self.dialect.lock_schema, ())
 
     def end(self, *, commit: bool) -> None:
         """Commit or roll back the transaction."""

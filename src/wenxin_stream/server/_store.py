@@ -9,8 +9,7 @@ event loop. Every method is one *operation* of ``_schema`` (a plain function of 
 checks its arguments on the caller's side (a bad ``role`` is a :class:`ValueError` at once),
 then hands the operation to :meth:`OperationStore._call`, which a concrete store implements
 by running it in one transaction somewhere off the loop. So a store for another database is a
-new ``_call`` with ``open`` and ``close`` — PostgreSQL's, with a psycopg connection under the
-same :class:`~._sql.Db` and dialect, is the next issue's — and the operations do not change.
+new ``_call`` with ``open`` and ``close``, and the operations do not change.
 
 **SQLite.** :class:`SQLiteStore` runs operations on one connection owned by one worker thread
 (``_sqlite.Worker``): the loop queues a job and awaits a future; the worker group-commits
@@ -28,7 +27,20 @@ process) can create and revoke keys while the server runs: readers never block, 
 for each other for at most ``busy_timeout`` seconds. The data directory is created ``0700``
 and the database file ``0600`` (SQLite gives its ``-wal`` and ``-shm`` files the same mode).
 
-:func:`open_store` turns a database URL into a store (SQLite only, for now).
+**PostgreSQL.** :class:`PostgresStore` runs each operation in its own transaction on a pool
+of ``pool_size`` connections (``_postgres.Runner``): a wait for a connection is bounded by
+``pool_timeout`` and ends in :class:`StoreUnavailableError` (503 with ``Retry-After`` at the
+HTTP edge). Several instances can share the database; see ``Store.mark_streaming_as`` for the
+one assumption that does not hold yet.
+
+**Schema.** Opening a store brings the schema up to date one step per transaction
+(``_schema.migrate_step``, serialised between processes), or, with ``migrate=False``, only
+checks that it is current and refuses to run otherwise (``wenxin db upgrade`` then applies
+it). :class:`SyncDatabase` is the synchronous access of ``wenxin db``; :class:`SyncKeyAdmin`
+adds the key operations of ``wenxin keys``. Both take a file path or a database URL.
+
+:func:`open_store` turns a database URL into a store: ``postgresql://…`` (or
+``postgres://…``) is PostgreSQL, ``sqlite:///path`` or a plain path SQLite.
 """
 
 from __future__ import annotations
@@ -40,7 +52,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
-from . import _keys, _schema
+from . import _keys, _postgres, _schema
+from ._config import mask_url_password
 from ._keys import AmbiguousKeyError, KeyRecord
 from ._schema import (
     MESSAGE_STATUSES,
@@ -52,6 +65,7 @@ from ._schema import (
     ConversationRecord,
     MessageRecord,
     StoreError,
+    StoreUnavailableError,
     check_choice,
     default_title,
     new_id,
@@ -59,6 +73,11 @@ from ._schema import (
 )
 from ._sql import SQLITE, Db, transact
 from ._sqlite import Job, Worker, connect, translate_error
+
+DEFAULT_POOL_SIZE = 10
+"""Connections of one process's PostgreSQL pool, unless configured."""
+DEFAULT_POOL_TIMEOUT = 5.0
+"""Seconds an operation waits for a pooled connection, unless configured."""
 
 __all__ = [
     "MESSAGE_STATUSES",
@@ -71,10 +90,13 @@ __all__ = [
     "ConversationRecord",
     "MessageRecord",
     "OperationStore",
+    "PostgresStore",
     "SQLiteStore",
     "Store",
     "StoreConfigurationError",
     "StoreError",
+    "StoreUnavailableError",
+    "SyncDatabase",
     "SyncKeyAdmin",
     "default_title",
     "new_id",
@@ -94,7 +116,7 @@ class Store(Protocol):
     """What the server needs from its database. Every method is a coroutine that never
     blocks the event loop; see :class:`OperationStore` for the details of each."""
 
-    async def open(self) -> None: ...
+    async def open(self, *, migrate: bool = True) -> None: ...
     async def close(self) -> None: ...
     async def create_conversation(
         self, owner: str, *, title: str | None, model: str, system: str | None
@@ -153,6 +175,15 @@ class OperationStore:
     async def _call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
         """Run ``op`` in one transaction off the event loop; its result."""
         raise NotImplementedError
+
+    async def _prepare_schema(self, migrate: bool) -> None:
+        """Bring the schema up to date, one step per transaction (``migrate``), or refuse a
+        database whose schema is not current."""
+        if migrate:
+            while await self._call(_schema.migrate_step, write=True) is not None:
+                pass
+        else:
+            require_current(await self._call(_schema.schema_version, write=True))
 
     async def create_conversation(
         self, owner: str, *, title: str | None, model: str, system: str | None
@@ -343,15 +374,16 @@ class SQLiteStore(OperationStore):
         """``(jobs, transactions)`` run so far: how much group commit saved."""
         return (0, 0) if self._worker is None else (self._worker.jobs, self._worker.batches)
 
-    async def open(self) -> None:
-        """Start the worker, open the database (creating it) and migrate its schema."""
+    async def open(self, *, migrate: bool = True) -> None:
+        """Start the worker, open the database (creating it) and migrate its schema (or, with
+        ``migrate`` false, refuse a schema that is not current)."""
         if self._worker is not None:
             raise StoreError("the store was already opened")
         path = self.path
         self._worker = Worker(path, self._busy_timeout, lambda exc: translate_error(exc, path))
         self._worker.start()
         try:
-            await self._call(_schema.migrate, write=True)
+            await self._prepare_schema(migrate)
         except BaseException:
             await self.close()
             raise
@@ -369,29 +401,125 @@ class SQLiteStore(OperationStore):
         worker.join()  # it delivered its last result and is returning: no real wait
 
 
-class SyncKeyAdmin:
-    """Synchronous key administration for ``wenxin keys``: its own connection, used from
-    the calling thread, safe while a server uses the same file (WAL, busy timeout).
-    Raises :class:`StoreError` when the database cannot be opened or used."""
+class PostgresStore(OperationStore):
+    """The :class:`Store` over a PostgreSQL database (see the module docstring).
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
-        self.path = os.fspath(path)
+    ``url`` is a libpq URL (``postgresql://user:password@host:port/db?options``);
+    ``pool_size`` connections are opened at :meth:`open` and ``pool_timeout`` bounds every
+    wait for one. Methods raise :class:`StoreUnavailableError` when no connection became
+    free in time or the database cannot be reached, :class:`StoreError` when it fails.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+    ) -> None:
+        self.url = url
+        self._runner = _postgres.Runner(url, size=pool_size, timeout=pool_timeout)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({mask_url_password(self.url)!r})"
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
+        if self._closed:
+            raise StoreError("the store is not open")
+        return await self._runner.call(op, write=write)
+
+    @property
+    def stats(self) -> tuple[int, int]:
+        """``(operations, transactions)`` run so far (the same here: one transaction each)."""
+        return (self._runner.operations, self._runner.operations)
+
+    def pool_stats(self) -> dict[str, int]:
+        """The pool's counters (see ``_postgres.Runner.stats``), for metrics."""
+        return self._runner.stats()
+
+    async def open(self, *, migrate: bool = True) -> None:
+        """Connect, open the pool and migrate the schema (or, with ``migrate`` false, refuse
+        a schema that is not current)."""
+        if self._runner.is_open or self._closed:
+            raise StoreError("the store was already opened")
+        await self._runner.open()
         try:
-            self._conn = connect(self.path, busy_timeout)
-        except (OSError, sqlite3.Error) as exc:
-            raise translate_error(exc, self.path) from None
-        self._db = Db(self._conn, SQLITE)
-        try:
-            self._run(_schema.migrate, write=True)
+            await self._prepare_schema(migrate)
         except BaseException:
-            self.close()
+            await self.close()
             raise
+
+    async def close(self) -> None:
+        """Let running operations finish and close the pool. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._runner.close()
+
+
+def require_current(current: int) -> None:
+    """Refuse a schema that is not exactly this code's (``--migrate off``).
+
+    Raises:
+        StoreError: the database is newer than this code, or needs ``wenxin db upgrade``.
+    """
+    _schema.check_version(current)
+    if current < len(MIGRATIONS):
+        raise StoreError(
+            f"the database has schema version {current} and this wenxin-stream needs "
+            f"{len(MIGRATIONS)}: run `wenxin db upgrade` (or start with --migrate auto)"
+        )
+
+
+class SyncDatabase:
+    """One synchronous connection to the store's database, used from the calling thread:
+    ``wenxin db``, and the base of :class:`SyncKeyAdmin`. ``database`` is a file path or a
+    database URL (see :func:`open_store`); ``timeout`` is SQLite's busy timeout, or the
+    connect timeout of PostgreSQL. Nothing is migrated on open.
+
+    Raises :class:`StoreError` when the database cannot be opened or used.
+    """
+
+    def __init__(self, database: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+        text = os.fspath(database)
+        self._translate: Callable[[BaseException], BaseException]
+        if _postgres.is_postgres_url(text):
+            self.path: str | None = None
+            self.location = mask_url_password(text)
+            """Where the database is, for messages (a URL's password masked)."""
+            self._translate = lambda exc: _postgres.translate_error(exc, text)
+            conn = _postgres.connect(text, timeout=busy_timeout)
+            self._close: Callable[[], None] = conn.close
+            self._db = _postgres.db_of(conn)
+        else:
+            path = sqlite_path(text)
+            self.path = self.location = path
+            self._translate = lambda exc: translate_error(exc, path)
+            try:
+                sqlite = connect(path, busy_timeout)
+            except (OSError, sqlite3.Error) as exc:
+                raise translate_error(exc, path) from None
+            self._close = sqlite.close
+            self._db = Db(sqlite, SQLITE)
 
     def _run(self, op: Callable[[Db], _T], *, write: bool) -> _T:
         try:
             return transact(self._db, op, write=write)
-        except (OSError, sqlite3.Error) as exc:
-            raise translate_error(exc, self.path) from None
+        except Exception as exc:
+            error = self._translate(exc)
+            if error is exc:
+                raise
+            raise error from None
 
     def __enter__(self) -> Self:
         return self
@@ -403,7 +531,41 @@ class SyncKeyAdmin:
 
     def close(self) -> None:
         """Close the connection."""
-        self._conn.close()
+        self._close()
+
+    def schema_version(self) -> int:
+        """The database's schema version (0: new); :data:`MIGRATIONS` has the code's."""
+        return self._run(_schema.schema_version, write=True)
+
+    def upgrade(self, on_step: Callable[[int], None] | None = None) -> list[int]:
+        """Apply every pending schema step, each in its own transaction; the versions reached,
+        in order (``on_step`` is told each as it commits).
+
+        Raises:
+            StoreError: the database is newer than this code, or a step failed (the database
+                stays at the last step that committed).
+        """
+        done: list[int] = []
+        while (version := self._run(_schema.migrate_step, write=True)) is not None:
+            done.append(version)
+            if on_step is not None:
+                on_step(version)
+        return done
+
+
+class SyncKeyAdmin(SyncDatabase):
+    """Synchronous key administration for ``wenxin keys``: its own connection, used from
+    the calling thread, safe while a server uses the same database (SQLite: WAL and a busy
+    timeout). The schema is brought up to date on open.
+    Raises :class:`StoreError` when the database cannot be opened or used."""
+
+    def __init__(self, database: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+        super().__init__(database, busy_timeout=busy_timeout)
+        try:
+            self.upgrade()
+        except BaseException:
+            self.close()
+            raise
 
     def create_key(
         self, name: str, *, rpm: int | None, tpm: int | None, max_streams: int | None
@@ -434,20 +596,24 @@ def sqlite_path(url: str) -> str:
     ``sqlite:////srv/wenxin.db`` absolute; a URL without a scheme is a plain file path.
 
     Raises:
-        StoreConfigurationError: no path, PostgreSQL (planned), or another scheme.
+        StoreConfigurationError: no path, a PostgreSQL URL (no file), or another scheme.
     """
     text = url.strip()
     scheme, sep, rest = text.partition("://")
     scheme = scheme.lower().split("+")[0]
     if sep and scheme in ("postgresql", "postgres"):
+        if "+" in text.partition("://")[0]:
+            raise StoreConfigurationError(
+                "name a PostgreSQL database as postgresql://user:password@host:port/database "
+                "(wenxin-stream chooses the driver itself)"
+            )
         raise StoreConfigurationError(
-            "PostgreSQL support is planned: the schema and SQL are portable (see _schema.py); "
-            "use sqlite:///path/to/wenxin.db for now"
+            f"{mask_url_password(text)} is a PostgreSQL database, not a SQLite file"
         )
     if sep and scheme != "sqlite":
         raise StoreConfigurationError(
             f"unsupported database URL {text.split('://')[0]}://…: use sqlite:///path/to/"
-            "wenxin.db or a file path"
+            "wenxin.db, a file path, or postgresql://user:password@host:port/database"
         )
     if sep and not rest.startswith("/"):
         raise StoreConfigurationError(f"a SQLite URL is sqlite:///<path>, got {text!r}")
@@ -457,10 +623,20 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def open_store(url: str) -> SQLiteStore:
-    """The store named by ``url`` (see :func:`sqlite_path`), not yet opened.
+def open_store(
+    url: str,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+) -> SQLiteStore | PostgresStore:
+    """The store named by ``url``, not yet opened: ``postgresql://…`` (or ``postgres://…``)
+    is a :class:`PostgresStore` with a pool of ``pool_size`` connections and waits bounded by
+    ``pool_timeout``; anything else names a SQLite file (see :func:`sqlite_path`).
 
     Raises:
-        StoreConfigurationError: no path, PostgreSQL (planned), or another scheme.
+        StoreConfigurationError: no path, or an unsupported scheme (``postgres+asyncpg://``
+            included: the driver is psycopg's, chosen here).
     """
+    if _postgres.is_postgres_url(url):
+        return PostgresStore(url.strip(), pool_size=pool_size, pool_timeout=pool_timeout)
     return SQLiteStore(sqlite_path(url))
