@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_helpers import Probe, Running, running
+from server_helpers import Probe, Recorder, Running, running
 
 from servers import serving
 from wenxin_stream.emulator import EmulatorConfig, ServerHandle
@@ -45,3 +45,11 @@ def probed_emu() -> Iterator[tuple[Probe, ServerHandle]]:
     probe = Probe(create_emulator(EmulatorConfig(ttft=0.0, interval=0.0, v2_interval=0.0)))
     with serving(probe) as handle:
         yield probe, handle
+
+
+@pytest.fixture
+def recorded() -> Iterator[tuple[Recorder, ServerHandle]]:
+    """A fast emulator that keeps the JSON bodies of the chat requests it answers."""
+    recorder = Recorder(create_emulator(EmulatorConfig(ttft=0.0, interval=0.0, v2_interval=0.0)))
+    with serving(recorder) as handle:
+        yield recorder, handle

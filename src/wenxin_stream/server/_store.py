@@ -50,6 +50,8 @@ from ._schema import (
     Checkpoint,
     ConversationNotFoundError,
     ConversationRecord,
+    ExchangeConflictError,
+    MessageNotFoundError,
     MessageRecord,
     StoreError,
     check_choice,
@@ -69,6 +71,8 @@ __all__ = [
     "Checkpoint",
     "ConversationNotFoundError",
     "ConversationRecord",
+    "ExchangeConflictError",
+    "MessageNotFoundError",
     "MessageRecord",
     "OperationStore",
     "SQLiteStore",
@@ -119,7 +123,13 @@ class Store(Protocol):
         status: str = "complete",
     ) -> MessageRecord: ...
     async def add_exchange(
-        self, owner: str, conversation_id: str, *, question: str, model: str | None
+        self,
+        owner: str,
+        conversation_id: str,
+        *,
+        question: str,
+        model: str | None,
+        replace: str | None = None,
     ) -> tuple[MessageRecord, MessageRecord]: ...
     async def update_message(
         self,
@@ -222,16 +232,27 @@ class OperationStore:
         )
 
     async def add_exchange(
-        self, owner: str, conversation_id: str, *, question: str, model: str | None
+        self,
+        owner: str,
+        conversation_id: str,
+        *,
+        question: str,
+        model: str | None,
+        replace: str | None = None,
     ) -> tuple[MessageRecord, MessageRecord]:
         """Append a question (``complete``) and its answer (``streaming``, empty) in one
-        transaction: both are stored or neither. The two records, in that order.
+        transaction: both are stored or neither. The two records, in that order. With
+        ``replace`` (the id of the last question), that question and its answer are deleted
+        in the same transaction (regenerate, retry, edit).
 
         Raises:
             ConversationNotFoundError: no such conversation of ``owner``.
+            MessageNotFoundError: ``replace`` names no question of the conversation.
+            ExchangeConflictError: ``replace`` is not the last question, or its answer is
+                still streaming.
         """
         return await self._call(
-            lambda db: _schema.add_exchange(db, owner, conversation_id, question, model),
+            lambda db: _schema.add_exchange(db, owner, conversation_id, question, model, replace),
             write=True,
         )
 
