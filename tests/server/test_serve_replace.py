@@ -63,7 +63,8 @@ def test_replace_swaps_the_last_exchange_in_store_and_history(
     ids = [m["id"] for m in conv["messages"]]
     assert [m["content"] for m in conv["messages"] if m["role"] == "user"] == ["苹果", "橙子"]
     assert ids[2:] == [again["question_id"], again["message_id"]]
-    assert second["question_id"] not in ids and second["message_id"] not in ids
+    assert second["question_id"] not in ids
+    assert second["message_id"] not in ids
     assert [c["message_count"] for c in listed if c["id"] == cid] == [4]
     assert conv["title"] == "苹果"
 
@@ -95,7 +96,8 @@ def test_replace_refuses_all_but_the_last_finished_exchange(shared: Running) -> 
     ) as r:  # fmt: skip
         reader = EventReader(r)
         start = reader.next()
-        assert start is not None and start.event == "start"
+        assert start is not None
+        assert start.event == "start"
         data = json.loads(start.data)
         assert _refused(shared, cid, data["question_id"]) == (409, "answer_streaming", "replace")
         c.post(f"/api/streams/{data['stream_id']}/cancel")
