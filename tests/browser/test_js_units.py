@@ -331,6 +331,12 @@ def test_citations_link_to_their_sources(js: Any) -> None:
         ' data-cite="1" rel="noopener noreferrer" target="_blank">1</a></sup>，另见'
         '<sup class="cite">[2]</sup>和<sup class="cite">[3]</sup>。</p>'
     )
+    # Several sources in one marker (as ERNIE writes them): one superscript each.
+    assert js.evaluate("([src, s]) => md.renderMarkdown(src, s)", ["见^[3][1]^。", sources]) == (
+        '<p>见<sup class="cite">[3]</sup><sup class="cite"><a href="https://a.example/one" '
+        'title="One &quot;quoted&quot;" data-cite="1" rel="noopener noreferrer" '
+        'target="_blank">1</a></sup>。</p>'
+    )
     # Before the sources arrive, the marker is a plain superscript (never raw ^[1]^).
     assert js.evaluate("(src) => md.renderMarkdown(src)", "x^[1]^") == (
         '<p>x<sup class="cite">[1]</sup></p>'

@@ -1,9 +1,11 @@
 """The chat page's product features in real headless Chromium, against the real server and a
 paced emulator, at desktop (1280×800) and phone (375×812) widths: highlighted code with copy
 buttons, regenerate / retry / edit, rename / delete / search / date groups, the system prompt,
-the curated model picker, one language (switchable), the theme menu, Esc, and — from a
-recorded native stream until the server relays them — the thinking panel, citations and an
-attached image.
+the curated model picker (from the server's ``/api/models``), one language (switchable), the
+theme menu, Esc, and today's ERNIE — the thinking panel, citations, an attached image answered
+by a vision model, a tool call — all produced by the real server and its emulator (no recorded
+streams; only the fallback for a server without ``/api/models`` is simulated, by routing that
+one request away).
 
 The screenshots named in issue 14's "Done when" are written to tests/browser/artifacts/ and
 copied to tests/browser/screenshots/ (committed) by ``--keep-screenshots``-free runs alike.
@@ -46,46 +48,9 @@ SLOW = " [[wenxin:fault interval=0.1;chunks=60]]"
 SIZES = {"desktop": (1280, 800), "phone": (375, 812)}
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 
-CATALOGUE = {
-    "models": [
-        {"id": "ernie-x1.1", "name": "ERNIE X1.1", "family": "x1", "group": "ERNIE X1",
-         "context_window": 128000, "max_output_tokens": 65536,
-         "capabilities": ["reasoning", "tools", "search"], "default": False, "retired": False},
-        {"id": "ernie-4.5-turbo-vl", "name": "ERNIE 4.5 Turbo VL", "family": "4.5",
-         "group": "ERNIE 4.5", "context_window": 32000, "max_output_tokens": 12000,
-         "capabilities": ["vision", "tools"], "default": False, "retired": False},
-        {"id": "ernie-lite-8k", "name": "ERNIE Lite 8K", "family": "lite", "group": "ERNIE Lite",
-         "context_window": 8000, "max_output_tokens": 2048, "capabilities": [],
-         "default": True, "retired": False},
-        {"id": "ernie-bot", "name": "ERNIE Bot", "family": "legacy", "group": "Legacy",
-         "context_window": 4000, "max_output_tokens": 2048, "capabilities": [],
-         "default": False, "retired": True},
-    ]
-}  # fmt: skip
-
-# What the server will send for a reasoning model with web search (events-contract.md).
-RECORDED = "".join(
-    f"id: s_rec:{i}\nevent: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-    for i, (kind, data) in enumerate(
-        [
-            ("start", {"stream_id": "s_rec", "message_id": "m_rec", "model": "ernie-x1.1"}),
-            ("reasoning", {"text": "【模拟思考】用户问长城有多长。"}),
-            ("reasoning", {"text": "先查资料，再给出数字和来源。"}),
-            ("search_results", {"results": [
-                {"index": 1, "url": "https://example.com/great-wall", "title": "长城 - 百科"},
-                {"index": 2, "url": "https://example.org/survey", "title": "2012 年长城测量"},
-            ]}),
-            ("delta", {"text": "长城全长约 **21196 千米**^[2]^，"}),
-            ("delta", {"text": "始建于春秋战国时期^[1]^。"}),
-            ("end", {"end_reason": "completed", "usage": {"prompt_tokens": 9,
-                     "completion_tokens": 30, "total_tokens": 39}, "reasoning_chars": 29}),
-        ]
-    )
-)  # fmt: skip
-
-# A 2×2 PNG (the smallest honest image).
+# A 16×8 PNG (small, and within Baidu's pixel limits: each side at least 5 px).
 PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg=="
+    "iVBORw0KGgoAAAANSUhEUgAAABAAAAAICAIAAAB/FOjAAAAAFElEQVR4nGP4z8BAEiJN9agGIhEAJMZ/gd5KfaIAAAAASUVORK5CYII="
 )
 
 
@@ -225,20 +190,40 @@ def test_code_is_highlighted_with_copy_buttons(
 # ---- regenerate, retry, edit, Esc ---------------------------------------------------------
 
 
-def test_regenerate_retry_edit_and_escape(page: Any, site: str, size: str) -> None:
-    open_app(page, site + "/")
-    first = ask(page, "第一问" + FAST)
-    done(first)
-    assert first.get_by_test_id("regenerate").is_visible()
-    first.get_by_test_id("regenerate").click()
-    second = page.locator(ASSISTANT).nth(1)
-    done(second)
-    questions = page.locator(f"{USER} .msg-body").all_inner_texts()
-    assert questions == ["第一问" + FAST, "第一问" + FAST]
-    # Only the last answer offers to answer again.
-    assert first.get_by_test_id("regenerate").count() == 0
+def user_texts(page: Any) -> list[str]:
+    return list(page.locator(f"{USER} .msg-body").all_inner_texts())
 
-    # Esc stops a streaming answer; Retry asks the same question again.
+
+def stored_exchanges(page: Any, url: str) -> list[tuple[str, str]]:
+    """The stored conversation as (question, answer status) pairs."""
+    messages = stored(page, url, conversation_id(page))["messages"]
+    return [(q["content"], a["status"]) for q, a in zip(messages[::2], messages[1::2], strict=True)]
+
+
+def test_regenerate_retry_edit_replace_the_last_exchange_and_escape(
+    page: Any, site: str, size: str
+) -> None:
+    open_app(page, site + "/")
+    done(ask(page, "第一问" + FAST))
+    first = ask(page, "第二问" + FAST)
+    done(first)
+    first_id = first.get_attribute("data-message-id")
+    assert page.locator(USER).first.get_by_test_id("edit").count() == 0  # only the last
+    first.get_by_test_id("regenerate").click()
+    page.wait_for_function(
+        "(old) => [...document.querySelectorAll('[data-role=assistant]')].pop()"
+        ".dataset.messageId !== old && !document.querySelector('[data-status=streaming]')",
+        arg=first_id,
+    )
+    # Regenerate replaced the exchange, here and on the server (the model no longer sees it).
+    assert user_texts(page) == ["第一问" + FAST, "第二问" + FAST]
+    assert page.locator(ASSISTANT).count() == 2
+    assert stored_exchanges(page, site) == [
+        ("第一问" + FAST, "complete"),
+        ("第二问" + FAST, "complete"),
+    ]
+
+    # Esc stops a streaming answer; Retry asks the same question again, in its place.
     slow = ask(page, "慢慢回答" + SLOW)
     page.wait_for_function(
         "(n) => n.querySelector('.msg-body').textContent.length > 10", arg=slow.element_handle()
@@ -247,24 +232,31 @@ def test_regenerate_retry_edit_and_escape(page: Any, site: str, size: str) -> No
     done(slow, "stopped")
     assert slow.get_attribute("data-end-reason") == "cancelled"
     slow.get_by_test_id("retry").click()
-    retried = page.locator(ASSISTANT).nth(3)
-    retried.wait_for()
-    assert page.locator(f"{USER} .msg-body").nth(3).inner_text() == "慢慢回答" + SLOW
+    retried = page.locator(ASSISTANT).nth(2)
+    page.wait_for_function("(n) => n.dataset.status === 'streaming'", arg=retried.element_handle())
+    assert user_texts(page) == ["第一问" + FAST, "第二问" + FAST, "慢慢回答" + SLOW]
     page.get_by_test_id("stop").click()
     done(retried, "stopped")
+    assert page.locator(ASSISTANT).count() == 3
 
-    # Edit a question and send it again.
-    page.locator(USER).first.get_by_test_id("edit").click()
+    # Edit the last question and send it again: it replaces that exchange too.
+    page.locator(USER).last.get_by_test_id("edit").click()
     editor = page.get_by_test_id("editor").locator("textarea")
-    assert editor.input_value() == "第一问" + FAST
+    assert editor.input_value() == "慢慢回答" + SLOW
     editor.fill("改过的问题" + FAST)
     page.get_by_test_id("edit-send").click()
-    edited = page.locator(ASSISTANT).nth(4)
+    edited = page.locator(ASSISTANT).nth(2)
     done(edited)
-    assert page.locator(f"{USER} .msg-body").last.inner_text() == "改过的问题" + FAST
+    assert user_texts(page) == ["第一问" + FAST, "第二问" + FAST, "改过的问题" + FAST]
     assert page.get_by_test_id("editor").count() == 0
-    messages = stored(page, site, conversation_id(page))["messages"]
-    assert [m["content"] for m in messages if m["role"] == "user"][-1] == "改过的问题" + FAST
+    assert stored_exchanges(page, site) == [
+        ("第一问" + FAST, "complete"), ("第二问" + FAST, "complete"),
+        ("改过的问题" + FAST, "complete"),
+    ]  # fmt: skip
+    # What the page shows after a reload is what it showed.
+    page.reload()
+    page.wait_for_selector('body[data-ready="true"]')
+    assert user_texts(page) == ["第一问" + FAST, "第二问" + FAST, "改过的问题" + FAST]
 
 
 # ---- sidebar ------------------------------------------------------------------------------
@@ -346,79 +338,73 @@ def test_system_prompt_is_kept_per_conversation(page: Any, site: str, size: str)
     assert page.get_by_test_id("system-prompt").input_value() == "你是一位耐心的老师"
 
 
-def test_model_picker_is_curated_and_offers_capabilities(page: Any, site: str, size: str) -> None:
+def asked_bodies(page: Any) -> list[dict[str, Any]]:
+    """The bodies of the questions the page posts (recorded, not changed)."""
     bodies: list[dict[str, Any]] = []
-    page.route(
-        "**/api/models",
-        lambda route: route.fulfill(
-            status=200, content_type="application/json", body=json.dumps(CATALOGUE)
-        ),
-    )
 
-    canned = (
-        'event: start\ndata: {"stream_id":"s_c"}\n\n'
-        'event: delta\ndata: {"text":"好的。"}\n\n'
-        'event: end\ndata: {"end_reason":"completed"}\n\n'
-    )
+    def on_request(request: Any) -> None:
+        if request.method == "POST" and re.search(
+            r"/api/conversations/[^/]+/messages$", request.url
+        ):
+            bodies.append(json.loads(request.post_data or "{}"))
 
-    def capture(route: Any) -> None:
-        # What the page asks is the point here; the answer is canned (the server of this
-        # branch does not know the current catalogue's models yet).
-        if route.request.method != "POST":
-            route.continue_()
-            return
-        bodies.append(json.loads(route.request.post_data or "{}"))
-        route.fulfill(status=200, content_type="text/event-stream", body=canned)
+    page.on("request", on_request)
+    return bodies
 
+
+def test_model_picker_is_curated_from_the_servers_catalogue(
+    page: Any, site: str, size: str
+) -> None:
+    catalogue = page.request.get(f"{site}/api/models").json()["models"]
+    bodies = asked_bodies(page)
     open_app(page, site + "/")
     picker = page.locator("#model")
     groups = picker.locator("optgroup").evaluate_all("(gs) => gs.map((g) => g.label)")
-    assert groups == ["ERNIE X1", "ERNIE 4.5", "ERNIE Lite"]  # the retired model left out
-    assert picker.input_value() == "ernie-lite-8k"  # the default
-    assert page.get_by_test_id("toggle-thinking").is_hidden()
+    assert groups == ["当前主力", "轻量", "旧版"]  # the server's groups, in the page's words
+    offered = picker.locator("option").evaluate_all("(os) => os.map((o) => o.value)")
+    # Every live model, no retired one (unless it is the server's default).
+    assert sorted(offered) == sorted(m["id"] for m in catalogue if not m["retired"] or m["default"])
+    assert any(m["retired"] for m in catalogue)
+    assert picker.input_value() == next(m["id"] for m in catalogue if m["default"])
+    assert page.get_by_test_id("toggle-thinking").is_hidden()  # ernie-lite-8k does not think
     assert page.get_by_test_id("attach").is_disabled()
-    page.unroute("**/api/conversations/*/messages")
-    done(ask(page, "先用默认模型" + FAST))  # the conversation exists on the server
-    page.route("**/api/conversations/*/messages", capture)
 
+    # Always thinking (X1.1): the switch shows on and fixed; nothing is sent for it.
     picker.select_option("ernie-x1.1")
-    assert page.get_by_test_id("toggle-thinking").is_visible()
-    assert page.get_by_test_id("toggle-search").is_visible()
+    thinking = page.get_by_test_id("toggle-thinking")
+    assert thinking.is_visible()
+    assert thinking.is_disabled()
+    assert thinking.get_attribute("aria-pressed") == "true"
     if size == "desktop":
         caps = page.get_by_test_id("model-caps").locator(".badge").all_inner_texts()
         assert caps == ["思考", "工具", "搜索"]
-    page.get_by_test_id("toggle-search").click()
-    assert page.get_by_test_id("toggle-search").get_attribute("aria-pressed") == "true"
-    ask(page, "带开关的问题" + FAST)
-    page.wait_for_function("() => !document.querySelector('[data-status=streaming]')")
+    done(ask(page, "X1.1 的问题" + FAST))
     assert bodies[-1]["model"] == "ernie-x1.1"
-    assert bodies[-1]["enable_thinking"] is True
-    assert bodies[-1]["web_search"] is True
+    assert "enable_thinking" not in bodies[-1]
 
-    # A vision model: attach an image (checked, previewed, sent as a data URL).
-    picker.select_option("ernie-4.5-turbo-vl")
-    assert page.get_by_test_id("toggle-thinking").is_hidden()
-    assert page.get_by_test_id("attach").is_enabled()
-    page.locator("#image-input").set_input_files(
-        {"name": "dot.png", "mimeType": "image/png", "buffer": PNG}
-    )
-    page.get_by_test_id("attachment").wait_for()
-    ask(page, "这张图里有什么" + FAST)
-    page.wait_for_function("() => !document.querySelector('[data-status=streaming]')")
-    assert bodies[-1]["images"] == ["data:image/png;base64," + base64.b64encode(PNG).decode()]
-    assert page.locator(f"{USER} [data-testid=message-image]").count() == 1
-    assert page.get_by_test_id("attachment").is_hidden()  # it went with the question
-    # Too large: refused before anything is sent, with a message in the page's language.
+    # Hybrid (ERNIE 5.1): the switch works both ways and says so in the ask.
+    picker.select_option("ernie-5.1")
+    assert thinking.is_enabled()
+    thinking.click()
+    assert thinking.get_attribute("aria-pressed") == "false"
+    done(ask(page, "不思考的问题" + FAST))
+    assert (bodies[-1]["model"], bodies[-1]["enable_thinking"]) == ("ernie-5.1", False)
+    assert page.locator(ASSISTANT).last.get_by_test_id("thinking").count() == 0
+
+    # Too large an image is refused before anything is sent, in the page's language.
+    picker.select_option("ernie-4.5-vl-28b-a3b")
     page.locator("#image-input").set_input_files(
         {"name": "big.png", "mimeType": "image/png", "buffer": b"\0" * (10 * 1024 * 1024 + 1)}
     )
     assert "图片太大" in page.locator("#notice").inner_text()
     assert page.get_by_test_id("attachment").is_hidden()
-    # The route in /api/info fallback: a server without /api/models still lists its names.
-    page.unroute("**/api/models")
+
+    # A server without /api/models (simulated by answering 404): /api/info's names are listed.
+    page.route("**/api/models", lambda route: route.fulfill(status=404, body="{}"))
     page.reload()
     page.wait_for_selector('body[data-ready="true"]')
     assert page.locator("#model option").count() > 3
+    assert page.locator("#model optgroup").count() == 0
 
 
 def test_english_locale_switch_and_theme(
@@ -470,31 +456,121 @@ def test_english_locale_switch_and_theme(
         ctx.close()
 
 
-# ---- issue 10 on the page: thinking, citations (a recorded native stream) ------------------
+# ---- today's ERNIE on the page: thinking, citations, images, tools (real server) --------
 
 
-def test_thinking_panel_and_citations(page: Any, site: str, size: str, artifacts: Path) -> None:
-    def recorded(route: Any) -> None:
-        if route.request.method != "POST":
-            route.continue_()
-            return
-        route.fulfill(status=200, content_type="text/event-stream", body=RECORDED)
-
-    page.route("**/api/conversations/*/messages", recorded)
+def test_thinking_panel_streams_before_the_answer_with_citations(
+    page: Any, site: str, size: str, artifacts: Path
+) -> None:
     open_app(page, site + "/")
-    answer = ask(page, "长城有多长？")
+    page.locator("#model").select_option("ernie-x1.1")
+    page.get_by_test_id("toggle-search").click()
+    # Note when the thinking and the answer's text first appear, and how the panel's `open`
+    # attribute changes (a MutationObserver; records keep the order even when batched).
+    page.evaluate(
+        """() => {
+            window.seen = [];
+            window.panel = [];
+            new MutationObserver((records) => {
+                for (const r of records) {
+                    if (r.type === 'attributes' && r.target.matches('[data-testid=thinking]'))
+                        window.panel.push(r.oldValue === null ? 'opened' : 'folded');
+                }
+                const a = [...document.querySelectorAll('[data-role=assistant]')].pop();
+                if (!a) return;
+                const think = a.querySelector('[data-testid=thinking-body]')?.textContent || '';
+                const text = a.querySelector('.msg-body')?.textContent || '';
+                if (think && !window.seen.includes('thinking')) window.seen.push('thinking');
+                if (text && !window.seen.includes('answer')) window.seen.push('answer');
+            }).observe(document.body, {subtree: true, childList: true, characterData: true,
+                                       attributes: true, attributeFilter: ['open'],
+                                       attributeOldValue: true});
+        }"""
+    )
+    answer = ask(page, "长城有多长？今天有什么新闻" + " [[wenxin:fault interval=0.03]]")
     done(answer)
+    assert page.evaluate("window.seen") == ["thinking", "answer"]
+    # Open while the thinking streams, folded by the page when the answer began.
+    assert page.evaluate("window.panel") == ["folded"]
     thinking = answer.get_by_test_id("thinking")
-    assert thinking.locator("summary").inner_text() == "思考过程（29 字）"
-    assert thinking.get_attribute("open") is None  # folded once the answer came
+    assert thinking.get_attribute("open") is None
+    assert re.fullmatch(r"思考过程（\d+ 字）", thinking.locator("summary").inner_text())
     thinking.locator("summary").click()
-    assert "先查资料" in answer.get_by_test_id("thinking-body").inner_text()
-    cites = answer.locator("sup.cite a")
-    assert cites.evaluate_all("(as) => as.map((a) => [a.textContent, a.href])") == [
-        ["2", "https://example.org/survey"],
-        ["1", "https://example.com/great-wall"],
-    ]
+    assert thinking.get_attribute("open") is not None  # collapsible: it opens again
+    assert answer.get_by_test_id("thinking-body").inner_text().strip()
+
+    cid = conversation_id(page)
+    stored_answer = stored(page, site, cid)["messages"][-1]
+    results = {r["index"]: r for r in stored_answer["search_results"]}
+    assert results
+    cites = answer.locator("sup.cite a").evaluate_all(
+        "(as) => as.map((a) => [a.textContent, a.href])"
+    )
+    assert cites
+    for number, href in cites:
+        assert href == results[int(number)]["url"]
     sources = answer.get_by_test_id("sources").locator("li a").all_inner_texts()
-    assert sources == ["长城 - 百科", "2012 年长城测量"]
+    assert sources == [results[i]["title"] for i in sorted(results)]
     assert "^[" not in answer.locator(".msg-body").inner_text()
+    answer.scroll_into_view_if_needed()
     keep(page, artifacts, f"22-thinking-{size}")
+
+
+def test_an_attached_image_is_answered_by_a_vision_model(page: Any, site: str) -> None:
+    bodies = asked_bodies(page)
+    open_app(page, site + "/")
+    page.locator("#model").select_option("ernie-4.5-vl-28b-a3b")
+    assert page.get_by_test_id("attach").is_enabled()
+    page.locator("#image-input").set_input_files(
+        {"name": "dot.png", "mimeType": "image/png", "buffer": PNG}
+    )
+    page.get_by_test_id("attachment").wait_for()
+    answer = ask(page, "这张图里有什么" + FAST)
+    done(answer)
+    assert bodies[-1]["images"] == ["data:image/png;base64," + base64.b64encode(PNG).decode()]
+    assert page.locator(f"{USER} [data-testid=message-image]").count() == 1
+    assert page.get_by_test_id("attachment").is_hidden()  # it went with the question
+    # The emulator describes what arrived: the image reached the vision model intact.
+    assert "PNG 图片（16×8 像素" in answer.locator(".msg-body").inner_text()
+
+
+WEATHER = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_current_weather",
+            "description": "获取城市的当前天气",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+def test_a_tool_call_is_shown_live_and_after_reopening(page: Any, site: str) -> None:
+    """The page offers no tools of its own; a client that does (here: the page's question
+    with ``tools`` added on its way, as an API client would send them) gets the call shown."""
+
+    def with_tools(route: Any) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        route.continue_(post_data=json.dumps({**body, "tools": WEATHER}))
+
+    open_app(page, site + "/")
+    page.locator("#model").select_option("ernie-5.1")
+    page.route("**/api/conversations/*/messages", with_tools)
+    answer = ask(page, "北京今天的天气怎么样?" + FAST)
+    done(answer)
+    call = answer.get_by_test_id("tool-call")
+    assert call.count() == 1
+    assert "get_current_weather" in call.inner_text()
+    assert "city" in call.inner_text()
+    page.unroute("**/api/conversations/*/messages")
+    page.reload()
+    page.wait_for_selector('body[data-ready="true"]')
+    reopened = page.locator(ASSISTANT).last.get_by_test_id("tool-call")
+    assert (
+        reopened.inner_text() == call.inner_text() or "get_current_weather" in reopened.inner_text()
+    )

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from server_helpers import Probe, Running, running
+from server_helpers import Probe, Recorder, Running, running
 
 from servers import serving
 from services import Service
@@ -58,3 +58,11 @@ def postgres_url(postgres_service: Service) -> str:
     with psycopg.connect(postgres_service.url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")  # a name of hex digits: nothing to quote
     return f"{postgres_service.url}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def recorded() -> Iterator[tuple[Recorder, ServerHandle]]:
+    """A fast emulator that keeps the JSON bodies of the chat requests it answers."""
+    recorder = Recorder(create_emulator(EmulatorConfig(ttft=0.0, interval=0.0, v2_interval=0.0)))
+    with serving(recorder) as handle:
+        yield recorder, handle

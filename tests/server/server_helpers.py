@@ -239,3 +239,28 @@ class BurstUpstream:
             if then is not None:
                 then()
         self.end_reason = EndReason.COMPLETED
+
+
+class Recorder:
+    """An ASGI wrapper that keeps the JSON bodies of the v2 chat requests it passes on."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.bodies: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v2/chat/completions":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+
+        async def recording() -> Any:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                with self._lock:
+                    self.bodies.append(json.loads(b"".join(chunks)))
+            return message
+
+        await self.app(scope, recording, send)

@@ -242,8 +242,12 @@ def test_models_routes_answer_from_the_catalogue(shared: Running) -> None:
     by_id = {m["id"]: m for m in native}
     assert set(by_id["ernie-5.1"]) == {
         "id", "name", "family", "group", "context_window", "max_output_tokens",
-        "capabilities", "default", "retired",
+        "capabilities", "reasoning", "default", "retired",
     }  # fmt: skip
+    # The page's thinking switch: hybrid models take enable_thinking, "always" ones ignore it.
+    assert by_id["ernie-x1.1"]["reasoning"] == "always"
+    assert by_id["ernie-lite-8k"]["reasoning"] is None
+    assert {m["reasoning"] for m in native} == {"always", "hybrid", None}
     assert by_id["ernie-5.0"]["retired"] is True
     assert by_id["ernie-x1.1"]["group"] == "current"
     assert by_id["ernie-4.5-vl-28b-a3b"]["capabilities"] == ["reasoning", "vision"]

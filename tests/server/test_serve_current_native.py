@@ -5,17 +5,12 @@ history sent back without the reasoning (``docs/SERVER-API.md``)."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from server_helpers import Running, new_conversation, sse_events
+from server_helpers import Recorder, Running, new_conversation, sse_events
 from websockets.sync.client import connect
 
-from servers import serving
-from wenxin_stream.emulator import EmulatorConfig, ServerHandle
-from wenxin_stream.emulator import create_app as create_emulator
+from wenxin_stream.emulator import ServerHandle
 
 WEATHER = [
     {
@@ -137,40 +132,8 @@ def test_resume_replays_reasoning_and_search(shared: Running) -> None:
     assert {"reasoning", "search_results"} <= {e.event for e in replayed}
 
 
-class _Recorder:
-    """An ASGI wrapper that keeps the JSON bodies of the v2 chat requests it passes on."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.bodies: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != "/v2/chat/completions":
-            await self.app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-
-        async def recording() -> Any:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                with self._lock:
-                    self.bodies.append(json.loads(b"".join(chunks)))
-            return message
-
-        await self.app(scope, recording, send)
-
-
-@pytest.fixture
-def recorded() -> Iterator[tuple[_Recorder, ServerHandle]]:
-    recorder = _Recorder(create_emulator(EmulatorConfig(ttft=0.0, interval=0.0, v2_interval=0.0)))
-    with serving(recorder) as handle:
-        yield recorder, handle
-
-
 def test_history_sent_upstream_has_no_reasoning(
-    make_server: Any, recorded: tuple[_Recorder, ServerHandle]
+    make_server: Any, recorded: tuple[Recorder, ServerHandle]
 ) -> None:
     recorder, emu = recorded
     srv = make_server(upstream=emu.base_url)

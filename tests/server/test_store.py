@@ -18,6 +18,8 @@ from wenxin_stream.server._keys import AmbiguousKeyError, hash_key, looks_like_k
 from wenxin_stream.server._store import (
     Checkpoint,
     ConversationNotFoundError,
+    ExchangeConflictError,
+    MessageNotFoundError,
     PostgresStore,
     SQLiteStore,
     StoreConfigurationError,
@@ -147,6 +149,48 @@ async def test_an_exchange_is_stored_whole(store: Either) -> None:
     with pytest.raises(ConversationNotFoundError):
         await store.add_exchange("someone else", conv.id, question="x", model=None)
     assert len(await store.get_messages("o", conv.id)) == 2
+
+
+async def test_an_exchange_replaces_the_last_one_in_one_operation(store: SQLiteStore) -> None:
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    q1, a1 = await store.add_exchange("o", conv.id, question="苹果", model="m")
+    await store.update_message(a1.id, content="红的", status="complete", end_reason="completed",
+                               usage=None, ttft_ms=None, total_ms=None, generated_chars=2,
+                               delivered_chars=2)  # fmt: skip
+    q2, a2 = await store.add_exchange("o", conv.id, question="香蕉", model="m")
+    # Its answer still streams: not replaceable yet; nothing changes.
+    with pytest.raises(ExchangeConflictError) as streaming:
+        await store.add_exchange("o", conv.id, question="橙子", model="m", replace=q2.id)
+    assert streaming.value.reason == "streaming"
+    await store.update_message(a2.id, content="黄", status="partial", end_reason="cancelled",
+                               usage=None, ttft_ms=None, total_ms=None, generated_chars=1,
+                               delivered_chars=1)  # fmt: skip
+    # Only the last question; never an answer's id, another owner's or an unknown one.
+    with pytest.raises(ExchangeConflictError) as earlier:
+        await store.add_exchange("o", conv.id, question="橙子", model="m", replace=q1.id)
+    assert earlier.value.reason == "not_last"
+    for wrong in (a2.id, "m_nope"):
+        with pytest.raises(MessageNotFoundError):
+            await store.add_exchange("o", conv.id, question="橙子", model="m", replace=wrong)
+    with pytest.raises(ConversationNotFoundError):
+        await store.add_exchange("other", conv.id, question="橙子", model="m", replace=q2.id)
+    assert [m.id for m in await store.get_messages("o", conv.id)] == [q1.id, a1.id, q2.id, a2.id]
+
+    q3, a3 = await store.add_exchange("o", conv.id, question="橙子", model="m", replace=q2.id)
+    messages = await store.get_messages("o", conv.id)
+    assert [(m.id, m.content) for m in messages] == [
+        (q1.id, "苹果"), (a1.id, "红的"), (q3.id, "橙子"), (a3.id, ""),
+    ]  # fmt: skip
+    updated = await store.get_conversation("o", conv.id)
+    assert updated is not None
+    assert (updated.message_count, updated.title) == (4, "苹果")
+    # The first exchange is the last one once it is alone.
+    await store.update_message(a3.id, content="", status="partial", end_reason="error",
+                               usage=None, ttft_ms=None, total_ms=None, generated_chars=0,
+                               delivered_chars=0)  # fmt: skip
+    q4, _ = await store.add_exchange("o", conv.id, question="梨", model="m", replace=q3.id)
+    assert [m.content for m in await store.get_messages("o", conv.id)] == ["苹果", "红的", "梨", ""]
+    assert q4.id not in (q1.id, q2.id, q3.id)
 
 
 async def test_a_half_written_exchange_is_rolled_back(

@@ -10,7 +10,9 @@ checkpoints, the per-key limiter, the upstream and the audit log.
 :meth:`Answers.ask` answers a question inside a conversation:
 
 1. refuse while shutting down (503); check the model (404 ``model_not_found``) and load the
-   conversation and its messages;
+   conversation and its messages; to *replace* the last exchange (regenerate, retry, edit:
+   ``AskOptions.replace``), the messages from that question on are left out of the history
+   (404 when the question is unknown, 409 when it is not the last or its answer streams);
 2. rebuild the history the model sees with the SDK's
    :class:`~wenxin_stream._conversation.ConversationCore` (:func:`history_request`: complete
    answers as they are, interrupted ones marked as interrupted, unanswered questions dropped,
@@ -18,7 +20,8 @@ checkpoints, the per-key limiter, the upstream and the audit log.
 3. admit it under the key's limits (429 + ``Retry-After``);
 4. start the generation — the upstream request leaves now — and, meanwhile, store the
    question (complete) and the answer (``streaming``, empty) in one transaction
-   (``Store.add_exchange``);
+   (``Store.add_exchange``; the replaced exchange is deleted in the same transaction, and
+   checked again there);
 5. ``begin`` the stream with the ids, and have the answer checkpointed while it streams
    (``_checkpoints``: its text so far, every ``checkpoint_interval``, many answers per
    write). When the generation ends, :meth:`Answers._persist` stops the checkpoints and
@@ -52,7 +55,15 @@ from ._completion_request import web_search_object
 from ._http import HTTPError, not_found, optional_str
 from ._limits import Admission, Limits, Rejection
 from ._relay import FINISHED_REASONS, Generation, Relay, usage_dict
-from ._store import ConversationRecord, MessageRecord, Store
+from ._schema import replaced_index
+from ._store import (
+    ConversationRecord,
+    ExchangeConflictError,
+    MessageNotFoundError,
+    MessageRecord,
+    Store,
+    StoreError,
+)
 from ._upstream import Upstream
 
 __all__ = [
@@ -97,8 +108,9 @@ class AskOptions:
     """What a native ask (SSE or WebSocket) may add to its question: the ``model``, a
     ``system`` text, ``enable_thinking``, ``web_search`` (Baidu's object, or a boolean for
     ``{"enable": …}``), ``images`` (data URLs or links, sent as ``image_url`` parts of the
-    question), and ``tools`` / ``tool_choice`` (the answer's calls are shown, not run).
-    ``None``: not given."""
+    question), ``tools`` / ``tool_choice`` (the answer's calls are shown, not run), and
+    ``replace``: the id of the conversation's last question, whose exchange the new one
+    replaces (regenerate, retry, edit). ``None``: not given."""
 
     model: str | None = None
     system: str | None = None
@@ -107,6 +119,7 @@ class AskOptions:
     images: tuple[str, ...] = ()
     tools: object = None
     tool_choice: object = None
+    replace: str | None = None
 
     def params(self) -> dict[str, Any]:
         """The request fields they ask for (checked by the SDK before anything is sent)."""
@@ -149,6 +162,7 @@ def parse_ask_options(body: dict[str, Any]) -> AskOptions:
         images=tuple(images),
         tools=body.get("tools"),
         tool_choice=body.get("tool_choice"),
+        replace=optional_str(body, "replace") or None,
     )
 
 
@@ -160,6 +174,27 @@ def with_images(messages: list[dict[str, Any]], images: tuple[str, ...]) -> None
         parts: list[dict[str, Any]] = [{"type": "text", "text": last["content"]}]
         parts += [{"type": "image_url", "image_url": {"url": url}} for url in images]
         messages[-1] = {**last, "content": parts}
+
+
+def _replaced(history: list[MessageRecord], question_id: str) -> int:
+    """Where the exchange to replace begins in ``history``.
+
+    Raises:
+        HTTPError: 404 for an unknown question, 409 when it cannot be replaced.
+    """
+    try:
+        return replaced_index([(m.id, m.role, m.status) for m in history], question_id)
+    except (MessageNotFoundError, ExchangeConflictError) as exc:
+        raise _replace_error(exc) from None
+
+
+def _replace_error(exc: StoreError) -> HTTPError:
+    """404 ``not_found`` (no such question) or 409 ``not_last_exchange`` /
+    ``answer_streaming``, naming ``replace``."""
+    if isinstance(exc, ExchangeConflictError):
+        code = "answer_streaming" if exc.reason == "streaming" else "not_last_exchange"
+        return HTTPError(409, code, str(exc), param="replace")
+    return HTTPError(404, "not_found", str(exc), param="replace")
 
 
 def invalid_request(exc: InvalidRequestError) -> HTTPError:
@@ -240,6 +275,11 @@ class Answers:
             )
             if conv is None:
                 raise not_found(f"no conversation {conversation_id!r}")
+        if options.replace is not None:
+            if conversation_id is None:
+                raise HTTPError(400, "invalid_field", "'replace' needs a conversation",
+                                param="replace")  # fmt: skip
+            history = history[: _replaced(history, options.replace)]
         upstream = self.upstream
         model = options.model or (conv.model if conv else None)
         name, upstream_model = upstream.resolve_model(model)
@@ -274,13 +314,19 @@ class Answers:
                 stream, owner=owner, model=name, received_at=received_at, on_end=on_end
             )
             # the upstream request is on its way; meanwhile, both messages in one transaction
-            _, stored = await store.add_exchange(owner, conv.id, question=content, model=name)
+            try:
+                asked, stored = await store.add_exchange(
+                    owner, conv.id, question=content, model=name, replace=options.replace
+                )
+            except (MessageNotFoundError, ExchangeConflictError) as exc:
+                raise _replace_error(exc) from None
             answer.append(stored)
             audit["stream_id"] = gen.stream_id
             start = {
                 "stream_id": gen.stream_id,
                 "conversation_id": conv.id,
                 "message_id": answer[0].id,
+                "question_id": asked.id,
                 "model": name,
             }
             gen.begin(start, {"message_id": answer[0].id})

@@ -16,7 +16,8 @@ a model is *retired* from its retirement date on, as the emulator's roster count
   model is offline"; one the catalogue does not know 404 ``model_not_found``.
 * :func:`native_models` — ``GET /api/models``, for the page's picker
   (``docs/SERVER-API.md``): every model entry (no aliases), retired ones flagged, with a
-  coarse ``group`` (``current``, ``light``, ``legacy``) and the configured default marked.
+  coarse ``group`` (``current``, ``light``, ``legacy``), its ``reasoning`` mode
+  (:func:`reasoning_mode`) and the configured default marked.
 
 Capabilities the catalogue leaves unknown are not listed (a list says what is known to work).
 """
@@ -38,6 +39,7 @@ __all__ = [
     "native_models",
     "openai_model",
     "openai_models",
+    "reasoning_mode",
 ]
 
 _BEIJING = timedelta(hours=8)
@@ -70,6 +72,13 @@ def capabilities(spec: ModelSpec) -> list[str]:
         ("vision", spec.vision is True),
     ]
     return [name for name, has in known if has]
+
+
+def reasoning_mode(spec: ModelSpec) -> str | None:
+    """How the model thinks, for a client's thinking switch: ``"hybrid"`` (it takes
+    ``enable_thinking`` either way), ``"always"`` (it always thinks and ignores the switch) or
+    ``None`` (it does not think)."""
+    return None if spec.reasoning == "none" else spec.reasoning
 
 
 def model_names(api: str, today: date) -> list[str]:
@@ -156,6 +165,7 @@ def native_models(api: str, default: str, today: date) -> dict[str, Any]:
                 "context_window": spec.context,
                 "max_output_tokens": spec.max_output,
                 "capabilities": capabilities(spec),
+                "reasoning": reasoning_mode(spec),
                 "default": spec is default_spec or ident == default,
                 "retired": spec.is_retired(today),
             }

@@ -171,7 +171,8 @@ def _schemas() -> dict[str, Any]:
 
 
 _STREAM_DOC = (
-    'Events `start` (with `model`), `reasoning` (`{"text"}`: thinking, before the answer), '
+    "Events `start` (with `model`, `message_id` and `question_id`), `reasoning` "
+    '(`{"text"}`: thinking, before the answer), '
     '`search_results` (`{"results"}`, once, before the text citing them), `delta` '
     '(`{"text"}`), `tool_call` (`{"id", "name", "arguments"}`, one per complete call), `end` '
     "(`end_reason`, `finish_reason`, `usage`, `ttft_ms`, `total_ms`, `reasoning_chars`, "
@@ -188,13 +189,18 @@ def _paths() -> dict[str, Any]:
     ask_body = _obj(["content"], content=_TEXT, model=model, system=_NS,
                     enable_thinking={"type": ["boolean", "null"]},
                     web_search={"type": ["boolean", "object", "null"]},
-                    images=_nullable({"type": "array", "maxItems": 10, "items": img}))  # fmt: skip
-    model_info = _obj(["id", "name", "family", "group", "capabilities", "default", "retired"],
+                    images=_nullable({"type": "array", "maxItems": 10, "items": img}),
+                    replace={**_NS, "description": "the id of the last question: its "
+                             "exchange is replaced (404 unknown; 409 not the last, or still "
+                             "streaming)"})  # fmt: skip
+    model_info = _obj(["id", "name", "family", "group", "capabilities", "reasoning", "default",
+                       "retired"],
                       id=_S, name=_S, family=_S, group={"enum": ["current", "light", "legacy"]},
                       context_window={"type": ["integer", "null"]},
                       max_output_tokens={"type": ["integer", "null"]},
                       capabilities={"type": "array", "items": {
                           "enum": ["reasoning", "tools", "search", "vision"]}},
+                      reasoning={"enum": ["hybrid", "always", None]},
                       default={"type": "boolean"}, retired={"type": "boolean"})  # fmt: skip
     return {
         "/healthz": {"get": {"summary": "Liveness", "security": [],
@@ -244,7 +250,7 @@ def _paths() -> dict[str, Any]:
                      "requestBody": {"required": True,
                                      "content": {"application/json": {"schema": ask_body}}},
                      "responses": {"200": {"description": "The answer", **_SSE},
-                                   **_errors(400, 401, 404, 413, 429, 503)}},
+                                   **_errors(400, 401, 404, 409, 413, 429, 503)}},
         },
         "/api/streams/{id}": {
             "parameters": [_ID, {"name": "Last-Event-ID", "in": "header", "schema": _S},

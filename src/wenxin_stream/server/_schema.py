@@ -68,6 +68,8 @@ __all__ = [
     "Checkpoint",
     "ConversationNotFoundError",
     "ConversationRecord",
+    "ExchangeConflictError",
+    "MessageNotFoundError",
     "MessageRecord",
     "StoreError",
     "StoreUnavailableError",
@@ -87,6 +89,7 @@ __all__ = [
     "migrate",
     "migrate_step",
     "new_id",
+    "replaced_index",
     "revoke_key_op",
     "schema_version",
     "set_title",
@@ -199,6 +202,20 @@ class StoreUnavailableError(StoreError):
 
 class ConversationNotFoundError(StoreError, LookupError):
     """No conversation with that id belongs to that owner."""
+
+
+class MessageNotFoundError(StoreError, LookupError):
+    """The conversation has no question with that id."""
+
+
+class ExchangeConflictError(StoreError):
+    """The exchange to replace is not the conversation's last, or its answer still streams.
+
+    ``reason`` is ``not_last`` or ``streaming``."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 # -- SQL: one text for SQLite and PostgreSQL --------------------------------------------------
@@ -381,15 +398,62 @@ def add_message(
     return record
 
 
+def replaced_index(roles_and_statuses: list[tuple[str, str, str]], question_id: str) -> int:
+    """Where the exchange that starts with the question ``question_id`` begins, given the
+    conversation's messages in order as ``(id, role, status)``; it must be the last exchange
+    (no question after it) and its answer must not be streaming.
+
+    Raises:
+        MessageNotFoundError: no question with that id.
+        ExchangeConflictError: not the last exchange (``not_last``) or its answer is still
+            streaming (``streaming``).
+    """
+    index = next(
+        (i for i, (mid, role, _) in enumerate(roles_and_statuses)
+         if mid == question_id and role == "user"),
+        None,
+    )  # fmt: skip
+    if index is None:
+        raise MessageNotFoundError(f"no question {question_id!r} in this conversation")
+    later = roles_and_statuses[index + 1 :]
+    if any(role == "user" for _, role, _ in later):
+        raise ExchangeConflictError(
+            f"{question_id!r} is not the last question: only the last exchange can be replaced",
+            "not_last",
+        )
+    if any(status == "streaming" for _, _, status in later):
+        raise ExchangeConflictError(
+            f"the answer to {question_id!r} is still streaming: stop it first", "streaming"
+        )
+    return index
+
+
+def _drop_exchange(db: Db, cid: str, question_id: str) -> None:
+    """Delete the conversation's last exchange, from the question ``question_id`` on (see
+    :func:`replaced_index`); the message count follows."""
+    rows = db.all("SELECT id, role, status, seq FROM messages WHERE conversation_id = ? "
+                  "ORDER BY seq", (cid,))  # fmt: skip
+    index = replaced_index([(r[0], r[1], r[2]) for r in rows], question_id)
+    db.run("DELETE FROM messages WHERE conversation_id = ? AND seq >= ?", (cid, rows[index][3]))
+    db.run("UPDATE conversations SET message_count = ? WHERE id = ?", (index, cid))
+
+
 def add_exchange(
-    db: Db, owner: str, cid: str, question: str, model: str | None
+    db: Db, owner: str, cid: str, question: str, model: str | None, replace: str | None = None
 ) -> tuple[MessageRecord, MessageRecord]:
     """Append a question (``complete``) and its answer (``streaming``, empty), in this order:
-    one operation, so both are written or neither.
+    one operation, so both are written or neither. With ``replace`` (the id of the last
+    question), that exchange is deleted first, in the same operation.
 
     Raises:
         ConversationNotFoundError: no such conversation of ``owner``.
+        MessageNotFoundError, ExchangeConflictError: ``replace`` names no question, or not
+            one that can be replaced (:func:`replaced_index`); nothing is changed.
     """
+    if replace is not None:
+        if get_conversation(db, owner, cid) is None:
+            raise ConversationNotFoundError(f"no conversation {cid!r}")
+        _drop_exchange(db, cid, replace)
     asked = add_message(db, owner, cid, "user", question, model, "complete")
     return asked, add_message(db, owner, cid, "assistant", "", model, "streaming")
 

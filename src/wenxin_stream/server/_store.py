@@ -63,6 +63,8 @@ from ._schema import (
     Checkpoint,
     ConversationNotFoundError,
     ConversationRecord,
+    ExchangeConflictError,
+    MessageNotFoundError,
     MessageRecord,
     StoreError,
     StoreUnavailableError,
@@ -88,6 +90,8 @@ __all__ = [
     "Checkpoint",
     "ConversationNotFoundError",
     "ConversationRecord",
+    "ExchangeConflictError",
+    "MessageNotFoundError",
     "MessageRecord",
     "OperationStore",
     "PostgresStore",
@@ -141,7 +145,13 @@ class Store(Protocol):
         status: str = "complete",
     ) -> MessageRecord: ...
     async def add_exchange(
-        self, owner: str, conversation_id: str, *, question: str, model: str | None
+        self,
+        owner: str,
+        conversation_id: str,
+        *,
+        question: str,
+        model: str | None,
+        replace: str | None = None,
     ) -> tuple[MessageRecord, MessageRecord]: ...
     async def update_message(
         self,
@@ -253,16 +263,27 @@ class OperationStore:
         )
 
     async def add_exchange(
-        self, owner: str, conversation_id: str, *, question: str, model: str | None
+        self,
+        owner: str,
+        conversation_id: str,
+        *,
+        question: str,
+        model: str | None,
+        replace: str | None = None,
     ) -> tuple[MessageRecord, MessageRecord]:
         """Append a question (``complete``) and its answer (``streaming``, empty) in one
-        transaction: both are stored or neither. The two records, in that order.
+        transaction: both are stored or neither. The two records, in that order. With
+        ``replace`` (the id of the last question), that question and its answer are deleted
+        in the same transaction (regenerate, retry, edit).
 
         Raises:
             ConversationNotFoundError: no such conversation of ``owner``.
+            MessageNotFoundError: ``replace`` names no question of the conversation.
+            ExchangeConflictError: ``replace`` is not the last question, or its answer is
+                still streaming.
         """
         return await self._call(
-            lambda db: _schema.add_exchange(db, owner, conversation_id, question, model),
+            lambda db: _schema.add_exchange(db, owner, conversation_id, question, model, replace),
             write=True,
         )
 

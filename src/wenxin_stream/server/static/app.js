@@ -432,19 +432,21 @@ class App {
     this.refreshActions();
   }
 
-  /** Edit on questions, Copy on answers, Regenerate (finished) or Retry (error, stopped) on
-   * the last answer — none while this conversation streams. */
+  /** Edit on the last question, Copy on answers, Regenerate (finished) or Retry (error,
+   * stopped) on the last answer — none while this conversation streams. Each of the three
+   * replaces the last exchange (here and on the server), never appends one. */
   refreshActions() {
     const busy = this.streams.has(this.currentId || "new");
     const nodes = [...this.thread.querySelectorAll('[data-testid="message"]')];
     const lastAnswer = nodes.filter((n) => n.dataset.role === "assistant").pop();
+    const lastQuestion = nodes.filter((n) => n.dataset.role === "user").pop();
     for (const node of nodes) {
       const view = node.__view;
       if (!view) continue;
       if (busy || view.status === "streaming" || view.status === "pending") {
         view.setActions({});
       } else if (view.role === "user") {
-        view.setActions({ edit: true });
+        view.setActions({ edit: node === lastQuestion });
       } else {
         const again = node !== lastAnswer ? "" : view.status === "complete" ? "regenerate" : "retry";
         view.setActions({ copy: Boolean(view.text), again });
@@ -696,12 +698,12 @@ class App {
     if (!view || this.streams.has(this.currentId || "new")) return;
     if (action === "regenerate" || action === "retry") {
       const question = this.questionBefore(node);
-      if (question) this.send({ content: question.text, images: question.images });
+      if (question) this.send({ content: question.text, images: question.images, replaces: question.node });
     } else if (action === "edit") {
       this.editQuestion(view);
     } else if (action === "edit-send") {
       const text = node.querySelector("textarea")?.value.trim();
-      if (text) this.send({ content: text });
+      if (text) this.send({ content: text, images: view.images || [], replaces: node });
     } else if (action === "edit-cancel") {
       view.editor?.remove();
       view.editor = null;
@@ -725,7 +727,7 @@ class App {
     let prev = node.previousElementSibling;
     while (prev && prev.dataset.role !== "user") prev = prev.previousElementSibling;
     const view = prev?.__view;
-    return view ? { text: view.text, images: view.images || [] } : null;
+    return view ? { text: view.text, images: view.images || [], node: prev } : null;
   }
 
   editQuestion(view) {
@@ -756,15 +758,28 @@ class App {
 
   // -- asking --
 
-  /** Ask a question: the composer's (no argument), or one given (regenerate, retry, edit). */
+  /** Take the exchange that starts with the question `node` out of the thread (regenerate,
+   * retry, edit); the id of the stored question it was ("" when it never was stored). */
+  dropExchange(node) {
+    const replace = node.dataset.messageId || "";
+    while (node.nextElementSibling) node.nextElementSibling.remove();
+    node.remove();
+    return replace;
+  }
+
+  /** Ask a question: the composer's (no argument), or one given (regenerate, retry, edit:
+   * `replaces` is the last question's node, whose exchange the new one replaces). */
   async send(given = null) {
     const input = this.ui.input;
     const content = given ? given.content : input.value.trim();
     if (!content || this.streams.has(this.currentId || "new")) return;
     const extra = this.composer.fields();
+    let replace = "";
     if (given) {
       delete extra.images;
       if (given.images?.length && this.composer.vision()) extra.images = given.images;
+      if (given.replaces?.parentNode === this.thread) replace = this.dropExchange(given.replaces);
+      if (replace) extra.replace = replace;
     } else {
       input.value = "";
       this.autosize();
@@ -782,6 +797,9 @@ class App {
     const thread = this.thread;
     const userView = new MessageView("user", { content, status: "complete", images: extra.images || [] });
     userView.images = extra.images || [];
+    // Until the server names the new question, this one still stands for the stored exchange
+    // it replaces: a retry after a refusal replaces that one again.
+    if (replace) userView.node.dataset.messageId = replace;
     this.addView(thread, userView);
     const answer = this.addView(thread, new MessageView("assistant", { status: "streaming" }));
     this.showEmpty();
@@ -794,6 +812,7 @@ class App {
     const ctl = {
       key: this.currentId || "new",
       conversationId: this.currentId,
+      question: userView,
       answer,
       abort: new AbortController(),
       streamId: null,
@@ -863,6 +882,7 @@ class App {
     if (ev.type === "start") {
       ctl.streamId = data.stream_id || ctl.streamId;
       if (data.message_id) answer.node.dataset.messageId = data.message_id;
+      if (data.question_id) ctl.question.node.dataset.messageId = data.question_id;
       if (data.model) ctl.model = data.model;
       if (ctl.stopping) this.sendCancel(ctl);
       if (ctl.conversationId && !this.conversations.some((c) => c.id === ctl.conversationId)) {

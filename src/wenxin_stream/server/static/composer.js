@@ -1,12 +1,16 @@
 // The question box's extras: the image attachment (a file read as a data URL, its size checked
 // before anything is sent; only for models that read images), the deep-thinking and
 // web-search toggles (shown only where the model has the capability), and what they add to
-// the ask body (`images`, `enable_thinking`, `web_search`, as the native ask accepts them).
+// the ask body (`images`, `enable_thinking`, `web_search` with its sources and citations, as the
+// native ask accepts them).
 
 import { t } from "./i18n.js";
 
 /** Baidu's limit for one image sent as base64 (10 MB of file; ERNIE-CURRENT.md). */
 export const MAX_IMAGE_BYTES = 10 * 1024 * 1024;
+
+/** What the search switch asks for: search, and return the sources and cite them. */
+export const WEB_SEARCH = Object.freeze({ enable: true, enable_trace: true, enable_citation: true });
 
 export function formatBytes(n) {
   if (n < 1024) return `${n} B`;
@@ -116,7 +120,9 @@ export class Composer {
       // sent (a model that always thinks refuses enable_thinking=false).
       if (this.model.reasoning === "hybrid" || this.thinking) body.enable_thinking = this.thinking;
     }
-    if (caps.has("search") && this.search) body.web_search = true;
+    // With the sources (enable_trace) and the ^[n]^ markers (enable_citation): `true` alone
+    // is {"enable": true}, for which ERNIE searches but shows neither.
+    if (caps.has("search") && this.search) body.web_search = { ...WEB_SEARCH };
     return body;
   }
 

@@ -11,9 +11,9 @@
 // flashes raw backticks. `renderBlocks` returns one HTML string per top-level block, which lets
 // the caller patch only the blocks that changed (usually the last).
 //
-// Citations: Baidu's web-search answers cite sources as ^[n]^. They render as a superscript:
-// a link to source n when the answer's sources (env.sources: [{index, url, title}]) name it
-// with an http(s) URL, else the plain marker.
+// Citations: Baidu's web-search answers cite sources as ^[n]^, several at once as ^[2][3]^.
+// Each number renders as a superscript: a link to source n when the answer's sources
+// (env.sources: [{index, url, title}]) name it with an http(s) URL, else the plain marker.
 
 import MarkdownIt from "./vendor/markdown-it.min.mjs";
 import { highlight } from "./code.js";
@@ -27,7 +27,7 @@ export function escapeHtml(text) {
 
 const SAFE_URL = /^https?:\/\/[^\s]+$/i;
 const CLOSING_FENCE = /^ {0,3}(`{3,}|~{3,})[ \t]*$/;
-const CITATION = /^\^\[(\d{1,3})\]\^/;
+const CITATION = /^\^((?:\[\d{1,3}\]){1,8})\^/;
 
 const md = new MarkdownIt({ html: false, linkify: true, breaks: true, typographer: false });
 md.disable(["image"]);
@@ -88,11 +88,13 @@ function isOpenFence(token, lines) {
 
 md.inline.ruler.before("emphasis", "citation", (state, silent) => {
   if (state.src.charCodeAt(state.pos) !== 0x5e /* ^ */) return false;
-  const m = CITATION.exec(state.src.slice(state.pos, state.pos + 8));
+  const m = CITATION.exec(state.src.slice(state.pos, state.pos + 42));
   if (!m) return false;
   if (!silent) {
-    const token = state.push("citation", "sup", 0);
-    token.meta = { n: Number(m[1]) };
+    for (const [, n] of m[1].matchAll(/\[(\d+)\]/g)) {
+      const token = state.push("citation", "sup", 0);
+      token.meta = { n: Number(n) };
+    }
   }
   state.pos += m[0].length;
   return true;

@@ -204,6 +204,7 @@ export class MessageView {
     this.text += text;
     if (this.thinking && !this._thinkingTouched && this.thinking.open && this.reasoningDone !== true) {
       this.reasoningDone = true;
+      this._thinkingOpen = false;
       this.thinking.open = false; // the answer began: fold the thinking away
       this._thinkingSummary();
     }
@@ -214,13 +215,15 @@ export class MessageView {
     if (!text) return;
     if (!this.thinking) {
       this.thinking = el("details", { class: "thinking", dataTestid: "thinking" });
+      // `toggle` events arrive later (queued), also for what the page itself opens or folds:
+      // a toggle that leaves the panel other than the page last set it is the reader's.
+      this._thinkingOpen = open;
       this.thinking.open = open;
       this.thinkingTitle = el("summary", { class: "thinking-title" });
       this.thinkingBody = el("div", { class: "thinking-body", dataTestid: "thinking-body" });
       this.thinking.append(this.thinkingTitle, this.thinkingBody);
       this.thinking.addEventListener("toggle", () => {
-        if (this._settingOpen) return;
-        this._thinkingTouched = true;
+        if (this.thinking.open !== this._thinkingOpen) this._thinkingTouched = true;
       });
       this.node.insertBefore(this.thinking, this.body);
     }

@@ -56,13 +56,21 @@ export function optionLabel(entry) {
   return [entry.name, ...caps].join(" · ");
 }
 
+/** The label of a picker group: the server's coarse groups (`current`, `light`, `legacy`) in
+ * the page's language, any other group name as it is. */
+export function groupLabel(group) {
+  const key = `models.group.${group}`;
+  const label = t(key);
+  return label === key ? group : label;
+}
+
 /** Fill the <select> with grouped options; returns the selected id. */
 export function fillSelect(select, entries, wanted) {
   select.textContent = "";
   for (const [group, items] of grouped(entries)) {
     const parent = group ? document.createElement("optgroup") : select;
     if (group) {
-      parent.label = group;
+      parent.label = groupLabel(group);
       select.append(parent);
     }
     for (const e of items) {
