@@ -66,7 +66,8 @@ async def test_open_creates_private_files_and_schema(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
+        versions = conn.execute("SELECT version FROM schema_version").fetchall()
+        assert versions == [(step,) for step in range(1, len(_schema.MIGRATIONS) + 1)]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"api_keys", "conversations", "messages", "schema_version"} <= tables
     finally:
@@ -671,3 +672,21 @@ async def test_batches_are_bounded(
     new_jobs, new_transactions = sqlite_store.stats
     assert new_jobs - jobs == 40
     assert new_transactions - transactions >= 10
+
+
+async def test_only_the_named_producers_answers_are_ended(store: Either) -> None:
+    """Several instances share one database: ending one instance's streaming answers (its
+    shutdown, or the sweep of a dead one) leaves every other instance's running answers alone."""
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    _, mine = await store.add_exchange("o", conv.id, question="a", model=None, producer="A")
+    _, theirs = await store.add_exchange("o", conv.id, question="b", model=None, producer="B")
+    _, legacy = await store.add_exchange("o", conv.id, question="c", model=None)
+    assert sorted(await store.streaming_producers(), key=str) == sorted(["A", "B", None], key=str)
+    assert await store.mark_streaming_as("server_shutdown", ["A"]) == 1
+    assert await store.mark_streaming_as("server_crashed", [None]) == 1
+    status = {m.id: (m.status, m.end_reason) for m in await store.get_messages("o", conv.id)}
+    assert status[mine.id] == ("partial", "server_shutdown")
+    assert status[legacy.id] == ("partial", "server_crashed")
+    assert status[theirs.id] == ("streaming", None)
+    assert await store.streaming_producers() == ["B"]
+    assert await store.mark_streaming_as("server_crashed") == 1  # omitted: every one

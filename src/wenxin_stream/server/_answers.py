@@ -226,7 +226,10 @@ class Answers:
         upstream: Upstream,
         audit: AuditLog,
         history_turns: int,
+        producer: str | None = None,
     ) -> None:
+        self.producer = producer
+        """The instance name stored with each streaming answer (who may end it as crashed)."""
         self.store = store
         self.relay = relay
         self.checkpoints = checkpoints
@@ -316,7 +319,12 @@ class Answers:
             # the upstream request is on its way; meanwhile, both messages in one transaction
             try:
                 asked, stored = await store.add_exchange(
-                    owner, conv.id, question=content, model=name, replace=options.replace
+                    owner,
+                    conv.id,
+                    question=content,
+                    model=name,
+                    replace=options.replace,
+                    producer=self.producer,
                 )
             except (MessageNotFoundError, ExchangeConflictError) as exc:
                 raise _replace_error(exc) from None

@@ -309,7 +309,7 @@ class Server:
             await self._close_shared()
             raise StartupError(f"cannot open the database: {exc}") from None
         try:
-            crashed = await self.store.mark_streaming_as("server_crashed")
+            crashed = await self._end_crashed_answers()
             if crashed:
                 logger.warning(
                     "%d answers were cut by a crash of the previous run: stored as "
@@ -350,6 +350,16 @@ class Server:
         self.state = ServerState.READY
         if self._on_ready is not None:
             self._on_ready(self)
+
+    async def _end_crashed_answers(self) -> int:
+        """Answers a dead server left ``streaming`` become ``server_crashed`` (keeping their
+        last checkpoint); how many. One server (no Redis): every one. In a fleet, only the
+        answers of instances that are gone — never those another live instance streams."""
+        if self.redis is None:
+            return await self.store.mark_streaming_as("server_crashed")
+        # a previous life of this instance (the same configured id), or rows from before
+        # answers named their producer
+        return await self.store.mark_streaming_as("server_crashed", [None, self.instance_id])
 
     async def _open_shared(self) -> None:
         """Connect to the fleet's Redis (if configured), start renewing leases, and make the
@@ -400,6 +410,7 @@ class Server:
             upstream=upstream,
             audit=self.audit,
             history_turns=config.history_turns,
+            producer=self.instance_id,
         )
         self.sockets = Sockets(
             access=access,
@@ -460,7 +471,8 @@ class Server:
         await self.checkpoints.aclose()
         await self.upstream.aclose()
         try:
-            await self.store.mark_streaming_as("server_shutdown")
+            # only this server's: other instances may share the database
+            await self.store.mark_streaming_as("server_shutdown", [self.instance_id])
         finally:
             await self.store.close()
             self.audit.close()

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -93,6 +93,7 @@ __all__ = [
     "revoke_key_op",
     "schema_version",
     "set_title",
+    "streaming_producers",
     "update_message",
     "utc_now",
 ]
@@ -241,6 +242,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 2: what today's ERNIE adds to an answer (reasoning, search results, tool calls), JSON
         "ALTER TABLE messages ADD COLUMN extras TEXT",
     ),
+    (  # 3: the instance producing a streaming answer (several share one database)
+        "ALTER TABLE messages ADD COLUMN producer TEXT",
+    ),
 )
 """Schema steps; step ``n`` brings the database to version ``n``. Append, never edit."""
 
@@ -253,7 +257,8 @@ _MSG = (
 _INSERT_CONVERSATION = f"INSERT INTO conversations ({_CONV}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 _SELECT_CONVERSATIONS = f"SELECT {_CONV} FROM conversations WHERE owner = ?"  # noqa: S608
 _INSERT_MESSAGE = (
-    f"INSERT INTO messages ({_MSG}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+    f"INSERT INTO messages ({_MSG}, seq, producer) "  # noqa: S608
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT_MESSAGES = f"SELECT {_MSG} FROM messages WHERE conversation_id = ? ORDER BY seq"  # noqa: S608
 _UPDATE_MESSAGE = (
@@ -366,10 +371,17 @@ def get_messages(db: Db, owner: str, cid: str) -> list[MessageRecord]:
 
 
 def add_message(
-    db: Db, owner: str, cid: str, role: str, content: str, model: str | None, status: str
+    db: Db,
+    owner: str,
+    cid: str,
+    role: str,
+    content: str,
+    model: str | None,
+    status: str,
+    producer: str | None = None,
 ) -> MessageRecord:
     """Append a message; the conversation's count, time and (from a first user message)
-    title follow.
+    title follow. ``producer``: the instance that streams it (for a ``streaming`` answer).
 
     Raises:
         ConversationNotFoundError: no such conversation of ``owner``.
@@ -387,7 +399,7 @@ def add_message(
     db.run(
         _INSERT_MESSAGE,
         (record.id, cid, role, content, status, None, model, None, None, None, None, None, now,
-         None, count),
+         None, count, producer),
     )  # fmt: skip
     if role == "user" and not title:
         title = default_title(content)
@@ -439,11 +451,18 @@ def _drop_exchange(db: Db, cid: str, question_id: str) -> None:
 
 
 def add_exchange(
-    db: Db, owner: str, cid: str, question: str, model: str | None, replace: str | None = None
+    db: Db,
+    owner: str,
+    cid: str,
+    question: str,
+    model: str | None,
+    replace: str | None = None,
+    producer: str | None = None,
 ) -> tuple[MessageRecord, MessageRecord]:
-    """Append a question (``complete``) and its answer (``streaming``, empty), in this order:
-    one operation, so both are written or neither. With ``replace`` (the id of the last
-    question), that exchange is deleted first, in the same operation.
+    """Append a question (``complete``) and its answer (``streaming``, empty, produced by the
+    instance ``producer``), in this order: one operation, so both are written or neither. With
+    ``replace`` (the id of the last question), that exchange is deleted first, in the same
+    operation.
 
     Raises:
         ConversationNotFoundError: no such conversation of ``owner``.
@@ -455,7 +474,7 @@ def add_exchange(
             raise ConversationNotFoundError(f"no conversation {cid!r}")
         _drop_exchange(db, cid, replace)
     asked = add_message(db, owner, cid, "user", question, model, "complete")
-    return asked, add_message(db, owner, cid, "assistant", "", model, "streaming")
+    return asked, add_message(db, owner, cid, "assistant", "", model, "streaming", producer)
 
 
 def update_message(
@@ -507,16 +526,37 @@ def delete_conversation(db: Db, owner: str, cid: str) -> bool:
     return db.run("DELETE FROM conversations WHERE id = ? AND owner = ?", (cid, owner)) > 0
 
 
-def mark_streaming_as(db: Db, end_reason: str) -> int:
-    """Every message still ``streaming`` becomes ``partial`` with ``end_reason``, keeping its
-    last checkpoint (text and counts); how many.
+def mark_streaming_as(
+    db: Db, end_reason: str, producers: Sequence[str | None] | None = None
+) -> int:
+    """Messages still ``streaming`` become ``partial`` with ``end_reason``, keeping their last
+    checkpoint (text and counts); how many. ``producers``: only the answers of these instances
+    (``None`` in it: answers that name none, from before step 3); omitted: every one."""
+    if producers is None:
+        return db.run(
+            "UPDATE messages SET status = ?, end_reason = ? WHERE status = ?",
+            ("partial", end_reason, "streaming"),
+        )
+    changed = 0
+    for producer in producers:
+        if producer is None:
+            changed += db.run(
+                "UPDATE messages SET status = ?, end_reason = ? "
+                "WHERE status = ? AND producer IS NULL",
+                ("partial", end_reason, "streaming"),
+            )
+        else:
+            changed += db.run(
+                "UPDATE messages SET status = ?, end_reason = ? WHERE status = ? AND producer = ?",
+                ("partial", end_reason, "streaming", producer),
+            )
+    return changed
 
-    It takes *every* streaming row, so it assumes one server per database (see
-    ``Store.mark_streaming_as``)."""
-    return db.run(
-        "UPDATE messages SET status = ?, end_reason = ? WHERE status = ?",
-        ("partial", end_reason, "streaming"),
-    )
+
+def streaming_producers(db: Db) -> list[str | None]:
+    """The instances named by answers still ``streaming`` (``None``: answers naming none)."""
+    rows = db.all("SELECT DISTINCT producer FROM messages WHERE status = ?", ("streaming",))
+    return [row[0] for row in rows]
 
 
 def create_key_op(

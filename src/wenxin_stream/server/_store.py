@@ -48,7 +48,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
@@ -152,6 +152,7 @@ class Store(Protocol):
         question: str,
         model: str | None,
         replace: str | None = None,
+        producer: str | None = None,
     ) -> tuple[MessageRecord, MessageRecord]: ...
     async def update_message(
         self,
@@ -168,7 +169,10 @@ class Store(Protocol):
         extras: dict[str, Any] | None = None,
     ) -> None: ...
     async def checkpoint(self, checkpoints: list[Checkpoint]) -> int: ...
-    async def mark_streaming_as(self, end_reason: str) -> int: ...
+    async def mark_streaming_as(
+        self, end_reason: str, producers: Sequence[str | None] | None = None
+    ) -> int: ...
+    async def streaming_producers(self) -> list[str | None]: ...
     async def create_key(
         self, name: str, *, rpm: int | None, tpm: int | None, max_streams: int | None
     ) -> tuple[KeyRecord, str]: ...
@@ -270,11 +274,12 @@ class OperationStore:
         question: str,
         model: str | None,
         replace: str | None = None,
+        producer: str | None = None,
     ) -> tuple[MessageRecord, MessageRecord]:
-        """Append a question (``complete``) and its answer (``streaming``, empty) in one
-        transaction: both are stored or neither. The two records, in that order. With
-        ``replace`` (the id of the last question), that question and its answer are deleted
-        in the same transaction (regenerate, retry, edit).
+        """Append a question (``complete``) and its answer (``streaming``, empty, produced by
+        the instance ``producer``) in one transaction: both are stored or neither. The two
+        records, in that order. With ``replace`` (the id of the last question), that question
+        and its answer are deleted in the same transaction (regenerate, retry, edit).
 
         Raises:
             ConversationNotFoundError: no such conversation of ``owner``.
@@ -283,7 +288,9 @@ class OperationStore:
                 still streaming.
         """
         return await self._call(
-            lambda db: _schema.add_exchange(db, owner, conversation_id, question, model, replace),
+            lambda db: _schema.add_exchange(
+                db, owner, conversation_id, question, model, replace, producer
+            ),
             write=True,
         )
 
@@ -318,18 +325,25 @@ class OperationStore:
         rows were written."""
         return await self._call(lambda db: _schema.checkpoint_answers(db, checkpoints), write=True)
 
-    async def mark_streaming_as(self, end_reason: str) -> int:
-        """Every message still ``streaming`` becomes ``partial`` with ``end_reason``, keeping
-        its last checkpoint (at start-up: ``server_crashed``; at shutdown, for an answer
-        whose final record could not be written: ``server_shutdown``); how many.
+    async def mark_streaming_as(
+        self, end_reason: str, producers: Sequence[str | None] | None = None
+    ) -> int:
+        """Messages still ``streaming`` become ``partial`` with ``end_reason``, keeping their
+        last checkpoint (at start-up: ``server_crashed``; at shutdown, for an answer whose
+        final record could not be written: ``server_shutdown``); how many.
 
-        **One server per database.** Every ``streaming`` row is taken to be this server's, so
-        a start-up would end the answers another live server is streaming. Several
-        instances sharing a database (the scale-out issue) need each streaming row to name
-        the instance producing it and a lease that instance renews (the checkpoint tick
-        already writes each running answer periodically: it can carry the renewal); a
-        start-up, or a sweeper, then ends only rows whose lease expired."""
-        return await self._call(lambda db: _schema.mark_streaming_as(db, end_reason), write=True)
+        ``producers`` limits it to the answers of those instances (each streaming answer
+        names its producer): a server shutting down ends only its own, and with several
+        instances sharing the database only the answers of instances that are gone are
+        ended as crashed (``Server`` asks the fleet's Redis who is alive). Omitted: every
+        streaming answer — right only for one server per database."""
+        return await self._call(
+            lambda db: _schema.mark_streaming_as(db, end_reason, producers), write=True
+        )
+
+    async def streaming_producers(self) -> list[str | None]:
+        """The instances named by answers still ``streaming``."""
+        return await self._call(_schema.streaming_producers, write=False)
 
     async def create_key(
         self, name: str, *, rpm: int | None, tpm: int | None, max_streams: int | None

@@ -1,0 +1,59 @@
+"""Several instances on one database: an instance that starts or stops ends only its own
+streaming answers (each answer names its producer), never those another live instance
+streams."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import httpx
+import redis
+from server_helpers import EventReader, paced, running, wait_for
+
+from services import Service
+from wenxin_stream.emulator import ServerHandle
+
+_databases = itertools.count(5)
+
+
+def test_starting_and_stopping_another_instance_leaves_my_answer_streaming(
+    tmp_path: Path, emu: ServerHandle, redis_service: Service
+) -> None:
+    url = redis_service.url.rsplit("/", 1)[0] + f"/{next(_databases)}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    data = tmp_path / "data"  # one database for both
+    with (
+        running(data, emu.base_url, redis_url=url, checkpoint_interval=0.1) as a,
+        httpx.Client(base_url=a.url, timeout=20) as client,
+    ):
+        cid = client.post("/api/conversations", json={}).json()["id"]
+        request = client.build_request(
+            "POST",
+            f"/api/conversations/{cid}/messages",
+            json={"content": paced("长", "interval=0.05;chunks=80")},
+        )
+        response = client.send(request, stream=True)
+        reader = EventReader(response)
+        start = reader.next()
+        assert start is not None
+        message_id = json.loads(start.data)["message_id"]
+
+        def answer() -> dict[str, object]:
+            messages = client.get(f"/api/conversations/{cid}").json()["messages"]
+            return next(m for m in messages if m["id"] == message_id)
+
+        with running(data, emu.base_url, redis_url=url):  # B starts, serves, stops
+            assert answer()["status"] == "streaming"
+        assert answer()["status"] == "streaming"
+        # A's checkpoints still land (they only write rows still streaming)
+        first = len(str(answer()["content"]))
+        wait_for(lambda: len(str(answer()["content"])) > first, timeout=5)
+        rest = reader.rest()
+        response.close()
+        assert rest[-1].event == "end"
+        final = answer()
+    assert final["status"] == "complete"
+    assert final["end_reason"] == "completed"
