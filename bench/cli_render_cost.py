@@ -99,11 +99,12 @@ def main() -> None:
         name: measure(fn, chunks, args.repeat)
         for name, fn in (("whole", run_whole), ("blocks", run_blocks), ("plain", run_plain))
     }
+    whole = results["whole"]
     report = {
         "chars": args.chars,
         "chunks": len(chunks),
         "cpu_us_per_chunk": {name: round(value * 1e6, 1) for name, value in results.items()},
-        "ratio_to_whole": {name: round(value / results["whole"], 3) for name, value in results.items()},
+        "ratio_to_whole": {name: round(value / whole, 3) for name, value in results.items()},
     }
     print(json.dumps(report, indent=2))
 
