@@ -438,3 +438,59 @@ def test_terminal_without_chinese_gets_placeholders_not_a_crash() -> None:
     assert done.returncode == 0
     assert done.stdout.startswith(b"??")
     assert b"Traceback" not in done.stderr
+
+
+# --- the same validation as the server: flags named, unknown and retired models ----------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--temperature", "5"], "--temperature"),
+        (["--model", "ernie-x1.1", "--temperature", "1.5"], "--temperature"),
+        (["--thinking"], "--thinking/--no-thinking"),  # ernie-lite-8k never thinks
+        (["--model", "ernie-x1.1", "--no-thinking"], "--thinking/--no-thinking"),
+    ],
+)
+def test_bad_flags_name_the_flag(
+    capsys: pytest.CaptureFixture[str], no_credentials: ServerHandle, argv: list[str], flag: str
+) -> None:
+    code, out, err = run_main(capsys, "ask", *argv, "你好")
+    assert code == 2
+    assert out == ""
+    assert_one_error_line(err, f"(flag {flag})")
+
+
+def test_unknown_v2_model_goes_upstream_and_the_error_suggests_catalogue_ids(
+    capsys: pytest.CaptureFixture[str], no_credentials: ServerHandle
+) -> None:
+    code, out, err = run_main(capsys, "ask", "--model", "ernie-x1.2", "你好")
+    assert code == 1
+    assert out == ""
+    assert_one_error_line(err, "invalid_model")
+    assert "did you mean ernie-x1.1" in err
+    # a non-ERNIE id the catalogue does not know is only held to temperature > 0
+    code, _, err = run_main(capsys, "ask", "--model", "deepseek-v3", "--temperature", "1.5", "x")
+    assert "temperature" not in err
+    assert_one_error_line(err, "invalid_model")
+
+
+def test_unknown_v1_model_is_a_local_error(
+    capsys: pytest.CaptureFixture[str], emu: ServerHandle
+) -> None:
+    code, _, err = run_main(
+        capsys, "ask", "--api", "v1", "--base-url", emu.base_url, "--access-token", "24.x",
+        "--model", "ERNIE-Nope", "你好",
+    )  # fmt: skip
+    assert code == 2
+    assert_one_error_line(err, "unknown v1 model 'ERNIE-Nope'")
+
+
+def test_retired_model_is_answered_as_baidu_answers_it(
+    capsys: pytest.CaptureFixture[str], no_credentials: ServerHandle
+) -> None:
+    code, out, err = run_main(capsys, "ask", "--model", "ernie-4.5-turbo-128k", "你好")
+    assert code == 1
+    assert out == ""
+    assert_one_error_line(err, "model_offline")
+    assert "ernie-4.5-turbo-128k was retired on 2026-10-29" in err

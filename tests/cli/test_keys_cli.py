@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,3 +187,165 @@ def test_database_failures_after_opening(
     monkeypatch.setattr(SyncKeyAdmin, method, fail)
     assert main(["keys", *argv, "--data-dir", str(tmp_path)]) == 1
     assert capsys.readouterr().err == "wenxin: error: database error (w.db): database is locked\n"
+
+
+# --- dev mode ends, adopting its conversations, names, revoking by name, the fleet notice --------
+
+
+def _conversations(path: Path, owner: str) -> list[str]:
+    async def titles() -> list[str]:
+        async with SQLiteStore(path) as store:
+            return [c.title for c in await store.list_conversations(owner)]
+
+    return asyncio.run(titles())
+
+
+def _dev_mode_conversations(path: Path, count: int) -> None:
+    async def make() -> None:
+        async with SQLiteStore(path) as store:
+            for number in range(count):
+                conv = await store.create_conversation(
+                    "local", title=f"dev {number}", model="m", system=None
+                )
+                await store.add_exchange("local", conv.id, question="q", model="m")
+
+    asyncio.run(make())
+
+
+@pytest.fixture(autouse=True)
+def _no_server_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WENXIN_REDIS_URL", "WENXIN_CONFIG", "WENXIN_DATABASE_URL", "WENXIN_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_first_key_says_dev_mode_ends_and_what_happens_to_its_conversations(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _dev_mode_conversations(tmp_path / "wenxin.db", 2)
+    assert main(["keys", "create", "--data-dir", str(tmp_path), "--name", "a"]) == 0
+    err = capsys.readouterr().err
+    assert "first active key: dev mode ends" in err
+    assert "The 2 conversations made in dev mode (owner 'local') are no longer shown" in err
+    assert "--adopt-local" in err
+    assert len(_conversations(tmp_path / "wenxin.db", "local")) == 2  # untouched
+    assert main(["keys", "create", "--data-dir", str(tmp_path), "--name", "b"]) == 0
+    err = capsys.readouterr().err
+    assert "dev mode ends" not in err  # only the first key switches the server
+
+
+def test_adopt_local_hands_the_conversations_to_the_new_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    db = tmp_path / "wenxin.db"
+    _dev_mode_conversations(db, 3)
+    secret = _create(capsys, tmp_path, "--name", "me", "--adopt-local")
+    with SyncKeyAdmin(db) as admin:
+        (record,) = admin.list_keys()
+        assert admin.count_conversations("local") == 0
+    assert sorted(_conversations(db, record.id)) == ["dev 0", "dev 1", "dev 2"]
+    assert looks_like_key(secret)
+
+    async def messages() -> int:
+        async with SQLiteStore(db) as store:
+            (conv, *_) = await store.list_conversations(record.id)
+            return len(await store.get_messages(record.id, conv.id))
+
+    assert asyncio.run(messages()) == 2  # the messages follow their conversation
+
+
+def test_adopt_is_one_transaction_with_the_key(tmp_path: Path) -> None:
+    """A refused key (duplicate name) adopts nothing."""
+    db = tmp_path / "wenxin.db"
+    _dev_mode_conversations(db, 1)
+    with SyncKeyAdmin(db) as admin:
+        admin.create_key("x", rpm=None, tpm=None, max_streams=None)
+        with pytest.raises(_keys.DuplicateKeyNameError):
+            admin.create_key("x", rpm=None, tpm=None, max_streams=None, adopt_from="local")
+        assert admin.count_conversations("local") == 1
+
+
+def test_names_are_unique_among_active_keys(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _create(capsys, tmp_path, "--name", "alice")
+    assert main(["keys", "create", "--data-dir", str(tmp_path), "--name", " alice "]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "already named 'alice'" in err
+    assert main(["keys", "revoke", "--data-dir", str(tmp_path), "alice"]) == 0
+    capsys.readouterr()
+    _create(capsys, tmp_path, "--name", "alice")  # the name is free again once revoked
+
+
+def test_revoke_by_name_and_ambiguity(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = str(tmp_path)
+    alice = _create(capsys, tmp_path, "--name", "alice")
+    _create(capsys, tmp_path, "--name", "bob")
+    assert main(["keys", "revoke", "--data-dir", data, "alice"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("revoked key k_")
+    assert "(alice)" in out
+    with SyncKeyAdmin(tmp_path / "wenxin.db") as admin:
+        revoked = {k.name: k.active for k in admin.list_keys()}
+    assert revoked == {"alice": False, "bob": True}
+    # a revoked alice and an active alice: the name means the active one
+    second = _create(capsys, tmp_path, "--name", "alice")
+    assert main(["keys", "revoke", "--data-dir", data, "alice"]) == 0
+    capsys.readouterr()
+    with SyncKeyAdmin(tmp_path / "wenxin.db") as admin:
+        assert admin.count_active_keys() == 1  # bob
+        assert admin.resolve_key(second) is not None
+        assert admin.resolve_key(alice) is not None
+    # two revoked alices: ambiguous, both listed
+    assert main(["keys", "revoke", "--data-dir", data, "alice"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wenxin: error: 'alice' matches several keys: ")
+    assert err.count("(alice, wx-") == 2
+    assert "use the key id" in err
+
+
+def test_revocation_notice_reaches_a_subscriber(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, redis_service: Any
+) -> None:
+    import redis
+
+    from wenxin_stream.server._revocations import channel
+
+    _create(capsys, tmp_path, "--name", "gone")
+    with redis.Redis.from_url(redis_service.url) as client:
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(channel())
+        assert pubsub.get_message(timeout=2) is None  # the subscription is in place
+        code = main(
+            ["keys", "revoke", "--data-dir", str(tmp_path), "--redis-url", redis_service.url,
+             "gone"]
+        )  # fmt: skip
+        assert code == 0
+        message = pubsub.get_message(timeout=5)
+        pubsub.close()
+    assert message is not None
+    with SyncKeyAdmin(tmp_path / "wenxin.db") as admin:
+        (record,) = admin.list_keys()
+    assert message["data"].decode() == record.id
+    err = capsys.readouterr().err
+    assert "announced to 1 server instance(s)" in err
+
+
+def test_revocation_notice_failure_is_a_warning(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services import free_port
+
+    _create(capsys, tmp_path, "--name", "gone")
+    config = tmp_path / "wenxin.toml"
+    config.write_text(f'redis_url = "redis://:pw@127.0.0.1:{free_port()}/0"\n')
+    monkeypatch.setenv("WENXIN_CONFIG", str(config))
+    assert main(["keys", "revoke", "--data-dir", str(tmp_path), "gone"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("revoked key")
+    assert "wenxin: warning: could not announce the revocation through redis://:***@" in err
+    assert "pw" not in err
+    with SyncKeyAdmin(tmp_path / "wenxin.db") as admin:
+        assert admin.count_active_keys() == 0

@@ -26,6 +26,7 @@ encoding lacks Chinese characters shows ``?`` rather than ending the command wit
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
@@ -33,19 +34,23 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields, is_dataclass
+from datetime import date
 from typing import Any
 
 from .._client import ChatStream, Client
 from .._client_base import EMULATOR_NOTICE
-from .._events import ChatResult, EndReason
+from .._events import ChatResult, EndReason, ReasoningDelta, TextDelta
 from .._exceptions import (
+    APIError,
     ConfigurationError,
     InvalidRequestError,
     MissingCredentialsError,
     WenxinError,
 )
-from .._validation import Problem
+from .._models import CATALOGUE, lookup_model
+from .._validation import Problem, check_v1_params
 from . import CommandError
+from ._render import AnswerView, choose_view
 
 EXIT_OK = 0
 """The answer arrived (completed, or cut by a length limit or the content filter)."""
@@ -143,6 +148,35 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     req.add_argument(
         "--json", action="store_true", help="print the final answer as JSON instead of text"
     )
+    req.add_argument(
+        "--thinking",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--thinking / --no-thinking: switch deep thinking on or off (enable_thinking), "
+        "for the models that can switch it (default: the model's own)",
+    )
+    req.add_argument(
+        "--search",
+        action="store_true",
+        help="let the model search the web; its sources are listed after the answer",
+    )
+
+    out = parser.add_argument_group("display")
+    out.add_argument(
+        "--plain",
+        action="store_true",
+        help="raw text, as it arrives, even on a terminal (the default when piped)",
+    )
+    out.add_argument(
+        "--hide-thinking",
+        action="store_true",
+        help="do not show a reasoning model's thinking (思考过程)",
+    )
+
+
+def answer_view(args: argparse.Namespace) -> AnswerView:
+    """The view the display flags ask for (``_render.choose_view``)."""
+    return choose_view(plain=args.plain, hide_thinking=args.hide_thinking)
 
 
 def build_client(args: argparse.Namespace) -> Client:
@@ -186,19 +220,49 @@ def emulator_notice(client: Client, args: argparse.Namespace) -> str | None:
     return text
 
 
-def request_params(args: argparse.Namespace, api: str) -> dict[str, Any]:
+SEARCH = {"enable": True, "enable_citation": True, "enable_trace": True}
+"""The ``web_search`` object ``--search`` sends: search, cite with ``^[n]^``, list sources."""
+
+FLAGS = {
+    "temperature": "--temperature",
+    "enable_thinking": "--thinking/--no-thinking",
+    "web_search": "--search",
+    "model": "--model",
+    "system": "--system",
+}
+"""The flag that sets each request field (error messages name the flag)."""
+
+
+def request_params(args: argparse.Namespace, api: str, model: str) -> dict[str, Any]:
     """Request parameters from the flags (``None`` = not given, left out by the client).
 
-    ERNIE refuses a temperature of 0 or less on both generations. The v1 request builder checks
-    the whole range (0, 1]; v2's leaves ranges to the server (they are model-dependent), so the
-    lower bound is checked here, before anything is sent.
+    ``--temperature`` is checked with the SDK's own rule for ERNIE's range, (0, 1]
+    (``_validation.check_v1_params``), on v1 and for every model of the catalogue on v2; the
+    v2 request builder leaves ranges to the upstream (they are model-dependent), so a v2 id
+    the catalogue does not know (DeepSeek, Qwen… on Qianfan) is only held to ERNIE's
+    "greater than 0". The rest (``--thinking`` on a model that cannot switch it, ``--search``
+    on one that cannot search, v1's unknown model names) the SDK checks when the request is
+    built; :func:`print_error` names the flag.
+
+    Raises:
+        InvalidRequestError: a flag's value breaks ERNIE's rules (nothing was sent).
     """
     temperature = args.temperature
-    if api == "v2" and temperature is not None and not temperature > 0:
-        raise InvalidRequestError(
-            Problem("temperature", "temperature must be greater than 0", 336003, "invalid_argument")
-        )
-    return {"temperature": temperature}
+    if temperature is not None:
+        if api == "v1" or lookup_model(model) is not None:
+            problem = check_v1_params({"temperature": temperature})
+        elif not temperature > 0:
+            problem = Problem(
+                "temperature", "temperature must be greater than 0", 336003, "invalid_argument"
+            )
+        else:
+            problem = None
+        if problem is not None:
+            raise InvalidRequestError(problem)
+    params: dict[str, Any] = {"temperature": temperature, "enable_thinking": args.thinking}
+    if args.search:
+        params["web_search"] = dict(SEARCH)
+    return params
 
 
 @contextmanager
@@ -251,9 +315,39 @@ def exit_status(exc: BaseException) -> int:
     return EXIT_USAGE if isinstance(exc, _USAGE_ERRORS) else EXIT_FAILED
 
 
-def print_error(exc: BaseException) -> None:
-    """Print ``exc`` as the one ``wenxin: error: …`` line."""
-    print(f"wenxin: error: {one_line(str(exc)) or type(exc).__name__}", file=sys.stderr, flush=True)
+_UNKNOWN_MODEL_CODES = frozenset({"invalid_model", "model_not_found", 336005})
+
+
+def model_hint(exc: APIError, model: str) -> str | None:
+    """What the catalogue adds when ERNIE refuses ``model``: the retirement date of a model
+    answered ``model_offline``; for one it does not know, the catalogue's closest ids."""
+    spec = lookup_model(model)
+    if exc.code == "model_offline" and spec is not None and spec.retired_on is not None:
+        return f"{spec.id} was retired on {spec.retired_on.isoformat()}; choose a current model"
+    if exc.code in _UNKNOWN_MODEL_CODES and spec is None:
+        names = difflib.get_close_matches(model.lower(), CATALOGUE.v2_ids(date.today()), n=3)
+        if names:
+            return "did you mean " + " or ".join(names) + "?"
+    return None
+
+
+def error_text(exc: BaseException, model: str | None = None) -> str:
+    """What the ``wenxin: error:`` line says about ``exc``: its message, plus the flag to fix
+    for an invalid request, or (given the ``model`` asked for) what the catalogue knows about
+    a model ERNIE refused."""
+    text = one_line(str(exc)) or type(exc).__name__
+    if isinstance(exc, InvalidRequestError) and exc.field in FLAGS:
+        text += f" (flag {FLAGS[exc.field]})"
+    elif isinstance(exc, APIError) and model:
+        hint = model_hint(exc, model)
+        if hint:
+            text += f" — {hint}"
+    return text
+
+
+def print_error(exc: BaseException, model: str | None = None) -> None:
+    """Print ``exc`` as the one ``wenxin: error: …`` line (see :func:`error_text`)."""
+    print(f"wenxin: error: {error_text(exc, model)}", file=sys.stderr, flush=True)
 
 
 def print_note(text: str) -> None:
@@ -309,50 +403,67 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
-def stream_answer(open_stream: Callable[[], ChatStream], *, model: str, json_mode: bool) -> int:
-    """Stream one answer to stdout, then its summary to stderr; the exit status.
+def stream_answer(
+    open_stream: Callable[[], ChatStream], *, model: str, json_mode: bool, view: AnswerView
+) -> int:
+    """Stream one answer into ``view``, then its summary to stderr; the exit status.
 
     ``open_stream`` starts the request (an :class:`~wenxin_stream.InvalidRequestError` from it
-    means nothing was sent: only the error line is printed). Ctrl-C stops the answer and
-    returns :data:`EXIT_INTERRUPTED`; the text shown so far stays. A closed stdout (``| head``)
-    ends the answer quietly with :data:`EXIT_FAILED`.
+    means nothing was sent: only the error line is printed). The thinking of a reasoning model
+    goes to ``view.reasoning``, the answer to ``view.text``; with ``json_mode`` neither is
+    shown and the final answer is printed as JSON. Ctrl-C stops the answer and returns
+    :data:`EXIT_INTERRUPTED`; the text shown so far stays. A closed stdout (``| head``) ends
+    the answer quietly with :data:`EXIT_FAILED`.
     """
     try:
-        return _stream_answer(open_stream, model=model, json_mode=json_mode)
+        return _stream_answer(open_stream, model=model, json_mode=json_mode, view=view)
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_FAILED
 
 
-def _stream_answer(open_stream: Callable[[], ChatStream], *, model: str, json_mode: bool) -> int:
+def _show(stream: ChatStream, view: AnswerView) -> None:
+    try:
+        for event in stream:
+            kind = type(event)
+            if kind is TextDelta:
+                view.text(event.text)  # type: ignore[union-attr]
+            elif kind is ReasoningDelta:
+                view.reasoning(event.text)  # type: ignore[union-attr]
+    finally:
+        view.close()
+
+
+def _stream_answer(
+    open_stream: Callable[[], ChatStream], *, model: str, json_mode: bool, view: AnswerView
+) -> int:
     stream: ChatStream | None = None
     failure: WenxinError | KeyboardInterrupt | None = None
-    ended_line = True
     try:
         stream = open_stream()
         with stream:
-            for piece in stream.text_stream:
-                if not json_mode and piece:
-                    ended_line = piece.endswith("\n")  # before writing: Ctrl-C may come next
-                    _write(piece)
+            if json_mode:
+                stream.until_done()
+            else:
+                _show(stream, view)
     except (WenxinError, KeyboardInterrupt) as exc:
         failure = exc
     if stream is not None:
         stream.close()  # idempotent; covers a Ctrl-C between opening and entering the block
-    if not ended_line:
-        _write("\n")
     if stream is None:
         assert failure is not None
         if not isinstance(failure, KeyboardInterrupt):
-            print_error(failure)
+            print_error(failure, model)
         return exit_status(failure)
     result = stream.get_final_message()  # the stream has ended: nothing is left to read
     if json_mode:
         _write(result_json(result, stream.end_reason) + "\n")
+    elif result.search_results:
+        view.sources(result.search_results)
     print_note(summary_line(result.model or model, stream, result))
     if failure is not None:
         if not isinstance(failure, KeyboardInterrupt):
-            print_error(failure)
+            print_error(failure, model)
         return exit_status(failure)
     return EXIT_OK if stream.end_reason in _FINISHED else EXIT_FAILED
 

@@ -6,9 +6,11 @@ Theory of operation
 The question comes from the arguments, or from stdin when the argument is ``-`` or missing and
 stdin is not a terminal. The client is built from the flags and qianfan's environment
 (``_common.build_client``); without credentials it is the embedded offline emulator and a line
-on stderr says so before the answer. ``_common.stream_answer`` then writes each text piece and
-flushes it, and prints the summary line on stderr; with ``--json`` the final
-:class:`~wenxin_stream.ChatResult` is printed as JSON instead of the text. Exit statuses are
+on stderr says so before the answer. ``_common.stream_answer`` then shows the answer as it arrives —
+Markdown rendered on a terminal, raw text when piped or with ``--plain`` (``_render``), a
+reasoning model's thinking dimmed before it, web-search sources after it — and prints the
+summary line on stderr; with ``--json`` the final :class:`~wenxin_stream.ChatResult` is
+printed as JSON instead. Exit statuses are
 those of ``_common``: 0, 1 (API/network), 2 (usage, invalid request), 130 (Ctrl-C).
 """
 
@@ -25,6 +27,7 @@ from ._common import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     add_client_arguments,
+    answer_view,
     build_client,
     cli_output,
     emulator_notice,
@@ -88,15 +91,16 @@ def _ask(args: argparse.Namespace) -> int:
         notice = emulator_notice(client, args)
         if notice:
             print_note(notice)
+        model = args.model or client.model
         try:
-            params = request_params(args, client.api)
+            params = request_params(args, client.api, model)
         except InvalidRequestError as exc:
             print_error(exc)
             return exit_status(exc)
         messages, extra = ConversationCore(system=args.system).request(question, client.api)
-        model = args.model or client.model
         return stream_answer(
             lambda: client.chat.stream(messages=messages, model=args.model, **params, **extra),
             model=model,
             json_mode=args.json,
+            view=answer_view(args),
         )

@@ -6,8 +6,9 @@ Theory of operation
 A plain ``input()`` loop (with readline's line editing when stdin is a terminal) over a
 :class:`~wenxin_stream._conversation.Conversation`, which keeps the history valid for ERNIE v1
 however an answer ends (kept, kept and marked as interrupted, dropped, or cleared for safety).
-Each answer goes through ``_common.stream_answer`` like ``wenxin ask``'s: text flushed piece by
-piece, one summary line on stderr, errors as one ``wenxin: error: …`` line — and the session
+Each answer goes through ``_common.stream_answer`` like ``wenxin ask``'s: Markdown rendered on
+a terminal (raw when piped or with ``--plain``), the thinking dimmed before it, one summary
+line on stderr, errors as one ``wenxin: error: …`` line — and the session
 goes on.
 
 Ctrl-C during an answer raises ``KeyboardInterrupt`` inside the stream's ``with`` block: the
@@ -30,6 +31,7 @@ from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     add_client_arguments,
+    answer_view,
     build_client,
     cli_output,
     emulator_notice,
@@ -97,7 +99,7 @@ def _session(args: argparse.Namespace) -> int:
         if notice:
             print_note(notice)
         try:
-            params = request_params(args, client.api)
+            params = request_params(args, client.api, args.model or client.model)
         except InvalidRequestError as exc:
             print_error(exc)
             return exit_status(exc)
@@ -132,17 +134,18 @@ def _session(args: argparse.Namespace) -> int:
                     return EXIT_OK
                 continue
             try:
-                _answer(conv, text[1:] if text.startswith("//") else text, json_mode=args.json)
+                _answer(conv, text[1:] if text.startswith("//") else text, args)
             except KeyboardInterrupt:  # after the answer had ended: nothing to stop
                 print(flush=True)
 
 
-def _answer(conv: Conversation, question: str, *, json_mode: bool) -> None:
+def _answer(conv: Conversation, question: str, args: argparse.Namespace) -> None:
     before = conv.last_turn
     stream_answer(
         lambda: conv.stream(question),
         model=conv.model or conv.client.model,
-        json_mode=json_mode,
+        json_mode=args.json,
+        view=answer_view(args),
     )
     turn = conv.last_turn
     if turn is None or turn is before:

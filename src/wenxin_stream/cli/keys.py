@@ -13,11 +13,19 @@ revoked key within its key cache TTL (``--key-cache-ttl``, 5 s by default).
 
 - ``create`` prints the new key alone on stdout (so ``KEY=$(wenxin keys create …)`` works)
   and, on stderr, its id and the reminder that it cannot be shown again: only its SHA-256 is
-  stored.
+  stored. Names are unique among active keys (the store refuses a second ``alice``). The
+  **first** active key ends dev mode: a server on this database then refuses requests
+  without a key (within its key cache TTL), and the conversations made in dev mode (owner
+  ``local``) are no longer shown to anyone. ``create`` says so, with how many there are;
+  ``--adopt-local`` hands them to the new key in the same transaction that creates it.
 - ``list`` prints one line per key (``--json``: a JSON array) — id, name, display prefix,
   created, revoked, limits — and never a secret (there is none to print).
-- ``revoke`` takes a key id (``k_…``), the display prefix (``wx-abcd1234``, 4+ characters)
-  or the full key; revoking a revoked key is not an error.
+- ``revoke`` takes a key id (``k_…``), its name, the display prefix (``wx-abcd1234``, 4+
+  characters) or the full key; a name or prefix that matches several keys is an error listing
+  them; revoking a revoked key is not an error. With ``redis_url`` configured (``--redis-url``,
+  ``$WENXIN_REDIS_URL`` or ``--config``, as ``wenxin serve`` reads it) the revocation is
+  announced to every instance at once (``server._revocations``); if Redis cannot be reached
+  that is a warning — the instances' key caches expire within their TTL anyway.
 
 ``list`` and ``revoke`` never create a database that does not exist. Failures are one line
 (``wenxin: error: …``): 1 for a missing key or database, 2 for invalid input.
@@ -81,6 +89,11 @@ def register(subparsers: Any) -> None:
     create.add_argument(
         "--max-streams", type=_positive_int, help="concurrent streams (server default)"
     )
+    create.add_argument(
+        "--adopt-local",
+        action="store_true",
+        help="hand the conversations made in dev mode (no keys; owner 'local') to this key",
+    )
     create.set_defaults(handler=run_create)
 
     listing = actions.add_parser("list", parents=[common], help="list keys (never secrets)")
@@ -88,7 +101,16 @@ def register(subparsers: Any) -> None:
     listing.set_defaults(handler=run_list)
 
     revoke = actions.add_parser("revoke", parents=[common], help="revoke a key")
-    revoke.add_argument("key", metavar="ID_OR_PREFIX", help="key id, display prefix or the key")
+    revoke.add_argument(
+        "key", metavar="KEY", help="key id, name, display prefix (wx-abcd…) or the key itself"
+    )
+    revoke.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="announce the revocation to every instance through this Redis "
+        "(default: $WENXIN_REDIS_URL, or redis_url in --config)",
+    )
+    revoke.add_argument("--config", metavar="FILE", help="wenxin serve's TOML file (WENXIN_CONFIG)")
     revoke.set_defaults(handler=run_revoke)
 
     parser.set_defaults(handler=lambda _args: _usage(parser))
@@ -160,24 +182,50 @@ def _admin(args: argparse.Namespace, *, create: bool) -> SyncKeyAdmin:
 
 def run_create(args: argparse.Namespace) -> int:
     """``wenxin keys create``: the key on stdout, the rest on stderr."""
+    from ..server._access import LOCAL_OWNER
     from ..server._store import StoreError
 
     with _admin(args, create=True) as admin:
         try:
+            first = admin.count_active_keys() == 0
+            local = admin.count_conversations(LOCAL_OWNER)
             record, secret = admin.create_key(
-                args.name, rpm=args.rpm, tpm=args.tpm, max_streams=args.max_streams
+                args.name,
+                rpm=args.rpm,
+                tpm=args.tpm,
+                max_streams=args.max_streams,
+                adopt_from=LOCAL_OWNER if args.adopt_local else None,
             )
         except ValueError as exc:
             raise CommandError(str(exc), 2) from None
         except StoreError as exc:
             raise CommandError(str(exc)) from None
     print(secret, flush=True)
-    print(
+    notes = [
         f"created key {record.id} ({record.name}, {record.display_prefix}) in "
-        f"{shown(_target(args))}.\nStore it now: it cannot be shown again.",
-        file=sys.stderr,
-    )
+        f"{shown(_target(args))}.",
+        "Store it now: it cannot be shown again.",
+    ]
+    if first:
+        notes.append(
+            "This is the first active key: dev mode ends. A server using this database now "
+            "refuses requests without a key (within its key cache TTL, 5 s by default); "
+            "the web page asks for a key."
+        )
+    if args.adopt_local and local:
+        notes.append(f"Handed the {_conversations(local)} made in dev mode to {record.id}.")
+    elif local:
+        notes.append(
+            f"The {_conversations(local)} made in dev mode (owner 'local') are no longer shown "
+            "to anyone while keys are required; `wenxin keys create --adopt-local` hands them "
+            "to a new key."
+        )
+    print("\n".join(notes), file=sys.stderr)
     return 0
+
+
+def _conversations(count: int) -> str:
+    return f"{count} conversation{'' if count == 1 else 's'}"
 
 
 def _limit(value: int | None) -> str:
@@ -215,10 +263,40 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis_url(args: argparse.Namespace) -> str | None:
+    """``redis_url`` as ``wenxin serve`` reads it: the flag, ``$WENXIN_REDIS_URL``, then the
+    TOML file (``--config`` or ``$WENXIN_CONFIG``)."""
+    from ..server._config import ServerConfig, ServerConfigError
+
+    try:
+        config = ServerConfig.load({"redis_url": args.redis_url}, config_file=args.config)
+    except ServerConfigError as exc:
+        raise CommandError(str(exc), 2) from None
+    return config.redis_url
+
+
+def _announce(redis_url: str, key_id: str) -> None:
+    from ..server._config import mask_url_password
+    from ..server._revocations import announce_revocation
+
+    try:
+        listeners = announce_revocation(redis_url, key_id)
+    except Exception as exc:  # redis-py's errors, or redis-py missing: the TTL still bounds it
+        print(
+            f"wenxin: warning: could not announce the revocation through "
+            f"{mask_url_password(redis_url)} ({type(exc).__name__}); servers refuse the key "
+            "within their key cache TTL (5 s by default) anyway",
+            file=sys.stderr,
+        )
+        return
+    print(f"announced to {listeners} server instance(s) through Redis", file=sys.stderr)
+
+
 def run_revoke(args: argparse.Namespace) -> int:
-    """``wenxin keys revoke ID_OR_PREFIX``."""
+    """``wenxin keys revoke KEY``: by id, name, display prefix or the key itself."""
     from ..server._store import AmbiguousKeyError, StoreError
 
+    redis_url = _redis_url(args)  # a bad setting stops before anything changes
     with _admin(args, create=False) as admin:
         try:
             before = admin.resolve_key(args.key)
@@ -231,9 +309,11 @@ def run_revoke(args: argparse.Namespace) -> int:
         raise CommandError(f"no key matches {args.key!r} (see `wenxin keys list`)")
     if record is None:
         print(f"key {before.id} ({before.name}) was already revoked at {before.revoked_at}")
-    else:
-        print(
-            f"revoked key {record.id} ({record.name}); running servers refuse it within "
-            "their key cache TTL (5 s by default)"
-        )
+        return 0
+    print(
+        f"revoked key {record.id} ({record.name}); running servers refuse it within "
+        "their key cache TTL (5 s by default)"
+    )
+    if redis_url:
+        _announce(redis_url, record.id)
     return 0

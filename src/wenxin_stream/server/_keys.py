@@ -61,6 +61,7 @@ __all__ = [
     "KEYS_TABLE",
     "KEY_PREFIX",
     "AmbiguousKeyError",
+    "DuplicateKeyNameError",
     "KeyCache",
     "KeyLookup",
     "KeyRecord",
@@ -311,7 +312,15 @@ _SELECT_ACTIVE_BY_HASH = (
 
 
 class AmbiguousKeyError(WenxinError, ValueError):
-    """A key prefix matches several keys; use the key id."""
+    """A name or a key prefix matches several keys; ``candidates`` are they (use an id)."""
+
+    def __init__(self, message: str, candidates: tuple[KeyRecord, ...] = ()) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+class DuplicateKeyNameError(WenxinError, ValueError):
+    """An active key already has that name (names are unique among active keys)."""
 
 
 def check_key_args(name: str, rpm: int | None, tpm: int | None, max_streams: int | None) -> str:
@@ -334,7 +343,18 @@ def insert_key(
     key_id: str,
     now: str,
 ) -> tuple[KeyRecord, str]:
-    """Create a key; its record and the secret (which is stored only as a hash)."""
+    """Create a key; its record and the secret (which is stored only as a hash).
+
+    Raises:
+        DuplicateKeyNameError: an active key has this name already (checked in the same
+            transaction as the insert, so two creations cannot both pass it).
+    """
+    taken = db.one("SELECT id FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,))
+    if taken is not None:
+        raise DuplicateKeyNameError(
+            f"an active key is already named {name!r} ({taken[0]}): names are unique among "
+            "active keys; choose another name, or revoke that key first"
+        )
     secret = generate_key()
     record = KeyRecord(key_id, name, key_prefix(secret), now, None, rpm, tpm, max_streams)
     db.run(
@@ -350,23 +370,33 @@ def select_keys(db: Db) -> list[KeyRecord]:
     return [KeyRecord(*row) for row in rows]
 
 
+def _describe(key: KeyRecord) -> str:
+    state = "active" if key.active else "revoked"
+    return f"{key.id} ({key.name}, {key.display_prefix}, {state})"
+
+
 def resolve_key_row(db: Db, ident: str) -> KeyRecord | None:
-    """The key named by ``ident``: its id, the full key, or its display prefix (``wx-`` and
-    ``…`` optional, at least 4 characters; active keys preferred); ``None`` if nothing
-    matches. Raises :class:`AmbiguousKeyError` when a prefix matches several keys."""
+    """The key named by ``ident``: its id or the full key; else its name or its display prefix
+    (``wx-`` and ``…`` optional, at least 4 characters), active keys preferred; ``None`` if
+    nothing matches. Raises :class:`AmbiguousKeyError`, listing the candidates, when a name
+    or prefix matches several keys."""
     ident = ident.strip()
     if looks_like_key(ident):
         rows = db.all(_SELECT + " WHERE secret_hash = ?", (hash_key(ident),))
     else:
         rows = db.all(_SELECT + " WHERE id = ?", (ident,))
     found = [KeyRecord(*row) for row in rows]
-    prefix = ident.removeprefix(KEY_PREFIX).rstrip("…")
-    if not found and len(prefix) >= 4:
-        found = [k for k in select_keys(db) if k.prefix.startswith(prefix)]
+    if not found:
+        found = [KeyRecord(*row) for row in db.all(_SELECT + " WHERE name = ?", (ident,))]
+        prefix = ident.removeprefix(KEY_PREFIX).rstrip("…")
+        if len(prefix) >= 4:
+            found += [k for k in select_keys(db) if k.prefix.startswith(prefix) and k not in found]
         found = [k for k in found if k.active] or found
     if len(found) > 1:
-        ids = ", ".join(k.id for k in found)
-        raise AmbiguousKeyError(f"{ident!r} matches several keys ({ids}); use the key id")
+        names = "; ".join(_describe(k) for k in found)
+        raise AmbiguousKeyError(
+            f"{ident!r} matches several keys: {names}; use the key id", tuple(found)
+        )
     return found[0] if found else None
 
 

@@ -75,9 +75,11 @@ __all__ = [
     "StoreUnavailableError",
     "add_exchange",
     "add_message",
+    "adopt_conversations",
     "check_choice",
     "check_version",
     "checkpoint_answers",
+    "count_conversations",
     "create_conversation",
     "create_key_op",
     "default_title",
@@ -559,15 +561,41 @@ def streaming_producers(db: Db) -> list[str | None]:
     return [row[0] for row in rows]
 
 
+def count_conversations(db: Db, owner: str) -> int:
+    """How many conversations ``owner`` has."""
+    row = db.one("SELECT COUNT(*) FROM conversations WHERE owner = ?", (owner,))
+    return int(row[0]) if row else 0
+
+
+def adopt_conversations(db: Db, from_owner: str, to_owner: str) -> int:
+    """Hand every conversation of ``from_owner`` to ``to_owner`` (their messages follow: they
+    hang off the conversation); how many. One statement, so one transaction's worth."""
+    return db.run("UPDATE conversations SET owner = ? WHERE owner = ?", (to_owner, from_owner))
+
+
 def create_key_op(
-    name: str, rpm: int | None, tpm: int | None, max_streams: int | None
+    name: str,
+    rpm: int | None,
+    tpm: int | None,
+    max_streams: int | None,
+    *,
+    adopt_from: str | None = None,
 ) -> Callable[[Db], tuple[KeyRecord, str]]:
-    """The operation that creates a key (arguments checked now: :class:`ValueError`)."""
+    """The operation that creates a key (arguments checked now: :class:`ValueError`); with
+    ``adopt_from``, the same transaction hands that owner's conversations to the new key
+    (``wenxin keys create --adopt-local``: the dev-mode conversations, owner ``local``)."""
     name = _keys.check_key_args(name, rpm, tpm, max_streams)
     key_id, now = new_id("k_"), utc_now()
-    return lambda db: _keys.insert_key(
-        db, name, rpm=rpm, tpm=tpm, max_streams=max_streams, key_id=key_id, now=now
-    )
+
+    def create(db: Db) -> tuple[KeyRecord, str]:
+        created = _keys.insert_key(
+            db, name, rpm=rpm, tpm=tpm, max_streams=max_streams, key_id=key_id, now=now
+        )
+        if adopt_from is not None:
+            adopt_conversations(db, adopt_from, key_id)
+        return created
+
+    return create
 
 
 def revoke_key_op(ident: str) -> Callable[[Db], KeyRecord | None]:

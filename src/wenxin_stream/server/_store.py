@@ -603,21 +603,34 @@ class SyncKeyAdmin(SyncDatabase):
             raise
 
     def create_key(
-        self, name: str, *, rpm: int | None, tpm: int | None, max_streams: int | None
+        self,
+        name: str,
+        *,
+        rpm: int | None,
+        tpm: int | None,
+        max_streams: int | None,
+        adopt_from: str | None = None,
     ) -> tuple[KeyRecord, str]:
-        """Create a key: its record and its secret (shown once)."""
-        return self._run(_schema.create_key_op(name, rpm, tpm, max_streams), write=True)
+        """Create a key: its record and its secret (shown once). With ``adopt_from``, the
+        conversations of that owner become the new key's, in the same transaction."""
+        op = _schema.create_key_op(name, rpm, tpm, max_streams, adopt_from=adopt_from)
+        return self._run(op, write=True)
+
+    def count_conversations(self, owner: str) -> int:
+        """How many conversations ``owner`` has (``local``: the dev-mode ones)."""
+        return self._run(lambda db: _schema.count_conversations(db, owner), write=False)
 
     def list_keys(self) -> list[KeyRecord]:
         """Every key, oldest first."""
         return self._run(_keys.select_keys, write=False)
 
     def revoke_key(self, key_id_or_prefix: str) -> KeyRecord | None:
-        """Revoke a key by id, full key or display prefix; ``None`` if nothing matches."""
+        """Revoke a key by id, full key, name or display prefix; ``None`` if nothing
+        matches."""
         return self._run(_schema.revoke_key_op(key_id_or_prefix), write=True)
 
     def resolve_key(self, key_id_or_prefix: str) -> KeyRecord | None:
-        """The key named by an id, full key or display prefix, without changing it."""
+        """The key named by an id, full key, name or display prefix, without changing it."""
         return self._run(lambda db: _keys.resolve_key_row(db, key_id_or_prefix), write=False)
 
     def count_active_keys(self) -> int:
