@@ -5,19 +5,23 @@ going down mid-stream leaves A's stream whole and makes B answer 503 without han
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
+from serve_process import Serve
 from server_helpers import (
     EventReader,
     Running,
     new_conversation,
     paced,
+    running,
     seqs,
     sse_events,
     texts,
@@ -27,6 +31,7 @@ from websockets.sync.client import connect
 
 from services import Service, redis_server
 from wenxin_stream import ServerSentEvent
+from wenxin_stream.emulator import ServerHandle
 
 
 @pytest.fixture
@@ -205,7 +210,7 @@ def test_nothing_is_left_in_redis_after_the_resume_window(
             keys = answer(ca, 10)
             # the ends are written: every key expires with the window (not the live TTL)
             assert all(0 < db.pttl(key) <= 2000 for key in keys)
-            wait_for(lambda: db.dbsize() == 0, timeout=5)
+            wait_for(lambda: not db.keys("*ans:*"), timeout=5)  # left: the liveness keys
             used.append(db.info("memory")["used_memory"])
     print("used_memory after each round:", used)
     assert max(used[1:]) <= used[0] + 64 * 1024
@@ -240,3 +245,119 @@ def test_redis_down_mid_stream(
         assert r.status_code == 503
         assert r.headers["retry-after"] == "1"
         assert cb.post(f"/api/streams/{sid}/cancel").status_code == 503
+
+
+def test_an_answer_read_on_another_instance_is_not_cancelled_until_that_client_goes_too(
+    fleet: Callable[..., tuple[Running, Running]],
+) -> None:
+    grace = 1.0
+    a, b = fleet(on_disconnect="cancel", resume_grace=grace)
+    with a.client() as ca, b.client() as cb:
+        cid = new_conversation(ca)
+        # 1. the client moves from A to B and stays: A's grace passes several times over
+        response, reader = _ask(ca, cid, paced("搬家", "interval=0.02;chunks=200"))
+        got = _first(reader, 4)
+        response.close()
+        sid = _stream_id(got)
+        with cb.stream("GET", f"/api/streams/{sid}", headers={"Last-Event-ID": got[-1].id}) as r:
+            assert r.status_code == 200
+            rest = EventReader(r).rest()
+        events = got + rest
+        assert json.loads(events[-1].data)["end_reason"] == "completed"
+        ids = seqs(events)
+        assert ids == sorted(set(ids))  # nothing repeated, in order
+        assert texts(events) == texts(_whole(a, sid))  # nothing lost
+        assert len(texts(events)) > 150
+        # 2. it moves to B, reads for longer than twice the grace, then vanishes there too
+        response, reader = _ask(ca, cid, paced("再搬", "interval=0.05;chunks=400"))
+        got = _first(reader, 3)
+        response.close()
+        sid = _stream_id(got)
+        gen = a.app.relay.streams[sid]
+        with cb.stream("GET", f"/api/streams/{sid}", headers={"Last-Event-ID": got[-1].id}) as r:
+            remote = EventReader(r)
+            until = time.monotonic() + 2.5 * grace
+            while time.monotonic() < until:
+                assert remote.next() is not None
+        left = time.monotonic()
+        assert gen.end_reason is None  # still generating for B's client
+        wait_for(lambda: gen.end_reason is not None, timeout=2 * grace + 3)
+        took = time.monotonic() - left
+    assert gen.end_reason == "client_disconnected"
+    assert took <= 2 * grace + 1.0, took
+
+
+def _until_cut(reader: EventReader) -> list[ServerSentEvent]:
+    out: list[ServerSentEvent] = []
+    with contextlib.suppress(httpx.HTTPError):
+        while (event := reader.next()) is not None:
+            out.append(event)
+    return out
+
+
+def test_a_producer_killed_mid_answer_ends_its_remote_readers_with_server_crashed(
+    tmp_path: Path, emu: ServerHandle, redis_service: Service
+) -> None:
+    ttl = 2.0
+    url = redis_service.url
+    config = tmp_path / "victim.toml"
+    config.write_text(f"lease_ttl = {ttl}\nredis_timeout = 0.3\n")
+    args = ("--redis-url", url, "--config", str(config), "--resume-grace", "5")
+    victim = Serve(tmp_path / "victim", emu.base_url, *args)
+    fleet = {"redis_url": url, "lease_ttl": ttl, "redis_timeout": 0.3}
+    db = redis.Redis.from_url(url)
+    try:
+        with (
+            running(tmp_path / "b", emu.base_url, **fleet) as b,
+            running(tmp_path / "c", emu.base_url, **fleet) as c,
+            httpx.Client(base_url=victim.url, timeout=10) as cv,
+            httpx.Client(base_url=b.url, timeout=ttl + 8) as cb,
+        ):
+            cid = new_conversation(cv)
+            response, reader = _ask(cv, cid, paced("崩溃", "interval=0.05;chunks=400"))
+            got = _first(reader, 4)
+            sid = _stream_id(got)
+            with cb.stream(
+                "GET", f"/api/streams/{sid}", headers={"Last-Event-ID": got[-1].id}
+            ) as r:
+                remote = EventReader(r)
+                seen = _first(remote, 5)  # B follows the victim's log live
+                victim.kill()
+                killed = time.monotonic()
+                rest = remote.rest()
+                took = time.monotonic() - killed
+            victims = got + _until_cut(reader)  # the victim's own client: cut, no end
+            response.close()
+            assert took <= ttl + 3, took
+            events = got + seen + rest
+            end = json.loads(events[-1].data)
+            assert events[-1].event == "end"
+            assert end["end_reason"] == "server_crashed"
+            assert end["error"]["code"] == "server_crashed"
+            assert end["error"]["status"] == 503
+            ids = seqs(events)
+            assert ids == sorted(set(ids))  # nothing repeated, in order
+            # exactly the text logged before the kill; the end written once
+            log = db.xrange(f"wenxin:ans:{{{sid}}}:log")
+            logged = "".join(
+                json.loads(fields[b"d"])["text"] for _, fields in log if fields[b"k"] == b"delta"
+            )
+            assert logged
+            assert texts(events) == logged
+            assert [fields[b"k"] for _, fields in log].count(b"end") == 1
+            assert db.hget(f"wenxin:ans:{{{sid}}}:meta", "crashed") == b"1"
+            assert all(e.event != "end" for e in victims)
+            # a resume after that, on any instance, from anywhere, gets the same end
+            for srv in (b, c):
+                with srv.client() as client:
+                    whole = sse_events(client.get(f"/api/streams/{sid}").content)
+                    assert texts(whole) == logged
+                    assert whole[-1].data == events[-1].data
+                    last = {"Last-Event-ID": victims[-1].id}
+                    ahead = client.get(f"/api/streams/{sid}", headers=last)
+                    assert ahead.status_code == 200
+                    assert sse_events(ahead.content)[-1].data == events[-1].data
+    finally:
+        db.close()
+        if victim.proc.poll() is None:
+            victim.kill()

@@ -4,6 +4,7 @@ in-process limiter, leases that expire unless renewed, and a Redis that is gone 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from wenxin_stream._clock import FakeClock
 from wenxin_stream.server._leases import Leases
 from wenxin_stream.server._limits import Admission, KeyLimiter, KeyLimits, Rejection
 from wenxin_stream.server._limits_redis import SharedLimits, unavailable
+from wenxin_stream.server._liveness import live_instances
 from wenxin_stream.server._redis import SharedRedis
 
 _prefixes = itertools.count()
@@ -189,3 +191,22 @@ def test_docs_errors_md_shows_the_shared_state_row() -> None:
     cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
     assert cells[1] == str(rejection.status)
     assert cells[2] == f"`{rejection.code}`, with `Retry-After: {rejection.retry_after_header}`"
+
+
+async def test_liveness_key_renewed_with_the_leases_and_live_instances(
+    shared: SharedRedis,
+) -> None:
+    a = Leases(shared, instance_id="a", ttl=3.0)
+    b = Leases(shared, instance_id="b", ttl=3.0)
+    assert await live_instances(shared, ["a", "b", "c"]) == set()
+    assert await a.renew() == 0  # no lease held: the liveness key is renewed all the same
+    await b.renew()
+    assert await live_instances(shared, ["a", "b", "c", "a"]) == {"a", "b"}
+    assert await live_instances(shared, []) == set()
+    assert 2000 < await shared.client.pttl(a.liveness_key) <= 3000
+    b.start()
+    await b.aclose()  # a graceful stop: gone at once
+    assert await live_instances(shared, ["a", "b"]) == {"a"}
+    await shared.client.pexpire(a.liveness_key, 1)  # a kill -9: no renewal, the key lapses
+    await asyncio.sleep(0.05)
+    assert await live_instances(shared, ["a"]) == set()

@@ -346,6 +346,7 @@ class Server:
         self.checkpoints.start()
         if self.eventlog is not None:
             self.relay.log = self.eventlog.writer
+            self.relay.remote_readers = self.eventlog.remote_readers
             self.eventlog.start(self.relay.cancel)
         self.state = ServerState.READY
         if self._on_ready is not None:
@@ -383,6 +384,8 @@ class Server:
             instance=self.instance_id,
             window=config.resume_window,
             maxlen=config.eventlog_maxlen,
+            grace=config.resume_grace,
+            lease_ttl=config.lease_ttl,
         )
 
     async def _close_shared(self) -> None:

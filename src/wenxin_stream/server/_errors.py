@@ -175,6 +175,12 @@ def cut_error(end_reason: str) -> HTTPError:
             "server_shutdown",
             "the server shut down before the answer was complete; ask again",
         )
+    if end_reason == "server_crashed":
+        return HTTPError(
+            503,
+            "server_crashed",
+            "the server producing the answer stopped before it was complete; ask again",
+        )
     return HTTPError(502, "incomplete", f"the answer ended before it was complete ({end_reason})")
 
 

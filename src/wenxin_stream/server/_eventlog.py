@@ -34,6 +34,13 @@ connection of its own::
   the resume window): after it, nothing of the answer is left in Redis. A resume during the
   window works on every instance, the producer included (it reads Redis once it has
   forgotten the answer, after ``resume_grace``).
+- **Clients that moved, producers that died** (``_eventlog_upkeep``). A process reading an
+  answer for its clients marks it as read there, once a second for all it reads; the
+  producer's grace timer sees the mark and waits instead of applying ``on_disconnect``
+  (:meth:`EventLog.remote_readers`). Each process keeps a liveness key (``_liveness``,
+  renewed with its leases); a reader whose answer has gone silent checks the producer's, and
+  if it is gone writes the answer's ``end`` (``server_crashed``) into the log, once, for
+  every reader everywhere.
 - **Redis unavailable.** Local streams go on; their events are written when Redis is back
   (if within the window); remote resumes and remote cancels answer 503; a remote client being
   served is cut (no ``end``) and may resume.
@@ -49,6 +56,7 @@ from collections.abc import Callable
 from ._eventlog_cancel import CancelChannel
 from ._eventlog_keys import meta_key
 from ._eventlog_reader import LogReader, RemoteStream, unavailable
+from ._eventlog_upkeep import Upkeep, remote_reader_ttl
 from ._eventlog_writer import FLUSH_INTERVAL, LogWriter
 from ._http import not_found
 from ._metrics import Metrics
@@ -74,13 +82,18 @@ class EventLog:
         window: float,
         maxlen: int,
         interval: float = FLUSH_INTERVAL,
+        grace: float = 0.0,
+        lease_ttl: float = 10.0,
     ) -> None:
+        """``grace``: ``resume_grace`` (a followed answer is marked as read here for twice
+        that); ``lease_ttl``: how long a process's liveness key lives."""
         self.shared = shared
         self.instance = instance
         self.writer = LogWriter(
             shared, metrics, instance=instance, window=window, maxlen=maxlen, interval=interval
         )
-        self.reader = LogReader(shared, instance=instance)
+        upkeep = Upkeep(shared, marker_ttl=2 * grace, lease_ttl=lease_ttl, window=window)
+        self.reader = LogReader(shared, instance=instance, upkeep=upkeep)
         self.cancels = CancelChannel(shared, instance=instance)
 
     def start(self, on_cancel: Callable[[str], None]) -> None:
@@ -99,6 +112,11 @@ class EventLog:
         """Read the answer ``stream_id`` from Redis after seq ``after`` (see
         :meth:`LogReader.open` for the errors)."""
         return await self.reader.open(stream_id, owner, after)
+
+    async def remote_readers(self, stream_id: str) -> float:
+        """Seconds the answer ``stream_id`` of this process stays marked as read by a client of
+        another instance (``0``: it is not, or Redis cannot say)."""
+        return await remote_reader_ttl(self.shared, stream_id)
 
     async def cancel(self, stream_id: str, owner: str) -> str:
         """Cancel an answer another process produces: ``"ended"`` if it already ended, else

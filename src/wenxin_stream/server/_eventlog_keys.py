@@ -1,7 +1,7 @@
 """What the per-answer event log keeps in Redis: key names, entry ids, records, metadata.
 
-One answer (stream id ``s_…``) owns two keys, both hash-tagged by the stream id so they share
-a Redis Cluster slot (``SharedRedis.key``):
+One answer (stream id ``s_…``) owns two keys (three while other instances read it), all
+hash-tagged by the stream id so they share a Redis Cluster slot (``SharedRedis.key``):
 
 ==============================  =============================================================
 ``<prefix>ans:{s_…}:log``       a Redis Stream: one entry per event, id ``<seq>-1`` (the SSE
@@ -11,7 +11,11 @@ a Redis Cluster slot (``SharedRedis.key``):
 ``<prefix>ans:{s_…}:meta``      a hash: ``owner`` (who may resume or cancel it), ``instance``
                                 (the producing process: where a cancel is sent), ``model``,
                                 and once the answer has ended ``ended`` = ``1`` and ``last``
-                                (the seq of its ``end`` event)
+                                (the seq of its ``end`` event); ``crashed`` = ``1`` when
+                                that end was written for a producer that died
+                                (``_eventlog_upkeep``)
+``<prefix>ans:{s_…}:remote``    a marker: some other instance has a client reading the
+                                answer (``_eventlog_upkeep``); it expires by itself
 ==============================  =============================================================
 
 Per process: ``<prefix>cancel:{<instance>}`` (the pub/sub channel its producer listens on for
@@ -36,6 +40,7 @@ __all__ = [
     "merge_texts",
     "meta_key",
     "record_of",
+    "remote_key",
     "seq_of",
 ]
 
@@ -69,6 +74,11 @@ def log_key(shared: SharedRedis, stream_id: str) -> str:
 def meta_key(shared: SharedRedis, stream_id: str) -> str:
     """The hash holding who owns and produces the answer, and whether it ended."""
     return shared.key("ans", stream_id, "meta")
+
+
+def remote_key(shared: SharedRedis, stream_id: str) -> str:
+    """The marker saying that a client of another instance reads the answer."""
+    return shared.key("ans", stream_id, "remote")
 
 
 def entry_id(seq: int) -> str:

@@ -30,6 +30,13 @@ relay coalesces for local laggards — event ids then skip, text is never lost o
 a resume from any id received is exact. A queue still over its bound after merging (many
 events of other kinds) cuts that client (it may resume).
 
+**Upkeep.** Between two reads, at most every second, the task also runs the upkeep of what
+it follows (``_eventlog_upkeep``): it marks each followed answer as read on another
+instance (so that the producer's disconnect policy does not stop it), and for answers whose
+log has been silent for half of ``lease_ttl`` it checks that the producer is alive, and ends
+the answer in the log with ``server_crashed`` if it is not. The block of one ``XREAD`` is
+capped at the upkeep's interval for it.
+
 **Failures.** A failed or timed-out ``XREAD`` (bounded by the block plus the Redis timeout)
 cuts every remote client of the process with a 503 error: their connections end without an
 ``end`` event, so none looks finished, and each may resume. The producer's own clients are
@@ -44,6 +51,7 @@ import logging
 from typing import Any
 
 from ._eventlog_keys import MERGEABLE_KIND, Record, log_key, merge_texts, meta_key, record_of
+from ._eventlog_upkeep import Followed, Upkeep
 from ._http import HTTPError, not_found
 from ._redis import SharedRedis, SharedStateError
 
@@ -133,13 +141,15 @@ class RemoteStream:
             self.reader._leave(self)
 
     def push(self, record: Record) -> None:
-        """Queue a record read from Redis (records it has already are skipped)."""
-        if record.seq <= self.cursor or self.done:
+        """Queue a record read from Redis (records it has already are skipped, but never an
+        end: the end written for a dead producer may skip ids, or come below an id this client
+        saw before the producer's last batch was written)."""
+        if self.done or (record.seq <= self.cursor and not record.is_end):
             return
-        if record.seq != self.cursor + 1:  # trimmed by MAXLEN while it was behind
+        if record.seq != self.cursor + 1 and not record.is_end:  # trimmed while it was behind
             self.fail(HTTPError(410, "resume_expired", "events of this stream were trimmed"))
             return
-        self.cursor = record.seq
+        self.cursor = max(self.cursor, record.seq)
         pending = self.pending
         pending.append(record)
         if record.is_end:
@@ -180,10 +190,13 @@ def _coalesce(records: list[Record]) -> list[Record]:
 
 
 class _Follow:
-    __slots__ = ("position", "streams")
+    __slots__ = ("heard_at", "position", "producer", "stream_id", "streams")
 
-    def __init__(self, position: int) -> None:
+    def __init__(self, stream_id: str, producer: str, position: int, now: float) -> None:
+        self.stream_id = stream_id
+        self.producer = producer  # the instance id of the process that writes the log
         self.position = position  # the last seq read for this answer (-1: none)
+        self.heard_at = now  # when its log last gave an entry (or it was first followed)
         self.streams: set[RemoteStream] = set()
 
 
@@ -197,8 +210,13 @@ class LogReader:
         instance: str,
         block_ms: int = BLOCK_MS,
         max_pending: int = MAX_PENDING,
+        upkeep: Upkeep | None = None,
     ) -> None:
         self.shared = shared
+        self.upkeep = upkeep
+        """The markers and crash ends of what is followed (``None``: none kept)."""
+        if upkeep is not None:
+            block_ms = min(block_ms, max(1, int(upkeep.interval * 1000)))
         self.block_ms = block_ms
         self.max_pending = max_pending
         self.wake_key = shared.key("wake", instance)
@@ -208,6 +226,7 @@ class LogReader:
         self._connection: Any = None
         self._task: asyncio.Task[None] | None = None
         self._blocked = False
+        self._upkeep_at = 0.0  # when the next upkeep round is due (loop time)
 
     def __len__(self) -> int:
         """How many answers are followed."""
@@ -223,10 +242,11 @@ class LogReader:
         """
         shared = self.shared
         pipe = shared.client.pipeline(transaction=False)
-        pipe.hmget(meta_key(shared, stream_id), ["owner", "model", "ended", "last"])
+        fields = ["owner", "model", "ended", "last", "instance", "crashed"]
+        pipe.hmget(meta_key(shared, stream_id), fields)
         pipe.xrange(log_key(shared, stream_id), "-", "+", count=1)
         try:
-            (meta_owner, model, ended, last), first = await shared.call(
+            (meta_owner, model, ended, last, producer, crashed), first = await shared.call(
                 pipe.execute(), "event log open"
             )
         except SharedStateError as exc:
@@ -234,6 +254,9 @@ class LogReader:
         if meta_owner is None or meta_owner.decode() != owner or not first:
             raise not_found(f"no stream {stream_id!r} (unknown or expired)")
         position = -1 if after is None else after
+        name = model.decode() if model else ""
+        if crashed == b"1" and position >= int(last):  # ahead of what the dead producer wrote
+            return await self._crash_end(stream_id, name, position)
         if ended == b"1" and position > int(last):
             raise HTTPError(
                 400,
@@ -243,17 +266,35 @@ class LogReader:
             )
         if record_of(*first[0]).seq > position + 1:
             raise HTTPError(410, "resume_expired", "the events after Last-Event-ID were trimmed")
-        name = model.decode() if model else ""
         stream = RemoteStream(self, stream_id, name, position, self.max_pending)
         if ended == b"1" and position == int(last):
             stream.done = True  # the client has every event already
             return stream
         follow = self._follows.get(stream.key)
         if follow is None:
-            follow = self._follows[stream.key] = _Follow(position)
+            now = asyncio.get_running_loop().time()
+            instance = producer.decode() if producer else ""
+            follow = self._follows[stream.key] = _Follow(stream_id, instance, position, now)
+            self._upkeep_at = 0.0  # mark it as read here at once
         follow.position = min(follow.position, position)
         follow.streams.add(stream)
         await self._kick()
+        return stream
+
+    async def _crash_end(self, stream_id: str, model: str, position: int) -> RemoteStream:
+        """A stream holding only the crash end of ``stream_id`` (the client is past the log)."""
+        try:
+            top = await self.shared.call(
+                self.shared.client.xrevrange(log_key(self.shared, stream_id), count=1),
+                "event log open",
+            )
+        except SharedStateError as exc:
+            raise unavailable() from exc
+        stream = RemoteStream(self, stream_id, model, position, self.max_pending)
+        stream.closed = True  # never followed
+        if top:
+            stream.push(record_of(*top[0]))
+        stream.done = True
         return stream
 
     def _leave(self, stream: RemoteStream) -> None:
@@ -290,7 +331,10 @@ class LogReader:
             self._connection = await self.shared.dedicated()
         connection = self._connection
         limit = self.block_ms / 1000 + self.shared.timeout
+        loop = asyncio.get_running_loop()
         while self._follows:
+            if self.upkeep is not None and loop.time() >= self._upkeep_at:
+                await self._keep_up(self.upkeep, loop.time())
             streams: dict[Any, Any] = {self.wake_key: "$"}
             for key, follow in self._follows.items():
                 streams[key] = f"{follow.position}-1" if follow.position >= 0 else "0-0"
@@ -305,11 +349,13 @@ class LogReader:
             finally:
                 self._blocked = False
             self.reads += 1
+            now = loop.time()
             for key, entries in reply or ():
                 followed = self._follows.get(key)
                 if followed is None:
                     continue  # the wake stream, or nobody follows it any more
                 follow = followed
+                follow.heard_at = now
                 for redis_id, fields in entries:
                     record = record_of(redis_id, fields)
                     follow.position = record.seq
@@ -318,6 +364,23 @@ class LogReader:
                     if record.is_end:
                         del self._follows[key]
                         break
+
+    async def _keep_up(self, upkeep: Upkeep, now: float) -> None:
+        """One upkeep round for everything followed (a failure waits for the next round)."""
+        self._upkeep_at = now + upkeep.interval
+        followed = [
+            Followed(
+                follow.stream_id,
+                follow.producer,
+                max((stream.cursor for stream in follow.streams), default=follow.position),
+                now - follow.heard_at > upkeep.silence,
+            )
+            for follow in self._follows.values()
+        ]
+        try:
+            await upkeep.run(followed)
+        except SharedStateError as exc:
+            logger.warning("shared state: remote read upkeep: %s", exc)
 
     def _fail_all(self, error: HTTPError) -> None:
         follows, self._follows = self._follows, {}

@@ -19,6 +19,11 @@ brought back, so the count never exceeds what a fresh admission could have grant
 stream just runs on outside the count. A renewal that fails is logged and tried again at the
 next tick — three ticks fit in one TTL, so one lost tick loses nothing.
 
+The same pipeline renews the process's **liveness key** (``_liveness``: ``instance:{<id>}``,
+expiry ``ttl``), whether or not any lease is held, and the task's first round runs at once,
+so the key exists from start-up on; :meth:`Leases.aclose` deletes it. No task of its own: a
+process that stops renewing its leases is the process that is gone.
+
 The time is Redis's own (``TIME`` inside the scripts) unless a ``clock`` is given (tests pass a
 fake one, so a lease's life can be played out at once); every instance of a fleet then shares
 one clock and nobody's skew can shorten or stretch a lease.
@@ -32,9 +37,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 from typing import Any
 
 from .._clock import Clock
+from ._liveness import instance_key
 from ._redis import SharedRedis, SharedStateError
 
 __all__ = ["DEFAULT_LEASE_TTL", "RENEW_SCRIPT", "Leases", "clock_arg"]
@@ -94,6 +101,8 @@ class Leases:
         self.ttl = ttl
         self.clock = clock
         self._instance = instance_id
+        self.liveness_key = instance_key(redis, instance_id)
+        """This process's liveness key (``_liveness``), renewed with the leases."""
         self._ids = itertools.count(1)
         self._held: dict[str, set[str]] = {}  # lease set → lease ids held here
         self._renew: Any = None
@@ -150,35 +159,35 @@ class Leases:
     # -- renewal ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the renewal task (every ``ttl / 3`` seconds)."""
+        """Start the renewal task (now, then every ``ttl / 3`` seconds)."""
         if self._task is None:
             self._task = asyncio.ensure_future(self._loop())
 
     async def renew(self) -> int:
-        """Renew every lease held here now, in one pipeline; the number renewed.
+        """Renew every lease held here and the liveness key now, in one pipeline; the number
+        of leases renewed.
 
         Raises:
             SharedStateError: Redis did not answer.
         """
-        if not self._held:
-            return 0
         if self._renew is None:
             self._renew = self.redis.client.register_script(RENEW_SCRIPT)
         now = clock_arg(self.clock)
         pipe = self.redis.client.pipeline(transaction=False)
+        pipe.set(self.liveness_key, b"1", px=math.ceil(self.ttl * 1000))
         for lease_key, ids in self._held.items():
             await self._renew(keys=[lease_key], args=[now, self.ttl, *ids], client=pipe)
         results = await self.redis.call(pipe.execute(), "renew leases")
         self.renewals += 1
-        return sum(int(n) for n in results)
+        return sum(int(n) for n in results[1:])
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.ttl / 3)
             try:
                 await self.renew()
             except SharedStateError as exc:
                 logger.warning("shared state: leases not renewed: %s", exc)
+            await asyncio.sleep(self.ttl / 3)
 
     async def aclose(self) -> None:
         """Stop renewing and let the background removals finish (bounded by the Redis
@@ -187,4 +196,6 @@ class Leases:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+            # stopping gracefully: this process is gone for the others at once
+            self.spawn(self.redis.client.delete(self.liveness_key), "DEL liveness")
         await self.flush()

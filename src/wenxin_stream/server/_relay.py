@@ -46,7 +46,10 @@ call.
 **Disconnects.** When the last subscriber leaves before the end, the generation's grace timer
 starts (``resume_grace``; :meth:`Generation.start_grace`); a subscriber that attaches in time
 stops it. When it fires, the relay's policy applies: ``cancel`` stops the upstream (end reason
-``client_disconnected``), ``drain`` lets it run to its end for accounting. Finished streams
+``client_disconnected``), ``drain`` lets it run to its end for accounting. In a fleet
+(``remote_readers`` set: ``_eventlog``), ``cancel`` first asks whether a client of another
+instance reads the answer from Redis: then the timer is armed again for as long as that
+mark lives, and the policy applies once it has lapsed (the client left there too). Finished streams
 stay resumable for the grace time too. The timer is the generation's own: the relay starts
 and stops it through methods, and the end of the generation stops it.
 
@@ -122,6 +125,10 @@ _REASONING, _SEARCH, _TOOL_CALL = EntryKind.REASONING, EntryKind.SEARCH_RESULTS,
 MAX_DELTA_CHARS = 16384
 """Coalescing stops at this many characters: a new delta starts (frames stay small enough for
 any client's line limit)."""
+
+
+RECHECK_MARGIN = 0.05
+"""Seconds after the "read elsewhere" mark would lapse that the producer looks again."""
 
 
 class Entry:
@@ -308,15 +315,23 @@ class Generation:
 
     # -- the grace timer, started and stopped by the relay --------------------------------------
 
-    def start_grace(self, expired: Callable[[Generation], None]) -> None:
-        """No subscriber is left: call ``expired(self)`` once ``grace`` seconds have passed (at
-        once without a grace time), unless :meth:`stop_grace` comes first or the answer
-        ends."""
+    def start_grace(
+        self, expired: Callable[[Generation], None], delay: float | None = None
+    ) -> None:
+        """No subscriber is left: call ``expired(self)`` once ``delay`` (default ``grace``)
+        seconds have passed (at once without a grace time), unless :meth:`stop_grace` comes
+        first or the answer ends."""
         self.stop_grace()
-        if self.grace <= 0:
+        if delay is None and self.grace <= 0:
             expired(self)
         else:
-            self._grace_timer = self.loop.call_later(self.grace, self._grace_over, expired)
+            wait = self.grace if delay is None else delay
+            self._grace_timer = self.loop.call_later(wait, self._grace_over, expired)
+
+    @property
+    def grace_pending(self) -> bool:
+        """Whether the grace timer is running."""
+        return self._grace_timer is not None
 
     def stop_grace(self) -> None:
         """A subscriber came back (or the answer ended): the grace timer stops."""
@@ -654,6 +669,10 @@ class Relay:
         self.accepting = True
         self.log: LogWriter | None = None
         """With ``redis_url``: the event log every resumable answer is also written to."""
+        self.remote_readers: Callable[[str], Awaitable[float]] | None = None
+        """With ``redis_url``: how many more seconds an answer is marked as read by a client
+        of another instance (``0``: not), asked before ``cancel`` applies."""
+        self._checks: set[asyncio.Task[None]] = set()
         self.upstream_pause: Callable[[], float] = lambda: 0.0
         """How long the upstream client now holds every request (seconds; set once the
         upstream exists): the ``Retry-After`` of a rate limit ERNIE gave none for."""
@@ -716,7 +735,25 @@ class Relay:
             gen.start_grace(self._grace_expired)
 
     def _grace_expired(self, gen: Generation) -> None:
-        if gen.subscribers == 0 and self.on_disconnect == "cancel":
+        if gen.subscribers or self.on_disconnect != "cancel":
+            return
+        probe = self.remote_readers
+        if probe is None or gen.grace <= 0:  # nobody elsewhere can read it
+            gen.cancel("client_disconnected")
+            return
+        task = gen.loop.create_task(self._cancel_unless_read_elsewhere(gen, probe))
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _cancel_unless_read_elsewhere(
+        self, gen: Generation, probe: Callable[[str], Awaitable[float]]
+    ) -> None:
+        left = await probe(gen.stream_id)
+        if gen.subscribers or gen.ending or gen.grace_pending:
+            return  # a client came back meanwhile (if it left again, its own timer decides)
+        if left > 0:
+            gen.start_grace(self._grace_expired, left + RECHECK_MARGIN)
+        else:
             gen.cancel("client_disconnected")
 
     def finished(self, gen: Generation) -> None:
