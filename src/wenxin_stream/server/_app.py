@@ -72,6 +72,7 @@ from ._routes_service import ServerState, ServiceRoutes
 from ._routes_streams import StreamRoutes
 from ._static import StaticFiles
 from ._store import Store, StoreUnavailableError, open_store
+from ._sweeper import Sweeper
 from ._upstream import Upstream, build_client
 from ._ws import Sockets
 
@@ -150,6 +151,7 @@ class Server:
         self.answers: Answers
         self.sockets: Sockets
         self.eventlog: EventLog | None = None
+        self.sweeper: Sweeper | None = None
 
     @property
     def client(self) -> AsyncClient:
@@ -344,6 +346,8 @@ class Server:
             await self.revocations.start()
         self._compose()
         self.checkpoints.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
         if self.eventlog is not None:
             self.relay.log = self.eventlog.writer
             self.relay.remote_readers = self.eventlog.remote_readers
@@ -358,9 +362,20 @@ class Server:
         answers of instances that are gone — never those another live instance streams."""
         if self.redis is None:
             return await self.store.mark_streaming_as("server_crashed")
-        # a previous life of this instance (the same configured id), or rows from before
-        # answers named their producer
-        return await self.store.mark_streaming_as("server_crashed", [None, self.instance_id])
+        # a previous life of this instance (the same configured id), rows from before answers
+        # named their producer, and the answers of fleet members that are gone
+        self.sweeper = Sweeper(
+            self.store,
+            self.redis,
+            self.instance_id,
+            interval=self.config.lease_ttl,
+            on_swept=self.metrics.streams_crashed,
+        )
+        mine = await self.store.mark_streaming_as("server_crashed", [None, self.instance_id])
+        try:
+            return mine + await self.sweeper.sweep()
+        except SharedStateError as exc:
+            raise StartupError(f"cannot reach the shared state: {exc}") from None
 
     async def _open_shared(self) -> None:
         """Connect to the fleet's Redis (if configured), start renewing leases, and make the
@@ -472,6 +487,8 @@ class Server:
         await self.drain()
         self.state = ServerState.STOPPED
         await self.checkpoints.aclose()
+        if self.sweeper is not None:
+            await self.sweeper.aclose()
         await self.upstream.aclose()
         try:
             # only this server's: other instances may share the database
