@@ -368,6 +368,8 @@ def test_connection_caps_total_and_per_address(serve: Callable[..., Running]) ->
     assert 'wenxin_connections_refused_total{reason="max_connections"} 1' in lines
     assert 'wenxin_connections_refused_total{reason="max_connections_per_ip"} 1' in lines
     assert "wenxin_connections_open 1" in lines  # the one asking for the metrics
+    (tasks,) = [line for line in lines if line.startswith("wenxin_asyncio_tasks ")]
+    assert float(tasks.split()[1]) >= 1  # at least the one answering
 
 
 def test_a_websocket_holds_its_connection_until_it_closes(serve: Callable[..., Running]) -> None:

@@ -30,7 +30,8 @@ Module map (each layer imports only the ones below it; nothing imports ``_app``)
 what one client can make the server hold: request heads (bytes and header count → 431), the
 time to receive a head or a body (→ 408), open connections in total and per client address
 (→ 503 with ``Retry-After``), idle keep-alive connections (closed); counted in ``/metrics`` as
-``wenxin_connections_refused_total`` and ``wenxin_connections_open``. A response in progress
+``wenxin_connections_refused_total`` and ``wenxin_connections_open`` (with the event loop's
+task count, ``wenxin_asyncio_tasks``). A response in progress
 is never cut by these: an answer may stream for minutes.
 
 :func:`run_server` runs it in the foreground: it binds the socket, logs one start-up line that
@@ -44,6 +45,7 @@ Importing this package does not import uvicorn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import sys
@@ -143,7 +145,29 @@ def uvicorn_server(app: Server, *, log_level: str = "warning") -> uvicorn.Server
             multiprocess_mode="livesum",
         )
     )
+    app.metrics.register(
+        FunctionMetric(
+            "wenxin_asyncio_tasks",
+            "Tasks of the event loop now (a leak shows as growth; bench/soak.py samples it).",
+            _LoopTasks(),
+            multiprocess_mode="livesum",
+        )
+    )
     return _Server(server_config)
+
+
+class _LoopTasks:
+    """Counts the serving event loop's tasks: the loop is taken when read inside it (a scrape
+    of ``/metrics``), and counted from any thread afterwards (the multiprocess flush thread);
+    ``asyncio.all_tasks`` copies the loop's task set safely for that."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __call__(self) -> float:
+        with contextlib.suppress(RuntimeError):  # not in the loop: the one taken before
+            self._loop = asyncio.get_running_loop()
+        return float(len(asyncio.all_tasks(self._loop))) if self._loop is not None else 0.0
 
 
 def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
