@@ -538,7 +538,7 @@ async def soak(args: argparse.Namespace, url: str, pid: int, data_dir: Path) -> 
             after = await sample(session, url, pid, data_dir, t0, load.tally.done)
             if after.in_flight == 0:
                 break
-        await asyncio.sleep(2)
+        await asyncio.sleep(2 + args.linger)  # --linger: past the server's quiet collection
         after = await sample(session, url, pid, data_dir, t0, load.tally.done)
         after.phase = "after"
         samples.append(after)
@@ -557,6 +557,15 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5.0, help="minutes before RSS counts")
     parser.add_argument("--sample", type=float, default=60.0, help="seconds between samples")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--serve-arg", action="append", default=[], help="one more flag for wenxin serve"
+    )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        help="seconds to wait once idle before the last sample (35: past a quiet collection)",
+    )
     parser.add_argument("--server-cpu", default="0", help="taskset CPU list ('' = not pinned)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
@@ -576,7 +585,7 @@ def main() -> int:
     global UPSTREAM_PORT
     UPSTREAM_PORT = int(emu_url.rsplit(":", 1)[1])
     try:
-        serve, url = _start_serve(work, data_dir, args.server_cpu or None, emu_url)
+        serve, url = _start_serve(work, data_dir, args.server_cpu or None, emu_url, args.serve_arg)
     except BaseException:
         _stop(emulate)
         raise
@@ -612,7 +621,9 @@ SERVE_ARGS = ("--max-connections-per-ip", "0", "--max-connections", "0")
 """Every client is on 127.0.0.1: the per-address cap (1,000) would refuse the crowd."""
 
 
-def _start_serve(work: Path, data_dir: Path, cpu: str | None, upstream: str) -> tuple[Any, str]:
+def _start_serve(
+    work: Path, data_dir: Path, cpu: str | None, upstream: str, extra: list[str]
+) -> tuple[Any, str]:
     env = {
         "WENXIN_UPSTREAM_API": "v2",
         "WENXIN_UPSTREAM_V2_BASE_URL": upstream,
@@ -620,7 +631,16 @@ def _start_serve(work: Path, data_dir: Path, cpu: str | None, upstream: str) -> 
         "WENXIN_UPSTREAM_EMULATED": "true",
     }
     return _start(
-        [str(BIN / "wenxin"), "serve", "--port", "0", "--data-dir", str(data_dir), *SERVE_ARGS],
+        [
+            str(BIN / "wenxin"),
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            *SERVE_ARGS,
+            *extra,
+        ],
         work / "serve.log",
         r"wenxin serve on (http://\S+)",
         cpu,

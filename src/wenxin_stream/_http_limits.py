@@ -322,6 +322,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._connections.release(self._address)
             self._address = None
         super().connection_lost(exc)
+        self._unlink()
+
+    def _unlink(self) -> None:
+        """Break uvicorn's cycle protocol ↔ parser (the parser calls the protocol back) once
+        the connection is over, so reference counting frees both at once instead of the
+        full collection the server rarely runs (``server/_gc.py``): one per closed
+        connection, with its transport and flow control."""
+        self.__dict__.pop("parser", None)  # nothing feeds it any more
 
     def handle_websocket_upgrade(self) -> None:
         self._disarm()
@@ -334,6 +342,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             successor.counted = (self._connections, address)
         else:  # pragma: no cover - LimitedConfig.load makes every WebSocket protocol counted
             self._connections.release(address)
+        self._unlink()  # the connection is the WebSocket protocol's now
 
     # -- receiving ---------------------------------------------------------------------------
 

@@ -188,7 +188,9 @@ def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
 
     def ready(server: Server) -> None:
         # the cyclic collector off, full collections at quiet moments (see server/_gc.py)
-        collector = Collector(server.metrics, lambda: len(server.relay.running))
+        collector = Collector(
+            server.metrics, lambda: len(server.relay.running), describe=config.debug
+        )
         collector.start(asyncio.get_running_loop())
         collectors.append(collector)
         line = f"wenxin serve on {url} — upstream: {describe_upstream(server)}"

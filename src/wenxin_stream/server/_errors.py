@@ -68,6 +68,7 @@ __all__ = [
     "ROWS",
     "Row",
     "cut_error",
+    "forget_traceback",
     "openai_finish",
     "upstream_failure",
 ]
@@ -242,3 +243,19 @@ def upstream_failure(error: WenxinError, *, pause: float = 0.0) -> HTTPError:
         upstream_code=error.code,
         param="messages" if row.name == "too_long" else None,
     )
+
+
+def forget_traceback(error: BaseException) -> None:
+    """Drop the frames of a handled ``error`` and of the errors it was raised from.
+
+    An error kept by the object it was raised in (the SDK's stream keeps its error, to raise
+    it again on a later read) refers through its traceback to the frames it passed, and they
+    to that object: a reference cycle, which keeps every object of those frames alive until
+    a full collection — and the server runs few (``_gc``). Call this only once the error is
+    handled for good: it is not re-raised and its traceback is not logged any more."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__

@@ -26,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections import Counter as Counter_
 from collections.abc import Callable
 from time import perf_counter
+from types import FrameType
 
 from ._metrics import Counter, Metrics
 
@@ -56,8 +58,12 @@ class Collector:
         check_interval: float = CHECK_INTERVAL,
         quiet_streams: int = QUIET_STREAMS,
         max_interval: float = MAX_INTERVAL,
+        describe: bool = False,
     ) -> None:
         self.open_streams = open_streams
+        self.describe = describe
+        """Log what each collection found, by type (``wenxin serve --debug``): where cyclic
+        garbage comes from."""
         self.check_interval = check_interval
         self.quiet_streams = quiet_streams
         self.max_interval = max_interval
@@ -103,10 +109,40 @@ class Collector:
 
     def collect(self) -> int:
         """Run one full collection now; the number of unreachable objects it found."""
+        if self.describe:
+            return self._collect_described()
         started = perf_counter()
         found = gc.collect()
         seconds = perf_counter() - started
         self.collections.inc()
         self.pause.inc(seconds)
         logger.debug("garbage collection: %d unreachable objects, %.1f ms", found, seconds * 1e3)
+        return found
+
+    def _collect_described(self) -> int:
+        """A collection that keeps what it found long enough to count it by type."""
+        started = perf_counter()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            found = gc.collect()
+            kinds = Counter_(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
+            frames = Counter_(
+                f"{o.f_code.co_filename.rsplit('/', 2)[-1]}:{o.f_code.co_qualname}"
+                for o in gc.garbage
+                if isinstance(o, FrameType)
+            )
+            gc.garbage.clear()
+        finally:
+            gc.set_debug(0)
+        gc.collect()  # what was kept for counting is unreachable again: free it
+        seconds = perf_counter() - started
+        self.collections.inc()
+        self.pause.inc(seconds)
+        logger.warning(
+            "garbage collection: %d unreachable objects, %.1f ms; most common: %s; frames: %s",
+            found,
+            seconds * 1e3,
+            ", ".join(f"{name} {count}" for name, count in kinds.most_common(12)),
+            ", ".join(f"{name} {count}" for name, count in frames.most_common(12)),
+        )
         return found

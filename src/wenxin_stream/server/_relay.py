@@ -85,7 +85,7 @@ from .._events import (
 )
 from .._exceptions import APITimeoutError, ClientRateLimitTimeout, WenxinError
 from .._sse import encode_event_bytes
-from ._errors import FINISHED_REASONS, cut_error, upstream_failure
+from ._errors import FINISHED_REASONS, cut_error, forget_traceback, upstream_failure
 from ._eventlog_keys import Record
 from ._eventlog_writer import LogWriter
 from ._http import HTTPError
@@ -517,6 +517,11 @@ class Generation:
             reason = self._cancel_reason
         except WenxinError as exc:
             reason = self._upstream_failed(exc)
+            # The SDK keeps a stream's error (its parser's and its core's: a repeated read
+            # raises it again), so the error's traceback — this frame and with it the whole
+            # generation — would live in a reference cycle until a full collection. It is
+            # handled here for good: drop the frames.
+            forget_traceback(exc)
         except Exception as exc:  # a bug: never leave a stream without its end
             logger.error(
                 "internal error in %s: %s: %s",
@@ -528,6 +533,7 @@ class Generation:
             self.relay.metrics.error("internal")
             reason = "incomplete"
             self.failure = HTTPError(500, "internal_error", "internal error")
+            forget_traceback(exc)
         await self._finalize(reason)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:

@@ -393,6 +393,10 @@ class Socket:
             if sub is not None:
                 sockets.relay.detach(sub, gone=gone)
             self.asks.pop(rid, None)
+            # A cancelled task keeps its CancelledError, whose traceback holds this frame,
+            # whose `ask` held the task: a cycle only a full collection frees (the soak's
+            # vanishing WebSocket clients made one per answer). Nothing needs the task now.
+            ask.task = None
 
     async def _resume(
         self, rid: str, ask: _Ask, principal: Principal, stream_id: str, after: int
@@ -435,6 +439,7 @@ class Socket:
             if stream is not None:
                 stream.close()
             self.asks.pop(rid, None)
+            ask.task = None  # no cycle through a cancelled task (see _answer)
 
     async def _relay_remote(self, stream: RemoteStream, rid: str) -> None:
         assert self.outlet is not None
