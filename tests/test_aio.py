@@ -297,3 +297,48 @@ def test_wait_outside_a_task_is_refused() -> None:
         assert loop._scheduled == []  # type: ignore[attr-defined]  # no timer was armed
     finally:
         loop.close()
+
+
+async def test_stop_task_cancels_waits_and_keeps_errors_and_outer_cancellation() -> None:
+    from wenxin_stream._aio import stop_task
+
+    ran: list[str] = []
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            ran.append("cleaned up")
+
+    task = asyncio.ensure_future(forever())
+    await asyncio.sleep(0)
+    await stop_task(task)  # its own cancellation is not raised
+    assert task.cancelled()
+    assert ran == ["cleaned up"]
+    await stop_task(None)
+
+    async def fails_on_cancel() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise RuntimeError("broke while stopping") from None
+
+    failing = asyncio.ensure_future(fails_on_cancel())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="broke while stopping"):
+        await stop_task(failing)
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await asyncio.sleep(60)  # takes its time to end
+
+    slow = asyncio.ensure_future(slow_to_stop())
+    await asyncio.sleep(0)
+    stopper = asyncio.ensure_future(stop_task(slow))
+    await asyncio.sleep(0.01)
+    stopper.cancel()  # the caller itself is cancelled while it waits
+    with pytest.raises(asyncio.CancelledError):
+        await stopper
+    slow.cancel()

@@ -19,6 +19,8 @@ The helpers take the loop explicitly:
     assignments. When a read's deadline passes, the reading task is cancelled and the read
     raises :class:`TimeoutError` — the semantics of ``asyncio.timeout`` (the cancellation is
     withdrawn with ``Task.uncancel``, so an outer cancellation still propagates).
+:func:`stop_task`
+    cancel a background task (a tick, a writer, a listener) and wait until it has ended.
 :func:`race`
     the task group of one connection (the server's relay against its watcher, the emulator's
     pump against the disconnect listener): the first coroutine to finish cancels the others
@@ -31,7 +33,7 @@ import asyncio
 from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["ReadDeadline", "race", "sleep_until"]
+__all__ = ["ReadDeadline", "race", "sleep_until", "stop_task"]
 
 T = TypeVar("T")
 
@@ -160,3 +162,18 @@ async def race(*coros: Coroutine[Any, Any, Any]) -> int:
     winner = next(index for index, task in enumerate(tasks) if task not in pending)
     tasks[winner].result()  # re-raises what the winner raised
     return winner
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (if any) and wait until it has ended; its cancellation is not raised
+    here (an error it ended with is)."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the caller is being cancelled (not a per-chunk path: the lookup is fine)
+        # the task's own cancellation: what was asked for

@@ -26,23 +26,12 @@ import sys
 from typing import Any
 
 from . import CommandError
-from .keys import database_target, shown
+from .keys import database_options, database_target, shown
 
 
 def register(subparsers: Any) -> None:
     """Add the ``db`` subcommand (``status``, ``upgrade``) to ``wenxin``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="the server's data directory (default: $WENXIN_DATA_DIR or ./data)",
-    )
-    common.add_argument(
-        "--database-url",
-        metavar="URL",
-        help="the server's database, postgresql://… or sqlite:///PATH (default: "
-        "$WENXIN_DATABASE_URL, else DIR/wenxin.db)",
-    )
+    common = database_options()
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "db",
         help="show or upgrade the schema of the server's database",

@@ -61,8 +61,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``keys`` subcommand (``create``, ``list``, ``revoke``) to ``wenxin``."""
+def database_options() -> argparse.ArgumentParser:
+    """The options that name the server's database (``--data-dir``, ``--database-url``), as
+    a parent parser for the subcommands that open it (``keys``, ``db``)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--data-dir",
@@ -75,6 +76,12 @@ def register(subparsers: Any) -> None:
         help="the server's database, postgresql://… or sqlite:///PATH (default: "
         "$WENXIN_DATABASE_URL, else DIR/wenxin.db)",
     )
+    return common
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``keys`` subcommand (``create``, ``list``, ``revoke``) to ``wenxin``."""
+    common = database_options()
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "keys",
         help="create, list and revoke API keys of `wenxin serve`",

@@ -51,9 +51,9 @@ naming the producing instance (see ``Store.mark_streaming_as``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from .._aio import stop_task
 from ._metrics import Metrics
 from ._relay import EntryKind, Generation
 from ._store import Checkpoint, Store
@@ -179,10 +179,7 @@ class Checkpoints:
     async def aclose(self) -> None:
         """Stop the tick (a write in flight is finished by the store's worker regardless)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     async def _run(self) -> None:
         while True:

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from .._aio import stop_task
 from ._redis import SharedRedis
 
 __all__ = ["CancelChannel"]
@@ -72,10 +73,7 @@ class CancelChannel:
     async def aclose(self) -> None:
         """Stop listening."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     async def _run(self, on_cancel: Callable[[str], None]) -> None:
         from redis.exceptions import RedisError

@@ -50,6 +50,7 @@ import contextlib
 import logging
 from typing import Any
 
+from .._aio import stop_task
 from ._eventlog_keys import MERGEABLE_KIND, Record, log_key, merge_texts, meta_key, record_of
 from ._eventlog_upkeep import Followed, Upkeep
 from ._http import HTTPError, not_found
@@ -318,10 +319,7 @@ class LogReader:
     async def aclose(self) -> None:
         """Stop the task; every remote client is cut."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         self._fail_all(HTTPError(503, "shutting_down", "the server is shutting down"))
 
     async def _run(self) -> None:

@@ -42,6 +42,7 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
+from .._aio import stop_task
 from ._eventlog_keys import Record, log_key, meta_key
 from ._metrics import Metrics
 from ._redis import SharedRedis, SharedStateError
@@ -167,10 +168,7 @@ class LogWriter:
     async def aclose(self) -> None:
         """Write what is pending (bounded by the Redis timeout), then stop the task."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         with contextlib.suppress(SharedStateError):
             await self.flush()
 

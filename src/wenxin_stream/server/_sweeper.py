@@ -27,10 +27,10 @@ ends an answer on a guess.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
+from .._aio import stop_task
 from ._liveness import live_instances
 from ._redis import SharedRedis, SharedStateError
 from ._schema import StoreError
@@ -102,10 +102,7 @@ class Sweeper:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     async def _run(self) -> None:
         while True:
