@@ -189,8 +189,11 @@ class Supervisor:
     def _step(self, poll: float) -> None:
         if self._reload.is_set():
             self._reload.clear()
-            self._rolling = [slot.index for slot in self._slots]
-            self._replace_next()
+            if self._rolling:  # one rolling restart at a time; this one covers the request
+                logger.warning("a rolling restart is under way: SIGHUP ignored")
+            else:
+                self._rolling = list(dict.fromkeys(slot.index for slot in self._slots))
+                self._replace_next()
         handles: dict[object, tuple[str, _Slot]] = {}
         for slot in self._slots:
             handles[slot.worker.sentinel] = ("exit", slot)
