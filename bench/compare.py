@@ -167,8 +167,18 @@ SUITES = {
     ),
 }
 
-TARGETS = ("direct", "nginx", "litellm", "serve", "serve-base", "serve-native", "serve-base-native")
+TARGETS = ("direct", "nginx", "litellm", "serve", "serve-base", "serve-redis", "serve-workers2",
+           "serve-native", "serve-base-native", "serve-redis-native",
+           "serve-workers2-native")  # fmt: skip
 """Every target, in the order they are measured (each baseline right after its current twin)."""
+REDIS_TARGETS = {"serve-redis": 1, "serve-workers2": 2}
+"""The `wenxin serve` targets with the event log, limits and cancel in Redis: their workers.
+Each gets a private ``redis-server`` of its own, so that Redis's INFO counts one target."""
+REDIS_PAIRS = (("serve", "serve-redis"), ("serve-native", "serve-redis-native"))
+"""Pairs measured at one load in interleaved rounds (the in-memory mode, then Redis): the
+source of the CPU ratio, as ``--baseline``'s twins (:meth:`Compare.same_load_rounds`)."""
+WORKER_LABEL = "wenxin serve worker"
+"""The label of each worker of ``--workers N``: the relay's CPU is the sum over them."""
 DEFAULT_TARGETS = ("direct", "nginx", "litellm", "serve")
 TARGET_TITLES = {
     "direct": "direct to the emulator",
@@ -178,10 +188,20 @@ TARGET_TITLES = {
     "serve-native": "wenxin serve (native API, stored conversations)",
     "serve-base": "wenxin serve, baseline (OpenAI route)",
     "serve-base-native": "wenxin serve, baseline (native API, stored conversations)",
+    "serve-redis": "wenxin serve, Redis (OpenAI route)",
+    "serve-workers2": "wenxin serve, 2 workers + Redis (OpenAI route)",
+    "serve-redis-native": "wenxin serve, Redis (native API, stored conversations)",
+    "serve-workers2-native": "wenxin serve, 2 workers + Redis (native API, stored conversations)",
 }
 BASELINE_TWINS = {"serve": "serve-base", "serve-native": "serve-base-native"}
 """``--baseline``: each `wenxin serve` target of the checked-out code and its baseline twin."""
 CURRENT_TWIN = {base: current for current, base in BASELINE_TWINS.items()}
+START_AS = {
+    **CURRENT_TWIN,
+    **dict.fromkeys(REDIS_TARGETS, "serve"),
+    **dict.fromkeys((f"{name}-native" for name in REDIS_TARGETS), "serve-native"),
+}
+"""Targets whose find-max search starts where another's does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,6 +510,29 @@ class Target:
     key: str | None
     pids: list[tuple[int, str]]
     serve: Service | None = None  # a `wenxin serve` to let settle between runs
+    redis: RedisProbe | None = None  # its private redis-server (the Redis targets)
+
+
+class RedisProbe:
+    """A private ``redis-server`` of one target, and what compare reads from it (INFO)."""
+
+    def __init__(self, service: Service, port: int) -> None:
+        import redis
+
+        self.service = service
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+
+    def info(self) -> dict[str, float]:
+        """Redis's CPU seconds (user + system, every thread), ``used_memory``, keys, expiries."""
+        info = self.client.info()
+        keys = (info.get("db0") or {}).get("keys", 0)
+        return {
+            "cpu_s": float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
+            "used_memory": float(info["used_memory"]),
+            "keys": float(keys),
+            "expired_keys": float(info["expired_keys"]),
+        }
 
 
 class Compare:
@@ -820,12 +863,22 @@ class Compare:
         )
         log(f"LiteLLM at {url} (pid {lite.pid}): " + smoke_stream(url, master_key))
 
-    def start_serve(self, tag: str = "serve", src: Path | None = None) -> tuple[Service, str, str]:
+    def start_serve(
+        self,
+        tag: str = "serve",
+        src: Path | None = None,
+        *,
+        redis_url: str | None = None,
+        workers: int = 1,
+    ) -> tuple[Service, str, str]:
         """A `wenxin serve` with its production features on; (service, url, api key).
 
         With ``src`` (``--baseline``) the code under ``src`` runs instead of the checked-out
         one, for the key as for the server: the same ``.venv`` Python, ``PYTHONPATH=src``, and
         the server's log must say that its ``wenxin_stream`` was imported from there.
+        ``redis_url`` adds ``--redis-url`` (limits, leases, the event log and cancel in
+        Redis) and ``workers`` > 1 ``--workers``: N processes cannot share one core, so such a
+        server is not pinned (its workers, the emulator and the load generator share both).
         """
         wenxin = [str(WENXIN)]
         env: dict[str, str] = {}
@@ -877,10 +930,14 @@ class Compare:
                 ]
             )
         )
+        fleet = ["--redis-url", redis_url] if redis_url else []
+        if workers > 1:
+            fleet += ["--workers", str(workers)]
+        pin = self.pin(self.relay_cpu if workers == 1 else None)
         serve = self._service(
             Service(
                 tag,
-                [*self.pin(self.relay_cpu), *wenxin, "serve", "--config", str(config)],
+                [*pin, *wenxin, "serve", "--config", str(config), *fleet],
                 self.logs / f"{tag}.log",
                 # every load connection comes from 127.0.0.1, and a step may open more than
                 # the default caps: counted, never refused (in the environment, not the TOML
@@ -920,6 +977,66 @@ class Compare:
         if self.base_src is not None and wanted & {"serve-base", "serve-base-native"}:
             # both servers stay up, idle until measured, and never loaded together (settle())
             self._start_serve_target("serve-base", wanted, self.base_src)
+        for tag, workers in REDIS_TARGETS.items():
+            if wanted & {tag, f"{tag}-native"}:
+                self._start_redis_target(tag, workers, wanted)
+
+    def start_redis(self, tag: str) -> RedisProbe:
+        """A private ``redis-server`` for ``tag``: no persistence, loopback, a free port, on
+        the load core with the emulator (the relay core stays the relay's)."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise CompareError("redis-server is not installed (run scripts/install-services)")
+        port = free_port()
+        data = self.logs / f"{tag}-redis"
+        data.mkdir(parents=True, exist_ok=True)
+        service = self._service(
+            Service(
+                f"{tag}-redis",
+                [*self.pin(self.load_cpu), binary, "--port", str(port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(data), "--daemonize", "no"],
+                self.logs / f"{tag}-redis.log",
+                stop_signal=signal.SIGTERM,
+            )
+        )  # fmt: skip
+        probe = RedisProbe(service, port)
+        service.wait_for(probe.client.ping, "PING")
+        return probe
+
+    def _start_redis_target(self, tag: str, workers: int, wanted: set[str]) -> None:
+        """``tag`` (serve-redis, serve-workers2) and ``tag``-native: its redis-server, then
+        its `wenxin serve`. Only the native API's answers are resumable, so only they are
+        written to the event log; the OpenAI route uses Redis for the limits and leases."""
+        redis = self.start_redis(tag)
+        serve, url, key = self.start_serve(tag, redis_url=redis.url, workers=workers)
+        self.services[tag] = serve
+        if workers > 1:
+            pids = serve.wait_for(lambda: self._worker_pids(serve.pid, workers), "workers")
+            relay = [(pid, f"{WORKER_LABEL} {i + 1}") for i, pid in enumerate(pids)]
+        else:
+            relay = [(serve.pid, "wenxin serve")]
+        pids = [*relay, *self._emulator_pid()]
+        self.targets[tag] = Target(tag, "openai", url, key, pids, serve, redis)
+        native = f"{tag}-native"
+        self.targets[native] = Target(native, "native", url, key, pids, serve, redis)
+        info = json.loads(http_get(f"{url}/api/info", headers={"Authorization": f"Bearer {key}"}))
+        log(
+            f"{TARGET_TITLES[tag]} at {url} (pids {', '.join(str(p) for p, _ in relay)}, "
+            f"{redis.url}, upstream {info['upstream']} {info['api']}): " + smoke_stream(url, key)
+        )
+        if native in wanted:
+            log(f"{TARGET_TITLES[native]}: " + smoke_stream(url, key, native=True))
+
+    @staticmethod
+    def _worker_pids(supervisor: int, workers: int) -> list[int] | None:
+        """The pids of ``--workers``' worker processes (not multiprocessing's resource
+        tracker), once all ``workers`` are there."""
+        pids = []
+        for pid in children(supervisor):
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    pids.append(pid)
+        return sorted(pids) if len(pids) == workers else None
 
     def _start_serve_target(self, tag: str, wanted: set[str], src: Path | None = None) -> None:
         """A `wenxin serve` as the targets ``tag`` (OpenAI route) and ``tag``-native."""
@@ -954,6 +1071,7 @@ class Compare:
         self.rec.add(argv)
         out.mkdir(parents=True, exist_ok=True)
         waits0 = {label: run_delay_s(pid) for pid, label in target.pids}
+        redis0 = self._redis_marks(target)
         wall0 = time.monotonic()
         with (out / "bench.log").open("w") as logf, (out / "stdout.md").open("w") as mdf:
             proc = subprocess.Popen(  # noqa: S603
@@ -979,6 +1097,7 @@ class Compare:
                     proc.wait()
                 reader.join(timeout=5)
         wall = time.monotonic() - wall0
+        redis1 = self._redis_marks(target)
         if target.serve is not None:
             self.load_ended[target.serve.name] = time.monotonic()
         path = out / "result.json"
@@ -996,7 +1115,24 @@ class Compare:
             if before is not None and after is not None and wall > 0:
                 waits[label] = round((after - before) / wall * 100, 1)
         doc["cpu_wait_percent"] = waits
+        if redis0 is not None and redis1 is not None:
+            doc["redis"] = redis_cost(redis0, redis1, pacing_chunks(flags))
         return doc
+
+    def _redis_marks(self, target: Target) -> dict[str, float] | None:
+        """A Redis target's INFO figures and its server's streams ended so far (None for
+        the other targets, or when either cannot be read)."""
+        if target.redis is None:
+            return None
+        try:
+            marks = target.redis.info()
+            text = http_get(f"{target.url}/metrics", timeout=5)
+        except Exception as exc:  # a figure missing, not a failed run
+            self.summary["errors"].append(f"{target.name}: Redis INFO or /metrics: {exc}")
+            return None
+        ends = re.findall(r"^wenxin_stream_ends_total\{[^}]*\}\s+([0-9.e+]+)", text, re.M)
+        marks["streams_ended"] = sum(float(v) for v in ends)
+        return marks
 
     def _step_flags(self, suite: Suite, concurrency: int) -> tuple[list[str], float]:
         """`wenxin bench`'s flags for one step at ``concurrency``, and how long to allow it."""
@@ -1035,7 +1171,7 @@ class Compare:
             reason = "LiteLLM's search is capped (it tops out at a few dozen streams)"
         if self.args.max_concurrency and self.args.max_concurrency < limit:
             limit, reason = self.args.max_concurrency, "--max-concurrency"
-        start = min(suite.start[CURRENT_TWIN.get(name, name)], limit)
+        start = min(suite.start[START_AS.get(name, name)], limit)
         step = self.args.step_duration or p.step[suite.key]
         criterion = self.args.max_p99_lateness_ms
         search = MaxSearch(start, limit, resolution=p.resolution, max_steps=p.max_steps)
@@ -1117,6 +1253,8 @@ class Compare:
             }
             if self.base_src is not None:
                 self.summary["suites"][key]["baseline_rounds"] = self.baseline_rounds(suite, rows)
+            if any(r in rows for _, r in REDIS_PAIRS):
+                self.summary["suites"][key]["redis_rounds"] = self.redis_rounds(suite, rows)
 
     def baseline_rounds(self, suite: Suite, rows: dict[str, Any]) -> dict[str, Any]:
         """``--baseline``: each twin pair at one load, in interleaved rounds.
@@ -1132,55 +1270,78 @@ class Compare:
         relayed fewer, larger chunks, and its CPU per chunk is not comparable.
         """
         out: dict[str, Any] = {}
-        rounds = self.args.baseline_rounds or self.profile.baseline_rounds
         for cur, base in BASELINE_TWINS.items():
-            if cur not in rows or base not in rows:
-                continue
-            bests = [rows[cur].get("best") or 0, rows[base].get("best") or 0]
-            level = min(b for b in bests if b) if any(bests) else suite.start[cur]
-            concurrency = max(1, level // 2)
-            samples: dict[str, list[float]] = {cur: [], base: []}
-            steps = []
-            log(f"{suite.key}/{cur} vs {base}: {rounds} rounds each at {concurrency} streams")
-            for r in range(rounds):
-                for name in (cur, base) if r % 2 == 0 else (base, cur):
-                    target = self.targets[name]
-                    self.settle(target)
-                    flags, timeout = self._step_flags(suite, concurrency)
-                    tag = f"{suite.key}/{name}"
-                    out_dir = self.raw / suite.key / "baseline-rounds" / f"{name}-{r + 1}"
-                    doc = self.bench(target, out_dir, flags, timeout, tag)
-                    result = (doc or {}).get("result")
-                    per_1k = relay_cpu_per_1k(result)
-                    usable = bool(
-                        result
-                        and per_1k is not None
-                        and not result["chunks_lost"]
-                        and not result["streams_failed"]
-                    )
-                    if usable and per_1k is not None:
-                        samples[name].append(per_1k)
-                    violations = step_violations(doc, self.args.max_p99_lateness_ms)
-                    waits = (doc or {}).get("cpu_wait_percent") or {}
-                    wait = next((w for label, w in waits.items() if label != "emulator"), None)
-                    steps.append({"target": name, "round": r + 1, "cpu_ms_per_1k": per_1k,
-                                  "counted": usable, "relay_wait_percent": wait,
-                                  "violations": violations})  # fmt: skip
-                    log(
-                        f"  {tag}: round {r + 1}: {concurrency} streams, relay CPU "
-                        f"{_f(per_1k, 1, ' ms')} per 1k chunks (waited {_f(wait, 0, '%')})"
-                        + ("" if usable else " (not counted: lost chunks or streams)")
-                        + f"  {step_line(doc)}"
-                    )
-            out[cur] = {
-                "baseline": base,
-                "concurrency": concurrency,
-                "rounds": rounds,
-                "current_cpu_ms_per_1k": samples[cur],
-                "baseline_cpu_ms_per_1k": samples[base],
-                "steps": steps,
-            }
+            if cur in rows and base in rows:
+                out[cur] = self._interleaved(suite, rows, cur, base, "baseline-rounds")
+                out[cur]["baseline"] = out[cur].pop("other")
+                out[cur]["current_cpu_ms_per_1k"] = out[cur].pop("first_cpu_ms_per_1k")
+                out[cur]["baseline_cpu_ms_per_1k"] = out[cur].pop("other_cpu_ms_per_1k")
         return out
+
+    def redis_rounds(self, suite: Suite, rows: dict[str, Any]) -> dict[str, Any]:
+        """The in-memory `wenxin serve` and the Redis one at one load, in interleaved rounds
+        (as :meth:`baseline_rounds`): the CPU ratio of Redis on against off, and its noise."""
+        out: dict[str, Any] = {}
+        for memory, redis in REDIS_PAIRS:
+            if memory in rows and redis in rows:
+                out[redis] = self._interleaved(suite, rows, redis, memory, "redis-rounds")
+        return out
+
+    def _interleaved(
+        self, suite: Suite, rows: dict[str, Any], first: str, other: str, folder: str
+    ) -> dict[str, Any]:
+        """``first`` and ``other`` at one load, half the smaller of their maxima, in
+        ``--baseline-rounds`` interleaved rounds (first, other / other, first / …); the relay
+        CPU per 1,000 chunks of each counted step. A step that lost chunks (coalesced) or
+        streams is not counted: it relayed fewer, larger chunks."""
+        rounds = self.args.baseline_rounds or self.profile.baseline_rounds
+        bests = [rows[first].get("best") or 0, rows[other].get("best") or 0]
+        level = (
+            min(b for b in bests if b) if any(bests) else suite.start[START_AS.get(first, first)]
+        )
+        concurrency = max(1, level // 2)
+        samples: dict[str, list[float]] = {first: [], other: []}
+        steps = []
+        log(f"{suite.key}/{first} vs {other}: {rounds} rounds each at {concurrency} streams")
+        for r in range(rounds):
+            for name in (first, other) if r % 2 == 0 else (other, first):
+                target = self.targets[name]
+                self.settle(target)
+                flags, timeout = self._step_flags(suite, concurrency)
+                tag = f"{suite.key}/{name}"
+                out_dir = self.raw / suite.key / folder / f"{name}-{r + 1}"
+                doc = self.bench(target, out_dir, flags, timeout, tag)
+                result = (doc or {}).get("result")
+                per_1k = relay_cpu_per_1k(result)
+                usable = bool(
+                    result
+                    and per_1k is not None
+                    and not result["chunks_lost"]
+                    and not result["streams_failed"]
+                )
+                if usable and per_1k is not None:
+                    samples[name].append(per_1k)
+                violations = step_violations(doc, self.args.max_p99_lateness_ms)
+                waits = (doc or {}).get("cpu_wait_percent") or {}
+                wait = next((w for label, w in waits.items() if label != "emulator"), None)
+                steps.append({"target": name, "round": r + 1, "cpu_ms_per_1k": per_1k,
+                              "counted": usable, "relay_wait_percent": wait,
+                              "violations": violations,
+                              "redis": (doc or {}).get("redis")})  # fmt: skip
+                log(
+                    f"  {tag}: round {r + 1}: {concurrency} streams, relay CPU "
+                    f"{_f(per_1k, 1, ' ms')} per 1k chunks (waited {_f(wait, 0, '%')})"
+                    + ("" if usable else " (not counted: lost chunks or streams)")
+                    + f"  {step_line(doc)}"
+                )
+        return {
+            "other": other,
+            "concurrency": concurrency,
+            "rounds": rounds,
+            "first_cpu_ms_per_1k": samples[first],
+            "other_cpu_ms_per_1k": samples[other],
+            "steps": steps,
+        }
 
     def _copy_plots(self, suite: str, name: str) -> None:
         """Copy a target's plots next to RESULTS.md, titled with the target, not its URL."""
@@ -1643,18 +1804,63 @@ def summarize_find_max(doc: dict[str, Any] | None, name: str) -> dict[str, Any]:
         for label, wait in (doc.get("cpu_wait_percent") or {}).items():
             slot = "emulator" if label == "emulator" else "relay"
             row.setdefault(f"{slot}_cpu_wait", wait)
-        for proc in r["processes"]:
+        for proc in [relay_process(r), *(p for p in r["processes"] if p["label"] == "emulator")]:
+            if proc is None:
+                continue
             slot = "emulator" if proc["label"] == "emulator" else "relay"
-            if slot == "relay" and "relay_cpu" in row:
-                continue  # LiteLLM children: the main process is listed first
             row[f"{slot}_cpu"] = proc["cpu_mean"]
             row[f"{slot}_cpu_max"] = proc["cpu_max"]
             row[f"{slot}_rss_mib"] = proc["rss_max_mb"]
+        if any(p["label"].startswith(WORKER_LABEL) for p in r["processes"]):
+            row["relay_workers"] = sum(p["label"].startswith(WORKER_LABEL) for p in r["processes"])
+        if doc.get("redis"):
+            row["redis"] = doc["redis"]
         cpu, rate = row.get("relay_cpu"), row.get("chunks_per_s")
         if cpu and rate:
             row["relay_cpu_ms_per_1k"] = cpu * 1e4 / rate
             row["one_core_streams"] = round(row["best"] * 100 / cpu) if row["best"] else None
     return row
+
+
+def pacing_chunks(flags: list[str]) -> int | None:
+    """The chunks per stream of a `wenxin bench` invocation's ``--pacing`` (None: not set)."""
+    if "--pacing" not in flags:
+        return None
+    match = re.search(r"(?:^|;)chunks=(\d+)", flags[flags.index("--pacing") + 1])
+    return int(match.group(1)) if match else None
+
+
+def redis_cost(
+    before: dict[str, float], after: dict[str, float], chunks: int | None
+) -> dict[str, Any]:
+    """What one `wenxin bench` invocation cost a Redis target's redis-server.
+
+    Redis's CPU per chunk: its CPU time (INFO ``used_cpu_user`` + ``used_cpu_sys``) over
+    the invocation, divided by the chunks its server relayed meanwhile (streams ended, from
+    the server's ``/metrics``, × the chunks per stream of the pacing). Memory per answer:
+    the growth of ``used_memory`` over the growth of the answers whose logs Redis holds
+    (two keys each, log and metadata), at the invocation's end, when every answer of it has
+    ended and its log is kept for the resume window. Keys that expired meanwhile (an earlier
+    invocation's answers leaving after their window) would mix two kinds of answer into the
+    difference, so then the memory figure is left out (``expired`` says how many).
+    """
+    answers = after["streams_ended"] - before["streams_ended"]
+    relayed = answers * chunks if chunks else 0
+    cpu = after["cpu_s"] - before["cpu_s"]
+    held = (after["keys"] - before["keys"]) / 2
+    expired = int(after["expired_keys"] - before["expired_keys"])
+    grown = after["used_memory"] - before["used_memory"]
+    return {
+        "cpu_s": round(cpu, 4),
+        "answers": int(answers),
+        "chunks": int(relayed),
+        "cpu_us_per_chunk": cpu * 1e6 / relayed if relayed else None,
+        "used_memory_growth": int(grown),
+        "answers_held_growth": held,
+        "expired_keys": expired,
+        # a few answers' worth of keys is within what Redis's own buffers move
+        "bytes_per_answer": grown / held if held >= 20 and not expired else None,
+    }
 
 
 def relay_cpu_per_1k(result: dict[str, Any] | None) -> float | None:
@@ -1665,9 +1871,26 @@ def relay_cpu_per_1k(result: dict[str, Any] | None) -> float | None:
     """
     if not result:
         return None
-    relay = next((p for p in result["processes"] if p["label"] != "emulator"), None)
+    relay = relay_process(result)
     cpu, rate = (relay or {}).get("cpu_mean"), result["throughput"]["chunks_per_s"]
     return float(cpu * 1e4 / rate) if cpu and rate else None
+
+
+def relay_process(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The relay's figures in one `wenxin bench` result: the first sampled process that is
+    not the emulator (LiteLLM's children are listed after its main process), or, for
+    ``--workers N``, the sum of the workers' CPU and RSS (``cpu_max``: the sum of each
+    worker's maximum, an upper bound)."""
+    workers = [p for p in result["processes"] if p["label"].startswith(WORKER_LABEL)]
+    if not workers:
+        return next((p for p in result["processes"] if p["label"] != "emulator"), None)
+
+    def total(key: str) -> float | None:
+        values = [p[key] for p in workers]
+        return None if None in values else float(sum(values))
+
+    return {"label": f"{WORKER_LABEL}s ({len(workers)}, summed)", "cpu_mean": total("cpu_mean"),
+            "cpu_max": total("cpu_max"), "rss_max_mb": total("rss_max_mb")}  # fmt: skip
 
 
 def spread(values: list[float]) -> float | None:
@@ -1946,6 +2169,7 @@ def targets_check(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                 _verdict(tt["added_p99"] <= 3.0),
             )
         )
+    out += redis_goals(s)
     mem = s.get("memory")
     if mem:
         per = mem.get("marginal_kib_per_stream")
@@ -1969,6 +2193,156 @@ def targets_check(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                 )
             )
     return out
+
+
+def redis_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per suite and Redis target: its figures against the in-memory `wenxin serve`.
+
+    ``cpu`` is the same-load comparison (:func:`cpu_change` of the interleaved rounds,
+    Redis over in-memory) where the rounds ran, else ``None``; ``cpu_at_max`` each one's CPU
+    per 1,000 chunks at its own maximum (two different loads). Redis's CPU per chunk is the
+    median over the Redis target's counted same-load steps, else its best step's; memory
+    per answer the median over the steps where no key expired meanwhile.
+    """
+    out = []
+    for key, suite in (s.get("suites") or {}).items():
+        rows = suite["targets"]
+        for name in (*REDIS_TARGETS, *(f"{n}-native" for n in REDIS_TARGETS)):
+            row = rows.get(name)
+            if row is None:
+                continue
+            memory = rows.get("serve-native" if name.endswith("-native") else "serve") or {}
+            rounds = (suite.get("redis_rounds") or {}).get(name)
+            reference = "serve-native" if name.endswith("-native") else "serve"
+            cpu = (
+                cpu_change(rounds["first_cpu_ms_per_1k"], rounds["other_cpu_ms_per_1k"])
+                if rounds
+                else None
+            )
+            costs = [st["redis"] for st in (rounds or {}).get("steps", [])
+                     if st["target"] == name and st["counted"] and st.get("redis")]  # fmt: skip
+            if not costs and row.get("redis"):
+                costs = [row["redis"]]
+            per_chunk = [c["cpu_us_per_chunk"] for c in costs if c["cpu_us_per_chunk"]]
+            per_answer = [c["bytes_per_answer"] for c in costs if c["bytes_per_answer"]]
+            if not per_answer and (row.get("redis") or {}).get("bytes_per_answer"):
+                per_answer = [row["redis"]["bytes_per_answer"]]
+            at_max = [row.get("relay_cpu_ms_per_1k"), memory.get("relay_cpu_ms_per_1k")]
+            best = [row.get("best"), memory.get("best")]
+            one_core = [row.get("one_core_streams"), memory.get("one_core_streams")]
+            out.append(
+                {
+                    "suite": key,
+                    "target": name,
+                    "reference": reference,
+                    "workers": row.get("relay_workers", 1),
+                    "best": best,
+                    "best_ratio": best[0] / best[1] if best[0] is not None and best[1] else None,
+                    "limited": row.get("first_failure") is None and bool(best[0]),
+                    "cpu": cpu,
+                    "rounds_concurrency": (rounds or {}).get("concurrency"),
+                    "cpu_at_max": at_max,
+                    "cpu_at_max_ratio": at_max[0] / at_max[1] if all(at_max) else None,
+                    "one_core": one_core,
+                    "redis_cpu_us_per_chunk": statistics.median(per_chunk) if per_chunk else None,
+                    "redis_bytes_per_answer": (
+                        statistics.median(per_answer) if per_answer else None
+                    ),
+                    "chunks_per_answer": SUITES[key].pacing.split("chunks=")[1].split(";")[0],
+                }
+            )
+    return out
+
+
+def redis_goals(s: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The issue's Redis goals: CPU per 1,000 chunks ≤ 1.25× in-memory (fast suite), ERNIE-
+    paced streams on one core ≥ 80 % of in-memory."""
+    out: list[tuple[str, str, str]] = []
+    for r in redis_rows(s):
+        if r["target"] not in ("serve-redis", "serve-redis-native"):
+            continue
+        route = " (native API: the event log)" if r["target"].endswith("-native") else ""
+        goal = f"fast{route}: relay CPU / 1k chunks, Redis ≤ 1.25× in-memory"
+        if r["suite"] == "fast":
+            cpu = r["cpu"]
+            if cpu and cpu["ratio"] is not None:
+                noise = f" ± {cpu['noise']:.0%}" if cpu["noise"] is not None else ""
+                measured = (
+                    f"{cpu['current']:.1f} / {cpu['baseline']:.1f} ms = ×{cpu['ratio']:.2f}{noise} "
+                    f"(same load, {r['rounds_concurrency']:,} streams)"
+                )
+                out.append((goal, measured,
+                            _verdict(cpu["ratio"] <= 1.25)))  # fmt: skip
+            elif r["cpu_at_max_ratio"] is not None:
+                out.append((goal, f"×{r['cpu_at_max_ratio']:.2f} (each at its maximum)",
+                            _verdict(r["cpu_at_max_ratio"] <= 1.25)))  # fmt: skip
+        if r["suite"] == "ernie" and r["best_ratio"] is not None:
+            out.append(
+                (
+                    f"ERNIE-paced{route}: streams on one core, Redis ≥ 80 % of in-memory",
+                    f"{r['best'][0]:,} / {r['best'][1]:,} = {r['best_ratio']:.0%}"
+                    + (" (search limit reached)" if r["limited"] else ""),
+                    _verdict(r["best_ratio"] >= 0.8),
+                )
+            )
+    return out
+
+
+def render_redis(s: dict[str, Any], titles: dict[str, str]) -> list[str]:
+    """The Redis section of RESULTS.md (empty when no Redis target ran)."""
+    rows = redis_rows(s)
+    if not rows:
+        return []
+    lines = [
+        "## Redis: the scale-out configuration against the in-memory mode",
+        "",
+        "`wenxin serve --redis-url` (per-key limits, stream leases, the event log and cancel in "
+        "Redis), each Redis target with a private `redis-server` (no persistence, loopback) on "
+        "the load core, against the in-memory `wenxin serve` (`serve`) of the same run. "
+        "*Same load*: both at one load (half the smaller maximum) in interleaved rounds; "
+        "the ratio of the medians, ± how far one round strayed from its own median (the noise "
+        "of this run). *At max*: each at its own maximum (two loads). *Redis CPU / chunk*: "
+        "INFO `used_cpu_user` + `used_cpu_sys` over a run, over the chunks relayed (streams "
+        "ended × chunks per stream). *Redis memory / answer*: the growth of `used_memory` over "
+        "the answers whose logs it holds at the end of a run (all ended, kept for the resume "
+        "window), runs where no key expired meanwhile.",
+        "",
+        "| suite | target | max streams (ratio to in-memory) | relay CPU / 1k chunks, same load "
+        "| relay CPU / 1k chunks at max (ratio) | one core (Redis / in-memory) "
+        "| Redis CPU / chunk | Redis memory / answer |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        cpu = r["cpu"]
+        same = "–"
+        if cpu and cpu["ratio"] is not None:
+            noise = f" ± {cpu['noise']:.0%}" if cpu["noise"] is not None else ""
+            same = (f"{cpu['current']:.1f} / {cpu['baseline']:.1f} ms = "
+                    f"**×{cpu['ratio']:.2f}**{noise} at {r['rounds_concurrency']:,}")  # fmt: skip
+        ratio = f" ({r['best_ratio']:.0%})" if r["best_ratio"] is not None else ""
+        at_max = f"{_f(r['cpu_at_max'][0], 1)} / {_f(r['cpu_at_max'][1], 1)} ms" + (
+            f" (×{r['cpu_at_max_ratio']:.2f})" if r["cpu_at_max_ratio"] else ""
+        )
+        per_answer = r["redis_bytes_per_answer"]
+        lines.append(
+            f"| {r['suite']} | {titles[r['target']]} | {_f(r['best'][0])}{ratio} | {same} "
+            f"| {at_max} | {_f(r['one_core'][0])} / {_f(r['one_core'][1])} "
+            f"| {_f(r['redis_cpu_us_per_chunk'], 2, ' µs')} "
+            f"| {_f(per_answer / 1000 if per_answer else None, 1, ' KB')} "
+            f"({r['chunks_per_answer']} chunks) |"
+        )
+    lines += [""]
+    if any(r["workers"] > 1 for r in rows):
+        lines += [
+            "**2 workers on this machine.** `serve-workers2` is not pinned: its two workers, "
+            "the emulator, the load generator and its redis-server share the machine's two "
+            "cores, so its maximum is bounded by the load generator and the emulator as much "
+            "as by the server, and its CPU is the *sum* over both workers (what the answers "
+            "cost, not how fast one core goes). It shows whether a second worker adds "
+            "capacity here, not what two workers do on a machine with cores to spare.",
+            "",
+        ]
+    return lines
 
 
 def target_titles(s: dict[str, Any]) -> dict[str, str]:
@@ -2106,6 +2480,7 @@ def render(s: dict[str, Any], prefix: str, args: argparse.Namespace) -> str:
     ]
     lines += render_change(s)
     titles = target_titles(s)
+    lines += render_redis(s, titles)
 
     lines += [
         "## Machine",
@@ -2350,8 +2725,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.suites = [x for x in args.suites.split(",") if x]
     args.targets = [x for x in args.targets.split(",") if x]
-    if args.native and "serve-native" not in args.targets:
-        args.targets.append("serve-native")
+    if args.native:  # every `wenxin serve` target's native twin
+        args.targets += [
+            f"{name}-native"
+            for name in ("serve", *REDIS_TARGETS)
+            if name in args.targets and f"{name}-native" not in args.targets
+        ]
+        if "serve-native" not in args.targets:
+            args.targets.append("serve-native")
     for name in args.suites:
         if name not in SUITES:
             parser.error(f"unknown suite {name!r}")
@@ -2372,7 +2753,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ]
     if args.baseline_rounds is not None and args.baseline_rounds < 2:
         parser.error("--baseline-rounds must be at least 2 (the noise comes from the repeats)")
-    args.native = "serve-native" in args.targets
+    args.native = any(name.endswith("-native") for name in args.targets)
     if args.publish is None:
         args.publish = not args.quick
     return args
