@@ -870,6 +870,7 @@ class Compare:
         *,
         redis_url: str | None = None,
         workers: int = 1,
+        database_url: str | None = None,
     ) -> tuple[Service, str, str]:
         """A `wenxin serve` with its production features on; (service, url, api key).
 
@@ -896,6 +897,8 @@ class Compare:
         data.mkdir(parents=True)
         argv = [*wenxin, "keys", "create", "--data-dir", str(data), "--name", "compare",
                 "--rpm", "10000000", "--tpm", "10000000000", "--max-streams", "100000"]  # fmt: skip
+        if database_url is not None:
+            argv += ["--database-url", database_url]
         self.rec.add(argv, env)
         done = subprocess.run(  # noqa: S603
             argv, capture_output=True, text=True, check=False, env={**os.environ, **env}
@@ -931,6 +934,8 @@ class Compare:
             )
         )
         fleet = ["--redis-url", redis_url] if redis_url else []
+        if database_url is not None:
+            fleet += ["--database-url", database_url]
         if workers > 1:
             fleet += ["--workers", str(workers)]
         pin = self.pin(self.relay_cpu if workers == 1 else None)
@@ -1003,12 +1008,29 @@ class Compare:
         service.wait_for(probe.client.ping, "PING")
         return probe
 
+    def start_postgres(self) -> str:
+        """A private PostgreSQL for the run (the tests' own: ``initdb`` in a temporary
+        directory, trust authentication, loopback, a free port, ``fsync`` off), stopped with
+        the run; its URL."""
+        sys.path.insert(0, str(ROOT / "tests"))
+        from services import ServiceUnavailable, postgres_server
+
+        try:
+            return str(self.stack.enter_context(postgres_server()).url)
+        except ServiceUnavailable as exc:
+            raise CompareError(str(exc)) from None
+
     def _start_redis_target(self, tag: str, workers: int, wanted: set[str]) -> None:
-        """``tag`` (serve-redis, serve-workers2) and ``tag``-native: its redis-server, then
-        its `wenxin serve`. Only the native API's answers are resumable, so only they are
-        written to the event log; the OpenAI route uses Redis for the limits and leases."""
+        """``tag`` (serve-redis, serve-workers2) and ``tag``-native: its redis-server (and with
+        ``--postgres`` a PostgreSQL), then its `wenxin serve`. Only the native API's answers
+        are resumable, so only they are written to the event log; the OpenAI route uses Redis
+        for the limits and leases."""
         redis = self.start_redis(tag)
-        serve, url, key = self.start_serve(tag, redis_url=redis.url, workers=workers)
+        database = self.start_postgres() if self.args.postgres else None
+        self.summary["postgres"] = database is not None
+        serve, url, key = self.start_serve(
+            tag, redis_url=redis.url, workers=workers, database_url=database
+        )
         self.services[tag] = serve
         if workers > 1:
             pids = serve.wait_for(lambda: self._worker_pids(serve.pid, workers), "workers")
@@ -2296,6 +2318,15 @@ def render_redis(s: dict[str, Any], titles: dict[str, str]) -> list[str]:
     lines = [
         "## Redis: the scale-out configuration against the in-memory mode",
         "",
+        *(
+            [
+                "The Redis targets keep their store in a private PostgreSQL (`--postgres`); "
+                "`serve` keeps SQLite.",
+                "",
+            ]
+            if s.get("postgres")
+            else []
+        ),
         "`wenxin serve --redis-url` (per-key limits, stream leases, the event log and cancel in "
         "Redis), each Redis target with a private `redis-server` (no persistence, loopback) on "
         "the load core, against the in-memory `wenxin serve` (`serve`) of the same run. "
@@ -2700,6 +2731,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-ttft", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-sdk", action="store_true")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="the Redis targets also keep their store in a private PostgreSQL (--database-url)",
+    )
     parser.add_argument("--no-install", action="store_true", help="do not run install_relays.sh")
     parser.add_argument(
         "--publish",

@@ -163,6 +163,10 @@ def test_redis_goals_use_the_same_load_rounds_and_the_max_streams() -> None:
     assert "**×1.10**" in text
     assert "4.6 KB (64 chunks)" in text
     assert "2 workers on this machine" not in text  # no workers target ran
+    assert "PostgreSQL" not in text
+    with_postgres = "\n".join(compare.render_redis({**s, "postgres": True}, compare.TARGET_TITLES))
+    assert "private PostgreSQL (`--postgres`)" in with_postgres
+    assert compare.parse_args(["--postgres"]).postgres
 
 
 def test_no_redis_target_no_redis_section() -> None:
