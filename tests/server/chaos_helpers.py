@@ -234,7 +234,7 @@ class OpenAIWorker:
         line = self.proc.stdout.readline()
         assert line, f"the openai worker exited ({self.proc.poll()})"
         out = json.loads(line)
-        seen = Seen(text=out["text"], finishes=out["finishes"])
+        seen = Seen(text=out["text"], reasoning=out["reasoning"], finishes=out["finishes"])
         if out["error"] is not None:
             error = out["error"]
             seen.error_class = error["class"]

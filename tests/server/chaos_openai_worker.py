@@ -21,7 +21,7 @@ def drive(request: dict[str, Any]) -> dict[str, Any]:
         base_url=request["base_url"], api_key="anything-in-dev-mode", max_retries=0, timeout=30
     )
     messages: Any = [{"role": "user", "content": request["content"]}]
-    out: dict[str, Any] = {"text": "", "finishes": [], "error": None}
+    out: dict[str, Any] = {"text": "", "reasoning": "", "finishes": [], "error": None}
     try:
         if request["stream"]:
             stream = client.chat.completions.create(
@@ -30,6 +30,8 @@ def drive(request: dict[str, Any]) -> dict[str, Any]:
             for chunk in stream:
                 for choice in chunk.choices:
                     out["text"] += choice.delta.content or ""
+                    # ERNIE's (and DeepSeek's) field: an extra the SDK keeps on the delta
+                    out["reasoning"] += getattr(choice.delta, "reasoning_content", None) or ""
                     if choice.finish_reason is not None:
                         out["finishes"].append(choice.finish_reason)
         else:
