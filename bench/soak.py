@@ -416,7 +416,10 @@ def check(samples: list[Sample], baseline: Sample, warmup: float, tally: Tally) 
             "idle_before": baseline.fds,
             "idle_after": after[-1].fds if after else None,
             "upstream_pool_after": after[-1].upstream_sockets if after else None,
-            "met": last.fds <= warm.fds * 1.05 + 20
+            # under load, per stream in flight (their number differs from sample to sample)
+            "per_stream_warm": round(warm.fds / max(warm.in_flight, 1), 3),
+            "per_stream_last": round(last.fds / max(last.in_flight, 1), 3),
+            "met": last.fds / max(last.in_flight, 1) <= warm.fds / max(warm.in_flight, 1) * 1.05
             and bool(after)
             and after[-1].fds - after[-1].upstream_sockets <= baseline.fds + 20,
         },
@@ -425,7 +428,9 @@ def check(samples: list[Sample], baseline: Sample, warmup: float, tally: Tally) 
             "last": last.tasks,
             "idle_before": baseline.tasks,
             "idle_after": after[-1].tasks if after else None,
-            "met": last.tasks <= warm.tasks * 1.05 + 20
+            "per_stream_warm": round(warm.tasks / max(warm.in_flight, 1), 3),
+            "per_stream_last": round(last.tasks / max(last.in_flight, 1), 3),
+            "met": last.tasks / max(last.in_flight, 1) <= warm.tasks / max(warm.in_flight, 1) * 1.05
             and bool(after)
             and after[-1].tasks <= baseline.tasks + 20,
         },
