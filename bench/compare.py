@@ -896,7 +896,7 @@ class Compare:
             shutil.rmtree(data)
         data.mkdir(parents=True)
         argv = [*wenxin, "keys", "create", "--data-dir", str(data), "--name", "compare",
-                "--rpm", "10000000", "--tpm", "10000000000", "--max-streams", "100000"]  # fmt: skip
+                "--rpm", "10000000", "--tpm", "2000000000", "--max-streams", "100000"]  # fmt: skip
         if database_url is not None:
             argv += ["--database-url", database_url]
         self.rec.add(argv, env)

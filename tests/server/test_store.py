@@ -690,3 +690,12 @@ async def test_only_the_named_producers_answers_are_ended(store: Either) -> None
     assert status[theirs.id] == ("streaming", None)
     assert await store.streaming_producers() == ["B"]
     assert await store.mark_streaming_as("server_crashed") == 1  # omitted: every one
+
+
+async def test_a_key_limit_beyond_32_bits_is_refused_alike_on_both_backends(store: Either) -> None:
+    """PostgreSQL's INTEGER is 32 bits (it answered "integer out of range" for a TPM of 10^10
+    while SQLite took it): both refuse it, by name, before the database sees it."""
+    with pytest.raises(ValueError, match="tpm must be at most 2,147,483,647"):
+        await store.create_key("big", rpm=None, tpm=10**10, max_streams=None)
+    record, _ = await store.create_key("big", rpm=None, tpm=2**31 - 1, max_streams=None)
+    assert record.tpm == 2**31 - 1

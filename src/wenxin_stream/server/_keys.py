@@ -323,13 +323,21 @@ class DuplicateKeyNameError(WenxinError, ValueError):
     """An active key already has that name (names are unique among active keys)."""
 
 
+MAX_LIMIT = 2**31 - 1
+"""The largest per-key limit: the columns are SQL ``INTEGER``, 32 bits in PostgreSQL (SQLite
+would take more, and the two backends must accept the same keys)."""
+
+
 def check_key_args(name: str, rpm: int | None, tpm: int | None, max_streams: int | None) -> str:
     """The cleaned-up key name; raises :class:`ValueError` for a blank or unprintable name or
-    a limit that is not a positive integer."""
+    a limit that is not a positive integer up to :data:`MAX_LIMIT`."""
     name = name.strip()
     if not name or len(name) > 200 or not name.isprintable():
         raise ValueError("a key name must be 1-200 printable characters")
     KeyLimits(rpm=rpm, tpm=tpm, max_streams=max_streams)  # validates
+    for field, value in (("rpm", rpm), ("tpm", tpm), ("max_streams", max_streams)):
+        if value is not None and value > MAX_LIMIT:
+            raise ValueError(f"{field} must be at most {MAX_LIMIT:,}, got {value:,}")
     return name
 
 
