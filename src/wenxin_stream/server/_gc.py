@@ -19,6 +19,11 @@ is counted in ``wenxin_gc_collections_total`` and its pause added to ``wenxin_gc
 (``/metrics``), so a regression that makes garbage shows up as time spent here. They are
 counters of this process; with several worker processes (multiprocess metrics) ``/metrics``
 shows their sum over the workers, every worker having its own collector.
+
+With ``wenxin serve --debug`` each full collection also logs what it found, counted by type
+and by the code of the frames among it: the way to find where cyclic garbage comes from
+(``bench/soak.py --serve-arg=--debug --linger 35``). It keeps the garbage alive for the
+count (``gc.DEBUG_SAVEALL``), so it is a diagnosis, not a way to serve.
 """
 
 from __future__ import annotations
