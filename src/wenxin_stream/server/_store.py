@@ -190,6 +190,23 @@ class OperationStore:
         """Run ``op`` in one transaction off the event loop; its result."""
         raise NotImplementedError
 
+    async def open(self, *, migrate: bool = True) -> None:
+        """Connect and prepare the schema (the subclass's)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Finish the queued work and disconnect (the subclass's). Idempotent."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
     async def _prepare_schema(self, migrate: bool) -> None:
         """Bring the schema up to date, one step per transaction (``migrate``), or refuse a
         database whose schema is not current."""
@@ -386,15 +403,6 @@ class SQLiteStore(OperationStore):
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
     async def _call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
         worker = self._worker
         if worker is None or self._closed:
@@ -458,15 +466,6 @@ class PostgresStore(OperationStore):
 
     def __repr__(self) -> str:
         return f"PostgresStore({mask_url_password(self.url)!r})"
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def _call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
         if self._closed:
