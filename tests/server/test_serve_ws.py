@@ -249,6 +249,19 @@ def test_socket_edge_cases(shared: Running, monkeypatch: pytest.MonkeyPatch) -> 
     assert (frame["code"], frame["id"]) == ("internal_error", "r")
     assert "bug" not in str(frame)
 
+    def broken_find(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("resume bug")
+
+    # A resume fails inside the server the same way: an error frame, and the socket still serves.
+    monkeypatch.setattr(shared.app.relay, "find", broken_find)
+    with _ws_connect(shared) as ws:
+        _send(ws, type="resume", id="s", stream_id="x", last_seq=0)
+        frame = _recv(ws)
+        assert (frame["type"], frame["code"], frame["id"]) == ("error", "internal_error", "s")
+        assert "resume bug" not in str(frame)
+        _send(ws, type="resume", id="s", stream_id="x", last_seq=0)  # the id is free again
+        assert _recv(ws)["code"] == "internal_error"
+
 
 def _ws_connect(srv: Running) -> ClientConnection:
     return _ws(srv)

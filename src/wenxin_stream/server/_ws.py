@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from time import perf_counter
 from typing import Any
@@ -88,12 +90,14 @@ class SocketState(Enum):
 
 
 class _Ask:
-    __slots__ = ("cancelled", "gen", "remote", "task")
+    __slots__ = ("cancelled", "gen", "remote", "stream", "sub", "task")
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
         self.gen: Generation | None = None
+        self.sub: Subscription | None = None  # attached to `gen`: detached when the ask ends
         self.remote: str | None = None  # the stream id of a resume read from Redis
+        self.stream: RemoteStream | None = None  # that resume's reader: closed at the end
         self.cancelled = False
 
 
@@ -318,15 +322,17 @@ class Socket:
             if isinstance(after, bool) or not isinstance(after, int) or not -1 <= after < 1 << 62:
                 raise HTTPError(400, "invalid_field", "'last_seq' is not a seq", param="last_seq")
             ask = self.asks[rid] = _Ask()
-            ask.task = asyncio.create_task(self._resume(rid, ask, self.principal, stream_id, after))
+            work = functools.partial(self._resume, rid, ask, self.principal, stream_id, after)
+            ask.task = asyncio.create_task(self._run(rid, ask, work))
             return
         content = required_str(body, "content")
         conversation_id = optional_str(body, "conversation_id")
         options = parse_ask_options(body)
         ask = self.asks[rid] = _Ask()
-        ask.task = asyncio.create_task(
-            self._answer(rid, ask, self.principal, conversation_id, content, options)
+        answer = functools.partial(
+            self._answer, rid, ask, self.principal, conversation_id, content, options
         )
+        ask.task = asyncio.create_task(self._run(rid, ask, answer))
 
     def _cancel(self, rid: str) -> None:
         ask = self.asks.get(rid)
@@ -340,38 +346,14 @@ class Socket:
             task = asyncio.create_task(remote)  # the end frame tells the client how it ended
             task.add_done_callback(_quiet)
 
-    async def _answer(
-        self,
-        rid: str,
-        ask: _Ask,
-        principal: Principal,
-        conversation_id: str | None,
-        content: str,
-        options: AskOptions,
-    ) -> None:
+    async def _run(self, rid: str, ask: _Ask, work: Callable[[], Awaitable[None]]) -> None:
+        """Runs one ask's ``work`` (an answer or a resume) to its end: every failure becomes the
+        client's ``error`` frame (an internal one logged and counted), a vanished socket ends it
+        quietly, and whatever it attached is let go — for both kinds of ask alike."""
         sockets = self.sockets
-        sub: Subscription | None = None
         gone = True
         try:
-            sockets.answers.upstream.check_rate()  # 429 now, rather than an answer that fails
-            gen = await sockets.answers.ask(
-                principal,
-                conversation_id=conversation_id,
-                content=content,
-                options=options,
-                received_at=perf_counter(),
-                audit={
-                    "question": content,
-                    "route": "/api/ws",
-                    "client": _client(self.scope),
-                    "key_id": principal.owner,
-                },
-            )
-            ask.gen = gen
-            sub = sockets.relay.attach(gen)
-            if ask.cancelled:
-                gen.cancel("cancelled")
-            await self._relay(sub, rid)
+            await work()
             gone = False
         except HTTPError as error:
             await self._error(error, rid)
@@ -390,13 +372,48 @@ class Socket:
             sockets.metrics.error("internal")
             await self._error(HTTPError(500, "internal_error", "internal error"), rid)
         finally:
-            if sub is not None:
-                sockets.relay.detach(sub, gone=gone)
+            if ask.sub is not None:
+                sockets.relay.detach(ask.sub, gone=gone)
+                ask.sub = None
+            if ask.stream is not None:
+                ask.stream.close()
+                ask.stream = None
             self.asks.pop(rid, None)
             # A cancelled task keeps its CancelledError, whose traceback holds this frame,
             # whose `ask` held the task: a cycle only a full collection frees (the soak's
             # vanishing WebSocket clients made one per answer). Nothing needs the task now.
             ask.task = None
+
+    async def _answer(
+        self,
+        rid: str,
+        ask: _Ask,
+        principal: Principal,
+        conversation_id: str | None,
+        content: str,
+        options: AskOptions,
+    ) -> None:
+        """An ``ask`` frame: a new answer, relayed as it streams."""
+        sockets = self.sockets
+        sockets.answers.upstream.check_rate()  # 429 now, rather than an answer that fails
+        gen = await sockets.answers.ask(
+            principal,
+            conversation_id=conversation_id,
+            content=content,
+            options=options,
+            received_at=perf_counter(),
+            audit={
+                "question": content,
+                "route": "/api/ws",
+                "client": _client(self.scope),
+                "key_id": principal.owner,
+            },
+        )
+        ask.gen = gen
+        sub = ask.sub = sockets.relay.attach(gen)
+        if ask.cancelled:
+            gen.cancel("cancelled")
+        await self._relay(sub, rid)
 
     async def _resume(
         self, rid: str, ask: _Ask, principal: Principal, stream_id: str, after: int
@@ -405,41 +422,22 @@ class Socket:
         process's relay or, when another instance produced it, from Redis."""
         sockets = self.sockets
         gen = sockets.relay.find(stream_id, principal.owner)
-        sub: Subscription | None = None
-        stream: RemoteStream | None = None
-        gone = True
-        try:
-            if gen is not None:
-                if after > gen.sealed:
-                    raise HTTPError(
-                        400, "invalid_field", "'last_seq' is not an event of it", param="last_seq"
-                    )
-                ask.gen = gen
-                sub = sockets.relay.attach(gen, after)
-                if ask.cancelled:
-                    gen.cancel("cancelled")
-                await self._relay(sub, rid)
-            elif sockets.eventlog is not None:
-                ask.remote = stream_id
-                stream = await sockets.eventlog.resume(stream_id, principal.owner, after)
-                await self._relay_remote(stream, rid)
-            else:
-                raise HTTPError(404, "not_found", f"no stream {stream_id!r} (unknown or expired)")
-            gone = False
-        except HTTPError as error:
-            await self._error(error, rid)
-        except asyncio.CancelledError:
-            gone = not self.server_closing
-            raise
-        except OSError:
-            pass  # the socket is gone; the reader sees the disconnect
-        finally:
-            if sub is not None:
-                sockets.relay.detach(sub, gone=gone)
-            if stream is not None:
-                stream.close()
-            self.asks.pop(rid, None)
-            ask.task = None  # no cycle through a cancelled task (see _answer)
+        if gen is not None:
+            if after > gen.sealed:
+                raise HTTPError(
+                    400, "invalid_field", "'last_seq' is not an event of it", param="last_seq"
+                )
+            ask.gen = gen
+            sub = ask.sub = sockets.relay.attach(gen, after)
+            if ask.cancelled:
+                gen.cancel("cancelled")
+            await self._relay(sub, rid)
+        elif sockets.eventlog is not None:
+            ask.remote = stream_id
+            stream = ask.stream = await sockets.eventlog.resume(stream_id, principal.owner, after)
+            await self._relay_remote(stream, rid)
+        else:
+            raise HTTPError(404, "not_found", f"no stream {stream_id!r} (unknown or expired)")
 
     async def _relay_remote(self, stream: RemoteStream, rid: str) -> None:
         assert self.outlet is not None
