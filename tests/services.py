@@ -31,7 +31,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,14 +46,18 @@ class ServiceUnavailable(Exception):
     """A service's binaries are not installed here."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Service:
-    """A running private service: its URL, port, process and data directory."""
+    """A running private service: its URL, port, process and data directory; ``argv``,
+    ``ready`` and ``log`` let :func:`outage` start it again after stopping it."""
 
     url: str
     port: int
     process: subprocess.Popen[bytes]
     directory: Path
+    argv: tuple[str, ...] = ()
+    ready: Callable[[], bool] | None = None
+    log: Path | None = None
 
 
 def free_port() -> int:
@@ -116,11 +120,13 @@ def redis_server() -> Iterator[Service]:
                 "--appendonly", "no", "--dir", directory, "--daemonize", "no",
                 "--logfile", os.path.join(directory, "redis.log")]  # fmt: skip
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        service = Service(f"redis://127.0.0.1:{port}/0", port, process, Path(directory),
+                          tuple(argv), lambda: _redis_pings(port))  # fmt: skip
         try:
-            _wait_until(lambda: _redis_pings(port), process, "redis-server")
-            yield Service(f"redis://127.0.0.1:{port}/0", port, process, Path(directory))
+            _wait_until(service.ready, process, "redis-server")
+            yield service
         finally:
-            _stop(process)
+            _stop(service.process)
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
@@ -184,10 +190,13 @@ def postgres_server(database: str = "wenxin") -> Iterator[Service]:
                 "-k", str(top), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                 "-c", "max_connections=200"]  # fmt: skip
-        log = (Path(top) / "postgres.log").open("wb")
+        log_path = Path(top) / "postgres.log"
+        log = log_path.open("wb")
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        service = Service("", port, process, data, tuple(argv), lambda: _postgres_accepts(port),
+                          log_path)  # fmt: skip
         try:
-            _wait_until(lambda: _postgres_accepts(port), process, "postgres")
+            _wait_until(service.ready, process, "postgres")
             createdb = [*prefix, str(binaries / "createdb"), "-h", "127.0.0.1",
                         "-p", str(port), "-U", "wenxin", database]  # fmt: skip
             deadline = time.monotonic() + START_TIMEOUT
@@ -198,11 +207,45 @@ def postgres_server(database: str = "wenxin") -> Iterator[Service]:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"createdb failed: {done.stderr.decode(errors='replace')}")
                 time.sleep(0.05)
-            url = f"postgresql://wenxin@127.0.0.1:{port}/{database}"
-            yield Service(url, port, process, data)
+            service.url = f"postgresql://wenxin@127.0.0.1:{port}/{database}"
+            yield service
         finally:
-            _stop(process)
+            _stop(service.process)
             log.close()
+
+
+# -- outages ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def outage(service: Service, how: signal.Signals = signal.SIGTERM) -> Iterator[None]:
+    """``service`` down for the ``with`` block: stopped by ``how`` (SIGTERM: Redis exits,
+    PostgreSQL waits for its clients; SIGINT: PostgreSQL's fast shutdown, which cuts them), then
+    started again on the same port with the same data, and waited for until it answers."""
+    assert service.argv, "this service cannot be restarted"
+    assert service.ready is not None
+    pid_file = service.directory / "postmaster.pid"  # PostgreSQL runs under runuser as root
+    if pid_file.exists():
+        os.kill(int(pid_file.read_text().split()[0]), how)
+    else:
+        service.process.send_signal(how)
+    try:
+        service.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        service.process.kill()
+        service.process.wait(timeout=10)
+    try:
+        yield
+    finally:
+        out = service.log.open("ab") if service.log is not None else None
+        try:
+            service.process = subprocess.Popen(
+                service.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            )
+        finally:
+            if out is not None:
+                out.close()  # the child keeps its own descriptor
+        _wait_until(service.ready, service.process, service.argv[0])
 
 
 # -- nginx -----------------------------------------------------------------------------------

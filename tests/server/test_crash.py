@@ -2,8 +2,8 @@
 while clients stream on every route — native SSE, WebSocket, the OpenAI stream — then what
 each client saw and what the store kept.
 
-Each scenario runs once per module (a fixture) and the tests read its outcome: the server is a
-subprocess with its own data directory, its upstream the shared emulator, paced by fault
+Each scenario runs once per store (a module fixture: the SQLite file, then PostgreSQL) and the
+tests read its outcome: the server is a subprocess with its own data directory, its upstream the shared emulator, paced by fault
 directives so that answers take several seconds. Its ``--checkpoint-interval`` is
 :data:`CHECKPOINT`, so a ``kill -9`` may lose at most that much of each answer's text, plus a
 checkpoint in flight; the tests allow :data:`ALLOWANCE` more for a loaded machine's
@@ -13,6 +13,7 @@ scheduling (the event loop's tick and the store's commit being late), and no mor
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -21,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 from serve_process import CHECKPOINT, Serve
 from server_helpers import paced, wait_for
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from services import Service
 from wenxin_stream import SSEDecoder
 from wenxin_stream.emulator import ServerHandle
 
@@ -150,12 +154,34 @@ def _thread(target: Any, *args: Any) -> threading.Thread:
     return thread
 
 
-def _rows(db: Path) -> list[dict[str, Any]]:
-    """Every stored message, read straight from the file."""
-    with sqlite3.connect(db) as conn:
+def _rows(data_dir: Path, database_url: str | None) -> list[dict[str, Any]]:
+    """Every stored message, read straight from the database (the SQLite file, or
+    PostgreSQL)."""
+    query = "SELECT * FROM messages ORDER BY conversation_id, seq"
+    if database_url is not None:
+        with psycopg.connect(database_url, row_factory=dict_row) as pg:
+            return pg.execute(query).fetchall()
+    with sqlite3.connect(data_dir / "wenxin.db") as conn:
         conn.row_factory = sqlite3.Row
-        rows = conn.execute("SELECT * FROM messages ORDER BY conversation_id, seq").fetchall()
+        rows = conn.execute(query).fetchall()
     return [dict(row) for row in rows]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Each scenario on both stores: the SQLite file (``None``), then a schema of its own on
+    the private PostgreSQL — checkpoints and the crash end hold on both."""
+    if request.param == "sqlite":
+        return None
+    service: Service = request.getfixturevalue("postgres_service")
+    schema = "crash_" + secrets.token_hex(6)
+    with psycopg.connect(service.url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")  # a name of hex digits: nothing to quote
+    return f"{service.url}?options=-csearch_path%3D{schema}"
+
+
+def _store_args(database_url: str | None) -> tuple[str, ...]:
+    return () if database_url is None else ("--database-url", database_url)
 
 
 def _answer(rows: list[dict[str, Any]], message_id: str) -> dict[str, Any]:
@@ -232,27 +258,33 @@ def _stream_then(data_dir: Path, upstream: str, stop: str, *args: str) -> Outcom
 
 
 @pytest.fixture(scope="module")
-def killed(tmp_path_factory: pytest.TempPathFactory, emu: ServerHandle) -> Outcome:
-    """``kill -9`` mid-stream, then a restart on the same data directory."""
+def killed(
+    tmp_path_factory: pytest.TempPathFactory, emu: ServerHandle, database_url: str | None
+) -> Outcome:
+    """``kill -9`` mid-stream, then a restart on the same data directory and database."""
     data_dir = tmp_path_factory.mktemp("crash") / "data"
-    outcome = _stream_then(data_dir, emu.base_url, "kill")
-    server = Serve(data_dir, emu.base_url)  # the restart marks what the crash cut
+    store = _store_args(database_url)
+    outcome = _stream_then(data_dir, emu.base_url, "kill", *store)
+    server = Serve(data_dir, emu.base_url, *store)  # the restart marks what the crash cut
     try:
         assert outcome.native.start is not None
         cid = outcome.native.start["conversation_id"]
         outcome.api_answer = httpx.get(f"{server.url}/api/conversations/{cid}", timeout=10).json()
     finally:
         assert server.stop() == 0
-    outcome.rows = _rows(data_dir / "wenxin.db")
+    outcome.rows = _rows(data_dir, database_url)
     return outcome
 
 
 @pytest.fixture(scope="module")
-def stopped(tmp_path_factory: pytest.TempPathFactory, emu: ServerHandle) -> Outcome:
+def stopped(
+    tmp_path_factory: pytest.TempPathFactory, emu: ServerHandle, database_url: str | None
+) -> Outcome:
     """SIGTERM mid-stream with a short ``--shutdown-grace``."""
     data_dir = tmp_path_factory.mktemp("stop") / "data"
-    outcome = _stream_then(data_dir, emu.base_url, "stop", "--shutdown-grace", "0.3")
-    outcome.rows = _rows(data_dir / "wenxin.db")
+    store = _store_args(database_url)
+    outcome = _stream_then(data_dir, emu.base_url, "stop", "--shutdown-grace", "0.3", *store)
+    outcome.rows = _rows(data_dir, database_url)
     return outcome
 
 

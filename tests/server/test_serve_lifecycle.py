@@ -199,11 +199,20 @@ def _free_port() -> int:
     return port
 
 
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:  # not listening yet
+        return False
+
+
 def _stop_when_up(url: str, seen: list[str]) -> threading.Thread:
     def stop() -> None:
-        wait_for(lambda: httpx.get(url + "/readyz", timeout=1).status_code == 200, timeout=10)
-        seen.append(httpx.get(url + "/api/info", timeout=5).json()["upstream"])
-        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            wait_for(lambda: _ready(url), timeout=10)
+            seen.append(httpx.get(url + "/api/info", timeout=5).json()["upstream"])
+        finally:  # a server that never became ready is stopped too (the test then fails)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     thread = threading.Thread(target=stop, daemon=True)
     thread.start()

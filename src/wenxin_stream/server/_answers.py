@@ -41,6 +41,8 @@ admission: one exit path, whatever went wrong.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +57,7 @@ from ._completion_request import web_search_object
 from ._http import HTTPError, not_found, optional_str
 from ._limits import Admission, Limits, Rejection
 from ._relay import FINISHED_REASONS, Generation, Relay, usage_dict
-from ._schema import replaced_index
+from ._schema import StoreUnavailableError, replaced_index
 from ._store import (
     ConversationRecord,
     ExchangeConflictError,
@@ -76,6 +78,8 @@ __all__ = [
     "rejection_error",
     "with_images",
 ]
+
+logger = logging.getLogger("wenxin_stream.server")
 
 _END_REASONS = {reason.value: reason for reason in EndReason}
 
@@ -431,19 +435,25 @@ class Answers:
         self._settle(gen, admission)
         reason = gen.end_reason or "incomplete"
         usage = usage_dict(gen.usage)
+        write = functools.partial(
+            self.store.update_message,
+            message.id,
+            content=gen.text,
+            status="complete" if reason in FINISHED_REASONS else "partial",
+            end_reason=reason,
+            usage=usage,
+            ttft_ms=gen.ttft_ms,
+            total_ms=gen.total_ms,
+            generated_chars=gen.generated_chars,
+            delivered_chars=gen.delivered_chars,
+            extras=gen.extras(),
+        )
         try:
-            await self.store.update_message(
-                message.id,
-                content=gen.text,
-                status="complete" if reason in FINISHED_REASONS else "partial",
-                end_reason=reason,
-                usage=usage,
-                ttft_ms=gen.ttft_ms,
-                total_ms=gen.total_ms,
-                generated_chars=gen.generated_chars,
-                delivered_chars=gen.delivered_chars,
-                extras=gen.extras(),
-            )
+            await write()
+        except StoreUnavailableError as exc:  # the database is away: written when it is back
+            if not self.checkpoints.defer(message.id, write):
+                raise
+            logger.warning("the final record of %s waits for the database: %s", message.id, exc)
         finally:
             self.audit.request(
                 audit,

@@ -445,6 +445,7 @@ class Server:
                 metrics=self.metrics,
                 upstream=upstream,
                 access=access,
+                store=self.store,
                 redis=self.redis,
             ).routes(),
             self.static.routes(),

@@ -43,6 +43,14 @@ checkpointed too); usage is known only at the end. A failed write is logged and 
 (``wenxin_errors_total{kind="internal"}``); the next tick writes again whatever grew since
 the last write that succeeded.
 
+**A final record the store refused** (the database away: ``StoreUnavailableError``) is not
+lost with the answer: the use case hands its write to :meth:`Checkpoints.defer`, and each tick
+first writes the deferred final records, oldest first, stopping at the first that fails — so
+when the database comes back, every answer that ended while it was away gets its whole text and
+end reason (the row stays ``streaming`` meanwhile, under a producer that is alive, so no sweep
+ends it). What is still deferred when the server stops is tried once more and otherwise
+reported as lost in the log (the rows keep their last checkpoint).
+
 **One instance.** The answers tracked are this process's. With several instances sharing a
 database (the scale-out issue), the tick is also the natural place to renew a per-row lease
 naming the producing instance (see ``Store.mark_streaming_as``).
@@ -52,10 +60,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from .._aio import stop_task
 from ._metrics import Metrics
 from ._relay import EntryKind, Generation
+from ._schema import StoreError
 from ._store import Checkpoint, Store
 
 __all__ = ["DEFAULT_INTERVAL", "SLICE", "Checkpoints"]
@@ -117,6 +127,9 @@ class Checkpoints:
         self.metrics = metrics
         self.interval = interval
         self._tracked: dict[str, _Tracked] = {}
+        self._deferred: dict[str, Callable[[], Awaitable[None]]] = {}
+        self.written_late = 0
+        """Final records written after the store had refused them (in total)."""
         self._task: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -131,6 +144,35 @@ class Checkpoints:
     def forget(self, message_id: str) -> None:
         """The answer is ending: no more checkpoints (its final record follows)."""
         self._tracked.pop(message_id, None)
+
+    def defer(self, message_id: str, write: Callable[[], Awaitable[None]]) -> bool:
+        """The final record of ``message_id`` could not be written: ``write`` it on the next
+        ticks until the store takes it. ``False`` (nothing kept) when checkpoints are off."""
+        if self.interval <= 0:
+            return False
+        self._deferred[message_id] = write
+        return True
+
+    @property
+    def deferred(self) -> int:
+        """How many final records wait for the store."""
+        return len(self._deferred)
+
+    async def write_deferred(self) -> int:
+        """Write the deferred final records, oldest first; how many were written.
+
+        Raises:
+            StoreError: a write failed (it and the later ones stay deferred).
+        """
+        written = 0
+        for message_id, write in list(self._deferred.items()):
+            await write()
+            del self._deferred[message_id]
+            written += 1
+            self.written_late += 1
+        if written:
+            logger.warning("wrote %d final records the database had refused", written)
+        return written
 
     def due(self) -> list[tuple[_Tracked, Checkpoint]]:
         """A checkpoint of every tracked answer whose text grew since its last one."""
@@ -177,14 +219,27 @@ class Checkpoints:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="checkpoints")
 
     async def aclose(self) -> None:
-        """Stop the tick (a write in flight is finished by the store's worker regardless)."""
+        """Stop the tick (a write in flight is finished by the store's worker regardless),
+        then try the deferred final records once more; those the store still refuses are
+        reported lost."""
         task, self._task = self._task, None
         await stop_task(task)
+        if self._deferred:
+            try:
+                await self.write_deferred()
+            except StoreError as exc:
+                logger.error(
+                    "the database refused %d final records to the end (%s); those answers "
+                    "keep their last checkpoint",
+                    len(self._deferred),
+                    exc,
+                )
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
+                await self.write_deferred()
                 await self.flush()
             except Exception as exc:  # the store failed: say so, try again next tick
                 logger.error("could not checkpoint answers: %s: %s", type(exc).__name__, exc)

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from ._errors import cut_error
 from ._eventlog_keys import log_key, meta_key, remote_key
 from ._liveness import live_instances
-from ._redis import SharedRedis, SharedStateError
+from ._redis import SharedRedis, SharedStateError, is_noscript
 
 __all__ = ["CRASH_END_SCRIPT", "INTERVAL", "Followed", "Upkeep", "crash_end", "remote_reader_ttl"]
 
@@ -155,7 +155,7 @@ class Upkeep:
         ended = []
         for answer, result in zip(orphans, results, strict=True):
             if isinstance(result, Exception):
-                if "NOSCRIPT" in str(result):
+                if is_noscript(result):
                     self._sha = None  # Redis restarted: loaded again next round
                 raise SharedStateError(f"crash end: {type(result).__name__}")
             if result is not None:

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 from .._aio import stop_task
 from ._eventlog_keys import Record, log_key, meta_key
 from ._metrics import Metrics
-from ._redis import SharedRedis, SharedStateError
+from ._redis import SharedRedis, SharedStateError, is_noscript
 
 __all__ = ["FLUSH_INTERVAL", "LIVE_TTL", "LogWriter", "Source"]
 
@@ -237,7 +237,7 @@ class LogWriter:
         except SharedStateError:
             self.failures += 1
             raise
-        if logs and isinstance(results[0], Exception) and "NOSCRIPT" in str(results[0]):
+        if logs and is_noscript(results[0]):
             self._sha = None  # Redis restarted: load it again, send the batch again
             self.failures += 1
             raise SharedStateError("event log batch: the script was not loaded")

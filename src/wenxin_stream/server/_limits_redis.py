@@ -37,9 +37,11 @@ tokens) and the seconds until enough has refilled.
 
 **Failure policy**: if Redis does not answer within ``redis_timeout``, the request is refused
 503 ``shared_state_unavailable`` with ``Retry-After`` — never admitted under per-process limits,
-which would multiply every limit by the number of instances. Settling and releasing happen in
-the background after the answer; if Redis is down then, the reservation stays as estimated
-and the lease expires within its TTL.
+which would multiply every limit by the number of instances. A key with no limits at all is
+refused the same way while Redis is known to be down (the last call failed and a ``PING`` fails
+too): its answer would have no log the other instances could resume or cancel. Settling and
+releasing happen in the background after the answer; if Redis is down then, the reservation
+stays as estimated and the lease expires within its TTL.
 """
 
 from __future__ import annotations
@@ -215,7 +217,15 @@ class SharedLimits:
         """Admit or refuse, with one script call (503 when Redis does not answer)."""
         effective = self._defaults if limits is None else limits.over(self._defaults)
         if effective.rpm is None and effective.tpm is None and effective.max_streams is None:
-            return SharedAdmission(key_id, self, None, None, 0)  # nothing to count
+            # Nothing to count, but an answer of a fleet still needs Redis (its log is what
+            # resume and cancel on the other instances read): a Redis known to have failed is
+            # asked once more before the request is refused, so the refusal ends by itself.
+            if not self.redis.healthy:
+                try:
+                    await self.redis.call(self.redis.client.ping(), "PING")
+                except SharedStateError:
+                    return unavailable()
+            return SharedAdmission(key_id, self, None, None, 0)
         if self._admit is None:
             self._admit = self.redis.client.register_script(ADMIT_SCRIPT)
         estimate = max(0, estimate_tokens)

@@ -35,7 +35,7 @@ from typing import Any, NoReturn, TypeVar
 
 from ._config import mask_url_password
 
-__all__ = ["KEY_PREFIX", "SharedRedis", "SharedStateError"]
+__all__ = ["KEY_PREFIX", "SharedRedis", "SharedStateError", "is_noscript"]
 
 KEY_PREFIX = "wenxin:"
 """The prefix of every key this project writes (one Redis may serve other programs too)."""
@@ -153,3 +153,13 @@ class SharedRedis:
         self.healthy = False
         self.last_error = message
         raise SharedStateError(message) from None
+
+
+def is_noscript(result: object) -> bool:
+    """Whether ``result`` (an item of a pipeline run with ``raise_on_error=False``) is Redis's
+    ``NOSCRIPT``: the script cache is empty — Redis restarted, or ``SCRIPT FLUSH`` — and the
+    script must be loaded again. (redis-py parses the reply into ``NoScriptError`` and drops the
+    ``NOSCRIPT`` prefix from its message, so the text alone does not tell.)"""
+    from redis.exceptions import NoScriptError
+
+    return isinstance(result, NoScriptError)

@@ -6,15 +6,16 @@ Theory of operation
 What operators and clients ask about the server itself, never audited: ``/healthz`` answers
 while the process runs; ``/readyz`` says whether it takes work — 200 while the
 :class:`ServerState` is ``ready``, 503 ``starting`` / ``shutting_down`` otherwise (so a load
-balancer stops sending asks the moment a drain begins) — and, in a fleet, 503
-``shared_state_unavailable`` while the shared Redis does not answer a ``PING``, since every
-ask needs it; ``/metrics`` is the Prometheus text;
-``/openapi.json`` the contract; ``/api/info`` what the chat page needs to know (upstream,
-models, whether a key is required).
+balancer stops sending asks the moment a drain begins) — and 503 ``degraded`` while a
+dependency every ask needs does not answer, naming each in ``missing``: ``redis`` (a fleet's
+shared state, a ``PING``) and ``database`` (the store, a ``SELECT 1``), both asked at once;
+``/metrics`` is the Prometheus text; ``/openapi.json`` the contract; ``/api/info`` what the
+chat page needs to know (upstream, models, whether a key is required).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from enum import Enum
 
@@ -25,6 +26,8 @@ from ._http import Context, HTTPError, Routes
 from ._metrics import CONTENT_TYPE, Metrics
 from ._openapi import document
 from ._redis import SharedRedis, SharedStateError
+from ._schema import StoreUnavailableError
+from ._store import Store
 from ._upstream import Upstream
 
 __all__ = ["ServerState", "ServiceRoutes"]
@@ -50,9 +53,11 @@ class ServiceRoutes:
         metrics: Metrics,
         upstream: Upstream,
         access: Access,
+        store: Store,
         redis: SharedRedis | None = None,
     ) -> None:
         self.state = state
+        self.store = store
         self.redis = redis
         self.metrics = metrics
         self.upstream = upstream
@@ -75,13 +80,17 @@ class ServiceRoutes:
     async def ready(self, ctx: Context, receive: Receive, send: Send) -> None:
         """``GET /readyz``: 200 while the server takes work, else 503."""
         state = self.state()
-        if state is ServerState.READY and self.redis is not None:
-            try:
-                await self.redis.call(self.redis.client.ping(), "PING")
-            except SharedStateError as exc:
-                body = HTTPError(503, "shared_state_unavailable", str(exc)).body()
-                headers = [(b"retry-after", b"1")]
-                await send_json(send, 503, {"status": "degraded", **body}, headers)
+        if state is ServerState.READY:
+            missing = await self._missing()
+            if missing:
+                names = [name for name, _ in missing]
+                code = "shared_state_unavailable" if "redis" in names else "database_unavailable"
+                body = {
+                    "status": "degraded",
+                    "missing": names,
+                    **HTTPError(503, code, "; ".join(error for _, error in missing)).body(),
+                }
+                await send_json(send, 503, body, [(b"retry-after", b"1")])
                 return
         if state is ServerState.READY:
             await send_json(send, 200, {"status": "ready", "upstream": self.upstream.kind})
@@ -89,6 +98,29 @@ class ServiceRoutes:
         code = "starting" if state is ServerState.STARTING else "shutting_down"
         body = HTTPError(503, code, f"the server is {state.value}").body()
         await send_json(send, 503, {"status": state.value, **body})
+
+    async def _missing(self) -> list[tuple[str, str]]:
+        """The dependencies that do not answer now, each with what it said."""
+
+        async def redis() -> str | None:
+            if self.redis is None:
+                return None
+            try:
+                await self.redis.call(self.redis.client.ping(), "PING")
+            except SharedStateError as exc:
+                return str(exc)
+            return None
+
+        async def database() -> str | None:
+            try:
+                await self.store.ping()
+            except StoreUnavailableError as exc:
+                return str(exc)
+            return None
+
+        said = await asyncio.gather(redis(), database())
+        named = zip(("redis", "database"), said, strict=True)
+        return [(name, error) for name, error in named if error]
 
     async def render_metrics(self, ctx: Context, receive: Receive, send: Send) -> None:
         """``GET /metrics``: the Prometheus text format."""

@@ -276,6 +276,11 @@ _CHECKPOINT = (
 # -- operations: plain functions of a connection, run inside a transaction -----------------
 
 
+def ping(db: Db) -> None:
+    """A round trip to the database (``/readyz``)."""
+    db.one("SELECT 1")
+
+
 def schema_version(db: Db) -> int:
     """The database's schema version (0: a new database), after taking the schema lock and
     creating the version table if it is missing."""

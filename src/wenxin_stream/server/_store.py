@@ -180,6 +180,7 @@ class Store(Protocol):
     async def revoke_key(self, key_id_or_prefix: str) -> KeyRecord | None: ...
     async def find_key(self, secret: str) -> KeyRecord | None: ...
     async def count_active_keys(self) -> int: ...
+    async def ping(self) -> None: ...
 
 
 class OperationStore:
@@ -383,6 +384,14 @@ class OperationStore:
     async def count_active_keys(self) -> int:
         """How many keys are not revoked (none: the server runs in dev mode)."""
         return await self._call(_keys.count_active_keys, write=False)
+
+    async def ping(self) -> None:
+        """One round trip to the database (``/readyz``).
+
+        Raises:
+            StoreUnavailableError: it does not answer (PostgreSQL away, its pool exhausted).
+        """
+        await self._call(_schema.ping, write=False)
 
 
 class SQLiteStore(OperationStore):

@@ -12,10 +12,13 @@ end them blindly, because the rows of live instances look the same.
 So every instance runs one :class:`Sweeper`: every ``interval`` seconds (the lease TTL, the
 time a dead process's liveness key takes to lapse) it asks the store which producers have
 answers still ``streaming`` (one ``SELECT DISTINCT`` on the status index), asks Redis which
-of them are alive (one pipelined ``EXISTS``), and ends the answers of the others as
-``partial`` / ``server_crashed``, their last checkpoint kept — as a one-process server does at
-its next start-up. Its own answers are never swept. Several instances may sweep the same dead
-producer together: the update touches only rows still ``streaming``, so the second finds none.
+of them are alive (one pipelined ``EXISTS``), and ends the answers of those found gone in two
+rounds running as ``partial`` / ``server_crashed``, their last checkpoint kept — as a
+one-process server does at its next start-up. Two rounds, because one missing liveness key is
+not yet a death: a Redis that restarted has none until each live process renews its own (within
+a third of the TTL), and a sweep in that moment must not end the answers of the living. Its own
+answers are never swept. Several instances may sweep the same dead producer together: the
+update touches only rows still ``streaming``, so the second finds none.
 
 Rows naming no producer come from a version before producers were named; a live older
 instance may be streaming them during a rolling upgrade, so the sweep leaves them alone (the
@@ -65,10 +68,11 @@ class Sweeper:
         """Answers this process ended as crashed, in total."""
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._missing: set[str] = set()  # producers without a liveness key last round
 
     async def sweep(self) -> int:
-        """One round: the answers of producers that are gone become ``server_crashed``; how
-        many.
+        """One round: the answers of producers gone since the last round too become
+        ``server_crashed``; how many.
 
         Raises:
             SharedStateError: Redis did not answer (nothing was changed).
@@ -77,9 +81,12 @@ class Sweeper:
         producers = await self.store.streaming_producers()
         others = [p for p in producers if p is not None and p != self.instance_id]
         if not others:
+            self._missing = set()
             return 0
         alive = await live_instances(self.redis, others)
-        dead = [p for p in others if p not in alive]
+        missing = {p for p in others if p not in alive}
+        dead = sorted(missing & self._missing)
+        self._missing = missing
         if not dead:
             return 0
         ended = await self.store.mark_streaming_as("server_crashed", dead)
