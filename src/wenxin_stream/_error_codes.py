@@ -258,6 +258,9 @@ OPENAI_CODE_STATUS: Mapping[str, int] = MappingProxyType(
         "timeout": 504,
         "connection_error": 502,
         "internal_error": 500,
+        # FastDeploy's finish_reason after its engine recovered from a failure: the answer
+        # was cut (``_wire_openai`` raises it as an error of this code)
+        "recover_stop": 500,
     }
 )
 """The HTTP status an OpenAI-compatible server's ``error.code`` string means (used when the

@@ -17,7 +17,11 @@ tool-call fragments, ``usage`` on the last chunk and ``data: [DONE]``. So the pa
   ``metrics``, OpenAI's ``system_fingerprint`` / ``service_tier`` / ``obfuscation``. A field
   whose value is ``null``, and the telemetry of :data:`IGNORED_FIELDS`, carry nothing for the
   caller and are dropped; any other unknown field is kept (UnknownFieldsEvent, or
-  ``ChatResult.extra``) as on v2, so an answer's events are those a v2 stream gives.
+  ``ChatResult.extra``) as on v2, so an answer's events are those a v2 stream gives;
+* **``finish_reason: "recover_stop"``** (FastDeploy: its engine recovered from a failure and
+  stopped the answer) is not a finish: the text up to it is delivered, then the next event
+  raises :func:`recover_stop_error` (retryable, so continue mode picks the answer up), and a
+  non-stream answer ending so is that error.
 """
 
 from __future__ import annotations
@@ -25,12 +29,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ._events import ChatResult
-from ._exceptions import ApiGeneration, WenxinError, api_error_from_openai
+from ._events import ChatResult, FinishEvent, StreamEvent
+from ._exceptions import (
+    ApiGeneration,
+    InternalServerError,
+    WenxinError,
+    api_error_from_openai,
+)
 from ._stream_parser import load_json_object
 from ._wire_v2 import V2StreamParser, parse_v2_response
 
-__all__ = ["IGNORED_FIELDS", "OpenAIStreamParser", "parse_openai_body"]
+__all__ = ["IGNORED_FIELDS", "RECOVER_STOP", "OpenAIStreamParser", "parse_openai_body"]
+
+RECOVER_STOP = "recover_stop"
+"""FastDeploy's ``finish_reason`` for an answer its engine cut while recovering."""
 
 IGNORED_FIELDS = frozenset({"system_fingerprint", "service_tier", "obfuscation", "arrival_time"})
 """Fields of a chunk or choice that are telemetry, not part of the answer."""
@@ -52,12 +64,41 @@ def is_error_body(body: Mapping[str, Any]) -> bool:
     return "error" in body or body.get("object") == "error" or "detail" in body
 
 
+def recover_stop_error(headers: Mapping[str, str] | None = None) -> InternalServerError:
+    """The error of an answer that ended with ``finish_reason: "recover_stop"``."""
+    return InternalServerError(
+        "the server stopped the answer early (finish_reason recover_stop: its engine "
+        "recovered from a failure); the answer is incomplete",
+        api="openai",
+        code=RECOVER_STOP,
+        status_code=200,
+        headers=headers,
+    )
+
+
 class OpenAIStreamParser(V2StreamParser):
     """Sans-I/O parser of an OpenAI-compatible chat stream (see the module docstring)."""
 
     _api: ClassVar[ApiGeneration] = "openai"
 
-    __slots__ = ()
+    __slots__ = ("_recovered",)
+
+    def _init_state(self) -> None:
+        super()._init_state()
+        self._recovered = False
+
+    def _handle(self, data: str, out: list[StreamEvent]) -> None:
+        if self._recovered:  # whatever follows a recover_stop, [DONE] included
+            raise recover_stop_error(self._headers)
+        super()._handle(data, out)
+        if self._raw_reason == RECOVER_STOP:
+            self._recovered = True
+            self._raw_reason = None
+            self._finish_reason = None
+            for position in range(len(out) - 1, -1, -1):
+                if type(out[position]) is FinishEvent:
+                    del out[position]
+                    break
 
     def _extras(self, fields: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
         return _extras(fields, known)
@@ -84,4 +125,7 @@ def parse_openai_body(
     body = load_json_object(raw, api="openai")
     if is_error_body(body):
         raise api_error_from_openai(status, body, headers=headers)
-    return parse_v2_response(body, headers=headers, extras=_extras)
+    result = parse_v2_response(body, headers=headers, extras=_extras)
+    if result.raw_finish_reason == RECOVER_STOP:
+        raise recover_stop_error(headers)
+    return result

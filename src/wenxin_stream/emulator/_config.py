@@ -235,7 +235,8 @@ class EmulatorConfig:
         )
         if self.no_auth:
             text += "; requests without credentials accepted"
-        return text
+        key = "an API key" if self.openai_api_key is not None else "no API key"
+        return f"{text}; /v1/chat/completions as {self.openai_flavour} with {key}"
 
 
 def _read_json(path: str | Path, what: str) -> Any:
