@@ -16,6 +16,7 @@ from sdk_helpers import Emu, Harness, Mode, build_client, fault, serve_emulator
 from wenxin_stream import (
     APIConnectionError,
     APIError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     ChunkMeta,
@@ -25,10 +26,12 @@ from wenxin_stream import (
     IncompleteStreamError,
     InternalServerError,
     InvalidRequestError,
+    MalformedResponseError,
     NotFoundError,
     RateLimitError,
     ReasoningDelta,
     TextDelta,
+    Timeout,
     UsageEvent,
     WenxinError,
 )
@@ -260,3 +263,22 @@ async def test_refused_locally_before_any_request(make: Make) -> None:
     with pytest.raises(InvalidRequestError, match="FastDeploy merges"):
         await h.create("hi", metadata={"tag": "x"})
     assert h.wire.chat() == []
+
+
+async def test_transport_faults(make: Make) -> None:
+    """The emulator's wire faults on this route, through the SDK: the text stays whole across
+    split characters, a bad line is a MalformedResponseError, a stall past the idle timeout an
+    APITimeoutError."""
+    h = make(timeout=Timeout(connect=5, first_token=5, idle=0.3))
+    reference = await h.stream("utf8 边界 😀 测试")
+    reference.raise_error()
+    split = await h.stream(fault("utf8 边界 😀 测试", "split_utf8=1"))
+    split.raise_error()
+    assert split.text == reference.text
+    bad = await h.stream(fault("utf8 边界 😀 测试", "malformed_after=2"))
+    assert type(bad.error) is MalformedResponseError
+    assert bad.error.api == "openai"
+    stalled = await h.stream(fault("utf8 边界 😀 测试", "stall=1;stall_after=2"))
+    assert type(stalled.error) is APITimeoutError
+    assert stalled.error.timeout_kind == "idle"
+    assert stalled.end_reason is EndReason.TIMED_OUT
