@@ -337,9 +337,9 @@ class AsyncClient(ClientBase[AsyncSleep]):
     any credentials it uses the embedded offline emulator and logs a warning
     (``emulator=False`` makes that an error). ``api="openai"`` with ``base_url=".../v1"`` (and
     ``api_key=`` if the server wants one) reaches any OpenAI-compatible server instead — vLLM,
-    FastDeploy… serving ERNIE 4.5 — with the same events and errors. Share one client: the sync client across
-    threads, the async one across the tasks of one event loop. ``clock`` and ``sleep``
-    inject time (see :class:`~wenxin_stream._client_base.ClientBase`).
+    FastDeploy… serving ERNIE 4.5 — with the same events and errors. Share one client: the
+    sync client across threads, the async one across the tasks of one event loop. ``clock``
+    and ``sleep`` inject time (see :class:`~wenxin_stream._client_base.ClientBase`).
     """
 
     _transport: AsyncTransport
