@@ -35,6 +35,9 @@ from wenxin_stream import (
     UsageEvent,
     WenxinError,
 )
+from wenxin_stream._transport_mock import MockResponse
+from wenxin_stream._transport_mock_async import AsyncMockTransport
+from wenxin_stream._transport_mock_sync import MockTransport
 from wenxin_stream.emulator._openai_wire import DEFAULT_MODELS
 
 KEY = "sk-emulated-openai-key-0123456789abcdef"
@@ -282,3 +285,23 @@ async def test_transport_faults(make: Make) -> None:
     assert type(stalled.error) is APITimeoutError
     assert stalled.error.timeout_kind == "idle"
     assert stalled.end_reason is EndReason.TIMED_OUT
+
+
+async def test_an_echoed_openai_style_key_is_masked(mode: Mode) -> None:
+    """A server (or a proxy in front of it) that quotes the key in its error: masked."""
+    key = "sk-proj-echoed0123456789abcdefXYZ"
+    body = json.dumps({"error": {"message": f"invalid key {key}", "code": "invalid_api_key"}})
+    transport_type = MockTransport if mode == "sync" else AsyncMockTransport
+    transport = transport_type(
+        [MockResponse(401, {"content-type": "application/json"}, [body.encode()])]
+    )
+    h = build_client(
+        mode, transport=transport, base_url="http://mock.invalid/v1", api="openai", api_key=key,
+        model="m", retry=0,
+    )  # fmt: skip
+    out = await h.stream("hi")
+    await h.close()
+    assert type(out.error) is AuthenticationError
+    assert key not in str(out.error)
+    assert key not in repr(out.error)
+    assert "sk-***" in str(out.error)
