@@ -17,12 +17,15 @@ from wenxin_stream import (
     APIConnectionError,
     APIError,
     APITimeoutError,
+    AsyncClient,
+    AsyncConversation,
     AuthenticationError,
     BadRequestError,
     ChunkMeta,
     ContextLengthError,
     EndReason,
     FinishEvent,
+    FinishReason,
     IncompleteStreamError,
     InternalServerError,
     InvalidRequestError,
@@ -32,6 +35,7 @@ from wenxin_stream import (
     ReasoningDelta,
     TextDelta,
     Timeout,
+    ToolCallDelta,
     UsageEvent,
     WenxinError,
 )
@@ -305,3 +309,58 @@ async def test_an_echoed_openai_style_key_is_masked(mode: Mode) -> None:
     assert key not in str(out.error)
     assert key not in repr(out.error)
     assert "sk-***" in str(out.error)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_current_weather",
+        "description": "获取指定城市的实时天气",
+        "parameters": {
+            "type": "object",
+            "properties": {"location": {"type": "string"}},
+            "required": ["location"],
+        },
+    },
+}
+
+
+async def test_a_two_step_tool_call(make: Make) -> None:
+    """FastDeploy and vLLM parse ERNIE's tool calls into OpenAI's deltas, with ``index``."""
+    h = make()
+    question = "北京今天天气怎么样？"
+    out = await h.stream(question, tools=[WEATHER])
+    out.raise_error()
+    deltas = out.of(ToolCallDelta)
+    assert deltas
+    assert all(d.index == 0 for d in deltas)
+    (call,) = out.result.tool_calls
+    assert call.name == "get_current_weather"
+    assert json.loads(call.arguments) == {"location": "北京"}
+    assert out.result.finish_reason is FinishReason.TOOL_CALLS
+    function = {"name": call.name, "arguments": call.arguments}
+    history = [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": call.id, "type": "function", "function": function}]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'},
+    ]  # fmt: skip
+    answer = await h.create(history, tools=[WEATHER])
+    assert 'get_current_weather 返回了 {"temp": 21}' in answer.content
+
+
+async def test_a_conversation_keeps_its_history(server: tuple[str, Emu]) -> None:
+    flavour, emu = server
+    client = AsyncClient(
+        base_url=emu.base_url + "/v1", api="openai", api_key=KEY, model=MODEL[flavour]
+    )
+    async with client:
+        talk = AsyncConversation(client, system="简洁")
+        texts = []
+        for question in ("介绍一下北京", "再介绍一下上海"):
+            async with talk.stream(question) as stream:
+                texts.append("".join([piece async for piece in stream.text_stream]))
+        history = talk.messages
+    assert all(texts)
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+    assert [history[1]["content"], history[3]["content"]] == texts
