@@ -275,3 +275,35 @@ def test_continuation_is_the_rest_of_the_answer(flavour: str) -> None:
         ]
         rest = c.post(CHAT, json={"messages": messages}).json()["choices"][0]["message"]
     assert text[:10] + rest["content"] == text
+
+
+@pytest.mark.parametrize("flavour", ["vllm", "fastdeploy"])
+def test_refusals_before_the_answer(flavour: str) -> None:
+    """Method, body, types, quota, an injected token expiry, content parts: in the flavour's
+    shape every time."""
+    with (
+        openai_emulator(flavour, rpm=2, max_body_bytes=4096) as handle,
+        httpx.Client(base_url=handle.base_url) as c,
+    ):
+        answers = [
+            c.get(CHAT),
+            c.post(CHAT, content=b"{not json", headers={"content-type": "application/json"}),
+            c.post(CHAT, json=[1, 2]),
+            c.post(CHAT, json=chat_body(stream="yes")),
+            c.post(CHAT, json=chat_body("x" * 5000)),
+        ]
+        assert [a.status_code for a in answers] == [405, 400, 400, 400, 413]
+        for answer in answers:
+            error = answer.json()
+            assert error["object"] == "error" if flavour == "vllm" else set(error) == {"error"}
+        parts = [{"type": "text", "text": "介绍"}, {"type": "text", "text": "一下北京"}]
+        ok = c.post(CHAT, json={"messages": [{"role": "user", "content": parts}]})
+        assert ok.status_code == 200
+        expired = c.post(CHAT, json=chat_body("hi [[wenxin:fault expire_token=1]]"))
+        assert expired.status_code == 401
+        limited = c.post(CHAT, json=chat_body())
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) > 0
+        error = limited.json()
+        kind = error["type"] if flavour == "vllm" else error["error"]["type"]
+        assert kind == ("RateLimitError" if flavour == "vllm" else "rate_limit_error")
