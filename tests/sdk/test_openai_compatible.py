@@ -5,13 +5,14 @@ the key kept out of every log line and error."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from sdk_helpers import Emu, Harness, Mode, build_client, fault, serve_emulator
+from sdk_helpers import Emu, Harness, Mode, build_client, credentials, fault, serve_emulator
 
 from wenxin_stream import (
     APIConnectionError,
@@ -364,3 +365,33 @@ async def test_a_conversation_keeps_its_history(server: tuple[str, Emu]) -> None
     assert all(texts)
     assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
     assert [history[1]["content"], history[3]["content"]] == texts
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+async def test_the_events_are_v2_s(mode: Mode, server: tuple[str, Emu], thinking: bool) -> None:
+    """One emulator, one question: v2 (a hybrid thinking model) and this server kind give the
+    same events — text pieces, reasoning, finish, usage — apart from ids and model names."""
+    flavour, emu = server
+    v2 = build_client(mode, **credentials("v2", emu.base_url), model="ernie-5.1")
+    selfhosted = build_client(
+        mode, base_url=emu.base_url + "/v1", api="openai", api_key=KEY, model=MODEL[flavour]
+    )
+    try:
+        outs = [await h.stream("介绍一下长城", enable_thinking=thinking) for h in (v2, selfhosted)]
+    finally:
+        await v2.close()
+        await selfhosted.close()
+    for out in outs:
+        out.raise_error()
+
+    def shape(events: list[Any]) -> list[Any]:
+        kept = [e for e in events if type(e) is not ChunkMeta]
+        if flavour == "fastdeploy":  # its usage has details v2's has not: compare the counts
+            kept = [
+                UsageEvent(dataclasses.replace(e.usage, extra={})) if type(e) is UsageEvent else e
+                for e in kept
+            ]
+        return kept
+
+    assert shape(outs[0].events) == shape(outs[1].events)
+    assert bool(outs[1].result.reasoning) is thinking
