@@ -39,3 +39,12 @@ def emulator(config: EmulatorConfig | None = None, **overrides: Any) -> Iterator
         raise TypeError("give either a config or overrides, not both")
     with serving(create_app(config)) as handle:
         yield handle
+
+
+@contextmanager
+def openai_emulator(flavour: str = "vllm", **overrides: Any) -> Iterator[ServerHandle]:
+    """Serve an emulator whose ``/v1/chat/completions`` behaves like ``flavour`` (``"vllm"``
+    or ``"fastdeploy"``): fast pacing plus ``overrides`` (``openai_api_key=``…). The base URL
+    an OpenAI-compatible client takes is ``handle.base_url + "/v1"``."""
+    with emulator(openai_flavour=flavour, **overrides) as handle:
+        yield handle

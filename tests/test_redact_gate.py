@@ -1,4 +1,4 @@
-"""The fast path of ``redact``: one gate scan, and the six rules only when it finds a trigger.
+"""The fast path of ``redact``: one gate scan, and the seven rules only when it finds a trigger.
 
 The gate must never skip text that a rule would change, so ``redact`` has to equal running every
 rule unconditionally, whatever mix of ordinary text, Chinese and secrets in any case it gets."""
@@ -29,6 +29,7 @@ CREDENTIALS = [
     "bearer xyz12345678",
     "bce-auth-v1/AK/2024/1800//sig",
     "bce-v3/ALTAK-abc/def",
+    "sk-proj-abcdefghijklmnop1234",
     "REFRESH_TOKEN=r3fr35h.tok",
     "Session_Key=9f8e7d",
     "client_id=cid42",

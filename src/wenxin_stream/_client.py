@@ -335,9 +335,11 @@ class Client(ClientBase[Sleep]):
     ``QIANFAN_ACCESS_KEY``/``QIANFAN_SECRET_KEY`` for IAM; ``QIANFAN_BASE_URL``,
     ``QIANFAN_CONSOLE_API_BASE_URL``, ``QIANFAN_IAM_BASE_URL``, ``QIANFAN_APP_ID``). Without
     any credentials it uses the embedded offline emulator and logs a warning
-    (``emulator=False`` makes that an error). Share one client: the sync client across
-    threads, the async one across the tasks of one event loop. ``clock`` and ``sleep``
-    inject time (see :class:`~wenxin_stream._client_base.ClientBase`).
+    (``emulator=False`` makes that an error). ``api="openai"`` with ``base_url=".../v1"`` (and
+    ``api_key=`` if the server wants one) reaches any OpenAI-compatible server instead — vLLM,
+    FastDeploy… serving ERNIE 4.5 — with the same events and errors. Share one client: the
+    sync client across threads, the async one across the tasks of one event loop. ``clock``
+    and ``sleep`` inject time (see :class:`~wenxin_stream._client_base.ClientBase`).
     """
 
     _transport: SyncTransport

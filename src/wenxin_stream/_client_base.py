@@ -13,9 +13,16 @@ credentials                                        API   strategy
 ``api_key`` + ``secret_key`` (``QIANFAN_AK/SK``)   v1    V1OAuth
 ``access_key`` + ``secret_access_key``, api="v1"   v1    V1Signature
 none at all                                        v2    the embedded emulator
+``api="openai"``, ``api_key`` (optional)           openai  OpenAIBearer / NoAuth
 =================================================  ====  ===================
 
-``api=`` forces a generation when the credentials allow both. With no credentials at all the
+``api=`` forces a generation when the credentials allow both. ``api="openai"`` is another kind
+of upstream: any OpenAI-compatible server (vLLM, FastDeploy, SGLang, Ollama serving ERNIE 4.5,
+``shared/ERNIE-CURRENT.md`` §7). Its ``base_url`` (or ``WENXIN_OPENAI_BASE_URL``) ends in
+``/v1`` and is required, requests go to ``{base_url}/chat/completions``, and ``api_key`` (or
+``WENXIN_OPENAI_API_KEY``) is that server's key, sent as a bearer token only when given —
+never a Qianfan credential from the environment. Events, errors, retries and continue mode
+are those of v2; ``model`` must name what the server serves. With no credentials at all the
 client talks to the embedded offline emulator (``_embedded``) and says so — with a warning in
 the log and ``client.emulated`` — unless ``emulator=False``, which makes missing credentials an
 error instead.
@@ -32,13 +39,15 @@ from ._clock import Clock, wall_clock
 from ._credentials import (
     Authenticator,
     FixedV1Token,
+    NoAuth,
+    OpenAIBearer,
     V1OAuth,
     V1Signature,
     V2Bearer,
     V2IAMBearer,
 )
 from ._events import ChatResult, EndReason, Usage
-from ._exceptions import MissingCredentialsError
+from ._exceptions import ConfigurationError, MissingCredentialsError
 from ._models import DEFAULT_MODEL
 from ._ratelimit import RateLimits
 from ._retry import RetryPolicy
@@ -135,8 +144,10 @@ class ClientBase(Generic[SleepT]):
         ``access_token`` (a fixed v1 token), ``access_key``/``secret_access_key`` (IAM),
         ``bearer_token`` (v2 API key), ``app_id`` (v2 ``appid``); hosts: ``base_url`` (v1 +
         OAuth), ``v2_base_url``, ``iam_base_url`` — each defaulting to its ``QIANFAN_*``
-        variable in ``environ`` (default ``os.environ``). ``api`` forces "v1" or "v2";
-        ``model`` is the default model. ``timeout``: a :class:`~wenxin_stream.Timeout` or
+        variable in ``environ`` (default ``os.environ``). ``api`` forces "v1" or "v2", or
+        picks "openai": an OpenAI-compatible server at ``base_url`` (ending in ``/v1``) with
+        the optional key ``api_key`` (see the module docstring); ``model`` is the default
+        model. ``timeout``: a :class:`~wenxin_stream.Timeout` or
         seconds; ``retry``: a :class:`~wenxin_stream.RetryPolicy` or a number of retries;
         ``limits``: the connection pool's :class:`~wenxin_stream.Limits`; ``qps``/``rpm``/
         ``tpm`` and ``rate_limit_wait``: client-side rate limits; ``continue_on_error``:
@@ -154,6 +165,88 @@ class ClientBase(Generic[SleepT]):
         The sync and async clients differ only in the hooks :meth:`_new_transport`,
         :meth:`_new_limiter`, :meth:`_new_token_manager`, :meth:`_new_chat` and
         :meth:`_default_sleep`."""
+        if api == "openai":
+            self._init_openai(base_url, api_key, model, environ)
+        else:
+            self._init_ernie(
+                api_key=api_key,
+                secret_key=secret_key,
+                access_token=access_token,
+                access_key=access_key,
+                secret_access_key=secret_access_key,
+                bearer_token=bearer_token,
+                app_id=app_id,
+                base_url=base_url,
+                v2_base_url=v2_base_url,
+                iam_base_url=iam_base_url,
+                api=api,
+                model=model,
+                emulator=emulator,
+                environ=environ,
+            )
+        settings = self.settings
+        self.timeout = Timeout.of(timeout)
+        self.retry = _retry_policy(retry, settings)
+        self.continue_on_error = continue_on_error
+        self._clock: Clock = time.monotonic if clock is None else clock
+        self._wall: Clock = wall_clock(clock)
+        self._sleep: SleepT = self._default_sleep() if sleep is None else sleep
+        self._transport = transport if transport is not None else self._new_transport(limits)
+        self._limiter = self._new_limiter(self._rate_limits(qps, rpm, tpm), rate_limit_wait)
+        self._tokens = None
+        if self._auth.needs_token:
+            cache = TokenCache(token_cache) if token_cache is not None else None
+            key = self._cache_key() if cache is not None else None
+            self._tokens = self._new_token_manager(cache, key)
+        self.chat = self._new_chat()
+
+    def _init_openai(
+        self,
+        base_url: str | None,
+        api_key: str | None,
+        model: str | None,
+        environ: Mapping[str, str] | None,
+    ) -> None:
+        """An OpenAI-compatible upstream: its base URL and optional key, nothing of Qianfan's."""
+        settings = Settings.from_env(
+            environ,
+            openai_base_url=base_url,
+            openai_api_key=api_key,
+        )
+        if settings.openai_base_url is None:
+            raise ConfigurationError(
+                "openai_base_url",
+                "api='openai' needs the server's base URL, e.g. http://127.0.0.1:8000/v1 "
+                "(base_url= or WENXIN_OPENAI_BASE_URL)",
+                variable="WENXIN_OPENAI_BASE_URL",
+            )
+        key = settings.openai_api_key
+        self.emulated = False
+        self.api: ApiName = "openai"
+        self.base_url: str = settings.openai_base_url
+        self._auth: Authenticator = OpenAIBearer(key) if key else NoAuth()
+        self.settings = settings
+        self.model = model or ""
+
+    def _init_ernie(
+        self,
+        *,
+        api_key: str | None,
+        secret_key: str | None,
+        access_token: str | None,
+        access_key: str | None,
+        secret_access_key: str | None,
+        bearer_token: str | None,
+        app_id: str | None,
+        base_url: str | None,
+        v2_base_url: str | None,
+        iam_base_url: str | None,
+        api: ApiName | None,
+        model: str | None,
+        emulator: bool | None,
+        environ: Mapping[str, str] | None,
+    ) -> None:
+        """A Qianfan upstream (v1 or v2), or the embedded emulator (see the module docstring)."""
         overrides = {
             "api_key": api_key,
             "secret_key": secret_key,
@@ -170,7 +263,7 @@ class ClientBase(Generic[SleepT]):
             environ, **{k: v for k, v in overrides.items() if v is not None}
         )
         if api not in (None, "v1", "v2"):
-            raise ValueError("api must be 'v1' or 'v2'")
+            raise ValueError("api must be 'v1', 'v2' or 'openai'")
         found = choose_auth(settings, api) if emulator is not True else None
         self.emulated = found is None
         if found is not None:
@@ -190,25 +283,11 @@ class ClientBase(Generic[SleepT]):
                 chosen = ("v1", url, V1OAuth("wenxin-emulator", "offline", url))
             else:
                 chosen = ("v2", url, V2Bearer("bce-v3/ALTAK-wenxin-emulator/offline"))
-        self.api: ApiName = chosen[0]
-        self.base_url: str = chosen[1]
-        self._auth: Authenticator = chosen[2]
+        self.api = chosen[0]
+        self.base_url = chosen[1]
+        self._auth = chosen[2]
         self.settings = settings
         self.model = model or (DEFAULT_MODEL if self.api == "v1" else DEFAULT_V2_MODEL)
-        self.timeout = Timeout.of(timeout)
-        self.retry = _retry_policy(retry, settings)
-        self.continue_on_error = continue_on_error
-        self._clock: Clock = time.monotonic if clock is None else clock
-        self._wall: Clock = wall_clock(clock)
-        self._sleep: SleepT = self._default_sleep() if sleep is None else sleep
-        self._transport = transport if transport is not None else self._new_transport(limits)
-        self._limiter = self._new_limiter(self._rate_limits(qps, rpm, tpm), rate_limit_wait)
-        self._tokens = None
-        if self._auth.needs_token:
-            cache = TokenCache(token_cache) if token_cache is not None else None
-            key = self._cache_key() if cache is not None else None
-            self._tokens = self._new_token_manager(cache, key)
-        self.chat = self._new_chat()
 
     def _new_chat(self) -> Any:
         raise NotImplementedError

@@ -11,6 +11,8 @@ strategy               API    what it adds to a request
 ``V2Bearer``           v2     ``Authorization: Bearer bce-v3/…`` — an API key
 ``V2IAMBearer``        v2     ``Authorization: Bearer …`` — minted at IAM ``/v1/BCE-BEARER/token``
                               with a signed request, refreshed ahead of expiry
+``OpenAIBearer``       openai ``Authorization: Bearer <key>`` — an OpenAI-compatible server's
+                              key (vLLM ``--api-key``); no key at all is ``NoAuth``
 =====================  =====  ==========================================================
 
 Strategies that need a token describe the request that fetches it (:meth:`token_request`) and
@@ -166,6 +168,20 @@ class V2Bearer:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenAIBearer:
+    """The API key of an OpenAI-compatible server, sent as a bearer token (nothing else)."""
+
+    key: str = field(repr=False)
+    api: str = "openai"
+    needs_token: bool = False
+
+    def authorize(self, request: HTTPRequest, token: AccessToken | None, now: float) -> HTTPRequest:
+        """Add ``Authorization: Bearer …``."""
+        headers = {**request.headers, "Authorization": f"Bearer {self.key}"}
+        return HTTPRequest(request.method, request.url, headers, request.body)
+
+
+@dataclass(frozen=True, slots=True)
 class V2IAMBearer:
     """IAM Access Key + Secret Key, exchanged for bearer tokens at IAM (as qianfan does)."""
 
@@ -205,7 +221,9 @@ class V2IAMBearer:
         return HTTPRequest(request.method, request.url, headers, request.body)
 
 
-Authenticator = NoAuth | FixedV1Token | V1OAuth | V1Signature | V2Bearer | V2IAMBearer
+Authenticator = (
+    NoAuth | FixedV1Token | V1OAuth | V1Signature | V2Bearer | V2IAMBearer | OpenAIBearer
+)
 """Any of the strategies above."""
 
 TokenSource = V1OAuth | V2IAMBearer

@@ -21,6 +21,16 @@ assistant ``tool_calls``       assistant ``function_call``          one call per
 ``response_format`` object     ``response_format`` string           no ``json_schema`` in v1
 =============================  ===================================  ===========================
 
+An OpenAI-compatible server (``api="openai"``: vLLM, FastDeploy, SGLang serving ERNIE 4.5 —
+``shared/ERNIE-CURRENT.md`` §7) takes v2's fields, after :func:`to_v2`, with these changes
+(:func:`to_openai`): ``enable_thinking`` moves into ``chat_template_kwargs`` (the chat template
+switches thinking there; an explicit ``chat_template_kwargs`` in ``extra_body`` still wins);
+refused, each with its reason: ``web_search`` (and v1's search switches: no search there),
+``penalty_score`` (use ``repetition_penalty``), ``metadata`` (FastDeploy merges its keys into
+the request as engine parameters: Qianfan's log tags must not reach it), ``thinking_budget``
+(vLLM has no budget; FastDeploy's is ``reasoning_max_tokens``, sent through ``extra_body``) and
+``thinking_strategy`` (Qianfan's only).
+
 Refused on v1 (nothing there honours them): ``seed``, ``metadata``, ``enable_thinking``,
 ``thinking_budget``, ``thinking_strategy``, ``reasoning_effort``, ``repetition_penalty``,
 ``stream_options``, ``logprobs``, ``top_logprobs``, ``parallel_tool_calls: true``,
@@ -37,7 +47,7 @@ from ._exceptions import InvalidRequestError
 from ._models import ModelInfo
 from ._validation import MESSAGES_ERROR_CODE, PARAMS_ERROR_CODE, Problem
 
-__all__ = ["V1_ONLY", "V2_ONLY", "to_v1", "to_v2"]
+__all__ = ["OPENAI_REFUSED", "V1_ONLY", "V2_ONLY", "to_openai", "to_v1", "to_v2"]
 
 V2_ONLY = (
     "seed",
@@ -213,3 +223,37 @@ def to_v2(params: dict[str, Any]) -> None:
         params["web_search"] = search
     if isinstance(params.get("response_format"), str):
         params["response_format"] = {"type": params["response_format"]}
+
+
+# --- v2 → an OpenAI-compatible server ------------------------------------------------------
+
+OPENAI_REFUSED: dict[str, str] = {
+    "web_search": "OpenAI-compatible servers (vLLM, FastDeploy…) have no web search",
+    "penalty_score": "penalty_score is Qianfan's; pass repetition_penalty instead",
+    "metadata": (
+        "metadata is Qianfan's log tags, but FastDeploy merges metadata into the request as "
+        "engine parameters; pass what you mean through extra_body"
+    ),
+    "thinking_budget": (
+        "OpenAI-compatible servers take no thinking_budget; FastDeploy's budget is "
+        "extra_body={'reasoning_max_tokens': N}"
+    ),
+    "thinking_strategy": "thinking_strategy is Qianfan's; OpenAI-compatible servers ignore it",
+}
+"""The v2 fields an OpenAI-compatible server cannot honour, and why (refused by name)."""
+
+
+def to_openai(params: dict[str, Any]) -> None:
+    """Rewrite v2-style ``params`` (after :func:`to_v2`) for an OpenAI-compatible server, in
+    place; raises InvalidRequestError for a field it cannot honour (see the module docstring)."""
+    for key, reason in OPENAI_REFUSED.items():
+        if key in params:
+            _fail(key, reason)
+    thinking = params.pop("enable_thinking", None)
+    if thinking is not None:
+        if not isinstance(thinking, bool):
+            _fail("enable_thinking", "enable_thinking must be a boolean")
+        kwargs = params.get("chat_template_kwargs")
+        merged = dict(kwargs) if isinstance(kwargs, Mapping) else {}
+        merged.setdefault("enable_thinking", thinking)
+        params["chat_template_kwargs"] = merged

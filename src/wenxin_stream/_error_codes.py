@@ -15,7 +15,14 @@ The ``kind`` of a code is what a client should do about it:
 - ``"permanent"``: retrying the same request cannot help (a bad request, a retired model, an
   overdue account, a Coding-Plan key on the wrong route).
 
-Sources: ``shared/ERNIE-PROTOCOL.md`` §1.9 (v1) and §2.6, ``shared/ERNIE-CURRENT.md`` §6.3 (v2).
+OpenAI-compatible servers (vLLM, FastDeploy, SGLang, Ollama, OpenAI itself) have no shared
+code table: :func:`openai_status` reads what they send — a real HTTP status, else a numeric
+``code`` (vLLM puts the status there), else the ``code`` or ``type`` strings of
+:data:`OPENAI_CODE_STATUS` / :data:`OPENAI_TYPE_STATUS` — and :func:`openai_kind` decides by that
+status (429 and 5xx and 408 retryable, ``insufficient_quota`` never).
+
+Sources: ``shared/ERNIE-PROTOCOL.md`` §1.9 (v1) and §2.6, ``shared/ERNIE-CURRENT.md`` §6.3 (v2)
+and §7 (self-hosted ERNIE 4.5).
 """
 
 from __future__ import annotations
@@ -231,5 +238,88 @@ def v2_kind(status: int, code: str | None) -> ErrorKind:
     if code is not None and code in V2_CODE_KINDS:
         return V2_CODE_KINDS[code]
     if status == 429 or status >= 500:
+        return "retryable"
+    return "permanent"
+
+
+OPENAI_CODE_STATUS: Mapping[str, int] = MappingProxyType(
+    {
+        # OpenAI's own codes
+        "context_length_exceeded": 400,
+        "invalid_api_key": 401,
+        "model_not_found": 404,
+        "rate_limit_exceeded": 429,
+        "insufficient_quota": 429,
+        "server_error": 500,
+        # FastDeploy's ErrorCode values
+        "invalid_value": 400,
+        "missing_required_parameter": 400,
+        "model_not_support": 404,
+        "timeout": 504,
+        "connection_error": 502,
+        "internal_error": 500,
+        # FastDeploy's finish_reason after its engine recovered from a failure: the answer
+        # was cut (``_wire_openai`` raises it as an error of this code)
+        "recover_stop": 500,
+    }
+)
+"""The HTTP status an OpenAI-compatible server's ``error.code`` string means (used when the
+error came inside a stream, whose HTTP status was 200)."""
+
+OPENAI_TYPE_STATUS: Mapping[str, int] = MappingProxyType(
+    {
+        # OpenAI's types
+        "invalid_request_error": 400,
+        "authentication_error": 401,
+        "permission_error": 403,
+        "not_found_error": 404,
+        "rate_limit_error": 429,
+        "insufficient_quota": 429,
+        "server_error": 500,
+        # vLLM's (the class names of its HTTP errors)
+        "BadRequestError": 400,
+        "Unauthorized": 401,
+        "NotFoundError": 404,
+        "RateLimitError": 429,
+        "InternalServerError": 500,
+        "ServiceUnavailableError": 503,
+        # FastDeploy's ErrorType values
+        "timeout_error": 504,
+        "internal_error": 500,
+        "api_connection_error": 502,
+    }
+)
+"""The HTTP status an OpenAI-compatible server's ``error.type`` means (after the code)."""
+
+OPENAI_PERMANENT_CODES = frozenset({"insufficient_quota"})
+"""Codes no retry can fix although their status (429) is otherwise retryable."""
+
+STREAM_ERROR_STATUS = 500
+"""The status of an error inside a stream that says nothing more: the server accepted the
+request (bad requests are refused before a stream starts), so its engine failed."""
+
+
+def openai_status(status: int, code: str | None, error_type: str | None) -> int:
+    """The HTTP status an OpenAI-compatible error stands for: ``status`` itself unless it is
+    2xx (an error inside a stream), else a numeric ``code``, the ``code`` or ``type`` tables,
+    else :data:`STREAM_ERROR_STATUS`."""
+    if not 200 <= status < 300:
+        return status
+    if code is not None and code.isdigit() and 400 <= int(code) <= 599:
+        return int(code)
+    if code is not None and code in OPENAI_CODE_STATUS:
+        return OPENAI_CODE_STATUS[code]
+    if error_type is not None and error_type in OPENAI_TYPE_STATUS:
+        return OPENAI_TYPE_STATUS[error_type]
+    return STREAM_ERROR_STATUS
+
+
+def openai_kind(status: int, code: str | None, error_type: str | None) -> ErrorKind:
+    """The kind of an OpenAI-compatible error (see :func:`openai_status`): 408, 429 and 5xx
+    are retryable, except ``insufficient_quota``; a key is static, so a 401 is permanent."""
+    if code in OPENAI_PERMANENT_CODES or error_type in OPENAI_PERMANENT_CODES:
+        return "permanent"
+    effective = openai_status(status, code, error_type)
+    if effective in (408, 429) or effective >= 500:
         return "retryable"
     return "permanent"

@@ -10,6 +10,7 @@
     ├── APIError                          the server answered with an error (.api .code .message
     │   │                                 .request_id .status_code .body .kind .retryable)
     │   ├── BadRequestError               336001-336003, 336006-336103, v2 400 and other 4xx
+    │   │   └── ContextLengthError        336007, 336103, v2 tokens_too_long, OpenAI-style too long
     │   ├── AuthenticationError           13, 14, v2 401, OAuth invalid_client
     │   │   └── TokenExpiredError         100, 110, 111, v2 401 invalid_iam_token: refresh, replay
     │   ├── PermissionDeniedError         6, 17, 19, 336004, 336104/5, v2 403 (model_offline…)
@@ -54,9 +55,10 @@ an :class:`APIError` is retryable when its :attr:`~APIError.kind` (from ``_error
 retryable too. Whether a retry is *safe* also depends on whether text already reached the caller
 (``partial_text``), which only the SDK knows.
 
-The factories :func:`api_error_from_v1`, :func:`api_error_from_v2` and
-:func:`api_error_from_oauth` turn what the server said into the right subclass. No message
-built here ever contains a credential: every server-supplied text passes through
+The factories :func:`api_error_from_v1`, :func:`api_error_from_v2`,
+:func:`api_error_from_openai` (any OpenAI-compatible server: vLLM, FastDeploy, OpenAI's own
+shape) and :func:`api_error_from_oauth` turn what the server said into the right subclass.
+No message built here ever contains a credential: every server-supplied text passes through
 :func:`~wenxin_stream._redact.redact`.
 
 (About 650 lines, over the house's 600: the tree and the mapping of every server answer onto
@@ -71,7 +73,15 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._error_codes import V1_CODES, V2_CODE_STATUS, ErrorKind, v1_kind, v2_kind
+from ._error_codes import (
+    V1_CODES,
+    V2_CODE_STATUS,
+    ErrorKind,
+    openai_kind,
+    openai_status,
+    v1_kind,
+    v2_kind,
+)
 from ._redact import redact
 
 if TYPE_CHECKING:
@@ -88,6 +98,7 @@ __all__ = [
     "BadRequestError",
     "ClientRateLimitTimeout",
     "ConfigurationError",
+    "ContextLengthError",
     "IncompleteStreamError",
     "InternalServerError",
     "InvalidRequestError",
@@ -104,6 +115,7 @@ __all__ = [
     "TokenExpiredError",
     "WenxinError",
     "api_error_from_oauth",
+    "api_error_from_openai",
     "api_error_from_v1",
     "api_error_from_v2",
     "error_kind",
@@ -111,8 +123,9 @@ __all__ = [
     "is_retryable",
 ]
 
-ApiGeneration = Literal["v1", "v2", "oauth"]
-"""Which protocol an :class:`APIError` came from: v1 chat, v2 chat, or the v1 OAuth endpoint."""
+ApiGeneration = Literal["v1", "v2", "oauth", "openai"]
+"""Which protocol an :class:`APIError` came from: v1 chat, v2 chat, the v1 OAuth endpoint, or
+an OpenAI-compatible server (``api="openai"``: vLLM, FastDeploy, SGLang…)."""
 
 TimeoutKind = Literal["connect", "first_token", "idle", "deadline"]
 """What an :class:`APITimeoutError` bounded."""
@@ -307,9 +320,10 @@ class APIError(WenxinError):
     """The server answered with an error.
 
     Attributes:
-        api: ``"v1"``, ``"v2"`` or ``"oauth"``.
-        code: The v1 ``error_code`` (int), the v2 ``error.code`` (str), the OAuth ``error``
-            string, or ``None`` when the body carried none.
+        api: ``"v1"``, ``"v2"``, ``"oauth"`` or ``"openai"``.
+        code: The v1 ``error_code`` (int), the v2 or OpenAI-style ``error.code`` (str; vLLM's
+            numeric code as its digits), the OAuth ``error`` string, or ``None`` when the body
+            carried none.
         message: The server's message (redacted).
         request_id: The ``id`` of the error body, else the ``X-Baidu-Request-Id`` /
             ``Request_id`` response header, else ``None``.
@@ -365,7 +379,7 @@ class APIError(WenxinError):
     def kind(self) -> ErrorKind:
         """What to do about the error: ``"retryable"``, ``"token"`` (refresh the access token
         once and replay) or ``"permanent"`` (see :func:`error_kind`)."""
-        return error_kind(self.api, self.code, self.status_code)
+        return error_kind(self.api, self.code, self.status_code, self.error_type)
 
     @property
     def token_expired(self) -> bool:
@@ -376,6 +390,13 @@ class APIError(WenxinError):
 class BadRequestError(APIError):
     """The request was rejected as invalid (v1 336001-336003, 336006-336103; v2 400 and any
     4xx without a more specific class)."""
+
+
+class ContextLengthError(BadRequestError):
+    """The prompt (plus the room asked for the answer) is longer than the model takes: v1
+    336007 / 336103, v2 ``tokens_too_long`` / ``characters_too_long``, an OpenAI-compatible
+    server's ``context_length_exceeded`` or "maximum context length" / ``max_model_len``
+    refusal. Shorten the conversation or ``max_tokens``; retrying as is cannot help."""
 
 
 class AuthenticationError(APIError):
@@ -410,9 +431,14 @@ class InternalServerError(APIError):
 # Classification: one function for the kind, one for the subclass.
 
 
-def error_kind(api: ApiGeneration, code: int | str | None, status_code: int) -> ErrorKind:
-    """The kind of an API error, from its protocol, code and HTTP status (the single source of
-    truth for retryability, read by :attr:`APIError.kind` and :func:`is_retryable`)."""
+def error_kind(
+    api: ApiGeneration, code: int | str | None, status_code: int, error_type: str | None = None
+) -> ErrorKind:
+    """The kind of an API error, from its protocol, code, HTTP status and (OpenAI-compatible
+    servers only) type: the single source of truth for retryability, read by
+    :attr:`APIError.kind` and :func:`is_retryable`."""
+    if api == "openai":
+        return openai_kind(status_code, None if code is None else str(code), error_type)
     if api == "v1" and isinstance(code, int):
         return v1_kind(code)
     if api == "oauth":
@@ -460,7 +486,13 @@ def _class_for_status(status: int) -> type[APIError]:
     return BadRequestError if status >= 400 else APIError
 
 
+_TOO_LONG_V1 = frozenset({336007, 336103})
+_TOO_LONG_V2 = frozenset({"tokens_too_long", "characters_too_long"})
+
+
 def _class_for(api: ApiGeneration, code: int | str | None, status: int) -> type[APIError]:
+    if code in _TOO_LONG_V1 if api == "v1" else code in _TOO_LONG_V2:
+        return ContextLengthError
     if error_kind(api, code, status) == "token":
         return TokenExpiredError
     if api == "v1" and isinstance(code, int):
@@ -642,3 +674,70 @@ def api_error_from_oauth(
     if not message:
         message = f"{_status_text(status)} with {what or 'an error body without a description'}"
     return _build("oauth", code, message, status, parsed, headers)
+
+
+_CONTEXT_PHRASES = (
+    "maximum context length",
+    "max_model_len",
+    "context length",
+    "input text is too long",
+)
+
+
+def _is_context_length(code: str | None, message: str) -> bool:
+    if code == "context_length_exceeded":
+        return True
+    lowered = message.lower()
+    return any(phrase in lowered for phrase in _CONTEXT_PHRASES)
+
+
+def api_error_from_openai(
+    status: int, body: object, *, headers: Mapping[str, str] | None = None
+) -> APIError:
+    """The error an OpenAI-compatible server's response carries, in any of their shapes:
+
+    - OpenAI's ``{"error": {"message", "type", "param", "code"}}`` (also FastDeploy's and
+      current vLLM's; ``code`` a string, a number or null);
+    - older vLLM's and FastDeploy's flat ``{"object": "error", "message", "type", "code": 400}``
+      (also nested under ``error`` inside a stream);
+    - ``{"error": "Unauthorized"}`` (vLLM's API-key check) and FastAPI's ``{"detail": …}``;
+    - empty or garbage bodies (the message names the HTTP status and quotes an excerpt).
+
+    The class follows :func:`~wenxin_stream._error_codes.openai_status` (the HTTP status, or
+    inside a stream the numeric code, the code or the type); a 4xx that says the prompt is too
+    long is a :class:`ContextLengthError`. ``code`` keeps what the server sent, as a string.
+    """
+    parsed, what = _parse_body(body)
+    code: str | None = None
+    message: str | None = None
+    error_type: str | None = None
+    if parsed is not None:
+        error = parsed.get("error")
+        source: Mapping[str, Any] = error if isinstance(error, Mapping) else parsed
+        raw_code = source.get("code")
+        if raw_code is not None and not isinstance(raw_code, bool | dict | list):
+            code = str(raw_code)
+        message = _str(source.get("message"))
+        error_type = _str(source.get("type"))
+        if isinstance(error, str):  # {"error": "Unauthorized"}
+            message = message or error
+        detail = parsed.get("detail")
+        if message is None and detail is not None:  # FastAPI's own errors
+            message = detail if isinstance(detail, str) else excerpt(json.dumps(detail))
+    if not message:
+        message = f"{_status_text(status)} with {what or 'an error body without a message'}"
+    effective = openai_status(status, code, error_type)
+    cls = _class_for_status(effective)
+    if 400 <= effective < 500 and effective != 429 and _is_context_length(code, message):
+        cls = ContextLengthError
+    return cls(
+        message,
+        api="openai",
+        code=code,
+        status_code=status,
+        request_id=_request_id(parsed, headers),
+        error_type=error_type,
+        body=parsed,
+        headers=headers,
+        retry_after=_retry_after(headers),
+    )

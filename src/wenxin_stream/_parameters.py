@@ -51,6 +51,7 @@ __all__ = [
     "MIN_THINKING_BUDGET",
     "REASONING_IGNORED",
     "check_capabilities",
+    "check_openai_params",
     "check_v2_params",
     "search_field",
     "thinking_requested",
@@ -291,6 +292,24 @@ def check_v2_params(body: Mapping[str, Any]) -> Problem | None:
         check_stop(body.get("stop"))
         or _check_response_format(body.get("response_format"))
         or _check_search(body.get("web_search"))
+    )
+
+
+def check_openai_params(body: Mapping[str, Any]) -> Problem | None:
+    """The first problem with the shape of a request to an OpenAI-compatible server, or None.
+
+    Only OpenAI's own rules: token counts, booleans, ``stream_options``, tools and
+    ``response_format``. Qianfan's limits (four 20-character stop words, the seed range,
+    ``top_logprobs`` ≤ 20) are not those servers' and are left to them."""
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, Mapping):
+        return _problem("stream_options", "stream_options must be an object")
+    return (
+        _check_tokens(body)
+        or _check_bools(body, ("logprobs", "parallel_tool_calls"))
+        or (_check_bools(options, ("include_usage",), "stream_options.") if options else None)
+        or _check_tools(body)
+        or _check_response_format(body.get("response_format"))
     )
 
 

@@ -7,7 +7,9 @@ Every excerpt of a request or response that wenxin-stream embeds in an exception
   ``session_key`` and ``session_secret`` (``access_token=24.abc…`` → ``access_token=***``), and
   the same keys as JSON string members (an OAuth token response quoted in an error);
 - ``Authorization`` header values and ``Bearer <token>`` credentials;
-- ``bce-auth-v1/{AK}/…/{signature}`` signatures and ``bce-v3/ALTAK-…/…`` API keys.
+- ``bce-auth-v1/{AK}/…/{signature}`` signatures and ``bce-v3/ALTAK-…/…`` API keys;
+- OpenAI-style keys ``sk-…`` (16 or more key characters), the form an OpenAI-compatible
+  server's ``--api-key`` usually takes (``api="openai"``).
 
 The regexes run only on error paths, never per stream chunk.
 """
@@ -43,11 +45,13 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"(?i){_START}(bearer)\s+(?!\*\*\*)[A-Za-z0-9._~+/=\-]{{8,}}"), rf"\1 {MASK}"),
     (re.compile(rf"(?i){_START}bce-auth-v1/[^\s\"',]+"), f"bce-auth-v1/{MASK}"),
     (re.compile(rf"(?i){_START}bce-v3/[^\s\"',;]+"), f"bce-v3/{MASK}"),
+    (re.compile(rf"(?i){_START}sk-[A-Za-z0-9_\-]{{16,}}"), f"sk-{MASK}"),
 )
 
-_GATE = re.compile(r"(?i)token|client_|session_|authorization|bearer|bce-")
+_GATE = re.compile(r"(?i)token|client_|session_|authorization|bearer|bce-|sk-")
 """A literal every rule's match contains (the key names hold ``token``, ``client_`` or
-``session_``): text without any of them is returned after one scan instead of six."""
+``session_``; an OpenAI-style key starts ``sk-``): text without any of them is returned after
+one scan instead of seven."""
 
 
 def redact(text: str) -> str:

@@ -23,7 +23,13 @@ by ``_validation`` (messages, images), ``_parameters`` (every field's shape) and
 catalogue knows the model — against what that model can honour (``_models``,
 ``_parameters.check_capabilities``); an id the catalogue does not know is sent unchecked.
 
-Both: a field the other generation names differently is translated, and a field the chosen
+OpenAI-compatible servers (:func:`build_openai_chat`, ``api="openai"``): v2's body, posted to
+``{base_url}/chat/completions`` (the base URL ends in ``/v1``), with the fields such a server
+names differently moved (``enable_thinking`` into ``chat_template_kwargs``) and the Qianfan-only
+ones refused (``_dialects.to_openai``); only OpenAI's own shape rules apply
+(``_parameters.check_openai_params``), and a model id is required (the name the server serves).
+
+All: a field the other generation names differently is translated, and a field the chosen
 generation cannot honour is refused (``_dialects``); parameters the builder does not know pass
 through into the body unchanged (Baidu adds fields over time); parameters whose value is
 ``None`` are left out (``None`` means "not given"); ``extra_body`` is merged into the body
@@ -45,7 +51,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ._dialects import to_v1, to_v2
+from ._dialects import to_openai, to_v1, to_v2
 from ._events import freeze
 from ._exceptions import InvalidRequestError
 from ._models import (
@@ -56,7 +62,7 @@ from ._models import (
     lookup_model,
     model_for_endpoint,
 )
-from ._parameters import check_capabilities, check_v2_params
+from ._parameters import check_capabilities, check_openai_params, check_v2_params
 from ._redact import MASK
 from ._validation import (
     PARAMS_ERROR_CODE,
@@ -72,12 +78,15 @@ __all__ = [
     "PreparedRequest",
     "build_oauth_token_query",
     "build_oauth_token_request",
+    "build_openai_chat",
     "build_v1_chat",
     "build_v2_chat",
     "chat_params",
 ]
 
 OAUTH_TOKEN_PATH = "/oauth/2.0/token"  # noqa: S105 (a path, not a secret)
+OPENAI_CHAT_PATH = "/chat/completions"
+"""The chat path under an OpenAI-compatible server's base URL (which ends in ``/v1``)."""
 """Path of the v1 OAuth (client-credentials) token endpoint on the v1 host."""
 
 CHAT_PARAMETERS: tuple[str, ...] = (
@@ -389,6 +398,69 @@ def build_v2_chat(
     if extra_body:
         body.update(extra_body)
     return PreparedRequest("POST", V2_CHAT_PATH, (), freeze(body), stream)
+
+
+def build_openai_chat(
+    model: str,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    stream: bool,
+    include_usage: bool | None = None,
+    extra_body: Mapping[str, Any] | None = None,
+    **params: Any,
+) -> PreparedRequest:
+    """A chat request to an OpenAI-compatible server: ``POST /chat/completions`` (under a base
+    URL ending in ``/v1``) with v2's body, changed as the module docstring says.
+
+    Args:
+        model: The id the server serves (vLLM: the Hugging Face repo id or
+            ``--served-model-name``, e.g. ``baidu/ERNIE-4.5-21B-A3B-PT``); required.
+        messages, stream, include_usage, extra_body, params: as for :func:`build_v2_chat`
+            (usage is asked for with ``stream_options.include_usage`` when streaming).
+
+    Raises:
+        InvalidRequestError: no model, messages that break the shared rules, a field such a
+            server cannot honour (``web_search``, ``penalty_score``, ``metadata``…) or one
+            of the wrong shape.
+    """
+    if not isinstance(model, str) or not model.strip():
+        _fail(
+            "model",
+            "model is empty: an OpenAI-compatible server needs the id it serves "
+            "(e.g. baidu/ERNIE-4.5-21B-A3B-PT); pass model= to the client or the call",
+            v1_code=336005,
+        )
+    msgs = [_without_reasoning(m) for m in _copy_messages(messages)]
+    system = params.pop("system", None)
+    if system is not None:
+        if not isinstance(system, str):
+            _fail("system", "system must be a string")
+        if system.strip():
+            msgs.insert(0, {"role": "system", "content": system})
+    _check(check_v2_messages(msgs))
+    body_params = _params(params)
+    _alias(body_params, "max_tokens", "max_completion_tokens", "max_output_tokens")
+    to_v2(body_params)
+    to_openai(body_params)
+    options = body_params.pop("stream_options", None)
+    if options is not None and not isinstance(options, Mapping):
+        _fail("stream_options", "stream_options must be an object")
+    body: dict[str, Any] = {"model": model, "messages": msgs, "stream": stream}
+    body.update(body_params)
+    if stream:
+        merged = dict(options or {})
+        if include_usage is not None:
+            merged["include_usage"] = include_usage
+        else:
+            merged.setdefault("include_usage", True)
+        body["stream_options"] = merged
+    elif include_usage is not None or options is not None:
+        # vLLM and FastDeploy refuse stream_options without stream: true
+        _fail("stream_options", "stream_options / include_usage are only allowed when streaming")
+    _check(check_openai_params(body))
+    if extra_body:
+        body.update(extra_body)
+    return PreparedRequest("POST", OPENAI_CHAT_PATH, (), freeze(body), stream)
 
 
 _REASONING_KEYS = ("reasoning_content", "reasoning")

@@ -7,7 +7,10 @@ Theory of operation
 arguments and an environment mapping (``os.environ`` unless given), so nothing below the edge
 reads the environment and tests pass a plain dict. The variable names are qianfan's
 (``shared/ERNIE-PROTOCOL.md`` §3.1), so a shell configured for the official SDK configures this
-one too; no other prefix is read.
+one too. The one exception is what qianfan has no name for: an OpenAI-compatible server
+(``api="openai"``: vLLM, FastDeploy… serving ERNIE 4.5) is ours, under the ``WENXIN_`` prefix
+the server's settings use — ``WENXIN_OPENAI_BASE_URL`` and ``WENXIN_OPENAI_API_KEY``. They are
+separate from the Qianfan credentials on purpose: a Baidu key is never sent to such a server.
 
 Rules:
 
@@ -64,15 +67,26 @@ ENV_VARS: Mapping[str, str] = {
     "retry_jitter": "QIANFAN_LLM_API_RETRY_JITTER",
     "retry_max_delay": "QIANFAN_LLM_API_RETRY_MAX_WAIT_INTERVAL",
     "bearer_token_lifetime": "QIANFAN_BEARER_TOKEN_EXPIRED_INTERVAL",
+    "openai_base_url": "WENXIN_OPENAI_BASE_URL",
+    "openai_api_key": "WENXIN_OPENAI_API_KEY",
 }
 """The environment variable of each :class:`Settings` field."""
 
 SECRET_FIELDS = frozenset(
-    {"api_key", "secret_key", "access_token", "access_key", "iam_secret_key", "bearer_token"}
+    {
+        "api_key",
+        "secret_key",
+        "access_token",
+        "access_key",
+        "iam_secret_key",
+        "bearer_token",
+        "openai_api_key",
+    }
 )
 """The fields ``repr`` masks."""
 
 _URL_FIELDS = ("base_url", "console_api_base_url", "iam_base_url")
+_OPTIONAL_URL_FIELDS = ("openai_base_url",)
 _INT_FIELDS = ("rpm_limit", "tpm_limit", "max_attempts", "bearer_token_lifetime")
 _FLOAT_FIELDS = ("qps_limit", "retry_initial_delay", "retry_jitter", "retry_max_delay")
 _OFF_WHEN_ZERO = ("qps_limit", "rpm_limit", "tpm_limit")
@@ -109,6 +123,9 @@ class Settings:
         retry_max_delay: Backoff cap, seconds (``QIANFAN_LLM_API_RETRY_MAX_WAIT_INTERVAL``).
         bearer_token_lifetime: Lifetime to ask for minted IAM bearer tokens, seconds
             (``QIANFAN_BEARER_TOKEN_EXPIRED_INTERVAL``).
+        openai_base_url: An OpenAI-compatible server's base URL, ending in ``/v1``
+            (``WENXIN_OPENAI_BASE_URL``; used with ``api="openai"`` only).
+        openai_api_key: That server's API key, if it wants one (``WENXIN_OPENAI_API_KEY``).
 
     The retry fields left ``None`` take :class:`~wenxin_stream._retry.RetryPolicy`'s defaults.
     """
@@ -131,12 +148,17 @@ class Settings:
     retry_jitter: float | None = None
     retry_max_delay: float | None = None
     bearer_token_lifetime: int = 43200
+    openai_base_url: str | None = None
+    openai_api_key: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in _URL_FIELDS:
                 object.__setattr__(self, f.name, _url(f.name, value))
+            elif f.name in _OPTIONAL_URL_FIELDS:
+                blank = value is None or (isinstance(value, str) and not value.strip())
+                object.__setattr__(self, f.name, None if blank else _url(f.name, value))
             elif f.name in _INT_FIELDS or f.name in _FLOAT_FIELDS:
                 object.__setattr__(self, f.name, _number(f.name, value))
             elif isinstance(value, str) and not value.strip():

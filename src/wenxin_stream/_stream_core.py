@@ -66,16 +66,25 @@ from ._exceptions import (
     is_retryable,
 )
 from ._ratelimit import RateLimitScope, rate_limit_scope
-from ._requests import PreparedRequest, build_v1_chat, build_v2_chat
+from ._requests import PreparedRequest, build_openai_chat, build_v1_chat, build_v2_chat
 from ._retry import RetryPolicy
 from ._timeouts import Timeout, read_timeout
 from ._token_estimate import estimate_prompt_tokens, estimate_text_tokens, estimate_tokens
 from ._tokens import AccessToken
 from ._transport import HTTPRequest
+from ._wire_openai import OpenAIStreamParser, parse_openai_body
 from ._wire_v1 import V1StreamParser, parse_v1_body
 from ._wire_v2 import V2StreamParser, parse_v2_body
 
-ApiName = Literal["v1", "v2"]
+ApiName = Literal["v1", "v2", "openai"]
+"""The kind of upstream: Qianfan v1, Qianfan v2, or any OpenAI-compatible server."""
+
+_BODY_PARSERS = {"v1": parse_v1_body, "v2": parse_v2_body, "openai": parse_openai_body}
+_STREAM_PARSERS: dict[str, type[V1StreamParser | V2StreamParser]] = {
+    "v1": V1StreamParser,
+    "v2": V2StreamParser,
+    "openai": OpenAIStreamParser,
+}
 MAX_ERROR_BODY = 1 << 20
 """Most bytes of an error (or non-stream) body read into memory."""
 MAX_BODY = 16 << 20
@@ -189,7 +198,8 @@ class StreamCore:
                 extra_body=call.extra_body,
                 **call.params,
             )
-        return build_v2_chat(
+        build = build_openai_chat if call.api == "openai" else build_v2_chat
+        return build(
             call.model or "",
             list(messages),
             stream=call.stream,
@@ -275,16 +285,12 @@ class StreamCore:
         """The response headers of a successful status have arrived."""
         self.response_headers = headers
         if self.call.stream:
-            parser_type = V1StreamParser if self.call.api == "v1" else V2StreamParser
-            self._parser = parser_type(headers=headers)
+            self._parser = _STREAM_PARSERS[self.call.api](headers=headers)
 
     def error_from_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> WenxinError:
         """The error an error status's body describes."""
         try:
-            if self.call.api == "v1":
-                parse_v1_body(status, body, headers=headers)
-            else:
-                parse_v2_body(status, body, headers=headers)
+            _BODY_PARSERS[self.call.api](status, body, headers=headers)
         except WenxinError as exc:
             return exc
         return APIError(  # a 2xx body parsed fine but the status said error: still an error
@@ -293,10 +299,7 @@ class StreamCore:
 
     def result_from_body(self, status: int, body: bytes, headers: Mapping[str, str]) -> ChatResult:
         """A non-stream answer (raises the APIError a v1 200 body may carry)."""
-        if self.call.api == "v1":
-            result = parse_v1_body(status, body, headers=headers)
-        else:
-            result = parse_v2_body(status, body, headers=headers)
+        result = _BODY_PARSERS[self.call.api](status, body, headers=headers)
         self._whole = result
         self._end(end_reason_for(result.finish_reason))
         return result

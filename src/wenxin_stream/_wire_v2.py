@@ -49,7 +49,7 @@ deferred errors, terminal-event bookkeeping) with v1; see ``_stream_parser``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from ._events import (
@@ -123,13 +123,22 @@ def _unknown(fields: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]
     return {key: value for key, value in fields.items() if key not in known}
 
 
+Extras = Callable[[Mapping[str, Any], frozenset[str]], dict[str, Any]]
+"""Which fields of a chunk, choice or message are reported as unknown (``_unknown`` for v2:
+every field outside the known set)."""
+
+
 def parse_v2_response(
-    body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
+    body: Mapping[str, Any],
+    *,
+    headers: Mapping[str, str] | None = None,
+    extras: Extras = _unknown,
 ) -> ChatResult:
     """A non-stream v2 answer as a :class:`ChatResult`.
 
     Raises the matching :class:`~wenxin_stream._exceptions.APIError` if the body is an error
-    object, and MalformedResponseError if it is not shaped like an answer.
+    object, and MalformedResponseError if it is not shaped like an answer. ``extras`` picks
+    the fields kept in ``ChatResult.extra`` (``_wire_openai`` leaves out nulls and telemetry).
     """
     if not isinstance(body, Mapping):
         raise _malformed("response is not a JSON object", body)
@@ -138,7 +147,7 @@ def parse_v2_response(
     choices = body.get("choices")
     if not isinstance(choices, list) or not all(isinstance(c, Mapping) for c in choices):
         raise _malformed("response has no list of choices", body)
-    extra = _unknown(body, _V2_KNOWN)
+    extra = extras(body, _V2_KNOWN)
     others = [c for c in choices if c.get("index", 0) != 0]
     if others:
         extra["choices"] = others
@@ -146,8 +155,8 @@ def parse_v2_response(
     message = first.get("message") or {}
     if not isinstance(message, Mapping):
         raise _malformed("choices[0].message is not an object", first)
-    extra.update({f"choice.{k}": v for k, v in _unknown(first, _CHOICE_KNOWN).items()})
-    extra.update({f"message.{k}": v for k, v in _unknown(message, _MESSAGE_HANDLED).items()})
+    extra.update({f"choice.{k}": v for k, v in extras(first, _CHOICE_KNOWN).items()})
+    extra.update({f"message.{k}": v for k, v in extras(message, _MESSAGE_HANDLED).items()})
     raw_reason = first.get("finish_reason")
     reason = _text(raw_reason, "finish_reason") or None
     usage = body.get("usage")
@@ -235,7 +244,11 @@ def _as_status(out: list[StreamEvent]) -> None:
 
 
 def _delta_extras(
-    delta: dict[str, Any], had_reasoning: bool, out: list[StreamEvent], tail: list[StreamEvent]
+    delta: dict[str, Any],
+    had_reasoning: bool,
+    out: list[StreamEvent],
+    tail: list[StreamEvent],
+    extras: Extras,
 ) -> None:
     """The keys of a delta outside the common set (read only when there are some): vLLM's
     ``reasoning`` (placed before the chunk's text), ``delta_tag`` and unknown fields."""
@@ -247,7 +260,7 @@ def _delta_extras(
             out.insert(start, event)
     if delta.get("delta_tag") == SEARCH_STATUS_TAG:
         _as_status(out)
-    fields = _unknown(delta, _MESSAGE_HANDLED)
+    fields = extras(delta, _MESSAGE_HANDLED)
     if fields:
         tail.append(UnknownFieldsEvent(freeze(fields), "message"))
 
@@ -280,18 +293,28 @@ class V2StreamParser(StreamParser):
             return api_error_from_v2(200, value, headers=self._headers)
         return None
 
+    def _extras(self, fields: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+        """The fields of a chunk, choice or delta reported as unknown (all outside ``known``)."""
+        return _unknown(fields, known)
+
+    def _chunk_error(self, chunk: dict[str, Any]) -> WenxinError | None:
+        """The error a chunk without choices carries, if it is one."""
+        if "error" in chunk:
+            return api_error_from_v2(200, chunk, headers=self._headers)
+        return None
+
     def _incomplete(self, where: str) -> IncompleteStreamError:
         if self._raw_reason is not None:
             return IncompleteStreamError(
-                f"v2 stream ended{where} without data: [DONE] after the answer had finished "
-                f"(finish_reason {self._raw_reason!r}); usage may be missing",
-                api="v2",
+                f"{self._api} stream ended{where} without data: [DONE] after the answer had "
+                f"finished (finish_reason {self._raw_reason!r}); usage may be missing",
+                api=self._api,
                 content_finished=True,
                 finish_reason=self._raw_reason,
             )
         return IncompleteStreamError(
-            f"v2 stream ended{where} without data: [DONE]; the answer may be cut short",
-            api="v2",
+            f"{self._api} stream ended{where} without data: [DONE]; the answer may be cut short",
+            api=self._api,
         )
 
     def _handle(self, data: str, out: list[StreamEvent]) -> None:
@@ -301,8 +324,10 @@ class V2StreamParser(StreamParser):
         chunk = self._load(data)
         get = chunk.get
         choices = get("choices")
-        if not choices and "error" in chunk:
-            raise api_error_from_v2(200, chunk, headers=self._headers)
+        if not choices:
+            error = self._chunk_error(chunk)
+            if error is not None:
+                raise error
         rid = get("id")
         if type(rid) is str and rid:
             self._response_id = rid
@@ -329,7 +354,9 @@ class V2StreamParser(StreamParser):
             info = freeze({"search_results": search})
             out.append(SearchInfoEvent(info, search_results_of(info)))
         if not _V2_KNOWN.issuperset(chunk):
-            out.append(UnknownFieldsEvent(freeze(_unknown(chunk, _V2_KNOWN))))
+            fields = self._extras(chunk, _V2_KNOWN)
+            if fields:
+                out.append(UnknownFieldsEvent(freeze(fields)))
         out.extend(tail)
         if finish is not None:
             out.append(finish)
@@ -360,7 +387,7 @@ class V2StreamParser(StreamParser):
                 assert call is not None
                 out.append(FunctionCallEvent(call.name, call.arguments, call.thoughts))
             if not _MESSAGE_KNOWN.issuperset(delta):
-                _delta_extras(delta, bool(reasoning), out, tail)
+                _delta_extras(delta, bool(reasoning), out, tail, self._extras)
         flag = int_or_none(choice.get("flag"))
         ban_round = int_or_none(choice.get("ban_round"))
         clear = bool(choice.get("need_clear_history"))
@@ -369,7 +396,7 @@ class V2StreamParser(StreamParser):
         if not _CHOICE_KNOWN.issuperset(choice):
             if choice.get("delta_tag") == SEARCH_STATUS_TAG:
                 _as_status(out)
-            fields = _unknown(choice, _CHOICE_HANDLED)
+            fields = self._extras(choice, _CHOICE_HANDLED)
             if fields:
                 tail.append(UnknownFieldsEvent(freeze(fields), "choice"))
         reason = choice.get("finish_reason")

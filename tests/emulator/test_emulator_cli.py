@@ -89,9 +89,39 @@ def test_config_from_flags(tmp_path: Path) -> None:
     assert config.no_auth
 
 
+def test_openai_compatible_flags() -> None:
+    default = config_from_args(build_parser().parse_args(["emulate"]))
+    assert (default.openai_flavour, default.openai_api_key) == ("vllm", None)
+    args = build_parser().parse_args(
+        [
+            "emulate",
+            "--openai-compatible=fastdeploy",
+            "--openai-api-key=emu-key-123",
+            "--served-model-name=ernie-4.5-local",
+            "--max-model-len=4096",
+        ]
+    )
+    config = config_from_args(args)
+    assert config.openai_flavour == "fastdeploy"
+    assert config.openai_api_key == "emu-key-123"
+    assert config.openai_model == "ernie-4.5-local"
+    assert config.openai_max_model_len == 4096
+    assert "emu-key-123" not in repr(config)
+    assert "as fastdeploy with an API key" in config.mode_description
+
+
+def test_openai_compatible_flag_refuses_other_servers(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["emulate", "--openai-compatible=sglang"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'sglang'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "flags",
     [
+        ["--max-model-len=0"],
+        ["--openai-api-key= "],
         ["--fault-rate=bogus=1=0.5"],
         ["--fault-rate=error=2"],
         ["--endpoint=nomodel"],
@@ -125,7 +155,8 @@ def test_run_in_process(
     err = capsys.readouterr().err
     assert re.search(
         r"ERNIE emulator listening on http://127\.0\.0\.1:\d+ "
-        r"\(dev mode: any credentials accepted; requests without credentials accepted\)",
+        r"\(dev mode: any credentials accepted; requests without credentials accepted; "
+        r"/v1/chat/completions as vllm with no API key\)",
         err,
     )
     assert len(seen["sockets"]) == 1

@@ -104,10 +104,51 @@ def _openai() -> Any:
     import openai
 
     return openai.OpenAI(
-        base_url=os.environ["DRIVE_BASE_URL"] + "/v2",
+        base_url=os.environ["DRIVE_BASE_URL"] + os.environ.get("DRIVE_PREFIX", "/v2"),
         api_key=os.environ["DRIVE_API_KEY"],
         max_retries=0,
     )
+
+
+def openai_self_hosted() -> None:
+    """Stream from a self-hosted ERNIE 4.5 (the emulator as vLLM or FastDeploy) with thinking
+    switched on through ``chat_template_kwargs``, reading whichever reasoning field the server
+    sends; then ask for a model it does not serve."""
+    import openai
+
+    client = _openai()
+    stream = client.chat.completions.create(
+        model=os.environ["DRIVE_MODEL"],
+        messages=[{"role": "user", "content": PROMPT}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"chat_template_kwargs": {"enable_thinking": True}},
+    )
+    reasoning, text, fields, last = "", "", set(), None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for name in ("reasoning", "reasoning_content"):
+                piece = getattr(choice.delta, name, None)
+                if piece:
+                    reasoning += piece
+                    fields.add(name)
+            text += choice.delta.content or ""
+        last = chunk.model_dump()
+    error: dict[str, Any] = {}
+    try:
+        client.chat.completions.create(
+            model="not-served", messages=[{"role": "user", "content": PROMPT}]
+        )
+    except openai.APIStatusError as exc:
+        error = {"class": type(exc).__name__, "status": exc.status_code, "message": exc.message}
+    result = {
+        "reasoning": reasoning,
+        "text": text,
+        "fields": sorted(fields),
+        "usage": (last or {}).get("usage"),
+        "error": error,
+    }
+    print(json.dumps(result, ensure_ascii=False))
 
 
 def openai_reasoning() -> None:
@@ -293,6 +334,7 @@ SCENARIOS = {
         openai_search,
         openai_image,
         openai_error,
+        openai_self_hosted,
     )
 }
 

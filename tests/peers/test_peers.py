@@ -282,3 +282,30 @@ def test_openai_sees_retired_and_unknown_models_as_baidu_answers_them(
     result = drive("openai_error", openai_env(today_emu, DRIVE_MODEL=model))
     assert (result["class"], result["status"]) == (cls, status)
     assert result["body"]["code"] == code
+
+
+# --- a self-hosted ERNIE 4.5 (the emulator's OpenAI-compatible mode) -------------------------
+
+
+@pytest.mark.parametrize(
+    ("flavour", "model", "field", "error"),
+    [
+        ("vllm", "baidu/ERNIE-4.5-21B-A3B-PT", "reasoning", ("NotFoundError", 404)),
+        ("fastdeploy", "default", "reasoning_content", ("BadRequestError", 400)),
+    ],
+)
+def test_openai_sdk_on_a_self_hosted_server(
+    flavour: str, model: str, field: str, error: tuple[str, int]
+) -> None:
+    config = EmulatorConfig(
+        ttft=0.0, v2_interval=0.0, thinking_interval=0.0, openai_flavour=flavour,
+        openai_api_key="peer-key",
+    )  # fmt: skip
+    env = {"DRIVE_API_KEY": "peer-key", "DRIVE_PREFIX": "/v1", "DRIVE_MODEL": model}
+    with emulator(config) as handle:
+        result = drive("openai_self_hosted", {**env, "DRIVE_BASE_URL": handle.base_url})
+    assert result["fields"] == [field]
+    assert result["reasoning"].startswith("【模拟思考】")
+    assert result["text"].startswith("【离线模拟】")
+    assert result["usage"]["completion_tokens"] > 0
+    assert (result["error"]["class"], result["error"]["status"]) == error

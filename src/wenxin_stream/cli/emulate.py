@@ -45,7 +45,8 @@ def register(subparsers: Any) -> None:
     """Add the ``emulate`` subcommand to the ``wenxin`` parser."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "emulate",
-        help="run a local ERNIE API emulator (v1, v2, OAuth, IAM) for offline use and tests",
+        help="run a local ERNIE API emulator (v1, v2, OAuth, IAM, OpenAI-compatible) for "
+        "offline use and tests",
         description="Run a faithful local emulator of the ERNIE API. See docs/EMULATOR.md.",
     )
     net = parser.add_argument_group("network")
@@ -180,6 +181,32 @@ def register(subparsers: Any) -> None:
         help="where the search-status chunk's delta_tag sits",
     )
 
+    openai = parser.add_argument_group(
+        "OpenAI-compatible mode (/v1/chat/completions, /v1/models: a self-hosted ERNIE 4.5)"
+    )
+    openai.add_argument(
+        "--openai-compatible",
+        choices=("vllm", "fastdeploy"),
+        default="vllm",
+        help="the server /v1/chat/completions behaves like: field names, errors (vllm)",
+    )
+    openai.add_argument(
+        "--openai-api-key",
+        metavar="KEY",
+        help="require this bearer key on the /v1 routes, as vLLM's --api-key (none)",
+    )
+    openai.add_argument(
+        "--served-model-name",
+        metavar="MODEL",
+        help="the model id served (default: baidu/ERNIE-4.5-21B-A3B-PT or -Paddle)",
+    )
+    openai.add_argument(
+        "--max-model-len",
+        type=int,
+        default=32768,
+        help="context length; longer requests are refused as the server would (32768)",
+    )
+
     logs = parser.add_argument_group("logging")
     logs.add_argument("--access-log", action="store_true", help="log every request (info level)")
     logs.add_argument("--debug", action="store_true", help="log tracebacks of internal errors")
@@ -235,6 +262,10 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             tool_call_index=not args.no_tool_call_index,
             tool_call_pieces=args.tool_call_pieces,
             search_status_placement=args.search_status_placement,
+            openai_flavour=args.openai_compatible,
+            openai_api_key=args.openai_api_key,
+            openai_model=args.served_model_name,
+            openai_max_model_len=args.max_model_len,
             debug=args.debug,
         )
     except (ConfigError, FaultSpecError) as exc:

@@ -12,6 +12,9 @@ Each HTTP request is decoded once into a :class:`~._asgi.Request` and routed by 
 ``/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/{endpoint}``    v1 chat (:mod:`._v1`)
 ``/v2/chat/completions``                                    v2 chat (:mod:`._v2`)
 ``/v2/models`` (GET)                                        the live model roster (:mod:`._roster`)
+``/v1/chat/completions``                                    a self-hosted ERNIE 4.5 under vLLM or
+                                                            FastDeploy (:mod:`._openai`)
+``/v1/models`` (GET)                                        the model it serves
 ``/v1/BCE-BEARER/token`` (GET)                              mint an IAM bearer token
 ``/wenxinworkshop/service/list`` (POST)                     the qianfan SDK's model list
 ==========================================================  =====================================
@@ -45,10 +48,11 @@ from .._asgi import (
     send_json,
 )
 from .._models import MODELS, V1_CHAT_PREFIX, V2_CHAT_PATH, V2_MODELS_PATH
-from . import _roster, _v1, _v2
+from . import _openai, _roster, _v1, _v2
 from ._auth import DEFAULT_BEARER_TTL, MAX_BEARER_TTL, SignatureRequest
 from ._chat import Shared
 from ._config import EmulatorConfig
+from ._openai_wire import error_body
 
 logger = logging.getLogger("wenxin_stream.emulator")
 
@@ -123,6 +127,10 @@ class EmulatorApp:
             await _v2.handle(shared, request, receive, send)
         elif path == V2_MODELS_PATH:
             await _roster.list_models(shared, request, send)
+        elif path == _openai.CHAT_PATH:
+            await _openai.handle_chat(shared, request, receive, send)
+        elif path == _openai.MODELS_PATH:
+            await _openai.list_models(shared, request, send)
         elif path == OAUTH_PATH:
             await self._oauth(request, receive, send)
         elif path == HEALTH_PATH:
@@ -239,7 +247,9 @@ async def _bce_error(send: Send, code: str, message: str | None = None) -> None:
 
 
 async def _internal_error(path: str, send: Send) -> None:
-    if path.startswith(V1_PREFIX):
+    if path == _openai.CHAT_PATH:
+        await send_json(send, 500, error_body("vllm", 500, "Internal error"))
+    elif path.startswith(V1_PREFIX):
         await send_json(send, 200, {"error_code": 336000, "error_msg": "Internal error"})
     else:
         body = {

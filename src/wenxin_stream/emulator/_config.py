@@ -140,6 +140,12 @@ class EmulatorConfig:
     ``tool_call_index`` (send ``index`` in tool-call deltas), ``tool_call_pieces`` (cut each
     call's ``arguments`` into this many deltas). Search: ``search_status_placement`` puts
     ``delta_tag`` on the ``"choice"`` or in the ``"delta"``.
+
+    OpenAI-compatible mode (``/v1/chat/completions`` and ``/v1/models``, ``_openai``): a
+    self-hosted ERNIE 4.5 as ``openai_flavour`` ``"vllm"`` or ``"fastdeploy"`` serves it (their
+    reasoning field, extra fields and error shapes); ``openai_api_key`` (None: no key wanted,
+    as both servers by default); ``openai_model``, the served model id (None: the flavour's
+    usual one); ``openai_max_model_len``, the context the server refuses beyond.
     """
 
     seed: int = 0
@@ -172,6 +178,10 @@ class EmulatorConfig:
     tool_call_index: bool = True
     tool_call_pieces: int = 1
     search_status_placement: Literal["choice", "delta"] = "choice"
+    openai_flavour: Literal["vllm", "fastdeploy"] = "vllm"
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_model: str | None = None
+    openai_max_model_len: int = 32768
     debug: bool = False
     clock: Callable[[], float] = time.time
 
@@ -186,6 +196,12 @@ class EmulatorConfig:
             raise ConfigError("rpm and tpm must not be negative (0 turns a quota off)")
         if self.max_body_bytes < 1:
             raise ConfigError("max_body_bytes must be positive")
+        if self.openai_max_model_len < 1:
+            raise ConfigError("openai_max_model_len must be positive")
+        if self.openai_api_key is not None and not self.openai_api_key.strip():
+            raise ConfigError("openai_api_key must not be blank (None: no key wanted)")
+        if self.openai_model is not None and not self.openai_model.strip():
+            raise ConfigError("openai_model must not be blank (None: the flavour's own)")
         for _, rate in self.fault_rates:
             if not 0 <= rate <= 1:
                 raise ConfigError(f"a fault rate must be in [0, 1], not {rate!r}")
@@ -195,6 +211,7 @@ class EmulatorConfig:
             "unsupported_params": ("reject", "ignore"),
             "reasoning_in_answer": ("absent", "empty", "null"),
             "search_status_placement": ("choice", "delta"),
+            "openai_flavour": ("vllm", "fastdeploy"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -218,7 +235,8 @@ class EmulatorConfig:
         )
         if self.no_auth:
             text += "; requests without credentials accepted"
-        return text
+        key = "an API key" if self.openai_api_key is not None else "no API key"
+        return f"{text}; /v1/chat/completions as {self.openai_flavour} with {key}"
 
 
 def _read_json(path: str | Path, what: str) -> Any:

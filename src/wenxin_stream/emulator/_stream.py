@@ -19,7 +19,8 @@ the v1 end chunk (if any) given the number of content chunks sent, whether a
 - fault positions count *content* chunks: ``cut_after=N`` sends the first N (at most all) and
   then returns without completing the response, so the terminal event (v1's ``is_end`` chunk,
   v2's ``[DONE]``) never arrives and the chunked body is left unterminated; ``error_after=N``
-  sends a ``data:`` line carrying the error JSON after N chunks and ends the response;
+  sends a ``data:`` line carrying the error JSON after N chunks and ends the response (with
+  ``done_after_error``, the OpenAI-compatible servers' habit, a ``data: [DONE]`` follows it);
   ``malformed_after=N`` inserts one invalid ``data:`` line after N chunks and carries on;
   ``stall_after=N`` pauses before chunk N+1 (or before the terminal event);
 - ``big_line`` pads the first chunk, ``stamp`` splices the emission time into each JSON
@@ -70,6 +71,7 @@ class StreamPlan:
     fault: FaultSpec
     think_count: int = 0
     think_interval: float = 0.0
+    done_after_error: bool = False
 
 
 def stamp(json_obj: bytes) -> bytes:
@@ -135,7 +137,10 @@ async def pump(send: Send, plan: StreamPlan) -> None:
             return  # leave the response incomplete: the connection is aborted
         if index == error_at:
             await sleep_until(loop, deadline)
-            await write(send, encode_event_bytes(plan.error_json), split_utf8=split, more=False)
+            frame = encode_event_bytes(plan.error_json)
+            if plan.done_after_error:  # vLLM and FastDeploy end a failed stream with [DONE]
+                frame += DONE_EVENT
+            await write(send, frame, split_utf8=split, more=False)
             return
         if index == malformed_at:
             await write(send, MALFORMED_LINE, split_utf8=False)

@@ -172,7 +172,7 @@ async def handle(shared: Shared, request: Request, receive: Receive, send: Send)
         )
     except FaultSpecError as exc:
         return await fail(400, "invalid_argument", f"Invalid Argument: {exc}")
-    plan = _plan_answer(shared, body, spec, messages, prompt, scenario, fault, continued)
+    plan = plan_request(shared, body, spec, messages, prompt, scenario, fault, continued)
     verdict = shared.quotas.admit(
         auth.identity, plan.answer.prompt_tokens, plan.completion_tokens, config.clock()
     )
@@ -213,7 +213,7 @@ async def handle(shared: Shared, request: Request, receive: Receive, send: Send)
     return None
 
 
-def _plan_answer(
+def plan_request(
     shared: Shared,
     body: dict[str, Any],
     spec: ModelSpec,
@@ -223,7 +223,8 @@ def _plan_answer(
     fault: FaultSpec,
     continued: tuple[str, str] | None,
 ) -> V2Answer:
-    """Plan the answer to a checked request (see ``_v2_answer``)."""
+    """Plan the answer to a checked request (see ``_v2_answer``); the OpenAI-compatible route
+    (``_openai``) plans with it too."""
     config = shared.config
     ignored = spec.unsupported if config.unsupported_params == "ignore" else frozenset()
     tools = body.get("tools") if spec.tools is not False else None

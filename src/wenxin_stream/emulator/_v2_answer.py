@@ -215,9 +215,11 @@ def stream_plan(
     include_usage: bool,
     every_chunk: bool,
     error_json: bytes,
+    config: EmulatorConfig | None = None,
 ) -> StreamPlan:
-    """The pump's plan of a v2 stream (see the module docstring for the order of chunks)."""
-    config = shared.config
+    """The pump's plan of a v2 stream (see the module docstring for the order of chunks);
+    ``config`` overrides ``shared.config`` (the OpenAI-compatible route's view of it)."""
+    config = shared.config if config is None else config
     status = plan.search is not None and plan.search.status
     head = int(status) + len(plan.reasoning)  # chunks before the answer
     if plan.calls:
