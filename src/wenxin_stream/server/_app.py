@@ -21,6 +21,7 @@ table from them, and starts the checkpoint tick (``_checkpoints``):
 ``_routes_streams``            ``/api/conversations/{id}/messages``, ``/api/streams/…``
 ``_routes_openai``             ``/v1/chat/completions``, ``/v1/models``
 ``_ws``                        ``/api/ws`` (WebSocket)
+``_routes_admin``              ``/api/admin/channels``
 =============================  ===========================================================
 
 Nothing below this module imports it. The server's life is a :class:`ServerState`: until the
@@ -53,6 +54,8 @@ from .._async_client import AsyncClient
 from ._access import Access, dev_mode_problem, is_loopback
 from ._answers import Answers
 from ._audit import AuditLog
+from ._channel_config import ChannelConfigError
+from ._channels import Channels
 from ._checkpoints import Checkpoints
 from ._config import ServerConfig
 from ._eventlog import EventLog, default_instance_id
@@ -65,6 +68,7 @@ from ._metrics import Metrics
 from ._redis import SharedRedis, SharedStateError
 from ._relay import Relay
 from ._revocations import Revocations
+from ._routes_admin import AdminRoutes
 from ._routes_conversations import ConversationRoutes
 from ._routes_models import ModelRoutes
 from ._routes_openai import OpenAIRoutes
@@ -73,7 +77,7 @@ from ._routes_streams import StreamRoutes
 from ._static import StaticFiles
 from ._store import Store, StoreUnavailableError, open_store
 from ._sweeper import Sweeper
-from ._upstream import Upstream, build_client
+from ._upstream import Upstream
 from ._ws import Sockets
 
 __all__ = ["Server", "ServerState", "StartupError", "create_app"]
@@ -331,10 +335,16 @@ class Server:
                 self.keys, dev_mode_allowed=is_loopback(config.host) or config.allow_dev_mode_remote
             )
             self.audit = AuditLog(config.audit_path, include_questions=config.audit_questions)
+            try:
+                channels = Channels.build(config, self.metrics, client=self._client)
+            except ChannelConfigError as exc:
+                raise StartupError(str(exc)) from None
             self.upstream = Upstream(
-                self._client or build_client(config),
+                channels,
                 emulated=config.upstream_emulated,
                 default_model=config.default_model,
+                attempts=config.failover_attempts,
+                deadline=config.failover_deadline,
             )
         except BaseException:
             await self.store.close()
@@ -465,6 +475,7 @@ class Server:
                 access=access, answers=self.answers, relay=relay, upstream=upstream, config=config
             ).routes(),
             ModelRoutes(access=access, upstream=upstream).routes(),
+            AdminRoutes(access=access, upstream=upstream, admin_key=config.admin_key).routes(),
             self.sockets.routes(),
         ):
             routes.update(group)

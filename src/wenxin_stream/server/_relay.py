@@ -88,6 +88,7 @@ from .._sse import encode_event_bytes
 from ._errors import FINISHED_REASONS, cut_error, forget_traceback, upstream_failure
 from ._eventlog_keys import Record
 from ._eventlog_writer import LogWriter
+from ._failover import FailoverStream, UpstreamRequest
 from ._http import HTTPError
 from ._metrics import Metrics
 
@@ -192,7 +193,7 @@ class Generation:
     def __init__(
         self,
         relay: Relay,
-        upstream: AsyncChatStream,
+        upstream: AsyncChatStream | FailoverStream,
         *,
         owner: str,
         model: str,
@@ -290,14 +291,35 @@ class Generation:
 
     def extras(self) -> dict[str, Any] | None:
         """What the answer has besides its text, as stored (``None``: nothing): its
-        ``reasoning``, ``search_results`` and ``tool_calls``, each ``None`` when absent."""
-        if not (self.reasoning_chars or self.search_results or self.tool_calls):
+        ``reasoning``, ``search_results`` and ``tool_calls``, each ``None`` when absent, and
+        with channels the ``channels`` that served it, in order."""
+        channels = self.channels
+        if not (self.reasoning_chars or self.search_results or self.tool_calls or channels):
             return None
-        return {
+        extras: dict[str, Any] = {
             "reasoning": self.reasoning or None,
             "search_results": self.search_results,
             "tool_calls": self.tool_calls or None,
         }
+        if channels:
+            extras["channels"] = channels
+        return extras
+
+    @property
+    def upstream_requests(self) -> list[UpstreamRequest]:
+        """Every upstream request of the answer (channel, upstream model, outcome, usage,
+        characters, whether it continued the answer), in order — for spend per channel,
+        each request counted once. Empty without configured channels (one request, on the
+        implicit channel, whose usage is :attr:`usage`)."""
+        upstream = self._upstream
+        return upstream.requests if isinstance(upstream, FailoverStream) else []
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels that served (part of) the answer, in order (empty without
+        configured channels)."""
+        upstream = self._upstream
+        return upstream.channels if isinstance(upstream, FailoverStream) else []
 
     @property
     def reasoning(self) -> str:
@@ -685,7 +707,7 @@ class Relay:
 
     def start(
         self,
-        upstream: AsyncChatStream,
+        upstream: AsyncChatStream | FailoverStream,
         *,
         owner: str,
         model: str,
