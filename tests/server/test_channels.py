@@ -72,16 +72,19 @@ priority = -1
     )
     env = {"A_KEY": "secret-a", "B_AK": "ak-b", "B_SK": "sk-b"}
     config = ServerConfig.load(environ=env, config_file=path)
-    assert config.port == 9000 and config.breaker_cooldown == 5.0
+    assert config.port == 9000
+    assert config.breaker_cooldown == 5.0
     gateway = config.gateway
     assert gateway is not None
     a, b, local = gateway.channels
     assert (a.name, a.kind, a.weight, a.priority, a.rpm, a.tpm) == (
         "qianfan-a", "qianfan-v2", 3, 10, 300, 100000,
     )  # fmt: skip
-    assert a.api_key == "secret-a" and a.upstream_name("ernie-x1.1") == "ernie-x1.1-preview"
+    assert a.api_key == "secret-a"
+    assert a.upstream_name("ernie-x1.1") == "ernie-x1.1-preview"
     assert (b.api_key, b.secret_key) == ("ak-b", "sk-b")
-    assert local.base_url == "http://gpu-box:8000/v1" and local.api_key is None
+    assert local.base_url == "http://gpu-box:8000/v1"
+    assert local.api_key is None
     # the route's order and members win over the channels' lists
     assert [c.name for c in gateway.channels_for("ernie-4.5-turbo-128k")] == [
         "qianfan-v1", "qianfan-a",
@@ -129,9 +132,7 @@ def test_a_file_without_channels_keeps_one_implicit_channel(tmp_path: Path) -> N
         ([channel("a")], {"m": ["a", "a"]}, "a channel is named twice"),
     ],
 )  # fmt: skip
-def test_invalid_channels_are_refused_by_name(
-    channels: Any, routes: Any, message: str
-) -> None:
+def test_invalid_channels_are_refused_by_name(channels: Any, routes: Any, message: str) -> None:
     if isinstance(channels, list):
         channels = [{k: v for k, v in c.items() if v is not None} for c in channels]
     with pytest.raises(ChannelConfigError) as refused:
@@ -149,7 +150,8 @@ def test_config_file_errors_name_the_file_and_hide_secrets(tmp_path: Path) -> No
     )
     with pytest.raises(ServerConfigError) as refused:
         ServerConfig.load(environ={}, config_file=path)
-    assert str(path) in str(refused.value) and "'weight' must be at least 1" in str(refused.value)
+    assert str(path) in str(refused.value)
+    assert "'weight' must be at least 1" in str(refused.value)
     assert "sk-very-secret" not in str(refused.value)
     path.write_text("[server]\ngateway = 1\n", encoding="utf-8")
     with pytest.raises(ServerConfigError, match="channels are"):
@@ -175,23 +177,28 @@ def test_the_breaker_opens_cools_down_probes_and_closes() -> None:
     assert breaker.failures == 0
     for _ in range(3):
         breaker.failed(probe=False)
-    assert breaker.state is BreakerState.OPEN and breaker.opened == 1
-    assert breaker.admit() is None and not breaker.available()
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.opened == 1
+    assert breaker.admit() is None
+    assert not breaker.available()
     assert breaker.cooldown_left() == 10.0
     clock.advance(9.5)
-    assert breaker.admit() is None and breaker.cooldown_left() == pytest.approx(0.5)
+    assert breaker.admit() is None
+    assert breaker.cooldown_left() == pytest.approx(0.5)
     clock.advance(0.5)
     assert breaker.state is BreakerState.HALF_OPEN
     assert breaker.admit() is True  # the one probe
     assert breaker.admit() is None  # nobody else while it runs
     breaker.failed(probe=True)  # the probe failed: open again, a new cooldown
-    assert breaker.state is BreakerState.OPEN and breaker.opened == 2
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.opened == 2
     clock.advance(10.0)
     assert breaker.admit() is True
     breaker.released(probe=True)  # its client left: the next request probes
     assert breaker.admit() is True
     breaker.succeeded(probe=True)
-    assert breaker.state is BreakerState.CLOSED and breaker.failures == 0
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.failures == 0
     assert breaker.admit() is False
 
 
@@ -199,7 +206,8 @@ def test_a_breaker_with_threshold_zero_never_opens() -> None:
     breaker = Breaker(0, 1.0, FakeClock())
     for _ in range(100):
         breaker.failed(probe=False)
-    assert breaker.state is BreakerState.CLOSED and breaker.admit() is False
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.admit() is False
 
 
 # -- the router -------------------------------------------------------------------------------
@@ -269,9 +277,11 @@ async def test_the_router_skips_tried_cooling_and_limited_channels() -> None:
     with pytest.raises(ClientRateLimitTimeout):  # a probes, b is limited, c tried
         channels.pick(model, {"c"})
     _release(channels, "a", probe=True)
-    assert a.breaker.state is BreakerState.CLOSED and channels.down() == []
+    assert a.breaker.state is BreakerState.CLOSED
+    assert channels.down() == []
     health = {h["name"]: h for h in channels.health()}
-    assert health["a"]["requests"]["failed"] == 2 and health["a"]["times_opened"] == 1
+    assert health["a"]["requests"]["failed"] == 2
+    assert health["a"]["times_opened"] == 1
     assert health["b"]["rate_limit_wait"] > 50
     assert KEY not in repr(health)
     await channels.aclose()
@@ -284,7 +294,8 @@ async def test_routes_down_are_those_with_every_channel_open() -> None:
     )
     for _ in range(2):
         channels.ended(channels.by_name["b"], "failed", probe=False)
-    assert channels.down() == ["b"] and channels.routes_down() == ["m2"]
+    assert channels.down() == ["b"]
+    assert channels.routes_down() == ["m2"]
     await channels.aclose()
 
 
@@ -324,6 +335,7 @@ def test_blame_follows_the_error_table(error: Exception, who: str) -> None:
     assert blame(error) == who  # type: ignore[arg-type]
     status = upstream_failure(error).status  # type: ignore[arg-type]
     if who == "client":
-        assert 400 <= status < 500 and status != 429
+        assert 400 <= status < 500
+        assert status != 429
     else:
         assert status == 429 or status >= 500
