@@ -8,8 +8,9 @@ Theory of operation
 per-key limiter, the relay, the page's files). Its lifespan start-up opens the store (and
 marks answers left ``streaming`` by a crash as ``server_crashed``, keeping their last
 checkpoint; this assumes the database is this server's alone — see
-``Store.mark_streaming_as``), the key cache, the audit log and the ONE upstream client (one
-connection pool for every stream), refuses to start in dev mode on a public address, then
+``Store.mark_streaming_as``), the key cache, the audit log and the upstream (ONE client with one
+connection pool for every stream, or with ``[[channels]]`` one client and pool per channel:
+``_channels``), refuses to start in dev mode on a public address, then
 builds the route objects — each given exactly the collaborators it uses — and the routing
 table from them, and starts the checkpoint tick (``_checkpoints``):
 
