@@ -315,7 +315,9 @@ class FailoverStream:
         """``error`` as the answer's: its whole text so far, and ``incomplete`` when text was
         delivered but the error says the upstream failed before its own."""
         error.partial_text = self.text
-        if self.delivered and error.end_reason in (None, EndReason.UPSTREAM_ERROR):
+        if error.end_reason is None:
+            error.end_reason = EndReason.UPSTREAM_ERROR
+        if self.delivered and error.end_reason is EndReason.UPSTREAM_ERROR:
             error.end_reason = EndReason.INCOMPLETE
         self.end_reason = error.end_reason
         return error
