@@ -339,3 +339,18 @@ def test_blame_follows_the_error_table(error: Exception, who: str) -> None:
         assert status != 429
     else:
         assert status == 429 or status >= 500
+
+
+async def test_a_default_model_no_channel_serves_stops_the_start_up(tmp_path: Path) -> None:
+    from wenxin_stream.server import StartupError, create_app
+
+    gateway = parse_gateway([channel("a", models=["ernie-speed-8k"])], None, {})
+    app = create_app(ServerConfig(data_dir=tmp_path, gateway=gateway))
+    with pytest.raises(StartupError, match="no channel serves the default model 'ernie-lite-8k'"):
+        await app.startup()
+    served = create_app(
+        ServerConfig(data_dir=tmp_path / "b", gateway=gateway, default_model="ernie-speed-8k")
+    )
+    await served.startup()
+    assert served.upstream.default_model == "ernie-speed-8k"
+    await served.shutdown()

@@ -258,3 +258,20 @@ async def test_a_stream_never_read_releases_its_channel() -> None:
     health = world.health("a")
     assert (health["in_flight"], health["requests"]["cancelled"]) == (0, 1)
     await world.aclose()
+
+
+async def test_a_stream_dropped_unread_gives_back_its_probe() -> None:
+    world = World(a=1)
+    a = world.channels.by_name["a"]
+    for _ in range(2):
+        world.scripts["a"].append(Scripted([], cut()))
+        with pytest.raises(APIConnectionError):
+            await read(world.stream())
+    world.clock.advance(10.0)
+    world.scripts["a"].append(finished("好"))
+    stream = world.stream()  # the probe, never entered (its request failed before)
+    assert not a.breaker.available()
+    del stream
+    assert a.breaker.available()
+    assert world.health("a")["in_flight"] == 0
+    await world.aclose()

@@ -258,6 +258,9 @@ def test_a_mid_stream_cut_is_continued_on_another_channel_without_repeated_text(
                 assert r.status_code == 200
                 events = sse_events(r.content)
                 end = json.loads(events[-1].data)
+                gen = srv.app.relay.streams[json.loads(events[0].data)["stream_id"]]
+                requests = [(q.channel, q.outcome, q.continued, q.usage is not None)
+                            for q in gen.upstream_requests]  # fmt: skip
                 answer = c.get(f"/api/conversations/{cid}").json()["messages"][1]
                 mid_stream = metric(
                     srv, "wenxin_channel_failovers_total", channel="a", when="mid_stream"
@@ -268,6 +271,8 @@ def test_a_mid_stream_cut_is_continued_on_another_channel_without_repeated_text(
     assert answer["content"] == shown + rest
     assert answer["status"] == "complete"
     assert mid_stream == 1
+    # the spend hook: each upstream request once, a cut one without usage of its own
+    assert requests == [("a", "failed", False, False), ("b", "ok", True, True)]
     continued = recorder.bodies[-1]["messages"]
     assert continued[-2:] == [
         {"role": "assistant", "content": shown},
@@ -332,8 +337,11 @@ def test_readyz_is_503_when_a_route_has_no_channel_left(tmp_path: Path) -> None:
             v2_channel("a", ea.base_url, models=["ernie-lite-pro-128k"]),
             v2_channel("b", eb.base_url, models=[MODEL]),
         )
-        with running(tmp_path, eb.base_url, gateway=spec, breaker_threshold=1,
-                     breaker_cooldown=30.0) as srv, srv.client() as c:  # fmt: skip
+        with (
+            running(tmp_path, eb.base_url, gateway=spec, breaker_threshold=1,
+                    breaker_cooldown=30.0, default_model=MODEL) as srv,
+            srv.client() as c,
+        ):  # fmt: skip
             assert ask(c).status_code == 200  # MODEL: b
             failed = c.post(
                 "/v1/chat/completions",

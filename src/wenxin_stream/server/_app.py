@@ -347,6 +347,13 @@ class Server:
                 attempts=config.failover_attempts,
                 deadline=config.failover_deadline,
             )
+            default = self.upstream.default_model
+            if channels.gateway is not None and not channels.serves(default):
+                await channels.aclose()
+                raise StartupError(
+                    f"no channel serves the default model {default!r}: set default_model to a "
+                    "model a channel lists (or add it to a channel's models)"
+                )
         except BaseException:
             await self.store.close()
             await self._close_shared()

@@ -168,6 +168,15 @@ class FailoverStream:
             first=(channel, probe, stream),
         )
 
+    def __del__(self) -> None:
+        # Never entered nor closed (the request failed between its stream's creation and
+        # the generation's start): the first channel's slot — perhaps its breaker's one
+        # probe — is given back, so a half-open channel is never left waiting for it.
+        first = self._first
+        if first is not None:
+            self._first = None
+            self._channels.ended(first[0], "cancelled", probe=first[1])
+
     @property
     def channels(self) -> list[str]:
         """The channels that delivered part of the answer, in order."""
