@@ -354,3 +354,13 @@ async def test_a_default_model_no_channel_serves_stops_the_start_up(tmp_path: Pa
     await served.startup()
     assert served.upstream.default_model == "ernie-speed-8k"
     await served.shutdown()
+
+
+def test_the_gateway_configuration_survives_pickling() -> None:
+    import pickle  # --workers hands the configuration to spawned processes
+
+    gateway = parse_gateway([channel("a", models=["m"], model_map={"m": "up-m"})], {"m": ["a"]}, {})
+    config = ServerConfig(gateway=gateway, admin_key="adm")
+    again = pickle.loads(pickle.dumps(config))
+    assert again == config
+    assert again.gateway.channels[0].upstream_name("m") == "up-m"

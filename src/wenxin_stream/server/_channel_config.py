@@ -94,13 +94,15 @@ class ChannelConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ChannelSpec:
-    """One configured channel (see the module docstring). Secrets are resolved values."""
+    """One configured channel (see the module docstring). Secrets are resolved values.
+    Plain data, picklable (``--workers`` hands the configuration to spawned processes); its
+    mappings are not to be changed."""
 
     name: str
     kind: ChannelKind
     models: tuple[str, ...]
     base_url: str | None = None
-    model_map: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    model_map: Mapping[str, str] = field(default_factory=dict)
     weight: int = 1
     priority: int = 0
     rpm: int = 0
@@ -141,7 +143,7 @@ class GatewaySpec:
     channel names, in the order given)."""
 
     channels: tuple[ChannelSpec, ...]
-    routes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def channels_for(self, model: str) -> tuple[ChannelSpec, ...]:
         """The channels that serve the public model name ``model`` (none: not served)."""
@@ -244,7 +246,7 @@ def _models(where: str, models: object) -> tuple[str, ...]:
 
 def _model_map(where: str, mapping: object, models: tuple[str, ...]) -> Mapping[str, str]:
     if mapping is None:
-        return MappingProxyType({})
+        return {}
     if not isinstance(mapping, dict) or not all(isinstance(v, str) and v for v in mapping.values()):
         raise ChannelConfigError(f"{where}: 'model_map' must map model names to model names")
     for public in mapping:
@@ -252,7 +254,7 @@ def _model_map(where: str, mapping: object, models: tuple[str, ...]) -> Mapping[
             raise ChannelConfigError(
                 f"{where}: 'model_map' maps {public!r}, which is not in its 'models'"
             )
-    return MappingProxyType(dict(mapping))
+    return dict(mapping)
 
 
 def _int(where: str, key: str, value: object, low: int | None) -> int:
@@ -297,7 +299,7 @@ def _secrets(
 
 def _routes(routes: object, specs: list[ChannelSpec]) -> Mapping[str, tuple[str, ...]]:
     if routes is None:
-        return MappingProxyType({})
+        return {}
     if not isinstance(routes, dict):
         raise ChannelConfigError("[routes] must be a table of model name = [channel names]")
     names = {s.name for s in specs}
@@ -317,4 +319,4 @@ def _routes(routes: object, specs: list[ChannelSpec]) -> Mapping[str, tuple[str,
             if channel not in names:
                 raise ChannelConfigError(f"route {model!r}: no channel is named {channel!r}")
         out[model] = tuple(channels)
-    return MappingProxyType(out)
+    return out
