@@ -418,3 +418,19 @@ def test_the_admin_view_is_closed_outside_dev_mode_without_a_key(
             )
     assert refused.json()["error"]["code"] == "admin_disabled"
     assert with_api_key.status_code == 403  # an API key is never an admin key
+
+
+def test_a_channels_own_rpm_is_respected_before_sending(tmp_path: Path) -> None:
+    with probed() as (a, ea), probed() as (b, eb):
+        spec = gateway(
+            # preferred, but 12 a minute: the SDK's limiter allows 2 per 10 s window of it
+            v2_channel("a", ea.base_url, priority=1, rpm=12),
+            v2_channel("b", eb.base_url),
+        )
+        with running(tmp_path, ea.base_url, gateway=spec) as srv, srv.client() as c:
+            for _ in range(5):
+                assert ask(c).status_code == 200
+            health = admin(srv)
+    assert (a.started, b.started) == (2, 3)  # a was never sent a request over its limit
+    assert health["a"]["requests"] == {**health["a"]["requests"], "ok": 2, "busy": 0}
+    assert health["a"]["rate_limit_wait"] > 1
