@@ -92,9 +92,9 @@ class World:
 
         return open_stream
 
-    def stream(self, attempts: int = 3) -> FailoverStream:
+    def stream(self, attempts: int = 3, deadline: float = 60.0) -> FailoverStream:
         return FailoverStream.open(
-            self.channels, QUESTION, "m", {}, attempts=attempts, deadline=60.0
+            self.channels, QUESTION, "m", {}, attempts=attempts, deadline=deadline
         )
 
     def health(self, name: str) -> dict[str, Any]:
@@ -274,4 +274,13 @@ async def test_a_stream_dropped_unread_gives_back_its_probe() -> None:
     del stream
     assert a.breaker.available()
     assert world.health("a")["in_flight"] == 0
+    await world.aclose()
+
+
+async def test_no_other_channel_is_tried_past_the_deadline() -> None:
+    world = World(a=2, b=1)
+    world.scripts["a"].append(Scripted([], cut("a down")))
+    with pytest.raises(APIConnectionError, match="a down"):
+        await read(world.stream(deadline=0.0))
+    assert [name for name, _ in world.sent] == ["a"]
     await world.aclose()
