@@ -434,3 +434,28 @@ def test_a_channels_own_rpm_is_respected_before_sending(tmp_path: Path) -> None:
     assert (a.started, b.started) == (2, 3)  # a was never sent a request over its limit
     assert health["a"]["requests"] == {**health["a"]["requests"], "ok": 2, "busy": 0}
     assert health["a"]["rate_limit_wait"] > 1
+
+
+def test_a_qianfan_v1_channel_and_a_v2_channel_serve_one_model(tmp_path: Path) -> None:
+    down = ((parse_fault_spec("error=336100"), 1.0),)
+    with probed() as (one, e1), probed(fault_rates=down) as (two, e2):
+        v1 = {
+            "name": "v1-oauth", "kind": "qianfan-v1", "base_url": e1.base_url,
+            "api_key": "ak-gateway-tests", "secret_key": "sk-gateway-tests",
+            "models": [MODEL], "emulated": True,
+        }  # fmt: skip
+        spec = gateway(v2_channel("v2-key", e2.base_url, priority=1), v1)
+        with (
+            running(tmp_path, e1.base_url, gateway=spec, default_model=MODEL) as srv,
+            srv.client() as c,
+        ):
+            r = ask(c)
+            info = c.get("/api/info").json()
+            health = admin(srv)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"]
+    assert two.started == 1  # the v2 channel failed first…
+    assert health["v1-oauth"]["requests"]["ok"] == 1  # …and the v1 one answered
+    assert one.started == 2  # its OAuth token, then the chat
+    assert info["api"] == "v1"  # histories follow v1's stricter rules
+    assert MODEL in info["models"]
