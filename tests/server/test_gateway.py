@@ -459,3 +459,22 @@ def test_a_qianfan_v1_channel_and_a_v2_channel_serve_one_model(tmp_path: Path) -
     assert one.started == 2  # its OAuth token, then the chat
     assert info["api"] == "v1"  # histories follow v1's stricter rules
     assert MODEL in info["models"]
+
+
+def test_the_openai_stream_of_a_continued_answer_finishes_once(tmp_path: Path) -> None:
+    cut = Scenario(None, "故事", STORY, parse_fault_spec("cut_after=3"))
+    whole = Scenario(None, "故事", STORY, None)
+    with probed(scenarios=(cut,)) as (_, ea), probed(scenarios=(whole,)) as (_, eb):
+        spec = gateway(v2_channel("a", ea.base_url, priority=1), v2_channel("b", eb.base_url))
+        with running(tmp_path, ea.base_url, gateway=spec) as srv, srv.client() as c:
+            r = ask(c, "讲个故事", stream=True)
+    events = sse_events(r.content)
+    assert events[-1].data == "[DONE]"
+    chunks = [json.loads(e.data) for e in events[:-1]]
+    assert all("error" not in chunk for chunk in chunks)
+    text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks
+                   if ch.get("choices"))  # fmt: skip
+    finishes = [ch["choices"][0]["finish_reason"] for ch in chunks
+                if ch.get("choices") and ch["choices"][0].get("finish_reason")]  # fmt: skip
+    assert text == STORY  # the emulator continues the story it knows: exact
+    assert finishes == ["stop"]
