@@ -478,3 +478,20 @@ def test_the_openai_stream_of_a_continued_answer_finishes_once(tmp_path: Path) -
                 if ch.get("choices") and ch["choices"][0].get("finish_reason")]  # fmt: skip
     assert text == STORY  # the emulator continues the story it knows: exact
     assert finishes == ["stop"]
+
+
+def test_the_model_lists_hold_what_the_channels_serve(tmp_path: Path, emu: ServerHandle) -> None:
+    spec = gateway(
+        v2_channel("a", emu.base_url, models=[MODEL, "ernie-4.5-21b-local"]),
+        v2_channel("b", emu.base_url, models=["ernie-lite-8k"]),
+    )
+    with (
+        running(tmp_path, emu.base_url, gateway=spec, default_model=MODEL) as srv,
+        srv.client() as c,
+    ):
+        listed = c.get("/v1/models").json()["data"]
+        picker = c.get("/api/models").json()["models"]
+    assert [m["id"] for m in listed] == ["ernie-4.5-21b-local", "ernie-lite-8k", MODEL]
+    assert listed[0]["owned_by"] == "wenxin-gateway"  # not in the catalogue: its id alone
+    assert listed[2]["context_window"]  # the catalogue's facts where it knows the model
+    assert sorted(m["id"] for m in picker) == ["ernie-lite-8k", MODEL]
