@@ -85,6 +85,7 @@ from .._events import (
 )
 from .._exceptions import APITimeoutError, ClientRateLimitTimeout, WenxinError
 from .._sse import encode_event_bytes
+from ._channel_config import DEFAULT_CHANNEL
 from ._errors import FINISHED_REASONS, cut_error, forget_traceback, upstream_failure
 from ._eventlog_keys import Record
 from ._eventlog_writer import LogWriter
@@ -127,6 +128,10 @@ MAX_DELTA_CHARS = 16384
 """Coalescing stops at this many characters: a new delta starts (frames stay small enough for
 any client's line limit)."""
 
+
+_FAILED_REASONS = frozenset({"upstream_error", "incomplete", "timed_out"})
+"""End reasons of an upstream request that failed (the others that do not finish: it was
+stopped)."""
 
 RECHECK_MARGIN = 0.05
 """Seconds after the "read elsewhere" mark would lapse that the producer looks again."""
@@ -309,10 +314,32 @@ class Generation:
     def upstream_requests(self) -> list[UpstreamRequest]:
         """Every upstream request of the answer (channel, upstream model, outcome, usage,
         characters, whether it continued the answer), in order — for spend per channel,
-        each request counted once. Empty without configured channels (one request, on the
-        implicit channel, whose usage is :attr:`usage`)."""
+        each request counted once. Without configured channels: one request on the implicit
+        channel ``default`` (the SDK's retries before any text generated nothing), its
+        outcome set once the answer has ended."""
         upstream = self._upstream
-        return upstream.requests if isinstance(upstream, FailoverStream) else []
+        if isinstance(upstream, FailoverStream):
+            return upstream.requests
+        reason, failure = self.end_reason, self.failure
+        outcome = None
+        if reason in FINISHED_REASONS:
+            outcome = "ok"
+        elif reason in _FAILED_REASONS:
+            status = 0 if failure is None else failure.status
+            outcome = (
+                "busy" if status == 429 else "client_error" if 400 <= status < 500 else "failed"
+            )
+        elif reason is not None:
+            outcome = "cancelled"
+        return [
+            UpstreamRequest(
+                DEFAULT_CHANNEL,
+                self.model,
+                outcome=outcome,
+                usage=self.usage,
+                chars=self.generated_chars,
+            )
+        ]
 
     @property
     def channels(self) -> list[str]:
