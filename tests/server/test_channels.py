@@ -364,3 +364,18 @@ def test_the_gateway_configuration_survives_pickling() -> None:
     again = pickle.loads(pickle.dumps(config))
     assert again == config
     assert again.gateway.channels[0].upstream_name("m") == "up-m"
+
+
+def test_the_sample_configuration_of_the_docs_is_valid(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "GATEWAY.md").read_text(encoding="utf-8")
+    sample = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "sample.toml"
+    path.write_text(sample, encoding="utf-8")
+    env = {"QIANFAN_MAIN_KEY": "k-main", "QIANFAN_BACKUP_AK": "ak", "QIANFAN_BACKUP_SK": "sk"}
+    config = ServerConfig.load(environ=env, config_file=path)
+    gateway = config.gateway
+    assert gateway is not None
+    assert [c.kind for c in gateway.channels] == ["qianfan-v2", "qianfan-v1", "openai"]
+    served = [c.name for c in gateway.channels_for(config.default_model or "")]
+    assert served == ["qianfan-main", "qianfan-backup", "gpu-box"]
+    assert [c.name for c in gateway.channels_for("ernie-x1.1")] == ["qianfan-main"]

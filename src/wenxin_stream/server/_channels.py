@@ -8,10 +8,10 @@ Every :class:`Channel` owns what its account or server needs alone: an
 :class:`~wenxin_stream.AsyncClient` (its own connection pool, credentials and client-side
 RPM/TPM limiter, which also adopts that account's ``X-Ratelimit-*`` headers and pauses after
 its rate-limit errors), a :class:`~._breaker.Breaker`, and counters for the operator. Clients
-are built by :func:`build_channel_client` from a :class:`~._channel_config.ChannelSpec`, one
-small builder per kind (:data:`CLIENT_BUILDERS`); without configured channels the server's one
-client becomes the implicit channel ``default`` (breaker off: the server behaves as it always
-did).
+are built by ``_channel_clients.build_channel_client`` from a
+:class:`~._channel_config.ChannelSpec`, one small builder per kind; without configured
+channels the server's one client becomes the implicit channel ``default`` (breaker off: the
+server behaves as it always did).
 
 **Routing.** :meth:`Channels.pick` chooses the channel of the next upstream request of an
 answer: among the channels serving the public model (``GatewaySpec.channels_for``) that this
@@ -32,170 +32,30 @@ is rendered (``wenxin_channel_*``), and :meth:`Channel.health` is what ``/readyz
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .._async_client import AsyncChatStream, AsyncClient
-from .._client_base import EMULATOR_NOTICE
-from .._exceptions import ClientRateLimitTimeout, RateLimitError, WenxinError
-from .._models import find_model, lookup_model
-from .._retry import RetryPolicy
-from .._timeouts import Timeout
-from .._transport import Limits
+from .._exceptions import ClientRateLimitTimeout, WenxinError
 from ._breaker import Breaker, BreakerState
-from ._channel_config import DEFAULT_CHANNEL, ChannelConfigError, ChannelSpec, GatewaySpec
+from ._channel_clients import (
+    CLIENT_BUILDERS,
+    RATE_LIMIT_WAIT,
+    build_channel_client,
+    build_client,
+    upstream_model_name,
+)
+from ._channel_config import DEFAULT_CHANNEL, ChannelSpec, GatewaySpec
 from ._config import ServerConfig, mask_url_password
 from ._errors import NoChannelError
 from ._metrics import TTFT_BUCKETS, Counter, Gauge, Histogram, Metrics, Series
 
-__all__ = [
-    "CLIENT_BUILDERS",
-    "OUTCOMES",
-    "RATE_LIMIT_WAIT",
-    "Channel",
-    "Channels",
-    "GatewayRetry",
-    "build_channel_client",
-    "build_client",
-    "upstream_model_name",
-]
-
-RATE_LIMIT_WAIT = 1.0
-"""The longest a request waits for a channel client's rate limits (seconds); a longer wait
-skips the channel (or, with no other, is answered 429 at once)."""
+__all__ = ["OUTCOMES", "Channel", "Channels"]
 
 OUTCOMES = ("ok", "failed", "busy", "client_error", "cancelled")
 """How an upstream request of a channel ended (``wenxin_channel_requests_total``)."""
-
-
-class GatewayRetry(RetryPolicy):
-    """The retry policy of the server's upstream clients: the SDK's, except that a rate limit
-    is never retried (the user gets the 429 and ERNIE's ``Retry-After``, or another channel
-    takes the request)."""
-
-    def delay(self, attempt: int, error: BaseException, rand: float) -> float | None:
-        """As :meth:`RetryPolicy.delay`, but ``None`` for a rate-limit error."""
-        if isinstance(error, RateLimitError):
-            return None
-        return super().delay(attempt, error, rand)
-
-
-class _DropNotice(logging.Filter):
-    """Drops the SDK's "no credentials: emulator" warning (the start-up line says it)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != EMULATOR_NOTICE
-
-
-def _timeout(config: ServerConfig) -> Timeout:
-    return Timeout(
-        connect=config.upstream_connect_timeout,
-        first_token=config.upstream_first_token_timeout,
-        idle=config.upstream_idle_timeout,
-    )
-
-
-def _limits(size: int) -> Limits:
-    return Limits(max_connections=size, max_keepalive_connections=size)
-
-
-def build_client(config: ServerConfig) -> AsyncClient:
-    """The one upstream client the ``upstream_*`` settings describe (the implicit channel)."""
-    sdk_logger = logging.getLogger("wenxin_stream")
-    notice = _DropNotice()
-    sdk_logger.addFilter(notice)  # the start-up line says it: no second warning
-    try:
-        return AsyncClient(
-            bearer_token=config.upstream_bearer_token,
-            v2_base_url=config.upstream_v2_base_url,
-            base_url=config.upstream_base_url,
-            api=config.upstream_api,
-            model=config.default_model,
-            retry=GatewayRetry(max_attempts=config.upstream_retries + 1),
-            rate_limit_wait=RATE_LIMIT_WAIT,
-            timeout=_timeout(config),
-            limits=_limits(config.upstream_max_connections),
-        )
-    finally:
-        sdk_logger.removeFilter(notice)
-
-
-def _common(spec: ChannelSpec, config: ServerConfig) -> dict[str, Any]:
-    """The client arguments every kind shares: no environment (a channel's credentials are
-    its own, never ``QIANFAN_*``), never the embedded emulator, its own pool and limits."""
-    return {
-        "environ": {},
-        "emulator": False,
-        "retry": GatewayRetry(max_attempts=spec.retries + 1),
-        "rate_limit_wait": RATE_LIMIT_WAIT,
-        "rpm": spec.rpm or None,
-        "tpm": spec.tpm or None,
-        "timeout": _timeout(config),
-        "limits": _limits(spec.max_connections or config.upstream_max_connections),
-    }
-
-
-def _qianfan_v1(spec: ChannelSpec, config: ServerConfig) -> AsyncClient:
-    return AsyncClient(
-        api="v1",
-        api_key=spec.api_key,
-        secret_key=spec.secret_key,
-        access_token=spec.access_token,
-        base_url=spec.base_url,
-        **_common(spec, config),
-    )
-
-
-def _qianfan_v2(spec: ChannelSpec, config: ServerConfig) -> AsyncClient:
-    return AsyncClient(
-        api="v2",
-        bearer_token=spec.api_key,
-        access_key=spec.access_key,
-        secret_access_key=spec.secret_access_key,
-        app_id=spec.app_id,
-        v2_base_url=spec.base_url,
-        **_common(spec, config),
-    )
-
-
-CLIENT_BUILDERS: Mapping[str, Callable[[ChannelSpec, ServerConfig], AsyncClient]] = {
-    "qianfan-v1": _qianfan_v1,
-    "qianfan-v2": _qianfan_v2,
-    # "openai": AsyncClient(base_url=spec.base_url, api="openai", api_key=spec.api_key, …)
-    # once the SDK has its OpenAI-compatible client (branch upstream-openai)
-}
-"""How each channel kind becomes a client: one function per kind."""
-
-
-def build_channel_client(spec: ChannelSpec, config: ServerConfig) -> AsyncClient:
-    """The client of a configured channel.
-
-    Raises:
-        ChannelConfigError: the kind has no client in this build (``openai``).
-    """
-    builder = CLIENT_BUILDERS.get(spec.kind)
-    if builder is None:
-        raise ChannelConfigError(
-            f"channel {spec.name!r}: kind {spec.kind!r} needs the SDK's OpenAI-compatible "
-            "client (AsyncClient(api='openai')), which this build does not have yet"
-        )
-    return builder(spec, config)
-
-
-def upstream_model_name(api: str, name: str) -> str:
-    """The name a public model ``name`` goes upstream as, by the SDK's rule for the API
-    generation (``docs/MODELS.md``): on v2 a catalogue id or alias as spelled, a legacy v1
-    name as its v2 id; on v1 the catalogue's v1 name; an unknown name as given."""
-    if api != "v1":
-        if lookup_model(name) is not None:
-            return name
-        legacy = find_model(name)
-        return name if legacy is None else legacy.v2_name
-    info = find_model(name)
-    return name if info is None else info.name
 
 
 class Channel:

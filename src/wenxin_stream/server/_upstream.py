@@ -5,7 +5,7 @@ Theory of operation
 ===================
 
 Without configured channels, every answer of the server is a stream of one
-:class:`~wenxin_stream.AsyncClient` built at start-up (``_channels.build_client``: one
+:class:`~wenxin_stream.AsyncClient` built at start-up (``_channel_clients.build_client``: one
 connection pool for every stream, the configured timeouts and retries; without ``QIANFAN_*``
 credentials, the SDK's embedded emulator) — the implicit channel ``default``, streamed
 directly, exactly as before channels existed. With ``[[channels]]`` (``_channels``), every
@@ -49,7 +49,8 @@ from .._async_client import AsyncChatStream, AsyncClient
 from .._exceptions import ClientRateLimitTimeout, InvalidRequestError, WenxinError
 from .._models import find_model
 from ._catalogue import baidu_today, model_names
-from ._channels import RATE_LIMIT_WAIT, Channels, GatewayRetry, build_client
+from ._channel_clients import RATE_LIMIT_WAIT, GatewayRetry, build_client
+from ._channels import Channels
 from ._errors import upstream_failure
 from ._failover import FailoverStream
 from ._http import HTTPError
