@@ -382,10 +382,12 @@ def test_without_channels_the_implicit_default_behaves_as_before(
         assert c.get("/readyz").json() == {"status": "ready", "upstream": "emulator"}
         assert ask(c).status_code == 200
         view = c.get("/api/admin/channels").json()  # dev mode: open to the operator
+        exposition = c.get("/metrics").text
     assert view["gateway"] is False
     (default,) = view["channels"]
     assert default["name"] == "default"
     assert default["state"] == "closed"
+    assert "wenxin_channel_" not in exposition  # /metrics as before channels existed
 
 
 def test_the_admin_view_needs_the_admin_key(tmp_path: Path, emu: ServerHandle) -> None:

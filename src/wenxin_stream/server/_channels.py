@@ -221,8 +221,9 @@ class Channels:
                 lambda c: c.in_flight,
             ),
         )
-        for family in (self.requests, self.failovers, self.ttft, *gauges):
-            metrics.register(family)
+        if gateway is not None:  # the implicit channel streams directly: nothing to count
+            for family in (self.requests, self.failovers, self.ttft, *gauges):
+                metrics.register(family)
         for channel in channels:
             for outcome in OUTCOMES:
                 self.requests.labels(channel.name, outcome)
