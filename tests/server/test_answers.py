@@ -190,3 +190,17 @@ async def test_a_cancelled_ask_frees_the_slot(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert answers.limiter.streams(ALICE.owner) == 0
+
+
+async def test_without_channels_the_spend_hook_names_the_implicit_channel(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    answers, upstream, _ = world
+    gen = await _ask(answers)
+    (running,) = gen.upstream_requests
+    assert (running.channel, running.model, running.outcome) == ("default", "ernie-lite-8k", None)
+    upstream.streams[0].release.set()
+    await asyncio.wait_for(gen.done, 5)
+    (ended,) = gen.upstream_requests
+    assert (ended.outcome, ended.chars, ended.continued) == ("ok", 1, False)
+    assert gen.channels == []  # nothing recorded on the message without channels

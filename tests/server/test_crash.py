@@ -3,11 +3,12 @@ while clients stream on every route — native SSE, WebSocket, the OpenAI stream
 each client saw and what the store kept.
 
 Each scenario runs once per store (a module fixture: the SQLite file, then PostgreSQL) and the
-tests read its outcome: the server is a subprocess with its own data directory, its upstream the shared emulator, paced by fault
-directives so that answers take several seconds. Its ``--checkpoint-interval`` is
-:data:`CHECKPOINT`, so a ``kill -9`` may lose at most that much of each answer's text, plus a
-checkpoint in flight; the tests allow :data:`ALLOWANCE` more for a loaded machine's
-scheduling (the event loop's tick and the store's commit being late), and no more.
+tests read its outcome: the server is a subprocess with its own data directory, its upstream
+the shared emulator, paced by fault directives so that answers take several seconds. Its
+``--checkpoint-interval`` is :data:`CHECKPOINT`, so a ``kill -9`` may lose at most that much of
+each answer's text, plus a checkpoint in flight; the tests allow :data:`ALLOWANCE` more for a
+loaded machine's scheduling (the event loop's tick and the store's commit being late), and no
+more.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from wenxin_stream._exceptions import (
     APITimeoutError,
     ClientRateLimitTimeout,
     IncompleteStreamError,
+    api_error_from_openai,
     api_error_from_v1,
     api_error_from_v2,
 )
@@ -135,3 +136,29 @@ def test_docs_errors_md_shows_the_same_table() -> None:
         assert should_retry == ("false" if row.should_retry is False else "—"), name
         assert [int(c) for c in v1.split(", ") if c != "—"] == list(row.v1), name
         assert v2.split(", ") == list(row.v2), name
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "want"),
+    [
+        (400, {"object": "error", "message": "bad", "type": "BadRequestError", "code": 400},
+         (400, "invalid_request")),
+        (400, {"error": {"message": "This model's maximum context length is 32768 tokens",
+                         "type": "BadRequestError", "code": 400}},
+         (400, "context_length_exceeded")),
+        (401, {"error": "Unauthorized"}, (502, "upstream_auth_failed")),
+        (404, {"object": "error", "message": "The model `x` does not exist.", "code": 404},
+         (404, "model_not_found")),
+        (429, {"error": {"message": "slow down", "code": 429}}, (429, "upstream_rate_limited")),
+        (503, {"detail": "overloaded"}, (503, "upstream_overloaded")),
+        (500, {"object": "error", "message": "boom", "code": 4}, (502, "upstream_error")),
+    ],
+)  # fmt: skip
+def test_a_self_hosted_servers_errors_are_placed_by_status(
+    status: int, body: object, want: tuple[int, str]
+) -> None:
+    """An OpenAI-compatible server's codes are not Qianfan's (vLLM's ``code`` is the status;
+    a ``4`` must not read as Qianfan's rate limit 4): its status decides, and a too-long
+    prompt is the one ``context_length_exceeded`` on every upstream."""
+    failure = upstream_failure(api_error_from_openai(status, body))
+    assert (failure.status, failure.code) == want

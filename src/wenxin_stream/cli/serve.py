@@ -118,6 +118,25 @@ def register(subparsers: Any) -> None:
         const=True,
     )
 
+    gateway = parser.add_argument_group(
+        "gateway (channels are [[channels]] of the --config file: docs/GATEWAY.md; the admin "
+        "view's key is WENXIN_ADMIN_KEY or admin_key in the file, never a flag)"
+    )
+    _flag(gateway, "failover-attempts", "most upstream requests per answer (3)", type=int)
+    _flag(
+        gateway,
+        "failover-deadline",
+        "seconds after which no other channel is tried before the first token (60)",
+        type=float,
+    )
+    _flag(
+        gateway,
+        "breaker-threshold",
+        "consecutive failures that cool a channel down (3; 0: never)",
+        type=int,
+    )
+    _flag(gateway, "breaker-cooldown", "seconds a failing channel is left out (30)", type=float)
+
     logs = parser.add_argument_group("logging")
     _flag(logs, "access-log", "log every request", action="store_const", const=True)
     _flag(logs, "debug", "log tracebacks of internal errors", action="store_const", const=True)
@@ -159,6 +178,10 @@ _FIELDS = (
     "default_tpm",
     "default_max_streams",
     "audit_questions",
+    "failover_attempts",
+    "failover_deadline",
+    "breaker_threshold",
+    "breaker_cooldown",
     "access_log",
     "debug",
 )

@@ -8,8 +8,9 @@ Theory of operation
 per-key limiter, the relay, the page's files). Its lifespan start-up opens the store (and
 marks answers left ``streaming`` by a crash as ``server_crashed``, keeping their last
 checkpoint; this assumes the database is this server's alone — see
-``Store.mark_streaming_as``), the key cache, the audit log and the ONE upstream client (one
-connection pool for every stream), refuses to start in dev mode on a public address, then
+``Store.mark_streaming_as``), the key cache, the audit log and the upstream (ONE client with one
+connection pool for every stream, or with ``[[channels]]`` one client and pool per channel:
+``_channels``), refuses to start in dev mode on a public address, then
 builds the route objects — each given exactly the collaborators it uses — and the routing
 table from them, and starts the checkpoint tick (``_checkpoints``):
 
@@ -21,6 +22,7 @@ table from them, and starts the checkpoint tick (``_checkpoints``):
 ``_routes_streams``            ``/api/conversations/{id}/messages``, ``/api/streams/…``
 ``_routes_openai``             ``/v1/chat/completions``, ``/v1/models``
 ``_ws``                        ``/api/ws`` (WebSocket)
+``_routes_admin``              ``/api/admin/channels``
 =============================  ===========================================================
 
 Nothing below this module imports it. The server's life is a :class:`ServerState`: until the
@@ -53,6 +55,8 @@ from .._async_client import AsyncClient
 from ._access import Access, dev_mode_problem, is_loopback
 from ._answers import Answers
 from ._audit import AuditLog
+from ._channel_config import ChannelConfigError
+from ._channels import Channels
 from ._checkpoints import Checkpoints
 from ._config import ServerConfig
 from ._eventlog import EventLog, default_instance_id
@@ -65,6 +69,7 @@ from ._metrics import Metrics
 from ._redis import SharedRedis, SharedStateError
 from ._relay import Relay
 from ._revocations import Revocations
+from ._routes_admin import AdminRoutes
 from ._routes_conversations import ConversationRoutes
 from ._routes_models import ModelRoutes
 from ._routes_openai import OpenAIRoutes
@@ -73,7 +78,7 @@ from ._routes_streams import StreamRoutes
 from ._static import StaticFiles
 from ._store import Store, StoreUnavailableError, open_store
 from ._sweeper import Sweeper
-from ._upstream import Upstream, build_client
+from ._upstream import Upstream
 from ._ws import Sockets
 
 __all__ = ["Server", "ServerState", "StartupError", "create_app"]
@@ -331,11 +336,24 @@ class Server:
                 self.keys, dev_mode_allowed=is_loopback(config.host) or config.allow_dev_mode_remote
             )
             self.audit = AuditLog(config.audit_path, include_questions=config.audit_questions)
+            try:
+                channels = Channels.build(config, self.metrics, client=self._client)
+            except ChannelConfigError as exc:
+                raise StartupError(str(exc)) from None
             self.upstream = Upstream(
-                self._client or build_client(config),
+                channels,
                 emulated=config.upstream_emulated,
                 default_model=config.default_model,
+                attempts=config.failover_attempts,
+                deadline=config.failover_deadline,
             )
+            default = self.upstream.default_model
+            if channels.gateway is not None and not channels.serves(default):
+                await channels.aclose()
+                raise StartupError(
+                    f"no channel serves the default model {default!r}: set default_model to a "
+                    "model a channel lists (or add it to a channel's models)"
+                )
         except BaseException:
             await self.store.close()
             await self._close_shared()
@@ -466,6 +484,7 @@ class Server:
                 access=access, answers=self.answers, relay=relay, upstream=upstream, config=config
             ).routes(),
             ModelRoutes(access=access, upstream=upstream).routes(),
+            AdminRoutes(access=access, upstream=upstream, admin_key=config.admin_key).routes(),
             self.sockets.routes(),
         ):
             routes.update(group)

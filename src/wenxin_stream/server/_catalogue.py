@@ -122,6 +122,20 @@ def openai_models(api: str, today: date) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
+def served_models(names: list[str]) -> dict[str, Any]:
+    """The body of ``GET /v1/models`` with channels: the public names the channels serve,
+    with the catalogue's facts for those it knows (a self-hosted model it does not know is
+    listed with its id alone, ``owned_by`` ``wenxin-gateway``)."""
+    data = []
+    for name in names:
+        spec = lookup_model(name)
+        if spec is not None:
+            data.append(_openai_object(name, spec))
+        else:
+            data.append({"id": name, "object": "model", "created": 0, "owned_by": "wenxin-gateway"})
+    return {"object": "list", "data": data}
+
+
 def openai_model(name: str, today: date) -> dict[str, Any]:
     """The body of ``GET /v1/models/{name}``.
 

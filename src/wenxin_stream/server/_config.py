@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._redact import redact
+from ._channel_config import ChannelConfigError, GatewaySpec, parse_gateway
 
 __all__ = ["ENV_PREFIX", "ServerConfig", "ServerConfigError", "mask_url_password"]
 
@@ -43,7 +44,7 @@ ENV_PREFIX = "WENXIN_"
 
 DisconnectPolicy = Literal["cancel", "drain"]
 
-_SECRET_FIELDS = frozenset({"upstream_bearer_token"})
+_SECRET_FIELDS = frozenset({"upstream_bearer_token", "admin_key"})
 _URL_FIELDS = frozenset({"redis_url", "database_url"})
 """Fields whose value may carry a password in its userinfo (masked in ``repr``)."""
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -130,6 +131,17 @@ class ServerConfig:
         upstream_max_connections: Size of the one upstream connection pool.
         upstream_retries: Retries of a failed upstream request, only before any text came.
         upstream_emulated: Report the upstream as the emulator (``None``: as the SDK found it).
+        gateway: The channels and routes (``[[channels]]`` and ``[routes]`` of the TOML file
+            only; see ``_channel_config`` and docs/GATEWAY.md). ``None``: one implicit
+            channel, ``default``, which the ``upstream_*`` settings describe.
+        failover_attempts: Most upstream requests one answer may make across channels
+            (failovers and mid-stream continuations included).
+        failover_deadline: Seconds from an answer's first upstream request after which no
+            other channel is tried before its first token.
+        breaker_threshold: Consecutive failures that open a channel's breaker (0: never).
+        breaker_cooldown: Seconds an open breaker keeps its channel out before one probe.
+        admin_key: The key of the admin view (``GET /api/admin/channels``, as ``Authorization:
+            Bearer …``). Secret. Unset: the admin view answers in dev mode only.
         access_log: Log every request (uvicorn's access log).
         debug: Log tracebacks of internal errors (never sent to clients).
     """
@@ -182,6 +194,12 @@ class ServerConfig:
     upstream_max_connections: int = 4096
     upstream_retries: int = 2
     upstream_emulated: bool | None = None
+    gateway: GatewaySpec | None = None
+    failover_attempts: int = 3
+    failover_deadline: float = 60.0
+    breaker_threshold: int = 3
+    breaker_cooldown: float = 30.0
+    admin_key: str | None = None
     access_log: bool = False
     debug: bool = False
 
@@ -199,6 +217,12 @@ class ServerConfig:
         for name in ("upstream_connect_timeout", "upstream_first_token_timeout"):
             if getattr(self, name) <= 0:
                 raise ServerConfigError(f"{name}: must be greater than 0")
+        if self.failover_attempts < 1 or self.failover_deadline <= 0:
+            raise ServerConfigError("failover_attempts / failover_deadline: must be positive")
+        if self.breaker_threshold > 0 and self.breaker_cooldown <= 0:
+            raise ServerConfigError("breaker_cooldown: must be positive")
+        if self.gateway is not None and not isinstance(self.gateway, GatewaySpec):
+            raise ServerConfigError("gateway: channels come from the config file")
         if self.workers < 1:
             raise ServerConfigError("workers: must be at least 1")
         if self.workers > 1 and self.redis_url is None:
@@ -278,7 +302,7 @@ class ServerConfig:
         values: dict[str, Any] = {}
         path = config_file or env.get(ENV_PREFIX + "CONFIG") or None
         if path:
-            values.update(_read_file(Path(path), names))
+            values.update(_read_file(Path(path), names, env))
         for name in names:
             raw = env.get(ENV_PREFIX + name.upper())
             if raw is not None and raw.strip():
@@ -304,7 +328,7 @@ def mask_url_password(url: str) -> str:
     return f"{scheme}://{user}:***@{hostport}{slash}{path}"
 
 
-def _read_file(path: Path, names: set[str]) -> dict[str, Any]:
+def _read_file(path: Path, names: set[str], environ: Mapping[str, str]) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             document = tomllib.load(handle)
@@ -316,10 +340,20 @@ def _read_file(path: Path, names: set[str]) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ServerConfigError(f"config file {path}: [server] must be a table")
     values: dict[str, Any] = {}
+    try:
+        gateway = parse_gateway(document.get("channels"), document.get("routes"), environ)
+    except ChannelConfigError as exc:
+        raise ServerConfigError(f"config file {path}: {exc}") from None
+    if gateway is not None:
+        values["gateway"] = gateway
     for key, value in table.items():
         name = key.replace("-", "_")
-        if key == "server" and table is document:
+        if key in ("server", "channels", "routes") and table is document:
             continue
+        if name == "gateway":
+            raise ServerConfigError(
+                f"config file {path}: unknown setting {key!r} (channels are [[channels]])"
+            )
         if name not in names:
             raise ServerConfigError(f"config file {path}: unknown setting {key!r}")
         values[name] = _convert(name, value, f"{path}: {key}")
@@ -332,6 +366,10 @@ _BOOL_WORDS |= {"0": False, "false": False, "no": False, "off": False}
 
 def _kind(name: str) -> str:
     default = ServerConfig.__dataclass_fields__[name].default
+    if name == "gateway":
+        return "object"
+    if name == "admin_key":
+        return "str"
     if name in ("default_model", "database_url", "upstream_base_url", "upstream_v2_base_url"):
         return "str"
     if name in ("redis_url", "instance_id"):
@@ -357,6 +395,8 @@ def _convert(name: str, value: Any, source: str) -> Any:
     if value is None:
         return None
     kind = _kind(name)
+    if kind == "object":
+        return value  # checked in __post_init__
     shown = redact(str(value)) if name not in _SECRET_FIELDS else "***"
     if name in _URL_FIELDS:
         shown = mask_url_password(shown)

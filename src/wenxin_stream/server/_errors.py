@@ -40,6 +40,14 @@ A rate limit's ``Retry-After`` is ERNIE's own when it sent one, else the pause t
 upstream client now imposes on every request (the SDK's limiter, which pauses for ERNIE's
 ``Retry-After`` or blocks the budget the code names: see ``_ratelimit``), at least 1 second.
 
+**Channels.** With several upstream channels (``_channels``), the same table decides what
+moves a request to another channel (:func:`blame`): the client's own mistakes (every 4xx row
+but the two 429s) never do — another channel would refuse them too —, a rate limit or a quota
+does (the channel is merely busy or spent), and every other failure does and counts against
+the channel's breaker. When no channel can take a request at all, :class:`NoChannelError` is
+answered 503 ``no_channel_available`` with the ``Retry-After`` of the first channel to come
+back.
+
 **Cuts.** An answer that ends without finishing (:data:`FINISHED_REASONS` are those that do)
 is never shown as finished: :func:`cut_error` gives the error of an end reason that carries no
 failure of its own (``server_shutdown``: 503), and :data:`OPENAI_FINISH` the ``finish_reason``
@@ -51,6 +59,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
 from .._error_codes import V1_CODES
 from .._exceptions import (
@@ -58,6 +67,8 @@ from .._exceptions import (
     APIError,
     APITimeoutError,
     ClientRateLimitTimeout,
+    ContextLengthError,
+    InvalidRequestError,
     WenxinError,
 )
 from ._http import HTTPError
@@ -66,7 +77,9 @@ __all__ = [
     "FINISHED_REASONS",
     "OPENAI_FINISH",
     "ROWS",
+    "NoChannelError",
     "Row",
+    "blame",
     "cut_error",
     "forget_traceback",
     "openai_finish",
@@ -149,6 +162,9 @@ _BY_STATUS = MappingProxyType(
      503: "overloaded"}
 )  # fmt: skip
 
+_BY_OPENAI_STATUS = MappingProxyType({**_BY_STATUS, 404: "model"})
+"""An OpenAI-compatible server's statuses (vLLM and FastDeploy answer an unknown model 404)."""
+
 FINISHED_REASONS = frozenset({"completed", "length", "content_filtered"})
 """End reasons of an answer that finished (stored ``complete``); every other one is a cut."""
 
@@ -185,8 +201,44 @@ def cut_error(end_reason: str) -> HTTPError:
     return HTTPError(502, "incomplete", f"the answer ended before it was complete ({end_reason})")
 
 
+class NoChannelError(APIConnectionError):
+    """No channel of the gateway can take the request now: each is cooling down after
+    failures (its breaker is open) or failed this very request. ``retry_after``: seconds
+    until the first breaker lets a probe through (``None``: unknown)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+Blame = Literal["client", "busy", "channel"]
+
+
+def blame(error: WenxinError) -> Blame:
+    """Whose fault an upstream ``error`` is, for failover (see the module docstring):
+    ``client`` (a 4xx row but ``rate`` and ``quota``: never moved to another channel),
+    ``busy`` (a rate limit, ERNIE's or the channel's own limiter: moved, not held against the
+    channel) or ``channel`` (anything else: moved, and counted by the channel's breaker)."""
+    if isinstance(error, ClientRateLimitTimeout):
+        return "busy"
+    if isinstance(error, InvalidRequestError):
+        return "client"
+    if not isinstance(error, APIError):
+        return "channel"  # timeouts, broken connections and streams, protocol errors
+    row = _row_of(error)
+    if row.name == "rate":
+        return "busy"
+    if row.status < 500 and row.name != "quota":
+        return "client"
+    return "channel"
+
+
 def _row_of(error: APIError) -> Row:
+    if isinstance(error, ContextLengthError):  # any upstream's "the prompt is too long"
+        return _BY_NAME["too_long"]
     code = error.code
+    if error.api == "openai":  # a self-hosted server's codes are not Qianfan's: its status
+        return _BY_NAME[_BY_OPENAI_STATUS.get(error.status_code, "internal")]
     if isinstance(code, int) and code in _BY_V1:
         return _BY_V1[code]
     if isinstance(code, str) and code.lower() in _BY_V2:
@@ -196,8 +248,13 @@ def _row_of(error: APIError) -> Row:
 
 
 def _ernie_code(error: APIError) -> str | None:
-    """ERNIE's code under its v2 name (v1 codes translated), as the client is shown it."""
+    """ERNIE's code under its v2 name (v1 codes translated), as the client is shown it; a
+    self-hosted server's only when it is a name (vLLM's numbers are its HTTP status)."""
     code = error.code
+    if error.api == "openai":
+        if isinstance(code, str) and code and not (code.isascii() and code.isdigit()):
+            return code
+        return "invalid_request"
     if isinstance(code, int):
         known = V1_CODES.get(code)
         return known.v2_code if known is not None else str(code)
@@ -217,6 +274,14 @@ def upstream_failure(error: WenxinError, *, pause: float = 0.0) -> HTTPError:
             f"{math.ceil(max(error.wait, pause))} more seconds by ERNIE's rate limits",
             type=row.type,
             retry_after=max(error.wait, pause),
+        )
+    if isinstance(error, NoChannelError):
+        return HTTPError(
+            503,
+            "no_channel_available",
+            f"no upstream channel can take the request now: {error}",
+            type="server_error",
+            retry_after=max(1.0, error.retry_after or 0.0),
         )
     if isinstance(error, APITimeoutError):
         return HTTPError(504, "upstream_timeout", f"ERNIE timed out: {error}")

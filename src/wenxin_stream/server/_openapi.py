@@ -40,6 +40,7 @@ def _obj(required: list[str], **properties: Any) -> dict[str, Any]:
 
 _S = {"type": "string"}
 _NS = {"type": ["string", "null"]}
+_STRINGS = {"type": "array", "items": {"type": "string"}}
 _N = {"type": ["number", "null"]}
 _TEXT = {"type": "string", "pattern": "[^\\s\\x1c-\\x1f\\x85]"}
 """Text that is not blank (Python's whitespace: ECMA's ``\\s`` and ``\\x1c-\\x1f``,
@@ -205,15 +206,36 @@ def _paths() -> dict[str, Any]:
     return {
         "/healthz": {"get": {"summary": "Liveness", "security": [],
                              "responses": {"200": _json(_obj(["status"], status=_S))}}},
-        "/readyz": {"get": {"summary": "Readiness (503 while starting or shutting down)",
+        "/readyz": {"get": {"summary": "Readiness (503 while starting or shutting down, or "
+                                       "while a route has no channel that can serve)",
                             "security": [],
                             "responses": {"200": _json(_obj(["status", "upstream"], status=_S,
-                                                            upstream=_UPSTREAM)),
+                                                            upstream=_UPSTREAM,
+                                                            channels_down=_STRINGS)),
                                           **_errors(503)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
             "200": {"description": "OK", "content": {"text/plain": {"schema": _S}}}}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [],
                                   "responses": {"200": _json({"type": "object"})}}},
+        "/api/admin/channels": {"get": {
+            "summary": "Health of every upstream channel (admin key, or dev mode)",
+            "security": [],
+            "responses": {"200": _json(_obj(
+                ["gateway", "channels", "channels_down", "routes_down"],
+                gateway={"type": "boolean"}, channels_down=_STRINGS, routes_down=_STRINGS,
+                channels={"type": "array", "items": _obj(
+                    ["name", "kind", "state", "consecutive_failures", "cooldown_left",
+                     "in_flight", "requests"],
+                    name=_S, kind=_S, base_url=_S, models=_STRINGS,
+                    weight={"type": "integer"}, priority={"type": "integer"},
+                    state={"enum": ["closed", "half_open", "open"]},
+                    consecutive_failures={"type": "integer"},
+                    times_opened={"type": "integer"}, cooldown_left={"type": "number"},
+                    rate_limit_wait={"type": "number"}, in_flight={"type": "integer"},
+                    requests={"type": "object", "additionalProperties": {"type": "integer"}},
+                    failovers={"type": "object", "additionalProperties": {"type": "integer"}},
+                    ttft_avg_ms=_N, last_error=_NS)})),
+                **_errors(401, 403)}}},
         "/api/info": {"get": {"summary": "Server and upstream", "security": [], "responses": {
             "200": _json(_obj(["version", "upstream", "api", "default_model", "models",
                                "auth_required"], version=_S, upstream=_S, api=_S,

@@ -85,9 +85,11 @@ from .._events import (
 )
 from .._exceptions import APITimeoutError, ClientRateLimitTimeout, WenxinError
 from .._sse import encode_event_bytes
+from ._channel_config import DEFAULT_CHANNEL
 from ._errors import FINISHED_REASONS, cut_error, forget_traceback, upstream_failure
 from ._eventlog_keys import Record
 from ._eventlog_writer import LogWriter
+from ._failover import FailoverStream, UpstreamRequest
 from ._http import HTTPError
 from ._metrics import Metrics
 
@@ -126,6 +128,10 @@ MAX_DELTA_CHARS = 16384
 """Coalescing stops at this many characters: a new delta starts (frames stay small enough for
 any client's line limit)."""
 
+
+_FAILED_REASONS = frozenset({"upstream_error", "incomplete", "timed_out"})
+"""End reasons of an upstream request that failed (the others that do not finish: it was
+stopped)."""
 
 RECHECK_MARGIN = 0.05
 """Seconds after the "read elsewhere" mark would lapse that the producer looks again."""
@@ -192,7 +198,7 @@ class Generation:
     def __init__(
         self,
         relay: Relay,
-        upstream: AsyncChatStream,
+        upstream: AsyncChatStream | FailoverStream,
         *,
         owner: str,
         model: str,
@@ -290,14 +296,57 @@ class Generation:
 
     def extras(self) -> dict[str, Any] | None:
         """What the answer has besides its text, as stored (``None``: nothing): its
-        ``reasoning``, ``search_results`` and ``tool_calls``, each ``None`` when absent."""
-        if not (self.reasoning_chars or self.search_results or self.tool_calls):
+        ``reasoning``, ``search_results`` and ``tool_calls``, each ``None`` when absent, and
+        with channels the ``channels`` that served it, in order."""
+        channels = self.channels
+        if not (self.reasoning_chars or self.search_results or self.tool_calls or channels):
             return None
-        return {
+        extras: dict[str, Any] = {
             "reasoning": self.reasoning or None,
             "search_results": self.search_results,
             "tool_calls": self.tool_calls or None,
         }
+        if channels:
+            extras["channels"] = channels
+        return extras
+
+    @property
+    def upstream_requests(self) -> list[UpstreamRequest]:
+        """Every upstream request of the answer (channel, upstream model, outcome, usage,
+        characters, whether it continued the answer), in order — for spend per channel,
+        each request counted once. Without configured channels: one request on the implicit
+        channel ``default`` (the SDK's retries before any text generated nothing), its
+        outcome set once the answer has ended."""
+        upstream = self._upstream
+        if isinstance(upstream, FailoverStream):
+            return upstream.requests
+        reason, failure = self.end_reason, self.failure
+        outcome = None
+        if reason in FINISHED_REASONS:
+            outcome = "ok"
+        elif reason in _FAILED_REASONS:
+            status = 0 if failure is None else failure.status
+            outcome = (
+                "busy" if status == 429 else "client_error" if 400 <= status < 500 else "failed"
+            )
+        elif reason is not None:
+            outcome = "cancelled"
+        return [
+            UpstreamRequest(
+                DEFAULT_CHANNEL,
+                self.model,
+                outcome=outcome,
+                usage=self.usage,
+                chars=self.generated_chars,
+            )
+        ]
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels that served (part of) the answer, in order (empty without
+        configured channels)."""
+        upstream = self._upstream
+        return upstream.channels if isinstance(upstream, FailoverStream) else []
 
     @property
     def reasoning(self) -> str:
@@ -685,7 +734,7 @@ class Relay:
 
     def start(
         self,
-        upstream: AsyncChatStream,
+        upstream: AsyncChatStream | FailoverStream,
         *,
         owner: str,
         model: str,

@@ -2,14 +2,15 @@
 
 Thin: the principal is checked as on every API route, and the bodies come from the one
 catalogue as ``_catalogue`` shapes them (today's live models with their limits and
-capabilities; a retired one answered as Baidu answers it; the page's picker list).
+capabilities; a retired one answered as Baidu answers it; the page's picker list). With
+channels, the lists hold what some channel serves.
 """
 
 from __future__ import annotations
 
 from .._asgi import Receive, Send, send_json
 from ._access import Access
-from ._catalogue import baidu_today, native_models, openai_model, openai_models
+from ._catalogue import baidu_today, native_models, openai_model, openai_models, served_models
 from ._http import Context, Routes
 from ._upstream import Upstream
 
@@ -32,9 +33,14 @@ class ModelRoutes:
         }
 
     async def list_openai(self, ctx: Context, receive: Receive, send: Send) -> None:
-        """``GET /v1/models``: the live models, with the catalogue's facts as extra fields."""
+        """``GET /v1/models``: the live models, with the catalogue's facts as extra fields
+        (with channels: the names they serve)."""
         await self.access.principal(ctx)
-        await send_json(send, 200, openai_models(self.upstream.api, baidu_today()))
+        upstream = self.upstream
+        if upstream.gateway:
+            await send_json(send, 200, served_models(upstream.model_names()))
+            return
+        await send_json(send, 200, openai_models(upstream.api, baidu_today()))
 
     async def get_openai(self, ctx: Context, receive: Receive, send: Send) -> None:
         """``GET /v1/models/{id}``: one model or alias; 403 ``model_offline`` when retired,
@@ -47,4 +53,6 @@ class ModelRoutes:
         await self.access.principal(ctx)
         upstream = self.upstream
         body = native_models(upstream.api, upstream.default_model, baidu_today())
+        if upstream.gateway:  # the picker offers what some channel serves
+            body["models"] = [m for m in body["models"] if upstream.channels.serves(m["id"])]
         await send_json(send, 200, body)

@@ -8,9 +8,12 @@ while the process runs; ``/readyz`` says whether it takes work — 200 while the
 :class:`ServerState` is ``ready``, 503 ``starting`` / ``shutting_down`` otherwise (so a load
 balancer stops sending asks the moment a drain begins) — and 503 ``degraded`` while a
 dependency every ask needs does not answer, naming each in ``missing``: ``redis`` (a fleet's
-shared state, a ``PING``) and ``database`` (the store, a ``SELECT 1``), both asked at once;
-``/metrics`` is the Prometheus text; ``/openapi.json`` the contract; ``/api/info`` what the
-chat page needs to know (upstream, models, whether a key is required).
+shared state, a ``PING``) and ``database`` (the store, a ``SELECT 1``), both asked at once —
+and, with channels, 503 ``no_channel_available`` while some route (a public model name) has no
+channel that can take a request (every one cooling down after failures), naming the routes and
+channels that are down (a 200 names the channels down, too); ``/metrics`` is the Prometheus
+text; ``/openapi.json`` the contract; ``/api/info`` what the chat page needs to know
+(upstream, models, whether a key is required).
 """
 
 from __future__ import annotations
@@ -92,6 +95,26 @@ class ServiceRoutes:
                 }
                 await send_json(send, 503, body, [(b"retry-after", b"1")])
                 return
+        if state is ServerState.READY and self.upstream.gateway:
+            channels = self.upstream.channels
+            down, routes_down = channels.down(), channels.routes_down()
+            if routes_down:
+                error = HTTPError(
+                    503,
+                    "no_channel_available",
+                    f"no channel can serve {', '.join(routes_down)} now",
+                    retry_after=min(
+                        (c.breaker.cooldown_left() for c in channels.channels if c.name in down),
+                        default=1.0,
+                    ),
+                )
+                body = {"status": "degraded", **error.body()}
+                body.update(channels_down=down, routes_down=routes_down)
+                await send_json(send, 503, body, error.headers)
+                return
+            body = {"status": "ready", "upstream": self.upstream.kind, "channels_down": down}
+            await send_json(send, 200, body)
+            return
         if state is ServerState.READY:
             await send_json(send, 200, {"status": "ready", "upstream": self.upstream.kind})
             return

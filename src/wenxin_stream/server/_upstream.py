@@ -1,12 +1,17 @@
-"""The upstream: the ONE ERNIE client of the server, and what it means for models.
+"""The upstream: the server's ERNIE client (or the gateway's channels), and what it means for
+models.
 
 Theory of operation
 ===================
 
-Every answer of the server is a stream of one :class:`~wenxin_stream.AsyncClient` built at
-start-up (:func:`build_client`: one connection pool for every stream, the configured timeouts
-and retries; without ``QIANFAN_*`` credentials, the SDK's embedded emulator). :class:`Upstream`
-wraps it with what the routes need to know:
+Without configured channels, every answer of the server is a stream of one
+:class:`~wenxin_stream.AsyncClient` built at start-up (``_channel_clients.build_client``: one
+connection pool for every stream, the configured timeouts and retries; without ``QIANFAN_*``
+credentials, the SDK's embedded emulator) — the implicit channel ``default``, streamed
+directly, exactly as before channels existed. With ``[[channels]]`` (``_channels``), every
+answer is a :class:`~._failover.FailoverStream` over the channels that serve its model, and
+a model is known when some channel serves it. :class:`Upstream` wraps either with what the
+routes need to know:
 
 - whether it is ERNIE or an emulator (:attr:`Upstream.kind`, for ``/readyz``, ``/api/info``
   and the start-up line);
@@ -38,99 +43,70 @@ manager fetch through ``_shared_token.SharedToken``: one OAuth refresh for every
 from __future__ import annotations
 
 import hashlib
-import logging
 from typing import Any, Literal
 
 from .._async_client import AsyncChatStream, AsyncClient
-from .._client_base import EMULATOR_NOTICE
-from .._exceptions import ClientRateLimitTimeout, RateLimitError
-from .._models import find_model, lookup_model
-from .._retry import RetryPolicy
-from .._timeouts import Timeout
-from .._transport import Limits
+from .._exceptions import ClientRateLimitTimeout, InvalidRequestError, WenxinError
+from .._models import find_model
 from ._catalogue import baidu_today, model_names
-from ._config import ServerConfig
+from ._channel_clients import RATE_LIMIT_WAIT, GatewayRetry, build_client
+from ._channels import Channels
 from ._errors import upstream_failure
+from ._failover import FailoverStream
 from ._http import HTTPError
 from ._redis import SharedRedis
 from ._shared_token import SharedToken
 
 __all__ = ["RATE_LIMIT_WAIT", "GatewayRetry", "Upstream", "build_client"]
 
-RATE_LIMIT_WAIT = 1.0
-"""The longest a request waits for the upstream client's rate limits (seconds); a longer
-wait is answered 429 at once."""
-
-
-class GatewayRetry(RetryPolicy):
-    """The retry policy of the server's upstream client: the SDK's, except that a rate limit
-    is never retried (the user gets the 429 and ERNIE's ``Retry-After``)."""
-
-    def delay(self, attempt: int, error: BaseException, rand: float) -> float | None:
-        """As :meth:`RetryPolicy.delay`, but ``None`` for a rate-limit error."""
-        if isinstance(error, RateLimitError):
-            return None
-        return super().delay(attempt, error, rand)
-
-
-class _DropNotice(logging.Filter):
-    """Drops the SDK's "no credentials: emulator" warning (the start-up line says it)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != EMULATOR_NOTICE
-
-
-def build_client(config: ServerConfig) -> AsyncClient:
-    """The upstream client the configuration describes."""
-    sdk_logger = logging.getLogger("wenxin_stream")
-    notice = _DropNotice()
-    sdk_logger.addFilter(notice)  # the start-up line says it: no second warning
-    try:
-        return AsyncClient(
-            bearer_token=config.upstream_bearer_token,
-            v2_base_url=config.upstream_v2_base_url,
-            base_url=config.upstream_base_url,
-            api=config.upstream_api,
-            model=config.default_model,
-            retry=GatewayRetry(max_attempts=config.upstream_retries + 1),
-            rate_limit_wait=RATE_LIMIT_WAIT,
-            timeout=Timeout(
-                connect=config.upstream_connect_timeout,
-                first_token=config.upstream_first_token_timeout,
-                idle=config.upstream_idle_timeout,
-            ),
-            limits=Limits(
-                max_connections=config.upstream_max_connections,
-                max_keepalive_connections=config.upstream_max_connections,
-            ),
-        )
-    finally:
-        sdk_logger.removeFilter(notice)
-
 
 class Upstream:
-    """The upstream client and its models (see the module docstring).
+    """The upstream client or channels and their models (see the module docstring).
 
     ``emulated`` overrides what the client says about itself (``None``: ask the client);
-    ``default_model`` is the configured default (``None``: the client's).
+    ``default_model`` is the configured default (``None``: the client's); ``attempts`` and
+    ``deadline`` bound an answer's failovers across channels.
     """
 
     def __init__(
-        self, client: AsyncClient, *, emulated: bool | None, default_model: str | None
+        self,
+        channels: Channels,
+        *,
+        emulated: bool | None,
+        default_model: str | None,
+        attempts: int = 3,
+        deadline: float = 60.0,
     ) -> None:
-        self.client = client
+        self.channels = channels
+        self.client: AsyncClient = channels.channels[0].client
+        """The implicit channel's client (with channels: the first channel's)."""
         self._emulated = emulated
         self._default_model = default_model
+        self._attempts = attempts
+        self._deadline = deadline
+
+    @property
+    def gateway(self) -> bool:
+        """Whether channels are configured (answers go through failover)."""
+        return self.channels.gateway is not None
 
     @property
     def kind(self) -> Literal["emulator", "ernie"]:
         """``emulator`` or ``ernie``."""
-        emulated = self.client.emulated if self._emulated is None else self._emulated
+        if self._emulated is not None:
+            return "emulator" if self._emulated else "ernie"
+        if self.gateway:
+            emulated = all(bool(c.spec.emulated) for c in self.channels.channels)
+        else:
+            emulated = self.client.emulated
         return "emulator" if emulated else "ernie"
 
     @property
     def api(self) -> str:
-        """The client's API generation: ``v1`` or ``v2``."""
+        """The API generation whose rules the history follows: ``v1`` or ``v2`` (with
+        channels: ``v1`` when any channel speaks v1, whose rules are the stricter)."""
+        if any(c.client.api == "v1" for c in self.channels.channels):
+            return "v1"
         return self.client.api
 
     @property
@@ -141,6 +117,11 @@ class Upstream:
     def describe(self) -> str:
         """The start-up line's description of the upstream."""
         client = self.client
+        if self.gateway:
+            names = ", ".join(
+                f"{c.name} ({c.spec.kind} at {c.client.base_url})" for c in self.channels.channels
+            )
+            return f"gateway of {len(self.channels.channels)} channels: {names}"
         if self.kind == "emulator" and client.emulated:
             return "embedded ERNIE emulator (offline; set QIANFAN_* for real ERNIE)"
         if self.kind == "emulator":
@@ -148,7 +129,7 @@ class Upstream:
         return f"ERNIE API {client.api} at {client.base_url}"
 
     def resolve_model(self, name: str | None) -> tuple[str, str]:
-        """(the name to show, the name to send upstream) of a requested model.
+        """(the name to show, the name to pass to :meth:`stream`) of a requested model.
 
         Raises:
             HTTPError: 404 ``model_not_found``.
@@ -156,11 +137,15 @@ class Upstream:
         default = self.default_model
         if name is None:
             name = default
+        if self.gateway:  # each channel maps the public name itself
+            if not self.channels.serves(name):
+                raise HTTPError(
+                    404, "model_not_found", f"no channel serves the model {name!r}",
+                    param="model",
+                )  # fmt: skip
+            return name, name
         if self.client.api != "v1":
-            if lookup_model(name) is not None:
-                return name, name  # aliases go as spelled, as the SDK sends them
-            legacy = find_model(name)
-            return name, (name if legacy is None else legacy.v2_name)
+            return name, self.channels.channels[0].model_for(name)
         info = find_model(name)
         if info is None:
             if name == default:
@@ -171,45 +156,75 @@ class Upstream:
         return name, info.name
 
     def rate_limit_delay(self) -> float:
-        """How long a new request would now wait for ERNIE's rate limits (seconds)."""
-        return self.client.rate_limit_delay()
+        """How long a new request would now wait for ERNIE's rate limits (seconds; with
+        channels: for the least limited one)."""
+        return self.channels.rate_limit_delay()
 
     def check_rate(self) -> None:
         """Refuse a request the upstream client would hold longer than
-        :data:`RATE_LIMIT_WAIT` (ERNIE is rate limited: the client pauses).
+        :data:`RATE_LIMIT_WAIT` (ERNIE is rate limited: the client pauses; with channels:
+        every channel is).
 
         Raises:
             HTTPError: 429 ``upstream_rate_limited`` with ``Retry-After``.
         """
-        wait = self.client.rate_limit_delay()
+        wait = self.rate_limit_delay()
         if wait > RATE_LIMIT_WAIT:
             raise upstream_failure(ClientRateLimitTimeout(wait, RATE_LIMIT_WAIT), pause=wait)
 
     def model_names(self) -> list[str]:
-        """The models this server serves (``_catalogue``: v1 names, or the live v2 ids)."""
-        return model_names(self.client.api, baidu_today())
+        """The models this server serves (``_catalogue``: v1 names, or the live v2 ids;
+        with channels: the names routed, and the catalogue's when a channel takes any)."""
+        if not self.gateway:
+            return model_names(self.client.api, baidu_today())
+        gateway = self.channels.gateway
+        assert gateway is not None
+        names = set(gateway.public_models())
+        for channel in self.channels.channels:
+            if "*" in channel.spec.models:
+                names.update(model_names(channel.client.api, baidu_today()))
+        return sorted(names)
 
-    def stream(self, messages: list[dict[str, Any]], model: str, **params: Any) -> AsyncChatStream:
+    def stream(
+        self, messages: list[dict[str, Any]], model: str, **params: Any
+    ) -> AsyncChatStream | FailoverStream:
         """A stream of the answer to ``messages`` (the request leaves when it is entered).
 
         Raises:
             InvalidRequestError: the request breaks ERNIE's rules (checked before any I/O).
+            HTTPError: with channels, none can take a request now (429 or 503).
         """
-        return self.client.chat.stream(messages=messages, model=model, **params)
+        if not self.gateway:
+            return self.client.chat.stream(messages=messages, model=model, **params)
+        try:
+            return FailoverStream.open(
+                self.channels,
+                messages,
+                model,
+                params,
+                attempts=self._attempts,
+                deadline=self._deadline,
+            )
+        except InvalidRequestError:
+            raise
+        except WenxinError as exc:
+            raise upstream_failure(exc, pause=self.rate_limit_delay()) from None
 
-    def share_token(self, redis: SharedRedis) -> SharedToken | None:
-        """Share the client's access token through ``redis`` (``None``: the client's
-        credentials need no token, e.g. a v2 API key)."""
-        # the SDK keeps its token manager private; the hook on it is public (``share``)
-        manager = getattr(self.client, "_tokens", None)
-        if manager is None:
-            return None
-        credential = (
-            self.client._cache_key() or hashlib.sha256(self.client.base_url.encode()).hexdigest()
-        )
-        manager.share = share = SharedToken(redis, credential)
-        return share
+    def share_token(self, redis: SharedRedis) -> list[SharedToken]:
+        """Share each channel client's access token through ``redis`` (none for credentials
+        that need no token, e.g. a v2 API key)."""
+        shares = []
+        for channel in self.channels.channels:
+            client = channel.client
+            # the SDK keeps its token manager private; the hook on it is public (``share``)
+            manager = getattr(client, "_tokens", None)
+            if manager is None:
+                continue
+            credential = client._cache_key() or hashlib.sha256(client.base_url.encode()).hexdigest()
+            manager.share = share = SharedToken(redis, credential)
+            shares.append(share)
+        return shares
 
     async def aclose(self) -> None:
-        """Close the client and its connection pool."""
-        await self.client.aclose()
+        """Close the clients and their connection pools."""
+        await self.channels.aclose()
