@@ -53,6 +53,7 @@ from .._async_client import AsyncClient
 from ._access import Access, dev_mode_problem, is_loopback
 from ._answers import Answers
 from ._audit import AuditLog
+from ._budgets import Budgeter, BudgetLimiter, SharedBudgets
 from ._checkpoints import Checkpoints
 from ._config import ServerConfig
 from ._eventlog import EventLog, default_instance_id
@@ -70,6 +71,7 @@ from ._routes_models import ModelRoutes
 from ._routes_openai import OpenAIRoutes
 from ._routes_service import ServerState, ServiceRoutes
 from ._routes_streams import StreamRoutes
+from ._routes_usage import UsageRoutes
 from ._static import StaticFiles
 from ._store import Store, StoreUnavailableError, open_store
 from ._sweeper import Sweeper
@@ -420,7 +422,11 @@ class Server:
             self.store, self.metrics, interval=config.checkpoint_interval
         )
         relay.upstream_pause = upstream.rate_limit_delay
+        budgets: Budgeter = BudgetLimiter(self.store.spent_since)
+        if self.leases is not None:  # a fleet: the budgets' counters in Redis too
+            budgets = SharedBudgets(self.leases, self.store.spent_since)
         self.answers = Answers(
+            budgets=budgets,
             store=self.store,
             relay=relay,
             checkpoints=self.checkpoints,
@@ -465,6 +471,7 @@ class Server:
                 access=access, answers=self.answers, relay=relay, upstream=upstream, config=config
             ).routes(),
             ModelRoutes(access=access, upstream=upstream).routes(),
+            UsageRoutes(access=access, store=self.store).routes(),
             self.sockets.routes(),
         ):
             routes.update(group)

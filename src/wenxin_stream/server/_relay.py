@@ -63,7 +63,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
 from json.encoder import encode_basestring
 from time import perf_counter
@@ -85,6 +85,7 @@ from .._events import (
 )
 from .._exceptions import APITimeoutError, ClientRateLimitTimeout, WenxinError
 from .._sse import encode_event_bytes
+from .._stream_core import AttemptUsage
 from ._errors import FINISHED_REASONS, cut_error, forget_traceback, upstream_failure
 from ._eventlog_keys import Record
 from ._eventlog_writer import LogWriter
@@ -606,6 +607,12 @@ class Generation:
         relay.finished(self)
         if not self.done.done():
             self.done.set_result(None)
+
+    @property
+    def attempt_usages(self) -> Sequence[AttemptUsage]:
+        """What each upstream request of the answer cost (the SDK's ledger: one entry per
+        request that generated something; complete once the answer has ended)."""
+        return self._upstream.attempt_usages
 
     @property
     def total_ms(self) -> float | None:
