@@ -36,6 +36,7 @@ class Stream:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.end_reason: EndReason | None = None
+        self.attempt_usages: tuple[Any, ...] = ()  # the SDK's per-request ledger: none
 
     async def __aenter__(self) -> Stream:
         return self
