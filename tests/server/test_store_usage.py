@@ -69,7 +69,8 @@ async def test_usage_records_are_stored_once_and_summed(store: Either) -> None:
         ("2026-12-03", "k_a", "ernie-4.5-21b-a3b", 1, 2, 1),
         ("2026-12-04", "k_a", "m2", 1, 1, 0),
     ]
-    assert rows[0].reasoning_tokens == 7 and rows[2].total_tokens == big
+    assert rows[0].reasoning_tokens == 7
+    assert rows[2].total_tokens == big
     only_b = await store.usage_rows("2026-11-01", "2026-12-31", "k_b")
     assert [r.key_id for r in only_b] == ["k_b"]
     assert await store.usage_rows("2026-12-05", "2026-12-31") == []
@@ -98,7 +99,8 @@ async def test_budgets_are_set_updated_and_read_alike(database: str) -> None:
         assert rows == []
     async with open_store(database) as store:
         found = await store.find_key(secret)
-        assert found is not None and found.budgets == Budgets(nano_month=5 * 10**12)
+        assert found is not None
+        assert found.budgets == Budgets(nano_month=5 * 10**12)
         await store.record_usage([_record("s_9", 1, key=found.id)])
         (row,) = await store.usage_rows("2026-12-01", "2026-12-31")
         assert (row.key_id, row.key_name) == (found.id, "alice")

@@ -166,7 +166,8 @@ def test_spend_equals_the_upstreams_own_usage_on_every_route(
     assert (totals["answers"], totals["requests"]) == (3, 3)
     assert all(day["estimated"] == 0 for day in body["days"])
     expected = Pricing().cost(MODEL, "default", upstream[0], upstream[1])
-    assert expected is not None and expected > 0
+    assert expected is not None
+    assert expected > 0
     assert totals["cost_cny"] == cny_from_nano(expected)
     assert body["key_id"] == key["X-Key-Id"]
     metrics = httpx.get(srv.url + "/metrics").text
@@ -271,7 +272,8 @@ def test_the_usage_api_shows_only_the_callers_key(serve: Callable[..., Running])
         assert client.get("/api/usage", params={"from": "2026-13-01"}).status_code == 400
         r = client.get("/api/usage", params={"from": "2026-12-02", "to": "2026-12-01"})
         assert (r.status_code, r.json()["error"]["param"]) == (400, "from")
-    assert mine["key_id"] == alice["X-Key-Id"] and mine["totals"]["answers"] == 2
+    assert mine["key_id"] == alice["X-Key-Id"]
+    assert mine["totals"]["answers"] == 2
     assert theirs["totals"]["answers"] == 1
     assert httpx.get(srv.url + "/api/usage").status_code == 401  # keys exist: one is needed
 
@@ -301,7 +303,9 @@ def test_wenxin_usage_and_keys_budgets_on_the_command_line(
     assert report["totals"]["cost_cny"] == body["totals"]["cost_cny"]
     assert main(["usage", *data]) == 0
     table = capsys.readouterr().out
-    assert "carol" in table and MODEL in table and "total" in table
+    assert "carol" in table
+    assert MODEL in table
+    assert "total" in table
     assert main(["keys", "update", "carol", "--budget-cny-day", "none", "--rpm", "5", *data]) == 0
     assert "monthly token budget 100,000 tokens" in capsys.readouterr().out
     assert main(["keys", "list", "--json", *data]) == 0
@@ -338,12 +342,14 @@ def test_budgets_survive_a_restart(serve: Callable[..., Running], tmp_path: Path
     srv.app.keys.invalidate()
     data_dir = srv.app.config.data_dir
     upstream = srv.app.config.upstream_v2_base_url
-    with running(data_dir, upstream) as again:  # a fresh process's counters: from the store
-        with again.client(headers={"Authorization": key["Authorization"]}) as client:
-            r = _ask_openai(client, question, max_tokens=100)
-            assert (r.status_code, r.json()["error"]["code"]) == (429, "budget_exceeded")
-            r = _ask_openai(client, question, max_tokens=99)  # an estimate one token smaller
-            assert r.status_code == 200, r.text  # fits exactly: spent + (estimate - 1)
+    with (
+        running(data_dir, upstream) as again,  # a fresh process's counters: from the store
+        again.client(headers={"Authorization": key["Authorization"]}) as client,
+    ):
+        r = _ask_openai(client, question, max_tokens=100)
+        assert (r.status_code, r.json()["error"]["code"]) == (429, "budget_exceeded")
+        r = _ask_openai(client, question, max_tokens=99)  # an estimate one token smaller
+        assert r.status_code == 200, r.text  # fits exactly: spent + (estimate - 1)
 
 
 def test_concurrent_stores_of_the_same_request_are_refused(tmp_path: Path) -> None:
