@@ -245,3 +245,25 @@ async def test_redis_gone_is_503_never_admitted_locally() -> None:
     rejection = _refused(await budgets.reserve("k", Budgets(tokens_day=10), 1, 0))
     assert (rejection.status, rejection.code) == (503, "shared_state_unavailable")
     await redis.close()
+
+
+def test_a_spent_budget_is_answered_like_a_spent_quota() -> None:
+    """``budget_exceeded`` follows the error table's ``quota`` row: 429, ``insufficient_quota``,
+    ``x-should-retry: false``; ``Retry-After`` until the period resets; documented."""
+    from pathlib import Path
+
+    from wenxin_stream.server._answers import rejection_error
+    from wenxin_stream.server._budgets import budget_exceeded
+    from wenxin_stream.server._errors import ROWS
+
+    (quota,) = [row for row in ROWS if row.name == "quota"]
+    now = _t("2026-12-03T12:00:00")
+    _, reset_at = period_of("day", now)
+    error = rejection_error(budget_exceeded("nano", "day", 10**9, 10**9, 5, reset_at, now))
+    assert (error.status, error.type, error.code) == (quota.status, quota.type, "budget_exceeded")
+    headers = dict(error.headers)
+    assert headers[b"x-should-retry"] == b"false"
+    assert headers[b"retry-after"] == b"14400"  # 20:00 → 24:00 Beijing time
+    assert "daily CNY budget of this API key (1.00 CNY)" in error.message
+    docs = Path(__file__).parents[2] / "docs" / "ERRORS.md"
+    assert "| 429 | insufficient_quota | `budget_exceeded` |" in docs.read_text("utf-8")

@@ -40,6 +40,12 @@ A rate limit's ``Retry-After`` is ERNIE's own when it sent one, else the pause t
 upstream client now imposes on every request (the SDK's limiter, which pauses for ERNIE's
 ``Retry-After`` or blocks the budget the code names: see ``_ratelimit``), at least 1 second.
 
+Refusals of our own (a key's rates, streams and budgets: ``_limits``, ``_budgets``) are not
+rows: they happen before ERNIE is asked. They follow the same conventions — a spent budget is
+429 ``budget_exceeded`` of type ``insufficient_quota`` with ``x-should-retry: false``, like
+the ``quota`` row, and ``Retry-After`` until the budget's period resets (``docs/ERRORS.md``,
+"Our own limits").
+
 **Cuts.** An answer that ends without finishing (:data:`FINISHED_REASONS` are those that do)
 is never shown as finished: :func:`cut_error` gives the error of an end reason that carries no
 failure of its own (``server_shutdown``: 503), and :data:`OPENAI_FINISH` the ``finish_reason``

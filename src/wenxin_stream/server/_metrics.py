@@ -105,6 +105,7 @@ __all__ = [
     "GAP_BUCKETS",
     "GAUGE_MODES",
     "TTFT_BUCKETS",
+    "USAGE_MAX_SERIES",
     "Counter",
     "FunctionMetric",
     "Gauge",
