@@ -11,6 +11,12 @@ at a time, to one server, and reads that server's process CPU (``utime + stime``
 ``/proc``) before and after. Rounds alternate between the servers, so a noisy neighbour hits
 both alike; the figure is the median per server and their ratio.
 
+Then, in this process, the accounting's own CPU per answer, piece by piece (``--micro``
+answers of ``--chunks`` chunks): closing the SDK's per-request ledger (``_close_attempt``:
+the text's token estimate), turning it into records and pricing them, the metrics, the
+budget's reserve and settle, and storing the records in a real SQLite store (process CPU, the
+store's thread included) — expressed against the baseline's relay CPU per answer.
+
     mkdir -p /tmp/base && git archive <ref> src | tar -x -C /tmp/base
     .venv/bin/python bench/usage_cost.py --baseline-src /tmp/base/src
 """
@@ -20,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -119,6 +124,70 @@ def round_cpu(
     return cpu_seconds(proc.pid) - before, relayed
 
 
+def micro(answers: int, chunks: int) -> dict[str, float]:
+    """CPU µs per answer of each accounting step (see the module docstring)."""
+    import asyncio
+
+    from wenxin_stream._clock import FakeClock
+    from wenxin_stream._credentials import NoAuth
+    from wenxin_stream._events import TextDelta, Usage, UsageEvent
+    from wenxin_stream._retry import RetryPolicy
+    from wenxin_stream._stream_core import ChatCall, StreamCore
+    from wenxin_stream._timeouts import Timeout
+    from wenxin_stream.server._budgets import BudgetLimiter, Budgets
+    from wenxin_stream.server._metrics import Metrics
+    from wenxin_stream.server._store import SQLiteStore
+    from wenxin_stream.server._usage import Pricing, usage_records
+
+    text = "流式输出的每一段文字，"
+    call = ChatCall(api="v2", model=MODEL, messages=({"role": "user", "content": "你好"},),
+                    params={})  # fmt: skip
+    cores = []
+    for _ in range(answers):
+        core = StreamCore(call, base_url="http://x", auth=NoAuth(), retry=RetryPolicy(),
+                          timeout=Timeout(), clock=FakeClock())  # fmt: skip
+        core.http_request(None, 0.0)
+        for _ in range(chunks):
+            core._take(TextDelta(text))
+        core._take(UsageEvent(Usage(10, chunks * 7, 10 + chunks * 7)))
+        cores.append(core)
+    out: dict[str, float] = {}
+    start = time.process_time()
+    for core in cores:
+        core.cancel()  # closes the attempt: the ledger's entry
+    out["ledger_us"] = (time.process_time() - start) / answers * 1e6
+    pricing, metrics = Pricing(), Metrics()
+    start = time.process_time()
+    batches = []
+    for i, core in enumerate(cores):
+        records = usage_records(core.attempt_usages, key_id="k", model=MODEL, channel="default",
+                                stream_id=f"s_{i}", now=time.time(), pricing=pricing)  # fmt: skip
+        for r in records:
+            metrics.usage(r.model, r.channel, r.prompt_tokens, r.completion_tokens,
+                          r.cost_nano, estimated=r.estimated)  # fmt: skip
+        batches.append(records)
+    out["records_and_metrics_us"] = (time.process_time() - start) / answers * 1e6
+
+    async def store_and_budgets() -> tuple[float, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            async with SQLiteStore(Path(tmp) / "u.db") as store:
+                limiter = BudgetLimiter(store.spent_since)
+                budgets = Budgets(tokens_day=10**12, nano_month=10**15)
+                await limiter.reserve("k", budgets, 1, 1)  # the period's counters loaded once
+                start = time.process_time()
+                for records in batches:
+                    hold = await limiter.reserve("k", budgets, 4096, 10**6)
+                    hold.settle(sum(r.total_tokens for r in records), 1)  # type: ignore[union-attr]
+                budget_us = (time.process_time() - start) / answers * 1e6
+                start = time.process_time()
+                await asyncio.gather(*(store.record_usage(records) for records in batches))
+                return budget_us, (time.process_time() - start) / answers * 1e6
+
+    out["budget_us"], out["store_us"] = asyncio.run(store_and_budgets())
+    out["total_us"] = sum(out.values())
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-src", type=Path, required=True)
@@ -126,6 +195,7 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--micro", type=int, default=2000, help="answers of the in-process part")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "usage_cost.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="usage-cost-"))
@@ -150,7 +220,7 @@ def main() -> int:
         ours = start_server("usage", None, emulator, work, budgets)
         procs += [base[0], ours[0]]
         servers = {"base": base, "usage": ours}
-        for name, (proc, url, key) in servers.items():  # warm-up, not counted
+        for proc, url, key in servers.values():  # warm-up, not counted
             round_cpu(proc, url, key, args.concurrency, args.chunks, args.concurrency)
         per_k: dict[str, list[float]] = {"base": [], "usage": []}
         for r in range(args.rounds):
@@ -168,6 +238,8 @@ def main() -> int:
         ).json()
         medians = {name: statistics.median(v) for name, v in per_k.items()}
         ratio = medians["usage"] / medians["base"]
+        steps = micro(args.micro, args.chunks)
+        relay_us = medians["base"] * args.chunks / 1000 * 1e6  # the baseline's CPU per answer
         result: dict[str, Any] = {
             "answers_per_round": args.answers,
             "chunks_per_answer": args.chunks,
@@ -177,11 +249,15 @@ def main() -> int:
             "median_ms_per_1000_chunks": {k: round(v * 1000, 3) for k, v in medians.items()},
             "ratio": round(ratio, 4),
             "usage_records_seen": usage["totals"]["requests"],
+            "per_answer_us": {k: round(v, 1) for k, v in steps.items()},
+            "per_answer_share_of_relay": round(steps["total_us"] / relay_us, 4),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
-        print(f"accounting: ×{ratio:.3f} relay CPU per 1,000 chunks (median of {args.rounds})")
+        print(f"accounting: ×{ratio:.3f} relay CPU per 1,000 chunks (median of {args.rounds}); "
+              f"its own steps {steps['total_us']:.0f} µs per answer = "
+              f"{steps['total_us'] / relay_us:.1%} of the relay's CPU per answer")  # fmt: skip
         return 0
     finally:
         for proc in procs:

@@ -176,8 +176,8 @@ def test_each_upstream_request_that_generated_something_is_accounted_once() -> N
         prompt, estimate_text_tokens("长城是"), prompt + estimate_text_tokens("长城是")
     )
     assert continued.usage is usage  # its own report, not the cut request's estimate
-    assert continued.estimate.prompt_tokens > prompt  # the continuation resends the partial text
-    assert continued.estimate.completion_tokens == estimate_text_tokens("中国的古代防御工程。")
+    assert continued.estimate is None  # reported: nothing estimated
+    assert (cut.counted, continued.counted) == (cut.estimate, usage)
 
 
 def test_a_usage_reported_by_an_earlier_request_is_not_counted_again() -> None:

@@ -134,14 +134,23 @@ class AttemptUsage:
     again — after a failure or a refreshed token — before anything reached the caller) or
     ``continuation`` (continue mode: the partial answer resent); ``usage`` is what the
     upstream reported for this request (``None``: it reported nothing, e.g. the stream broke
-    first); ``estimate`` is ``_token_estimate``'s figure for it — this request's prompt and
-    the text and reasoning it delivered — the figure to count when ``usage`` is ``None``.
+    first); ``estimate`` is then ``_token_estimate``'s figure for it — this request's prompt
+    and the text and reasoning it delivered — the figure to count instead (``None`` when the
+    usage was reported: estimating costs a pass over the text, about 1 µs a character, so it
+    is made only when needed).
     """
 
     attempt: int
     kind: AttemptKind
     usage: Usage | None
-    estimate: Usage
+    estimate: Usage | None = None
+
+    @property
+    def counted(self) -> Usage:
+        """What to count for this request: the reported usage, else the estimate."""
+        counted = self.usage or self.estimate
+        assert counted is not None  # one of the two is always set
+        return counted
 
 
 def end_reason_of_error(error: BaseException, *, body_started: bool) -> EndReason:
@@ -477,19 +486,20 @@ class StreamCore:
         kind, text_at, reasoning_at, usage_before, delivered_before = opened
         result = self.result()
         usage = result.usage
-        reported = usage if usage is not None and usage is not usage_before else None
+        if usage is not None and usage is not usage_before:  # this request reported it
+            self.attempt_usages.append(AttemptUsage(self.attempts, kind, usage))
+            return
         if self._whole is not None:  # a whole (non-stream) answer
             text, reasoning = result.content, result.reasoning
         else:
             acc = self.accumulator
             text, reasoning = acc.text[text_at:], acc.reasoning[reasoning_at:]
-        generated = text or reasoning or (self.delivered and not delivered_before)
-        if reported is None and not generated:
-            return
+        if not (text or reasoning or (self.delivered and not delivered_before)):
+            return  # it generated nothing: it cost nothing
         prompt = estimate_prompt_tokens(self._messages)
         completion = estimate_text_tokens(text) + estimate_text_tokens(reasoning)
         estimate = Usage(prompt, completion, prompt + completion)
-        self.attempt_usages.append(AttemptUsage(self.attempts, kind, reported, estimate))
+        self.attempt_usages.append(AttemptUsage(self.attempts, kind, None, estimate))
 
     # -- rate-limit accounting -----------------------------------------------------------
 

@@ -218,7 +218,7 @@ async def test_a_continued_answer_records_each_upstream_request(
         (1, "first", True),
         (2, "continuation", False),
     ]
-    assert ledger[0].estimate.completion_tokens > 0  # what the cut request delivered
+    assert ledger[0].counted.completion_tokens > 0  # the estimate of what it delivered
     (reported,) = tapped.usages[before:]  # the cut stream carried none
     assert ledger[1].usage is not None
     assert ledger[1].usage.total_tokens == reported["total_tokens"]

@@ -234,7 +234,7 @@ def usage_records(
     day = beijing_day(now)
     records = []
     for attempt in attempts:
-        usage = attempt.usage or attempt.estimate
+        usage = attempt.counted
         prompt, completion = max(0, usage.prompt_tokens), max(0, usage.completion_tokens)
         total = max(usage.total_tokens, prompt + completion)
         records.append(
