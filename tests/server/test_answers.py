@@ -191,3 +191,42 @@ async def test_a_cancelled_ask_frees_the_slot(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert answers.limiter.streams(ALICE.owner) == 0
+
+
+async def test_a_spent_budget_refuses_before_the_upstream_and_frees_the_slot(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    from wenxin_stream.server._budgets import Budgets
+
+    answers, upstream, _ = world
+    carol = Principal("k_carol", KeyLimits(max_streams=5), budgets=Budgets(tokens_day=10))
+    with pytest.raises(HTTPError) as refused:  # the estimate alone (512 + prompt) exceeds it
+        await answers.ask(
+            carol, conversation_id=None, content="你好", options=AskOptions(), received_at=0.0,
+            audit={},
+        )  # fmt: skip
+    assert (refused.value.status, refused.value.code) == (429, "budget_exceeded")
+    assert upstream.streams == []  # nothing went upstream
+    assert answers.limiter.streams(carol.owner) == 0  # the limits' admission given back
+
+
+async def test_a_store_that_cannot_say_the_spend_frees_the_slot(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    from wenxin_stream.server._budgets import Budgets
+    from wenxin_stream.server._store import StoreUnavailableError
+
+    answers, upstream, _ = world
+
+    class Away:
+        async def reserve(self, *args: object) -> Any:
+            raise StoreUnavailableError("the database is away")
+
+    answers.budgets = Away()
+    dora = Principal("k_dora", KeyLimits(max_streams=5), budgets=Budgets(tokens_month=10**6))
+    with pytest.raises(StoreUnavailableError):  # the safety net answers 503
+        await answers.ask(
+            dora, conversation_id=None, content="你好", options=AskOptions(), received_at=0.0,
+            audit={},
+        )  # fmt: skip
+    assert (upstream.streams, answers.limiter.streams(dora.owner)) == ([], 0)

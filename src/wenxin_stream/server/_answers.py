@@ -278,8 +278,10 @@ class Answers:
         plus ``answer_tokens``, and that at ``model``'s price) against the key's budgets.
 
         Raises:
-            HTTPError: 429 over a limit or a budget, 503 when the fleet's shared state (or
-                the store, loading a budget's spend) is unreachable.
+            HTTPError: 429 over a limit or a budget, 503 when the fleet's shared state is
+                unreachable.
+            StoreUnavailableError: the store could not say what a budget's period has spent
+                (answered 503 ``database_unavailable``); the admission is released.
         """
         estimate = estimate_tokens(messages, answer_tokens=answer_tokens)
         decision = await self.limiter.acquire(principal.owner, principal.limits, estimate)
@@ -290,12 +292,8 @@ class Answers:
             return decision, BudgetHold((0, 0))
         prompt = estimate - answer_tokens
         nano = self.pricing.estimate(model, self.channel, prompt, answer_tokens)
-        try:
+        try:  # loading a period's spend reads the store: unavailable → 503 (the safety net)
             held = await self.budgets.reserve(principal.owner, budgets, estimate, nano)
-        except StoreError as exc:
-            self.limiter.release(decision)
-            raise HTTPError(503, "store_unavailable", f"cannot check the key's budget: {exc}",
-                            retry_after=1) from None  # fmt: skip
         except BaseException:
             self.limiter.release(decision)
             raise
