@@ -271,7 +271,10 @@ def test_the_usage_api_shows_only_the_callers_key(serve: Callable[..., Running])
         theirs = _wait_for_answers(client, 1)
         assert client.get("/api/usage", params={"from": "2026-13-01"}).status_code == 400
         r = client.get("/api/usage", params={"from": "2026-12-02", "to": "2026-12-01"})
-        assert (r.status_code, r.json()["error"]["param"]) == (400, "from")
+        assert (r.status_code, r.json()["days"]) == (200, [])  # an empty range
+        for bad in ({"from": "2026-1-1"}, {"to": ""}):
+            r = client.get("/api/usage", params=bad)
+            assert (r.status_code, r.json()["error"]["param"]) == (400, next(iter(bad)))
     assert mine["key_id"] == alice["X-Key-Id"]
     assert mine["totals"]["answers"] == 2
     assert theirs["totals"]["answers"] == 1

@@ -3,7 +3,8 @@
 Only the caller's key is ever shown (the owner of the request: a key id, or ``local`` in dev
 mode); there is no admin role in the server, so the all-keys view is ``wenxin usage``, which
 reads the database directly. Query: ``from`` and ``to`` (Beijing days ``YYYY-MM-DD``, both
-included; default: the current Beijing month up to today), at most :data:`MAX_DAYS` days.
+included; default: the current Beijing month up to today; ``from`` after ``to`` is an empty
+range). Any span may be asked for: the rows are the caller's own, one per day and model used.
 The body (``docs/SERVER-API.md``): ``key_id``, ``from``, ``to``, ``days`` (one row per day
 and model: requests, tokens, cost), ``totals`` and ``budgets`` — each budget of the key with
 what is spent in its current period (from the store: the settled usage) and when it resets.
@@ -24,19 +25,17 @@ from ._store import Store
 from ._usage import Period, beijing_day, cny_from_nano, period_of, period_start
 from ._usage_sql import UsageRow
 
-__all__ = ["MAX_DAYS", "UsageRoutes", "parse_day", "usage_body"]
-
-MAX_DAYS = 366
-"""The longest range one request may ask for."""
+__all__ = ["UsageRoutes", "parse_day", "usage_body"]
 
 
 def parse_day(value: str | None, name: str, default: str) -> str:
-    """A Beijing day ``YYYY-MM-DD`` from the query (``default`` when absent).
+    """A Beijing day ``YYYY-MM-DD`` from the query (``default`` when absent; empty is an
+    error).
 
     Raises:
         HTTPError: 400 ``invalid_field`` naming ``name``.
     """
-    if value is None or value == "":
+    if value is None:
         return default
     try:
         if len(value) != 10:
@@ -133,15 +132,8 @@ class UsageRoutes:
         query = ctx.request.query_value
         first = parse_day(query("from"), "from", period_start("month", now))
         last = parse_day(query("to"), "to", today)
-        span = (date.fromisoformat(last) - date.fromisoformat(first)).days
-        if span < 0:
-            raise HTTPError(400, "invalid_field", "'from' is after 'to'", param="from")
-        if span >= MAX_DAYS:
-            raise HTTPError(
-                400, "invalid_field", f"at most {MAX_DAYS} days per request", param="from"
-            )
         owner = principal.owner
-        rows = await self.store.usage_rows(first, last, owner)
+        rows = [] if first > last else await self.store.usage_rows(first, last, owner)
         spent: dict[Period, tuple[int, int]] = {}
         if principal.budgets is not None:
             for period in principal.budgets.periods():
