@@ -371,3 +371,46 @@ def test_concurrent_stores_of_the_same_request_are_refused(tmp_path: Path) -> No
             assert await store.spent_since("k", "2026-12-01") == (3, 7)
 
     asyncio.run(go())
+
+
+def test_a_fleet_on_redis_and_postgresql_never_overspends_a_budget(
+    tmp_path: Path, tap: tuple[UsageTap, ServerHandle], redis_service: Any, postgres_url: str
+) -> None:
+    """Two instances, one Redis (the budget's counters), one PostgreSQL (keys and usage):
+    ten racing requests spread over both pass a budget for three exactly three times."""
+    import redis
+
+    redis_url = redis_service.url.rsplit("/", 1)[0] + "/15"
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
+    question = "fleet race [[wenxin:fault interval=0.05;chunks=8]]"
+    estimate = estimate_tokens([{"role": "user", "content": question}], answer_tokens=200)
+    with SyncKeyAdmin(postgres_url) as admin:
+        record, secret = admin.create_key(
+            "fleet", rpm=None, tpm=None, max_streams=None,
+            budgets=Budgets(tokens_day=3 * estimate + estimate // 2),
+        )  # fmt: skip
+    shared = {"redis_url": redis_url, "database_url": postgres_url}
+    upstream = tap[1].base_url
+    headers = {"Authorization": f"Bearer {secret}"}
+    with (
+        running(tmp_path / "a", upstream, **shared) as a,
+        running(tmp_path / "b", upstream, **shared) as b,
+    ):
+
+        def one(i: int) -> httpx.Response:
+            with (a if i % 2 else b).client(headers=headers) as client:
+                return _ask_openai(client, question, max_tokens=200)
+
+        with ThreadPoolExecutor(10) as pool:
+            responses = list(pool.map(one, range(10)))
+        codes = sorted(r.status_code for r in responses)
+        assert codes == [200] * 3 + [429] * 7, codes
+        assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {
+            "budget_exceeded"
+        }
+        with a.client(headers=headers) as client:
+            body = _wait_for_answers(client, 3)
+    assert body["key_id"] == record.id
+    spent = sum(r.json()["usage"]["total_tokens"] for r in responses if r.status_code == 200)
+    assert body["totals"]["total_tokens"] == spent <= body["budgets"][0]["tokens_limit"]
