@@ -16,10 +16,12 @@ import pytest
 
 from wenxin_stream import EndReason, TextDelta
 from wenxin_stream._exceptions import InvalidRequestError
+from wenxin_stream._token_estimate import estimate_tokens
 from wenxin_stream._validation import Problem
 from wenxin_stream.server._access import Principal
 from wenxin_stream.server._answers import Answers, AskOptions
 from wenxin_stream.server._audit import AuditLog
+from wenxin_stream.server._budgets import BudgetLimiter
 from wenxin_stream.server._checkpoints import Checkpoints
 from wenxin_stream.server._http import HTTPError
 from wenxin_stream.server._limits import KeyLimiter, KeyLimits
@@ -230,3 +232,31 @@ async def test_a_store_that_cannot_say_the_spend_frees_the_slot(
             audit={},
         )  # fmt: skip
     assert (upstream.streams, answers.limiter.streams(dora.owner)) == ([], 0)
+
+
+async def test_a_request_refused_by_a_limit_spends_nothing_of_the_budget(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    from wenxin_stream.server._budgets import Budgets
+
+    answers, upstream, _ = world
+    erin = Principal("k_erin", KeyLimits(max_streams=1), budgets=Budgets(tokens_day=10**6))
+    gen = await _ask_as(answers, erin)
+    with pytest.raises(HTTPError) as refused:  # the one stream slot is taken
+        await _ask_as(answers, erin)
+    assert refused.value.code == "too_many_streams"
+    budgets = answers.budgets
+    assert isinstance(budgets, BudgetLimiter)
+    (counter,) = budgets._counters.values()
+    reserved = counter[0]  # only the admitted request's estimate is held, not the refused one's
+    assert reserved == estimate_tokens([{"role": "user", "content": "你好"}])
+    upstream.streams[0].release.set()
+    await asyncio.wait_for(gen.done, 5)
+    assert counter[0] == 0 < reserved  # settled: the fake upstream reported no usage
+
+
+async def _ask_as(answers: Answers, principal: Principal) -> Any:
+    return await answers.ask(
+        principal, conversation_id=None, content="你好", options=AskOptions(), received_at=0.0,
+        audit={},
+    )  # fmt: skip

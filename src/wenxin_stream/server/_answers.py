@@ -28,9 +28,10 @@ checkpoints, the per-key limiter, the upstream and the audit log.
    writes the answer once, with its status, end reason, usage, timings and character
    counts, settles the limiter and writes the audit record. Nothing is written per chunk.
 
-**Usage and budgets.** Admission also reserves the request's estimate against the key's
-budgets (``_budgets``: 429 ``budget_exceeded`` before anything goes upstream; checked after
-the per-key limits, and the limits' admission released again when a budget refuses). When
+**Usage and budgets.** Admission first reserves the request's estimate against the key's
+budgets (``_budgets``: 429 ``budget_exceeded`` before anything goes upstream), then asks the
+per-key limits; when a limit refuses, the budget's hold is given back whole, so a refused
+request spends nothing of either. When
 the generation ends, :meth:`Answers._account` turns the SDK's per-request ledger (one entry
 per upstream request that generated something: retries and continuations are separate
 requests, each counted once) into ``_usage`` records — stored, counted in ``/metrics`` and
@@ -274,33 +275,37 @@ class Answers:
         model: str,
         answer_tokens: int = DEFAULT_ANSWER_TOKENS,
     ) -> tuple[Admission, BudgetHold]:
-        """Admit a request under the principal's limits, then reserve its estimate (prompt
-        plus ``answer_tokens``, and that at ``model``'s price) against the key's budgets.
+        """Reserve the request's estimate (prompt plus ``answer_tokens``, and that at
+        ``model``'s price) against the key's budgets, then admit it under the key's limits;
+        a request refused by either spends nothing of the other (the budget's hold is given
+        back whole when a limit refuses).
 
         Raises:
-            HTTPError: 429 over a limit or a budget, 503 when the fleet's shared state is
+            HTTPError: 429 over a budget or a limit, 503 when the fleet's shared state is
                 unreachable.
             StoreUnavailableError: the store could not say what a budget's period has spent
-                (answered 503 ``database_unavailable``); the admission is released.
+                (answered 503 ``database_unavailable``).
         """
         estimate = estimate_tokens(messages, answer_tokens=answer_tokens)
-        decision = await self.limiter.acquire(principal.owner, principal.limits, estimate)
-        if isinstance(decision, Rejection):
-            raise rejection_error(decision)
+        hold = BudgetHold((0, 0))
         budgets = principal.budgets
-        if budgets is None or not budgets.any:
-            return decision, BudgetHold((0, 0))
-        prompt = estimate - answer_tokens
-        nano = self.pricing.estimate(model, self.channel, prompt, answer_tokens)
-        try:  # loading a period's spend reads the store: unavailable → 503 (the safety net)
+        if budgets is not None and budgets.any:
+            prompt = estimate - answer_tokens
+            nano = self.pricing.estimate(model, self.channel, prompt, answer_tokens)
+            # loading a period's spend reads the store: unavailable → 503 (the safety net)
             held = await self.budgets.reserve(principal.owner, budgets, estimate, nano)
+            if isinstance(held, Rejection):
+                raise rejection_error(held)
+            hold = held
+        try:
+            decision = await self.limiter.acquire(principal.owner, principal.limits, estimate)
         except BaseException:
-            self.limiter.release(decision)
+            hold.release()
             raise
-        if isinstance(held, Rejection):
-            self.limiter.release(decision)
-            raise rejection_error(held)
-        return decision, held
+        if isinstance(decision, Rejection):
+            hold.release()
+            raise rejection_error(decision)
+        return decision, hold
 
     async def ask(
         self,
