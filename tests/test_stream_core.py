@@ -145,3 +145,45 @@ def test_timings_run_on_the_injected_clock() -> None:
     assert core.elapsed == 1.25
     # no body byte yet: the first-token budget, less the 1.25 s that passed on the clock
     assert core.read_timeout() == (Timeout().first_token - 1.25, "first_token")
+
+
+def test_each_upstream_request_that_generated_something_is_accounted_once() -> None:
+    """The per-request ledger (``attempt_usages``): a failed attempt that generated nothing
+    costs nothing; a retry after it, a cut answer and its continuation are requests of their
+    own — the reported usage where there is one, else the estimate, each exactly once."""
+    call = ChatCall(api="v2", model="ernie-lite-8k", messages=MESSAGES, params={})
+    core = StreamCore(
+        call, base_url="http://x", auth=NoAuth(), retry=POLICY, timeout=Timeout(),
+        continue_mode=True, clock=FakeClock(),
+    )  # fmt: skip
+    core.http_request(None, 0.0)
+    assert core.on_failure(APIConnectionError("reset"), 0.0).action == "retry"  # nothing yet
+    core.http_request(None, 0.0)
+    _deliver(core, "长城是")  # then the stream breaks: no usage reported
+    assert core.on_failure(APIConnectionError("cut"), 0.0).action == "continue"
+    core.http_request(None, 0.0)
+    _deliver(core, "中国的古代防御工程。")
+    usage = Usage(prompt_tokens=21, completion_tokens=9, total_tokens=30)
+    core._take(UsageEvent(usage))
+    core.cancel()  # the end (as the shell's close does); closing twice changes nothing
+    core.cancel()
+    ledger = core.attempt_usages
+    assert [(a.attempt, a.kind) for a in ledger] == [(2, "retry"), (3, "continuation")]
+    cut, continued = ledger
+    assert cut.usage is None
+    prompt = estimate_prompt_tokens(MESSAGES)
+    assert cut.estimate == Usage(
+        prompt, estimate_text_tokens("长城是"), prompt + estimate_text_tokens("长城是")
+    )
+    assert continued.usage is usage  # its own report, not the cut request's estimate
+    assert continued.estimate is None  # reported: nothing estimated
+    assert (cut.counted, continued.counted) == (cut.estimate, usage)
+
+
+def test_a_usage_reported_by_an_earlier_request_is_not_counted_again() -> None:
+    core = _core("v2")
+    core.http_request(None, 0.0)
+    core._take(UsageEvent(Usage(5, 0, 5)))  # a usage-only chunk, then the stream breaks
+    assert core.on_failure(APIConnectionError("cut"), 0.0).action == "raise"  # delivered
+    (only,) = core.attempt_usages
+    assert (only.attempt, only.usage) == (1, Usage(5, 0, 5))

@@ -119,6 +119,11 @@ class Accumulator:
         return "".join(self._text)
 
     @property
+    def usage(self) -> Usage | None:
+        """The latest usage reported so far (``None``: none yet)."""
+        return self._usage
+
+    @property
     def reasoning(self) -> str:
         """The reasoning text so far."""
         return "".join(self._reasoning)

@@ -52,7 +52,7 @@ from ._models import DEFAULT_MODEL
 from ._ratelimit import RateLimits
 from ._retry import RetryPolicy
 from ._settings import Settings
-from ._stream_core import ApiName, ChatCall, StreamCore
+from ._stream_core import ApiName, AttemptUsage, ChatCall, StreamCore
 from ._timeouts import Timeout
 from ._tokens import TokenCache, cache_key
 from ._transport import Limits
@@ -384,6 +384,15 @@ class StreamView:
     def usage(self) -> Usage | None:
         """Token usage as reported at the end of the answer (``None`` before)."""
         return self._core.result().usage
+
+    @property
+    def attempt_usages(self) -> Sequence[AttemptUsage]:
+        """What each upstream request of this stream cost, one entry per request that
+        generated something (retries and continue mode make several; see
+        :class:`~wenxin_stream._stream_core.AttemptUsage`): the usage the upstream reported
+        for that request, or ``None`` and the estimate to count instead. Complete once the
+        stream has ended."""
+        return tuple(self._core.attempt_usages)
 
     @property
     def time_to_first_token(self) -> float | None:

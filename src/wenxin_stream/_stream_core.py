@@ -52,6 +52,7 @@ from ._events import (
     FinishEvent,
     StreamEvent,
     TextDelta,
+    Usage,
     end_reason_for,
 )
 from ._exceptions import (
@@ -131,6 +132,36 @@ class Decision:
     pause: RateLimitPause | None = None
 
 
+AttemptKind = Literal["first", "retry", "continuation"]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptUsage:
+    """What one upstream request of an exchange cost (:attr:`StreamCore.attempt_usages`).
+
+    ``attempt`` counts the exchange's requests from 1; ``kind`` is ``first``, ``retry`` (sent
+    again — after a failure or a refreshed token — before anything reached the caller) or
+    ``continuation`` (continue mode: the partial answer resent); ``usage`` is what the
+    upstream reported for this request (``None``: it reported nothing, e.g. the stream broke
+    first); ``estimate`` is then ``_token_estimate``'s figure for it — this request's prompt
+    and the text and reasoning it delivered — the figure to count instead (``None`` when the
+    usage was reported: estimating costs a pass over the text, about 1 µs a character, so it
+    is made only when needed).
+    """
+
+    attempt: int
+    kind: AttemptKind
+    usage: Usage | None
+    estimate: Usage | None = None
+
+    @property
+    def counted(self) -> Usage:
+        """What to count for this request: the reported usage, else the estimate."""
+        counted = self.usage or self.estimate
+        assert counted is not None  # one of the two is always set
+        return counted
+
+
 def end_reason_of_error(error: BaseException, *, body_started: bool) -> EndReason:
     """The end reason an error gives a stream (a client-side rate-limit wait that ran out of
     time counts as timed out: the caller's bounded wait expired)."""
@@ -167,6 +198,13 @@ class StreamCore:
         self.max_continuations = max_continuations
         self._clock = clock
         self._prepared = self._prepare(call.messages)  # validates before any I/O
+        self._messages: Sequence[Mapping[str, Any]] = call.messages
+        self._next_kind: AttemptKind = "first"
+        self._attempt_open: tuple[AttemptKind, int, int, Usage | None, bool] | None = None
+        self.attempt_usages: list[AttemptUsage] = []
+        """One entry per upstream request that generated something (text, reasoning or a
+        usage report), in order; a request that failed before generating anything cost no
+        tokens and has none. Complete once the exchange has ended."""
         self.attempts = 0
         self.retries = 0
         self.continuations = 0
@@ -216,7 +254,16 @@ class StreamCore:
         """The HTTP request of the next attempt, authorized with ``token``."""
         if self.attempts == 0:
             self.started_at = self._clock()  # the exchange (TTFT, deadline) starts here
+        self._close_attempt()
         self.attempts += 1
+        acc = self.accumulator
+        self._attempt_open = (
+            self._next_kind,
+            len(acc.text),
+            len(acc.reasoning),
+            acc.usage,
+            self.delivered,
+        )
         self._attempt_started = self._clock()
         self._body_started = False
         self._parser = None
@@ -369,6 +416,8 @@ class StreamCore:
     ) -> Decision:
         """Decide what follows a failed attempt (see the module docstring): ``rand`` in
         [0, 1) draws the backoff's jitter, ``token`` is the access token the attempt used."""
+        self._close_attempt()
+        self._next_kind = "retry"
         pause = None
         if isinstance(error, RateLimitError):
             pause = RateLimitPause(error.retry_after, rate_limit_scope(error))
@@ -385,7 +434,9 @@ class StreamCore:
             delay = self.retry.delay(self.continuations + 1, error, rand)
             if delay is not None and not self._past_deadline(delay):
                 self.continuations += 1
-                self._prepared = self._prepare(continuation_messages(self.call.messages, self.text))
+                self._messages = continuation_messages(self.call.messages, self.text)
+                self._prepared = self._prepare(self._messages)
+                self._next_kind = "continuation"
                 self._trimmer = OverlapTrimmer(self.text)
                 return Decision("continue", delay, pause=pause)
         return Decision("raise", error=self.fail(error), pause=pause)
@@ -427,6 +478,31 @@ class StreamCore:
         if self.end_reason is None:
             self.end_reason = reason
             self.ended_at = self._clock()
+        self._close_attempt()
+
+    def _close_attempt(self) -> None:
+        """Account for the attempt in flight (once): an :class:`AttemptUsage` when it
+        generated something. Per attempt, never per chunk."""
+        opened, self._attempt_open = self._attempt_open, None
+        if opened is None:
+            return
+        kind, text_at, reasoning_at, usage_before, delivered_before = opened
+        result = self.result()
+        usage = result.usage
+        if usage is not None and usage is not usage_before:  # this request reported it
+            self.attempt_usages.append(AttemptUsage(self.attempts, kind, usage))
+            return
+        if self._whole is not None:  # a whole (non-stream) answer
+            text, reasoning = result.content, result.reasoning
+        else:
+            acc = self.accumulator
+            text, reasoning = acc.text[text_at:], acc.reasoning[reasoning_at:]
+        if not (text or reasoning or (self.delivered and not delivered_before)):
+            return  # it generated nothing: it cost nothing
+        prompt = estimate_prompt_tokens(self._messages)
+        completion = estimate_text_tokens(text) + estimate_text_tokens(reasoning)
+        estimate = Usage(prompt, completion, prompt + completion)
+        self.attempt_usages.append(AttemptUsage(self.attempts, kind, None, estimate))
 
     # -- rate-limit accounting -----------------------------------------------------------
 

@@ -57,6 +57,7 @@ def js(page: Any) -> Iterator[Any]:
             window.sidebar = await import('/static/sidebar.js');
             window.message = await import('/static/message.js');
             window.composer = await import('/static/composer.js');
+            window.usage = await import('/static/usage.js');
         }"""
     )
     assert page.evaluate("document.body.dataset.app") is None
@@ -547,3 +548,43 @@ def test_image_attachment_is_size_checked(js: Any) -> None:
         }"""
     )
     assert result == ["图片太大：11.0 MB，最大 10.0 MB", "", "只能添加图片文件"]
+
+
+# ---- usage line ----------------------------------------------------------------------------
+
+
+def test_usage_lines_show_the_month_and_each_budget_in_both_languages(js: Any) -> None:
+    body = {
+        "totals": {"total_tokens": 12345, "cost_cny": "0.0123"},
+        "budgets": [
+            {"period": "day", "tokens_limit": 100000, "tokens_spent": 2500,
+             "cny_limit": "1.50", "cny_spent": "0.0123"},
+            {"period": "month", "tokens_limit": None, "tokens_spent": 12345,
+             "cny_limit": "20.00", "cny_spent": "0.0123"},
+        ],
+    }  # fmt: skip
+    lines = js.evaluate(
+        """(body) => { window.i18n.setLanguage('en'); return window.usage.usageLines(body); }""",
+        body,
+    )
+    assert lines == [
+        "This month: 12,345 tokens · ¥0.0123",
+        "Daily budget: 2,500 of 100,000 tokens used",
+        "Daily budget: ¥0.0123 of ¥1.50 used",
+        "Monthly budget: ¥0.0123 of ¥20.00 used",
+    ]
+    zh = js.evaluate(
+        """(body) => { window.i18n.setLanguage('zh'); return window.usage.usageLines(body); }""",
+        body,
+    )
+    assert zh[0] == "本月：12,345 tokens · ¥0.0123"
+    assert zh[1] == "今日预算：已用 2,500 / 100,000 tokens"
+    assert js.evaluate("window.usage.usageLines(null)") == []
+    hidden = js.evaluate(
+        """() => { const p = document.createElement('p');
+                   window.usage.renderUsage(p, ['a', 'b']);
+                   const shown = [p.hidden, p.children.length, p.textContent];
+                   window.usage.renderUsage(p, []);
+                   return [...shown, p.hidden]; }"""
+    )
+    assert hidden == [False, 2, "ab", True]

@@ -570,3 +570,21 @@ def test_errors_are_shown_inline(page: Any, site: str, artifacts: Path) -> None:
     assert page.get_by_test_id("question").input_value() == "这个会被限流"
     shot(page, artifacts, "10-inline-error")
     assert_clean(page)
+
+
+def test_usage_line_follows_the_answers(page: Any, site: str, artifacts: Path) -> None:
+    """The sidebar shows this key's usage this month (GET /api/usage: its own only) and
+    refreshes it when an answer ends."""
+    open_app(page, site + "/")
+    usage = page.get_by_test_id("usage")
+    usage.wait_for()
+    assert usage.inner_text().startswith("本月：")
+    answer = ask(page, "用量是多少")
+    wait_status(answer, "complete")
+    totals = page.request.get(site + "/api/usage").json()["totals"]
+    assert totals["total_tokens"] > 0
+    shown = f"本月：{totals['total_tokens']:,} tokens · ¥{totals['cost_cny']}"
+    wait_until(lambda: usage.inner_text() == shown, what=f"usage line {shown!r}")
+    page.get_by_test_id("language").select_option("en")
+    assert usage.inner_text().startswith("This month: ")
+    assert_clean(page)

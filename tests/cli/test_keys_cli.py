@@ -45,10 +45,13 @@ def test_create_prints_the_key_once(capsys: pytest.CaptureFixture[str], tmp_path
     assert secret not in out
     assert secret[11:] not in out
     header, row = out.splitlines()
-    assert header.split() == ["ID", "NAME", "PREFIX", "CREATED", "REVOKED", "RPM", "TPM", "STREAMS"]
+    assert header.split() == [
+        "ID", "NAME", "PREFIX", "CREATED", "REVOKED", "RPM", "TPM", "STREAMS", "BUDGETS",
+    ]  # fmt: skip
     assert f"wx-{secret[3:11]}…" in row
     assert "web app" in row
-    assert row.split()[-4:] == ["-", "60", "default", "3"]  # not revoked, rpm, tpm, streams
+    # not revoked, rpm, tpm, streams, no budgets
+    assert row.split()[-5:] == ["-", "60", "default", "3", "-"]
 
 
 def test_list_json_and_revoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -213,6 +213,7 @@ class BurstUpstream:
             asyncio.Queue()
         )
         self.end_reason: EndReason | None = None
+        self.attempt_usages: tuple[Any, ...] = ()  # the SDK's per-request ledger: none
 
     def burst(self, *texts: str, then: Callable[[], None] | None = None) -> None:
         """Deliver ``texts`` in one go; ``then`` runs once the generation has taken them all

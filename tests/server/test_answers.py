@@ -16,10 +16,12 @@ import pytest
 
 from wenxin_stream import EndReason, TextDelta
 from wenxin_stream._exceptions import InvalidRequestError
+from wenxin_stream._token_estimate import estimate_tokens
 from wenxin_stream._validation import Problem
 from wenxin_stream.server._access import Principal
 from wenxin_stream.server._answers import Answers, AskOptions
 from wenxin_stream.server._audit import AuditLog
+from wenxin_stream.server._budgets import BudgetLimiter
 from wenxin_stream.server._checkpoints import Checkpoints
 from wenxin_stream.server._http import HTTPError
 from wenxin_stream.server._limits import KeyLimiter, KeyLimits
@@ -36,6 +38,7 @@ class Stream:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.end_reason: EndReason | None = None
+        self.attempt_usages: tuple[Any, ...] = ()  # the SDK's per-request ledger: none
 
     async def __aenter__(self) -> Stream:
         return self
@@ -204,3 +207,70 @@ async def test_without_channels_the_spend_hook_names_the_implicit_channel(
     (ended,) = gen.upstream_requests
     assert (ended.outcome, ended.chars, ended.continued) == ("ok", 1, False)
     assert gen.channels == []  # nothing recorded on the message without channels
+
+
+async def test_a_spent_budget_refuses_before_the_upstream_and_frees_the_slot(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    from wenxin_stream.server._budgets import Budgets
+
+    answers, upstream, _ = world
+    carol = Principal("k_carol", KeyLimits(max_streams=5), budgets=Budgets(tokens_day=10))
+    with pytest.raises(HTTPError) as refused:  # the estimate alone (512 + prompt) exceeds it
+        await answers.ask(
+            carol, conversation_id=None, content="你好", options=AskOptions(), received_at=0.0,
+            audit={},
+        )  # fmt: skip
+    assert (refused.value.status, refused.value.code) == (429, "budget_exceeded")
+    assert upstream.streams == []  # nothing went upstream
+    assert answers.limiter.streams(carol.owner) == 0  # the limits' admission given back
+
+
+async def test_a_store_that_cannot_say_the_spend_frees_the_slot(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    from wenxin_stream.server._budgets import Budgets
+    from wenxin_stream.server._store import StoreUnavailableError
+
+    answers, upstream, _ = world
+
+    class Away:
+        async def reserve(self, *args: object) -> Any:
+            raise StoreUnavailableError("the database is away")
+
+    answers.budgets = Away()
+    dora = Principal("k_dora", KeyLimits(max_streams=5), budgets=Budgets(tokens_month=10**6))
+    with pytest.raises(StoreUnavailableError):  # the safety net answers 503
+        await answers.ask(
+            dora, conversation_id=None, content="你好", options=AskOptions(), received_at=0.0,
+            audit={},
+        )  # fmt: skip
+    assert (upstream.streams, answers.limiter.streams(dora.owner)) == ([], 0)
+
+
+async def test_a_request_refused_by_a_limit_spends_nothing_of_the_budget(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    from wenxin_stream.server._budgets import Budgets
+
+    answers, upstream, _ = world
+    erin = Principal("k_erin", KeyLimits(max_streams=1), budgets=Budgets(tokens_day=10**6))
+    gen = await _ask_as(answers, erin)
+    with pytest.raises(HTTPError) as refused:  # the one stream slot is taken
+        await _ask_as(answers, erin)
+    assert refused.value.code == "too_many_streams"
+    budgets = answers.budgets
+    assert isinstance(budgets, BudgetLimiter)
+    (counter,) = budgets._counters.values()
+    reserved = counter[0]  # only the admitted request's estimate is held, not the refused one's
+    assert reserved == estimate_tokens([{"role": "user", "content": "你好"}])
+    upstream.streams[0].release.set()
+    await asyncio.wait_for(gen.done, 5)
+    assert counter[0] == 0 < reserved  # settled: the fake upstream reported no usage
+
+
+async def _ask_as(answers: Answers, principal: Principal) -> Any:
+    return await answers.ask(
+        principal, conversation_id=None, content="你好", options=AskOptions(), received_at=0.0,
+        audit={},
+    )  # fmt: skip

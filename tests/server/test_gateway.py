@@ -339,7 +339,18 @@ def test_a_mid_stream_cut_is_continued_on_another_channel_without_repeated_text(
         (extras,) = db.execute(
             "SELECT extras FROM messages WHERE id = ?", (answer["id"],)
         ).fetchone()
+        spend = db.execute(
+            "SELECT attempt, channel, kind, estimated, prompt_tokens, completion_tokens"
+            " FROM usage_records WHERE stream_id = ? ORDER BY attempt",
+            (gen.stream_id,),
+        ).fetchall()
     assert json.loads(extras)["channels"] == ["a", "b"]
+    # spend per channel: the cut request on a (no usage came: estimated), the continuation on
+    # b at the usage b reported — each upstream request once
+    b_usage = gen.upstream_requests[1].usage
+    assert b_usage is not None
+    assert [row[:4] for row in spend] == [(1, "a", "first", 1), (2, "b", "continuation", 0)]
+    assert spend[1][4:] == (b_usage.prompt_tokens, b_usage.completion_tokens)
 
 
 def test_a_cut_with_no_other_channel_left_stays_a_cut(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from wenxin_stream.server._metrics import (
     DEFAULT_MAX_SERIES,
     END_REASONS,
     TTFT_BUCKETS,
+    USAGE_MAX_SERIES,
     Counter,
     FunctionMetric,
     Gauge,
@@ -96,6 +97,8 @@ def test_metrics_of_the_contract_render_and_parse_back() -> None:
     m.tokens(4, 113)
     m.tokens(6, 7)
     m.chars(120, 100)
+    m.usage("ernie-x", "default", 3, 5, 2_500_000_000, estimated=False)
+    m.usage("ernie-x", "default", 1, 2, None, estimated=True)
     helps, types, s = parse(m.render().decode())
 
     assert types == {
@@ -109,8 +112,17 @@ def test_metrics_of_the_contract_render_and_parse_back() -> None:
         "wenxin_tokens_total": "counter",
         "wenxin_generated_chars_total": "counter",
         "wenxin_delivered_chars_total": "counter",
+        "wenxin_usage_tokens_total": "counter",
+        "wenxin_usage_cost_cny_total": "counter",
+        "wenxin_usage_requests_total": "counter",
     }
     assert all(helps[name] for name in types)
+    usage = {"model": "ernie-x", "channel": "default"}
+    assert s["wenxin_usage_tokens_total", lab(**usage, type="prompt")] == 4
+    assert s["wenxin_usage_tokens_total", lab(**usage, type="completion")] == 7
+    assert s["wenxin_usage_cost_cny_total", lab(**usage)] == 2.5
+    assert s["wenxin_usage_requests_total", lab(**usage, source="reported")] == 1
+    assert s["wenxin_usage_requests_total", lab(**usage, source="estimated")] == 1
     assert s["wenxin_http_requests_total", lab(route="/api/conversations", status="200")] == 2
     assert s["wenxin_http_requests_total", lab(route="/v1/chat/completions", status="429")] == 1
     assert s["wenxin_streams_in_flight", lab()] == 1
@@ -551,3 +563,18 @@ def test_every_end_reason_is_documented_and_labelled_on_the_page() -> None:
         assert f"`{reason}`" in doc, reason
         if reason != "completed":  # the page flags only answers that did not complete
             assert strings.count(f'\n    "end.{reason}": ') == 2, reason  # in zh and in en
+
+
+def test_usage_label_sets_are_bounded() -> None:
+    """Model names come from requests: past USAGE_MAX_SERIES label sets, they count as other."""
+    m = Metrics()
+    for i in range(300):
+        m.usage(f"model-{i}", "default", 1, 1, 1000, estimated=False)
+    _, _, s = parse(m.render().decode())
+    requests = {
+        labels: v for (name, labels), v in s.items() if name == "wenxin_usage_requests_total"
+    }
+    assert len(requests) == USAGE_MAX_SERIES + 1  # and the one "other"
+    other = lab(model="other", channel="other", source="other")
+    assert requests[other] == 300 - USAGE_MAX_SERIES
+    assert sum(requests.values()) == 300

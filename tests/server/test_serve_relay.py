@@ -28,6 +28,7 @@ class FakeUpstream:
         self.hang = hang
         self.closed = False
         self.end_reason: EndReason | None = None
+        self.attempt_usages: tuple[Any, ...] = ()  # the SDK's per-request ledger: none
 
     async def __aenter__(self) -> FakeUpstream:
         return self

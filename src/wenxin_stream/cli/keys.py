@@ -1,4 +1,4 @@
-"""``wenxin keys``: create, list and revoke the API keys of ``wenxin serve``.
+"""``wenxin keys``: create, list, update and revoke the API keys of ``wenxin serve``.
 
 Theory of operation
 ===================
@@ -19,7 +19,13 @@ revoked key within its key cache TTL (``--key-cache-ttl``, 5 s by default).
   ``local``) are no longer shown to anyone. ``create`` says so, with how many there are;
   ``--adopt-local`` hands them to the new key in the same transaction that creates it.
 - ``list`` prints one line per key (``--json``: a JSON array) — id, name, display prefix,
-  created, revoked, limits — and never a secret (there is none to print).
+  created, revoked, limits, budgets — and never a secret (there is none to print).
+- Budgets (``create`` and ``update``): ``--budget-tokens-day N``, ``--budget-tokens-month N``,
+  ``--budget-cny-day AMOUNT``, ``--budget-cny-month AMOUNT`` (CNY, e.g. ``2.50``) per Beijing
+  day / month (``server._budgets``: a request that would exceed one is refused 429
+  ``budget_exceeded`` before it reaches ERNIE). ``update KEY`` changes limits and budgets of
+  an existing key (``none`` unsets one); a running server applies it within its key cache
+  TTL.
 - ``revoke`` takes a key id (``k_…``), its name, the display prefix (``wx-abcd1234``, 4+
   characters) or the full key; a name or prefix that matches several keys is an error listing
   them; revoking a revoked key is not an error. With ``redis_url`` configured (``--redis-url``,
@@ -61,6 +67,56 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_UNSET = -1
+"""``none`` given for a limit or budget of ``keys update``: unset it."""
+
+
+def _limit_or_none(text: str) -> int:
+    return _UNSET if text.strip().lower() == "none" else _positive_int(text)
+
+
+def _cny_or_none(text: str) -> int:
+    from ..server._usage import nano_from_cny
+
+    if text.strip().lower() == "none":
+        return _UNSET
+    try:
+        return nano_from_cny(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _budget_options(parser: argparse.ArgumentParser) -> None:
+    for period in ("day", "month"):
+        parser.add_argument(
+            f"--budget-tokens-{period}",
+            type=_limit_or_none,
+            metavar="N",
+            help=f"total tokens per Beijing {period} ('none' unsets)",
+        )
+        parser.add_argument(
+            f"--budget-cny-{period}",
+            type=_cny_or_none,
+            metavar="CNY",
+            help=f"spend in CNY per Beijing {period}, e.g. 2.50 ('none' unsets)",
+        )
+
+
+def _budget_changes(args: argparse.Namespace) -> dict[str, int | None]:
+    """The budget fields the options set (``None``: unset), by ``KeyRecord`` field."""
+    changes: dict[str, int | None] = {}
+    for option, field in (
+        ("budget_tokens_day", "budget_tokens_day"),
+        ("budget_tokens_month", "budget_tokens_month"),
+        ("budget_cny_day", "budget_nano_day"),
+        ("budget_cny_month", "budget_nano_month"),
+    ):
+        value = getattr(args, option, None)
+        if value is not None:
+            changes[field] = None if value == _UNSET else value
+    return changes
+
+
 def database_options() -> argparse.ArgumentParser:
     """The options that name the server's database (``--data-dir``, ``--database-url``), as
     a parent parser for the subcommands that open it (``keys``, ``db``)."""
@@ -80,7 +136,8 @@ def database_options() -> argparse.ArgumentParser:
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``keys`` subcommand (``create``, ``list``, ``revoke``) to ``wenxin``."""
+    """Add the ``keys`` subcommand (``create``, ``list``, ``update``, ``revoke``) to
+    ``wenxin``."""
     common = database_options()
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "keys",
@@ -96,6 +153,7 @@ def register(subparsers: Any) -> None:
     create.add_argument(
         "--max-streams", type=_positive_int, help="concurrent streams (server default)"
     )
+    _budget_options(create)
     create.add_argument(
         "--adopt-local",
         action="store_true",
@@ -106,6 +164,18 @@ def register(subparsers: Any) -> None:
     listing = actions.add_parser("list", parents=[common], help="list keys (never secrets)")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.set_defaults(handler=run_list)
+
+    update = actions.add_parser("update", parents=[common], help="change a key's limits or budgets")
+    update.add_argument(
+        "key", metavar="KEY", help="key id, name, display prefix (wx-abcd…) or the key itself"
+    )
+    for flag, what in (("--rpm", "requests per minute"), ("--tpm", "tokens per minute"),
+                       ("--max-streams", "concurrent streams")):  # fmt: skip
+        update.add_argument(
+            flag, type=_limit_or_none, metavar="N", help=f"{what} ('none': the server default)"
+        )
+    _budget_options(update)
+    update.set_defaults(handler=run_update)
 
     revoke = actions.add_parser("revoke", parents=[common], help="revoke a key")
     revoke.add_argument(
@@ -190,8 +260,15 @@ def _admin(args: argparse.Namespace, *, create: bool) -> SyncKeyAdmin:
 def run_create(args: argparse.Namespace) -> int:
     """``wenxin keys create``: the key on stdout, the rest on stderr."""
     from ..server._access import LOCAL_OWNER
+    from ..server._budgets import Budgets
     from ..server._store import StoreError
 
+    try:
+        budgets = Budgets(
+            **{k.removeprefix("budget_"): v for k, v in _budget_changes(args).items()}
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc), 2) from None
     with _admin(args, create=True) as admin:
         try:
             first = admin.count_active_keys() == 0
@@ -202,6 +279,7 @@ def run_create(args: argparse.Namespace) -> int:
                 tpm=args.tpm,
                 max_streams=args.max_streams,
                 adopt_from=LOCAL_OWNER if args.adopt_local else None,
+                budgets=budgets,
             )
         except ValueError as exc:
             raise CommandError(str(exc), 2) from None
@@ -257,16 +335,49 @@ def run_list(args: argparse.Namespace) -> int:
     if not keys:
         print(f"no keys in {shown(target)}", file=sys.stderr)
         return 0
-    rows = [("ID", "NAME", "PREFIX", "CREATED", "REVOKED", "RPM", "TPM", "STREAMS")]
+    rows = [("ID", "NAME", "PREFIX", "CREATED", "REVOKED", "RPM", "TPM", "STREAMS", "BUDGETS")]
     rows += [
         (k.id, k.name, k.display_prefix, k.created_at[:19] + "Z",
          "-" if k.revoked_at is None else k.revoked_at[:19] + "Z",
-         _limit(k.rpm), _limit(k.tpm), _limit(k.max_streams))
+         _limit(k.rpm), _limit(k.tpm), _limit(k.max_streams), k.budgets.describe() or "-")
         for k in keys
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def run_update(args: argparse.Namespace) -> int:
+    """``wenxin keys update KEY``: change limits and budgets (``none`` unsets)."""
+    from ..server._store import AmbiguousKeyError, StoreError
+
+    changes = _budget_changes(args)
+    for field in ("rpm", "tpm", "max_streams"):
+        value = getattr(args, field)
+        if value is not None:
+            changes[field] = None if value == _UNSET else value
+    if not changes:
+        raise CommandError("nothing to change: give a limit or a budget option", 2)
+    with _admin(args, create=False) as admin:
+        try:
+            record = admin.update_key(args.key, changes)
+        except AmbiguousKeyError as exc:
+            raise CommandError(str(exc), 2) from None
+        except ValueError as exc:
+            raise CommandError(str(exc), 2) from None
+        except StoreError as exc:
+            raise CommandError(str(exc)) from None
+    if record is None:
+        raise CommandError(f"no key matches {args.key!r} (see `wenxin keys list`)")
+    if not record.active:
+        raise CommandError(f"key {record.id} ({record.name}) is revoked: nothing changed")
+    budgets = record.budgets.describe() or "no budgets"
+    print(
+        f"updated key {record.id} ({record.name}): rpm {_limit(record.rpm)}, tpm "
+        f"{_limit(record.tpm)}, streams {_limit(record.max_streams)}; {budgets}. Running "
+        "servers apply it within their key cache TTL (5 s by default)"
+    )
     return 0
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from ._budgets import Budgets
 from ._http import Context, HTTPError
 from ._keys import KeyCache
 from ._limits import KeyLimits
@@ -56,11 +57,13 @@ def unauthorized(message: str = "a valid API key is required") -> HTTPError:
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who asks: the ``owner`` of their data (a key id, or ``local``), the key's own
-    ``limits`` (``None`` in dev mode: the server defaults) and whether this is dev mode."""
+    ``limits`` (``None`` in dev mode: the server defaults), whether this is dev mode, and the
+    key's ``budgets`` (none in dev mode)."""
 
     owner: str
     limits: KeyLimits | None = None
     dev: bool = False
+    budgets: Budgets | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -111,7 +114,7 @@ class Access:
         if authorization:
             record = await self.keys.authenticate(authorization)
             if record is not None:
-                return Principal(record.id, record.limits)
+                return Principal(record.id, record.limits, budgets=record.budgets)
         return await self._dev_or_refuse()
 
     async def from_key(self, api_key: str | None) -> Principal:
@@ -119,7 +122,7 @@ class Access:
         if api_key:
             record = await self.keys.lookup(api_key)
             if record is not None:
-                return Principal(record.id, record.limits)
+                return Principal(record.id, record.limits, budgets=record.budgets)
         return await self._dev_or_refuse()
 
     async def recheck(self, principal: Principal, api_key: str | None) -> None:

@@ -28,6 +28,15 @@ checkpoints, the per-key limiter, the upstream and the audit log.
    writes the answer once, with its status, end reason, usage, timings and character
    counts, settles the limiter and writes the audit record. Nothing is written per chunk.
 
+**Usage and budgets.** Admission first reserves the request's estimate against the key's
+budgets (``_budgets``: 429 ``budget_exceeded`` before anything goes upstream), then asks the
+per-key limits; when a limit refuses, the budget's hold is given back whole, so a refused
+request spends nothing of either. When
+the generation ends, :meth:`Answers._account` turns the SDK's per-request ledger (one entry
+per upstream request that generated something: retries and continuations are separate
+requests, each counted once) into ``_usage`` records — stored, counted in ``/metrics`` and
+settled against the budgets (their sum replaces the estimate). Per answer, never per chunk.
+
 :meth:`Answers.complete` is the OpenAI route's: the same admission, generation and record,
 but nothing stored and nothing to resume (its one subscriber is the request).
 
@@ -43,6 +52,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +63,7 @@ from .._exceptions import InvalidRequestError
 from .._token_estimate import DEFAULT_ANSWER_TOKENS, estimate_tokens, message_texts
 from ._access import Principal
 from ._audit import AuditLog
+from ._budgets import Budgeter, BudgetHold, BudgetLimiter
 from ._checkpoints import Checkpoints
 from ._completion_request import web_search_object
 from ._http import HTTPError, not_found, optional_str
@@ -67,6 +79,7 @@ from ._store import (
     StoreError,
 )
 from ._upstream import Upstream
+from ._usage import DEFAULT_CHANNEL, Pricing, UsageRecord, usage_records
 
 __all__ = [
     "MAX_IMAGES",
@@ -208,12 +221,19 @@ def invalid_request(exc: InvalidRequestError) -> HTTPError:
 
 
 def rejection_error(rejection: Rejection) -> HTTPError:
-    """429 (503 when the shared state is down) for a refused admission, with ``Retry-After``."""
+    """429 (503 when the shared state is down) for a refused admission, with ``Retry-After``;
+    a spent budget is ``insufficient_quota`` with ``x-should-retry: false`` (no retry within
+    seconds can help: ``Retry-After`` is when its period resets)."""
+    budget = rejection.code == "budget_exceeded"
+    headers = [(b"retry-after", rejection.retry_after_header.encode())]
+    if budget:
+        headers.append((b"x-should-retry", b"false"))
     return HTTPError(
         rejection.status,
         rejection.code,
         rejection.message,
-        headers=[(b"retry-after", rejection.retry_after_header.encode())],
+        headers=headers,
+        type="insufficient_quota" if budget else None,
     )
 
 
@@ -231,7 +251,17 @@ class Answers:
         audit: AuditLog,
         history_turns: int,
         producer: str | None = None,
+        budgets: Budgeter | None = None,
+        pricing: Pricing | None = None,
+        channel: str = DEFAULT_CHANNEL,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.budgets: Budgeter = budgets or BudgetLimiter(store.spent_since, clock=clock)
+        """The per-key budgets (``_budgets``: in this process, or the fleet's in Redis)."""
+        self.pricing = pricing or Pricing()
+        self.channel = channel
+        """The channel name of the usage records (one upstream: ``default``)."""
+        self._clock = clock
         self.producer = producer
         """The instance name stored with each streaming answer (who may end it as crashed)."""
         self.store = store
@@ -242,16 +272,44 @@ class Answers:
         self.audit = audit
         self.history_turns = history_turns
 
-    async def admit(self, principal: Principal, estimate: int) -> Admission:
-        """Admit a request under the principal's limits.
+    async def admit(
+        self,
+        principal: Principal,
+        messages: list[dict[str, Any]],
+        model: str,
+        answer_tokens: int = DEFAULT_ANSWER_TOKENS,
+    ) -> tuple[Admission, BudgetHold]:
+        """Reserve the request's estimate (prompt plus ``answer_tokens``, and that at
+        ``model``'s price) against the key's budgets, then admit it under the key's limits;
+        a request refused by either spends nothing of the other (the budget's hold is given
+        back whole when a limit refuses).
 
         Raises:
-            HTTPError: 429 over a limit, 503 when the fleet's shared state is unreachable.
+            HTTPError: 429 over a budget or a limit, 503 when the fleet's shared state is
+                unreachable.
+            StoreUnavailableError: the store could not say what a budget's period has spent
+                (answered 503 ``database_unavailable``).
         """
-        decision = await self.limiter.acquire(principal.owner, principal.limits, estimate)
+        estimate = estimate_tokens(messages, answer_tokens=answer_tokens)
+        hold = BudgetHold((0, 0))
+        budgets = principal.budgets
+        if budgets is not None and budgets.any:
+            prompt = estimate - answer_tokens
+            nano = self.pricing.estimate(model, self.channel, prompt, answer_tokens)
+            # loading a period's spend reads the store: unavailable → 503 (the safety net)
+            held = await self.budgets.reserve(principal.owner, budgets, estimate, nano)
+            if isinstance(held, Rejection):
+                raise rejection_error(held)
+            hold = held
+        try:
+            decision = await self.limiter.acquire(principal.owner, principal.limits, estimate)
+        except BaseException:
+            hold.release()
+            raise
         if isinstance(decision, Rejection):
+            hold.release()
             raise rejection_error(decision)
-        return decision
+        return decision, hold
 
     async def ask(
         self,
@@ -299,7 +357,7 @@ class Answers:
         messages = list(messages)
         with_images(messages, options.images)
         params.update(options.params())
-        admission = await self.admit(principal, estimate_tokens(messages))
+        admission, hold = await self.admit(principal, messages, upstream_model)
         gen: Generation | None = None
         begun = False
         try:
@@ -315,7 +373,10 @@ class Answers:
             answer: list[MessageRecord] = []  # known once stored; the end comes later still
 
             async def on_end(ended: Generation) -> None:
-                await self._persist(ended, admission, answer[0], audit)
+                try:
+                    await self._persist(ended, admission, answer[0], audit)
+                finally:
+                    await self._account(ended, principal.owner, upstream_model, hold)
 
             gen = self.relay.start(
                 stream, owner=owner, model=name, received_at=received_at, on_end=on_end
@@ -350,6 +411,7 @@ class Answers:
                 if gen is not None:
                     gen.abort()
                 self.limiter.release(admission)
+                hold.release()
 
     async def complete(
         self,
@@ -374,9 +436,7 @@ class Answers:
         answer_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
         if not isinstance(answer_tokens, int) or isinstance(answer_tokens, bool):
             answer_tokens = DEFAULT_ANSWER_TOKENS
-        admission = await self.admit(
-            principal, estimate_tokens(messages, answer_tokens=answer_tokens)
-        )
+        admission, hold = await self.admit(principal, messages, upstream_model, answer_tokens)
         begun = False
         try:
             try:
@@ -396,6 +456,7 @@ class Answers:
                     ttft_ms=ended.ttft_ms,
                     total_ms=ended.total_ms,
                 )
+                await self._account(ended, principal.owner, upstream_model, hold)
 
             gen = self.relay.start(
                 stream,
@@ -412,10 +473,34 @@ class Answers:
         finally:
             if not begun:  # the one exit path of a failed start
                 self.limiter.release(admission)
+                hold.release()
 
     def _check_accepting(self) -> None:
         if not self.relay.accepting:
             raise HTTPError(503, "shutting_down", "the server is shutting down")
+
+    async def _account(
+        self, gen: Generation, owner: str, model: str, hold: BudgetHold
+    ) -> list[UsageRecord]:
+        """The answer ended: one usage record per upstream request, stored, counted in
+        ``/metrics`` and settled against the key's budgets (the records' sum replaces the
+        estimate). The budget is settled even when the store fails (logged by the caller)."""
+        records = usage_records(
+            gen.usage_ledger,
+            key_id=owner,
+            model=model,
+            stream_id=gen.stream_id,
+            now=self._clock(),
+            pricing=self.pricing,
+        )
+        hold.settle(sum(r.total_tokens for r in records), sum(r.cost_nano or 0 for r in records))
+        metrics = self.relay.metrics
+        for r in records:
+            metrics.usage(r.model, r.channel, r.prompt_tokens, r.completion_tokens, r.cost_nano,
+                          estimated=r.estimated)  # fmt: skip
+        if records:
+            await self.store.record_usage(records)
+        return records
 
     def _settle(self, gen: Generation, admission: Admission) -> None:
         """The generation ended: count what it really used, free its slot."""

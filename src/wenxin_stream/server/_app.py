@@ -55,6 +55,7 @@ from .._async_client import AsyncClient
 from ._access import Access, dev_mode_problem, is_loopback
 from ._answers import Answers
 from ._audit import AuditLog
+from ._budgets import Budgeter, BudgetLimiter, SharedBudgets
 from ._channel_config import ChannelConfigError
 from ._channels import Channels
 from ._checkpoints import Checkpoints
@@ -75,6 +76,7 @@ from ._routes_models import ModelRoutes
 from ._routes_openai import OpenAIRoutes
 from ._routes_service import ServerState, ServiceRoutes
 from ._routes_streams import StreamRoutes
+from ._routes_usage import UsageRoutes
 from ._static import StaticFiles
 from ._store import Store, StoreUnavailableError, open_store
 from ._sweeper import Sweeper
@@ -438,7 +440,11 @@ class Server:
             self.store, self.metrics, interval=config.checkpoint_interval
         )
         relay.upstream_pause = upstream.rate_limit_delay
+        budgets: Budgeter = BudgetLimiter(self.store.spent_since)
+        if self.leases is not None:  # a fleet: the budgets' counters in Redis too
+            budgets = SharedBudgets(self.leases, self.store.spent_since)
         self.answers = Answers(
+            budgets=budgets,
             store=self.store,
             relay=relay,
             checkpoints=self.checkpoints,
@@ -485,6 +491,7 @@ class Server:
             ).routes(),
             ModelRoutes(access=access, upstream=upstream).routes(),
             AdminRoutes(access=access, upstream=upstream, admin_key=config.admin_key).routes(),
+            UsageRoutes(access=access, store=self.store).routes(),
             self.sockets.routes(),
         ):
             routes.update(group)

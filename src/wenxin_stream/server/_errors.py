@@ -47,6 +47,11 @@ does (the channel is merely busy or spent), and every other failure does and cou
 the channel's breaker. When no channel can take a request at all, :class:`NoChannelError` is
 answered 503 ``no_channel_available`` with the ``Retry-After`` of the first channel to come
 back.
+Refusals of our own (a key's rates, streams and budgets: ``_limits``, ``_budgets``) are not
+rows: they happen before ERNIE is asked. They follow the same conventions — a spent budget is
+429 ``budget_exceeded`` of type ``insufficient_quota`` with ``x-should-retry: false``, like
+the ``quota`` row, and ``Retry-After`` until the budget's period resets (``docs/ERRORS.md``,
+"Our own limits").
 
 **Cuts.** An answer that ends without finishing (:data:`FINISHED_REASONS` are those that do)
 is never shown as finished: :func:`cut_error` gives the error of an end reason that carries no

@@ -36,6 +36,7 @@ message records. Each channel's breaker and counters learn every outcome (``_cha
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from time import perf_counter
@@ -57,6 +58,7 @@ from .._events import (
     UsageEvent,
 )
 from .._exceptions import InvalidRequestError, WenxinError
+from .._stream_core import AttemptKind, AttemptUsage
 from ._channels import Channel, Channels
 from ._errors import blame
 
@@ -133,6 +135,7 @@ class FailoverStream:
         delivered: from then on the answer can only be continued."""
         self.end_reason: EndReason | None = None
         self.requests: list[UpstreamRequest] = []
+        self._ledger: list[tuple[UpstreamRequest, AsyncChatStream]] = []
         """Every upstream request of the answer, in order."""
 
     @classmethod
@@ -224,6 +227,7 @@ class FailoverStream:
             request = UpstreamRequest(channel.name, channel.model_for(self._model))
             request.continued = trimmer is not None
             self.requests.append(request)
+            self._ledger.append((request, stream))
             self._tried.add(channel.name)
             started = perf_counter()
             first = True
@@ -286,6 +290,20 @@ class FailoverStream:
             self._channels.ended(channel, "ok", probe=probe)
             self.end_reason = stream.end_reason
             return
+
+    @property
+    def usage_ledger(self) -> list[tuple[str, AttemptUsage]]:
+        """What each upstream request cost, on which channel, in order: every channel's SDK
+        ledger (a request that generated nothing is not in it), the first request of a later
+        channel a ``continuation`` of the cut answer or a ``retry`` before its first token."""
+        out: list[tuple[str, AttemptUsage]] = []
+        for index, (request, stream) in enumerate(self._ledger):
+            for attempt in stream.attempt_usages:
+                if index and attempt.attempt == 1:
+                    kind: AttemptKind = "continuation" if request.continued else "retry"
+                    attempt = dataclasses.replace(attempt, kind=kind)
+                out.append((request.channel, attempt))
+        return out
 
     def _text(self, request: UpstreamRequest, text: str) -> TextDelta:
         self._texts.append(text)

@@ -54,6 +54,7 @@ from typing import Protocol
 
 from .._clock import Clock
 from .._exceptions import WenxinError
+from ._budgets import Budgets
 from ._limits import KeyLimits
 from ._sql import Db
 
@@ -132,7 +133,9 @@ class KeyRecord:
     ``id`` (``k_…``) names the key in listings, logs and the audit trail; ``prefix`` is the
     8 characters after ``wx-`` (for display); times are ISO 8601 UTC; ``revoked_at`` is
     ``None`` while the key is valid. ``rpm`` / ``tpm`` / ``max_streams`` override the
-    server's default limits; ``None`` means "the server default".
+    server's default limits; ``None`` means "the server default". The ``budget_*`` fields are
+    the key's budgets (``_budgets``: tokens and nano-CNY per Beijing day and month; ``None``:
+    no budget).
     """
 
     id: str
@@ -143,6 +146,10 @@ class KeyRecord:
     rpm: int | None
     tpm: int | None
     max_streams: int | None
+    budget_tokens_day: int | None = None
+    budget_tokens_month: int | None = None
+    budget_nano_day: int | None = None
+    budget_nano_month: int | None = None
 
     @property
     def active(self) -> bool:
@@ -153,6 +160,16 @@ class KeyRecord:
     def limits(self) -> KeyLimits:
         """The key's own limits (``None`` fields fall back to the server defaults)."""
         return KeyLimits(rpm=self.rpm, tpm=self.tpm, max_streams=self.max_streams)
+
+    @property
+    def budgets(self) -> Budgets:
+        """The key's budgets."""
+        return Budgets(
+            tokens_day=self.budget_tokens_day,
+            tokens_month=self.budget_tokens_month,
+            nano_day=self.budget_nano_day,
+            nano_month=self.budget_nano_month,
+        )
 
     @property
     def display_prefix(self) -> str:
@@ -302,9 +319,21 @@ KEYS_TABLE = """CREATE TABLE api_keys (
             rpm INTEGER, tpm INTEGER, max_streams INTEGER)"""
 """The table of keys (portable SQL; part of the store's first migration)."""
 
-_COLUMNS = "id, name, prefix, created_at, revoked_at, rpm, tpm, max_streams"
+_COLUMNS = (
+    "id, name, prefix, created_at, revoked_at, rpm, tpm, max_streams, "
+    "budget_tokens_day, budget_tokens_month, budget_nano_day, budget_nano_month"
+)
 # Statements are built once, from constant column lists: no input ever reaches their text.
-_INSERT = f"INSERT INTO api_keys ({_COLUMNS}, secret_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT = f"INSERT INTO api_keys ({_COLUMNS}, secret_hash) VALUES ({', '.join('?' * 13)})"  # noqa: S608
+UPDATABLE = frozenset(
+    {"rpm", "tpm", "max_streams", "budget_tokens_day", "budget_tokens_month", "budget_nano_day",
+     "budget_nano_month"}
+)  # fmt: skip
+"""The fields ``wenxin keys update`` may change."""
+_UPDATE = (
+    "UPDATE api_keys SET rpm = ?, tpm = ?, max_streams = ?, budget_tokens_day = ?, "
+    "budget_tokens_month = ?, budget_nano_day = ?, budget_nano_month = ? WHERE id = ?"
+)
 _SELECT = f"SELECT {_COLUMNS} FROM api_keys"  # noqa: S608
 _SELECT_ACTIVE_BY_HASH = (
     f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL"  # noqa: S608
@@ -350,6 +379,7 @@ def insert_key(
     max_streams: int | None,
     key_id: str,
     now: str,
+    budgets: Budgets | None = None,
 ) -> tuple[KeyRecord, str]:
     """Create a key; its record and the secret (which is stored only as a hash).
 
@@ -364,12 +394,39 @@ def insert_key(
             "active keys; choose another name, or revoke that key first"
         )
     secret = generate_key()
-    record = KeyRecord(key_id, name, key_prefix(secret), now, None, rpm, tpm, max_streams)
+    b = budgets or Budgets()
+    record = KeyRecord(
+        key_id, name, key_prefix(secret), now, None, rpm, tpm, max_streams,
+        b.tokens_day, b.tokens_month, b.nano_day, b.nano_month,
+    )  # fmt: skip
     db.run(
         _INSERT,
-        (key_id, name, record.prefix, now, None, rpm, tpm, max_streams, hash_key(secret)),
-    )
+        (
+            key_id, name, record.prefix, now, None, rpm, tpm, max_streams,
+            b.tokens_day, b.tokens_month, b.nano_day, b.nano_month, hash_key(secret),
+        ),
+    )  # fmt: skip
     return record, secret
+
+
+def update_key_row(db: Db, ident: str, changes: dict[str, int | None]) -> KeyRecord | None:
+    """Change the limits or budgets of the key named by ``ident`` (see
+    :func:`resolve_key_row`): ``changes`` maps a :class:`KeyRecord` field (``rpm``, ``tpm``,
+    ``max_streams``, ``budget_…``) to its new value (``None``: unset); the new record, or
+    ``None`` if nothing matches. A revoked key is returned unchanged."""
+    record = resolve_key_row(db, ident)
+    if record is None or not record.active:
+        return record
+    updated = replace(record, **changes)  # type: ignore[arg-type]
+    db.run(
+        _UPDATE,
+        (
+            updated.rpm, updated.tpm, updated.max_streams, updated.budget_tokens_day,
+            updated.budget_tokens_month, updated.budget_nano_day, updated.budget_nano_month,
+            record.id,
+        ),
+    )  # fmt: skip
+    return updated
 
 
 def select_keys(db: Db) -> list[KeyRecord]:

@@ -116,11 +116,12 @@ class KeyLimits:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why a request was refused: ``code`` is ``rate_limited`` or ``too_many_streams``
-    (``status`` 429), or ``shared_state_unavailable`` (503: the fleet's Redis did not answer,
-    so no limit could be checked); ``retry_after`` is in seconds."""
+    """Why a request was refused: ``code`` is ``rate_limited``, ``too_many_streams`` or
+    ``budget_exceeded`` (``_budgets``; ``status`` 429), or ``shared_state_unavailable`` (503:
+    the fleet's Redis did not answer, so no limit could be checked); ``retry_after`` is in
+    seconds."""
 
-    code: Literal["rate_limited", "too_many_streams", "shared_state_unavailable"]
+    code: Literal["rate_limited", "too_many_streams", "budget_exceeded", "shared_state_unavailable"]
     message: str
     retry_after: float
     status: int = 429

@@ -105,6 +105,7 @@ __all__ = [
     "GAP_BUCKETS",
     "GAUGE_MODES",
     "TTFT_BUCKETS",
+    "USAGE_MAX_SERIES",
     "Counter",
     "FunctionMetric",
     "Gauge",
@@ -133,6 +134,8 @@ DURATION_BUCKETS = (
 """Bounds (s) of a whole stream's duration."""
 
 DEFAULT_MAX_SERIES = 1000
+USAGE_MAX_SERIES = 200
+"""Label sets of each usage family (models × channels × types): beyond them, ``other``."""
 """Most children (label sets) per family; more share one ``"other"`` child."""
 
 GAUGE_MODES = ("all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum")
@@ -487,6 +490,24 @@ class Metrics:
         self.delivered = Counter(
             "wenxin_delivered_chars_total", "Characters of answers delivered to clients."
         )
+        self.usage_tokens = Counter(
+            "wenxin_usage_tokens_total",
+            "Tokens of upstream requests as accounted (usage records), by model, channel and "
+            "type (prompt, completion).",
+            ("model", "channel", "type"), max_series=USAGE_MAX_SERIES,
+        )  # fmt: skip
+        self.usage_cost = Counter(
+            "wenxin_usage_cost_cny_total",
+            "Cost of upstream requests in CNY at the catalogue's (or channel's) prices, by "
+            "model and channel.",
+            ("model", "channel"), max_series=USAGE_MAX_SERIES,
+        )  # fmt: skip
+        self.usage_requests = Counter(
+            "wenxin_usage_requests_total",
+            "Upstream requests accounted, by model, channel and source (reported: the "
+            "upstream's usage; estimated: it reported none).",
+            ("model", "channel", "source"), max_series=USAGE_MAX_SERIES,
+        )  # fmt: skip
         self._families: list[_Family[Any] | FunctionMetric] = []
         self._files: ProcessFiles | None = None
         self.multiprocess_dir: Path | None = None
@@ -500,6 +521,7 @@ class Metrics:
         for family in (
             self.requests, self.stream_ends, self.errors, self.in_flight, self.ttft,
             self.chunk_gap, self.duration, self.token_counter, self.generated, self.delivered,
+            self.usage_tokens, self.usage_cost, self.usage_requests,
         ):  # fmt: skip
             self.register(family)
         # children of known label values, made now: the hot path reads attributes
@@ -564,6 +586,18 @@ class Metrics:
         """Count the tokens of one answer's usage."""
         self._prompt.value += prompt
         self._completion.value += completion
+
+    def usage(
+        self, model: str, channel: str, prompt: int, completion: int, nano: int | None,
+        *, estimated: bool,
+    ) -> None:  # fmt: skip
+        """Count one upstream request's accounted usage (per answer, never per chunk)."""
+        self.usage_tokens.labels(model, channel, "prompt").value += prompt
+        self.usage_tokens.labels(model, channel, "completion").value += completion
+        if nano:
+            self.usage_cost.labels(model, channel).value += nano / 1e9
+        source = "estimated" if estimated else "reported"
+        self.usage_requests.labels(model, channel, source).value += 1
 
     def chars(self, generated: int, delivered: int) -> None:
         """Count the characters one answer generated and delivered."""

@@ -323,6 +323,25 @@ def _paths() -> dict[str, Any]:
                                 "responses": {"200": _json(_obj(["models"], models={
                                     "type": "array", "items": model_info})),
                                               **_errors(401)}}},
+        "/api/usage": {"get": {
+            "summary": "The caller's own usage, spend and budgets (never another key's)",
+            "description": "Beijing days, both included; default: this month up to today. "
+                           "Costs are CNY as exact decimal strings.",
+            "parameters": [{"name": name, "in": "query",
+                            "schema": {"type": "string", "format": "date"}}
+                           for name in ("from", "to")],
+            "responses": {"200": _json(_obj(
+                ["object", "key_id", "from", "to", "days", "totals", "budgets"],
+                object={"const": "usage"}, key_id=_S, days={"type": "array", "items": _obj(
+                    ["day", "model", "requests", "answers", "total_tokens", "cost_cny"],
+                    day=_S, model=_S, cost_cny=_S)},
+                totals=_obj(["requests", "answers", "total_tokens", "cost_cny"], cost_cny=_S),
+                budgets={"type": "array", "items": _obj(
+                    ["period", "label", "tokens_spent", "cny_spent", "resets_at"],
+                    period={"enum": ["day", "month"]}, tokens_limit={"type": ["integer", "null"]},
+                    cny_limit=_NS, cny_spent=_S, resets_at={"type": "integer"})},
+                **{"from": _S, "to": _S})),
+                **_errors(400, 401, 503)}}},
     }  # fmt: skip
 
 

@@ -85,6 +85,7 @@ from .._events import (
 )
 from .._exceptions import APITimeoutError, ClientRateLimitTimeout, WenxinError
 from .._sse import encode_event_bytes
+from .._stream_core import AttemptUsage
 from ._channel_config import DEFAULT_CHANNEL
 from ._errors import FINISHED_REASONS, cut_error, forget_traceback, upstream_failure
 from ._eventlog_keys import Record
@@ -655,6 +656,16 @@ class Generation:
         relay.finished(self)
         if not self.done.done():
             self.done.set_result(None)
+
+    @property
+    def usage_ledger(self) -> list[tuple[str, AttemptUsage]]:
+        """What each upstream request of the answer cost and on which channel (the SDK's
+        ledger: one entry per request that generated something; complete once the answer has
+        ended). Without configured channels every request is the implicit ``default``'s."""
+        upstream = self._upstream
+        if isinstance(upstream, FailoverStream):
+            return upstream.usage_ledger
+        return [(DEFAULT_CHANNEL, attempt) for attempt in upstream.attempt_usages]
 
     @property
     def total_ms(self) -> float | None:

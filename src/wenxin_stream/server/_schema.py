@@ -57,8 +57,10 @@ from typing import Any
 
 from .._exceptions import WenxinError
 from . import _keys
+from ._budgets import Budgets
 from ._keys import KEYS_TABLE, KeyRecord
 from ._sql import Db
+from ._usage_sql import USAGE_STEP
 
 __all__ = [
     "MESSAGE_STATUSES",
@@ -96,6 +98,7 @@ __all__ = [
     "schema_version",
     "set_title",
     "streaming_producers",
+    "update_key_op",
     "update_message",
     "utc_now",
 ]
@@ -247,6 +250,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 3: the instance producing a streaming answer (several share one database)
         "ALTER TABLE messages ADD COLUMN producer TEXT",
     ),
+    USAGE_STEP,  # 4: usage per upstream request; the keys' budgets (``_usage_sql``)
 )
 """Schema steps; step ``n`` brings the database to version ``n``. Append, never edit."""
 
@@ -585,6 +589,7 @@ def create_key_op(
     max_streams: int | None,
     *,
     adopt_from: str | None = None,
+    budgets: Budgets | None = None,
 ) -> Callable[[Db], tuple[KeyRecord, str]]:
     """The operation that creates a key (arguments checked now: :class:`ValueError`); with
     ``adopt_from``, the same transaction hands that owner's conversations to the new key
@@ -594,7 +599,14 @@ def create_key_op(
 
     def create(db: Db) -> tuple[KeyRecord, str]:
         created = _keys.insert_key(
-            db, name, rpm=rpm, tpm=tpm, max_streams=max_streams, key_id=key_id, now=now
+            db,
+            name,
+            rpm=rpm,
+            tpm=tpm,
+            max_streams=max_streams,
+            key_id=key_id,
+            now=now,
+            budgets=budgets,
         )
         if adopt_from is not None:
             adopt_conversations(db, adopt_from, key_id)
@@ -607,3 +619,17 @@ def revoke_key_op(ident: str) -> Callable[[Db], KeyRecord | None]:
     """The operation that revokes the key named by ``ident`` (id, full key or prefix)."""
     now = utc_now()
     return lambda db: _keys.revoke_key_row(db, ident, now=now)
+
+
+def update_key_op(ident: str, changes: dict[str, int | None]) -> Callable[[Db], KeyRecord | None]:
+    """The operation that changes the limits or budgets of the key named by ``ident``
+    (arguments checked now: :class:`ValueError`)."""
+    unknown = set(changes) - _keys.UPDATABLE
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a key")
+    limits = {k: changes.get(k) for k in ("rpm", "tpm", "max_streams")}
+    for field, value in limits.items():
+        if value is not None and (value <= 0 or value > _keys.MAX_LIMIT):
+            raise ValueError(f"{field} must be a whole number from 1 to {_keys.MAX_LIMIT:,}")
+    Budgets(**{k.removeprefix("budget_"): v for k, v in changes.items() if k.startswith("budget_")})
+    return lambda db: _keys.update_key_row(db, ident, changes)

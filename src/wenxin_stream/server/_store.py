@@ -52,7 +52,8 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
-from . import _keys, _postgres, _schema
+from . import _keys, _postgres, _schema, _usage_sql
+from ._budgets import Budgets
 from ._config import mask_url_password
 from ._keys import AmbiguousKeyError, KeyRecord
 from ._schema import (
@@ -75,6 +76,8 @@ from ._schema import (
 )
 from ._sql import SQLITE, Db, transact
 from ._sqlite import Job, Worker, connect, translate_error
+from ._usage import UsageRecord
+from ._usage_sql import UsageRow
 
 DEFAULT_POOL_SIZE = 10
 """Connections of one process's PostgreSQL pool, unless configured."""
@@ -181,6 +184,11 @@ class Store(Protocol):
     async def find_key(self, secret: str) -> KeyRecord | None: ...
     async def count_active_keys(self) -> int: ...
     async def ping(self) -> None: ...
+    async def record_usage(self, records: Sequence[UsageRecord]) -> int: ...
+    async def spent_since(self, key_id: str, first_day: str) -> tuple[int, int]: ...
+    async def usage_rows(
+        self, first_day: str, last_day: str, key_id: str | None = None
+    ) -> list[UsageRow]: ...
 
 
 class OperationStore:
@@ -392,6 +400,25 @@ class OperationStore:
             StoreUnavailableError: it does not answer (PostgreSQL away, its pool exhausted).
         """
         await self._call(_schema.ping, write=False)
+
+    async def record_usage(self, records: Sequence[UsageRecord]) -> int:
+        """Store the usage records of an answer's upstream requests (one transaction)."""
+        rows = list(records)
+        return await self._call(lambda db: _usage_sql.insert_usage(db, rows), write=True)
+
+    async def spent_since(self, key_id: str, first_day: str) -> tuple[int, int]:
+        """(tokens, nano-CNY) ``key_id`` spent from Beijing day ``first_day`` on."""
+        return await self._call(
+            lambda db: _usage_sql.spent_since(db, key_id, first_day), write=False
+        )
+
+    async def usage_rows(
+        self, first_day: str, last_day: str, key_id: str | None = None
+    ) -> list[UsageRow]:
+        """Usage grouped by Beijing day, key, model and channel (``_usage_sql.usage_rows``)."""
+        return await self._call(
+            lambda db: _usage_sql.usage_rows(db, first_day, last_day, key_id), write=False
+        )
 
 
 class SQLiteStore(OperationStore):
@@ -618,11 +645,27 @@ class SyncKeyAdmin(SyncDatabase):
         tpm: int | None,
         max_streams: int | None,
         adopt_from: str | None = None,
+        budgets: Budgets | None = None,
     ) -> tuple[KeyRecord, str]:
         """Create a key: its record and its secret (shown once). With ``adopt_from``, the
         conversations of that owner become the new key's, in the same transaction."""
-        op = _schema.create_key_op(name, rpm, tpm, max_streams, adopt_from=adopt_from)
+        op = _schema.create_key_op(
+            name, rpm, tpm, max_streams, adopt_from=adopt_from, budgets=budgets
+        )
         return self._run(op, write=True)
+
+    def update_key(self, key_id_or_prefix: str, changes: dict[str, int | None]) -> KeyRecord | None:
+        """Change a key's limits or budgets (``None``: unset); the new record, ``None`` if
+        nothing matches (a revoked key comes back unchanged)."""
+        return self._run(_schema.update_key_op(key_id_or_prefix, changes), write=True)
+
+    def usage_rows(
+        self, first_day: str, last_day: str, key_id: str | None = None
+    ) -> list[UsageRow]:
+        """Usage grouped by Beijing day, key, model and channel."""
+        return self._run(
+            lambda db: _usage_sql.usage_rows(db, first_day, last_day, key_id), write=False
+        )
 
     def count_conversations(self, owner: str) -> int:
         """How many conversations ``owner`` has (``local``: the dev-mode ones)."""

@@ -12,6 +12,7 @@ import { MessageView, copyText, el } from "./message.js";
 import { curate, fillSelect, fromNames, renderBadges } from "./models.js";
 import { renderList } from "./sidebar.js";
 import { readEventStream } from "./sse.js";
+import { renderUsage, usageLines } from "./usage.js";
 
 export { SSEDecoder, SSEParser, readEventStream } from "./sse.js";
 
@@ -136,6 +137,7 @@ class App {
       caps: $("#model-caps"),
       title: $("#conversation-title"),
       footer: $("#server-info"),
+      usage: $("#usage"),
       language: $('[data-testid="language"]'),
       theme: $('[data-testid="theme"]'),
       settingsToggle: $('[data-testid="settings-toggle"]'),
@@ -249,11 +251,22 @@ class App {
     if (this.info?.auth_required && !this.apiKey) await this.askForKey();
     if (this.info) await this.loadModels();
     await this.refreshList();
+    this.refreshUsage();
     const fromHash = this.hashId();
     if (fromHash) await this.open(fromHash, { quiet: true });
     else this.showEmpty();
     this.updateComposer();
     document.body.dataset.ready = "true";
+  }
+
+  /** The key's own usage line (GET /api/usage); nothing shown when it cannot be had. */
+  async refreshUsage() {
+    try {
+      this.usage = await this.json("/api/usage");
+    } catch {
+      this.usage = null;
+    }
+    renderUsage(this.ui.usage, usageLines(this.usage));
   }
 
   /** The picker: /api/models (the curated catalogue), else /api/info's names. */
@@ -300,6 +313,7 @@ class App {
     if (this.models.length) this.renderModels(this.ui.model.value);
     this.composer.render();
     if (this.info) this.loadFooter();
+    renderUsage(this.ui.usage, usageLines(this.usage));
     this.renderList();
     const known = this.conversations.find((c) => c.id === this.currentId);
     this.ui.title.textContent = known?.title || t("new_chat");
@@ -897,6 +911,7 @@ class App {
       answer.setStats({ ...data, model: data.model || ctl.model });
       answer.setNote("");
       if (error) answer.setError(error);
+      this.refreshUsage();
       return false;
     } else {
       answer.applyEvent(ev.type, data); // delta, reasoning, search_results, tool_call

@@ -105,6 +105,11 @@ export const STRINGS = {
     "key.title": "API key",
     "key.text": "这个服务器需要 API key（wenxin keys create）。",
     "footer.emulator": "离线模拟器",
+    "usage": "用量",
+    "usage.month": "本月：{tokens} tokens · ¥{cny}",
+    "usage.day": "今日预算",
+    "usage.monthly": "本月预算",
+    "usage.budget": "{period}：已用 {used} / {limit}",
   },
   en: {
     "app.title": "ERNIE · wenxin-stream",
@@ -206,6 +211,11 @@ export const STRINGS = {
     "key.title": "API key",
     "key.text": "This server requires an API key (wenxin keys create).",
     "footer.emulator": "offline emulator",
+    "usage": "Usage",
+    "usage.month": "This month: {tokens} tokens · ¥{cny}",
+    "usage.day": "Daily budget",
+    "usage.monthly": "Monthly budget",
+    "usage.budget": "{period}: {used} of {limit} used",
   },
 };
 

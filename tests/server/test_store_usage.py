@@ -1,0 +1,126 @@
+"""Usage records and key budgets in the store, on both backends (SQLite and PostgreSQL):
+schema step 4 over an existing database, one row per upstream request (a second store of the
+same request refused), sums beyond 32 bits, the report's grouping, budgets set and read."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from wenxin_stream.server import _schema, _usage_sql
+from wenxin_stream.server._budgets import Budgets
+from wenxin_stream.server._store import (
+    PostgresStore,
+    SQLiteStore,
+    StoreError,
+    SyncDatabase,
+    SyncKeyAdmin,
+    open_store,
+)
+from wenxin_stream.server._usage import UsageRecord
+
+Either = SQLiteStore | PostgresStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "data" / "wenxin.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[Either]:
+    async with open_store(database, pool_size=2) as s:
+        yield s
+
+
+def _record(stream: str, attempt: int, key: str = "k_a", **over: object) -> UsageRecord:
+    values: dict[str, object] = {
+        "key_id": key, "model": "ernie-4.5-21b-a3b", "channel": "default",
+        "at": "2026-12-03T04:00:00.000000Z", "day": "2026-12-03", "stream_id": stream,
+        "attempt": attempt, "kind": "first", "prompt_tokens": 10, "completion_tokens": 20,
+        "total_tokens": 30, "reasoning_tokens": None, "cost_nano": 45_000, "estimated": False,
+    }  # fmt: skip
+    values.update(over)
+    return UsageRecord(**values)  # type: ignore[arg-type]
+
+
+async def test_usage_records_are_stored_once_and_summed(store: Either) -> None:
+    first = [_record("s_1", 1, estimated=True), _record("s_1", 2, kind="continuation")]
+    assert await store.record_usage(first) == 2
+    with pytest.raises(StoreError):  # the same request again: refused, nothing counted twice
+        await store.record_usage([_record("s_1", 2)])
+    big = 3 * 2**32  # beyond 32 bits on both backends
+    await store.record_usage(
+        [_record("s_2", 1, day="2026-12-04", total_tokens=big, cost_nano=big, model="m2"),
+         _record("s_3", 1, key="k_b", day="2026-11-30", reasoning_tokens=7)]
+    )  # fmt: skip
+    assert await store.spent_since("k_a", "2026-12-01") == (60 + big, 90_000 + big)
+    assert await store.spent_since("k_a", "2026-12-04") == (big, big)
+    assert await store.spent_since("k_b", "2026-12-01") == (0, 0)
+    assert await store.spent_since("k_x", "2026-12-01") == (0, 0)
+    rows = await store.usage_rows("2026-11-01", "2026-12-31")
+    assert [(r.day, r.key_id, r.model, r.answers, r.requests, r.estimated) for r in rows] == [
+        ("2026-11-30", "k_b", "ernie-4.5-21b-a3b", 1, 1, 0),
+        ("2026-12-03", "k_a", "ernie-4.5-21b-a3b", 1, 2, 1),
+        ("2026-12-04", "k_a", "m2", 1, 1, 0),
+    ]
+    assert rows[0].reasoning_tokens == 7
+    assert rows[2].total_tokens == big
+    only_b = await store.usage_rows("2026-11-01", "2026-12-31", "k_b")
+    assert [r.key_id for r in only_b] == ["k_b"]
+    assert await store.usage_rows("2026-12-05", "2026-12-31") == []
+
+
+async def test_budgets_are_set_updated_and_read_alike(database: str) -> None:
+    with SyncKeyAdmin(database) as admin:
+        record, secret = admin.create_key(
+            "alice", rpm=None, tpm=None, max_streams=None,
+            budgets=Budgets(tokens_day=1000, nano_month=5 * 10**12),  # 5,000 CNY: > 32 bits
+        )  # fmt: skip
+        assert record.budgets == Budgets(tokens_day=1000, nano_month=5 * 10**12)
+        updated = admin.update_key("alice", {"budget_tokens_day": None, "rpm": 7})
+        assert updated is not None
+        assert (updated.rpm, updated.budget_tokens_day, updated.budget_nano_month) == (
+            7,
+            None,
+            5 * 10**12,
+        )
+        with pytest.raises(ValueError):
+            admin.update_key("alice", {"budget_nano_day": 0})
+        with pytest.raises(ValueError):
+            admin.update_key("alice", {"name": 1})
+        assert admin.update_key("nobody", {"rpm": 1}) is None
+        rows = admin.usage_rows("2026-01-01", "2026-12-31")
+        assert rows == []
+    async with open_store(database) as store:
+        found = await store.find_key(secret)
+        assert found is not None
+        assert found.budgets == Budgets(nano_month=5 * 10**12)
+        await store.record_usage([_record("s_9", 1, key=found.id)])
+        (row,) = await store.usage_rows("2026-12-01", "2026-12-31")
+        assert (row.key_id, row.key_name) == (found.id, "alice")
+
+
+def test_step_4_upgrades_a_database_of_step_3(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with SyncDatabase(path) as db:
+        for _ in range(3):  # the schema as the previous release left it
+            db._run(_schema.migrate_step, write=True)
+        db._run(
+            lambda d: d.run(
+                "INSERT INTO api_keys (id, name, prefix, secret_hash, created_at) "
+                "VALUES ('k_old', 'old', 'abcd1234', 'h', '2026-01-01T00:00:00.000000Z')"
+            ),
+            write=True,
+        )
+        assert db.schema_version() == 3
+        assert db.upgrade() == [4]
+    with SyncKeyAdmin(path) as admin:
+        (old,) = admin.list_keys()
+        assert (old.id, old.budgets.any) == ("k_old", False)
+    assert _schema.MIGRATIONS[3] == _usage_sql.USAGE_STEP
