@@ -467,7 +467,7 @@ class Socket:
                 if entry.kind is _END and sub.gen.failure is not None:  # in-band: error, end
                     await self._error(sub.gen.failure, rid)
                 await write({"type": "websocket.send", "text": frame(entry, rid_json)})
-            if batch[-1].kind is _END:
+            if not batch or batch[-1].kind is _END:  # empty: taken over elsewhere, cut
                 return
 
 
