@@ -11,6 +11,9 @@
   finishes it; after ``SIGCONT`` the old producer writes nothing more (fenced: the log and the
   stored message stay the taker's) and its own client is cut without an ``end``.
 
+- ``SIGTERM`` with answers still running after ``--shutdown-grace``: they are handed over (the
+  lease given up at once) and continued by another instance, not cut.
+
 (``takeover = "interrupt"``, the answer ended ``interrupted``: test_eventlog_fleet.py.)
 """
 
@@ -74,13 +77,13 @@ class Fleet:
     port: int
     """The victims' port (nginx's other upstream)."""
 
-    def victim(self, upstream: str) -> Serve:
+    def victim(self, upstream: str, *extra: str) -> Serve:
         config = self.data.parent / "victim.toml"
         lines = [f"{key} = {value}" for key, value in FLEET.items()]
         config.write_text("\n".join(lines) + "\n")
         args = ("--redis-url", self.redis.url, "--config", str(config), "--resume-grace", "5")
         more = ("--port", str(self.port), "--max-connections-per-ip", "0")
-        return Serve(self.data, upstream, *args, *more)
+        return Serve(self.data, upstream, *args, *more, *extra)
 
 
 @pytest.fixture
@@ -290,4 +293,53 @@ def test_a_frozen_producer_loses_its_answer_and_writes_nothing_after_it_wakes(
         db.close()
         if victim.proc.poll() is None:
             victim.proc.send_signal(signal.SIGCONT)
+            victim.kill()
+
+
+def test_sigterm_hands_running_answers_over_after_the_grace_instead_of_cutting_them(
+    fleet: Fleet, emu: ServerHandle
+) -> None:
+    db = redis.Redis.from_url(fleet.redis.url)
+    victim = fleet.victim(emu.base_url, "--shutdown-grace", "0.3")
+    try:
+        with httpx.Client(base_url=victim.url, timeout=30) as c:
+            cid = new_conversation(c)
+            question = "交接的答案"
+            body = {"content": paced(question, SPEC)}
+            request = c.build_request("POST", f"/api/conversations/{cid}/messages", json=body)
+            reader = EventReader(c.send(request, stream=True))
+            got = [e for e in (reader.next() for _ in range(5)) if e is not None]
+            sid = json.loads(got[0].data)["stream_id"]
+            victim.proc.send_signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            with contextlib.suppress(httpx.HTTPError):
+                while (event := reader.next()) is not None:
+                    got.append(event)
+            assert all(e.event != "end" for e in got)  # cut, not ended: it goes on elsewhere
+        assert victim.proc.wait(20) == 0
+        with (
+            httpx.Client(base_url=fleet.b.url, timeout=30) as b,
+            b.stream("GET", f"/api/streams/{sid}", headers={"Last-Event-ID": got[-1].id}) as r,
+        ):
+            reader = EventReader(r)
+            first = reader.next()
+            took = time.monotonic() - stopped
+            assert first is not None
+            rest = [first, *reader.rest()]
+        events = got + rest
+        assert seqs(events) == list(range(len(events)))
+        end = json.loads(events[-1].data)
+        assert end["end_reason"] == "completed"
+        whole = texts(events)
+        assert whole == _reference(fleet.b, question)
+        assert took < 0.3 + ANSWER_TTL, took  # the grace, then the next claim round
+        meta = db.hgetall(f"wenxin:ans:{{{sid}}}:meta")
+        assert meta[b"takeovers"] == b"1"
+        assert meta[b"instance"].decode() == fleet.b.app.instance_id
+        content, status, reason, extras = _stored(fleet.data, end["message_id"])
+        assert (content, status, reason) == (whole, "complete", "completed")
+        assert isinstance(extras["continued"], dict)
+    finally:
+        db.close()
+        if victim.proc.poll() is None:
             victim.kill()

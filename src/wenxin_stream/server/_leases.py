@@ -46,14 +46,22 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._clock import Clock
 from ._liveness import instance_key
 from ._redis import SharedRedis, SharedStateError
 
-if TYPE_CHECKING:
-    from ._answer_leases import AnswerLeases
+
+class Carried(Protocol):
+    """Leases renewed in the same pipeline (``_answer_leases.AnswerLeases``)."""
+
+    ttl: float
+
+    async def queue_renewal(self, pipe: Any, now: str) -> bool: ...
+    def renewed(self, result: Any) -> list[str]: ...
+    def held_ids(self) -> list[str]: ...
+
 
 __all__ = ["DEFAULT_LEASE_TTL", "RENEW_SCRIPT", "Leases", "clock_arg"]
 
@@ -121,11 +129,11 @@ class Leases:
         self._background: set[asyncio.Task[Any]] = set()
         self.renewals = 0
         """Renewal rounds done (for tests and diagnostics)."""
-        self.answers: AnswerLeases | None = None
+        self.answers: Carried | None = None
         self._on_lost: Callable[[list[str]], None] = lambda lost: None
         self._renewed_at = time.monotonic()
 
-    def carry(self, answers: AnswerLeases, on_lost: Callable[[list[str]], None]) -> None:
+    def carry(self, answers: Carried, on_lost: Callable[[list[str]], None]) -> None:
         """Renew ``answers`` with the stream-slot leases; ``on_lost(stream_ids)`` is told of
         the answers this process no longer holds."""
         self.answers = answers

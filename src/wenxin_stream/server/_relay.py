@@ -61,6 +61,7 @@ running ones, then stops the rest with ``server_shutdown`` (each still persists 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -91,6 +92,7 @@ from ._eventlog_keys import Record
 from ._eventlog_writer import LogWriter
 from ._http import HTTPError
 from ._metrics import Metrics
+from ._redis import SharedStateError
 
 __all__ = [
     "FINISHED_REASONS",
@@ -836,6 +838,33 @@ class Relay:
         self.metrics.stream_started()
         return gen
 
+    async def hand_over(self) -> list[str]:
+        """In a fleet: let another instance take over every running answer that may be
+        (its lease held here) instead of cutting it — its logged events written first, then
+        this process lets it go (its clients are cut without an ``end`` and resume
+        elsewhere; nothing is recorded here) and gives its lease up at once (claimable at the
+        next claim round). The stream ids handed over."""
+        log = self.log
+        if log is None:
+            return []
+        handed = [
+            gen.stream_id
+            for gen in self.running
+            if not gen.ending and log.leases.token(gen.stream_id) == gen.token
+        ]
+        if not handed:
+            return []
+        with contextlib.suppress(SharedStateError):
+            await log.flush()  # what it has generated so far is continued, not generated again
+        log.lose(handed)
+        try:
+            given = await log.leases.hand_over(handed)
+        except SharedStateError as exc:  # they expire within the lease's TTL anyway
+            logger.warning("shared state: answers not handed over at once: %s", exc)
+        else:
+            logger.warning("%d running answers handed over to the fleet", given)
+        return handed
+
     def find(self, stream_id: str, owner: str) -> Generation | None:
         """The stream ``stream_id`` if it exists, is still resumable and belongs to ``owner``."""
         gen = self.streams.get(stream_id)
@@ -898,11 +927,13 @@ class Relay:
                 self.streams.pop(gen.stream_id, None)
 
     async def shutdown(self, grace: float) -> None:
-        """Refuse new work, wait up to ``grace`` s for running answers, stop the rest."""
+        """Refuse new work, wait up to ``grace`` s for running answers, hand the rest over to
+        another instance of the fleet (:meth:`hand_over`), stop what remains."""
         self.accepting = False
         pending = [gen.done for gen in self.running]
         if pending:
             await asyncio.wait(pending, timeout=grace)
+        await self.hand_over()
         for gen in list(self.running):
             gen.cancel("server_shutdown")
         pending = [gen.done for gen in self.running]

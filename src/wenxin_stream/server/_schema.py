@@ -506,12 +506,13 @@ def update_message(
 
 def take_over_message(db: Db, message_id: str, producer: str) -> bool:
     """The answer ``message_id`` is produced by ``producer`` from now on (it took the answer
-    over from a process that died): an answer still ``streaming``, or one a sweep ended as
-    ``server_crashed`` meanwhile (it streams again). Whether it was."""
+    over from a process that died or stopped): an answer still ``streaming``, or one a sweep
+    or the stopping process ended as ``server_crashed`` / ``server_shutdown`` meanwhile (it
+    streams again). Whether it was."""
     changed = db.run(
         "UPDATE messages SET producer = ?, status = ?, end_reason = NULL "
-        "WHERE id = ? AND (status = ? OR end_reason = ?)",
-        (producer, "streaming", message_id, "streaming", "server_crashed"),
+        "WHERE id = ? AND (status = ? OR end_reason = ? OR end_reason = ?)",
+        (producer, "streaming", message_id, "streaming", "server_crashed", "server_shutdown"),
     )
     return changed > 0
 
