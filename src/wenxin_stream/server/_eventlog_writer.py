@@ -12,13 +12,21 @@ into a new event — events never change once written), and sends them all, for 
 in ONE pipeline (``transaction=False``)::
 
     every interval, if anything is pending:
-      pipeline ─► [HSET meta …, XADD log 0-1 …, PEXPIRE log/meta live_ttl]  (a new answer)
-                  [XADD log <seq>-1 MAXLEN ~ maxlen k <kind> d <json>] …     (new events)
-                  [HSET meta ended 1 last <seq>, PEXPIRE log/meta window]    (an ended one)
+      pipeline ─► [CREATE meta + lease (token 1), …, PEXPIRE log/meta live_ttl] (a new answer)
+                  [one APPEND script: per log, its token checked, then
+                   XADD log <seq>-1 MAXLEN ~ maxlen k <kind> d <json> …          (new events)
+                   HSET meta ended 1 last <seq>, PEXPIRE window, lease released] (an ended one)
 
 So Redis sees at most ``1 / interval`` pipelines a second (50) whatever the chunk rate, and
 a chunk costs its share of one pipeline (``bench/redis_eventlog_cost.py``) — the lesson of
 LibreChat and Open WebUI, whose per-chunk Redis calls cost 16–50 % of their relays.
+
+**Fencing and write-ahead** (``_answer_leases``). The script refuses the events (and the
+end) of an answer whose fencing token in Redis is not the one its source holds — another
+process took the answer over — and answers which; the writer drops those answers and tells
+each (:meth:`Source.fenced`). After each batch, every answer written is told how many of its
+events are in Redis (:meth:`Source.logged`): in a fleet the relay lets its clients read only
+those, so nothing a client has is missing from the log.
 
 **Expiry.** A stream's keys get their expiry ONCE when created (``live_ttl``: long enough for
 any answer) and once more at the end (``window``, the resume window); never per write, so

@@ -90,6 +90,10 @@ def _schemas() -> dict[str, Any]:
         delivered_chars={"type": ["integer", "null"]}, created_at=_S, reasoning=_NS,
         search_results=_nullable({"type": "array", "items": _ref("SearchResult")}),
         tool_calls=_nullable({"type": "array", "items": _ref("StreamToolCall")}),
+        continued=_nullable(
+            _obj(["by", "token", "at_chars"], by={"type": ["string", "null"]},
+                 token={"type": "integer"}, at_chars={"type": "integer"})
+        ),  # fmt: skip
     )  # fmt: skip
     summary = _obj(["id", "title", "model"], id=_S, title=_S, model=_S, created_at=_S,
                    updated_at=_S, message_count={"type": "integer"})  # fmt: skip

@@ -36,6 +36,15 @@ answer (``max_answer_chars`` stops a runaway one); a subscriber holds only a cur
 are of an :class:`EntryKind` (``start``, ``delta``, ``end``: the SSE event names), and frames
 are made by the one SSE encoder, ``_sse.encode_event_bytes``.
 
+**Write-ahead in a fleet.** With the event log in Redis, a subscriber reads only the entries
+the writer has already written (:attr:`Generation.durable`; the writer wakes the readers after
+each batch): no client ever holds an event the log lacks, so an instance that takes the
+answer over (``_takeover``) continues exactly after what every client saw. It costs at most one
+batch interval (20 ms) before an event reaches the producer's own clients. An answer taken
+over by another process while this one still runs it (it froze, or lost Redis) is *lost*
+(:meth:`Generation.fenced`): its upstream stops, its clients get an empty batch (cut, no
+``end``: they resume from the log) and nothing is recorded here.
+
 **Time to first token.** (Timings use ``time.perf_counter``: uvloop's ``loop.time()`` counts
 whole milliseconds.) Headers (and ``start``) go out at once; the upstream request is sent
 before the database writes of the request finish; a text delta wakes its readers immediately
