@@ -39,10 +39,12 @@ from serve_process import Serve
 from server_helpers import (
     EventReader,
     Running,
+    draining,
     new_conversation,
     paced,
     running,
     seqs,
+    server_config,
     sse_events,
     texts,
 )
@@ -58,6 +60,7 @@ from services import (
 )
 from wenxin_stream import ServerSentEvent
 from wenxin_stream.emulator import ServerHandle
+from wenxin_stream.server import create_app
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 ANSWER_TTL = float(os.environ.get("WENXIN_TEST_ANSWER_LEASE_TTL", "1.0"))
@@ -343,3 +346,35 @@ def test_sigterm_hands_running_answers_over_after_the_grace_instead_of_cutting_t
         db.close()
         if victim.proc.poll() is None:
             victim.kill()
+
+
+def test_a_drained_instance_in_process_hands_its_answer_to_the_fleet(
+    fleet: Fleet, emu: ServerHandle
+) -> None:
+    """The hand-over of the test above, in this process (the server's own shutdown path)."""
+    config = {"redis_url": fleet.redis.url, "shutdown_grace": 0.2, **FLEET}
+    app = create_app(server_config(fleet.data, emu.base_url, **config))
+    with draining(app) as (url, thread, server), httpx.Client(base_url=url, timeout=30) as c:
+        cid = new_conversation(c)
+        body = {"content": paced("进程内交接", SPEC)}
+        request = c.build_request("POST", f"/api/conversations/{cid}/messages", json=body)
+        reader = EventReader(c.send(request, stream=True))
+        got = [e for e in (reader.next() for _ in range(5)) if e is not None]
+        sid = json.loads(got[0].data)["stream_id"]
+        server.should_exit = True  # as SIGTERM does
+        with contextlib.suppress(httpx.HTTPError):
+            while (event := reader.next()) is not None:
+                got.append(event)
+        thread.join(20)
+        assert not thread.is_alive()
+    assert all(e.event != "end" for e in got)
+    with httpx.Client(base_url=fleet.b.url, timeout=30) as b:
+        rest = sse_events(
+            b.get(f"/api/streams/{sid}", headers={"Last-Event-ID": got[-1].id}).content
+        )
+    events = got + rest
+    assert seqs(events) == list(range(len(events)))
+    assert json.loads(events[-1].data)["end_reason"] == "completed"
+    assert texts(events) == _reference(fleet.b, "进程内交接")
+    assert fleet.b.app.takeovers is not None
+    assert fleet.b.app.takeovers.taken >= 1

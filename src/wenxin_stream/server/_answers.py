@@ -517,11 +517,11 @@ class Answers:
     ) -> None:
         """Record how an answer ended: the message (once), the limiter, the audit log."""
         self._settle(gen, admission)
-        if gen.lost:  # another instance took it over: it records the answer
-            self.checkpoints.forget(message.id)
-            return
         try:
-            await self._record(gen, message.id)
+            if gen.lost:  # another instance took it over: that one records the answer
+                self.checkpoints.forget(message.id)
+            else:
+                await self._record(gen, message.id)
         finally:
             self.audit.request(
                 audit,
