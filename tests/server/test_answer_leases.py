@@ -189,3 +189,31 @@ async def test_claims_skip_ended_or_gone_answers_and_takeovers_hand_each_to_the_
     assert continue_refusal(got[0], "interrupt") == "the fleet is configured never to continue"
     assert await shared.client.zcard(taker.key) == 1  # the ended one was dropped
     await takeovers.aclose()
+
+
+async def test_a_claimed_answer_whose_log_lost_its_start_is_dropped_from_the_leases(
+    shared: SharedRedis,
+) -> None:
+    mine = AnswerLeases(shared, instance="A", ttl=0.2)
+    a = writer(shared, "A", mine)
+    answer = answer_with_request()
+    a.track(answer)
+    await a.flush()
+    await shared.client.xdel(log_key(shared, answer.stream_id), "0-1")  # trimmed, say
+    await asyncio.sleep(0.3)
+    got: list[Claimed] = []
+
+    async def handle(claimed: Claimed) -> None:
+        got.append(claimed)
+
+    taker = AnswerLeases(shared, instance="B", ttl=5.0)
+    takeovers = Takeovers(shared, taker, handle)
+    assert await takeovers.claim() == [answer.stream_id]
+    for _ in range(100):
+        if not await shared.client.zcard(taker.key):
+            break
+        await asyncio.sleep(0.01)
+    assert await shared.client.zcard(taker.key) == 0  # not claimed again and again
+    assert got == []
+    assert taker.held_ids() == []
+    await takeovers.aclose()

@@ -181,6 +181,16 @@ class AnswerLeases:
         """The answer ended (or was lost): stop renewing it."""
         self._held.pop(stream_id, None)
 
+    async def drop(self, stream_id: str) -> None:
+        """Forget ``stream_id`` and take it out of the lease set: nobody can take it over
+        (its log lost its start, or it ended meanwhile).
+
+        Raises:
+            SharedStateError: Redis failed (the lease lapses and is claimed again).
+        """
+        self._held.pop(stream_id, None)
+        await self.shared.call(self.shared.client.zrem(self.key, stream_id), "drop answer lease")
+
     def held_ids(self) -> list[str]:
         """The stream ids held here."""
         return list(self._held)

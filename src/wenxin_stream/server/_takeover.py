@@ -35,6 +35,7 @@ continuation is a new generation: it may rephrase; a repeated seam is trimmed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -242,8 +243,9 @@ class Takeovers:
             logger.warning("taking over %s: %s", stream_id, exc)
             self.leases.forget(stream_id)
             return
-        if claimed is None:
-            self.leases.forget(stream_id)
+        if claimed is None:  # ended meanwhile, expired, or its log was trimmed past its start
+            with contextlib.suppress(SharedStateError):
+                await self.leases.drop(stream_id)
             return
         logger.warning(
             "took over %s (its producer is gone): token %d, %d events logged",
