@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -378,3 +379,48 @@ def test_a_drained_instance_in_process_hands_its_answer_to_the_fleet(
     assert texts(events) == _reference(fleet.b, "进程内交接")
     assert fleet.b.app.takeovers is not None
     assert fleet.b.app.takeovers.taken >= 1
+
+
+def test_a_websocket_client_of_a_frozen_producer_is_told_and_resumes_on_the_same_socket(
+    fleet: Fleet, emu: ServerHandle
+) -> None:
+    from websockets.sync.client import connect
+
+    def frames(ws: Any, until: Any) -> list[dict[str, Any]]:
+        out = []
+        while True:
+            frame = json.loads(ws.recv(timeout=20))
+            out.append(frame)
+            if until(frame):
+                return out
+
+    victim = fleet.victim(emu.base_url)
+    try:
+        url = victim.url.replace("http://", "ws://") + "/api/ws"
+        with connect(url, open_timeout=5) as ws:
+            ask = {"type": "ask", "id": "q", "content": paced("套接字", SPEC)}
+            ws.send(json.dumps(ask))
+            got = frames(ws, lambda f: f["type"] == "delta" and f["seq"] >= 3)
+            sid = got[0]["stream_id"]
+            victim.proc.send_signal(signal.SIGSTOP)
+            time.sleep(ANSWER_TTL + 1.0)  # the lease lapses, B takes the answer over
+            victim.proc.send_signal(signal.SIGCONT)
+            told = frames(ws, lambda f: f["type"] in ("error", "end"))
+            assert told[-1]["type"] == "error"
+            assert told[-1]["code"] == "answer_moved"
+            assert told[-1]["id"] == "q"
+            seen = [f for f in got + told if "seq" in f]
+            last = max(f["seq"] for f in seen)
+            resume = {"type": "resume", "id": "r", "stream_id": sid, "last_seq": last}
+            ws.send(json.dumps(resume))
+            rest = frames(ws, lambda f: f["type"] in ("end", "error"))
+        assert rest[-1]["type"] == "end", rest[-1]
+        assert rest[-1]["end_reason"] == "completed"
+        ids = [f["seq"] for f in seen + rest if "seq" in f]
+        assert ids == list(range(ids[0], ids[0] + len(ids)))  # every id once, in order
+        text = "".join(f["text"] for f in seen + rest if f["type"] == "delta")
+        assert text == _reference(fleet.b, "套接字")
+    finally:
+        if victim.proc.poll() is None:
+            victim.proc.send_signal(signal.SIGCONT)
+            victim.kill()
