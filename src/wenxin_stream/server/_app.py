@@ -494,8 +494,13 @@ class Server:
             return
         self.state = ServerState.STOPPING
         if self._stopping is None:
-            self._stopping = asyncio.ensure_future(self.relay.shutdown(self.config.shutdown_grace))
+            self._stopping = asyncio.ensure_future(self._drain())
         await asyncio.shield(self._stopping)
+
+    async def _drain(self) -> None:
+        if self.takeovers is not None:  # what this process hands over goes to another one
+            await self.takeovers.stop_claiming()
+        await self.relay.shutdown(self.config.shutdown_grace)
 
     async def shutdown(self) -> None:
         """Drain, then close the upstream client, the store and the audit log."""

@@ -208,6 +208,14 @@ class Takeovers:
         self._task: asyncio.Task[None] | None = None
         self._handling: set[asyncio.Task[None]] = set()
         self._failing = False
+        self._stopped = False
+
+    async def stop_claiming(self) -> None:
+        """The process is stopping: claim nothing more (what it hands over must go to
+        another instance); an answer being taken over right now is handed over too."""
+        self._stopped = True
+        task, self._task = self._task, None
+        await stop_task(task)
 
     def start(self) -> None:
         """Claim every ``interval`` seconds until :meth:`aclose`."""
@@ -241,6 +249,11 @@ class Takeovers:
             claimed = await read_answer(self.shared, stream_id, token)
         except SharedStateError as exc:  # the lease lapses again: another round retries
             logger.warning("taking over %s: %s", stream_id, exc)
+            self.leases.forget(stream_id)
+            return
+        if self._stopped:  # stopping meanwhile: another instance continues it
+            with contextlib.suppress(SharedStateError):
+                await self.leases.hand_over([stream_id])
             self.leases.forget(stream_id)
             return
         if claimed is None:  # ended meanwhile, expired, or its log was trimmed past its start
