@@ -70,6 +70,8 @@ shared machine — the in-process instance shares the GIL with the test's client
 docs/SCALING.md has the
 figures with the default, 3 s, measured by setting this variable)."""
 FLEET = {"lease_ttl": 2.0, "answer_lease_ttl": ANSWER_TTL, "redis_timeout": 0.3}
+ROUNDS = 4
+"""Victims killed in the 20-answer test (5 answers each)."""
 SPEC = "interval=0.03;chunks=100"
 """The victims' answers: 100 chunks, 3 s; a kill lands somewhere inside."""
 
@@ -80,15 +82,15 @@ class Fleet:
     data: Path
     b: Running
     nginx: str
-    port: int
-    """The victims' port (nginx's other upstream)."""
+    ports: list[int]
+    """The victims' ports (nginx's other upstreams)."""
 
-    def victim(self, upstream: str, *extra: str) -> Serve:
+    def victim(self, upstream: str, *extra: str, port: int = 0) -> Serve:
         config = self.data.parent / "victim.toml"
         lines = [f"{key} = {value}" for key, value in FLEET.items()]
         config.write_text("\n".join(lines) + "\n")
         args = ("--redis-url", self.redis.url, "--config", str(config), "--resume-grace", "5")
-        more = ("--port", str(self.port), "--max-connections-per-ip", "0")
+        more = ("--port", str(port or self.ports[0]), "--max-connections-per-ip", "0")
         return Serve(self.data, upstream, *args, *more, *extra)
 
 
@@ -99,12 +101,12 @@ def fleet(tmp_path: Path, emu: ServerHandle) -> Iterator[Fleet]:
         redis_server() as service,
         running(data, emu.base_url, redis_url=service.url, max_connections_per_ip=0, **FLEET) as b,
     ):
-        port, listen = free_port(), free_port()
-        upstreams = [port, int(b.url.rsplit(":", 1)[1])]
+        ports, listen = [free_port() for _ in range(ROUNDS)], free_port()
+        upstreams = [*ports, int(b.url.rsplit(":", 1)[1])]
         conf = deploy_nginx_conf(DEPLOY.read_text(), listen, upstreams)
         try:
             with nginx_server(conf, listen) as nginx:
-                yield Fleet(service, data, b, nginx.url, port)
+                yield Fleet(service, data, b, nginx.url, ports)
         except ServiceUnavailable as exc:
             unavailable(str(exc))
 
@@ -179,9 +181,22 @@ def test_kill_9_at_random_points_of_20_answers_each_taken_over_once_and_complete
     db = redis.Redis.from_url(fleet.redis.url)
     waits: list[float] = []
     clients: list[Client] = []
+    victims: list[Serve] = []
+    # all started at once, in parallel (each round then kills one): the test stays short
+    starting = [
+        threading.Thread(
+            target=lambda port: victims.append(fleet.victim(emu.base_url, port=port)),
+            args=(port,),
+        )
+        for port in fleet.ports
+    ]
+    for thread in starting:
+        thread.start()
+    for thread in starting:
+        thread.join(60)
+    assert len(victims) == ROUNDS
     try:
-        for round_ in range(4):
-            victim = fleet.victim(emu.base_url)
+        for round_, victim in enumerate(victims):
             group = [Client(f"第{round_}轮第{i}问：讲讲长江") for i in range(5)]
             threads = [
                 threading.Thread(
@@ -233,6 +248,9 @@ def test_kill_9_at_random_points_of_20_answers_each_taken_over_once_and_complete
             assert end["usage"]["total_tokens"] > 0
     finally:
         db.close()
+        for victim in victims:
+            if victim.proc.poll() is None:
+                victim.kill()
     waits.sort()
     p50 = statistics.median(waits)
     p99 = waits[min(len(waits) - 1, round(0.99 * (len(waits) - 1)))]

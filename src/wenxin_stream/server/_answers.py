@@ -490,6 +490,8 @@ class Answers:
             if message_id is not None:
                 await self._record(ended, message_id, continued=taken)
 
+        if message_id is not None and self.producer is not None:  # before any record of it
+            await self.store.take_over_message(message_id, self.producer)
         gen = self.relay.adopt(
             cast(AsyncChatStream, upstream),
             stream_id=claimed.stream_id,
@@ -503,8 +505,7 @@ class Answers:
         if refusal is not None:
             logger.warning("%s is not continued (%s): it ends interrupted", gen.stream_id, refusal)
             gen.cancel("interrupted")
-        if message_id is not None and self.producer is not None:
-            await self.store.take_over_message(message_id, self.producer)
+        if message_id is not None:
             self.checkpoints.track(message_id, gen)
         return gen
 
