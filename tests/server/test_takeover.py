@@ -14,6 +14,9 @@
 - ``SIGTERM`` with answers still running after ``--shutdown-grace``: they are handed over (the
   lease given up at once) and continued by another instance, not cut.
 
+- Redis answering nobody for longer than the lease (``CLIENT PAUSE``): the producer lets its
+  answer go and cuts its client; once Redis is back one instance continues the answer.
+
 (``takeover = "interrupt"``, the answer ended ``interrupted``: test_eventlog_fleet.py.)
 """
 
@@ -443,3 +446,51 @@ def test_a_websocket_client_of_a_frozen_producer_is_told_and_resumes_on_the_same
         if victim.proc.poll() is None:
             victim.proc.send_signal(signal.SIGCONT)
             victim.kill()
+
+
+def test_redis_away_longer_than_the_lease_the_answer_is_let_go_then_continued(
+    fleet: Fleet, emu: ServerHandle
+) -> None:
+    """Redis answers nobody for longer than the answer lease (``CLIENT PAUSE``): the producer
+    lets its answer go (its client is cut without an ``end``), and once Redis is back exactly
+    one instance continues the answer from its log."""
+    db = redis.Redis.from_url(fleet.redis.url)
+    config = {"redis_url": fleet.redis.url, "max_connections_per_ip": 0, **FLEET}
+    try:
+        with (
+            running(fleet.data, emu.base_url, **config) as a,
+            httpx.Client(base_url=a.url, timeout=30) as c,
+        ):
+            cid = new_conversation(c)
+            question = "暂停的红迪斯"
+            body = {"content": paced(question, SPEC)}
+            request = c.build_request("POST", f"/api/conversations/{cid}/messages", json=body)
+            reader = EventReader(c.send(request, stream=True))
+            got = [e for e in (reader.next() for _ in range(5)) if e is not None]
+            sid = json.loads(got[0].data)["stream_id"]
+            paused = ANSWER_TTL + 1.5
+            db.execute_command("CLIENT", "PAUSE", int(paused * 1000), "ALL")
+            began = time.monotonic()
+            with contextlib.suppress(httpx.HTTPError):
+                while (event := reader.next()) is not None:
+                    got.append(event)
+            # cut once the lease went unrenewed (not at the end of the pause, not never)
+            assert time.monotonic() - began < paused + 1.0
+            assert all(e.event != "end" for e in got)
+            assert a.app.eventlog is not None
+            assert a.app.eventlog.writer.fenced == 1
+            time.sleep(max(0.0, paused - (time.monotonic() - began)))
+            with (
+                httpx.Client(base_url=fleet.b.url, timeout=30) as b,
+                b.stream("GET", f"/api/streams/{sid}", headers={"Last-Event-ID": got[-1].id}) as r,
+            ):
+                assert r.status_code == 200
+                rest = EventReader(r).rest()
+        events = got + rest
+        assert seqs(events) == list(range(len(events)))
+        assert json.loads(events[-1].data)["end_reason"] == "completed"
+        assert texts(events) == _reference(fleet.b, question)
+        meta = db.hgetall(f"wenxin:ans:{{{sid}}}:meta")
+        assert meta[b"takeovers"] == b"1"
+    finally:
+        db.close()
