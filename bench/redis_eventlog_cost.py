@@ -130,9 +130,16 @@ async def _memory_per_answer(db: Any, url: str, answers: int, chunks: int) -> fl
             self.records = [Record(0, b"start", start)] + [
                 Record(i, b"delta", data) for i in range(1, chunks + 1)
             ]
+            self.token, self.request = 1, None  # not under an answer lease
 
         def log_records(self, start: int) -> list[Record]:
             return self.records[start:]
+
+        def logged(self, count: int) -> None:
+            pass
+
+        def fenced(self) -> None:
+            pass
 
     db.flushall()
     baseline = db.info("memory")["used_memory"]

@@ -30,6 +30,16 @@ class FakeAnswer:
         self.model = "ernie-test"
         self.records: list[Record] = []
         self.reads = 0
+        self.token = 1
+        self.request: bytes | None = None
+        self.durable = 0
+        self.lost = False
+
+    def logged(self, count: int) -> None:
+        self.durable = count
+
+    def fenced(self) -> None:
+        self.lost = True
 
     def add(self, kind: bytes, data: object) -> None:
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
@@ -91,7 +101,9 @@ async def test_events_are_written_with_their_seq_as_id_and_the_expiry_set_once(
         b"owner": b"k1",
         b"instance": b"A",
         b"model": b"ernie-test",
+        b"token": b"1",  # the fencing token (_answer_leases)
     }
+    assert answer.durable == 3  # its clients may read what is in Redis (write-ahead)
     # later writes do not touch the expiry: it only runs down
     await asyncio.sleep(0.05)
     answer.text("再见")

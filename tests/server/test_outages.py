@@ -35,6 +35,12 @@ RECOVERY = 10.0
 
 LONG = "interval=0.05;chunks=60"  # about 3 s of answer: it runs into the outage
 
+LONGER = "interval=0.1;chunks=80"  # about 8 s: longer than an answer's lease
+
+LEASE = 3.0
+"""``answer_lease_ttl`` of the fleet (the default): how long a producer keeps an answer whose
+lease it cannot renew."""
+
 
 class Answer(threading.Thread):
     """One native ask read to its end in a thread of its own: its events, or the error."""
@@ -83,8 +89,8 @@ def _ready(srv: Running) -> httpx.Response:
         return c.get("/readyz")
 
 
-def _start(srv: Running, cid: str, count: int) -> list[Answer]:
-    answers = [Answer(srv, cid, paced(f"问题{i}", LONG)) for i in range(count)]
+def _start(srv: Running, cid: str, count: int, spec: str = LONG) -> list[Answer]:
+    answers = [Answer(srv, cid, paced(f"问题{i}", spec)) for i in range(count)]
     for answer in answers:
         answer.start()
     for answer in answers:
@@ -118,6 +124,7 @@ def _fleet(
         "redis_timeout": 0.5,
         "database_pool_timeout": 1.0,
         "lease_ttl": 3.0,
+        "answer_lease_ttl": LEASE,
         "resume_grace": 5.0,
         **extra,
     }
@@ -194,7 +201,9 @@ def test_redis_away_for_ten_seconds_under_load(
     with _fleet(make_server, private_redis.url, postgres_url) as (a, b):
         with httpx.Client(base_url=a.url, timeout=10) as c:
             cid = new_conversation(c)
-        running = _start(a, cid, 4) + _start(b, cid, 2)
+        # three answers of about 3 s (ending within the lease), three of about 8 s (outlasting it)
+        running = _start(a, cid, 2) + _start(a, cid, 2, LONGER) + _start(b, cid, 1)
+        running += _start(b, cid, 1, LONGER)
         began = time.monotonic()
         with outage(private_redis):
             # a new ask is a clear 503 on either instance, and neither says it is ready
@@ -206,22 +215,33 @@ def test_redis_away_for_ten_seconds_under_load(
                 ready = _ready(srv)
                 assert ready.status_code == 503
                 assert ready.json()["missing"] == ["redis"]
-            # the answers already running reach their clients whole: no hang, no cut
-            _finished(running, timeout=OUTAGE)
+            # The answers already running: in a fleet a client gets only what is in Redis's
+            # log (what another instance could continue), so their clients wait, and once the
+            # producers' leases lapse unrenewed (answer_lease_ttl) they are cut — no hang, and
+            # no cut that looks finished. Whatever was logged arrived in order.
+            _finished(running, timeout=LEASE + OUTAGE / 2)
+            assert time.monotonic() - began < OUTAGE  # cut during the outage, not after it
             for answer in running:
-                assert answer.end["end_reason"] == "completed"
+                assert answer.events[0].event == "start"
+                assert all(e.event != "end" for e in answer.events)
                 assert seqs(answer.events) == list(range(len(answer.events)))
             time.sleep(max(0.0, OUTAGE - (time.monotonic() - began)))
         _serves_again(a, b, cid)
         _resumes_across(a, b, cid)
-        # nothing stored was lost: every answer that ended in the outage has its final record
-        ids = [answer.end["message_id"] for answer in running]
-        time.sleep(2 * 3.0)  # two lease periods: a sweep after Redis came back must not end them
+        # This Redis came back empty (no persistence): the answers' logs and leases are gone
+        # and no instance can take them over. Their rows do not stay `streaming`: an answer
+        # its producer finished before its lease lapsed is stored whole (its client was cut
+        # before the unlogged end; the conversation shows it all), the others end
+        # `interrupted` with the text their producer had — all the client got, maybe more.
+        ids = [json.loads(answer.events[0].data)["message_id"] for answer in running]
+        time.sleep(2 * 3.0)  # two lease periods: nothing claims or sweeps them meanwhile
         stored = _stored(postgres_url, ids)
-        for answer in running:
-            status, reason, content = stored[answer.end["message_id"]]
-            assert (status, reason) == ("complete", "completed")
-            assert content == texts(answer.events)
+        for answer, message_id in zip(running, ids, strict=True):
+            status, reason, content = stored[message_id]
+            assert (status, reason) in {("partial", "interrupted"), ("complete", "completed")}
+            assert content.startswith(texts(answer.events))
+        # the answers outlasting the lease (8 s against 3 s) were cut mid-generation
+        assert sum(stored[m][:2] == ("partial", "interrupted") for m in ids) >= 3
 
 
 def test_postgres_away_for_ten_seconds_under_load(

@@ -167,3 +167,20 @@ async def test_redis_must_answer_at_start_up(tmp_path: Path) -> None:
     assert "hunter2" not in str(info.value)
     with pytest.raises(ServerConfigError, match="lease_ttl"):
         ServerConfig(lease_ttl=2.0, redis_timeout=1.0)
+
+
+def test_takeover_settings_from_every_source(tmp_path: Path) -> None:
+    assert (ServerConfig().answer_lease_ttl, ServerConfig().takeover) == (3.0, "continue")
+    with pytest.raises(ServerConfigError, match="answer_lease_ttl"):
+        ServerConfig(answer_lease_ttl=1.0, redis_timeout=0.5)  # renewals could not fail once
+    with pytest.raises(ServerConfigError, match="takeover"):
+        ServerConfig(takeover="sometimes")  # type: ignore[arg-type]
+    loaded = ServerConfig.load(
+        environ={"WENXIN_TAKEOVER": "interrupt", "WENXIN_ANSWER_LEASE_TTL": "2.5"}
+    )
+    assert (loaded.takeover, loaded.answer_lease_ttl) == ("interrupt", 2.5)
+    args = build_parser().parse_args(
+        ["serve", "--takeover", "interrupt", "--answer-lease-ttl", "4", "--data-dir", str(tmp_path)]
+    )
+    config = config_from_args(args, environ={})
+    assert (config.takeover, config.answer_lease_ttl) == ("interrupt", 4.0)

@@ -59,6 +59,18 @@ def register(subparsers: Any) -> None:
     _flag(fleet, "redis-max-connections", "Redis pool size per process (64)", type=int)
     _flag(fleet, "redis-timeout", "seconds a Redis call may take (1.0)", type=float)
     _flag(fleet, "lease-ttl", "seconds a dead process's stream slots stay taken (10)", type=float)
+    _flag(
+        fleet,
+        "answer-lease-ttl",
+        "seconds before another instance takes over a dead producer's answer (3)",
+        type=float,
+    )
+    _flag(
+        fleet,
+        "takeover",
+        "a dead producer's answer: continue it (the SDK's continue mode) or end it interrupted",
+        choices=("continue", "interrupt"),
+    )
     net.add_argument("--config", metavar="FILE", help="TOML file of settings (WENXIN_CONFIG)")
     _flag(net, "max-body-bytes", "largest request body (1048576)", type=int)
 
@@ -155,6 +167,8 @@ _FIELDS = (
     "workers",
     "instance_id",
     "lease_ttl",
+    "answer_lease_ttl",
+    "takeover",
     "metrics_dir",
     "redis_max_connections",
     "redis_timeout",

@@ -51,16 +51,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from .._async_client import AsyncChatStream
+from .._continuation import continuation_messages
 from .._conversation import ConversationCore
-from .._events import ChatResult, EndReason
+from .._events import ChatResult, EndReason, Usage
 from .._exceptions import InvalidRequestError
-from .._token_estimate import DEFAULT_ANSWER_TOKENS, estimate_tokens, message_texts
+from .._token_estimate import (
+    DEFAULT_ANSWER_TOKENS,
+    estimate_text_tokens,
+    estimate_tokens,
+    message_texts,
+)
 from ._access import Principal
 from ._audit import AuditLog
 from ._budgets import Budgeter, BudgetHold, BudgetLimiter
@@ -77,6 +85,13 @@ from ._store import (
     MessageRecord,
     Store,
     StoreError,
+)
+from ._takeover import (
+    Claimed,
+    ContinuedStream,
+    InterruptedStream,
+    continue_refusal,
+    logged_text,
 )
 from ._upstream import Upstream
 from ._usage import DEFAULT_CHANNEL, Pricing, UsageRecord, usage_records
@@ -255,7 +270,11 @@ class Answers:
         pricing: Pricing | None = None,
         channel: str = DEFAULT_CHANNEL,
         clock: Callable[[], float] = time.time,
+        takeover: str = "continue",
     ) -> None:
+        self.takeover = takeover
+        """What a takeover does with an answer (``continue`` where allowed, or
+        ``interrupt``)."""
         self.budgets: Budgeter = budgets or BudgetLimiter(store.spent_since, clock=clock)
         """The per-key budgets (``_budgets``: in this process, or the fleet's in Redis)."""
         self.pricing = pricing or Pricing()
@@ -381,6 +400,18 @@ class Answers:
             gen = self.relay.start(
                 stream, owner=owner, model=name, received_at=received_at, on_end=on_end
             )
+            if self.relay.log is not None:  # a fleet: another instance may continue it
+                gen.request = json.dumps(
+                    {
+                        "messages": messages,
+                        "model": upstream_model,
+                        "name": name,
+                        "params": params,
+                        "continuable": not (params.get("tools") or params.get("functions")),
+                    },
+                    ensure_ascii=False,
+                    separators=(",", ":"),
+                ).encode()
             # the upstream request is on its way; meanwhile, both messages in one transaction
             try:
                 asked, stored = await store.add_exchange(
@@ -508,6 +539,62 @@ class Answers:
             self.limiter.settle(admission, gen.usage.total_tokens)
         self.limiter.release(admission)
 
+    async def take_over(self, claimed: Claimed) -> Generation:
+        """Continue (or end ``interrupted``) an answer taken over from a process that died
+        (``_takeover``): the same log, the next ids, the stored message produced here now.
+        Not admitted again: the dead process's slot has expired with its lease."""
+        request = claimed.request
+        partial = logged_text(claimed.records)
+        refusal = continue_refusal(claimed, self.takeover)
+        upstream: Any = InterruptedStream()
+        if refusal is None:
+            messages = request["messages"]
+            if partial:
+                messages = continuation_messages(messages, partial)
+            try:
+                inner = self.upstream.stream(list(messages), request["model"], **request["params"])
+            except InvalidRequestError as exc:
+                refusal = f"the continuation is refused: {exc}"
+            else:
+                thought = any(r.kind == b"reasoning" for r in claimed.records)
+                upstream = ContinuedStream(inner, partial, keep_reasoning=not (partial or thought))
+        first = Usage(
+            prompt_tokens=estimate_tokens(request["messages"], answer_tokens=0),
+            completion_tokens=estimate_text_tokens(partial),
+        )
+        start = json.loads(claimed.records[0].data)
+        message_id: str | None = start.get("message_id")
+        taken = {"by": self.producer, "token": claimed.token, "at_chars": len(partial)}
+
+        async def on_end(ended: Generation) -> None:
+            if ended.lost:
+                return  # lost again, to a third process: it records the answer
+            later = ended.usage or Usage()
+            prompt = first.prompt_tokens + later.prompt_tokens
+            completion = first.completion_tokens + later.completion_tokens
+            ended.usage = Usage(prompt, completion, prompt + completion)
+            if message_id is not None:
+                await self._record(ended, message_id, continued=taken)
+
+        if message_id is not None and self.producer is not None:  # before any record of it
+            await self.store.take_over_message(message_id, self.producer)
+        gen = self.relay.adopt(
+            cast(AsyncChatStream, upstream),
+            stream_id=claimed.stream_id,
+            owner=claimed.owner,
+            model=request.get("name", ""),
+            token=claimed.token,
+            records=claimed.records,
+            on_end=on_end,
+        )
+        gen.request = json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode()
+        if refusal is not None:
+            logger.warning("%s is not continued (%s): it ends interrupted", gen.stream_id, refusal)
+            gen.cancel("interrupted")
+        if message_id is not None:
+            self.checkpoints.track(message_id, gen)
+        return gen
+
     async def _persist(
         self,
         gen: Generation,
@@ -516,35 +603,56 @@ class Answers:
         audit: dict[str, Any],
     ) -> None:
         """Record how an answer ended: the message (once), the limiter, the audit log."""
-        self.checkpoints.forget(message.id)
         self._settle(gen, admission)
-        reason = gen.end_reason or "incomplete"
-        usage = usage_dict(gen.usage)
-        write = functools.partial(
-            self.store.update_message,
-            message.id,
-            content=gen.text,
-            status="complete" if reason in FINISHED_REASONS else "partial",
-            end_reason=reason,
-            usage=usage,
-            ttft_ms=gen.ttft_ms,
-            total_ms=gen.total_ms,
-            generated_chars=gen.generated_chars,
-            delivered_chars=gen.delivered_chars,
-            extras=gen.extras(),
-        )
         try:
-            await write()
-        except StoreUnavailableError as exc:  # the database is away: written when it is back
-            if not self.checkpoints.defer(message.id, write):
-                raise
-            logger.warning("the final record of %s waits for the database: %s", message.id, exc)
+            # Lost (another instance may take it over, or took it): the record is fenced — if a
+            # taker produces the row now, this write changes nothing; if none can (a Redis that
+            # restarted empty lost the answer's log and lease), the row ends here with this
+            # instance's text as `interrupted` instead of staying `streaming` for ever, and a
+            # taker that claims it later opens it again (`Store.take_over_message`).
+            await self._record(gen, message.id, reason="interrupted" if gen.lost else None)
         finally:
             self.audit.request(
                 audit,
                 status=200,
-                end_reason=reason,
-                usage=usage,
+                end_reason=gen.end_reason or "incomplete",
+                usage=usage_dict(gen.usage),
                 ttft_ms=gen.ttft_ms,
                 total_ms=gen.total_ms,
             )
+
+    async def _record(
+        self,
+        gen: Generation,
+        message_id: str,
+        continued: dict[str, Any] | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        """Write the answer's final record (its end ``reason``: the generation's unless
+        given) — fenced: not once another instance produces it (it took the answer over)."""
+        self.checkpoints.forget(message_id)
+        reason = reason or gen.end_reason or "incomplete"
+        extras = gen.extras()
+        if continued is not None:
+            extras = {**(extras or {}), "continued": continued}
+        write = functools.partial(
+            self.store.update_message,
+            message_id,
+            content=gen.text,
+            status="complete" if reason in FINISHED_REASONS else "partial",
+            end_reason=reason,
+            usage=usage_dict(gen.usage),
+            ttft_ms=gen.ttft_ms,
+            total_ms=gen.total_ms,
+            generated_chars=gen.generated_chars,
+            delivered_chars=gen.delivered_chars,
+            extras=extras,
+            producer=self.producer,
+        )
+        try:
+            await write()
+        except StoreUnavailableError as exc:  # the database is away: written when it is back
+            if not self.checkpoints.defer(message_id, write):
+                raise
+            logger.warning("the final record of %s waits for the database: %s", message_id, exc)

@@ -53,6 +53,7 @@ from time import perf_counter
 from .._asgi import ClientDisconnected, Receive, Request, Scope, Send, TrackingSend, send_json
 from .._async_client import AsyncClient
 from ._access import Access, dev_mode_problem, is_loopback
+from ._answer_leases import AnswerLeases
 from ._answers import Answers
 from ._audit import AuditLog
 from ._budgets import Budgeter, BudgetLimiter, SharedBudgets
@@ -80,6 +81,7 @@ from ._routes_usage import UsageRoutes
 from ._static import StaticFiles
 from ._store import Store, StoreUnavailableError, open_store
 from ._sweeper import Sweeper
+from ._takeover import Claimed, Takeovers
 from ._upstream import Upstream
 from ._ws import Sockets
 
@@ -159,6 +161,7 @@ class Server:
         self.sockets: Sockets
         self.eventlog: EventLog | None = None
         self.sweeper: Sweeper | None = None
+        self.takeovers: Takeovers | None = None
 
     @property
     def client(self) -> AsyncClient:
@@ -372,6 +375,8 @@ class Server:
             self.relay.log = self.eventlog.writer
             self.relay.remote_readers = self.eventlog.remote_readers
             self.eventlog.start(self.relay.cancel)
+        if self.takeovers is not None:
+            self.takeovers.start()
         self.state = ServerState.READY
         if self._on_ready is not None:
             self._on_ready(self)
@@ -411,8 +416,10 @@ class Server:
         except SharedStateError as exc:
             await self.redis.close()
             raise StartupError(f"cannot reach the shared state: {exc}") from None
-        self.leases.start()
         config = self.config
+        answer_leases = AnswerLeases(
+            self.redis, instance=self.instance_id, ttl=config.answer_lease_ttl
+        )
         self.eventlog = EventLog(
             self.redis,
             self.metrics,
@@ -421,9 +428,18 @@ class Server:
             maxlen=config.eventlog_maxlen,
             grace=config.resume_grace,
             lease_ttl=config.lease_ttl,
+            leases=answer_leases,
         )
+        self.leases.carry(answer_leases, self.eventlog.writer.lose)
+        self.leases.start()
+        self.takeovers = Takeovers(self.redis, answer_leases, self._take_over)
+
+    async def _take_over(self, claimed: Claimed) -> None:
+        await self.answers.take_over(claimed)
 
     async def _close_shared(self) -> None:
+        if self.takeovers is not None:
+            await self.takeovers.aclose()
         if self.eventlog is not None:
             await self.eventlog.aclose()
         if self.revocations is not None:
@@ -453,6 +469,7 @@ class Server:
             audit=self.audit,
             history_turns=config.history_turns,
             producer=self.instance_id,
+            takeover=config.takeover,
         )
         self.sockets = Sockets(
             access=access,
@@ -504,8 +521,13 @@ class Server:
             return
         self.state = ServerState.STOPPING
         if self._stopping is None:
-            self._stopping = asyncio.ensure_future(self.relay.shutdown(self.config.shutdown_grace))
+            self._stopping = asyncio.ensure_future(self._drain())
         await asyncio.shield(self._stopping)
+
+    async def _drain(self) -> None:
+        if self.takeovers is not None:  # what this process hands over goes to another one
+            await self.takeovers.stop_claiming()
+        await self.relay.shutdown(self.config.shutdown_grace)
 
     async def shutdown(self) -> None:
         """Drain, then close the upstream client, the store and the audit log."""

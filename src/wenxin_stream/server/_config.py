@@ -43,12 +43,14 @@ ENV_PREFIX = "WENXIN_"
 """Prefix of the environment variables that configure the server."""
 
 DisconnectPolicy = Literal["cancel", "drain"]
+TakeoverPolicy = Literal["continue", "interrupt"]
 
 _SECRET_FIELDS = frozenset({"upstream_bearer_token", "admin_key"})
 _URL_FIELDS = frozenset({"redis_url", "database_url"})
 """Fields whose value may carry a password in its userinfo (masked in ``repr``)."""
 _CHOICES: dict[str, tuple[str, ...]] = {
     "on_disconnect": ("cancel", "drain"),
+    "takeover": ("continue", "interrupt"),
     "migrate": ("auto", "off"),
     "upstream_api": ("v1", "v2"),
 }
@@ -89,6 +91,12 @@ class ServerConfig:
         redis_timeout: Seconds any Redis call may take before it counts as failed.
         lease_ttl: Seconds a concurrent-stream lease in Redis lives unless renewed (renewed
             every third of it): a killed process's slots free themselves within it.
+        answer_lease_ttl: With ``redis_url``: seconds an answer's lease (its producer's claim
+            on it, with a fencing token) lives unless renewed (renewed every third of it);
+            once it lapses another instance takes the answer over (``_takeover``).
+        takeover: With ``redis_url``: what an instance that takes over an answer whose
+            producer died does with it: ``continue`` (the SDK's continue mode, where
+            allowed) or ``interrupt`` (never continue: end it ``interrupted``).
         resume_window: With ``redis_url``: seconds an answer's event log stays in Redis after
             its end (a client may resume it on any instance meanwhile).
         eventlog_maxlen: With ``redis_url``: about how many events one answer's log keeps
@@ -160,6 +168,8 @@ class ServerConfig:
     redis_max_connections: int = 64
     redis_timeout: float = 1.0
     lease_ttl: float = 10.0
+    answer_lease_ttl: float = 3.0
+    takeover: TakeoverPolicy = "continue"
     resume_window: float = 300.0
     eventlog_maxlen: int = 10_000
     on_disconnect: DisconnectPolicy = "cancel"
@@ -240,6 +250,11 @@ class ServerConfig:
             raise ServerConfigError(
                 "lease_ttl: must be more than 3 × redis_timeout (a renewal every third of it "
                 "must be able to fail once and still arrive in time)"
+            )
+        if not self.answer_lease_ttl > 2 * self.redis_timeout:
+            raise ServerConfigError(
+                "answer_lease_ttl: must be more than 2 × redis_timeout (renewed every third of "
+                "it, a renewal must be able to fail once and still arrive in time)"
             )
         if self.resume_window <= 0 or self.eventlog_maxlen < 100:
             raise ServerConfigError("resume_window: must be positive; eventlog_maxlen: >= 100")
@@ -376,7 +391,8 @@ def _kind(name: str) -> str:
         return "str"
     if name == "metrics_dir":
         return "path"
-    if name in ("upstream_bearer_token", "upstream_api", "host", "on_disconnect", "migrate"):
+    if name in ("upstream_bearer_token", "upstream_api", "host", "on_disconnect", "migrate",
+                "takeover"):  # fmt: skip
         return "str"
     if name == "upstream_emulated" or isinstance(default, bool):
         return "bool"

@@ -55,8 +55,9 @@ the ``quota`` row, and ``Retry-After`` until the budget's period resets (``docs/
 
 **Cuts.** An answer that ends without finishing (:data:`FINISHED_REASONS` are those that do)
 is never shown as finished: :func:`cut_error` gives the error of an end reason that carries no
-failure of its own (``server_shutdown``: 503), and :data:`OPENAI_FINISH` the ``finish_reason``
-an OpenAI client sees for each end reason that finished.
+failure of its own (``server_shutdown``, ``server_crashed``, ``interrupted``: 503), and
+:data:`OPENAI_FINISH` the ``finish_reason`` an OpenAI client sees for each end reason that
+finished.
 """
 
 from __future__ import annotations
@@ -202,6 +203,13 @@ def cut_error(end_reason: str) -> HTTPError:
             503,
             "server_crashed",
             "the server producing the answer stopped before it was complete; ask again",
+        )
+    if end_reason == "interrupted":
+        return HTTPError(
+            503,
+            "interrupted",
+            "the server producing the answer stopped, and the answer could not be continued "
+            "elsewhere (a tool call, a safety stop, or continuing is switched off); ask again",
         )
     return HTTPError(502, "incomplete", f"the answer ended before it was complete ({end_reason})")
 

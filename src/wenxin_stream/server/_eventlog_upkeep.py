@@ -25,7 +25,9 @@ per entry — it calls :meth:`Upkeep.run` with every answer it follows:
    (:data:`CRASH_END_SCRIPT`) appends an ``end`` with the reason ``server_crashed`` (a 503
    ``server_crashed`` error in it, as every cut carries) and marks the metadata ``ended``,
    ``crashed`` — only if ``ended`` is unset, so of all the instances that notice, exactly one
-   writes it. Its seq is one past the log's last entry, or past the highest seq a client of
+   writes it; and never for an answer under an answer lease (``_answer_leases``): another
+   instance takes that one over and continues it (``_takeover``), or ends it
+   ``interrupted``. Its seq is one past the log's last entry, or past the highest seq a client of
    this instance holds if that is further (the producer writes behind what its own clients
    see by up to one batch), so no client that resumed with such an id waits forever. Every
    reader on every instance then reads the same ``end`` from the log, and a later resume
@@ -56,7 +58,8 @@ INTERVAL = 1.0
 """Most seconds between two rounds (less when the marker lives less than three of them)."""
 
 CRASH_END_SCRIPT = """
-if redis.call('HGET', KEYS[2], 'ended') == '1' or redis.call('EXISTS', KEYS[2]) == 0 then
+if redis.call('HGET', KEYS[2], 'ended') == '1' or redis.call('EXISTS', KEYS[2]) == 0
+   or redis.call('HEXISTS', KEYS[2], 'request') == 1 then
   return false
 end
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -72,7 +75,8 @@ return seq
 """
 """End an answer whose producer died, once: ``KEYS`` its log and metadata, ``ARGV`` the resume
 window (ms), the least seq the end may have, the end's data. Answers the end's seq, or
-``nil`` when the answer had ended already (or is gone)."""
+``nil`` when the answer had ended already (or is gone), or is under an answer lease (its
+metadata holds the ``request``: another instance takes it over, ``_takeover``)."""
 
 
 def crash_end() -> bytes:

@@ -12,13 +12,21 @@ into a new event — events never change once written), and sends them all, for 
 in ONE pipeline (``transaction=False``)::
 
     every interval, if anything is pending:
-      pipeline ─► [HSET meta …, XADD log 0-1 …, PEXPIRE log/meta live_ttl]  (a new answer)
-                  [XADD log <seq>-1 MAXLEN ~ maxlen k <kind> d <json>] …     (new events)
-                  [HSET meta ended 1 last <seq>, PEXPIRE log/meta window]    (an ended one)
+      pipeline ─► [CREATE meta + lease (token 1), …, PEXPIRE log/meta live_ttl] (a new answer)
+                  [one APPEND script: per log, its token checked, then
+                   XADD log <seq>-1 MAXLEN ~ maxlen k <kind> d <json> …          (new events)
+                   HSET meta ended 1 last <seq>, PEXPIRE window, lease released] (an ended one)
 
 So Redis sees at most ``1 / interval`` pipelines a second (50) whatever the chunk rate, and
 a chunk costs its share of one pipeline (``bench/redis_eventlog_cost.py``) — the lesson of
 LibreChat and Open WebUI, whose per-chunk Redis calls cost 16–50 % of their relays.
+
+**Fencing and write-ahead** (``_answer_leases``). The script refuses the events (and the
+end) of an answer whose fencing token in Redis is not the one its source holds — another
+process took the answer over — and answers which; the writer drops those answers and tells
+each (:meth:`Source.fenced`). After each batch, every answer written is told how many of its
+events are in Redis (:meth:`Source.logged`): in a fleet the relay lets its clients read only
+those, so nothing a client has is missing from the log.
 
 **Expiry.** A stream's keys get their expiry ONCE when created (``live_ttl``: long enough for
 any answer) and once more at the end (``window``, the resume window); never per write, so
@@ -43,6 +51,7 @@ import logging
 from typing import Any, Protocol
 
 from .._aio import stop_task
+from ._answer_leases import CREATE_SCRIPT, DEFAULT_ANSWER_LEASE_TTL, AnswerLeases
 from ._eventlog_keys import Record, log_key, meta_key
 from ._metrics import Metrics
 from ._redis import SharedRedis, SharedStateError, is_noscript
@@ -63,21 +72,47 @@ RETRY = 1.0
 _DUPLICATE = "equal or smaller than the target stream top item"
 
 APPEND_SCRIPT = """
-local refused = false
-for i = 2, #ARGV, 4 do
-  local ok = redis.pcall('XADD', KEYS[tonumber(ARGV[i])], 'MAXLEN', '~', ARGV[1],
-                         ARGV[i + 1], 'k', ARGV[i + 2], 'd', ARGV[i + 3])
-  if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller') then
-    refused = ok.err
+local n = tonumber(ARGV[2])
+local ok, out = {}, {''}
+for j = 1, n do
+  local token = redis.call('HGET', KEYS[n + j], 'token')
+  ok[j] = token == ARGV[1 + 3 * j]
+  if not ok[j] then
+    out[#out + 1] = j
   end
 end
-return refused
+for i = 4 + 3 * n, #ARGV, 4 do
+  local j = tonumber(ARGV[i])
+  if ok[j] then
+    local r = redis.pcall('XADD', KEYS[j], 'MAXLEN', '~', ARGV[1], ARGV[i + 1],
+                          'k', ARGV[i + 2], 'd', ARGV[i + 3])
+    if type(r) == 'table' and r.err and not string.find(r.err, 'equal or smaller')
+       and out[1] == '' then
+      out[1] = r.err
+    end
+  end
+end
+for j = 1, n do
+  local last = ARGV[2 + 3 * j]
+  if ok[j] and last ~= '' then
+    redis.call('HSET', KEYS[n + j], 'ended', '1', 'last', last)
+    redis.call('PEXPIRE', KEYS[j], ARGV[3])
+    redis.call('PEXPIRE', KEYS[n + j], ARGV[3])
+    redis.call('ZREM', KEYS[2 * n + 1], ARGV[3 + 3 * j])
+  end
+end
+return out
 """
-"""Every new event of a batch, of every answer, in ONE command: ``KEYS`` the logs, ``ARGV``
-``maxlen`` then (key index, id, kind, data) per event; answers the first refusal other than
-an id Redis already holds (``nil``: none). One command rather than an ``XADD`` per event
-keeps the client's cost per event to four arguments: redis-py's own work per command cost
-~16 µs an event (``bench/redis_eventlog_cost.py``)."""
+"""Every new event of a batch, of every answer, in ONE command, **fenced**: ``KEYS`` the
+logs, then their metadata, then the answer lease set (``_answer_leases``); ``ARGV``
+``maxlen``, the number of logs, the resume window (ms), then per log (its writer's fencing
+token, the seq of its ``end`` or ``''``, its stream id), then (log index, id, kind, data) per
+event. The events of a log whose metadata holds another token are refused whole (a takeover
+gave the answer to another process), and an answer that ends here is marked ended (and its
+lease released) only under its token. Answers ``{first refusal or '', fenced log indices…}``.
+One command rather than an ``XADD`` per event keeps the client's cost per event to four
+arguments: redis-py's own work per command cost ~16 µs an event
+(``bench/redis_eventlog_cost.py``)."""
 
 
 class Source(Protocol):
@@ -86,9 +121,21 @@ class Source(Protocol):
     stream_id: str
     owner: str
     model: str
+    token: int
+    """The fencing token its producer holds (``_answer_leases``)."""
+    request: bytes | None
+    """What it asked (JSON), for a taker to continue it; ``None``: never taken over."""
 
     def log_records(self, start: int) -> list[Record]:
         """The final events from seq ``start`` on, sealing the last one."""
+        ...
+
+    def logged(self, count: int) -> None:
+        """Events ``[0, count)`` are in Redis (its local clients may have them now)."""
+        ...
+
+    def fenced(self) -> None:
+        """Another process holds the answer now: this one must stop producing it."""
         ...
 
 
@@ -118,8 +165,13 @@ class LogWriter:
         maxlen: int,
         interval: float = FLUSH_INTERVAL,
         live_ttl: float = LIVE_TTL,
+        leases: AnswerLeases | None = None,
     ) -> None:
         self.shared = shared
+        if leases is None:  # (not `or`: an AnswerLeases holding nothing is falsy)
+            leases = AnswerLeases(shared, instance=instance, ttl=DEFAULT_ANSWER_LEASE_TTL)
+        self.leases = leases
+        """The answers' leases: taken when an answer's log is created, forgotten at its end."""
         self.metrics = metrics
         self.instance = instance
         self.window = window
@@ -137,6 +189,9 @@ class LogWriter:
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self._sha: str | None = None  # APPEND_SCRIPT's, once loaded
+        self._create: Any = None  # CREATE_SCRIPT, registered
+        self.fenced = 0
+        """Answers whose writes were refused because another process took them over."""
 
     def __len__(self) -> int:
         """How many answers are tracked (running, or ended and not yet written)."""
@@ -149,6 +204,27 @@ class LogWriter:
         self._tracked[source.stream_id] = _Tracked(source, log_key(self.shared, source.stream_id))
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
+
+    def adopt(self, source: Source, written: int) -> None:
+        """Log ``source`` from now on: an answer taken over from another process, whose
+        events ``[0, written)`` are in Redis already (its lease is held)."""
+        tracked = _Tracked(source, log_key(self.shared, source.stream_id))
+        tracked.written = written
+        tracked.created = True
+        tracked.renew_at = asyncio.get_running_loop().time() + self.live_ttl / 2
+        self._tracked[source.stream_id] = tracked
+        source.logged(written)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def lose(self, stream_ids: list[str]) -> None:
+        """The answers ``stream_ids`` are no longer this process's (their lease was lost):
+        nothing more of them is written, and each is told (:meth:`Source.fenced`)."""
+        for stream_id in stream_ids:
+            tracked = self._tracked.pop(stream_id, None)
+            if tracked is not None:
+                self.fenced += 1
+                tracked.source.fenced()
 
     def finish(self, source: Source) -> None:
         """``source`` ended: its last events, the ended marker and the resume window's expiry
@@ -205,12 +281,14 @@ class LogWriter:
         if self._sha is None:
             self._sha = await self.shared.call(client.script_load(APPEND_SCRIPT), "SCRIPT LOAD")
         now = asyncio.get_running_loop().time()
-        logs: list[str] = []
-        argv: list[Any] = [self.maxlen]
+        logs: list[_Tracked] = []
+        lasts: list[Record] = []  # the last record of each of `logs`
+        events: list[Any] = []
         batch: list[tuple[_Tracked, int, bool]] = []
         for tracked in list(self._tracked.values()):
             if tracked.ended and now - tracked.ended_at > self.window:
                 del self._tracked[tracked.source.stream_id]  # given up: it would have expired
+                self.leases.forget(tracked.source.stream_id)
                 continue
             records = tracked.source.log_records(tracked.written)
             if not tracked.created and not records:
@@ -219,16 +297,25 @@ class LogWriter:
                 continue
             if records or tracked.ended or now >= tracked.renew_at:
                 if records:
-                    logs.append(tracked.log)
+                    logs.append(tracked)
+                    lasts.append(records[-1])
                     index = b"%d" % len(logs)
                     for record in records:
-                        argv += (index, b"%d-1" % record.seq, record.kind, record.data)
+                        events += (index, b"%d-1" % record.seq, record.kind, record.data)
                 batch.append((tracked, len(records), tracked.ended))
         if not batch:
             return 0
         pipe = client.pipeline(transaction=False)
-        if logs:  # first: the expiries below need the keys to exist
-            pipe.evalsha(self._sha, len(logs), *logs, *argv)
+        for tracked, _, _ in batch:  # first: the script checks the token they create
+            if not tracked.created:
+                await self._queue_create(pipe, tracked)
+        if logs:  # before the expiries below: they need the keys to exist
+            keys = [t.log for t in logs] + [meta_key(self.shared, t.source.stream_id) for t in logs]
+            argv: list[Any] = [self.maxlen, len(logs), int(self.window * 1000)]
+            for t, record in zip(logs, lasts, strict=True):
+                last = b"%d" % record.seq if t.ended and record.is_end else b""
+                argv += (t.source.token, last, t.source.stream_id)
+            pipe.evalsha(self._sha, len(keys) + 1, *keys, self.leases.key, *argv, *events)
         for tracked, count, _ in batch:
             self._queue(pipe, tracked, count, now)
         self.pipelines += 1
@@ -237,50 +324,78 @@ class LogWriter:
         except SharedStateError:
             self.failures += 1
             raise
-        if logs and is_noscript(results[0]):
+        creates = sum(1 for t, _, _ in batch if not t.created)
+        appended = results[creates] if logs else None
+        if is_noscript(appended):
             self._sha = None  # Redis restarted: load it again, send the batch again
             self.failures += 1
             raise SharedStateError("event log batch: the script was not loaded")
-        self._check(results)
+        fenced = self._check(results, appended)
+        lost = {logs[j - 1].source.stream_id for j in fenced}
         written = 0
         for tracked, count, ended in batch:  # `ended` as queued: it may end meanwhile
+            source = tracked.source
+            if source.stream_id in lost:
+                continue
             tracked.written += count
             written += count
             if not tracked.created:
                 tracked.created = True
                 tracked.renew_at = now + self.live_ttl / 2
+                if source.request is not None:
+                    self.leases.hold(source.stream_id, source.token)
             elif now >= tracked.renew_at:
                 tracked.renew_at = now + self.live_ttl / 2
             if ended:
-                self._tracked.pop(tracked.source.stream_id, None)
+                self._tracked.pop(source.stream_id, None)
+                self.leases.forget(source.stream_id)
+            source.logged(tracked.written)
+        if lost:
+            for stream_id in lost:
+                self.leases.forget(stream_id)
+            self.lose(sorted(lost))
         self.records += written
         return written
 
-    def _queue(self, pipe: Any, tracked: _Tracked, count: int, now: float) -> None:
-        """The metadata and expiry commands of one answer (its events are in the script)."""
+    async def _queue_create(self, pipe: Any, tracked: _Tracked) -> None:
+        """The command that creates an answer's metadata and takes its lease."""
+        if self._create is None:
+            self._create = self.shared.client.register_script(CREATE_SCRIPT)
         source = tracked.source
-        log, meta = tracked.log, meta_key(self.shared, source.stream_id)
-        if not tracked.created:
-            mapping = {"owner": source.owner, "instance": self.instance, "model": source.model}
-            pipe.hset(meta, mapping=mapping)
-        if tracked.ended:
-            last = tracked.written + count - 1
-            pipe.hset(meta, mapping={"ended": "1", "last": str(last)})
-            ttl = int(self.window * 1000)
-        elif not tracked.created or now >= tracked.renew_at:
-            ttl = int(self.live_ttl * 1000)
-        else:
-            return
-        pipe.pexpire(log, ttl)
-        pipe.pexpire(meta, ttl)
+        args = [
+            "",
+            self.leases.ttl,
+            source.stream_id,
+            self.instance,
+            source.owner,
+            source.model,
+            source.request or b"",
+        ]
+        keys = [meta_key(self.shared, source.stream_id), self.leases.key]
+        await self._create(keys=keys, args=args, client=pipe)
 
-    def _check(self, results: list[Any]) -> None:
+    def _queue(self, pipe: Any, tracked: _Tracked, count: int, now: float) -> None:
+        """The expiry commands of one answer (its events and end are in the script)."""
+        if tracked.ended:
+            return  # the script set the window's expiry, under the answer's token
+        if not tracked.created or now >= tracked.renew_at:
+            ttl = int(self.live_ttl * 1000)
+            pipe.pexpire(tracked.log, ttl)
+            pipe.pexpire(meta_key(self.shared, tracked.source.stream_id), ttl)
+
+    def _check(self, results: list[Any], appended: Any) -> list[int]:
+        """Log the first refusal of the batch; the indices of the logs it fenced."""
+        fenced: list[int] = []
         for result in results:
-            if isinstance(result, bytes):  # the script's first refusal
-                result = SharedStateError(result.decode("utf-8", "replace"))
+            if result is appended and isinstance(result, list):
+                refusal, fenced = result[0], [int(j) for j in result[1:]]
+                if not refusal:
+                    continue
+                result = SharedStateError(refusal.decode("utf-8", "replace"))
             if isinstance(result, Exception) and _DUPLICATE not in str(result):
                 self.metrics.error("shared_state")
                 logger.error(
                     "Redis refused an event log write: %s: %s", type(result).__name__, result
                 )
-                return
+                break
+        return fenced

@@ -24,6 +24,12 @@ expiry ``ttl``), whether or not any lease is held, and the task's first round ru
 so the key exists from start-up on; :meth:`Leases.aclose` deletes it. No task of its own: a
 process that stops renewing its leases is the process that is gone.
 
+With a fleet's answer leases (``_answer_leases``: :meth:`Leases.carry`), the same pipeline
+renews them too, and the task then wakes every third of the shorter of the two TTLs. Answers
+the renewal finds taken from this process, and every answer it holds once no renewal has
+succeeded for the answer lease's TTL (another process may have taken them by then), are
+reported to ``on_lost``: the process stops writing them (it is fenced anyway).
+
 The time is Redis's own (``TIME`` inside the scripts) unless a ``clock`` is given (tests pass a
 fake one, so a lease's life can be played out at once); every instance of a fleet then shares
 one clock and nobody's skew can shorten or stretch a lease.
@@ -38,11 +44,24 @@ import asyncio
 import itertools
 import logging
 import math
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .._clock import Clock
 from ._liveness import instance_key
 from ._redis import SharedRedis, SharedStateError
+
+
+class Carried(Protocol):
+    """Leases renewed in the same pipeline (``_answer_leases.AnswerLeases``)."""
+
+    ttl: float
+
+    async def queue_renewal(self, pipe: Any, now: str) -> bool: ...
+    def renewed(self, result: Any) -> list[str]: ...
+    def held_ids(self) -> list[str]: ...
+
 
 __all__ = ["DEFAULT_LEASE_TTL", "RENEW_SCRIPT", "Leases", "clock_arg"]
 
@@ -110,6 +129,21 @@ class Leases:
         self._background: set[asyncio.Task[Any]] = set()
         self.renewals = 0
         """Renewal rounds done (for tests and diagnostics)."""
+        self.answers: Carried | None = None
+        self._on_lost: Callable[[list[str]], None] = lambda lost: None
+        self._renewed_at = time.monotonic()
+
+    def carry(self, answers: Carried, on_lost: Callable[[list[str]], None]) -> None:
+        """Renew ``answers`` with the stream-slot leases; ``on_lost(stream_ids)`` is told of
+        the answers this process no longer holds."""
+        self.answers = answers
+        self._on_lost = on_lost
+
+    @property
+    def period(self) -> float:
+        """Seconds between two renewals."""
+        ttl = self.ttl if self.answers is None else min(self.ttl, self.answers.ttl)
+        return ttl / 3
 
     def key(self, key_id: str) -> str:
         """The lease set of the API key ``key_id``."""
@@ -177,9 +211,31 @@ class Leases:
         pipe.set(self.liveness_key, b"1", px=math.ceil(self.ttl * 1000))
         for lease_key, ids in self._held.items():
             await self._renew(keys=[lease_key], args=[now, self.ttl, *ids], client=pipe)
+        answers = self.answers
+        carried = answers is not None and await answers.queue_renewal(pipe, now)
         results = await self.redis.call(pipe.execute(), "renew leases")
         self.renewals += 1
+        self._renewed_at = time.monotonic()
+        if carried and answers is not None:
+            lost = answers.renewed(results.pop())
+            if lost:
+                self._on_lost(lost)
         return sum(int(n) for n in results[1:])
+
+    def _fence_self(self) -> None:
+        """No renewal succeeded for the answer lease's TTL: every answer held is lost."""
+        answers = self.answers
+        if answers is None or time.monotonic() - self._renewed_at < answers.ttl:
+            return
+        lost = answers.renewed(answers.held_ids())
+        if lost:
+            logger.warning(
+                "shared state: answer leases not renewed for %.1f s: %d answers left to "
+                "another instance",
+                answers.ttl,
+                len(lost),
+            )
+            self._on_lost(lost)
 
     async def _loop(self) -> None:
         while True:
@@ -187,7 +243,8 @@ class Leases:
                 await self.renew()
             except SharedStateError as exc:
                 logger.warning("shared state: leases not renewed: %s", exc)
-            await asyncio.sleep(self.ttl / 3)
+                self._fence_self()
+            await asyncio.sleep(self.period)
 
     async def aclose(self) -> None:
         """Stop renewing and let the background removals finish (bounded by the Redis

@@ -147,6 +147,7 @@ are left out: our values are copied into the files later than they are set."""
 END_REASONS = (
     "completed", "length", "content_filtered", "cancelled", "timed_out", "upstream_error",
     "incomplete", "client_disconnected", "server_shutdown", "server_crashed",
+    "interrupted", "taken_over",
 )  # fmt: skip
 """End reasons (docs/SERVER-API.md) whose counters exist, at zero, from the start."""
 

@@ -82,6 +82,11 @@ def _schemas() -> dict[str, Any]:
     usage = _obj(["prompt_tokens", "completion_tokens", "total_tokens"],
                  prompt_tokens={"type": "integer"}, completion_tokens={"type": "integer"},
                  total_tokens={"type": "integer"})  # fmt: skip
+    # who continued an answer taken over from another instance (docs/SCALING.md)
+    continued = _nullable(
+        _obj(["by", "token", "at_chars"], by=_NS, token={"type": "integer"},
+             at_chars={"type": "integer"})
+    )  # fmt: skip
     message = _obj(
         ["id", "role", "content", "status"],
         id=_S, role={"enum": ["user", "assistant", "system"]}, content=_S,
@@ -91,6 +96,7 @@ def _schemas() -> dict[str, Any]:
         delivered_chars={"type": ["integer", "null"]}, created_at=_S, reasoning=_NS,
         search_results=_nullable({"type": "array", "items": _ref("SearchResult")}),
         tool_calls=_nullable({"type": "array", "items": _ref("StreamToolCall")}),
+        continued=continued,
     )  # fmt: skip
     summary = _obj(["id", "title", "model"], id=_S, title=_S, model=_S, created_at=_S,
                    updated_at=_S, message_count={"type": "integer"})  # fmt: skip

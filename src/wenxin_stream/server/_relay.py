@@ -36,6 +36,15 @@ answer (``max_answer_chars`` stops a runaway one); a subscriber holds only a cur
 are of an :class:`EntryKind` (``start``, ``delta``, ``end``: the SSE event names), and frames
 are made by the one SSE encoder, ``_sse.encode_event_bytes``.
 
+**Write-ahead in a fleet.** With the event log in Redis, a subscriber reads only the entries
+the writer has already written (:attr:`Generation.durable`; the writer wakes the readers after
+each batch): no client ever holds an event the log lacks, so an instance that takes the
+answer over (``_takeover``) continues exactly after what every client saw. It costs at most one
+batch interval (20 ms) before an event reaches the producer's own clients. An answer taken
+over by another process while this one still runs it (it froze, or lost Redis) is *lost*
+(:meth:`Generation.fenced`): its upstream stops, its clients get an empty batch (cut, no
+``end``: they resume from the log) and nothing is recorded here.
+
 **Time to first token.** (Timings use ``time.perf_counter``: uvloop's ``loop.time()`` counts
 whole milliseconds.) Headers (and ``start``) go out at once; the upstream request is sent
 before the database writes of the request finish; a text delta wakes its readers immediately
@@ -61,6 +70,8 @@ running ones, then stops the rest with ``server_shutdown`` (each still persists 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -93,6 +104,7 @@ from ._eventlog_writer import LogWriter
 from ._failover import FailoverStream, UpstreamRequest
 from ._http import HTTPError
 from ._metrics import Metrics
+from ._redis import SharedStateError
 
 __all__ = [
     "FINISHED_REASONS",
@@ -179,6 +191,19 @@ class Entry:
                 self._json = json_bytes(self.data)
         return self._json
 
+    @classmethod
+    def logged(cls, record: Record, end_offset: int) -> Entry:
+        """The entry of an event read back from the event log (a taken-over answer)."""
+        kind = EntryKind(record.kind)
+        data = json.loads(record.data)
+        if kind is _DELTA or kind is _REASONING:
+            entry = cls(record.seq, kind, parts=[data["text"]], end_offset=end_offset)
+            entry.size = len(data["text"])
+        else:
+            entry = cls(record.seq, kind, data=data, end_offset=end_offset)
+        entry._json = record.data
+        return entry
+
     def sse(self, id_prefix: bytes) -> bytes:
         """The event as an SSE frame, encoded once; its id is ``id_prefix`` + its seq."""
         if self._sse is None:
@@ -206,10 +231,12 @@ class Generation:
         grace: float,
         received_at: float,
         on_end: Callable[[Generation], Awaitable[None]],
+        stream_id: str | None = None,
+        write_ahead: bool = False,
     ) -> None:
         self.relay = relay
         self.loop = asyncio.get_running_loop()
-        self.stream_id = "s_" + secrets.token_hex(12)
+        self.stream_id = stream_id or "s_" + secrets.token_hex(12)
         self.sse_id = self.stream_id.encode() + b":"
         """What the SSE id of each event starts with (``<stream_id>:``, then the seq)."""
         self.owner = owner
@@ -220,6 +247,16 @@ class Generation:
         self.claimed = -1
         self.sealed = -1
         """Entries up to here never change: claimed, or written to the event log in Redis."""
+        self.durable: int | None = 0 if write_ahead else None
+        """With the event log in Redis (write-ahead): how many entries are in Redis — all a
+        client may read (``None``: no event log, every entry may be read at once)."""
+        self.token = 1
+        """The fencing token this process holds the answer with (``_answer_leases``)."""
+        self.request: bytes | None = None
+        """What the answer asked (JSON), for a process that takes it over (``_takeover``)."""
+        self.lost = False
+        """Another process took the answer over: this one stopped, records nothing, and its
+        clients were cut (they resume from the log)."""
         self.subscribers = 0
         self.generated_chars = 0
         self.delivered_chars = 0
@@ -277,6 +314,53 @@ class Generation:
         if not self._begun.done():
             self._begun.set_result(True)
         self._notify()
+
+    def adopt(
+        self, records: list[Record], start_data: dict[str, Any], end_data: dict[str, Any]
+    ) -> None:
+        """Begin as the continuation of an answer taken over from another process: the
+        events ``records`` (read back from its log) are this log's first entries."""
+        self.start_data, self.end_data = start_data, end_data
+        for record in records:
+            entry = Entry.logged(record, self.generated_chars)
+            if entry.kind is _DELTA:
+                self.generated_chars += entry.size
+                entry.end_offset = self.generated_chars
+            elif entry.kind is _REASONING:
+                self.reasoning_chars += entry.size
+            elif entry.kind is _TOOL_CALL and entry.data is not None:
+                self.tool_calls.append(entry.data)
+            elif entry.kind is _SEARCH and entry.data is not None:
+                self.search_results = entry.data.get("results")
+            self.entries.append(entry)
+        self.sealed = self.claimed = len(self.entries) - 1
+        self.delivered_chars = self.generated_chars
+        self.first_sent_at = perf_counter()  # its time to first token was the first producer's
+        if not self._begun.done():
+            self._begun.set_result(True)
+
+    def fenced(self) -> None:
+        """Another process holds the answer now (``_eventlog_writer``): stop the upstream,
+        cut this process's clients (no ``end``: they resume from the log, where the taker
+        continues it), record nothing."""
+        if self.lost:
+            return
+        self.lost = True
+        self.relay.streams.pop(self.stream_id, None)
+        self._wake()
+        self.cancel("taken_over")
+
+    def logged(self, count: int) -> None:
+        """Entries ``[0, count)`` are in Redis: clients may read them (write-ahead)."""
+        if self.durable is not None and count > self.durable:
+            self.durable = count
+            self._wake()
+
+    @property
+    def visible(self) -> int:
+        """How many entries a client may read now."""
+        durable = self.durable
+        return len(self.entries) if durable is None else durable
 
     def abort(self) -> None:
         """The request failed before :meth:`begin`: stop quietly, persist nothing."""
@@ -396,6 +480,10 @@ class Generation:
     # -- the log ---------------------------------------------------------------------------
 
     def _notify(self) -> None:
+        if self.durable is None:  # write-ahead: the writer wakes the readers (`logged`)
+            self._wake()
+
+    def _wake(self) -> None:
         waiters = self._waiters
         if waiters:
             self._waiters = []
@@ -405,8 +493,9 @@ class Generation:
                     self._woken += 1
 
     async def wait_beyond(self, cursor: int) -> None:
-        """Return once the log holds an entry at ``cursor`` (or later)."""
-        while cursor >= len(self.entries):
+        """Return once the log holds an entry at ``cursor`` (or later) that a client may
+        read, or the answer was lost to another process."""
+        while cursor >= self.visible and not self.lost:
             waiter = self.loop.create_future()
             self._waiters.append(waiter)
             try:
@@ -618,7 +707,7 @@ class Generation:
         now = perf_counter()
         self.ended_at = now
         self.end_reason = reason
-        if self.failure is None and reason == "server_shutdown":
+        if self.failure is None and reason in ("server_shutdown", "interrupted"):
             self.failure = cut_error(reason)  # a cut never looks finished, on any route
         relay = self.relay
         if begun:
@@ -632,6 +721,7 @@ class Generation:
                     exc,
                 )
                 relay.metrics.error("internal")
+        if begun and not self.lost:
             data: dict[str, Any] = {
                 "end_reason": reason,
                 "finish_reason": self.finish_reason,
@@ -703,11 +793,17 @@ class Subscription:
         self.closed = False
 
     async def next_batch(self) -> list[Entry]:
-        """Every entry after the cursor (waiting for at least one); they are claimed."""
+        """Every entry after the cursor that a client may read (waiting for at least one);
+        they are claimed. Empty: the answer was taken over by another process, and this
+        client is cut (no ``end``; it may resume from the log)."""
         gen = self.gen
-        if self.cursor >= len(gen.entries):
+        visible = gen.visible
+        if self.cursor >= visible:
             await gen.wait_beyond(self.cursor)
-        batch = gen.entries[self.cursor :]
+            visible = gen.visible
+            if self.cursor >= visible:  # lost to another process: this client is cut
+                return []
+        batch = gen.entries[self.cursor : visible]
         self.cursor += len(batch)
         gen.claim(batch[-1].seq)
         return batch
@@ -763,6 +859,7 @@ class Relay:
             grace=grace,
             received_at=received_at,
             on_end=on_end,
+            write_ahead=resumable and self.log is not None,
         )
         if resumable:
             self.streams[gen.stream_id] = gen
@@ -771,6 +868,71 @@ class Relay:
         self.running.add(gen)
         self.metrics.stream_started()
         return gen
+
+    def adopt(
+        self,
+        upstream: Any,
+        *,
+        stream_id: str,
+        owner: str,
+        model: str,
+        token: int,
+        records: list[Record],
+        on_end: Callable[[Generation], Awaitable[None]],
+    ) -> Generation:
+        """Continue an answer taken over from another process (``_takeover``): the
+        generation keeps its stream id, starts with the events ``records`` already logged
+        (the ``start`` event first), and writes on under ``token``. ``upstream`` is the
+        continuation's stream (an ``AsyncChatStream`` or what behaves as one)."""
+        if self.log is None:
+            raise RuntimeError("taking an answer over needs the event log")
+        gen = Generation(
+            self,
+            upstream,
+            owner=owner,
+            model=model,
+            grace=self.resume_grace,
+            received_at=perf_counter(),
+            on_end=on_end,
+            stream_id=stream_id,
+            write_ahead=True,
+        )
+        gen.token = token
+        start = json.loads(records[0].data) if records else {}
+        message_id = start.get("message_id")
+        gen.adopt(records, start, {"message_id": message_id} if message_id else {})
+        self.streams[stream_id] = gen
+        self.log.adopt(gen, len(records))
+        self.running.add(gen)
+        self.metrics.stream_started()
+        return gen
+
+    async def hand_over(self) -> list[str]:
+        """In a fleet: let another instance take over every running answer that may be
+        (its lease held here) instead of cutting it — its logged events written first, then
+        this process lets it go (its clients are cut without an ``end`` and resume
+        elsewhere; nothing is recorded here) and gives its lease up at once (claimable at the
+        next claim round). The stream ids handed over."""
+        log = self.log
+        if log is None:
+            return []
+        handed = [
+            gen.stream_id
+            for gen in self.running
+            if not gen.ending and log.leases.token(gen.stream_id) == gen.token
+        ]
+        if not handed:
+            return []
+        with contextlib.suppress(SharedStateError):
+            await log.flush()  # what it has generated so far is continued, not generated again
+        log.lose(handed)
+        try:
+            given = await log.leases.hand_over(handed)
+        except SharedStateError as exc:  # they expire within the lease's TTL anyway
+            logger.warning("shared state: answers not handed over at once: %s", exc)
+        else:
+            logger.warning("%d running answers handed over to the fleet", given)
+        return handed
 
     def find(self, stream_id: str, owner: str) -> Generation | None:
         """The stream ``stream_id`` if it exists, is still resumable and belongs to ``owner``."""
@@ -834,11 +996,13 @@ class Relay:
                 self.streams.pop(gen.stream_id, None)
 
     async def shutdown(self, grace: float) -> None:
-        """Refuse new work, wait up to ``grace`` s for running answers, stop the rest."""
+        """Refuse new work, wait up to ``grace`` s for running answers, hand the rest over to
+        another instance of the fleet (:meth:`hand_over`), stop what remains."""
         self.accepting = False
         pending = [gen.done for gen in self.running]
         if pending:
             await asyncio.wait(pending, timeout=grace)
+        await self.hand_over()
         for gen in list(self.running):
             gen.cancel("server_shutdown")
         pending = [gen.done for gen in self.running]

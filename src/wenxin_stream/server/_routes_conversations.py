@@ -74,9 +74,11 @@ def message_json(m: MessageRecord) -> dict[str, Any]:
 
 
 def _extras(extras: dict[str, Any] | None) -> dict[str, Any]:
-    """An answer's reasoning, search results and tool calls (``null`` when none)."""
+    """An answer's reasoning, search results, tool calls and, for an answer another instance
+    took over, who continued it (``continued``; each ``null`` when none)."""
     extras = extras or {}
-    return {name: extras.get(name) for name in ("reasoning", "search_results", "tool_calls")}
+    names = ("reasoning", "search_results", "tool_calls", "continued")
+    return {name: extras.get(name) for name in names}
 
 
 def _not_found(cid: str) -> HTTPError:

@@ -80,6 +80,8 @@ async def _relay(sub: Subscription, outlet: Outlet, head: bytes) -> None:
     id_prefix = sub.gen.sse_id
     while True:
         batch = await sub.next_batch()
+        if not batch:  # taken over by another instance: cut, no `end` (the client resumes)
+            return
         frames = [entry.sse(id_prefix) for entry in batch]
         if head:
             frames.insert(0, head)

@@ -98,6 +98,7 @@ __all__ = [
     "schema_version",
     "set_title",
     "streaming_producers",
+    "take_over_message",
     "update_key_op",
     "update_message",
     "utc_now",
@@ -500,13 +501,30 @@ def update_message(
     generated_chars: int | None,
     delivered_chars: int | None,
     extras: dict[str, Any] | None = None,
-) -> None:
-    """Record a message's final (or latest) state; no effect if it is gone."""
-    db.run(
-        _UPDATE_MESSAGE,
-        (content, status, end_reason, _json_text(usage), ttft_ms, total_ms, generated_chars,
-         delivered_chars, _json_text(extras), message_id),
+    producer: str | None = None,
+) -> int:
+    """Record a message's final (or latest) state; no effect if it is gone — nor, with
+    ``producer``, if another instance produces it now (it took the answer over: the record
+    is fenced). How many rows changed (0 or 1)."""
+    values = (content, status, end_reason, _json_text(usage), ttft_ms, total_ms,
+              generated_chars, delivered_chars, _json_text(extras), message_id)  # fmt: skip
+    if producer is None:
+        return db.run(_UPDATE_MESSAGE, values)
+    return db.run(_UPDATE_MESSAGE + " AND (producer = ? OR producer IS NULL)", (*values, producer))
+
+
+def take_over_message(db: Db, message_id: str, producer: str) -> bool:
+    """The answer ``message_id`` is produced by ``producer`` from now on (it took the answer
+    over from a process that died or stopped): an answer still ``streaming``, or one a sweep,
+    the stopping process or the process that lost it ended as ``server_crashed`` /
+    ``server_shutdown`` / ``interrupted`` meanwhile (it streams again). Whether it was."""
+    changed = db.run(
+        "UPDATE messages SET producer = ?, status = ?, end_reason = NULL "
+        "WHERE id = ? AND (status = ? OR end_reason IN (?, ?, ?))",
+        (producer, "streaming", message_id, "streaming",
+         "server_crashed", "server_shutdown", "interrupted"),
     )  # fmt: skip
+    return changed > 0
 
 
 def checkpoint_answers(db: Db, checkpoints: list[Checkpoint]) -> int:

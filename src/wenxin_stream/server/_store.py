@@ -170,7 +170,9 @@ class Store(Protocol):
         generated_chars: int | None,
         delivered_chars: int | None,
         extras: dict[str, Any] | None = None,
+        producer: str | None = None,
     ) -> None: ...
+    async def take_over_message(self, message_id: str, producer: str) -> bool: ...
     async def checkpoint(self, checkpoints: list[Checkpoint]) -> int: ...
     async def mark_streaming_as(
         self, end_reason: str, producers: Sequence[str | None] | None = None
@@ -333,17 +335,26 @@ class OperationStore:
         generated_chars: int | None,
         delivered_chars: int | None,
         extras: dict[str, Any] | None = None,
+        producer: str | None = None,
     ) -> None:
         """Record a message's final (or latest) state; no effect if it is gone (its
-        conversation was deleted while it streamed)."""
+        conversation was deleted while it streamed), nor, with ``producer``, if another
+        instance took the answer over (fenced)."""
         check_choice("status", status, MESSAGE_STATUSES)
         await self._call(
             lambda db: _schema.update_message(
                 db, message_id, content, status, end_reason, usage, ttft_ms, total_ms,
-                generated_chars, delivered_chars, extras,
+                generated_chars, delivered_chars, extras, producer,
             ),
             write=True,
         )  # fmt: skip
+
+    async def take_over_message(self, message_id: str, producer: str) -> bool:
+        """The streaming answer ``message_id`` is produced by ``producer`` from now on (a
+        takeover; see ``_schema.take_over_message``); whether it was."""
+        return await self._call(
+            lambda db: _schema.take_over_message(db, message_id, producer), write=True
+        )
 
     async def checkpoint(self, checkpoints: list[Checkpoint]) -> int:
         """Write the text so far of answers still streaming, all in one operation (one job,

@@ -465,6 +465,14 @@ class Socket:
                 if entry.kind is _END and sub.gen.failure is not None:  # in-band: error, end
                     await self._error(sub.gen.failure, rid)
                 await write({"type": "websocket.send", "text": frame(entry, rid_json)})
+            if not batch:  # taken over by another instance: cut, resume (the `resume` frame)
+                raise HTTPError(
+                    503,
+                    "answer_moved",
+                    "the answer goes on on another instance of the fleet: resume it",
+                    retry_after=1,
+                    type="server_error",
+                )
             if batch[-1].kind is _END:
                 return
 
