@@ -130,6 +130,11 @@ def test_a_file_without_channels_keeps_one_implicit_channel(tmp_path: Path) -> N
         ([channel("a")], {"m": []}, "route 'm': expected a non-empty list"),
         ([channel("a")], {"*": ["a"]}, "route '*': name a model"),
         ([channel("a")], {"m": ["a", "a"]}, "a channel is named twice"),
+        ([channel("a", prices=[1, 2])], None, "'prices' must map model names"),
+        ([channel("a", prices={"m": [1]})], None, "'prices' of 'm' must be [input, output]"),
+        ([channel("a", prices={"m": [1, -2]})], None, "'prices' of 'm' must be"),
+        ([channel("a", prices={"m": [True, 2]})], None, "'prices' of 'm' must be"),
+        ([channel("a", models=["x"], prices={"m": [1, 2]})], None, "prices 'm', not in its"),
     ],
 )  # fmt: skip
 def test_invalid_channels_are_refused_by_name(channels: Any, routes: Any, message: str) -> None:

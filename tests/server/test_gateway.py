@@ -213,15 +213,31 @@ def test_two_qianfan_accounts_and_a_self_hosted_server_survive_losing_any_one(
              "models": [MODEL], "emulated": True},
             {"name": "local", "kind": "openai", "base_url": url["local"] + "/v1",
              "api_key": SELF_HOSTED_KEY, "models": [MODEL],
-             "model_map": {MODEL: "baidu/ERNIE-4.5-21B-A3B-PT"}},
+             "model_map": {MODEL: "baidu/ERNIE-4.5-21B-A3B-PT"},
+             "prices": {MODEL: [0.1, 0.4]}},  # its own cost, not the catalogue's
         )  # fmt: skip
         srv = stack.enter_context(
             running(tmp_path, url["qf-a"], gateway=spec, breaker_threshold=1, breaker_cooldown=1.0)
         )
         c = stack.enter_context(srv.client())
+        reported = 0
         for _ in range(30):  # every channel serves its share
-            assert ask(c).status_code == 200
+            r = ask(c)
+            assert r.status_code == 200
+            reported += r.json()["usage"]["total_tokens"]
         assert all(health["requests"]["ok"] > 0 for health in admin(srv).values())
+        with sqlite3.connect(srv.db) as db:  # spend: each request once, at its channel's price
+            spend = db.execute(
+                "SELECT channel, prompt_tokens, completion_tokens, total_tokens, cost_nano,"
+                " estimated FROM usage_records"
+            ).fetchall()
+        assert len(spend) == 30
+        assert sum(row[3] for row in spend) == reported  # what the upstreams reported
+        assert {row[0] for row in spend} == set(ports)
+        for channel, prompt, completion, _, cost, estimated in spend:
+            assert not estimated
+            if channel == "local":
+                assert cost == prompt * 100 + completion * 400  # 0.1 / 0.4 CNY per M tokens
         for lost in ports:
             procs[lost].kill()
             served = {name: health["requests"]["ok"] for name, health in admin(srv).items()}

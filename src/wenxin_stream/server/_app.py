@@ -52,12 +52,13 @@ from time import perf_counter
 
 from .._asgi import ClientDisconnected, Receive, Request, Scope, Send, TrackingSend, send_json
 from .._async_client import AsyncClient
+from .._models import PriceTier
 from ._access import Access, dev_mode_problem, is_loopback
 from ._answer_leases import AnswerLeases
 from ._answers import Answers
 from ._audit import AuditLog
 from ._budgets import Budgeter, BudgetLimiter, SharedBudgets
-from ._channel_config import ChannelConfigError
+from ._channel_config import ChannelConfigError, GatewaySpec
 from ._channels import Channels
 from ._checkpoints import Checkpoints
 from ._config import ServerConfig
@@ -83,6 +84,7 @@ from ._store import Store, StoreUnavailableError, open_store
 from ._sweeper import Sweeper
 from ._takeover import Claimed, Takeovers
 from ._upstream import Upstream
+from ._usage import Pricing
 from ._ws import Sockets
 
 __all__ = ["Server", "ServerState", "StartupError", "create_app"]
@@ -461,6 +463,7 @@ class Server:
             budgets = SharedBudgets(self.leases, self.store.spent_since)
         self.answers = Answers(
             budgets=budgets,
+            pricing=_pricing_of(config.gateway),
             store=self.store,
             relay=relay,
             checkpoints=self.checkpoints,
@@ -559,3 +562,17 @@ def create_app(
     ``client`` replaces the upstream client built from the configuration (tests, embedding).
     """
     return Server(config or ServerConfig(), client=client, on_ready=on_ready)
+
+
+def _pricing_of(gateway: GatewaySpec | None) -> Pricing:
+    """The prices of the usage records: the catalogue's, and each channel's own ``prices``."""
+    if gateway is None:
+        return Pricing()
+    return Pricing(
+        {
+            spec.name: {model: [PriceTier(cny_in, cny_out)] for model, (cny_in, cny_out)
+                        in spec.prices.items()}
+            for spec in gateway.channels
+            if spec.prices
+        }
+    )  # fmt: skip

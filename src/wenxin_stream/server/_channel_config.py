@@ -81,7 +81,7 @@ _CREDENTIALS: Mapping[str, tuple[tuple[str, ...], ...]] = MappingProxyType(
 
 _KEYS = frozenset(
     {
-        "name", "kind", "base_url", "models", "model_map", "weight", "priority", "rpm",
+        "name", "kind", "base_url", "models", "model_map", "prices", "weight", "priority", "rpm",
         "tpm", "max_connections", "retries", "app_id", "emulated",
         *_SECRETS, *(f"{name}_env" for name in _SECRETS),
     }
@@ -103,6 +103,9 @@ class ChannelSpec:
     models: tuple[str, ...]
     base_url: str | None = None
     model_map: Mapping[str, str] = field(default_factory=dict)
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """CNY per million input / output tokens of a public model on this channel (its spend),
+    instead of the catalogue's price (a self-hosted server's own cost, a negotiated price)."""
     weight: int = 1
     priority: int = 0
     rpm: int = 0
@@ -213,6 +216,7 @@ def _channel(index: int, table: dict[str, Any], environ: Mapping[str, str]) -> C
         )
     values["models"] = _models(where, table.get("models"))
     values["model_map"] = _model_map(where, table.get("model_map"), values["models"])
+    values["prices"] = _prices(where, table.get("prices"), values["models"])
     for key, low in (("weight", 1), ("priority", None), ("rpm", 0), ("tpm", 0),
                      ("max_connections", 1), ("retries", 0)):  # fmt: skip
         if key in table:
@@ -255,6 +259,29 @@ def _model_map(where: str, mapping: object, models: tuple[str, ...]) -> Mapping[
                 f"{where}: 'model_map' maps {public!r}, which is not in its 'models'"
             )
     return dict(mapping)
+
+
+def _prices(
+    where: str, table: object, models: tuple[str, ...]
+) -> Mapping[str, tuple[float, float]]:
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise ChannelConfigError(f"{where}: 'prices' must map model names to [input, output]")
+    prices: dict[str, tuple[float, float]] = {}
+    for model, pair in table.items():
+        if model not in models and WILDCARD not in models:
+            raise ChannelConfigError(f"{where}: 'prices' prices {model!r}, not in its 'models'")
+        numbers = pair if isinstance(pair, list) and len(pair) == 2 else None
+        if numbers is None or not all(
+            isinstance(n, int | float) and not isinstance(n, bool) and 0 <= n < 1e6 for n in numbers
+        ):
+            raise ChannelConfigError(
+                f"{where}: 'prices' of {model!r} must be [input, output] CNY per million "
+                "tokens (numbers from 0)"
+            )
+        prices[model] = (float(numbers[0]), float(numbers[1]))
+    return prices
 
 
 def _int(where: str, key: str, value: object, low: int | None) -> int:
