@@ -197,18 +197,12 @@ async def test_an_exchange_replaces_the_last_one_in_one_operation(store: SQLiteS
 async def test_a_half_written_exchange_is_rolled_back(
     sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The answer's insert fails after the question's: neither is kept, alone in its
-    transaction or inside a batch (its savepoint) whose other jobs land."""
+    """The messages' insert fails after the conversation's count and title moved: nothing is
+    kept, alone in its transaction or inside a batch (its savepoint) whose other jobs land."""
     conv = await sqlite_store.create_conversation("o", title=None, model="m", system=None)
-    real = _schema.add_message
-
-    def answer_fails(db: _sql.Db, *args: object) -> _schema.MessageRecord:
-        if args[2] == "assistant":
-            raise RuntimeError("disk on fire")
-        return real(db, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_schema, "add_message", answer_fails)
-    with pytest.raises(RuntimeError, match="disk on fire"):
+    broken = _schema._INSERT_EXCHANGE.replace("INTO messages", "INTO no_such_table")
+    monkeypatch.setattr(_schema, "_INSERT_EXCHANGE", broken)
+    with pytest.raises(StoreError, match="no_such_table"):
         await sqlite_store.add_exchange("o", conv.id, question="lost", model=None)
     gate = threading.Event()
     busy = asyncio.ensure_future(sqlite_store._call(lambda db: gate.wait(5), write=False))
@@ -228,12 +222,12 @@ async def test_a_half_written_exchange_is_rolled_back(
         jobs + 4,
         transactions + 2,
     )  # the held job, then one batch of three
-    assert isinstance(results[1], RuntimeError)
+    assert isinstance(results[1], StoreError)
     messages = await sqlite_store.get_messages("o", conv.id)
     assert [m.content for m in messages] == ["kept", "kept too"]
     got = await sqlite_store.get_conversation("o", conv.id)
     assert got is not None
-    assert got.message_count == 2
+    assert (got.message_count, got.title) == (2, "kept")  # "lost" never named it
 
 
 async def test_explicit_title_is_kept(store: Either) -> None:
@@ -544,16 +538,12 @@ async def test_migrations_run_one_step_per_transaction(
 async def test_an_exchange_is_rolled_back_whole(
     store: Either, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The messages' insert fails after the conversation's count and title moved (one
+    transaction on both backends, never run bare): nothing of it is kept."""
     conv = await store.create_conversation("o", title=None, model="m", system=None)
-    real = _schema.add_message
-
-    def answer_fails(db: _sql.Db, *args: object) -> _schema.MessageRecord:
-        if args[2] == "assistant":
-            raise RuntimeError("disk on fire")
-        return real(db, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_schema, "add_message", answer_fails)
-    with pytest.raises(RuntimeError, match="disk on fire"):
+    broken = _schema._INSERT_EXCHANGE.replace("INTO messages", "INTO no_such_table")
+    monkeypatch.setattr(_schema, "_INSERT_EXCHANGE", broken)
+    with pytest.raises(StoreError, match="no_such_table"):
         await store.add_exchange("o", conv.id, question="lost", model=None)
     assert await store.get_messages("o", conv.id) == []
     got = await store.get_conversation("o", conv.id)

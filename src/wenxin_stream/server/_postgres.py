@@ -22,6 +22,11 @@ synchronous driver with the PostgreSQL dialect. (The driver was chosen by
   does: a caller that is cancelled does not cancel its operation (an answer being saved at
   shutdown is saved), and never lets more than ``size`` operations run.
 
+An operation that is one statement (an answer's final record, a conversation read or created)
+is run *bare*: no ``BEGIN`` / ``COMMIT`` around it, since in autocommit mode the statement is
+its own transaction — one round trip to the database instead of three, which on a busy relay
+core is most of the store's cost per answer (``bench/PROFILE.md``).
+
 Unlike SQLite's worker, there is no group commit: PostgreSQL commits many transactions in
 parallel on its own connections, and a group would make one failing operation's connection
 error fail the rest. A checkpoint of many answers is still one operation (``executemany``,
@@ -226,8 +231,11 @@ class Runner:
             numbers.update(self._pool.get_stats())
         return numbers
 
-    async def call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
-        """Run ``op`` in one transaction on a pooled connection; its result.
+    async def call(self, op: Callable[[Db], _T], *, write: bool, bare: bool = False) -> _T:
+        """Run ``op`` in one transaction on a pooled connection; its result. ``bare``: the
+        operation is one statement (or reads that need no common snapshot), so it runs
+        without ``BEGIN`` / ``COMMIT`` — in autocommit mode each statement is its own
+        transaction — saving the database two round trips.
 
         Raises:
             StoreUnavailableError: no connection became free within ``timeout``, or the
@@ -248,7 +256,7 @@ class Runner:
                 retry_after=RETRY_AFTER,
             ) from None
         try:
-            done = asyncio.wrap_future(threads.submit(self._run, op, write))
+            done = asyncio.wrap_future(threads.submit(self._run, op, write, bare))
         except BaseException:
             slots.release()
             raise
@@ -261,12 +269,13 @@ class Runner:
         if not done.cancelled():
             done.exception()  # retrieved: a cancelled caller's failure is not "never retrieved"
 
-    def _run(self, op: Callable[[Db], _T], write: bool) -> _T:
+    def _run(self, op: Callable[[Db], _T], write: bool, bare: bool) -> _T:
         pool = self._pool
         if pool is None:
             raise StoreError("the store is not open")
         try:
             with pool.connection(timeout=self.timeout) as conn:
-                return transact(db_of(conn), op, write=write)
+                db = db_of(conn)
+                return op(db) if bare else transact(db, op, write=write)
         except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             raise translate_error(exc, self.url) from None

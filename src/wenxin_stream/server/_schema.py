@@ -262,6 +262,11 @@ _INSERT_MESSAGE = (
     f"INSERT INTO messages ({_MSG}, seq, producer) "  # noqa: S608
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_EXCHANGE = (
+    f"INSERT INTO messages ({_MSG}, seq, producer) "  # noqa: S608
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), "
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _SELECT_MESSAGES = f"SELECT {_MSG} FROM messages WHERE conversation_id = ? ORDER BY seq"  # noqa: S608
 _UPDATE_MESSAGE = (
     "UPDATE messages SET content = ?, status = ?, end_reason = ?, usage = ?, ttft_ms = ?, "
@@ -372,6 +377,19 @@ def get_messages(db: Db, owner: str, cid: str) -> list[MessageRecord]:
     return [_message(row) for row in rows]
 
 
+def get_history(
+    db: Db, owner: str, cid: str
+) -> tuple[ConversationRecord | None, list[MessageRecord]]:
+    """The conversation and its messages in order (``(None, [])`` if it is missing or another
+    owner's). Two reads that need no common snapshot: a message added or a conversation
+    deleted between them is what a read a moment later would have seen, and the write that
+    follows an ask checks again (:func:`add_exchange`)."""
+    conv = get_conversation(db, owner, cid)
+    if conv is None:
+        return None, []
+    return conv, [_message(row) for row in db.all(_SELECT_MESSAGES, (cid,))]
+
+
 def add_message(
     db: Db,
     owner: str,
@@ -475,8 +493,35 @@ def add_exchange(
         if get_conversation(db, owner, cid) is None:
             raise ConversationNotFoundError(f"no conversation {cid!r}")
         _drop_exchange(db, cid, replace)
-    asked = add_message(db, owner, cid, "user", question, model, "complete")
-    return asked, add_message(db, owner, cid, "assistant", "", model, "streaming", producer)
+    now = utc_now()
+    # Three statements, not six: the conversation's count, time and (first question) title
+    # move first — which also locks its row, so concurrent asks in one conversation take
+    # their seqs one after the other — then both messages in one INSERT.
+    rows = db.all(
+        "UPDATE conversations SET message_count = message_count + 2, updated_at = ?, "
+        "title = CASE WHEN title = '' THEN ? ELSE title END "
+        "WHERE id = ? AND owner = ? RETURNING message_count",
+        (now, default_title(question), cid, owner),
+    )
+    if not rows:
+        raise ConversationNotFoundError(f"no conversation {cid!r}")
+    seq = int(rows[0][0]) - 2
+    asked = MessageRecord(
+        new_id("m_"), cid, "user", question, "complete", None, model, None, None, None, None,
+        None, now,
+    )  # fmt: skip
+    answer = MessageRecord(
+        new_id("m_"), cid, "assistant", "", "streaming", None, model, None, None, None, None,
+        None, now,
+    )  # fmt: skip
+    db.run(
+        _INSERT_EXCHANGE,
+        (asked.id, cid, "user", question, "complete", None, model, None, None, None, None, None,
+         now, None, seq, None,
+         answer.id, cid, "assistant", "", "streaming", None, model, None, None, None, None,
+         None, now, None, seq + 1, producer),
+    )  # fmt: skip
+    return asked, answer
 
 
 def update_message(

@@ -132,6 +132,9 @@ class Store(Protocol):
         self, owner: str, conversation_id: str
     ) -> ConversationRecord | None: ...
     async def get_messages(self, owner: str, conversation_id: str) -> list[MessageRecord]: ...
+    async def get_history(
+        self, owner: str, conversation_id: str
+    ) -> tuple[ConversationRecord | None, list[MessageRecord]]: ...
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool: ...
     async def set_title(self, owner: str, conversation_id: str, title: str) -> bool: ...
     async def add_message(
@@ -186,8 +189,12 @@ class OperationStore:
     """The :class:`Store` methods as operations of ``_schema``, for a subclass that runs
     them (:meth:`_call`), opens and closes (see the module docstring)."""
 
-    async def _call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
-        """Run ``op`` in one transaction off the event loop; its result."""
+    async def _call(self, op: Callable[[Db], _T], *, write: bool, bare: bool = False) -> _T:
+        """Run ``op`` in one transaction off the event loop; its result. ``bare``: ``op``
+        is one statement, or reads needing no common snapshot, so a database that commits
+        each statement on its own may run it without a transaction around it (PostgreSQL:
+        one round trip instead of three); SQLite's worker runs every job in its batch's
+        transaction regardless."""
         raise NotImplementedError
 
     async def open(self, *, migrate: bool = True) -> None:
@@ -221,26 +228,39 @@ class OperationStore:
     ) -> ConversationRecord:
         """A new, empty conversation (``title`` ``None``: named after the first question)."""
         return await self._call(
-            lambda db: _schema.create_conversation(db, owner, title, model, system), write=True
+            lambda db: _schema.create_conversation(db, owner, title, model, system),
+            write=True,
+            bare=True,
         )
 
     async def list_conversations(self, owner: str, *, limit: int = 100) -> list[ConversationRecord]:
         """``owner``'s conversations, most recently updated first (``limit`` within 1-1000)."""
         limit = max(1, min(limit, 1000))
         return await self._call(
-            lambda db: _schema.list_conversations(db, owner, limit), write=False
+            lambda db: _schema.list_conversations(db, owner, limit), write=False, bare=True
         )
 
     async def get_conversation(self, owner: str, conversation_id: str) -> ConversationRecord | None:
         """The conversation, or ``None`` if it is missing or another owner's."""
         return await self._call(
-            lambda db: _schema.get_conversation(db, owner, conversation_id), write=False
+            lambda db: _schema.get_conversation(db, owner, conversation_id),
+            write=False,
+            bare=True,
         )
 
     async def get_messages(self, owner: str, conversation_id: str) -> list[MessageRecord]:
         """The messages in order (``[]`` if the conversation is missing or not ``owner``'s)."""
         return await self._call(
             lambda db: _schema.get_messages(db, owner, conversation_id), write=False
+        )
+
+    async def get_history(
+        self, owner: str, conversation_id: str
+    ) -> tuple[ConversationRecord | None, list[MessageRecord]]:
+        """The conversation and its messages in order, in one operation (``(None, [])`` if it
+        is missing or not ``owner``'s): what an ask reads before it is sent."""
+        return await self._call(
+            lambda db: _schema.get_history(db, owner, conversation_id), write=False, bare=True
         )
 
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool:
@@ -254,7 +274,9 @@ class OperationStore:
         otherwise)."""
         now = utc_now()
         return await self._call(
-            lambda db: _schema.set_title(db, owner, conversation_id, title, now), write=True
+            lambda db: _schema.set_title(db, owner, conversation_id, title, now),
+            write=True,
+            bare=True,
         )
 
     async def add_message(
@@ -334,6 +356,7 @@ class OperationStore:
                 generated_chars, delivered_chars, extras,
             ),
             write=True,
+            bare=True,
         )  # fmt: skip
 
     async def checkpoint(self, checkpoints: list[Checkpoint]) -> int:
@@ -378,7 +401,9 @@ class OperationStore:
 
     async def find_key(self, secret: str) -> KeyRecord | None:
         """The active key ``secret`` (by its SHA-256), else ``None``."""
-        return await self._call(lambda db: _keys.select_key_by_secret(db, secret), write=False)
+        return await self._call(
+            lambda db: _keys.select_key_by_secret(db, secret), write=False, bare=True
+        )
 
     async def count_active_keys(self) -> int:
         """How many keys are not revoked (none: the server runs in dev mode)."""
@@ -403,7 +428,7 @@ class SQLiteStore(OperationStore):
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
 
-    async def _call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
+    async def _call(self, op: Callable[[Db], _T], *, write: bool, bare: bool = False) -> _T:
         worker = self._worker
         if worker is None or self._closed:
             raise StoreError("the store is not open")
@@ -467,10 +492,10 @@ class PostgresStore(OperationStore):
     def __repr__(self) -> str:
         return f"PostgresStore({mask_url_password(self.url)!r})"
 
-    async def _call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
+    async def _call(self, op: Callable[[Db], _T], *, write: bool, bare: bool = False) -> _T:
         if self._closed:
             raise StoreError("the store is not open")
-        return await self._runner.call(op, write=write)
+        return await self._runner.call(op, write=write, bare=bare)
 
     @property
     def stats(self) -> tuple[int, int]:
