@@ -129,8 +129,11 @@ def main() -> int:
     wenxin = [str(WENXIN)]
     if args.src:
         env["PYTHONPATH"] = str(Path(args.src).resolve())
-        wenxin = [str(VENV / "python"), "-c",
-                  "import sys; from wenxin_stream.cli import main; sys.exit(main())"]
+        wenxin = [
+            str(VENV / "python"),
+            "-c",
+            "import sys; from wenxin_stream.cli import main; sys.exit(main())",
+        ]
     procs: list[subprocess.Popen[bytes]] = []
     with contextlib.ExitStack() as stack:
 
@@ -171,7 +174,7 @@ def main() -> int:
         key = keys.stdout.strip().splitlines()[-1]
         config = data / "serve.toml"
         config.write_text(
-            "[server]\nhost = \"127.0.0.1\"\nport = 0\n"
+            '[server]\nhost = "127.0.0.1"\nport = 0\n'
             f'data-dir = "{data}"\nupstream-api = "v2"\n'
             f'upstream-v2-base-url = "http://127.0.0.1:{emu_port}"\n'
             "upstream-max-connections = 10000\ndefault-rpm = 10000000\n"

@@ -42,6 +42,9 @@ class FakeAnswer:
         self.reads += 1
         return self.records[start:]
 
+    def log_pending(self, start: int) -> bool:
+        return len(self.records) > start
+
 
 @pytest.fixture
 async def shared(redis_service: Service) -> AsyncIterator[SharedRedis]:
@@ -383,3 +386,27 @@ async def test_an_answer_ending_while_a_batch_is_in_flight_gets_its_end_written(
     log = log_key(shared, answer.stream_id)
     assert [rid for rid, _ in await entries(shared, answer.stream_id)] == ["0-1", "1-1", "2-1"]
     assert 29_000 < await shared.client.pttl(log) <= 30_000
+
+
+async def test_a_batch_passes_over_answers_with_nothing_new(shared: SharedRedis) -> None:
+    """An answer whose events are all written is not read again until it has a new one (at
+    ERNIE's pace most batches find nothing new for most answers)."""
+    writer = writer_of(shared)
+    quiet, busy = FakeAnswer(), FakeAnswer()
+    for answer in (quiet, busy):
+        writer.track(answer)
+        answer.add(b"start", {})
+    assert await writer.flush() == 2
+    reads = quiet.reads
+    for n in range(3):
+        busy.text(f"块{n}")
+        assert await writer.flush() == 1
+    assert quiet.reads == reads  # passed over: nothing built for it
+    quiet.text("终于")
+    writer.finish(busy)
+    assert await writer.flush() == 1  # quiet's new event; busy ends with nothing new
+    assert quiet.reads == reads + 1
+    assert len(writer) == 1
+    got = await entries(shared, quiet.stream_id)
+    assert [rid for rid, _ in got] == ["0-1", "1-1"]
+    assert (await shared.client.hgetall(meta_key(shared, busy.stream_id)))[b"ended"] == b"1"

@@ -8,8 +8,10 @@ its end. Nothing happens per chunk: the relay appends to its in-process log as i
 and ONE task per process wakes every ``interval`` (20 ms) while any answer is tracked, asks
 each tracked answer for the events that are final and not yet written
 (:meth:`Source.log_records`: this *seals* the answer's last delta, so text arriving later goes
-into a new event — events never change once written), and sends them all, for every answer,
-in ONE pipeline (``transaction=False``)::
+into a new event — events never change once written; an answer with no new event since the
+last batch is passed over by :meth:`Source.log_pending`, a length check, which at ERNIE's
+pace is 19 batches in 20), and sends them all, for every answer, in ONE pipeline
+(``transaction=False``)::
 
     every interval, if anything is pending:
       pipeline ─► [HSET meta …, XADD log 0-1 …, PEXPIRE log/meta live_ttl]  (a new answer)
@@ -89,6 +91,10 @@ class Source(Protocol):
 
     def log_records(self, start: int) -> list[Record]:
         """The final events from seq ``start`` on, sealing the last one."""
+        ...
+
+    def log_pending(self, start: int) -> bool:
+        """Whether there is an event at seq ``start`` or later (nothing is built)."""
         ...
 
 
@@ -212,7 +218,15 @@ class LogWriter:
             if tracked.ended and now - tracked.ended_at > self.window:
                 del self._tracked[tracked.source.stream_id]  # given up: it would have expired
                 continue
-            records = tracked.source.log_records(tracked.written)
+            source = tracked.source
+            if (
+                tracked.created
+                and not tracked.ended
+                and now < tracked.renew_at
+                and not source.log_pending(tracked.written)
+            ):
+                continue  # most ticks of a paced answer: nothing new, nothing built
+            records = source.log_records(tracked.written)
             if not tracked.created and not records:
                 if tracked.ended:  # ended before its first event (the request failed)
                     del self._tracked[tracked.source.stream_id]

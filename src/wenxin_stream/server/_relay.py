@@ -474,6 +474,10 @@ class Generation:
             entry.size = len(text)
             self.entries.append(entry)
 
+    def log_pending(self, start: int) -> bool:
+        """Whether the log holds an entry at seq ``start`` or later (for the event log)."""
+        return len(self.entries) > start
+
     def log_records(self, start: int) -> list[Record]:
         """The entries from seq ``start`` on for the event log in Redis, sealed (the last
         delta takes no more text: later text makes a new entry)."""
