@@ -152,6 +152,37 @@ async def test_an_exchange_is_stored_whole(store: Either) -> None:
     assert len(await store.get_messages("o", conv.id)) == 2
 
 
+async def test_concurrent_exchanges_in_one_conversation_take_distinct_seqs(store: Either) -> None:
+    """Asks racing in one conversation (several pool connections on PostgreSQL): each
+    exchange moves the count first, which locks the row, so their seqs never collide and
+    the count is every message."""
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    pairs = await asyncio.gather(
+        *(store.add_exchange("o", conv.id, question=f"q{i}", model="m") for i in range(12))
+    )
+    messages = await store.get_messages("o", conv.id)
+    assert len(messages) == 24
+    assert {m.id for m in messages} == {m.id for pair in pairs for m in pair}
+    for i in range(0, 24, 2):  # each question followed by its own answer
+        question, answer = messages[i], messages[i + 1]
+        assert (question.role, answer.role) == ("user", "assistant")
+        assert any(pair == (question, answer) for pair in pairs)
+    conv_now, history = await store.get_history("o", conv.id)
+    assert conv_now is not None
+    assert (conv_now.message_count, history) == (24, messages)
+    assert conv_now.title == messages[0].content  # the first question named it
+
+
+async def test_history_is_the_owners_only(store: Either) -> None:
+    conv = await store.create_conversation("o", title=None, model="m", system="sys")
+    asked, answered = await store.add_exchange("o", conv.id, question="q", model="m")
+    got, history = await store.get_history("o", conv.id)
+    assert got is not None
+    assert (got.id, got.system, history) == (conv.id, "sys", [asked, answered])
+    assert await store.get_history("someone else", conv.id) == (None, [])
+    assert await store.get_history("o", "c_missing") == (None, [])
+
+
 async def test_an_exchange_replaces_the_last_one_in_one_operation(store: SQLiteStore) -> None:
     conv = await store.create_conversation("o", title=None, model="m", system=None)
     q1, a1 = await store.add_exchange("o", conv.id, question="苹果", model="m")

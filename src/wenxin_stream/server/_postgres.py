@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -155,6 +156,10 @@ class _Adapter:
         cursor = self._conn.cursor()
         cursor.executemany(sql, parameters)
         return cursor
+
+    def pipeline(self) -> contextlib.AbstractContextManager[psycopg.Pipeline]:
+        """psycopg's pipeline mode for a block (``Db.pipeline``)."""
+        return self._conn.pipeline()
 
 
 def db_of(conn: psycopg.Connection[Any]) -> Db:

@@ -331,6 +331,9 @@ class OperationStore:
                 db, owner, conversation_id, question, model, replace, producer
             ),
             write=True,
+            # without a replace, one pipeline: atomic on its own (PostgreSQL's implicit
+            # transaction of a pipeline); a replace reads and decides, in a transaction
+            bare=replace is None,
         )
 
     async def update_message(
