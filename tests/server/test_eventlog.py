@@ -410,3 +410,25 @@ async def test_a_batch_passes_over_answers_with_nothing_new(shared: SharedRedis)
     got = await entries(shared, quiet.stream_id)
     assert [rid for rid, _ in got] == ["0-1", "1-1"]
     assert (await shared.client.hgetall(meta_key(shared, busy.stream_id)))[b"ended"] == b"1"
+
+
+async def test_a_flushed_script_is_loaded_again_and_nothing_is_lost(shared: SharedRedis) -> None:
+    """Redis restarted (its scripts gone): the batch fails as NOSCRIPT, and the next attempt
+    loads the script and writes everything still pending — a new answer's metadata too."""
+    writer = writer_of(shared)
+    first = FakeAnswer()
+    writer.track(first)
+    first.add(b"start", {})
+    assert await writer.flush() == 1
+    await shared.client.script_flush()
+    second = FakeAnswer(owner="k2")
+    writer.track(second)
+    second.add(b"start", {})
+    first.text("还在")
+    with pytest.raises(SharedStateError, match="NoScriptError"):
+        await writer.flush()
+    assert writer.failures == 1
+    assert await writer.flush() == 2
+    assert [rid for rid, _ in await entries(shared, first.stream_id)] == ["0-1", "1-1"]
+    meta = await shared.client.hgetall(meta_key(shared, second.stream_id))
+    assert meta[b"owner"] == b"k2"

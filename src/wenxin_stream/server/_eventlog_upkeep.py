@@ -155,7 +155,7 @@ class Upkeep:
         ended = []
         for answer, result in zip(orphans, results, strict=True):
             if isinstance(result, Exception):
-                if "NOSCRIPT" in str(result):
+                if type(result).__name__ == "NoScriptError" or "NOSCRIPT" in str(result):
                     self._sha = None  # Redis restarted: loaded again next round
                 raise SharedStateError(f"crash end: {type(result).__name__}")
             if result is not None:

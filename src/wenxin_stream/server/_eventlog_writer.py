@@ -1,4 +1,4 @@
-"""The batched writer of the per-answer event logs: one task per process, one pipeline per batch.
+"""The batched writer of the per-answer event logs: one task per process, one command per batch.
 
 Theory of operation
 ===================
@@ -10,16 +10,16 @@ each tracked answer for the events that are final and not yet written
 (:meth:`Source.log_records`: this *seals* the answer's last delta, so text arriving later goes
 into a new event — events never change once written; an answer with no new event since the
 last batch is passed over by :meth:`Source.log_pending`, a length check, which at ERNIE's
-pace is 19 batches in 20), and sends them all, for every answer, in ONE pipeline
-(``transaction=False``)::
+pace is 19 batches in 20), and sends them all, for every answer, in ONE command::
 
-    every interval, if anything is pending:
-      pipeline ─► [HSET meta …, XADD log 0-1 …, PEXPIRE log/meta live_ttl]  (a new answer)
-                  [XADD log <seq>-1 MAXLEN ~ maxlen k <kind> d <json>] …     (new events)
-                  [HSET meta ended 1 last <seq>, PEXPIRE log/meta window]    (an ended one)
+    every interval, if anything is pending, ONE script call (EVALSHA) doing, per answer:
+      [XADD log <seq>-1 MAXLEN ~ maxlen k <kind> d <json>] …     (its new events)
+      [HSET meta owner … instance … model …, PEXPIRE log/meta live_ttl]  (a new answer)
+      [HSET meta ended 1 last <seq>, PEXPIRE log/meta window]    (an ended one)
 
-So Redis sees at most ``1 / interval`` pipelines a second (50) whatever the chunk rate, and
-a chunk costs its share of one pipeline (``bench/redis_eventlog_cost.py``) — the lesson of
+So Redis sees at most ``1 / interval`` commands a second (50) whatever the chunk rate and
+however many answers start or end, and a chunk costs its share of one command
+(``bench/redis_eventlog_cost.py``) — the lesson of
 LibreChat and Open WebUI, whose per-chunk Redis calls cost 16–50 % of their relays.
 
 **Expiry.** A stream's keys get their expiry ONCE when created (``live_ttl``: long enough for
@@ -28,7 +28,7 @@ a stream can never be kept alive by its own writes (what filled Dify's Redis). O
 still running after half its ``live_ttl`` gets it renewed, once per half. The log is bounded
 by ``MAXLEN ~ maxlen`` as well.
 
-**Failures.** A failed pipeline (Redis down, slow: ``SharedRedis.call`` bounds it) is logged
+**Failures.** A failed batch (Redis down, slow: ``SharedRedis.call`` bounds it) is logged
 (once per outage) and counted; the answers keep streaming locally, their unwritten events stay
 pending and are sent by the next attempt, ``retry`` seconds later. Entry ids are explicit, so
 an attempt that was partly applied before it failed can be repeated: Redis refuses the ids it
@@ -60,26 +60,48 @@ LIVE_TTL = 3600.0
 """Seconds a running answer's keys live before renewal: far longer than any answer."""
 
 RETRY = 1.0
-"""Seconds before the next attempt after a failed pipeline."""
+"""Seconds before the next attempt after a failed batch."""
 
 _DUPLICATE = "equal or smaller than the target stream top item"
 
 APPEND_SCRIPT = """
 local refused = false
-for i = 2, #ARGV, 4 do
-  local ok = redis.pcall('XADD', KEYS[tonumber(ARGV[i])], 'MAXLEN', '~', ARGV[1],
-                         ARGV[i + 1], 'k', ARGV[i + 2], 'd', ARGV[i + 3])
-  if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller') then
-    refused = ok.err
+local maxlen, instance = ARGV[1], ARGV[2]
+local i, k = 3, 1
+while i <= #ARGV do
+  local log, meta = KEYS[k], KEYS[k + 1]
+  local create, last, ttl, n = ARGV[i], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
+  local owner, model = ARGV[i + 1], ARGV[i + 2]
+  k, i = k + 2, i + 6
+  for _ = 1, n do
+    local ok = redis.pcall('XADD', log, 'MAXLEN', '~', maxlen,
+                           ARGV[i], 'k', ARGV[i + 1], 'd', ARGV[i + 2])
+    if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller') then
+      refused = ok.err
+    end
+    i = i + 3
+  end
+  if create == '1' then
+    redis.call('HSET', meta, 'owner', owner, 'instance', instance, 'model', model)
+  end
+  if last ~= '' then
+    redis.call('HSET', meta, 'ended', '1', 'last', last)
+  end
+  if ttl ~= '' then
+    redis.call('PEXPIRE', log, ttl)
+    redis.call('PEXPIRE', meta, ttl)
   end
 end
 return refused
 """
-"""Every new event of a batch, of every answer, in ONE command: ``KEYS`` the logs, ``ARGV``
-``maxlen`` then (key index, id, kind, data) per event; answers the first refusal other than
-an id Redis already holds (``nil``: none). One command rather than an ``XADD`` per event
-keeps the client's cost per event to four arguments: redis-py's own work per command cost
-~16 µs an event (``bench/redis_eventlog_cost.py``)."""
+"""A whole batch, every answer, in ONE command: ``KEYS`` each answer's log and metadata,
+``ARGV`` ``maxlen`` and the instance, then per answer ``create`` (``1``: write its metadata),
+``owner``, ``model``, ``last`` (its last seq once it ended, else empty), ``ttl`` (ms, empty:
+leave the expiry), the number of new events and (id, kind, data) for each; answers the first
+refusal other than an id Redis already holds (``nil``: none). One command, not a pipeline
+of an ``XADD`` per event plus metadata and expiry commands: redis-py's own work per command
+cost ~16 µs (``bench/redis_eventlog_cost.py``), and releasing a pipeline's connection costs
+a task (an ``asyncio.shield``) per batch (``bench/PROFILE.md``)."""
 
 
 class Source(Protocol):
@@ -133,11 +155,11 @@ class LogWriter:
         self.interval = interval
         self.live_ttl = live_ttl
         self.pipelines = 0
-        """Pipelines sent (successful or not)."""
+        """Batches sent, one script call each (successful or not)."""
         self.records = 0
         """Events written."""
         self.failures = 0
-        """Pipelines that failed."""
+        """Batches that failed."""
         self._tracked: dict[str, _Tracked] = {}
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -200,10 +222,10 @@ class LogWriter:
                 self._failing = False
 
     async def flush(self) -> int:
-        """Send everything pending in one pipeline; how many events it held.
+        """Send everything pending in one script call; how many events it held.
 
         Raises:
-            SharedStateError: the pipeline failed (what it held stays pending).
+            SharedStateError: the call failed (what it held stays pending).
         """
         if not self._tracked:
             return 0
@@ -211,8 +233,8 @@ class LogWriter:
         if self._sha is None:
             self._sha = await self.shared.call(client.script_load(APPEND_SCRIPT), "SCRIPT LOAD")
         now = asyncio.get_running_loop().time()
-        logs: list[str] = []
-        argv: list[Any] = [self.maxlen]
+        keys: list[str] = []
+        argv: list[Any] = [self.maxlen, self.instance]
         batch: list[tuple[_Tracked, int, bool]] = []
         for tracked in list(self._tracked.values()):
             if tracked.ended and now - tracked.ended_at > self.window:
@@ -232,30 +254,24 @@ class LogWriter:
                     del self._tracked[tracked.source.stream_id]
                 continue
             if records or tracked.ended or now >= tracked.renew_at:
-                if records:
-                    logs.append(tracked.log)
-                    index = b"%d" % len(logs)
-                    for record in records:
-                        argv += (index, b"%d-1" % record.seq, record.kind, record.data)
+                keys += (tracked.log, meta_key(self.shared, source.stream_id))
+                argv += self._header(tracked, len(records), now)
+                for record in records:
+                    argv += (b"%d-1" % record.seq, record.kind, record.data)
                 batch.append((tracked, len(records), tracked.ended))
         if not batch:
             return 0
-        pipe = client.pipeline(transaction=False)
-        if logs:  # first: the expiries below need the keys to exist
-            pipe.evalsha(self._sha, len(logs), *logs, *argv)
-        for tracked, count, _ in batch:
-            self._queue(pipe, tracked, count, now)
         self.pipelines += 1
         try:
-            results = await self.shared.call(pipe.execute(raise_on_error=False), "event log batch")
-        except SharedStateError:
+            result = await self.shared.call(
+                client.evalsha(self._sha, len(keys), *keys, *argv), "event log batch"
+            )
+        except SharedStateError as exc:
             self.failures += 1
+            if "NoScriptError" in str(exc) or "NOSCRIPT" in str(exc):
+                self._sha = None  # Redis restarted: load it again, send the batch again
             raise
-        if logs and isinstance(results[0], Exception) and "NOSCRIPT" in str(results[0]):
-            self._sha = None  # Redis restarted: load it again, send the batch again
-            self.failures += 1
-            raise SharedStateError("event log batch: the script was not loaded")
-        self._check(results)
+        self._check(result)
         written = 0
         for tracked, count, ended in batch:  # `ended` as queued: it may end meanwhile
             tracked.written += count
@@ -270,31 +286,24 @@ class LogWriter:
         self.records += written
         return written
 
-    def _queue(self, pipe: Any, tracked: _Tracked, count: int, now: float) -> None:
-        """The metadata and expiry commands of one answer (its events are in the script)."""
+    def _header(self, tracked: _Tracked, count: int, now: float) -> tuple[Any, ...]:
+        """One answer's part of the script's ``ARGV`` before its events: whether to write its
+        metadata, its owner and model, its last seq if it ended, its new expiry (ms) if any,
+        and how many events follow."""
         source = tracked.source
-        log, meta = tracked.log, meta_key(self.shared, source.stream_id)
-        if not tracked.created:
-            mapping = {"owner": source.owner, "instance": self.instance, "model": source.model}
-            pipe.hset(meta, mapping=mapping)
+        last = b"%d" % (tracked.written + count - 1) if tracked.ended else b""
         if tracked.ended:
-            last = tracked.written + count - 1
-            pipe.hset(meta, mapping={"ended": "1", "last": str(last)})
-            ttl = int(self.window * 1000)
+            ttl = b"%d" % int(self.window * 1000)
         elif not tracked.created or now >= tracked.renew_at:
-            ttl = int(self.live_ttl * 1000)
+            ttl = b"%d" % int(self.live_ttl * 1000)
         else:
-            return
-        pipe.pexpire(log, ttl)
-        pipe.pexpire(meta, ttl)
+            ttl = b""
+        create = b"0" if tracked.created else b"1"
+        return (create, source.owner, source.model, last, ttl, count)
 
-    def _check(self, results: list[Any]) -> None:
-        for result in results:
-            if isinstance(result, bytes):  # the script's first refusal
-                result = SharedStateError(result.decode("utf-8", "replace"))
-            if isinstance(result, Exception) and _DUPLICATE not in str(result):
+    def _check(self, result: Any) -> None:
+        if isinstance(result, bytes):  # the script's first refusal
+            message = result.decode("utf-8", "replace")
+            if _DUPLICATE not in message:
                 self.metrics.error("shared_state")
-                logger.error(
-                    "Redis refused an event log write: %s: %s", type(result).__name__, result
-                )
-                return
+                logger.error("Redis refused an event log write: %s", message)
