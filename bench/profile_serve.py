@@ -237,9 +237,18 @@ def main() -> int:
                 for name in sorted(threads1)
                 if threads1[name] - threads0.get(name, 0.0) > 0
             },
-            "bench_passed": result.get("passed"),
+            "ttft_ms": {
+                k: result.get("result", {}).get("ttft_ms", {}).get(k) for k in ("p50", "p99")
+            },
+            "lateness_ms": {
+                k: result.get("result", {}).get("lateness_ms", {}).get(k) for k in ("p50", "p99")
+            },
             "bench_stderr": err.decode(errors="replace")[-500:],
         }
+        for proc in reversed(procs):  # the server first, before its Redis and PostgreSQL
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
         if collapsed.exists():
             doc["profile"] = summarise(collapsed, args.top)
         (out / "profile.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
