@@ -363,10 +363,15 @@ class OperationStore:
         )  # fmt: skip
 
     async def checkpoint(self, checkpoints: list[Checkpoint]) -> int:
-        """Write the text so far of answers still streaming, all in one operation (one job,
-        one transaction); answers that ended meanwhile keep their final record. How many
-        rows were written."""
-        return await self._call(lambda db: _schema.checkpoint_answers(db, checkpoints), write=True)
+        """Write the text so far of answers still streaming, all in one operation (SQLite: one
+        job of a batch's transaction; PostgreSQL: one pipeline, each row committed on its
+        own); answers that ended meanwhile keep their final record. How many rows were
+        written."""
+        # bare: each row is a checkpoint of its own (one that fails is written again by the
+        # next tick), and psycopg sends the rows as one pipeline
+        return await self._call(
+            lambda db: _schema.checkpoint_answers(db, checkpoints), write=True, bare=True
+        )
 
     async def mark_streaming_as(
         self, end_reason: str, producers: Sequence[str | None] | None = None
