@@ -1,7 +1,9 @@
 """What usage accounting and budgets cost the relay: `wenxin serve`'s CPU per 1,000 chunks with
 this tree (a key with day and month budgets: reserve at admission, the SDK's per-request
 ledger, usage records stored, metrics, settle) against a baseline tree without them, in one
-run, alternating rounds.
+run, alternating rounds. With ``--gateway`` this tree also serves through one configured
+channel (``[[channels]]`` at the same emulator): the router, the breaker and ``FailoverStream``
+on every chunk — what issue 13 item 8 bounds, routing and accounting together.
 
 Each round starts nothing new: one emulator (``wenxin emulate --ttft 0 --interval 0
 --v2-interval 0``) and two servers (this tree; ``--baseline-src``'s, run with the same
@@ -63,11 +65,25 @@ def wenxin(src: Path | None) -> tuple[list[str], dict[str, str]]:
 
 
 def start_server(
-    tag: str, src: Path | None, emulator: str, work: Path, budgets: list[str]
+    tag: str,
+    src: Path | None,
+    emulator: str,
+    work: Path,
+    budgets: list[str],
+    *,
+    gateway: bool = False,
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     argv, env = wenxin(src)
     data = work / f"{tag}-data"
     data.mkdir()
+    config: list[str] = []
+    if gateway:  # the same emulator as one configured channel: the router and FailoverStream
+        path = work / f"{tag}.toml"
+        path.write_text(
+            f'[[channels]]\nname = "bench"\nkind = "qianfan-v2"\nbase_url = "{emulator}"\n'
+            f'api_key = "bce-v3/ALTAK-bench/x"\nmodels = ["*"]\nemulated = true\n'
+        )
+        config = ["--config", str(path)]
     env = {**os.environ, **env}
     made = subprocess.run(  # noqa: S603
         [*argv, "keys", "create", "--data-dir", str(data), "--name", "bench", *budgets],
@@ -77,7 +93,8 @@ def start_server(
     port = free_port()
     log = (work / f"{tag}.log").open("wb")
     proc = subprocess.Popen(  # noqa: S603
-        [*argv, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)],
+        [*argv, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data),
+         *config],
         stdout=log, stderr=subprocess.STDOUT,
         env={**env, "WENXIN_UPSTREAM_API": "v2", "WENXIN_UPSTREAM_V2_BASE_URL": emulator,
              "WENXIN_UPSTREAM_BEARER_TOKEN": "bce-v3/ALTAK-bench/x"},
@@ -160,8 +177,9 @@ def micro(answers: int, chunks: int) -> dict[str, float]:
     start = time.process_time()
     batches = []
     for i, core in enumerate(cores):
-        records = usage_records(core.attempt_usages, key_id="k", model=MODEL, channel="default",
-                                stream_id=f"s_{i}", now=time.time(), pricing=pricing)  # fmt: skip
+        ledger = [("default", attempt) for attempt in core.attempt_usages]
+        records = usage_records(ledger, key_id="k", model=MODEL, stream_id=f"s_{i}",
+                                now=time.time(), pricing=pricing)  # fmt: skip
         for r in records:
             metrics.usage(r.model, r.channel, r.prompt_tokens, r.completion_tokens,
                           r.cost_nano, estimated=r.estimated)  # fmt: skip
@@ -196,6 +214,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--micro", type=int, default=2000, help="answers of the in-process part")
+    parser.add_argument(
+        "--gateway",
+        action="store_true",
+        help="this tree serves through one configured channel (routing and accounting)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "usage_cost.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="usage-cost-"))
@@ -217,7 +240,7 @@ def main() -> int:
         budgets = ["--budget-tokens-day", "1000000000", "--budget-tokens-month", "9000000000",
                    "--budget-cny-day", "100000", "--budget-cny-month", "1000000"]  # fmt: skip
         base = start_server("base", args.baseline_src, emulator, work, [])
-        ours = start_server("usage", None, emulator, work, budgets)
+        ours = start_server("usage", None, emulator, work, budgets, gateway=args.gateway)
         procs += [base[0], ours[0]]
         servers = {"base": base, "usage": ours}
         for proc, url, key in servers.values():  # warm-up, not counted
@@ -245,6 +268,7 @@ def main() -> int:
             "chunks_per_answer": args.chunks,
             "concurrency": args.concurrency,
             "rounds": args.rounds,
+            "gateway": args.gateway,
             "ms_per_1000_chunks": {k: [round(x * 1000, 3) for x in v] for k, v in per_k.items()},
             "median_ms_per_1000_chunks": {k: round(v * 1000, 3) for k, v in medians.items()},
             "ratio": round(ratio, 4),

@@ -152,6 +152,37 @@ async def test_an_exchange_is_stored_whole(store: Either) -> None:
     assert len(await store.get_messages("o", conv.id)) == 2
 
 
+async def test_concurrent_exchanges_in_one_conversation_take_distinct_seqs(store: Either) -> None:
+    """Asks racing in one conversation (several pool connections on PostgreSQL): each
+    exchange moves the count first, which locks the row, so their seqs never collide and
+    the count is every message."""
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    pairs = await asyncio.gather(
+        *(store.add_exchange("o", conv.id, question=f"q{i}", model="m") for i in range(12))
+    )
+    messages = await store.get_messages("o", conv.id)
+    assert len(messages) == 24
+    assert {m.id for m in messages} == {m.id for pair in pairs for m in pair}
+    for i in range(0, 24, 2):  # each question followed by its own answer
+        question, answer = messages[i], messages[i + 1]
+        assert (question.role, answer.role) == ("user", "assistant")
+        assert any(pair == (question, answer) for pair in pairs)
+    conv_now, history = await store.get_history("o", conv.id)
+    assert conv_now is not None
+    assert (conv_now.message_count, history) == (24, messages)
+    assert conv_now.title == messages[0].content  # the first question named it
+
+
+async def test_history_is_the_owners_only(store: Either) -> None:
+    conv = await store.create_conversation("o", title=None, model="m", system="sys")
+    asked, answered = await store.add_exchange("o", conv.id, question="q", model="m")
+    got, history = await store.get_history("o", conv.id)
+    assert got is not None
+    assert (got.id, got.system, history) == (conv.id, "sys", [asked, answered])
+    assert await store.get_history("someone else", conv.id) == (None, [])
+    assert await store.get_history("o", "c_missing") == (None, [])
+
+
 async def test_an_exchange_replaces_the_last_one_in_one_operation(store: SQLiteStore) -> None:
     conv = await store.create_conversation("o", title=None, model="m", system=None)
     q1, a1 = await store.add_exchange("o", conv.id, question="苹果", model="m")
@@ -197,18 +228,12 @@ async def test_an_exchange_replaces_the_last_one_in_one_operation(store: SQLiteS
 async def test_a_half_written_exchange_is_rolled_back(
     sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The answer's insert fails after the question's: neither is kept, alone in its
-    transaction or inside a batch (its savepoint) whose other jobs land."""
+    """The messages' insert fails after the conversation's count and title moved: nothing is
+    kept, alone in its transaction or inside a batch (its savepoint) whose other jobs land."""
     conv = await sqlite_store.create_conversation("o", title=None, model="m", system=None)
-    real = _schema.add_message
-
-    def answer_fails(db: _sql.Db, *args: object) -> _schema.MessageRecord:
-        if args[2] == "assistant":
-            raise RuntimeError("disk on fire")
-        return real(db, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_schema, "add_message", answer_fails)
-    with pytest.raises(RuntimeError, match="disk on fire"):
+    broken = _schema._INSERT_EXCHANGE.replace("INTO messages", "INTO no_such_table")
+    monkeypatch.setattr(_schema, "_INSERT_EXCHANGE", broken)
+    with pytest.raises(StoreError, match="no_such_table"):
         await sqlite_store.add_exchange("o", conv.id, question="lost", model=None)
     gate = threading.Event()
     busy = asyncio.ensure_future(sqlite_store._call(lambda db: gate.wait(5), write=False))
@@ -228,12 +253,12 @@ async def test_a_half_written_exchange_is_rolled_back(
         jobs + 4,
         transactions + 2,
     )  # the held job, then one batch of three
-    assert isinstance(results[1], RuntimeError)
+    assert isinstance(results[1], StoreError)
     messages = await sqlite_store.get_messages("o", conv.id)
     assert [m.content for m in messages] == ["kept", "kept too"]
     got = await sqlite_store.get_conversation("o", conv.id)
     assert got is not None
-    assert got.message_count == 2
+    assert (got.message_count, got.title) == (2, "kept")  # "lost" never named it
 
 
 async def test_explicit_title_is_kept(store: Either) -> None:
@@ -544,16 +569,12 @@ async def test_migrations_run_one_step_per_transaction(
 async def test_an_exchange_is_rolled_back_whole(
     store: Either, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The messages' insert fails after the conversation's count and title moved (one
+    transaction on both backends, never run bare): nothing of it is kept."""
     conv = await store.create_conversation("o", title=None, model="m", system=None)
-    real = _schema.add_message
-
-    def answer_fails(db: _sql.Db, *args: object) -> _schema.MessageRecord:
-        if args[2] == "assistant":
-            raise RuntimeError("disk on fire")
-        return real(db, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_schema, "add_message", answer_fails)
-    with pytest.raises(RuntimeError, match="disk on fire"):
+    broken = _schema._INSERT_EXCHANGE.replace("INTO messages", "INTO no_such_table")
+    monkeypatch.setattr(_schema, "_INSERT_EXCHANGE", broken)
+    with pytest.raises(StoreError, match="no_such_table"):
         await store.add_exchange("o", conv.id, question="lost", model=None)
     assert await store.get_messages("o", conv.id) == []
     got = await store.get_conversation("o", conv.id)

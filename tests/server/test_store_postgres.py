@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from server_helpers import Running, new_conversation, sse_events
@@ -57,6 +58,41 @@ async def test_a_cancelled_caller_does_not_free_its_connection_early(postgres_ur
             await store.count_active_keys()
         await asyncio.sleep(0.6)
         assert await store.count_active_keys() == 0
+
+
+async def test_a_cancelled_callers_write_still_lands_and_close_waits_for_it(
+    postgres_url: str,
+) -> None:
+    """Cancelling the caller cancels only its wait: the queued operation runs (an answer
+    being saved at shutdown is saved), failures reach their callers, and close() finishes
+    what was queued before the threads stop."""
+    store = PostgresStore(postgres_url, pool_size=2, pool_timeout=2.0)
+    await store.open()
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+
+    def slow_rename(db: Any) -> int:
+        db.one("SELECT pg_sleep(0.3)")
+        return db.run("UPDATE conversations SET title = ? WHERE id = ?", ("kept", conv.id))
+
+    waiting = asyncio.ensure_future(store._call(slow_rename, write=True))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    with pytest.raises(StoreError, match="no_such_table"):
+        await store._call(lambda db: db.all("SELECT * FROM no_such_table"), write=False)
+    queued = [asyncio.ensure_future(store.list_conversations("o")) for _ in range(6)]
+    await asyncio.sleep(0)  # one is queued behind the slow rename; five wait for a slot
+    await store.close()
+    results = await asyncio.gather(*queued, return_exceptions=True)
+    assert len(results[0]) == 1  # queued before the close: run
+    for late in results[1:]:  # still waiting for a slot at the close: refused, never hung
+        assert isinstance(late, StoreError)
+        assert "not open" in str(late)
+    async with PostgresStore(postgres_url) as again:
+        got = await again.get_conversation("o", conv.id)
+    assert got is not None
+    assert got.title == "kept"
 
 
 _MIGRATE = """

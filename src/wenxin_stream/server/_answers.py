@@ -49,7 +49,6 @@ admission: one exit path, whatever went wrong.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
@@ -352,11 +351,8 @@ class Answers:
         store, owner = self.store, principal.owner
         conv: ConversationRecord | None = None
         history: list[MessageRecord] = []
-        if conversation_id is not None:  # both reads in one trip to the store's thread
-            conv, history = await asyncio.gather(
-                store.get_conversation(owner, conversation_id),
-                store.get_messages(owner, conversation_id),
-            )
+        if conversation_id is not None:  # both reads in one store operation
+            conv, history = await store.get_history(owner, conversation_id)
             if conv is None:
                 raise not_found(f"no conversation {conversation_id!r}")
         if options.replace is not None:

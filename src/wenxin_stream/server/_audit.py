@@ -11,7 +11,12 @@ fields on a bounded queue — nothing more.
 When the queue is full (the disk is slower than the traffic) the record is dropped and
 counted (:attr:`AuditLog.dropped`); the first drop logs one warning.
 
-A writer thread takes records off the queue, a batch at a time; for each it masks anything
+A writer thread takes records off the queue, a batch at a time, and after each batch pauses
+:data:`PAUSE` before taking the next: under load the records of that pause are one batch, and
+a record's ``put`` finds no thread waiting to be woken — one thread wake-up per pause, not one
+per request (each wake-up is a context switch and a hand-over of the GIL on the event loop's
+core; ``bench/PROFILE.md``). An idle writer waits on the queue and the first record wakes it.
+For each record it masks anything
 that looks like a secret in every string value, nested ones included — API keys (``wx-…``),
 ``Bearer`` credentials, ``access_token=…`` and the other OAuth fields, ``bce-auth-v1``
 signatures and ``bce-v3/…`` keys (:func:`wenxin_stream._redact.redact` plus a ``wx-`` rule) —
@@ -51,6 +56,8 @@ DEFAULT_QUEUE_SIZE = 10_000
 """Records that may wait for the writer before new ones are dropped."""
 
 _BATCH = 512
+PAUSE = 0.05
+"""Seconds the writer waits after a batch before taking the next (records queue meanwhile)."""
 _os_write = os.write  # the one system call the writer makes (tests slow it down or fail it)
 _log = logging.getLogger("wenxin_stream.server.audit")
 _WX_KEY_RE = re.compile(r"(?<![A-Za-z0-9])wx-[A-Za-z0-9_\-]{8,}")
@@ -216,6 +223,8 @@ class AuditLog:
             self._write(lines)
             for marker in markers:
                 marker.done.set()
+            if not stop and len(items) < _BATCH:
+                time.sleep(PAUSE)  # let the next records gather: one wake-up for all of them
 
     def _write(self, lines: list[str]) -> None:
         if not lines:

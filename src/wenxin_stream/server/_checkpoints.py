@@ -26,7 +26,9 @@ nothing for checkpoints: the tick reads each generation's log. Entries before th
 change (text is only ever appended to the last delta), so each tracked answer keeps the text of
 the entries it has already read and reads only new ones: a tick costs one string of the
 answer's length per answer that grew, plus one ``UPDATE`` per such answer in the worker — and
-the answers of a slice share one transaction (group commit, as every write of the store). A
+the answers of a slice share one operation (SQLite: one transaction, group commit as every
+write of the store; PostgreSQL: one pipeline, no ``BEGIN``/``COMMIT`` — each row is a
+checkpoint of its own). A
 tick works through its answers a slice at a time, waiting for each slice's write, so the event
 loop never pauses for all answers at once and other writes are never queued behind a whole
 tick.

@@ -14,13 +14,21 @@ synchronous driver with the PostgreSQL dialect. (The driver was chosen by
   autocommit mode, since every operation begins and ends its own transaction
   (:func:`~._sql.transact`); each connection gets a ``statement_timeout`` so no statement waits
   forever on a lock;
-- ``size`` threads, one per connection, and an :class:`asyncio.Semaphore` of ``size`` slots on
-  the loop's side. :meth:`Runner.call` waits for a slot **at most** ``timeout`` seconds — a pool
+- ``size`` threads, one per connection, taking operations from one queue, each handing its
+  outcome back to the loop with one ``call_soon_threadsafe`` (no executor, wrapped future or
+  shield: ``ThreadPoolExecutor.submit`` alone was 6 % of the loop's samples on the native
+  route, ``bench/PROFILE.md``), and an :class:`asyncio.Semaphore` of ``size`` slots on the
+  loop's side. :meth:`Runner.call` waits for a slot **at most** ``timeout`` seconds — a pool
   that stays exhausted that long is :class:`~._schema.StoreUnavailableError` (503 with
   ``Retry-After`` at the HTTP edge), never an unbounded queue — then runs the operation on a
   thread in one transaction. The slot is released when the *operation* ends, not when its caller
   does: a caller that is cancelled does not cancel its operation (an answer being saved at
   shutdown is saved), and never lets more than ``size`` operations run.
+
+An operation that is one statement (an answer's final record, a conversation read or created)
+is run *bare*: no ``BEGIN`` / ``COMMIT`` around it, since in autocommit mode the statement is
+its own transaction — one round trip to the database instead of three, which on a busy relay
+core is most of the store's cost per answer (``bench/PROFILE.md``).
 
 Unlike SQLite's worker, there is no group commit: PostgreSQL commits many transactions in
 parallel on its own connections, and a group would make one failing operation's connection
@@ -41,7 +49,9 @@ the schema one after the other, never twice.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
+import queue
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -151,6 +161,50 @@ class _Adapter:
         cursor.executemany(sql, parameters)
         return cursor
 
+    def pipeline(self) -> contextlib.AbstractContextManager[psycopg.Pipeline]:
+        """psycopg's pipeline mode for a block (``Db.pipeline``)."""
+        return self._conn.pipeline()
+
+
+def _join_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
+
+
+class _Job:
+    """One operation queued for the store's threads, and where its result goes."""
+
+    __slots__ = ("bare", "done", "loop", "op", "runner", "slots", "write")
+
+    def __init__(
+        self,
+        op: Callable[[Db], Any],
+        write: bool,
+        bare: bool,
+        done: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+        slots: asyncio.Semaphore,
+        runner: Runner,
+    ) -> None:
+        self.op, self.write, self.bare = op, write, bare
+        self.done, self.loop, self.slots, self.runner = done, loop, slots, runner
+
+    def finish(self, result: Any, error: BaseException | None) -> None:
+        """(On the store's thread.) Hand the outcome to the event loop: one wake-up."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self.loop.call_soon_threadsafe(self.deliver, result, error)
+
+    def deliver(self, result: Any, error: BaseException | None) -> None:
+        """(On the loop.) Free the slot; resolve the caller's future unless it left."""
+        self.slots.release()
+        self.runner.operations += 1
+        done = self.done
+        if not done.done():
+            if error is None:
+                done.set_result(result)
+            else:
+                done.set_exception(error)
+
 
 def db_of(conn: psycopg.Connection[Any]) -> Db:
     """``conn`` under the :class:`~._sql.Db` the operations take, with the PostgreSQL
@@ -173,7 +227,8 @@ class Runner:
         self.timeouts = 0
         """Operations refused because no connection became free within ``timeout``."""
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
-        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self._threads: list[threading.Thread] = []
+        self._jobs: queue.SimpleQueue[_Job | None] | None = None
         self._slots: asyncio.Semaphore | None = None
 
     async def open(self) -> None:
@@ -201,15 +256,26 @@ class Runner:
             await asyncio.to_thread(pool.close)
             raise translate_error(exc, self.url) from None
         self._pool = pool
-        self._threads = concurrent.futures.ThreadPoolExecutor(self.size, "wenxin-postgres")
+        self._jobs = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(
+                target=self._work, args=(self._jobs,), name=f"wenxin-postgres-{n}", daemon=True
+            )
+            for n in range(self.size)
+        ]
+        for thread in self._threads:
+            thread.start()
         self._slots = asyncio.Semaphore(self.size)
 
     async def close(self) -> None:
-        """Let running operations finish, then close the pool. Idempotent."""
-        pool, threads = self._pool, self._threads
-        self._pool = self._threads = self._slots = None
-        if threads is not None:
-            await asyncio.to_thread(threads.shutdown, wait=True)
+        """Let running and queued operations finish, then close the pool. Idempotent."""
+        threads, jobs = self._threads, self._jobs
+        self._slots = self._jobs = None  # no new operation; the queued ones still run
+        if jobs is not None:
+            for _ in threads:
+                jobs.put(None)  # after the queued operations: each thread ends at one
+            await asyncio.to_thread(_join_all, threads)
+        pool, self._pool, self._threads = self._pool, None, []
         if pool is not None:
             await asyncio.to_thread(pool.close)
 
@@ -226,47 +292,61 @@ class Runner:
             numbers.update(self._pool.get_stats())
         return numbers
 
-    async def call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
-        """Run ``op`` in one transaction on a pooled connection; its result.
+    async def call(self, op: Callable[[Db], _T], *, write: bool, bare: bool = False) -> _T:
+        """Run ``op`` in one transaction on a pooled connection; its result. ``bare``: the
+        operation is one statement (or reads that need no common snapshot), so it runs
+        without ``BEGIN`` / ``COMMIT`` — in autocommit mode each statement is its own
+        transaction — saving the database two round trips.
 
         Raises:
             StoreUnavailableError: no connection became free within ``timeout``, or the
                 database cannot be reached.
             StoreError: the store is not open, or the database failed.
         """
-        slots, threads = self._slots, self._threads
-        if slots is None or threads is None:
+        slots, jobs = self._slots, self._jobs
+        if slots is None or jobs is None:
             raise StoreError("the store is not open")
-        try:
-            async with asyncio.timeout(self.timeout):
-                await slots.acquire()
-        except TimeoutError:
-            self.timeouts += 1
-            raise StoreUnavailableError(
-                f"all {self.size} database connections stayed busy for {self.timeout:g} s "
-                "(raise database_pool_size, or the database is slow)",
-                retry_after=RETRY_AFTER,
-            ) from None
-        try:
-            done = asyncio.wrap_future(threads.submit(self._run, op, write))
-        except BaseException:
+        if slots.locked():  # the bounded wait (a free slot is taken without a timer)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                self.timeouts += 1
+                raise StoreUnavailableError(
+                    f"all {self.size} database connections stayed busy for {self.timeout:g} s "
+                    "(raise database_pool_size, or the database is slow)",
+                    retry_after=RETRY_AFTER,
+                ) from None
+        else:
+            await slots.acquire()
+        if self._jobs is not jobs:  # closed while this one waited for a slot
             slots.release()
-            raise
-        done.add_done_callback(lambda _: self._finished(slots, done))
-        return await asyncio.shield(done)  # a cancelled caller leaves its operation running
+            raise StoreError("the store is not open")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[_T] = loop.create_future()
+        jobs.put(_Job(op, write, bare, done, loop, slots, self))
+        # A cancelled caller cancels only its wait: the operation runs on, and its slot is
+        # released when it ends (_Job.deliver), not before.
+        return await done
 
-    def _finished(self, slots: asyncio.Semaphore, done: asyncio.Future[Any]) -> None:
-        slots.release()
-        self.operations += 1
-        if not done.cancelled():
-            done.exception()  # retrieved: a cancelled caller's failure is not "never retrieved"
+    def _work(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        """One thread: runs jobs until told to stop, each result handed to its loop."""
+        while (job := jobs.get()) is not None:
+            try:
+                result: Any = self._run(job.op, job.write, job.bare)
+            except BaseException as exc:  # delivered to the caller, never lost here
+                job.finish(None, exc)
+            else:
+                job.finish(result, None)
+            del job  # not kept alive while waiting for the next one
 
-    def _run(self, op: Callable[[Db], _T], write: bool) -> _T:
+    def _run(self, op: Callable[[Db], _T], write: bool, bare: bool) -> _T:
         pool = self._pool
         if pool is None:
             raise StoreError("the store is not open")
         try:
             with pool.connection(timeout=self.timeout) as conn:
-                return transact(db_of(conn), op, write=write)
+                db = db_of(conn)
+                return op(db) if bare else transact(db, op, write=write)
         except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             raise translate_error(exc, self.url) from None

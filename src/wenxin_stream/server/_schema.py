@@ -267,6 +267,19 @@ _INSERT_MESSAGE = (
     f"INSERT INTO messages ({_MSG}, seq, producer) "  # noqa: S608
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_MOVE_CONVERSATION = (
+    "UPDATE conversations SET message_count = message_count + 2, updated_at = ?, "
+    "title = CASE WHEN title = '' THEN ? ELSE title END WHERE id = ? AND owner = ?"
+)
+_INSERT_EXCHANGE = (
+    "INSERT INTO messages "
+    "(id, conversation_id, role, content, status, model, created_at, seq, producer) "
+    "SELECT ?, id, 'user', ?, 'complete', ?, ?, message_count - 2, NULL "
+    "FROM conversations WHERE id = ? AND owner = ? "
+    "UNION ALL "
+    "SELECT ?, id, 'assistant', '', 'streaming', ?, ?, message_count - 1, ? "
+    "FROM conversations WHERE id = ? AND owner = ?"
+)
 _SELECT_MESSAGES = f"SELECT {_MSG} FROM messages WHERE conversation_id = ? ORDER BY seq"  # noqa: S608
 _UPDATE_MESSAGE = (
     "UPDATE messages SET content = ?, status = ?, end_reason = ?, usage = ?, ttft_ms = ?, "
@@ -382,6 +395,22 @@ def get_messages(db: Db, owner: str, cid: str) -> list[MessageRecord]:
     return [_message(row) for row in rows]
 
 
+def get_history(
+    db: Db, owner: str, cid: str
+) -> tuple[ConversationRecord | None, list[MessageRecord]]:
+    """The conversation and its messages in order (``(None, [])`` if it is missing or another
+    owner's). Two reads that need no common snapshot: a message added or a conversation
+    deleted between them is what a read a moment later would have seen, and the write that
+    follows an ask checks again (:func:`add_exchange`)."""
+    with db.pipeline():  # both reads in one round trip
+        found = db.send(_SELECT_CONVERSATIONS + " AND id = ?", (owner, cid))
+        listed = db.send(_SELECT_MESSAGES, (cid,))
+    row = found.fetchone()
+    if row is None:  # the messages of another owner's conversation are not shown
+        return None, []
+    return ConversationRecord(*row), [_message(row) for row in listed.fetchall()]
+
+
 def add_message(
     db: Db,
     owner: str,
@@ -485,8 +514,30 @@ def add_exchange(
         if get_conversation(db, owner, cid) is None:
             raise ConversationNotFoundError(f"no conversation {cid!r}")
         _drop_exchange(db, cid, replace)
-    asked = add_message(db, owner, cid, "user", question, model, "complete")
-    return asked, add_message(db, owner, cid, "assistant", "", model, "streaming", producer)
+    now = utc_now()
+    asked = MessageRecord(
+        new_id("m_"), cid, "user", question, "complete", None, model, None, None, None, None,
+        None, now,
+    )  # fmt: skip
+    answer = MessageRecord(
+        new_id("m_"), cid, "assistant", "", "streaming", None, model, None, None, None, None,
+        None, now,
+    )  # fmt: skip
+    # Two statements sent together (one round trip): the conversation's count, time and
+    # (first question) title move first — which also locks its row, so concurrent asks in
+    # one conversation take their seqs one after the other — then both messages, their seqs
+    # read from the moved count; a conversation that is not the owner's moves nothing and
+    # gets no message.
+    with db.pipeline():
+        moved = db.send(_MOVE_CONVERSATION, (now, default_title(question), cid, owner))
+        db.send(
+            _INSERT_EXCHANGE,
+            (asked.id, question, model, now, cid, owner,
+             answer.id, model, now, producer, cid, owner),
+        )  # fmt: skip
+    if moved.rowcount != 1:
+        raise ConversationNotFoundError(f"no conversation {cid!r}")
+    return asked, answer
 
 
 def update_message(

@@ -18,6 +18,13 @@ operations are synchronous functions run by a worker thread, so the PostgreSQL s
 (``_postgres``) uses a synchronous DB-API driver (psycopg) under the same :class:`Db`; nothing
 else in the operations is specific to one database.
 
+**Pipelines.** :meth:`Db.pipeline` sends the statements of its block together and waits once
+(psycopg's pipeline mode; a no-op for SQLite, which is in-process): statements whose results
+are read only after the block (:meth:`Db.send` hands back their cursors) cost one round trip
+to the server between them instead of one each. Run *bare* (no ``BEGIN``, ``_postgres``), the
+block is one implicit transaction of PostgreSQL's — a failing statement undoes the block —
+and SQLite's worker runs every job inside its batch's transaction.
+
 :func:`transact` runs one operation in its own transaction: the synchronous path that
 ``wenxin keys`` takes from another process. (The server's own path, many operations per
 transaction, is the store's worker.)
@@ -25,6 +32,7 @@ transaction, is the store's worker.)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, cast
@@ -124,6 +132,20 @@ class Db:
         """Execute one statement once per row of parameters (the driver's loop, not ours);
         the number of rows changed in all."""
         return self.conn.executemany(self.dialect.sql(sql), rows).rowcount
+
+    def send(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Execute one statement; its cursor, to read once the :meth:`pipeline` block (if
+        any) has ended."""
+        return self.conn.execute(self.dialect.sql(sql), params)
+
+    def pipeline(self) -> contextlib.AbstractContextManager[Any]:
+        """A block whose statements go to the server together (see the module docstring)."""
+        pipeline = getattr(self.conn, "pipeline", None)
+        return (
+            contextlib.nullcontext()
+            if pipeline is None
+            else cast(contextlib.AbstractContextManager[Any], pipeline())
+        )
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """The first row of a query, or ``None``."""

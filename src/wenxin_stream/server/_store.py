@@ -135,6 +135,9 @@ class Store(Protocol):
         self, owner: str, conversation_id: str
     ) -> ConversationRecord | None: ...
     async def get_messages(self, owner: str, conversation_id: str) -> list[MessageRecord]: ...
+    async def get_history(
+        self, owner: str, conversation_id: str
+    ) -> tuple[ConversationRecord | None, list[MessageRecord]]: ...
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool: ...
     async def set_title(self, owner: str, conversation_id: str, title: str) -> bool: ...
     async def add_message(
@@ -197,8 +200,12 @@ class OperationStore:
     """The :class:`Store` methods as operations of ``_schema``, for a subclass that runs
     them (:meth:`_call`), opens and closes (see the module docstring)."""
 
-    async def _call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
-        """Run ``op`` in one transaction off the event loop; its result."""
+    async def _call(self, op: Callable[[Db], _T], *, write: bool, bare: bool = False) -> _T:
+        """Run ``op`` in one transaction off the event loop; its result. ``bare``: ``op``
+        is one statement, or reads needing no common snapshot, so a database that commits
+        each statement on its own may run it without a transaction around it (PostgreSQL:
+        one round trip instead of three); SQLite's worker runs every job in its batch's
+        transaction regardless."""
         raise NotImplementedError
 
     async def open(self, *, migrate: bool = True) -> None:
@@ -232,26 +239,39 @@ class OperationStore:
     ) -> ConversationRecord:
         """A new, empty conversation (``title`` ``None``: named after the first question)."""
         return await self._call(
-            lambda db: _schema.create_conversation(db, owner, title, model, system), write=True
+            lambda db: _schema.create_conversation(db, owner, title, model, system),
+            write=True,
+            bare=True,
         )
 
     async def list_conversations(self, owner: str, *, limit: int = 100) -> list[ConversationRecord]:
         """``owner``'s conversations, most recently updated first (``limit`` within 1-1000)."""
         limit = max(1, min(limit, 1000))
         return await self._call(
-            lambda db: _schema.list_conversations(db, owner, limit), write=False
+            lambda db: _schema.list_conversations(db, owner, limit), write=False, bare=True
         )
 
     async def get_conversation(self, owner: str, conversation_id: str) -> ConversationRecord | None:
         """The conversation, or ``None`` if it is missing or another owner's."""
         return await self._call(
-            lambda db: _schema.get_conversation(db, owner, conversation_id), write=False
+            lambda db: _schema.get_conversation(db, owner, conversation_id),
+            write=False,
+            bare=True,
         )
 
     async def get_messages(self, owner: str, conversation_id: str) -> list[MessageRecord]:
         """The messages in order (``[]`` if the conversation is missing or not ``owner``'s)."""
         return await self._call(
             lambda db: _schema.get_messages(db, owner, conversation_id), write=False
+        )
+
+    async def get_history(
+        self, owner: str, conversation_id: str
+    ) -> tuple[ConversationRecord | None, list[MessageRecord]]:
+        """The conversation and its messages in order, in one operation (``(None, [])`` if it
+        is missing or not ``owner``'s): what an ask reads before it is sent."""
+        return await self._call(
+            lambda db: _schema.get_history(db, owner, conversation_id), write=False, bare=True
         )
 
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool:
@@ -265,7 +285,9 @@ class OperationStore:
         otherwise)."""
         now = utc_now()
         return await self._call(
-            lambda db: _schema.set_title(db, owner, conversation_id, title, now), write=True
+            lambda db: _schema.set_title(db, owner, conversation_id, title, now),
+            write=True,
+            bare=True,
         )
 
     async def add_message(
@@ -320,6 +342,9 @@ class OperationStore:
                 db, owner, conversation_id, question, model, replace, producer
             ),
             write=True,
+            # without a replace, one pipeline: atomic on its own (PostgreSQL's implicit
+            # transaction of a pipeline); a replace reads and decides, in a transaction
+            bare=replace is None,
         )
 
     async def update_message(
@@ -347,6 +372,7 @@ class OperationStore:
                 generated_chars, delivered_chars, extras, producer,
             ),
             write=True,
+            bare=True,
         )  # fmt: skip
 
     async def take_over_message(self, message_id: str, producer: str) -> bool:
@@ -357,10 +383,15 @@ class OperationStore:
         )
 
     async def checkpoint(self, checkpoints: list[Checkpoint]) -> int:
-        """Write the text so far of answers still streaming, all in one operation (one job,
-        one transaction); answers that ended meanwhile keep their final record. How many
-        rows were written."""
-        return await self._call(lambda db: _schema.checkpoint_answers(db, checkpoints), write=True)
+        """Write the text so far of answers still streaming, all in one operation (SQLite: one
+        job of a batch's transaction; PostgreSQL: one pipeline, each row committed on its
+        own); answers that ended meanwhile keep their final record. How many rows were
+        written."""
+        # bare: each row is a checkpoint of its own (one that fails is written again by the
+        # next tick), and psycopg sends the rows as one pipeline
+        return await self._call(
+            lambda db: _schema.checkpoint_answers(db, checkpoints), write=True, bare=True
+        )
 
     async def mark_streaming_as(
         self, end_reason: str, producers: Sequence[str | None] | None = None
@@ -398,7 +429,9 @@ class OperationStore:
 
     async def find_key(self, secret: str) -> KeyRecord | None:
         """The active key ``secret`` (by its SHA-256), else ``None``."""
-        return await self._call(lambda db: _keys.select_key_by_secret(db, secret), write=False)
+        return await self._call(
+            lambda db: _keys.select_key_by_secret(db, secret), write=False, bare=True
+        )
 
     async def count_active_keys(self) -> int:
         """How many keys are not revoked (none: the server runs in dev mode)."""
@@ -450,7 +483,7 @@ class SQLiteStore(OperationStore):
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
 
-    async def _call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
+    async def _call(self, op: Callable[[Db], _T], *, write: bool, bare: bool = False) -> _T:
         worker = self._worker
         if worker is None or self._closed:
             raise StoreError("the store is not open")
@@ -514,10 +547,10 @@ class PostgresStore(OperationStore):
     def __repr__(self) -> str:
         return f"PostgresStore({mask_url_password(self.url)!r})"
 
-    async def _call(self, op: Callable[[Db], _T], *, write: bool) -> _T:
+    async def _call(self, op: Callable[[Db], _T], *, write: bool, bare: bool = False) -> _T:
         if self._closed:
             raise StoreError("the store is not open")
-        return await self._runner.call(op, write=write)
+        return await self._runner.call(op, write=write, bare=bare)
 
     @property
     def stats(self) -> tuple[int, int]:

@@ -1,0 +1,264 @@
+"""Profile one `wenxin serve` under one `wenxin bench` load: where the relay's CPU goes.
+
+Starts what `bench/compare` starts for one target — the emulator (load core), and `wenxin
+serve` alone on the relay core, optionally with `--redis-url` to a private redis-server (load
+core) and `--database-url` to a private PostgreSQL (the tests' own, unpinned) — runs one
+`wenxin bench` step at a pacing and concurrency, and meanwhile records the server with
+`py-spy record` (collapsed stacks, `--idle` off) for the middle of the step. It prints, and
+writes to ``<out>/profile.json``, the server's CPU per 1,000 chunks over the step
+(`/proc/<pid>/stat`) and the top frames by inclusive and self share of the samples.
+
+    .venv/bin/python bench/profile_serve.py --route native --redis --postgres \\
+        --pacing ernie --concurrency 250 --out bench/results/profile-native-redis-pg
+
+Needs py-spy (a dev dependency: `scripts/install` puts it in `.venv`), root or ptrace rights, and two cores. The
+figures are for deciding what to change; compare's same-load rounds are for judging it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv" / "bin"
+WENXIN = VENV / "wenxin"
+PACINGS = {
+    "fast": ("ttft=0.2;interval=0.02;chunks=64;stamp=0", 64),
+    "ernie": ("ttft=0.5;interval=0.4;chunks=12;stamp=0", 12),
+}
+UPSTREAM_KEY = "bce-v3/ALTAK-bench/profile"
+
+
+def pin(cpu: int | None) -> list[str]:
+    if cpu is None or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        return []
+    return ["taskset", "-c", str(cpu)]
+
+
+def wait_for_line(path: Path, pattern: str, proc: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args!r} exited: {path.read_text()[-2000:]}")
+        match = re.search(pattern, path.read_text() if path.exists() else "")
+        if match:
+            return match.group(1)
+        time.sleep(0.05)
+    raise SystemExit(f"no {pattern!r} in {path}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid``'s main thread (the event loop) and of its other threads."""
+    out: dict[str, float] = collections.defaultdict(float)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            name = "loop" if task.name == str(pid) else "threads"
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            out[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def ended_streams(url: str) -> float:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:  # noqa: S310
+        text = response.read().decode()
+    ends = re.findall(r"^wenxin_stream_ends_total\{[^}]*\}\s+([0-9.e+]+)", text, re.M)
+    return sum(float(v) for v in ends)
+
+
+def summarise(collapsed: Path, top: int) -> dict[str, list[tuple[str, float]]]:
+    """Inclusive and self shares of the frames in py-spy's collapsed output."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        total += count
+        frames = [re.sub(r" \((.*/)?([^/]*)\)", r" (\2)", f) for f in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] += count
+        own[frames[-1]] += count
+    if not total:
+        return {"inclusive": [], "self": []}
+    return {
+        "inclusive": [(f, round(100 * n / total, 1)) for f, n in inclusive.most_common(top)],
+        "self": [(f, round(100 * n / total, 1)) for f, n in own.most_common(top)],
+        "samples": [("total", float(total))],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--route", choices=("native", "openai"), default="native")
+    parser.add_argument("--redis", action="store_true", help="--redis-url to a private Redis")
+    parser.add_argument("--postgres", action="store_true", help="--database-url (needs --redis)")
+    parser.add_argument("--pacing", choices=sorted(PACINGS), default="ernie")
+    parser.add_argument("--concurrency", type=int, default=250)
+    parser.add_argument("--duration", type=float, default=16.0)
+    parser.add_argument("--record", type=float, default=8.0, help="seconds of py-spy")
+    parser.add_argument("--no-profile", action="store_true", help="CPU figure only")
+    parser.add_argument("--native-frames", action="store_true", help="py-spy --native")
+    parser.add_argument("--src", help="run wenxin_stream from this src/ (a baseline tree)")
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from services import postgres_server, redis_server
+
+    env = {**os.environ}
+    wenxin = [str(WENXIN)]
+    if args.src:
+        env["PYTHONPATH"] = str(Path(args.src).resolve())
+        wenxin = [
+            str(VENV / "python"),
+            "-c",
+            "import sys; from wenxin_stream.cli import main; sys.exit(main())",
+        ]
+    procs: list[subprocess.Popen[bytes]] = []
+    with contextlib.ExitStack() as stack:
+
+        def start(argv: list[str], name: str, extra: dict[str, str] | None = None) -> Path:
+            logf = out / f"{name}.log"
+            proc = subprocess.Popen(  # noqa: S603
+                argv, stdout=logf.open("wb"), stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env={**env, **(extra or {})},
+            )  # fmt: skip
+            procs.append(proc)
+            return logf
+
+        stack.callback(lambda: [p.terminate() for p in procs])
+        code = "import gc, sys; gc.disable(); from wenxin_stream.cli import main; sys.exit(main())"
+        emu_log = start(
+            [*pin(1), str(VENV / "python"), "-c", code, "emulate", "--port", "0",
+             "--ttft", "0", "--interval", "0", "--v2-interval", "0"],
+            "emulator",
+        )  # fmt: skip
+        emu_port = wait_for_line(emu_log, r"listening on http://127\.0\.0\.1:(\d+)", procs[-1])
+        fleet: list[str] = []
+        if args.redis:
+            redis = stack.enter_context(redis_server())
+            fleet += ["--redis-url", redis.url]
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(redis.process.pid, {1})
+        if args.postgres:
+            fleet += ["--database-url", stack.enter_context(postgres_server()).url]
+        data = out / "serve-data"
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True)
+        keys = subprocess.run(  # noqa: S603
+            [*wenxin, "keys", "create", "--data-dir", str(data), "--name", "profile",
+             "--rpm", "10000000", "--tpm", "2000000000", "--max-streams", "100000",
+             *(fleet[-2:] if args.postgres else [])],
+            capture_output=True, text=True, check=True, env=env,
+        )  # fmt: skip
+        key = keys.stdout.strip().splitlines()[-1]
+        config = data / "serve.toml"
+        config.write_text(
+            '[server]\nhost = "127.0.0.1"\nport = 0\n'
+            f'data-dir = "{data}"\nupstream-api = "v2"\n'
+            f'upstream-v2-base-url = "http://127.0.0.1:{emu_port}"\n'
+            "upstream-max-connections = 10000\ndefault-rpm = 10000000\n"
+            "default-tpm = 10000000000\ndefault-max-streams = 100000\n"
+        )
+        serve_log = start(
+            [*pin(0), *wenxin, "serve", "--config", str(config), *fleet],
+            "serve",
+            {"WENXIN_UPSTREAM_BEARER_TOKEN": UPSTREAM_KEY, "WENXIN_MAX_CONNECTIONS": "0",
+             "WENXIN_MAX_CONNECTIONS_PER_IP": "0"},
+        )  # fmt: skip
+        serve = procs[-1]
+        port = wait_for_line(serve_log, r"on http://127\.0\.0\.1:(\d+)", serve)
+        url = f"http://127.0.0.1:{port}"
+        pacing, chunks = PACINGS[args.pacing]
+        bench = [
+            *pin(1), str(WENXIN), "bench", "--target", args.route, "--url", url,
+            "--model", "ernie-4.0-8k", "--quiet", "--out", str(out / "bench"),
+            "--pacing", pacing, "--concurrency", str(args.concurrency),
+            "--duration", f"{args.duration:g}", "--ramp", "2", "--warmup", "2",
+            "--drain", "15", "--time-limit", f"{args.duration + 60:g}",
+            "--api-key", key, "--pid", str(serve.pid), "--label", "wenxin serve",
+        ]  # fmt: skip
+        time.sleep(1.0)
+        cpu0, ends0, wall0 = cpu_seconds(serve.pid), ended_streams(url), time.monotonic()
+        threads0 = thread_cpu(serve.pid)
+        load = subprocess.Popen(bench, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+        collapsed = out / "collapsed.txt"
+        if not args.no_profile:
+            time.sleep(min(4.0, args.duration / 4))
+            spy = [str(VENV / "py-spy"), "record", "--pid", str(serve.pid), "--format", "raw",
+                   "--duration", f"{args.record:g}", "--rate", "250", "--output", str(collapsed),
+                   "--nonblocking"]  # fmt: skip
+            if args.native_frames:
+                spy.append("--native")
+            subprocess.run(spy, check=False, capture_output=True)  # noqa: S603
+        _, err = load.communicate()
+        cpu1, ends1, wall1 = cpu_seconds(serve.pid), ended_streams(url), time.monotonic()
+        threads1 = thread_cpu(serve.pid)
+        result_file = out / "bench" / "result.json"
+        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+        streams = ends1 - ends0
+        doc: dict[str, object] = {
+            "route": args.route,
+            "redis": args.redis,
+            "postgres": args.postgres,
+            "pacing": args.pacing,
+            "concurrency": args.concurrency,
+            "src": args.src,
+            "load_average": os.getloadavg(),
+            "server_cpu_s": round(cpu1 - cpu0, 3),
+            "wall_s": round(wall1 - wall0, 1),
+            "streams_ended": streams,
+            "cpu_ms_per_1k_chunks": round(1e6 * (cpu1 - cpu0) / (streams * chunks), 1)
+            if streams
+            else None,
+            "cpu_ms_per_answer": round(1e3 * (cpu1 - cpu0) / streams, 3) if streams else None,
+            "threads_cpu_s": {
+                name: round(threads1[name] - threads0.get(name, 0.0), 3)
+                for name in sorted(threads1)
+                if threads1[name] - threads0.get(name, 0.0) > 0
+            },
+            "ttft_ms": {
+                k: result.get("result", {}).get("ttft_ms", {}).get(k) for k in ("p50", "p99")
+            },
+            "lateness_ms": {
+                k: result.get("result", {}).get("lateness_ms", {}).get(k) for k in ("p50", "p99")
+            },
+            "bench_stderr": err.decode(errors="replace")[-500:],
+        }
+        for proc in reversed(procs):  # the server first, before its Redis and PostgreSQL
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        if collapsed.exists():
+            doc["profile"] = summarise(collapsed, args.top)
+        (out / "profile.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
+        print(json.dumps({k: v for k, v in doc.items() if k != "profile"}, indent=1))
+        for kind in ("inclusive", "self"):
+            print(f"-- {kind}")
+            for frame, share in doc.get("profile", {}).get(kind, []):  # type: ignore[union-attr]
+                print(f"{share:6.1f} %  {frame}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
