@@ -189,6 +189,52 @@ class _Stop(Exception):
 class Generation:
     """One answer being generated; fans out through its log. Created by :meth:`Relay.start`."""
 
+    # Slotted: one per open stream and per answer in its resume window, ~40 attributes (an
+    # instance dict cost ~1.6 KB of them; bench/memory.py).
+    __slots__ = (
+        "_begun",
+        "_calls",
+        "_cancel_reason",
+        "_early",
+        "_final",
+        "_finalizing",
+        "_grace_timer",
+        "_upstream",
+        "_waiters",
+        "_woken",
+        "claimed",
+        "delivered_chars",
+        "done",
+        "end_data",
+        "end_reason",
+        "ended_at",
+        "entries",
+        "failure",
+        "finish_reason",
+        "first_sent_at",
+        "first_text_at",
+        "generated_chars",
+        "grace",
+        "last_text_at",
+        "loop",
+        "model",
+        "on_end",
+        "owner",
+        "reasoning_chars",
+        "received_at",
+        "relay",
+        "sealed",
+        "search_results",
+        "sse_id",
+        "start_data",
+        "stream_id",
+        "subscribers",
+        "task",
+        "tool_calls",
+        "upstream_at",
+        "usage",
+    )
+
     def __init__(
         self,
         relay: Relay,
@@ -231,7 +277,9 @@ class Generation:
         self.end_data: dict[str, Any] = {}
         self.start_data: dict[str, Any] = {}
         self.done = self.loop.create_future()
-        self._upstream = upstream
+        self._upstream: AsyncChatStream | None = upstream
+        """The SDK stream (and through it the upstream connection's parser and buffers):
+        dropped at the end, as the answer's resume window needs only the log."""
         self.reasoning_chars = 0
         self.search_results: list[dict[str, Any]] | None = None
         """The web-search sources of the answer (sent once), or ``None``."""
@@ -474,6 +522,16 @@ class Generation:
             entry.size = len(text)
             self.entries.append(entry)
 
+    def shrink_log(self) -> None:
+        """The answer is ending and nobody reads it: from now on its log serves only resumes
+        (and the event log's last write), so each entry keeps its text as one string and
+        drops its encoded JSON and SSE frame, made again if a resume asks. Called at the end
+        when no subscriber is attached, else when the last one leaves (``Relay.detach``)."""
+        for entry in self.entries:
+            entry._json = entry._sse = None
+            if len(entry.parts) > 1:
+                entry.parts = ["".join(entry.parts)]
+
     def log_records(self, start: int) -> list[Record]:
         """The entries from seq ``start`` on for the event log in Redis, sealed (the last
         delta takes no more text: later text makes a new entry)."""
@@ -487,6 +545,7 @@ class Generation:
 
     async def _run(self) -> None:
         reason: str | None = None
+        assert self._upstream is not None
         try:
             async with self._upstream as stream:
                 async for event in stream:
@@ -561,6 +620,7 @@ class Generation:
 
     async def _finalize(self, reason: str) -> None:
         self._finalizing = True
+        self._upstream = None  # closed (or never opened): nothing of it is needed any more
         self.stop_grace()
         begun = await self._begun
         for _ in range(2):  # let connected readers claim what they were woken for
@@ -597,6 +657,8 @@ class Generation:
                 Entry(len(self.entries), _END, data=data, end_offset=self.generated_chars)
             )
             self._notify()
+            if not self.subscribers:
+                self.shrink_log()
         relay.metrics.stream_ended(reason)
         relay.metrics.observe_duration("upstream", now - self.upstream_at)
         relay.metrics.observe_duration("total", now - self.received_at)
@@ -635,16 +697,27 @@ def usage_dict(usage: Usage | None) -> dict[str, int] | None:
 class Subscription:
     """A reader of one generation's log, from ``cursor`` on. Close it when leaving."""
 
-    __slots__ = ("closed", "cursor", "gen")
+    __slots__ = ("closed", "cursor", "gen", "sent")
 
     def __init__(self, gen: Generation, cursor: int) -> None:
         self.gen = gen
         self.cursor = cursor
+        self.sent = cursor  # where the batch handed out last began
         self.closed = False
 
     async def next_batch(self) -> list[Entry]:
-        """Every entry after the cursor (waiting for at least one); they are claimed."""
+        """Every entry after the cursor (waiting for at least one); they are claimed.
+
+        Asking for the next batch means the last one was sent: when this is the answer's
+        only reader, the last batch's encoded frames are dropped (a later reader, a resume,
+        encodes them again), so an open stream holds its text, not three copies of it."""
         gen = self.gen
+        if gen.subscribers == 1:
+            entries = gen.entries
+            for index in range(self.sent, self.cursor):
+                entry = entries[index]
+                entry._json = entry._sse = None
+        self.sent = self.cursor
         if self.cursor >= len(gen.entries):
             await gen.wait_beyond(self.cursor)
         batch = gen.entries[self.cursor :]
@@ -737,6 +810,8 @@ class Relay:
         sub.closed = True
         gen = sub.gen
         gen.subscribers -= 1
+        if gen.subscribers == 0 and gen.end_reason is not None:
+            gen.shrink_log()  # its last reader has left an ended answer: resumes only
         if gone and gen.subscribers == 0 and gen.end_reason is None and not gen.ending:
             gen.start_grace(self._grace_expired)
 
