@@ -93,6 +93,10 @@ class Sample:
     upstream_sockets: int = 0
     client_lag_ms: float = 0.0
     phase: str = "load"
+    gc_s: float = 0.0
+    """The server's full collections so far, seconds (``wenxin_gc_pause_seconds``)."""
+    trim_s: float = 0.0
+    """The server's C heap trims so far, seconds (``wenxin_heap_trim_seconds``)."""
 
 
 @dataclass
@@ -386,6 +390,8 @@ async def sample(
         store_mb=round(_store_mb(data_dir), 2),
         streams_done=done,
         upstream_sockets=upstream_sockets(pid, UPSTREAM_PORT),
+        gc_s=round(_metric(text, "wenxin_gc_pause_seconds"), 4),
+        trim_s=round(_metric(text, "wenxin_heap_trim_seconds"), 4),
     )
 
 
@@ -491,14 +497,15 @@ def summary(result: dict[str, Any]) -> str:
         f"{'met' if c['task_growth']['met'] else 'MISSED'}",
         "",
         "| minute | RSS MB | fds | upstream sockets | tasks | in flight | store MB | done "
-        "| client lag ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| client lag ms | gc s | trim s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in result["samples"]:
         lines.append(
             f"| {s['minute']} {'' if s['phase'] == 'load' else s['phase']} | {s['rss_mb']} | "
             f"{s['fds']} | {s['upstream_sockets']} | {s['tasks']:g} | {s['in_flight']:g} | "
-            f"{s['store_mb']} | {s['streams_done']} | {s['client_lag_ms']} |"
+            f"{s['store_mb']} | {s['streams_done']} | {s['client_lag_ms']} | "
+            f"{s.get('gc_s', 0):g} | {s.get('trim_s', 0):g} |"
         )
     lines += ["", "| outcome | count |", "|---|---|"]
     lines += [f"| {k} | {n} |" for k, n in sorted(result["tally"].items())]
