@@ -276,6 +276,8 @@ def _start(args: list[str], log: Path, pattern: str, cpu: str | None) -> tuple[A
 
 
 UPSTREAM = [""]
+CPU: dict[str, float] = {}
+"""The server's CPU seconds (user + system) when each probe was asked for."""
 SOURCE = [""]
 
 
@@ -288,7 +290,14 @@ def _stop(proc: Any) -> None:
         proc.wait(10)
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _probe_server(pid: int, work: Path, label: str) -> dict[str, Any]:
+    CPU[label] = _cpu_seconds(pid)  # before the probe's own work
     (work / "label").write_text(label)
     target = work / f"probe-{label}.json"
     target.unlink(missing_ok=True)
@@ -447,6 +456,10 @@ async def run(args: argparse.Namespace, url: str, pid: int, work: Path) -> dict[
         "errors": clients.errors[:20],
         "error_count": len(clients.errors),
         "finished_probe_seconds_after_end": round(probe_age, 2),
+        "cpu_seconds": dict(CPU),
+        # the streams' whole life: starts, 20 chunks each, ends (the open probe's own CPU,
+        # ~0.1 s, is inside)
+        "cpu_ms_per_stream": round((CPU["finished"] - CPU["idle"]) / args.streams * 1e3, 3),
     }
 
 
@@ -495,6 +508,7 @@ def summarise(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"{args.resume_grace} s; {result['streams_with_text']} had text at the open probe "
         f"({result['in_flight_at_open']:g} in flight), {result['streams_ended']} ended, "
         f"{result['error_count']} errors",
+        f"- server CPU per stream (idle → finished probe): {result['cpu_ms_per_stream']} ms",
         f"- per open stream: **{(rss('open') - rss('idle')) / n / 1024:.1f} KiB** RSS "
         f"({(rss('open') - rss('idle')) / n / 1000:.1f} KB)",
         f"- per finished answer in its resume window: "

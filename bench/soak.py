@@ -573,6 +573,13 @@ def main() -> int:
         "--serve-arg", action="append", default=[], help="one more flag for wenxin serve"
     )
     parser.add_argument(
+        "--serve-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="one more environment variable for wenxin serve only (e.g. PYTHONMALLOC=malloc)",
+    )
+    parser.add_argument(
         "--linger",
         type=float,
         default=0.0,
@@ -597,7 +604,10 @@ def main() -> int:
     global UPSTREAM_PORT
     UPSTREAM_PORT = int(emu_url.rsplit(":", 1)[1])
     try:
-        serve, url = _start_serve(work, data_dir, args.server_cpu or None, emu_url, args.serve_arg)
+        serve_env = dict(item.split("=", 1) for item in args.serve_env)
+        serve, url = _start_serve(
+            work, data_dir, args.server_cpu or None, emu_url, args.serve_arg, serve_env
+        )
     except BaseException:
         _stop(emulate)
         raise
@@ -634,13 +644,19 @@ SERVE_ARGS = ("--max-connections-per-ip", "0", "--max-connections", "0")
 
 
 def _start_serve(
-    work: Path, data_dir: Path, cpu: str | None, upstream: str, extra: list[str]
+    work: Path,
+    data_dir: Path,
+    cpu: str | None,
+    upstream: str,
+    extra: list[str],
+    serve_env: dict[str, str],
 ) -> tuple[Any, str]:
     env = {
         "WENXIN_UPSTREAM_API": "v2",
         "WENXIN_UPSTREAM_V2_BASE_URL": upstream,
         "WENXIN_UPSTREAM_BEARER_TOKEN": "bce-v3/ALTAK-soak/x",
         "WENXIN_UPSTREAM_EMULATED": "true",
+        **serve_env,
     }
     return _start(
         [
