@@ -11,8 +11,9 @@ writes to ``<out>/profile.json``, the server's CPU per 1,000 chunks over the ste
     .venv/bin/python bench/profile_serve.py --route native --redis --postgres \\
         --pacing ernie --concurrency 250 --out bench/results/profile-native-redis-pg
 
-Needs py-spy (a dev dependency: `scripts/install` puts it in `.venv`), root or ptrace rights, and two cores. The
-figures are for deciding what to change; compare's same-load rounds are for judging it.
+Needs py-spy (a dev dependency: `scripts/install` puts it in `.venv`), root or ptrace
+rights, and two cores. The figures are for deciding what to change; compare's same-load
+rounds are for judging it.
 """
 
 from __future__ import annotations

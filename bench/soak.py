@@ -93,6 +93,10 @@ class Sample:
     upstream_sockets: int = 0
     client_lag_ms: float = 0.0
     phase: str = "load"
+    gc_s: float = 0.0
+    """The server's full collections so far, seconds (``wenxin_gc_pause_seconds``)."""
+    trim_s: float = 0.0
+    """The server's C heap trims so far, seconds (``wenxin_heap_trim_seconds``)."""
 
 
 @dataclass
@@ -386,10 +390,21 @@ async def sample(
         store_mb=round(_store_mb(data_dir), 2),
         streams_done=done,
         upstream_sockets=upstream_sockets(pid, UPSTREAM_PORT),
+        gc_s=round(_metric(text, "wenxin_gc_pause_seconds"), 4),
+        trim_s=round(_metric(text, "wenxin_heap_trim_seconds"), 4),
     )
 
 
 # -- the run -----------------------------------------------------------------------------------
+
+
+def _settled(load: list[Sample]) -> Sample | None:
+    """The first sample from which every later one under load stays within 5 % of its RSS
+    (``None``: none does, or only the last)."""
+    for i, s in enumerate(load[:-1]):
+        if max(x.rss_mb for x in load[i:]) < s.rss_mb * 1.05:
+            return s
+    return None
 
 
 def check(samples: list[Sample], baseline: Sample, warmup: float, tally: Tally) -> dict[str, Any]:
@@ -401,10 +416,20 @@ def check(samples: list[Sample], baseline: Sample, warmup: float, tally: Tally) 
     rss_growth = (
         max(s.rss_mb for s in load if s.minute >= warm.minute) - warm.rss_mb
     ) / warm.rss_mb
+    in_flight = sorted(s.in_flight for s in load)
+    median_in_flight = in_flight[len(in_flight) // 2]
+    settled = _settled(load)
     out: dict[str, Any] = {
         "rss_growth_after_warmup": {
             "from_minute": warm.minute,
             "from_mb": warm.rss_mb,
+            # not part of the verdict: whether the warm-up sample fell in a dip of the load
+            # (the heap then still grows to its working size), and from which sample on RSS
+            # stayed within 5 % of its value there
+            "in_flight_at_warm": warm.in_flight,
+            "median_in_flight": median_in_flight,
+            "settled_from_minute": settled.minute if settled else None,
+            "settled_mb": settled.rss_mb if settled else None,
             "peak_mb_after": max(s.rss_mb for s in load if s.minute >= warm.minute),
             "last_mb": last.rss_mb,
             "growth": round(rss_growth, 4),
@@ -481,7 +506,12 @@ def summary(result: dict[str, Any]) -> str:
         f"{c['rss_growth_after_warmup']['from_minute']} → peak "
         f"{c['rss_growth_after_warmup']['peak_mb_after']} MB "
         f"({c['rss_growth_after_warmup']['growth']:+.1%}) — "
-        f"{'met' if c['rss_growth_after_warmup']['met'] else 'MISSED'}",
+        f"{'met' if c['rss_growth_after_warmup']['met'] else 'MISSED'}; "
+        f"{c['rss_growth_after_warmup'].get('in_flight_at_warm', float('nan')):g} streams in "
+        f"flight then (median under load "
+        f"{c['rss_growth_after_warmup'].get('median_in_flight', float('nan')):g}); within 5 % "
+        f"from minute {c['rss_growth_after_warmup'].get('settled_from_minute')} on "
+        f"({c['rss_growth_after_warmup'].get('settled_mb')} MB)",
         f"- fds: idle {c['fd_growth']['idle_before']}, warm {c['fd_growth']['warm']}, last "
         f"{c['fd_growth']['last']}, idle after {c['fd_growth']['idle_after']} (of which "
         f"{c['fd_growth']['upstream_pool_after']} the upstream pool's kept-alive sockets) — "
@@ -491,14 +521,15 @@ def summary(result: dict[str, Any]) -> str:
         f"{'met' if c['task_growth']['met'] else 'MISSED'}",
         "",
         "| minute | RSS MB | fds | upstream sockets | tasks | in flight | store MB | done "
-        "| client lag ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| client lag ms | gc s | trim s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in result["samples"]:
         lines.append(
             f"| {s['minute']} {'' if s['phase'] == 'load' else s['phase']} | {s['rss_mb']} | "
             f"{s['fds']} | {s['upstream_sockets']} | {s['tasks']:g} | {s['in_flight']:g} | "
-            f"{s['store_mb']} | {s['streams_done']} | {s['client_lag_ms']} |"
+            f"{s['store_mb']} | {s['streams_done']} | {s['client_lag_ms']} | "
+            f"{s.get('gc_s', 0):g} | {s.get('trim_s', 0):g} |"
         )
     lines += ["", "| outcome | count |", "|---|---|"]
     lines += [f"| {k} | {n} |" for k, n in sorted(result["tally"].items())]
@@ -566,6 +597,13 @@ def main() -> int:
         "--serve-arg", action="append", default=[], help="one more flag for wenxin serve"
     )
     parser.add_argument(
+        "--serve-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="one more environment variable for wenxin serve only (e.g. PYTHONMALLOC=malloc)",
+    )
+    parser.add_argument(
         "--linger",
         type=float,
         default=0.0,
@@ -573,7 +611,14 @@ def main() -> int:
     )
     parser.add_argument("--server-cpu", default="0", help="taskset CPU list ('' = not pinned)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="recompute the check, summary and plot of a finished run from its soak.json",
+    )
     args = parser.parse_args()
+    if args.report is not None:
+        return report(args.report)
     raise_fd_limit()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out / f"soak-{stamp}"
@@ -590,7 +635,10 @@ def main() -> int:
     global UPSTREAM_PORT
     UPSTREAM_PORT = int(emu_url.rsplit(":", 1)[1])
     try:
-        serve, url = _start_serve(work, data_dir, args.server_cpu or None, emu_url, args.serve_arg)
+        serve_env = dict(item.split("=", 1) for item in args.serve_env)
+        serve, url = _start_serve(
+            work, data_dir, args.server_cpu or None, emu_url, args.serve_arg, serve_env
+        )
     except BaseException:
         _stop(emulate)
         raise
@@ -622,18 +670,43 @@ def main() -> int:
     return 0 if result["check"]["all_met"] else 1
 
 
+def report(out: Path) -> int:
+    """The check, ``summary.md`` and ``soak.svg`` of the run in ``out`` again, from its
+    ``soak.json`` (after a change to :func:`check`; every figure is the run's own)."""
+    result = json.loads((out / "soak.json").read_text())
+    samples = [Sample(**s) for s in result["samples"]]
+    tally = Tally(counts=Counter(result["tally"]), examples=result["unexpected_examples"])
+    warmup = float(result["config"]["warmup"])
+    result["check"] = check(samples, samples[0], warmup, tally)
+    (out / "soak.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    cfg = result["config"]
+    title = (
+        f"wenxin serve soak: {cfg['streams']} ERNIE-paced clients, {float(cfg['minutes']):g} min"
+    )
+    (out / "soak.svg").write_text(plot(samples, warmup, title))
+    (out / "summary.md").write_text(summary(result))
+    print(summary(result))
+    return 0 if result["check"]["all_met"] else 1
+
+
 SERVE_ARGS = ("--max-connections-per-ip", "0", "--max-connections", "0")
 """Every client is on 127.0.0.1: the per-address cap (1,000) would refuse the crowd."""
 
 
 def _start_serve(
-    work: Path, data_dir: Path, cpu: str | None, upstream: str, extra: list[str]
+    work: Path,
+    data_dir: Path,
+    cpu: str | None,
+    upstream: str,
+    extra: list[str],
+    serve_env: dict[str, str],
 ) -> tuple[Any, str]:
     env = {
         "WENXIN_UPSTREAM_API": "v2",
         "WENXIN_UPSTREAM_V2_BASE_URL": upstream,
         "WENXIN_UPSTREAM_BEARER_TOKEN": "bce-v3/ALTAK-soak/x",
         "WENXIN_UPSTREAM_EMULATED": "true",
+        **serve_env,
     }
     return _start(
         [

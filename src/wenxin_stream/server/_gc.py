@@ -20,6 +20,16 @@ is counted in ``wenxin_gc_collections_total`` and its pause added to ``wenxin_gc
 counters of this process; with several worker processes (multiprocess metrics) ``/metrics``
 shows their sum over the workers, every worker having its own collector.
 
+**Giving memory back.** What a peak of streams freed stays in the process unless the
+allocators return it: glibc keeps freed chunks in its heaps (they are reused, not returned),
+and pymalloc frees a 1 MiB arena only once every object in it is gone. So at each check,
+busy or not, :func:`trim_heap` asks glibc to return its free pages (``malloc_trim(0)``: the
+free chunks anywhere in the heaps, not only at the top; a few ms, counted in
+``wenxin_heap_trims_total`` and ``wenxin_heap_trim_seconds``). Measured by
+``bench/memory.py`` (``bench/MEMORY.md``): what remains after a peak is pymalloc's arenas,
+each held by a few objects that outlive the peak (the rate-limit windows of the last minute,
+loop and pool bookkeeping). Elsewhere than glibc (musl, macOS) trimming is skipped.
+
 With ``wenxin serve --debug`` each full collection also logs what it found, counted by type
 and by the code of the frames among it: the way to find where cyclic garbage comes from
 (``bench/soak.py --serve-arg=--debug --linger 35``). It keeps the garbage alive for the
@@ -29,6 +39,8 @@ count (``gc.DEBUG_SAVEALL``), so it is a diagnosis, not a way to serve.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import logging
 from collections import Counter as Counter_
@@ -38,7 +50,7 @@ from types import FrameType
 
 from ._metrics import Counter, Metrics
 
-__all__ = ["CHECK_INTERVAL", "MAX_INTERVAL", "QUIET_STREAMS", "Collector"]
+__all__ = ["CHECK_INTERVAL", "MAX_INTERVAL", "QUIET_STREAMS", "Collector", "trim_heap"]
 
 CHECK_INTERVAL = 30.0
 """Seconds between checks whether a full collection may run now."""
@@ -50,6 +62,31 @@ MAX_INTERVAL = 600.0
 """Seconds after which a full collection runs however busy the server is."""
 
 logger = logging.getLogger("wenxin_stream.server")
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or ``None`` where the C library has none."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def trim_heap() -> bool | None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim(0)``): whether
+    any were returned, ``None`` where the C library cannot."""
+    if _MALLOC_TRIM is None:
+        return None
+    return bool(_MALLOC_TRIM(0))
 
 
 class Collector:
@@ -64,8 +101,11 @@ class Collector:
         quiet_streams: int = QUIET_STREAMS,
         max_interval: float = MAX_INTERVAL,
         describe: bool = False,
+        trim: bool = True,
     ) -> None:
         self.open_streams = open_streams
+        self.trim = trim and _MALLOC_TRIM is not None
+        """Return the C heap's free pages at each check (:func:`trim_heap`)."""
         self.describe = describe
         """Log what each collection found, by type (``wenxin serve --debug``): where cyclic
         garbage comes from."""
@@ -78,10 +118,13 @@ class Collector:
         self.pause = Counter(
             "wenxin_gc_pause_seconds", "Seconds the server spent in full garbage collections."
         )
-        self.collections.labels()  # shown as 0 before the first collection
-        self.pause.labels()
-        metrics.register(self.collections)
-        metrics.register(self.pause)
+        self.trims = Counter("wenxin_heap_trims_total", "Times the server trimmed its C heap.")
+        self.trim_seconds = Counter(
+            "wenxin_heap_trim_seconds", "Seconds the server spent trimming its C heap."
+        )
+        for counter in (self.collections, self.pause, self.trims, self.trim_seconds):
+            counter.labels()  # shown as 0 before the first collection
+            metrics.register(counter)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last = 0.0
@@ -110,7 +153,16 @@ class Collector:
         if self.open_streams() <= self.quiet_streams or now - self._last >= self.max_interval:
             self.collect()
             self._last = self._loop.time()
+        if self.trim:
+            self.trim_heap()
         self._timer = self._loop.call_later(self.check_interval, self._check)
+
+    def trim_heap(self) -> None:
+        """Return the C heap's free pages now (see the module docstring), counted."""
+        started = perf_counter()
+        trim_heap()
+        self.trims.inc()
+        self.trim_seconds.inc(perf_counter() - started)
 
     def collect(self) -> int:
         """Run one full collection now; the number of unreachable objects it found."""

@@ -75,6 +75,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import Enum
 from json.encoder import encode_basestring
 from time import perf_counter
@@ -218,8 +219,81 @@ class _Stop(Exception):
     """The answer passed ``max_answer_chars``."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Spent:
+    """What an answer's records need of its upstream stream once that is let go."""
+
+    requests: list[UpstreamRequest] | None
+    ledger: list[tuple[str, AttemptUsage]]
+    channels: list[str]
+
+    @staticmethod
+    def ledger_of(upstream: AsyncChatStream | FailoverStream) -> list[tuple[str, AttemptUsage]]:
+        """Each upstream request's cost and channel (``default`` without channels)."""
+        if isinstance(upstream, FailoverStream):
+            return upstream.usage_ledger
+        return [(DEFAULT_CHANNEL, attempt) for attempt in upstream.attempt_usages]
+
+    @classmethod
+    def of(cls, upstream: AsyncChatStream | FailoverStream) -> _Spent:
+        if isinstance(upstream, FailoverStream):
+            return cls(list(upstream.requests), upstream.usage_ledger, upstream.channels)
+        return cls(None, cls.ledger_of(upstream), [])
+
+
 class Generation:
     """One answer being generated; fans out through its log. Created by :meth:`Relay.start`."""
+
+    # Slotted: one per open stream and per answer in its resume window, ~40 attributes (an
+    # instance dict cost ~1.6 KB of them; bench/memory.py).
+    __slots__ = (
+        "_begun",
+        "_calls",
+        "_cancel_reason",
+        "_early",
+        "_ended",
+        "_final",
+        "_finalizing",
+        "_grace_timer",
+        "_upstream",
+        "_waiters",
+        "_woken",
+        "claimed",
+        "delivered_chars",
+        "done",
+        "durable",
+        "end_data",
+        "end_reason",
+        "ended_at",
+        "entries",
+        "failure",
+        "finish_reason",
+        "first_sent_at",
+        "first_text_at",
+        "generated_chars",
+        "grace",
+        "last_text_at",
+        "loop",
+        "lost",
+        "model",
+        "on_end",
+        "owner",
+        "reasoning_chars",
+        "received_at",
+        "relay",
+        "request",
+        "sealed",
+        "search_results",
+        "sse_id",
+        "start_data",
+        "stream_id",
+        "subscribers",
+        "task",
+        "token",
+        "tool_calls",
+        "upstream_at",
+        "usage",
+    )
 
     def __init__(
         self,
@@ -275,7 +349,12 @@ class Generation:
         self.end_data: dict[str, Any] = {}
         self.start_data: dict[str, Any] = {}
         self.done = self.loop.create_future()
-        self._upstream = upstream
+        self._upstream: AsyncChatStream | FailoverStream | None = upstream
+        """The SDK stream (and through it the upstream connection's parser and buffers):
+        dropped at the end, as the answer's resume window needs only the log."""
+        self._ended: _Spent | None = None
+        """What the answer's records need of the upstream once it is dropped: its requests
+        (with channels), what each cost, the channels that served it."""
         self.reasoning_chars = 0
         self.search_results: list[dict[str, Any]] | None = None
         """The web-search sources of the answer (sent once), or ``None``."""
@@ -405,6 +484,8 @@ class Generation:
         upstream = self._upstream
         if isinstance(upstream, FailoverStream):
             return upstream.requests
+        if self._ended is not None and self._ended.requests is not None:
+            return self._ended.requests
         reason, failure = self.end_reason, self.failure
         outcome = None
         if reason in FINISHED_REASONS:
@@ -431,7 +512,9 @@ class Generation:
         """The channels that served (part of) the answer, in order (empty without
         configured channels)."""
         upstream = self._upstream
-        return upstream.channels if isinstance(upstream, FailoverStream) else []
+        if isinstance(upstream, FailoverStream):
+            return upstream.channels
+        return self._ended.channels if self._ended is not None else []
 
     @property
     def reasoning(self) -> str:
@@ -613,6 +696,16 @@ class Generation:
             entry.size = len(text)
             self.entries.append(entry)
 
+    def shrink_log(self) -> None:
+        """The answer is ending and nobody reads it: from now on its log serves only resumes
+        (and the event log's last write), so each entry keeps its text as one string and
+        drops its encoded JSON and SSE frame, made again if a resume asks. Called at the end
+        when no subscriber is attached, else when the last one leaves (``Relay.detach``)."""
+        for entry in self.entries:
+            entry._json = entry._sse = None
+            if len(entry.parts) > 1:
+                entry.parts = ["".join(entry.parts)]
+
     def log_records(self, start: int) -> list[Record]:
         """The entries from seq ``start`` on for the event log in Redis, sealed (the last
         delta takes no more text: later text makes a new entry)."""
@@ -626,6 +719,7 @@ class Generation:
 
     async def _run(self) -> None:
         reason: str | None = None
+        assert self._upstream is not None
         try:
             async with self._upstream as stream:
                 async for event in stream:
@@ -700,6 +794,9 @@ class Generation:
 
     async def _finalize(self, reason: str) -> None:
         self._finalizing = True
+        upstream, self._upstream = self._upstream, None  # closed (or never opened)
+        if upstream is not None:  # what the records need of it; the rest is let go
+            self._ended = _Spent.of(upstream)
         self.stop_grace()
         begun = await self._begun
         for _ in range(2):  # let connected readers claim what they were woken for
@@ -737,6 +834,8 @@ class Generation:
                 Entry(len(self.entries), _END, data=data, end_offset=self.generated_chars)
             )
             self._notify()
+            if not self.subscribers:
+                self.shrink_log()
         relay.metrics.stream_ended(reason)
         relay.metrics.observe_duration("upstream", now - self.upstream_at)
         relay.metrics.observe_duration("total", now - self.received_at)
@@ -753,9 +852,9 @@ class Generation:
         ledger: one entry per request that generated something; complete once the answer has
         ended). Without configured channels every request is the implicit ``default``'s."""
         upstream = self._upstream
-        if isinstance(upstream, FailoverStream):
-            return upstream.usage_ledger
-        return [(DEFAULT_CHANNEL, attempt) for attempt in upstream.attempt_usages]
+        if upstream is None:
+            return self._ended.ledger if self._ended is not None else []
+        return _Spent.ledger_of(upstream)
 
     @property
     def total_ms(self) -> float | None:
@@ -785,18 +884,29 @@ def usage_dict(usage: Usage | None) -> dict[str, int] | None:
 class Subscription:
     """A reader of one generation's log, from ``cursor`` on. Close it when leaving."""
 
-    __slots__ = ("closed", "cursor", "gen")
+    __slots__ = ("closed", "cursor", "gen", "sent")
 
     def __init__(self, gen: Generation, cursor: int) -> None:
         self.gen = gen
         self.cursor = cursor
+        self.sent = cursor  # where the batch handed out last began
         self.closed = False
 
     async def next_batch(self) -> list[Entry]:
         """Every entry after the cursor that a client may read (waiting for at least one);
         they are claimed. Empty: the answer was taken over by another process, and this
-        client is cut (no ``end``; it may resume from the log)."""
+        client is cut (no ``end``; it may resume from the log).
+
+        Asking for the next batch means the last one was sent: when this is the answer's
+        only reader, the last batch's encoded frames are dropped (a later reader, a resume,
+        encodes them again), so an open stream holds its text, not three copies of it."""
         gen = self.gen
+        if gen.subscribers == 1:
+            entries = gen.entries
+            for index in range(self.sent, self.cursor):
+                entry = entries[index]
+                entry._json = entry._sse = None
+        self.sent = self.cursor
         visible = gen.visible
         if self.cursor >= visible:
             await gen.wait_beyond(self.cursor)
@@ -959,6 +1069,8 @@ class Relay:
         sub.closed = True
         gen = sub.gen
         gen.subscribers -= 1
+        if gen.subscribers == 0 and gen.end_reason is not None:
+            gen.shrink_log()  # its last reader has left an ended answer: resumes only
         if gone and gen.subscribers == 0 and gen.end_reason is None and not gen.ending:
             gen.start_grace(self._grace_expired)
 

@@ -1,0 +1,156 @@
+"""What a finished answer keeps while it waits in its resume window (server/_relay.py), and what
+the server gives back after a peak (server/_gc.py). Object counts and sizes, never timings:
+``bench/memory.py`` measures the bytes (``bench/MEMORY.md``)."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import os
+import sys
+import weakref
+from pathlib import Path
+
+import pytest
+from server_helpers import paced, running
+from test_serve_relay import FakeUpstream, _ended, _relay, _start
+
+from wenxin_stream import TextDelta
+from wenxin_stream.bench._system import read_rss_bytes
+from wenxin_stream.emulator import ServerHandle
+from wenxin_stream.server._gc import Collector, trim_heap
+from wenxin_stream.server._metrics import Metrics
+from wenxin_stream.server._relay import Entry, EntryKind, Generation
+
+
+def _log_bytes(entries: list[Entry]) -> int:
+    total = 0
+    for e in entries:
+        total += sys.getsizeof(e) + sys.getsizeof(e.parts) + sum(map(sys.getsizeof, e.parts))
+        total += sum(sys.getsizeof(b) for b in (e._json, e._sse) if b is not None)
+    return total
+
+
+async def test_a_finished_answer_lets_go_of_its_upstream() -> None:
+    """The SDK stream (with the upstream connection's parser and buffers behind it) is not
+    kept for the resume window: only the log is."""
+    relay = _relay(grace=30.0)
+    upstream = FakeUpstream([TextDelta("长城"), TextDelta("很长")])
+    gone = weakref.ref(upstream)
+    gen = _start(relay, upstream)
+    del upstream
+    gen.begin({"model": "m"})
+    await _ended(gen)
+    assert relay.find(gen.stream_id, "o") is gen  # still resumable
+    assert gone() is None  # freed by reference counting, no collection needed
+
+
+async def test_a_finished_log_drops_its_frames_and_resumes_exactly() -> None:
+    relay = _relay(grace=30.0)
+    texts = [f"第{n}段，长城很长。" for n in range(30)]
+    gen = _start(relay, FakeUpstream([TextDelta(t) for t in texts]))
+    gen.begin({"model": "m"})
+    live = relay.attach(gen)
+    frames: list[bytes] = []
+    while not frames or b"event: end" not in frames[-1]:
+        frames += [entry.sse(gen.sse_id) for entry in await live.next_batch()]
+    relay.detach(live, gone=False)
+    await _ended(gen)
+    assert [e.kind for e in gen.entries][-1] is EntryKind.END
+    # every encoded frame of the log is dropped once the answer has ended; the text stays
+    assert all(e._json is None and e._sse is None for e in gen.entries)
+    assert all(len(e.parts) <= 1 for e in gen.entries)
+    assert gen.text == "".join(texts)
+    shrunk = _log_bytes(gen.entries)
+    # a resume after the end encodes the frames again: the same bytes, from any seq
+    full = 0
+    for after in range(len(frames) - 1):
+        sub = relay.attach(gen, after)
+        batch = await sub.next_batch()
+        assert [entry.sse(gen.sse_id) for entry in batch] == frames[after + 1 :]
+        full = max(full, _log_bytes(gen.entries))  # as a live reader leaves it: frames cached
+        relay.detach(sub, gone=False)
+        assert _log_bytes(gen.entries) == shrunk  # its last reader gone: shrunk again
+    assert shrunk < full * 0.6, (shrunk, full)
+
+
+def test_finished_answers_in_their_window_hold_no_sdk_stream(
+    tmp_path: Path, emu: ServerHandle
+) -> None:
+    """Through the server: ten answers ended and still resumable hold no SDK stream, no
+    stream parser and no upstream response (the soak's 1,000 clients keep about as many
+    answers in their windows as streams open)."""
+    question = paced("讲讲长城", "ttft=0;interval=0.001;chunks=12")
+    with running(tmp_path, emu.base_url, resume_grace=60.0) as srv, srv.client() as client:
+        for _ in range(10):
+            conversation = client.post("/api/conversations", json={}).json()["id"]
+            answer = client.post(
+                f"/api/conversations/{conversation}/messages", json={"content": question}
+            )
+            assert b"event: end" in answer.content
+        asyncio.run(asyncio.sleep(0.2))  # the generations' ends recorded
+        gc.collect()  # only what is reachable counts
+        kept = [o for o in gc.get_objects() if isinstance(o, Generation)]
+        assert len([g for g in kept if g.end_reason == "completed"]) >= 10
+        names = {"AsyncChatStream", "StreamCore", "SSEDecoder", "ClientResponse"}
+        held = [type(o).__name__ for o in gc.get_objects() if type(o).__name__ in names]
+        assert held == []
+
+
+def test_the_collector_trims_the_c_heap_at_each_check_busy_or_not() -> None:
+    """glibc keeps freed chunks in its heaps: after a peak, the server returns them at each
+    check (``malloc_trim(0)``), counted in ``/metrics``."""
+    metrics = Metrics()
+    collector = Collector(metrics, lambda: 10_000, check_interval=0.01, max_interval=3600)
+    was = gc.isenabled()
+    if not collector.trim:
+        pytest.skip("no malloc_trim in this C library")
+
+    async def scenario() -> tuple[int, int]:
+        collector.start(asyncio.get_running_loop())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if collector.trims.labels().value >= 3:
+                break
+        collector.stop()
+        return int(collector.trims.labels().value), int(collector.collections.labels().value)
+
+    try:
+        trims, collections = asyncio.run(scenario())
+    finally:
+        gc.enable() if was else gc.disable()
+    assert trims >= 3
+    assert collections == 0  # busy: trimming does not wait for a quiet moment
+    text = metrics.render().decode()
+    assert f"wenxin_heap_trims_total {trims}" in text
+    assert "wenxin_heap_trim_seconds " in text
+
+
+def test_trimming_returns_freed_c_heap_pages() -> None:
+    """What ``trim_heap`` is for, on this C library: 64 MiB freed in the middle of the heap
+    (every other 64 KiB block, below glibc's mmap threshold, so that each freed block lies
+    between live ones and none joins the heap's top, which ``free`` trims by itself) stay
+    resident until trimmed."""
+    if trim_heap() is None:  # (also: what earlier tests freed is returned first)
+        pytest.skip("no malloc_trim in this C library")
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    empty = read_rss_bytes(os.getpid())
+    blocks = [libc.malloc(65536) for _ in range(2049)]
+    for block in blocks:
+        ctypes.memset(block, 1, 65536)  # resident
+    full = read_rss_bytes(os.getpid())
+    for block in blocks[1::2]:
+        libc.free(block)
+    freed = read_rss_bytes(os.getpid())
+    assert trim_heap() is True
+    trimmed = read_rss_bytes(os.getpid())
+    for block in blocks[::2]:
+        libc.free(block)
+    assert full - empty > 96 * 2**20, (empty, full)  # the pages were faulted in
+    assert full - freed < 16 * 2**20, (full, freed)  # free() alone kept them
+    assert freed - trimmed > 48 * 2**20, (freed, trimmed)  # the trim gave them back
