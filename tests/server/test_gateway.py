@@ -241,15 +241,17 @@ def test_two_qianfan_accounts_and_a_self_hosted_server_survive_losing_any_one(
         for lost in ports:
             procs[lost].kill()
             served = {name: health["requests"]["ok"] for name, health in admin(srv).items()}
-            for i in range(9):
-                r = ask(c, f"问题 {i}", stream=i % 3 == 0)
+            asked = 0
+            while asked < 9 or admin(srv)[lost]["requests"]["failed"] == 0:  # until it was tried
+                assert asked < 60, "the router never tried the lost channel"
+                r = ask(c, f"问题 {asked}", stream=asked % 3 == 0)
+                asked += 1
                 assert r.status_code == 200, r.text  # no failed request
                 assert "error" not in r.text
             now = admin(srv)
             assert now[lost]["requests"]["ok"] == served[lost]  # the lost one served none
-            assert now[lost]["requests"]["failed"] >= 1
             assert now[lost]["state"] != "closed"
-            assert sum(h["requests"]["ok"] for h in now.values()) == sum(served.values()) + 9
+            assert sum(h["requests"]["ok"] for h in now.values()) == sum(served.values()) + asked
             procs[lost] = EmulatorProcess(ports[lost], *args[lost])  # it comes back
             wait_for(lambda lost=lost: admin(srv)[lost]["state"] == "half_open", timeout=5)
             for _ in range(20):  # the probe reaches it among the others' picks

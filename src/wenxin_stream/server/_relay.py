@@ -796,7 +796,11 @@ class Generation:
         self._finalizing = True
         upstream, self._upstream = self._upstream, None  # closed (or never opened)
         if upstream is not None:  # what the records need of it; the rest is let go
-            self._ended = _Spent.of(upstream)
+            try:
+                self._ended = _Spent.of(upstream)
+            except Exception as exc:  # a bug: the answer must end all the same
+                logger.error("could not keep the spend of %s: %r", self.stream_id, exc)
+                self.relay.metrics.error("internal")
         self.stop_grace()
         begun = await self._begun
         for _ in range(2):  # let connected readers claim what they were woken for

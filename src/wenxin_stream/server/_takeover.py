@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,7 @@ from .._events import (
     TextDelta,
     UsageEvent,
 )
+from .._stream_core import AttemptUsage
 from ._answer_leases import AnswerLeases
 from ._eventlog_keys import Record, log_key, meta_key, record_of
 from ._failover import FailoverStream
@@ -146,6 +147,15 @@ class ContinuedStream:
         """The continuation's end reason (the SDK's)."""
         return self._inner.end_reason
 
+    @property
+    def attempt_usages(self) -> Sequence[AttemptUsage]:
+        """What the continuation's upstream requests cost (the SDK's ledger; through the
+        gateway's channels, each channel's)."""
+        inner = self._inner
+        if isinstance(inner, FailoverStream):
+            return [attempt for _, attempt in inner.usage_ledger]
+        return inner.attempt_usages
+
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         return self._events()
 
@@ -175,6 +185,7 @@ class InterruptedStream:
     with ``interrupted`` before it reads)."""
 
     end_reason = EndReason.INCOMPLETE
+    attempt_usages: Sequence[AttemptUsage] = ()  # no upstream request: nothing spent
 
     async def __aenter__(self) -> InterruptedStream:
         return self
