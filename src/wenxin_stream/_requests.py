@@ -332,6 +332,46 @@ def build_v1_chat(
     return PreparedRequest("POST", path, (), freeze(body), stream)
 
 
+def _chat_messages(messages: object, system: object) -> list[Any]:
+    """The messages of a v2-shaped body (copied, any ``reasoning_content`` dropped), with v1's
+    ``system`` field as a leading ``system`` message when it is not blank."""
+    msgs = [_without_reasoning(m) for m in _copy_messages(messages)]
+    if system is not None:
+        if not isinstance(system, str):
+            _fail("system", "system must be a string")
+        if system.strip():
+            msgs.insert(0, {"role": "system", "content": system})
+    return msgs
+
+
+def _chat_body(
+    model: str,
+    msgs: list[Any],
+    body_params: dict[str, Any],
+    *,
+    stream: bool,
+    include_usage: bool | None,
+) -> dict[str, Any]:
+    """A v2-shaped chat body; when streaming, usage asked for in ``stream_options`` (unless
+    ``include_usage`` says no). ``stream_options`` without streaming is refused: v2, vLLM and
+    FastDeploy all refuse it."""
+    options = body_params.pop("stream_options", None)
+    if options is not None and not isinstance(options, Mapping):
+        _fail("stream_options", "stream_options must be an object")
+    body: dict[str, Any] = {"model": model, "messages": msgs, "stream": stream}
+    body.update(body_params)
+    if stream:
+        merged = dict(options or {})
+        if include_usage is not None:
+            merged["include_usage"] = include_usage
+        else:
+            merged.setdefault("include_usage", True)
+        body["stream_options"] = merged
+    elif include_usage is not None or options is not None:
+        _fail("stream_options", "stream_options / include_usage are only allowed when streaming")
+    return body
+
+
 def build_v2_chat(
     model: str,
     messages: Sequence[Mapping[str, Any]],
@@ -366,31 +406,12 @@ def build_v2_chat(
     """
     if not isinstance(model, str) or not model.strip():
         _fail("model", "model is empty", v1_code=336005)
-    msgs = [_without_reasoning(m) for m in _copy_messages(messages)]
-    system = params.pop("system", None)
-    if system is not None:
-        if not isinstance(system, str):
-            _fail("system", "system must be a string")
-        if system.strip():
-            msgs.insert(0, {"role": "system", "content": system})
+    msgs = _chat_messages(messages, params.pop("system", None))
     _check(check_v2_messages(msgs, alternation=alternation))
     body_params = _params(params)
     _alias(body_params, "max_tokens", "max_completion_tokens", "max_output_tokens")
     to_v2(body_params)
-    options = body_params.pop("stream_options", None)
-    if options is not None and not isinstance(options, Mapping):
-        _fail("stream_options", "stream_options must be an object")
-    body: dict[str, Any] = {"model": model, "messages": msgs, "stream": stream}
-    body.update(body_params)
-    if stream:
-        merged = dict(options or {})
-        if include_usage is not None:
-            merged["include_usage"] = include_usage
-        else:
-            merged.setdefault("include_usage", True)
-        body["stream_options"] = merged
-    elif include_usage is not None or options is not None:
-        _fail("stream_options", "stream_options / include_usage are only allowed when streaming")
+    body = _chat_body(model, msgs, body_params, stream=stream, include_usage=include_usage)
     _check(check_v2_params(body))
     spec = lookup_model(model)
     if spec is not None:
@@ -430,33 +451,13 @@ def build_openai_chat(
             "(e.g. baidu/ERNIE-4.5-21B-A3B-PT); pass model= to the client or the call",
             v1_code=336005,
         )
-    msgs = [_without_reasoning(m) for m in _copy_messages(messages)]
-    system = params.pop("system", None)
-    if system is not None:
-        if not isinstance(system, str):
-            _fail("system", "system must be a string")
-        if system.strip():
-            msgs.insert(0, {"role": "system", "content": system})
+    msgs = _chat_messages(messages, params.pop("system", None))
     _check(check_v2_messages(msgs))
     body_params = _params(params)
     _alias(body_params, "max_tokens", "max_completion_tokens", "max_output_tokens")
     to_v2(body_params)
     to_openai(body_params)
-    options = body_params.pop("stream_options", None)
-    if options is not None and not isinstance(options, Mapping):
-        _fail("stream_options", "stream_options must be an object")
-    body: dict[str, Any] = {"model": model, "messages": msgs, "stream": stream}
-    body.update(body_params)
-    if stream:
-        merged = dict(options or {})
-        if include_usage is not None:
-            merged["include_usage"] = include_usage
-        else:
-            merged.setdefault("include_usage", True)
-        body["stream_options"] = merged
-    elif include_usage is not None or options is not None:
-        # vLLM and FastDeploy refuse stream_options without stream: true
-        _fail("stream_options", "stream_options / include_usage are only allowed when streaming")
+    body = _chat_body(model, msgs, body_params, stream=stream, include_usage=include_usage)
     _check(check_openai_params(body))
     if extra_body:
         body.update(extra_body)
