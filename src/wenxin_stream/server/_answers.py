@@ -267,7 +267,6 @@ class Answers:
         producer: str | None = None,
         budgets: Budgeter | None = None,
         pricing: Pricing | None = None,
-        channel: str = DEFAULT_CHANNEL,
         clock: Callable[[], float] = time.time,
         takeover: str = "continue",
     ) -> None:
@@ -277,8 +276,6 @@ class Answers:
         self.budgets: Budgeter = budgets or BudgetLimiter(store.spent_since, clock=clock)
         """The per-key budgets (``_budgets``: in this process, or the fleet's in Redis)."""
         self.pricing = pricing or Pricing()
-        self.channel = channel
-        """The channel name of the usage records (one upstream: ``default``)."""
         self._clock = clock
         self.producer = producer
         """The instance name stored with each streaming answer (who may end it as crashed)."""
@@ -313,7 +310,8 @@ class Answers:
         budgets = principal.budgets
         if budgets is not None and budgets.any:
             prompt = estimate - answer_tokens
-            nano = self.pricing.estimate(model, self.channel, prompt, answer_tokens)
+            # the channel is not picked yet: the estimate is at the catalogue's price
+            nano = self.pricing.estimate(model, DEFAULT_CHANNEL, prompt, answer_tokens)
             # loading a period's spend reads the store: unavailable → 503 (the safety net)
             held = await self.budgets.reserve(principal.owner, budgets, estimate, nano)
             if isinstance(held, Rejection):
