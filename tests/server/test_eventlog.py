@@ -166,6 +166,51 @@ async def test_one_pipeline_per_batch_whatever_the_chunk_rate(shared: SharedRedi
         assert len(await entries(shared, answer.stream_id)) == len(answer.records)
 
 
+async def test_a_poke_sends_at_once_and_batches_are_spaced_by_the_interval(
+    shared: SharedRedis,
+) -> None:
+    # write-ahead: a client of the producer waits for its event's batch, so a quiet answer's
+    # event must go at once (one round trip), not at the next tick; under load the interval
+    # spaces the batches (here 30 s: anything later than "at once" would time the test out)
+    writer = writer_of(shared, interval=30.0)
+    answer = FakeAnswer()
+    writer.track(answer)
+    writer.start()
+    answer.add(b"start", {})
+    writer.poke()
+    async with asyncio.timeout(5):
+        while answer.durable < 1:  # noqa: ASYNC110 (polls the writer's own state)
+            await asyncio.sleep(0.005)
+    assert writer.pipelines == 1
+    answer.text("你")
+    writer.poke()
+    answer.text("好")
+    writer.poke()
+    await asyncio.sleep(0.2)
+    assert answer.durable == 1  # the next batch waits for the interval: no pipeline per chunk
+    assert writer.pipelines == 1
+    await writer.aclose()  # the pending events go with the last batch, as one
+    assert answer.durable == 3
+    assert writer.pipelines == 2
+    assert [rid for rid, _ in await entries(shared, answer.stream_id)] == ["0-1", "1-1", "2-1"]
+
+
+async def test_tracked_but_quiet_answers_wake_the_writer_only_now_and_then(
+    shared: SharedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("wenxin_stream.server._eventlog_writer.IDLE_CHECK", 0.05)
+    writer = writer_of(shared, interval=0.001)
+    answer = FakeAnswer()
+    writer.track(answer)
+    answer.add(b"start", {})
+    writer.start()
+    await asyncio.sleep(0.5)
+    # the idle check looked (and sealed) about ten times; one pipeline: nothing new to send
+    assert 3 <= answer.reads <= 20
+    assert writer.pipelines == 1
+    await writer.aclose()
+
+
 async def test_a_failed_batch_is_sent_again_without_duplicates() -> None:
     with redis_server() as service:
         redis = SharedRedis(service.url, timeout=0.5, prefix="fail:")

@@ -166,7 +166,7 @@ def test_cancel_on_another_instance_stops_the_answer_on_the_producer(
         wait_for(
             lambda: len(b.app.eventlog.reader) == 0 and a.app.eventlog.cancels.subscribed.is_set()
         )  # type: ignore[union-attr]
-        time.sleep(0.05)  # the start is in Redis (written within 20 ms)
+        time.sleep(0.05)  # the start is in Redis (one batch: a round trip)
         r = cb.post(f"/api/streams/{sid}/cancel")
         assert r.status_code == 202
         assert r.json() == {"stream_id": sid, "status": "cancelling"}

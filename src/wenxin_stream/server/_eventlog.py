@@ -11,7 +11,7 @@ connection of its own::
 
     producer (this process)                       Redis                       other instances
     ───────────────────────                       ─────                       ───────────────
-    relay log ─► LogWriter ── every 20 ms, ONE ──► ans:{s}:log  ◄── XREAD BLOCK ── LogReader
+    relay log ─► LogWriter ── a batch, ONE ──────► ans:{s}:log  ◄── XREAD BLOCK ── LogReader
     (in memory:  (_eventlog_writer)  pipeline      ans:{s}:meta      (one task, one   (_eventlog_
      local           for all answers                                   connection, all  reader)
      clients                                                           remote clients)
@@ -25,11 +25,10 @@ connection of its own::
 - **Ids.** Redis entry ids are ``<seq>-1``: the SSE id ``<stream_id>:<seq>`` names one entry
   on every instance, a ``Last-Event-ID`` from any instance resumes exactly, and a write that
   is repeated (after a failed pipeline) is refused by Redis instead of duplicated.
-- **Write-behind.** The writer sends at most ``interval`` after an event is final, so a client
-  of the producer may hold an id that is not in Redis yet; a remote reader given that id
-  simply waits for the next entries (the ids of one answer are final wherever they are read).
-  The relay accepts a resume up to the last id written to Redis, since a remote client may
-  have seen it.
+- **Batches.** A new event pokes the writer; it sends everything pending as soon as its
+  previous batch is back (batches at least ``interval``, 5 ms, apart), so the batches grow
+  with the load, not the round trips. The ids of one answer are final wherever they are
+  read; a remote reader given an id not yet in Redis simply waits for the next entries.
 - **Lifetime.** The keys get an expiry once when created and once at the end (``window``,
   the resume window): after it, nothing of the answer is left in Redis. A resume during the
   window works on every instance, the producer included (it reads Redis once it has
@@ -47,7 +46,8 @@ connection of its own::
   longer the writer's (the answer was taken over), and the writer then tells the answer it
   was lost (``Generation.fenced``). In a fleet the relay is **write-ahead**: a client of the
   producer receives an event only once it is in Redis, so no client ever holds an event the
-  log lacks (at most one batch, ~20 ms, of extra latency).
+  log lacks (one Redis round trip of extra latency, up to the 5 ms batch spacing under
+  load).
 - **Redis unavailable.** Local streams go on; their events are written when Redis is back
   (if within the window); remote resumes and remote cancels answer 503; a remote client being
   served is cut (no ``end``) and may resume.

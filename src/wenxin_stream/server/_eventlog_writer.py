@@ -4,22 +4,31 @@ Theory of operation
 ===================
 
 Every answer this process produces is *tracked* (:meth:`LogWriter.track`) from its start to
-its end. Nothing happens per chunk: the relay appends to its in-process log as it always did,
-and ONE task per process wakes every ``interval`` (20 ms) while any answer is tracked, asks
-each tracked answer for the events that are final and not yet written
+its end. Per chunk the relay appends to its in-process log as it always did and *pokes* the
+writer (:meth:`LogWriter.poke`: a flag, and a future set if the writer is idle). ONE task per
+process sends a batch as soon as something is pending and the previous batch is back — but
+never sooner than ``interval`` (5 ms) after the previous batch started — so the batches grow
+with the load instead of the round trips: an idle answer's event reaches Redis one round trip
+after it arrived, and under load Redis sees at most ``1 / interval`` pipelines a second. For
+a batch the task asks each tracked answer for the events that are final and not yet written
 (:meth:`Source.log_records`: this *seals* the answer's last delta, so text arriving later goes
 into a new event — events never change once written), and sends them all, for every answer,
 in ONE pipeline (``transaction=False``)::
 
-    every interval, if anything is pending:
+    as soon as anything is pending (and the last batch is back, and interval has passed):
       pipeline ─► [CREATE meta + lease (token 1), …, PEXPIRE log/meta live_ttl] (a new answer)
                   [one APPEND script: per log, its token checked, then
                    XADD log <seq>-1 MAXLEN ~ maxlen k <kind> d <json> …          (new events)
                    HSET meta ended 1 last <seq>, PEXPIRE window, lease released] (an ended one)
 
-So Redis sees at most ``1 / interval`` pipelines a second (50) whatever the chunk rate, and
+So Redis sees at most ``1 / interval`` pipelines a second (200) whatever the chunk rate, and
 a chunk costs its share of one pipeline (``bench/redis_eventlog_cost.py``) — the lesson of
-LibreChat and Open WebUI, whose per-chunk Redis calls cost 16–50 % of their relays.
+LibreChat and Open WebUI, whose per-chunk Redis calls cost 16–50 % of their relays. The
+cadence matters because the relay is write-ahead (below): a client of the producer waits for
+its events' batch, so a fixed 20 ms tick after each round trip (the first design) made every
+chunk up to ~25 ms late, and under load the ticks fell behind the chunks
+(``bench/RESULTS-REDIS.md``, run 4). While answers are tracked but quiet, the task still wakes
+once a second (``IDLE_CHECK``) for the keys' renewal.
 
 **Fencing and write-ahead** (``_answer_leases``). The script refuses the events (and the
 end) of an answer whose fencing token in Redis is not the one its source holds — another
@@ -60,8 +69,14 @@ __all__ = ["FLUSH_INTERVAL", "LIVE_TTL", "LogWriter", "Source"]
 
 logger = logging.getLogger("wenxin_stream.server")
 
-FLUSH_INTERVAL = 0.02
-"""Seconds between batches: the most a remote reader waits behind the producer's own."""
+FLUSH_INTERVAL = 0.005
+"""Seconds at least between the starts of two batches (a batch goes as soon as the previous
+one is back and this has passed): bounds the pipelines a second, not the latency of a quiet
+answer."""
+
+IDLE_CHECK = 1.0
+"""Seconds between the task's wake-ups while answers are tracked but nothing is pending (the
+keys' renewal, and answers given up after a long outage)."""
 
 LIVE_TTL = 3600.0
 """Seconds a running answer's keys live before renewal: far longer than any answer."""
@@ -185,6 +200,7 @@ class LogWriter:
         self.failures = 0
         """Pipelines that failed."""
         self._tracked: dict[str, _Tracked] = {}
+        self._pending = False  # poked since the last batch started
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -199,11 +215,18 @@ class LogWriter:
 
     # -- called by the relay ----------------------------------------------------------------
 
+    def poke(self) -> None:
+        """A tracked answer has something new to write: it goes with the next batch (at once
+        when no batch is in flight). Called per event: a flag and, when idle, a future."""
+        self._pending = True
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
     def track(self, source: Source) -> None:
         """Log ``source`` from now on (it has just started)."""
         self._tracked[source.stream_id] = _Tracked(source, log_key(self.shared, source.stream_id))
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        self.poke()
 
     def adopt(self, source: Source, written: int) -> None:
         """Log ``source`` from now on: an answer taken over from another process, whose
@@ -214,8 +237,7 @@ class LogWriter:
         tracked.renew_at = asyncio.get_running_loop().time() + self.live_ttl / 2
         self._tracked[source.stream_id] = tracked
         source.logged(written)
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        self.poke()
 
     def lose(self, stream_ids: list[str]) -> None:
         """The answers ``stream_ids`` are no longer this process's (their lease was lost):
@@ -233,6 +255,7 @@ class LogWriter:
         if tracked is not None and not tracked.ended:
             tracked.ended = True
             tracked.ended_at = asyncio.get_running_loop().time()
+            self.poke()
 
     # -- the task ---------------------------------------------------------------------------
 
@@ -250,15 +273,19 @@ class LogWriter:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        started = -self.interval
         while True:
-            if not self._tracked:
-                self._wake = loop.create_future()
-                await self._wake
-                self._wake = None
-            await asyncio.sleep(self.interval)
+            if not self._pending:
+                await self._idle(loop)
+            wait = started + self.interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # what arrives meanwhile joins this batch
+            started = loop.time()
+            self._pending = False
             try:
                 await self.flush()
             except SharedStateError as exc:
+                self._pending = True  # what it held is still pending
                 if not self._failing:
                     logger.error("could not write the event logs to Redis: %s", exc)
                 self._failing = True
@@ -268,6 +295,17 @@ class LogWriter:
                 if self._failing:
                     logger.warning("the event logs are written to Redis again")
                 self._failing = False
+
+    async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for a poke; while answers are tracked, for ``IDLE_CHECK`` seconds at most."""
+        wake = self._wake = loop.create_future()
+        timer = loop.call_later(IDLE_CHECK, self.poke) if self._tracked else None
+        try:
+            await wake
+        finally:
+            self._wake = None
+            if timer is not None:
+                timer.cancel()
 
     async def flush(self) -> int:
         """Send everything pending in one pipeline; how many events it held.

@@ -37,10 +37,13 @@ are of an :class:`EntryKind` (``start``, ``delta``, ``end``: the SSE event names
 are made by the one SSE encoder, ``_sse.encode_event_bytes``.
 
 **Write-ahead in a fleet.** With the event log in Redis, a subscriber reads only the entries
-the writer has already written (:attr:`Generation.durable`; the writer wakes the readers after
-each batch): no client ever holds an event the log lacks, so an instance that takes the
-answer over (``_takeover``) continues exactly after what every client saw. It costs at most one
-batch interval (20 ms) before an event reaches the producer's own clients. An answer taken
+the writer has already written (:attr:`Generation.durable`; each new event pokes the writer,
+which wakes the readers after its batch): no client ever holds an event the log lacks, so an
+instance that takes the answer over (``_takeover``) continues exactly after what every client
+saw. It costs one Redis round trip (up to the writer's 5 ms spacing under load) before an
+event reaches the producer's own clients. Text is not coalesced then (the writer, poked, is
+the reader on its way): each upstream chunk stays one event, as a client following the answer
+closely would have it. An answer taken
 over by another process while this one still runs it (it froze, or lost Redis) is *lost*
 (:meth:`Generation.fenced`): its upstream stops, its clients get an empty batch (cut, no
 ``end``: they resume from the log) and nothing is recorded here.
@@ -563,8 +566,12 @@ class Generation:
     # -- the log ---------------------------------------------------------------------------
 
     def _notify(self) -> None:
-        if self.durable is None:  # write-ahead: the writer wakes the readers (`logged`)
+        if self.durable is None:
             self._wake()
+        else:  # write-ahead: the writer sends it, then wakes the readers (`logged`)
+            log = self.relay.log
+            if log is not None:
+                log.poke()
 
     def _wake(self) -> None:
         waiters = self._waiters
@@ -686,6 +693,7 @@ class Generation:
             last.kind is kind
             and last.seq > self.sealed
             and not self._woken
+            and self.durable is None  # write-ahead: the writer is on its way (poked)
             and last.size < MAX_DELTA_CHARS
         ):
             last.parts.append(text)
