@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from server_helpers import BurstUpstream
 
 from wenxin_stream.server._metrics import Metrics
@@ -162,4 +163,55 @@ async def test_several_waiting_readers_each_take_the_whole_burst() -> None:
     upstream.burst("丙", "丁")  # nobody waiting now
     await _settle()
     assert _deltas(gen) == ["甲", "乙", "丙丁"]
+    await _end(relay, gen, upstream)
+
+
+class _PokedWriter:
+    """What the relay sees of the fleet's event-log writer: ``track``, ``poke``, ``finish``."""
+
+    def __init__(self) -> None:
+        self.pokes = 0
+        self.tracked: list[Generation] = []
+
+    def track(self, gen: Generation) -> None:
+        self.tracked.append(gen)
+
+    def poke(self) -> None:
+        self.pokes += 1
+
+    def finish(self, gen: Generation) -> None:
+        gen.logged(len(gen.entries))  # the end is in "Redis": its readers may have it
+
+
+async def test_written_ahead_a_burst_keeps_its_chunks_and_pokes_the_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # in a fleet the writer is the reader on its way: each chunk stays one event (a merged one
+    # would shift a client's chunk count and timing) until the answer is long enough that its
+    # log in Redis must stay under eventlog_maxlen; then one batch's text is one event
+    monkeypatch.setattr("wenxin_stream.server._relay.WRITE_AHEAD_COALESCE_AFTER", 6)
+    relay = Relay(Metrics(), on_disconnect="cancel", resume_grace=0.0, max_answer_chars=10_000)
+    writer = _PokedWriter()
+    relay.log = writer  # type: ignore[assignment]
+    upstream = BurstUpstream()
+    gen = relay.start(
+        upstream,  # type: ignore[arg-type]
+        owner="o",
+        model="m",
+        received_at=asyncio.get_running_loop().time(),
+        on_end=_noop,
+    )
+    assert writer.tracked == [gen]
+    assert gen.durable == 0
+    gen.begin({"model": "m"})
+    upstream.burst("一", "二", "三")  # nobody attached, nothing logged yet
+    await _settle()
+    assert _deltas(gen) == ["一", "二", "三"]
+    assert writer.pokes == 4  # the start and each chunk
+    assert gen.visible == 0  # a client reads only what the writer has logged
+    upstream.burst("四", "五", "六", "七")
+    await _settle()
+    assert _deltas(gen) == ["一", "二", "三", "四", "五", "六七"]  # past 6 entries: coalesced
+    gen.logged(len(gen.entries))
+    assert gen.visible == len(gen.entries)
     await _end(relay, gen, upstream)

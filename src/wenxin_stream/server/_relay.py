@@ -43,7 +43,8 @@ instance that takes the answer over (``_takeover``) continues exactly after what
 saw. It costs one Redis round trip (up to the writer's 5 ms spacing under load) before an
 event reaches the producer's own clients. Text is not coalesced then (the writer, poked, is
 the reader on its way): each upstream chunk stays one event, as a client following the answer
-closely would have it. An answer taken
+closely would have it — up to :data:`WRITE_AHEAD_COALESCE_AFTER` events, after which the text
+of one batch is coalesced so the log stays under its ``eventlog_maxlen``. An answer taken
 over by another process while this one still runs it (it froze, or lost Redis) is *lost*
 (:meth:`Generation.fenced`): its upstream stops, its clients get an empty batch (cut, no
 ``end``: they resume from the log) and nothing is recorded here.
@@ -140,6 +141,10 @@ class EntryKind(Enum):
 # `EntryKind.DELTA` is a metaclass attribute lookup, several times slower than a global.
 _START, _DELTA, _END = EntryKind.START, EntryKind.DELTA, EntryKind.END
 _REASONING, _SEARCH, _TOOL_CALL = EntryKind.REASONING, EntryKind.SEARCH_RESULTS, EntryKind.TOOL_CALL
+
+WRITE_AHEAD_COALESCE_AFTER = 2000
+"""Written ahead (a fleet), an answer's text is coalesced only past this many events, so a very
+long answer of tiny chunks stays far below the event log's ``eventlog_maxlen`` (10,000)."""
 
 MAX_DELTA_CHARS = 16384
 """Coalescing stops at this many characters: a new delta starts (frames stay small enough for
@@ -693,7 +698,9 @@ class Generation:
             last.kind is kind
             and last.seq > self.sealed
             and not self._woken
-            and self.durable is None  # write-ahead: the writer is on its way (poked)
+            # write-ahead: the writer, poked, is the reader on its way — until the answer is
+            # long enough that its log in Redis must stay under `eventlog_maxlen`
+            and (self.durable is None or len(self.entries) > WRITE_AHEAD_COALESCE_AFTER)
             and last.size < MAX_DELTA_CHARS
         ):
             last.parts.append(text)
