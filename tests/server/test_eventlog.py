@@ -177,15 +177,15 @@ async def test_a_poke_sends_at_once_and_batches_are_spaced_by_the_interval(
     writer.track(answer)
     writer.start()
     answer.add(b"start", {})
-    writer.poke()
+    writer.poke(answer.stream_id)
     async with asyncio.timeout(5):
         while answer.durable < 1:  # noqa: ASYNC110 (polls the writer's own state)
             await asyncio.sleep(0.005)
     assert writer.pipelines == 1
     answer.text("你")
-    writer.poke()
+    writer.poke(answer.stream_id)
     answer.text("好")
-    writer.poke()
+    writer.poke(answer.stream_id)
     await asyncio.sleep(0.2)
     assert answer.durable == 1  # the next batch waits for the interval: no pipeline per chunk
     assert writer.pipelines == 1
@@ -193,6 +193,30 @@ async def test_a_poke_sends_at_once_and_batches_are_spaced_by_the_interval(
     assert answer.durable == 3
     assert writer.pipelines == 2
     assert [rid for rid, _ in await entries(shared, answer.stream_id)] == ["0-1", "1-1", "2-1"]
+
+
+async def test_a_batch_looks_only_at_the_answers_poked_since_the_last(
+    shared: SharedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # batches go often (as soon as the last is back): each must cost what changed, not a
+    # look at every answer of the process
+    monkeypatch.setattr("wenxin_stream.server._eventlog_writer.IDLE_CHECK", 60.0)
+    writer = writer_of(shared)
+    answers = [FakeAnswer() for _ in range(20)]
+    for answer in answers:
+        writer.track(answer)
+        answer.add(b"start", {})
+    assert await writer.flush() == 20  # the first batch scans every answer
+    reads = [answer.reads for answer in answers]
+    answers[3].text("字")
+    writer.poke(answers[3].stream_id)
+    assert await writer.flush(poked_only=True) == 1
+    assert [a.reads - r for a, r in zip(answers, reads, strict=True)] == [0] * 3 + [1] + [0] * 16
+    answers[5].text("漏")  # not poked: found by the next full scan (a poke without an id)
+    assert await writer.flush(poked_only=True) == 0
+    writer.poke()
+    assert await writer.flush(poked_only=True) == 1
+    assert len(await entries(shared, answers[5].stream_id)) == 2
 
 
 async def test_tracked_but_quiet_answers_wake_the_writer_only_now_and_then(

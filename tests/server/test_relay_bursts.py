@@ -176,7 +176,8 @@ class _PokedWriter:
     def track(self, gen: Generation) -> None:
         self.tracked.append(gen)
 
-    def poke(self) -> None:
+    def poke(self, stream_id: str | None = None) -> None:
+        assert stream_id == self.tracked[0].stream_id
         self.pokes += 1
 
     def finish(self, gen: Generation) -> None:

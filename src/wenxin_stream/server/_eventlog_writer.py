@@ -5,12 +5,14 @@ Theory of operation
 
 Every answer this process produces is *tracked* (:meth:`LogWriter.track`) from its start to
 its end. Per chunk the relay appends to its in-process log as it always did and *pokes* the
-writer (:meth:`LogWriter.poke`: a flag, and a future set if the writer is idle). ONE task per
+writer (:meth:`LogWriter.poke`: the answer's id into a set, and a future set if the writer is
+idle). ONE task per
 process sends a batch as soon as something is pending and the previous batch is back — but
 never sooner than ``interval`` (5 ms) after the previous batch started — so the batches grow
 with the load instead of the round trips: an idle answer's event reaches Redis one round trip
 after it arrived, and under load Redis sees at most ``1 / interval`` pipelines a second. For
-a batch the task asks each tracked answer for the events that are final and not yet written
+a batch the task asks each answer poked since the last one (and, once every ``IDLE_CHECK``,
+every tracked answer: renewals) for the events that are final and not yet written
 (:meth:`Source.log_records`: this *seals* the answer's last delta, so text arriving later goes
 into a new event — events never change once written), and sends them all, for every answer,
 in ONE pipeline (``transaction=False``)::
@@ -201,6 +203,8 @@ class LogWriter:
         """Pipelines that failed."""
         self._tracked: dict[str, _Tracked] = {}
         self._pending = False  # poked since the last batch started
+        self._poked: set[str] = set()  # the answers poked since then
+        self._scanned = 0.0  # when every tracked answer was last looked at
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -215,10 +219,15 @@ class LogWriter:
 
     # -- called by the relay ----------------------------------------------------------------
 
-    def poke(self) -> None:
-        """A tracked answer has something new to write: it goes with the next batch (at once
-        when no batch is in flight). Called per event: a flag and, when idle, a future."""
+    def poke(self, stream_id: str | None = None) -> None:
+        """The tracked answer ``stream_id`` has something new to write: it goes with the next
+        batch (at once when no batch is in flight). Called per event: a set's ``add`` and,
+        when the task is idle, a future. ``None``: look at every tracked answer."""
         self._pending = True
+        if stream_id is None:
+            self._scanned = 0.0
+        else:
+            self._poked.add(stream_id)
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
@@ -226,7 +235,7 @@ class LogWriter:
     def track(self, source: Source) -> None:
         """Log ``source`` from now on (it has just started)."""
         self._tracked[source.stream_id] = _Tracked(source, log_key(self.shared, source.stream_id))
-        self.poke()
+        self.poke(source.stream_id)
 
     def adopt(self, source: Source, written: int) -> None:
         """Log ``source`` from now on: an answer taken over from another process, whose
@@ -237,7 +246,7 @@ class LogWriter:
         tracked.renew_at = asyncio.get_running_loop().time() + self.live_ttl / 2
         self._tracked[source.stream_id] = tracked
         source.logged(written)
-        self.poke()
+        self.poke(source.stream_id)
 
     def lose(self, stream_ids: list[str]) -> None:
         """The answers ``stream_ids`` are no longer this process's (their lease was lost):
@@ -255,7 +264,7 @@ class LogWriter:
         if tracked is not None and not tracked.ended:
             tracked.ended = True
             tracked.ended_at = asyncio.get_running_loop().time()
-            self.poke()
+            self.poke(source.stream_id)
 
     # -- the task ---------------------------------------------------------------------------
 
@@ -283,9 +292,9 @@ class LogWriter:
             started = loop.time()
             self._pending = False
             try:
-                await self.flush()
+                await self.flush(poked_only=True)
             except SharedStateError as exc:
-                self._pending = True  # what it held is still pending
+                self.poke()  # what it held is still pending
                 if not self._failing:
                     logger.error("could not write the event logs to Redis: %s", exc)
                 self._failing = True
@@ -307,8 +316,10 @@ class LogWriter:
             if timer is not None:
                 timer.cancel()
 
-    async def flush(self) -> int:
-        """Send everything pending in one pipeline; how many events it held.
+    async def flush(self, *, poked_only: bool = False) -> int:
+        """Send everything pending in one pipeline; how many events it held. ``poked_only``
+        (the task's batches): look only at the answers poked since the last batch, and at
+        every answer once every ``IDLE_CHECK`` seconds.
 
         Raises:
             SharedStateError: the pipeline failed (what it held stays pending).
@@ -319,11 +330,17 @@ class LogWriter:
         if self._sha is None:
             self._sha = await self.shared.call(client.script_load(APPEND_SCRIPT), "SCRIPT LOAD")
         now = asyncio.get_running_loop().time()
+        poked, self._poked = self._poked, set()
+        if not poked_only or now - self._scanned >= IDLE_CHECK:  # renewals, give-ups too
+            self._scanned = now
+            candidates = list(self._tracked.values())
+        else:  # only the answers with something new: a batch costs what changed
+            candidates = [t for s in poked if (t := self._tracked.get(s)) is not None]
         logs: list[_Tracked] = []
         lasts: list[Record] = []  # the last record of each of `logs`
         events: list[Any] = []
         batch: list[tuple[_Tracked, int, bool]] = []
-        for tracked in list(self._tracked.values()):
+        for tracked in candidates:
             if tracked.ended and now - tracked.ended_at > self.window:
                 del self._tracked[tracked.source.stream_id]  # given up: it would have expired
                 self.leases.forget(tracked.source.stream_id)

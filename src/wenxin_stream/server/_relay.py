@@ -576,7 +576,7 @@ class Generation:
         else:  # write-ahead: the writer sends it, then wakes the readers (`logged`)
             log = self.relay.log
             if log is not None:
-                log.poke()
+                log.poke(self.stream_id)
 
     def _wake(self) -> None:
         waiters = self._waiters
