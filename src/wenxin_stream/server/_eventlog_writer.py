@@ -6,13 +6,13 @@ Theory of operation
 Every answer this process produces is *tracked* (:meth:`LogWriter.track`) from its start to
 its end. Per chunk the relay appends to its in-process log as it always did and *pokes* the
 writer (:meth:`LogWriter.poke`: the answer's id into a set, and a future set if the writer is
-idle). ONE task per
-process sends a batch as soon as something is pending and the previous batch is back — but
-never sooner than ``interval`` (5 ms) after the previous batch started — so the batches grow
-with the load instead of the round trips: an idle answer's event reaches Redis one round trip
-after it arrived, and under load Redis sees at most ``1 / interval`` pipelines a second. For
-a batch the task asks each answer poked since the last one (and, once every ``IDLE_CHECK``,
-every tracked answer: renewals) for the events that are final and not yet written
+idle). ONE task per process sends a batch as soon as something is pending and the previous
+batch is back — but never sooner than ``interval`` (5 ms) after the previous batch started —
+so the batches grow with the load instead of the round trips: a quiet answer's event reaches
+Redis one round trip after it arrived, and under load Redis sees at most ``1 / interval``
+pipelines a second. For a batch the task asks each answer poked since the last one (and,
+once every ``IDLE_CHECK``, every tracked answer: renewals) for the events that are final and
+not yet written
 (:meth:`Source.log_records`: this *seals* the answer's last delta, so text arriving later goes
 into a new event — events never change once written), and sends them all, for every answer,
 in ONE pipeline (``transaction=False``)::
