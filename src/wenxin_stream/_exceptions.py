@@ -610,10 +610,15 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _error_object_fields(parsed: Mapping[str, Any]) -> tuple[object, str | None, str | None]:
+def _error_object_fields(
+    parsed: Mapping[str, Any] | None,
+) -> tuple[object, str | None, str | None]:
     """(code as sent, message, type) of an error body shaped as v2's and OpenAI's are: the
-    fields nested under ``error`` or flat beside it; ``{"error": "text"}`` gives the message.
-    Both :func:`api_error_from_v2` and :func:`api_error_from_openai` read bodies this way."""
+    fields nested under ``error`` or flat beside it; ``{"error": "text"}`` gives the message;
+    no body, none of them. Both :func:`api_error_from_v2` and :func:`api_error_from_openai`
+    read bodies this way."""
+    if parsed is None:
+        return None, None, None
     error = parsed.get("error")
     source: Mapping[str, Any] = error if isinstance(error, Mapping) else parsed
     message = _str(source.get("message"))
@@ -660,13 +665,8 @@ def api_error_from_v2(
     inside a stream arrive with ``status`` 200 and are classified by their code.
     """
     parsed, what = _parse_body(body)
-    code: str | None = None
-    message: str | None = None
-    error_type: str | None = None
-    if parsed is not None:
-        raw_code, message, error_type = _error_object_fields(parsed)
-        code = None if raw_code is None else str(raw_code)
-    code = code or _header(headers, "X-Bce-Error-Code")
+    raw_code, message, error_type = _error_object_fields(parsed)
+    code = (None if raw_code is None else str(raw_code)) or _header(headers, "X-Bce-Error-Code")
     message = message or _header(headers, "X-Bce-Error-Message")
     if not message:
         message = f"{_status_text(status)} with {what or 'an error body without a message'}"
@@ -718,16 +718,13 @@ def api_error_from_openai(
     long is a :class:`ContextLengthError`. ``code`` keeps what the server sent, as a string.
     """
     parsed, what = _parse_body(body)
+    raw_code, message, error_type = _error_object_fields(parsed)
     code: str | None = None
-    message: str | None = None
-    error_type: str | None = None
-    if parsed is not None:
-        raw_code, message, error_type = _error_object_fields(parsed)
-        if raw_code is not None and not isinstance(raw_code, bool | dict | list):
-            code = str(raw_code)
-        detail = parsed.get("detail")
-        if message is None and detail is not None:  # FastAPI's own errors
-            message = detail if isinstance(detail, str) else excerpt(json.dumps(detail))
+    if raw_code is not None and not isinstance(raw_code, bool | dict | list):
+        code = str(raw_code)
+    detail = parsed.get("detail") if parsed is not None else None
+    if message is None and detail is not None:  # FastAPI's own errors
+        message = detail if isinstance(detail, str) else excerpt(json.dumps(detail))
     if not message:
         message = f"{_status_text(status)} with {what or 'an error body without a message'}"
     effective = openai_status(status, code, error_type)
