@@ -59,7 +59,7 @@ from ._openai_wire import (
     stream_error_body,
 )
 from ._stream import StreamPlan
-from ._v2 import injected_error, plan_request
+from ._v2 import injected_error, mid_stream_error, plan_request
 from ._v2_answer import complete_body, stream_plan
 
 __all__ = ["CHAT_PATH", "MODELS_PATH", "handle_chat", "list_models", "served_model"]
@@ -253,8 +253,7 @@ async def handle_chat(shared: Shared, request: Request, receive: Receive, send: 
         include_usage = options.get("include_usage") is True
     else:  # FastDeploy: on by default once stream_options is sent
         include_usage = sent_options is not None and options.get("include_usage") is not False
-    error = fault.error if fault.error is not None else 336000
-    status, _, message, _ = injected_error(error)
+    status, _, message, _ = mid_stream_error(fault)
     view = _view(config)
     planned = stream_plan(
         shared,

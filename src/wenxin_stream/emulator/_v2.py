@@ -49,7 +49,7 @@ from ._chat import (
     read_json_object,
     read_question,
 )
-from ._faults import FaultSpecError
+from ._faults import FaultSpec, FaultSpecError
 from ._roster import resolve, today
 from ._search import cite, plan_search
 from ._tools import PlannedCall, answer_after_tools, plan_calls
@@ -80,6 +80,13 @@ def injected_error(code: int | str) -> tuple[int, str, str, str]:
     if known is None:
         return 500, "internal_error", "Injected error", "Internal_error"
     return known.v2_status, known.v2_code, known.message, known.v2_type
+
+
+def mid_stream_error(fault: FaultSpec) -> tuple[int, str, str, str]:
+    """The error a stream sends when it fails after it began: the injected one (``error`` with
+    ``error_after``), else an internal error (336000's v2 counterpart); as
+    :func:`injected_error`."""
+    return injected_error(fault.error if fault.error is not None else 336000)
 
 
 async def handle(shared: Shared, request: Request, receive: Receive, send: Send) -> None:
@@ -153,9 +160,7 @@ async def handle(shared: Shared, request: Request, receive: Receive, send: Send)
         status, code, message, kind = injected_error(fault.error)
         return await fail(status, code, message, kind)
     options = body.get("stream_options") or {}
-    error = fault.error if fault.error is not None else 336000
-    status_code, code, message, kind = injected_error(error)
-    del status_code
+    _, code, message, kind = mid_stream_error(fault)
     stream_plan = _stream_plan(
         shared,
         plan,
