@@ -16,6 +16,7 @@ from wenxin_stream import WenxinError, encode_event
 from wenxin_stream._stream_parser import StreamParser
 from wenxin_stream._wire_v1 import V1StreamParser, parse_v1_body, parse_v1_response
 from wenxin_stream._wire_v2 import V2StreamParser, parse_v2_body, parse_v2_response
+from wire_helpers import feed_until_error
 
 PARSERS: dict[str, type[StreamParser]] = {"v1": V1StreamParser, "v2": V2StreamParser}
 SCALARS = (
@@ -37,15 +38,8 @@ CUTS = st.lists(st.integers(min_value=0), max_size=12)
 
 def _parse(api: str, chunks: list[bytes]) -> tuple[list[Any], str | None]:
     """The events, and the class of the typed error that ended the parse (None: none)."""
-    parser = PARSERS[api]()
-    events: list[Any] = []
-    try:
-        for chunk in chunks:
-            events += parser.feed(chunk)
-        events += parser.close()
-    except WenxinError as exc:
-        return events, type(exc).__name__
-    return events, None
+    events, error = feed_until_error(PARSERS[api](), chunks)
+    return list(events), None if error is None else type(error).__name__
 
 
 def _body(objects: list[Any]) -> bytes:

@@ -1,9 +1,9 @@
 """The test suite's own layout: any subset of test files, in any order, collects.
 
 Helpers live in importable modules with unique names (``sdk_helpers``, ``server_helpers``,
-``emu_helpers``, ``bench_helpers``, ``browser_support``, ``servers``); a ``conftest`` holds only
-fixtures and is never imported by name, since several folders have one and whichever is
-imported first as ``conftest`` would shadow the others.
+``emu_helpers``, ``bench_helpers``, ``browser_support``, ``servers``, ``wire_helpers``); a
+``conftest`` holds only fixtures and is never imported by name, since several folders have one
+and whichever is imported first as ``conftest`` would shadow the others.
 """
 
 from __future__ import annotations

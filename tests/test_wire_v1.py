@@ -37,6 +37,7 @@ from wenxin_stream._exceptions import (
     WenxinError,
 )
 from wenxin_stream._wire_v1 import V1StreamParser, parse_v1_body, parse_v1_response
+from wire_helpers import bytewise, feed_all, feed_until_error, splits
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wire"
 HIGRESS = (FIXTURES / "v1_higress_stream.sse").read_bytes()
@@ -44,33 +45,11 @@ ERROR_110 = (FIXTURES / "v1_error_110.json").read_bytes()
 
 
 def run(chunks: Iterable[bytes], **kwargs: Any) -> list[StreamEvent]:
-    parser = V1StreamParser(**kwargs)
-    events: list[StreamEvent] = []
-    for chunk in chunks:
-        events += parser.feed(chunk)
-    events += parser.close()
-    return events
+    return feed_all(V1StreamParser(**kwargs), chunks)
 
 
 def run_until_error(chunks: Iterable[bytes]) -> tuple[list[StreamEvent], WenxinError | None]:
-    parser = V1StreamParser()
-    events: list[StreamEvent] = []
-    try:
-        for chunk in chunks:
-            events += parser.feed(chunk)
-        events += parser.close()
-    except WenxinError as exc:
-        return events, exc
-    return events, None
-
-
-def splits(data: bytes) -> Iterable[list[bytes]]:
-    for i in range(len(data) + 1):
-        yield [data[:i], data[i:]]
-
-
-def bytewise(data: bytes) -> list[bytes]:
-    return [data[i : i + 1] for i in range(len(data))]
+    return feed_until_error(V1StreamParser(), chunks)
 
 
 def sse(*chunks: dict[str, Any] | str) -> bytes:

@@ -42,6 +42,7 @@ from wenxin_stream._exceptions import (
     WenxinError,
 )
 from wenxin_stream._wire_v2 import V2StreamParser, parse_v2_body, parse_v2_response
+from wire_helpers import bytewise, feed_all, feed_until_error, splits
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wire"
 TRANSCRIPT = (FIXTURES / "v2_transcript_stream.sse").read_bytes()
@@ -59,33 +60,11 @@ TRANSCRIPT_EVENTS: list[StreamEvent] = [
 
 
 def run(chunks: Iterable[bytes]) -> list[StreamEvent]:
-    parser = V2StreamParser()
-    events: list[StreamEvent] = []
-    for chunk in chunks:
-        events += parser.feed(chunk)
-    events += parser.close()
-    return events
+    return feed_all(V2StreamParser(), chunks)
 
 
 def run_until_error(chunks: Iterable[bytes]) -> tuple[list[StreamEvent], WenxinError | None]:
-    parser = V2StreamParser()
-    events: list[StreamEvent] = []
-    try:
-        for chunk in chunks:
-            events += parser.feed(chunk)
-        events += parser.close()
-    except WenxinError as exc:
-        return events, exc
-    return events, None
-
-
-def splits(data: bytes) -> Iterable[list[bytes]]:
-    for i in range(len(data) + 1):
-        yield [data[:i], data[i:]]
-
-
-def bytewise(data: bytes) -> list[bytes]:
-    return [data[i : i + 1] for i in range(len(data))]
+    return feed_until_error(V2StreamParser(), chunks)
 
 
 def sse(*chunks: dict[str, Any] | str, done: bool = True) -> bytes:

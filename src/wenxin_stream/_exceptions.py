@@ -587,8 +587,12 @@ def _build(
     body: Mapping[str, Any] | None,
     headers: Mapping[str, str] | None,
     error_type: str | None = None,
+    cls: type[APIError] | None = None,
 ) -> APIError:
-    cls = _class_for(api, code, status)
+    """The error of class ``cls`` (by default the one :func:`_class_for` picks), with the
+    request id and ``Retry-After`` read from ``body`` and ``headers``."""
+    if cls is None:
+        cls = _class_for(api, code, status)
     return cls(
         message,
         api=api,
@@ -604,6 +608,23 @@ def _build(
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _error_object_fields(
+    parsed: Mapping[str, Any] | None,
+) -> tuple[object, str | None, str | None]:
+    """(code as sent, message, type) of an error body shaped as v2's and OpenAI's are: the
+    fields nested under ``error`` or flat beside it; ``{"error": "text"}`` gives the message;
+    no body, none of them. Both :func:`api_error_from_v2` and :func:`api_error_from_openai`
+    read bodies this way."""
+    if parsed is None:
+        return None, None, None
+    error = parsed.get("error")
+    source: Mapping[str, Any] = error if isinstance(error, Mapping) else parsed
+    message = _str(source.get("message"))
+    if isinstance(error, str):
+        message = message or error
+    return source.get("code"), message, _str(source.get("type"))
 
 
 def api_error_from_v1(
@@ -644,19 +665,8 @@ def api_error_from_v2(
     inside a stream arrive with ``status`` 200 and are classified by their code.
     """
     parsed, what = _parse_body(body)
-    code: str | None = None
-    message: str | None = None
-    error_type: str | None = None
-    if parsed is not None:
-        error = parsed.get("error")
-        source: Mapping[str, Any] = error if isinstance(error, Mapping) else parsed
-        raw_code = source.get("code")
-        code = None if raw_code is None else str(raw_code)
-        message = _str(source.get("message"))
-        error_type = _str(source.get("type"))
-        if isinstance(error, str):  # {"error": "text"}
-            message = message or error
-    code = code or _header(headers, "X-Bce-Error-Code")
+    raw_code, message, error_type = _error_object_fields(parsed)
+    code = (None if raw_code is None else str(raw_code)) or _header(headers, "X-Bce-Error-Code")
     message = message or _header(headers, "X-Bce-Error-Message")
     if not message:
         message = f"{_status_text(status)} with {what or 'an error body without a message'}"
@@ -708,36 +718,17 @@ def api_error_from_openai(
     long is a :class:`ContextLengthError`. ``code`` keeps what the server sent, as a string.
     """
     parsed, what = _parse_body(body)
+    raw_code, message, error_type = _error_object_fields(parsed)
     code: str | None = None
-    message: str | None = None
-    error_type: str | None = None
-    if parsed is not None:
-        error = parsed.get("error")
-        source: Mapping[str, Any] = error if isinstance(error, Mapping) else parsed
-        raw_code = source.get("code")
-        if raw_code is not None and not isinstance(raw_code, bool | dict | list):
-            code = str(raw_code)
-        message = _str(source.get("message"))
-        error_type = _str(source.get("type"))
-        if isinstance(error, str):  # {"error": "Unauthorized"}
-            message = message or error
-        detail = parsed.get("detail")
-        if message is None and detail is not None:  # FastAPI's own errors
-            message = detail if isinstance(detail, str) else excerpt(json.dumps(detail))
+    if raw_code is not None and not isinstance(raw_code, bool | dict | list):
+        code = str(raw_code)
+    detail = parsed.get("detail") if parsed is not None else None
+    if message is None and detail is not None:  # FastAPI's own errors
+        message = detail if isinstance(detail, str) else excerpt(json.dumps(detail))
     if not message:
         message = f"{_status_text(status)} with {what or 'an error body without a message'}"
     effective = openai_status(status, code, error_type)
     cls = _class_for_status(effective)
     if 400 <= effective < 500 and effective != 429 and _is_context_length(code, message):
         cls = ContextLengthError
-    return cls(
-        message,
-        api="openai",
-        code=code,
-        status_code=status,
-        request_id=_request_id(parsed, headers),
-        error_type=error_type,
-        body=parsed,
-        headers=headers,
-        retry_after=_retry_after(headers),
-    )
+    return _build("openai", code, message, status, parsed, headers, error_type, cls)

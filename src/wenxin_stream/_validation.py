@@ -67,6 +67,17 @@ def _parts_text(parts: list[Any]) -> str:
     )
 
 
+def message_text(message: Any) -> str:
+    """The text of a (checked) v2 message: its string content, or its text parts joined;
+    "" for anything else (a tool-call turn without content)."""
+    content = message.get("content") if isinstance(message, Mapping) else None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return _parts_text(content)
+    return ""
+
+
 def image_parts(messages: Sequence[Any]) -> Iterator[tuple[int, int, Mapping[str, Any]]]:
     """(message index, part index, ``image_url`` object) of every image part of ``messages``."""
     for index, message in enumerate(messages):

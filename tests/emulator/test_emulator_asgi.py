@@ -139,13 +139,19 @@ async def test_cancellation_ends_quietly() -> None:
     assert not task.cancelled()
 
 
-async def test_disconnect_while_reading_the_body() -> None:
-    for path in ("/v2/chat/completions", "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/completions"):
+async def test_disconnect_while_reading_the_body(caplog: pytest.LogCaptureFixture) -> None:
+    paths = (
+        "/v2/chat/completions",
+        "/rpc/2.0/ai_custom/v1/wenxinworkshop/chat/completions",
+        "/v1/chat/completions",
+    )
+    for path in paths:
         peer = Peer(disconnect_first=True)
         headers = [(b"authorization", b"Bearer k")]
         app = create_app(EmulatorConfig(no_auth=True))
         await app(scope(path, headers=headers), peer.receive, peer.send)
         assert peer.sent == []
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []  # not an internal error
 
 
 async def test_disconnect_during_a_stream_stops_it() -> None:

@@ -51,144 +51,103 @@ def register(subparsers: Any) -> None:
     )
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    net.add_argument("--port", type=int, default=DEFAULT_PORT, help="port; 0 = any free port")
-    net.add_argument(
-        "--allow-remote", action="store_true", help="allow a non-loopback --host (no TLS!)"
-    )
-    net.add_argument(
-        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="request body limit"
-    )
-    net.add_argument(
-        "--graceful-timeout", type=int, default=2, help="seconds open streams get at shutdown"
-    )
+    _number(net, "--port", DEFAULT_PORT, "port; 0 = any free port")
+    _switch(net, "--allow-remote", "allow a non-loopback --host (no TLS!)")
+    _number(net, "--max-body-bytes", DEFAULT_MAX_BODY_BYTES, "request body limit")
+    _number(net, "--graceful-timeout", 2, "seconds open streams get at shutdown")
 
     pace = parser.add_argument_group("answers and pacing")
-    pace.add_argument("--seed", type=int, default=0, help="seed of answers and fault rates (0)")
-    pace.add_argument("--ttft", type=float, default=0.5, help="seconds to the first chunk (0.5)")
-    pace.add_argument("--interval", type=float, default=0.3, help="seconds between v1 chunks")
-    pace.add_argument("--v2-interval", type=float, default=0.05, help="seconds between v2 chunks")
+    _number(pace, "--seed", 0, "seed of answers and fault rates (0)")
+    _number(pace, "--ttft", 0.5, "seconds to the first chunk (0.5)")
+    _number(pace, "--interval", 0.3, "seconds between v1 chunks")
+    _number(pace, "--v2-interval", 0.05, "seconds between v2 chunks")
     pace.add_argument("--scenario", metavar="FILE", help="JSON file of scripted answers")
-    pace.add_argument(
-        "--endpoint",
-        action="append",
-        default=[],
-        metavar="NAME=MODEL",
-        help="extra v1 endpoint served as MODEL (repeatable)",
-    )
+    _repeatable(pace, "--endpoint", "NAME=MODEL", "extra v1 endpoint served as MODEL")
 
     auth = parser.add_argument_group("authentication")
     auth.add_argument(
         "--credentials", metavar="FILE", help="JSON file of accepted credentials (strict mode)"
     )
-    auth.add_argument(
-        "--no-auth", action="store_true", help="accept requests that carry no credentials"
-    )
-    auth.add_argument(
-        "--token-ttl",
-        type=int,
-        default=DEFAULT_TOKEN_TTL,
-        help="access-token lifetime in seconds",
-    )
-    auth.add_argument("--oauth-error-status", type=int, default=401, help="status of OAuth errors")
+    _switch(auth, "--no-auth", "accept requests that carry no credentials")
+    _number(auth, "--token-ttl", DEFAULT_TOKEN_TTL, "access-token lifetime in seconds")
+    _number(auth, "--oauth-error-status", 401, "status of OAuth errors")
 
     limits = parser.add_argument_group("quotas and faults")
-    limits.add_argument("--rpm", type=int, default=0, help="requests/minute per credential (off)")
-    limits.add_argument("--tpm", type=int, default=0, help="tokens/minute per credential (off)")
-    limits.add_argument(
-        "--fault-rate",
-        action="append",
-        default=[],
-        metavar="SPEC=RATE",
-        help="inject fault SPEC into a fraction RATE of requests (repeatable)",
+    _number(limits, "--rpm", 0, "requests/minute per credential (off)")
+    _number(limits, "--tpm", 0, "tokens/minute per credential (off)")
+    _repeatable(
+        limits, "--fault-rate", "SPEC=RATE", "inject fault SPEC into a fraction RATE of requests"
     )
 
     proto = parser.add_argument_group("protocol details")
-    proto.add_argument(
-        "--sse-charset", action="store_true", help="send text/event-stream;charset=utf-8"
-    )
-    proto.add_argument(
-        "--messages-error-code", type=int, default=336006, help="v1 code of message errors"
-    )
-    proto.add_argument(
-        "--v2-alternation", action="store_true", help="enforce v1's message order on v2 too"
-    )
-    proto.add_argument(
-        "--v2-finish-reason", default="stop", choices=("stop", "normal"), help="v2 finish_reason"
-    )
-    proto.add_argument(
-        "--v2-model",
-        action="append",
-        default=None,
-        metavar="MODEL",
-        help="serve only these v2 models (repeatable; default: the catalogue's)",
+    _switch(proto, "--sse-charset", "send text/event-stream;charset=utf-8")
+    _number(proto, "--messages-error-code", 336006, "v1 code of message errors")
+    _switch(proto, "--v2-alternation", "enforce v1's message order on v2 too")
+    _choice(proto, "--v2-finish-reason", ("stop", "normal"), "v2 finish_reason")
+    _repeatable(
+        proto, "--v2-model", "MODEL", "serve only these v2 models", "default: the catalogue's"
     )
 
     models = parser.add_argument_group("models (today's ERNIE; see docs/EMULATOR.md)")
     models.add_argument(
         "--roster", metavar="FILE", help="TOML laid over the model catalogue ([[model]] tables)"
     )
-    models.add_argument(
+    _choice(
+        models,
         "--unknown-models",
-        choices=("reject", "accept"),
-        default="reject",
-        help="an id outside the roster: 401 invalid_model (reject) or served as plain text",
+        ("reject", "accept"),
+        "an id outside the roster: 401 invalid_model (reject) or served as plain text",
     )
-    models.add_argument(
+    _choice(
+        models,
         "--retired-models",
-        choices=("offline", "invalid", "serve"),
-        default="offline",
-        help="a retired model: 403 model_offline, 401 invalid_model, or served",
+        ("offline", "invalid", "serve"),
+        "a retired model: 403 model_offline, 401 invalid_model, or served",
     )
-    models.add_argument(
+    _choice(
+        models,
         "--unknown-capability",
-        choices=("yes", "no"),
-        default="yes",
-        help="a capability the catalogue does not know is assumed (yes) or not",
+        ("yes", "no"),
+        "a capability the catalogue does not know is assumed (yes) or not",
     )
-    models.add_argument(
+    _choice(
+        models,
         "--unsupported-params",
-        choices=("reject", "ignore"),
-        default="reject",
-        help="a field the model cannot honour: 400 (reject) or ignored",
+        ("reject", "ignore"),
+        "a field the model cannot honour: 400 (reject) or ignored",
     )
-    models.add_argument(
+    _number(
+        models,
         "--thinking-interval",
-        type=float,
-        default=DEFAULT_THINKING_INTERVAL,
-        help=f"seconds between reasoning chunks ({DEFAULT_THINKING_INTERVAL})",
+        DEFAULT_THINKING_INTERVAL,
+        f"seconds between reasoning chunks ({DEFAULT_THINKING_INTERVAL})",
     )
-    models.add_argument(
+    _choice(
+        models,
         "--reasoning-in-answer",
-        choices=("absent", "empty", "null"),
-        default="absent",
-        help="reasoning_content in the answer chunks of a thinking model",
+        ("absent", "empty", "null"),
+        "reasoning_content in the answer chunks of a thinking model",
     )
-    models.add_argument(
-        "--reasoning-tokens-detail",
-        action="store_true",
-        help="add usage.completion_tokens_details.reasoning_tokens",
+    _switch(
+        models, "--reasoning-tokens-detail", "add usage.completion_tokens_details.reasoning_tokens"
     )
-    models.add_argument(
-        "--no-tool-call-index", action="store_true", help="leave index out of tool-call deltas"
-    )
-    models.add_argument(
-        "--tool-call-pieces", type=int, default=1, help="cut tool-call arguments into N deltas"
-    )
-    models.add_argument(
+    _switch(models, "--no-tool-call-index", "leave index out of tool-call deltas")
+    _number(models, "--tool-call-pieces", 1, "cut tool-call arguments into N deltas")
+    _choice(
+        models,
         "--search-status-placement",
-        choices=("choice", "delta"),
-        default="choice",
-        help="where the search-status chunk's delta_tag sits",
+        ("choice", "delta"),
+        "where the search-status chunk's delta_tag sits",
     )
 
     openai = parser.add_argument_group(
         "OpenAI-compatible mode (/v1/chat/completions, /v1/models: a self-hosted ERNIE 4.5)"
     )
-    openai.add_argument(
+    _choice(
+        openai,
         "--openai-compatible",
-        choices=("vllm", "fastdeploy"),
-        default="vllm",
-        help="the server /v1/chat/completions behaves like: field names, errors (vllm)",
+        ("vllm", "fastdeploy"),
+        "the server /v1/chat/completions behaves like: field names, errors (vllm)",
     )
     openai.add_argument(
         "--openai-api-key",
@@ -200,17 +159,41 @@ def register(subparsers: Any) -> None:
         metavar="MODEL",
         help="the model id served (default: baidu/ERNIE-4.5-21B-A3B-PT or -Paddle)",
     )
-    openai.add_argument(
+    _number(
+        openai,
         "--max-model-len",
-        type=int,
-        default=32768,
-        help="context length; longer requests are refused as the server would (32768)",
+        32768,
+        "context length; longer requests are refused as the server would (32768)",
     )
 
     logs = parser.add_argument_group("logging")
-    logs.add_argument("--access-log", action="store_true", help="log every request (info level)")
-    logs.add_argument("--debug", action="store_true", help="log tracebacks of internal errors")
+    _switch(logs, "--access-log", "log every request (info level)")
+    _switch(logs, "--debug", "log tracebacks of internal errors")
     parser.set_defaults(handler=run)
+
+
+def _number(group: Any, flag: str, default: float, help: str) -> None:
+    """A flag taking one number, of its default's type (``int`` or ``float``)."""
+    group.add_argument(flag, type=type(default), default=default, help=help)
+
+
+def _switch(group: Any, flag: str, help: str) -> None:
+    """A flag that switches something on (off unless given)."""
+    group.add_argument(flag, action="store_true", help=help)
+
+
+def _choice(group: Any, flag: str, choices: tuple[str, ...], help: str) -> None:
+    """A flag taking one of ``choices``; the first is the default."""
+    group.add_argument(flag, choices=choices, default=choices[0], help=help)
+
+
+def _repeatable(group: Any, flag: str, metavar: str, help: str, default: str = "") -> None:
+    """A flag that may be given again and again: its values in order (``[]`` if never);
+    ``default`` says what never giving it means."""
+    said = f"; {default}" if default else ""
+    group.add_argument(
+        flag, action="append", default=[], metavar=metavar, help=f"{help} (repeatable{said})"
+    )
 
 
 def _endpoints(values: list[str]) -> dict[str, str]:

@@ -43,6 +43,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -257,11 +259,28 @@ def _admin(args: argparse.Namespace, *, create: bool) -> SyncKeyAdmin:
         raise CommandError(str(exc)) from None
 
 
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """The store's errors as the command's: a value it refuses (a bad limit, a name matching
+    several keys) is a usage error (status 2), a failing store status 1."""
+    from ..server._store import StoreError
+
+    try:
+        yield
+    except ValueError as exc:  # AmbiguousKeyError and StoreConfigurationError are ValueErrors
+        raise CommandError(str(exc), 2) from None
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _no_key(args: argparse.Namespace) -> CommandError:
+    return CommandError(f"no key matches {args.key!r} (see `wenxin keys list`)")
+
+
 def run_create(args: argparse.Namespace) -> int:
     """``wenxin keys create``: the key on stdout, the rest on stderr."""
     from ..server._access import LOCAL_OWNER
     from ..server._budgets import Budgets
-    from ..server._store import StoreError
 
     try:
         budgets = Budgets(
@@ -269,22 +288,17 @@ def run_create(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CommandError(str(exc), 2) from None
-    with _admin(args, create=True) as admin:
-        try:
-            first = admin.count_active_keys() == 0
-            local = admin.count_conversations(LOCAL_OWNER)
-            record, secret = admin.create_key(
-                args.name,
-                rpm=args.rpm,
-                tpm=args.tpm,
-                max_streams=args.max_streams,
-                adopt_from=LOCAL_OWNER if args.adopt_local else None,
-                budgets=budgets,
-            )
-        except ValueError as exc:
-            raise CommandError(str(exc), 2) from None
-        except StoreError as exc:
-            raise CommandError(str(exc)) from None
+    with _admin(args, create=True) as admin, _store_errors():
+        first = admin.count_active_keys() == 0
+        local = admin.count_conversations(LOCAL_OWNER)
+        record, secret = admin.create_key(
+            args.name,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            max_streams=args.max_streams,
+            adopt_from=LOCAL_OWNER if args.adopt_local else None,
+            budgets=budgets,
+        )
     print(secret, flush=True)
     notes = [
         f"created key {record.id} ({record.name}, {record.display_prefix}) in "
@@ -350,8 +364,6 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_update(args: argparse.Namespace) -> int:
     """``wenxin keys update KEY``: change limits and budgets (``none`` unsets)."""
-    from ..server._store import AmbiguousKeyError, StoreError
-
     changes = _budget_changes(args)
     for field in ("rpm", "tpm", "max_streams"):
         value = getattr(args, field)
@@ -359,17 +371,10 @@ def run_update(args: argparse.Namespace) -> int:
             changes[field] = None if value == _UNSET else value
     if not changes:
         raise CommandError("nothing to change: give a limit or a budget option", 2)
-    with _admin(args, create=False) as admin:
-        try:
-            record = admin.update_key(args.key, changes)
-        except AmbiguousKeyError as exc:
-            raise CommandError(str(exc), 2) from None
-        except ValueError as exc:
-            raise CommandError(str(exc), 2) from None
-        except StoreError as exc:
-            raise CommandError(str(exc)) from None
+    with _admin(args, create=False) as admin, _store_errors():
+        record = admin.update_key(args.key, changes)
     if record is None:
-        raise CommandError(f"no key matches {args.key!r} (see `wenxin keys list`)")
+        raise _no_key(args)
     if not record.active:
         raise CommandError(f"key {record.id} ({record.name}) is revoked: nothing changed")
     budgets = record.budgets.describe() or "no budgets"
@@ -412,19 +417,12 @@ def _announce(redis_url: str, key_id: str) -> None:
 
 def run_revoke(args: argparse.Namespace) -> int:
     """``wenxin keys revoke KEY``: by id, name, display prefix or the key itself."""
-    from ..server._store import AmbiguousKeyError, StoreError
-
     redis_url = _redis_url(args)  # a bad setting stops before anything changes
-    with _admin(args, create=False) as admin:
-        try:
-            before = admin.resolve_key(args.key)
-            record = None if before is None or not before.active else admin.revoke_key(before.id)
-        except AmbiguousKeyError as exc:
-            raise CommandError(str(exc), 2) from None
-        except StoreError as exc:
-            raise CommandError(str(exc)) from None
+    with _admin(args, create=False) as admin, _store_errors():
+        before = admin.resolve_key(args.key)
+        record = None if before is None or not before.active else admin.revoke_key(before.id)
     if before is None:
-        raise CommandError(f"no key matches {args.key!r} (see `wenxin keys list`)")
+        raise _no_key(args)
     if record is None:
         print(f"key {before.id} ({before.name}) was already revoked at {before.revoked_at}")
         return 0

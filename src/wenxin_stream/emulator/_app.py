@@ -106,6 +106,8 @@ class EmulatorApp:
             await self._route(request, receive, tracked)
         except asyncio.CancelledError:
             return  # the server is shutting down; end quietly
+        except ClientDisconnected:
+            return  # gone while its request body was read: no one to answer
         except Exception as exc:
             logger.error(
                 "internal error answering %s %s: %s: %s",

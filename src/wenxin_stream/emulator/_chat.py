@@ -1,4 +1,5 @@
-"""What both chat routes share: the emulator's state, fault selection and answer planning.
+"""What the chat routes (v1, v2, OpenAI-compatible) share: the emulator's state, the request's
+body and question, fault selection, answer planning and sending.
 
 Theory of operation
 ===================
@@ -6,6 +7,12 @@ Theory of operation
 :class:`Shared` is the one mutable object of an emulator app: the config, the
 :class:`~._auth.Authenticator`, the :class:`~._quota.Quotas`, the ``times=N`` counters and the
 seeded RNG that draws the configured fault rates. Routes receive it explicitly.
+
+Every route runs the same preamble, each answering its failures in its own error shape:
+:func:`read_json_object` (the body, bounded: too large, not JSON, not an object), then, once
+the route has checked the messages, :func:`read_question` (the question a continuation asks
+again, the scenario, the fault); after planning, :meth:`Shared.respond` sends the whole answer
+or the event stream.
 
 A chat request is turned into an :class:`Answer` in three pure-ish steps:
 
@@ -25,13 +32,14 @@ A chat request is turned into an :class:`Answer` in three pure-ish steps:
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .._aio import race
-from .._asgi import Receive, Send, wait_for_disconnect
+from .._asgi import Headers, Receive, Send, json_bytes, read_body, wait_for_disconnect
 from .._continuation import CONTINUE_PROMPT
 from ._answers import (
     TokenCounter,
@@ -45,7 +53,7 @@ from ._auth import Authenticator
 from ._config import EmulatorConfig, Scenario
 from ._faults import FaultSpec, find_directives, parse_fault_spec, strip_directives
 from ._quota import Quotas
-from ._stream import StreamPlan, pump
+from ._stream import StreamPlan, deliver, pump, sse_headers
 
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 _MAX_COUNTERS = 100_000
@@ -74,6 +82,24 @@ class Shared:
         finally:
             self.active_streams -= 1
 
+    async def respond(
+        self,
+        receive: Receive,
+        send: Send,
+        plan: StreamPlan,
+        headers: Headers,
+        whole: dict[str, Any] | None,
+    ) -> None:
+        """Send a planned answer with status 200: ``whole`` (a non-stream answer) after the
+        time ``plan`` takes to generate it, or, when ``whole`` is None, ``plan``'s event
+        stream until it ends or the client disconnects."""
+        if whole is not None:
+            await deliver(send, plan, 200, headers, json_bytes(whole))
+            return
+        start_headers = sse_headers(headers, charset=self.config.sse_charset)
+        await send({"type": "http.response.start", "status": 200, "headers": start_headers})
+        await self.stream(receive, send, plan)
+
     def new_id(self) -> str:
         """A fresh response id: ``as-`` and 10 lowercase alphanumerics."""
         return "as-" + "".join(self._id_rng.choices(_ID_CHARS, k=10))
@@ -99,6 +125,71 @@ class Shared:
         seen = self._times.get(key, 0) + 1
         self._times[key] = seen
         return seen <= spec.times
+
+
+class BodyNotAnObject(ValueError):
+    """The request body is not a JSON object: not JSON at all (``is_json`` False) or JSON of
+    another type."""
+
+    def __init__(self, *, is_json: bool) -> None:
+        super().__init__("the request body is not a JSON object")
+        self.is_json = is_json
+
+
+async def read_json_object(receive: Receive, headers: dict[str, str], limit: int) -> dict[str, Any]:
+    """The request body, at most ``limit`` bytes, parsed as a JSON object.
+
+    Raises:
+        BodyTooLarge: the declared or actual length exceeds ``limit``.
+        ClientDisconnected: the client disconnected before the body was complete.
+        BodyNotAnObject: the body is not JSON, or not an object.
+    """
+    raw = await read_body(receive, headers, limit)
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BodyNotAnObject(is_json=False) from None
+    if not isinstance(body, dict):
+        raise BodyNotAnObject(is_json=True)
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What a checked chat request asks: the ``prompt`` to answer (directive-free; for a
+    continuation the question asked before), ``continued`` (see :func:`continuation_of`), the
+    matching ``scenario`` and the ``fault`` chosen for it."""
+
+    prompt: str
+    continued: tuple[str, str] | None
+    scenario: Scenario | None
+    fault: FaultSpec
+
+    @property
+    def shown(self) -> str:
+        """The part of the answer a continuation says the client already has ("" if none)."""
+        return self.continued[1] if self.continued else ""
+
+
+def read_question(
+    shared: Shared,
+    headers: dict[str, str],
+    messages: Sequence[Any],
+    raw_prompt: str,
+    text_of: Callable[[Any], str],
+    identity: str,
+) -> Question:
+    """The :class:`Question` of a request whose (checked) ``messages`` end in ``raw_prompt``,
+    the last user message as sent (directives included), read by the route's ``text_of``.
+
+    Raises:
+        FaultSpecError: the explicit SPEC (``X-Wenxin-Fault`` or a directive) does not parse.
+    """
+    continued = continuation_of(messages, text_of)
+    prompt = continued[0] if continued else strip_directives(raw_prompt)
+    scenario = find_scenario(shared.config.scenarios, prompt)
+    fault = select_fault(shared, headers.get("x-wenxin-fault"), raw_prompt, scenario, identity)
+    return Question(prompt, continued, scenario, fault)
 
 
 def continuation_of(

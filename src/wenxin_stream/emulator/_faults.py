@@ -79,6 +79,11 @@ class FaultSpec:
         """True when the SPEC requests nothing at all."""
         return self == _EMPTY
 
+    def errs_at_once(self, *, stream: bool) -> bool:
+        """Whether the injected ``error`` is the whole answer: always without a stream; in a
+        stream unless ``error_after`` sends it after that many chunks."""
+        return self.error is not None and not (stream and self.error_after is not None)
+
     def canonical(self) -> str:
         """A normalised SPEC text (keys sorted, defaults left out): the identity used to count
         ``times=N`` per SPEC and credential."""

@@ -41,24 +41,14 @@ import json
 import uuid
 from typing import Any
 
-from .._asgi import (
-    BodyTooLarge,
-    ClientDisconnected,
-    Headers,
-    Receive,
-    Request,
-    Send,
-    json_bytes,
-    read_body,
-    send_json,
-)
+from .._asgi import BodyTooLarge, Headers, Receive, Request, Send, json_bytes, send_json
 from .._error_codes import V1_CODES
 from .._models import ModelSpec
 from .._parameters import check_openai_params
-from .._validation import check_v2_messages
-from ._chat import Shared, continuation_of, find_scenario, prompt_tokens, select_fault
+from .._validation import check_v2_messages, message_text
+from ._chat import BodyNotAnObject, Shared, prompt_tokens, read_json_object, read_question
 from ._config import EmulatorConfig
-from ._faults import FaultSpecError, strip_directives
+from ._faults import FaultSpecError
 from ._openai_wire import (
     DEFAULT_MODELS,
     Flavour,
@@ -68,8 +58,8 @@ from ._openai_wire import (
     models_body,
     stream_error_body,
 )
-from ._stream import StreamPlan, deliver, sse_headers
-from ._v2 import injected_error, plan_request
+from ._stream import StreamPlan
+from ._v2 import injected_error, mid_stream_error, plan_request
 from ._v2_answer import complete_body, stream_plan
 
 __all__ = ["CHAT_PATH", "MODELS_PATH", "handle_chat", "list_models", "served_model"]
@@ -160,19 +150,6 @@ def _planning_body(flavour: Flavour, body: dict[str, Any]) -> dict[str, Any]:
     return planned
 
 
-def _text_of(message: Any) -> str:
-    content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
 def _context_error(flavour: Flavour, limit: int, prompt: int, answer: int | None) -> str:
     if flavour == "vllm":
         asked = prompt + (answer or 0)
@@ -216,17 +193,12 @@ async def handle_chat(shared: Shared, request: Request, receive: Receive, send: 
     if request.method != "POST":
         return await fail(405, "Method Not Allowed")
     try:
-        raw = await read_body(receive, request.headers, config.max_body_bytes)
+        body = await read_json_object(receive, request.headers, config.max_body_bytes)
     except BodyTooLarge:
         return await fail(413, "request body too large", close=True)
-    except ClientDisconnected:
-        return None
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return await fail(400, "the request body is not valid JSON", code="invalid_value")
-    if not isinstance(body, dict):
-        return await fail(400, "the request body must be a JSON object", code="invalid_value")
+    except BodyNotAnObject as exc:
+        what = "must be a JSON object" if exc.is_json else "is not valid JSON"
+        return await fail(400, f"the request body {what}", code="invalid_value")
     served = served_model(config)
     model = body.get("model")
     if model is None or (flavour == "fastdeploy" and model == "default"):
@@ -246,27 +218,23 @@ async def handle_chat(shared: Shared, request: Request, receive: Receive, send: 
         return await fail(400, problem.message, code="invalid_value")
     messages: list[Any] = body["messages"]
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    used = prompt_tokens(_text_of(m) for m in messages)
+    used = prompt_tokens(message_text(m) for m in messages)
     limit = config.openai_max_model_len
     if used + (max_tokens or 0) > limit:
         message = _context_error(flavour, limit, used, max_tokens)
         return await fail(400, message, code="context_length_exceeded")
     users = [m for m in messages if m.get("role") == "user"]
-    raw_prompt = _text_of(users[-1]) if users else ""
-    continued = continuation_of(messages, _text_of)
-    prompt = continued[0] if continued else strip_directives(raw_prompt)
-    scenario = find_scenario(config.scenarios, prompt)
+    raw_prompt = message_text(users[-1]) if users else ""
     identity = _identity(config)
     try:
-        fault = select_fault(
-            shared, request.headers.get("x-wenxin-fault"), raw_prompt, scenario, identity
+        question = read_question(
+            shared, request.headers, messages, raw_prompt, message_text, identity
         )
     except FaultSpecError as exc:
         return await fail(400, f"Invalid Argument: {exc}", code="invalid_value")
+    fault = question.fault
     planning = _planning_body(flavour, body)
-    plan = plan_request(
-        shared, planning, _spec(config), messages, prompt, scenario, fault, continued
-    )
+    plan = plan_request(shared, planning, _spec(config), messages, question)
     verdict = shared.quotas.admit(
         identity, plan.answer.prompt_tokens, plan.completion_tokens, config.clock()
     )
@@ -275,7 +243,7 @@ async def handle_chat(shared: Shared, request: Request, receive: Receive, send: 
         return await fail(429, V1_CODES[verdict.error].message, code="rate_limit_exceeded")
     if fault.expire_token:
         return await send_json(send, 401, auth_error(flavour), headers)
-    if fault.error is not None and not (stream and fault.error_after is not None):
+    if fault.error is not None and fault.errs_at_once(stream=stream):
         status, code, message, _ = injected_error(fault.error)
         too_long = code in _TOO_LONG
         return await fail(status, message, code="context_length_exceeded" if too_long else None)
@@ -285,8 +253,7 @@ async def handle_chat(shared: Shared, request: Request, receive: Receive, send: 
         include_usage = options.get("include_usage") is True
     else:  # FastDeploy: on by default once stream_options is sent
         include_usage = sent_options is not None and options.get("include_usage") is not False
-    error = fault.error if fault.error is not None else 336000
-    status, _, message, _ = injected_error(error)
+    status, _, message, _ = mid_stream_error(fault)
     view = _view(config)
     planned = stream_plan(
         shared,
@@ -300,15 +267,10 @@ async def handle_chat(shared: Shared, request: Request, receive: Receive, send: 
         error_json=json_bytes(stream_error_body(flavour, status, message)),
         config=view,
     )
-    if not stream:
-        whole = adapt(flavour, complete_body(view, plan, response_id, served), stream=False)
-        await deliver(send, planned, 200, headers, json_bytes(whole))
-        return None
-    planned = _adapted(flavour, planned)
-    start_headers = sse_headers(headers, charset=config.sse_charset)
-    await send({"type": "http.response.start", "status": 200, "headers": start_headers})
-    await shared.stream(receive, send, planned)
-    return None
+    if stream:
+        return await shared.respond(receive, send, _adapted(flavour, planned), headers, None)
+    whole = adapt(flavour, complete_body(view, plan, response_id, served), stream=False)
+    return await shared.respond(receive, send, planned, headers, whole)
 
 
 def _adapted(flavour: Flavour, plan: StreamPlan) -> StreamPlan:

@@ -31,21 +31,10 @@ closes — there is no ``data: [DONE]`` in v1 (``ERNIE-PROTOCOL.md`` §1.6–1.7
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-from .._asgi import (
-    BodyTooLarge,
-    ClientDisconnected,
-    Headers,
-    Receive,
-    Request,
-    Send,
-    json_bytes,
-    read_body,
-    send_json,
-)
+from .._asgi import BodyTooLarge, Headers, Receive, Request, Send, json_bytes, send_json
 from .._error_codes import V1_CODES
 from .._models import model_for_endpoint
 from .._validation import check_v1_messages, check_v1_params
@@ -53,16 +42,16 @@ from ._answers import brief, sentence_pieces
 from ._auth import SignatureRequest
 from ._chat import (
     Answer,
+    BodyNotAnObject,
     Shared,
-    continuation_of,
-    find_scenario,
     plan_answer,
     prompt_tokens,
-    select_fault,
+    read_json_object,
+    read_question,
 )
 from ._faults import FaultSpec, FaultSpecError, strip_directives
 from ._roster import today
-from ._stream import ENDLESS_CAP, StreamPlan, deliver, sse_headers
+from ._stream import ENDLESS_CAP, StreamPlan
 from ._tools import answer_after_tools, plan_calls
 
 INJECTED_MESSAGE = "Injected error"
@@ -123,16 +112,12 @@ async def handle(
     if auth.app_number is not None:
         headers.append((b"appid", b"%d" % auth.app_number))
     try:
-        raw = await read_body(receive, request.headers, config.max_body_bytes)
+        body = await read_json_object(receive, request.headers, config.max_body_bytes)
     except BodyTooLarge:
         return await fail(336003, "request body too large", close=True)
-    except ClientDisconnected:
-        return None
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return await fail(336002)
-    if not isinstance(body, dict):
+    except BodyNotAnObject as exc:
+        if not exc.is_json:
+            return await fail(336002)
         return await fail(336001, "Invalid Argument: the request body must be a JSON object")
     problem = check_v1_messages(body.get("messages"))
     if problem is not None:
@@ -142,15 +127,13 @@ async def handle(
         return await fail(problem.v1_code, problem.message)
     messages: list[dict[str, Any]] = body["messages"]
     raw_prompt: str = messages[-1]["content"]
-    continued = continuation_of(messages, _content)
-    prompt = continued[0] if continued else strip_directives(raw_prompt)
-    scenario = find_scenario(config.scenarios, prompt)
     try:
-        fault = select_fault(
-            shared, request.headers.get("x-wenxin-fault"), raw_prompt, scenario, auth.identity
+        question = read_question(
+            shared, request.headers, messages, raw_prompt, _content, auth.identity
         )
     except FaultSpecError as exc:
         return await fail(336001, f"Invalid Argument: {exc}")
+    fault, prompt = question.fault, question.prompt
     if isinstance(fault.error, str):
         return await fail(336001, f"Invalid Argument: error={fault.error} is a v2 error code")
     texts = [m["content"] for m in messages if isinstance(m.get("content"), str)]
@@ -159,14 +142,14 @@ async def handle(
     answer = plan_answer(
         config,
         prompt,
-        scenario,
+        question.scenario,
         fault,
         sentence_pieces,
         normal_finish="normal",
         stop=body.get("stop"),
         max_tokens=body.get("max_output_tokens"),
         prompt_token_count=prompt_tokens(texts),
-        shown=continued[1] if continued else "",
+        shown=question.shown,
         text=_after_function(messages, prompt),
     )
     call = _function_call(shared, body, messages, prompt)
@@ -183,17 +166,11 @@ async def handle(
         shared.auth.expire_token(auth.token)
         return await fail(111)
     stream = body.get("stream") is True
-    if isinstance(fault.error, int) and not (stream and fault.error_after is not None):
+    if isinstance(fault.error, int) and fault.errs_at_once(stream=stream):
         return await fail(fault.error)
     plan = _plan(shared, answer, fault, response_id, stream=stream, call=call)
-    if not stream:
-        result = _complete_body(answer, response_id, call)
-        await deliver(send, plan, 200, headers, json_bytes(result))
-        return None
-    start_headers = sse_headers(headers, charset=config.sse_charset)
-    await send({"type": "http.response.start", "status": 200, "headers": start_headers})
-    await shared.stream(receive, send, plan)
-    return None
+    whole = None if stream else _complete_body(answer, response_id, call)
+    return await shared.respond(receive, send, plan, headers, whole)
 
 
 def _after_function(messages: list[dict[str, Any]], question: str) -> str | None:
@@ -263,41 +240,43 @@ def _plan(
     # Safety 1–2 marks every chunk; 3–4 only the end chunk (the cut point).
     marked = 0 < answer.safety < 3
 
-    def render(index: int) -> bytes:
-        chunk: dict[str, Any] = {
+    def chunk(
+        sentence_id: int,
+        result: str,
+        *,
+        is_end: bool,
+        flagged: bool,
+        finish: str,
+        usage: dict[str, int],
+    ) -> bytes:
+        """One chunk of the stream: a sentence, or the empty end chunk (``is_end``)."""
+        fields: dict[str, Any] = {
             "id": response_id,
             "object": "chat.completion",
             "created": int(time.time()),
-            "sentence_id": index,
-            "is_end": False,
-            "is_truncated": False,
-            "result": pieces[index % n_pieces],
-            "need_clear_history": marked,
+            "sentence_id": sentence_id,
+            "is_end": is_end,
+            "is_truncated": is_end and answer.truncated,
+            "result": result,
+            "need_clear_history": flagged,
         }
-        if marked:
-            chunk["ban_round"] = -1
-        if call is not None:
-            chunk["function_call"] = call
-        chunk["finish_reason"] = "normal"
-        chunk["usage"] = running
-        return json_bytes(chunk)
+        if flagged:
+            fields["ban_round"] = -1
+        if call is not None and not is_end:
+            fields["function_call"] = call
+        fields["finish_reason"] = finish
+        fields["usage"] = usage
+        return json_bytes(fields)
+
+    def render(index: int) -> bytes:
+        piece = pieces[index % n_pieces]
+        return chunk(index, piece, is_end=False, flagged=marked, finish="normal", usage=running)
 
     def end(sent: int) -> bytes:
-        chunk: dict[str, Any] = {
-            "id": response_id,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "sentence_id": sent,
-            "is_end": True,
-            "is_truncated": answer.truncated,
-            "result": "",
-            "need_clear_history": answer.safety > 0,
-        }
-        if answer.safety:
-            chunk["ban_round"] = -1
-        chunk["finish_reason"] = answer.finish
-        chunk["usage"] = _usage(prompt, answer.completion_after(sent))
-        return json_bytes(chunk)
+        usage = _usage(prompt, answer.completion_after(sent))
+        return chunk(
+            sent, "", is_end=True, flagged=answer.safety > 0, finish=answer.finish, usage=usage
+        )
 
     config = shared.config
     count = ENDLESS_CAP if stream and fault.endless and call is None else n_pieces

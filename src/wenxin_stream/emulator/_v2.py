@@ -30,40 +30,28 @@ as one ``chat.completion`` object or as a stream of ``chat.completion.chunk`` de
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from .._asgi import (
-    BodyTooLarge,
-    ClientDisconnected,
-    Headers,
-    Receive,
-    Request,
-    Send,
-    json_bytes,
-    read_body,
-    send_json,
-)
+from .._asgi import BodyTooLarge, Headers, Receive, Request, Send, json_bytes, send_json
 from .._error_codes import V1_CODES, V2_CODES
 from .._models import ModelSpec
 from .._parameters import check_capabilities, check_v2_params
-from .._validation import check_v2_messages
+from .._validation import check_v2_messages, message_text
 from ._answers import default_answer, delta_pieces
 from ._auth import SignatureRequest
 from ._chat import (
     Answer,
+    BodyNotAnObject,
+    Question,
     Shared,
-    continuation_of,
-    find_scenario,
     plan_answer,
     prompt_tokens,
-    select_fault,
+    read_json_object,
+    read_question,
 )
-from ._config import Scenario
-from ._faults import FaultSpec, FaultSpecError, strip_directives
+from ._faults import FaultSpec, FaultSpecError
 from ._roster import resolve, today
 from ._search import cite, plan_search
-from ._stream import deliver, sse_headers
 from ._tools import PlannedCall, answer_after_tools, plan_calls
 from ._v2_answer import TOOLS_PROMPT_TOKENS, V2Answer, complete_body, plan_reasoning, plan_v2
 from ._v2_answer import stream_plan as _stream_plan
@@ -94,20 +82,11 @@ def injected_error(code: int | str) -> tuple[int, str, str, str]:
     return known.v2_status, known.v2_code, known.message, known.v2_type
 
 
-def _text_of(message: Any) -> str:
-    """The text of a (validated) message: its string content, or its text parts joined."""
-    content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict)
-            and part.get("type") == "text"
-            and isinstance(part.get("text"), str)
-        )
-    return ""
+def mid_stream_error(fault: FaultSpec) -> tuple[int, str, str, str]:
+    """The error a stream sends when it fails after it began: the injected one (``error`` with
+    ``error_after``), else an internal error (336000's v2 counterpart); as
+    :func:`injected_error`."""
+    return injected_error(fault.error if fault.error is not None else 336000)
 
 
 async def handle(shared: Shared, request: Request, receive: Receive, send: Send) -> None:
@@ -133,16 +112,10 @@ async def handle(shared: Shared, request: Request, receive: Receive, send: Send)
     if request.method != "POST":
         return await fail(405, "method_not_supported", "Only POST requests are accepted")
     try:
-        raw = await read_body(receive, request.headers, config.max_body_bytes)
+        body = await read_json_object(receive, request.headers, config.max_body_bytes)
     except BodyTooLarge:
         return await fail(413, "invalid_argument", "request body too large", close=True)
-    except ClientDisconnected:
-        return None
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return await fail(400, "malformed_json", "Invalid Argument")
-    if not isinstance(body, dict):
+    except BodyNotAnObject:
         return await fail(400, "malformed_json", "Invalid Argument")
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
@@ -162,17 +135,15 @@ async def handle(shared: Shared, request: Request, receive: Receive, send: Send)
         return await fail(400, problem.v2_code, problem.message)
     messages: list[Any] = body["messages"]
     users = [m for m in messages if m.get("role") == "user"]
-    raw_prompt = _text_of(users[-1]) if users else ""
-    continued = continuation_of(messages, _text_of)
-    prompt = continued[0] if continued else strip_directives(raw_prompt)
-    scenario = find_scenario(config.scenarios, prompt)
+    raw_prompt = message_text(users[-1]) if users else ""
     try:
-        fault = select_fault(
-            shared, request.headers.get("x-wenxin-fault"), raw_prompt, scenario, auth.identity
+        question = read_question(
+            shared, request.headers, messages, raw_prompt, message_text, auth.identity
         )
     except FaultSpecError as exc:
         return await fail(400, "invalid_argument", f"Invalid Argument: {exc}")
-    plan = plan_request(shared, body, spec, messages, prompt, scenario, fault, continued)
+    fault = question.fault
+    plan = plan_request(shared, body, spec, messages, question)
     verdict = shared.quotas.admit(
         auth.identity, plan.answer.prompt_tokens, plan.completion_tokens, config.clock()
     )
@@ -185,13 +156,11 @@ async def handle(shared: Shared, request: Request, receive: Receive, send: Send)
         shared.auth.expire_token(auth.token)
         return await fail(401, "invalid_iam_token", _AUTH_ERRORS["invalid_iam_token"])
     stream = body.get("stream") is True
-    if fault.error is not None and not (stream and fault.error_after is not None):
+    if fault.error is not None and fault.errs_at_once(stream=stream):
         status, code, message, kind = injected_error(fault.error)
         return await fail(status, code, message, kind)
     options = body.get("stream_options") or {}
-    error = fault.error if fault.error is not None else 336000
-    status_code, code, message, kind = injected_error(error)
-    del status_code
+    _, code, message, kind = mid_stream_error(fault)
     stream_plan = _stream_plan(
         shared,
         plan,
@@ -203,14 +172,8 @@ async def handle(shared: Shared, request: Request, receive: Receive, send: Send)
         every_chunk=options.get("chunk_include_usage") is True,
         error_json=json_bytes(error_body(code, message, kind, response_id)),
     )
-    if not stream:
-        result = complete_body(config, plan, response_id, model)
-        await deliver(send, stream_plan, 200, headers, json_bytes(result))
-        return None
-    start_headers = sse_headers(headers, charset=config.sse_charset)
-    await send({"type": "http.response.start", "status": 200, "headers": start_headers})
-    await shared.stream(receive, send, stream_plan)
-    return None
+    whole = None if stream else complete_body(config, plan, response_id, model)
+    return await shared.respond(receive, send, stream_plan, headers, whole)
 
 
 def plan_request(
@@ -218,14 +181,12 @@ def plan_request(
     body: dict[str, Any],
     spec: ModelSpec,
     messages: list[Any],
-    prompt: str,
-    scenario: Scenario | None,
-    fault: FaultSpec,
-    continued: tuple[str, str] | None,
+    question: Question,
 ) -> V2Answer:
     """Plan the answer to a checked request (see ``_v2_answer``); the OpenAI-compatible route
     (``_openai``) plans with it too."""
     config = shared.config
+    prompt, fault = question.prompt, question.fault
     ignored = spec.unsupported if config.unsupported_params == "ignore" else frozenset()
     tools = body.get("tools") if spec.tools is not False else None
     search = plan_search(body.get("web_search"), prompt) if spec.search is not False else None
@@ -233,6 +194,7 @@ def plan_request(
     calls: tuple[PlannedCall, ...] = ()
     if tools and after_tools is None:
         calls = plan_calls({**body, "tools": tools}, prompt, today(config), shared.new_call_id)
+    scenario = question.scenario
     if scenario is not None and scenario.answer:
         text = scenario.answer
     elif after_tools is not None:
@@ -252,8 +214,8 @@ def plan_request(
         normal_finish=config.v2_finish_reason,
         stop=None if "stop" in ignored else body.get("stop"),
         max_tokens=body.get("max_completion_tokens", body.get("max_tokens")),
-        prompt_token_count=prompt_tokens(_text_of(m) for m in messages) + extra,
-        shown=continued[1] if continued else "",
+        prompt_token_count=prompt_tokens(message_text(m) for m in messages) + extra,
+        shown=question.shown,
         text=text,
     )
     reasoning = plan_reasoning(config, spec, body, prompt)
