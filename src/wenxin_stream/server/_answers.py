@@ -9,10 +9,12 @@ checkpoints, the per-key limiter, the upstream and the audit log.
 
 :meth:`Answers.ask` answers a question inside a conversation:
 
-1. refuse while shutting down (503); check the model (404 ``model_not_found``) and load the
-   conversation and its messages; to *replace* the last exchange (regenerate, retry, edit:
-   ``AskOptions.replace``), the messages from that question on are left out of the history
-   (404 when the question is unknown, 409 when it is not the last or its answer streams);
+1. refuse while shutting down (503); wait for its turn when a burst of starts is being paced
+   (``_pacing``: at once on a server that is not flooded); check the model (404
+   ``model_not_found``) and load the conversation and its messages; to *replace* the last
+   exchange (regenerate, retry, edit: ``AskOptions.replace``), the messages from that question
+   on are left out of the history (404 when the question is unknown, 409 when it is not the
+   last or its answer streams);
 2. rebuild the history the model sees with the SDK's
    :class:`~wenxin_stream._conversation.ConversationCore` (:func:`history_request`: complete
    answers as they are, interrupted ones marked as interrupted, unanswered questions dropped,
@@ -75,6 +77,7 @@ from ._checkpoints import Checkpoints
 from ._completion_request import web_search_object
 from ._http import HTTPError, not_found, optional_str
 from ._limits import Admission, Limits, Rejection
+from ._pacing import StartPacer
 from ._relay import FINISHED_REASONS, Generation, Relay, usage_dict
 from ._schema import StoreUnavailableError, replaced_index
 from ._store import (
@@ -269,7 +272,10 @@ class Answers:
         pricing: Pricing | None = None,
         clock: Callable[[], float] = time.time,
         takeover: str = "continue",
+        pacer: StartPacer | None = None,
     ) -> None:
+        self.pacer = pacer or StartPacer()
+        """Admits the starts of a burst a slice at a time (``_pacing``)."""
         self.takeover = takeover
         """What a takeover does with an answer (``continue`` where allowed, or
         ``interrupt``)."""
@@ -346,6 +352,7 @@ class Answers:
                 503 (shutting down).
         """
         self._check_accepting()
+        await self.pacer.turn()  # a burst of starts is let in a slice at a time
         store, owner = self.store, principal.owner
         conv: ConversationRecord | None = None
         history: list[MessageRecord] = []
@@ -458,6 +465,7 @@ class Answers:
                 (limits), 503 (shutting down).
         """
         self._check_accepting()
+        await self.pacer.turn()  # a burst of starts is let in a slice at a time
         answer_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
         if not isinstance(answer_tokens, int) or isinstance(answer_tokens, bool):
             answer_tokens = DEFAULT_ANSWER_TOKENS

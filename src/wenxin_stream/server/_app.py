@@ -152,6 +152,8 @@ class Server:
         self._on_ready = on_ready
         self._stopping: asyncio.Task[None] | None = None
         self._routes: _Table = {}
+        self._exact: dict[str, tuple[str, dict[str, Handler]]] = {}
+        """The routes without parameters by their path (``strip("/")``, as matched)."""
         # opened by the lifespan start-up:
         self.store: Store
         self.keys: KeyCache
@@ -191,6 +193,9 @@ class Server:
             await self._lifespan(receive, send)
 
     def _match(self, path: str) -> tuple[str | None, dict[str, Handler], dict[str, str]]:
+        exact = self._exact.get(path.strip("/"))
+        if exact is not None:
+            return exact[0], exact[1], {}
         parts = tuple(path.strip("/").split("/")) if path != "/" else ()
         for pattern, template, methods in self._routes.get(len(parts), ()):
             params: dict[str, str] = {}
@@ -516,6 +521,10 @@ class Server:
         ):
             routes.update(group)
         self._routes = _table(routes)
+        self._exact = {}
+        for template in routes:  # a path without parameters: one dict lookup, not a scan
+            if "{" not in template and self._match(template)[0] == template:
+                self._exact[template.strip("/")] = (template, routes[template])
 
     async def drain(self) -> None:
         """Begin the shutdown: refuse new asks, let running answers end (bounded), stop the
