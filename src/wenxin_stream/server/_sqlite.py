@@ -8,9 +8,7 @@ Theory of operation
 directory before SQLite opens it; WAL, ``synchronous=NORMAL``) in its own thread and is the
 only code that ever touches it. A :class:`Job` is an operation — a function of the connection
 wrapped in a :class:`~._sql.Db` with the SQLite dialect — plus the future its caller awaits.
-Jobs submitted during one iteration of the event loop are queued together at its next
-iteration (each put into the queue wakes the waiting thread: a burst wakes it once). The
-worker takes a job and every job queued behind it (up to :data:`BATCH_LIMIT`), runs them
+The worker takes a job and every job queued behind it (up to :data:`BATCH_LIMIT`), runs them
 in one transaction — each in its own ``SAVEPOINT``, so one failing job does not undo the
 others, and each job is atomic on its own — commits once, and resolves the batch's futures
 with one wake-up per event loop. Separate jobs are never atomic *together*: they may land in
@@ -105,7 +103,6 @@ class Worker:
         self._translate = translate  # errors of lower layers → the store's own
         self._busy_timeout = busy_timeout
         self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
-        self._pending: list[Job] = []  # submitted, handed to the thread at the loop's next turn
         self._conn: sqlite3.Connection | None = None
         self._db: Db | None = None
         self._thread = threading.Thread(target=self._run, name="wenxin-store", daemon=True)
@@ -119,23 +116,8 @@ class Worker:
         self._thread.start()
 
     def submit(self, job: Job) -> None:
-        """Queue a job. Jobs submitted during one iteration of their event loop are handed to
-        the thread together at the next (one ``call_soon``): putting a job into the queue
-        wakes the waiting thread — a system call and, the server's threads sharing one core,
-        a context switch — so a burst of starts wakes it once per iteration, not per job."""
-        pending = self._pending
-        if pending and pending[0].loop is not job.loop:  # another loop's: no grouping
-            self._queue.put(job)
-            return
-        pending.append(job)
-        if len(pending) == 1:
-            job.loop.call_soon(self._hand_over)
-
-    def _hand_over(self) -> None:
-        jobs, self._pending = self._pending, []
-        put = self._queue.put
-        for job in jobs:
-            put(job)
+        """Queue a job."""
+        self._queue.put(job)
 
     def join(self) -> None:
         """Wait for the thread to end (after the closing job)."""
