@@ -13,9 +13,11 @@ native route renews its conversation every 10 questions, as ``wenxin bench`` doe
 server, and reads that server's process CPU (``utime + stime`` from ``/proc``, every thread)
 before and after. Rounds alternate between the servers and the routes, so a noisy neighbour
 hits both alike; the figure is the median per server and route, and their ratio. With
-``--profile`` one more round per route is recorded with ``py-spy`` on each server and every
-sample is put in the part of the start it belongs to (:data:`PARTS`, the innermost frame that
-names one), so the CPU per start is split into its parts.
+``--profile`` one more round per route is recorded with ``py-spy record --gil`` on each server
+(only the thread holding the GIL is sampled: a thread waiting on a queue is not work) and
+every sample is put in the part of the start it belongs to (:data:`PARTS`, the innermost frame
+that names one), so the CPU per start is split into its parts; the collapsed stacks stay in
+the run's temporary directory.
 
 ``burst``: ``--running`` ERNIE-paced streams (``ttft=0.5;interval=0.4;chunks=12``) run on the
 OpenAI route for ``--duration`` s (one ``wenxin bench``, started over 3 s); at
@@ -349,7 +351,7 @@ def run_cost(args: argparse.Namespace, servers: Servers, work: Path) -> dict[str
                 shares, cpu, done = profiled_round(
                     pid, url, key, route, args.streams, args.concurrency,
                     work / f"profile-{route}-{tag}",
-                    args.out.with_name(f"{args.out.stem}-{route}-{tag}.collapsed.txt"),
+                    work / f"{route}-{tag}.collapsed.txt",
                 )  # fmt: skip
                 per_start = cpu / done * 1000
                 profiles[f"{route}/{tag}"] = {
@@ -450,8 +452,11 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     print(json.dumps(result, indent=1, ensure_ascii=False))
-    with contextlib.suppress(OSError):
-        shutil.rmtree(work)
+    if args.profile:  # the collapsed stacks stay for a closer look
+        print(f"py-spy's collapsed stacks: {work}/<route>-<server>.collapsed.txt")
+    else:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work)
     return 0
 
 
