@@ -92,3 +92,17 @@ async def test_a_waiting_start_that_is_cancelled_leaves_the_queue() -> None:
     await asyncio.wait_for(after, 1.0)
     assert pacer.admitted == 2
     assert not pacer._queue
+
+
+async def test_a_start_woken_then_cancelled_passes_its_turn_on() -> None:
+    pacer = StartPacer(slice_seconds=0.0)
+    pacer._open = True  # a slice is open that admits nobody more
+    woken, last = asyncio.ensure_future(pacer.turn()), asyncio.ensure_future(pacer.turn())
+    await asyncio.sleep(0)
+    assert len(pacer._queue) == 2
+    pacer._close()  # it admitted nobody: it wakes the head of the queue alone
+    woken.cancel()  # before it could take its turn
+    with pytest.raises(asyncio.CancelledError):
+        await woken
+    await asyncio.wait_for(last, 1.0)  # not stuck behind the cancelled one
+    assert pacer.admitted == 1

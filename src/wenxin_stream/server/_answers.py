@@ -351,8 +351,8 @@ class Answers:
             HTTPError: 404 (conversation, model), 400 (invalid request), 429 (limits),
                 503 (shutting down).
         """
-        self._check_accepting()
         await self.pacer.turn()  # a burst of starts is let in a slice at a time
+        self._check_accepting()  # (after the wait: a shutdown may have begun meanwhile)
         store, owner = self.store, principal.owner
         conv: ConversationRecord | None = None
         history: list[MessageRecord] = []
@@ -464,8 +464,8 @@ class Answers:
             HTTPError: 400 (the request breaks ERNIE's rules: the SDK names the field), 429
                 (limits), 503 (shutting down).
         """
-        self._check_accepting()
         await self.pacer.turn()  # a burst of starts is let in a slice at a time
+        self._check_accepting()  # (after the wait: a shutdown may have begun meanwhile)
         answer_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
         if not isinstance(answer_tokens, int) or isinstance(answer_tokens, bool):
             answer_tokens = DEFAULT_ANSWER_TOKENS

@@ -74,6 +74,11 @@ class StartPacer:
             except asyncio.CancelledError:
                 if waiter in line:
                     line.remove(waiter)
+                elif waiter.done() and not waiter.cancelled() and not self._open:
+                    # woken, then cancelled before its turn: a close passes the turn on
+                    self._open = True
+                    self._until = 0.0
+                    loop.call_soon(self._close)
                 raise
             if self._admit():
                 return
