@@ -122,8 +122,12 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+PIN = True
+"""Pin the servers to CPU 0 and the emulator and the load to CPU 1 (``--no-pin``: not)."""
+
+
 def pin(cpu: int) -> list[str]:
-    if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+    if not PIN or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
         return []
     return ["taskset", "-c", str(cpu)]
 
@@ -439,7 +443,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="burst: seconds of load")
     parser.add_argument("--steady", action="store_true", help="burst: also a round without one")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--no-pin", action="store_true", help="no taskset (a machine busy with other work)"
+    )
     args = parser.parse_args()
+    global PIN
+    PIN = not args.no_pin
     out = args.out = args.out or ROOT / "bench" / "results" / f"start_{args.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="start-cost-"))

@@ -6,8 +6,8 @@ Theory of operation
 A stream start is ~1 ms of the event loop's CPU, most of it run straight through until its
 first real wait. When hundreds of requests arrive together, uvicorn hands all of them to the
 loop in one go, and without pacing each runs its start before the loop looks at its sockets
-again: running streams' chunks wait behind the whole burst (hundreds of milliseconds at a few
-hundred starts, ``bench/start_cost.py --mode burst``).
+again: running streams' chunks wait behind the whole burst (a few hundred starts: hundreds of
+milliseconds).
 
 :meth:`StartPacer.turn` is awaited at the top of every start (``Answers.ask`` and
 ``Answers.complete``: the SSE, WebSocket and OpenAI routes). Starts are admitted in
@@ -22,8 +22,12 @@ line at the next close. So at most one slice of start work runs between two look
 sockets, and an idle server admits every start at once (the first of a slice never waits: one
 ``call_soon`` per slice is the whole cost).
 
-Nothing is refused here: the connection caps (``_http_limits``) and the per-key limits bound
-how much can queue, and a start that waits is cancelled with its request.
+Nothing is refused here: the connection caps (``_http_limits``) bound how much can queue, and
+a start that waits is cancelled with its request (one woken and cancelled before its turn
+passes the turn on). The price: when starts alone keep the loop busy, about half of them wait
+a turn, and the start's CPU measured ×1.0–1.24 of the same tree without pacing
+(``bench/PROFILE.md``, "Stream starts"; the burst's benefit is not yet measured on a quiet
+machine, and the slice is not tuned).
 """
 
 from __future__ import annotations
