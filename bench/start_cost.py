@@ -24,7 +24,8 @@ OpenAI route for ``--duration`` s (one ``wenxin bench``, started over 3 s); at
 ``--burst-at`` s another ``wenxin bench`` starts ``--burst`` streams at once (``--ramp 0``).
 The running streams' chunk lateness is read from the first ``wenxin bench``: its p99 over the
 whole window, and the worst of its one-second p99s (its progress lines) from the burst on.
-Servers alternate per round.
+Servers alternate per round. Admission pacing is off unless ``--start-slice`` turns it on in
+this tree's server (``WENXIN_START_SLICE``).
 
     mkdir -p /tmp/base && git archive main src | tar -x -C /tmp/base
     .venv/bin/python bench/start_cost.py --baseline-src /tmp/base/src --profile
@@ -163,7 +164,7 @@ def wait_for_line(path: Path, pattern: str, proc: subprocess.Popen[bytes]) -> st
 class Servers:
     """The emulator and the two servers (``base``, ``ours``), stopped on exit."""
 
-    def __init__(self, work: Path, baseline: Path) -> None:
+    def __init__(self, work: Path, baseline: Path, start_slice: float = 0.0) -> None:
         self.work = work
         self.procs: list[subprocess.Popen[bytes]] = []
         code = "import gc, sys; gc.disable(); from wenxin_stream.cli import main; sys.exit(main())"
@@ -176,7 +177,7 @@ class Servers:
         self.emulator = f"http://127.0.0.1:{port}"
         self.servers: dict[str, tuple[int, str, str]] = {}  # tag → (pid, url, key)
         self.servers["base"] = self._serve("base", baseline)
-        self.servers["ours"] = self._serve("ours", None)
+        self.servers["ours"] = self._serve("ours", None, start_slice)
 
     def _start(self, argv: list[str], name: str, env: dict[str, str]) -> Path:
         log = self.work / f"{name}.log"
@@ -191,8 +192,8 @@ class Servers:
         )
         return log
 
-    def _serve(self, tag: str, src: Path | None) -> tuple[int, str, str]:
-        env: dict[str, str] = {}
+    def _serve(self, tag: str, src: Path | None, slice_s: float = 0.0) -> tuple[int, str, str]:
+        env: dict[str, str] = {"WENXIN_START_SLICE": f"{slice_s:g}"} if slice_s else {}
         wenxin = [str(WENXIN)]
         if src is not None:
             env["PYTHONPATH"] = str(src.resolve())
@@ -444,6 +445,12 @@ def main() -> int:
     parser.add_argument("--steady", action="store_true", help="burst: also a round without one")
     parser.add_argument("--out", type=Path)
     parser.add_argument(
+        "--start-slice",
+        type=float,
+        default=0.0,
+        help="this tree's admission pacing (WENXIN_START_SLICE; 0: off, the default)",
+    )
+    parser.add_argument(
         "--no-pin", action="store_true", help="no taskset (a machine busy with other work)"
     )
     args = parser.parse_args()
@@ -452,7 +459,7 @@ def main() -> int:
     out = args.out = args.out or ROOT / "bench" / "results" / f"start_{args.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="start-cost-"))
-    servers = Servers(work, args.baseline_src)
+    servers = Servers(work, args.baseline_src, args.start_slice)
     try:
         run = run_cost if args.mode == "cost" else run_burst
         result = run(args, servers, work)

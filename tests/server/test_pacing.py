@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 
 import pytest
+from server_helpers import Running
 
 from wenxin_stream.server._pacing import StartPacer
 
@@ -106,3 +108,24 @@ async def test_a_start_woken_then_cancelled_passes_its_turn_on() -> None:
         await woken
     await asyncio.wait_for(last, 1.0)  # not stuck behind the cancelled one
     assert pacer.admitted == 1
+
+
+def test_the_server_paces_its_starts_only_when_asked(make_server: Callable[..., Running]) -> None:
+    body = {"model": "ernie-4.5-21b-a3b", "stream": True,
+            "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    off = make_server()
+    assert off.app.answers.pacer is None  # the default: every start goes on at once
+    paced = make_server(start_slice=0.004)
+    pacer = paced.app.answers.pacer
+    assert pacer is not None
+    assert pacer.slice == 0.004
+    with paced.client() as client:
+        for _ in range(3):
+            r = client.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200
+            assert r.text.endswith("data: [DONE]\n\n")
+        conv = client.post("/api/conversations", json={}).json()["id"]
+        r = client.post(f"/api/conversations/{conv}/messages", json={"content": "hi"})
+        assert r.status_code == 200
+        assert "event: end" in r.text
+    assert pacer.admitted == 4  # each start, on both routes, went through the pacer

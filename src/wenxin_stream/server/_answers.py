@@ -9,8 +9,9 @@ checkpoints, the per-key limiter, the upstream and the audit log.
 
 :meth:`Answers.ask` answers a question inside a conversation:
 
-1. refuse while shutting down (503); wait for its turn when a burst of starts is being paced
-   (``_pacing``: at once on a server that is not flooded); check the model (404
+1. with admission pacing on (``start_slice``), wait for its turn when a burst of starts is
+   being paced (``_pacing``: at once on a server that is not flooded); refuse while shutting
+   down (503); check the model (404
    ``model_not_found``) and load the conversation and its messages; to *replace* the last
    exchange (regenerate, retry, edit: ``AskOptions.replace``), the messages from that question
    on are left out of the history (404 when the question is unknown, 409 when it is not the
@@ -274,8 +275,8 @@ class Answers:
         takeover: str = "continue",
         pacer: StartPacer | None = None,
     ) -> None:
-        self.pacer = pacer or StartPacer()
-        """Admits the starts of a burst a slice at a time (``_pacing``)."""
+        self.pacer = pacer
+        """Admits the starts of a burst a slice at a time (``_pacing``; ``None``: off)."""
         self.takeover = takeover
         """What a takeover does with an answer (``continue`` where allowed, or
         ``interrupt``)."""
@@ -351,8 +352,9 @@ class Answers:
             HTTPError: 404 (conversation, model), 400 (invalid request), 429 (limits),
                 503 (shutting down).
         """
-        await self.pacer.turn()  # a burst of starts is let in a slice at a time
-        self._check_accepting()  # (after the wait: a shutdown may have begun meanwhile)
+        if self.pacer is not None:  # a burst of starts is let in a slice at a time
+            await self.pacer.turn()
+        self._check_accepting()  # (after any wait: a shutdown may have begun meanwhile)
         store, owner = self.store, principal.owner
         conv: ConversationRecord | None = None
         history: list[MessageRecord] = []
@@ -464,8 +466,9 @@ class Answers:
             HTTPError: 400 (the request breaks ERNIE's rules: the SDK names the field), 429
                 (limits), 503 (shutting down).
         """
-        await self.pacer.turn()  # a burst of starts is let in a slice at a time
-        self._check_accepting()  # (after the wait: a shutdown may have begun meanwhile)
+        if self.pacer is not None:  # a burst of starts is let in a slice at a time
+            await self.pacer.turn()
+        self._check_accepting()  # (after any wait: a shutdown may have begun meanwhile)
         answer_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
         if not isinstance(answer_tokens, int) or isinstance(answer_tokens, bool):
             answer_tokens = DEFAULT_ANSWER_TOKENS

@@ -69,6 +69,7 @@ from ._leases import Leases
 from ._limits import KeyLimiter, KeyLimits, Limits
 from ._limits_redis import SharedLimits
 from ._metrics import Metrics
+from ._pacing import StartPacer
 from ._redis import SharedRedis, SharedStateError
 from ._relay import Relay
 from ._revocations import Revocations
@@ -478,6 +479,7 @@ class Server:
             history_turns=config.history_turns,
             producer=self.instance_id,
             takeover=config.takeover,
+            pacer=StartPacer(config.start_slice) if config.start_slice > 0 else None,
         )
         self.sockets = Sockets(
             access=access,

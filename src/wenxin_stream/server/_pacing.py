@@ -9,8 +9,10 @@ loop in one go, and without pacing each runs its start before the loop looks at 
 again: running streams' chunks wait behind the whole burst (a few hundred starts: hundreds of
 milliseconds).
 
-:meth:`StartPacer.turn` is awaited at the top of every start (``Answers.ask`` and
-``Answers.complete``: the SSE, WebSocket and OpenAI routes). Starts are admitted in
+It is **off unless** ``start_slice`` (``--start-slice``, ``WENXIN_START_SLICE``) is set: its
+benefit is not yet measured and its cost is (below). Then :meth:`StartPacer.turn` is awaited
+at the top of every start (``Answers.ask`` and ``Answers.complete``: the SSE, WebSocket and
+OpenAI routes). Starts are admitted in
 **slices**: the first start opens a slice, and more are admitted at once while
 :attr:`~StartPacer.slice` seconds (wall time, perf_counter) have not passed since it opened.
 The slice closes on the loop's next iteration (``call_soon``): by then the loop has polled its
@@ -39,7 +41,8 @@ from time import perf_counter
 __all__ = ["DEFAULT_SLICE", "StartPacer"]
 
 DEFAULT_SLICE = 0.004
-"""Seconds of start work admitted between two looks of the loop at its sockets."""
+"""Seconds of start work admitted between two looks of the loop at its sockets (what
+``bench/start_cost.py`` measured; the server's ``start_slice`` sets it)."""
 
 
 class StartPacer:
