@@ -83,6 +83,38 @@ def test_messages_are_counted_apart_and_rounded_once() -> None:
     assert estimate_prompt_tokens(three) == 2
 
 
+def _counts_char_by_char(text: str) -> tuple[int, int]:
+    """The rule read literally, one character at a time: (CJK characters, words)."""
+    cjk = words = 0
+    in_word = False
+    for char in text:
+        if char.isspace():
+            in_word = False
+        elif _token_estimate._is_word_char(char):
+            words += not in_word
+            in_word = True
+        else:
+            cjk += 1
+            in_word = False
+    return cjk, words
+
+
+_TRICKY = st.sampled_from(
+    [
+        *"ab1-。，\t\n\x1c\x1f\x85\u00a0\u2028\u200b\u3000\u3001\u2e7f\u2e80\u2fff\u9fff",
+        *("\ua000", "\uac00", "\ud7af", "\ud7b0", "\uf900", "\ufaff", "\uff00", "\uffef"),
+        *("\ufff0", "\U00020000", "\U0003ffff", "\U00040000", "😀", "\ud800"),
+    ]
+)
+
+
+@given(st.one_of(st.text(), st.lists(_TRICKY, max_size=30).map("".join)))
+def test_the_fast_count_is_the_rule_read_character_by_character(text: str) -> None:
+    # the estimate counts runs of CJK characters and splits the rest on whitespace (cheap on
+    # long Chinese histories); it must give exactly what the rule says, character by character
+    assert _token_estimate._counts(text) == _counts_char_by_char(text)
+
+
 @given(st.lists(st.text(), max_size=5))
 def test_estimate_is_deterministic_and_monotonic(texts: list[str]) -> None:
     messages = [{"role": "user", "content": t} for t in texts]

@@ -21,6 +21,7 @@ def test_defaults() -> None:
     assert config.stall_timeout == 30.0
     assert config.max_body_bytes == 1 << 20
     assert config.checkpoint_interval == 1.0
+    assert config.start_slice == 0.0  # admission pacing is off unless asked for
     assert config.database == "data/wenxin.db"
     assert config.audit_path == Path("data/audit.jsonl")
     assert repr(config) == "ServerConfig()"
@@ -93,6 +94,7 @@ def test_cli_flags_feed_the_config(tmp_path: Path) -> None:
         ({"upstream_max_connections": 0}, "upstream_max_connections"),
         ({"resume_grace": float("inf")}, "resume_grace"),
         ({"checkpoint_interval": -0.5}, "checkpoint_interval"),
+        ({"start_slice": -0.001}, "start_slice"),
         ({"workers": 0}, "workers: must be at least 1"),
         ({"workers": 2}, "workers: 2 workers need redis_url"),
         ({"redis_url": "http://localhost:6379"}, "redis_url: expected redis://"),

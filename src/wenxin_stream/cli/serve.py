@@ -93,6 +93,12 @@ def register(subparsers: Any) -> None:
         "seconds between writes of streaming answers' text; a crash loses at most this (1; 0: off)",
         type=float,
     )
+    _flag(
+        streams,
+        "start-slice",
+        "admission pacing: seconds of start work between two looks at the sockets (0: off)",
+        type=float,
+    )
     _flag(streams, "default-model", "model of requests that name none")
 
     conns = parser.add_argument_group("connections (what one client can make the server hold)")
@@ -186,6 +192,7 @@ _FIELDS = (
     "stall_timeout",
     "shutdown_grace",
     "checkpoint_interval",
+    "start_slice",
     "default_model",
     "allow_dev_mode_remote",
     "default_rpm",

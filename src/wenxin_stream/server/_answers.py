@@ -9,10 +9,13 @@ checkpoints, the per-key limiter, the upstream and the audit log.
 
 :meth:`Answers.ask` answers a question inside a conversation:
 
-1. refuse while shutting down (503); check the model (404 ``model_not_found``) and load the
-   conversation and its messages; to *replace* the last exchange (regenerate, retry, edit:
-   ``AskOptions.replace``), the messages from that question on are left out of the history
-   (404 when the question is unknown, 409 when it is not the last or its answer streams);
+1. with admission pacing on (``start_slice``), wait for its turn when a burst of starts is
+   being paced (``_pacing``: at once on a server that is not flooded); refuse while shutting
+   down (503); check the model (404
+   ``model_not_found``) and load the conversation and its messages; to *replace* the last
+   exchange (regenerate, retry, edit: ``AskOptions.replace``), the messages from that question
+   on are left out of the history (404 when the question is unknown, 409 when it is not the
+   last or its answer streams);
 2. rebuild the history the model sees with the SDK's
    :class:`~wenxin_stream._conversation.ConversationCore` (:func:`history_request`: complete
    answers as they are, interrupted ones marked as interrupted, unanswered questions dropped,
@@ -75,6 +78,7 @@ from ._checkpoints import Checkpoints
 from ._completion_request import web_search_object
 from ._http import HTTPError, not_found, optional_str
 from ._limits import Admission, Limits, Rejection
+from ._pacing import StartPacer
 from ._relay import FINISHED_REASONS, Generation, Relay, usage_dict
 from ._schema import StoreUnavailableError, replaced_index
 from ._store import (
@@ -269,7 +273,10 @@ class Answers:
         pricing: Pricing | None = None,
         clock: Callable[[], float] = time.time,
         takeover: str = "continue",
+        pacer: StartPacer | None = None,
     ) -> None:
+        self.pacer = pacer
+        """Admits the starts of a burst a slice at a time (``_pacing``; ``None``: off)."""
         self.takeover = takeover
         """What a takeover does with an answer (``continue`` where allowed, or
         ``interrupt``)."""
@@ -345,7 +352,9 @@ class Answers:
             HTTPError: 404 (conversation, model), 400 (invalid request), 429 (limits),
                 503 (shutting down).
         """
-        self._check_accepting()
+        if self.pacer is not None:  # a burst of starts is let in a slice at a time
+            await self.pacer.turn()
+        self._check_accepting()  # (after any wait: a shutdown may have begun meanwhile)
         store, owner = self.store, principal.owner
         conv: ConversationRecord | None = None
         history: list[MessageRecord] = []
@@ -457,7 +466,9 @@ class Answers:
             HTTPError: 400 (the request breaks ERNIE's rules: the SDK names the field), 429
                 (limits), 503 (shutting down).
         """
-        self._check_accepting()
+        if self.pacer is not None:  # a burst of starts is let in a slice at a time
+            await self.pacer.turn()
+        self._check_accepting()  # (after any wait: a shutdown may have begun meanwhile)
         answer_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
         if not isinstance(answer_tokens, int) or isinstance(answer_tokens, bool):
             answer_tokens = DEFAULT_ANSWER_TOKENS

@@ -69,6 +69,7 @@ from ._leases import Leases
 from ._limits import KeyLimiter, KeyLimits, Limits
 from ._limits_redis import SharedLimits
 from ._metrics import Metrics
+from ._pacing import StartPacer
 from ._redis import SharedRedis, SharedStateError
 from ._relay import Relay
 from ._revocations import Revocations
@@ -152,6 +153,8 @@ class Server:
         self._on_ready = on_ready
         self._stopping: asyncio.Task[None] | None = None
         self._routes: _Table = {}
+        self._exact: dict[str, tuple[str, dict[str, Handler]]] = {}
+        """The routes without parameters by their path (``strip("/")``, as matched)."""
         # opened by the lifespan start-up:
         self.store: Store
         self.keys: KeyCache
@@ -191,6 +194,9 @@ class Server:
             await self._lifespan(receive, send)
 
     def _match(self, path: str) -> tuple[str | None, dict[str, Handler], dict[str, str]]:
+        exact = self._exact.get(path.strip("/"))
+        if exact is not None:
+            return exact[0], exact[1], {}
         parts = tuple(path.strip("/").split("/")) if path != "/" else ()
         for pattern, template, methods in self._routes.get(len(parts), ()):
             params: dict[str, str] = {}
@@ -473,6 +479,7 @@ class Server:
             history_turns=config.history_turns,
             producer=self.instance_id,
             takeover=config.takeover,
+            pacer=StartPacer(config.start_slice) if config.start_slice > 0 else None,
         )
         self.sockets = Sockets(
             access=access,
@@ -516,6 +523,10 @@ class Server:
         ):
             routes.update(group)
         self._routes = _table(routes)
+        self._exact = {}
+        for template in routes:  # a path without parameters: one dict lookup, not a scan
+            if "{" not in template and self._match(template)[0] == template:
+                self._exact[template.strip("/")] = (template, routes[template])
 
     async def drain(self) -> None:
         """Begin the shutdown: refuse new asks, let running answers end (bounded), stop the

@@ -110,6 +110,9 @@ class ServerConfig:
         shutdown_grace: Seconds in-flight streams get to finish at shutdown.
         checkpoint_interval: Seconds between writes of the text of answers still streaming
             to the store (a crash loses at most this much of each; 0: no checkpoints).
+        start_slice: Admission pacing (``_pacing``): seconds of stream-start work admitted
+            between two looks of the event loop at its sockets when a burst of starts
+            arrives (0: off, every start goes on at once).
         max_body_bytes: Largest request body (and WebSocket frame) accepted.
         max_header_bytes: Largest request head (request line and headers), in bytes → 431.
         max_headers: Most header fields in one request → 431.
@@ -178,6 +181,7 @@ class ServerConfig:
     stall_timeout: float = 30.0
     shutdown_grace: float = 10.0
     checkpoint_interval: float = 1.0
+    start_slice: float = 0.0
     max_body_bytes: int = 1 << 20
     max_header_bytes: int = 32 << 10
     max_headers: int = 100
@@ -218,6 +222,8 @@ class ServerConfig:
             object.__setattr__(self, f.name, _convert(f.name, getattr(self, f.name), "value"))
         if not 0 <= self.port <= 65535:
             raise ServerConfigError(f"port: must be in 0..65535, got {self.port}")
+        if self.start_slice < 0:
+            raise ServerConfigError("start_slice: must be 0 (off) or more")
         for name in ("ping_interval", "stall_timeout", "max_body_bytes", "max_answer_chars"):
             if getattr(self, name) <= 0:
                 raise ServerConfigError(f"{name}: must be greater than 0")

@@ -32,7 +32,6 @@ there is nothing to resume).
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -70,6 +69,12 @@ def openai_usage(usage: Usage | None) -> dict[str, Any] | None:
     return counts
 
 
+def completion_id(stream_id: str) -> str:
+    """The ``chatcmpl-`` id of a completion: its stream id's random part (one random draw per
+    answer, not two)."""
+    return "chatcmpl-" + stream_id.removeprefix("s_")
+
+
 def _tool_call(index: int, call: dict[str, Any]) -> dict[str, Any]:
     function = {"name": call["name"], "arguments": call["arguments"]}
     return {"index": index, "id": call["id"], "type": "function", "function": function}
@@ -78,8 +83,8 @@ def _tool_call(index: int, call: dict[str, Any]) -> dict[str, Any]:
 class _Chunks:
     """Encodes log entries as ``chat.completion.chunk`` SSE frames for one request."""
 
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self.id = "chatcmpl-" + secrets.token_hex(12)
+    def __init__(self, model: str, include_usage: bool, stream_id: str) -> None:
+        self.id = completion_id(stream_id)
         self.created = int(time.time())
         self.prefix = b'{"id":"%s","object":"chat.completion.chunk","created":%d,' % (
             self.id.encode(),
@@ -224,7 +229,8 @@ class OpenAIRoutes:
         ctx.audit_taken = True
         sub = self.relay.attach(gen)
         if request.stream:
-            await self._stream(sub, receive, send, _Chunks(name, request.include_usage))
+            chunks = _Chunks(name, request.include_usage, gen.stream_id)
+            await self._stream(sub, receive, send, chunks)
         else:
             await self._whole(sub, receive, send, name)
 
@@ -277,7 +283,7 @@ def _completion(gen: Generation, model: str, finish: str) -> dict[str, Any]:
         ]
         message["content"] = text or None
     body: dict[str, Any] = {
-        "id": "chatcmpl-" + secrets.token_hex(12),
+        "id": completion_id(gen.stream_id),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,

@@ -1,0 +1,119 @@
+"""Admission pacing: a burst of stream starts is let in a slice at a time.
+
+Theory of operation
+===================
+
+A stream start is ~1 ms of the event loop's CPU, most of it run straight through until its
+first real wait. When hundreds of requests arrive together, uvicorn hands all of them to the
+loop in one go, and without pacing each runs its start before the loop looks at its sockets
+again: running streams' chunks wait behind the whole burst (a few hundred starts: hundreds of
+milliseconds).
+
+It is **off unless** ``start_slice`` (``--start-slice``, ``WENXIN_START_SLICE``) is set: its
+benefit is not yet measured and its cost is (below). Then :meth:`StartPacer.turn` is awaited
+at the top of every start (``Answers.ask`` and ``Answers.complete``: the SSE, WebSocket and
+OpenAI routes). Starts are admitted in
+**slices**: the first start opens a slice, and more are admitted at once while
+:attr:`~StartPacer.slice` seconds (wall time, perf_counter) have not passed since it opened.
+The slice closes on the loop's next iteration (``call_soon``): by then the loop has polled its
+sockets and running streams had their turn. Starts that did not fit queue in arrival order.
+When a slice closes it wakes the head of the queue — twice as many as it admitted (at least
+one), so a queue of hundreds costs a few wake-ups per slice, not hundreds: the first of them
+opens the next slice, those that fit in its time go on, and those that do not are first in
+line at the next close. So at most one slice of start work runs between two looks at the
+sockets, and an idle server admits every start at once (the first of a slice never waits: one
+``call_soon`` per slice is the whole cost).
+
+Nothing is refused here: the connection caps (``_http_limits``) bound how much can queue, and
+a start that waits is cancelled with its request (one woken and cancelled before its turn
+passes the turn on). The price: when starts alone keep the loop busy, about half of them wait
+a turn, and the start's CPU measured ×1.0–1.24 of the same tree without pacing
+(``bench/PROFILE.md``, "Stream starts"; the burst's benefit is not yet measured on a quiet
+machine, and the slice is not tuned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from time import perf_counter
+
+__all__ = ["DEFAULT_SLICE", "StartPacer"]
+
+DEFAULT_SLICE = 0.004
+"""Seconds of start work admitted between two looks of the loop at its sockets (what
+``bench/start_cost.py`` measured; the server's ``start_slice`` sets it)."""
+
+
+class StartPacer:
+    """Admits stream starts a slice at a time (see the module docstring)."""
+
+    __slots__ = ("_count", "_open", "_queue", "_retry", "_until", "admitted", "slice", "waited")
+
+    def __init__(self, slice_seconds: float = DEFAULT_SLICE) -> None:
+        self.slice = slice_seconds
+        self._open = False
+        self._until = 0.0
+        self._count = 0  # admitted in the open slice
+        self._queue: deque[asyncio.Future[None]] = deque()
+        self._retry: list[asyncio.Future[None]] = []  # woken, did not fit: first at the next close
+        self.admitted = 0
+        """Starts admitted so far."""
+        self.waited = 0
+        """Starts that had to wait for a later slice (counted once each)."""
+
+    async def turn(self) -> None:
+        """Return when this start may go on (at once unless a burst is being paced)."""
+        if not self._queue and not self._retry and self._admit():
+            return
+        self.waited += 1
+        loop = asyncio.get_running_loop()
+        line: deque[asyncio.Future[None]] | list[asyncio.Future[None]] = self._queue
+        while True:
+            waiter: asyncio.Future[None] = loop.create_future()
+            line.append(waiter)
+            if not self._open:  # no slice will close to wake the queue: one does now
+                self._open = True
+                self._until = 0.0  # nobody is admitted into it: it only closes
+                loop.call_soon(self._close)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in line:
+                    line.remove(waiter)
+                elif waiter.done() and not waiter.cancelled() and not self._open:
+                    # woken, then cancelled before its turn: a close passes the turn on
+                    self._open = True
+                    self._until = 0.0
+                    loop.call_soon(self._close)
+                raise
+            if self._admit():
+                return
+            line = self._retry
+
+    def _admit(self) -> bool:
+        now = perf_counter()
+        if not self._open:
+            self._open = True
+            self._until = now + self.slice
+            self._count = 0
+            asyncio.get_running_loop().call_soon(self._close)
+        elif now >= self._until:
+            return False
+        self._count += 1
+        self.admitted += 1
+        return True
+
+    def _close(self) -> None:
+        self._open = False
+        queue = self._queue
+        if self._retry:
+            queue.extendleft(reversed(self._retry))
+            self._retry = []
+        wake = max(1, 2 * self._count)
+        self._count = 0
+        while queue and wake:
+            waiter = queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                wake -= 1

@@ -1,0 +1,131 @@
+"""Admission pacing (``server/_pacing``): a burst of starts is admitted a slice at a time, in
+arrival order, with the loop's other work in between; a lone start never waits."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+
+import pytest
+from server_helpers import Running
+
+from wenxin_stream.server._pacing import StartPacer
+
+
+class Ticker:
+    """Counts the loop's iterations: a callback that reschedules itself with ``call_soon``."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.loop = asyncio.get_running_loop()
+        self.handle = self.loop.call_soon(self.tick)
+
+    def tick(self) -> None:
+        self.ticks += 1
+        self.handle = self.loop.call_soon(self.tick)
+
+    def stop(self) -> None:
+        self.handle.cancel()
+
+
+async def test_a_lone_start_and_a_small_burst_do_not_wait() -> None:
+    pacer = StartPacer(slice_seconds=10.0)
+    await pacer.turn()
+    await asyncio.gather(*(pacer.turn() for _ in range(20)))
+    assert (pacer.admitted, pacer.waited) == (21, 0)
+
+
+async def test_a_burst_is_admitted_in_slices_in_order_with_the_loop_running_between() -> None:
+    pacer = StartPacer(slice_seconds=0.0)  # one start per slice
+    ticker = Ticker()
+    admitted: list[tuple[int, int]] = []
+
+    async def start(i: int) -> None:
+        await pacer.turn()
+        admitted.append((i, ticker.ticks))
+
+    try:
+        await asyncio.gather(*(start(i) for i in range(6)))
+    finally:
+        ticker.stop()
+    assert [i for i, _ in admitted] == list(range(6))
+    ticks = [t for _, t in admitted]
+    # between two admissions the loop went round at least once (other work ran)
+    assert all(b > a for a, b in itertools.pairwise(ticks)), ticks
+    assert pacer.admitted == 6
+    assert pacer.waited == 5
+
+
+async def test_a_slice_admits_what_fits_in_its_time() -> None:
+    pacer = StartPacer(slice_seconds=0.05)
+    done: list[int] = []
+
+    async def start(i: int) -> None:
+        await pacer.turn()
+        done.append(i)
+        if i < 3:
+            await asyncio.sleep(0)  # the first three return at once …
+        else:
+            time_waster()  # … the fourth spends the slice: the rest wait for the next
+
+    def time_waster() -> None:
+        import time
+
+        end = time.perf_counter() + 0.06
+        while time.perf_counter() < end:
+            pass
+
+    await asyncio.gather(*(start(i) for i in range(8)))
+    assert done == list(range(8))
+    assert pacer.waited >= 4
+
+
+async def test_a_waiting_start_that_is_cancelled_leaves_the_queue() -> None:
+    pacer = StartPacer(slice_seconds=0.0)  # one start per slice
+    first, waiting, after = (asyncio.ensure_future(pacer.turn()) for _ in range(3))
+    await asyncio.sleep(0)  # the first opened a slice, the other two queued
+    assert first.done()
+    assert not waiting.done()
+    assert not after.done()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await asyncio.wait_for(after, 1.0)
+    assert pacer.admitted == 2
+    assert not pacer._queue
+
+
+async def test_a_start_woken_then_cancelled_passes_its_turn_on() -> None:
+    pacer = StartPacer(slice_seconds=0.0)
+    pacer._open = True  # a slice is open that admits nobody more
+    woken, last = asyncio.ensure_future(pacer.turn()), asyncio.ensure_future(pacer.turn())
+    await asyncio.sleep(0)
+    assert len(pacer._queue) == 2
+    pacer._close()  # it admitted nobody: it wakes the head of the queue alone
+    woken.cancel()  # before it could take its turn
+    with pytest.raises(asyncio.CancelledError):
+        await woken
+    await asyncio.wait_for(last, 1.0)  # not stuck behind the cancelled one
+    assert pacer.admitted == 1
+
+
+def test_the_server_paces_its_starts_only_when_asked(make_server: Callable[..., Running]) -> None:
+    body = {"model": "ernie-4.5-21b-a3b", "stream": True,
+            "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    off = make_server()
+    assert off.app.answers.pacer is None  # the default: every start goes on at once
+    paced = make_server(start_slice=0.004)
+    pacer = paced.app.answers.pacer
+    assert pacer is not None
+    assert pacer.slice == 0.004
+    with paced.client() as client:
+        for _ in range(3):
+            r = client.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200
+            assert r.text.endswith("data: [DONE]\n\n")
+        conv = client.post("/api/conversations", json={}).json()["id"]
+        r = client.post(f"/api/conversations/{conv}/messages", json={"content": "hi"})
+        assert r.status_code == 200
+        assert "event: end" in r.text
+    assert pacer.admitted == 4  # each start, on both routes, went through the pacer
