@@ -34,6 +34,24 @@ def test_continuation_delivers_exactly_the_rest(client: httpx.Client) -> None:
     assert shown + rest == full
 
 
+def test_a_partial_that_is_the_whole_answer_is_continued_with_nothing(
+    client: httpx.Client,
+) -> None:
+    """A takeover can land between an answer's last text and its finish: all of it was shown,
+    and an exact continuation adds nothing (not the whole answer again)."""
+    question = {"role": "user", "content": "讲讲渭河 [[wenxin:fault chunks=6]]"}
+    full = answer(client, [question])
+    rest = answer(
+        client,
+        [
+            question,
+            {"role": "assistant", "content": full},
+            {"role": "user", "content": CONTINUE_PROMPT},
+        ],
+    )
+    assert rest == ""
+
+
 def test_a_partial_that_is_not_a_prefix_gets_a_fresh_answer(client: httpx.Client) -> None:
     question = {"role": "user", "content": "讲讲长江"}
     full = answer(client, [question])

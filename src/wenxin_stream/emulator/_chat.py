@@ -314,14 +314,15 @@ def plan_answer(
     text: str | None = None,
 ) -> Answer:
     """Plan the answer to ``prompt`` (the directive-free last user message); with ``shown``
-    (a continuation, see :func:`continuation_of`) only the rest of the answer after it. The
+    (a continuation, see :func:`continuation_of`) only the rest of the answer after it — empty
+    when all of it was shown (an answer cut between its last text and its finish). The
     text is the scenario's answer, else ``text`` (an answer the route composed: after tool
     results, about images), else the seeded default."""
     if scenario is not None and scenario.answer:
         text = scenario.answer
     elif text is None:
         text = default_answer(prompt, config.seed)
-    if shown and text.startswith(shown) and len(shown) < len(text):
+    if shown and text.startswith(shown):  # the rest: nothing if it was all shown already
         text = text[len(shown) :]
     if fault.chunks is not None:
         text = lengthen(text, fault.chunks, config.seed)

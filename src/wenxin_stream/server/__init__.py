@@ -36,9 +36,10 @@ is never cut by these: an answer may stream for minutes.
 
 :func:`run_server` runs it in the foreground: it binds the socket, logs one start-up line that
 names the upstream, turns CPython's cyclic collector over to :class:`~._gc.Collector`
-(collections at quiet moments, not mid-burst), and on SIGINT/SIGTERM drains (running answers
-get ``shutdown_grace`` seconds, the rest end as ``server_shutdown``) *before* uvicorn closes
-the connections.
+(collections at quiet moments, not mid-burst), and on SIGINT/SIGTERM stops accepting, closes
+idle keep-alive connections (a busy one after its response), then drains (running answers get
+``shutdown_grace`` seconds, the rest end as ``server_shutdown`` or, in a fleet, are handed
+over) *before* uvicorn closes the remaining connections.
 Importing this package does not import uvicorn.
 """
 
@@ -117,10 +118,18 @@ def uvicorn_server(app: Server, *, log_level: str = "warning") -> uvicorn.Server
         ("reason",),
     )
 
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
     class _Server(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             for server in self.servers:  # stop accepting at once, then let streams end
                 server.close()
+            # HTTP keep-alive connections too: idle ones closed now, busy ones after their
+            # response — else a proxy's pooled connections (nginx's `keepalive`) bring new
+            # requests to the draining instance, each refused 503 (WebSockets: _ws drains)
+            for connection in list(self.server_state.connections):
+                if isinstance(connection, HttpToolsProtocol):
+                    connection.shutdown()
             await app.drain()
             await super().shutdown(sockets)
 

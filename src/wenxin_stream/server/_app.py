@@ -539,6 +539,7 @@ class Server:
         await asyncio.shield(self._stopping)
 
     async def _drain(self) -> None:
+        self.sockets.drain()  # idle WebSockets closed with 1012 now, the others when idle
         if self.takeovers is not None:  # what this process hands over goes to another one
             await self.takeovers.stop_claiming()
         await self.relay.shutdown(self.config.shutdown_grace)

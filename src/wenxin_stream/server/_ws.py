@@ -27,6 +27,15 @@ within the cache's TTL, as on HTTP — the ask is answered with an ``invalid_api
 frame and the socket is closed with code 1008 and a reason; answers already running on it
 end as when a client leaves.
 
+**Draining** (``SIGTERM``: :meth:`Sockets.drain`). A socket with no ask running is closed at
+once with code 1012 (service restart), and a socket with asks running is closed the same way
+as soon as its last ask ends (or is handed over to another instance: its client got
+``answer_moved`` and resumes); an ``ask`` that crossed that close on the wire (the socket had
+no ask running) is not started and the socket closes with 1012 all the same. So a client of
+a stopping instance learns at once to connect again — through a load balancer, to another
+instance — instead of asking on a socket whose server would refuse every new ask with 503
+``shutting_down``.
+
 A bad frame — not JSON, not an object, unknown ``type``, missing or mistyped fields, text
 that is not valid Unicode, too large, a duplicate ``id`` — is answered with an ``error`` frame
 and the socket stays open; so is an ask refused before it starts (ERNIE's rate-limit pause:
@@ -74,7 +83,7 @@ __all__ = ["SocketState", "Sockets"]
 logger = logging.getLogger("wenxin_stream.server")
 
 SERVER_GOING_AWAY = 1012
-"""Close code uvicorn uses when the server shuts down."""
+"""Close code of a server that shuts down or restarts (uvicorn's; a draining socket's too)."""
 
 _DELTA, _END = EntryKind.DELTA, EntryKind.END
 _REASONING, _TOOL_CALL = EntryKind.REASONING, EntryKind.TOOL_CALL
@@ -151,6 +160,15 @@ class Sockets:
         self.max_frame = config.max_body_bytes
         self.stall_timeout = config.stall_timeout
         self.debug = config.debug
+        self.open: set[Socket] = set()
+        self.draining = False
+
+    def drain(self) -> None:
+        """The server stops: close every socket with 1012 once it has no ask running (see the
+        module docstring)."""
+        self.draining = True
+        for socket in list(self.open):
+            socket.leave_when_idle()
 
     def routes(self) -> Routes:
         """The HTTP side of ``/api/ws``: a plain ``GET`` (no WebSocket upgrade) is answered
@@ -168,7 +186,12 @@ class Sockets:
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ``/api/ws`` connection until it closes."""
-        await Socket(self, scope, receive, send).run()
+        socket = Socket(self, scope, receive, send)
+        self.open.add(socket)
+        try:
+            await socket.run()
+        finally:
+            self.open.discard(socket)
 
 
 class Socket:
@@ -187,6 +210,16 @@ class Socket:
         self.close_code = 1000
         self.close_reason = ""
         self.outlet: Outlet | None = None
+        self._idle_leave: asyncio.Event | None = None  # set: close with 1012 (draining)
+
+    def leave_when_idle(self) -> None:
+        """Close with 1012 now if no ask runs, else when the last one ends."""
+        if self._idle_leave is not None and not self.asks:
+            self._idle_leave.set()
+
+    async def _leave(self, event: asyncio.Event) -> None:
+        await event.wait()
+        self.close_code, self.close_reason = SERVER_GOING_AWAY, "the server is restarting"
 
     async def run(self) -> None:
         """Serve the socket until it closes."""
@@ -205,8 +238,15 @@ class Socket:
         await self.send({"type": "websocket.accept"})
         self.state = SocketState.OPEN if self.principal else SocketState.AUTHENTICATING
         self.outlet = Outlet(self.send)
+        leave = self._idle_leave = asyncio.Event()
+        if self.sockets.draining:  # began to drain while this socket authenticated
+            self.leave_when_idle()
         try:
-            await race(self._read(), heartbeat(self.outlet, None, 0.0, self.sockets.stall_timeout))
+            await race(
+                self._read(),
+                heartbeat(self.outlet, None, 0.0, self.sockets.stall_timeout),
+                self._leave(leave),
+            )
         except asyncio.CancelledError:
             self.server_closing = True
             raise
@@ -272,6 +312,10 @@ class Socket:
         if kind == "auth":
             await self._auth(body)
         elif kind == "ask":
+            if self.sockets.draining and not self.asks:  # it crossed our 1012: ask elsewhere
+                self.state = SocketState.CLOSED
+                self.close_code, self.close_reason = SERVER_GOING_AWAY, "the server is restarting"
+                return
             if self.principal is not None:
                 await self._recheck()
             self._ask(body)
@@ -379,6 +423,8 @@ class Socket:
                 ask.stream.close()
                 ask.stream = None
             self.asks.pop(rid, None)
+            if sockets.draining:
+                self.leave_when_idle()
             # A cancelled task keeps its CancelledError, whose traceback holds this frame,
             # whose `ask` held the task: a cycle only a full collection frees (the soak's
             # vanishing WebSocket clients made one per answer). Nothing needs the task now.
