@@ -18,7 +18,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from wenxin_stream._events import EndReason, StreamEvent, TextDelta
+from wenxin_stream._accumulate import Accumulator
+from wenxin_stream._events import ChatResult, EndReason, StreamEvent, TextDelta
 from wenxin_stream.server._channel_config import parse_gateway
 from wenxin_stream.server._channels import Channels
 from wenxin_stream.server._config import ServerConfig
@@ -33,6 +34,14 @@ class Scripted:
 
     def __init__(self, events: list[StreamEvent]) -> None:
         self.events = events
+        self.delivered = Accumulator()  # what the SDK's stream keeps of what it delivered
+
+    @property
+    def text(self) -> str:
+        return self.delivered.text
+
+    def snapshot(self) -> ChatResult:
+        return self.delivered.result()
 
     async def __aenter__(self) -> Scripted:
         return self
@@ -47,7 +56,9 @@ class Scripted:
         return self._events()
 
     async def _events(self) -> AsyncIterator[StreamEvent]:
+        add = self.delivered.add
         for event in self.events:
+            add(event)
             yield event
 
 
