@@ -116,6 +116,32 @@ async def test_a_taken_over_answers_holders_number_their_requests_apart(store: E
     assert first_attempt(1) == 1  # the producer (and any answer outside a fleet) from 1
 
 
+async def test_a_takers_estimate_is_stored_only_if_no_earlier_holder_stored_rows(
+    store: Either,
+) -> None:
+    """A producer that stored its requests' rows and lost the answer only afterwards counted
+    them itself: the taker's estimate of that part is left out, its own rows are stored."""
+    pricing, now = Pricing(), 1_796_272_000.0  # 2026-12-03
+    own = AttemptUsage(1, "continuation", Usage(40, 9, 49))
+
+    def taker(stream: str, token: int) -> tuple[UsageRecord, list[UsageRecord]]:
+        common = {"key_id": "k_e", "model": "ernie-4.5-21b-a3b", "stream_id": stream,
+                  "now": now, "pricing": pricing}  # fmt: skip
+        estimate = taken_over_record(Usage(10, 5), channel="a", token=token, **common)  # type: ignore[arg-type]
+        return estimate, usage_records([("a", own)], first=first_attempt(token) + 1, **common)  # type: ignore[arg-type]
+
+    # the producer stored nothing (killed): the estimate and the taker's request
+    assert await store.record_taken_over_usage(*taker("s_dead", 2)) == 2
+    # the producer stored its request, then lost the answer: only the taker's own request
+    await store.record_usage([_record("s_late", 1, key="k_e")])
+    assert await store.record_taken_over_usage(*taker("s_late", 2)) == 1
+    # a second taker after a first that stored its rows: only its own request
+    assert await store.record_taken_over_usage(*taker("s_dead", 3)) == 1
+    rows = await store.usage_rows("2026-12-01", "2026-12-31", "k_e")
+    assert sum(r.requests for r in rows) == 2 + 2 + 1
+    assert sum(r.estimated for r in rows) == 1
+
+
 async def test_budgets_are_set_updated_and_read_alike(database: str) -> None:
     with SyncKeyAdmin(database) as admin:
         record, secret = admin.create_key(

@@ -541,12 +541,15 @@ class Answers:
 
     async def _store_usage(self, records: list[UsageRecord]) -> None:
         """Count ``records`` in ``/metrics`` and store them (one transaction)."""
+        self._count_usage(records)
+        if records:
+            await self.store.record_usage(records)
+
+    def _count_usage(self, records: list[UsageRecord]) -> None:
         metrics = self.relay.metrics
         for r in records:
             metrics.usage(r.model, r.channel, r.prompt_tokens, r.completion_tokens, r.cost_nano,
                           estimated=r.estimated)  # fmt: skip
-        if records:
-            await self.store.record_usage(records)
 
     async def _account_takeover(
         self, gen: Generation, claimed: Claimed, before: Usage, upstream: object
@@ -554,24 +557,24 @@ class Answers:
         """A taken-over answer ended here: its usage records under this instance's block of
         request numbers (``_usage.first_attempt``: no collision with the producer's or
         another taker's) — the estimate of what the instances before spent (``before``: the
-        original prompt and the logged text), then each request of the continuation, on the
-        channel that served it. Not settled against budgets (the producer's hold was)."""
+        original prompt and the logged text; stored only if none of them stored rows of
+        its own), then each request of the continuation, on the channel that served it. Not
+        settled against budgets (the producer's hold was)."""
         request, now = claimed.request, self._clock()
         model = str(request["model"])
-        records = [
-            taken_over_record(
-                before,
-                key_id=claimed.owner,
-                model=model,
-                channel=str(request.get("channel") or DEFAULT_CHANNEL),
-                stream_id=claimed.stream_id,
-                token=claimed.token,
-                now=now,
-                pricing=self.pricing,
-            )
-        ]
+        estimate = taken_over_record(
+            before,
+            key_id=claimed.owner,
+            model=model,
+            channel=str(request.get("channel") or DEFAULT_CHANNEL),
+            stream_id=claimed.stream_id,
+            token=claimed.token,
+            now=now,
+            pricing=self.pricing,
+        )
+        records: list[UsageRecord] = []
         if isinstance(upstream, ContinuedStream):
-            records += usage_records(
+            records = usage_records(
                 upstream.usage_ledger,
                 key_id=claimed.owner,
                 model=model,
@@ -580,7 +583,10 @@ class Answers:
                 pricing=self.pricing,
                 first=first_attempt(claimed.token) + 1,
             )
-        await self._store_usage(records)
+        stored = await self.store.record_taken_over_usage(estimate, records)
+        if stored > len(records):
+            records.insert(0, estimate)
+        self._count_usage(records)
         return records
 
     def _settle(self, gen: Generation, admission: Admission) -> None:
