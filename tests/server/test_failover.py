@@ -142,8 +142,11 @@ async def test_a_cut_answer_is_continued_with_the_seam_trimmed_and_recorded() ->
     )
     world.scripts["b"].append(finished("有座庙，庙里有个老和尚", "在讲故事。"))
     stream = world.stream()
+    assert stream.first_channel == "a"  # picked at open, before anything went
     text, _ = await read(stream)
     assert text == "从前有座山，山里有座庙，庙里有个老和尚在讲故事。"
+    assert stream.text == text
+    assert stream.first_channel == "a"
     assert stream.end_reason is EndReason.COMPLETED
     (_, first), (_, second) = world.sent
     assert first == QUESTION

@@ -185,9 +185,12 @@ class FailoverStream:
 
     @property
     def first_channel(self) -> str:
-        """The channel of the answer's first upstream request (known once opened)."""
+        """The channel of the answer's first upstream request (known once opened; ``""``
+        for a stream closed before it went)."""
+        if self.requests:
+            return self.requests[0].channel
         first = self._first
-        return first[0].name if first is not None else self.requests[0].channel
+        return first[0].name if first is not None else ""
 
     @property
     def channels(self) -> list[str]:
