@@ -32,6 +32,14 @@ outcome, usage when the upstream reported it, characters delivered, whether it c
 answer) in :attr:`FailoverStream.requests`, in order: the hook for per-channel spend (each
 upstream request counted once), and :attr:`FailoverStream.channels` is what the stored
 message records. Each channel's breaker and counters learn every outcome (``_channels``).
+
+**The per-chunk path.** Every chunk of every answer goes through this class, so it does
+nothing per chunk once the first shown event is out: the events of the SDK stream are passed
+straight through, and what the request delivered (its text, its usage, whether it made a
+tool or function call) is read once from the SDK stream's own record when the request ends,
+fails or is left (:meth:`FailoverStream._adopt`). Only a continuation after a mid-stream cut
+looks at each event (the seam trimmed, its thinking dropped). ``bench/failover_cost.py``
+measures what is left: the one extra generator step per chunk.
 """
 
 from __future__ import annotations
