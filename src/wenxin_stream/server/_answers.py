@@ -552,7 +552,7 @@ class Answers:
                           estimated=r.estimated)  # fmt: skip
 
     async def _account_takeover(
-        self, gen: Generation, claimed: Claimed, before: Usage, upstream: object
+        self, claimed: Claimed, before: Usage, upstream: object
     ) -> list[UsageRecord]:
         """A taken-over answer ended here: its usage records under this instance's block of
         request numbers (``_usage.first_attempt``: no collision with the producer's or
@@ -633,7 +633,7 @@ class Answers:
                 if message_id is not None:
                     await self._record(ended, message_id, continued=taken)
             finally:
-                await self._account_takeover(ended, claimed, first, upstream)
+                await self._account_takeover(claimed, first, upstream)
 
         if message_id is not None and self.producer is not None:  # before any record of it
             await self.store.take_over_message(message_id, self.producer)
