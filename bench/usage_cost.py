@@ -19,6 +19,11 @@ the text's token estimate), turning it into records and pricing them, the metric
 budget's reserve and settle, and storing the records in a real SQLite store (process CPU, the
 store's thread included) — expressed against the baseline's relay CPU per answer.
 
+With ``--before-src`` a third server runs another tree *with* the channel and the budgets (say
+the commit before a change to the gateway path), in the same alternating rounds: the change's
+effect and the bound's in one run. ``--candidate-src`` runs this tree's server from a copy
+(so editing the work tree during a long run changes nothing).
+
     mkdir -p /tmp/base && git archive <ref> src | tar -x -C /tmp/base
     .venv/bin/python bench/usage_cost.py --baseline-src /tmp/base/src
 """
@@ -209,6 +214,12 @@ def micro(answers: int, chunks: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-src", type=Path, required=True)
+    parser.add_argument(
+        "--candidate-src", type=Path, help="this tree's src (default: as installed)"
+    )
+    parser.add_argument(
+        "--before-src", type=Path, help="a third server: that tree, configured alike"
+    )
     parser.add_argument("--answers", type=int, default=40)
     parser.add_argument("--chunks", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=4)
@@ -240,14 +251,25 @@ def main() -> int:
         budgets = ["--budget-tokens-day", "1000000000", "--budget-tokens-month", "9000000000",
                    "--budget-cny-day", "100000", "--budget-cny-month", "1000000"]  # fmt: skip
         base = start_server("base", args.baseline_src, emulator, work, [])
-        ours = start_server("usage", None, emulator, work, budgets, gateway=args.gateway)
+        ours = start_server(
+            "usage", args.candidate_src, emulator, work, budgets, gateway=args.gateway
+        )
         procs += [base[0], ours[0]]
         servers = {"base": base, "usage": ours}
+        if args.before_src is not None:
+            before = start_server(
+                "before", args.before_src, emulator, work, budgets, gateway=args.gateway
+            )
+            procs.append(before[0])
+            servers["before"] = before
         for proc, url, key in servers.values():  # warm-up, not counted
             round_cpu(proc, url, key, args.concurrency, args.chunks, args.concurrency)
-        per_k: dict[str, list[float]] = {"base": [], "usage": []}
+        per_k: dict[str, list[float]] = {name: [] for name in servers}
+        names = list(servers)
         for r in range(args.rounds):
-            order = ["base", "usage"] if r % 2 == 0 else ["usage", "base"]
+            order = names[r % len(names) :] + names[: r % len(names)]  # each goes first in turn
+            if r % 2:
+                order.reverse()
             for name in order:
                 proc, url, key = servers[name]
                 cpu, relayed = round_cpu(
@@ -261,6 +283,8 @@ def main() -> int:
         ).json()
         medians = {name: statistics.median(v) for name, v in per_k.items()}
         ratio = medians["usage"] / medians["base"]
+        # each round's own ratio against the baseline round next to it: the spread
+        pairs = [u / b for u, b in zip(per_k["usage"], per_k["base"], strict=True)]
         steps = micro(args.micro, args.chunks)
         relay_us = medians["base"] * args.chunks / 1000 * 1e6  # the baseline's CPU per answer
         result: dict[str, Any] = {
@@ -272,6 +296,10 @@ def main() -> int:
             "ms_per_1000_chunks": {k: [round(x * 1000, 3) for x in v] for k, v in per_k.items()},
             "median_ms_per_1000_chunks": {k: round(v * 1000, 3) for k, v in medians.items()},
             "ratio": round(ratio, 4),
+            "round_ratios": [round(x, 4) for x in pairs],
+            "before_ratio": (
+                round(medians["before"] / medians["base"], 4) if "before" in medians else None
+            ),
             "usage_records_seen": usage["totals"]["requests"],
             "per_answer_us": {k: round(v, 1) for k, v in steps.items()},
             "per_answer_share_of_relay": round(steps["total_us"] / relay_us, 4),

@@ -265,3 +265,71 @@ class Recorder:
             return message
 
         await self.app(scope, recording, send)
+
+
+class UsageTap:
+    """An ASGI wrapper around the emulator that reads the ``usage`` it reports in each chat
+    response (the last one of a stream: v2 repeats its running total) — the upstream's own
+    figures, taken off the wire; ``exchanges`` pairs each with the request's JSON body."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.usages: list[dict[str, int]] = []
+        self.exchanges: list[tuple[dict[str, Any], dict[str, int]]] = []
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+            await self.app(scope, receive, send)
+            return
+        asked: list[bytes] = []
+        body: list[bytes] = []
+
+        async def heard() -> Any:
+            message = await receive()
+            if message["type"] == "http.request":
+                asked.append(message.get("body", b""))
+            return message
+
+        async def tapped(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, heard, tapped)
+        finally:
+            usage = last_usage(b"".join(body))
+            if usage is not None:
+                try:
+                    request = json.loads(b"".join(asked) or b"{}")
+                except ValueError:
+                    request = {}
+                with self._lock:
+                    self.usages.append(usage)
+                    self.exchanges.append((request, usage))
+
+    def totals(self) -> tuple[int, int, int]:
+        with self._lock:
+            return (
+                sum(u["prompt_tokens"] for u in self.usages),
+                sum(u["completion_tokens"] for u in self.usages),
+                sum(u["total_tokens"] for u in self.usages),
+            )
+
+
+def last_usage(body: bytes) -> dict[str, int] | None:
+    """The last ``usage`` object of a response body (SSE ``data:`` lines, or one JSON)."""
+    found = None
+    text = body.decode("utf-8", "replace")
+    candidates = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
+    if not candidates:
+        candidates = [text]
+    for data in candidates:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
+            found = doc["usage"]
+    return found

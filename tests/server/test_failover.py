@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from wenxin_stream import APIConnectionError, APIError, EndReason, IncompleteStreamError
+from wenxin_stream._accumulate import Accumulator
 from wenxin_stream._clock import FakeClock
 from wenxin_stream._events import (
+    ChatResult,
     FinishEvent,
     FinishReason,
     ReasoningDelta,
@@ -35,13 +37,22 @@ QUESTION = [{"role": "user", "content": "讲个故事"}]
 
 
 class Scripted:
-    """An SDK-shaped stream: ``events``, then ``error`` raised (or a normal end)."""
+    """An SDK-shaped stream: ``events``, then ``error`` raised (or a normal end); like the
+    SDK's, it keeps what it delivered (``text``, ``snapshot()``)."""
 
     def __init__(self, events: list[StreamEvent], error: Exception | None = None) -> None:
         self.events = events
         self.error = error
         self.end_reason: EndReason | None = None
         self.closed = False
+        self.delivered = Accumulator()
+
+    @property
+    def text(self) -> str:
+        return self.delivered.text
+
+    def snapshot(self) -> ChatResult:
+        return self.delivered.result()
 
     async def __aenter__(self) -> Scripted:
         return self
@@ -58,6 +69,7 @@ class Scripted:
     async def _run(self) -> AsyncIterator[StreamEvent]:
         for event in self.events:
             await asyncio.sleep(0)
+            self.delivered.add(event)
             yield event
         if self.error is not None:
             raise self.error
@@ -130,8 +142,11 @@ async def test_a_cut_answer_is_continued_with_the_seam_trimmed_and_recorded() ->
     )
     world.scripts["b"].append(finished("有座庙，庙里有个老和尚", "在讲故事。"))
     stream = world.stream()
+    assert stream.first_channel == "a"  # picked at open, before anything went
     text, _ = await read(stream)
     assert text == "从前有座山，山里有座庙，庙里有个老和尚在讲故事。"
+    assert stream.text == text
+    assert stream.first_channel == "a"
     assert stream.end_reason is EndReason.COMPLETED
     (_, first), (_, second) = world.sent
     assert first == QUESTION

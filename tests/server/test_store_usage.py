@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from wenxin_stream._events import Usage
+from wenxin_stream._stream_core import AttemptUsage
 from wenxin_stream.server import _schema, _usage_sql
 from wenxin_stream.server._budgets import Budgets
 from wenxin_stream.server._store import (
@@ -19,7 +21,13 @@ from wenxin_stream.server._store import (
     SyncKeyAdmin,
     open_store,
 )
-from wenxin_stream.server._usage import UsageRecord
+from wenxin_stream.server._usage import (
+    Pricing,
+    UsageRecord,
+    first_attempt,
+    taken_over_record,
+    usage_records,
+)
 
 Either = SQLiteStore | PostgresStore
 
@@ -74,6 +82,64 @@ async def test_usage_records_are_stored_once_and_summed(store: Either) -> None:
     only_b = await store.usage_rows("2026-11-01", "2026-12-31", "k_b")
     assert [r.key_id for r in only_b] == ["k_b"]
     assert await store.usage_rows("2026-12-05", "2026-12-31") == []
+
+
+async def test_a_taken_over_answers_holders_number_their_requests_apart(store: Either) -> None:
+    """The producer, a taker (fencing token 2) and a second taker (token 3) each store their
+    own rows of one answer: no key collides, whatever the order; a holder's block stored
+    twice is refused (nothing counted twice)."""
+    pricing, now = Pricing(), 1_796_272_000.0  # 2026-12-03
+    common = {"key_id": "k_t", "model": "ernie-4.5-21b-a3b", "stream_id": "s_t", "now": now,
+              "pricing": pricing}  # fmt: skip
+    reported = AttemptUsage(1, "first", Usage(10, 20, 30))
+    cut = AttemptUsage(2, "retry", None, Usage(10, 5, 15))
+    producer = usage_records([("a", reported), ("b", cut)], **common)  # type: ignore[arg-type]
+    taker = [
+        taken_over_record(Usage(10, 5), channel="a", token=2, **common),  # type: ignore[arg-type]
+        *usage_records([("b", AttemptUsage(1, "continuation", Usage(40, 9, 49)))],
+                       first=first_attempt(2) + 1, **common),  # type: ignore[arg-type]
+    ]  # fmt: skip
+    again = [taken_over_record(Usage(10, 14), channel="a", token=3, **common)]  # type: ignore[arg-type]
+    assert [r.attempt for r in producer + taker + again] == [1, 2, 200, 201, 300]
+    assert [r.kind for r in taker] == ["taken_over", "continuation"]
+    assert taker[0].estimated
+    assert taker[0].total_tokens == 15
+    assert taker[0].cost_nano == pricing.cost("ernie-4.5-21b-a3b", "a", 10, 5)
+    for batch in (again, taker, producer):  # any order: the blocks never meet
+        await store.record_usage(batch)
+    with pytest.raises(StoreError):
+        await store.record_usage(taker)
+    assert await store.spent_since("k_t", "2026-12-01") == (
+        sum(r.total_tokens for r in producer + taker + again),
+        sum(r.cost_nano or 0 for r in producer + taker + again),
+    )
+    assert first_attempt(1) == 1  # the producer (and any answer outside a fleet) from 1
+
+
+async def test_a_takers_estimate_is_stored_only_if_no_earlier_holder_stored_rows(
+    store: Either,
+) -> None:
+    """A producer that stored its requests' rows and lost the answer only afterwards counted
+    them itself: the taker's estimate of that part is left out, its own rows are stored."""
+    pricing, now = Pricing(), 1_796_272_000.0  # 2026-12-03
+    own = AttemptUsage(1, "continuation", Usage(40, 9, 49))
+
+    def taker(stream: str, token: int) -> tuple[UsageRecord, list[UsageRecord]]:
+        common = {"key_id": "k_e", "model": "ernie-4.5-21b-a3b", "stream_id": stream,
+                  "now": now, "pricing": pricing}  # fmt: skip
+        estimate = taken_over_record(Usage(10, 5), channel="a", token=token, **common)  # type: ignore[arg-type]
+        return estimate, usage_records([("a", own)], first=first_attempt(token) + 1, **common)  # type: ignore[arg-type]
+
+    # the producer stored nothing (killed): the estimate and the taker's request
+    assert await store.record_taken_over_usage(*taker("s_dead", 2)) == 2
+    # the producer stored its request, then lost the answer: only the taker's own request
+    await store.record_usage([_record("s_late", 1, key="k_e")])
+    assert await store.record_taken_over_usage(*taker("s_late", 2)) == 1
+    # a second taker after a first that stored its rows: only its own request
+    assert await store.record_taken_over_usage(*taker("s_dead", 3)) == 1
+    rows = await store.usage_rows("2026-12-01", "2026-12-31", "k_e")
+    assert sum(r.requests for r in rows) == 2 + 2 + 1
+    assert sum(r.estimated for r in rows) == 1
 
 
 async def test_budgets_are_set_updated_and_read_alike(database: str) -> None:

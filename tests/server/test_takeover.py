@@ -7,6 +7,10 @@
   (it continues a continuation exactly), every id once, in order — each answer taken over
   exactly once, its stored message complete and marked as continued by the taker; the time
   from the death to the first continued event at the client is printed (docs/SCALING.md).
+- The usage of a ``kill -9`` takeover: both requests stored, on their own request numbers —
+  the dead producer's as an estimate (nothing reached it), the taker's continuation exactly as
+  the emulator reported it — and adding up to the answer's usage.
+
 - ``SIGSTOP`` of a producer: its lease expires, another instance takes the answer over and
   finishes it; after ``SIGCONT`` the old producer writes nothing more (fenced: the log and the
   stored message stay the taker's) and its own client is cut without an ``end``.
@@ -43,6 +47,7 @@ from serve_process import Serve
 from server_helpers import (
     EventReader,
     Running,
+    UsageTap,
     draining,
     new_conversation,
     paced,
@@ -51,8 +56,10 @@ from server_helpers import (
     server_config,
     sse_events,
     texts,
+    wait_for,
 )
 
+from servers import FAST, serving
 from services import (
     Service,
     ServiceUnavailable,
@@ -63,7 +70,9 @@ from services import (
     unavailable,
 )
 from wenxin_stream import ServerSentEvent
-from wenxin_stream.emulator import ServerHandle
+from wenxin_stream._token_estimate import estimate_text_tokens, estimate_tokens
+from wenxin_stream.emulator import EmulatorConfig, ServerHandle
+from wenxin_stream.emulator import create_app as create_emulator
 from wenxin_stream.server import create_app
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
@@ -99,10 +108,16 @@ class Fleet:
 
 @pytest.fixture
 def fleet(tmp_path: Path, emu: ServerHandle) -> Iterator[Fleet]:
+    with _fleet(tmp_path, emu.base_url) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def _fleet(tmp_path: Path, upstream: str) -> Iterator[Fleet]:
     data = tmp_path / "data"  # one database for every instance, as one PostgreSQL would be
     with (
         redis_server() as service,
-        running(data, emu.base_url, redis_url=service.url, max_connections_per_ip=0, **FLEET) as b,
+        running(data, upstream, redis_url=service.url, max_connections_per_ip=0, **FLEET) as b,
     ):
         ports, listen = [free_port()], free_port()
         upstreams = [*ports, int(b.url.rsplit(":", 1)[1])]
@@ -166,6 +181,15 @@ def _stored(data: Path, sid_message: str) -> tuple[str, str, str, dict[str, obje
         ).fetchone()
     assert row is not None
     return row[0], row[1], row[2], json.loads(row[3] or "{}")
+
+
+def _usage_rows(data: Path, stream_id: str) -> list[tuple[int, str]]:
+    with contextlib.closing(sqlite3.connect(data / "wenxin.db")) as db:
+        rows = db.execute(
+            "SELECT attempt, kind FROM usage_records WHERE stream_id = ? ORDER BY attempt",
+            (stream_id,),
+        ).fetchall()
+    return [(int(a), str(k)) for a, k in rows]
 
 
 def _reference(b: Running, question: str) -> str:
@@ -247,6 +271,11 @@ def test_kill_9_at_random_points_of_20_answers_each_taken_over_once_and_complete
             assert continued["by"] == meta[b"instance"].decode()
             assert continued["token"] == 2
             assert end["usage"]["total_tokens"] > 0
+            # both requests' usage, once each: the taker's estimate of the dead producer's
+            # request, then its own (a ``retry`` if the kill came before any text)
+            rows = _usage_rows(fleet.data, c.sid)
+            assert [a for a, _ in rows] == [200, 201]
+            assert rows[0][1] == "taken_over"
     finally:
         db.close()
         for victim in victims:
@@ -262,6 +291,79 @@ def test_kill_9_at_random_points_of_20_answers_each_taken_over_once_and_complete
     )
     assert len(waits) == 20
     assert p99 < 5.0
+
+
+def test_a_killed_producers_answer_records_the_usage_of_both_requests_once_each(
+    tmp_path: Path,
+) -> None:
+    tap = UsageTap(create_emulator(EmulatorConfig(**FAST)))
+    with serving(tap) as upstream, _fleet(tmp_path, upstream.base_url) as fleet:
+        db = redis.Redis.from_url(fleet.redis.url)
+        victim = fleet.victim(upstream.base_url)
+        try:
+            question = paced("两次请求的用量", SPEC)
+            with httpx.Client(base_url=victim.url, timeout=30) as c:
+                cid = new_conversation(c)
+                body = {"content": question}
+                request = c.build_request("POST", f"/api/conversations/{cid}/messages", json=body)
+                reader = EventReader(c.send(request, stream=True))
+                got = [e for e in (reader.next() for _ in range(8)) if e is not None]
+                sid = json.loads(got[0].data)["stream_id"]
+                victim.proc.send_signal(signal.SIGKILL)
+                victim.proc.wait(10)
+            with httpx.Client(base_url=fleet.b.url, timeout=30) as b:
+                rest = sse_events(
+                    b.get(f"/api/streams/{sid}", headers={"Last-Event-ID": got[-1].id}).content
+                )
+            events = got + rest
+            end = json.loads(events[-1].data)
+            assert end["end_reason"] == "completed", end
+            assert db.hgetall(f"wenxin:ans:{{{sid}}}:meta")[b"takeovers"] == b"1"
+        finally:
+            db.close()
+            if victim.proc.poll() is None:
+                victim.kill()
+
+        def stored() -> list[tuple[Any, ...]]:
+            with contextlib.closing(sqlite3.connect(fleet.data / "wenxin.db")) as conn:
+                return conn.execute(
+                    "SELECT attempt, kind, channel, prompt_tokens, completion_tokens, "
+                    "total_tokens, estimated FROM usage_records WHERE stream_id = ? "
+                    "ORDER BY attempt",
+                    (sid,),
+                ).fetchall()
+
+        rows = wait_for(lambda: (found := stored()) and found, timeout=10)
+        _, _, _, extras = _stored(fleet.data, end["message_id"])
+        continued = extras["continued"]
+        assert isinstance(continued, dict)
+        partial = texts(events)[: continued["at_chars"]]  # what the log held when taken
+        assert partial  # the kill came after text was shown: a continuation, not a restart
+        # what the upstream reported: the producer's request was cut (no usage reached
+        # anyone); the continuation (the partial answer resent, then "继续") reported its own
+        reported = [(req, usage) for req, usage in tap.exchanges if req.get("messages")]
+        asked = [m for m in reported if m[0]["messages"][0]["content"] == question]
+        assert len(asked) == 1, asked  # one request only reported usage: the continuation
+        resent, usage = asked[0]
+        assert resent["messages"][1] == {"role": "assistant", "content": partial}
+        original = [{"role": "user", "content": question}]
+        assert rows == [
+            # the taker (fencing token 2) numbers its rows from 200: the dead producer's
+            # request as an estimate (its prompt and the logged text), …
+            (200, "taken_over", "default", estimate_tokens(original, answer_tokens=0),
+             estimate_text_tokens(partial),
+             estimate_tokens(original, answer_tokens=0) + estimate_text_tokens(partial), 1),
+            # … then its own request, exactly as the emulator reported it
+            (201, "continuation", "default", usage["prompt_tokens"],
+             usage["completion_tokens"], usage["total_tokens"], 0),
+        ]  # fmt: skip
+        # the stored records add up to the answer's usage (both requests)
+        assert end["usage"]["total_tokens"] == sum(r[5] for r in rows)
+        assert end["usage"]["prompt_tokens"] == sum(r[3] for r in rows)
+        with fleet.b.client() as c:
+            totals = c.get("/api/usage").json()["totals"]
+        assert totals["requests"] == 2
+        assert totals["total_tokens"] == sum(r[5] for r in rows)
 
 
 def test_a_frozen_producer_loses_its_answer_and_writes_nothing_after_it_wakes(
@@ -314,6 +416,9 @@ def test_a_frozen_producer_loses_its_answer_and_writes_nothing_after_it_wakes(
             assert continued["by"] == fleet.b.app.instance_id
             assert continued["token"] == 2
             assert len(texts(got)) <= continued["at_chars"] < len(whole)
+            # usage: the taker's rows only (its estimate of the producer's part, then its own
+            # request); the woken producer, fenced, stored none of its own (counted once)
+            assert _usage_rows(fleet.data, sid) == [(200, "taken_over"), (201, "continuation")]
     finally:
         db.close()
         if victim.proc.poll() is None:

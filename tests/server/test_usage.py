@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from server_helpers import Running, new_conversation, running
+from server_helpers import Running, UsageTap, new_conversation, running
 
 from servers import serving
 from wenxin_stream import AsyncClient
@@ -29,60 +29,6 @@ from wenxin_stream.server._store import SyncKeyAdmin
 from wenxin_stream.server._usage import Pricing, cny_from_nano
 
 MODEL = "ernie-4.5-21b-a3b"  # live, and priced: 0.5 / 2 CNY per million tokens in / out
-
-
-class UsageTap:
-    """An ASGI wrapper around the emulator that reads the ``usage`` it reports in each chat
-    response (the last one of a stream: v2 repeats its running total) — the upstream's own
-    figures, taken off the wire."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.usages: list[dict[str, int]] = []
-        self._lock = threading.Lock()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
-            await self.app(scope, receive, send)
-            return
-        body: list[bytes] = []
-
-        async def tapped(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.body":
-                body.append(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tapped)
-        finally:
-            usage = _last_usage(b"".join(body))
-            if usage is not None:
-                with self._lock:
-                    self.usages.append(usage)
-
-    def totals(self) -> tuple[int, int, int]:
-        with self._lock:
-            return (
-                sum(u["prompt_tokens"] for u in self.usages),
-                sum(u["completion_tokens"] for u in self.usages),
-                sum(u["total_tokens"] for u in self.usages),
-            )
-
-
-def _last_usage(body: bytes) -> dict[str, int] | None:
-    found = None
-    text = body.decode("utf-8", "replace")
-    candidates = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
-    if not candidates:
-        candidates = [text]
-    for data in candidates:
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
-            found = doc["usage"]
-    return found
 
 
 @pytest.fixture(scope="module")

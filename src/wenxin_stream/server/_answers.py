@@ -76,6 +76,7 @@ from ._audit import AuditLog
 from ._budgets import Budgeter, BudgetHold, BudgetLimiter
 from ._checkpoints import Checkpoints
 from ._completion_request import web_search_object
+from ._failover import FailoverStream
 from ._http import HTTPError, not_found, optional_str
 from ._limits import Admission, Limits, Rejection
 from ._pacing import StartPacer
@@ -97,7 +98,14 @@ from ._takeover import (
     logged_text,
 )
 from ._upstream import Upstream
-from ._usage import DEFAULT_CHANNEL, Pricing, UsageRecord, usage_records
+from ._usage import (
+    DEFAULT_CHANNEL,
+    Pricing,
+    UsageRecord,
+    first_attempt,
+    taken_over_record,
+    usage_records,
+)
 
 __all__ = [
     "MAX_IMAGES",
@@ -397,8 +405,10 @@ class Answers:
             async def on_end(ended: Generation) -> None:
                 try:
                     await self._persist(ended, admission, answer[0], audit)
-                finally:
-                    await self._account(ended, principal.owner, upstream_model, hold)
+                finally:  # lost: the taker records what this instance spent (take_over)
+                    await self._account(
+                        ended, principal.owner, upstream_model, hold, store=not ended.lost
+                    )
 
             gen = self.relay.start(
                 stream, owner=owner, model=name, received_at=received_at, on_end=on_end
@@ -411,6 +421,11 @@ class Answers:
                         "name": name,
                         "params": params,
                         "continuable": not (params.get("tools") or params.get("functions")),
+                        "channel": (
+                            stream.first_channel
+                            if isinstance(stream, FailoverStream)
+                            else DEFAULT_CHANNEL
+                        ),
                     },
                     ensure_ascii=False,
                     separators=(",", ":"),
@@ -516,9 +531,10 @@ class Answers:
             raise HTTPError(503, "shutting_down", "the server is shutting down")
 
     async def _account(
-        self, gen: Generation, owner: str, model: str, hold: BudgetHold
+        self, gen: Generation, owner: str, model: str, hold: BudgetHold, *, store: bool = True
     ) -> list[UsageRecord]:
-        """The answer ended: one usage record per upstream request, stored, counted in
+        """The answer ended: one usage record per upstream request, stored (unless ``store``
+        is false: the answer was lost to a taker, which records this part), counted in
         ``/metrics`` and settled against the key's budgets (the records' sum replaces the
         estimate). The budget is settled even when the store fails (logged by the caller)."""
         records = usage_records(
@@ -530,12 +546,58 @@ class Answers:
             pricing=self.pricing,
         )
         hold.settle(sum(r.total_tokens for r in records), sum(r.cost_nano or 0 for r in records))
+        if store:
+            await self._store_usage(records)
+        return records
+
+    async def _store_usage(self, records: list[UsageRecord]) -> None:
+        """Count ``records`` in ``/metrics`` and store them (one transaction)."""
+        self._count_usage(records)
+        if records:
+            await self.store.record_usage(records)
+
+    def _count_usage(self, records: list[UsageRecord]) -> None:
         metrics = self.relay.metrics
         for r in records:
             metrics.usage(r.model, r.channel, r.prompt_tokens, r.completion_tokens, r.cost_nano,
                           estimated=r.estimated)  # fmt: skip
-        if records:
-            await self.store.record_usage(records)
+
+    async def _account_takeover(
+        self, claimed: Claimed, before: Usage, upstream: object
+    ) -> list[UsageRecord]:
+        """A taken-over answer ended here: its usage records under this instance's block of
+        request numbers (``_usage.first_attempt``: no collision with the producer's or
+        another taker's) — the estimate of what the instances before spent (``before``: the
+        original prompt and the logged text; stored only if none of them stored rows of
+        its own), then each request of the continuation, on the channel that served it. Not
+        settled against budgets (the producer's hold was)."""
+        request, now = claimed.request, self._clock()
+        model = str(request["model"])
+        estimate = taken_over_record(
+            before,
+            key_id=claimed.owner,
+            model=model,
+            channel=str(request.get("channel") or DEFAULT_CHANNEL),
+            stream_id=claimed.stream_id,
+            token=claimed.token,
+            now=now,
+            pricing=self.pricing,
+        )
+        records: list[UsageRecord] = []
+        if isinstance(upstream, ContinuedStream):
+            records = usage_records(
+                upstream.usage_ledger,
+                key_id=claimed.owner,
+                model=model,
+                stream_id=claimed.stream_id,
+                now=now,
+                pricing=self.pricing,
+                first=first_attempt(claimed.token) + 1,
+            )
+        stored = await self.store.record_taken_over_usage(estimate, records)
+        if stored > len(records):
+            records.insert(0, estimate)
+        self._count_usage(records)
         return records
 
     def _settle(self, gen: Generation, admission: Admission) -> None:
@@ -573,13 +635,16 @@ class Answers:
 
         async def on_end(ended: Generation) -> None:
             if ended.lost:
-                return  # lost again, to a third process: it records the answer
+                return  # lost again, to a third process: it records the answer and its usage
             later = ended.usage or Usage()
             prompt = first.prompt_tokens + later.prompt_tokens
             completion = first.completion_tokens + later.completion_tokens
             ended.usage = Usage(prompt, completion, prompt + completion)
-            if message_id is not None:
-                await self._record(ended, message_id, continued=taken)
+            try:
+                if message_id is not None:
+                    await self._record(ended, message_id, continued=taken)
+            finally:
+                await self._account_takeover(claimed, first, upstream)
 
         if message_id is not None and self.producer is not None:  # before any record of it
             await self.store.take_over_message(message_id, self.producer)

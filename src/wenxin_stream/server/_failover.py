@@ -32,6 +32,14 @@ outcome, usage when the upstream reported it, characters delivered, whether it c
 answer) in :attr:`FailoverStream.requests`, in order: the hook for per-channel spend (each
 upstream request counted once), and :attr:`FailoverStream.channels` is what the stored
 message records. Each channel's breaker and counters learn every outcome (``_channels``).
+
+**The per-chunk path.** Every chunk of every answer goes through this class, so it does
+nothing per chunk once the first shown event is out: the events of the SDK stream are passed
+straight through, and what the request delivered (its text, its usage, whether it made a
+tool or function call) is read once from the SDK stream's own record when the request ends,
+fails or is left (:meth:`FailoverStream._adopt`). Only a continuation after a mid-stream cut
+looks at each event (the seam trimmed, its thinking dropped). ``bench/failover_cost.py``
+measures what is left: the one extra generator step per chunk.
 """
 
 from __future__ import annotations
@@ -127,6 +135,9 @@ class FailoverStream:
         self._deadline = perf_counter() + deadline
         self._first: tuple[Channel, bool, AsyncChatStream] | None = first
         self._texts: list[str] = []
+        """The text of each upstream request that ended, and of the continuation's events."""
+        self._live: AsyncChatStream | None = None
+        """The request being passed straight through (its text is the SDK stream's)."""
         self._calls = False
         self._tried: set[str] = set()
         self._iterator: AsyncGenerator[StreamEvent, None] | None = None
@@ -181,6 +192,15 @@ class FailoverStream:
             self._channels.ended(first[0], "cancelled", probe=first[1])
 
     @property
+    def first_channel(self) -> str:
+        """The channel of the answer's first upstream request (known once opened; ``""``
+        for a stream closed before it went)."""
+        if self.requests:
+            return self.requests[0].channel
+        first = self._first
+        return first[0].name if first is not None else ""
+
+    @property
     def channels(self) -> list[str]:
         """The channels that delivered part of the answer, in order."""
         return [r.channel for r in self.requests if r.chars or r.outcome == "ok"]
@@ -188,7 +208,9 @@ class FailoverStream:
     @property
     def text(self) -> str:
         """The answer's text delivered so far."""
-        return "".join(self._texts)
+        live = self._live
+        done = "".join(self._texts)
+        return done if live is None else done + live.text
 
     async def __aenter__(self) -> FailoverStream:
         return self
@@ -230,39 +252,52 @@ class FailoverStream:
             self._ledger.append((request, stream))
             self._tried.add(channel.name)
             started = perf_counter()
-            first = True
             try:
                 async with stream:
-                    async for event in stream:
-                        if first:
-                            first = False
-                            self._channels.first_token(channel, perf_counter() - started)
-                        if trimmer is not None:
+                    if trimmer is None:
+                        self._live = stream
+                        try:
+                            events = stream.__aiter__()
+                            first = True
+                            async for event in events:  # until the first event shown
+                                if first:
+                                    first = False
+                                    self._channels.first_token(channel, perf_counter() - started)
+                                if type(event) in _VISIBLE:
+                                    self.delivered = True
+                                    yield event
+                                    break
+                                yield event
+                            async for event in events:  # then straight through: no work
+                                yield event
+                        finally:
+                            self._live = None
+                            self._adopt(request, stream)
+                    else:  # a continuation: its text past the seam, its thinking dropped
+                        first = True
+                        async for event in stream:
+                            if first:
+                                first = False
+                                self._channels.first_token(channel, perf_counter() - started)
                             if type(event) is TextDelta:
                                 text = trimmer.push(event.text)
-                                if not text:
-                                    continue
-                                event = TextDelta(text)
-                            elif type(event) is ReasoningDelta:
+                                if text:
+                                    yield self._text(request, text)
+                                continue
+                            if type(event) is ReasoningDelta:
                                 continue  # the answer's thinking was shown already
-                            elif type(event) is FinishEvent:
+                            if type(event) is FinishEvent:
                                 held = trimmer.flush()
                                 if held:
                                     yield self._text(request, held)
-                        if type(event) is TextDelta:
-                            self._texts.append(event.text)
-                            request.chars += len(event.text)
-                        elif type(event) is UsageEvent:
-                            request.usage = event.usage
-                        elif isinstance(event, _CALLS):
-                            self._calls = True
-                        if not self.delivered and type(event) in _VISIBLE:
-                            self.delivered = True
-                        yield event
-                if trimmer is not None:
-                    held = trimmer.flush()  # a continuation shorter than the decision window
-                    if held:
-                        yield self._text(request, held)
+                            elif type(event) is UsageEvent:
+                                request.usage = event.usage
+                            elif isinstance(event, _CALLS):
+                                self._calls = True
+                            yield event
+                        held = trimmer.flush()  # a continuation shorter than the decision window
+                        if held:
+                            yield self._text(request, held)
             except WenxinError as exc:
                 request.error = str(getattr(exc, "code", None) or type(exc).__name__)
                 who = blame(exc)
@@ -290,6 +325,18 @@ class FailoverStream:
             self._channels.ended(channel, "ok", probe=probe)
             self.end_reason = stream.end_reason
             return
+
+    def _adopt(self, request: UpstreamRequest, stream: AsyncChatStream) -> None:
+        """An untrimmed request ended (or failed, or was left): what it delivered, read once
+        from the SDK stream's own record (its text, usage and calls) instead of per event."""
+        seen = stream.snapshot()
+        if seen.content:
+            self._texts.append(seen.content)
+            request.chars = len(seen.content)
+        if seen.usage is not None:
+            request.usage = seen.usage
+        if seen.tool_calls or seen.function_call is not None:
+            self._calls = True
 
     @property
     def usage_ledger(self) -> list[tuple[str, AttemptUsage]]:

@@ -190,6 +190,9 @@ class Store(Protocol):
     async def count_active_keys(self) -> int: ...
     async def ping(self) -> None: ...
     async def record_usage(self, records: Sequence[UsageRecord]) -> int: ...
+    async def record_taken_over_usage(
+        self, estimate: UsageRecord, records: Sequence[UsageRecord]
+    ) -> int: ...
     async def spent_since(self, key_id: str, first_day: str) -> tuple[int, int]: ...
     async def usage_rows(
         self, first_day: str, last_day: str, key_id: str | None = None
@@ -449,6 +452,17 @@ class OperationStore:
         """Store the usage records of an answer's upstream requests (one transaction)."""
         rows = list(records)
         return await self._call(lambda db: _usage_sql.insert_usage(db, rows), write=True)
+
+    async def record_taken_over_usage(
+        self, estimate: UsageRecord, records: Sequence[UsageRecord]
+    ) -> int:
+        """Store a taker's usage rows of an answer, its ``estimate`` of the earlier instances'
+        spend only if none of them stored rows (``_usage_sql.insert_taken_over``; one
+        transaction)."""
+        rows = list(records)
+        return await self._call(
+            lambda db: _usage_sql.insert_taken_over(db, estimate, rows), write=True
+        )
 
     async def spent_since(self, key_id: str, first_day: str) -> tuple[int, int]:
         """(tokens, nano-CNY) ``key_id`` spent from Beijing day ``first_day`` on."""

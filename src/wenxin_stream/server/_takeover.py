@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -53,11 +54,12 @@ from .._events import (
     TextDelta,
     UsageEvent,
 )
-from .._stream_core import AttemptUsage
+from .._stream_core import AttemptKind, AttemptUsage
 from ._answer_leases import AnswerLeases
 from ._eventlog_keys import Record, log_key, meta_key, record_of
 from ._failover import FailoverStream
 from ._redis import SharedRedis, SharedStateError
+from ._usage import DEFAULT_CHANNEL
 
 __all__ = [
     "Claimed",
@@ -151,10 +153,23 @@ class ContinuedStream:
     def attempt_usages(self) -> Sequence[AttemptUsage]:
         """What the continuation's upstream requests cost (the SDK's ledger; through the
         gateway's channels, each channel's)."""
+        return [attempt for _, attempt in self.usage_ledger]
+
+    @property
+    def usage_ledger(self) -> list[tuple[str, AttemptUsage]]:
+        """Each of the continuation's upstream requests, its channel and cost, in order; the
+        first a ``continuation`` (it resends the partial answer; a ``retry`` when nothing was
+        shown), the SDK's own kinds after."""
         inner = self._inner
         if isinstance(inner, FailoverStream):
-            return [attempt for _, attempt in inner.usage_ledger]
-        return inner.attempt_usages
+            ledger = inner.usage_ledger
+        else:
+            ledger = [(DEFAULT_CHANNEL, attempt) for attempt in inner.attempt_usages]
+        if ledger and ledger[0][1].kind == "first":  # the answer's request, sent again
+            channel, attempt = ledger[0]
+            kind: AttemptKind = "continuation" if self._trimmer is not None else "retry"
+            ledger[0] = (channel, dataclasses.replace(attempt, kind=kind))
+        return ledger
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         return self._events()

@@ -47,15 +47,18 @@ __all__ = [
     "BEIJING",
     "DEFAULT_CHANNEL",
     "NANO_PER_CNY",
+    "TAKEOVER_BLOCK",
     "Period",
     "Pricing",
     "UsageRecord",
     "beijing_day",
     "cny_from_nano",
     "cost_nano",
+    "first_attempt",
     "nano_from_cny",
     "period_of",
     "reasoning_tokens",
+    "taken_over_record",
     "usage_records",
 ]
 
@@ -67,6 +70,18 @@ DEFAULT_CHANNEL = "default"
 
 NANO_PER_CNY = 10**9
 """Costs and CNY budgets are whole nano-CNY."""
+
+TAKEOVER_BLOCK = 100
+"""Request numbers per holder of a taken-over answer (:func:`first_attempt`)."""
+
+
+def first_attempt(token: int) -> int:
+    """The first request number of the instance holding an answer with fencing ``token``:
+    1 for its producer (token 1, or no fleet), ``token × 100`` for a taker (its estimate of the
+    earlier instances' spend; its own requests follow). An instance makes far fewer than 100
+    upstream requests for one answer (failover attempts × SDK retries)."""
+    return 1 if token <= 1 else token * TAKEOVER_BLOCK
+
 
 Period = Literal["day", "month"]
 
@@ -227,14 +242,15 @@ def usage_records(
     stream_id: str,
     now: float,
     pricing: Pricing,
+    first: int = 1,
 ) -> list[UsageRecord]:
     """The records of an answer's upstream requests (see the module docstring), each
     ``(channel, attempt)`` priced at its channel's price and numbered in order across
-    channels (an answer continued on a second channel has requests 1 and 2)."""
+    channels from ``first`` (an answer continued on a second channel has requests 1 and 2)."""
     at = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     day = beijing_day(now)
     records = []
-    for number, (channel, attempt) in enumerate(attempts, 1):
+    for number, (channel, attempt) in enumerate(attempts, first):
         usage = attempt.counted
         prompt, completion = max(0, usage.prompt_tokens), max(0, usage.completion_tokens)
         total = max(usage.total_tokens, prompt + completion)
@@ -257,6 +273,39 @@ def usage_records(
             )
         )
     return records
+
+
+def taken_over_record(
+    usage: Usage,
+    *,
+    key_id: str,
+    model: str,
+    channel: str,
+    stream_id: str,
+    token: int,
+    now: float,
+    pricing: Pricing,
+) -> UsageRecord:
+    """The estimated row a taker (fencing ``token``) stores for what the instances before it
+    spent on the answer (``usage``: the original prompt and the logged text, estimated), at
+    request number :func:`first_attempt` (``token``)."""
+    prompt, completion = usage.prompt_tokens, usage.completion_tokens
+    return UsageRecord(
+        key_id=key_id,
+        model=model,
+        channel=channel,
+        at=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        day=beijing_day(now),
+        stream_id=stream_id,
+        attempt=first_attempt(token),
+        kind="taken_over",
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        reasoning_tokens=None,
+        cost_nano=pricing.cost(model, channel, prompt, completion),
+        estimated=True,
+    )
 
 
 def retry_after(reset_at: float, now: float) -> float:

@@ -21,6 +21,7 @@ from ._usage import UsageRecord
 __all__ = [
     "USAGE_STEP",
     "UsageRow",
+    "insert_taken_over",
     "insert_usage",
     "spent_since",
     "usage_rows",
@@ -54,6 +55,20 @@ def insert_usage(db: Db, records: Sequence[UsageRecord]) -> int:
     if not records:
         return 0
     return db.run_many(_INSERT, [_row(r) for r in records])
+
+
+def insert_taken_over(db: Db, estimate: UsageRecord, records: Sequence[UsageRecord]) -> int:
+    """Store a taker's rows of an answer (``_usage``: its estimate of what the instances
+    before it spent, at the first number of its block, then its own requests); the estimate
+    only if no earlier holder stored rows of the answer (numbers below the estimate's): an
+    instance that recorded its requests and lost the answer only afterwards counted them
+    itself. How many rows."""
+    earlier = db.one(
+        "SELECT 1 FROM usage_records WHERE stream_id = ? AND attempt < ? LIMIT 1",
+        (estimate.stream_id, estimate.attempt),
+    )
+    rows = list(records) if earlier is not None else [estimate, *records]
+    return insert_usage(db, rows)
 
 
 def _row(r: UsageRecord) -> tuple[Any, ...]:
