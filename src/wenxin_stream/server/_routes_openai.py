@@ -158,6 +158,17 @@ class _LazyOutlet(Outlet):
 async def _relay(sub: Subscription, outlet: _LazyOutlet, chunks: _Chunks) -> None:
     gen = sub.gen
     held = b""
+
+    def push(batch: list[Entry]) -> bool:  # the direct hand-over (`Subscription`): text only
+        if not outlet.idle:
+            return False
+        for entry in batch:
+            if entry.kind is not _DELTA and entry.kind is not _REASONING:
+                return False
+        encode = chunks.encode
+        outlet.write_now(b"".join([encode(entry, gen) for entry in batch]))
+        return True
+
     while True:
         batch = await sub.next_batch()
         last = batch[-1]
@@ -172,6 +183,7 @@ async def _relay(sub: Subscription, outlet: _LazyOutlet, chunks: _Chunks) -> Non
         await outlet.write({"type": "http.response.body", "body": body, "more_body": True})
         if last.kind is _END:
             return
+        sub.push = push  # the headers are out: text may go directly from now on
 
 
 async def _consume(sub: Subscription) -> None:
@@ -245,6 +257,7 @@ class OpenAIRoutes:
                 else:
                     raise _failure(sub.gen)
         finally:
+            outlet.close()
             self.relay.detach(sub, gone=gone)
 
     async def _whole(self, sub: Subscription, receive: Receive, send: Send, model: str) -> None:
