@@ -16,6 +16,12 @@ The denominator is the chunks the upstream sent (answers × ``--chunks``). A rou
 saw fewer (``chunks_lost``: deltas coalesced because the relay fell behind) or a failed stream
 is reported and left out of the medians: it relayed fewer, larger frames.
 
+``--micro N`` measures instead, in N alternating pairs of processes (``_chunk_relay_micro.py``
+under each tree's ``src/``), the relay's own work per chunk with no SDK and no sockets: a real
+``Generation`` fed one chunk per upstream "read", read by the route's real relay loop into a
+``send`` that keeps nothing, less the harness's own cost per chunk (measured alone in the same
+process). Less of the path, less noise.
+
 Per route it prints each round's figure, the median per tree, the ratio this / baseline, and
 the noise (the largest distance of one round from its own tree's median), and the native /
 OpenAI ratio of each tree; ``--out`` gets the same as JSON.
@@ -40,7 +46,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 VENV = ROOT / ".venv" / "bin"
 TICKS = os.sysconf("SC_CLK_TCK")
 UPSTREAM_KEY = "bce-v3/ALTAK-bench/chunk-cost"
@@ -177,6 +184,40 @@ def summary(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     }
 
 
+def micro(args: argparse.Namespace) -> int:
+    """The in-process measurement (see the module docstring)."""
+    trees = {"this": ROOT / "src", "base": args.baseline_src.resolve()}
+    rounds: dict[str, dict[str, list[dict[str, Any]]]] = {
+        route: {"this": [], "base": []} for route in ROUTES
+    }
+    for n in range(args.micro):
+        for tag in ("this", "base") if n % 2 == 0 else ("base", "this"):
+            done = subprocess.run(  # noqa: S603
+                [*pin(0), str(VENV / "python"), str(HERE / "_chunk_relay_micro.py"),
+                 str(args.micro_chunks)],
+                capture_output=True, text=True, check=True,
+                env={**os.environ, "PYTHONPATH": str(trees[tag])},
+            )  # fmt: skip
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            for route in ROUTES:
+                us = result[route]
+                rounds[route][tag].append({"ms_per_1k_chunks": us, "counted": True})
+            print(f"round {n} {tag}: {result} µs per chunk", flush=True)
+    doc = {
+        "micro_chunks": args.micro_chunks,
+        "baseline_src": str(args.baseline_src),
+        "load_average": os.getloadavg(),
+        "rounds": rounds,
+        "summary": {route: summary(rounds[route]) for route in ROUTES},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (args.out / f"micro-{stamp}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    for route in ROUTES:  # (µs per chunk = ms per 1,000 chunks)
+        print(route, json.dumps(doc["summary"][route]))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-src", type=Path, required=True, help="the baseline's src/")
@@ -186,8 +227,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--routes", default=",".join(ROUTES))
+    parser.add_argument("--micro", type=int, default=0, help="in-process pairs instead")
+    parser.add_argument("--micro-chunks", type=int, default=20000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "chunk_cost")
     args = parser.parse_args()
+    if args.micro:
+        return micro(args)
     routes = [r for r in args.routes.split(",") if r]
     work = Path(tempfile.mkdtemp(prefix="chunk-cost-"))
     code = "import gc, sys; gc.disable(); from wenxin_stream.cli import main; sys.exit(main())"
