@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from server_helpers import BurstUpstream
 
 from wenxin_stream.server._connection import Outlet
@@ -75,7 +76,7 @@ async def test_a_parked_reader_gets_each_burst_pushed_without_waking() -> None:
 
 
 async def test_what_push_refuses_wakes_the_reader_with_the_whole_batch() -> None:
-    gen, upstream, sub, pushed = await _parked()
+    gen, upstream, sub, _ = await _parked()
     sub.push = lambda batch: False
     reader = asyncio.create_task(sub.next_batch())
     await _settle()
@@ -101,7 +102,7 @@ async def test_a_reader_that_left_is_not_pushed_to() -> None:
 
 
 async def test_a_failing_push_leaves_the_batch_to_the_reader() -> None:
-    gen, upstream, sub, pushed = await _parked()
+    gen, upstream, sub, _ = await _parked()
 
     def broken(batch: list[Entry]) -> bool:
         raise ValueError("cannot encode")
@@ -175,12 +176,8 @@ async def test_a_failed_write_now_fails_the_next_write() -> None:
     outlet.write_now(b"a")
     assert outlet.inflight == 0
     sends.error = None
-    try:
+    with pytest.raises(OSError, match="gone"):
         await outlet.write({"type": "http.response.body", "body": b"b", "more_body": True})
-    except OSError as exc:
-        assert str(exc) == "gone"
-    else:
-        raise AssertionError("the failure of the direct write was lost")
     assert sends.bodies == []
 
 
