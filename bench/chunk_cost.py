@@ -22,9 +22,10 @@ under each tree's ``src/``), the relay's own work per chunk with no SDK and no s
 ``send`` that keeps nothing, less the harness's own cost per chunk (measured alone in the same
 process). Less of the path, less noise.
 
-Per route it prints each round's figure, the median per tree, the ratio this / baseline, and
-the noise (the largest distance of one round from its own tree's median), and the native /
-OpenAI ratio of each tree; ``--out`` gets the same as JSON.
+Per route it prints each round's figure, the median per tree, the ratio this / baseline, the
+noise (the largest distance of one round from its own tree's median), each round's paired
+ratio (the two trees back to back) and their median, and the native / OpenAI ratio of each
+tree; ``--out`` gets the same as JSON.
 
     mkdir -p /tmp/chunk-base && git archive main src | tar -x -C /tmp/chunk-base
     .venv/bin/python bench/chunk_cost.py --baseline-src /tmp/chunk-base/src
@@ -176,11 +177,18 @@ def summary(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         return {"decided": False}
     medians = {k: statistics.median(v) for k, v in counted.items()}
     noise = max(abs(x / medians[k] - 1) for k, v in counted.items() for x in v)
+    pairs = [  # each round's two trees ran back to back: their ratio drifts less
+        a["ms_per_1k_chunks"] / b["ms_per_1k_chunks"]
+        for a, b in zip(rounds["this"], rounds["base"], strict=False)
+        if a["counted"] and b["counted"]
+    ]
     return {
         "decided": True,
         "median_ms_per_1k_chunks": {k: round(v, 2) for k, v in medians.items()},
         "ratio_this_over_base": round(medians["this"] / medians["base"], 3),
         "noise": round(noise, 3),
+        "paired_ratios": [round(r, 3) for r in pairs],
+        "median_paired_ratio": round(statistics.median(pairs), 3) if pairs else None,
     }
 
 
