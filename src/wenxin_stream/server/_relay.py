@@ -36,6 +36,13 @@ answer (``max_answer_chars`` stops a runaway one); a subscriber holds only a cur
 are of an :class:`EntryKind` (``start``, ``delta``, ``end``: the SSE event names), and frames
 are made by the one SSE encoder, ``_sse.encode_event_bytes``.
 
+**One reader, one wake-up.** A chunk wakes the generation's task (its upstream read). A
+reader woken for it would be a second task step per chunk; so the only reader of an answer,
+while it waits with a ``push`` (the SSE and OpenAI routes set one), is not woken: the burst's
+entries are handed to its connection from one ``call_soon`` callback and written from there
+(:class:`Subscription`, "Direct hand-over"). Everything else — the ``end``, several readers,
+a write that had to wait — wakes readers as drawn above.
+
 **Write-ahead in a fleet.** With the event log in Redis, a subscriber reads only the entries
 the writer has already written (:attr:`Generation.durable`; the writer wakes the readers after
 each batch): no client ever holds an event the log lacks, so an instance that takes the
