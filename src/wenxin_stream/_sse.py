@@ -150,6 +150,24 @@ class ServerSentEvent:
         return json.loads(self.data)
 
 
+_new_event = ServerSentEvent.__new__
+_slots = vars(ServerSentEvent)  # the slot descriptors
+_set_data, _set_event = _slots["data"].__set__, _slots["event"].__set__
+_set_id, _set_retry = _slots["id"].__set__, _slots["retry"].__set__
+
+
+def _event(data: str, event: str, id: str, retry: int | None) -> ServerSentEvent:
+    """``ServerSentEvent(data, event, id, retry)`` for the decoder's per-event path: the slots
+    set through their descriptors, without the frozen dataclass's ``__init__`` (four
+    ``object.__setattr__`` calls in a Python frame, ~1.6× the cost). The same object."""
+    sse = _new_event(ServerSentEvent)
+    _set_data(sse, data)
+    _set_event(sse, event)
+    _set_id(sse, id)
+    _set_retry(sse, retry)
+    return sse
+
+
 class SSEDecoder:
     """Incremental, sans-I/O decoder of a ``text/event-stream`` byte stream.
 
@@ -320,7 +338,7 @@ class SSEDecoder:
                 if data_parts:
                     raw = data_parts[0] if len(data_parts) == 1 else b"\n".join(data_parts)
                     events.append(
-                        ServerSentEvent(
+                        _event(
                             raw.decode("utf-8", "replace"),
                             event_type.decode("utf-8", "replace") if event_type else "message",
                             self._last_id,

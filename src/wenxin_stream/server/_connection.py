@@ -21,7 +21,10 @@ The relay loop belongs to each route (it knows its framing); what they share is 
 
 - :class:`Outlet`, the write side: when it last wrote and whether a write is stuck. It writes
   past the app's :class:`~wenxin_stream._asgi.TrackingSend` (the status is known by then): one
-  call fewer per chunk;
+  call fewer per chunk. :meth:`Outlet.write_now` is the write of the relay's direct hand-over
+  (``_relay.Subscription``): started from the generation's side, it runs the server's
+  ``send`` at once up to its first wait (there is none unless the client reads slower than
+  we write: then the rest of that write runs as a task, and the next write waits for it);
 - :func:`heartbeat`: ``ping`` after every ``interval`` of silence, returning when a write has
   been stuck for ``stall_timeout`` (the client stopped reading). A WebSocket runs it without a
   ping, as a stall watchdog next to its reader;
@@ -37,6 +40,9 @@ vanished or stalled (the disconnect policy may apply), as done when the stream e
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Coroutine
+from types import CoroutineType
+from typing import Any
 
 from .._aio import ReadDeadline, sleep_until
 from .._asgi import Message, Receive, Send, TrackingSend, wait_for_disconnect
@@ -61,7 +67,7 @@ PING: Message = {"type": "http.response.body", "body": encode_comment("ping"), "
 class Outlet:
     """A connection's write side: tracks when it last wrote and whether a write is stuck."""
 
-    __slots__ = ("busy_since", "inflight", "last_write", "loop", "send")
+    __slots__ = ("busy_since", "inflight", "last_write", "loop", "pending", "send")
 
     def __init__(self, send: Send) -> None:
         self.send = send.raw if isinstance(send, TrackingSend) else send
@@ -69,18 +75,99 @@ class Outlet:
         self.last_write = self.loop.time()
         self.busy_since: float | None = None
         self.inflight = 0
+        self.pending: asyncio.Future[None] | None = None
+        """The rest of a :meth:`write_now` that had to wait (or its failure)."""
 
     async def write(self, message: Message) -> None:
-        """Send one ASGI message."""
+        """Send one ASGI message (after the rest of a :meth:`write_now`, if any)."""
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            await pending  # its failure is this write's
         if self.inflight == 0:
             self.busy_since = self.last_write = self.loop.time()
         self.inflight += 1
         try:
             await self.send(message)
         finally:
-            self.inflight -= 1
-            if self.inflight == 0:
-                self.busy_since = None
+            self._written()
+
+    def _written(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0:
+            self.busy_since = None
+
+    @property
+    def idle(self) -> bool:
+        """No write is in flight (a :meth:`write_now` may start)."""
+        return self.inflight == 0 and self.pending is None
+
+    def write_now(self, body: bytes) -> None:
+        """Write a body part from the calling task or callback, without a task of its own:
+        ``send`` runs at once up to its first wait. If it waits (the client's buffer is
+        full), the rest runs as a task, :attr:`pending`, which the next :meth:`write` awaits
+        (and :meth:`close` cancels); a failure is kept there the same way. Call only when
+        :attr:`idle`."""
+        if self.inflight == 0:
+            self.busy_since = self.last_write = self.loop.time()
+        self.inflight += 1
+        step = self.send({"type": "http.response.body", "body": body, "more_body": True})
+        if type(step) is not CoroutineType:  # another awaitable: as a task of its own
+            self.pending = self.loop.create_task(self._after(step))
+            return
+        try:
+            waiting = step.send(None)
+        except StopIteration:
+            self._written()
+            return
+        except Exception as exc:
+            self._written()
+            self.pending = failed = self.loop.create_future()
+            failed.set_exception(exc)
+            return
+        self.pending = self.loop.create_task(self._rest(step, waiting))
+
+    async def _after(self, awaitable: Awaitable[None]) -> None:
+        try:
+            await awaitable
+        finally:
+            self._written()
+
+    async def _rest(self, step: Coroutine[Any, Any, None], waiting: object) -> None:
+        """Drive a started ``send`` to its end: wait for what it waits for, resume it."""
+        try:
+            while True:
+                try:
+                    if isinstance(waiting, asyncio.Future):
+                        # what a task does with a future its coroutine yields: it is
+                        # awaited anew here (else asyncio sees a second yield of it)
+                        waiting._asyncio_future_blocking = False
+                        await waiting
+                    else:  # a bare yield (`asyncio.sleep(0)`)
+                        await asyncio.sleep(0)
+                except BaseException as exc:  # handed to the send, which decides
+                    try:
+                        waiting = step.throw(exc)
+                    except StopIteration:
+                        return
+                    continue
+                try:
+                    waiting = step.send(None)
+                except StopIteration:
+                    return
+        finally:
+            self._written()
+
+    def close(self) -> None:
+        """The connection is done: stop the rest of a :meth:`write_now` (its failure, if it
+        had one, is taken: nobody will write after it)."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        if not pending.done():
+            pending.cancel()
+        elif not pending.cancelled():
+            pending.exception()
 
 
 async def _beat(

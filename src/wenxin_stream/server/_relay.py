@@ -36,6 +36,13 @@ answer (``max_answer_chars`` stops a runaway one); a subscriber holds only a cur
 are of an :class:`EntryKind` (``start``, ``delta``, ``end``: the SSE event names), and frames
 are made by the one SSE encoder, ``_sse.encode_event_bytes``.
 
+**One reader, one wake-up.** A chunk wakes the generation's task (its upstream read). A
+reader woken for it would be a second task step per chunk; so the only reader of an answer,
+while it waits with a ``push`` (the SSE and OpenAI routes set one), is not woken: the burst's
+entries are handed to its connection from one ``call_soon`` callback and written from there
+(:class:`Subscription`, "Direct hand-over"). Everything else — the ``end``, several readers,
+a write that had to wait — wakes readers as drawn above.
+
 **Write-ahead in a fleet.** With the event log in Redis, a subscriber reads only the entries
 the writer has already written (:attr:`Generation.durable`; each new event pokes the writer,
 which wakes the readers after its batch): no client ever holds an event the log lacks, so an
@@ -258,11 +265,13 @@ class Generation:
         "_begun",
         "_calls",
         "_cancel_reason",
+        "_direct_due",
         "_early",
         "_ended",
         "_final",
         "_finalizing",
         "_grace_timer",
+        "_parked",
         "_upstream",
         "_waiters",
         "_woken",
@@ -373,6 +382,8 @@ class Generation:
         self._begun = self.loop.create_future()
         self._waiters: list[asyncio.Future[None]] = []
         self._woken = 0  # readers woken for new entries that have not yet taken them
+        self._parked: Subscription | None = None  # the one reader waiting with a `push`
+        self._direct_due = False  # a hand-over to it is scheduled (`_direct`)
         self._cancel_reason: str | None = None
         self._finalizing = False
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -580,6 +591,23 @@ class Generation:
 
     def _wake(self) -> None:
         waiters = self._waiters
+        if not waiters:
+            return
+        if (
+            self._parked is not None
+            and len(waiters) == 1
+            and self.subscribers == 1
+            and not self.lost
+        ):  # the one reader's connection takes the entries from here: no task wakes
+            if not self._direct_due:
+                self._direct_due = True
+                self._woken += 1  # on its way, as a woken reader: a burst keeps its chunks
+                self.loop.call_soon(self._direct)
+            return
+        self._release()
+
+    def _release(self) -> None:
+        waiters = self._waiters
         if waiters:
             self._waiters = []
             for waiter in waiters:
@@ -587,17 +615,42 @@ class Generation:
                     waiter.set_result(None)
                     self._woken += 1
 
+    def _direct(self) -> None:
+        """The direct hand-over (see :class:`Subscription`), once the burst that called for
+        it is in the log: the parked reader's ``push`` writes the new entries; if it cannot
+        (an ``end``, a write in flight…) or the reader left meanwhile, it is woken."""
+        self._direct_due = False
+        self._woken -= 1
+        sub = self._parked
+        if sub is not None and len(self._waiters) == 1 and self.subscribers == 1:
+            try:
+                if not self._waiters[0].done() and sub.take():
+                    return
+            except Exception:  # noqa: S110 - the reader meets it again on its own path
+                pass
+        self._release()
+
     async def wait_beyond(self, cursor: int) -> None:
         """Return once the log holds an entry at ``cursor`` (or later) that a client may
         read, or the answer was lost to another process."""
         while cursor >= self.visible and not self.lost:
-            waiter = self.loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter.done() and not waiter.cancelled():
-                    self._woken -= 1  # woken by _notify: no longer on its way
+            await self.wait(None)
+
+    async def wait(self, sub: Subscription | None) -> None:
+        """Wait once: until new entries are visible or the answer is lost. ``sub``, when it
+        has a ``push`` and is the only reader, is parked meanwhile: new entries go straight
+        to its connection and this wait goes on."""
+        waiter = self.loop.create_future()
+        self._waiters.append(waiter)
+        if sub is not None and sub.push is not None:
+            self._parked = sub
+        try:
+            await waiter
+        finally:
+            if self._parked is sub:
+                self._parked = None
+            if waiter.done() and not waiter.cancelled():
+                self._woken -= 1  # woken by _notify: no longer on its way
 
     def claim(self, last: int) -> None:
         """Entries up to ``last`` are being handed to a client: they are final from now on."""
@@ -901,15 +954,27 @@ def usage_dict(usage: Usage | None) -> dict[str, int] | None:
 
 
 class Subscription:
-    """A reader of one generation's log, from ``cursor`` on. Close it when leaving."""
+    """A reader of one generation's log, from ``cursor`` on. Close it when leaving.
 
-    __slots__ = ("closed", "cursor", "gen", "sent")
+    **Direct hand-over.** A connection that can write a batch without its own task sets
+    :attr:`push`. While it is the answer's only reader and waits in :meth:`next_batch`, it
+    is *parked*: new entries are not a reason to wake its task; once the generation's
+    current burst is in the log (one ``call_soon`` callback, not a task step), ``push`` gets
+    them, claimed, and starts their write at once (``_connection.Outlet.write_now``), and the
+    reader waits on. So a chunk wakes one task (the generation's, for the upstream read)
+    instead of two. ``push`` returns ``False`` for what it does not write that way (the
+    ``end``, a first write, a write still in flight): then the reader is woken and takes the
+    batch as usual."""
+
+    __slots__ = ("closed", "cursor", "gen", "push", "sent")
 
     def __init__(self, gen: Generation, cursor: int) -> None:
         self.gen = gen
         self.cursor = cursor
         self.sent = cursor  # where the batch handed out last began
         self.closed = False
+        self.push: Callable[[list[Entry]], bool] | None = None
+        """Writes a batch from the generation's side, or returns ``False`` (see above)."""
 
     async def next_batch(self) -> list[Entry]:
         """Every entry after the cursor that a client may read (waiting for at least one);
@@ -927,15 +992,33 @@ class Subscription:
                 entry._json = entry._sse = None
         self.sent = self.cursor
         visible = gen.visible
-        if self.cursor >= visible:
-            await gen.wait_beyond(self.cursor)
-            visible = gen.visible
-            if self.cursor >= visible:  # lost to another process: this client is cut
+        while self.cursor >= visible:  # (`push` may move the cursor while this waits)
+            if gen.lost:  # lost to another process: this client is cut
                 return []
+            await gen.wait(self)
+            visible = gen.visible
         batch = gen.entries[self.cursor : visible]
         self.cursor += len(batch)
         gen.claim(batch[-1].seq)
         return batch
+
+    def take(self) -> bool:
+        """The direct hand-over (see the class): ``push`` the new entries; whether it did
+        (the reader stays parked). Called by the generation only."""
+        gen = self.gen
+        if gen.lost or self.push is None:
+            return False
+        visible = gen.visible
+        if self.cursor >= visible:
+            return True  # nothing new for this reader
+        batch = gen.entries[self.cursor : visible]
+        if not self.push(batch):
+            return False
+        self.cursor = self.sent = visible
+        gen.claim(batch[-1].seq)
+        for entry in batch:  # written, by the only reader: as `next_batch` drops them
+            entry._json = entry._sse = None
+        return True
 
 
 class Relay:

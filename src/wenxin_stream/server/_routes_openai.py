@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 from .._aio import race
@@ -91,6 +92,13 @@ class _Chunks:
             self.created,
         )
         self.prefix += b'"model":%s,"system_fingerprint":null,"choices":' % json_bytes(model)
+        # A text chunk's whole frame is head + the text as a JSON string + tail: one join.
+        # It is what `encode_event_bytes` makes of it (one `data:` line: the JSON has no raw
+        # CR or LF — `encode_basestring` escapes them, `json_bytes` too, the rest is ours).
+        choice = b'data: %s[{"index":0,"delta":{' % self.prefix
+        self.text_head = choice + b'"content":'
+        self.reasoning_head = choice + b'"reasoning_content":'
+        self.text_tail = b'},"logprobs":null,"finish_reason":null}]}\n\n'
         self.include_usage = include_usage
         self.calls = 0  # tool calls sent so far: the next one's index
 
@@ -104,12 +112,13 @@ class _Chunks:
     def encode(self, entry: Entry, gen: Generation) -> bytes:
         kind = entry.kind
         if kind is _DELTA:
-            # entry.json() is b'{"text":"…"}': the same JSON string, under another name
-            return self.choice(b'{"content":' + entry.json()[8:], None)
+            text = encode_basestring(entry.text).encode()
+            return b"".join((self.text_head, text, self.text_tail))
         if kind is _START:
             return self.choice(b'{"role":"assistant","content":""}', None)
         if kind is _REASONING:
-            return self.choice(b'{"reasoning_content":' + entry.json()[8:], None)
+            text = encode_basestring(entry.text).encode()
+            return b"".join((self.reasoning_head, text, self.text_tail))
         if kind is _SEARCH:
             results = json_bytes((entry.data or {}).get("results", []))
             return encode_event_bytes(
@@ -163,6 +172,17 @@ class _LazyOutlet(Outlet):
 async def _relay(sub: Subscription, outlet: _LazyOutlet, chunks: _Chunks) -> None:
     gen = sub.gen
     held = b""
+
+    def push(batch: list[Entry]) -> bool:  # the direct hand-over (`Subscription`): text only
+        if not outlet.idle:
+            return False
+        for entry in batch:
+            if entry.kind is not _DELTA and entry.kind is not _REASONING:
+                return False
+        encode = chunks.encode
+        outlet.write_now(b"".join([encode(entry, gen) for entry in batch]))
+        return True
+
     while True:
         batch = await sub.next_batch()
         last = batch[-1]
@@ -177,6 +197,7 @@ async def _relay(sub: Subscription, outlet: _LazyOutlet, chunks: _Chunks) -> Non
         await outlet.write({"type": "http.response.body", "body": body, "more_body": True})
         if last.kind is _END:
             return
+        sub.push = push  # the headers are out: text may go directly from now on
 
 
 async def _consume(sub: Subscription) -> None:
@@ -251,6 +272,7 @@ class OpenAIRoutes:
                 else:
                     raise _failure(sub.gen)
         finally:
+            outlet.close()
             self.relay.detach(sub, gone=gone)
 
     async def _whole(self, sub: Subscription, receive: Receive, send: Send, model: str) -> None:

@@ -34,7 +34,7 @@ from ._connection import PING, RETRY, SSE_HEADERS, Outlet, watch
 from ._eventlog import EventLog
 from ._eventlog_reader import RemoteStream
 from ._http import Context, HTTPError, Routes, not_found, read_json, required_str
-from ._relay import EntryKind, Generation, Relay, Subscription
+from ._relay import Entry, EntryKind, Generation, Relay, Subscription
 
 __all__ = ["StreamRoutes", "last_event_seq"]
 
@@ -78,6 +78,14 @@ def requested_seq(ctx: Context, stream_id: str, limit: int | None) -> int:
 
 async def _relay(sub: Subscription, outlet: Outlet, head: bytes) -> None:
     id_prefix = sub.gen.sse_id
+
+    def push(batch: list[Entry]) -> bool:  # the direct hand-over (`Subscription`)
+        if not outlet.idle or batch[-1].kind is _END:
+            return False
+        frames = [entry.sse(id_prefix) for entry in batch]
+        outlet.write_now(frames[0] if len(frames) == 1 else b"".join(frames))
+        return True
+
     while True:
         batch = await sub.next_batch()
         if not batch:  # taken over by another instance: cut, no `end` (the client resumes)
@@ -90,6 +98,7 @@ async def _relay(sub: Subscription, outlet: Outlet, head: bytes) -> None:
         await outlet.write({"type": "http.response.body", "body": body, "more_body": True})
         if batch[-1].kind is _END:
             return
+        sub.push = push  # after the first write (its head)
 
 
 async def _relay_remote(stream: RemoteStream, outlet: Outlet, head: bytes) -> None:
@@ -170,6 +179,7 @@ class StreamRoutes:
             gone = False  # the server is stopping: shutdown ends the stream, not the policy
             raise
         finally:
+            outlet.close()
             leave(gone)
 
     async def ask(self, ctx: Context, receive: Receive, send: Send) -> None:
