@@ -58,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -190,14 +191,18 @@ def _probe(work: Path, trace: bool) -> None:
     out: dict[str, Any] = {"label": label, "status": _status(), "malloc": _malloc_stats()}
     out["pymalloc"] = _pymalloc_stats(work)
     counts: dict[str, int] = dict.fromkeys(COUNTED, 0)
+    every: Counter[str] = Counter()
     gens = []
     for obj in gc.get_objects():
-        name = type(obj).__name__
+        kind = type(obj)
+        name = kind.__name__
+        every[f"{kind.__module__}.{kind.__qualname__}"] += 1
         if name in counts:
             counts[name] += 1
             if name == "Generation":
                 gens.append(obj)
     out["objects"] = counts
+    out["types"] = every.most_common(300)  # every type the collector tracks, by count
     out["gc_tracked"] = len(gc.get_objects())
     out["gc_frozen"] = gc.get_freeze_count()
     if gens:
