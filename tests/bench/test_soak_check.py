@@ -59,3 +59,15 @@ def test_growth_after_a_steady_load_is_still_missed() -> None:
     assert rss["steady_from_minute"] == 1.0
     assert rss["from_minute"] == 6.0
     assert not rss["met"]
+
+
+def test_a_warm_up_that_ends_with_the_load_proves_nothing() -> None:
+    # the load reaches its level at minute 5 of 11: two samples after the warm-up are no
+    # evidence that RSS stays flat
+    rows = [(float(m), 150.0, 100 if m < 5 else 1000) for m in range(1, 12)]
+    tally = soak.Tally()
+    samples = _samples(rows)
+    rss = soak.check(samples, samples[0], 5.0, tally)["rss_growth_after_warmup"]
+    assert rss["growth"] == 0.0
+    assert rss["samples_from_warm"] < 3
+    assert not rss["met"]
