@@ -58,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -184,20 +185,34 @@ def _log_bytes(gen: Any) -> int:
     return total
 
 
+def _probe_safely(work: Path, trace: bool) -> None:
+    """The SIGUSR1 handler: a probe, whose failure is written to the work directory and never
+    raised into whatever server code the signal interrupted (the soak's run 4 counted one
+    request's 500 from a probe that raised)."""
+    try:
+        _probe(work, trace)
+    except Exception as exc:
+        (work / "probe-error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+
+
 def _probe(work: Path, trace: bool) -> None:
     label = (work / "label").read_text().strip()
     started = time.perf_counter()
     out: dict[str, Any] = {"label": label, "status": _status(), "malloc": _malloc_stats()}
     out["pymalloc"] = _pymalloc_stats(work)
     counts: dict[str, int] = dict.fromkeys(COUNTED, 0)
+    every: Counter[str] = Counter()
     gens = []
     for obj in gc.get_objects():
-        name = type(obj).__name__
+        kind = type(obj)
+        name = kind.__name__
+        every[f"{kind.__module__}.{kind.__qualname__}"] += 1
         if name in counts:
             counts[name] += 1
-            if name == "Generation":
-                gens.append(obj)
+            if name == "Generation" and hasattr(obj, "entries"):
+                gens.append(obj)  # (a signal may land in the middle of its __init__)
     out["objects"] = counts
+    out["types"] = every.most_common(300)  # every type the collector tracks, by count
     out["gc_tracked"] = len(gc.get_objects())
     out["gc_frozen"] = gc.get_freeze_count()
     if gens:
@@ -240,7 +255,7 @@ def child(work: Path, trace: bool, serve: list[str]) -> int:
         import tracemalloc
 
         tracemalloc.start(1)
-    signal.signal(signal.SIGUSR1, lambda *_: _probe(work, trace))
+    signal.signal(signal.SIGUSR1, lambda *_: _probe_safely(work, trace))
     signal.signal(signal.SIGUSR2, lambda *_: _trim(work))
     from wenxin_stream.cli import main
 

@@ -42,11 +42,20 @@ class Limits:
     bounds concurrent streams; more callers wait for a free connection);
     ``max_keepalive_connections`` bounds idle connections kept for reuse; ``keepalive_expiry``
     closes idle connections after that many seconds.
+
+    ``keepalive_expiry`` is 4 s by default: below the shortest common server keep-alive
+    (uvicorn's and Node's 5 s; nginx keeps 75 s, Go's net/http and most load balancers 60 s or
+    more), so a connection is dropped here before the server would close it under a request.
+    A request that still meets a connection the server has just closed (a server with a
+    shorter timer, a close on the wire, a loaded event loop) is sent once more on a new
+    connection, before any byte of the answer (the transports' module docstrings say when and
+    why that is safe). Raise it for a server known to keep connections longer, to save the
+    connection set-up (a TLS handshake) of requests more than 4 s apart.
     """
 
     max_connections: int = 1000
     max_keepalive_connections: int = 100
-    keepalive_expiry: float = 30.0
+    keepalive_expiry: float = 4.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,35 @@ of 256 KiB would let 512 KiB wait per stream) however slow the consumer is. We r
 
 The session is created lazily, inside the running loop, on first use; using one client from
 two different event loops is refused with a clear error rather than failing obscurely.
+
+**A kept-alive connection the server has just closed.** A server closes an idle kept-alive
+connection when its own keep-alive timer runs out (uvicorn after 5 s, nginx after 75 s, others
+elsewhere), and nothing tells the client in time: when the close crosses a request on the wire,
+or reaches a loaded client's event loop only after the pool handed the connection out again,
+the request fails before any response byte arrives (aiohttp's ``ServerDisconnectedError``, or
+a reset / broken pipe writing it). Such a request is sent once more at once, on a new
+connection (a second pool that never reuses one, :data:`FRESH`), and only then, when three
+things hold: the connection had served an earlier request (``on_connection_reuseconn``; a new
+connection that fails like this is a real failure and raised), nothing of a response had
+arrived (a disconnect after part of a status line or headers is raised), and it is the first
+such resend of this request. Why a resend is safe even for a POST: a server that closes a
+connection without a byte of answer either never read the request (its idle timer had fired)
+or dropped it unanswered; HTTP/1.1 lets a client retry on a new connection when it can tell
+that the request was not acted on (RFC 9112 §9.3.1), and browsers resend exactly this case
+(Chromium: a reused socket that fails before any response byte, whatever the method). For
+the SDK's callers nothing is duplicated, because nothing was received, and the resend is not
+one of the client's retries (:mod:`._retry`): it does not wait, does not spend
+``max_attempts``, and counts in :attr:`AiohttpTransport.stale_resends`. The pool's idle
+expiry (``Limits.keepalive_expiry``, 4 s by default) keeps most connections from reaching a
+common server's timer in the first place; the resend covers the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Mapping
+from types import SimpleNamespace
 
 import aiohttp
 
@@ -32,8 +55,68 @@ READ_BUFSIZE = 1 << 16
 """aiohttp's per-response read buffer; about twice this may wait unread per stream."""
 
 
+FRESH = "fresh"
+"""The second pool's role: one new connection per request, closed after it (``force_close``)."""
+
+_UNANSWERED_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {redact(str(exc))}"
+
+
+class _Attempt:
+    """What aiohttp's tracing said about one request's connection."""
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+async def _on_reuse(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+) -> None:
+    attempt = getattr(context, "trace_request_ctx", None)
+    if isinstance(attempt, _Attempt):
+        attempt.reused = True
+
+
+def _unlink(exc: BaseException) -> None:
+    """Drop the tracebacks of ``exc`` and of its causes. aiohttp keeps a failed connection's
+    error on the connection's protocol, and the error's frames refer back to the protocol: a
+    cycle per failure (with the protocol, its transport and buffers) that only a full
+    collection frees, and ``wenxin serve`` runs with the cyclic collector off (server/_gc.py;
+    bench/SOAK.md, run 4: 1,293 of them in 10 minutes, 88,205 objects). The error's text is
+    all the SDK keeps of it."""
+    chain: BaseException | None = exc
+    for _ in range(8):
+        if chain is None:
+            return
+        chain.__traceback__ = None
+        chain = chain.__cause__ or chain.__context__
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection was gone before any byte of an answer arrived:
+    a clean close with nothing parsed (a partial status line or headers would be ``message``),
+    or a reset / broken pipe while sending."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return isinstance(exc.message, str)  # else the part of a response it had parsed
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False  # connecting failed: not a kept-alive connection
+    # aiohttp wraps a failed write ("Can not write request body", errno None) around its cause,
+    # e.g. "Cannot write to closing transport" once the server's close has been seen
+    cause: BaseException | None = exc
+    for _ in range(4):
+        if cause is None:
+            break
+        if isinstance(cause, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+            return True
+        if isinstance(cause, OSError) and cause.errno in _UNANSWERED_ERRNOS:
+            return True
+        cause = cause.__cause__
+    return False
 
 
 class AiohttpResponse:
@@ -61,11 +144,13 @@ class AiohttpResponse:
                 data = await self._deadline.wait(content.readany(), timeout)
         except TimeoutError:
             raise
-        except aiohttp.ClientPayloadError:
+        except aiohttp.ClientPayloadError as exc:
+            _unlink(exc)
             raise APIConnectionError(
                 "the server closed the connection before the response was complete"
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
+            _unlink(exc)
             raise APIConnectionError(f"connection broken: {_describe(exc)}") from None
         if not data:
             self._eof = True
@@ -90,42 +175,65 @@ class AiohttpTransport:
         self._limits = limits or Limits()
         self._verify = verify
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.stale_resends = 0
+        """Requests sent again on a new connection because a kept-alive one had been closed
+        by the server (see the module docstring)."""
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed:
+    def _new_session(self, *, fresh: bool) -> aiohttp.ClientSession:
+        if fresh:  # one new connection per request, never pooled
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections,
+                limit_per_host=0,
+                force_close=True,
+                ssl=self._verify,
+            )
+            traces = []
+        else:
             connector = aiohttp.TCPConnector(
                 limit=self._limits.max_connections,
                 limit_per_host=0,
                 keepalive_timeout=self._limits.keepalive_expiry,
                 ssl=self._verify,
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None),
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-                read_bufsize=READ_BUFSIZE,
-            )
+            reuse = aiohttp.TraceConfig()
+            reuse.on_connection_reuseconn.append(_on_reuse)
+            traces = [reuse]
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+            read_bufsize=READ_BUFSIZE,
+            trace_configs=traces,
+        )
+
+    def _get_session(self, role: str = "pooled") -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed:
+            self._session = self._new_session(fresh=False)
             self._loop = loop
         elif loop is not self._loop:
             raise RuntimeError(
                 "this AsyncClient is bound to another event loop; create one client per loop"
             )
-        return self._session
+        if role != FRESH:
+            return self._session
+        if self._fresh is None or self._fresh.closed:
+            self._fresh = self._new_session(fresh=True)
+        return self._fresh
 
     @property
     def open_connections(self) -> int:
         """Connections currently held by the pool (in use or idle)."""
-        if self._session is None or self._session.closed:
-            return 0
-        connector = self._session.connector
-        if connector is None:
-            return 0
-        acquired = len(getattr(connector, "_acquired", ()))
-        idle = sum(len(v) for v in getattr(connector, "_conns", {}).values())
-        return acquired + idle
+        total = 0
+        for session in (self._session, self._fresh):
+            connector = None if session is None or session.closed else session.connector
+            if connector is not None:
+                total += len(getattr(connector, "_acquired", ()))
+                total += sum(len(v) for v in getattr(connector, "_conns", {}).values())
+        return total
 
     async def open(
         self, request: HTTPRequest, *, connect_timeout: float | None, head_timeout: float | None
@@ -135,27 +243,49 @@ class AiohttpTransport:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_connect=connect_timeout
         )
+        attempt = _Attempt()
         try:
             async with asyncio.timeout(head_timeout):
-                raw = await session.request(
-                    request.method,
-                    request.url,
-                    data=request.body,
-                    headers=dict(request.headers),
-                    timeout=timeout,
-                    allow_redirects=False,
-                )
-        except aiohttp.ConnectionTimeoutError:
+                try:
+                    raw = await self._send(session, request, timeout, attempt)
+                except (aiohttp.ClientError, OSError) as exc:
+                    if not (attempt.reused and _unanswered(exc)):
+                        raise
+                    _unlink(exc)
+                    self.stale_resends += 1  # see the module docstring: once, at once
+                    raw = await self._send(self._get_session(FRESH), request, timeout, None)
+        except aiohttp.ConnectionTimeoutError as exc:
+            _unlink(exc)
             raise APITimeoutError("connect", timeout=connect_timeout) from None
-        except TimeoutError:
+        except TimeoutError as exc:
+            _unlink(exc)
             raise APITimeoutError("first_token", timeout=head_timeout) from None
         except (aiohttp.ClientError, OSError) as exc:
+            _unlink(exc)
             raise APIConnectionError(f"request failed: {_describe(exc)}") from None
         assert self._loop is not None  # set by _get_session
         return AiohttpResponse(raw, self._loop)
 
+    @staticmethod
+    async def _send(
+        session: aiohttp.ClientSession,
+        request: HTTPRequest,
+        limits: aiohttp.ClientTimeout,
+        attempt: _Attempt | None,
+    ) -> aiohttp.ClientResponse:
+        return await session.request(
+            request.method,
+            request.url,
+            data=request.body,
+            headers=dict(request.headers),
+            timeout=limits,
+            allow_redirects=False,
+            trace_request_ctx=attempt,
+        )
+
     async def aclose(self) -> None:
-        """Close the session and every pooled connection."""
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        """Close the sessions and every pooled connection."""
+        for session in (self._session, self._fresh):
+            if session is not None and not session.closed:
+                await session.close()
+        self._session = self._fresh = None

@@ -194,3 +194,34 @@ def test_collector_runs_when_overdue_however_busy() -> None:
         assert asyncio.run(scenario()) >= 2
     finally:
         gc.enable() if was else gc.disable()
+
+
+def test_closed_websockets_are_freed_without_a_collection(
+    tmp_path: Path, emu: ServerHandle, collector_off: None
+) -> None:
+    """What the soak's run 4 found: every WebSocket connection, closed the ordinary way, left
+    websockets' sans-I/O protocol in a cycle with its parser (a generator suspended for good),
+    so 10 minutes of them waited for the overdue full collection."""
+    question = paced("讲讲流式输出", "ttft=0;interval=0.001;chunks=5")
+    app = create_app(server_config(tmp_path, emu.base_url, resume_grace=0.05))
+
+    def protocols() -> int:
+        return sum(1 for o in gc.get_objects() if type(o).__name__ == "ServerProtocol")
+
+    with draining(app) as (url, _, _):
+        ws_url = url.replace("http://", "ws://") + "/api/ws"
+
+        def ask() -> None:
+            with connect(ws_url, open_timeout=10) as ws:
+                ws.send(json.dumps({"type": "ask", "id": "r", "content": question}))
+                while json.loads(ws.recv(timeout=10))["type"] != "end":
+                    pass
+
+        ask()
+        asyncio.run(asyncio.sleep(0.3))
+        gc.collect()
+        before = protocols()
+        for _ in range(20):
+            ask()
+        asyncio.run(asyncio.sleep(0.5))  # every connection lost on the server's side
+        assert protocols() - before < 5  # (20 before the fix)
