@@ -7,7 +7,7 @@ Every answer this process produces is *tracked* (:meth:`LogWriter.track`) from i
 its end. Per chunk the relay appends to its in-process log as it always did and *pokes* the
 writer (:meth:`LogWriter.poke`: the answer's id into a set, and a future set if the writer is
 idle). ONE task per process sends a batch as soon as something is pending and the previous
-batch is back — but never sooner than ``interval`` (5 ms) after the previous batch started —
+batch is back — but never sooner than ``interval`` (10 ms) after the previous batch started —
 so the batches grow with the load instead of the round trips: a quiet answer's event reaches
 Redis one round trip after it arrived, and under load Redis sees at most ``1 / interval``
 pipelines a second. For a batch the task asks each answer poked since the last one (and,
@@ -23,7 +23,7 @@ in ONE pipeline (``transaction=False``)::
                    XADD log <seq>-1 MAXLEN ~ maxlen k <kind> d <json> …          (new events)
                    HSET meta ended 1 last <seq>, PEXPIRE window, lease released] (an ended one)
 
-So Redis sees at most ``1 / interval`` pipelines a second (200) whatever the chunk rate, and
+So Redis sees at most ``1 / interval`` pipelines a second (100) whatever the chunk rate, and
 a chunk costs its share of one pipeline (``bench/redis_eventlog_cost.py``) — the lesson of
 LibreChat and Open WebUI, whose per-chunk Redis calls cost 16–50 % of their relays. The
 cadence matters because the relay is write-ahead (below): a client of the producer waits for
@@ -71,10 +71,13 @@ __all__ = ["FLUSH_INTERVAL", "LIVE_TTL", "LogWriter", "Source"]
 
 logger = logging.getLogger("wenxin_stream.server")
 
-FLUSH_INTERVAL = 0.005
+FLUSH_INTERVAL = 0.01
 """Seconds at least between the starts of two batches (a batch goes as soon as the previous
 one is back and this has passed): bounds the pipelines a second, not the latency of a quiet
-answer."""
+answer. A pipeline is dear (redis-py's pipeline and its connection hand-back: roughly 0.5–1 ms
+of the relay's CPU): at 5 ms, 93 ERNIE-paced native streams (about one chunk a batch) cost
+~50 % more server CPU than the old 20 ms tick; at 10 ms about as much as the tick, with half
+its lateness (``bench/RESULTS-REDIS.md``, run 5)."""
 
 IDLE_CHECK = 1.0
 """Seconds between the task's wake-ups while answers are tracked but nothing is pending (the

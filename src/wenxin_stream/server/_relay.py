@@ -47,7 +47,7 @@ a write that had to wait — wakes readers as drawn above.
 the writer has already written (:attr:`Generation.durable`; each new event pokes the writer,
 which wakes the readers after its batch): no client ever holds an event the log lacks, so an
 instance that takes the answer over (``_takeover``) continues exactly after what every client
-saw. It costs one Redis round trip (up to the writer's 5 ms spacing under load) before an
+saw. It costs one Redis round trip (up to the writer's 10 ms spacing under load) before an
 event reaches the producer's own clients. Text is not coalesced then (the writer, poked, is
 the reader on its way): each upstream chunk stays one event, as a client following the answer
 closely would have it — up to :data:`WRITE_AHEAD_COALESCE_AFTER` events, after which the text
