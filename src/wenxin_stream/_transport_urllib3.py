@@ -118,19 +118,8 @@ class _HTTPConnection(HTTPConnection):
             self.last_sock = self.sock
 
 
-class _HTTPSConnection(HTTPSConnection):
-    """The same for TLS."""
-
-    last_sock: object = None
-    idle_since: float | None = None
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _begin(self, self.last_sock, self.idle_since)
-        self.idle_since = None
-        try:
-            super().request(*args, **kwargs)
-        finally:
-            self.last_sock = self.sock
+class _HTTPSConnection(_HTTPConnection, HTTPSConnection):
+    """The same for TLS (the noting above, then urllib3's TLS connection)."""
 
 
 class _HTTPPool(urllib3.HTTPConnectionPool):
@@ -192,7 +181,7 @@ class Urllib3Response:
             raise APIConnectionError(f"connection broken: {_describe(exc)}") from None
         if not data:
             self._eof = True
-            if isinstance(self._conn, _HTTPConnection | _HTTPSConnection):
+            if isinstance(self._conn, _HTTPConnection):
                 self._conn.idle_since = time.monotonic()  # for the pool's idle expiry
         return data
 
