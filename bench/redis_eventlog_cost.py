@@ -38,6 +38,7 @@ class Upstream:
         self.chunks = chunks
         self.pace = pace
         self.end_reason: Any = None
+        self.attempt_usages: tuple[Any, ...] = ()  # nothing spent upstream
 
     async def __aenter__(self) -> Upstream:
         return self
@@ -103,7 +104,10 @@ async def _run(
     cpu = time.process_time() - started
     out = {"cpu_per_1000_chunks_ms": cpu / (generations * chunks) * 1e6}
     if writer is not None and shared is not None:
-        out.update(pipelines=writer.pipelines, records=writer.records)
+        out.update(
+            batches=getattr(writer, "batches", None) or getattr(writer, "pipelines", 0),
+            records=writer.records,
+        )  # (older trees: pipelines)
         await writer.aclose()
         await shared.close()
     return out

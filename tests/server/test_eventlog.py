@@ -70,6 +70,7 @@ def writer_of(shared: SharedRedis, **kwargs: float) -> LogWriter:
         window=values["window"],
         maxlen=int(values["maxlen"]),
         interval=values["interval"],
+        live_ttl=values.get("live_ttl", 3600.0),
     )
 
 
@@ -118,8 +119,30 @@ async def test_events_are_written_with_their_seq_as_id_and_the_expiry_set_once(
     assert (await shared.client.hgetall(meta))[b"last"] == b"4"
     for key in (log, meta):
         assert 29_000 < await shared.client.pttl(key) <= 30_000
-    assert writer.pipelines == 3
+    assert writer.batches == 3
     assert writer.records == 5
+
+
+async def test_a_long_answer_gets_its_live_expiry_renewed_once_per_half(
+    shared: SharedRedis,
+) -> None:
+    writer = writer_of(shared, live_ttl=0.6)
+    answer, other = FakeAnswer(), FakeAnswer()
+    for one in (answer, other):
+        writer.track(one)
+        one.text("一")
+    await writer.flush()
+    log = log_key(shared, answer.stream_id)
+    assert 500 < await shared.client.pttl(log) <= 600
+    await asyncio.sleep(0.2)
+    other.text("二")  # a batch before the half: nothing renewed
+    await writer.flush()
+    assert await shared.client.pttl(log) <= 400
+    await asyncio.sleep(0.15)  # past the half: the quiet answer is renewed, with no new event
+    assert await writer.flush() == 0
+    for key in (log, meta_key(shared, answer.stream_id)):
+        assert 500 < await shared.client.pttl(key) <= 600
+    assert await shared.client.xlen(log) == 1
 
 
 async def test_an_answer_ended_before_its_first_event_leaves_nothing(shared: SharedRedis) -> None:
@@ -129,11 +152,11 @@ async def test_an_answer_ended_before_its_first_event_leaves_nothing(shared: Sha
     writer.finish(answer)
     assert await writer.flush() == 0
     assert len(writer) == 0
-    assert writer.pipelines == 0
+    assert writer.batches == 0
     assert await shared.client.exists(meta_key(shared, answer.stream_id)) == 0
 
 
-async def test_one_pipeline_per_batch_whatever_the_chunk_rate(shared: SharedRedis) -> None:
+async def test_one_command_per_batch_whatever_the_chunk_rate(shared: SharedRedis) -> None:
     writer = writer_of(shared, interval=0.02)
     answers = [FakeAnswer() for _ in range(50)]
     for answer in answers:
@@ -160,7 +183,7 @@ async def test_one_pipeline_per_batch_whatever_the_chunk_rate(shared: SharedRedi
     await writer.aclose()
     assert chunks > 5_000
     # at most one pipeline per interval (and the final one), never one per chunk or answer
-    assert writer.pipelines <= elapsed / 0.02 + 2
+    assert writer.batches <= elapsed / 0.02 + 2
     assert writer.records == chunks + 100
     for answer in answers[:3]:
         assert len(await entries(shared, answer.stream_id)) == len(answer.records)
@@ -181,17 +204,17 @@ async def test_a_poke_sends_at_once_and_batches_are_spaced_by_the_interval(
     async with asyncio.timeout(5):
         while answer.durable < 1:  # noqa: ASYNC110 (polls the writer's own state)
             await asyncio.sleep(0.005)
-    assert writer.pipelines == 1
+    assert writer.batches == 1
     answer.text("你")
     writer.poke(answer.stream_id)
     answer.text("好")
     writer.poke(answer.stream_id)
     await asyncio.sleep(0.2)
     assert answer.durable == 1  # the next batch waits for the interval: no pipeline per chunk
-    assert writer.pipelines == 1
+    assert writer.batches == 1
     await writer.aclose()  # the pending events go with the last batch, as one
     assert answer.durable == 3
-    assert writer.pipelines == 2
+    assert writer.batches == 2
     assert [rid for rid, _ in await entries(shared, answer.stream_id)] == ["0-1", "1-1", "2-1"]
 
 
@@ -231,7 +254,7 @@ async def test_tracked_but_quiet_answers_wake_the_writer_only_now_and_then(
     await asyncio.sleep(0.5)
     # the idle check looked (and sealed) about ten times; one pipeline: nothing new to send
     assert 3 <= answer.reads <= 20
-    assert writer.pipelines == 1
+    assert writer.batches == 1
     await writer.aclose()
 
 

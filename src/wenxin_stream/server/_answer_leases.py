@@ -18,7 +18,7 @@ again:
 ==================================  ==========================================================
 
 - **Taken** by the producer's event-log writer in the batch that creates the answer's log
-  (:data:`CREATE_SCRIPT`: holder = the producer, token 1, expiry now + ``ttl``).
+  (``_eventlog_writer.BATCH_SCRIPT``: holder = the producer, token 1, expiry now + ``ttl``).
 - **Renewed** every ``ttl / 3`` (about every second with the default 3 s) for every answer of
   the process in ONE script call (:data:`RENEW_SCRIPT`), riding the pipeline of the
   stream-slot leases (``_leases``: no task of its own). The script renews only leases whose
@@ -52,7 +52,6 @@ from ._redis import SharedRedis
 
 __all__ = [
     "CLAIM_SCRIPT",
-    "CREATE_SCRIPT",
     "DEFAULT_ANSWER_LEASE_TTL",
     "RENEW_SCRIPT",
     "AnswerLeases",
@@ -66,24 +65,6 @@ DEFAULT_ANSWER_LEASE_TTL = 3.0
 
 CLAIM_LIMIT = 64
 """Most answers one claim takes (the next round takes more)."""
-
-CREATE_SCRIPT = (
-    CLOCK_LUA
-    + """
--- KEYS: meta, lease set; ARGV: now, ttl, stream id, instance, owner, model, request ('' none)
-redis.call('HSET', KEYS[1], 'owner', ARGV[5], 'model', ARGV[6])
-if redis.call('HSETNX', KEYS[1], 'token', '1') == 1 then
-  redis.call('HSET', KEYS[1], 'instance', ARGV[4])
-  if ARGV[7] ~= '' then
-    redis.call('HSET', KEYS[1], 'request', ARGV[7])
-    redis.call('ZADD', KEYS[2], 'NX', now + tonumber(ARGV[2]), ARGV[3])
-  end
-end
-return 1
-"""
-)
-"""Create an answer's metadata and take its lease (token 1) — once: a repeated creation (a
-batch sent again) changes nothing a takeover may have changed since."""
 
 RENEW_SCRIPT = (
     CLOCK_LUA

@@ -1,4 +1,4 @@
-"""The batched writer of the per-answer event logs: one task per process, one pipeline per batch.
+"""The batched writer of the per-answer event logs: one task per process, one command per batch.
 
 Theory of operation
 ===================
@@ -10,21 +10,22 @@ idle). ONE task per process sends a batch as soon as something is pending and th
 batch is back — but never sooner than ``interval`` (10 ms) after the previous batch started —
 so the batches grow with the load instead of the round trips: a quiet answer's event reaches
 Redis one round trip after it arrived, and under load Redis sees at most ``1 / interval``
-pipelines a second. For a batch the task asks each answer poked since the last one (and,
+batches a second. For a batch the task asks each answer poked since the last one (and,
 once every ``IDLE_CHECK``, every tracked answer: renewals) for the events that are final and
 not yet written
 (:meth:`Source.log_records`: this *seals* the answer's last delta, so text arriving later goes
 into a new event — events never change once written), and sends them all, for every answer,
-in ONE pipeline (``transaction=False``)::
+in ONE script call (:data:`BATCH_SCRIPT`)::
 
     as soon as anything is pending (and the last batch is back, and interval has passed):
-      pipeline ─► [CREATE meta + lease (token 1), …, PEXPIRE log/meta live_ttl] (a new answer)
-                  [one APPEND script: per log, its token checked, then
-                   XADD log <seq>-1 MAXLEN ~ maxlen k <kind> d <json> …          (new events)
-                   HSET meta ended 1 last <seq>, PEXPIRE window, lease released] (an ended one)
+      EVALSHA batch ─► per new answer: its meta created, its lease taken (token 1)
+                       per log: its token checked, then
+                         XADD log <seq>-1 MAXLEN ~ maxlen k <kind> d <json> …   (new events)
+                         HSET meta ended 1 last <seq>, PEXPIRE window, lease released (ended)
+                         or PEXPIRE log/meta live_ttl                 (new, or renewal due)
 
-So Redis sees at most ``1 / interval`` pipelines a second (100) whatever the chunk rate, and
-a chunk costs its share of one pipeline (``bench/redis_eventlog_cost.py``) — the lesson of
+So Redis sees at most ``1 / interval`` commands a second (100) whatever the chunk rate, and
+a chunk costs its share of one command (``bench/redis_eventlog_cost.py``) — the lesson of
 LibreChat and Open WebUI, whose per-chunk Redis calls cost 16–50 % of their relays. The
 cadence matters because the relay is write-ahead (below): a client of the producer waits for
 its events' batch, so a fixed 20 ms tick after each round trip (the first design) made every
@@ -45,7 +46,7 @@ a stream can never be kept alive by its own writes (what filled Dify's Redis). O
 still running after half its ``live_ttl`` gets it renewed, once per half. The log is bounded
 by ``MAXLEN ~ maxlen`` as well.
 
-**Failures.** A failed pipeline (Redis down, slow: ``SharedRedis.call`` bounds it) is logged
+**Failures.** A failed batch (Redis down, slow: ``SharedRedis.call`` bounds it) is logged
 (once per outage) and counted; the answers keep streaming locally, their unwritten events stay
 pending and are sent by the next attempt, ``retry`` seconds later. Entry ids are explicit, so
 an attempt that was partly applied before it failed can be repeated: Redis refuses the ids it
@@ -62,10 +63,11 @@ import logging
 from typing import Any, Protocol
 
 from .._aio import stop_task
-from ._answer_leases import CREATE_SCRIPT, DEFAULT_ANSWER_LEASE_TTL, AnswerLeases
-from ._eventlog_keys import Record, log_key, meta_key
+from ._answer_leases import DEFAULT_ANSWER_LEASE_TTL, AnswerLeases
+from ._eventlog_keys import Record, log_key
+from ._leases import CLOCK_LUA
 from ._metrics import Metrics
-from ._redis import SharedRedis, SharedStateError, is_noscript
+from ._redis import SharedRedis, SharedStateError
 
 __all__ = ["FLUSH_INTERVAL", "LIVE_TTL", "LogWriter", "Source"]
 
@@ -73,11 +75,11 @@ logger = logging.getLogger("wenxin_stream.server")
 
 FLUSH_INTERVAL = 0.01
 """Seconds at least between the starts of two batches (a batch goes as soon as the previous
-one is back and this has passed): bounds the pipelines a second, not the latency of a quiet
-answer. A pipeline is dear (redis-py's pipeline and its connection hand-back: roughly 0.5–1 ms
-of the relay's CPU): at 5 ms, 93 ERNIE-paced native streams (about one chunk a batch) cost
-~50 % more server CPU than the old 20 ms tick; at 10 ms about as much as the tick, with half
-its lateness (``bench/RESULTS-REDIS.md``, run 5)."""
+one is back and this has passed): bounds the batches a second, not the latency of a quiet
+answer. A batch is dear (redis-py's command and its connection hand-back): as a pipeline, at
+5 ms, 93 ERNIE-paced native streams (about one chunk a batch) cost ~50 % more server CPU than
+the old 20 ms tick; at 10 ms about as much as the tick, with half its lateness
+(``bench/RESULTS-REDIS.md``, run 5)."""
 
 IDLE_CHECK = 1.0
 """Seconds between the task's wake-ups while answers are tracked but nothing is pending (the
@@ -87,52 +89,109 @@ LIVE_TTL = 3600.0
 """Seconds a running answer's keys live before renewal: far longer than any answer."""
 
 RETRY = 1.0
-"""Seconds before the next attempt after a failed pipeline."""
+"""Seconds before the next attempt after a failed batch."""
 
-_DUPLICATE = "equal or smaller than the target stream top item"
-
-APPEND_SCRIPT = """
-local n = tonumber(ARGV[2])
-local ok, out = {}, {''}
+BATCH_SCRIPT = (
+    CLOCK_LUA
+    + """
+local maxlen, n, window, live = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local lease_ttl, instance, head, tail = tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
+local creates, leases = tonumber(ARGV[10]), KEYS[1]
+local sid, log, meta, last, due, ok, body = {}, {}, {}, {}, {}, {}, {}
+local out = {''}
 for j = 1, n do
-  local token = redis.call('HGET', KEYS[n + j], 'token')
-  ok[j] = token == ARGV[1 + 3 * j]
-  if not ok[j] then
-    out[#out + 1] = j
-  end
+  local s = ARGV[10 + j]
+  local nl = string.find(s, '\\n', 1, true)
+  local token
+  token, last[j], due[j], sid[j] = string.match(string.sub(s, 1, nl - 1),
+                                                '^(%d+) (%S+) (%d) (%S+)$')
+  log[j] = head .. sid[j] .. tail .. 'log'
+  meta[j] = head .. sid[j] .. tail .. 'meta'
+  body[j] = nl + 1
+  ok[j] = token
 end
-for i = 4 + 3 * n, #ARGV, 4 do
+for i = 11 + n, 10 + n + 4 * creates, 4 do
   local j = tonumber(ARGV[i])
-  if ok[j] then
-    local r = redis.pcall('XADD', KEYS[j], 'MAXLEN', '~', ARGV[1], ARGV[i + 1],
-                          'k', ARGV[i + 2], 'd', ARGV[i + 3])
-    if type(r) == 'table' and r.err and not string.find(r.err, 'equal or smaller')
-       and out[1] == '' then
-      out[1] = r.err
+  redis.call('HSET', meta[j], 'owner', ARGV[i + 1], 'model', ARGV[i + 2])
+  if redis.call('HSETNX', meta[j], 'token', '1') == 1 then
+    redis.call('HSET', meta[j], 'instance', instance)
+    if ARGV[i + 3] ~= '' then
+      redis.call('HSET', meta[j], 'request', ARGV[i + 3])
+      redis.call('ZADD', leases, 'NX', now + lease_ttl, sid[j])
     end
   end
 end
 for j = 1, n do
-  local last = ARGV[2 + 3 * j]
-  if ok[j] and last ~= '' then
-    redis.call('HSET', KEYS[n + j], 'ended', '1', 'last', last)
-    redis.call('PEXPIRE', KEYS[j], ARGV[3])
-    redis.call('PEXPIRE', KEYS[n + j], ARGV[3])
-    redis.call('ZREM', KEYS[2 * n + 1], ARGV[3 + 3 * j])
+  ok[j] = redis.call('HGET', meta[j], 'token') == ok[j]
+  if not ok[j] then
+    out[#out + 1] = j
+  else
+    local s, at = ARGV[10 + j], body[j]
+    while at <= #s do
+      local nl = string.find(s, '\\n', at, true)
+      local seq, kind, size = string.match(string.sub(s, at, nl - 1), '^(%d+) (%S+) (%d+)$')
+      at = nl + 1 + tonumber(size)
+      local r = redis.pcall('XADD', log[j], 'MAXLEN', '~', maxlen, seq .. '-1',
+                            'k', kind, 'd', string.sub(s, nl + 1, at - 1))
+      if type(r) == 'table' and r.err and not string.find(r.err, 'equal or smaller')
+         and out[1] == '' then
+        out[1] = r.err
+      end
+    end
+    if last[j] ~= '-' then
+      redis.call('HSET', meta[j], 'ended', '1', 'last', last[j])
+      redis.call('PEXPIRE', log[j], window)
+      redis.call('PEXPIRE', meta[j], window)
+      redis.call('ZREM', leases, sid[j])
+    elseif due[j] == '1' then
+      redis.call('PEXPIRE', log[j], live)
+      redis.call('PEXPIRE', meta[j], live)
+    end
   end
 end
 return out
 """
-"""Every new event of a batch, of every answer, in ONE command, **fenced**: ``KEYS`` the
-logs, then their metadata, then the answer lease set (``_answer_leases``); ``ARGV``
-``maxlen``, the number of logs, the resume window (ms), then per log (its writer's fencing
-token, the seq of its ``end`` or ``''``, its stream id), then (log index, id, kind, data) per
-event. The events of a log whose metadata holds another token are refused whole (a takeover
-gave the answer to another process), and an answer that ends here is marked ended (and its
-lease released) only under its token. Answers ``{first refusal or '', fenced log indices…}``.
-One command rather than an ``XADD`` per event keeps the client's cost per event to four
-arguments: redis-py's own work per command cost ~16 µs an event
-(``bench/redis_eventlog_cost.py``)."""
+)
+"""A whole batch of the writer, for every answer in it, in ONE command, **fenced**. ``KEYS``:
+the answer lease set (``_answer_leases``). ``ARGV``: now (``''``: Redis's clock),
+``maxlen``, the number of logs ``n``, the resume window and the live expiry (ms), the lease
+TTL (s), this instance, the two parts of an answer's key around its stream id
+(``<prefix>ans:{`` and ``}:``), the number of answers created; then ONE argument per log
+(:func:`_log_argument`): a line ``<token> <seq of its end, or -> <1: live expiry due, or 0>
+<stream id>``, then per event a line ``<seq> <kind> <length of data>`` and the data; then per
+answer created (its log's index, owner, model, request or ``''``).
+
+In order: each new answer's metadata is created and its lease taken (token 1) — once: a
+batch sent again changes nothing a takeover may have changed since; the events of a log
+whose metadata holds another token are refused whole (a takeover gave the answer to another
+process); an answer that ends here is marked ended, given the resume window's expiry and its
+lease released, and a running one due for it gets the live expiry — both only under its
+token. Answers ``{first refusal or '', fenced log indices…}``.
+
+One command per batch, one argument per answer, the answers' keys made in the script:
+redis-py encodes each argument of a command in Python (``pack_command``: about 1 µs an
+argument), which was most of the writer's cost with four arguments an event and six an answer
+(``bench/redis_eventlog_cost.py``; ``bench/PROFILE.md``). The keys are the stream id's
+hash-tagged ones, so like the lease set this assumes one Redis, not a Cluster
+(docs/SCALING.md)."""
+
+
+def _log_argument(tracked: _Tracked, records: list[Record], ended: bool, now: float) -> bytes:
+    """An answer's part of :data:`BATCH_SCRIPT`: its head line, then its events."""
+    source = tracked.source
+    ends = ended and records and records[-1].is_end
+    due = not ended and (not tracked.created or now >= tracked.renew_at)
+    parts = [
+        b"%d %b %b %b\n"
+        % (
+            source.token,
+            b"%d" % records[-1].seq if ends else b"-",
+            b"1" if due else b"0",
+            source.stream_id.encode(),
+        )
+    ]
+    parts += [b"%d %b %d\n%b" % (r.seq, r.kind, len(r.data), r.data) for r in records]
+    return b"".join(parts)
 
 
 class Source(Protocol):
@@ -198,12 +257,12 @@ class LogWriter:
         self.maxlen = maxlen
         self.interval = interval
         self.live_ttl = live_ttl
-        self.pipelines = 0
-        """Pipelines sent (successful or not)."""
+        self.batches = 0
+        """Batches sent (one script call each, successful or not)."""
         self.records = 0
         """Events written."""
         self.failures = 0
-        """Pipelines that failed."""
+        """Batches that failed."""
         self._tracked: dict[str, _Tracked] = {}
         self._pending = False  # poked since the last batch started
         self._poked: set[str] = set()  # the answers poked since then
@@ -211,8 +270,9 @@ class LogWriter:
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False
-        self._sha: str | None = None  # APPEND_SCRIPT's, once loaded
-        self._create: Any = None  # CREATE_SCRIPT, registered
+        self._sha: str | None = None  # BATCH_SCRIPT's, once loaded
+        head, _, tail = log_key(shared, "\x00").partition("\x00")
+        self._key_parts = (head, tail.removesuffix("log"))  # an answer's keys around its id
         self.fenced = 0
         """Answers whose writes were refused because another process took them over."""
 
@@ -320,18 +380,18 @@ class LogWriter:
                 timer.cancel()
 
     async def flush(self, *, poked_only: bool = False) -> int:
-        """Send everything pending in one pipeline; how many events it held. ``poked_only``
+        """Send everything pending in one script call; how many events it held. ``poked_only``
         (the task's batches): look only at the answers poked since the last batch, and at
         every answer once every ``IDLE_CHECK`` seconds.
 
         Raises:
-            SharedStateError: the pipeline failed (what it held stays pending).
+            SharedStateError: the batch failed (what it held stays pending).
         """
         if not self._tracked:
             return 0
         client = self.shared.client
         if self._sha is None:
-            self._sha = await self.shared.call(client.script_load(APPEND_SCRIPT), "SCRIPT LOAD")
+            self._sha = await self.shared.call(client.script_load(BATCH_SCRIPT), "SCRIPT LOAD")
         now = asyncio.get_running_loop().time()
         poked, self._poked = self._poked, set()
         if not poked_only or now - self._scanned >= IDLE_CHECK:  # renewals, give-ups too
@@ -339,10 +399,7 @@ class LogWriter:
             candidates = list(self._tracked.values())
         else:  # only the answers with something new: a batch costs what changed
             candidates = [t for s in poked if (t := self._tracked.get(s)) is not None]
-        logs: list[_Tracked] = []
-        lasts: list[Record] = []  # the last record of each of `logs`
-        events: list[Any] = []
-        batch: list[tuple[_Tracked, int, bool]] = []
+        batch: list[tuple[_Tracked, list[Record], bool]] = []
         for tracked in candidates:
             if tracked.ended and now - tracked.ended_at > self.window:
                 del self._tracked[tracked.source.stream_id]  # given up: it would have expired
@@ -354,47 +411,26 @@ class LogWriter:
                     del self._tracked[tracked.source.stream_id]
                 continue
             if records or tracked.ended or now >= tracked.renew_at:
-                if records:
-                    logs.append(tracked)
-                    lasts.append(records[-1])
-                    index = b"%d" % len(logs)
-                    for record in records:
-                        events += (index, b"%d-1" % record.seq, record.kind, record.data)
-                batch.append((tracked, len(records), tracked.ended))
+                batch.append((tracked, records, tracked.ended))
         if not batch:
             return 0
-        pipe = client.pipeline(transaction=False)
-        for tracked, _, _ in batch:  # first: the script checks the token they create
-            if not tracked.created:
-                await self._queue_create(pipe, tracked)
-        if logs:  # before the expiries below: they need the keys to exist
-            keys = [t.log for t in logs] + [meta_key(self.shared, t.source.stream_id) for t in logs]
-            argv: list[Any] = [self.maxlen, len(logs), int(self.window * 1000)]
-            for t, record in zip(logs, lasts, strict=True):
-                last = b"%d" % record.seq if t.ended and record.is_end else b""
-                argv += (t.source.token, last, t.source.stream_id)
-            pipe.evalsha(self._sha, len(keys) + 1, *keys, self.leases.key, *argv, *events)
-        for tracked, count, _ in batch:
-            self._queue(pipe, tracked, count, now)
-        self.pipelines += 1
+        self.batches += 1
         try:
-            results = await self.shared.call(pipe.execute(raise_on_error=False), "event log batch")
+            reply = await self.shared.call(self._send(batch, now), "event log batch")
         except SharedStateError:
             self.failures += 1
             raise
-        creates = sum(1 for t, _, _ in batch if not t.created)
-        appended = results[creates] if logs else None
-        if is_noscript(appended):
+        if reply is None:
             self._sha = None  # Redis restarted: load it again, send the batch again
             self.failures += 1
             raise SharedStateError("event log batch: the script was not loaded")
-        fenced = self._check(results, appended)
-        lost = {logs[j - 1].source.stream_id for j in fenced}
+        lost = {batch[j - 1][0].source.stream_id for j in self._check(reply)}
         written = 0
-        for tracked, count, ended in batch:  # `ended` as queued: it may end meanwhile
+        for tracked, records, ended in batch:  # `ended` as sent: it may end meanwhile
             source = tracked.source
             if source.stream_id in lost:
                 continue
+            count = len(records)
             tracked.written += count
             written += count
             if not tracked.created:
@@ -415,45 +451,40 @@ class LogWriter:
         self.records += written
         return written
 
-    async def _queue_create(self, pipe: Any, tracked: _Tracked) -> None:
-        """The command that creates an answer's metadata and takes its lease."""
-        if self._create is None:
-            self._create = self.shared.client.register_script(CREATE_SCRIPT)
-        source = tracked.source
-        args = [
-            "",
+    async def _send(self, batch: list[tuple[_Tracked, list[Record], bool]], now: float) -> Any:
+        """Send ``batch`` as one :data:`BATCH_SCRIPT` call; its reply, or ``None`` when Redis
+        no longer holds the script (``NOSCRIPT``)."""
+        from redis.exceptions import NoScriptError
+
+        logs: list[bytes] = []
+        creates: list[Any] = []
+        for index, (tracked, records, ended) in enumerate(batch, 1):
+            logs.append(_log_argument(tracked, records, ended, now))
+            if not tracked.created:
+                source = tracked.source
+                creates += (index, source.owner, source.model, source.request or b"")
+        argv = [
+            b"",
+            self.maxlen,
+            len(batch),
+            int(self.window * 1000),
+            int(self.live_ttl * 1000),
             self.leases.ttl,
-            source.stream_id,
             self.instance,
-            source.owner,
-            source.model,
-            source.request or b"",
+            *self._key_parts,
+            len(creates) // 4,
         ]
-        keys = [meta_key(self.shared, source.stream_id), self.leases.key]
-        await self._create(keys=keys, args=args, client=pipe)
+        try:
+            return await self.shared.client.evalsha(
+                self._sha, 1, self.leases.key, *argv, *logs, *creates
+            )
+        except NoScriptError:
+            return None
 
-    def _queue(self, pipe: Any, tracked: _Tracked, count: int, now: float) -> None:
-        """The expiry commands of one answer (its events and end are in the script)."""
-        if tracked.ended:
-            return  # the script set the window's expiry, under the answer's token
-        if not tracked.created or now >= tracked.renew_at:
-            ttl = int(self.live_ttl * 1000)
-            pipe.pexpire(tracked.log, ttl)
-            pipe.pexpire(meta_key(self.shared, tracked.source.stream_id), ttl)
-
-    def _check(self, results: list[Any], appended: Any) -> list[int]:
-        """Log the first refusal of the batch; the indices of the logs it fenced."""
-        fenced: list[int] = []
-        for result in results:
-            if result is appended and isinstance(result, list):
-                refusal, fenced = result[0], [int(j) for j in result[1:]]
-                if not refusal:
-                    continue
-                result = SharedStateError(refusal.decode("utf-8", "replace"))
-            if isinstance(result, Exception) and _DUPLICATE not in str(result):
-                self.metrics.error("shared_state")
-                logger.error(
-                    "Redis refused an event log write: %s: %s", type(result).__name__, result
-                )
-                break
+    def _check(self, reply: Any) -> list[int]:
+        """Log the batch's first refusal; the indices of the logs it fenced."""
+        refusal, fenced = reply[0], [int(j) for j in reply[1:]]
+        if refusal:
+            self.metrics.error("shared_state")
+            logger.error("Redis refused an event log write: %s", refusal.decode("utf-8", "replace"))
         return fenced
