@@ -388,6 +388,6 @@ class SharedBudgets:
         def settle(tokens: int, nano: int) -> None:
             if self._settle is None:
                 self._settle = self.redis.client.register_script(SETTLE_SCRIPT)
-            self.leases.spawn(self._settle(keys=keys, args=[tokens, nano]), "settle budget")
+            self.leases.later.script("settle budget", self._settle, keys, [tokens, nano])
 
         return settle

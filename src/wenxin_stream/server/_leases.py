@@ -35,7 +35,8 @@ fake one, so a lease's life can be played out at once); every instance of a flee
 one clock and nobody's skew can shorten or stretch a lease.
 
 :meth:`Leases.drop` forgets a lease locally at once (the renewal stops) and removes it from
-Redis in the background; if that fails, the lease expires within the TTL anyway.
+Redis in the background, with the other calls of that moment nobody waits for
+(``_background_calls``); if that fails, the lease expires within the TTL anyway.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .._clock import Clock
+from ._background_calls import BackgroundCalls
 from ._liveness import instance_key
 from ._redis import SharedRedis, SharedStateError
 
@@ -127,6 +129,8 @@ class Leases:
         self._renew: Any = None
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self.later = BackgroundCalls(redis)
+        """The calls nobody waits for (lease removals, settlements), sent together."""
         self.renewals = 0
         """Renewal rounds done (for tests and diagnostics)."""
         self.answers: Carried | None = None
@@ -170,7 +174,7 @@ class Leases:
         ids.discard(lease_id)
         if not ids:
             del self._held[lease_key]
-        self.spawn(self.redis.client.zrem(lease_key, lease_id), "ZREM lease")
+        self.later.command("ZREM lease", "ZREM", lease_key, lease_id)
 
     def spawn(self, awaitable: Any, what: str) -> None:
         """Run one Redis call in the background, bounded; a failure is logged (no secret in
@@ -186,7 +190,9 @@ class Leases:
             logger.warning("shared state: %s", exc)
 
     async def flush(self) -> None:
-        """Wait for the background calls started so far (releases, settlements)."""
+        """Send the calls queued for later, and wait for the background calls started so far
+        (releases, settlements)."""
+        await self.later.flush()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 

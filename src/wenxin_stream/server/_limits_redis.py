@@ -275,10 +275,12 @@ class SharedLimits:
         background."""
         if self._settle is None:
             self._settle = self.redis.client.register_script(SETTLE_SCRIPT)
-        call = self._settle(
-            keys=[self.limits_key(key_id)], args=[clock_arg(self._clock), tpm, back]
+        self.leases.later.script(
+            "settle tokens",
+            self._settle,
+            [self.limits_key(key_id)],
+            [clock_arg(self._clock), tpm, back],
         )
-        self.leases.spawn(call, "settle tokens")
 
 
 def unavailable() -> Rejection:

@@ -1,0 +1,106 @@
+"""The calls nobody waits for, sent together (server/_background_calls.py) against a real
+redis-server: one pipeline per moment, failures that stop nothing, scripts after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+
+from services import Service, redis_server
+from wenxin_stream.server._background_calls import BackgroundCalls
+from wenxin_stream.server._redis import SharedRedis
+
+INCR_BY = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+
+
+@pytest.fixture
+async def shared(redis_service: Service) -> AsyncIterator[SharedRedis]:
+    redis = SharedRedis(redis_service.url, timeout=1.0, prefix=f"t{secrets.token_hex(3)}:")
+    await redis.open()
+    yield redis
+    await redis.close()
+
+
+async def test_the_calls_of_one_moment_share_one_pipeline(shared: SharedRedis) -> None:
+    client = shared.client
+    members, counter = shared.key("lease", "k"), shared.key("n", "k")
+    await client.zadd(members, {"a": 1, "b": 2, "c": 3})
+    calls = BackgroundCalls(shared, delay=0.05)
+    script = client.register_script(INCR_BY)
+    await client.script_load(INCR_BY)  # (a first call would load it: a second pipeline)
+    calls.command("ZREM lease", "ZREM", members, "a")
+    calls.script("add", script, [counter], [5])
+    calls.command("ZREM lease", "ZREM", members, "b")
+    assert await client.zcard(members) == 3  # nothing sent yet: they wait for the others
+    await asyncio.sleep(0.2)
+    assert calls.batches == 1
+    assert await client.zrange(members, 0, -1) == [b"c"]
+    assert await client.get(counter) == b"5"
+    calls.script("add", script, [counter], [2])  # a later moment: a pipeline of its own
+    await calls.flush()
+    assert calls.batches == 2
+    assert await client.get(counter) == b"7"
+
+
+async def test_flush_sends_at_once_and_waits(shared: SharedRedis) -> None:
+    calls = BackgroundCalls(shared, delay=60.0)
+    key = shared.key("n", "x")
+    calls.command("SET", "SET", key, "1")
+    async with asyncio.timeout(2):
+        await calls.flush()
+    assert await shared.client.get(key) == b"1"
+    await calls.flush()  # nothing queued: nothing sent
+    assert calls.batches == 1
+
+
+async def test_a_failed_call_is_logged_and_stops_no_other(
+    shared: SharedRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = shared.client
+    text, counter = shared.key("s", "x"), shared.key("n", "x")
+    await client.set(text, "not a number")
+    calls = BackgroundCalls(shared)
+    calls.command("bump", "INCR", text)  # refused by Redis: a string that is no integer
+    calls.command("count", "INCR", counter)
+    with caplog.at_level(logging.WARNING, logger="wenxin_stream.server"):
+        await calls.flush()
+    assert await client.get(counter) == b"1"
+    assert "bump: ResponseError" in caplog.text
+    assert "count" not in caplog.text
+
+
+async def test_scripts_are_loaded_again_after_a_redis_restart(shared: SharedRedis) -> None:
+    client = shared.client
+    counter = shared.key("n", "y")
+    script = client.register_script(INCR_BY)
+    await client.script_load(INCR_BY)
+    calls = BackgroundCalls(shared)
+    calls.script("add", script, [counter], [1])
+    await calls.flush()
+    await client.script_flush()  # what a restarted Redis has: no scripts
+    calls.script("add", script, [counter], [10])
+    calls.command("other", "INCR", counter)
+    await calls.flush()
+    assert await client.get(counter) == b"12"  # the script's call sent once more, once
+    assert calls.batches == 3
+
+
+async def test_redis_down_loses_the_batch_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with redis_server() as service:
+        redis = SharedRedis(service.url, timeout=0.5, prefix="down:")
+        await redis.open()
+        try:
+            service.process.kill()
+            service.process.wait()
+            calls = BackgroundCalls(redis)
+            calls.command("ZREM lease", "ZREM", redis.key("lease", "k"), "a")
+            with caplog.at_level(logging.WARNING, logger="wenxin_stream.server"):
+                async with asyncio.timeout(3):
+                    await calls.flush()  # no exception: nobody waits for these calls
+            assert "lost: ZREM lease" in caplog.text
+        finally:
+            await redis.close()
