@@ -219,11 +219,10 @@ class Source(Protocol):
 
 
 class _Tracked:
-    __slots__ = ("created", "ended", "ended_at", "log", "renew_at", "source", "written")
+    __slots__ = ("created", "ended", "ended_at", "renew_at", "source", "written")
 
-    def __init__(self, source: Source, log: str) -> None:
+    def __init__(self, source: Source) -> None:
         self.source = source
-        self.log = log  # its log's key
         self.written = 0  # events [0, written) are in Redis
         self.created = False
         self.ended = False
@@ -297,13 +296,13 @@ class LogWriter:
 
     def track(self, source: Source) -> None:
         """Log ``source`` from now on (it has just started)."""
-        self._tracked[source.stream_id] = _Tracked(source, log_key(self.shared, source.stream_id))
+        self._tracked[source.stream_id] = _Tracked(source)
         self.poke(source.stream_id)
 
     def adopt(self, source: Source, written: int) -> None:
         """Log ``source`` from now on: an answer taken over from another process, whose
         events ``[0, written)`` are in Redis already (its lease is held)."""
-        tracked = _Tracked(source, log_key(self.shared, source.stream_id))
+        tracked = _Tracked(source)
         tracked.written = written
         tracked.created = True
         tracked.renew_at = asyncio.get_running_loop().time() + self.live_ttl / 2
