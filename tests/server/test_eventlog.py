@@ -145,6 +145,19 @@ async def test_a_long_answer_gets_its_live_expiry_renewed_once_per_half(
     assert await shared.client.xlen(log) == 1
 
 
+async def test_event_data_is_stored_byte_for_byte_whatever_it_holds(shared: SharedRedis) -> None:
+    writer = writer_of(shared)
+    answer = FakeAnswer()
+    writer.track(answer)
+    odd = [b"", b"\n", b"1 delta 5\nfake!", b"\x00\xff\r\n\n", "长\n文".encode() * 300]
+    for data in odd:  # the batch's framing is by length: no byte of the data is special
+        answer.records.append(Record(len(answer.records), b"delta", data))
+    assert await writer.flush() == len(odd)
+    got = await entries(shared, answer.stream_id)
+    assert [fields[b"d"] for _, fields in got] == odd
+    assert [rid for rid, _ in got] == [f"{i}-1" for i in range(len(odd))]
+
+
 async def test_an_answer_ended_before_its_first_event_leaves_nothing(shared: SharedRedis) -> None:
     writer = writer_of(shared)
     answer = FakeAnswer()
