@@ -204,10 +204,10 @@ def test_nothing_is_left_in_redis_after_the_resume_window(
         return keys
 
     with a.client() as ca:
-        # round 1 warms up (the servers' pooled connections, Redis's own tables); rounds 2–4
-        # must each leave Redis as round 1 did
+        # round 1 warms up (the servers' pooled connections, Redis's own tables); rounds 2–5
+        # must leave Redis as round 2 did
         used = []
-        for _ in range(4):
+        for _ in range(5):
             keys = answer(ca, 10)
             # the ends are written: every key expires with the window (not the live TTL)
             assert all(0 < db.pttl(key) <= 2000 for key in keys)
@@ -220,7 +220,10 @@ def test_nothing_is_left_in_redis_after_the_resume_window(
             info = db.info("memory")
             used.append(info["used_memory"] - info["mem_clients_normal"])
     print("used_memory after each round:", used)
-    assert max(used[1:]) <= used[0] + 64 * 1024
+    # what answers leave behind adds up round after round (rounds 3–5: three times);
+    # Redis's own tables grow by steps of ~25 KB now and then (seen once or twice in a run,
+    # more often under load), which is not what this is about
+    assert used[4] <= used[1] + 64 * 1024
     db.close()
 
 
