@@ -29,6 +29,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from _servers import QueuedUpstream
+
 TEXT = "流式输出的每一段文字，"  # 11 characters a chunk
 
 
@@ -104,29 +106,6 @@ async def _relay_run(generations: int, chunks: int, mode: str, interval: float) 
         await store.close()
     tmp.cleanup()
     return cpu / (generations * chunks)
-
-
-class QueuedUpstream:
-    """Stands in for AsyncChatStream: yields the chunks put into it, until ``None``."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self.end_reason: Any = None
-
-    async def __aenter__(self) -> QueuedUpstream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[Any]:
-        from wenxin_stream import TextDelta
-
-        while (text := await self.queue.get()) is not None:
-            yield TextDelta(text)
 
 
 async def _tick_costs(answers: int, length: int, growth: int) -> tuple[float, float]:
