@@ -1,8 +1,8 @@
 """What the cost benchmarks run against, started one way: the fast emulator and ``wenxin
 serve`` of a tree as processes (``chunk_cost.py``, ``start_cost.py``, ``profile_serve.py``), and
-an in-process stand-in for the upstream stream (``_chunk_relay_micro.py``,
-``checkpoint_cost.py``); with the readings they take of a process (CPU seconds, per thread)
-and of a server (streams ended).
+in-process stand-ins for the upstream stream (``_chunk_relay_micro.py``, ``checkpoint_cost.py``,
+``redis_eventlog_cost.py``); with the readings they take of a process (CPU seconds, per
+thread) and of a server (streams ended).
 
 - :func:`start_emulator`: ``wenxin emulate --ttft 0 --interval 0 --v2-interval 0`` with its
   cyclic collector off, pinned to the load core (CPU 1);
@@ -13,7 +13,7 @@ and of a server (streams ended).
 - :class:`Processes` owns what was started and stops it (the last started first).
 
 Imported by the scripts in this folder as ``_servers`` (a script's folder is on its
-``sys.path``). Only :class:`QueuedUpstream` imports ``wenxin_stream``, lazily, so that it runs
+``sys.path``). Only the stand-ins import ``wenxin_stream``, lazily, so that it runs
 with the tree the caller's ``PYTHONPATH`` names.
 """
 
@@ -213,16 +213,15 @@ def start_serve(
     return Served(proc, f"http://127.0.0.1:{wait_for_line(log, LISTENING, proc)}", key)
 
 
-class QueuedUpstream:
-    """Stands in for the SDK's ``AsyncChatStream`` in process: one text delta for each text
-    put into :attr:`queue`, until ``None`` (then ``end_reason`` is ``COMPLETED``)."""
+class _StandIn:
+    """What the relay uses of the SDK's ``AsyncChatStream``: an async context manager whose
+    iteration yields events (:meth:`_events`), and ``end_reason`` / ``attempt_usages``."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.end_reason: Any = None
         self.attempt_usages: tuple[Any, ...] = ()
 
-    async def __aenter__(self) -> QueuedUpstream:
+    async def __aenter__(self) -> Any:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -231,9 +230,38 @@ class QueuedUpstream:
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._events()
 
+    def _events(self) -> AsyncIterator[Any]:
+        raise NotImplementedError
+
+
+class QueuedUpstream(_StandIn):
+    """Stands in for the SDK's ``AsyncChatStream`` in process: one text delta for each text
+    put into :attr:`queue`, until ``None`` (then ``end_reason`` is ``COMPLETED``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+
     async def _events(self) -> AsyncIterator[Any]:
         from wenxin_stream import EndReason, TextDelta
 
         while (text := await self.queue.get()) is not None:
             yield TextDelta(text)
         self.end_reason = EndReason.COMPLETED
+
+
+class PacedUpstream(_StandIn):
+    """Stands in for the SDK's ``AsyncChatStream`` in process: ``chunks`` text deltas of
+    ``text``, one every ``pace`` seconds (0: one per loop step); ``end_reason`` stays
+    ``None``."""
+
+    def __init__(self, chunks: int, text: str, pace: float = 0.0) -> None:
+        super().__init__()
+        self.chunks, self.text, self.pace = chunks, text, pace
+
+    async def _events(self) -> AsyncIterator[Any]:
+        from wenxin_stream import TextDelta
+
+        for _ in range(self.chunks):
+            yield TextDelta(self.text)
+            await asyncio.sleep(self.pace)

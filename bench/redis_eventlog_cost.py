@@ -22,38 +22,14 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from _servers import PacedUpstream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 TEXT = "流式输出的每一段文字，"  # 11 characters a chunk
-
-
-class Upstream:
-    """Stands in for AsyncChatStream: ``chunks`` text deltas, one every ``pace`` seconds."""
-
-    def __init__(self, chunks: int, pace: float) -> None:
-        self.chunks = chunks
-        self.pace = pace
-        self.end_reason: Any = None
-
-    async def __aenter__(self) -> Upstream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[Any]:
-        from wenxin_stream import TextDelta
-
-        for _ in range(self.chunks):
-            yield TextDelta(TEXT)
-            await asyncio.sleep(self.pace)
 
 
 async def _run(
@@ -88,7 +64,7 @@ async def _run(
     readers = []
     for _ in range(generations):
         gen = relay.start(
-            Upstream(chunks, pace),  # type: ignore[arg-type]
+            PacedUpstream(chunks, TEXT, pace),  # type: ignore[arg-type]
             owner="o",
             model="m",
             received_at=0.0,
