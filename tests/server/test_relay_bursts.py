@@ -12,13 +12,11 @@ import pytest
 from server_helpers import (
     BurstUpstream,
     burst_relay,
-    no_end,
     reader_past_start,
     settle,
     start_bursts,
 )
 
-from wenxin_stream.server._metrics import Metrics
 from wenxin_stream.server._relay import EntryKind, Generation, Relay
 
 
@@ -173,20 +171,12 @@ async def test_written_ahead_a_burst_keeps_its_chunks_and_pokes_the_writer(
     # would shift a client's chunk count and timing) until the answer is long enough that its
     # log in Redis must stay under eventlog_maxlen; then one batch's text is one event
     monkeypatch.setattr("wenxin_stream.server._relay.WRITE_AHEAD_COALESCE_AFTER", 6)
-    relay = Relay(Metrics(), on_disconnect="cancel", resume_grace=0.0, max_answer_chars=10_000)
+    relay = burst_relay()
     writer = _PokedWriter()
     relay.log = writer  # type: ignore[assignment]
-    upstream = BurstUpstream()
-    gen = relay.start(
-        upstream,  # type: ignore[arg-type]
-        owner="o",
-        model="m",
-        received_at=asyncio.get_running_loop().time(),
-        on_end=no_end,
-    )
-    assert writer.tracked == [gen]
+    gen, upstream = start_bursts(relay)
+    assert writer.tracked == [gen]  # tracked from its start
     assert gen.durable == 0
-    gen.begin({"model": "m"})
     upstream.burst("一", "二", "三")  # nobody attached, nothing logged yet
     await settle()
     assert _deltas(gen) == ["一", "二", "三"]
