@@ -12,38 +12,14 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import uvloop
+from _servers import QueuedUpstream
 
-from wenxin_stream._events import EndReason, TextDelta
 from wenxin_stream.server import _routes_openai, _routes_streams
 from wenxin_stream.server._metrics import Metrics
 from wenxin_stream.server._relay import Generation, Relay
-
-
-class _Upstream:
-    """Stands in for the SDK stream: one text event per ``feed``."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self.end_reason: EndReason | None = None
-        self.attempt_usages: tuple[Any, ...] = ()
-
-    async def __aenter__(self) -> _Upstream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[Any]:
-        while (text := await self.queue.get()) is not None:
-            yield TextDelta(text)
-        self.end_reason = EndReason.COMPLETED
 
 
 async def _noop(gen: Generation) -> None:
@@ -56,7 +32,7 @@ async def _send(message: Any) -> None:
 
 async def _harness(chunks: int) -> float:
     """The harness alone: the same upstream and loop steps, read by a bare task."""
-    upstream = _Upstream()
+    upstream = QueuedUpstream()
 
     async def drain() -> None:
         async for _ in upstream:
@@ -76,13 +52,14 @@ async def _harness(chunks: int) -> float:
 
 async def _one(route: str, chunks: int) -> float:
     relay = Relay(Metrics(), on_disconnect="cancel", resume_grace=0.0, max_answer_chars=10**9)
-    upstream = _Upstream()
+    upstream = QueuedUpstream()
     gen = relay.start(upstream, owner="o", model="m", received_at=0.0, on_end=_noop)  # type: ignore[arg-type]
     gen.begin({"model": "m"})
     sub = relay.attach(gen)
     if route == "openai":
         outlet: Any = _routes_openai._LazyOutlet(_send)
-        loop_ = _routes_openai._relay(sub, outlet, _routes_openai._Chunks("m", False))
+        chunks_ = _routes_openai._Chunks("m", False, gen.stream_id)
+        loop_ = _routes_openai._relay(sub, outlet, chunks_)
     else:
         outlet = _routes_streams.Outlet(_send)
         loop_ = _routes_streams._relay(sub, outlet, b"retry: 1000\n\n")

@@ -26,34 +26,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
+from _servers import PacedUpstream, QueuedUpstream
+
 TEXT = "流式输出的每一段文字，"  # 11 characters a chunk
-
-
-class Upstream:
-    """Stands in for AsyncChatStream: ``chunks`` text deltas, one per loop step."""
-
-    def __init__(self, chunks: int) -> None:
-        self.chunks = chunks
-        self.end_reason: Any = None
-
-    async def __aenter__(self) -> Upstream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[Any]:
-        from wenxin_stream import TextDelta
-
-        for _ in range(self.chunks):
-            yield TextDelta(TEXT)
-            await asyncio.sleep(0)
 
 
 async def _relay_run(generations: int, chunks: int, mode: str, interval: float) -> float:
@@ -92,7 +69,9 @@ async def _relay_run(generations: int, chunks: int, mode: str, interval: float) 
     started_cpu = time.process_time()
     readers = []
     for index in range(generations):
-        gen = relay.start(Upstream(chunks), owner="o", model="m", received_at=0.0, on_end=noop)  # type: ignore[arg-type]
+        gen = relay.start(
+            PacedUpstream(chunks, TEXT), owner="o", model="m", received_at=0.0, on_end=noop
+        )  # type: ignore[arg-type]
         gen.begin({"model": "m"})
         if checkpoints is not None:
             checkpoints.track(ids[index], gen)
@@ -104,29 +83,6 @@ async def _relay_run(generations: int, chunks: int, mode: str, interval: float) 
         await store.close()
     tmp.cleanup()
     return cpu / (generations * chunks)
-
-
-class QueuedUpstream:
-    """Stands in for AsyncChatStream: yields the chunks put into it, until ``None``."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self.end_reason: Any = None
-
-    async def __aenter__(self) -> QueuedUpstream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[Any]:
-        from wenxin_stream import TextDelta
-
-        while (text := await self.queue.get()) is not None:
-            yield TextDelta(text)
 
 
 async def _tick_costs(answers: int, length: int, growth: int) -> tuple[float, float]:

@@ -36,104 +36,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from _servers import Processes, cpu_seconds, ended_streams, pin, start_emulator, start_serve
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV = ROOT / ".venv" / "bin"
-TICKS = os.sysconf("SC_CLK_TCK")
 UPSTREAM_KEY = "bce-v3/ALTAK-bench/chunk-cost"
 ROUTES = ("openai", "native")
-
-
-def pin(cpu: int) -> list[str]:
-    if shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
-        return []
-    return ["taskset", "-c", str(cpu)]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
-
-
-def wait_for_line(path: Path, pattern: str, proc: subprocess.Popen[bytes]) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args!r} exited: {path.read_text()[-2000:]}")
-        match = re.search(pattern, path.read_text() if path.exists() else "")
-        if match:
-            return match.group(1)
-        time.sleep(0.05)
-    raise SystemExit(f"no {pattern!r} in {path}")
-
-
-def ended_streams(url: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:  # noqa: S310
-        text = response.read().decode()
-    ends = re.findall(r"^wenxin_stream_ends_total\{[^}]*\}\s+([0-9.e+]+)", text, re.M)
-    return sum(float(v) for v in ends)
 
 
 class Server:
     """One `wenxin serve` of a tree (``src`` ``None``: this one)."""
 
-    def __init__(self, tag: str, src: Path | None, emulator: str, work: Path) -> None:
+    def __init__(self, tag: str, src: Path | None, emulator: str, procs: Processes) -> None:
         self.tag = tag
-        env = dict(os.environ)
-        argv = [str(VENV / "wenxin")]
-        if src is not None:
-            env["PYTHONPATH"] = str(src.resolve())
-            code = "import sys; from wenxin_stream.cli import main; sys.exit(main())"
-            argv = [str(VENV / "python"), "-c", code]
-        data = work / f"{tag}-data"
-        data.mkdir()
-        made = subprocess.run(  # noqa: S603
-            [*argv, "keys", "create", "--data-dir", str(data), "--name", "bench",
-             "--rpm", "10000000", "--tpm", "2000000000", "--max-streams", "100000"],
-            capture_output=True, text=True, check=True, env=env,
-        )  # fmt: skip
-        self.key = made.stdout.strip().splitlines()[-1]
-        config = data / "serve.toml"
-        config.write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = 0\ndata-dir = "{data}"\n'
-            f'upstream-api = "v2"\nupstream-v2-base-url = "{emulator}"\n'
-            "upstream-max-connections = 10000\ndefault-rpm = 10000000\n"
-            "default-tpm = 10000000000\ndefault-max-streams = 100000\n"
-        )
-        log = work / f"{tag}.log"
-        self.proc = subprocess.Popen(  # noqa: S603
-            [*pin(0), *argv, "serve", "--config", str(config)],
-            stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**env, "WENXIN_UPSTREAM_BEARER_TOKEN": UPSTREAM_KEY,
-                 "WENXIN_MAX_CONNECTIONS": "0", "WENXIN_MAX_CONNECTIONS_PER_IP": "0"},
-        )  # fmt: skip
-        port = wait_for_line(log, r"on http://127\.0\.0\.1:(\d+)", self.proc)
-        self.url = f"http://127.0.0.1:{port}"
-        if src is not None:  # the baseline must really run from its own tree
-            probe = subprocess.run(  # noqa: S603
-                [str(VENV / "python"), "-c", "import wenxin_stream; print(wenxin_stream.__file__)"],
-                capture_output=True, text=True, check=True, env=env,
-            )  # fmt: skip
-            if not probe.stdout.strip().startswith(str(src.resolve())):
-                raise SystemExit(f"the baseline imports {probe.stdout.strip()}, not {src}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.served = start_serve(procs, tag, emulator, src=src, upstream_key=UPSTREAM_KEY)
+        self.proc, self.url, self.key = self.served.proc, self.served.url, self.served.key
 
 
 def one_round(server: Server, route: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -243,20 +170,12 @@ def main() -> int:
         return micro(args)
     routes = [r for r in args.routes.split(",") if r]
     work = Path(tempfile.mkdtemp(prefix="chunk-cost-"))
-    code = "import gc, sys; gc.disable(); from wenxin_stream.cli import main; sys.exit(main())"
-    emu_log = work / "emulator.log"
-    emu = subprocess.Popen(  # noqa: S603
-        [*pin(1), str(VENV / "python"), "-c", code, "emulate", "--port", "0", "--ttft", "0",
-         "--interval", "0", "--v2-interval", "0"],
-        stdout=emu_log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    servers: list[Server] = []
+    procs = Processes(work)
     try:
-        port = wait_for_line(emu_log, r"listening on http://127\.0\.0\.1:(\d+)", emu)
-        emulator = f"http://127.0.0.1:{port}"
+        emulator = start_emulator(procs)
         servers = [
-            Server("this", None, emulator, work),
-            Server("base", args.baseline_src, emulator, work),
+            Server("this", None, emulator, procs),
+            Server("base", args.baseline_src, emulator, procs),
         ]
         for server in servers:  # warm-up, not counted
             for route in routes:
@@ -305,10 +224,7 @@ def main() -> int:
             print("native / openai", json.dumps(doc["native_over_openai"]))
         return 0
     finally:
-        for server in servers:
-            server.stop()
-        emu.terminate()
-        emu.wait(10)
+        procs.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

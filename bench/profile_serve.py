@@ -24,12 +24,20 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from _servers import (
+    Processes,
+    cpu_seconds,
+    ended_streams,
+    pin,
+    start_emulator,
+    start_serve,
+    thread_cpu,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv" / "bin"
@@ -39,47 +47,6 @@ PACINGS = {
     "ernie": ("ttft=0.5;interval=0.4;chunks=12;stamp=0", 12),
 }
 UPSTREAM_KEY = "bce-v3/ALTAK-bench/profile"
-
-
-def pin(cpu: int | None) -> list[str]:
-    if cpu is None or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
-        return []
-    return ["taskset", "-c", str(cpu)]
-
-
-def wait_for_line(path: Path, pattern: str, proc: subprocess.Popen[bytes]) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args!r} exited: {path.read_text()[-2000:]}")
-        match = re.search(pattern, path.read_text() if path.exists() else "")
-        if match:
-            return match.group(1)
-        time.sleep(0.05)
-    raise SystemExit(f"no {pattern!r} in {path}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of ``pid``'s main thread (the event loop) and of its other threads."""
-    out: dict[str, float] = collections.defaultdict(float)
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            name = "loop" if task.name == str(pid) else "threads"
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
-            out[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
-
-
-def ended_streams(url: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:  # noqa: S310
-        text = response.read().decode()
-    ends = re.findall(r"^wenxin_stream_ends_total\{[^}]*\}\s+([0-9.e+]+)", text, re.M)
-    return sum(float(v) for v in ends)
 
 
 def summarise(collapsed: Path, top: int) -> dict[str, list[tuple[str, float]]]:
@@ -126,35 +93,11 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from services import postgres_server, redis_server
 
-    env = {**os.environ}
-    wenxin = [str(WENXIN)]
-    if args.src:
-        env["PYTHONPATH"] = str(Path(args.src).resolve())
-        wenxin = [
-            str(VENV / "python"),
-            "-c",
-            "import sys; from wenxin_stream.cli import main; sys.exit(main())",
-        ]
-    procs: list[subprocess.Popen[bytes]] = []
+    src_env = {"PYTHONPATH": str(Path(args.src).resolve())} if args.src else {}
     with contextlib.ExitStack() as stack:
-
-        def start(argv: list[str], name: str, extra: dict[str, str] | None = None) -> Path:
-            logf = out / f"{name}.log"
-            proc = subprocess.Popen(  # noqa: S603
-                argv, stdout=logf.open("wb"), stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env={**env, **(extra or {})},
-            )  # fmt: skip
-            procs.append(proc)
-            return logf
-
-        stack.callback(lambda: [p.terminate() for p in procs])
-        code = "import gc, sys; gc.disable(); from wenxin_stream.cli import main; sys.exit(main())"
-        emu_log = start(
-            [*pin(1), str(VENV / "python"), "-c", code, "emulate", "--port", "0",
-             "--ttft", "0", "--interval", "0", "--v2-interval", "0"],
-            "emulator",
-        )  # fmt: skip
-        emu_port = wait_for_line(emu_log, r"listening on http://127\.0\.0\.1:(\d+)", procs[-1])
+        procs = Processes(out)
+        stack.callback(procs.stop)
+        emulator = start_emulator(procs, env=src_env)
         fleet: list[str] = []
         if args.redis:
             redis = stack.enter_context(redis_server())
@@ -163,33 +106,12 @@ def main() -> int:
                 os.sched_setaffinity(redis.process.pid, {1})
         if args.postgres:
             fleet += ["--database-url", stack.enter_context(postgres_server()).url]
-        data = out / "serve-data"
-        shutil.rmtree(data, ignore_errors=True)
-        data.mkdir(parents=True)
-        keys = subprocess.run(  # noqa: S603
-            [*wenxin, "keys", "create", "--data-dir", str(data), "--name", "profile",
-             "--rpm", "10000000", "--tpm", "2000000000", "--max-streams", "100000",
-             *(fleet[-2:] if args.postgres else [])],
-            capture_output=True, text=True, check=True, env=env,
+        served = start_serve(
+            procs, "serve", emulator, src=args.src, upstream_key=UPSTREAM_KEY,
+            key_name="profile", data=out / "serve-data", args=fleet,
+            key_args=fleet[-2:] if args.postgres else (),
         )  # fmt: skip
-        key = keys.stdout.strip().splitlines()[-1]
-        config = data / "serve.toml"
-        config.write_text(
-            '[server]\nhost = "127.0.0.1"\nport = 0\n'
-            f'data-dir = "{data}"\nupstream-api = "v2"\n'
-            f'upstream-v2-base-url = "http://127.0.0.1:{emu_port}"\n'
-            "upstream-max-connections = 10000\ndefault-rpm = 10000000\n"
-            "default-tpm = 10000000000\ndefault-max-streams = 100000\n"
-        )
-        serve_log = start(
-            [*pin(0), *wenxin, "serve", "--config", str(config), *fleet],
-            "serve",
-            {"WENXIN_UPSTREAM_BEARER_TOKEN": UPSTREAM_KEY, "WENXIN_MAX_CONNECTIONS": "0",
-             "WENXIN_MAX_CONNECTIONS_PER_IP": "0"},
-        )  # fmt: skip
-        serve = procs[-1]
-        port = wait_for_line(serve_log, r"on http://127\.0\.0\.1:(\d+)", serve)
-        url = f"http://127.0.0.1:{port}"
+        serve, url, key = served.proc, served.url, served.key
         pacing, chunks = PACINGS[args.pacing]
         bench = [
             *pin(1), str(WENXIN), "bench", "--target", args.route, "--url", url,
@@ -246,10 +168,7 @@ def main() -> int:
             },
             "bench_stderr": err.decode(errors="replace")[-500:],
         }
-        for proc in reversed(procs):  # the server first, before its Redis and PostgreSQL
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
+        procs.stop()  # the server first, before its Redis and PostgreSQL
         if collapsed.exists():
             doc["profile"] = summarise(collapsed, args.top)
         (out / "profile.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))

@@ -7,7 +7,7 @@
    private ``redis-server`` started here. Alternating, ``--rounds`` rounds; the ratio on/off of
    the medians is the figure (target ≤ 1.25).
 2. **Redis CPU per chunk**: ``used_cpu_user + used_cpu_sys`` of ``INFO cpu`` over an ``on``
-   run, per chunk; pipelines and ``XADD`` calls from ``INFO commandstats``.
+   run, per chunk; batches and ``XADD`` calls from ``INFO commandstats``.
 3. **Redis memory per open answer**: ``used_memory`` with N answers of C chunks written and
    not ended, minus the baseline, per answer.
 
@@ -22,39 +22,14 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from _servers import PacedUpstream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 TEXT = "流式输出的每一段文字，"  # 11 characters a chunk
-
-
-class Upstream:
-    """Stands in for AsyncChatStream: ``chunks`` text deltas, one every ``pace`` seconds."""
-
-    def __init__(self, chunks: int, pace: float) -> None:
-        self.chunks = chunks
-        self.pace = pace
-        self.end_reason: Any = None
-        self.attempt_usages: tuple[Any, ...] = ()  # nothing spent upstream
-
-    async def __aenter__(self) -> Upstream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[Any]:
-        from wenxin_stream import TextDelta
-
-        for _ in range(self.chunks):
-            yield TextDelta(TEXT)
-            await asyncio.sleep(self.pace)
 
 
 async def _run(
@@ -89,7 +64,7 @@ async def _run(
     readers = []
     for _ in range(generations):
         gen = relay.start(
-            Upstream(chunks, pace),  # type: ignore[arg-type]
+            PacedUpstream(chunks, TEXT, pace),  # type: ignore[arg-type]
             owner="o",
             model="m",
             received_at=0.0,
@@ -104,10 +79,9 @@ async def _run(
     cpu = time.process_time() - started
     out = {"cpu_per_1000_chunks_ms": cpu / (generations * chunks) * 1e6}
     if writer is not None and shared is not None:
-        out.update(
-            batches=getattr(writer, "batches", None) or getattr(writer, "pipelines", 0),
-            records=writer.records,
-        )  # (older trees: pipelines)
+        # (trees before the one-call batch named them pipelines)
+        batches = getattr(writer, "batches", None) or getattr(writer, "pipelines", 0)
+        out.update(batches=batches, records=writer.records)
         await writer.aclose()
         await shared.close()
     return out

@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _servers import Processes, cpu_seconds, pin, start_emulator, start_serve, thread_cpu
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv" / "bin"
 WENXIN = VENV / "wenxin"
@@ -127,117 +129,35 @@ PIN = True
 """Pin the servers to CPU 0 and the emulator and the load to CPU 1 (``--no-pin``: not)."""
 
 
-def pin(cpu: int) -> list[str]:
-    if not PIN or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
-        return []
-    return ["taskset", "-c", str(cpu)]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of ``pid``'s main thread (the event loop) and of its other threads."""
-    out: dict[str, float] = {"loop": 0.0, "threads": 0.0}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
-            name = "loop" if task.name == str(pid) else "threads"
-            out[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
-
-
-def wait_for_line(path: Path, pattern: str, proc: subprocess.Popen[bytes]) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args!r} exited: {path.read_text()[-2000:]}")
-        match = re.search(pattern, path.read_text() if path.exists() else "")
-        if match:
-            return match.group(1)
-        time.sleep(0.05)
-    raise SystemExit(f"no {pattern!r} in {path}")
-
-
 class Servers:
     """The emulator and the two servers (``base``, ``ours``), stopped on exit."""
 
     def __init__(self, work: Path, baseline: Path, start_slice: float = 0.0) -> None:
         self.work = work
-        self.procs: list[subprocess.Popen[bytes]] = []
-        code = "import gc, sys; gc.disable(); from wenxin_stream.cli import main; sys.exit(main())"
-        log = self._start(
-            [*pin(1), str(VENV / "python"), "-c", code, "emulate", "--port", "0",
-             "--ttft", "0", "--interval", "0", "--v2-interval", "0"],
-            "emulator", {},
-        )  # fmt: skip
-        port = wait_for_line(log, r"listening on http://127\.0\.0\.1:(\d+)", self.procs[-1])
-        self.emulator = f"http://127.0.0.1:{port}"
+        self._procs = Processes(work)
+        self.emulator = start_emulator(self._procs, enabled=PIN)
         self.servers: dict[str, tuple[int, str, str]] = {}  # tag → (pid, url, key)
         self.servers["base"] = self._serve("base", baseline)
         self.servers["ours"] = self._serve("ours", None, start_slice)
 
-    def _start(self, argv: list[str], name: str, env: dict[str, str]) -> Path:
-        log = self.work / f"{name}.log"
-        self.procs.append(
-            subprocess.Popen(  # noqa: S603
-                argv,
-                stdout=log.open("wb"),
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **env},
-            )
-        )
-        return log
-
     def _serve(self, tag: str, src: Path | None, slice_s: float = 0.0) -> tuple[int, str, str]:
-        env: dict[str, str] = {"WENXIN_START_SLICE": f"{slice_s:g}"} if slice_s else {}
-        wenxin = [str(WENXIN)]
-        if src is not None:
-            env["PYTHONPATH"] = str(src.resolve())
-            code = "import sys; from wenxin_stream.cli import main; sys.exit(main())"
-            wenxin = [str(VENV / "python"), "-c", code]
-        data = self.work / f"{tag}-data"
-        data.mkdir()
-        made = subprocess.run(  # noqa: S603
-            [*wenxin, "keys", "create", "--data-dir", str(data), "--name", "starts",
-             "--rpm", "10000000", "--tpm", "2000000000", "--max-streams", "100000"],
-            capture_output=True, text=True, check=True, env={**os.environ, **env},
+        env = {"WENXIN_START_SLICE": f"{slice_s:g}"} if slice_s else {}
+        served = start_serve(
+            self._procs, tag, self.emulator, src=src, upstream_key=UPSTREAM_KEY,
+            key_name="starts", env=env, pinned=PIN,
         )  # fmt: skip
-        key = made.stdout.strip().splitlines()[-1]
-        config = data / "serve.toml"
-        config.write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = 0\ndata-dir = "{data}"\n'
-            f'upstream-api = "v2"\nupstream-v2-base-url = "{self.emulator}"\n'
-            "upstream-max-connections = 10000\ndefault-rpm = 10000000\n"
-            "default-tpm = 10000000000\ndefault-max-streams = 100000\n"
-        )
-        log = self._start(
-            [*pin(0), *wenxin, "serve", "--config", str(config)],
-            tag,
-            {**env, "WENXIN_UPSTREAM_BEARER_TOKEN": UPSTREAM_KEY,
-             "WENXIN_MAX_CONNECTIONS": "0", "WENXIN_MAX_CONNECTIONS_PER_IP": "0"},
-        )  # fmt: skip
-        port = wait_for_line(log, r"on http://127\.0\.0\.1:(\d+)", self.procs[-1])
-        return self.procs[-1].pid, f"http://127.0.0.1:{port}", key
+        return served.pid, served.url, served.key
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        self._procs.stop()
 
 
 def bench_argv(
     url: str, key: str, route: str, pacing: str, concurrency: int, out: Path, **flags: str
 ) -> list[str]:
     argv = [
-        *pin(1), str(WENXIN), "bench", "--target", route, "--url", url, "--api-key", key,
+        *pin(1, enabled=PIN), str(WENXIN), "bench", "--target", route, "--url", url,
+        "--api-key", key,
         "--model", "ernie-4.0-8k", "--pacing", pacing, "--concurrency", str(concurrency),
         "--out", str(out), "--drain", "20",
     ]  # fmt: skip

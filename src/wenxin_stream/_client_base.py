@@ -289,6 +289,13 @@ class ClientBase(Generic[SleepT]):
         self.settings = settings
         self.model = model or (DEFAULT_MODEL if self.api == "v1" else DEFAULT_V2_MODEL)
 
+    @property
+    def stale_resends(self) -> int:
+        """Requests the transport sent once more, at once, on a new connection after a stale
+        kept-alive connection failed them before any byte of the answer (not retries of the
+        retry policy; 0 for a transport that does not count them, such as the mocks)."""
+        return int(getattr(self._transport, "stale_resends", 0))
+
     def _new_chat(self) -> Any:
         raise NotImplementedError
 

@@ -7,16 +7,20 @@ missing piece fails the collection loudly.
 
 The fixtures live in this importable module (test modules never import a ``conftest``); the
 test modules import the ``*_fixture`` functions, registered under the plain names (``page``, …).
+So do the steps every page test takes (open the page, ask, wait, compare what it shows with
+the Markdown it was given).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -34,6 +38,7 @@ CHROMIUM_ARGS = [
 STATIC_DIR = Path(__file__).resolve().parents[2] / "src" / "wenxin_stream" / "server" / "static"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 IN_CI = bool(os.environ.get("CI"))
+T = TypeVar("T")
 
 
 def _unavailable(reason: str) -> None:
@@ -111,3 +116,71 @@ def scratch_dir_fixture() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- the page: what a person does and sees ----------------------------------------------------
+
+ASSISTANT = '[data-testid="message"][data-role="assistant"]'
+USER = '[data-testid="message"][data-role="user"]'
+
+
+def open_app(page: Any, url: str) -> None:
+    """Open the page at ``url`` and wait until its script says it is ready."""
+    page.goto(url)
+    page.wait_for_selector('body[data-ready="true"]')
+
+
+def ask(page: Any, question: str, *, enter: bool = True) -> Any:
+    """Type a question, send it (Enter or the button) and return the new answer's locator."""
+    before = page.locator(ASSISTANT).count()
+    box = page.get_by_test_id("question")
+    box.fill(question)
+    if enter:
+        box.press("Enter")
+    else:
+        page.get_by_test_id("send").click()
+    answer = page.locator(ASSISTANT).nth(before)
+    answer.wait_for()
+    return answer
+
+
+def answer_length(answer: Any) -> int:
+    """The characters of an answer's body as shown now."""
+    return int(answer.evaluate("(n) => n.querySelector('.msg-body').textContent.length"))
+
+
+def wait_until(predicate: Callable[[], T | None], timeout: float = 10.0, what: str = "") -> T:
+    """``predicate()``'s first true value, polled every 50 ms for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.05)
+    return value
+
+
+def conversation_id(page: Any) -> str:
+    """The open conversation's id, from the page's address."""
+    m = re.search(r"#c=([\w.-]+)", page.url)
+    assert m, f"no conversation id in {page.url}"
+    return m.group(1)
+
+
+def rendered_matches(answer: Any, markdown: str) -> bool:
+    """Whether the answer's DOM is exactly the Markdown rendering of ``markdown`` (code blocks
+    unwrapped from the box that adds their label and copy button)."""
+    return bool(
+        answer.evaluate(
+            """async (node, src) => {
+                const md = await import('/static/markdown.js');
+                const body = node.querySelector('.msg-body').cloneNode(true);
+                for (const box of body.querySelectorAll('.code-block')) {
+                    box.replaceWith(box.querySelector('pre'));
+                }
+                const want = document.createElement('div');
+                want.innerHTML = md.renderMarkdown(src);
+                return body.innerHTML === want.innerHTML;
+            }""",
+            markdown,
+        )
+    )

@@ -13,19 +13,27 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from browser_support import (  # noqa: F401 (fixtures)
+    ASSISTANT,
     IN_CI,
+    USER,
+    answer_length,
     artifacts_fixture,
+    ask,
     browser_fixture,
     context_fixture,
+    conversation_id,
+    open_app,
     page_fixture,
+    rendered_matches,
     require_browser,
     scratch_dir_fixture,
+    wait_until,
 )
 
 require_browser()
@@ -39,9 +47,6 @@ except ImportError as exc:  # the server is another package area; say so clearly
 
 from servers import emulator, serving  # noqa: E402
 from wenxin_stream.emulator._config import parse_scenarios  # noqa: E402
-
-ASSISTANT = '[data-testid="message"][data-role="assistant"]'
-USER = '[data-testid="message"][data-role="user"]'
 
 XSS_QUESTION = (
     '<script>alert(1)</script> [x](javascript:alert(1)) <img src=x onerror="window.__pwned=1">'
@@ -95,29 +100,6 @@ def shot(page: Any, artifacts: Path, name: str) -> None:
     page.screenshot(path=str(artifacts / f"{name}.png"))
 
 
-def open_app(page: Any, url: str) -> None:
-    page.goto(url)
-    page.wait_for_selector('body[data-ready="true"]')
-
-
-def ask(page: Any, question: str, *, enter: bool = True) -> Any:
-    """Type a question, send it (Enter or the button) and return the new answer's locator."""
-    before = page.locator(ASSISTANT).count()
-    box = page.get_by_test_id("question")
-    box.fill(question)
-    if enter:
-        box.press("Enter")
-    else:
-        page.get_by_test_id("send").click()
-    answer = page.locator(ASSISTANT).nth(before)
-    answer.wait_for()
-    return answer
-
-
-def answer_length(answer: Any) -> int:
-    return int(answer.evaluate("(n) => n.querySelector('.msg-body').textContent.length"))
-
-
 def wait_status(answer: Any, *statuses: str, timeout: float = 15.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -130,45 +112,10 @@ def wait_status(answer: Any, *statuses: str, timeout: float = 15.0) -> str:
     )
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
-
-
-def conversation_id(page: Any) -> str:
-    m = re.search(r"#c=([\w.-]+)", page.url)
-    assert m, f"no conversation id in {page.url}"
-    return m.group(1)
-
-
 def stored(page: Any, url: str, conv_id: str) -> dict[str, Any]:
     resp = page.request.get(f"{url}/api/conversations/{conv_id}")
     assert resp.status == 200, resp.text()
     return dict(resp.json())
-
-
-def rendered_matches(page: Any, answer: Any, markdown: str) -> bool:
-    """Whether the answer's DOM is exactly the Markdown rendering of ``markdown`` (code blocks
-    unwrapped from the box that adds their label and copy button)."""
-    return bool(
-        answer.evaluate(
-            """async (node, src) => {
-                const md = await import('/static/markdown.js');
-                const body = node.querySelector('.msg-body').cloneNode(true);
-                for (const box of body.querySelectorAll('.code-block')) {
-                    box.replaceWith(box.querySelector('pre'));
-                }
-                const want = document.createElement('div');
-                want.innerHTML = md.renderMarkdown(src);
-                return body.innerHTML === want.innerHTML;
-            }""",
-            markdown,
-        )
-    )
 
 
 def assert_clean(page: Any) -> None:
@@ -217,7 +164,7 @@ def test_answer_streams_in_and_renders_markdown(page: Any, site: str, artifacts:
     # The DOM is exactly the rendering of what the server stored: nothing lost or repeated.
     conv = stored(page, site, conversation_id(page))
     assert conv["messages"][-1]["status"] == "complete"
-    assert rendered_matches(page, answer, conv["messages"][-1]["content"])
+    assert rendered_matches(answer, conv["messages"][-1]["content"])
     # It appears in the sidebar after its first question.
     first = page.get_by_test_id("conversation").first
     assert first.get_attribute("data-conversation-id") == conv["id"]
@@ -254,7 +201,7 @@ def test_stop_keeps_the_partial_answer(page: Any, site: str, artifacts: Path) ->
     again.wait_for()
     assert again.get_attribute("data-status") == "stopped"
     assert again.get_attribute("data-end-reason") == "cancelled"
-    assert rendered_matches(page, again, message["content"])
+    assert rendered_matches(again, message["content"])
     assert_clean(page)
 
 
@@ -467,7 +414,7 @@ def test_dropped_connection_is_resumed(page: Any, site: str, artifacts: Path) ->
     assert re.fullmatch(r".+:\d+", resumes[0].get("last-event-id", "")), resumes[0]
     message = stored(page, site, conversation_id(page))["messages"][-1]
     assert message["status"] == "complete"
-    assert rendered_matches(page, answer, message["content"])
+    assert rendered_matches(answer, message["content"])
     assert answer.get_by_test_id("stats").is_visible()
     assert_clean(page)
 

@@ -25,9 +25,14 @@ from typing import Any
 
 import pytest
 from browser_support import (  # noqa: F401 (fixtures)
+    ASSISTANT,
     IN_CI,
+    USER,
     artifacts_fixture,
+    ask,
     browser_fixture,
+    conversation_id,
+    open_app,
     require_browser,
     scratch_dir_fixture,
 )
@@ -43,8 +48,6 @@ except ImportError as exc:  # the server is another package area; say so clearly
 
 from servers import emulator, serving  # noqa: E402
 
-ASSISTANT = '[data-testid="message"][data-role="assistant"]'
-USER = '[data-testid="message"][data-role="user"]'
 FAST = " [[wenxin:fault ttft=0;interval=0.01]]"
 SLOW = " [[wenxin:fault interval=0.1;chunks=60]]"
 SIZES = {"desktop": (1280, 800), "phone": (375, 812)}
@@ -106,32 +109,12 @@ def page(browser: Any, size: str) -> Iterator[Any]:
         ctx.close()
 
 
-def open_app(page: Any, url: str) -> None:
-    page.goto(url)
-    page.wait_for_selector('body[data-ready="true"]')
-
-
-def ask(page: Any, question: str) -> Any:
-    before = page.locator(ASSISTANT).count()
-    page.get_by_test_id("question").fill(question)
-    page.get_by_test_id("question").press("Enter")
-    answer = page.locator(ASSISTANT).nth(before)
-    answer.wait_for()
-    return answer
-
-
 def done(answer: Any, *statuses: str) -> None:
     want = statuses or ("complete",)
     sel = ",".join(f'[data-status="{s}"]' for s in want)
     answer.page.wait_for_function(
         "([node, sel]) => node.matches(sel)", arg=[answer.element_handle(), sel], timeout=15_000
     )
-
-
-def conversation_id(page: Any) -> str:
-    m = re.search(r"#c=([\w.-]+)", page.url)
-    assert m, page.url
-    return m.group(1)
 
 
 def stored(page: Any, url: str, cid: str) -> dict[str, Any]:

@@ -28,11 +28,17 @@ import pytest
 import redis
 from browser_support import (  # noqa: F401 (fixtures)
     IN_CI,
+    answer_length,
     artifacts_fixture,
+    ask,
     browser_fixture,
     context_fixture,
+    conversation_id,
+    open_app,
     page_fixture,
+    rendered_matches,
     require_browser,
+    wait_until,
 )
 
 require_browser()
@@ -48,7 +54,6 @@ from services import (  # noqa: E402
 from wenxin_stream.emulator import ServerHandle  # noqa: E402
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
-ASSISTANT = '[data-testid="message"][data-role="assistant"]'
 GRACE = 0.5
 STOP_MARGIN = 5.0
 """What ``wenxin serve --workers`` allows a worker beyond its grace (server/_workers.py)."""
@@ -140,14 +145,6 @@ def _reference(url: str, question: str) -> str:
         return str(c.get(f"/api/conversations/{cid}").json()["messages"][-1]["content"])
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
 def test_the_page_resumes_an_answer_handed_over_by_a_restarting_instance(
     page: Any, fleet: tuple[str, dict[str, Instance], str], artifacts: Path
 ) -> None:
@@ -161,31 +158,22 @@ def test_the_page_resumes_an_answer_handed_over_by_a_restarting_instance(
             else None
         ),
     )
-    page.goto(url + "/")
-    page.wait_for_selector('body[data-ready="true"]')
+    open_app(page, url + "/")
     question = f"页面交接测试：讲讲黄河 [[wenxin:fault {ERNIE}]]"
-    box = page.get_by_test_id("question")
-    box.fill(question)
-    box.press("Enter")
-    answer = page.locator(ASSISTANT).first
-    answer.wait_for()
-
-    def shown() -> int:
-        return int(answer.evaluate("(n) => n.querySelector('.msg-body').textContent.length"))
-
-    _wait(lambda: shown() > 20, 15, "the answer's first text")  # mid-answer
+    answer = ask(page, question)
+    wait_until(lambda: answer_length(answer) > 20, 15, "the answer's first text")  # mid-answer
 
     db = redis.Redis.from_url(redis_url)
     try:
-        sid, producer = _wait(lambda: _producer(db), 5, "its producer")
+        sid, producer = wait_until(lambda: _producer(db), 5, "its producer")
         assert producer in instances, (sid, producer)
         victim = instances[producer]
-        before = shown()
+        before = answer_length(answer)
         victim.proc.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
         assert victim.proc.wait(GRACE + STOP_MARGIN + 5) == 0, victim.log.read_text()[-2000:]
         exited = time.monotonic() - stopped
-        status = _wait(
+        status = wait_until(
             lambda: (
                 answer.get_attribute("data-status") in ("complete", "error", "stopped")
                 and answer.get_attribute("data-status")
@@ -218,23 +206,9 @@ def test_the_page_resumes_an_answer_handed_over_by_a_restarting_instance(
 
     # exactly the uninterrupted answer: what the page renders is the stored message, which
     # is the emulator's whole answer (nothing lost or repeated at the seam)
-    conv = re.search(r"#c=([\w.-]+)", page.url)
-    assert conv is not None
-    stored = httpx.get(f"{url}/api/conversations/{conv.group(1)}", timeout=10).json()
+    stored = httpx.get(f"{url}/api/conversations/{conversation_id(page)}", timeout=10).json()
     message = stored["messages"][-1]
     assert (message["status"], message["end_reason"]) == ("complete", "completed")
     assert message["content"] == _reference(url, question)
-    same = answer.evaluate(
-        """async (node, src) => {
-            const md = await import('/static/markdown.js');
-            const body = node.querySelector('.msg-body').cloneNode(true);
-            for (const box of body.querySelectorAll('.code-block')) {
-                box.replaceWith(box.querySelector('pre'));
-            }
-            const want = document.createElement('div');
-            want.innerHTML = md.renderMarkdown(src);
-            return body.innerHTML === want.innerHTML;
-        }""",
-        message["content"],
-    )
+    same = rendered_matches(answer, message["content"])
     assert same, "the page shows something else than the stored answer"

@@ -17,8 +17,10 @@ consumed plus what sits in buffers (uvicorn's transport, both kernel socket buff
    (the count grew by at most 128 KiB over 0.3 s — after a fraction of a second; kernel
    autotuning can take the buffers to a few MB on loopback), the count must stay flat for
    one more second: it may grow only by what the consumer took meanwhile (tens of KB), with
-   a 256 KiB allowance, and by far less than the fast rate would give. A server that is not
-   held back never goes flat, and the test fails after 4 s.
+   a 256 KiB allowance, and by far less than the fast rate would give. On a loaded machine
+   the server can look flat for 0.3 s only because it was starved of CPU; a window that then
+   grows past the allowance was a false start, and the search begins again. A server that is
+   not held back never goes flat for a whole window, and the test fails after 12 s.
 3. Meanwhile ``tracemalloc`` traces this process's Python heap (the client), whose growth
    over the slow phase must stay under 2 MB although the server would otherwise have
    produced many MB in that time. Kernel socket buffers are not Python memory.
@@ -44,8 +46,11 @@ from wenxin_stream import AsyncClient, Client
 ENDLESS = fault("背压测试", "endless=1;interval=0")
 WINDOW = 1.0
 """Seconds over which the server's output must stay flat once the buffers are full."""
-SETTLE_LIMIT = 4.0
-"""The buffers must be full (the server held back) within this many seconds."""
+SETTLE_LIMIT = 12.0
+"""The server must be held back within this many seconds: flat for 0.3 s, then for
+:data:`WINDOW` more."""
+ALLOWANCE = 256 * 1024
+"""What the server may write in the :data:`WINDOW` after it went flat (the consumer's take)."""
 MB = 1 << 20
 
 SERVER = textwrap.dedent(
@@ -134,6 +139,8 @@ class Plateau:
         self.samples: list[tuple[float, int]] = []
         self.settled_at: float | None = None
         self.settled_written = 0
+        self.false_starts = 0
+        """Windows that grew past :data:`ALLOWANCE` (the search started again after them)."""
 
     def sample(self) -> bool:
         """Record the current count; True once the measuring window is over."""
@@ -149,10 +156,16 @@ class Plateau:
         return self._done(now)
 
     def _done(self, now: float) -> bool:
+        if self.settled_at is not None and now >= self.settled_at + WINDOW:
+            if self.growth <= ALLOWANCE:
+                return True
+            # it only looked flat (a loaded machine starves the server for a moment before
+            # the buffers are full): look for the plateau again
+            self.false_starts += 1
+            self.settled_at = None
         if self.settled_at is None:
             assert now < SETTLE_LIMIT, f"the server never stopped: {self.samples[-5:]}"
-            return False
-        return now >= self.settled_at + WINDOW
+        return False
 
     @property
     def growth(self) -> int:
@@ -190,10 +203,11 @@ async def test_a_slow_async_consumer_holds_the_server_back(server: CountingServe
         f"fast consumer: server wrote {fast_rate / MB:.2f} MB/s; slow consumer: {events} "
         f"events in {time.monotonic() - plateau.start:.1f} s, server wrote {total / MB:.2f} MB, "
         f"flat after {plateau.settled_at:.2f} s, then {plateau.growth / 1024:.0f} KiB in "
-        f"{WINDOW} s; heap growth peak {peak_growth / MB:.2f} MB"
+        f"{WINDOW} s ({plateau.false_starts} false starts); heap growth peak "
+        f"{peak_growth / MB:.2f} MB"
     )
     print(report)
-    assert plateau.growth <= 256 * 1024, report
+    assert plateau.growth <= ALLOWANCE, report
     assert fast_rate * WINDOW >= 5 * max(plateau.growth, 64 * 1024), report
     assert peak_growth < 2 * MB, report
 
@@ -208,4 +222,4 @@ def test_a_slow_sync_consumer_holds_the_server_back(server: CountingServer) -> N
             if plateau.sample():
                 break
     client.close()
-    assert plateau.growth <= 256 * 1024, plateau.samples
+    assert plateau.growth <= ALLOWANCE, plateau.samples

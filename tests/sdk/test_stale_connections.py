@@ -2,8 +2,8 @@
 ``ServerDisconnectedError``s): the request is sent once more on a new connection, on both
 transports and through both clients, and never once any byte of an answer has arrived.
 
-The upstream here is a raw socket server (:class:`Upstream`), so what it does on each
-connection is exact, not a matter of timing: :func:`one_per_connection` answers the first
+The upstream here is a raw socket server (``stale_upstream.Upstream``), so what it does on
+each connection is exact, not a matter of timing: ``one_per_connection`` answers the first
 request on a connection in full — HTTP/1.1, ``Content-Length``, no ``Connection: close``, so
 the client keeps the connection — and answers the next request on the same connection by
 reading it and closing the socket without a byte (or with a reset): what a server whose
@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
-import struct
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import pytest
 from sdk_helpers import Mode, build_client, credentials, sse_body
 
+from stale_upstream import Action, Plan, Upstream, one_per_connection
 from wenxin_stream import APIConnectionError, RetryPolicy, WenxinError
 from wenxin_stream._transport import HTTPRequest, Limits
 from wenxin_stream._transport_aiohttp import AiohttpTransport
@@ -31,91 +28,13 @@ from wenxin_stream._transport_urllib3 import Urllib3Transport
 ANSWER = ("长城", "很长。")
 BODY = sse_body("v2", ANSWER)
 
-Action = str
-"""``answer``; ``close`` (read the request, close without a byte); ``reset`` (the same with a
-TCP reset); ``partial_head`` (part of a status line, then close); ``cut_body`` (the headers
-and half the body, then close)."""
-
-Plan = Callable[[int, int], Action]
-"""The action for the ``n``-th request (from 0) on the ``c``-th connection (from 0)."""
-
-
-def one_per_connection(connection: int, request: int) -> Action:
-    """Every connection answers its first request and drops the next."""
-    return "answer" if request == 0 else "close"
-
-
-@dataclass
-class Upstream:
-    """A loopback HTTP/1.1 server whose every connection follows ``plan``."""
-
-    plan: Plan
-    requests: list[tuple[int, int, bytes]] = field(default_factory=list)
-    """(connection, request on it, body) of every request read."""
-    connections: int = 0
-
-    def __post_init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            index, self.connections = self.connections, self.connections + 1
-            thread = threading.Thread(target=self._serve, args=(sock, index), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, sock: socket.socket, connection: int) -> None:
-        with sock:
-            buffered = b""
-            for request in range(100):
-                while b"\r\n\r\n" not in buffered:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    buffered += data
-                head, _, buffered = buffered.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(buffered) < length:
-                    buffered += sock.recv(65536)
-                body, buffered = buffered[:length], buffered[length:]
-                self.requests.append((connection, request, body))
-                action = self.plan(connection, request)
-                head_out = (
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                    b"Content-Length: %d\r\n\r\n" % len(BODY)
-                )
-                if action == "answer":
-                    sock.sendall(head_out + BODY)
-                    continue
-                if action == "reset":
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                elif action == "partial_head":
-                    sock.sendall(b"HTTP/1.1 20")
-                elif action == "cut_body":
-                    sock.sendall(head_out + BODY[: len(BODY) // 2])
-                return  # closing the socket
-
-    def close(self) -> None:
-        self._listener.close()
-
 
 @pytest.fixture
 def upstream() -> Iterator[Callable[[Plan], Upstream]]:
     made: list[Upstream] = []
 
     def start(plan: Plan) -> Upstream:
-        made.append(Upstream(plan))
+        made.append(Upstream(plan, BODY))
         return made[-1]
 
     yield start

@@ -124,12 +124,16 @@ async def test_time_to_first_token_and_pacing(make_each: MakeEach) -> None:
         assert len(out.texts) == 5, h.label
         ttft = out.time_to_first_token
         assert ttft is not None, h.label
-        assert 0.24 <= ttft < 1.5, h.label
+        # no upper bound in seconds (a loaded machine delays any of it): the time to the
+        # FIRST token, so at least the four intervals before the last one arrived
+        assert ttft >= 0.24, h.label
         assert out.elapsed >= ttft + 4 * 0.06 - 0.02, h.label
-        # the first chunk is handed on when it arrives, not held until the end
+        # each chunk is handed on when it arrives, not held until the end: the gaps are the
+        # emulator's pacing. A stall of this process (a loaded machine) may hand two chunks on
+        # together once, so one short gap is allowed; a client that buffers has several
         text_times = [t for t, e in zip(out.times, out.events, strict=True) if type(e) is TextDelta]
         gaps = [b - a for a, b in itertools.pairwise(text_times)]
-        assert all(gap >= 0.04 for gap in gaps), (h.label, gaps)
+        assert sum(gap < 0.04 for gap in gaps) <= 1, (h.label, gaps)
         assert text_times[0] < text_times[-1] - 0.18, h.label
 
 

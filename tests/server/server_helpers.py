@@ -1,7 +1,8 @@
 """Helpers for the server tests: the real server under uvicorn on loopback, its upstream a
 fast emulator (pacing per request with fault directives such as ``[[wenxin:fault
 interval=0.02;chunks=40]]``), small helpers to read event streams as streams, and a scripted
-upstream of bursts (``BurstUpstream``) for driving a generation in-process."""
+upstream of bursts (``BurstUpstream``) for driving a generation in-process, with the relay
+and generation the relay tests start on it (``burst_relay``, ``start_bursts``, ``settle``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from wenxin_stream import EndReason, ServerSentEvent, SSEDecoder, TextDelta
 from wenxin_stream._asgi import ASGIApp, Receive, Scope, Send
 from wenxin_stream.emulator import ServerHandle
 from wenxin_stream.server import Server, ServerConfig, create_app
+from wenxin_stream.server._metrics import Metrics
+from wenxin_stream.server._relay import EntryKind, Generation, Relay, Subscription
 
 BEARER = "bce-v3/ALTAK-serve-tests/x"
 
@@ -240,6 +243,45 @@ class BurstUpstream:
             if then is not None:
                 then()
         self.end_reason = EndReason.COMPLETED
+
+
+async def settle(steps: int = 5) -> None:
+    """Let the generation (and any reader) run until they wait again."""
+    for _ in range(steps):
+        await asyncio.sleep(0)
+
+
+async def no_end(gen: Generation) -> None:
+    """An ``on_end`` that records nothing."""
+
+
+def burst_relay() -> Relay:
+    """A relay as the relay tests use it: metrics of its own, a disconnect cancels, no resume
+    window, answers up to 10,000 characters."""
+    return Relay(Metrics(), on_disconnect="cancel", resume_grace=0.0, max_answer_chars=10_000)
+
+
+def start_bursts(relay: Relay) -> tuple[Generation, BurstUpstream]:
+    """A generation of ``relay`` fed by a :class:`BurstUpstream`, begun (its task has not run
+    yet: :func:`settle` lets it)."""
+    upstream = BurstUpstream()
+    gen = relay.start(
+        upstream,  # type: ignore[arg-type]
+        owner="o",
+        model="m",
+        received_at=asyncio.get_running_loop().time(),
+        on_end=no_end,
+    )
+    gen.begin({"model": "m"})
+    return gen, upstream
+
+
+async def reader_past_start(relay: Relay, gen: Generation) -> Subscription:
+    """A new reader of ``gen`` that has taken the ``start`` entry."""
+    sub = relay.attach(gen)
+    [start] = await sub.next_batch()
+    assert start.kind is EntryKind.START
+    return sub
 
 
 class Recorder:

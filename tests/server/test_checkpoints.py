@@ -16,8 +16,11 @@ from server_helpers import (
     BurstUpstream,
     EventReader,
     Running,
+    burst_relay,
     new_conversation,
     paced,
+    settle,
+    start_bursts,
     texts,
     wait_for,
 )
@@ -47,35 +50,14 @@ class RecordingStore:
         return len(checkpoints)
 
 
-async def _noop(gen: Generation) -> None:
-    pass
-
-
-async def _settle(steps: int = 5) -> None:
-    for _ in range(steps):
-        await asyncio.sleep(0)
-
-
 async def _generation(relay: Relay) -> tuple[Generation, BurstUpstream]:
-    upstream = BurstUpstream()
-    gen = relay.start(
-        upstream,  # type: ignore[arg-type]
-        owner="o",
-        model="m",
-        received_at=asyncio.get_running_loop().time(),
-        on_end=_noop,
-    )
-    gen.begin({"model": "m"})
-    await _settle()
+    gen, upstream = start_bursts(relay)
+    await settle()
     return gen, upstream
 
 
-def _relay() -> Relay:
-    return Relay(Metrics(), on_disconnect="cancel", resume_grace=0.0, max_answer_chars=10_000)
-
-
 async def test_due_reads_the_log_incrementally_and_always_matches_the_text() -> None:
-    relay = _relay()
+    relay = burst_relay()
     gen, upstream = await _generation(relay)
     checkpoints = Checkpoints(RecordingStore(), Metrics())  # type: ignore[arg-type]
     checkpoints.track("m1", gen)
@@ -85,9 +67,9 @@ async def test_due_reads_the_log_incrementally_and_always_matches_the_text() -> 
     for step in range(12):
         if step % 3 == 0:  # a reader claims what is there: the next text opens a new entry
             reader = asyncio.create_task(sub.next_batch())
-            await _settle()
+            await settle()
         upstream.burst(f"第{step}段", "。")  # otherwise piled onto the last, unclaimed delta
-        await _settle()
+        await settle()
         if step % 3 == 0:
             await reader
         [(_, checkpoint)] = checkpoints.due()
@@ -105,7 +87,7 @@ async def test_due_reads_the_log_incrementally_and_always_matches_the_text() -> 
 
 
 async def test_one_store_operation_per_flush_for_every_answer_that_grew() -> None:
-    relay = _relay()
+    relay = burst_relay()
     store = RecordingStore()
     checkpoints = Checkpoints(store, Metrics())  # type: ignore[arg-type]
     (a, up_a), (b, up_b), (c, up_c) = [await _generation(relay) for _ in range(3)]
@@ -113,19 +95,19 @@ async def test_one_store_operation_per_flush_for_every_answer_that_grew() -> Non
         checkpoints.track(message_id, gen)
     up_a.burst("甲")
     up_b.burst("乙")
-    await _settle()
+    await settle()
     assert await checkpoints.flush() == 2
     assert [[cp.message_id for cp in call] for call in store.calls] == [["a", "b"]]
     up_b.burst("乙乙")
-    await _settle()
+    await settle()
     assert await checkpoints.flush() == 1
     assert store.calls[-1] == [Checkpoint("b", "乙乙乙", 3, 0, b.ttft_ms)]
     assert await checkpoints.flush() == 0
     assert len(store.calls) == 2  # nothing due: no store operation at all
     up_c.burst("丙")
-    await _settle()
+    await settle()
     c.cancel("cancelled")  # ending: its final record comes next, no more checkpoints
-    await _settle()
+    await settle()
     assert c.ending
     assert checkpoints.due() == []
     for upstream in (up_a, up_b):
@@ -135,14 +117,14 @@ async def test_one_store_operation_per_flush_for_every_answer_that_grew() -> Non
 
 async def test_a_tick_writes_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_checkpoints, "SLICE", 2)
-    relay = _relay()
+    relay = burst_relay()
     store = RecordingStore()
     checkpoints = Checkpoints(store, Metrics())  # type: ignore[arg-type]
     running = [await _generation(relay) for _ in range(5)]
     for index, (gen, upstream) in enumerate(running):
         checkpoints.track(f"m{index}", gen)
         upstream.burst("字" * (index + 1))
-    await _settle()
+    await settle()
     assert await checkpoints.flush() == 5
     assert [[cp.message_id for cp in call] for call in store.calls] == [
         ["m0", "m1"],
@@ -155,13 +137,13 @@ async def test_a_tick_writes_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) 
 
 
 async def test_a_failed_write_is_written_again_next_time() -> None:
-    relay = _relay()
+    relay = burst_relay()
     store = RecordingStore(failures=1)
     checkpoints = Checkpoints(store, Metrics())  # type: ignore[arg-type]
     gen, upstream = await _generation(relay)
     checkpoints.track("m", gen)
     upstream.burst("一二三")
-    await _settle()
+    await settle()
     with pytest.raises(StoreError):
         await checkpoints.flush()
     assert await checkpoints.flush() == 1  # not counted as written: written now
@@ -173,14 +155,14 @@ async def test_a_failed_write_is_written_again_next_time() -> None:
 async def test_the_tick_writes_logs_and_counts_failures_and_stops(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    relay = _relay()
+    relay = burst_relay()
     store = RecordingStore(failures=1)
     metrics = Metrics()
     checkpoints = Checkpoints(store, metrics, interval=0.01)  # type: ignore[arg-type]
     gen, upstream = await _generation(relay)
     checkpoints.track("m", gen)
     upstream.burst("你好")
-    await _settle()
+    await settle()
     with caplog.at_level(logging.ERROR, "wenxin_stream.server"):
         checkpoints.start()
         checkpoints.start()  # one tick, however often started
@@ -195,13 +177,13 @@ async def test_the_tick_writes_logs_and_counts_failures_and_stops(
 
 
 async def test_interval_zero_is_off_and_a_negative_one_is_refused() -> None:
-    relay = _relay()
+    relay = burst_relay()
     checkpoints = Checkpoints(RecordingStore(), Metrics(), interval=0)  # type: ignore[arg-type]
     gen, upstream = await _generation(relay)
     checkpoints.track("m", gen)
     checkpoints.start()
     upstream.burst("你好")
-    await _settle()
+    await settle()
     assert len(checkpoints) == 0
     assert await checkpoints.flush() == 0
     await checkpoints.aclose()

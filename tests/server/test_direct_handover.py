@@ -9,38 +9,18 @@ import asyncio
 from typing import Any
 
 import pytest
-from server_helpers import BurstUpstream
+from server_helpers import BurstUpstream, burst_relay, reader_past_start, settle, start_bursts
 
 from wenxin_stream.server._connection import Outlet
-from wenxin_stream.server._metrics import Metrics
-from wenxin_stream.server._relay import Entry, EntryKind, Generation, Relay, Subscription
-
-
-async def _noop(gen: Generation) -> None:
-    pass
-
-
-async def _settle(steps: int = 5) -> None:
-    for _ in range(steps):
-        await asyncio.sleep(0)
+from wenxin_stream.server._relay import Entry, EntryKind, Generation, Subscription
 
 
 async def _parked() -> tuple[Generation, BurstUpstream, Subscription, list[list[str]]]:
     """A generation past ``start`` whose one reader pushes text (recorded) and refuses the
     rest; the reader's task is parked in ``next_batch``."""
-    relay = Relay(Metrics(), on_disconnect="cancel", resume_grace=0.0, max_answer_chars=10_000)
-    upstream = BurstUpstream()
-    gen = relay.start(
-        upstream,  # type: ignore[arg-type]
-        owner="o",
-        model="m",
-        received_at=asyncio.get_running_loop().time(),
-        on_end=_noop,
-    )
-    gen.begin({"model": "m"})
-    sub = relay.attach(gen)
-    [start] = await sub.next_batch()
-    assert start.kind is EntryKind.START
+    relay = burst_relay()
+    gen, upstream = start_bursts(relay)
+    sub = await reader_past_start(relay, gen)
     pushed: list[list[str]] = []
 
     def push(batch: list[Entry]) -> bool:
@@ -56,16 +36,16 @@ async def _parked() -> tuple[Generation, BurstUpstream, Subscription, list[list[
 async def test_a_parked_reader_gets_each_burst_pushed_without_waking() -> None:
     gen, upstream, sub, pushed = await _parked()
     reader = asyncio.create_task(sub.next_batch())
-    await _settle()
+    await settle()
     upstream.burst("一", "二", "三")
-    await _settle()
+    await settle()
     assert pushed == [["一", "二", "三"]]  # one push per burst, each chunk its own entry
     assert not reader.done()  # its task was not woken
     assert sub.cursor == 4
     assert gen.claimed == 3  # claimed as a batch handed to a client is
     assert gen.delivered_chars == 3
     upstream.burst("四")
-    await _settle()
+    await settle()
     assert pushed == [["一", "二", "三"], ["四"]]
     assert not reader.done()
     upstream.finish()  # `end` is refused by push: the reader is woken and takes it
@@ -79,7 +59,7 @@ async def test_what_push_refuses_wakes_the_reader_with_the_whole_batch() -> None
     gen, upstream, sub, _ = await _parked()
     sub.push = lambda batch: False
     reader = asyncio.create_task(sub.next_batch())
-    await _settle()
+    await settle()
     upstream.burst("a", "b")
     batch = await asyncio.wait_for(reader, 1)
     assert [entry.text for entry in batch] == ["a", "b"]
@@ -90,11 +70,11 @@ async def test_what_push_refuses_wakes_the_reader_with_the_whole_batch() -> None
 async def test_a_reader_that_left_is_not_pushed_to() -> None:
     gen, upstream, sub, pushed = await _parked()
     reader = asyncio.create_task(sub.next_batch())
-    await _settle()
+    await settle()
     reader.cancel()
     await asyncio.wait([reader], timeout=1)
     upstream.burst("x", "y")
-    await _settle()
+    await settle()
     assert pushed == []
     assert [entry.text for entry in gen.entries[1:]] == ["xy"]  # nobody on the way: coalesced
     upstream.finish()
@@ -109,7 +89,7 @@ async def test_a_failing_push_leaves_the_batch_to_the_reader() -> None:
 
     sub.push = broken
     reader = asyncio.create_task(sub.next_batch())
-    await _settle()
+    await settle()
     upstream.burst("a")
     batch = await asyncio.wait_for(reader, 1)
     assert [entry.text for entry in batch] == ["a"]
@@ -160,7 +140,7 @@ async def test_a_write_now_that_waits_finishes_before_the_next_write() -> None:
     second = asyncio.create_task(
         outlet.write({"type": "http.response.body", "body": b"second", "more_body": True})
     )
-    await _settle()
+    await settle()
     assert not second.done()  # waits for the first
     gate.set_result(None)
     await asyncio.wait_for(second, 1)
@@ -188,7 +168,7 @@ async def test_close_stops_a_write_now_that_waits() -> None:
     outlet.write_now(b"a")
     rest = outlet.pending
     assert rest is not None
-    await _settle()
+    await settle()
     outlet.close()
     await asyncio.wait([rest], timeout=1)
     assert rest.cancelled()

@@ -162,3 +162,25 @@ def test_a_self_hosted_servers_errors_are_placed_by_status(
     prompt is the one ``context_length_exceeded`` on every upstream."""
     failure = upstream_failure(api_error_from_openai(status, body))
     assert (failure.status, failure.code) == want
+
+
+def test_a_copy_of_an_error_answers_the_same_and_shares_nothing() -> None:
+    from wenxin_stream.server._http import HTTPError
+
+    kept = HTTPError(
+        502, "upstream_error", "ERNIE failed", retry_after=2.5, should_retry=False,
+        upstream_code=336100,
+    )  # fmt: skip
+    try:
+        raise kept
+    except HTTPError:
+        pass
+    twin = kept.copy()
+    assert twin is not kept
+    assert type(twin) is HTTPError
+    assert twin.__traceback__ is None  # raising it starts afresh: no frames of the first raise
+    assert (twin.status, twin.body(), twin.event(), twin.headers, str(twin)) == (
+        kept.status, kept.body(), kept.event(), kept.headers, str(kept),
+    )  # fmt: skip
+    twin.headers.append((b"x", b"y"))
+    assert (b"x", b"y") not in kept.headers

@@ -225,3 +225,27 @@ def test_closed_websockets_are_freed_without_a_collection(
             ask()
         asyncio.run(asyncio.sleep(0.5))  # every connection lost on the server's side
         assert protocols() - before < 5  # (20 before the fix)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_answers_failed_before_their_first_token_leave_no_cyclic_garbage(
+    tmp_path: Path, emu: ServerHandle, collector_off: None, stream: bool
+) -> None:
+    """The soak's run 6 leftover: on the OpenAI route, an answer whose upstream failed before
+    any text is answered with the generation's kept error as an HTTP status; raising that
+    very object gave it a traceback through the route's frames, which hold the generation,
+    which holds the error: a cycle per failed request, freed only by a full collection."""
+    failing = paced("讲讲流式输出", "error=336100")
+    body = {"model": "ernie-4.0-8k", "stream": stream}
+    body["messages"] = [{"role": "user", "content": failing}]
+    with running(tmp_path, emu.base_url, resume_grace=0.05) as srv, srv.client() as client:
+        first = client.post("/v1/chat/completions", json=body)
+        assert first.status_code >= 500, first.text  # an HTTP error status, nothing streamed
+        asyncio.run(asyncio.sleep(0.3))
+        _our_garbage()
+        for _ in range(12):
+            response = client.post("/v1/chat/completions", json=body)
+            assert response.status_code == first.status_code, response.text
+        asyncio.run(asyncio.sleep(0.3))  # past the resume grace: every generation finalized
+        repeated = {kind: n for kind, n in _our_garbage().items() if n >= 10}
+        assert repeated == {}

@@ -9,42 +9,22 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from server_helpers import BurstUpstream
+from server_helpers import (
+    BurstUpstream,
+    burst_relay,
+    reader_past_start,
+    settle,
+    start_bursts,
+)
 
-from wenxin_stream.server._metrics import Metrics
-from wenxin_stream.server._relay import EntryKind, Generation, Relay, Subscription
-
-
-async def _noop(gen: Generation) -> None:
-    pass
+from wenxin_stream.server._relay import EntryKind, Generation, Relay
 
 
 async def _started() -> tuple[Relay, Generation, BurstUpstream]:
-    relay = Relay(Metrics(), on_disconnect="cancel", resume_grace=0.0, max_answer_chars=10_000)
-    upstream = BurstUpstream()
-    gen = relay.start(
-        upstream,  # type: ignore[arg-type]
-        owner="o",
-        model="m",
-        received_at=asyncio.get_running_loop().time(),
-        on_end=_noop,
-    )
-    gen.begin({"model": "m"})
-    await _settle()
+    relay = burst_relay()
+    gen, upstream = start_bursts(relay)
+    await settle()
     return relay, gen, upstream
-
-
-async def _settle(steps: int = 5) -> None:
-    """Let the generation (and any reader) run until they wait again."""
-    for _ in range(steps):
-        await asyncio.sleep(0)
-
-
-async def _reader_past_start(relay: Relay, gen: Generation) -> Subscription:
-    sub = relay.attach(gen)
-    [start] = await sub.next_batch()
-    assert start.kind is EntryKind.START
-    return sub
 
 
 def _deltas(gen: Generation) -> list[str]:
@@ -60,9 +40,9 @@ async def _end(relay: Relay, gen: Generation, upstream: BurstUpstream) -> None:
 
 async def test_a_burst_keeps_its_chunks_for_a_waiting_reader() -> None:
     relay, gen, upstream = await _started()
-    sub = await _reader_past_start(relay, gen)
+    sub = await reader_past_start(relay, gen)
     reader = asyncio.create_task(sub.next_batch())
-    await _settle()
+    await settle()
     assert not reader.done()  # waiting in next_batch
     upstream.burst("一", "二", "三")
     batch = await asyncio.wait_for(reader, 1)
@@ -76,10 +56,10 @@ async def test_a_burst_keeps_its_chunks_for_a_waiting_reader() -> None:
 async def test_without_a_waiting_reader_a_burst_is_one_delta() -> None:
     relay, gen, upstream = await _started()
     upstream.burst("一", "二", "三")  # nobody attached
-    await _settle()
+    await settle()
     assert _deltas(gen) == ["一二三"]
     upstream.burst("四", "五")  # a second read: still unclaimed, still one delta
-    await _settle()
+    await settle()
     assert _deltas(gen) == ["一二三四五"]
     assert gen.entries[-1].end_offset == 5
 
@@ -87,7 +67,7 @@ async def test_without_a_waiting_reader_a_burst_is_one_delta() -> None:
     assert [e.kind for e in await sub.next_batch()] == [EntryKind.START, EntryKind.DELTA]
     upstream.burst("六", "七")
     upstream.burst("八")
-    await _settle()
+    await settle()
     assert _deltas(gen) == ["一二三四五", "六七八"]  # the claimed delta is final
     batch = await sub.next_batch()
     assert [e.text for e in batch] == ["六七八"]
@@ -96,23 +76,23 @@ async def test_without_a_waiting_reader_a_burst_is_one_delta() -> None:
 
 async def test_a_reader_busy_writing_finds_the_next_bursts_coalesced() -> None:
     relay, gen, upstream = await _started()
-    sub = await _reader_past_start(relay, gen)
+    sub = await reader_past_start(relay, gen)
     reader = asyncio.create_task(sub.next_batch())
-    await _settle()
+    await settle()
     upstream.burst("a", "b")
     assert [e.text for e in await asyncio.wait_for(reader, 1)] == ["a", "b"]
     upstream.burst("c", "d")  # the reader is "writing" its batch: not waiting
     upstream.burst("e")
-    await _settle()
+    await settle()
     assert [e.text for e in await sub.next_batch()] == ["cde"]
     await _end(relay, gen, upstream)
 
 
 async def test_a_woken_reader_cancelled_on_its_way_does_not_stop_coalescing() -> None:
     relay, gen, upstream = await _started()
-    sub = await _reader_past_start(relay, gen)
+    sub = await reader_past_start(relay, gen)
     reader = asyncio.create_task(sub.next_batch())
-    await _settle()
+    await settle()
     woken_at_cancel: list[int] = []
 
     def cancel_reader() -> None:  # woken, but it has not run yet: cancel it on its way
@@ -128,7 +108,7 @@ async def test_a_woken_reader_cancelled_on_its_way_does_not_stop_coalescing() ->
     # coalescing switched off for the rest of the answer
     assert gen._woken == 0
     upstream.burst("c", "d")
-    await _settle()
+    await settle()
     assert _deltas(gen) == ["a", "bcd"]  # ...and nobody on the way now: coalesced again
     batch = await sub.next_batch()  # the subscription itself is still usable
     assert [e.text for e in batch] == ["a", "bcd"]
@@ -137,14 +117,14 @@ async def test_a_woken_reader_cancelled_on_its_way_does_not_stop_coalescing() ->
 
 async def test_a_reader_cancelled_while_waiting_leaves_coalescing_on() -> None:
     relay, gen, upstream = await _started()
-    sub = await _reader_past_start(relay, gen)
+    sub = await reader_past_start(relay, gen)
     reader = asyncio.create_task(sub.next_batch())
-    await _settle()
+    await settle()
     reader.cancel()  # gone before any text: its waiter is cancelled, never woken
     await asyncio.wait([reader], timeout=1)
     assert reader.cancelled()
     upstream.burst("x", "y", "z")
-    await _settle()
+    await settle()
     assert gen._woken == 0  # private, see above
     assert _deltas(gen) == ["xyz"]
     await _end(relay, gen, upstream)
@@ -152,16 +132,16 @@ async def test_a_reader_cancelled_while_waiting_leaves_coalescing_on() -> None:
 
 async def test_several_waiting_readers_each_take_the_whole_burst() -> None:
     relay, gen, upstream = await _started()
-    subs = [await _reader_past_start(relay, gen) for _ in range(3)]
+    subs = [await reader_past_start(relay, gen) for _ in range(3)]
     readers = [asyncio.create_task(sub.next_batch()) for sub in subs]
-    await _settle()
+    await settle()
     upstream.burst("甲", "乙")
     batches = await asyncio.wait_for(asyncio.gather(*readers), 1)
     assert [[e.text for e in batch] for batch in batches] == [["甲", "乙"]] * 3
     assert batches[0][0] is batches[1][0]  # the same shared entries
     assert gen._woken == 0  # private, see above
     upstream.burst("丙", "丁")  # nobody waiting now
-    await _settle()
+    await settle()
     assert _deltas(gen) == ["甲", "乙", "丙丁"]
     await _end(relay, gen, upstream)
 
@@ -191,27 +171,19 @@ async def test_written_ahead_a_burst_keeps_its_chunks_and_pokes_the_writer(
     # would shift a client's chunk count and timing) until the answer is long enough that its
     # log in Redis must stay under eventlog_maxlen; then one batch's text is one event
     monkeypatch.setattr("wenxin_stream.server._relay.WRITE_AHEAD_COALESCE_AFTER", 6)
-    relay = Relay(Metrics(), on_disconnect="cancel", resume_grace=0.0, max_answer_chars=10_000)
+    relay = burst_relay()
     writer = _PokedWriter()
     relay.log = writer  # type: ignore[assignment]
-    upstream = BurstUpstream()
-    gen = relay.start(
-        upstream,  # type: ignore[arg-type]
-        owner="o",
-        model="m",
-        received_at=asyncio.get_running_loop().time(),
-        on_end=_noop,
-    )
-    assert writer.tracked == [gen]
+    gen, upstream = start_bursts(relay)
+    assert writer.tracked == [gen]  # tracked from its start
     assert gen.durable == 0
-    gen.begin({"model": "m"})
     upstream.burst("一", "二", "三")  # nobody attached, nothing logged yet
-    await _settle()
+    await settle()
     assert _deltas(gen) == ["一", "二", "三"]
     assert writer.pokes == 4  # the start and each chunk
     assert gen.visible == 0  # a client reads only what the writer has logged
     upstream.burst("四", "五", "六", "七")
-    await _settle()
+    await settle()
     assert _deltas(gen) == ["一", "二", "三", "四", "五", "六七"]  # past 6 entries: coalesced
     gen.logged(len(gen.entries))
     assert gen.visible == len(gen.entries)

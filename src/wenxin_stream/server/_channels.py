@@ -161,6 +161,26 @@ class _ChannelGauge(Gauge):
             yield self.name, self.labelnames, (channel.name,), float(self._read(channel))
 
 
+class _StaleResends(Counter):
+    """``wenxin_upstream_stale_resends_total{channel}``: each channel client's
+    :attr:`~wenxin_stream._client_base.ClientBase.stale_resends`, read when the metrics are
+    rendered (or flushed, in multiprocess mode: summed over the workers, as every counter)."""
+
+    def __init__(self, channels: list[Channel]) -> None:
+        super().__init__(
+            "wenxin_upstream_stale_resends_total",
+            "Upstream requests sent once more on a new connection after a kept-alive one the "
+            "upstream had closed failed them before any byte of the answer, by channel.",
+            ("channel",),
+        )
+        self._channels = channels
+
+    def series(self) -> Iterator[Series]:
+        """One sample per channel, read now."""
+        for channel in self._channels:
+            yield self.name, self.labelnames, (channel.name,), float(channel.client.stale_resends)
+
+
 class Channels:
     """The channels and the router (module docstring). ``gateway`` is the configured
     :class:`GatewaySpec` (``None``: only the implicit channel ``default``)."""
@@ -224,6 +244,7 @@ class Channels:
         if gateway is not None:  # the implicit channel streams directly: nothing to count
             for family in (self.requests, self.failovers, self.ttft, *gauges):
                 metrics.register(family)
+        metrics.register(_StaleResends(channels))  # the implicit channel's client too
         for channel in channels:
             for outcome in OUTCOMES:
                 self.requests.labels(channel.name, outcome)

@@ -130,6 +130,17 @@ class HTTPError(Exception):
             event["upstream_code"] = self.upstream_code
         return event
 
+    def copy(self) -> HTTPError:
+        """A new error giving the same answer. Raise a copy of an error kept on a longer-lived
+        object (a generation's ``failure``): raising gives the error a traceback through the
+        raising frames, which hold the keeper, which holds the error — a reference cycle that
+        only a full collection frees (``wenxin serve`` runs with the cyclic collector off)."""
+        twin = type(self).__new__(type(self))
+        Exception.__init__(twin, *self.args)
+        twin.__dict__.update(self.__dict__)
+        twin.headers = list(self.headers)
+        return twin
+
     def frame(self, request_id: str | None = None) -> dict[str, Any]:
         """The WebSocket ``error`` frame."""
         frame = self.event()

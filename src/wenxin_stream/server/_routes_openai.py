@@ -148,8 +148,11 @@ class _Chunks:
 
 
 def _failure(gen: Generation) -> HTTPError:
-    """Why ``gen`` did not finish, as our API answers it."""
-    return gen.failure or cut_error(gen.end_reason or "incomplete")
+    """Why ``gen`` did not finish, as our API answers it: a new error each time (raising the
+    kept one would make a cycle, see :meth:`HTTPError.copy`)."""
+    if gen.failure is not None:
+        return gen.failure.copy()
+    return cut_error(gen.end_reason or "incomplete")
 
 
 class _LazyOutlet(Outlet):
