@@ -18,7 +18,9 @@ import pytest
 from server_helpers import paced, running
 from test_serve_relay import FakeUpstream, _ended, _relay, _start
 
-from wenxin_stream import TextDelta
+from wenxin_stream import RetryPolicy, TextDelta, Timeout
+from wenxin_stream._credentials import NoAuth
+from wenxin_stream._stream_core import ChatCall, StreamCore
 from wenxin_stream.bench._system import read_rss_bytes
 from wenxin_stream.emulator import ServerHandle
 from wenxin_stream.server._config import ServerConfig
@@ -33,6 +35,20 @@ def _log_bytes(entries: list[Entry]) -> int:
         total += sys.getsizeof(e) + sys.getsizeof(e.parts) + sum(map(sys.getsizeof, e.parts))
         total += sum(sys.getsizeof(b) for b in (e._json, e._sse) if b is not None)
     return total
+
+
+def test_the_stream_core_of_each_open_stream_is_slotted() -> None:
+    """One ``StreamCore`` per open stream (the SDK's, and the server's upstream stream): its
+    ~30 attributes in slots, not an instance dict (which was ~1.4 KB of each stream)."""
+    call = ChatCall("v2", "ernie-lite-8k", ({"role": "user", "content": "x"},), {})
+    core = StreamCore(
+        call, base_url="http://x", auth=NoAuth(), retry=RetryPolicy(), timeout=Timeout()
+    )
+    assert not hasattr(core, "__dict__")
+    assert sys.getsizeof(core) < 400
+    core.http_request(None, 0.0)  # an attempt's state has its slots too
+    core.begin_body({"x-request-id": "r"})
+    assert core.response_headers == {"x-request-id": "r"}
 
 
 async def test_a_finished_answer_lets_go_of_its_upstream() -> None:
