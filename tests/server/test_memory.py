@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from server_helpers import paced, running
 from test_serve_relay import FakeUpstream, _ended, _relay, _start
+from uvicorn.server import ServerState
 
 from wenxin_stream import RetryPolicy, TextDelta, Timeout
 from wenxin_stream._credentials import NoAuth
+from wenxin_stream._http_limits import HTTPLimits, LimitedConfig, LimitedHttpToolsProtocol
 from wenxin_stream._stream_core import ChatCall, StreamCore
 from wenxin_stream.bench._system import read_rss_bytes
 from wenxin_stream.emulator import ServerHandle
@@ -49,6 +51,37 @@ def test_the_stream_core_of_each_open_stream_is_slotted() -> None:
     core.http_request(None, 0.0)  # an attempt's state has its slots too
     core.begin_body({"x-request-id": "r"})
     assert core.response_headers == {"x-request-id": "r"}
+
+
+class _Transport(asyncio.Transport):
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 80)}.get(name)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_client_connections_protocol_keeps_one_shared_key_table() -> None:
+    """CPython 3.11 shares one key table among a class's instances up to 30 keys; beyond,
+    each instance gets a dict of its own (~1.6 KB). uvicorn's protocol sets 27 attributes;
+    ours (``_http_limits``) are slots, so every client connection stays under the limit."""
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        pass
+
+    config = LimitedConfig(app, HTTPLimits(max_connections=0, max_connections_per_ip=0))
+    config.load()
+    protocol = LimitedHttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+    protocol.connection_made(_Transport())
+    try:
+        assert len(vars(protocol)) <= 30, sorted(vars(protocol))
+        assert not any(name.startswith("_") for name in vars(protocol))  # ours: in slots
+        assert protocol._address == "127.0.0.1"
+    finally:
+        protocol.connection_lost(None)
 
 
 async def test_a_finished_answer_lets_go_of_its_upstream() -> None:
