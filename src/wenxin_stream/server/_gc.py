@@ -197,11 +197,13 @@ class Collector:
 
     def maybe_trim(self) -> bool:
         """Trim the C heap if the process has grown by :attr:`trim_min_growth` bytes since
-        the last trim (a peak came and went), or if the last trim gave back that much (more
-        may have been freed since: answers leaving their resume windows), or if it cannot
-        tell; whether it did."""
+        the last trim or its smallest size since (a peak came and went), or if the last trim
+        gave back that much (more may have been freed since: answers leaving their resume
+        windows), or if it cannot tell; whether it did."""
         before = self.resident()
         base = self._resident_after_trim
+        if before is not None and base is not None and before < base:
+            self._resident_after_trim = base = before  # it shrank by itself: grown from here
         if (
             before is not None
             and base is not None
