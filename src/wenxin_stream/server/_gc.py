@@ -28,7 +28,7 @@ by :data:`TRIM_MIN_GROWTH` since the last trim (its resident memory: a peak came
 or the last trim gave back that much (the next may give back more: what left since),
 :func:`trim_heap` asks glibc to return its free pages (``malloc_trim(0)``: the
 free chunks anywhere in the heaps, not only at the top). Never while busy: the call walks the
-whole heap with its lock held (0.5–14 ms measured after a peak), and a busy server reuses
+whole heap with its lock held (up to ~30 ms measured after a peak), and a busy server reuses
 what it freed anyway. Each trim is counted in ``wenxin_heap_trims_total`` and
 ``wenxin_heap_trim_seconds``; ``heap_trim = false`` (``WENXIN_HEAP_TRIM``) turns it off.
 Measured by ``bench/memory.py`` (``bench/MEMORY.md``): what remains after a peak is
