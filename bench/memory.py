@@ -34,8 +34,15 @@ The run, with ``--streams N`` clients (native SSE route by default, ``--route op
    rate-limit windows keep the last minute's requests until a request prunes them), then the
    next check; probe. The target: back within 20 % of *idle*.
 
+``--linger S`` adds a **latest** probe S seconds after the end (+31 s): whether what stays
+goes with time. The server's own trims so far (``wenxin_heap_trims_total``) are read at each
+probe.
+
 Results: ``bench/results/memory-<stamp>/`` (``memory.json``, ``summary.md``; with
-``--tracemalloc`` the per-stream table by allocation site, from the snapshots' differences).
+``--tracemalloc`` the per-stream table by allocation site, from the snapshots' differences,
+and the blocks that outlive the peak by site, ``later − idle``). With ``MEMORY_ARENAS=1`` in
+the environment the idle, later and latest probes also say what sits in which pymalloc arena
+(``arena_pins``: an arena the peak left with a few objects in it, and which objects).
 RSS with ``--tracemalloc`` includes tracemalloc's own traces: take RSS figures from a run
 without it, allocation sites from a run with it.
 
@@ -167,6 +174,109 @@ def _status() -> dict[str, int]:
     return out
 
 
+POOL_SIZE = 1 << 14
+"""CPython 3.11's pymalloc pool (64-bit, radix tree): 16 KiB pools in 1 MiB arenas; each pool's
+header holds its arena's index at byte 32 and its size class at byte 36."""
+
+
+def _mapped() -> list[tuple[int, int]]:
+    ranges = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, perms = line.split()[:2]
+            if perms.startswith("rw"):
+                lo, hi = span.split("-")
+                ranges.append((int(lo, 16), int(hi, 16)))
+    return sorted(ranges)
+
+
+class _Storage:
+    """A dict's keys or a list's items, counted apart from the container."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: object) -> None:
+        self.owner = owner
+
+    def __repr__(self) -> str:
+        return f"storage of {type(self.owner).__qualname__} {repr(self.owner)[:80]}"
+
+
+def _arena_pins(limit: int = 12) -> dict[str, Any]:
+    """Which objects sit in which pymalloc arena: each gc-tracked object and, through the
+    untracked ones, what it refers to (strings, numbers, bytes, atomic tuples), by the arena
+    index in its pool's header. An arena with a few objects is one the peak left pinned: those
+    objects are what keeps it (objects only C code refers to are not seen)."""
+    import bisect
+
+    ranges = _mapped()
+    starts = [lo for lo, _ in ranges]
+
+    def arena_at(address: int) -> int | None:
+        pool = address & ~(POOL_SIZE - 1)
+        i = bisect.bisect_right(starts, pool) - 1
+        if i < 0 or not (ranges[i][0] <= pool and pool + 40 <= ranges[i][1]):
+            return None
+        index = ctypes.c_uint.from_address(pool + 32).value
+        size_class = ctypes.c_uint.from_address(pool + 36).value
+        return index if size_class < 32 and index < 1 << 16 else None
+
+    def arena_of(obj: object) -> int | None:
+        return None if sys.getsizeof(obj) > 512 else arena_at(id(obj))
+
+    def storage_of(obj: object) -> int | None:
+        """The separate block of a dict's keys (``ma_keys``, byte 32 of the object) or a
+        list's items (``ob_item``, byte 24): these move when the container grows or shrinks,
+        so a long-lived container resized during the peak keeps its block in a peak arena."""
+        kind = type(obj)
+        if sys.getsizeof(obj) - 64 > 512:  # (the object's own 48–56 bytes and GC header)
+            return None  # from glibc, not pymalloc
+        if kind is dict and len(obj) > 0:  # type: ignore[arg-type]
+            address = ctypes.c_void_p.from_address(id(obj) + 32).value
+        elif kind is list and len(obj) > 0:  # type: ignore[arg-type]
+            address = ctypes.c_void_p.from_address(id(obj) + 24).value
+        else:
+            return None
+        return arena_at(address) if address else None
+
+    seen: set[int] = set()
+    found: dict[int, list[object]] = {}
+    todo = gc.get_objects()
+    while todo:  # the tracked objects, and down through what the collector does not track
+        o = todo.pop()
+        if id(o) in seen or isinstance(o, type):
+            continue
+        seen.add(id(o))
+        arena = arena_of(o)
+        if arena is not None:
+            found.setdefault(arena, []).append(o)
+        arena = storage_of(o)
+        if arena is not None:
+            found.setdefault(arena, []).append(_Storage(o))
+        todo.extend(r for r in gc.get_referents(o) if not gc.is_tracked(r))
+    sparse = sorted(found.items(), key=lambda item: len(item[1]))
+    out: dict[str, Any] = {"arenas_seen": len(found), "objects_seen": len(seen), "sparse": []}
+    for arena, objs in sparse[: limit * 4]:
+        kinds = Counter(
+            f"{type(o.owner).__qualname__} storage"
+            if isinstance(o, _Storage)
+            else type(o).__qualname__
+            for o in objs
+        )
+        out["sparse"].append(
+            {
+                "arena": arena,
+                "objects": len(objs),
+                "types": kinds.most_common(6),
+                "samples": [repr(o)[:100] for o in objs[:3]],
+            }
+        )
+    counts = sorted(len(objs) for objs in found.values())
+    out["objects_per_arena"] = counts
+    del found, seen
+    return out
+
+
 def _log_bytes(gen: Any) -> int:
     """``sys.getsizeof`` over one generation's log: entries, their parts, data and frames."""
     total = sys.getsizeof(gen.entries)
@@ -230,6 +340,8 @@ def _probe(work: Path, trace: bool) -> None:
     if loop is None:  # a signal handler runs between bytecodes of the loop's thread
         tasks = [o for o in gc.get_objects() if isinstance(o, asyncio.Task) and not o.done()]
         out["tasks"] = len(tasks)
+    if label in ("idle", "later", "latest") and os.environ.get("MEMORY_ARENAS"):
+        out["arena_pins"] = _arena_pins()
     if trace:
         import tracemalloc
 
@@ -405,12 +517,17 @@ async def _metric(url: str, name: str) -> float:
 async def run(args: argparse.Namespace, url: str, pid: int, work: Path) -> dict[str, Any]:
     probes: dict[str, Any] = {}
     tasks: dict[str, float] = {}
+    trims: dict[str, float] = {}
+    trim_seconds: dict[str, float] = {}
+    """The server's own trims so far (``_gc.Collector``: only once the load has fallen)."""
     print("[memory] warm-up", flush=True)
     warm = Clients(url, args.route, "ttft=0.05;interval=0.05;chunks=20")
     await asyncio.gather(*(warm.one(i * 0.02) for i in range(50)))
     await asyncio.sleep(args.resume_grace + 32)  # windows gone, a quiet collection has run
     probes["idle"] = await _probe_server(pid, work, "idle")
     tasks["idle"] = await _metric(url, "wenxin_asyncio_tasks")
+    trims["idle"] = await _metric(url, "wenxin_heap_trims_total")
+    trim_seconds["idle"] = await _metric(url, "wenxin_heap_trim_seconds")
     print(f"[memory] idle RSS {probes['idle']['status']['VmRSS'] / 2**20:.1f} MiB", flush=True)
 
     clients = Clients(url, args.route, args.pace)
@@ -425,6 +542,8 @@ async def run(args: argparse.Namespace, url: str, pid: int, work: Path) -> dict[
     await asyncio.sleep(1.0)
     in_flight = await _metric(url, "wenxin_streams_in_flight")
     tasks["open"] = await _metric(url, "wenxin_asyncio_tasks")
+    trims["open"] = await _metric(url, "wenxin_heap_trims_total")
+    trim_seconds["open"] = await _metric(url, "wenxin_heap_trim_seconds")
     probes["open"] = await _probe_server(pid, work, "open")
     print(
         f"[memory] open: {clients.first_text} streams with text, {in_flight:g} in flight, RSS "
@@ -435,6 +554,8 @@ async def run(args: argparse.Namespace, url: str, pid: int, work: Path) -> dict[
     ended_at = time.monotonic()
     await asyncio.sleep(1.0)
     tasks["finished"] = await _metric(url, "wenxin_asyncio_tasks")
+    trims["finished"] = await _metric(url, "wenxin_heap_trims_total")
+    trim_seconds["finished"] = await _metric(url, "wenxin_heap_trim_seconds")
     probes["finished"] = await _probe_server(pid, work, "finished")
     probe_age = time.monotonic() - ended_at
     print(
@@ -444,6 +565,8 @@ async def run(args: argparse.Namespace, url: str, pid: int, work: Path) -> dict[
     )
     await asyncio.sleep(max(0.0, args.resume_grace + 32 - (time.monotonic() - ended_at)))
     tasks["after"] = await _metric(url, "wenxin_asyncio_tasks")
+    trims["after"] = await _metric(url, "wenxin_heap_trims_total")
+    trim_seconds["after"] = await _metric(url, "wenxin_heap_trim_seconds")
     probes["after"] = await _probe_server(pid, work, "after")
     trim = await _trim_server(pid, work)
     probes["trimmed"] = await _probe_server(pid, work, "trimmed")
@@ -459,11 +582,25 @@ async def run(args: argparse.Namespace, url: str, pid: int, work: Path) -> dict[
     await one.one(0)
     await asyncio.sleep(31)
     tasks["later"] = await _metric(url, "wenxin_asyncio_tasks")
+    trims["later"] = await _metric(url, "wenxin_heap_trims_total")
+    trim_seconds["later"] = await _metric(url, "wenxin_heap_trim_seconds")
     probes["later"] = await _probe_server(pid, work, "later")
     print(f"[memory] later: RSS {probes['later']['status']['VmRSS'] / 2**20:.1f} MiB", flush=True)
+    if args.linger > 0:  # what dies later still frees arenas: long timers, pooled connections
+        await asyncio.sleep(max(0.0, args.linger - (time.monotonic() - ended_at)))
+        await one.one(0)  # (prunes the rate-limit windows once more)
+        await asyncio.sleep(31)
+        tasks["latest"] = await _metric(url, "wenxin_asyncio_tasks")
+        trims["latest"] = await _metric(url, "wenxin_heap_trims_total")
+        trim_seconds["latest"] = await _metric(url, "wenxin_heap_trim_seconds")
+        probes["latest"] = await _probe_server(pid, work, "latest")
+        latest = probes["latest"]["status"]["VmRSS"] / 2**20
+        print(f"[memory] latest: RSS {latest:.1f} MiB", flush=True)
     return {
         "probes": probes,
         "tasks": tasks,
+        "server_trims": trims,
+        "server_trim_seconds": trim_seconds,
         "trim": trim,
         "in_flight_at_open": in_flight,
         "streams_with_text": clients.first_text,
@@ -478,12 +615,16 @@ async def run(args: argparse.Namespace, url: str, pid: int, work: Path) -> dict[
     }
 
 
-def _sites(work: Path, before: str, after: str, n: int, top: int) -> list[dict[str, Any]]:
+def _sites(
+    work: Path, before: str, after: str, n: int, top: int, by_blocks: bool = False
+) -> list[dict[str, Any]]:
     import tracemalloc
 
     a = tracemalloc.Snapshot.load(str(work / f"snapshot-{before}.pickle"))
     b = tracemalloc.Snapshot.load(str(work / f"snapshot-{after}.pickle"))
     stats = b.compare_to(a, "lineno")
+    if by_blocks:  # what pins arenas is the number of small blocks, not their bytes
+        stats.sort(key=lambda s: -s.count_diff)
     rows = []
     for stat in stats[:top]:
         frame = stat.traceback[0]
@@ -534,13 +675,23 @@ def summarise(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"took {result['trim']['seconds'] * 1e3:.1f} ms); a minute later (the upstream "
         f"client's rate-limit windows pruned by one request, the next check run): "
         f"{rss('later') / 2**20:.1f} MiB (**{rss('later') / rss('idle') - 1:+.1%}**)",
+        *(
+            [
+                f"- {args.linger:g} s after the end (+31 s): {rss('latest') / 2**20:.1f} MiB "
+                f"(**{rss('latest') / rss('idle') - 1:+.1%}**)"
+            ]
+            if "latest" in p
+            else []
+        ),
         "",
         "| probe | RSS MiB | anon MiB | glibc in use MiB | glibc free MiB | pymalloc arenas "
-        "| pymalloc blocks MiB | pymalloc free blocks MiB | tasks | generations (ended) "
-        "| log bytes / gen |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| pymalloc blocks MiB | pymalloc free blocks MiB | tasks | server's trims so far "
+        "| generations (ended) | log bytes / gen |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for label in ("idle", "open", "finished", "after", "trimmed", "later"):
+    for label in ("idle", "open", "finished", "after", "trimmed", "later", "latest"):
+        if label not in p:
+            continue
         q = p[label]
         gens = q.get("generations", {})
         per_gen = gens["log_bytes"] / gens["count"] if gens.get("count") else 0
@@ -551,6 +702,7 @@ def summarise(result: dict[str, Any], args: argparse.Namespace) -> str:
             f"| {q['pymalloc'].get('allocated_block_bytes', 0) / 2**20:.1f} "
             f"| {q['pymalloc'].get('available_block_bytes', 0) / 2**20:.1f} "
             f"| {result['tasks'].get(label, float('nan')):g} "
+            f"| {result.get('server_trims', {}).get(label, float('nan')):g} "
             f"| {gens.get('count', 0)} ({gens.get('ended', 0)}) | {per_gen:.0f} |"
         )
     lines += ["", "Objects (gc-tracked) per probe:", "", "| type | " + " | ".join(p) + " |"]
@@ -575,6 +727,12 @@ def main() -> int:
     parser.add_argument("--ramp", type=float, default=8.0, help="seconds to start all streams")
     parser.add_argument("--resume-grace", type=float, default=20.0)
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        help="one more probe this many seconds after the end (+31 s; 0: none)",
+    )
     parser.add_argument("--top", type=int, default=25, help="allocation sites listed")
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--serve-arg", action="append", default=[])
@@ -639,6 +797,10 @@ def main() -> int:
             "per open stream (open − idle)": _sites(work, "idle", "open", args.streams, args.top),
             "per finished answer in its window (finished − idle)": _sites(
                 work, "idle", "finished", args.streams, args.top
+            ),
+            # net blocks that outlive the peak: each can keep a pymalloc arena (1 MiB)
+            "survivors a minute after the peak, per stream (later − idle)": _sites(
+                work, "idle", "later", args.streams, args.top, by_blocks=True
             ),
         }
     (out / "memory.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")

@@ -11,16 +11,22 @@ import gc
 import os
 import sys
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from server_helpers import paced, running
 from test_serve_relay import FakeUpstream, _ended, _relay, _start
+from uvicorn.server import ServerState
 
-from wenxin_stream import TextDelta
+from wenxin_stream import RetryPolicy, TextDelta, Timeout
+from wenxin_stream._credentials import NoAuth
+from wenxin_stream._http_limits import HTTPLimits, LimitedConfig, LimitedHttpToolsProtocol
+from wenxin_stream._stream_core import ChatCall, StreamCore
 from wenxin_stream.bench._system import read_rss_bytes
 from wenxin_stream.emulator import ServerHandle
-from wenxin_stream.server._gc import Collector, trim_heap
+from wenxin_stream.server._config import ServerConfig
+from wenxin_stream.server._gc import Collector, resident_bytes, trim_heap
 from wenxin_stream.server._metrics import Metrics
 from wenxin_stream.server._relay import Entry, EntryKind, Generation
 
@@ -31,6 +37,51 @@ def _log_bytes(entries: list[Entry]) -> int:
         total += sys.getsizeof(e) + sys.getsizeof(e.parts) + sum(map(sys.getsizeof, e.parts))
         total += sum(sys.getsizeof(b) for b in (e._json, e._sse) if b is not None)
     return total
+
+
+def test_the_stream_core_of_each_open_stream_is_slotted() -> None:
+    """One ``StreamCore`` per open stream (the SDK's, and the server's upstream stream): its
+    ~30 attributes in slots, not an instance dict (which was ~1.4 KB of each stream)."""
+    call = ChatCall("v2", "ernie-lite-8k", ({"role": "user", "content": "x"},), {})
+    core = StreamCore(
+        call, base_url="http://x", auth=NoAuth(), retry=RetryPolicy(), timeout=Timeout()
+    )
+    assert not hasattr(core, "__dict__")
+    assert sys.getsizeof(core) < 400
+    core.http_request(None, 0.0)  # an attempt's state has its slots too
+    core.begin_body({"x-request-id": "r"})
+    assert core.response_headers == {"x-request-id": "r"}
+
+
+class _Transport(asyncio.Transport):
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 80)}.get(name)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_client_connections_protocol_keeps_one_shared_key_table() -> None:
+    """CPython 3.11 shares one key table among a class's instances up to 30 keys; beyond,
+    each instance gets a dict of its own (~1.6 KB). uvicorn's protocol sets 27 attributes;
+    ours (``_http_limits``) are slots, so every client connection stays under the limit."""
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        pass
+
+    config = LimitedConfig(app, HTTPLimits(max_connections=0, max_connections_per_ip=0))
+    config.load()
+    protocol = LimitedHttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+    protocol.connection_made(_Transport())
+    try:
+        assert len(vars(protocol)) <= 30, sorted(vars(protocol))
+        assert not any(name.startswith("_") for name in vars(protocol))  # ours: in slots
+        assert protocol._address == "127.0.0.1"
+    finally:
+        protocol.connection_lost(None)
 
 
 async def test_a_finished_answer_lets_go_of_its_upstream() -> None:
@@ -99,33 +150,109 @@ def test_finished_answers_in_their_window_hold_no_sdk_stream(
         assert held == []
 
 
-def test_the_collector_trims_the_c_heap_at_each_check_busy_or_not() -> None:
-    """glibc keeps freed chunks in its heaps: after a peak, the server returns them at each
-    check (``malloc_trim(0)``), counted in ``/metrics``."""
-    metrics = Metrics()
-    collector = Collector(metrics, lambda: 10_000, check_interval=0.01, max_interval=3600)
-    was = gc.isenabled()
-    if not collector.trim:
-        pytest.skip("no malloc_trim in this C library")
+async def _until(done: Callable[[], bool]) -> None:
+    """Let a started collector's checks (every 10 ms) run until ``done()`` or 2 s."""
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if done():
+            return
 
-    async def scenario() -> tuple[int, int]:
+
+def _serving(collector: Collector, scenario: Callable[[], Awaitable[None]]) -> None:
+    """Run ``scenario`` with ``collector`` started (and its checks running), then stop it."""
+    was = gc.isenabled()
+
+    async def main() -> None:
         collector.start(asyncio.get_running_loop())
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if collector.trims.labels().value >= 3:
-                break
-        collector.stop()
-        return int(collector.trims.labels().value), int(collector.collections.labels().value)
+        try:
+            await scenario()
+        finally:
+            collector.stop()
 
     try:
-        trims, collections = asyncio.run(scenario())
+        asyncio.run(main())
     finally:
         gc.enable() if was else gc.disable()
-    assert trims >= 3
-    assert collections == 0  # busy: trimming does not wait for a quiet moment
-    text = metrics.render().decode()
-    assert f"wenxin_heap_trims_total {trims}" in text
-    assert "wenxin_heap_trim_seconds " in text
+
+
+def test_the_collector_trims_the_c_heap_once_the_load_has_fallen() -> None:
+    """glibc keeps freed chunks in its heaps: once the load has fallen after a peak (the
+    process has grown since the last trim), a check returns them (``malloc_trim(0)``),
+    counted in ``/metrics``; again while trims give back much (answers leaving their resume
+    windows free more); never while busy (the call holds the heap's lock for milliseconds),
+    nor when the process has not grown since."""
+    mib = 2**20
+    metrics = Metrics()
+    open_streams = [10_000]
+    rss = [100 * mib]
+    asked: list[int] = []
+    after_trims = [120 * mib, 118 * mib, 117 * mib, 104 * mib]  # what each trim leaves
+
+    def resident() -> int:
+        asked.append(rss[0])
+        return rss[0]
+
+    collector = Collector(
+        metrics,
+        lambda: open_streams[0],
+        check_interval=0.01,
+        max_interval=3600,
+        trim_min_growth=4 * mib,
+        resident=resident,
+    )
+    if not collector.trim:
+        pytest.skip("no malloc_trim in this C library")
+    real_trim = collector.trim_heap
+
+    def trim_heap() -> None:
+        real_trim()
+        rss[0] = after_trims.pop(0)
+
+    collector.trim_heap = trim_heap  # type: ignore[method-assign]
+    trims = collector.trims.labels()
+    checks = collector.collections.labels()
+
+    async def scenario() -> None:
+        rss[0] = 164 * mib  # a peak: grown, but busy: never trimmed (nor measured)
+        await asyncio.sleep(0.1)  # ~10 checks
+        assert (checks.value, trims.value, asked) == (0, 0, [100 * mib])  # (base: at start)
+
+        open_streams[0] = 3  # the load fell: trimmed (−44 MiB), so trimmed again (−2 MiB),
+        seen = checks.value  # then not: it has not grown since
+        await _until(lambda: checks.value >= seen + 6)
+        assert trims.value == 2
+        assert rss[0] == 118 * mib
+        text = metrics.render().decode()
+        assert "wenxin_heap_trims_total 2" in text
+        assert "wenxin_heap_trim_seconds " in text
+
+        rss[0] = 123 * mib  # another peak came and went: +5 MiB since the last trim
+        await _until(lambda: trims.value >= 3)
+        assert trims.value == 3
+
+        rss[0] = 100 * mib  # it shrank by itself (pymalloc freed arenas): not trimmed, and
+        seen = checks.value  # growth counts from here
+        await _until(lambda: checks.value >= seen + 3)
+        rss[0] = 105 * mib
+        await _until(lambda: trims.value >= 4)
+        assert trims.value == 4
+
+    _serving(collector, scenario)
+
+
+def test_heap_trimming_can_be_turned_off() -> None:
+    asked: list[int] = []
+
+    def resident() -> int:
+        asked.append(1)
+        return 1 << 30
+
+    collector = Collector(Metrics(), lambda: 0, check_interval=0.01, trim=False, resident=resident)
+    _serving(collector, lambda: _until(lambda: collector.collections.labels().value >= 3))
+    assert collector.collections.labels().value >= 3  # quiet: collected, but never trimmed
+    assert (collector.trims.labels().value, asked) == (0, [1])  # (the base, at start)
+    assert ServerConfig().heap_trim is True
+    assert ServerConfig.load({}, environ={"WENXIN_HEAP_TRIM": "false"}).heap_trim is False
 
 
 def test_trimming_returns_freed_c_heap_pages() -> None:
@@ -147,6 +274,7 @@ def test_trimming_returns_freed_c_heap_pages() -> None:
     for block in blocks[1::2]:
         libc.free(block)
     freed = read_rss_bytes(os.getpid())
+    resident = resident_bytes()
     assert trim_heap() is True
     trimmed = read_rss_bytes(os.getpid())
     for block in blocks[::2]:
@@ -154,3 +282,6 @@ def test_trimming_returns_freed_c_heap_pages() -> None:
     assert full - empty > 96 * 2**20, (empty, full)  # the pages were faulted in
     assert full - freed < 16 * 2**20, (full, freed)  # free() alone kept them
     assert freed - trimmed > 48 * 2**20, (freed, trimmed)  # the trim gave them back
+    # what the collector reads to decide (its own figure, not the benchmark helper's)
+    assert resident is not None
+    assert abs(resident - freed) < 8 * 2**20, (resident, freed)

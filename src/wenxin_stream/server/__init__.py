@@ -198,7 +198,10 @@ def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
     def ready(server: Server) -> None:
         # the cyclic collector off, full collections at quiet moments (see server/_gc.py)
         collector = Collector(
-            server.metrics, lambda: len(server.relay.running), describe=config.debug
+            server.metrics,
+            lambda: len(server.relay.running),
+            describe=config.debug,
+            trim=config.heap_trim,
         )
         collector.start(asyncio.get_running_loop())
         collectors.append(collector)

@@ -155,6 +155,8 @@ class ServerConfig:
             Bearer …``). Secret. Unset: the admin view answers in dev mode only.
         access_log: Log every request (uvicorn's access log).
         debug: Log tracebacks of internal errors (never sent to clients).
+        heap_trim: Once the load falls after a peak, return the C heap's free pages to the
+            system (glibc's ``malloc_trim``; ``server/_gc.py``). ``false``: never.
     """
 
     host: str = "127.0.0.1"
@@ -216,6 +218,7 @@ class ServerConfig:
     admin_key: str | None = None
     access_log: bool = False
     debug: bool = False
+    heap_trim: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):

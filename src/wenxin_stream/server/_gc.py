@@ -22,13 +22,18 @@ shows their sum over the workers, every worker having its own collector.
 
 **Giving memory back.** What a peak of streams freed stays in the process unless the
 allocators return it: glibc keeps freed chunks in its heaps (they are reused, not returned),
-and pymalloc frees a 1 MiB arena only once every object in it is gone. So at each check,
-busy or not, :func:`trim_heap` asks glibc to return its free pages (``malloc_trim(0)``: the
-free chunks anywhere in the heaps, not only at the top; a few ms, counted in
-``wenxin_heap_trims_total`` and ``wenxin_heap_trim_seconds``). Measured by
-``bench/memory.py`` (``bench/MEMORY.md``): what remains after a peak is pymalloc's arenas,
-each held by a few objects that outlive the peak (the rate-limit windows of the last minute,
-loop and pool bookkeeping). Elsewhere than glibc (musl, macOS) trimming is skipped.
+and pymalloc frees a 1 MiB arena only once every object in it is gone. So once the load has
+fallen (a check finds at most :data:`QUIET_STREAMS` streams open) and the process has grown
+by :data:`TRIM_MIN_GROWTH` since the last trim (its resident memory: a peak came and went)
+or the last trim gave back that much (the next may give back more: what left since),
+:func:`trim_heap` asks glibc to return its free pages (``malloc_trim(0)``: the
+free chunks anywhere in the heaps, not only at the top). Never while busy: the call walks the
+whole heap with its lock held (up to ~30 ms measured after a peak), and a busy server reuses
+what it freed anyway. Each trim is counted in ``wenxin_heap_trims_total`` and
+``wenxin_heap_trim_seconds``; ``heap_trim = false`` (``WENXIN_HEAP_TRIM``) turns it off.
+Measured by ``bench/memory.py`` (``bench/MEMORY.md``): what remains after a peak is
+pymalloc's arenas, each held by a few objects that outlive the peak. Elsewhere than glibc
+(musl, macOS) trimming is skipped.
 
 With ``wenxin serve --debug`` each full collection also logs what it found, counted by type
 and by the code of the frames among it: the way to find where cyclic garbage comes from
@@ -43,6 +48,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import os
 from collections import Counter as Counter_
 from collections.abc import Callable
 from time import perf_counter
@@ -50,7 +56,15 @@ from types import FrameType
 
 from ._metrics import Counter, Metrics
 
-__all__ = ["CHECK_INTERVAL", "MAX_INTERVAL", "QUIET_STREAMS", "Collector", "trim_heap"]
+__all__ = [
+    "CHECK_INTERVAL",
+    "MAX_INTERVAL",
+    "QUIET_STREAMS",
+    "TRIM_MIN_GROWTH",
+    "Collector",
+    "resident_bytes",
+    "trim_heap",
+]
 
 CHECK_INTERVAL = 30.0
 """Seconds between checks whether a full collection may run now."""
@@ -60,6 +74,10 @@ QUIET_STREAMS = 50
 
 MAX_INTERVAL = 600.0
 """Seconds after which a full collection runs however busy the server is."""
+
+TRIM_MIN_GROWTH = 4 << 20
+"""A quiet check trims the C heap when the process has grown by at least this many bytes
+since the last trim (or since start)."""
 
 logger = logging.getLogger("wenxin_stream.server")
 
@@ -79,6 +97,18 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 
 
 _MALLOC_TRIM = _find_malloc_trim()
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (``/proc/self/statm``), ``None`` where there is none."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def trim_heap() -> bool | None:
@@ -102,10 +132,16 @@ class Collector:
         max_interval: float = MAX_INTERVAL,
         describe: bool = False,
         trim: bool = True,
+        trim_min_growth: int = TRIM_MIN_GROWTH,
+        resident: Callable[[], int | None] = resident_bytes,
     ) -> None:
         self.open_streams = open_streams
         self.trim = trim and _MALLOC_TRIM is not None
-        """Return the C heap's free pages at each check (:func:`trim_heap`)."""
+        """Return the C heap's free pages at quiet checks (:func:`trim_heap`)."""
+        self.trim_min_growth = trim_min_growth
+        self.resident = resident
+        self._resident_after_trim: int | None = None
+        self._trim_paid = False
         self.describe = describe
         """Log what each collection found, by type (``wenxin serve --debug``): where cyclic
         garbage comes from."""
@@ -137,6 +173,7 @@ class Collector:
         gc.disable()
         self._loop = loop
         self._last = loop.time()
+        self._resident_after_trim = self.resident()
         self._timer = loop.call_later(self.check_interval, self._check)
 
     def stop(self) -> None:
@@ -150,12 +187,39 @@ class Collector:
     def _check(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
-        if self.open_streams() <= self.quiet_streams or now - self._last >= self.max_interval:
+        quiet = self.open_streams() <= self.quiet_streams
+        if quiet or now - self._last >= self.max_interval:
             self.collect()
             self._last = self._loop.time()
-        if self.trim:
-            self.trim_heap()
+        if quiet and self.trim:
+            self.maybe_trim()
         self._timer = self._loop.call_later(self.check_interval, self._check)
+
+    def maybe_trim(self) -> bool:
+        """Trim the C heap if the process has grown by :attr:`trim_min_growth` bytes since
+        the last trim or its smallest size since (a peak came and went), or if the last trim
+        gave back that much (more may have been freed since: answers leaving their resume
+        windows), or if it cannot tell; whether it did."""
+        before = self.resident()
+        base = self._resident_after_trim
+        if before is not None and base is not None and before < base:
+            self._resident_after_trim = base = before  # it shrank by itself: grown from here
+        if (
+            before is not None
+            and base is not None
+            and before - base < self.trim_min_growth
+            and not self._trim_paid
+        ):
+            return False
+        self.trim_heap()
+        after = self.resident()
+        # what the trim could not return (pymalloc's arenas) is the new base: a server that
+        # stays at this size is not trimmed again until it grows once more
+        self._resident_after_trim = after
+        self._trim_paid = (
+            before is not None and after is not None and (before - after >= self.trim_min_growth)
+        )
+        return True
 
     def trim_heap(self) -> None:
         """Return the C heap's free pages now (see the module docstring), counted."""
