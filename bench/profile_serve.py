@@ -11,6 +11,11 @@ writes to ``<out>/profile.json``, the server's CPU per 1,000 chunks over the ste
     .venv/bin/python bench/profile_serve.py --route native --redis --postgres \\
         --pacing ernie --concurrency 250 --out bench/results/profile-native-redis-pg
 
+``--route floor`` (``floor-parse``) profiles ``bench/floor_relay.py`` (with ``--parse``) in
+the server's place, the same way: the cheapest relay Python can be on this stack (issue 15's
+floor; ``bench/PROFILE.md``). ``--native-frames`` shows the C frames under the Python ones
+(uvloop, httptools, aiohttp's parser, the kernel's calls), where most of the floor's CPU is.
+
 Needs py-spy (a dev dependency: `scripts/install` puts it in `.venv`), root or ptrace
 rights, and two cores. The figures are for deciding what to change; compare's same-load
 rounds are for judging it.
@@ -106,9 +111,41 @@ def summarise(collapsed: Path, top: int) -> dict[str, list[tuple[str, float]]]:
     }
 
 
+def start_serve_key(
+    wenxin: list[str],
+    out: Path,
+    fleet: list[str],
+    env: dict[str, str],
+    emu_port: str,
+    *,
+    postgres: bool,
+) -> str:
+    """`wenxin serve`'s data directory and configuration under ``out``; its API key."""
+    data = out / "serve-data"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    keys = subprocess.run(  # noqa: S603
+        [*wenxin, "keys", "create", "--data-dir", str(data), "--name", "profile",
+         "--rpm", "10000000", "--tpm", "2000000000", "--max-streams", "100000",
+         *(fleet[-2:] if postgres else [])],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    config = data / "serve.toml"
+    config.write_text(
+        '[server]\nhost = "127.0.0.1"\nport = 0\n'
+        f'data-dir = "{data}"\nupstream-api = "v2"\n'
+        f'upstream-v2-base-url = "http://127.0.0.1:{emu_port}"\n'
+        "upstream-max-connections = 10000\ndefault-rpm = 10000000\n"
+        "default-tpm = 10000000000\ndefault-max-streams = 100000\n"
+    )
+    return keys.stdout.strip().splitlines()[-1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--route", choices=("native", "openai"), default="native")
+    parser.add_argument(
+        "--route", choices=("native", "openai", "floor", "floor-parse"), default="native"
+    )
     parser.add_argument("--redis", action="store_true", help="--redis-url to a private Redis")
     parser.add_argument("--postgres", action="store_true", help="--database-url (needs --redis)")
     parser.add_argument("--pacing", choices=sorted(PACINGS), default="ernie")
@@ -163,36 +200,29 @@ def main() -> int:
                 os.sched_setaffinity(redis.process.pid, {1})
         if args.postgres:
             fleet += ["--database-url", stack.enter_context(postgres_server()).url]
-        data = out / "serve-data"
-        shutil.rmtree(data, ignore_errors=True)
-        data.mkdir(parents=True)
-        keys = subprocess.run(  # noqa: S603
-            [*wenxin, "keys", "create", "--data-dir", str(data), "--name", "profile",
-             "--rpm", "10000000", "--tpm", "2000000000", "--max-streams", "100000",
-             *(fleet[-2:] if args.postgres else [])],
-            capture_output=True, text=True, check=True, env=env,
-        )  # fmt: skip
-        key = keys.stdout.strip().splitlines()[-1]
-        config = data / "serve.toml"
-        config.write_text(
-            '[server]\nhost = "127.0.0.1"\nport = 0\n'
-            f'data-dir = "{data}"\nupstream-api = "v2"\n'
-            f'upstream-v2-base-url = "http://127.0.0.1:{emu_port}"\n'
-            "upstream-max-connections = 10000\ndefault-rpm = 10000000\n"
-            "default-tpm = 10000000000\ndefault-max-streams = 100000\n"
-        )
-        serve_log = start(
-            [*pin(0), *wenxin, "serve", "--config", str(config), *fleet],
-            "serve",
-            {"WENXIN_UPSTREAM_BEARER_TOKEN": UPSTREAM_KEY, "WENXIN_MAX_CONNECTIONS": "0",
-             "WENXIN_MAX_CONNECTIONS_PER_IP": "0"},
-        )  # fmt: skip
+        if args.route.startswith("floor"):  # bench/floor_relay.py in the server's place
+            key = UPSTREAM_KEY  # passed on to the emulator, as nginx does
+            floor = [str(VENV / "python"), str(ROOT / "bench" / "floor_relay.py"),
+                     "--upstream", f"http://127.0.0.1:{emu_port}"]  # fmt: skip
+            if args.route == "floor-parse":
+                floor.append("--parse")
+            serve_log = start([*pin(0), *floor], "floor")
+        else:
+            key = start_serve_key(wenxin, out, fleet, env, emu_port, postgres=args.postgres)
+            serve_log = start(
+                [*pin(0), *wenxin, "serve", "--config", str(out / "serve-data" / "serve.toml"),
+                 *fleet],
+                "serve",
+                {"WENXIN_UPSTREAM_BEARER_TOKEN": UPSTREAM_KEY, "WENXIN_MAX_CONNECTIONS": "0",
+                 "WENXIN_MAX_CONNECTIONS_PER_IP": "0"},
+            )  # fmt: skip
         serve = procs[-1]
-        port = wait_for_line(serve_log, r"on http://127\.0\.0\.1:(\d+)", serve)
+        port = wait_for_line(serve_log, r" on http://127\.0\.0\.1:(\d+)", serve)
         url = f"http://127.0.0.1:{port}"
         pacing, chunks = PACINGS[args.pacing]
         bench = [
-            *pin(1), str(WENXIN), "bench", "--target", args.route, "--url", url,
+            *pin(1), str(WENXIN), "bench", "--url", url,
+            "--target", "openai" if args.route.startswith("floor") else args.route,
             "--model", "ernie-4.0-8k", "--quiet", "--out", str(out / "bench"),
             "--pacing", pacing, "--concurrency", str(args.concurrency),
             "--duration", f"{args.duration:g}", "--ramp", "2", "--warmup", "2",
