@@ -237,11 +237,13 @@ def main() -> int:
         if not args.no_profile:
             time.sleep(min(4.0, args.duration / 4))
             spy = [str(VENV / "py-spy"), "record", "--pid", str(serve.pid), "--format", "raw",
-                   "--duration", f"{args.record:g}", "--rate", "250", "--output", str(collapsed),
-                   "--nonblocking"]  # fmt: skip
-            if args.native_frames:
-                spy.append("--native")
-            subprocess.run(spy, check=False, capture_output=True)  # noqa: S603
+                   "--duration", f"{args.record:g}", "--rate", "250",
+                   "--output", str(collapsed)]  # fmt: skip
+            # py-spy refuses --native with --nonblocking: native frames pause the process
+            spy.append("--native" if args.native_frames else "--nonblocking")
+            done = subprocess.run(spy, check=False, capture_output=True, text=True)  # noqa: S603
+            if done.returncode:
+                print(f"py-spy failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
         _, err = load.communicate()
         cpu1, ends1, wall1 = cpu_seconds(serve.pid), ended_streams(url), time.monotonic()
         threads1 = thread_cpu(serve.pid)
