@@ -167,9 +167,9 @@ SUITES = {
     ),
 }
 
-TARGETS = ("direct", "nginx", "litellm", "serve", "serve-base", "serve-redis", "serve-workers2",
-           "serve-native", "serve-base-native", "serve-redis-native",
-           "serve-workers2-native")  # fmt: skip
+TARGETS = ("direct", "nginx", "floor", "floor-parse", "litellm", "serve", "serve-base",
+           "serve-redis", "serve-workers2", "serve-native", "serve-base-native",
+           "serve-redis-native", "serve-workers2-native")  # fmt: skip
 """Every target, in the order they are measured (each baseline right after its current twin)."""
 REDIS_TARGETS = {"serve-redis": 1, "serve-workers2": 2}
 """The `wenxin serve` targets with the event log, limits and cancel in Redis: their workers.
@@ -183,6 +183,8 @@ DEFAULT_TARGETS = ("direct", "nginx", "litellm", "serve")
 TARGET_TITLES = {
     "direct": "direct to the emulator",
     "nginx": "nginx proxy_pass (buffering off)",
+    "floor": "floor: bare Python relay (uvicorn + aiohttp, bytes passed through)",
+    "floor-parse": "floor + parse (SSE decoded, JSON loaded and dumped)",
     "litellm": "LiteLLM proxy",
     "serve": "wenxin serve (OpenAI route)",
     "serve-native": "wenxin serve (native API, stored conversations)",
@@ -196,8 +198,13 @@ TARGET_TITLES = {
 BASELINE_TWINS = {"serve": "serve-base", "serve-native": "serve-base-native"}
 """``--baseline``: each `wenxin serve` target of the checked-out code and its baseline twin."""
 CURRENT_TWIN = {base: current for current, base in BASELINE_TWINS.items()}
+FLOOR_TARGETS = {"floor": False, "floor-parse": True}
+"""``bench/floor_relay.py`` as a target, and whether it runs with ``--parse``: the cheapest
+relay Python can be on `wenxin serve`'s stack (issue 15's floor). Not in the default targets:
+each adds a find-max search per suite (and the floor's memory measure)."""
 START_AS = {
     **CURRENT_TWIN,
+    **dict.fromkeys(FLOOR_TARGETS, "nginx"),
     **dict.fromkeys(REDIS_TARGETS, "serve"),
     **dict.fromkeys((f"{name}-native" for name in REDIS_TARGETS), "serve-native"),
 }
@@ -828,6 +835,38 @@ class Compare:
             + smoke_stream(url, UPSTREAM_KEY)
         )
 
+    def floor_command(self, parse: bool) -> list[str]:
+        """The command of ``bench/floor_relay.py`` against this run's emulator, pinned like
+        every relay (the project's ``.venv`` Python: `wenxin serve`'s uvicorn and aiohttp)."""
+        argv = [str(VENV / "python"), str(BENCH_DIR / "floor_relay.py"),
+                "--upstream", self.emulator_url, "--port", "0"]  # fmt: skip
+        return [*self.pin(self.relay_cpu), *argv, *(["--parse"] if parse else [])]
+
+    def start_floor(self, tag: str) -> tuple[Service, str]:
+        """``bench/floor_relay.py`` as ``tag`` (``--parse`` for floor-parse); (service, url)."""
+        floor = self._service(
+            Service(
+                tag,
+                self.floor_command(FLOOR_TARGETS[tag.removesuffix("-memory")]),
+                self.logs / f"{tag}.log",
+                stop_signal=signal.SIGTERM,
+            )
+        )
+        port = floor.wait_for(
+            lambda: floor.log_match(r"floor relay on http://127\.0\.0\.1:(\d+)"), "start line"
+        )
+        url = f"http://127.0.0.1:{port}"
+        floor.wait_for(lambda: http_get(f"{url}/healthz") == "ok\n", "/healthz")
+        return floor, url
+
+    def start_floor_target(self, tag: str) -> None:
+        floor, url = self.start_floor(tag)
+        self.services[tag] = floor
+        self.targets[tag] = Target(
+            tag, "openai", url, UPSTREAM_KEY, [(floor.pid, "floor relay"), *self._emulator_pid()]
+        )
+        log(f"{TARGET_TITLES[tag]} at {url} (pid {floor.pid}): " + smoke_stream(url, UPSTREAM_KEY))
+
     def start_litellm(self) -> None:
         port = free_port()
         master_key = self.rec.secret("sk-" + secrets.token_hex(24), "LITELLM_MASTER_KEY")
@@ -975,6 +1014,9 @@ class Compare:
         wanted = set(self.selected_targets)
         if "nginx" in wanted:
             self.start_nginx()
+        for tag in FLOOR_TARGETS:
+            if tag in wanted:
+                self.start_floor_target(tag)
         if "litellm" in wanted:
             self.start_litellm()
         if wanted & {"serve", "serve-native"}:
@@ -1277,6 +1319,9 @@ class Compare:
                 self.summary["suites"][key]["baseline_rounds"] = self.baseline_rounds(suite, rows)
             if any(r in rows for _, r in REDIS_PAIRS):
                 self.summary["suites"][key]["redis_rounds"] = self.redis_rounds(suite, rows)
+            floor = self.floor_rounds(suite, rows)
+            if floor is not None:
+                self.summary["suites"][key]["floor_rounds"] = floor
 
     def baseline_rounds(self, suite: Suite, rows: dict[str, Any]) -> dict[str, Any]:
         """``--baseline``: each twin pair at one load, in interleaved rounds.
@@ -1312,21 +1357,53 @@ class Compare:
     def _interleaved(
         self, suite: Suite, rows: dict[str, Any], first: str, other: str, folder: str
     ) -> dict[str, Any]:
-        """``first`` and ``other`` at one load, half the smaller of their maxima, in
-        ``--baseline-rounds`` interleaved rounds (first, other / other, first / …); the relay
-        CPU per 1,000 chunks of each counted step. A step that lost chunks (coalesced) or
-        streams is not counted: it relayed fewer, larger chunks."""
+        """``first`` and ``other`` at one load in interleaved rounds (first, other / other,
+        first / …): :meth:`_same_load`."""
+        done = self._same_load(suite, rows, [first, other], folder)
+        samples = done.pop("cpu_ms_per_1k")
+        return {
+            "other": other,
+            **done,
+            "first_cpu_ms_per_1k": samples[first],
+            "other_cpu_ms_per_1k": samples[other],
+        }
+
+    def floor_rounds(self, suite: Suite, rows: dict[str, Any]) -> dict[str, Any] | None:
+        """The floor's targets with nginx and `wenxin serve` (those of them measured) at one
+        load in interleaved rounds: the same-load CPU per 1,000 chunks of each, the source of
+        the floor's ratios (floor / nginx, serve / floor) in ``bench/PROFILE.md``."""
+        names = [n for n in ("nginx", *FLOOR_TARGETS, "serve") if n in rows]
+        if not any(n in FLOOR_TARGETS for n in names) or len(names) < 2:
+            return None
+        return self._same_load(suite, rows, names, "floor-rounds", self.args.floor_streams)
+
+    def _same_load(
+        self,
+        suite: Suite,
+        rows: dict[str, Any],
+        names: list[str],
+        folder: str,
+        streams: int | None = None,
+    ) -> dict[str, Any]:
+        """``names`` at one load (``streams``, else half the smallest of their maxima) in
+        ``--baseline-rounds`` interleaved rounds, each round's order the last one's rotated by
+        one (with two targets: a, b / b, a / …) so that drifting background load and the place
+        in a round fall on all alike; the relay CPU per 1,000 chunks of each counted step. A
+        step that lost chunks (coalesced) or streams is not counted: it relayed fewer, larger
+        chunks."""
         rounds = self.args.baseline_rounds or self.profile.baseline_rounds
-        bests = [rows[first].get("best") or 0, rows[other].get("best") or 0]
+        bests = [rows[name].get("best") or 0 for name in names]
+        first = names[0]
         level = (
             min(b for b in bests if b) if any(bests) else suite.start[START_AS.get(first, first)]
         )
-        concurrency = max(1, level // 2)
-        samples: dict[str, list[float]] = {first: [], other: []}
+        concurrency = streams or max(1, level // 2)
+        samples: dict[str, list[float]] = {name: [] for name in names}
         steps = []
-        log(f"{suite.key}/{first} vs {other}: {rounds} rounds each at {concurrency} streams")
+        log(f"{suite.key}/{' vs '.join(names)}: {rounds} rounds each at {concurrency} streams")
         for r in range(rounds):
-            for name in (first, other) if r % 2 == 0 else (other, first):
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
                 target = self.targets[name]
                 self.settle(target)
                 flags, timeout = self._step_flags(suite, concurrency)
@@ -1357,11 +1434,9 @@ class Compare:
                     + f"  {step_line(doc)}"
                 )
         return {
-            "other": other,
             "concurrency": concurrency,
             "rounds": rounds,
-            "first_cpu_ms_per_1k": samples[first],
-            "other_cpu_ms_per_1k": samples[other],
+            "cpu_ms_per_1k": samples,
             "steps": steps,
         }
 
@@ -1445,55 +1520,18 @@ class Compare:
 
     def memory(self) -> None:
         p = self.profile
-        for name in ("nginx", "litellm", "serve", "serve-base"):  # the relay core to itself
-            if name in self.services:
+        for name in ("nginx", *FLOOR_TARGETS, "litellm", "serve", "serve-base"):
+            if name in self.services:  # the relay core to itself
                 self.services[name].stop()
+        if "floor" in self.selected_targets:
+            self.summary["memory_floor"] = self.floor_memory()
+        if "serve" not in self.selected_targets:
+            return
         serve, url, key = self.start_serve("serve-memory")
         target = Target("serve-memory", "openai", url, key, [(serve.pid, "wenxin serve")], serve)
         pid = serve.pid
         log(f"memory: fresh wenxin serve (pid {pid}), RSS {read_rss_mib(pid):.1f} MiB")
-        self.bench(
-            target,
-            self.raw / "memory" / "warm",
-            [
-                "--pacing",
-                SUITES["fast"].pacing,
-                "--concurrency",
-                "100",
-                "--duration",
-                "3",
-                "--ramp",
-                "0.5",
-            ],
-            60,
-            "memory/warm",
-        )
-        self._wait_idle(serve, url)
-        idle = self._steady_rss(pid, 1.0)
-        log(f"memory: idle RSS after warm-up {idle:.2f} MiB")
-        levels = []
-        for n in p.rss_streams:
-            rss, open_streams = self._rss_with_streams(target, serve, url, n)
-            levels.append(
-                {
-                    "streams": n,
-                    "open": open_streams,
-                    "rss_mib": rss,
-                    "kib_per_stream": (rss - idle) * 1024 / max(open_streams, 1),
-                }
-            )
-            log(
-                f"memory: {open_streams} streams open: RSS {rss:.2f} MiB "
-                f"({levels[-1]['kib_per_stream']:.1f} KiB per stream over idle)"
-            )
-            self._wait_idle(serve, url)
-        slope = None
-        if len(levels) == 2 and levels[1]["open"] > levels[0]["open"]:
-            slope = (
-                (levels[1]["rss_mib"] - levels[0]["rss_mib"])
-                * 1024
-                / (levels[1]["open"] - levels[0]["open"])
-            )
+        idle, levels, slope = self._open_stream_rss(target, serve, url, "memory")
         after = []
         for i in range(p.flat_runs):
             self.bench(
@@ -1531,6 +1569,72 @@ class Compare:
             },
         }
         serve.stop()
+
+    def floor_memory(self) -> dict[str, Any]:
+        """The memory floor: a fresh ``bench/floor_relay.py`` (the bare pipe), measured as
+        `wenxin serve` is (warm-up, idle RSS, RSS with two numbers of streams open); no
+        flatness runs. Its ``/metrics`` gauge is what :meth:`_wait_idle` and
+        :meth:`_rss_with_streams` read."""
+        floor, url = self.start_floor("floor-memory")
+        target = Target(
+            "floor-memory", "openai", url, UPSTREAM_KEY, [(floor.pid, "floor relay")], None
+        )
+        log(f"memory: fresh floor relay (pid {floor.pid}), RSS {read_rss_mib(floor.pid):.1f} MiB")
+        idle, levels, slope = self._open_stream_rss(target, floor, url, "memory-floor")
+        floor.stop()
+        return {"idle_mib": idle, "levels": levels, "marginal_kib_per_stream": slope}
+
+    def _open_stream_rss(
+        self, target: Target, service: Service, url: str, tag: str
+    ) -> tuple[float, list[dict[str, Any]], float | None]:
+        """Warm ``target`` with 100 fast streams; its idle RSS (MiB), then each of the
+        profile's numbers of slow streams held open (RSS on the plateau, KiB per stream over
+        idle), and the slope between the two (the marginal cost of one stream, KiB)."""
+        p = self.profile
+        pid = service.pid
+        self.bench(
+            target,
+            self.raw / tag / "warm",
+            [
+                "--pacing",
+                SUITES["fast"].pacing,
+                "--concurrency",
+                "100",
+                "--duration",
+                "3",
+                "--ramp",
+                "0.5",
+            ],
+            60,
+            f"{tag}/warm",
+        )
+        self._wait_idle(service, url)
+        idle = self._steady_rss(pid, 1.0)
+        log(f"{tag}: idle RSS after warm-up {idle:.2f} MiB")
+        levels = []
+        for n in p.rss_streams:
+            rss, open_streams = self._rss_with_streams(target, service, url, n, tag)
+            levels.append(
+                {
+                    "streams": n,
+                    "open": open_streams,
+                    "rss_mib": rss,
+                    "kib_per_stream": (rss - idle) * 1024 / max(open_streams, 1),
+                }
+            )
+            log(
+                f"{tag}: {open_streams} streams open: RSS {rss:.2f} MiB "
+                f"({levels[-1]['kib_per_stream']:.1f} KiB per stream over idle)"
+            )
+            self._wait_idle(service, url)
+        slope = None
+        if len(levels) == 2 and levels[1]["open"] > levels[0]["open"]:
+            slope = (
+                (levels[1]["rss_mib"] - levels[0]["rss_mib"])
+                * 1024
+                / (levels[1]["open"] - levels[0]["open"])
+            )
+        return idle, levels, slope
 
     def settle(self, target: Target) -> None:
         """Let a `wenxin serve` target finish the previous run before the next one starts.
@@ -1579,7 +1683,7 @@ class Compare:
         return statistics.median(samples)
 
     def _rss_with_streams(
-        self, target: Target, serve: Service, url: str, n: int
+        self, target: Target, serve: Service, url: str, n: int, tag: str = "memory"
     ) -> tuple[float, int]:
         """Open ``n`` slow streams (one chunk a second, cut at the end); RSS on the plateau."""
         p = self.profile
@@ -1613,10 +1717,10 @@ class Compare:
         try:
             self.bench(
                 target,
-                self.raw / "memory" / f"open-{n}",
+                self.raw / tag / f"open-{n}",
                 argv_flags,
                 duration + 90,
-                f"memory/open-{n}",
+                f"{tag}/open-{n}",
             )
         finally:
             done.set()
@@ -1624,7 +1728,7 @@ class Compare:
         top = max((s[0] for s in samples), default=0)
         plateau = [rss for flying, rss in samples if flying >= top * 0.995 and top > 0]
         if not plateau:
-            raise CompareError(f"memory: no plateau with {n} streams open")
+            raise CompareError(f"{tag}: no plateau with {n} streams open")
         return statistics.median(plateau), int(top)
 
     # ---- SDK throughput --------------------------------------------------------------------
@@ -1705,7 +1809,7 @@ class Compare:
                     self.ttft()  # first: per-request overhead, not recovery from the suites
                 if self.args.suites:
                     self.run_suites()
-                if not self.args.skip_memory and "serve" in self.selected_targets:
+                if not self.args.skip_memory and {"serve", "floor"} & set(self.selected_targets):
                     self.memory()
                 if not self.args.skip_sdk:
                     self.sdk()
@@ -2376,6 +2480,87 @@ def render_redis(s: dict[str, Any], titles: dict[str, str]) -> list[str]:
     return lines
 
 
+def floor_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per suite with floor rounds and per target in them: the median of its same-load CPU
+    per 1,000 chunks, its ratio to nginx's and to the floor's (``None`` where one is missing),
+    and the number of counted rounds."""
+    out = []
+    for key, suite in (s.get("suites") or {}).items():
+        rounds = suite.get("floor_rounds")
+        if not rounds:
+            continue
+        medians = {
+            name: statistics.median(values) if values else None
+            for name, values in rounds["cpu_ms_per_1k"].items()
+        }
+
+        def ratio(value: float | None, ref: float | None) -> float | None:
+            return value / ref if value is not None and ref else None
+
+        for name, median in medians.items():
+            out.append(
+                {
+                    "suite": key,
+                    "target": name,
+                    "concurrency": rounds["concurrency"],
+                    "counted": len(rounds["cpu_ms_per_1k"][name]),
+                    "rounds": rounds["rounds"],
+                    "cpu_ms_per_1k": median,
+                    "spread": spread(rounds["cpu_ms_per_1k"][name]),
+                    "to_nginx": ratio(median, medians.get("nginx")),
+                    "to_floor": ratio(median, medians.get("floor")),
+                }
+            )
+    return out
+
+
+def render_floor(s: dict[str, Any], titles: dict[str, str]) -> list[str]:
+    """The floor's section of RESULTS.md: same-load CPU per chunk, and RSS per open stream of
+    the bare pipe beside `wenxin serve`'s (nothing when no floor target was measured)."""
+    rows = floor_rows(s)
+    mem = s.get("memory_floor")
+    if not rows and not mem:
+        return []
+    lines = [
+        "## The floor: the cheapest Python relay on this stack",
+        "",
+        "`bench/floor_relay.py`: uvicorn (httptools, uvloop) and one pooled aiohttp session, "
+        "the upstream's bytes passed through as they arrive (floor), or each SSE event decoded, "
+        "`json.loads`-ed and an OpenAI chunk `json.dumps`-ed (floor + parse). Same-load rounds: "
+        "every target at one load, interleaved (the order rotates by one each round); relay CPU "
+        "per 1,000 chunks is the median of the counted rounds. See `bench/PROFILE.md`.",
+        "",
+    ]
+    if rows:
+        lines += [
+            "| suite | target | streams | counted rounds | relay CPU / 1k chunks (spread) "
+            "| × nginx | × floor |",
+            "|---|---|--:|--:|--:|--:|--:|",
+        ]
+        for r in rows:
+            cpu = _f(r["cpu_ms_per_1k"], 1, " ms")
+            if r["spread"] is not None:
+                cpu += f" (±{r['spread']:.0%})"
+            lines.append(
+                f"| {r['suite']} | {titles.get(r['target'], r['target'])} | {r['concurrency']:,} "
+                f"| {r['counted']}/{r['rounds']} | {cpu} | {_f(r['to_nginx'], 2, '×')} "
+                f"| {_f(r['to_floor'], 2, '×')} |"
+            )
+        lines.append("")
+    if mem:
+        levels = ", ".join(
+            f"{lv['open']:,} open: {lv['kib_per_stream']:.1f} KiB" for lv in mem["levels"]
+        )
+        marginal = mem.get("marginal_kib_per_stream")
+        lines += [
+            f"Memory of the bare pipe (a fresh floor relay, measured as `wenxin serve` is below): "
+            f"idle {mem['idle_mib']:.2f} MiB; per stream over idle: {levels}"
+            + (f"; marginal {marginal:.1f} KiB per stream." if marginal is not None else "."),
+            "",
+        ]
+    return lines
+
+
 def target_titles(s: dict[str, Any]) -> dict[str, str]:
     """Every target's title in the report; the baseline's names its ref and commit."""
     titles = dict(TARGET_TITLES)
@@ -2512,6 +2697,7 @@ def render(s: dict[str, Any], prefix: str, args: argparse.Namespace) -> str:
     lines += render_change(s)
     titles = target_titles(s)
     lines += render_redis(s, titles)
+    lines += render_floor(s, titles)
 
     lines += [
         "## Machine",
@@ -2727,6 +2913,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-p99-lateness-ms", type=float, default=50.0, help="criterion (50)")
     parser.add_argument(
         "--retries", type=int, default=1, help="runs of a failed find-max step before it counts (1)"
+    )
+    parser.add_argument(
+        "--floor-streams",
+        type=int,
+        metavar="N",
+        help="the load of the floor's same-load rounds (default: half the smallest maximum of "
+        "nginx, floor, floor-parse and serve; on a loaded machine a fixed load keeps the CPU "
+        "per chunk from being sampled at a few dozen streams)",
     )
     parser.add_argument("--skip-ttft", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")

@@ -11,6 +11,11 @@ writes to ``<out>/profile.json``, the server's CPU per 1,000 chunks over the ste
     .venv/bin/python bench/profile_serve.py --route native --redis --postgres \\
         --pacing ernie --concurrency 250 --out bench/results/profile-native-redis-pg
 
+``--route floor`` (``floor-parse``) profiles ``bench/floor_relay.py`` (with ``--parse``) in
+the server's place, the same way: the cheapest relay Python can be on this stack (issue 15's
+floor; ``bench/PROFILE.md``). ``--native-frames`` shows the C frames under the Python ones
+(uvloop, httptools, aiohttp's parser, the kernel's calls), where most of the floor's CPU is.
+
 Needs py-spy (a dev dependency: `scripts/install` puts it in `.venv`), root or ptrace
 rights, and two cores. The figures are for deciding what to change; compare's same-load
 rounds are for judging it.
@@ -37,6 +42,7 @@ from _servers import (
     start_emulator,
     start_serve,
     thread_cpu,
+    wait_for_line,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +81,9 @@ def summarise(collapsed: Path, top: int) -> dict[str, list[tuple[str, float]]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--route", choices=("native", "openai"), default="native")
+    parser.add_argument(
+        "--route", choices=("native", "openai", "floor", "floor-parse"), default="native"
+    )
     parser.add_argument("--redis", action="store_true", help="--redis-url to a private Redis")
     parser.add_argument("--postgres", action="store_true", help="--database-url (needs --redis)")
     parser.add_argument("--pacing", choices=sorted(PACINGS), default="ernie")
@@ -106,15 +114,27 @@ def main() -> int:
                 os.sched_setaffinity(redis.process.pid, {1})
         if args.postgres:
             fleet += ["--database-url", stack.enter_context(postgres_server()).url]
-        served = start_serve(
-            procs, "serve", emulator, src=args.src, upstream_key=UPSTREAM_KEY,
-            key_name="profile", data=out / "serve-data", args=fleet,
-            key_args=fleet[-2:] if args.postgres else (),
-        )  # fmt: skip
-        serve, url, key = served.proc, served.url, served.key
+        if args.route.startswith("floor"):  # bench/floor_relay.py in the server's place
+            key = UPSTREAM_KEY  # passed on to the emulator, as nginx does
+            floor = [*pin(0), str(VENV / "python"), str(ROOT / "bench" / "floor_relay.py"),
+                     "--upstream", emulator]  # fmt: skip
+            if args.route == "floor-parse":
+                floor.append("--parse")
+            floor_log = procs.start(floor, "floor")
+            serve = procs.procs[-1]
+            port = wait_for_line(floor_log, r" on http://127\.0\.0\.1:(\d+)", serve)
+            url = f"http://127.0.0.1:{port}"
+        else:
+            served = start_serve(
+                procs, "serve", emulator, src=args.src, upstream_key=UPSTREAM_KEY,
+                key_name="profile", data=out / "serve-data", args=fleet,
+                key_args=fleet[-2:] if args.postgres else (),
+            )  # fmt: skip
+            serve, url, key = served.proc, served.url, served.key
         pacing, chunks = PACINGS[args.pacing]
         bench = [
-            *pin(1), str(WENXIN), "bench", "--target", args.route, "--url", url,
+            *pin(1), str(WENXIN), "bench", "--url", url,
+            "--target", "openai" if args.route.startswith("floor") else args.route,
             "--model", "ernie-4.0-8k", "--quiet", "--out", str(out / "bench"),
             "--pacing", pacing, "--concurrency", str(args.concurrency),
             "--duration", f"{args.duration:g}", "--ramp", "2", "--warmup", "2",
@@ -129,11 +149,13 @@ def main() -> int:
         if not args.no_profile:
             time.sleep(min(4.0, args.duration / 4))
             spy = [str(VENV / "py-spy"), "record", "--pid", str(serve.pid), "--format", "raw",
-                   "--duration", f"{args.record:g}", "--rate", "250", "--output", str(collapsed),
-                   "--nonblocking"]  # fmt: skip
-            if args.native_frames:
-                spy.append("--native")
-            subprocess.run(spy, check=False, capture_output=True)  # noqa: S603
+                   "--duration", f"{args.record:g}", "--rate", "250",
+                   "--output", str(collapsed)]  # fmt: skip
+            # py-spy refuses --native with --nonblocking: native frames pause the process
+            spy.append("--native" if args.native_frames else "--nonblocking")
+            done = subprocess.run(spy, check=False, capture_output=True, text=True)  # noqa: S603
+            if done.returncode:
+                print(f"py-spy failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
         _, err = load.communicate()
         cpu1, ends1, wall1 = cpu_seconds(serve.pid), ended_streams(url), time.monotonic()
         threads1 = thread_cpu(serve.pid)
