@@ -421,11 +421,10 @@ def get_history(
     db: Db, owner: str, cid: str
 ) -> tuple[ConversationRecord | None, list[MessageRecord]]:
     """The conversation and its messages in order (``(None, [])`` if it is missing or another
-    owner's). Two reads that need no common snapshot: a message added or a conversation
-    deleted between them is what a read a moment later would have seen, and the write that
-    follows an ask checks again (:func:`add_exchange`). One statement (a join): on PostgreSQL
-    one execution and round trip, where a pipeline of two SELECTs cost the client as much
-    Python as two (``bench/PROFILE.md``)."""
+    owner's). One statement, a join (so one snapshot, though an ask needs none: the write
+    that follows it checks the conversation again, :func:`add_exchange`): on PostgreSQL one
+    execution and round trip, where a pipeline of two SELECTs cost the client as much Python
+    as two (``bench/PROFILE.md``)."""
     rows = db.all(_SELECT_HISTORY, (owner, cid))
     if not rows:  # the messages of another owner's conversation are not shown
         return None, []
