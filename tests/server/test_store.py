@@ -8,8 +8,9 @@ import asyncio
 import sqlite3
 import stat
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,6 +172,61 @@ async def test_concurrent_exchanges_in_one_conversation_take_distinct_seqs(store
     assert conv_now is not None
     assert (conv_now.message_count, history) == (24, messages)
     assert conv_now.title == messages[0].content  # the first question named it
+
+
+class _CountingConnection:
+    """A store's connection that keeps the text of every statement sent through it."""
+
+    def __init__(self, conn: _sql.Connection) -> None:
+        self.conn, self.statements = conn, list[str]()
+
+    def execute(self, sql: str, parameters: Sequence[Any], /) -> _sql.Cursor:
+        self.statements.append(sql)
+        return self.conn.execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> _sql.Cursor:
+        self.statements.append(sql)
+        return self.conn.executemany(sql, parameters)
+
+    def pipeline(self) -> Any:
+        return _sql.Db(self.conn, _sql.SQLITE).pipeline()  # the wrapped one's, if it has one
+
+
+async def _statements_of(store: Either, op: Callable[[_sql.Db], object]) -> list[str]:
+    def counted(db: _sql.Db) -> list[str]:
+        counting = _CountingConnection(db.conn)
+        op(_sql.Db(counting, db.dialect))
+        return counting.statements
+
+    return await store._call(counted, write=True, bare=True)
+
+
+async def test_an_asks_reads_and_its_exchange_are_one_statement_each(store: Either) -> None:
+    """The native route's hot operations send as few statements as the database allows: the
+    history is one join on both; the exchange one data-modifying WITH on PostgreSQL (each
+    statement there costs the client its own Python, pipelined or not)."""
+    conv = await store.create_conversation("o", title=None, model="m", system=None)
+    read = await _statements_of(store, lambda db: _schema.get_history(db, "o", conv.id))
+    assert len(read) == 1
+    written = await _statements_of(
+        store, lambda db: _schema.add_exchange(db, "o", conv.id, "q", "m", producer="p")
+    )
+    modifying_cte = isinstance(store, PostgresStore)
+    assert len(written) == (1 if modifying_cte else 2)
+    _, history = await store.get_history("o", conv.id)
+    assert [(m.role, m.status) for m in history] == [
+        ("user", "complete"),
+        ("assistant", "streaming"),
+    ]
+    rows = await store._call(lambda db: db.all("SELECT seq, producer FROM messages"), write=False)
+    assert sorted(tuple(row) for row in rows) == [(0, None), (1, "p")]
+    with pytest.raises(ConversationNotFoundError):  # another owner's: nothing moved or added
+        await store._call(
+            lambda db: _schema.add_exchange(db, "x", conv.id, "q", "m"), write=True, bare=True
+        )
+    after = await store.get_conversation("o", conv.id)
+    assert after is not None
+    assert after.message_count == 2
 
 
 async def test_history_is_the_owners_only(store: Either) -> None:
@@ -570,10 +626,11 @@ async def test_an_exchange_is_rolled_back_whole(
     store: Either, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The messages' insert fails after the conversation's count and title moved (one
-    transaction on both backends, never run bare): nothing of it is kept."""
+    transaction on both backends; one statement on PostgreSQL): nothing of it is kept."""
     conv = await store.create_conversation("o", title=None, model="m", system=None)
-    broken = _schema._INSERT_EXCHANGE.replace("INTO messages", "INTO no_such_table")
-    monkeypatch.setattr(_schema, "_INSERT_EXCHANGE", broken)
+    for name in ("_INSERT_EXCHANGE", "_EXCHANGE_AT_ONCE"):  # SQLite's, PostgreSQL's
+        broken = getattr(_schema, name).replace("INTO messages", "INTO no_such_table")
+        monkeypatch.setattr(_schema, name, broken)
     with pytest.raises(StoreError, match="no_such_table"):
         await store.add_exchange("o", conv.id, question="lost", model=None)
     assert await store.get_messages("o", conv.id) == []

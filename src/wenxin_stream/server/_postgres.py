@@ -25,10 +25,11 @@ synchronous driver with the PostgreSQL dialect. (The driver was chosen by
   does: a caller that is cancelled does not cancel its operation (an answer being saved at
   shutdown is saved), and never lets more than ``size`` operations run.
 
-An operation that is one statement (an answer's final record, a conversation read or created)
-is run *bare*: no ``BEGIN`` / ``COMMIT`` around it, since in autocommit mode the statement is
-its own transaction — one round trip to the database instead of three, which on a busy relay
-core is most of the store's cost per answer (``bench/PROFILE.md``).
+An operation that is one statement (an ask's history, its exchange, an answer's final record,
+a conversation read or created) is run *bare*: no ``BEGIN`` / ``COMMIT`` around it, since in
+autocommit mode the statement is its own transaction — one round trip to the database instead
+of three, which on a busy relay core is most of the store's cost per answer
+(``bench/PROFILE.md``).
 
 Unlike SQLite's worker, there is no group commit: PostgreSQL commits many transactions in
 parallel on its own connections, and a group would make one failing operation's connection

@@ -260,6 +260,7 @@ _MSG = (
     "id, conversation_id, role, content, status, end_reason, model, usage, ttft_ms, "
     "total_ms, generated_chars, delivered_chars, created_at, extras"
 )
+_CONV_COLUMNS = len(_CONV.split(", "))
 # Statements are built once, from constant column lists: no input ever reaches their text.
 _INSERT_CONVERSATION = f"INSERT INTO conversations ({_CONV}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 _SELECT_CONVERSATIONS = f"SELECT {_CONV} FROM conversations WHERE owner = ?"  # noqa: S608
@@ -280,7 +281,28 @@ _INSERT_EXCHANGE = (
     "SELECT ?, id, 'assistant', '', 'streaming', ?, ?, message_count - 1, ? "
     "FROM conversations WHERE id = ? AND owner = ?"
 )
+_EXCHANGE_AT_ONCE = (
+    f"WITH moved AS ({_MOVE_CONVERSATION} RETURNING id, message_count) "  # noqa: S608
+    "INSERT INTO messages "
+    "(id, conversation_id, role, content, status, model, created_at, seq, producer) "
+    "SELECT ?, id, 'user', ?, 'complete', ?, ?, message_count - 2, NULL FROM moved "
+    "UNION ALL "
+    "SELECT ?, id, 'assistant', '', 'streaming', ?, ?, message_count - 1, ? FROM moved"
+)
+""":data:`_MOVE_CONVERSATION` and :data:`_INSERT_EXCHANGE` as one statement, for a dialect
+with :attr:`~._sql.Dialect.modifying_cte`: the messages' seqs come from the moved row itself;
+two rows inserted, or none when the conversation is not the owner's."""
 _SELECT_MESSAGES = f"SELECT {_MSG} FROM messages WHERE conversation_id = ? ORDER BY seq"  # noqa: S608
+_SELECT_HISTORY = (
+    "SELECT "  # noqa: S608
+    + ", ".join(f"c.{name}" for name in _CONV.split(", "))
+    + ", "
+    + ", ".join(f"m.{name}" for name in _MSG.split(", "))
+    + " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id "
+    "WHERE c.owner = ? AND c.id = ? ORDER BY m.seq"
+)
+"""A conversation and its messages as one read: a row per message (one row of ``NULL``
+message columns for a conversation without any), the conversation's columns first."""
 _UPDATE_MESSAGE = (
     "UPDATE messages SET content = ?, status = ?, end_reason = ?, usage = ?, ttft_ms = ?, "
     "total_ms = ?, generated_chars = ?, delivered_chars = ?, extras = ? WHERE id = ?"
@@ -399,16 +421,17 @@ def get_history(
     db: Db, owner: str, cid: str
 ) -> tuple[ConversationRecord | None, list[MessageRecord]]:
     """The conversation and its messages in order (``(None, [])`` if it is missing or another
-    owner's). Two reads that need no common snapshot: a message added or a conversation
-    deleted between them is what a read a moment later would have seen, and the write that
-    follows an ask checks again (:func:`add_exchange`)."""
-    with db.pipeline():  # both reads in one round trip
-        found = db.send(_SELECT_CONVERSATIONS + " AND id = ?", (owner, cid))
-        listed = db.send(_SELECT_MESSAGES, (cid,))
-    row = found.fetchone()
-    if row is None:  # the messages of another owner's conversation are not shown
+    owner's). One statement, a join (so one snapshot, though an ask needs none: the write
+    that follows it checks the conversation again, :func:`add_exchange`): on PostgreSQL one
+    execution and round trip, where a pipeline of two SELECTs cost the client as much Python
+    as two (``bench/PROFILE.md``)."""
+    rows = db.all(_SELECT_HISTORY, (owner, cid))
+    if not rows:  # the messages of another owner's conversation are not shown
         return None, []
-    return ConversationRecord(*row), [_message(row) for row in listed.fetchall()]
+    conversation = ConversationRecord(*rows[0][:_CONV_COLUMNS])
+    if rows[0][_CONV_COLUMNS] is None:  # the join's one row for a conversation with none
+        return conversation, []
+    return conversation, [_message(row[_CONV_COLUMNS:]) for row in rows]
 
 
 def add_message(
@@ -523,11 +546,20 @@ def add_exchange(
         new_id("m_"), cid, "assistant", "", "streaming", None, model, None, None, None, None,
         None, now,
     )  # fmt: skip
-    # Two statements sent together (one round trip): the conversation's count, time and
-    # (first question) title move first — which also locks its row, so concurrent asks in
-    # one conversation take their seqs one after the other — then both messages, their seqs
-    # read from the moved count; a conversation that is not the owner's moves nothing and
-    # gets no message.
+    # The conversation's count, time and (first question) title move first — which also locks
+    # its row, so concurrent asks in one conversation take their seqs one after the other —
+    # then both messages, their seqs read from the moved count; a conversation that is not
+    # the owner's moves nothing and gets no message. On PostgreSQL that is one statement;
+    # elsewhere two, sent together (one round trip where there are round trips).
+    if db.dialect.modifying_cte:
+        inserted = db.run(
+            _EXCHANGE_AT_ONCE,
+            (now, default_title(question), cid, owner,
+             asked.id, question, model, now, answer.id, model, now, producer),
+        )  # fmt: skip
+        if inserted != 2:
+            raise ConversationNotFoundError(f"no conversation {cid!r}")
+        return asked, answer
     with db.pipeline():
         moved = db.send(_MOVE_CONVERSATION, (now, default_title(question), cid, owner))
         db.send(

@@ -13,7 +13,8 @@ its :class:`Dialect` first.
 (statements are written with ``?``, DB-API's ``qmark`` style; :meth:`Dialect.sql` rewrites them
 to ``%s`` for a ``format`` driver such as psycopg) and how a read or write transaction begins
 (SQLite's ``BEGIN IMMEDIATE`` takes the write lock up front, so a writer never fails half-way
-on a lock upgrade), and how schema migrations are serialised between processes. The
+on a lock upgrade), how schema migrations are serialised between processes, and whether one
+statement may chain two writes (PostgreSQL's data-modifying ``WITH``). The
 operations are synchronous functions run by a worker thread, so the PostgreSQL store
 (``_postgres``) uses a synchronous DB-API driver (psycopg) under the same :class:`Db`; nothing
 else in the operations is specific to one database.
@@ -95,6 +96,10 @@ class Dialect:
     lock_schema: str = ""
     """Statement that serialises schema migrations until the transaction ends ("": the write
     transaction's own lock is enough)."""
+    modifying_cte: bool = False
+    """Whether a ``WITH`` clause may hold an ``UPDATE … RETURNING`` whose rows the statement
+    reads (PostgreSQL): two dependent writes as one statement, one round trip and one
+    execution instead of a pipeline of two."""
 
     def sql(self, text: str) -> str:
         """``text`` with its ``?`` markers in this dialect's style (our SQL has no literal
@@ -109,7 +114,12 @@ MIGRATION_LOCK = 0x77656E78696E  # "wenxin"
 """The PostgreSQL advisory lock key that serialises migrations of one database."""
 
 POSTGRESQL = Dialect(
-    "postgresql", "format", "BEGIN", "BEGIN", f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
+    "postgresql",
+    "format",
+    "BEGIN",
+    "BEGIN",
+    f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})",
+    modifying_cte=True,
 )
 """PostgreSQL through psycopg (``_postgres``): migrations hold a transaction-scoped advisory
 lock, so several instances starting at once upgrade the schema one after the other."""
