@@ -75,6 +75,8 @@ _set_text = vars(TextDelta)["text"].__set__
 def text_chunk_events(data: str, out: list[StreamEvent]) -> str | None:
     """If ``data`` is a plain text chunk, append its events to ``out`` and return its id
     (``""`` if it has none); else return None and leave ``out`` alone."""
+    if data[-3:] != "}]}" and not data.endswith(',"usage":null}'):
+        return None  # usage, an error, …: not worth the regex's scan to the end
     match = _match_text_chunk(data)
     if match is None:
         return None
