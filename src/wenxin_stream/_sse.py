@@ -46,7 +46,11 @@ bytes you read and write out the bytes it gives you.
 #
 # Fast paths: a chunk with no CR (the norm: servers send LF) is split with bytes.split(b"\n"),
 # which is a memchr loop in C; chunks with a CR go through one precompiled regex. When the partial
-# line plus the chunk is within the line limit, no per-line length check is needed at all.
+# line plus the chunk is within the line limit, no per-line length check is needed at all. A
+# chunk that is exactly one ``data: …`` line and the blank line after it, arriving with nothing
+# pending (no partial line, no data, event type or retry of an open block), is one event at once
+# (``_one_event``): the event the line splitter and the interpreter would make of it, without
+# them (tests/test_properties_sse.py holds the two paths equal).
 #
 # Field interpreter
 # -----------------
@@ -288,6 +292,11 @@ class SSEDecoder:
             if not data:
                 return []
 
+        if not self._data and not self._buf:
+            event = self._one_event(data)
+            if event is not None:
+                return event
+
         buf = self._buf
         if b"\r" in data:
             parts = _LINE_END.split(data)
@@ -313,6 +322,22 @@ class SSEDecoder:
             buf.clear()
         buf += tail
         return self._interpret(parts)
+
+    def _one_event(self, data: bytes) -> list[ServerSentEvent] | None:
+        """The event of a chunk that is exactly ``data: …`` LF LF when no line or event is
+        pending (the norm: one upstream write per event); None for anything else."""
+        if (
+            data.startswith(b"data: ")
+            and data.find(10) == len(data) - 2  # its only LFs are the last two bytes
+            and data[-1] == 0x0A
+            and 13 not in data
+            and self._event_type is None
+            and self._block_retry is None
+            and len(data) - 2 <= self._max_line
+            and len(data) - 8 <= self._max_event
+        ):
+            return [_event(data[6:-2].decode("utf-8", "replace"), "message", self._last_id, None)]
+        return None
 
     def _strip_bom(self, data: bytes) -> bytes:
         """Settle whether the stream starts with a BOM; return the bytes left to process."""

@@ -9,14 +9,15 @@ deferred errors, terminal-event bookkeeping) with v1; see ``_stream_parser``.
 # Theory of operation (v2 specifics)
 # ==================================
 #
-# Per SSE event: ``[DONE]`` is the terminal event (anything after it is ignored). Otherwise one
-# ``json.loads``; an object with ``error`` and no ``choices`` is a mid-stream error and raises
-# the APIError (classified by its code, since the HTTP status was 200). A chunk becomes, in
-# order: ChunkMeta, then per choice ReasoningDelta, TextDelta (or SearchStatusEvent),
-# ToolCallDelta…, FunctionCallEvent, SafetyEvent; then SearchInfoEvent (top-level
-# ``search_results``), UnknownFieldsEvent (chunk, choice and delta scopes), FinishEvent (a
-# non-empty ``finish_reason``; ``normal`` is the 2024 spelling of ``stop``) and UsageEvent (every
-# non-null ``usage``: with ``include_usage`` only the last chunk has one, with
+# Per SSE event: ``[DONE]`` is the terminal event (anything after it is ignored). A plain text
+# chunk (the common case) is read by ``_wire_v2_text`` without the generic parse, with the same
+# events. Otherwise one ``json.loads``; an object with ``error`` and no ``choices`` is a
+# mid-stream error and raises the APIError (classified by its code, since the HTTP status was
+# 200). A chunk becomes, in order: ChunkMeta, then per choice ReasoningDelta, TextDelta (or
+# SearchStatusEvent), ToolCallDelta…, FunctionCallEvent, SafetyEvent; then SearchInfoEvent
+# (top-level ``search_results``), UnknownFieldsEvent (chunk, choice and delta scopes),
+# FinishEvent (a non-empty ``finish_reason``; ``normal`` is the 2024 spelling of ``stop``) and
+# UsageEvent (every non-null ``usage``: with ``include_usage`` only the last chunk has one, with
 # ``chunk_include_usage`` every chunk carries the running total). A usage-only chunk with
 # ``choices: []`` is fine.
 #
@@ -87,6 +88,7 @@ from ._stream_parser import (
     parse_function_call,
     parse_usage,
 )
+from ._wire_v2_text import text_chunk_events
 
 __all__ = ["V2StreamParser", "parse_v2_body", "parse_v2_response"]
 
@@ -321,6 +323,14 @@ class V2StreamParser(StreamParser):
         if data[:1] != "{" and data.strip() == "[DONE]":
             self._finished = True
             return
+        rid = text_chunk_events(data, out)
+        if rid is None:
+            self._handle_chunk(data, out)
+        elif rid:
+            self._response_id = rid
+
+    def _handle_chunk(self, data: str, out: list[StreamEvent]) -> None:
+        """Any chunk, by the generic parse (a plain text chunk gives the same events)."""
         chunk = self._load(data)
         get = chunk.get
         choices = get("choices")
