@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,7 @@ from wenxin_stream.emulator import ServerHandle
 from wenxin_stream.server._checkpoints import Checkpoints
 from wenxin_stream.server._metrics import Metrics
 from wenxin_stream.server._schema import StoreUnavailableError
-from wenxin_stream.server._store import PostgresStore, SQLiteStore, StoreError, open_store
+from wenxin_stream.server._store import PostgresStore, SQLiteStore, StoreError
 from wenxin_stream.server._usage import UsageRecord
 from wenxin_stream.server._usage_writer import UsageWriter
 
@@ -187,20 +187,6 @@ async def test_the_checkpoint_tick_writes_the_pending_records() -> None:
     finally:
         await checkpoints.aclose()
     assert store.calls[0] == ["s_1/1", "s_2/1"]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "data" / "wenxin.db")
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-async def store(database: str) -> AsyncIterator[Either]:
-    async with open_store(database, pool_size=2) as s:
-        yield s
 
 
 async def test_reads_through_the_writer_see_every_ended_answer(store: Either) -> None:
