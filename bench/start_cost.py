@@ -71,7 +71,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
         "admission (limits, budgets, token estimate)",
         ("_limits.py", "_budgets.py", "_token_estimate.py", "_ratelimit.py"),
     ),
-    ("usage records at the end", ("_usage.py",)),
+    ("usage records at the end", ("_usage.py", "_usage_writer.py")),
     (
         "SDK: request building and validation",
         (

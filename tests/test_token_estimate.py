@@ -115,6 +115,40 @@ def test_the_fast_count_is_the_rule_read_character_by_character(text: str) -> No
     assert _token_estimate._counts(text) == _counts_char_by_char(text)
 
 
+@given(st.lists(_TRICKY, min_size=64, max_size=200).map("".join))
+def test_kept_counts_are_the_rule_too(text: str) -> None:
+    # long enough to be kept: the first count scans, the second comes from the cache
+    assert _token_estimate._counts(text) == _counts_char_by_char(text)
+    assert _token_estimate._counts(text) == _counts_char_by_char(text)
+
+
+def test_a_prompt_estimated_twice_is_scanned_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the server's admission, then the upstream client's limiter: the same texts (equal, not
+    # necessarily the same objects); short texts and very long ones are scanned each time
+    scanned: list[int] = []
+    scan = _token_estimate._scan
+
+    def counting(text: str) -> tuple[int, int]:
+        scanned.append(len(text))
+        return scan(text)
+
+    monkeypatch.setattr(_token_estimate, "_scan", counting)
+    _token_estimate._kept_counts.cache_clear()
+    low, high = _token_estimate.CACHED_LENGTHS
+    history = "你好，世界。" * 40
+    huge = "长" * (high + 1)
+    prompt = [
+        {"role": "user", "content": history},
+        {"role": "assistant", "content": "x" * low},
+        {"role": "user", "content": "short"},
+        {"role": "user", "content": huge},
+    ]
+    first = estimate_tokens(prompt)
+    again = [{**m, "content": "".join(list(m["content"]))} for m in prompt]  # new objects
+    assert estimate_tokens(again) == first
+    assert sorted(scanned) == sorted([240, low, 5, high + 1, 5, high + 1])
+
+
 @given(st.lists(st.text(), max_size=5))
 def test_estimate_is_deterministic_and_monotonic(texts: list[str]) -> None:
     messages = [{"role": "user", "content": t} for t in texts]

@@ -37,6 +37,7 @@ word instead of two, and a ``**`` or a ``1.`` is now a word.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -63,8 +64,32 @@ _CJK_RANGES = (
 _CJK_RUN = re.compile(f"[{_CJK_RANGES}]+")
 
 
+CACHED_LENGTHS = (64, 16_384)
+"""Texts this long (in characters, both included) have their counts kept (:func:`_counts`)."""
+
+
+@functools.lru_cache(maxsize=256)  # at most 256 texts of at most 16,384 characters: ≤ 16 MiB
+def _kept_counts(text: str) -> tuple[int, int]:
+    return _scan(text)
+
+
 def _counts(text: str) -> tuple[int, int]:
-    """(CJK characters, words) in ``text``."""
+    """(CJK characters, words) in ``text``.
+
+    A prompt is estimated at least twice — the server's admission, then the upstream client's
+    limiter (on the native route the prompt is the conversation's history, estimated again at
+    every question) — so the counts of texts of :data:`CACHED_LENGTHS` are kept (the last 256
+    texts): the second estimate of a text is a hash lookup. Shorter texts cost less to scan
+    than to look up; longer ones are not kept, to bound the memory.
+    """
+    low, high = CACHED_LENGTHS
+    if low <= len(text) <= high:
+        return _kept_counts(text)
+    return _scan(text)
+
+
+def _scan(text: str) -> tuple[int, int]:
+    """(CJK characters, words) in ``text``, counted."""
     if text.isascii():
         return 0, len(text.split())
     runs = _CJK_RUN.findall(text)

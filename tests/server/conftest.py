@@ -4,7 +4,7 @@ name so that no test module imports a ``conftest``)."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from servers import serving
 from services import Service
 from wenxin_stream.emulator import EmulatorConfig, ServerHandle
 from wenxin_stream.emulator import create_app as create_emulator
+from wenxin_stream.server._store import PostgresStore, SQLiteStore, open_store
 
 
 @pytest.fixture
@@ -66,3 +67,20 @@ def recorded() -> Iterator[tuple[Recorder, ServerHandle]]:
     recorder = Recorder(create_emulator(EmulatorConfig(ttft=0.0, interval=0.0, v2_interval=0.0)))
     with serving(recorder) as handle:
         yield recorder, handle
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh database is, for the tests of a store on both backends: a SQLite file,
+    or a PostgreSQL URL (a new schema)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "data" / "wenxin.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[SQLiteStore | PostgresStore]:
+    """A store open on :func:`database`."""
+    async with open_store(database, pool_size=2) as s:
+        yield s

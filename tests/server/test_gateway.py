@@ -5,6 +5,7 @@ one channel, bounded failover, readiness, metrics and the admin view."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -226,11 +227,17 @@ def test_two_qianfan_accounts_and_a_self_hosted_server_survive_losing_any_one(
             assert r.status_code == 200
             reported += r.json()["usage"]["total_tokens"]
         assert all(health["requests"]["ok"] > 0 for health in admin(srv).values())
-        with sqlite3.connect(srv.db) as db:  # spend: each request once, at its channel's price
-            spend = db.execute(
-                "SELECT channel, prompt_tokens, completion_tokens, total_tokens, cost_nano,"
-                " estimated FROM usage_records"
-            ).fetchall()
+
+        def stored() -> list[Any]:
+            with contextlib.closing(sqlite3.connect(srv.db)) as db:
+                return db.execute(
+                    "SELECT channel, prompt_tokens, completion_tokens, total_tokens, cost_nano,"
+                    " estimated FROM usage_records"
+                ).fetchall()
+
+        # spend: each request once, at its channel's price (stored by the checkpoint tick)
+        wait_for(lambda: len(stored()) >= 30, timeout=10)
+        spend = stored()
         assert len(spend) == 30
         assert sum(row[3] for row in spend) == reported  # what the upstreams reported
         assert {row[0] for row in spend} == set(ports)

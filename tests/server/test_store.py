@@ -34,17 +34,9 @@ from wenxin_stream.server._store import (
 )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a fresh database is: a SQLite file, or a PostgreSQL URL (a new schema)."""
-    if request.param == "sqlite":
-        return str(tmp_path / "data" / "wenxin.db")
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 @pytest.fixture
 async def store(database: str) -> AsyncIterator[SQLiteStore | PostgresStore]:
+    """A store open on ``database`` (conftest: both backends), with a pool of 4."""
     async with open_store(database, pool_size=4) as s:
         yield s
 

@@ -4,7 +4,6 @@ same request refused), sums beyond 32 bits, the report's grouping, budgets set a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -30,20 +29,6 @@ from wenxin_stream.server._usage import (
 )
 
 Either = SQLiteStore | PostgresStore
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "data" / "wenxin.db")
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-async def store(database: str) -> AsyncIterator[Either]:
-    async with open_store(database, pool_size=2) as s:
-        yield s
 
 
 def _record(stream: str, attempt: int, key: str = "k_a", **over: object) -> UsageRecord:

@@ -37,8 +37,10 @@ per-key limits; when a limit refuses, the budget's hold is given back whole, so 
 request spends nothing of either. When
 the generation ends, :meth:`Answers._account` turns the SDK's per-request ledger (one entry
 per upstream request that generated something: retries and continuations are separate
-requests, each counted once) into ``_usage`` records — stored, counted in ``/metrics`` and
-settled against the budgets (their sum replaces the estimate). Per answer, never per chunk.
+requests, each counted once) into ``_usage`` records — counted in ``/metrics``, settled
+against the budgets (their sum replaces the estimate) and handed to ``_usage_writer``, which
+stores the records of all the answers that ended in one checkpoint interval in one operation.
+Per answer, never per chunk.
 
 :meth:`Answers.complete` is the OpenAI route's: the same admission, generation and record,
 but nothing stored and nothing to resume (its one subscriber is the request).
@@ -106,6 +108,7 @@ from ._usage import (
     taken_over_record,
     usage_records,
 )
+from ._usage_writer import UsageWriter
 
 __all__ = [
     "MAX_IMAGES",
@@ -282,13 +285,16 @@ class Answers:
         clock: Callable[[], float] = time.time,
         takeover: str = "continue",
         pacer: StartPacer | None = None,
+        usage: UsageWriter | None = None,
     ) -> None:
+        self.usage = usage or UsageWriter(store, batched=False)
+        """Stores the answers' usage records (``_usage_writer``: with the checkpoint tick)."""
         self.pacer = pacer
         """Admits the starts of a burst a slice at a time (``_pacing``; ``None``: off)."""
         self.takeover = takeover
         """What a takeover does with an answer (``continue`` where allowed, or
         ``interrupt``)."""
-        self.budgets: Budgeter = budgets or BudgetLimiter(store.spent_since, clock=clock)
+        self.budgets: Budgeter = budgets or BudgetLimiter(self.usage.spent_since, clock=clock)
         """The per-key budgets (``_budgets``: in this process, or the fleet's in Redis)."""
         self.pricing = pricing or Pricing()
         self._clock = clock
@@ -551,10 +557,10 @@ class Answers:
         return records
 
     async def _store_usage(self, records: list[UsageRecord]) -> None:
-        """Count ``records`` in ``/metrics`` and store them (one transaction)."""
+        """Count ``records`` in ``/metrics`` and store them (``_usage_writer``: with the
+        next checkpoint tick, many answers in one operation)."""
         self._count_usage(records)
-        if records:
-            await self.store.record_usage(records)
+        await self.usage.record(records)
 
     def _count_usage(self, records: list[UsageRecord]) -> None:
         metrics = self.relay.metrics

@@ -86,6 +86,7 @@ from ._sweeper import Sweeper
 from ._takeover import Claimed, Takeovers
 from ._upstream import Upstream
 from ._usage import Pricing
+from ._usage_writer import UsageWriter
 from ._ws import Sockets
 
 __all__ = ["Server", "ServerState", "StartupError", "create_app"]
@@ -162,6 +163,7 @@ class Server:
         self.audit: AuditLog
         self.upstream: Upstream
         self.checkpoints: Checkpoints
+        self.usage: UsageWriter
         self.answers: Answers
         self.sockets: Sockets
         self.eventlog: EventLog | None = None
@@ -460,19 +462,23 @@ class Server:
     def _compose(self) -> None:
         """The use case and the route objects, each with what it uses; the routing table."""
         config, access, upstream, relay = self.config, self.access, self.upstream, self.relay
+        interval = config.checkpoint_interval
+        # with the checkpoint tick: the usage records of many answers in one store operation
+        self.usage = UsageWriter(self.store, batched=interval > 0)
         self.checkpoints = Checkpoints(
-            self.store, self.metrics, interval=config.checkpoint_interval
+            self.store, self.metrics, interval=interval, usage=self.usage
         )
         relay.upstream_pause = upstream.rate_limit_delay
-        budgets: Budgeter = BudgetLimiter(self.store.spent_since)
+        budgets: Budgeter = BudgetLimiter(self.usage.spent_since)
         if self.leases is not None:  # a fleet: the budgets' counters in Redis too
-            budgets = SharedBudgets(self.leases, self.store.spent_since)
+            budgets = SharedBudgets(self.leases, self.usage.spent_since)
         self.answers = Answers(
             budgets=budgets,
             pricing=_pricing_of(config.gateway),
             store=self.store,
             relay=relay,
             checkpoints=self.checkpoints,
+            usage=self.usage,
             limiter=self.limiter,
             upstream=upstream,
             audit=self.audit,
@@ -518,7 +524,7 @@ class Server:
             ).routes(),
             ModelRoutes(access=access, upstream=upstream).routes(),
             AdminRoutes(access=access, upstream=upstream, admin_key=config.admin_key).routes(),
-            UsageRoutes(access=access, store=self.store).routes(),
+            UsageRoutes(access=access, usage=self.usage).routes(),
             self.sockets.routes(),
         ):
             routes.update(group)
@@ -551,6 +557,7 @@ class Server:
         await self.drain()
         self.state = ServerState.STOPPED
         await self.checkpoints.aclose()
+        await self.usage.aclose()  # the answers that ended since the last tick
         if self.sweeper is not None:
             await self.sweeper.aclose()
         await self.upstream.aclose()

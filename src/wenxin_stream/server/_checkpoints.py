@@ -53,6 +53,9 @@ end reason (the row stays ``streaming`` meanwhile, under a producer that is aliv
 ends it). What is still deferred when the server stops is tried once more and otherwise
 reported as lost in the log (the rows keep their last checkpoint).
 
+**Usage records.** The tick also writes the usage records of the answers that ended since
+the last one, all in one store operation (``_usage_writer``), after the checkpoints.
+
 **One instance.** The answers tracked are this process's. With several instances sharing a
 database (the scale-out issue), the tick is also the natural place to renew a per-row lease
 naming the producing instance (see ``Store.mark_streaming_as``).
@@ -69,6 +72,7 @@ from ._metrics import Metrics
 from ._relay import EntryKind, Generation
 from ._schema import StoreError
 from ._store import Checkpoint, Store
+from ._usage_writer import UsageWriter
 
 __all__ = ["DEFAULT_INTERVAL", "SLICE", "Checkpoints"]
 
@@ -121,11 +125,18 @@ class Checkpoints:
     module docstring); ``interval`` 0 turns checkpoints off (tracking is then free)."""
 
     def __init__(
-        self, store: Store, metrics: Metrics, *, interval: float = DEFAULT_INTERVAL
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        usage: UsageWriter | None = None,
     ) -> None:
         if not interval >= 0:
             raise ValueError(f"interval must be >= 0, got {interval!r}")
         self.store = store
+        self.usage = usage
+        """The ended answers' usage records, written by each tick (``_usage_writer``)."""
         self.metrics = metrics
         self.interval = interval
         self._tracked: dict[str, _Tracked] = {}
@@ -246,3 +257,9 @@ class Checkpoints:
             except Exception as exc:  # the store failed: say so, try again next tick
                 logger.error("could not checkpoint answers: %s: %s", type(exc).__name__, exc)
                 self.metrics.error("internal")
+            if self.usage is not None:
+                try:  # the answers ended since the last tick: their records in one operation
+                    await self.usage.flush()
+                except Exception as exc:  # kept (database away) or logged: next tick
+                    logger.error("could not store usage: %s: %s", type(exc).__name__, exc)
+                    self.metrics.error("internal")

@@ -21,9 +21,9 @@ from typing import Any
 from .._asgi import Receive, Send, send_json
 from ._access import Access, Principal
 from ._http import Context, HTTPError, Routes
-from ._store import Store
 from ._usage import Period, beijing_day, cny_from_nano, period_of, period_start
 from ._usage_sql import UsageRow
+from ._usage_writer import UsageWriter
 
 __all__ = ["UsageRoutes", "parse_day", "usage_body"]
 
@@ -114,10 +114,11 @@ class UsageRoutes:
     """``GET /api/usage`` (see the module docstring)."""
 
     def __init__(
-        self, *, access: Access, store: Store, clock: Callable[[], float] = time.time
+        self, *, access: Access, usage: UsageWriter, clock: Callable[[], float] = time.time
     ) -> None:
         self.access = access
-        self.store = store
+        self.records = usage
+        """The store's usage, read after the pending records are written (``_usage_writer``)."""
         self._clock = clock
 
     def routes(self) -> Routes:
@@ -133,9 +134,9 @@ class UsageRoutes:
         first = parse_day(query("from"), "from", period_start("month", now))
         last = parse_day(query("to"), "to", today)
         owner = principal.owner
-        rows = [] if first > last else await self.store.usage_rows(first, last, owner)
+        rows = [] if first > last else await self.records.usage_rows(first, last, owner)
         spent: dict[Period, tuple[int, int]] = {}
         if principal.budgets is not None:
             for period in principal.budgets.periods():
-                spent[period] = await self.store.spent_since(owner, period_start(period, now))
+                spent[period] = await self.records.spent_since(owner, period_start(period, now))
         await send_json(send, 200, usage_body(owner, first, last, rows, spent, principal, now))

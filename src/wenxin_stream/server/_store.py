@@ -449,7 +449,8 @@ class OperationStore:
         await self._call(_schema.ping, write=False)
 
     async def record_usage(self, records: Sequence[UsageRecord]) -> int:
-        """Store the usage records of an answer's upstream requests (one transaction)."""
+        """Store the usage records of upstream requests — of one answer, or of every answer
+        that ended in a checkpoint interval (``_usage_writer``) — in one transaction."""
         rows = list(records)
         return await self._call(lambda db: _usage_sql.insert_usage(db, rows), write=True)
 
