@@ -75,6 +75,19 @@ async def test_the_records_of_many_answers_are_written_in_one_operation() -> Non
     assert len(store.calls) == 1
 
 
+async def test_an_answer_taken_over_before_the_flush_is_left_to_its_taker() -> None:
+    store = FakeStore()
+    writer = _writer(store)
+    lost = {"s_1": False, "s_2": False}
+    await writer.record([_record("s_1")], taken=lambda: lost["s_1"])
+    await writer.record([_record("s_2")], taken=lambda: lost["s_2"])
+    await writer.record([_record("s_3")])
+    lost["s_1"] = True  # fenced after its end: the taker stores what it spent on it
+    assert await writer.flush() == 2
+    assert store.calls == [["s_2/1", "s_3/1"]]
+    assert writer.lost == 0  # not lost: recorded by the instance that took it over
+
+
 async def test_not_batched_writes_each_answer_when_it_ends() -> None:
     store = FakeStore()
     writer = UsageWriter(store, batched=False)  # type: ignore[arg-type]

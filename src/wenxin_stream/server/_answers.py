@@ -553,14 +553,16 @@ class Answers:
         )
         hold.settle(sum(r.total_tokens for r in records), sum(r.cost_nano or 0 for r in records))
         if store:
-            await self._store_usage(records)
+            await self._store_usage(records, taken=lambda: gen.lost)
         return records
 
-    async def _store_usage(self, records: list[UsageRecord]) -> None:
+    async def _store_usage(
+        self, records: list[UsageRecord], *, taken: Callable[[], bool] | None = None
+    ) -> None:
         """Count ``records`` in ``/metrics`` and store them (``_usage_writer``: with the
         next checkpoint tick, many answers in one operation)."""
         self._count_usage(records)
-        await self.usage.record(records)
+        await self.usage.record(records, taken=taken)
 
     def _count_usage(self, records: list[UsageRecord]) -> None:
         metrics = self.relay.metrics

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ._schema import StoreError, StoreUnavailableError
 from ._store import Store
@@ -52,6 +52,22 @@ MAX_PENDING = 100_000
 """Most usage records kept while the database is away (about 30 MB)."""
 
 
+class _Ended(list[UsageRecord]):
+    """One ended answer's usage records, and whether another instance has taken it over."""
+
+    __slots__ = ("taken",)
+
+    def __init__(self, records: Sequence[UsageRecord], taken: Callable[[], bool] | None) -> None:
+        super().__init__(records)
+        self.taken = taken
+
+    def was_taken(self) -> bool:
+        if self.taken is None or not self.taken():
+            return False
+        logger.info("usage of %s not stored here: its taker records it", self[0].stream_id)
+        return True
+
+
 class UsageWriter:
     """Stores the usage records of ended answers, ``batched`` (see the module docstring) or
     one answer at a time."""
@@ -60,7 +76,7 @@ class UsageWriter:
         self.store = store
         self.batched = batched
         self.max_pending = max_pending
-        self._pending: list[list[UsageRecord]] = []  # one list per answer, oldest first
+        self._pending: list[_Ended] = []  # one per answer, oldest first
         self._count = 0  # records in `_pending`
         self._lock = asyncio.Lock()
         self.lost = 0
@@ -71,9 +87,13 @@ class UsageWriter:
         """How many records wait for the next flush."""
         return self._count
 
-    async def record(self, records: Sequence[UsageRecord]) -> None:
+    async def record(
+        self, records: Sequence[UsageRecord], *, taken: Callable[[], bool] | None = None
+    ) -> None:
         """An answer ended with ``records``: kept for the next flush when batched, else
-        stored now (one transaction).
+        stored now (one transaction). ``taken()`` true at the flush: another instance took
+        the answer over meanwhile (its producer learnt it after the end), and the taker
+        records what this process spent on it — these records are dropped, not counted twice.
 
         Raises:
             StoreError: not batched, and the store refused them.
@@ -83,7 +103,7 @@ class UsageWriter:
         if not self.batched:
             await self.store.record_usage(records)
             return
-        self._pending.append(list(records))
+        self._pending.append(_Ended(records, taken))
         self._count += len(records)
         self._bound()
 
@@ -96,6 +116,7 @@ class UsageWriter:
         """
         async with self._lock:
             batch, self._pending, self._count = self._pending, [], 0
+            batch = [answer for answer in batch if not answer.was_taken()]
             if not batch:
                 return 0
             try:
@@ -108,7 +129,7 @@ class UsageWriter:
             except StoreError:
                 return await self._one_by_one(batch)
 
-    async def _one_by_one(self, batch: list[list[UsageRecord]]) -> int:
+    async def _one_by_one(self, batch: list[_Ended]) -> int:
         stored = 0
         for i, answer in enumerate(batch):
             try:
