@@ -4,7 +4,7 @@ PostgreSQL servers (``services``) for the tests that need them."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import psycopg
@@ -13,6 +13,7 @@ import pytest
 from servers import emulator
 from services import Service, ServiceUnavailable, postgres_server, redis_server, unavailable
 from wenxin_stream.emulator import ServerHandle
+from wenxin_stream.server._redis import SharedRedis
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +41,15 @@ def redis_service() -> Iterator[Service]:
             yield service
     except ServiceUnavailable as exc:
         unavailable(str(exc))
+
+
+@pytest.fixture
+async def shared_redis(redis_service: Service) -> AsyncIterator[SharedRedis]:
+    """The session's Redis as the server sees it, with a key prefix of its own."""
+    redis = SharedRedis(redis_service.url, timeout=1.0, prefix=f"t{secrets.token_hex(3)}:")
+    await redis.open()
+    yield redis
+    await redis.close()
 
 
 @pytest.fixture(scope="session")

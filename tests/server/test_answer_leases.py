@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 from test_eventlog import FakeAnswer, entries
 
-from services import Service
 from wenxin_stream.server._answer_leases import AnswerLeases
 from wenxin_stream.server._eventlog_keys import log_key, meta_key
 from wenxin_stream.server._eventlog_writer import LogWriter
@@ -30,11 +27,8 @@ from wenxin_stream.server._takeover import (
 
 
 @pytest.fixture
-async def shared(redis_service: Service) -> AsyncIterator[SharedRedis]:
-    redis = SharedRedis(redis_service.url, timeout=1.0, prefix=f"t{secrets.token_hex(3)}:")
-    await redis.open()
-    yield redis
-    await redis.close()
+def shared(shared_redis: SharedRedis) -> SharedRedis:
+    return shared_redis
 
 
 def writer(shared: SharedRedis, instance: str, leases: AnswerLeases) -> LogWriter:

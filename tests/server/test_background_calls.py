@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 
-from services import Service, redis_server
+from services import redis_server
 from wenxin_stream.server._background_calls import BackgroundCalls
 from wenxin_stream.server._redis import SharedRedis
 
-INCR_BY = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
-
 
 @pytest.fixture
-async def shared(redis_service: Service) -> AsyncIterator[SharedRedis]:
-    redis = SharedRedis(redis_service.url, timeout=1.0, prefix=f"t{secrets.token_hex(3)}:")
-    await redis.open()
-    yield redis
-    await redis.close()
+def shared(shared_redis: SharedRedis) -> SharedRedis:
+    return shared_redis
+
+
+INCR_BY = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 
 
 async def test_the_calls_of_one_moment_share_one_pipeline(shared: SharedRedis) -> None:

@@ -4,15 +4,18 @@ theirs) is no death."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
-from services import Service
 from wenxin_stream.server._liveness import instance_key
 from wenxin_stream.server._redis import SharedRedis
 from wenxin_stream.server._sweeper import Sweeper
+
+
+@pytest.fixture
+def shared(shared_redis: SharedRedis) -> SharedRedis:
+    return shared_redis
 
 
 class FakeStore:
@@ -32,14 +35,6 @@ class FakeStore:
         self.marked.append((end_reason, swept))
         self.producers = [p for p in self.producers if p not in swept]
         return len(swept)
-
-
-@pytest.fixture
-async def shared(redis_service: Service) -> AsyncIterator[SharedRedis]:
-    redis = SharedRedis(redis_service.url, timeout=1.0, prefix=f"t{secrets.token_hex(3)}:")
-    await redis.open()
-    yield redis
-    await redis.close()
 
 
 async def _alive(redis: SharedRedis, instance: str, alive: bool) -> None:
