@@ -550,7 +550,7 @@ class Compare:
         self.profile = QUICK if args.quick else FULL
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_name = f"quick-{stamp}" if args.quick else stamp
-        self.out = Path(args.out) if args.out else BENCH_DIR / "results" / self.run_name
+        self.out = Path(args.out).resolve() if args.out else BENCH_DIR / "results" / self.run_name
         self.raw = self.out / "raw"
         self.logs = self.out / "logs"
         self.plots = self.out / "plots"
