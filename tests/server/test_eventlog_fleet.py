@@ -7,6 +7,7 @@ without an end and without hanging, and makes B answer 503."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -220,10 +221,11 @@ def test_nothing_is_left_in_redis_after_the_resume_window(
             info = db.info("memory")
             used.append(info["used_memory"] - info["mem_clients_normal"])
     print("used_memory after each round:", used)
-    # what answers leave behind adds up round after round (rounds 3–5: three times);
-    # Redis's own tables grow by steps of ~25 KB now and then (seen once or twice in a run,
-    # more often under load), which is not what this is about
-    assert used[4] <= used[1] + 64 * 1024
+    # what answers leave behind adds up round after round; Redis's own tables grow by a
+    # step of 25–70 KB now and then (seen in full CI runs), which is not what this is about
+    steps = [after - before for before, after in itertools.pairwise(used[1:])]
+    assert min(steps) <= 8 * 1024  # not growing round after round
+    assert used[4] <= used[1] + 128 * 1024
     db.close()
 
 
