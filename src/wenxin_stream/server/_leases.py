@@ -128,7 +128,6 @@ class Leases:
         self._held: dict[str, set[str]] = {}  # lease set → lease ids held here
         self._renew: Any = None
         self._task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
         self.later = BackgroundCalls(redis)
         """The calls nobody waits for (lease removals, settlements), sent together."""
         self.renewals = 0
@@ -176,25 +175,9 @@ class Leases:
             del self._held[lease_key]
         self.later.command("ZREM lease", "ZREM", lease_key, lease_id)
 
-    def spawn(self, awaitable: Any, what: str) -> None:
-        """Run one Redis call in the background, bounded; a failure is logged (no secret in
-        it: ``SharedRedis`` names the failure without the URL's password)."""
-        task = asyncio.ensure_future(self._quietly(awaitable, what))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _quietly(self, awaitable: Any, what: str) -> None:
-        try:
-            await self.redis.call(awaitable, what)
-        except SharedStateError as exc:
-            logger.warning("shared state: %s", exc)
-
     async def flush(self) -> None:
-        """Send the calls queued for later, and wait for the background calls started so far
-        (releases, settlements)."""
+        """Send the calls queued for later (releases, settlements) and wait for them."""
         await self.later.flush()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
 
     # -- renewal ----------------------------------------------------------------------------
 
@@ -260,5 +243,5 @@ class Leases:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
             # stopping gracefully: this process is gone for the others at once
-            self.spawn(self.redis.client.delete(self.liveness_key), "DEL liveness")
+            self.later.command("DEL liveness", "DEL", self.liveness_key)
         await self.flush()
