@@ -158,6 +158,12 @@ def register(subparsers: Any) -> None:
     logs = parser.add_argument_group("logging")
     _flag(logs, "access-log", "log every request", action="store_const", const=True)
     _flag(logs, "debug", "log tracebacks of internal errors", action="store_const", const=True)
+    _flag(
+        logs,
+        "stall-report",
+        "log where the event loop was whenever it ran this many seconds late (0: off)",
+        type=float,
+    )
     parser.set_defaults(handler=run)
 
 
@@ -205,6 +211,7 @@ _FIELDS = (
     "breaker_cooldown",
     "access_log",
     "debug",
+    "stall_report",
 )
 
 

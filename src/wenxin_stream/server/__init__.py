@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 from ._app import Server, ServerState, StartupError, create_app
 from ._config import ServerConfig, ServerConfigError
 from ._gc import Collector
+from ._loop_lag import LoopLag
 
 if TYPE_CHECKING:
     import uvicorn
@@ -194,6 +195,7 @@ def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
     url = base_url_of(sock)
 
     collectors: list[Collector] = []
+    lags: list[LoopLag] = []
 
     def ready(server: Server) -> None:
         # the cyclic collector off, full collections at quiet moments (see server/_gc.py)
@@ -205,6 +207,10 @@ def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
         )
         collector.start(asyncio.get_running_loop())
         collectors.append(collector)
+        # the loop's own lateness in /metrics; stall reports when asked (server/_loop_lag.py)
+        lag = LoopLag(server.metrics, stall_report=config.stall_report)
+        lag.start(asyncio.get_running_loop())
+        lags.append(lag)
         line = f"wenxin serve on {url} — upstream: {describe_upstream(server)}"
         if announce is None:
             print(line, file=sys.stderr, flush=True)
@@ -229,6 +235,8 @@ def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
     finally:
         for collector in collectors:
             collector.stop()
+        for lag in lags:
+            lag.stop()
         sock.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -157,6 +157,8 @@ class ServerConfig:
         debug: Log tracebacks of internal errors (never sent to clients).
         heap_trim: Once the load falls after a peak, return the C heap's free pages to the
             system (glibc's ``malloc_trim``; ``server/_gc.py``). ``false``: never.
+        stall_report: Seconds the event loop may run late before a watchdog thread logs
+            where it was (``server/_loop_lag.py``): a diagnosis. 0: off.
     """
 
     host: str = "127.0.0.1"
@@ -219,12 +221,15 @@ class ServerConfig:
     access_log: bool = False
     debug: bool = False
     heap_trim: bool = True
+    stall_report: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             object.__setattr__(self, f.name, _convert(f.name, getattr(self, f.name), "value"))
         if not 0 <= self.port <= 65535:
             raise ServerConfigError(f"port: must be in 0..65535, got {self.port}")
+        if self.stall_report < 0:
+            raise ServerConfigError("stall_report: must be 0 (off) or more")
         if self.start_slice < 0:
             raise ServerConfigError("start_slice: must be 0 (off) or more")
         for name in ("ping_interval", "stall_timeout", "max_body_bytes", "max_answer_chars"):
