@@ -14,7 +14,7 @@ import pytest
 from services import Service, redis_server
 from wenxin_stream.server._eventlog import EventLog
 from wenxin_stream.server._eventlog_keys import Record, log_key, meta_key
-from wenxin_stream.server._eventlog_reader import LogReader
+from wenxin_stream.server._eventlog_reader import LogReader, RemoteStream
 from wenxin_stream.server._eventlog_writer import LogWriter
 from wenxin_stream.server._http import HTTPError
 from wenxin_stream.server._metrics import Metrics
@@ -499,6 +499,25 @@ async def test_redis_down_cuts_remote_readers_and_refuses_new_ones() -> None:
             await reader.aclose()
         finally:
             await redis.close()
+
+
+async def test_a_cut_reader_raises_a_fresh_error_each_time_and_keeps_no_traceback() -> None:
+    # raising the kept failure itself would give it a traceback through next_batch's frame,
+    # which holds the stream, which holds the failure: a cycle (the server runs with the
+    # cyclic collector off, server/_gc.py)
+    redis = SharedRedis("redis://127.0.0.1:1", prefix="cut:")  # never opened: not needed
+    reader = LogReader(redis, instance="B")
+    stream = RemoteStream(reader, "s1", "ernie-4.5", 0, max_pending=10)
+    kept = HTTPError(503, "client_too_slow", "the client fell too far behind")
+    stream.fail(kept)
+    raised = []
+    for _ in range(2):
+        with pytest.raises(HTTPError) as info:
+            await stream.next_batch()
+        raised.append(info.value)
+    assert all(e is not kept and e.status == 503 and e.code == "client_too_slow" for e in raised)
+    assert raised[0] is not raised[1]
+    assert kept.__traceback__ is None
 
 
 async def test_an_answer_ending_while_a_batch_is_in_flight_gets_its_end_written(

@@ -123,8 +123,8 @@ class RemoteStream:
             HTTPError: this client was cut (Redis failed, or it fell too far behind).
         """
         while not self.pending:
-            if self.failure is not None:
-                raise self.failure
+            if self.failure is not None:  # a copy: raising the kept one would make a cycle
+                raise self.failure.copy()  # (its traceback → this frame → self → it)
             if self.done:
                 return []
             self._waiter = asyncio.get_running_loop().create_future()
