@@ -32,6 +32,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from _servers import (
@@ -53,6 +54,23 @@ PACINGS = {
     "ernie": ("ttft=0.5;interval=0.4;chunks=12;stamp=0", 12),
 }
 UPSTREAM_KEY = "bce-v3/ALTAK-bench/profile"
+
+
+def histogram_quantiles(text: str, name: str, labels: str = "") -> dict[str, float | None]:
+    """Upper bounds of the buckets holding the p50 and p99 of histogram ``name`` (the series
+    whose labels contain ``labels``) in a ``/metrics`` text, and its count."""
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{") and labels in line:
+            le = re.search(r'le="([^"]+)"', line)
+            if le:
+                buckets.append((float(le.group(1)), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0.0
+    out: dict[str, float | None] = {"count": total}
+    for q in (50, 99):
+        out[f"p{q}_le"] = next((b for b, n in buckets if n >= total * q / 100), None)
+    return out
 
 
 def summarise(collapsed: Path, top: int) -> dict[str, list[tuple[str, float]]]:
@@ -159,6 +177,11 @@ def main() -> int:
         _, err = load.communicate()
         cpu1, ends1, wall1 = cpu_seconds(serve.pid), ended_streams(url), time.monotonic()
         threads1 = thread_cpu(serve.pid)
+        metrics = ""
+        if not args.route.startswith("floor"):  # the server's own view: what it adds, lag
+            with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:  # noqa: S310
+                metrics = response.read().decode()
+            (out / "metrics.txt").write_text(metrics)
         result_file = out / "bench" / "result.json"
         result = json.loads(result_file.read_text()) if result_file.exists() else {}
         streams = ends1 - ends0
@@ -190,6 +213,14 @@ def main() -> int:
             },
             "bench_stderr": err.decode(errors="replace")[-500:],
         }
+        if metrics:  # bucket bounds (s), over the whole run (warm-up included)
+            doc["server_view"] = {
+                "ttft_added": histogram_quantiles(metrics, "wenxin_ttft_seconds", 'part="server"'),
+                "ttft_upstream": histogram_quantiles(
+                    metrics, "wenxin_ttft_seconds", 'part="upstream"'
+                ),
+                "loop_lag": histogram_quantiles(metrics, "wenxin_event_loop_lag_seconds"),
+            }
         procs.stop()  # the server first, before its Redis and PostgreSQL
         if collapsed.exists():
             doc["profile"] = summarise(collapsed, args.top)
