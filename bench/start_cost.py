@@ -24,8 +24,9 @@ OpenAI route for ``--duration`` s (one ``wenxin bench``, started over 3 s); at
 ``--burst-at`` s another ``wenxin bench`` starts ``--burst`` streams at once (``--ramp 0``).
 The running streams' chunk lateness is read from the first ``wenxin bench``: its p99 over the
 whole window, and the worst of its one-second p99s (its progress lines) from the burst on.
-Servers alternate per round. Admission pacing is off unless ``--start-slice`` turns it on in
-this tree's server (``WENXIN_START_SLICE``).
+Servers alternate per round. Each server paces its starts as its own default has it
+(this tree: on, 4 ms slices) unless ``--start-slice`` sets this tree's (``WENXIN_START_SLICE``;
+0 turns it off) and ``--baseline-start-slice`` the baseline's.
 
     mkdir -p /tmp/base && git archive main src | tar -x -C /tmp/base
     .venv/bin/python bench/start_cost.py --baseline-src /tmp/base/src --profile
@@ -132,16 +133,24 @@ PIN = True
 class Servers:
     """The emulator and the two servers (``base``, ``ours``), stopped on exit."""
 
-    def __init__(self, work: Path, baseline: Path, start_slice: float = 0.0) -> None:
+    def __init__(
+        self,
+        work: Path,
+        baseline: Path,
+        start_slice: float | None = None,
+        baseline_slice: float | None = None,
+    ) -> None:
         self.work = work
         self._procs = Processes(work)
         self.emulator = start_emulator(self._procs, enabled=PIN)
         self.servers: dict[str, tuple[int, str, str]] = {}  # tag → (pid, url, key)
-        self.servers["base"] = self._serve("base", baseline)
+        self.servers["base"] = self._serve("base", baseline, baseline_slice)
         self.servers["ours"] = self._serve("ours", None, start_slice)
 
-    def _serve(self, tag: str, src: Path | None, slice_s: float = 0.0) -> tuple[int, str, str]:
-        env = {"WENXIN_START_SLICE": f"{slice_s:g}"} if slice_s else {}
+    def _serve(
+        self, tag: str, src: Path | None, slice_s: float | None = None
+    ) -> tuple[int, str, str]:
+        env = {"WENXIN_START_SLICE": f"{slice_s:g}"} if slice_s is not None else {}
         served = start_serve(
             self._procs, tag, self.emulator, src=src, upstream_key=UPSTREAM_KEY,
             key_name="starts", env=env, pinned=PIN,
@@ -367,8 +376,12 @@ def main() -> int:
     parser.add_argument(
         "--start-slice",
         type=float,
-        default=0.0,
-        help="this tree's admission pacing (WENXIN_START_SLICE; 0: off, the default)",
+        help="this tree's admission pacing (WENXIN_START_SLICE; 0: off; default: its own)",
+    )
+    parser.add_argument(
+        "--baseline-start-slice",
+        type=float,
+        help="the baseline's admission pacing (default: its own)",
     )
     parser.add_argument(
         "--no-pin", action="store_true", help="no taskset (a machine busy with other work)"
@@ -379,7 +392,7 @@ def main() -> int:
     out = args.out = args.out or ROOT / "bench" / "results" / f"start_{args.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="start-cost-"))
-    servers = Servers(work, args.baseline_src, args.start_slice)
+    servers = Servers(work, args.baseline_src, args.start_slice, args.baseline_start_slice)
     try:
         run = run_cost if args.mode == "cost" else run_burst
         result = run(args, servers, work)

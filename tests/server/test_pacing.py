@@ -110,12 +110,12 @@ async def test_a_start_woken_then_cancelled_passes_its_turn_on() -> None:
     assert pacer.admitted == 1
 
 
-def test_the_server_paces_its_starts_only_when_asked(make_server: Callable[..., Running]) -> None:
+def test_the_server_paces_its_starts_unless_turned_off(make_server: Callable[..., Running]) -> None:
     body = {"model": "ernie-4.5-21b-a3b", "stream": True,
             "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
-    off = make_server()
-    assert off.app.answers.pacer is None  # the default: every start goes on at once
-    paced = make_server(start_slice=0.004)
+    off = make_server(start_slice=0)
+    assert off.app.answers.pacer is None  # turned off: every start goes on at once
+    paced = make_server()  # the default
     pacer = paced.app.answers.pacer
     assert pacer is not None
     assert pacer.slice == 0.004
