@@ -31,7 +31,7 @@ a turn, and the start's CPU measured ×1.0–1.24 of the same tree without pacin
 (``bench/PROFILE.md``, "Stream starts"). What it buys, measured on a quiet machine
 (``bench/start_cost.py --mode burst``: 250 ERNIE-paced streams running, 250 more started at
 once): the running streams' worst one-second p99 lateness after the burst 33–41 ms with
-pacing against 92–131 ms without, three rounds each — the burst target of issue 15 (≤ 50 ms)
+pacing (three rounds) against 85–131 ms without (seven) — the burst target of issue 15 (≤ 50 ms)
 met only with it — for the same server CPU. Hence on by default.
 """
 
