@@ -17,7 +17,10 @@ hits both alike; the figure is the median per server and route, and their ratio.
 (only the thread holding the GIL is sampled: a thread waiting on a queue is not work) and
 every sample is put in the part of the start it belongs to (:data:`PARTS`, the innermost frame
 that names one), so the CPU per start is split into its parts; the collapsed stacks stay in
-the run's temporary directory.
+the run's temporary directory. With ``--floor`` the OpenAI route's rounds also go to
+``bench/floor_relay.py`` (bytes passed through) and its ``--parse`` twin, on the same core:
+what a start costs the cheapest Python relays on this stack (uvicorn, one aiohttp request),
+the floor under any start of ours (``ratio_to_floor``).
 
 ``burst``: ``--running`` ERNIE-paced streams (``ttft=0.5;interval=0.4;chunks=12``) run on the
 OpenAI route for ``--duration`` s (one ``wenxin bench``, started over 3 s); at
@@ -50,7 +53,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _servers import Processes, cpu_seconds, pin, start_emulator, start_serve, thread_cpu
+from _servers import (
+    Processes,
+    cpu_seconds,
+    pin,
+    start_emulator,
+    start_serve,
+    thread_cpu,
+    wait_for_line,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv" / "bin"
@@ -139,6 +150,7 @@ class Servers:
         baseline: Path,
         start_slice: float | None = None,
         baseline_slice: float | None = None,
+        floors: bool = False,
     ) -> None:
         self.work = work
         self._procs = Processes(work)
@@ -146,6 +158,22 @@ class Servers:
         self.servers: dict[str, tuple[int, str, str]] = {}  # tag → (pid, url, key)
         self.servers["base"] = self._serve("base", baseline, baseline_slice)
         self.servers["ours"] = self._serve("ours", None, start_slice)
+        self.floors: dict[str, tuple[int, str, str]] = {}
+        """``bench/floor_relay.py`` (``floor``) and with ``--parse`` (``floor-parse``): the
+        cheapest Python relays on this stack, their starts measured on the OpenAI route."""
+        if floors:
+            for tag in ("floor", "floor-parse"):
+                self.floors[tag] = self._floor(tag)
+
+    def _floor(self, tag: str) -> tuple[int, str, str]:
+        argv = [*pin(0, enabled=PIN), str(VENV / "python"), str(ROOT / "bench" / "floor_relay.py"),
+                "--upstream", self.emulator]  # fmt: skip
+        if tag == "floor-parse":
+            argv.append("--parse")
+        log = self._procs.start(argv, tag)
+        proc = self._procs.procs[-1]
+        port = wait_for_line(log, r" on http://127\.0\.0\.1:(\d+)", proc)
+        return proc.pid, f"http://127.0.0.1:{port}", UPSTREAM_KEY  # the key goes upstream
 
     def _serve(
         self, tag: str, src: Path | None, slice_s: float | None = None
@@ -241,6 +269,8 @@ def run_cost(args: argparse.Namespace, servers: Servers, work: Path) -> dict[str
     for tag, (pid, url, key) in servers.servers.items():  # warm-up, not counted
         for route in args.routes:
             cost_round(pid, url, key, route, 50, args.concurrency, work / f"warm-{tag}-{route}")
+    for tag, (pid, url, key) in servers.floors.items():
+        cost_round(pid, url, key, "openai", 50, args.concurrency, work / f"warm-{tag}")
     for r in range(args.rounds):
         for route in args.routes:
             order = ["base", "ours"] if r % 2 == 0 else ["ours", "base"]
@@ -251,6 +281,13 @@ def run_cost(args: argparse.Namespace, servers: Servers, work: Path) -> dict[str
                 per[f"{route}/{tag}"].append(cpu / done * 1000)
                 print(f"round {r} {route:6} {tag}: {cpu:.2f} s CPU, {done} streams, "
                       f"{per[f'{route}/{tag}'][-1]:.3f} ms per start", flush=True)  # fmt: skip
+        for tag, (pid, url, key) in servers.floors.items():  # the OpenAI route's floor
+            out = work / f"r{r}-{tag}"
+            cpu, done = cost_round(pid, url, key, "openai", args.streams, args.concurrency, out)
+            per[f"openai/{tag}"].append(cpu / done * 1000)
+            print(
+                f"round {r} openai {tag}: {per[f'openai/{tag}'][-1]:.3f} ms per start", flush=True
+            )
     medians = {k: statistics.median(v) for k, v in per.items()}
     result: dict[str, Any] = {
         "streams_per_round": args.streams,
@@ -271,6 +308,12 @@ def run_cost(args: argparse.Namespace, servers: Servers, work: Path) -> dict[str
             for route in args.routes
         },
     }
+    if servers.floors and "openai" in args.routes:
+        result["ratio_to_floor"] = {
+            f"openai/{tag}/{floor}": round(medians[f"openai/{tag}"] / medians[f"openai/{floor}"], 3)
+            for tag in ("base", "ours")
+            for floor in servers.floors
+        }
     result["thread_ms_per_start_median"] = {
         f"{route}/{tag}/{name}": round(statistics.median(THREADS[(pid, route, name)]), 3)
         for tag, (pid, _, _) in servers.servers.items()
@@ -379,6 +422,11 @@ def main() -> int:
         help="this tree's admission pacing (WENXIN_START_SLICE; 0: off; default: its own)",
     )
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="cost: also the floor relays' starts (bench/floor_relay.py, bytes / --parse)",
+    )
+    parser.add_argument(
         "--baseline-start-slice",
         type=float,
         help="the baseline's admission pacing (default: its own)",
@@ -392,7 +440,10 @@ def main() -> int:
     out = args.out = args.out or ROOT / "bench" / "results" / f"start_{args.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="start-cost-"))
-    servers = Servers(work, args.baseline_src, args.start_slice, args.baseline_start_slice)
+    servers = Servers(
+        work, args.baseline_src, args.start_slice, args.baseline_start_slice,
+        floors=args.floor and args.mode == "cost",
+    )  # fmt: skip
     try:
         run = run_cost if args.mode == "cost" else run_burst
         result = run(args, servers, work)
