@@ -719,7 +719,12 @@ class Compare:
                 if self.relay_cpu is not None
                 else "one core: no pinning"
             )
-            + (f"; measured processes at nice {self.args.nice}" if self.args.nice else ""),
+            + (f"; measured processes at nice {self.args.nice}" if self.args.nice else "")
+            + (
+                f"; the Redis targets' redis-server and PostgreSQL on CPU {self.services_cpu}"
+                if self.relay_cpu is not None and self.args.services_core == "relay"
+                else ""
+            ),
             "emulator_gc": self.args.emulator_gc,
         }
         nginx = run_text([self._nginx_bin(), "-v"]).replace("nginx version: ", "")
@@ -1030,7 +1035,8 @@ class Compare:
 
     def start_redis(self, tag: str) -> RedisProbe:
         """A private ``redis-server`` for ``tag``: no persistence, loopback, a free port, on
-        the load core with the emulator (the relay core stays the relay's)."""
+        the load core with the emulator (the relay core stays the relay's), or with
+        ``--services-core relay`` on the relay's core (:meth:`services_cpu`)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise CompareError("redis-server is not installed (run scripts/install-services)")
@@ -1040,7 +1046,7 @@ class Compare:
         service = self._service(
             Service(
                 f"{tag}-redis",
-                [*self.pin(self.load_cpu), binary, "--port", str(port), "--bind", "127.0.0.1",
+                [*self.pin(self.services_cpu), binary, "--port", str(port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--dir", str(data), "--daemonize", "no"],
                 self.logs / f"{tag}-redis.log",
                 stop_signal=signal.SIGTERM,
@@ -1058,9 +1064,17 @@ class Compare:
         from services import ServiceUnavailable, postgres_server
 
         try:
-            return str(self.stack.enter_context(postgres_server()).url)
+            service = self.stack.enter_context(postgres_server())
         except ServiceUnavailable as exc:
             raise CompareError(str(exc)) from None
+        if self.args.services_core == "relay" and self.relay_cpu is not None:
+            pin_tree(service.process.pid, self.relay_cpu)
+        return str(service.url)
+
+    @property
+    def services_cpu(self) -> int | None:
+        """The core of the Redis targets' own services (``--services-core``)."""
+        return self.relay_cpu if self.args.services_core == "relay" else self.load_cpu
 
     def _start_redis_target(self, tag: str, workers: int, wanted: set[str]) -> None:
         """``tag`` (serve-redis, serve-workers2) and ``tag``-native: its redis-server (and with
@@ -1987,6 +2001,18 @@ def redis_cost(
         # a few answers' worth of keys is within what Redis's own buffers move
         "bytes_per_answer": grown / held if held >= 20 and not expired else None,
     }
+
+
+def pin_tree(pid: int, cpu: int) -> None:
+    """Pin process ``pid`` and its children now running to ``cpu`` (PostgreSQL's postmaster:
+    the backends it forks later inherit its affinity)."""
+    pids = [pid]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)  # noqa: S603, S607
+        pids += [int(p) for p in found.stdout.split()]
+    for each in pids:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(each, {cpu})
 
 
 def relay_cpu_per_1k(result: dict[str, Any] | None) -> float | None:
@@ -2929,6 +2955,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--postgres",
         action="store_true",
         help="the Redis targets also keep their store in a private PostgreSQL (--database-url)",
+    )
+    parser.add_argument(
+        "--services-core",
+        choices=("load", "relay"),
+        default="load",
+        help="where the Redis targets' redis-server and PostgreSQL run: on the load core with "
+        "the emulator (default), or on the relay's core (the relay and its shared state on one "
+        "core, away from the load generator's bursts)",
     )
     parser.add_argument("--no-install", action="store_true", help="do not run install_relays.sh")
     parser.add_argument(

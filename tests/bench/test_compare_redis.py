@@ -173,3 +173,37 @@ def test_no_redis_target_no_redis_section() -> None:
     s = {"suites": {"fast": {"title": "fast", "targets": {"serve": {"best": 500}}}}}
     assert compare.render_redis(s, compare.TARGET_TITLES) == []
     assert compare.redis_goals(s) == []
+
+
+def test_services_core_chooses_where_redis_and_postgres_run() -> None:
+    args = compare.parse_args(["--targets", "serve,serve-redis", "--services-core", "relay"])
+    assert args.services_core == "relay"
+    assert compare.parse_args(["--targets", "serve,serve-redis"]).services_core == "load"
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--services-core", "elsewhere"])
+
+
+def test_pin_tree_pins_a_process_and_its_children() -> None:
+    import os
+    import subprocess
+    import time
+
+    parent = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"])
+    try:
+        deadline = time.monotonic() + 5
+        children: list[int] = []
+        while len(children) < 2 and time.monotonic() < deadline:
+            found = subprocess.run(
+                ["pgrep", "-P", str(parent.pid)], capture_output=True, text=True, check=False
+            )
+            children = [int(p) for p in found.stdout.split()]
+            time.sleep(0.02)
+        assert len(children) == 2
+        cpu = max(os.sched_getaffinity(0))
+        compare.pin_tree(parent.pid, cpu)
+        for pid in [parent.pid, *children]:
+            assert os.sched_getaffinity(pid) == {cpu}
+    finally:
+        subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
+        parent.kill()
+        parent.wait()
