@@ -6,7 +6,10 @@ core) and `--database-url` to a private PostgreSQL (the tests' own, unpinned) â€
 `wenxin bench` step at a pacing and concurrency, and meanwhile records the server with
 `py-spy record` (collapsed stacks, `--idle` off) for the middle of the step. It prints, and
 writes to ``<out>/profile.json``, the server's CPU per 1,000 chunks over the step
-(`/proc/<pid>/stat`) and the top frames by inclusive and self share of the samples.
+(`/proc/<pid>/stat`) and the top frames by inclusive and self share of the samples; the
+server's own view at the end (its ``/metrics``, saved as ``metrics.txt``: the TTFT it added,
+the upstream's TTFT, the event loop's lag) and, with ``--redis``, Redis's commands over the
+step (``INFO commandstats``: calls and Âµs of Redis CPU per ended stream).
 
     .venv/bin/python bench/profile_serve.py --route native --redis --postgres \\
         --pacing ernie --concurrency 250 --out bench/results/profile-native-redis-pg
