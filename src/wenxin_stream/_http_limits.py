@@ -39,6 +39,20 @@ The phases switch in the parser's callbacks: ``on_headers_complete`` starts the 
   is). A connection upgraded to a WebSocket stays counted: the count passes to the
   WebSocket protocol (:func:`counted_websocket_protocol`), which releases it when it closes.
 
+**Draining** (:meth:`LimitedHttpToolsProtocol.drain`, called by the server's shutdown for every
+HTTP connection once it stops listening). Closing an idle kept-alive connection is a race with
+the client: a proxy (nginx's upstream ``keepalive`` pool) may have taken it and written a
+request the moment the close leaves. nginx then reads the close, and for a request it may not
+send twice (a POST, or any body it streamed) answers its client 502. So a drain never closes
+an idle connection at once: from then on every response is its connection's last
+(``Connection: close``, so the client knows before it could reuse it), a busy connection is
+closed after its response, and an idle one stays open ``idle`` seconds (:data:`DRAIN_IDLE`)
+for a request that may already be on its way — served in full, as the connection's last — and
+is closed at the end of that window if none came. A proxy whose own idle timeout for these
+connections is shorter than the window (``deploy/nginx.conf``: ``keepalive_timeout``) has
+dropped every connection it did not use by then, so no close can cross a request. The same
+holds outside a drain when the proxy's idle timeout is shorter than ``keep_alive_timeout``.
+
 Every refusal writes one complete response (``Connection: close``, OpenAI's error shape),
 then closes *lingering*: it half-closes (FIN after the answer) and reads and discards what
 the client still sends until it closes too, or :data:`LINGER` seconds pass. Closing at once
@@ -72,6 +86,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 __all__ = [
+    "DRAIN_IDLE",
     "LINGER",
     "RETRY_AFTER",
     "Connections",
@@ -83,6 +98,12 @@ __all__ = [
 
 LINGER = 2.0
 """Seconds a refused connection keeps reading (and discarding) after its answer."""
+
+DRAIN_IDLE = 3.0
+"""Seconds a draining server keeps an idle kept-alive connection open for a request already on
+its way (see the module docstring): longer than the idle timeout of the proxy's pool
+(``deploy/nginx.conf``: 2 s), shorter than the margin a supervisor gives a drain beyond its
+grace."""
 
 RETRY_AFTER = 5
 """``Retry-After`` of the ``503`` for a connection over a cap, in seconds (an answer of ERNIE
@@ -297,6 +318,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         "_address",
         "_answers",
         "_connections",
+        "_draining",
         "_finished",
         "_head_bytes",
         "_head_reset",
@@ -326,6 +348,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_reset = False  # a request ended during the last feed
         self._timer: TimerHandle | None = None  # the one deadline (head, body or linger)
         self._finished = False  # answered and lingering, or handed to a WebSocket
+        self._draining = False  # the server stops: each response is the connection's last
 
     # -- connection ------------------------------------------------------------------------
 
@@ -367,6 +390,34 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         else:  # pragma: no cover - LimitedConfig.load makes every WebSocket protocol counted
             self._connections.release(address)
         self._unlink()  # the connection is the WebSocket protocol's now
+
+    # -- draining ----------------------------------------------------------------------------
+
+    @property
+    def unanswered(self) -> bool:
+        """Open, and no response under way: idle (a request may be on its way), or with a
+        request whose response has not begun (it is still being admitted)."""
+        cycle = self.cycle
+        return (
+            not self._finished
+            and not self.transport.is_closing()
+            and (cycle is None or cycle.response_complete or not cycle.response_started)
+        )
+
+    def drain(self, idle: float) -> None:
+        """The server stops (see the module docstring): each response from now on is this
+        connection's last; an idle connection is closed after ``idle`` seconds unless a
+        request comes, a busy one after its response."""
+        if self._finished or self.transport.is_closing():
+            return
+        self._draining = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False  # `Connection: close` too, if its head is not sent yet
+            return
+        # uvicorn's keep-alive timer, cancelled (as after a response) by the next byte
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(idle, self.timeout_keep_alive_handler)
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -432,6 +483,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = None
         self._disarm()  # the head's deadline
         super().on_headers_complete()
+        if self._draining and self.cycle is not None:  # a request on a draining connection:
+            self.cycle.keep_alive = False  # answered with `Connection: close`, then closed
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

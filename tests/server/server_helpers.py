@@ -79,13 +79,13 @@ def running(
 
 
 @contextmanager
-def draining(app: Server) -> Iterator[tuple[str, threading.Thread, Any]]:
+def draining(app: Server, **kwargs: Any) -> Iterator[tuple[str, threading.Thread, Any]]:
     """The app under the CLI's uvicorn server (drain first, then close) in a thread: set
-    ``server.should_exit`` to shut it down as SIGTERM does."""
+    ``server.should_exit`` to shut it down as SIGTERM does (``kwargs``: ``uvicorn_server``'s)."""
     from wenxin_stream.emulator._server import base_url_of, bind_socket
     from wenxin_stream.server import uvicorn_server
 
-    server = uvicorn_server(app)
+    server = uvicorn_server(app, **kwargs)
     sock = bind_socket("127.0.0.1", 0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -502,6 +502,8 @@ UVICORN_SOURCES = {
     HttpToolsProtocol.on_response_complete: "64e254f28e389e76",
     HttpToolsProtocol.send_400_response: "ae5a4a3782b646fd",
     HttpToolsProtocol.shutdown: "d7351fa33f00d430",
+    HttpToolsProtocol.timeout_keep_alive_handler: "8b53bf5f2e202970",  # drain: the idle close
+    HttpToolsProtocol._unset_keepalive_if_required: "00a6a4e47214e68e",
     RequestResponseCycle.__init__: "4d2f220910c33c12",
     RequestResponseCycle.send: "abdd8601b326a8da",
     RequestResponseCycle.receive: "8124ae006be71184",

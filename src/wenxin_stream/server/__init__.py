@@ -36,10 +36,18 @@ is never cut by these: an answer may stream for minutes.
 
 :func:`run_server` runs it in the foreground: it binds the socket, logs one start-up line that
 names the upstream, turns CPython's cyclic collector over to :class:`~._gc.Collector`
-(collections at quiet moments, not mid-burst), and on SIGINT/SIGTERM stops accepting, closes
-idle keep-alive connections (a busy one after its response), then drains (running answers get
-``shutdown_grace`` seconds, the rest end as ``server_shutdown`` or, in a fleet, are handed
-over) *before* uvicorn closes the remaining connections.
+(collections at quiet moments, not mid-burst), and on SIGINT/SIGTERM stops accepting, makes
+every HTTP response from then on its connection's last (``Connection: close``; a busy
+connection closes after its response), and drains (running answers get ``shutdown_grace``
+seconds, the rest end as ``server_shutdown`` or, in a fleet, are handed over) *before*
+uvicorn closes the remaining connections. An idle keep-alive connection is not closed at
+once: a proxy may have just written a request on it, and it cannot send a POST again
+elsewhere (nginx answers its client 502). It stays open for ``drain_idle`` seconds
+(``_http_limits.DRAIN_IDLE``; longer than the idle timeout of nginx's pool in
+``deploy/nginx.conf``, which so drops it first), and what comes on it meanwhile is served as
+any request is — an ask is taken and runs like those already running — then the connection
+closes (``_http_limits``, *Draining*). The drain waits for that window while such
+connections remain.
 Importing this package does not import uvicorn.
 """
 
@@ -98,14 +106,18 @@ def http_limits(config: ServerConfig) -> HTTPLimits:
     )
 
 
-def uvicorn_server(app: Server, *, log_level: str = "warning") -> uvicorn.Server:
+def uvicorn_server(
+    app: Server, *, log_level: str = "warning", drain_idle: float | None = None
+) -> uvicorn.Server:
     """A uvicorn server for ``app``: its HTTP protocol bounds what a client can make it hold
     (``_http_limits``: header size and count, receive deadlines, connection caps, counted in
-    ``/metrics``), and its shutdown drains the app first (see the module docstring)."""
+    ``/metrics``), and its shutdown drains the app first (see the module docstring), keeping
+    idle keep-alive connections open ``drain_idle`` seconds (default
+    ``_http_limits.DRAIN_IDLE``)."""
     import uvicorn
 
     try:
-        from .._http_limits import LimitedConfig
+        from .._http_limits import DRAIN_IDLE, LimitedConfig, LimitedHttpToolsProtocol
     except ImportError as exc:  # httptools is the server extra's
         raise StartupError(
             f"wenxin serve needs {exc.name or 'httptools'}: pip install 'wenxin-stream[server]'"
@@ -119,20 +131,39 @@ def uvicorn_server(app: Server, *, log_level: str = "warning") -> uvicorn.Server
         ("reason",),
     )
 
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    window = DRAIN_IDLE if drain_idle is None else drain_idle
 
     class _Server(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             for server in self.servers:  # stop accepting at once, then let streams end
                 server.close()
-            # HTTP keep-alive connections too: idle ones closed now, busy ones after their
-            # response — else a proxy's pooled connections (nginx's `keepalive`) bring new
-            # requests to the draining instance, each refused 503 (WebSockets: _ws drains)
+            # HTTP keep-alive connections too: each response from now on is its connection's
+            # last, so a proxy's pool (nginx's `keepalive`) stops bringing this instance work;
+            # an idle one is closed after the window, not under a request a proxy may have
+            # just written on it (WebSockets: _ws drains)
+            loop = asyncio.get_running_loop()
+            until = loop.time() + window
             for connection in list(self.server_state.connections):
-                if isinstance(connection, HttpToolsProtocol):
-                    connection.shutdown()
-            await app.drain()
+                if isinstance(connection, LimitedHttpToolsProtocol):
+                    connection.drain(window)
+            admitting = loop.create_task(self._answered(until))
+            try:
+                await app.drain(admitting)  # asks are taken while requests may still come
+                await admitting
+            finally:
+                admitting.cancel()
             await super().shutdown(sockets)
+
+        async def _answered(self, until: float) -> None:
+            """Return once every HTTP connection has its answer under way or is gone (an idle
+            one is closed by its client, after a request, or by its timer at ``until``):
+            no request can come any more that the app has not yet admitted or refused."""
+            loop = asyncio.get_running_loop()
+            while loop.time() < until and any(  # noqa: ASYNC110 (uvicorn's state, as it does)
+                isinstance(c, LimitedHttpToolsProtocol) and c.unanswered
+                for c in self.server_state.connections
+            ):
+                await asyncio.sleep(0.05)
 
     server_config = LimitedConfig(
         app,

@@ -27,9 +27,11 @@ table from them, and starts the checkpoint tick (``_checkpoints``):
 
 Nothing below this module imports it. The server's life is a :class:`ServerState`: until the
 start-up is complete every HTTP request is answered 503 ``starting`` (with uvicorn's lifespan
-``on`` none arrives); shutdown refuses new asks (503 ``shutting_down``), gives running answers
-``shutdown_grace`` seconds, stops the rest with ``server_shutdown`` (each is stored with its
-full text and gets its ``end`` event), stops the checkpoint tick, then closes everything.
+``on`` none arrives); shutdown refuses new asks (503 ``shutting_down``) once the requests a
+proxy may still bring over connections the server holds have come (:meth:`Server.drain`'s
+``admitting``: ``server/__init__``), gives running answers ``shutdown_grace`` seconds, stops
+the rest with ``server_shutdown`` (each is stored with its full text and gets its ``end``
+event), stops the checkpoint tick, then closes everything.
 :func:`run_server` (the CLI) starts this drain *before* uvicorn closes the connections, so
 clients see their streams end properly.
 
@@ -47,7 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 
 from .._asgi import ClientDisconnected, Receive, Request, Scope, Send, TrackingSend, send_json
@@ -93,6 +95,8 @@ __all__ = ["Server", "ServerState", "StartupError", "create_app"]
 
 logger = logging.getLogger("wenxin_stream.server")
 
+_SERVING = (ServerState.READY, ServerState.STOPPING)
+"""The states in which a WebSocket is served (see :meth:`Server.__call__`)."""
 _UNAUDITED = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/", "/static/{name}")
 
 _Table = dict[int, list[tuple[tuple[str, ...], str, dict[str, Handler]]]]
@@ -183,7 +187,9 @@ class Server:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
-            if scope.get("path") != "/api/ws" or self.state is not ServerState.READY:
+            # while draining too: an upgrade a proxy brought over a kept-alive connection is
+            # accepted, then closed with 1012 (_ws: connect again, to another instance)
+            if scope.get("path") != "/api/ws" or self.state not in _SERVING:
                 await send({"type": "websocket.close", "code": 1008})
                 return
             try:
@@ -534,21 +540,23 @@ class Server:
             if "{" not in template and self._match(template)[0] == template:
                 self._exact[template.strip("/")] = (template, routes[template])
 
-    async def drain(self) -> None:
-        """Begin the shutdown: refuse new asks, let running answers end (bounded), stop the
-        rest. Idempotent; concurrent callers share one drain."""
+    async def drain(self, admitting: Awaitable[None] | None = None) -> None:
+        """Begin the shutdown: refuse new asks (once ``admitting`` is done: the requests a
+        proxy may still bring over the connections the server holds, at most the grace), let
+        running answers end (bounded), stop the rest. Idempotent; concurrent callers share
+        one drain (the first one's ``admitting``)."""
         if self.state is not ServerState.READY and self._stopping is None:
             return
         self.state = ServerState.STOPPING
         if self._stopping is None:
-            self._stopping = asyncio.ensure_future(self._drain())
+            self._stopping = asyncio.ensure_future(self._drain(admitting))
         await asyncio.shield(self._stopping)
 
-    async def _drain(self) -> None:
+    async def _drain(self, admitting: Awaitable[None] | None) -> None:
         self.sockets.drain()  # idle WebSockets closed with 1012 now, the others when idle
         if self.takeovers is not None:  # what this process hands over goes to another one
             await self.takeovers.stop_claiming()
-        await self.relay.shutdown(self.config.shutdown_grace)
+        await self.relay.shutdown(self.config.shutdown_grace, admitting)
 
     async def shutdown(self) -> None:
         """Drain, then close the upstream client, the store and the audit log."""

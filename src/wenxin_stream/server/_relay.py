@@ -1209,13 +1209,20 @@ class Relay:
             else:
                 self.streams.pop(gen.stream_id, None)
 
-    async def shutdown(self, grace: float) -> None:
-        """Refuse new work, wait up to ``grace`` s for running answers, hand the rest over to
-        another instance of the fleet (:meth:`hand_over`), stop what remains."""
+    async def shutdown(self, grace: float, admitting: Awaitable[None] | None = None) -> None:
+        """Refuse new work (once ``admitting`` is done, if given: at most ``grace`` s), wait up
+        to ``grace`` s from the call for running answers (those started meanwhile too), hand
+        the rest over to another instance of the fleet (:meth:`hand_over`), stop what
+        remains."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if admitting is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(admitting), grace)
         self.accepting = False
         pending = [gen.done for gen in self.running]
         if pending:
-            await asyncio.wait(pending, timeout=grace)
+            await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
         await self.hand_over()
         for gen in list(self.running):
             gen.cancel("server_shutdown")

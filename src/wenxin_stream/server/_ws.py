@@ -34,7 +34,9 @@ as soon as its last ask ends (or is handed over to another instance: its client 
 no ask running) is not started and the socket closes with 1012 all the same. So a client of
 a stopping instance learns at once to connect again — through a load balancer, to another
 instance — instead of asking on a socket whose server would refuse every new ask with 503
-``shutting_down``.
+``shutting_down``. A WebSocket upgrade that a proxy brings over a kept-alive
+connection while the server still admits such requests (``server/__init__``) is accepted and
+closed at once the same way, rather than refused (a 403 its client would not retry).
 
 A bad frame — not JSON, not an object, unknown ``type``, missing or mistyped fields, text
 that is not valid Unicode, too large, a duplicate ``id`` — is answered with an ``error`` frame
