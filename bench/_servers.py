@@ -157,6 +157,21 @@ class Served:
         return self.proc.pid
 
 
+def start_floor(
+    procs: Processes, tag: str, upstream: str, *, parse: bool = False, pinned: bool = True
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``bench/floor_relay.py`` (``--parse`` with ``parse``) over ``upstream`` on CPU 0, its
+    log ``<logs>/<tag>.log``: its process and URL."""
+    relay = Path(__file__).resolve().parent / "floor_relay.py"
+    argv = [*pin(0, enabled=pinned), str(VENV / "python"), str(relay), "--upstream", upstream]
+    if parse:
+        argv.append("--parse")
+    log = procs.start(argv, tag)
+    proc = procs.procs[-1]
+    port = wait_for_line(log, r" on http://127\.0\.0\.1:(\d+)", proc)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 def start_serve(
     procs: Processes,
     tag: str,

@@ -44,9 +44,9 @@ from _servers import (
     ended_streams,
     pin,
     start_emulator,
+    start_floor,
     start_serve,
     thread_cpu,
-    wait_for_line,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,14 +162,7 @@ def main() -> int:
             fleet += ["--database-url", stack.enter_context(postgres_server()).url]
         if args.route.startswith("floor"):  # bench/floor_relay.py in the server's place
             key = UPSTREAM_KEY  # passed on to the emulator, as nginx does
-            floor = [*pin(0), str(VENV / "python"), str(ROOT / "bench" / "floor_relay.py"),
-                     "--upstream", emulator]  # fmt: skip
-            if args.route == "floor-parse":
-                floor.append("--parse")
-            floor_log = procs.start(floor, "floor")
-            serve = procs.procs[-1]
-            port = wait_for_line(floor_log, r" on http://127\.0\.0\.1:(\d+)", serve)
-            url = f"http://127.0.0.1:{port}"
+            serve, url = start_floor(procs, "floor", emulator, parse=args.route == "floor-parse")
         else:
             served = start_serve(
                 procs, "serve", emulator, src=args.src, upstream_key=UPSTREAM_KEY,

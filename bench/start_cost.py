@@ -58,9 +58,9 @@ from _servers import (
     cpu_seconds,
     pin,
     start_emulator,
+    start_floor,
     start_serve,
     thread_cpu,
-    wait_for_line,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,14 +166,10 @@ class Servers:
                 self.floors[tag] = self._floor(tag)
 
     def _floor(self, tag: str) -> tuple[int, str, str]:
-        argv = [*pin(0, enabled=PIN), str(VENV / "python"), str(ROOT / "bench" / "floor_relay.py"),
-                "--upstream", self.emulator]  # fmt: skip
-        if tag == "floor-parse":
-            argv.append("--parse")
-        log = self._procs.start(argv, tag)
-        proc = self._procs.procs[-1]
-        port = wait_for_line(log, r" on http://127\.0\.0\.1:(\d+)", proc)
-        return proc.pid, f"http://127.0.0.1:{port}", UPSTREAM_KEY  # the key goes upstream
+        proc, url = start_floor(
+            self._procs, tag, self.emulator, parse=tag == "floor-parse", pinned=PIN
+        )
+        return proc.pid, url, UPSTREAM_KEY  # the key goes upstream
 
     def _serve(
         self, tag: str, src: Path | None, slice_s: float | None = None
