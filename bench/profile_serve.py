@@ -133,6 +133,8 @@ def main() -> int:
     parser.add_argument("--pacing", choices=sorted(PACINGS), default="ernie")
     parser.add_argument("--concurrency", type=int, default=250)
     parser.add_argument("--duration", type=float, default=16.0)
+    parser.add_argument("--ramp", type=float, default=2.0, help="seconds to start them all")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds not measured")
     parser.add_argument("--record", type=float, default=8.0, help="seconds of py-spy")
     parser.add_argument("--no-profile", action="store_true", help="CPU figure only")
     parser.add_argument("--native-frames", action="store_true", help="py-spy --native")
@@ -176,7 +178,8 @@ def main() -> int:
             "--target", "openai" if args.route.startswith("floor") else args.route,
             "--model", "ernie-4.0-8k", "--quiet", "--out", str(out / "bench"),
             "--pacing", pacing, "--concurrency", str(args.concurrency),
-            "--duration", f"{args.duration:g}", "--ramp", "2", "--warmup", "2",
+            "--duration", f"{args.duration:g}", "--ramp", f"{args.ramp:g}",
+            "--warmup", f"{args.warmup:g}",
             "--drain", "15", "--time-limit", f"{args.duration + 60:g}",
             "--api-key", key, "--pid", str(serve.pid), "--label", "wenxin serve",
         ]  # fmt: skip

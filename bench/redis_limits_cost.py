@@ -8,11 +8,15 @@ answer would be:
 - ``redis``: ``SharedLimits`` against a private ``redis-server`` on loopback (started here,
   stopped by PID): one ``EVALSHA`` to admit, settle and release in the background.
 
+``--concurrency C`` admits in waves of C at once (``asyncio.gather``), as a burst of starts
+does: the admissions of one moment then share a pipeline (``_background_calls.ask``); run it
+with ``PYTHONPATH=<a baseline tree>/src`` for the same figures before a change.
+
 Reported per admission: client CPU (``time.process_time``: this process, the event loop and
 redis-py with hiredis), wall time, and Redis's own CPU from ``INFO commandstats`` (the
 ``usec`` of every command it ran, divided by N). Rounds alternate the two modes.
 
-    .venv/bin/python bench/redis_limits_cost.py [--n 3000] [--rounds 3]
+    .venv/bin/python bench/redis_limits_cost.py [--n 3000] [--rounds 3] [--concurrency 1]
 """
 
 from __future__ import annotations
@@ -37,14 +41,19 @@ from wenxin_stream.server._redis import SharedRedis, SharedStateError
 LIMITS = KeyLimits(rpm=10_000_000, tpm=10_000_000_000, max_streams=1_000_000)
 
 
-async def drive(limits: Limits, n: int) -> tuple[float, float]:
-    """Client CPU and wall seconds for ``n`` admit → settle → release."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(n):
+async def drive(limits: Limits, n: int, concurrency: int = 1) -> tuple[float, float]:
+    """Client CPU and wall seconds for ``n`` admit → settle → release, ``concurrency`` at
+    once."""
+
+    async def one() -> None:
         admission = await limits.acquire("bench", None, 120)
         assert isinstance(admission, Admission), admission
         limits.settle(admission, 100)
         limits.release(admission)
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    for done in range(0, n, concurrency):
+        await asyncio.gather(*(one() for _ in range(min(concurrency, n - done))))
     if isinstance(limits, SharedLimits):
         await limits.leases.flush()
     return time.process_time() - cpu, time.perf_counter() - wall
@@ -79,7 +88,7 @@ def redis_server() -> Iterator[str]:
             process.wait(10)
 
 
-async def main(url: str, n: int, rounds: int) -> dict[str, Any]:
+async def main(url: str, n: int, rounds: int, concurrency: int) -> dict[str, Any]:
     redis = SharedRedis(url, timeout=2.0, prefix="bench:")
     for _ in range(100):  # until it answers
         try:
@@ -91,10 +100,10 @@ async def main(url: str, n: int, rounds: int) -> dict[str, Any]:
     await drive(shared, 200)  # warm: the script loaded, the pool filled
     results: dict[str, list[dict[str, float]]] = {"memory": [], "redis": []}
     for _ in range(rounds):
-        cpu, wall = await drive(KeyLimiter(LIMITS), n)
+        cpu, wall = await drive(KeyLimiter(LIMITS), n, concurrency)
         results["memory"].append({"cpu_us": cpu / n * 1e6, "wall_us": wall / n * 1e6})
         await redis.client.config_resetstat()
-        cpu, wall = await drive(shared, n)
+        cpu, wall = await drive(shared, n, concurrency)
         server = redis_usec(await redis.client.info("commandstats"))
         results["redis"].append(
             {"cpu_us": cpu / n * 1e6, "wall_us": wall / n * 1e6, "redis_cpu_us": server / n}
@@ -104,6 +113,7 @@ async def main(url: str, n: int, rounds: int) -> dict[str, Any]:
     return {
         "n": n,
         "rounds": rounds,
+        "concurrency": concurrency,
         "runs": results,
         "best": best,
         "client_cpu_ratio_redis_over_memory": best["redis"]["cpu_us"] / best["memory"]["cpu_us"],
@@ -114,6 +124,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=1, help="admissions at once")
     args = parser.parse_args()
     with redis_server() as url:
-        print(json.dumps(asyncio.run(main(url, args.n, args.rounds)), indent=2))
+        print(json.dumps(asyncio.run(main(url, args.n, args.rounds, args.concurrency)), indent=2))

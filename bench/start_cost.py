@@ -151,9 +151,12 @@ class Servers:
         start_slice: float | None = None,
         baseline_slice: float | None = None,
         floors: bool = False,
+        redis: bool = False,
     ) -> None:
         self.work = work
         self._procs = Processes(work)
+        self._services = contextlib.ExitStack()
+        self._redis = redis
         self.emulator = start_emulator(self._procs, enabled=PIN)
         self.servers: dict[str, tuple[int, str, str]] = {}  # tag → (pid, url, key)
         self.servers["base"] = self._serve("base", baseline, baseline_slice)
@@ -175,14 +178,25 @@ class Servers:
         self, tag: str, src: Path | None, slice_s: float | None = None
     ) -> tuple[int, str, str]:
         env = {"WENXIN_START_SLICE": f"{slice_s:g}"} if slice_s is not None else {}
+        fleet: list[str] = []
+        if self._redis:  # a private redis-server each, on the load's CPU
+            sys.path.insert(0, str(ROOT / "tests"))
+            from services import redis_server
+
+            redis = self._services.enter_context(redis_server())
+            fleet = ["--redis-url", redis.url]
+            if PIN:
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(redis.process.pid, {1})
         served = start_serve(
             self._procs, tag, self.emulator, src=src, upstream_key=UPSTREAM_KEY,
-            key_name="starts", env=env, pinned=PIN,
+            key_name="starts", env=env, pinned=PIN, args=fleet,
         )  # fmt: skip
         return served.pid, served.url, served.key
 
     def stop(self) -> None:
-        self._procs.stop()
+        self._procs.stop()  # the servers first, then their Redis
+        self._services.close()
 
 
 def bench_argv(
@@ -288,6 +302,7 @@ def run_cost(args: argparse.Namespace, servers: Servers, work: Path) -> dict[str
     result: dict[str, Any] = {
         "streams_per_round": args.streams,
         "concurrency": args.concurrency,
+        "redis": args.redis,
         "rounds": args.rounds,
         "load_average": os.getloadavg(),
         "ms_per_start": {k: [round(x, 3) for x in v] for k, v in per.items()},
@@ -390,6 +405,7 @@ def run_burst(args: argparse.Namespace, servers: Servers, work: Path) -> dict[st
     return {
         "running": args.running,
         "burst": args.burst,
+        "redis": args.redis,
         "burst_at_s": args.burst_at,
         "duration_s": args.duration,
         "load_average": os.getloadavg(),
@@ -430,6 +446,9 @@ def main() -> int:
     parser.add_argument(
         "--no-pin", action="store_true", help="no taskset (a machine busy with other work)"
     )
+    parser.add_argument(
+        "--redis", action="store_true", help="both servers with --redis-url (a private Redis each)"
+    )
     args = parser.parse_args()
     global PIN
     PIN = not args.no_pin
@@ -438,7 +457,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="start-cost-"))
     servers = Servers(
         work, args.baseline_src, args.start_slice, args.baseline_start_slice,
-        floors=args.floor and args.mode == "cost",
+        floors=args.floor and args.mode == "cost", redis=args.redis,
     )  # fmt: skip
     try:
         run = run_cost if args.mode == "cost" else run_burst

@@ -1,5 +1,7 @@
-"""The calls nobody waits for, sent together (server/_background_calls.py) against a real
-redis-server: one pipeline per moment, failures that stop nothing, scripts after a restart."""
+"""The small calls of a process, sent together (server/_background_calls.py) against a real
+redis-server: one pipeline per moment, failures that stop nothing, scripts after a restart;
+and the calls a caller waits for (``ask``): the asks of one moment share one pipeline, each
+gets its own reply or error."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 
 from services import redis_server
 from wenxin_stream.server._background_calls import BackgroundCalls
-from wenxin_stream.server._redis import SharedRedis
+from wenxin_stream.server._redis import SharedRedis, SharedStateError
 
 
 @pytest.fixture
@@ -98,5 +100,92 @@ async def test_redis_down_loses_the_batch_and_says_so(caplog: pytest.LogCaptureF
                 async with asyncio.timeout(3):
                     await calls.flush()  # no exception: nobody waits for these calls
             assert "lost: ZREM lease" in caplog.text
+        finally:
+            await redis.close()
+
+
+async def test_the_asks_of_one_moment_share_one_pipeline_each_with_its_reply(
+    shared: SharedRedis,
+) -> None:
+    client = shared.client
+    script = client.register_script(INCR_BY)
+    await client.script_load(INCR_BY)
+    calls = BackgroundCalls(shared, delay=60.0)
+    members = shared.key("lease", "a")
+    await client.zadd(members, {"gone": 1})
+    calls.command("ZREM lease", "ZREM", members, "gone")  # waits for its own timer
+    keys = [shared.key("n", f"k{i % 3}") for i in range(30)]
+    async with asyncio.timeout(2):
+        replies = await asyncio.gather(
+            *(calls.ask("add", script, [key], [i + 1]) for i, key in enumerate(keys))
+        )
+    assert calls.batches == 1  # thirty asks: one round trip
+    assert await client.zcard(members) == 1  # the background call did not ride along
+    totals = dict.fromkeys(keys, 0)
+    expected = []
+    for i, key in enumerate(keys):  # Redis ran them in the order asked
+        totals[key] += i + 1
+        expected.append(totals[key])
+    assert replies == expected
+    async with asyncio.timeout(2):  # a later moment: a pipeline of its own
+        assert await calls.ask("add", script, [keys[0]], [1]) == totals[keys[0]] + 1
+    assert calls.batches == 2
+    await calls.flush()  # and the background call goes when its time (here: flush) comes
+    assert calls.batches == 3
+    assert await client.zcard(members) == 0
+
+
+async def test_an_error_reply_goes_to_its_caller_only(shared: SharedRedis) -> None:
+    client = shared.client
+    text, counter = shared.key("s", "e"), shared.key("n", "e")
+    await client.set(text, "not a number")
+    script = client.register_script(INCR_BY)
+    await client.script_flush()  # as after a Redis restart: the asks must load it first
+    calls = BackgroundCalls(shared)
+    async with asyncio.timeout(2):
+        bad, good = await asyncio.gather(
+            calls.ask("bump", script, [text], [1]),
+            calls.ask("count", script, [counter], [2]),
+            return_exceptions=True,
+        )
+    assert isinstance(bad, SharedStateError)
+    assert str(bad).startswith("bump: ResponseError")
+    assert good == 2
+    assert calls.batches == 2  # NOSCRIPT for both: the script loaded, both sent once more
+
+
+async def test_a_caller_that_leaves_stops_no_other(shared: SharedRedis) -> None:
+    client = shared.client
+    script = client.register_script(INCR_BY)
+    await client.script_load(INCR_BY)
+    counter = shared.key("n", "c")
+    calls = BackgroundCalls(shared)
+    leaving = asyncio.ensure_future(calls.ask("add", script, [counter], [1]))
+    staying = asyncio.ensure_future(calls.ask("add", script, [counter], [10]))
+    await asyncio.sleep(0)  # both queued, nothing sent yet
+    leaving.cancel()
+    async with asyncio.timeout(2):
+        assert await staying == 11  # the leaver's call was in the pipeline already: it ran
+    assert leaving.cancelled()
+
+
+async def test_redis_down_fails_every_ask_with_shared_state_error() -> None:
+    with redis_server() as service:
+        redis = SharedRedis(service.url, timeout=0.5, prefix="down:")
+        await redis.open()
+        try:
+            script = redis.client.register_script(INCR_BY)
+            service.process.kill()
+            service.process.wait()
+            calls = BackgroundCalls(redis)
+            async with asyncio.timeout(3):
+                outcomes = await asyncio.gather(
+                    *(calls.ask("add", script, [redis.key("n", "d")], [1]) for _ in range(3)),
+                    return_exceptions=True,
+                )
+            assert all(isinstance(o, SharedStateError) for o in outcomes), outcomes
+            assert "shared state calls" in str(outcomes[0])
+            assert "redis://" not in str(outcomes[0])
+            assert not redis.healthy
         finally:
             await redis.close()

@@ -389,3 +389,36 @@ def test_a_producer_killed_mid_answer_is_ended_interrupted_once_where_not_contin
         db.close()
         if victim.proc.poll() is None:
             victim.kill()
+
+
+def _sample(metrics: str, name: str) -> float:
+    found = [line.rsplit(" ", 1)[1] for line in metrics.splitlines() if line.startswith(name + " ")]
+    assert len(found) == 1, f"{name} not in /metrics"
+    return float(found[0])
+
+
+def test_metrics_show_the_redis_calls_and_the_write_ahead_wait(
+    make_server: Callable[..., Running], redis_service: Service
+) -> None:
+    srv = make_server(redis_url=redis_service.url, default_rpm=1000)
+    with srv.client() as c:
+        cid = new_conversation(c)
+        response, reader = _ask(c, cid, paced("量一量", "interval=0.01;chunks=8"))
+        events = reader.rest()
+        response.close()
+        assert events[-1].event == "end"
+        metrics = c.get("/metrics").text
+    # every batch that carried the answer's events was answered, and timed
+    assert _sample(metrics, "wenxin_eventlog_write_wait_seconds_count") >= 1
+    assert _sample(metrics, 'wenxin_redis_call_seconds_count{call="event log batch"}') >= 1
+    # the admission (a limit is set: one script) went in the pipeline of its moment
+    assert _sample(metrics, 'wenxin_redis_call_seconds_count{call="shared state calls"}') >= 1
+    waited = _sample(metrics, "wenxin_eventlog_write_wait_seconds_sum")
+    assert 0 < waited < 10 * _sample(metrics, "wenxin_eventlog_write_wait_seconds_count")
+
+
+def test_an_in_memory_server_has_no_redis_metrics(make_server: Callable[..., Running]) -> None:
+    with make_server().client() as c:
+        metrics = c.get("/metrics").text
+    assert "wenxin_eventlog_write_wait_seconds" not in metrics
+    assert "wenxin_redis_call_seconds" not in metrics

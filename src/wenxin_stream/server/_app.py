@@ -73,6 +73,7 @@ from ._limits_redis import SharedLimits
 from ._metrics import Metrics
 from ._pacing import StartPacer
 from ._redis import SharedRedis, SharedStateError
+from ._redis_metrics import RedisMetrics
 from ._relay import Relay
 from ._revocations import Revocations
 from ._routes_admin import AdminRoutes
@@ -145,6 +146,8 @@ class Server:
                 max_connections=config.redis_max_connections,
                 timeout=config.redis_timeout,
             )
+            self.redis_metrics = RedisMetrics(self.metrics)
+            self.redis.observe = self.redis_metrics.call
             self.leases = Leases(self.redis, instance_id=self.instance_id, ttl=config.lease_ttl)
             self.limiter = SharedLimits(defaults, self.leases)
         self.relay = Relay(
@@ -446,6 +449,7 @@ class Server:
             lease_ttl=config.lease_ttl,
             leases=answer_leases,
         )
+        self.eventlog.writer.on_batch = self.redis_metrics.batch_written
         self.leases.carry(answer_leases, self.eventlog.writer.lose)
         self.leases.start()
         self.takeovers = Takeovers(self.redis, answer_leases, self._take_over)

@@ -1,4 +1,4 @@
-"""A process's fire-and-forget Redis calls, sent together: one pipeline per moment.
+"""A process's small Redis calls, sent together: one pipeline per moment.
 
 Theory of operation
 ===================
@@ -19,6 +19,20 @@ logged and does not stop the others; a failed pipeline (Redis down, slow: bounde
 Scripts are sent as ``EVALSHA`` of their hash; Redis's
 ``NOSCRIPT`` (it restarted) makes the batch load them and send those calls once more.
 
+**Calls somebody waits for** — the admission script of every request (``_limits_redis``), a
+budget's reservation (``_budgets``) — go the same way with :meth:`BackgroundCalls.ask`, but
+without the timer: their own pipeline leaves at the loop's next iteration, with every call
+asked in this one (the background calls keep their timer: sent with each ask they would
+batch less). A burst of starts (the admission pacer lets
+a slice of them in at once) then costs one round trip, not one each: on this machine
+redis-py spends ~90–230 µs of CPU on a lone ``EVALSHA`` among hundreds in flight (the
+pool's condition, ``asyncio.timeout``, a write and a read each) and ~15–25 µs on one of 50
+in a pipeline (``bench/PROFILE.md``). Each call is still its own atomic script, so nothing
+about a limit changes. A pipeline that fails raises :class:`~._redis.SharedStateError` in
+every caller of it; an error reply raises it in that call's caller only. A caller that is
+cancelled leaves its call in the pipeline (it may run: the same as a single call cancelled
+after it was sent).
+
 :meth:`BackgroundCalls.flush` sends what is queued at once and waits for every batch in
 flight: tests, and a process closing.
 """
@@ -35,6 +49,10 @@ __all__ = ["DELAY", "BackgroundCalls"]
 
 logger = logging.getLogger("wenxin_stream.server")
 
+_Call = tuple[str, Any, tuple[Any, ...], "asyncio.Future[Any] | None"]
+"""A queued call: what it is (for logs), its script (``None``: a plain command), its
+arguments, and the future of the caller waiting for it (``None``: nobody waits)."""
+
 DELAY = 0.02
 """Seconds the first queued call waits for others to share its pipeline."""
 
@@ -47,19 +65,34 @@ class BackgroundCalls:
         self.delay = delay
         self.batches = 0
         """Pipelines sent (for tests and diagnostics)."""
-        self._queued: list[tuple[str, Any, tuple[Any, ...]]] = []  # (what, script, args)
+        self._queued: list[_Call] = []  # nobody waits: sent when the timer fires
+        self._asked: list[_Call] = []  # callers wait: sent at the loop's next iteration
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def command(self, what: str, *args: Any) -> None:
         """Queue the command ``args`` (``"ZREM", key, member``); ``what`` names it in logs."""
-        self._queue((what, None, args))
+        self._queue((what, None, args, None))
 
     def script(self, what: str, script: Any, keys: list[str], args: list[Any]) -> None:
         """Queue a call of ``script`` (``register_script``'s object) on ``keys`` and ``args``."""
-        self._queue((what, script, (len(keys), *keys, *args)))
+        self._queue((what, script, (len(keys), *keys, *args), None))
 
-    def _queue(self, call: tuple[str, Any, tuple[Any, ...]]) -> None:
+    async def ask(self, what: str, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Call ``script`` on ``keys`` and ``args`` in the pipeline of this moment, sent at the
+        loop's next iteration; its reply.
+
+        Raises:
+            SharedStateError: the pipeline failed, or Redis answered this call with an error.
+        """
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        if not self._asked:
+            loop.call_soon(self._send_asked)
+        self._asked.append((what, script, (len(keys), *keys, *args), reply))
+        return await reply
+
+    def _queue(self, call: _Call) -> None:
         self._queued.append(call)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.delay, self._send)
@@ -67,8 +100,15 @@ class BackgroundCalls:
     def _send(self) -> None:
         self._timer = None
         queued, self._queued = self._queued, []
-        if queued:
-            task = asyncio.ensure_future(self._batch(queued))
+        self._start(queued)
+
+    def _send_asked(self) -> None:
+        asked, self._asked = self._asked, []
+        self._start(asked)
+
+    def _start(self, calls: list[_Call]) -> None:
+        if calls:
+            task = asyncio.ensure_future(self._batch(calls))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -80,43 +120,52 @@ class BackgroundCalls:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _batch(self, queued: list[tuple[str, Any, tuple[Any, ...]]]) -> None:
-        results = await self._pipeline(queued)
-        if results is None:
-            return
-        again = [call for call, result in zip(queued, results, strict=True) if is_noscript(result)]
-        if again:  # Redis lost its scripts (a restart): load them, send those calls once more
-            try:
-                for script in {id(s): s for _, s, _ in again}.values():
+    async def _batch(self, queued: list[_Call]) -> None:
+        try:
+            results = await self._pipeline(queued)
+            again = [i for i, result in enumerate(results) if is_noscript(result)]
+            if again:  # Redis lost its scripts (a restart): load them, send those calls again
+                calls = [queued[i] for i in again]
+                for script in {id(c[1]): c[1] for c in calls}.values():
                     await self.redis.call(
                         self.redis.client.script_load(script.script), "SCRIPT LOAD"
                     )
-            except SharedStateError as exc:
-                logger.warning("shared state: %s", exc)
-                return
-            results = await self._pipeline(again)
-            if results is None:
-                return
-            queued = again
-        for (what, _, _), result in zip(queued, results, strict=True):
-            if isinstance(result, Exception):
-                logger.warning("shared state: %s: %s: %s", what, type(result).__name__, result)
+                for i, result in zip(again, await self._pipeline(calls), strict=True):
+                    results[i] = result
+        except SharedStateError as exc:
+            lost = sorted({what for what, _, _, reply in queued if reply is None})
+            if lost:
+                logger.warning("shared state: %s (lost: %s)", exc, ", ".join(lost))
+            for _, _, _, reply in queued:
+                if reply is not None and not reply.done():
+                    reply.set_exception(SharedStateError(str(exc)))
+            return
+        for (what, _, _, reply), result in zip(queued, results, strict=True):
+            failed = isinstance(result, Exception)
+            if reply is None:
+                if failed:
+                    logger.warning("shared state: %s: %s: %s", what, type(result).__name__, result)
+            elif reply.done():  # its caller left (cancelled)
+                continue
+            elif failed:
+                reply.set_exception(SharedStateError(f"{what}: {type(result).__name__}: {result}"))
+            else:
+                reply.set_result(result)
 
-    async def _pipeline(self, queued: list[tuple[str, Any, tuple[Any, ...]]]) -> list[Any] | None:
-        """Send ``queued`` in one pipeline: the results, or ``None`` when it failed (logged)."""
+    async def _pipeline(self, queued: list[_Call]) -> list[Any]:
+        """Send ``queued`` in one pipeline: one result (or error) per call.
+
+        Raises:
+            SharedStateError: the pipeline as a whole failed (Redis down or slow).
+        """
         pipe = self.redis.client.pipeline(transaction=False)
-        for _, script, args in queued:
+        for _, script, args, _ in queued:
             if script is None:
                 pipe.execute_command(*args)
             else:
                 pipe.evalsha(script.sha, *args)
         self.batches += 1
-        try:
-            results: list[Any] = await self.redis.call(
-                pipe.execute(raise_on_error=False), "background calls"
-            )
-        except SharedStateError as exc:
-            names = ", ".join(sorted({what for what, _, _ in queued}))
-            logger.warning("shared state: %s (lost: %s)", exc, names)
-            return None
+        results: list[Any] = await self.redis.call(
+            pipe.execute(raise_on_error=False), "shared state calls"
+        )
         return results

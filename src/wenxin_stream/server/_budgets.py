@@ -365,7 +365,7 @@ class SharedBudgets:
                     *base,
                 ]
             try:
-                answer = await self.redis.call(self._reserve(keys=keys, args=args), "budget")
+                answer = await self.leases.later.ask("budget", self._reserve, keys, args)
             except SharedStateError:
                 return unavailable()
             verdict = int(answer[0])

@@ -60,6 +60,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .._aio import stop_task
@@ -264,6 +266,10 @@ class LogWriter:
         """Batches that failed."""
         self._tracked: dict[str, _Tracked] = {}
         self._pending = False  # poked since the last batch started
+        self._pending_since = 0.0  # (monotonic) when, first
+        self.on_batch: Callable[[float], None] | None = None
+        """Told, per batch the task sent and Redis took, the seconds from its first pending
+        event to the reply (``_redis_metrics``: ``wenxin_eventlog_write_wait_seconds``)."""
         self._poked: set[str] = set()  # the answers poked since then
         self._scanned = 0.0  # when every tracked answer was last looked at
         self._wake: asyncio.Future[None] | None = None
@@ -285,7 +291,9 @@ class LogWriter:
         """The tracked answer ``stream_id`` has something new to write: it goes with the next
         batch (at once when no batch is in flight). Called per event: a set's ``add`` and,
         when the task is idle, a future. ``None``: look at every tracked answer."""
-        self._pending = True
+        if not self._pending:
+            self._pending = True
+            self._pending_since = time.monotonic()
         if stream_id is None:
             self._scanned = 0.0
         else:
@@ -353,6 +361,7 @@ class LogWriter:
                 await asyncio.sleep(wait)  # what arrives meanwhile joins this batch
             started = loop.time()
             self._pending = False
+            since, batches = self._pending_since, self.batches
             try:
                 await self.flush(poked_only=True)
             except SharedStateError as exc:
@@ -363,6 +372,8 @@ class LogWriter:
                 self.metrics.error("shared_state")
                 await asyncio.sleep(RETRY)
             else:
+                if self.on_batch is not None and self.batches != batches:
+                    self.on_batch(time.monotonic() - since)
                 if self._failing:
                     logger.warning("the event logs are written to Redis again")
                 self._failing = False

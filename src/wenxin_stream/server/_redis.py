@@ -24,13 +24,15 @@ upstream's OAuth token. :class:`SharedRedis` is a process's access to it, built 
   and can be touched by one Lua script or one pipeline even on a cluster.
 
 :attr:`SharedRedis.healthy` is the outcome of the last call (for ``/readyz``): a failed call
-marks it unhealthy until one succeeds.
+marks it unhealthy until one succeeds. :attr:`SharedRedis.observe`, when set, is told each
+call's name and duration (``_redis_metrics``: ``wenxin_redis_call_seconds``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 from ._config import mask_url_password
@@ -73,6 +75,8 @@ class SharedRedis:
         """What the last failed call said (no password in it)."""
         self._client: Any = None
         self._dedicated: list[Any] = []
+        self.observe: Callable[[str, float], None] | None = None
+        """Told every :meth:`call`'s name and seconds, failed ones too (``_redis_metrics``)."""
 
     def __repr__(self) -> str:
         return f"SharedRedis({mask_url_password(self.url)!r}, healthy={self.healthy})"
@@ -139,6 +143,7 @@ class SharedRedis:
         :class:`SharedStateError` naming ``what``, and updates :attr:`healthy`."""
         from redis.exceptions import RedisError
 
+        began = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
                 result = await awaitable
@@ -146,6 +151,9 @@ class SharedRedis:
             self._failed(f"{what}: Redis did not answer within {self.timeout:g} s")
         except (RedisError, OSError) as exc:
             self._failed(f"{what}: {type(exc).__name__}: {mask_url_password(str(exc))}")
+        finally:
+            if self.observe is not None:
+                self.observe(what, time.perf_counter() - began)
         self.healthy = True
         return result
 
