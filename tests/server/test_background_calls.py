@@ -119,7 +119,8 @@ async def test_the_asks_of_one_moment_share_one_pipeline_each_with_its_reply(
         replies = await asyncio.gather(
             *(calls.ask("add", script, [key], [i + 1]) for i, key in enumerate(keys))
         )
-    assert calls.batches == 1  # thirty asks: one round trip
+    # the first went at once; the 29 made while it was in flight, together when it was back
+    assert calls.batches == 2
     assert await client.zcard(members) == 1  # the background call did not ride along
     totals = dict.fromkeys(keys, 0)
     expected = []
@@ -129,9 +130,9 @@ async def test_the_asks_of_one_moment_share_one_pipeline_each_with_its_reply(
     assert replies == expected
     async with asyncio.timeout(2):  # a later moment: a pipeline of its own
         assert await calls.ask("add", script, [keys[0]], [1]) == totals[keys[0]] + 1
-    assert calls.batches == 2
-    await calls.flush()  # and the background call goes when its time (here: flush) comes
     assert calls.batches == 3
+    await calls.flush()  # and the background call goes when its time (here: flush) comes
+    assert calls.batches == 4
     assert await client.zcard(members) == 0
 
 
@@ -151,7 +152,8 @@ async def test_an_error_reply_goes_to_its_caller_only(shared: SharedRedis) -> No
     assert isinstance(bad, SharedStateError)
     assert str(bad).startswith("bump: ResponseError")
     assert good == 2
-    assert calls.batches == 2  # NOSCRIPT for both: the script loaded, both sent once more
+    # the first: NOSCRIPT, the script loaded, sent once more; the second after it, loaded
+    assert calls.batches == 3
 
 
 async def test_a_caller_that_leaves_stops_no_other(shared: SharedRedis) -> None:
@@ -160,13 +162,34 @@ async def test_a_caller_that_leaves_stops_no_other(shared: SharedRedis) -> None:
     await client.script_load(INCR_BY)
     counter = shared.key("n", "c")
     calls = BackgroundCalls(shared)
-    leaving = asyncio.ensure_future(calls.ask("add", script, [counter], [1]))
-    staying = asyncio.ensure_future(calls.ask("add", script, [counter], [10]))
-    await asyncio.sleep(0)  # both queued, nothing sent yet
+    first = asyncio.ensure_future(calls.ask("add", script, [counter], [1]))
+    leaving = asyncio.ensure_future(calls.ask("add", script, [counter], [10]))
+    staying = asyncio.ensure_future(calls.ask("add", script, [counter], [100]))
+    await asyncio.sleep(0)  # the first in flight, the other two waiting for it
     leaving.cancel()
     async with asyncio.timeout(2):
-        assert await staying == 11  # the leaver's call was in the pipeline already: it ran
+        assert await first == 1
+        assert await staying == 111  # the leaver's call was queued already: it ran
     assert leaving.cancelled()
+    await calls.flush()
+    assert calls.batches == 2
+
+
+async def test_asks_waiting_for_a_cancelled_one_are_still_sent(shared: SharedRedis) -> None:
+    client = shared.client
+    script = client.register_script(INCR_BY)
+    await client.script_load(INCR_BY)
+    counter = shared.key("n", "l")
+    calls = BackgroundCalls(shared)
+    first = asyncio.ensure_future(calls.ask("add", script, [counter], [1]))
+    waiting = asyncio.ensure_future(calls.ask("add", script, [counter], [10]))
+    await asyncio.sleep(0)  # the first in flight (in its caller's task), the other waiting
+    first.cancel()
+    async with asyncio.timeout(2):
+        got = await waiting
+    assert got in (10, 11)  # the cancelled call may have reached Redis before it was
+    assert int(await client.get(counter)) == got
+    assert first.done()  # (cancelled, or finished: redis-py may see its reply through)
 
 
 async def test_redis_down_fails_every_ask_with_shared_state_error() -> None:

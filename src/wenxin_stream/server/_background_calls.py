@@ -21,14 +21,16 @@ Scripts are sent as ``EVALSHA`` of their hash; Redis's
 
 **Calls somebody waits for** — the admission script of every request (``_limits_redis``), a
 budget's reservation (``_budgets``) — go the same way with :meth:`BackgroundCalls.ask`, but
-without the timer: their own pipeline leaves at the loop's next iteration, with every call
-asked in this one (the background calls keep their timer: sent with each ask they would
-batch less). A burst of starts (the admission pacer lets
-a slice of them in at once) then costs one round trip, not one each: on this machine
-redis-py spends ~90–230 µs of CPU on a lone ``EVALSHA`` among hundreds in flight (the
-pool's condition, ``asyncio.timeout``, a write and a read each) and ~15–25 µs on one of 50
-in a pipeline (``bench/PROFILE.md``). Each call is still its own atomic script, so nothing
-about a limit changes. A pipeline that fails raises :class:`~._redis.SharedStateError` in
+without the timer, and batched the way the event log's writer is: an ask made while no ask
+is in flight is sent at once, in its caller's own task (no hop through another task: a busy
+event loop makes every hop cost a loop iteration, milliseconds at a burst); the asks made
+while one is in flight wait for it and then leave together in one pipeline. A burst of starts
+(the admission pacer lets a slice of them in at once) then costs two round trips, not one
+each (the background calls keep their timer: sent with each ask they would batch less).
+redis-py's work per call — the pool's condition, ``asyncio.timeout``, a write and a read —
+is most of an admission's client CPU: in waves of 50 it went from 142–166 µs to 65–73 µs
+an admission (``bench/redis_limits_cost.py --concurrency 50``). Each call is still its own
+atomic script, so nothing about a limit changes. A pipeline that fails raises :class:`~._redis.SharedStateError` in
 every caller of it; an error reply raises it in that call's caller only. A caller that is
 cancelled leaves its call in the pipeline (it may run: the same as a single call cancelled
 after it was sent).
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from ._redis import SharedRedis, SharedStateError, is_noscript
@@ -66,7 +69,8 @@ class BackgroundCalls:
         self.batches = 0
         """Pipelines sent (for tests and diagnostics)."""
         self._queued: list[_Call] = []  # nobody waits: sent when the timer fires
-        self._asked: list[_Call] = []  # callers wait: sent at the loop's next iteration
+        self._asked: list[_Call] = []  # callers wait: sent when the asks in flight are back
+        self._asking = False  # a pipeline of asks is in flight
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -79,18 +83,39 @@ class BackgroundCalls:
         self._queue((what, script, (len(keys), *keys, *args), None))
 
     async def ask(self, what: str, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """Call ``script`` on ``keys`` and ``args`` in the pipeline of this moment, sent at the
-        loop's next iteration; its reply.
+        """Call ``script`` on ``keys`` and ``args``; its reply. Sent at once when no ask is in
+        flight (in the caller's own task: no hop through another), else in the pipeline that
+        leaves with every ask made meanwhile as soon as the one in flight is back.
 
         Raises:
             SharedStateError: the pipeline failed, or Redis answered this call with an error.
         """
-        loop = asyncio.get_running_loop()
-        reply: asyncio.Future[Any] = loop.create_future()
-        if not self._asked:
-            loop.call_soon(self._send_asked)
-        self._asked.append((what, script, (len(keys), *keys, *args), reply))
-        return await reply
+        call: _Call = (what, script, (len(keys), *keys, *args), None)
+        if self._asking:  # join the next pipeline
+            reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._asked.append((*call[:3], reply))
+            return await reply
+        self._asking = True
+        try:
+            result = (await self._run([call]))[0]
+        finally:
+            self._next_asks()
+        if isinstance(result, Exception):
+            raise SharedStateError(f"{what}: {type(result).__name__}: {result}")
+        return result
+
+    def _next_asks(self) -> None:
+        """The pipeline of asks in flight is back: send the asks made meanwhile, if any."""
+        asked, self._asked = self._asked, []
+        self._asking = bool(asked)
+        if asked:
+            self._start(self._asks(asked))
+
+    async def _asks(self, asked: list[_Call]) -> None:
+        try:
+            await self._batch(asked)
+        finally:
+            self._next_asks()
 
     def _queue(self, call: _Call) -> None:
         self._queued.append(call)
@@ -100,17 +125,13 @@ class BackgroundCalls:
     def _send(self) -> None:
         self._timer = None
         queued, self._queued = self._queued, []
-        self._start(queued)
+        if queued:
+            self._start(self._batch(queued))
 
-    def _send_asked(self) -> None:
-        asked, self._asked = self._asked, []
-        self._start(asked)
-
-    def _start(self, calls: list[_Call]) -> None:
-        if calls:
-            task = asyncio.ensure_future(self._batch(calls))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _start(self, batch: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(batch)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def flush(self) -> None:
         """Send what is queued now, and wait for every batch in flight."""
@@ -121,17 +142,10 @@ class BackgroundCalls:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _batch(self, queued: list[_Call]) -> None:
+        """Send ``queued``; log the failures of the calls nobody waits for, and hand the
+        others their reply or error."""
         try:
-            results = await self._pipeline(queued)
-            again = [i for i, result in enumerate(results) if is_noscript(result)]
-            if again:  # Redis lost its scripts (a restart): load them, send those calls again
-                calls = [queued[i] for i in again]
-                for script in {id(c[1]): c[1] for c in calls}.values():
-                    await self.redis.call(
-                        self.redis.client.script_load(script.script), "SCRIPT LOAD"
-                    )
-                for i, result in zip(again, await self._pipeline(calls), strict=True):
-                    results[i] = result
+            results = await self._run(queued)
         except SharedStateError as exc:
             lost = sorted({what for what, _, _, reply in queued if reply is None})
             if lost:
@@ -151,6 +165,23 @@ class BackgroundCalls:
                 reply.set_exception(SharedStateError(f"{what}: {type(result).__name__}: {result}"))
             else:
                 reply.set_result(result)
+
+    async def _run(self, queued: list[_Call]) -> list[Any]:
+        """Send ``queued`` in one pipeline, and once more the scripts' calls Redis had lost
+        the scripts of (``NOSCRIPT``: it restarted); one result (or error reply) per call.
+
+        Raises:
+            SharedStateError: the pipeline as a whole failed (Redis down or slow).
+        """
+        results = await self._pipeline(queued)
+        again = [i for i, result in enumerate(results) if is_noscript(result)]
+        if again:
+            calls = [queued[i] for i in again]
+            for script in {id(c[1]): c[1] for c in calls}.values():
+                await self.redis.call(self.redis.client.script_load(script.script), "SCRIPT LOAD")
+            for i, result in zip(again, await self._pipeline(calls), strict=True):
+                results[i] = result
+        return results
 
     async def _pipeline(self, queued: list[_Call]) -> list[Any]:
         """Send ``queued`` in one pipeline: one result (or error) per call.
