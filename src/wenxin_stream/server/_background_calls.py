@@ -30,10 +30,10 @@ each (the background calls keep their timer: sent with each ask they would batch
 redis-py's work per call — the pool's condition, ``asyncio.timeout``, a write and a read —
 is most of an admission's client CPU: in waves of 50 it went from 142–166 µs to 65–73 µs
 an admission (``bench/redis_limits_cost.py --concurrency 50``). Each call is still its own
-atomic script, so nothing about a limit changes. A pipeline that fails raises :class:`~._redis.SharedStateError` in
-every caller of it; an error reply raises it in that call's caller only. A caller that is
-cancelled leaves its call in the pipeline (it may run: the same as a single call cancelled
-after it was sent).
+atomic script, so nothing about a limit changes. A pipeline that fails raises
+:class:`~._redis.SharedStateError` in every caller of it; an error reply raises it in that
+call's caller only. A caller that is cancelled leaves its call in the pipeline (it may run:
+the same as a single call cancelled after it was sent).
 
 :meth:`BackgroundCalls.flush` sends what is queued at once and waits for every batch in
 flight: tests, and a process closing.
