@@ -1217,7 +1217,10 @@ class Compare:
         p = self.profile
         step = self.args.step_duration or p.step[suite.key]
         drain = suite.stream_s * 2 + 3
-        ramp = min(p.ramp * max(1.0, concurrency / 2000), step / 2)
+        # starts spread over one stream's length at least: each worker starts its next stream
+        # as its last ends, so a shorter ramp makes every later generation of starts a burst as
+        # dense as the ramp's (ERNIE-paced: 4.9 s streams, a 2 s ramp → 2.5× the even rate)
+        ramp = min(max(p.ramp * max(1.0, concurrency / 2000), suite.stream_s), step / 2)
         warmup = min(max(p.warmup[suite.key], ramp) if p.warmup[suite.key] else 0, step / 2)
         flags = [
             "--pacing", suite.pacing, "--concurrency", str(concurrency),

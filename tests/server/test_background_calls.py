@@ -192,6 +192,27 @@ async def test_asks_waiting_for_a_cancelled_one_are_still_sent(shared: SharedRed
     assert first.done()  # (cancelled, or finished: redis-py may see its reply through)
 
 
+async def test_asks_whose_pipeline_is_cancelled_get_an_error_not_a_hang(
+    shared: SharedRedis,
+) -> None:
+    client = shared.client
+    script = client.register_script(INCR_BY)
+    await client.script_load(INCR_BY)
+    counter = shared.key("n", "h")
+    calls = BackgroundCalls(shared)
+    calls._asking = True  # as if an ask were in flight
+    waiting = asyncio.ensure_future(calls.ask("add", script, [counter], [10]))
+    await asyncio.sleep(0)  # it waits for the one in flight
+    calls._next_asks()  # that one is back: the waiting ask's pipeline starts…
+    for task in list(calls._tasks):  # …and is cancelled before it ran (a shutdown)
+        task.cancel()
+    async with asyncio.timeout(2):
+        with pytest.raises(SharedStateError, match="cancelled"):
+            await waiting
+    async with asyncio.timeout(2):  # and the next ask is not stuck behind it
+        assert await calls.ask("add", script, [counter], [100]) == 100
+
+
 async def test_redis_down_fails_every_ask_with_shared_state_error() -> None:
     with redis_server() as service:
         redis = SharedRedis(service.url, timeout=0.5, prefix="down:")

@@ -42,6 +42,7 @@ flight: tests, and a process closing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -109,13 +110,20 @@ class BackgroundCalls:
         asked, self._asked = self._asked, []
         self._asking = bool(asked)
         if asked:
-            self._start(self._asks(asked))
+            self._start(self._batch(asked)).add_done_callback(
+                functools.partial(self._asks_done, asked)
+            )
 
-    async def _asks(self, asked: list[_Call]) -> None:
-        try:
-            await self._batch(asked)
-        finally:
-            self._next_asks()
+    def _asks_done(self, asked: list[_Call], task: asyncio.Task[None]) -> None:
+        """A pipeline of asks is over: any caller it left without a reply (the task was
+        cancelled, or failed unexpectedly) gets an error, then the next asks go."""
+        why = "cancelled" if task.cancelled() else repr(task.exception())
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("shared state calls failed: %s", why)
+        for _, _, _, reply in asked:
+            if reply is not None and not reply.done():
+                reply.set_exception(SharedStateError(f"shared state calls: {why}"))
+        self._next_asks()
 
     def _queue(self, call: _Call) -> None:
         self._queued.append(call)
@@ -128,10 +136,11 @@ class BackgroundCalls:
         if queued:
             self._start(self._batch(queued))
 
-    def _start(self, batch: Coroutine[Any, Any, None]) -> None:
+    def _start(self, batch: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(batch)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def flush(self) -> None:
         """Send what is queued now, and wait for every batch in flight."""
