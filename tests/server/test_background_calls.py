@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,13 @@ def shared(shared_redis: SharedRedis) -> SharedRedis:
 
 
 INCR_BY = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+
+
+async def _adder(shared: SharedRedis, name: str) -> tuple[Any, str, BackgroundCalls]:
+    """INCR_BY loaded, a counter key named ``name``, and fresh calls."""
+    script = shared.client.register_script(INCR_BY)
+    await shared.client.script_load(INCR_BY)
+    return script, shared.key("n", name), BackgroundCalls(shared)
 
 
 async def test_the_calls_of_one_moment_share_one_pipeline(shared: SharedRedis) -> None:
@@ -157,11 +165,7 @@ async def test_an_error_reply_goes_to_its_caller_only(shared: SharedRedis) -> No
 
 
 async def test_a_caller_that_leaves_stops_no_other(shared: SharedRedis) -> None:
-    client = shared.client
-    script = client.register_script(INCR_BY)
-    await client.script_load(INCR_BY)
-    counter = shared.key("n", "c")
-    calls = BackgroundCalls(shared)
+    script, counter, calls = await _adder(shared, "c")
     first = asyncio.ensure_future(calls.ask("add", script, [counter], [1]))
     leaving = asyncio.ensure_future(calls.ask("add", script, [counter], [10]))
     staying = asyncio.ensure_future(calls.ask("add", script, [counter], [100]))
@@ -176,11 +180,7 @@ async def test_a_caller_that_leaves_stops_no_other(shared: SharedRedis) -> None:
 
 
 async def test_asks_waiting_for_a_cancelled_one_are_still_sent(shared: SharedRedis) -> None:
-    client = shared.client
-    script = client.register_script(INCR_BY)
-    await client.script_load(INCR_BY)
-    counter = shared.key("n", "l")
-    calls = BackgroundCalls(shared)
+    script, counter, calls = await _adder(shared, "l")
     first = asyncio.ensure_future(calls.ask("add", script, [counter], [1]))
     waiting = asyncio.ensure_future(calls.ask("add", script, [counter], [10]))
     await asyncio.sleep(0)  # the first in flight (in its caller's task), the other waiting
@@ -188,18 +188,14 @@ async def test_asks_waiting_for_a_cancelled_one_are_still_sent(shared: SharedRed
     async with asyncio.timeout(2):
         got = await waiting
     assert got in (10, 11)  # the cancelled call may have reached Redis before it was
-    assert int(await client.get(counter)) == got
+    assert int(await shared.client.get(counter)) == got
     assert first.done()  # (cancelled, or finished: redis-py may see its reply through)
 
 
 async def test_asks_whose_pipeline_is_cancelled_get_an_error_not_a_hang(
     shared: SharedRedis,
 ) -> None:
-    client = shared.client
-    script = client.register_script(INCR_BY)
-    await client.script_load(INCR_BY)
-    counter = shared.key("n", "h")
-    calls = BackgroundCalls(shared)
+    script, counter, calls = await _adder(shared, "h")
     calls._asking = True  # as if an ask were in flight
     waiting = asyncio.ensure_future(calls.ask("add", script, [counter], [10]))
     await asyncio.sleep(0)  # it waits for the one in flight
