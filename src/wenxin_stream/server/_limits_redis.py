@@ -7,12 +7,12 @@ Theory of operation
 keeps the rules of the in-process :class:`~._limits.KeyLimiter` — concurrency first, then the
 request bucket looked at, then the tokens, and only then anything taken, so a refused request
 spends nothing — but the state lives in Redis and every decision is **one** ``EVALSHA`` of
-:data:`ADMIT_SCRIPT`, sent in one pipeline with the other decisions of the same moment
-(``_background_calls``: a burst of starts costs one round trip; the script is loaded again
-after a ``NOSCRIPT``, e.g. when Redis restarted). O(1) per request except for dropping
-expired leases, which is linear in what expired. Two keys per API key, both hash-tagged
-``{<key id>}`` (one Cluster slot): the hash ``limits:{id}`` and the lease set ``lease:{id}``
-(``_leases``).
+:data:`ADMIT_SCRIPT`, sent at once, or with the other decisions made while one is in flight
+in one pipeline (``_background_calls``: a burst of starts costs two round trips, not one
+each; the script is loaded again after a ``NOSCRIPT``, e.g. when Redis restarted). O(1) per
+request except for dropping expired leases, which is linear in what expired. Two keys per API
+key, both hash-tagged ``{<key id>}`` (one Cluster slot): the hash ``limits:{id}`` and the
+lease set ``lease:{id}`` (``_leases``).
 
 - **Requests per minute**: a token bucket of capacity RPM refilling RPM/60 a second, starting
   full — exactly :class:`~._limits.RequestBucket` (fields ``rc``/``rl``/``ru``: capacity,
@@ -242,7 +242,7 @@ class SharedLimits:
             lease_id,
             self.leases.ttl,
         ]
-        try:  # in the pipeline of this moment, with the other starts' (_background_calls)
+        try:  # at once, or with the starts made meanwhile (_background_calls)
             answer = await self.leases.later.ask(
                 "admit", self._admit, [self.limits_key(key_id), lease_key], args
             )
