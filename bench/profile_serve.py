@@ -18,6 +18,8 @@ step (``INFO commandstats``: calls and µs of Redis CPU per ended stream).
 the server's place, the same way: the cheapest relay Python can be on this stack (issue 15's
 floor; ``bench/PROFILE.md``). ``--native-frames`` shows the C frames under the Python ones
 (uvloop, httptools, aiohttp's parser, the kernel's calls), where most of the floor's CPU is.
+``--gil`` samples only the thread holding the GIL: the shares are then of the Python CPU, not
+diluted by the event loop's waits in epoll or the store's threads' waits.
 
 Needs py-spy (a dev dependency: `scripts/install` puts it in `.venv`), root or ptrace
 rights, and two cores. The figures are for deciding what to change; compare's same-load
@@ -138,6 +140,9 @@ def main() -> int:
     parser.add_argument("--record", type=float, default=8.0, help="seconds of py-spy")
     parser.add_argument("--no-profile", action="store_true", help="CPU figure only")
     parser.add_argument("--native-frames", action="store_true", help="py-spy --native")
+    parser.add_argument(
+        "--gil", action="store_true", help="py-spy --gil: only the thread holding the GIL"
+    )
     parser.add_argument("--src", help="run wenxin_stream from this src/ (a baseline tree)")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--out", required=True)
@@ -197,6 +202,8 @@ def main() -> int:
                    "--output", str(collapsed)]  # fmt: skip
             # py-spy refuses --native with --nonblocking: native frames pause the process
             spy.append("--native" if args.native_frames else "--nonblocking")
+            if args.gil:  # the Python CPU alone: no thread waiting in epoll, a queue or a socket
+                spy.append("--gil")
             done = subprocess.run(spy, check=False, capture_output=True, text=True)  # noqa: S603
             if done.returncode:
                 print(f"py-spy failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
