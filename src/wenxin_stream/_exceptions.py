@@ -67,11 +67,12 @@ it are one concept, and the mapping tables are where a reader checks which class
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._error_codes import (
     V1_CODES,
@@ -118,6 +119,7 @@ __all__ = [
     "api_error_from_openai",
     "api_error_from_v1",
     "api_error_from_v2",
+    "detached",
     "error_kind",
     "excerpt",
     "is_retryable",
@@ -144,6 +146,32 @@ def excerpt(data: bytes | bytearray | str, limit: int = EXCERPT_CHARS) -> str:
     cut = len(text) > limit
     text = redact(text[: limit + 64])[:limit]  # redact first: a cut must not split a secret
     return text + "…" if cut else text
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def detached(exc: _E) -> _E:
+    """A copy of ``exc`` without its traceback (its cause copied the same way, or dropped), to
+    keep on a longer-lived object and raise again: raising the kept error itself would give it
+    a traceback through the raising frame, whose locals hold the object that keeps it — a
+    reference cycle, freed only by the cyclic collector (which the server runs seldom). Each
+    raise of a fresh copy makes no cycle. ``exc`` itself when it cannot be copied (an
+    exception class whose constructor the copy cannot call)."""
+    twin = _copy(exc)
+    return exc if twin is None else twin
+
+
+def _copy(exc: _E, depth: int = 8) -> _E | None:
+    try:
+        twin = copy.copy(exc)
+    except Exception:  # a foreign class whose copy fails
+        return None
+    twin.__traceback__ = None
+    cause = exc.__cause__
+    twin.__cause__ = twin.__context__ = _copy(cause, depth - 1) if cause and depth else None
+    twin.__suppress_context__ = exc.__suppress_context__
+    return twin
 
 
 def _rebuild(cls: type[WenxinError], args: tuple[Any, ...], state: dict[str, Any]) -> WenxinError:

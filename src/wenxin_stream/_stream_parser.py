@@ -52,6 +52,7 @@ from ._exceptions import (
     IncompleteStreamError,
     MalformedResponseError,
     WenxinError,
+    detached,
 )
 from ._sse import ServerSentEvent, SSEDecoder
 
@@ -244,15 +245,17 @@ class StreamParser:
         """
         if self._closed:
             raise RuntimeError(f"{type(self).__name__}.feed() called after close()")
+        # A kept error is raised as a fresh copy, and kept without its traceback: raised
+        # itself, its traceback (→ this frame → self → it) would be a reference cycle.
         if self._error is not None:
-            raise self._error
+            raise detached(self._error)
         if self._pending is not None:
             self._error, self._pending = self._pending, None
-            raise self._error
+            raise detached(self._error)
         try:
             return self._feed(data)
         except WenxinError as exc:
-            self._error = exc
+            self._error = detached(exc)
             raise
 
     def close(self) -> list[StreamEvent]:
@@ -264,14 +267,14 @@ class StreamParser:
                 bare JSON line.
         """
         if self._error is not None:
-            raise self._error
+            raise detached(self._error)
         if self._closed:
             return []
         self._closed = True
         try:
             self._close()
         except WenxinError as exc:
-            self._error = exc
+            self._error = detached(exc)
             raise
         return []
 
@@ -305,7 +308,7 @@ class StreamParser:
         except WenxinError as exc:
             if not out:
                 raise
-            self._pending = exc
+            self._pending = detached(exc)
         return out
 
     def _json_line_start(self, data: bytes) -> int:
@@ -370,7 +373,7 @@ class StreamParser:
                 del out[mark:]
                 if not out:
                     raise
-                self._pending = exc
+                self._pending = detached(exc)
                 break
         return out
 
@@ -389,7 +392,7 @@ class StreamParser:
 
     def _close(self) -> None:
         if self._pending is not None:
-            raise self._pending
+            raise detached(self._pending)
         if self._raw is not None:
             # feed() raised as soon as the bare JSON line was a complete object, so at the end
             # of the body it is known to be incomplete or invalid.

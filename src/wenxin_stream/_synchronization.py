@@ -34,6 +34,7 @@ import time
 from typing import Final, Generic, TypeVar
 
 from ._clock import AsyncSleep, Sleep
+from ._exceptions import detached
 
 __all__ = ["AsyncFlight", "Flight", "async_sleep", "sync_sleep"]
 
@@ -55,14 +56,20 @@ class AsyncFlight(Generic[T]):
         self._future: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
 
     async def wait(self) -> T | None:
-        """The value :meth:`finish` gave, or raise its exception. Cancelling the waiting task
-        leaves the flight untouched."""
-        return await asyncio.shield(self._future)
+        """The value :meth:`finish` gave, or raise its exception (a copy for each waiter).
+        Cancelling the waiting task leaves the flight untouched."""
+        future = self._future
+        await asyncio.wait((future,))  # (a cancelled wait does not cancel the future)
+        error = future.exception()
+        if error is not None:  # the kept one, raised, would make a cycle (see Flight.finish)
+            raise detached(error)
+        return future.result()
 
     def finish(self, value: T | None, error: BaseException | None = None) -> None:
-        """End the flight with ``error`` if given, else with ``value`` (call once)."""
+        """End the flight with ``error`` if given, else with ``value`` (call once). The error
+        is kept without its traceback: the producer's frames hold the flight (a cycle)."""
         if error is not None:
-            self._future.set_exception(error)
+            self._future.set_exception(detached(error))
             self._future.exception()  # retrieved: no "never retrieved" warning without waiters
         else:
             self._future.set_result(value)
@@ -81,11 +88,12 @@ class Flight(Generic[T]):
     def wait(self) -> T | None:
         """The value :meth:`finish` gave, or raise its exception (blocks until finished)."""
         self._done.wait()
-        if self._error is not None:
-            raise self._error
+        if self._error is not None:  # a copy for each waiter (each thread its own traceback)
+            raise detached(self._error)
         return self._value
 
     def finish(self, value: T | None, error: BaseException | None = None) -> None:
-        """End the flight with ``error`` if given, else with ``value`` (call once)."""
-        self._value, self._error = value, error
+        """End the flight with ``error`` if given, else with ``value`` (call once). The error
+        is kept without its traceback: the producer's frames hold the flight (a cycle)."""
+        self._value, self._error = value, None if error is None else detached(error)
         self._done.set()

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TypeGuard
 
 from ._clock import Clock
+from ._exceptions import detached
 
 __all__ = [
     "REFRESH_RETRY_INTERVAL",
@@ -162,7 +163,7 @@ class TokenManagerBase:
 
     def _failed(self, exc: BaseException, now: float) -> AccessToken | None:
         """Record a failed fetch; return the old token if it may still be used."""
-        self.last_error = exc
+        self.last_error = detached(exc)  # kept without its traceback (→ the fetch's frames → self)
         token = self._token
         if token is not None and not token.expired(now):
             self._retry_at = now + REFRESH_RETRY_INTERVAL
