@@ -69,6 +69,20 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+def context_switches(pid: int) -> dict[str, int]:
+    """Context switches so far (voluntary and not) of ``pid``'s main thread (``loop``) and of
+    its other threads (``threads``): on one pinned core every hand-over to a thread costs
+    two."""
+    out = {"loop": 0, "threads": 0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            for line in (task / "status").read_text().splitlines():
+                if "ctxt_switches:" not in line:
+                    continue
+                out["loop" if task.name == str(pid) else "threads"] += int(line.split()[-1])
+    return out
+
+
 def wait_for_line(
     path: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float = 60.0
 ) -> str:

@@ -6,10 +6,11 @@ core) and `--database-url` to a private PostgreSQL (the tests' own, unpinned) �
 `wenxin bench` step at a pacing and concurrency, and meanwhile records the server with
 `py-spy record` (collapsed stacks, `--idle` off) for the middle of the step. It prints, and
 writes to ``<out>/profile.json``, the server's CPU per 1,000 chunks over the step
-(`/proc/<pid>/stat`) and the top frames by inclusive and self share of the samples; the
-server's own view at the end (its ``/metrics``, saved as ``metrics.txt``: the TTFT it added,
-the upstream's TTFT, the event loop's lag) and, with ``--redis``, Redis's commands over the
-step (``INFO commandstats``: calls and µs of Redis CPU per ended stream).
+(`/proc/<pid>/stat`), the context switches per answer of its event loop's thread and of the
+others (`/proc/<pid>/task/*/status`), and the top frames by inclusive and self share of the
+samples; the server's own view at the end (its ``/metrics``, saved as ``metrics.txt``: the
+TTFT it added, the upstream's TTFT, the event loop's lag) and, with ``--redis``, Redis's
+commands over the step (``INFO commandstats``: calls and µs of Redis CPU per ended stream).
 
     .venv/bin/python bench/profile_serve.py --route native --redis --postgres \\
         --pacing ernie --concurrency 250 --out bench/results/profile-native-redis-pg
@@ -42,6 +43,7 @@ from pathlib import Path
 
 from _servers import (
     Processes,
+    context_switches,
     cpu_seconds,
     ended_streams,
     pin,
@@ -192,7 +194,7 @@ def main() -> int:
         if redis_url:  # Redis's own account of the step: its commands' CPU (INFO commandstats)
             redis_commands(redis_url, reset=True)
         cpu0, ends0, wall0 = cpu_seconds(serve.pid), ended_streams(url), time.monotonic()
-        threads0 = thread_cpu(serve.pid)
+        threads0, switches0 = thread_cpu(serve.pid), context_switches(serve.pid)
         load = subprocess.Popen(bench, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
         collapsed = out / "collapsed.txt"
         if not args.no_profile:
@@ -209,7 +211,7 @@ def main() -> int:
                 print(f"py-spy failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
         _, err = load.communicate()
         cpu1, ends1, wall1 = cpu_seconds(serve.pid), ended_streams(url), time.monotonic()
-        threads1 = thread_cpu(serve.pid)
+        threads1, switches1 = thread_cpu(serve.pid), context_switches(serve.pid)
         metrics = ""
         if not args.route.startswith("floor"):  # the server's own view: what it adds, lag
             with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:  # noqa: S310
@@ -237,6 +239,10 @@ def main() -> int:
                 name: round(threads1[name] - threads0.get(name, 0.0), 3)
                 for name in sorted(threads1)
                 if threads1[name] - threads0.get(name, 0.0) > 0
+            },
+            "context_switches_per_answer": {
+                name: round((switches1[name] - switches0[name]) / streams, 1) if streams else None
+                for name in sorted(switches1)
             },
             "ttft_ms": {
                 k: result.get("result", {}).get("ttft_ms", {}).get(k) for k in ("p50", "p99")
