@@ -22,6 +22,12 @@ async def _parked() -> tuple[Generation, BurstUpstream, Subscription, list[list[
     gen, upstream = start_bursts(relay)
     sub = await reader_past_start(relay, gen)
     pushed: list[list[str]] = []
+    sub.push = _text_pusher(pushed)
+    return gen, upstream, sub, pushed
+
+
+def _text_pusher(pushed: list[list[str]]) -> Any:
+    """A ``push`` that records text batches in ``pushed`` and refuses anything else."""
 
     def push(batch: list[Entry]) -> bool:
         if any(entry.kind is not EntryKind.DELTA for entry in batch):
@@ -29,8 +35,7 @@ async def _parked() -> tuple[Generation, BurstUpstream, Subscription, list[list[
         pushed.append([entry.text for entry in batch])
         return True
 
-    sub.push = push
-    return gen, upstream, sub, pushed
+    return push
 
 
 async def test_a_parked_reader_gets_each_burst_pushed_without_waking() -> None:
@@ -95,6 +100,45 @@ async def test_a_failing_push_leaves_the_batch_to_the_reader() -> None:
     assert [entry.text for entry in batch] == ["a"]
     upstream.finish()
     await asyncio.wait_for(gen.done, 1)
+
+
+class _Writer:
+    """What the relay sees of a fleet's event-log writer; an answer's end is "in Redis" at
+    once."""
+
+    def track(self, gen: Generation) -> None:
+        pass
+
+    def poke(self, stream_id: str | None = None) -> None:
+        pass
+
+    def finish(self, gen: Generation) -> None:
+        gen.logged(len(gen.entries))
+
+
+async def test_written_ahead_entries_are_pushed_in_the_writers_own_call() -> None:
+    # in a fleet a client may have an entry once it is in Redis: the writer's word
+    # (`logged`) hands it to the parked reader's connection at once, not a turn later
+    relay = burst_relay()
+    relay.log = _Writer()  # type: ignore[assignment]
+    gen, upstream = start_bursts(relay)
+    gen.logged(1)  # the start is in Redis
+    sub = await reader_past_start(relay, gen)
+    pushed: list[list[str]] = []
+    sub.push = _text_pusher(pushed)
+    reader = asyncio.create_task(sub.next_batch())
+    await settle()
+    upstream.burst("一", "二")
+    await settle()
+    assert pushed == []  # not in Redis yet: nothing for the client
+    gen.logged(len(gen.entries))
+    assert pushed == [["一", "二"]]  # within the call: no turn of the loop in between
+    assert not reader.done()
+    upstream.finish()  # the end is refused by push: the reader is woken and takes it
+    batch = await asyncio.wait_for(reader, 1)
+    assert [entry.kind for entry in batch] == [EntryKind.END]
+    await asyncio.wait_for(gen.done, 1)
+    assert gen._woken == 0  # private: nobody is counted on the way any more
 
 
 class _Sends:

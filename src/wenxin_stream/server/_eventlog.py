@@ -26,7 +26,7 @@ connection of its own::
   on every instance, a ``Last-Event-ID`` from any instance resumes exactly, and a write that
   is repeated (after a failed pipeline) is refused by Redis instead of duplicated.
 - **Batches.** A new event pokes the writer; it sends everything pending as soon as its
-  previous batch is back (batches at least ``interval``, 10 ms, apart), so the batches grow
+  previous batch is back (batches at least ``interval``, 5 ms, apart), so the batches grow
   with the load, not the round trips. The ids of one answer are final wherever they are
   read; a remote reader given an id not yet in Redis simply waits for the next entries.
 - **Lifetime.** The keys get an expiry once when created and once at the end (``window``,
@@ -46,7 +46,7 @@ connection of its own::
   longer the writer's (the answer was taken over), and the writer then tells the answer it
   was lost (``Generation.fenced``). In a fleet the relay is **write-ahead**: a client of the
   producer receives an event only once it is in Redis, so no client ever holds an event the
-  log lacks (one Redis round trip of extra latency, up to the 10 ms batch spacing under
+  log lacks (one Redis round trip of extra latency, up to the 5 ms batch spacing under
   load).
 - **Redis unavailable.** Local streams go on; their events are written when Redis is back
   (if within the window); remote resumes and remote cancels answer 503; a remote client being

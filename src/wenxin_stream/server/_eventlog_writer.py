@@ -7,7 +7,7 @@ Every answer this process produces is *tracked* (:meth:`LogWriter.track`) from i
 its end. Per chunk the relay appends to its in-process log as it always did and *pokes* the
 writer (:meth:`LogWriter.poke`: the answer's id into a set, and a future set if the writer is
 idle). ONE task per process sends a batch as soon as something is pending and the previous
-batch is back — but never sooner than ``interval`` (10 ms) after the previous batch started —
+batch is back — but never sooner than ``interval`` (5 ms) after the previous batch started —
 so the batches grow with the load instead of the round trips: a quiet answer's event reaches
 Redis one round trip after it arrived, and under load Redis sees at most ``1 / interval``
 batches a second. For a batch the task asks each answer poked since the last one (and,
@@ -75,13 +75,18 @@ __all__ = ["FLUSH_INTERVAL", "LIVE_TTL", "LogWriter", "Source"]
 
 logger = logging.getLogger("wenxin_stream.server")
 
-FLUSH_INTERVAL = 0.01
+FLUSH_INTERVAL = 0.005
 """Seconds at least between the starts of two batches (a batch goes as soon as the previous
 one is back and this has passed): bounds the batches a second, not the latency of a quiet
-answer. A batch is dear (redis-py's command and its connection hand-back): as a pipeline, at
-5 ms, 93 ERNIE-paced native streams (about one chunk a batch) cost ~50 % more server CPU than
-the old 20 ms tick; at 10 ms about as much as the tick, with half its lateness
-(``bench/RESULTS-REDIS.md``, run 5)."""
+answer. Under a steady load nearly every event waits for it, so it is most of the write-ahead
+latency; a batch is one script call, so a shorter interval costs little CPU until it is so
+short that a batch carries a single event. ``bench/profile_serve.py``, native route with
+Redis + PostgreSQL, fast suite, alternating rounds (2026-12-04, `bench/PROFILE.md`): 5 ms
+against 10 ms at 120 streams, chunk lateness p50 7.2–7.7 against 11.1–12.9 ms and p99
+13.3–14.4 against 18.6–32.6 ms for the same CPU per chunk (105 against 99–118 ms per 1,000);
+2 ms and no spacing at all cost 10–25 % more CPU at 175 streams and were later, not sooner.
+(With one pipeline per answer, the first design, 5 ms had cost ~50 % more CPU than a 20 ms
+tick: ``bench/RESULTS-REDIS.md``, run 5.)"""
 
 IDLE_CHECK = 1.0
 """Seconds between the task's wake-ups while answers are tracked but nothing is pending (the

@@ -452,7 +452,7 @@ class Generation:
         """Entries ``[0, count)`` are in Redis: clients may read them (write-ahead)."""
         if self.durable is not None and count > self.durable:
             self.durable = count
-            self._wake()
+            self._wake(at_once=True)  # they are all in the log: nothing more to wait for
 
     @property
     def visible(self) -> int:
@@ -589,7 +589,11 @@ class Generation:
             if log is not None:
                 log.poke(self.stream_id)
 
-    def _wake(self) -> None:
+    def _wake(self, *, at_once: bool = False) -> None:
+        """New entries may be read: the readers are woken, or the one parked reader's
+        connection takes them (:meth:`_direct`) — at the loop's next turn, once the burst
+        that called is in the log, or ``at_once`` (the writer's word that entries are in
+        Redis: in a fleet that saves every chunk one turn of the loop)."""
         waiters = self._waiters
         if not waiters:
             return
@@ -602,7 +606,10 @@ class Generation:
             if not self._direct_due:
                 self._direct_due = True
                 self._woken += 1  # on its way, as a woken reader: a burst keeps its chunks
-                self.loop.call_soon(self._direct)
+                if at_once:
+                    self._direct()
+                else:
+                    self.loop.call_soon(self._direct)
             return
         self._release()
 
