@@ -1,8 +1,10 @@
 """Shared fixtures: a fast emulator on loopback for the whole session, private Redis and
-PostgreSQL servers (``services``) for the tests that need them."""
+PostgreSQL servers (``services``) for the tests that need them, and the cyclic collector off
+for the tests that look for reference cycles."""
 
 from __future__ import annotations
 
+import gc
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,6 +16,22 @@ from servers import emulator
 from services import Service, ServiceUnavailable, postgres_server, redis_server, unavailable
 from wenxin_stream.emulator import ServerHandle
 from wenxin_stream.server._redis import SharedRedis
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    """The cyclic collector off (after one collection) for the test, as ``wenxin serve`` runs
+    it: what only that collector would free stays, for the test to find."""
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if was:
+            gc.enable()
 
 
 @pytest.fixture(scope="session")

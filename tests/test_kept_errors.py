@@ -9,7 +9,6 @@ import asyncio
 import gc
 import json
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -26,20 +25,6 @@ from wenxin_stream._tokens_sync import TokenManager
 from wenxin_stream._wire_v2 import V2StreamParser
 
 KEEPERS = (V2StreamParser, Flight, AsyncFlight, TokenManager, AsyncTokenManager, BaseException)
-
-
-@pytest.fixture
-def collector_off() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        if was:
-            gc.enable()
 
 
 def cyclic_garbage() -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,20 +34,6 @@ def _code_is_ours(obj: object) -> bool:
     code = code or getattr(obj, "ag_code", None)
     filename = getattr(code, "co_filename", "")
     return any(part in filename for part in _OUR_FILES)
-
-
-@pytest.fixture
-def collector_off() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        if was:
-            gc.enable()
 
 
 def _our_garbage() -> dict[str, int]:
