@@ -255,6 +255,25 @@ async def no_end(gen: Generation) -> None:
     """An ``on_end`` that records nothing."""
 
 
+class PokedWriter:
+    """What the relay sees of a fleet's event-log writer (``track``, ``poke``, ``finish``) for
+    one answer: its pokes counted, its end "in Redis" at once."""
+
+    def __init__(self) -> None:
+        self.pokes = 0
+        self.tracked: list[Generation] = []
+
+    def track(self, gen: Generation) -> None:
+        self.tracked.append(gen)
+
+    def poke(self, stream_id: str | None = None) -> None:
+        assert stream_id == self.tracked[0].stream_id
+        self.pokes += 1
+
+    def finish(self, gen: Generation) -> None:
+        gen.logged(len(gen.entries))  # the end is in "Redis": its readers may have it
+
+
 def burst_relay() -> Relay:
     """A relay as the relay tests use it: metrics of its own, a disconnect cancels, no resume
     window, answers up to 10,000 characters."""

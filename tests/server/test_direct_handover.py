@@ -9,7 +9,14 @@ import asyncio
 from typing import Any
 
 import pytest
-from server_helpers import BurstUpstream, burst_relay, reader_past_start, settle, start_bursts
+from server_helpers import (
+    BurstUpstream,
+    PokedWriter,
+    burst_relay,
+    reader_past_start,
+    settle,
+    start_bursts,
+)
 
 from wenxin_stream.server._connection import Outlet
 from wenxin_stream.server._relay import Entry, EntryKind, Generation, Subscription
@@ -102,25 +109,11 @@ async def test_a_failing_push_leaves_the_batch_to_the_reader() -> None:
     await asyncio.wait_for(gen.done, 1)
 
 
-class _Writer:
-    """What the relay sees of a fleet's event-log writer; an answer's end is "in Redis" at
-    once."""
-
-    def track(self, gen: Generation) -> None:
-        pass
-
-    def poke(self, stream_id: str | None = None) -> None:
-        pass
-
-    def finish(self, gen: Generation) -> None:
-        gen.logged(len(gen.entries))
-
-
 async def test_written_ahead_entries_are_pushed_in_the_writers_own_call() -> None:
     # in a fleet a client may have an entry once it is in Redis: the writer's word
     # (`logged`) hands it to the parked reader's connection at once, not a turn later
     relay = burst_relay()
-    relay.log = _Writer()  # type: ignore[assignment]
+    relay.log = PokedWriter()  # type: ignore[assignment]
     gen, upstream = start_bursts(relay)
     gen.logged(1)  # the start is in Redis
     sub = await reader_past_start(relay, gen)

@@ -11,6 +11,7 @@ import asyncio
 import pytest
 from server_helpers import (
     BurstUpstream,
+    PokedWriter,
     burst_relay,
     reader_past_start,
     settle,
@@ -146,24 +147,6 @@ async def test_several_waiting_readers_each_take_the_whole_burst() -> None:
     await _end(relay, gen, upstream)
 
 
-class _PokedWriter:
-    """What the relay sees of the fleet's event-log writer: ``track``, ``poke``, ``finish``."""
-
-    def __init__(self) -> None:
-        self.pokes = 0
-        self.tracked: list[Generation] = []
-
-    def track(self, gen: Generation) -> None:
-        self.tracked.append(gen)
-
-    def poke(self, stream_id: str | None = None) -> None:
-        assert stream_id == self.tracked[0].stream_id
-        self.pokes += 1
-
-    def finish(self, gen: Generation) -> None:
-        gen.logged(len(gen.entries))  # the end is in "Redis": its readers may have it
-
-
 async def test_written_ahead_a_burst_keeps_its_chunks_and_pokes_the_writer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -172,7 +155,7 @@ async def test_written_ahead_a_burst_keeps_its_chunks_and_pokes_the_writer(
     # log in Redis must stay under eventlog_maxlen; then one batch's text is one event
     monkeypatch.setattr("wenxin_stream.server._relay.WRITE_AHEAD_COALESCE_AFTER", 6)
     relay = burst_relay()
-    writer = _PokedWriter()
+    writer = PokedWriter()
     relay.log = writer  # type: ignore[assignment]
     gen, upstream = start_bursts(relay)
     assert writer.tracked == [gen]  # tracked from its start
