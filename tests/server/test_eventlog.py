@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services import Service, redis_server
+from wenxin_stream.server._answer_leases import AnswerLeases
 from wenxin_stream.server._eventlog import EventLog
 from wenxin_stream.server._eventlog_keys import Record, log_key, meta_key
 from wenxin_stream.server._eventlog_reader import LogReader, RemoteStream
@@ -301,6 +302,49 @@ async def test_a_failed_batch_is_sent_again_without_duplicates() -> None:
                 await writer.flush()
             assert writer.failures == 1
             assert len(writer) == 1
+        finally:
+            await redis.close()
+
+
+async def test_answers_redis_takes_nothing_of_are_given_up_and_their_clients_cut() -> None:
+    """Two kinds of answer are stranded by an outage (module docstring): one whose log could
+    not be created for an answer lease's TTL since the first try, and one that ended and
+    could not be written for the resume window. Each is told (``fenced``: its clients are
+    cut), the others are kept: one with no event yet, one written before the outage."""
+    with redis_server() as service:
+        redis = SharedRedis(service.url, timeout=0.5, prefix="strand:")
+        await redis.open()
+        try:
+            leases = AnswerLeases(redis, instance="A", ttl=0.3)
+            writer = LogWriter(
+                redis, Metrics(), instance="A", window=0.8, maxlen=100, leases=leases
+            )
+            ended, quiet, fresh = FakeAnswer(), FakeAnswer(), FakeAnswer()
+            writer.track(ended)
+            ended.add(b"start", {})
+            assert await writer.flush() == 1
+            service.process.kill()
+            service.process.wait()
+            writer.track(quiet)  # no event yet: its upstream has not answered
+            writer.track(fresh)
+            fresh.add(b"start", {})
+            ended.text("末")
+            writer.finish(ended)
+            with pytest.raises(SharedStateError):
+                await writer.flush()  # the first try to create `fresh`'s log
+            await asyncio.sleep(0.2)
+            with pytest.raises(SharedStateError):
+                await writer.flush()
+            assert (ended.lost, quiet.lost, fresh.lost) == (False, False, False)
+            await asyncio.sleep(0.2)  # 0.4 s since the first try: more than a lease's TTL
+            with pytest.raises(SharedStateError):
+                await writer.flush()  # `ended` is still sent: within its window
+            assert (ended.lost, quiet.lost, fresh.lost) == (False, False, True)
+            await asyncio.sleep(0.5)  # 0.9 s since `ended` ended: more than the window
+            assert await writer.flush() == 0  # nothing left to send: Redis not asked
+            assert (ended.lost, quiet.lost, fresh.lost) == (True, False, True)
+            assert writer.stranded == 2
+            assert len(writer) == 1  # `quiet`, whose log nobody has tried to create yet
         finally:
             await redis.close()
 

@@ -206,15 +206,17 @@ def test_redis_away_for_ten_seconds_under_load(
         running += _start(b, cid, 1, LONGER)
         began = time.monotonic()
         with outage(private_redis):
-            # a new ask is a clear 503 on either instance, and neither says it is ready
+            # neither instance says it is ready, and a new ask is a clear 503 on either (asked
+            # after /readyz, as a balancer would: an ask in the moment before an instance has
+            # noticed is admitted, and cut — test_an_answer_admitted_as_redis_goes_away_...)
             for srv in (a, b):
+                ready = _ready(srv)
+                assert ready.status_code == 503
+                assert ready.json()["missing"] == ["redis"]
                 r = _ask(srv, cid, "在吗")
                 assert r.status_code == 503, r.text
                 assert r.json()["error"]["code"] == "shared_state_unavailable"
                 assert int(r.headers["retry-after"]) >= 1
-                ready = _ready(srv)
-                assert ready.status_code == 503
-                assert ready.json()["missing"] == ["redis"]
             # The answers already running: in a fleet a client gets only what is in Redis's
             # log (what another instance could continue), so their clients wait, and once the
             # producers' leases lapse unrenewed (answer_lease_ttl) they are cut — no hang, and
@@ -242,6 +244,54 @@ def test_redis_away_for_ten_seconds_under_load(
             assert content.startswith(texts(answer.events))
         # the answers outlasting the lease (8 s against 3 s) were cut mid-generation
         assert sum(stored[m][:2] == ("partial", "interrupted") for m in ids) >= 3
+
+
+def test_an_answer_admitted_as_redis_goes_away_is_cut_not_left_waiting(
+    make_server: Callable[..., Running], private_redis: Service, postgres_url: str
+) -> None:
+    """An ask admitted in the moment between Redis going away and the instance noticing it
+    (CI saw it once: the client waited past its 10 s timeout): its log is never created, so
+    no instance can resume it and its client, which reads only what is logged, would wait for
+    ever. It is cut once its log could not be created for an answer lease's TTL, with no
+    ``end``, and its row does not stay ``streaming``."""
+    srv = make_server(
+        redis_url=private_redis.url,
+        database_url=postgres_url,
+        redis_timeout=0.5,
+        answer_lease_ttl=LEASE,
+    )
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        cid = new_conversation(c)
+    with outage(private_redis):
+        # the moment before the instance notices, made to last: it believes Redis is fine
+        # (a background call may notice meanwhile: then the ask is a 503, and is asked again)
+        for _ in range(20):
+            srv.app.redis.healthy = True
+            began = time.monotonic()
+            answer = Answer(srv, cid, paced("没人记下", LONGER))
+            answer.start()
+            assert answer.started.wait(10)
+            if answer.status == 200:
+                break
+            answer.join(10)
+        assert answer.status == 200, "never admitted"
+        _finished([answer], timeout=LEASE + 3 * RETRY + 5)
+        # cut after a lease's TTL: it produced locally meanwhile, and nothing reached the
+        # client (in a fleet it reads only what is logged), not even the start
+        assert LEASE - RETRY <= time.monotonic() - began < LEASE + 3 * RETRY + 5
+        assert answer.events == []
+        assert srv.app.eventlog.writer.stranded == 1
+
+    def answers() -> list[tuple[str, str]] | None:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT status, end_reason FROM messages"
+                " WHERE conversation_id = %s AND role = 'assistant'",
+                [cid],
+            ).fetchall()
+        return rows if rows and all(row[0] != "streaming" for row in rows) else None
+
+    assert wait_for(answers, timeout=RECOVERY, step=0.2) == [("partial", "interrupted")]
 
 
 def test_postgres_away_for_ten_seconds_under_load(

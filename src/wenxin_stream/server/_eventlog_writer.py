@@ -50,9 +50,15 @@ by ``MAXLEN ~ maxlen`` as well.
 (once per outage) and counted; the answers keep streaming locally, their unwritten events stay
 pending and are sent by the next attempt, ``retry`` seconds later. Entry ids are explicit, so
 an attempt that was partly applied before it failed can be repeated: Redis refuses the ids it
-already holds and the writer ignores exactly those refusals. An answer that ended and still
-could not be written after ``window`` seconds is given up (its log would have expired by
-then anyway).
+already holds and the writer ignores exactly those refusals. Two kinds of answer are
+*stranded* by an outage, given up, and their local clients cut like those of a lost answer
+(:meth:`Source.fenced`: no ``end``, so the cut never looks finished): one that ended and still
+could not be written after ``window`` seconds (its log would have expired by then anyway), and
+one whose log could not be created for an answer lease's TTL since the first try (admitted
+in the moment between Redis going away and the process noticing it: without a log no
+instance can resume, cancel or take it over, and in a fleet its clients read only what is
+logged — they would wait for ever). An answer whose log exists is cut by its lease instead
+(``_leases``: not renewed for the TTL).
 """
 
 from __future__ import annotations
@@ -226,12 +232,13 @@ class Source(Protocol):
 
 
 class _Tracked:
-    __slots__ = ("created", "ended", "ended_at", "renew_at", "source", "written")
+    __slots__ = ("created", "ended", "ended_at", "renew_at", "source", "tried_at", "written")
 
     def __init__(self, source: Source) -> None:
         self.source = source
         self.written = 0  # events [0, written) are in Redis
         self.created = False
+        self.tried_at: float | None = None  # (loop time) the first batch that tried to create it
         self.ended = False
         self.ended_at = 0.0
         self.renew_at = 0.0
@@ -285,6 +292,9 @@ class LogWriter:
         self._key_parts = (head, tail.removesuffix("log"))  # an answer's keys around its id
         self.fenced = 0
         """Answers whose writes were refused because another process took them over."""
+        self.stranded = 0
+        """Answers given up because Redis took none of their writes (see the module
+        docstring), their clients cut."""
 
     def __len__(self) -> int:
         """How many answers are tracked (running, or ended and not yet written)."""
@@ -377,7 +387,9 @@ class LogWriter:
                 self.metrics.error("shared_state")
                 await asyncio.sleep(RETRY)
             else:
-                if self.on_batch is not None and self.batches != batches:
+                if self.batches == batches:
+                    continue  # nothing was sent (all given up, say): Redis may still be away
+                if self.on_batch is not None:
                     self.on_batch(time.monotonic() - since)
                 if self._failing:
                     logger.warning("the event logs are written to Redis again")
@@ -404,9 +416,6 @@ class LogWriter:
         """
         if not self._tracked:
             return 0
-        client = self.shared.client
-        if self._sha is None:
-            self._sha = await self.shared.call(client.script_load(BATCH_SCRIPT), "SCRIPT LOAD")
         now = asyncio.get_running_loop().time()
         poked, self._poked = self._poked, set()
         if not poked_only or now - self._scanned >= IDLE_CHECK:  # renewals, give-ups too
@@ -415,10 +424,12 @@ class LogWriter:
         else:  # only the answers with something new: a batch costs what changed
             candidates = [t for s in poked if (t := self._tracked.get(s)) is not None]
         batch: list[tuple[_Tracked, list[Record], bool]] = []
+        stranded: list[_Tracked] = []
         for tracked in candidates:
-            if tracked.ended and now - tracked.ended_at > self.window:
-                del self._tracked[tracked.source.stream_id]  # given up: it would have expired
-                self.leases.forget(tracked.source.stream_id)
+            if (tracked.ended and now - tracked.ended_at > self.window) or (
+                tracked.tried_at is not None and now - tracked.tried_at > self.leases.ttl
+            ):
+                stranded.append(tracked)
                 continue
             records = tracked.source.log_records(tracked.written)
             if not tracked.created and not records:
@@ -427,8 +438,15 @@ class LogWriter:
                 continue
             if records or tracked.ended or now >= tracked.renew_at:
                 batch.append((tracked, records, tracked.ended))
+                if not tracked.created and tracked.tried_at is None:
+                    tracked.tried_at = now
+        if stranded:
+            self._strand(stranded)
         if not batch:
             return 0
+        if self._sha is None:
+            load = self.shared.client.script_load(BATCH_SCRIPT)
+            self._sha = await self.shared.call(load, "SCRIPT LOAD")
         self.batches += 1
         try:
             reply = await self.shared.call(self._send(batch, now), "event log batch")
@@ -450,6 +468,7 @@ class LogWriter:
             written += count
             if not tracked.created:
                 tracked.created = True
+                tracked.tried_at = None
                 tracked.renew_at = now + self.live_ttl / 2
                 if source.request is not None:
                     self.leases.hold(source.stream_id, source.token)
@@ -465,6 +484,20 @@ class LogWriter:
             self.lose(sorted(lost))
         self.records += written
         return written
+
+    def _strand(self, stranded: list[_Tracked]) -> None:
+        """Give up ``stranded`` (see the module docstring): nothing more of them is written,
+        and their clients are cut."""
+        logger.warning(
+            "answers given up, their clients cut: Redis took no write of theirs in time (%d)",
+            len(stranded),
+        )
+        for tracked in stranded:
+            stream_id = tracked.source.stream_id
+            del self._tracked[stream_id]
+            self.leases.forget(stream_id)
+            self.stranded += 1
+            tracked.source.fenced()
 
     async def _send(self, batch: list[tuple[_Tracked, list[Record], bool]], now: float) -> Any:
         """Send ``batch`` as one :data:`BATCH_SCRIPT` call; its reply, or ``None`` when Redis
