@@ -143,6 +143,9 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true", help="CPU figure only")
     parser.add_argument("--native-frames", action="store_true", help="py-spy --native")
     parser.add_argument(
+        "--native-turns", type=int, default=10, help="native: questions per conversation"
+    )
+    parser.add_argument(
         "--gil", action="store_true", help="py-spy --gil: only the thread holding the GIL"
     )
     parser.add_argument("--src", help="run wenxin_stream from this src/ (a baseline tree)")
@@ -189,6 +192,7 @@ def main() -> int:
             "--warmup", f"{args.warmup:g}",
             "--drain", "15", "--time-limit", f"{args.duration + 60:g}",
             "--api-key", key, "--pid", str(serve.pid), "--label", "wenxin serve",
+            "--native-turns", str(args.native_turns),
         ]  # fmt: skip
         time.sleep(1.0)
         if redis_url:  # Redis's own account of the step: its commands' CPU (INFO commandstats)
@@ -226,6 +230,7 @@ def main() -> int:
             "postgres": args.postgres,
             "pacing": args.pacing,
             "concurrency": args.concurrency,
+            "native_turns": args.native_turns,
             "src": args.src,
             "load_average": os.getloadavg(),
             "server_cpu_s": round(cpu1 - cpu0, 3),
