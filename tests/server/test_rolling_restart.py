@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -412,7 +413,10 @@ def test_a_rolling_restart_under_load_loses_no_answer(
         for n, instance in enumerate(instances):
             instance.serve.proc.send_signal(signal.SIGTERM)
             stopped = time.monotonic()
-            status = instance.serve.proc.wait(GRACE + STOP_MARGIN + 10)
+            try:
+                status = instance.serve.proc.wait(GRACE + STOP_MARGIN + 10)
+            except subprocess.TimeoutExpired:  # its log says where it waits (_stuck_tasks)
+                pytest.fail(f"no exit after SIGTERM: {instance.serve.log.read_text()[-4000:]}")
             exits.append(time.monotonic() - stopped)
             assert status == 0, instance.serve.log.read_text()[-2000:]
             log = instance.serve.log.read_text()

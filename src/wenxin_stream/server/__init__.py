@@ -123,6 +123,7 @@ def uvicorn_server(
             f"wenxin serve needs {exc.name or 'httptools'}: pip install 'wenxin-stream[server]'"
         ) from None
     from ._metrics import Counter, FunctionMetric
+    from ._stuck_tasks import watch_shutdown
 
     config = app.config
     refused = Counter(
@@ -137,6 +138,7 @@ def uvicorn_server(
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             for server in self.servers:  # stop accepting at once, then let streams end
                 server.close()
+            watch_shutdown(config.shutdown_grace)  # where it waits, should it not end in time
             # HTTP keep-alive connections too: each response from now on is its connection's
             # last, so a proxy's pool (nginx's `keepalive`) stops bringing this instance work;
             # an idle one is closed after the window, not under a request a proxy may have
