@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 import pytest
 
@@ -39,20 +40,20 @@ async def test_the_chain_names_each_coroutine_down_to_the_future() -> None:
 async def test_a_shutdown_still_running_after_the_grace_is_reported(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(_stuck_tasks, "REPORT_AFTER", 0.05)
+    monkeypatch.setattr(_stuck_tasks, "REPORT_AFTER", 0.2)
     never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(_outer(never), name="store close")
     with caplog.at_level(logging.WARNING, logger="wenxin_stream.server"):
-        timer = watch_shutdown(0.05)
+        timer = watch_shutdown(0.3)
         await asyncio.sleep(0.05)
-        assert not caplog.records  # not before the grace and the margin
-        await asyncio.sleep(0.2)
+        assert not caplog.records  # not before the grace and the margin (0.5 s)
+        await asyncio.sleep(0.8)
     timer.cancel()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     (record,) = caplog.records
     message = record.getMessage()
-    assert message.startswith("the shutdown has taken 0.1")
+    assert re.match(r"the shutdown has taken 0\.\d s; its \d+ tasks wait at:\n", message)
     assert "store close: _outer (test_stuck_tasks.py:" in message
     assert "-> _inner (test_stuck_tasks.py:" in message
