@@ -107,6 +107,14 @@ def ended_streams(url: str, timeout: float = 10.0) -> float:
     return sum(float(v) for v in ends)
 
 
+def env_assignments(pairs: Sequence[str]) -> dict[str, str]:
+    """``NAME=VALUE`` arguments (``--server-env``) as a dict; exits on one without ``=``."""
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise SystemExit(f"--server-env wants NAME=VALUE, not {bad[0]!r}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
 class Processes:
     """The processes a benchmark started, each logging to a file in ``logs``; :meth:`stop`
     terminates them, the last started first (a server before its upstream and stores)."""

@@ -45,7 +45,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _servers import Processes, cpu_seconds, ended_streams, pin, start_emulator, start_serve
+from _servers import (
+    Processes,
+    cpu_seconds,
+    ended_streams,
+    env_assignments,
+    pin,
+    start_emulator,
+    start_serve,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -57,9 +65,16 @@ ROUTES = ("openai", "native")
 class Server:
     """One `wenxin serve` of a tree (``src`` ``None``: this one)."""
 
-    def __init__(self, tag: str, src: Path | None, emulator: str, procs: Processes) -> None:
+    def __init__(
+        self,
+        tag: str,
+        src: Path | None,
+        emulator: str,
+        procs: Processes,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.tag = tag
-        self.served = start_serve(procs, tag, emulator, src=src, upstream_key=UPSTREAM_KEY)
+        self.served = start_serve(procs, tag, emulator, src=src, upstream_key=UPSTREAM_KEY, env=env)
         self.proc, self.url, self.key = self.served.proc, self.served.url, self.served.key
 
 
@@ -122,6 +137,7 @@ def summary(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 def micro(args: argparse.Namespace) -> int:
     """The in-process measurement (see the module docstring)."""
     trees = {"this": ROOT / "src", "base": args.baseline_src.resolve()}
+    envs = {"this": {}, "base": env_assignments(args.baseline_env)}
     rounds: dict[str, dict[str, list[dict[str, Any]]]] = {
         route: {"this": [], "base": []} for route in ROUTES
     }
@@ -131,7 +147,7 @@ def micro(args: argparse.Namespace) -> int:
                 [*pin(0), str(VENV / "python"), str(HERE / "_chunk_relay_micro.py"),
                  str(args.micro_chunks)],
                 capture_output=True, text=True, check=True,
-                env={**os.environ, "PYTHONPATH": str(trees[tag])},
+                env={**os.environ, "PYTHONPATH": str(trees[tag]), **envs[tag]},
             )  # fmt: skip
             result = json.loads(done.stdout.strip().splitlines()[-1])
             for route in ROUTES:
@@ -141,6 +157,7 @@ def micro(args: argparse.Namespace) -> int:
     doc = {
         "micro_chunks": args.micro_chunks,
         "baseline_src": str(args.baseline_src),
+        "baseline_env": args.baseline_env,
         "load_average": os.getloadavg(),
         "rounds": rounds,
         "summary": {route: summary(rounds[route]) for route in ROUTES},
@@ -156,6 +173,14 @@ def micro(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-src", type=Path, required=True, help="the baseline's src/")
+    parser.add_argument(
+        "--baseline-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the baseline's environment alone (with --baseline-src src: this tree "
+        "under another allocator, say)",
+    )
     parser.add_argument("--answers", type=int, default=100, help="answers per round")
     parser.add_argument("--chunks", type=int, default=200, help="chunks per answer")
     parser.add_argument("--interval", type=float, default=0.0, help="seconds between chunks")
@@ -175,7 +200,7 @@ def main() -> int:
         emulator = start_emulator(procs)
         servers = [
             Server("this", None, emulator, procs),
-            Server("base", args.baseline_src, emulator, procs),
+            Server("base", args.baseline_src, emulator, procs, env_assignments(args.baseline_env)),
         ]
         for server in servers:  # warm-up, not counted
             for route in routes:
@@ -200,6 +225,7 @@ def main() -> int:
             "interval": args.interval,
             "concurrency": args.concurrency,
             "baseline_src": str(args.baseline_src),
+            "baseline_env": args.baseline_env,
             "load_average": os.getloadavg(),
             "rounds": rounds,
             "summary": {route: summary(rounds[route]) for route in routes},

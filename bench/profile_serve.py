@@ -46,6 +46,7 @@ from _servers import (
     context_switches,
     cpu_seconds,
     ended_streams,
+    env_assignments,
     pin,
     start_emulator,
     start_floor,
@@ -149,6 +150,13 @@ def main() -> int:
         "--gil", action="store_true", help="py-spy --gil: only the thread holding the GIL"
     )
     parser.add_argument("--src", help="run wenxin_stream from this src/ (a baseline tree)")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the server's environment alone (PYTHONMALLOC=malloc, LD_PRELOAD=…)",
+    )
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -180,6 +188,7 @@ def main() -> int:
                 procs, "serve", emulator, src=args.src, upstream_key=UPSTREAM_KEY,
                 key_name="profile", data=out / "serve-data", args=fleet,
                 key_args=fleet[-2:] if args.postgres else (),
+                env=env_assignments(args.server_env),
             )  # fmt: skip
             serve, url, key = served.proc, served.url, served.key
         pacing, chunks = PACINGS[args.pacing]
@@ -232,6 +241,7 @@ def main() -> int:
             "concurrency": args.concurrency,
             "native_turns": args.native_turns,
             "src": args.src,
+            "server_env": args.server_env,
             "load_average": os.getloadavg(),
             "server_cpu_s": round(cpu1 - cpu0, 3),
             "wall_s": round(wall1 - wall0, 1),
