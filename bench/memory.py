@@ -69,6 +69,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from _servers import env_assignments
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PACE = "ttft=0.3;interval=1.5;chunks=20"
@@ -308,7 +310,10 @@ def _probe_safely(work: Path, trace: bool) -> None:
 def _probe(work: Path, trace: bool) -> None:
     label = (work / "label").read_text().strip()
     started = time.perf_counter()
+    from wenxin_stream.server._allocator import running
+
     out: dict[str, Any] = {"label": label, "status": _status(), "malloc": _malloc_stats()}
+    out["allocator"] = running()
     out["pymalloc"] = _pymalloc_stats(work)
     counts: dict[str, int] = dict.fromkeys(COUNTED, 0)
     every: Counter[str] = Counter()
@@ -354,15 +359,34 @@ def _probe(work: Path, trace: bool) -> None:
 
 def _trim(work: Path) -> None:
     before = _status()["VmRSS"]
+    from wenxin_stream.server._gc import trim_heap
+
     started = time.perf_counter()
-    released = ctypes.CDLL("libc.so.6").malloc_trim(0)
+    released = trim_heap()  # glibc's malloc_trim(0), or jemalloc's purge where it runs
     seconds = time.perf_counter() - started
     after = _status()["VmRSS"]
     result = {"rss_before": before, "rss_after": after, "released": released, "seconds": seconds}
     (work / "trim.json").write_text(json.dumps(result))
 
 
+def _allocator_of(serve: list[str]) -> str:
+    """The ``--allocator`` among the server's arguments (``auto``, its default, if none)."""
+    for n, arg in enumerate(serve):
+        if arg.startswith("--allocator="):
+            return arg.split("=", 1)[1]
+        if arg == "--allocator" and n + 1 < len(serve):
+            return serve[n + 1]
+    return os.environ.get("WENXIN_ALLOCATOR", "auto")
+
+
 def child(work: Path, trace: bool, serve: list[str]) -> int:
+    # the allocator `wenxin serve` would choose: the child runs it in-process, where serve
+    # never re-executes, so the child re-executes itself (its command line is its own)
+    from wenxin_stream.server._allocator import plan, reexec
+
+    env = plan(_allocator_of(serve), os.environ)
+    if env is not None:
+        reexec(env)
     if trace:
         import tracemalloc
 
@@ -389,6 +413,7 @@ def _start(args: list[str], log: Path, pattern: str, cpu: str | None) -> tuple[A
         env["WENXIN_UPSTREAM_V2_BASE_URL"] = UPSTREAM[0]
         if SOURCE[0]:  # the server from another tree (a baseline), as bench/compare does
             env["PYTHONPATH"] = SOURCE[0]
+        env |= SERVER_ENV
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"), env=env)  # noqa: S603
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -406,6 +431,7 @@ UPSTREAM = [""]
 CPU: dict[str, float] = {}
 """The server's CPU seconds (user + system) when each probe was asked for."""
 SOURCE = [""]
+SERVER_ENV: dict[str, str] = {}  # --server-env: the server's alone (an allocator, say)
 
 
 def _stop(proc: Any) -> None:
@@ -664,13 +690,16 @@ def summarise(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"{args.resume_grace} s; {result['streams_with_text']} had text at the open probe "
         f"({result['in_flight_at_open']:g} in flight), {result['streams_ended']} ended, "
         f"{result['error_count']} errors",
+        f"- allocator: {p['idle'].get('allocator', '?')} (the server's `--allocator`; with "
+        "jemalloc, glibc's and pymalloc's columns below are empty)",
         f"- server CPU per stream (idle → finished probe): {result['cpu_ms_per_stream']} ms",
         f"- per open stream: **{(rss('open') - rss('idle')) / n / 1024:.1f} KiB** RSS "
         f"({(rss('open') - rss('idle')) / n / 1000:.1f} KB)",
         f"- per finished answer in its resume window: "
         f"{(rss('finished') - rss('idle')) / n / 1024:.1f} KiB RSS",
         f"- after the peak: {rss('after') / 2**20:.1f} MiB against {rss('idle') / 2**20:.1f} "
-        f"MiB idle (**{rss('after') / rss('idle') - 1:+.1%}**); after `malloc_trim(0)`: "
+        f"MiB idle (**{rss('after') / rss('idle') - 1:+.1%}**); after a trim (glibc's "
+        f"`malloc_trim(0)` or jemalloc's purge): "
         f"{rss('trimmed') / 2**20:.1f} MiB ({rss('trimmed') / rss('idle') - 1:+.1%}; the call "
         f"took {result['trim']['seconds'] * 1e3:.1f} ms); a minute later (the upstream "
         f"client's rate-limit windows pruned by one request, the next check run): "
@@ -736,6 +765,13 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25, help="allocation sites listed")
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--serve-arg", action="append", default=[])
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the server's environment alone (PYTHONMALLOC=malloc, LD_PRELOAD=…)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
         "--src", default="", help="run the server from this source tree (PYTHONPATH; a baseline)"
@@ -760,6 +796,7 @@ def main() -> int:
     )
     UPSTREAM[0] = emu_url
     SOURCE[0] = str(Path(args.src).resolve()) if args.src else ""
+    SERVER_ENV.update(env_assignments(args.server_env))
     serve_cmd = [
         sys.executable,
         str(Path(__file__).resolve()),

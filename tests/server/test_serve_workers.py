@@ -66,6 +66,10 @@ def test_two_workers_share_the_port_the_metrics_and_survive_a_kill_and_a_reload(
     try:
         pids = wait_for(lambda: (p := _worker_pids(serve)) and len(p) == 2 and p, timeout=60)
         assert serve.proc.pid not in pids  # the supervisor serves nothing itself
+        # the supervisor re-executed itself under jemalloc (allocator auto, the library
+        # installed by scripts/install-services); its workers inherit it (server/_allocator.py)
+        for pid in (serve.proc.pid, *pids):
+            assert "libjemalloc" in Path(f"/proc/{pid}/maps").read_text(), pid
 
         # both workers take connections from the one socket, and write their own metric files
         def hit(_: int) -> int:

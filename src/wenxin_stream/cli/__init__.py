@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _subparser(parser, getattr(args, "command", None) or "").error(
             "unrecognized arguments: " + " ".join(extra)
         )
+    # whether this process's own command line is the one parsed (a command may re-execute it)
+    args.own_command_line = argv is None or list(argv) == sys.argv[1:]
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

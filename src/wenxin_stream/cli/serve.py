@@ -155,6 +155,15 @@ def register(subparsers: Any) -> None:
     )
     _flag(gateway, "breaker-cooldown", "seconds a failing channel is left out (30)", type=float)
 
+    process = parser.add_argument_group("process")
+    _flag(
+        process,
+        "allocator",
+        "where objects come from: jemalloc gives a peak's memory back; other than python, "
+        "serve re-executes itself to switch (auto: jemalloc where installed)",
+        choices=("python", "malloc", "jemalloc", "auto"),
+    )
+
     logs = parser.add_argument_group("logging")
     _flag(logs, "access-log", "log every request", action="store_const", const=True)
     _flag(logs, "debug", "log tracebacks of internal errors", action="store_const", const=True)
@@ -212,6 +221,7 @@ _FIELDS = (
     "access_log",
     "debug",
     "stall_report",
+    "allocator",
 )
 
 
@@ -229,6 +239,30 @@ def config_from_args(args: argparse.Namespace, environ: Any = None) -> Any:
         return ServerConfig.load(flags, environ=environ, config_file=args.config)
     except ServerConfigError as exc:
         raise CommandError(str(exc), 2) from None
+
+
+def _choose_allocator(wanted: str, *, own_command_line: bool) -> None:
+    """Re-execute this command under the ``wanted`` allocator if another one runs
+    (``server/_allocator.py``). Only a process whose command line is this command
+    (``own_command_line``) is re-executed: one that runs ``serve`` in-process (a test, an
+    embedding program) keeps its allocator, and says so when it differs."""
+    import logging
+    import os
+
+    from ..server._allocator import AllocatorError, plan, reexec
+
+    try:
+        env = plan(wanted, os.environ)
+    except AllocatorError as exc:
+        raise CommandError(str(exc), 2) from None
+    if env is None:
+        return
+    if not own_command_line:
+        logging.getLogger("wenxin_stream.server").warning(
+            "allocator: %s not applied: serve runs inside another program", wanted
+        )
+        return
+    reexec(env)
 
 
 def _check_dev_mode(config: Any) -> None:
@@ -251,6 +285,7 @@ def _check_dev_mode(config: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; the exit status."""
     config = config_from_args(args)
+    _choose_allocator(config.allocator, own_command_line=getattr(args, "own_command_line", False))
     _check_dev_mode(config)
     from ..emulator._server import bind_socket
     from ..server import StartupError, run_server

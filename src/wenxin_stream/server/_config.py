@@ -53,6 +53,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "takeover": ("continue", "interrupt"),
     "migrate": ("auto", "off"),
     "upstream_api": ("v1", "v2"),
+    "allocator": ("python", "malloc", "jemalloc", "auto"),
 }
 
 
@@ -156,7 +157,13 @@ class ServerConfig:
         access_log: Log every request (uvicorn's access log).
         debug: Log tracebacks of internal errors (never sent to clients).
         heap_trim: Once the load falls after a peak, return the C heap's free pages to the
-            system (glibc's ``malloc_trim``; ``server/_gc.py``). ``false``: never.
+            system (glibc's ``malloc_trim``, jemalloc's purge; ``server/_gc.py``).
+            ``false``: never.
+        allocator: Where the server's objects come from (``server/_allocator.py``):
+            ``python`` (as the interpreter started: pymalloc), ``jemalloc`` (gives memory
+            back after a peak; needs ``libjemalloc2``), ``malloc`` (the C library's), or
+            ``auto`` (jemalloc where installed). Other than ``python``, ``wenxin serve``
+            re-executes itself with the environment that selects it.
         stall_report: Seconds the event loop may run late before a watchdog thread logs
             where it was (``server/_loop_lag.py``): a diagnosis. 0: off.
     """
@@ -221,6 +228,7 @@ class ServerConfig:
     access_log: bool = False
     debug: bool = False
     heap_trim: bool = True
+    allocator: Literal["python", "malloc", "jemalloc", "auto"] = "auto"
     stall_report: float = 0.0
 
     def __post_init__(self) -> None:

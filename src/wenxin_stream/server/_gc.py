@@ -32,8 +32,10 @@ whole heap with its lock held (up to ~30 ms measured after a peak), and a busy s
 what it freed anyway. Each trim is counted in ``wenxin_heap_trims_total`` and
 ``wenxin_heap_trim_seconds``; ``heap_trim = false`` (``WENXIN_HEAP_TRIM``) turns it off.
 Measured by ``bench/memory.py`` (``bench/MEMORY.md``): what remains after a peak is
-pymalloc's arenas, each held by a few objects that outlive the peak. Elsewhere than glibc
-(musl, macOS) trimming is skipped.
+pymalloc's arenas, each held by a few objects that outlive the peak; ``allocator =
+"jemalloc"`` (``server/_allocator.py``) serves the objects from jemalloc instead, and then a
+trim is jemalloc's purge of its free pages. Elsewhere than glibc or jemalloc (musl, macOS)
+trimming is skipped.
 
 With ``wenxin serve --debug`` each full collection also logs what it found, counted by type
 and by the code of the frames among it: the way to find where cyclic garbage comes from
@@ -44,8 +46,6 @@ count (``gc.DEBUG_SAVEALL``), so it is a diagnosis, not a way to serve.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import gc
 import logging
 import os
@@ -54,7 +54,8 @@ from collections.abc import Callable
 from time import perf_counter
 from types import FrameType
 
-from ._metrics import Counter, Metrics
+from ._allocator import running, trimmer
+from ._metrics import Counter, Gauge, Metrics
 
 __all__ = [
     "CHECK_INTERVAL",
@@ -82,21 +83,7 @@ since the last trim (or since start)."""
 logger = logging.getLogger("wenxin_stream.server")
 
 
-def _find_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or ``None`` where the C library has none."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
-
-
-_MALLOC_TRIM = _find_malloc_trim()
+_TRIM = trimmer()
 
 
 def resident_bytes() -> int | None:
@@ -112,11 +99,12 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def trim_heap() -> bool | None:
-    """Return the C heap's free pages to the system (glibc's ``malloc_trim(0)``): whether
-    any were returned, ``None`` where the C library cannot."""
-    if _MALLOC_TRIM is None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim(0)``, or
+    jemalloc's purge where it serves the process, ``server/_allocator.py``): whether it
+    did, ``None`` where the C library cannot."""
+    if _TRIM is None:
         return None
-    return bool(_MALLOC_TRIM(0))
+    return _TRIM()
 
 
 class Collector:
@@ -136,7 +124,7 @@ class Collector:
         resident: Callable[[], int | None] = resident_bytes,
     ) -> None:
         self.open_streams = open_streams
-        self.trim = trim and _MALLOC_TRIM is not None
+        self.trim = trim and _TRIM is not None
         """Return the C heap's free pages at quiet checks (:func:`trim_heap`)."""
         self.trim_min_growth = trim_min_growth
         self.resident = resident
@@ -161,6 +149,14 @@ class Collector:
         for counter in (self.collections, self.pause, self.trims, self.trim_seconds):
             counter.labels()  # shown as 0 before the first collection
             metrics.register(counter)
+        self.allocator = Gauge(
+            "wenxin_allocator_info",
+            "1 for the allocator the server's objects come from (python: pymalloc; jemalloc; "
+            "malloc: the C library's).",
+            ("allocator",), multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.allocator.labels(running()).set(1)
+        metrics.register(self.allocator)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last = 0.0
