@@ -19,6 +19,7 @@ with the tree the caller's ``PYTHONPATH`` names.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -105,6 +106,18 @@ def ended_streams(url: str, timeout: float = 10.0) -> float:
         text = response.read().decode()
     ends = re.findall(r"^wenxin_stream_ends_total\{[^}]*\}\s+([0-9.e+]+)", text, re.M)
     return sum(float(v) for v in ends)
+
+
+def add_server_env(parser: argparse.ArgumentParser) -> None:
+    """``--server-env NAME=VALUE`` (repeatable): set in the measured server's environment
+    alone, not the emulator's or the load generator's (read with :func:`env_assignments`)."""
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the server's environment alone (PYTHONMALLOC=malloc, LD_PRELOAD=…)",
+    )
 
 
 def env_assignments(pairs: Sequence[str]) -> dict[str, str]:

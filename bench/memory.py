@@ -69,7 +69,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _servers import env_assignments
+from _servers import add_server_env, env_assignments
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -765,13 +765,7 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25, help="allocation sites listed")
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--serve-arg", action="append", default=[])
-    parser.add_argument(
-        "--server-env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set in the server's environment alone (PYTHONMALLOC=malloc, LD_PRELOAD=…)",
-    )
+    add_server_env(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
         "--src", default="", help="run the server from this source tree (PYTHONPATH; a baseline)"

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from _servers import (
     Processes,
+    add_server_env,
     context_switches,
     cpu_seconds,
     ended_streams,
@@ -150,13 +151,7 @@ def main() -> int:
         "--gil", action="store_true", help="py-spy --gil: only the thread holding the GIL"
     )
     parser.add_argument("--src", help="run wenxin_stream from this src/ (a baseline tree)")
-    parser.add_argument(
-        "--server-env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set in the server's environment alone (PYTHONMALLOC=malloc, LD_PRELOAD=…)",
-    )
+    add_server_env(parser)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
