@@ -318,6 +318,14 @@ def children(pid: int) -> list[int]:
         return []
 
 
+ALLOCATOR_PROBE = """
+from wenxin_stream.server._allocator import plan
+env = plan("auto", {}, current="python")
+print(f"jemalloc ({env['LD_PRELOAD']})" if env else "pymalloc (no jemalloc installed)")
+"""
+"""What ``wenxin serve --allocator auto`` (the default) runs here (``server/_allocator.py``)."""
+
+
 def run_text(argv: list[str], **kwargs: Any) -> str:
     """stdout+stderr of a short command, stripped ('' when it cannot run)."""
     try:
@@ -741,6 +749,9 @@ class Compare:
             "httpx (.venv-peers)": pkg(PEERS / "python", "httpx"),
             "httpx-aiohttp (.venv-peers)": pkg(PEERS / "python", "httpx-aiohttp"),
             "qianfan (.venv-peers)": pkg(PEERS / "python", "qianfan"),
+            "wenxin serve's allocator (`auto`)": run_text(
+                [str(VENV / "python"), "-c", ALLOCATOR_PROBE]
+            ),
         }
         if self.base_src is not None:
             b = self.summary["baseline"]
