@@ -135,9 +135,8 @@ def test_a_process_under_jemalloc_says_so_and_purges_what_it_freed() -> None:
 
 
 def test_pythonmalloc_alone_is_the_c_librarys_malloc() -> None:
-    code = "from wenxin_stream.server._allocator import running; print(repr(running()))"
-    assert _run_python(code.replace("repr", "__import__('json').dumps"),
-                       PYTHONMALLOC="malloc") == "malloc"  # fmt: skip
+    code = "import json; from wenxin_stream.server._allocator import running; "
+    assert _run_python(code + "print(json.dumps(running()))", PYTHONMALLOC="malloc") == "malloc"
 
 
 def _serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:

@@ -41,7 +41,7 @@ import ctypes.util
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, get_args
 
 __all__ = [
     "ALLOCATORS",
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 Allocator = Literal["python", "malloc", "jemalloc", "auto"]
-ALLOCATORS: tuple[str, ...] = ("python", "malloc", "jemalloc", "auto")
+ALLOCATORS: tuple[str, ...] = get_args(Allocator)
 
 JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:5000,muzzy_decay_ms:0"
 """jemalloc's settings when ``MALLOC_CONF`` is not set: a background thread purges pages left
@@ -161,11 +161,7 @@ def trimmer() -> Callable[[], bool] | None:
             return bool(mallctl(name, None, None, None, 0) == 0)
 
         return purge
-    libc = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(libc).malloc_trim if libc else None
-    except (OSError, AttributeError):
-        trim = None
+    trim = _symbol("malloc_trim")  # glibc's; musl and macOS have none
     if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]

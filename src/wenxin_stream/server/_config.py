@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._redact import redact
+from ._allocator import ALLOCATORS, Allocator
 from ._channel_config import ChannelConfigError, GatewaySpec, parse_gateway
 
 __all__ = ["ENV_PREFIX", "ServerConfig", "ServerConfigError", "mask_url_password"]
@@ -53,7 +54,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "takeover": ("continue", "interrupt"),
     "migrate": ("auto", "off"),
     "upstream_api": ("v1", "v2"),
-    "allocator": ("python", "malloc", "jemalloc", "auto"),
+    "allocator": ALLOCATORS,
 }
 
 
@@ -228,7 +229,7 @@ class ServerConfig:
     access_log: bool = False
     debug: bool = False
     heap_trim: bool = True
-    allocator: Literal["python", "malloc", "jemalloc", "auto"] = "auto"
+    allocator: Allocator = "auto"
     stall_report: float = 0.0
 
     def __post_init__(self) -> None:
