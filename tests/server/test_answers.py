@@ -27,7 +27,7 @@ from wenxin_stream.server._http import HTTPError
 from wenxin_stream.server._limits import KeyLimiter, KeyLimits
 from wenxin_stream.server._metrics import Metrics
 from wenxin_stream.server._relay import Relay
-from wenxin_stream.server._store import ConversationNotFoundError, SQLiteStore
+from wenxin_stream.server._store import ConversationNotFoundError, SQLiteStore, Store
 
 ALICE = Principal("k_alice", KeyLimits(max_streams=1))
 
@@ -63,6 +63,7 @@ class Upstream:
     def __init__(self) -> None:
         self.invalid = False
         self.streams: list[Stream] = []
+        self.requests: list[list[dict[str, Any]]] = []
 
     def resolve_model(self, name: str | None) -> tuple[str, str]:
         return name or "ernie-lite-8k", "ernie-lite-8k"
@@ -70,6 +71,7 @@ class Upstream:
     def stream(self, messages: list[dict[str, str]], model: str, **params: Any) -> Stream:
         if self.invalid:
             raise InvalidRequestError(Problem("temperature", "out of range", 336003, "x"))
+        self.requests.append(messages)
         self.streams.append(Stream())
         return self.streams[-1]
 
@@ -274,3 +276,93 @@ async def _ask_as(answers: Answers, principal: Principal) -> Any:
         principal, conversation_id=None, content="你好", options=AskOptions(), received_at=0.0,
         audit={},
     )  # fmt: skip
+
+
+async def _conversation(store: Store, answers: list[str]) -> str:
+    """A conversation of ``ALICE``'s with one finished exchange per answer text."""
+    conv = await store.create_conversation(ALICE.owner, title=None, model="m", system=None)
+    for i, text in enumerate(answers):
+        _, answer = await store.add_exchange(ALICE.owner, conv.id, question=f"q{i}", model="m")
+        await store.update_message(
+            answer.id, content=text, status="complete", end_reason="completed", usage=None,
+            ttft_ms=None, total_ms=None, generated_chars=None, delivered_chars=None,
+        )  # fmt: skip
+    return conv.id
+
+
+async def _ask_in(
+    answers: Answers,
+    upstream: Upstream,
+    cid: str,
+    reads: list[int | None],
+    options: AskOptions | None = None,
+) -> list[dict[str, Any]]:
+    """Ask in ``cid`` (recording the ``last`` of each history read) and finish the answer;
+    the messages sent upstream."""
+    store = answers.store
+    read = store.get_history
+
+    async def counted(owner: str, conversation_id: str, *, last: int | None = None) -> Any:
+        reads.append(last)
+        return await read(owner, conversation_id, last=last)
+
+    store.get_history = counted  # type: ignore[method-assign]
+    try:
+        gen = await answers.ask(
+            ALICE,
+            conversation_id=cid,
+            content="你好",
+            options=options or AskOptions(),
+            received_at=0.0,
+            audit={},
+        )
+    finally:
+        del store.get_history
+    upstream.streams[-1].release.set()
+    await asyncio.wait_for(gen.done, 5)
+    return upstream.requests[-1]
+
+
+async def test_a_long_conversation_reads_only_the_window_it_can_send(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    """history_turns=10: the read stops at the last 11 exchanges, and the request is the last
+    10 turns, as a read of all 30 would make it."""
+    answers, upstream, _ = world
+    cid = await _conversation(answers.store, [f"a{i}" for i in range(30)])
+    reads: list[int | None] = []
+    sent = await _ask_in(answers, upstream, cid, reads)
+    assert reads == [22]
+    assert [m["content"] for m in sent] == [
+        text for i in range(20, 30) for text in (f"q{i}", f"a{i}")
+    ] + ["你好"]
+
+
+async def test_a_window_of_dropped_answers_reads_the_whole_conversation(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    """Answers that were empty are not history: when the window keeps fewer than
+    history_turns, the ask reads everything and sends the same turns as before windows."""
+    answers, upstream, _ = world
+    texts = [f"a{i}" for i in range(20)] + [""] * 6  # the last six were empty
+    cid = await _conversation(answers.store, texts)
+    reads: list[int | None] = []
+    sent = await _ask_in(answers, upstream, cid, reads)
+    assert reads == [22, None]
+    assert [m["content"] for m in sent] == [
+        text for i in range(10, 20) for text in (f"q{i}", f"a{i}")
+    ] + ["你好"]
+
+
+async def test_a_replacement_reads_the_whole_conversation_once(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    """To replace the last exchange, everything is read (the question is checked against the
+    rest), and the history sent stops before the replaced exchange."""
+    answers, upstream, _ = world
+    cid = await _conversation(answers.store, ["a0", "a1", "a2"])
+    _, stored = await answers.store.get_history(ALICE.owner, cid)
+    reads: list[int | None] = []
+    sent = await _ask_in(answers, upstream, cid, reads, AskOptions(replace=stored[-2].id))
+    assert reads == [None]
+    assert [m["content"] for m in sent] == ["q0", "a0", "q1", "a1", "你好"]

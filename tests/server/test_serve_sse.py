@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from server_helpers import EventReader, Running, new_conversation, paced, seqs, sse_events, texts
 
-from wenxin_stream.server._answers import history_request
+from wenxin_stream.server._answers import history_core
 from wenxin_stream.server._store import MessageRecord
 
 
@@ -119,13 +119,13 @@ def test_history_is_valid_for_v1_whatever_happened() -> None:
         _msg("user", "q5"),
         _msg("assistant", "", "streaming"),  # still running elsewhere: not history
     ]
-    messages, params = history_request("persona", records, "q6", "v1", 50)
+    messages, params = history_core("persona", records, 50).request("q6", "v1")
     assert [m["role"] for m in messages] == ["user", "assistant"] * 2 + ["user"]
     assert messages[3]["content"].startswith("half")
     assert "中断" in messages[3]["content"]
     assert messages[-1]["content"] == "q6"
     assert params == {"system": "persona"}
-    v2, extra = history_request("persona", records, "q6", "v2", 1)
+    v2, extra = history_core("persona", records, 1).request("q6", "v2")
     assert v2[0] == {"role": "system", "content": "persona"}
     assert extra == {}
     assert [m["content"] for m in v2[1:]][-1] == "q6"

@@ -231,6 +231,36 @@ async def test_history_is_the_owners_only(store: Either) -> None:
     assert await store.get_history("o", "c_missing") == (None, [])
 
 
+async def test_the_history_read_can_stop_at_the_last_messages(store: Either) -> None:
+    conv = await store.create_conversation("o", title=None, model="m", system="sys")
+    got, history = await store.get_history("o", conv.id, last=4)
+    assert got is not None
+    assert (got.id, history) == (conv.id, [])  # no message yet: the conversation alone
+    exchanges = [await store.add_exchange("o", conv.id, question=f"q{i}", model="m")
+                 for i in range(5)]  # fmt: skip
+    everything = [m for pair in exchanges for m in pair]
+    got, last4 = await store.get_history("o", conv.id, last=4)
+    assert got is not None
+    assert got.system == "sys"
+    assert last4 == everything[-4:]  # the newest, in order
+    assert (await store.get_history("o", conv.id, last=3))[1] == everything[-3:]
+    assert (await store.get_history("o", conv.id, last=99))[1] == everything
+    assert (await store.get_history("o", conv.id))[1] == everything
+    assert (await store.get_history("o", conv.id, last=0))[1] == []
+    assert await store.get_history("someone else", conv.id, last=4) == (None, [])
+    with pytest.raises(ValueError, match="negative"):
+        await store.get_history("o", conv.id, last=-1)
+    # a replaced exchange leaves the places as they were: the window follows
+    await store.update_message(
+        exchanges[-1][1].id, content="a", status="complete", end_reason="completed",
+        usage=None, ttft_ms=None, total_ms=None, generated_chars=None, delivered_chars=None,
+    )  # fmt: skip
+    again = await store.add_exchange(
+        "o", conv.id, question="again", model="m", replace=exchanges[-1][0].id
+    )
+    assert (await store.get_history("o", conv.id, last=4))[1] == [*everything[-4:-2], *again]
+
+
 async def test_an_exchange_replaces_the_last_one_in_one_operation(store: SQLiteStore) -> None:
     conv = await store.create_conversation("o", title=None, model="m", system=None)
     q1, a1 = await store.add_exchange("o", conv.id, question="苹果", model="m")

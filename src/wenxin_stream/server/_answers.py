@@ -12,12 +12,14 @@ checkpoints, the per-key limiter, the upstream and the audit log.
 1. with admission pacing on (``start_slice``), wait for its turn when a burst of starts is
    being paced (``_pacing``: at once on a server that is not flooded); refuse while shutting
    down (503); check the model (404
-   ``model_not_found``) and load the conversation and its messages; to *replace* the last
+   ``model_not_found``) and load the conversation and its last messages (the window the
+   history can use: ``history_turns`` exchanges and one more; all of them when the window
+   keeps too few, or to replace an exchange); to *replace* the last
    exchange (regenerate, retry, edit: ``AskOptions.replace``), the messages from that question
    on are left out of the history (404 when the question is unknown, 409 when it is not the
    last or its answer streams);
 2. rebuild the history the model sees with the SDK's
-   :class:`~wenxin_stream._conversation.ConversationCore` (:func:`history_request`: complete
+   :class:`~wenxin_stream._conversation.ConversationCore` (:func:`history_core`: complete
    answers as they are, interrupted ones marked as interrupted, unanswered questions dropped,
    so the request is always valid for v1's alternation rules), then the question;
 3. admit it under the key's limits (429 + ``Retry-After``);
@@ -114,7 +116,7 @@ __all__ = [
     "MAX_IMAGES",
     "Answers",
     "AskOptions",
-    "history_request",
+    "history_core",
     "invalid_request",
     "parse_ask_options",
     "rejection_error",
@@ -126,12 +128,10 @@ logger = logging.getLogger("wenxin_stream.server")
 _END_REASONS = {reason.value: reason for reason in EndReason}
 
 
-def history_request(
-    system: str | None, records: list[MessageRecord], question: str, api: str, turns: int
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The messages and parameters that ask ``question`` after the stored ``records``: the
-    answers' text only (their reasoning is never sent back; tool calls the page showed are
-    not replayed)."""
+def history_core(system: str | None, records: list[MessageRecord], turns: int) -> ConversationCore:
+    """The conversation the stored ``records`` make, its last ``turns`` kept: the answers'
+    text only (their reasoning is never sent back; tool calls the page showed are not
+    replayed; an empty or cut answer is dropped as the SDK's conversation drops it)."""
     core = ConversationCore(system=system, max_turns=turns)
     pending: str | None = None
     for m in records:
@@ -142,7 +142,7 @@ def history_request(
                 reason = _END_REASONS.get(m.end_reason or "", EndReason.CANCELLED)
                 core.record(pending, reason, ChatResult(content=m.content))
             pending = None
-    return core.request(question, "v1" if api == "v1" else "v2")
+    return core
 
 
 MAX_IMAGES = 10
@@ -372,14 +372,20 @@ class Answers:
         store, owner = self.store, principal.owner
         conv: ConversationRecord | None = None
         history: list[MessageRecord] = []
+        if options.replace is not None and conversation_id is None:
+            raise HTTPError(400, "invalid_field", "'replace' needs a conversation",
+                            param="replace")  # fmt: skip
+        # Only the messages that can be sent are read — the last `history_turns` exchanges and
+        # one more — so a long conversation costs an ask its window, not its length. A
+        # replacement reads them all (the question it names is checked against the rest).
+        window = None if options.replace is not None else 2 * (self.history_turns + 1)
+        cut = False  # the window left earlier messages out
         if conversation_id is not None:  # both reads in one store operation
-            conv, history = await store.get_history(owner, conversation_id)
+            conv, history = await store.get_history(owner, conversation_id, last=window)
             if conv is None:
                 raise not_found(f"no conversation {conversation_id!r}")
+            cut = len(history) < conv.message_count
         if options.replace is not None:
-            if conversation_id is None:
-                raise HTTPError(400, "invalid_field", "'replace' needs a conversation",
-                                param="replace")  # fmt: skip
             history = history[: _replaced(history, options.replace)]
         upstream = self.upstream
         model = options.model or (conv.model if conv else None)
@@ -387,10 +393,14 @@ class Answers:
         system = options.system
         if system is None and conv is not None:
             system = conv.system
-        messages, params = history_request(
-            system, history, content, upstream.api, self.history_turns
-        )
-        messages = list(messages)
+        core = history_core(system, history, self.history_turns)
+        if cut and conversation_id is not None and len(core.messages) < 2 * self.history_turns:
+            # the window's answers were too few to keep (empty, cut, running): read them all
+            conv, history = await store.get_history(owner, conversation_id)
+            if conv is None:  # deleted meanwhile
+                raise not_found(f"no conversation {conversation_id!r}")
+            core = history_core(system, history, self.history_turns)
+        messages, params = core.request(content, "v1" if upstream.api == "v1" else "v2")
         with_images(messages, options.images)
         params.update(options.params())
         admission, hold = await self.admit(principal, messages, upstream_model)

@@ -293,16 +293,28 @@ _EXCHANGE_AT_ONCE = (
 with :attr:`~._sql.Dialect.modifying_cte`: the messages' seqs come from the moved row itself;
 two rows inserted, or none when the conversation is not the owner's."""
 _SELECT_MESSAGES = f"SELECT {_MSG} FROM messages WHERE conversation_id = ? ORDER BY seq"  # noqa: S608
-_SELECT_HISTORY = (
-    "SELECT "  # noqa: S608
-    + ", ".join(f"c.{name}" for name in _CONV.split(", "))
+_HISTORY_COLUMNS = (
+    ", ".join(f"c.{name}" for name in _CONV.split(", "))
     + ", "
     + ", ".join(f"m.{name}" for name in _MSG.split(", "))
-    + " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id "
+)
+_SELECT_HISTORY = (
+    f"SELECT {_HISTORY_COLUMNS} FROM conversations c "  # noqa: S608
+    "LEFT JOIN messages m ON m.conversation_id = c.id "
     "WHERE c.owner = ? AND c.id = ? ORDER BY m.seq"
 )
 """A conversation and its messages as one read: a row per message (one row of ``NULL``
 message columns for a conversation without any), the conversation's columns first."""
+_SELECT_HISTORY_LAST = (
+    f"SELECT {_HISTORY_COLUMNS} FROM conversations c "  # noqa: S608
+    "LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq >= c.message_count - ? "
+    "WHERE c.owner = ? AND c.id = ? ORDER BY m.seq"
+)
+""":data:`_SELECT_HISTORY` of the last messages only: a message's ``seq`` is its place in
+the conversation (:func:`add_exchange`, :func:`_drop_exchange` keep it so), so the last
+``n`` are a range of the index on the conversation and ``seq``, which both databases read
+alone — where ``ORDER BY seq DESC LIMIT n`` had PostgreSQL sort every message of the
+conversation first (1.6 against 0.09 ms for 102 of 2,000)."""
 _UPDATE_MESSAGE = (
     "UPDATE messages SET content = ?, status = ?, end_reason = ?, usage = ?, ttft_ms = ?, "
     "total_ms = ?, generated_chars = ?, delivered_chars = ?, extras = ? WHERE id = ?"
@@ -418,14 +430,17 @@ def get_messages(db: Db, owner: str, cid: str) -> list[MessageRecord]:
 
 
 def get_history(
-    db: Db, owner: str, cid: str
+    db: Db, owner: str, cid: str, last: int | None = None
 ) -> tuple[ConversationRecord | None, list[MessageRecord]]:
-    """The conversation and its messages in order (``(None, [])`` if it is missing or another
-    owner's). One statement, a join (so one snapshot, though an ask needs none: the write
-    that follows it checks the conversation again, :func:`add_exchange`): on PostgreSQL one
-    execution and round trip, where a pipeline of two SELECTs cost the client as much Python
-    as two (``bench/PROFILE.md``)."""
-    rows = db.all(_SELECT_HISTORY, (owner, cid))
+    """The conversation and its messages in order — only its ``last`` messages when given —
+    (``(None, [])`` if it is missing or another owner's). One statement, a join (so one
+    snapshot, though an ask needs none: the write that follows it checks the conversation
+    again, :func:`add_exchange`): on PostgreSQL one execution and round trip, where a
+    pipeline of two SELECTs cost the client as much Python as two (``bench/PROFILE.md``)."""
+    if last is None:
+        rows = db.all(_SELECT_HISTORY, (owner, cid))
+    else:
+        rows = db.all(_SELECT_HISTORY_LAST, (last, owner, cid))
     if not rows:  # the messages of another owner's conversation are not shown
         return None, []
     conversation = ConversationRecord(*rows[0][:_CONV_COLUMNS])

@@ -136,7 +136,7 @@ class Store(Protocol):
     ) -> ConversationRecord | None: ...
     async def get_messages(self, owner: str, conversation_id: str) -> list[MessageRecord]: ...
     async def get_history(
-        self, owner: str, conversation_id: str
+        self, owner: str, conversation_id: str, *, last: int | None = None
     ) -> tuple[ConversationRecord | None, list[MessageRecord]]: ...
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool: ...
     async def set_title(self, owner: str, conversation_id: str, title: str) -> bool: ...
@@ -269,12 +269,21 @@ class OperationStore:
         )
 
     async def get_history(
-        self, owner: str, conversation_id: str
+        self, owner: str, conversation_id: str, *, last: int | None = None
     ) -> tuple[ConversationRecord | None, list[MessageRecord]]:
-        """The conversation and its messages in order, in one operation (``(None, [])`` if it
-        is missing or not ``owner``'s): what an ask reads before it is sent."""
+        """The conversation and its messages in order (its ``last`` messages when given), in
+        one operation (``(None, [])`` if it is missing or not ``owner``'s): what an ask reads
+        before it is sent.
+
+        Raises:
+            ValueError: a negative ``last``.
+        """
+        if last is not None and last < 0:
+            raise ValueError("last must not be negative")
         return await self._call(
-            lambda db: _schema.get_history(db, owner, conversation_id), write=False, bare=True
+            lambda db: _schema.get_history(db, owner, conversation_id, last),
+            write=False,
+            bare=True,
         )
 
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool:
