@@ -323,35 +323,33 @@ async def _ask_in(
     return upstream.requests[-1]
 
 
-async def test_a_long_conversation_reads_only_the_window_it_can_send(
+@pytest.mark.parametrize(
+    ("texts", "reads", "kept"),
+    [
+        # 30 exchanges: the read stops at the last 11 and the last 10 turns are sent, as a
+        # read of all 30 would send them
+        ([f"a{i}" for i in range(30)], [22], range(20, 30)),
+        # the last six answers were empty (not history): the window keeps too few turns, so
+        # the ask reads everything and sends the 10 turns a full read gives
+        ([f"a{i}" for i in range(20)] + [""] * 6, [22, None], range(10, 20)),
+    ],
+    ids=["window", "too-few-in-the-window"],
+)
+async def test_an_ask_reads_the_window_its_history_can_use(
     world: tuple[Answers, Upstream, AuditLog],
+    texts: list[str],
+    reads: list[int | None],
+    kept: range,
 ) -> None:
-    """history_turns=10: the read stops at the last 11 exchanges, and the request is the last
-    10 turns, as a read of all 30 would make it."""
+    """history_turns=10."""
     answers, upstream, _ = world
-    cid = await _conversation(answers.store, [f"a{i}" for i in range(30)])
-    reads: list[int | None] = []
-    sent = await _ask_in(answers, upstream, cid, reads)
-    assert reads == [22]
-    assert [m["content"] for m in sent] == [
-        text for i in range(20, 30) for text in (f"q{i}", f"a{i}")
-    ] + ["你好"]
-
-
-async def test_a_window_of_dropped_answers_reads_the_whole_conversation(
-    world: tuple[Answers, Upstream, AuditLog],
-) -> None:
-    """Answers that were empty are not history: when the window keeps fewer than
-    history_turns, the ask reads everything and sends the same turns as before windows."""
-    answers, upstream, _ = world
-    texts = [f"a{i}" for i in range(20)] + [""] * 6  # the last six were empty
     cid = await _conversation(answers.store, texts)
-    reads: list[int | None] = []
-    sent = await _ask_in(answers, upstream, cid, reads)
-    assert reads == [22, None]
-    assert [m["content"] for m in sent] == [
-        text for i in range(10, 20) for text in (f"q{i}", f"a{i}")
-    ] + ["你好"]
+    seen: list[int | None] = []
+    sent = await _ask_in(answers, upstream, cid, seen)
+    assert seen == reads
+    assert [m["content"] for m in sent] == [text for i in kept for text in (f"q{i}", f"a{i}")] + [
+        "你好"
+    ]
 
 
 async def test_a_replacement_reads_the_whole_conversation_once(
