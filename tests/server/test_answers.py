@@ -94,12 +94,14 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[Answers, Upstream, AuditL
     audit.close()
 
 
-async def _ask(answers: Answers, conversation_id: str | None = None) -> Any:
+async def _ask(
+    answers: Answers, conversation_id: str | None = None, options: AskOptions | None = None
+) -> Any:
     return await answers.ask(
         ALICE,
         conversation_id=conversation_id,
         content="你好",
-        options=AskOptions(),
+        options=options or AskOptions(),
         received_at=0.0,
         audit={},
     )
@@ -308,14 +310,7 @@ async def _ask_in(
 
     store.get_history = counted  # type: ignore[method-assign]
     try:
-        gen = await answers.ask(
-            ALICE,
-            conversation_id=cid,
-            content="你好",
-            options=options or AskOptions(),
-            received_at=0.0,
-            audit={},
-        )
+        gen = await _ask(answers, cid, options)
     finally:
         del store.get_history
     upstream.streams[-1].release.set()
