@@ -24,7 +24,7 @@ from wenxin_stream.server._audit import AuditLog
 from wenxin_stream.server._budgets import BudgetLimiter
 from wenxin_stream.server._checkpoints import Checkpoints
 from wenxin_stream.server._http import HTTPError
-from wenxin_stream.server._limits import KeyLimiter, KeyLimits
+from wenxin_stream.server._limits import Admission, KeyLimiter, KeyLimits, Rejection
 from wenxin_stream.server._metrics import Metrics
 from wenxin_stream.server._relay import Relay
 from wenxin_stream.server._store import ConversationNotFoundError, SQLiteStore, Store
@@ -39,12 +39,14 @@ class Stream:
         self.release = asyncio.Event()
         self.end_reason: EndReason | None = None
         self.attempt_usages: tuple[Any, ...] = ()  # the SDK's per-request ledger: none
+        self.entered = self.closed = False
 
     async def __aenter__(self) -> Stream:
+        self.entered = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        pass
+        self.closed = True
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._events()
@@ -107,6 +109,18 @@ async def _ask(
     )
 
 
+def _complete(answers: Answers) -> Any:
+    return answers.complete(
+        ALICE,
+        messages=[{"role": "user", "content": "x"}],
+        model="m",
+        upstream_model="m",
+        params={},
+        received_at=0.0,
+        audit={},
+    )
+
+
 async def test_a_begun_answer_holds_the_slot_until_it_ends(
     world: tuple[Answers, Upstream, AuditLog],
 ) -> None:
@@ -146,15 +160,7 @@ async def test_an_invalid_request_frees_the_slot(
         "temperature",
     )
     with pytest.raises(HTTPError) as error:
-        await answers.complete(
-            ALICE,
-            messages=[{"role": "user", "content": "x"}],
-            model="m",
-            upstream_model="m",
-            params={},
-            received_at=0.0,
-            audit={},
-        )
+        await _complete(answers)
     assert (error.value.status, error.value.param) == (400, "temperature")
     assert answers.limiter.streams(ALICE.owner) == 0
     assert not answers.relay.running
@@ -359,3 +365,101 @@ async def test_a_replacement_reads_the_whole_conversation_once(
     sent = await _ask_in(answers, upstream, cid, reads, AskOptions(replace=stored[-2].id))
     assert reads == [None]
     assert [m["content"] for m in sent] == ["q0", "a0", "q1", "a1", "你好"]
+
+
+class RoundTripLimiter(KeyLimiter):
+    """A fleet's limits in miniature: the decision takes a round trip (until ``decide`` is
+    set), and the key has room, so starts may overlap it; ``refuse`` makes it a 429."""
+
+    def __init__(self) -> None:
+        super().__init__(KeyLimits())
+        self.decide = asyncio.Event()
+        self.refuse = False
+        self.room = True
+
+    def overlap(self, key_id: str, limits: KeyLimits | None, estimate_tokens: int) -> bool:
+        return self.room
+
+    async def acquire(
+        self, key_id: str, limits: KeyLimits | None, estimate_tokens: int
+    ) -> Admission | Rejection:
+        await self.decide.wait()
+        if self.refuse:
+            return Rejection("rate_limited", "another instance took the room", 2.0)
+        return self.admit(key_id, limits, estimate_tokens)
+
+
+async def _sent_before_the_decision(
+    answers: Answers, upstream: Upstream, route: str, *, refuse: bool = False
+) -> tuple[asyncio.Future[Any], RoundTripLimiter]:
+    """Start an answer on ``route`` under a :class:`RoundTripLimiter` that will ``refuse``
+    or admit; return once its upstream request has gone out, the decision still pending."""
+    answers.limiter = limiter = RoundTripLimiter()
+    limiter.refuse = refuse
+    task = asyncio.ensure_future(_ask(answers) if route == "native" else _complete(answers))
+    for _ in range(100):
+        if upstream.streams and upstream.streams[0].entered:
+            assert not task.done()
+            return task, limiter
+        await asyncio.sleep(0.01)
+    raise AssertionError("no upstream request went out")
+
+
+def _overlaps(answers: Answers) -> dict[str, float]:
+    return {d: c.value for d, c in answers.relay.metrics._overlaps.items()}
+
+
+@pytest.mark.parametrize("route", ["native", "openai"])
+async def test_a_start_with_room_sends_its_request_while_the_limits_decide(
+    world: tuple[Answers, Upstream, AuditLog], route: str
+) -> None:
+    answers, upstream, _ = world
+    task, limiter = await _sent_before_the_decision(answers, upstream, route)
+    limiter.decide.set()
+    gen = await asyncio.wait_for(task, 5)
+    assert len(upstream.streams) == 1  # and it is the answer's request, not sent again
+    assert gen.text == "好"  # what arrived before the admission is the answer's beginning
+    assert _overlaps(answers) == {"admitted": 1, "refused": 0}
+    upstream.streams[0].release.set()
+    await asyncio.wait_for(gen.done, 5)
+    assert gen.end_reason == "completed"
+
+
+@pytest.mark.parametrize("route", ["native", "openai"])
+async def test_a_start_refused_after_its_request_went_out_cuts_it_and_is_a_429(
+    world: tuple[Answers, Upstream, AuditLog], route: str
+) -> None:
+    answers, upstream, audit = world
+    task, limiter = await _sent_before_the_decision(answers, upstream, route, refuse=True)
+    limiter.decide.set()
+    with pytest.raises(HTTPError) as refused:
+        await asyncio.wait_for(task, 5)
+    assert (refused.value.status, refused.value.code) == (429, "rate_limited")
+    assert len(upstream.streams) == 1  # it had gone out
+    for _ in range(50):
+        if not answers.relay.running:
+            break
+        await asyncio.sleep(0.01)
+    assert not answers.relay.running  # cut: nothing runs on, nothing holds a slot
+    assert upstream.streams[0].closed
+    assert _overlaps(answers) == {"admitted": 0, "refused": 1}
+    assert await answers.store.list_conversations(ALICE.owner) == []  # nothing stored
+    audit.flush()
+    assert not audit.path.exists() or audit.path.read_text() == ""  # no answer to audit
+
+
+async def test_a_start_without_room_waits_for_its_decision(
+    world: tuple[Answers, Upstream, AuditLog],
+) -> None:
+    answers, upstream, _ = world
+    answers.limiter = limiter = RoundTripLimiter()
+    limiter.room = False
+    task = asyncio.ensure_future(_complete(answers))
+    await asyncio.sleep(0.05)
+    assert upstream.streams == []  # nothing goes out before the limits have decided
+    limiter.decide.set()
+    gen = await asyncio.wait_for(task, 5)
+    assert len(upstream.streams) == 1
+    assert _overlaps(answers) == {"admitted": 0, "refused": 0}
+    upstream.streams[0].release.set()
+    await asyncio.wait_for(gen.done, 5)

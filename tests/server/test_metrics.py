@@ -87,6 +87,9 @@ def test_metrics_of_the_contract_render_and_parse_back() -> None:
     m.stream_started()
     m.stream_ended("completed")
     m.error("upstream")
+    m.admission_overlapped(True)
+    m.admission_overlapped(True)
+    m.admission_overlapped(False)
     m.observe_ttft("server", 0.0004)
     m.observe_ttft("server", 0.0005)  # on a bound: counted in that bucket (le is inclusive)
     m.observe_ttft("server", 0.003)
@@ -105,6 +108,7 @@ def test_metrics_of_the_contract_render_and_parse_back() -> None:
         "wenxin_http_requests_total": "counter",
         "wenxin_stream_ends_total": "counter",
         "wenxin_errors_total": "counter",
+        "wenxin_admission_overlaps_total": "counter",
         "wenxin_streams_in_flight": "gauge",
         "wenxin_ttft_seconds": "histogram",
         "wenxin_chunk_gap_seconds": "histogram",
@@ -130,6 +134,8 @@ def test_metrics_of_the_contract_render_and_parse_back() -> None:
     assert s["wenxin_stream_ends_total", lab(reason="server_shutdown")] == 0  # pre-made
     assert s["wenxin_errors_total", lab(kind="upstream")] == 1
     assert s["wenxin_errors_total", lab(kind="internal")] == 0
+    assert s["wenxin_admission_overlaps_total", lab(decision="admitted")] == 2
+    assert s["wenxin_admission_overlaps_total", lab(decision="refused")] == 1
     assert s["wenxin_tokens_total", lab(type="prompt")] == 10
     assert s["wenxin_tokens_total", lab(type="completion")] == 120
     assert s["wenxin_generated_chars_total", lab()] == 120

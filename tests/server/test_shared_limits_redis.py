@@ -15,7 +15,7 @@ from services import Service, redis_server
 from wenxin_stream._clock import FakeClock
 from wenxin_stream.server._leases import Leases
 from wenxin_stream.server._limits import Admission, KeyLimiter, KeyLimits, Rejection
-from wenxin_stream.server._limits_redis import SharedLimits, unavailable
+from wenxin_stream.server._limits_redis import ROOM_AGE, SharedLimits, unavailable
 from wenxin_stream.server._liveness import live_instances
 from wenxin_stream.server._redis import SharedRedis
 
@@ -143,6 +143,44 @@ async def test_stream_leases_count_expire_and_are_renewed(shared: SharedRedis) -
     _admitted(await b.acquire("k", None, 0))
     members = await shared.client.zrange(a.leases.key("k"), 0, -1)
     assert len(members) == 1
+
+
+async def test_a_start_overlaps_its_decision_only_while_the_key_has_room(
+    shared: SharedRedis,
+) -> None:
+    clock, ticks = FakeClock(), FakeClock()
+    limits = SharedLimits(
+        KeyLimits(rpm=20, tpm=1000, max_streams=10),
+        Leases(shared, instance_id="a", clock=clock),
+        clock=clock,
+        monotonic=ticks,
+    )
+    assert not limits.overlap("k", None, 10)  # nothing known of the key yet: wait for it
+    _admitted(await limits.acquire("k", None, 10))  # left: 19 requests, 990 tokens, 1 stream
+    # each overlapped start takes its share of the room; the streams (9 of 10 at most, the
+    # margin's tenth kept) run out first: 8 more overlap, the ninth waits for its decision
+    assert [limits.overlap("k", None, 10) for _ in range(9)] == [True] * 8 + [False]
+    _admitted(await limits.acquire("k", None, 10))  # Redis's count again: 2 streams open
+    assert limits.overlap("k", None, 10)
+    assert not limits.overlap("k", None, 900)  # 980 left: 80 after it, under the tenth
+    assert not limits.overlap("k", KeyLimits(rpm=30), 10)  # other limits than last decided
+    ticks.advance(ROOM_AGE + 0.1)
+    assert not limits.overlap("k", None, 10)  # too old to tell
+    _admitted(await limits.acquire("k", None, 10))
+    assert limits.overlap("k", None, 10)
+    _rejected(await limits.acquire("k", None, 5000))  # above what the bucket holds now
+    assert not limits.overlap("k", None, 10)  # a refusal forgets the room
+    _admitted(await limits.acquire("k", None, 10))
+    shared.healthy = False  # the last call to Redis failed: every start waits
+    assert not limits.overlap("k", None, 10)
+    shared.healthy = True
+    assert limits.overlap("k", None, 10)
+    few = SharedLimits(KeyLimits(rpm=5), Leases(shared, instance_id="b", clock=clock), clock=clock)
+    _admitted(await few.acquire("f", None, 0))  # 4 of 5 left; one (at least) is kept
+    assert [few.overlap("f", None, 0) for _ in range(4)] == [True, True, True, False]
+    unlimited = _limits(shared, KeyLimits(), clock, name="c")
+    _admitted(await unlimited.acquire("u", None, 10))  # decided without a round trip
+    assert not unlimited.overlap("u", None, 10)
 
 
 async def test_unlimited_keys_touch_nothing(shared: SharedRedis) -> None:

@@ -22,7 +22,8 @@ checkpoints, the per-key limiter, the upstream and the audit log.
    :class:`~wenxin_stream._conversation.ConversationCore` (:func:`history_core`: complete
    answers as they are, interrupted ones marked as interrupted, unanswered questions dropped,
    so the request is always valid for v1's alternation rules), then the question;
-3. admit it under the key's limits (429 + ``Retry-After``);
+3. admit it under the key's limits (429 + ``Retry-After``) — in a fleet, with the upstream
+   request already on its way when the key has room (**Overlap**, below);
 4. start the generation — the upstream request leaves now — and, meanwhile, store the
    question (complete) and the answer (``streaming``, empty) in one transaction
    (``Store.add_exchange``; the replaced exchange is deleted in the same transaction, and
@@ -52,6 +53,15 @@ ends (its ``on_end`` settles and releases it). Until the generation has *begun*,
 — an invalid request, a conversation deleted meanwhile, a failing write, a cancellation —
 leaves through one ``finally`` that aborts the generation if it exists and releases the
 admission: one exit path, whatever went wrong.
+
+**Overlap.** A fleet's limits decide in a Redis round trip, which on a busy event loop is
+several milliseconds that every chunk of the stream would inherit. When they say the key has
+room to spare (:meth:`~._limits.Limits.overlap`, ``_limits_redis``), :meth:`admit` starts the
+generation (the upstream request) *before* awaiting their decision; text that arrives before
+it waits in the generation, which begins only once admitted. A refusal aborts the
+generation — the upstream request is cut, nothing was shown — and is the same 429; the
+in-process limiter decides at once and never overlaps. Counted in
+``wenxin_admission_overlaps_total{decision}``.
 """
 
 from __future__ import annotations
@@ -314,11 +324,21 @@ class Answers:
         messages: list[dict[str, Any]],
         model: str,
         answer_tokens: int = DEFAULT_ANSWER_TOKENS,
-    ) -> tuple[Admission, BudgetHold]:
+        *,
+        ahead: Callable[[], Generation] | None = None,
+    ) -> tuple[Admission, BudgetHold, Generation | None]:
         """Reserve the request's estimate (prompt plus ``answer_tokens``, and that at
         ``model``'s price) against the key's budgets, then admit it under the key's limits;
         a request refused by either spends nothing of the other (the budget's hold is given
         back whole when a limit refuses).
+
+        ``ahead`` starts the generation (the upstream request goes out). When the limits
+        allow it (:meth:`~._limits.Limits.overlap`: a fleet's decision takes a round trip,
+        and the key had room to spare), it is called before they decide, so the request and
+        the decision travel together, and the generation is returned third; if the decision
+        refuses (or anything else raises), the generation is aborted — none of it has reached
+        a client, since the caller begins it only after the return. Otherwise ``ahead`` is
+        not called, ``None`` is returned third, and the caller starts the generation itself.
 
         Raises:
             HTTPError: 429 over a budget or a limit, 503 when the fleet's shared state is
@@ -338,15 +358,23 @@ class Answers:
             if isinstance(held, Rejection):
                 raise rejection_error(held)
             hold = held
+        started: Generation | None = None
         try:
+            if ahead is not None and self.limiter.overlap(
+                principal.owner, principal.limits, estimate
+            ):
+                started = ahead()
             decision = await self.limiter.acquire(principal.owner, principal.limits, estimate)
+            if started is not None:
+                self.relay.metrics.admission_overlapped(not isinstance(decision, Rejection))
+            if isinstance(decision, Rejection):
+                raise rejection_error(decision)
         except BaseException:
+            if started is not None:  # its request went out before the refusal: cut it
+                started.abort()
             hold.release()
             raise
-        if isinstance(decision, Rejection):
-            hold.release()
-            raise rejection_error(decision)
-        return decision, hold
+        return decision, hold, started
 
     async def ask(
         self,
@@ -403,29 +431,21 @@ class Answers:
         messages, params = core.request(content, "v1" if upstream.api == "v1" else "v2")
         with_images(messages, options.images)
         params.update(options.params())
-        admission, hold = await self.admit(principal, messages, upstream_model)
-        gen: Generation | None = None
-        begun = False
-        try:
+        answer: list[MessageRecord] = []  # known once stored; the end comes later still
+
+        async def on_end(ended: Generation) -> None:  # (only once begun: admitted by then)
+            try:
+                await self._persist(ended, admission, answer[0], audit)
+            finally:  # lost: the taker records what this instance spent (take_over)
+                await self._account(
+                    ended, principal.owner, upstream_model, hold, store=not ended.lost
+                )
+
+        def send() -> Generation:  # the upstream request goes out
             try:
                 stream = upstream.stream(messages, upstream_model, **params)
             except InvalidRequestError as exc:
                 raise invalid_request(exc) from None
-            if conv is None:
-                conv = await store.create_conversation(
-                    owner, title=None, model=name, system=options.system or None
-                )
-            audit.update(conversation_id=conv.id, model=name)
-            answer: list[MessageRecord] = []  # known once stored; the end comes later still
-
-            async def on_end(ended: Generation) -> None:
-                try:
-                    await self._persist(ended, admission, answer[0], audit)
-                finally:  # lost: the taker records what this instance spent (take_over)
-                    await self._account(
-                        ended, principal.owner, upstream_model, hold, store=not ended.lost
-                    )
-
             gen = self.relay.start(
                 stream, owner=owner, model=name, received_at=received_at, on_end=on_end
             )
@@ -446,6 +466,18 @@ class Answers:
                     ensure_ascii=False,
                     separators=(",", ":"),
                 ).encode()
+            return gen
+
+        admission, hold, gen = await self.admit(principal, messages, upstream_model, ahead=send)
+        begun = False
+        try:
+            if gen is None:
+                gen = send()
+            if conv is None:
+                conv = await store.create_conversation(
+                    owner, title=None, model=name, system=options.system or None
+                )
+            audit.update(conversation_id=conv.id, model=name)
             # the upstream request is on its way; meanwhile, both messages in one transaction
             try:
                 asked, stored = await store.add_exchange(
@@ -503,29 +535,26 @@ class Answers:
         answer_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
         if not isinstance(answer_tokens, int) or isinstance(answer_tokens, bool):
             answer_tokens = DEFAULT_ANSWER_TOKENS
-        admission, hold = await self.admit(principal, messages, upstream_model, answer_tokens)
-        begun = False
-        try:
+
+        async def on_end(ended: Generation) -> None:  # (only once begun: admitted by then)
+            self._settle(ended, admission)
+            failed = ended.error is not None and not ended.delivered_chars
+            self.audit.request(
+                audit,
+                status=ended.error_status if failed else 200,
+                end_reason=ended.end_reason,
+                usage=usage_dict(ended.usage),
+                ttft_ms=ended.ttft_ms,
+                total_ms=ended.total_ms,
+            )
+            await self._account(ended, principal.owner, upstream_model, hold)
+
+        def send() -> Generation:  # the upstream request goes out
             try:
                 stream = self.upstream.stream(messages, upstream_model, **params)
             except InvalidRequestError as exc:
                 raise invalid_request(exc) from None
-            audit.update(question="".join(message_texts(messages[-1])), model=model)
-
-            async def on_end(ended: Generation) -> None:
-                self._settle(ended, admission)
-                failed = ended.error is not None and not ended.delivered_chars
-                self.audit.request(
-                    audit,
-                    status=ended.error_status if failed else 200,
-                    end_reason=ended.end_reason,
-                    usage=usage_dict(ended.usage),
-                    ttft_ms=ended.ttft_ms,
-                    total_ms=ended.total_ms,
-                )
-                await self._account(ended, principal.owner, upstream_model, hold)
-
-            gen = self.relay.start(
+            return self.relay.start(
                 stream,
                 owner=principal.owner,
                 model=model,
@@ -533,12 +562,23 @@ class Answers:
                 on_end=on_end,
                 resumable=False,
             )
+
+        admission, hold, gen = await self.admit(
+            principal, messages, upstream_model, answer_tokens, ahead=send
+        )
+        begun = False
+        try:
+            if gen is None:
+                gen = send()
+            audit.update(question="".join(message_texts(messages[-1])), model=model)
             gen.begin({"model": model})
             begun = True
             audit["stream_id"] = gen.stream_id
             return gen
         finally:
             if not begun:  # the one exit path of a failed start
+                if gen is not None:
+                    gen.abort()
                 self.limiter.release(admission)
                 hold.release()
 

@@ -50,7 +50,8 @@ is atomic with respect to every other request. Not thread-safe.
 awaited: they are the admission's own business). :class:`KeyLimiter` keeps everything in this
 process (one ``wenxin serve``); ``_limits_redis.SharedLimits`` keeps the same buckets in
 Redis for a fleet (``redis_url``), so N instances admit the limit, not N times it. Both hand out
-an :class:`Admission`.
+an :class:`Admission`. Only the shared one takes a round trip to decide, so only it may let
+the upstream request go out meanwhile (:meth:`~Limits.overlap`, ``_limits_redis``).
 """
 
 from __future__ import annotations
@@ -245,6 +246,12 @@ class Limits(Protocol):
         """The server-wide limits."""
         ...
 
+    def overlap(self, key_id: str, limits: KeyLimits | None, estimate_tokens: int) -> bool:
+        """Whether the upstream request of this admission may go out before
+        :meth:`acquire` has decided (the decision takes a round trip, and the key had room to
+        spare when it was last decided); a refusal then cuts that request."""
+        ...
+
     async def acquire(
         self, key_id: str, limits: KeyLimits | None, estimate_tokens: int
     ) -> Admission | Rejection:
@@ -322,6 +329,10 @@ class KeyLimiter:
         """How many streams of ``key_id`` are open."""
         state = self._states.get(key_id)
         return 0 if state is None else state.streams
+
+    def overlap(self, key_id: str, limits: KeyLimits | None, estimate_tokens: int) -> bool:
+        """Never: :meth:`acquire` decides at once, so nothing is gained by not waiting."""
+        return False
 
     async def acquire(
         self, key_id: str, limits: KeyLimits | None, estimate_tokens: int

@@ -509,6 +509,12 @@ class Metrics:
             "upstream's usage; estimated: it reported none).",
             ("model", "channel", "source"), max_series=USAGE_MAX_SERIES,
         )  # fmt: skip
+        self.overlaps = Counter(
+            "wenxin_admission_overlaps_total",
+            "Starts whose upstream request went out while their admission was decided "
+            "(a fleet's shared limits), by decision (admitted, refused: the request was cut).",
+            ("decision",),
+        )
         self._families: list[_Family[Any] | FunctionMetric] = []
         self._files: ProcessFiles | None = None
         self.multiprocess_dir: Path | None = None
@@ -522,7 +528,7 @@ class Metrics:
         for family in (
             self.requests, self.stream_ends, self.errors, self.in_flight, self.ttft,
             self.chunk_gap, self.duration, self.token_counter, self.generated, self.delivered,
-            self.usage_tokens, self.usage_cost, self.usage_requests,
+            self.usage_tokens, self.usage_cost, self.usage_requests, self.overlaps,
         ):  # fmt: skip
             self.register(family)
         # children of known label values, made now: the hot path reads attributes
@@ -530,6 +536,7 @@ class Metrics:
             self.stream_ends.labels(reason)
         for kind in ERROR_KINDS:
             self.errors.labels(kind)
+        self._overlaps = {d: self.overlaps.labels(d) for d in ("admitted", "refused")}
         self._ttft = {part: self.ttft.labels(part) for part in ("upstream", "server", "total")}
         self._duration = {part: self.duration.labels(part) for part in ("upstream", "total")}
         self._gap = self.chunk_gap.labels()
@@ -568,6 +575,11 @@ class Metrics:
     def error(self, kind: str) -> None:
         """Count an error of ``kind`` (``upstream``, ``timeout``, ``client``, ``internal``)."""
         self.errors.labels(kind).value += 1
+
+    def admission_overlapped(self, admitted: bool) -> None:
+        """A start's upstream request went out before its admission was decided; the
+        decision (``False``: refused, the request was cut)."""
+        self._overlaps["admitted" if admitted else "refused"].value += 1
 
     def observe_ttft(self, part: str, seconds: float) -> None:
         """Observe a time to first token; ``part`` is ``upstream``, ``server`` or ``total``."""
