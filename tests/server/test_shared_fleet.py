@@ -243,3 +243,47 @@ def test_a_revocation_is_enforced_on_every_instance_at_once(
             wait_for(
                 lambda srv=srv: _completion(srv.url, key=second_secret).status_code == 401, 2.0
             )
+
+
+def test_a_start_sent_before_its_decision_is_cut_when_another_instance_took_the_room(
+    tmp_path: Path, emu: ServerHandle, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wenxin_stream.server import _limits_redis
+
+    monkeypatch.setattr(_limits_redis, "ROOM_AGE", 60.0)  # however slow this machine is
+    limits = {"redis_url": redis_url, "default_max_streams": 10}
+    body = {
+        "model": "ernie-lite-8k",
+        "stream": True,
+        "messages": [{"role": "user", "content": paced("长", "ttft=4;chunks=1")}],
+    }
+
+    def hold(url: str) -> int:  # one slow stream of the key (its first token after 4 s)
+        with httpx.Client(timeout=30) as c, c.stream("POST", url, json=body) as r:
+            return r.status_code
+
+    def open_streams(url: str) -> float:
+        lines = httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+        return next(float(x.split()[-1]) for x in lines if x.startswith("wenxin_streams_in"))
+
+    with (
+        running(tmp_path / "a", emu.base_url, **limits) as a,
+        running(tmp_path / "b", emu.base_url, **limits) as b,
+        ThreadPoolExecutor(10) as pool,
+    ):
+        # A admits one answer: it learns the key has room (1 stream of 10 open)
+        assert _completion(a.url).status_code == 200
+        held = [pool.submit(hold, f"{b.url}/v1/chat/completions") for _ in range(10)]
+        wait_for(lambda: open_streams(b.url) == 10, timeout=20)  # B took every slot
+        # A still believes in the room: its request goes out, then the decision cuts it
+        cut = _completion(a.url)
+        assert cut.status_code == 429
+        assert cut.json()["error"]["code"] == "too_many_streams"
+        # the room is forgotten: the next start waits for its decision (no request out)
+        assert _completion(a.url).status_code == 429
+        metrics = httpx.get(f"{a.url}/metrics", timeout=10).text
+        assert [f.result(timeout=30) for f in held] == [200] * 10
+    assert 'wenxin_admission_overlaps_total{decision="refused"} 1' in metrics
+    assert 'wenxin_admission_overlaps_total{decision="admitted"} 0' in metrics
+    # the cut request was started and ended at once, before anything reached the client
+    assert 'wenxin_stream_ends_total{reason="cancelled"} 1' in metrics
