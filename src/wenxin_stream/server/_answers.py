@@ -50,9 +50,10 @@ but nothing stored and nothing to resume (its one subscriber is the request).
 
 **Admission.** An admitted request holds a concurrency slot of its key until the generation
 ends (its ``on_end`` settles and releases it). Until the generation has *begun*, any failure
-— an invalid request, a conversation deleted meanwhile, a failing write, a cancellation —
-leaves through one ``finally`` that aborts the generation if it exists and releases the
-admission: one exit path, whatever went wrong.
+aborts the generation if it exists and releases the admission: up to the generation's start
+(a refusal, an invalid request) in :meth:`Answers.admit`, which starts it; after it (a
+conversation deleted meanwhile, a failing write, a cancellation) in the caller's one
+``finally``.
 
 **Overlap.** A fleet's limits decide in a Redis round trip, which on a busy event loop is
 several milliseconds that every chunk of the stream would inherit. When they say the key has
@@ -325,20 +326,20 @@ class Answers:
         model: str,
         answer_tokens: int = DEFAULT_ANSWER_TOKENS,
         *,
-        ahead: Callable[[], Generation] | None = None,
-    ) -> tuple[Admission, BudgetHold, Generation | None]:
+        send: Callable[[], Generation],
+    ) -> tuple[Admission, BudgetHold, Generation]:
         """Reserve the request's estimate (prompt plus ``answer_tokens``, and that at
         ``model``'s price) against the key's budgets, then admit it under the key's limits;
         a request refused by either spends nothing of the other (the budget's hold is given
         back whole when a limit refuses).
 
-        ``ahead`` starts the generation (the upstream request goes out). When the limits
-        allow it (:meth:`~._limits.Limits.overlap`: a fleet's decision takes a round trip,
-        and the key had room to spare), it is called before they decide, so the request and
-        the decision travel together, and the generation is returned third; if the decision
-        refuses (or anything else raises), the generation is aborted — none of it has reached
-        a client, since the caller begins it only after the return. Otherwise ``ahead`` is
-        not called, ``None`` is returned third, and the caller starts the generation itself.
+        ``send`` starts the generation (the upstream request goes out), returned third. It
+        is called once admitted — or, when the limits allow it (:meth:`~._limits.Limits.
+        overlap`: a fleet's decision takes a round trip, and the key had room to spare),
+        before they decide, so the request and the decision travel together. Whatever raises
+        meanwhile (a refusal, an invalid request) aborts a generation already started — none
+        of it has reached a client, since the caller begins it only after the return — and
+        gives back the admission and the budget's hold.
 
         Raises:
             HTTPError: 429 over a budget or a limit, 503 when the fleet's shared state is
@@ -360,15 +361,20 @@ class Answers:
             hold = held
         started: Generation | None = None
         try:
-            if ahead is not None and self.limiter.overlap(
-                principal.owner, principal.limits, estimate
-            ):
-                started = ahead()
+            overlapped = self.limiter.overlap(principal.owner, principal.limits, estimate)
+            if overlapped:
+                started = send()
             decision = await self.limiter.acquire(principal.owner, principal.limits, estimate)
-            if started is not None:
+            if overlapped:
                 self.relay.metrics.admission_overlapped(not isinstance(decision, Rejection))
             if isinstance(decision, Rejection):
                 raise rejection_error(decision)
+            if started is None:
+                try:
+                    started = send()
+                except BaseException:
+                    self.limiter.release(decision)
+                    raise
         except BaseException:
             if started is not None:  # its request went out before the refusal: cut it
                 started.abort()
@@ -468,11 +474,9 @@ class Answers:
                 ).encode()
             return gen
 
-        admission, hold, gen = await self.admit(principal, messages, upstream_model, ahead=send)
+        admission, hold, gen = await self.admit(principal, messages, upstream_model, send=send)
         begun = False
         try:
-            if gen is None:
-                gen = send()
             if conv is None:
                 conv = await store.create_conversation(
                     owner, title=None, model=name, system=options.system or None
@@ -505,8 +509,7 @@ class Answers:
             return gen
         finally:
             if not begun:  # it never will: nothing is recorded, the slot is free again
-                if gen is not None:
-                    gen.abort()
+                gen.abort()
                 self.limiter.release(admission)
                 hold.release()
 
@@ -564,12 +567,10 @@ class Answers:
             )
 
         admission, hold, gen = await self.admit(
-            principal, messages, upstream_model, answer_tokens, ahead=send
+            principal, messages, upstream_model, answer_tokens, send=send
         )
         begun = False
         try:
-            if gen is None:
-                gen = send()
             audit.update(question="".join(message_texts(messages[-1])), model=model)
             gen.begin({"model": model})
             begun = True
@@ -577,8 +578,7 @@ class Answers:
             return gen
         finally:
             if not begun:  # the one exit path of a failed start
-                if gen is not None:
-                    gen.abort()
+                gen.abort()
                 self.limiter.release(admission)
                 hold.release()
 

@@ -299,8 +299,8 @@ class SharedLimits:
         rooms[key_id] = _Room(
             self._monotonic(),
             effective,
-            float(answer[3] or 0) if len(answer) > 3 else 0.0,
-            float(answer[4] or 0) if len(answer) > 4 else 0.0,
+            float(answer[3] or 0),
+            float(answer[4] or 0),
             int(answer[2]),
         )
         if len(rooms) > ROOM_KEYS:
