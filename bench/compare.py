@@ -131,6 +131,8 @@ UPSTREAM_KEY = "bce-v3/ALTAK-bench/compare"
 """The v2 key relays send to the emulator (dev mode accepts any well-formed key)."""
 
 RELAY_CPU, LOAD_CPU = 0, 1
+PEAK_TIMEOUT = 600.0
+"""Seconds ``bench/memory.py``'s peak and return may take (it needs about four minutes)."""
 FD_LIMIT = 20_000
 """No process here can hold more descriptors than this."""
 
@@ -228,6 +230,7 @@ class Profile:
     ttft_per_round: int
     rss_streams: tuple[int, int]
     rss_plateau: float
+    peak_streams: int  # bench/memory.py's peak: what comes back after it
     flat_runs: int
     flat_streams: int
     flat_duration: float
@@ -249,6 +252,7 @@ FULL = Profile(
     ttft_per_round=50,
     rss_streams=(1_000, 4_000),
     rss_plateau=6.0,
+    peak_streams=2_000,
     flat_runs=5,
     flat_streams=1_000,
     flat_duration=10.0,
@@ -269,6 +273,7 @@ QUICK = Profile(
     ttft_per_round=50,
     rss_streams=(500, 2_000),
     rss_plateau=3.0,
+    peak_streams=1_000,
     flat_runs=5,
     flat_streams=300,
     flat_duration=3.0,
@@ -1597,6 +1602,40 @@ class Compare:
             },
         }
         serve.stop()
+        self.summary["memory"]["after_peak"] = self.after_peak()
+
+    def after_peak(self) -> dict[str, Any] | None:
+        """What a fresh `wenxin serve` gives back after a peak: ``bench/memory.py`` (its own
+        emulator and server, the server on the relay core) opens the profile's
+        ``peak_streams`` native streams, lets them end and their resume windows pass, and
+        probes RSS a minute after the end; idle and that RSS (MiB), ``None`` if it wrote no
+        result."""
+        p = self.profile
+        out = self.out / "memory-peak"  # kept with the run (raw/ is not)
+        out.mkdir(parents=True, exist_ok=True)
+        argv = [str(VENV / "python"), str(BENCH_DIR / "memory.py"), "--streams",
+                str(p.peak_streams), "--server-cpu", str(self.relay_cpu or 0), "--out",
+                str(out)]  # fmt: skip
+        self.rec.add(argv)
+        log(f"memory: a peak of {p.peak_streams:,} streams and back (bench/memory.py)")
+        with (self.logs / "memory-peak.log").open("w") as logf:
+            try:
+                done = subprocess.run(  # noqa: S603
+                    argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                    timeout=PEAK_TIMEOUT, check=False,
+                )  # fmt: skip
+                status = f"exit {done.returncode}"
+            except subprocess.TimeoutExpired:
+                status = f"killed after {PEAK_TIMEOUT:.0f} s"
+        found = sorted(out.glob("memory-*/memory.json"))
+        if not found:
+            self.summary["errors"].append(f"memory/peak: memory.py wrote no result ({status})")
+            return None
+        peak = after_peak_figures(json.loads(found[-1].read_text()), p.peak_streams)
+        peak["summary"] = str(found[-1].parent.relative_to(self.out) / "summary.md")
+        log(f"memory: idle {peak['idle_mib']:.1f} MiB, a minute after the peak "
+            f"{peak['later_mib']:.1f} MiB ({peak['later_ratio'] - 1:+.1%})")  # fmt: skip
+        return peak
 
     def floor_memory(self) -> dict[str, Any]:
         """The memory floor: a fresh ``bench/floor_relay.py`` (the bare pipe), measured as
@@ -1973,6 +2012,11 @@ def summarize_find_max(doc: dict[str, Any] | None, name: str) -> dict[str, Any]:
         if cpu and rate:
             row["relay_cpu_ms_per_1k"] = cpu * 1e4 / rate
             row["one_core_streams"] = round(row["best"] * 100 / cpu) if row["best"] else None
+    # each passed step's CPU per 1,000 chunks (a re-run's last attempt decides): two targets
+    # compared at a concurrency both passed are compared at the same load
+    last = {st["concurrency"]: st for st in fm["steps"]}
+    per_step = {c: relay_cpu_per_1k(st["result"]) for c, st in last.items() if st["passed"]}
+    row["step_cpu_ms_per_1k"] = {str(c): v for c, v in sorted(per_step.items()) if v}
     return row
 
 
@@ -2027,6 +2071,24 @@ def pin_tree(pid: int, cpu: int) -> None:
     for each in pids:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(each, {cpu})
+
+
+def after_peak_figures(doc: dict[str, Any], streams: int) -> dict[str, Any]:
+    """The figures of one ``bench/memory.py`` result (its ``memory.json``) that the targets
+    table reads: RSS idle, right after the resume windows and a minute after the end."""
+
+    def mib(label: str) -> float:
+        return float(doc["probes"][label]["status"]["VmRSS"]) / 2**20
+
+    idle = mib("idle")
+    return {
+        "streams": streams,
+        "errors": doc.get("error_count"),
+        "idle_mib": idle,
+        "after_mib": mib("after"),
+        "later_mib": mib("later"),
+        "later_ratio": mib("later") / idle,
+    }
 
 
 def relay_cpu_per_1k(result: dict[str, Any] | None) -> float | None:
@@ -2336,6 +2398,7 @@ def targets_check(s: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
     out += redis_goals(s)
+    out += relay_cost_goals(s)
     mem = s.get("memory")
     if mem:
         per = mem.get("marginal_kib_per_stream")
@@ -2344,11 +2407,22 @@ def targets_check(s: dict[str, Any]) -> list[tuple[str, str, str]]:
         worst = max([per or 0] + [lv["kib_per_stream"] for lv in mem["levels"]])
         out.append(
             (
-                "RSS per open stream ≤ 30 KB",
+                "RSS per open stream ≤ 25 KB",
                 f"{worst:.1f} KiB (worst of the measures)",
-                _verdict(worst * 1.024 <= 30),
+                _verdict(worst * 1.024 <= 25),
             )
         )
+        peak = mem.get("after_peak")
+        if peak and peak.get("later_ratio") is not None:
+            out.append(
+                (
+                    "after a peak: RSS within 20 % of idle",
+                    f"{peak['later_mib']:.1f} / {peak['idle_mib']:.1f} MiB = "
+                    f"{peak['later_ratio'] - 1:+.1%} a minute after {peak['streams']:,} "
+                    f"streams ended (`bench/memory.py`)",
+                    _verdict(peak["later_ratio"] <= 1.2),
+                )
+            )
         flat = mem["flat"]
         if flat["growth_mib"] is not None:
             out.append(
@@ -2356,6 +2430,62 @@ def targets_check(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"memory flat across {flat['runs']} runs",
                     f"{flat['growth_mib']:+.2f} MiB from run 2 to run {flat['runs']}",
                     _verdict(flat["growth_mib"] <= flat["tolerance_mib"]),
+                )
+            )
+    return out
+
+
+def same_step(first: dict[str, Any], second: dict[str, Any]) -> tuple[int, float, float] | None:
+    """The largest concurrency both find-max rows passed, with each one's relay CPU per
+    1,000 chunks there: the two at the same load (``None``: no step in common)."""
+    a, b = first.get("step_cpu_ms_per_1k") or {}, second.get("step_cpu_ms_per_1k") or {}
+    common = sorted(int(c) for c in set(a) & set(b))
+    if not common:
+        return None
+    c = common[-1]
+    return c, a[str(c)], b[str(c)]
+
+
+def relay_cost_goals(s: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The relay-cost goals (issue 15): per suite, the OpenAI route's CPU per chunk at most
+    3× nginx's and the native route's within 10 % of the OpenAI route's — at the same load
+    where both passed a step of the same concurrency (the verdict's figure), each at its
+    maximum beside it — and the ERNIE-paced maximum at least 80 % of nginx's."""
+    out: list[tuple[str, str, str]] = []
+    for key, suite in (s.get("suites") or {}).items():
+        rows = suite["targets"]
+        name = "fast" if key == "fast" else "ERNIE-paced"
+        serve = rows.get("serve") or {}
+        for other, goal, limit, form in (
+            ("nginx", f"{name}: OpenAI route's relay CPU / 1k chunks ≤ 3× nginx's", 3.0, "{:.1f}×"),
+            ("serve-native", f"{name}: native route's relay CPU / 1k chunks ≤ 1.10× the "
+             "OpenAI route's", 1.1, "×{:.2f}"),
+        ):  # fmt: skip
+            row = rows.get(other)
+            if row is None or not serve:
+                continue
+            first, second = (serve, row) if other == "nginx" else (row, serve)
+            parts, ratio = [], None
+            common = same_step(first, second)
+            if common:
+                c, mine, theirs = common
+                ratio = mine / theirs
+                parts.append(f"{mine:.1f} / {theirs:.1f} ms = {form.format(ratio)} "
+                             f"(same load, {c:,} streams)")  # fmt: skip
+            at_max = first.get("relay_cpu_ms_per_1k"), second.get("relay_cpu_ms_per_1k")
+            if at_max[0] and at_max[1]:
+                parts.append(f"{form.format(at_max[0] / at_max[1])} each at its maximum")
+                ratio = ratio if ratio is not None else at_max[0] / at_max[1]
+            if ratio is not None:
+                out.append((goal, "; ".join(parts), _verdict(ratio <= limit)))
+        nginx = rows.get("nginx") or {}
+        if key == "ernie" and serve.get("best") is not None and nginx.get("best"):
+            ratio = serve["best"] / nginx["best"]
+            out.append(
+                (
+                    "ERNIE-paced: OpenAI route's max streams ≥ 80 % of nginx's",
+                    f"{serve['best']:,} / {nginx['best']:,} = {ratio:.0%}",
+                    _verdict(ratio >= 0.8),
                 )
             )
     return out
@@ -2873,6 +3003,20 @@ def render(s: dict[str, Any], prefix: str, args: argparse.Namespace) -> str:
             f"{_f(f['tolerance_mib'], 2, ' MiB')}).",
             "",
         ]
+        peak = mem.get("after_peak")
+        if peak:
+            lines += [
+                f"After a peak (`bench/memory.py --streams {peak['streams']}`: a fresh server "
+                "and emulator of its own, native streams paced `ttft=0.3;interval=1.5;"
+                "chunks=20` held open together, then ended; RSS once their resume windows "
+                "and the server's next quiet check have passed, and a minute after the end): "
+                f"idle {peak['idle_mib']:.1f} MiB, after the windows {peak['after_mib']:.1f} MiB "
+                f"({peak['after_mib'] / peak['idle_mib'] - 1:+.1%}), a minute after the end "
+                f"{peak['later_mib']:.1f} MiB (**{peak['later_ratio'] - 1:+.1%}**); "
+                f"{_f(peak['errors'])} errors. Its probes: [`{peak['summary']}`]"
+                f"({prefix}{peak['summary']}).",
+                "",
+            ]
 
     sdk = s.get("sdk")
     if sdk:

@@ -29,6 +29,7 @@ from wenxin_stream.server._config import ServerConfig
 from wenxin_stream.server._gc import Collector, resident_bytes, trim_heap
 from wenxin_stream.server._metrics import Metrics
 from wenxin_stream.server._relay import Entry, EntryKind, Generation
+from wenxin_stream.server._store import SQLiteStore, StoreError
 
 
 def _log_bytes(entries: list[Entry]) -> int:
@@ -192,6 +193,11 @@ def test_the_collector_trims_the_c_heap_once_the_load_has_fallen() -> None:
         asked.append(rss[0])
         return rss[0]
 
+    released: list[int] = []  # the trims counted when the store released its caches
+
+    async def release() -> None:
+        released.append(int(collector.trims.labels().value))
+
     collector = Collector(
         metrics,
         lambda: open_streams[0],
@@ -199,6 +205,7 @@ def test_the_collector_trims_the_c_heap_once_the_load_has_fallen() -> None:
         max_interval=3600,
         trim_min_growth=4 * mib,
         resident=resident,
+        release=release,
     )
     if not collector.trim:
         pytest.skip("no malloc_trim in this C library")
@@ -222,6 +229,7 @@ def test_the_collector_trims_the_c_heap_once_the_load_has_fallen() -> None:
         await _until(lambda: checks.value >= seen + 6)
         assert trims.value == 2
         assert rss[0] == 118 * mib
+        assert released == [1, 2]  # each trim asked the store (its task runs next); never busy
         text = metrics.render().decode()
         assert "wenxin_heap_trims_total 2" in text
         assert "wenxin_heap_trim_seconds " in text
@@ -239,8 +247,75 @@ def test_the_collector_trims_the_c_heap_once_the_load_has_fallen() -> None:
         rss[0] = 105 * mib
         await _until(lambda: trims.value >= 4)
         assert trims.value == 4
+        await _until(lambda: len(released) >= 4)
+        assert released == [1, 2, 3, 4]
 
     _serving(collector, scenario)
+
+
+def test_a_store_that_cannot_release_its_caches_does_not_stop_the_trim(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failing release (a closed store, a database error) is logged; the trim goes on, and
+    the next trim asks again."""
+    asked: list[int] = []
+    sizes = iter([100 << 20, 200 << 20, 100 << 20, 300 << 20, 100 << 20])
+
+    async def release() -> None:
+        asked.append(1)
+        raise StoreError("the store is not open")
+
+    collector = Collector(
+        Metrics(),
+        lambda: 0,
+        check_interval=0.01,
+        resident=lambda: next(sizes, 100 << 20),
+        release=release,
+    )
+    if not collector.trim:
+        pytest.skip("no malloc_trim in this C library")
+    trims = collector.trims.labels()
+    with caplog.at_level("WARNING", logger="wenxin_stream.server"):
+        _serving(collector, lambda: _until(lambda: trims.value >= 2 and len(asked) >= 2))
+    assert trims.value >= 2
+    assert len(asked) >= 2
+    assert "the store could not release its caches: the store is not open" in caplog.text
+
+
+async def test_the_sqlite_store_gives_back_its_page_cache(tmp_path: Path) -> None:
+    """What the store's release is for: SQLite keeps up to 2 MiB of pages per connection
+    once a load filled its cache (here 800 answers of 3 KB); ``PRAGMA shrink_memory`` hands
+    them back. Read through SQLite's own count of its heap, in this process."""
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+    except OSError:
+        pytest.skip("no SQLite shared library to ask")
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    async with SQLiteStore(tmp_path / "db.sqlite3") as store:
+        conv = await store.create_conversation("o", title=None, model="m", system=None)
+        before = lib.sqlite3_memory_used()
+        for _ in range(800):
+            _, answer = await store.add_exchange("o", conv.id, question="问" * 50, model="m")
+            await store.update_message(
+                answer.id,
+                content="答" * 1000,
+                status="complete",
+                end_reason="stop",
+                usage=None,
+                ttft_ms=None,
+                total_ms=None,
+                generated_chars=None,
+                delivered_chars=None,
+            )
+        full = lib.sqlite3_memory_used()
+        await store.release_memory()
+        released = lib.sqlite3_memory_used()
+        _, history = await store.get_history("o", conv.id, last=2)
+        assert [m.content for m in history] == ["问" * 50, "答" * 1000]  # still serving
+    assert full - before > 1 << 20, (before, full)  # the cache filled
+    assert full - released > 1 << 20, (full, released)  # and was given back
+    with pytest.raises(StoreError, match="not open"):  # what the collector logs, above
+        await store.release_memory()
 
 
 def test_heap_trimming_can_be_turned_off() -> None:

@@ -237,6 +237,7 @@ def run_server(config: ServerConfig, *, sock: socket.socket | None = None,
             lambda: len(server.relay.running),
             describe=config.debug,
             trim=config.heap_trim,
+            release=server.store.release_memory,
         )
         collector.start(asyncio.get_running_loop())
         collectors.append(collector)

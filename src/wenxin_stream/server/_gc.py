@@ -35,7 +35,10 @@ Measured by ``bench/memory.py`` (``bench/MEMORY.md``): what remains after a peak
 pymalloc's arenas, each held by a few objects that outlive the peak; ``allocator =
 "jemalloc"`` (``server/_allocator.py``) serves the objects from jemalloc instead, and then a
 trim is jemalloc's purge of its free pages. Elsewhere than glibc or jemalloc (musl, macOS)
-trimming is skipped.
+trimming is skipped. A trim also asks the store to give back its own cache (``release``:
+SQLite's page cache, which a peak fills to its 2 MiB and which stays full otherwise); that
+runs in the store's worker just after, and its pages go back with jemalloc's decay (its
+background thread) or glibc's next trim.
 
 With ``wenxin serve --debug`` each full collection also logs what it found, counted by type
 and by the code of the frames among it: the way to find where cyclic garbage comes from
@@ -50,7 +53,7 @@ import gc
 import logging
 import os
 from collections import Counter as Counter_
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 from types import FrameType
 
@@ -122,8 +125,13 @@ class Collector:
         trim: bool = True,
         trim_min_growth: int = TRIM_MIN_GROWTH,
         resident: Callable[[], int | None] = resident_bytes,
+        release: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.open_streams = open_streams
+        self.release = release
+        """Asks the store to give back its caches when a trim is due (see the module
+        docstring)."""
+        self._releasing: asyncio.Task[object] | None = None
         self.trim = trim and _TRIM is not None
         """Return the C heap's free pages at quiet checks (:func:`trim_heap`)."""
         self.trim_min_growth = trim_min_growth
@@ -177,6 +185,8 @@ class Collector:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._releasing is not None:
+            self._releasing.cancel()  # (done by now: one statement in the store's worker)
         if self._was_enabled:
             gc.enable()
 
@@ -207,6 +217,7 @@ class Collector:
             and not self._trim_paid
         ):
             return False
+        self.release_caches()
         self.trim_heap()
         after = self.resident()
         # what the trim could not return (pymalloc's arenas) is the new base: a server that
@@ -216,6 +227,23 @@ class Collector:
             before is not None and after is not None and (before - after >= self.trim_min_growth)
         )
         return True
+
+    def release_caches(self) -> None:
+        """Start :attr:`release` (the store's worker runs it), unless the last one still
+        runs; a failure is logged, never raised: it only costs memory."""
+        if self.release is None or self._loop is None:
+            return
+        if self._releasing is not None and not self._releasing.done():
+            return
+        self._releasing = self._loop.create_task(self._release(self.release))
+
+    @staticmethod
+    async def _release(release: Callable[[], Awaitable[object]]) -> object:
+        try:
+            return await release()
+        except Exception as exc:
+            logger.warning("the store could not release its caches: %s", exc)
+            return None
 
     def trim_heap(self) -> None:
         """Return the C heap's free pages now (see the module docstring), counted."""

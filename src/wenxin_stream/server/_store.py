@@ -125,6 +125,7 @@ class Store(Protocol):
 
     async def open(self, *, migrate: bool = True) -> None: ...
     async def close(self) -> None: ...
+    async def release_memory(self) -> None: ...
     async def create_conversation(
         self, owner: str, *, title: str | None, model: str, system: str | None
     ) -> ConversationRecord: ...
@@ -218,6 +219,10 @@ class OperationStore:
     async def close(self) -> None:
         """Finish the queued work and disconnect (the subclass's). Idempotent."""
         raise NotImplementedError
+
+    async def release_memory(self) -> None:
+        """Give back what the database driver caches in this process, once a peak has
+        passed (``server/_gc.py``); nothing by default."""
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -489,6 +494,10 @@ class OperationStore:
         )
 
 
+def _shrink_memory(db: Db) -> None:
+    db.conn.execute("PRAGMA shrink_memory", ())
+
+
 class SQLiteStore(OperationStore):
     """The :class:`Store` over one SQLite file (see the module docstring).
 
@@ -534,6 +543,13 @@ class SQLiteStore(OperationStore):
         except BaseException:
             await self.close()
             raise
+
+    async def release_memory(self) -> None:
+        """Empty the connection's page cache (``PRAGMA shrink_memory``). The cache fills to
+        its size (SQLite's default, 2 MiB) under load and keeps it; after a peak those pages
+        are memory the process does not get back otherwise (``bench/MEMORY.md``). The next
+        reads come from the file, most likely in the system's cache."""
+        await self._call(_shrink_memory, write=False)
 
     async def close(self) -> None:
         """Finish the queued work, close the database and stop the worker. Idempotent."""
