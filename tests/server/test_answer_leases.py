@@ -16,7 +16,7 @@ from wenxin_stream.server._eventlog_keys import log_key, meta_key
 from wenxin_stream.server._eventlog_writer import LogWriter
 from wenxin_stream.server._leases import Leases
 from wenxin_stream.server._metrics import Metrics
-from wenxin_stream.server._redis import SharedRedis
+from wenxin_stream.server._redis import SharedRedis, SharedStateError
 from wenxin_stream.server._takeover import (
     Claimed,
     Takeovers,
@@ -211,3 +211,39 @@ async def test_a_claimed_answer_whose_log_lost_its_start_is_dropped_from_the_lea
     assert got == []
     assert taker.held_ids() == []
     await takeovers.aclose()
+
+
+class _LeasesSwallowingTheCancel:
+    """A claim whose Redis call fails just as it is cancelled: the cancellation comes back as
+    the call's ``SharedStateError`` (``SharedRedis.call``), which the claiming loop catches."""
+
+    ttl = 3.0
+
+    def __init__(self) -> None:
+        self.claims = 0
+        self.waiting = asyncio.Event()
+
+    async def claim(self) -> list[tuple[str, int]]:
+        self.claims += 1
+        self.waiting.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise SharedStateError("claim: Redis did not answer within 2 s") from None
+        return []
+
+
+async def test_stopping_the_claims_ends_even_when_a_claim_swallows_the_cancellation() -> None:
+    """A shutdown waits for the claiming loop to end (``stop_claiming``): it must end though
+    the cancellation came back as a Redis error, instead of sleeping and claiming again."""
+    for stop in ("stop_claiming", "aclose"):
+        leases = _LeasesSwallowingTheCancel()
+
+        async def handle(claimed: Claimed) -> None:
+            raise AssertionError("nothing is claimed")
+
+        takeovers = Takeovers(None, leases, handle, interval=0.01)  # type: ignore[arg-type]
+        takeovers.start()
+        await asyncio.wait_for(leases.waiting.wait(), 5)
+        await asyncio.wait_for(getattr(takeovers, stop)(), 5)  # it waited forever before
+        assert leases.claims == 1, stop

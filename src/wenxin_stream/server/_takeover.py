@@ -252,6 +252,7 @@ class Takeovers:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="takeovers")
 
     async def aclose(self) -> None:
+        self._stopped = True
         task, self._task = self._task, None
         await stop_task(task)
         for handling in list(self._handling):
@@ -302,7 +303,10 @@ class Takeovers:
             self.leases.forget(stream_id)
 
     async def _run(self) -> None:
-        while True:
+        # not `while True`: a cancellation that arrives while a Redis call is failing can come
+        # back as that call's SharedStateError (caught below), and the loop would sleep on —
+        # the stop that cancelled it waiting forever (seen once in a restart's shutdown)
+        while not self._stopped:
             await asyncio.sleep(self.interval)
             try:
                 await self.claim()
