@@ -247,3 +247,33 @@ async def test_stopping_the_claims_ends_even_when_a_claim_swallows_the_cancellat
         await asyncio.wait_for(leases.waiting.wait(), 5)
         await asyncio.wait_for(getattr(takeovers, stop)(), 5)  # it waited forever before
         assert leases.claims == 1, stop
+
+
+async def test_a_redis_error_raised_while_the_call_is_cancelled_is_the_cancellation() -> None:
+    """The general form of the above, in ``SharedRedis.call``: a Redis call that fails because
+    its task is being cancelled raises the cancellation, not ``SharedStateError`` — so no loop
+    that catches the latter (renewals, sweeps, claims) can take its stop for a Redis error."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    redis = SharedRedis("redis://127.0.0.1:1/0")  # never connected: the call is ours
+    reading = asyncio.Event()
+
+    async def read_cut_by_cancel() -> None:
+        reading.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise RedisConnectionError("Connection closed by server.") from None
+
+    call = asyncio.create_task(redis.call(read_cut_by_cancel(), "claim"))
+    await asyncio.wait_for(reading.wait(), 5)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert redis.last_error is None  # not counted as Redis failing
+
+    async def failing() -> None:
+        raise RedisConnectionError("Connection refused")
+
+    with pytest.raises(SharedStateError, match="claim: ConnectionError: Connection refused"):
+        await redis.call(failing(), "claim")  # not cancelled: a Redis failure, as before

@@ -360,6 +360,7 @@ class Answers:
                 raise rejection_error(held)
             hold = held
         started: Generation | None = None
+        admitted: Admission | None = None
         try:
             overlapped = self.limiter.overlap(principal.owner, principal.limits, estimate)
             if overlapped:
@@ -369,18 +370,17 @@ class Answers:
                 self.relay.metrics.admission_overlapped(not isinstance(decision, Rejection))
             if isinstance(decision, Rejection):
                 raise rejection_error(decision)
+            admitted = decision
             if started is None:
-                try:
-                    started = send()
-                except BaseException:
-                    self.limiter.release(decision)
-                    raise
-        except BaseException:
+                started = send()
+        except BaseException:  # one exit path: whatever was taken is given back
             if started is not None:  # its request went out before the refusal: cut it
                 started.abort()
+            if admitted is not None:  # admitted, then the request was invalid
+                self.limiter.release(admitted)
             hold.release()
             raise
-        return decision, hold, started
+        return admitted, hold, started
 
     async def ask(
         self,

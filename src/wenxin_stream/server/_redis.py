@@ -150,6 +150,12 @@ class SharedRedis:
         except TimeoutError:
             self._failed(f"{what}: Redis did not answer within {self.timeout:g} s")
         except (RedisError, OSError) as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # the call failed because its task is being cancelled (redis-py drops the
+                # connection it was reading): the cancellation, not a Redis failure — else a
+                # periodic loop that catches SharedStateError sleeps on and its stop waits
+                raise asyncio.CancelledError from exc
             self._failed(f"{what}: {type(exc).__name__}: {mask_url_password(str(exc))}")
         finally:
             if self.observe is not None:
