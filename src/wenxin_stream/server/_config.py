@@ -127,7 +127,7 @@ class ServerConfig:
         max_connections_per_ip: Most open connections from one client address (0: no cap)
             → 503. Behind a reverse proxy every connection has the proxy's address.
         max_answer_chars: An answer is stopped (``length``) past this many characters.
-        history_turns: Most question/answer pairs of a conversation sent upstream.
+        history_turns: Most question/answer pairs of a conversation sent upstream (0: none).
         audit_questions: Also write the question text into the audit log.
         allow_dev_mode_remote: Allow dev mode (no keys) on a non-loopback address.
         default_rpm: Requests per minute per key, when the key sets none (0: unlimited).

@@ -4,12 +4,16 @@ watcher, and the race between them and the relay.
 Theory of operation
 ===================
 
-A streaming connection (SSE, the OpenAI stream, a WebSocket) is a race of tasks with one owner
-per resource (:func:`wenxin_stream._aio.race`: the first to finish cancels the rest)::
+A streaming connection (SSE, the OpenAI stream, a WebSocket) is a race with one owner per
+resource: the first to finish cancels the other. The SSE and OpenAI streams run the relay loop
+in the request's own task and the watcher in a task beside it
+(:func:`wenxin_stream._aio.run_watched`: one task fewer per open stream than a race of two
+tasks); a WebSocket races tasks (:func:`wenxin_stream._aio.race`)::
 
-    one client connection (SSE) = two tasks; the first to finish cancels the other:
+    one client connection (SSE) = the request's task and one more; the first to finish
+    cancels the other:
 
-        ┌── relay ──────────────┐  ┌── watcher (disconnect listener + heartbeat) ──────────┐
+        ┌── relay (request task)┐  ┌── watcher (disconnect listener + heartbeat) ──────────┐
         │ next_batch()          │  │ await receive() until http.disconnect, cut at each    │
         │ one write per batch   │  │ heartbeat step: `: ping` after each ping_interval of  │
         │ returns at `end`      │  │ silence; returns if a write stalls                    │

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
-from .._aio import race
+from .._aio import run_watched
 from .._asgi import Message, Receive, Send, json_bytes, send_json, wait_for_disconnect
 from .._events import Usage, thaw
 from .._sse import DONE_EVENT, encode_event_bytes
@@ -264,11 +264,10 @@ class OpenAIRoutes:
         outlet = _LazyOutlet(send)
         gone = True
         try:
-            winner = await race(
+            if await run_watched(
                 _relay(sub, outlet, chunks),
                 watch(receive, outlet, PING, self.ping_interval, self.stall_timeout),
-            )
-            if winner == 0:
+            ):
                 gone = False
                 if outlet.started:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -281,8 +280,7 @@ class OpenAIRoutes:
     async def _whole(self, sub: Subscription, receive: Receive, send: Send, model: str) -> None:
         gone = True
         try:
-            winner = await race(_consume(sub), wait_for_disconnect(receive))
-            gone = winner != 0
+            gone = not await run_watched(_consume(sub), wait_for_disconnect(receive))
         finally:
             self.relay.detach(sub, gone=gone)
         if gone:

@@ -24,7 +24,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .._aio import race
+from .._aio import run_watched
 from .._asgi import Receive, Send, send_json
 from .._sse import encode_event_bytes
 from ._access import Access
@@ -168,11 +168,10 @@ class StreamRoutes:
         gone = True
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            winner = await race(
+            if await run_watched(
                 relay(outlet),
                 watch(receive, outlet, PING, self.ping_interval, self.stall_timeout),
-            )
-            if winner == 0:
+            ):
                 gone = False
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
