@@ -266,6 +266,8 @@ def test_sidebar_rename_delete_search_and_groups(
     assert groups.first.inner_text() == "今天"
     item = page.locator(f'[data-testid="conversation"][data-conversation-id="{other}"]')
     title = item.locator(".conv-title")
+    # the list is fetched again once the answer has ended: wait until it shows the new title
+    page.wait_for_function("(n) => n.textContent.includes('截断吗')", arg=title.element_handle())
     assert title.evaluate("(n) => n.scrollWidth > n.clientWidth")  # cut with an ellipsis
     assert title.evaluate("(n) => getComputedStyle(n).textOverflow") == "ellipsis"
     assert re.search(r"\d+ 条", item.inner_text())
