@@ -214,8 +214,9 @@ async def test_a_claimed_answer_whose_log_lost_its_start_is_dropped_from_the_lea
 
 
 class _LeasesSwallowingTheCancel:
-    """A claim whose Redis call fails just as it is cancelled: the cancellation comes back as
-    the call's ``SharedStateError`` (``SharedRedis.call``), which the claiming loop catches."""
+    """A claim that turns its cancellation into a ``SharedStateError``, which the claiming loop
+    catches (what ``SharedRedis.call`` did with a Redis call failing as it was cancelled,
+    before it raised the cancellation: the test below)."""
 
     ttl = 3.0
 

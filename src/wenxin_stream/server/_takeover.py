@@ -303,9 +303,10 @@ class Takeovers:
             self.leases.forget(stream_id)
 
     async def _run(self) -> None:
-        # not `while True`: a cancellation that arrives while a Redis call is failing can come
-        # back as that call's SharedStateError (caught below), and the loop would sleep on —
-        # the stop that cancelled it waiting forever (seen once in a restart's shutdown)
+        # not `while True`: a claim that turns its cancellation into a SharedStateError (caught
+        # below) would have the loop sleep on and the stop that cancelled it wait forever —
+        # seen once in a restart's shutdown, when `SharedRedis.call` still did that (it now
+        # raises the cancellation); the flag ends the loop whatever a claim does with it
         while not self._stopped:
             await asyncio.sleep(self.interval)
             try:
