@@ -88,6 +88,17 @@ def test_accumulator() -> None:
     assert accumulator.text == "你好，世界"
 
 
+def test_the_running_fields_follow_the_result_event_by_event() -> None:
+    accumulator = Accumulator()
+    for event in EVENTS:
+        accumulator.add(event)
+        result = accumulator.result()
+        assert accumulator.finish_reason == result.finish_reason
+        assert accumulator.usage == result.usage
+        assert (accumulator.text, accumulator.reasoning) == (result.content, result.reasoning)
+    assert accumulator.finish_reason is EXPECTED.finish_reason is not None
+
+
 def test_accumulate_all() -> None:
     assert accumulate_all(EVENTS) == EXPECTED
     assert accumulate_all([]) == ChatResult()

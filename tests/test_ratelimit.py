@@ -310,6 +310,20 @@ def test_remaining_zero_waits_until_our_oldest_request_ages_out() -> None:
     assert limiter.acquire().start_at == T0 + 60
 
 
+def test_headers_repeating_the_limits_in_force_move_no_one_but_a_spent_budget_does() -> None:
+    core = RateLimiter(RateLimits(rpm=6), max_wait=FOREVER)
+    core.reserve(now=T0)
+    waiting = core.reserve(now=T0)  # one request per 10 s in a burst
+    assert waiting.start_at == T0 + 10
+    same = {"X-Ratelimit-Limit-Requests": "6", "X-Ratelimit-Remaining-Requests": "4"}
+    for _ in range(2):
+        core.update_from_headers(same, now=T0 + 1)
+        assert (core.limits.rpm, waiting.start_at) == (6, T0 + 10)
+    spent = {"X-Ratelimit-Limit-Requests": "6", "X-Ratelimit-Remaining-Requests": "0"}
+    core.update_from_headers(spent, now=T0 + 1)  # the same limit, and the budget is spent
+    assert waiting.start_at == T0 + 60  # until our oldest request leaves the minute
+
+
 def test_remaining_zero_without_local_history_waits_a_sixth_of_the_window() -> None:
     limiter, _ = sync_limiter(RateLimits(), max_wait=FOREVER)
     limiter.update_from_headers(

@@ -128,6 +128,11 @@ class Accumulator:
         """The reasoning text so far."""
         return "".join(self._reasoning)
 
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        """The finish reason so far (``None``: none yet)."""
+        return self._finish
+
     def add(self, event: StreamEvent) -> None:
         """Take one event into account (unknown event types are ignored)."""
         handler = _HANDLERS.get(type(event))

@@ -202,6 +202,12 @@ class RateLimiter:
         self._tokens = _Window(_MINUTE)
         self._input = _Window(_MINUTE)
         self._output = _Window(_MINUTE)
+        self._budgets: dict[RateLimitScope, _Window] = {
+            "requests": self._minute,
+            "tokens": self._tokens,
+            "input_tokens": self._input,
+            "output_tokens": self._output,
+        }
         self._paused_until = -math.inf
         self._waiting: deque[Reservation] = deque()
         self._apply_limits()
@@ -219,12 +225,14 @@ class RateLimiter:
         )
 
     def _apply_limits(self) -> None:
-        limits = self.limits
-        self._minute.limit = limits.rpm
-        self._burst.limit = None if limits.rpm is None else math.ceil(limits.rpm / 6)
-        self._tokens.limit = limits.tpm
-        self._input.limit = limits.input_tpm
-        self._output.limit = limits.output_tpm
+        # what `limits` says, without building (and validating) a `RateLimits` each time
+        c, s = self._configured, self._server
+        rpm = _int(_min(c.rpm, s.get("requests")))
+        self._minute.limit = rpm
+        self._burst.limit = None if rpm is None else math.ceil(rpm / 6)
+        self._tokens.limit = _int(_min(c.tpm, s.get("tokens")))
+        self._input.limit = _int(_min(c.input_tpm, s.get("input_tokens")))
+        self._output.limit = _int(_min(c.output_tpm, s.get("output_tokens")))
 
     def _windows(self, res: Reservation, now: float) -> list[tuple[RateLimitScope, _Window, float]]:
         out = res.tokens - res.input_tokens
@@ -270,6 +278,8 @@ class RateLimiter:
 
     def _reschedule(self, now: float) -> None:
         """Re-place every waiting reservation, in arrival order, under the current rules."""
+        if not self._waiting:
+            return  # nobody to move (the windows are pruned where they are read)
         self._prune(now)
         for res in self._waiting:
             self._unplace(res)
@@ -390,18 +400,18 @@ class RateLimiter:
     def update_from_headers(self, headers: Mapping[str, str], *, now: float) -> None:
         """Adapt to a response's ``X-Ratelimit-*`` headers (see the module docstring)."""
         lowered = {k.lower(): v for k, v in headers.items()}
-        names: dict[str, tuple[str, _Window]] = {
-            "requests": ("requests", self._minute),
-            "tokens": ("tokens", self._tokens),
-            "input_tokens": ("input-tokens", self._input),
-            "output_tokens": ("output-tokens", self._output),
-        }
-        for key, (suffix, window) in names.items():
-            limit = _header_int(lowered.get(f"x-ratelimit-limit-{suffix}"))
+        server = dict(self._server)
+        blocked = False
+        for scope, (limit_name, remaining_name) in _HEADERS.items():
+            limit = _header_int(lowered.get(limit_name))
             if limit is not None and limit > 0:
-                self._server[key] = limit
-            if _header_int(lowered.get(f"x-ratelimit-remaining-{suffix}")) == 0:
-                window.block(now)
+                server[scope] = limit
+            if _header_int(lowered.get(remaining_name)) == 0:
+                self._budgets[scope].block(now)
+                blocked = True
+        if server == self._server and not blocked:
+            return  # the same limits as the last response's: no waiter moves
+        self._server = server
         self._apply_limits()
         self._reschedule(now)
 
@@ -425,6 +435,15 @@ class RateLimiter:
         for window in blocked.get(scope or "", ()):
             window.block(now)
         self._reschedule(now)
+
+
+_HEADERS: dict[RateLimitScope, tuple[str, str]] = {
+    "requests": ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests"),
+    "tokens": ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens"),
+    "input_tokens": ("x-ratelimit-limit-input-tokens", "x-ratelimit-remaining-input-tokens"),
+    "output_tokens": ("x-ratelimit-limit-output-tokens", "x-ratelimit-remaining-output-tokens"),
+}
+"""Each budget's two headers (``limit`` and ``remaining``), lower-cased."""
 
 
 def _int(value: float | None) -> int | None:

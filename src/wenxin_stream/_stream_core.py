@@ -412,7 +412,7 @@ class StreamCore:
                 events = [TextDelta(held), *events]
         for event in events:
             self._take(event)
-        self._end(end_reason_for(self.accumulator.result().finish_reason))
+        self._end(end_reason_for(self.accumulator.finish_reason))
         return events
 
     def _take(self, event: StreamEvent) -> None:
@@ -522,13 +522,13 @@ class StreamCore:
         if opened is None:
             return
         kind, text_at, reasoning_at, usage_before, delivered_before = opened
-        result = self.result()
-        usage = result.usage
+        usage = self._usage()
         if usage is not None and usage is not usage_before:  # this request reported it
             self.attempt_usages.append(AttemptUsage(self.attempts, kind, usage))
             return
-        if self._whole is not None:  # a whole (non-stream) answer
-            text, reasoning = result.content, result.reasoning
+        whole = self._whole
+        if whole is not None:  # a whole (non-stream) answer
+            text, reasoning = whole.content, whole.reasoning
         else:
             acc = self.accumulator
             text, reasoning = acc.text[text_at:], acc.reasoning[reasoning_at:]
@@ -557,13 +557,13 @@ class StreamCore:
     def generated(self) -> bool:
         """Whether the server generated (part of) an answer: text was delivered, or usage or
         a whole answer came back. An error before any text cost no tokens."""
-        return self.delivered or self.result().usage is not None
+        return self.delivered or self._usage() is not None
 
     def tokens_used(self) -> int:
         """Tokens an attempt cost: the usage the server reported, else the estimate
         (``_token_estimate``) of the prompt plus the text delivered (the server counts a
         broken stream too)."""
-        usage = self.result().usage
+        usage = self._usage()
         if usage is not None:
             return usage.total_tokens
         return estimate_prompt_tokens(self.call.messages) + estimate_text_tokens(self.text)
@@ -582,6 +582,10 @@ class StreamCore:
         """The whole non-stream answer, or everything delivered so far, folded into one
         :class:`ChatResult`."""
         return self._whole if self._whole is not None else self.accumulator.result()
+
+    def _usage(self) -> Usage | None:
+        """``result().usage`` without folding the result (an end asks it several times)."""
+        return self._whole.usage if self._whole is not None else self.accumulator.usage
 
     @property
     def time_to_first_token(self) -> float | None:

@@ -22,8 +22,9 @@ or reaches a loaded client's event loop only after the pool handed the connectio
 the request fails before any response byte arrives (aiohttp's ``ServerDisconnectedError``, or
 a reset / broken pipe writing it). Such a request is sent once more at once, on a new
 connection (a second pool that never reuses one, :data:`FRESH`), and only then, when three
-things hold: the connection had served an earlier request (``on_connection_reuseconn``; a new
-connection that fails like this is a real failure and raised), nothing of a response had
+things hold: the connection had served an earlier request (the pool's connector remembers
+the connections it handed out, :class:`_PoolConnector`; a new connection that fails like this
+is a real failure and raised), nothing of a response had
 arrived (a disconnect after part of a status line or headers is raised), and it is the first
 such resend of this request. Why a resend is safe even for a POST: a server that closes a
 connection without a byte of answer either never read the request (its idle timer had fired)
@@ -41,10 +42,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import weakref
 from collections.abc import Mapping
-from types import SimpleNamespace
+from contextvars import ContextVar
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 from ._aio import ReadDeadline
 from ._exceptions import APIConnectionError, APITimeoutError
@@ -66,7 +72,7 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Attempt:
-    """What aiohttp's tracing said about one request's connection."""
+    """What the pool's connector said about one request's connection."""
 
     __slots__ = ("reused",)
 
@@ -74,12 +80,32 @@ class _Attempt:
         self.reused = False
 
 
-async def _on_reuse(
-    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
-) -> None:
-    attempt = getattr(context, "trace_request_ctx", None)
-    if isinstance(attempt, _Attempt):
-        attempt.reused = True
+_ATTEMPT: ContextVar[_Attempt | None] = ContextVar("wenxin_attempt", default=None)
+"""The request being sent in this task (its connection is picked in the same task)."""
+
+
+class _PoolConnector(aiohttp.TCPConnector):
+    """The pool's connector: tells the request being sent (:data:`_ATTEMPT`) whether its
+    connection had served an earlier one. aiohttp's tracing says the same
+    (``on_connection_reuseconn``), but any trace config makes every request build and send
+    all of its trace events: ~10 µs of a ~160 µs request (measured with a local server)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._served: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature
+    ) -> Connection:
+        conn = await super().connect(req, traces, timeout)
+        attempt, protocol = _ATTEMPT.get(), conn.protocol
+        if attempt is not None and protocol is not None:
+            attempt.reused = protocol in self._served
+            self._served.add(protocol)
+        return conn
 
 
 def _unlink(exc: BaseException) -> None:
@@ -189,24 +215,19 @@ class AiohttpTransport:
                 force_close=True,
                 ssl=self._verify,
             )
-            traces = []
         else:
-            connector = aiohttp.TCPConnector(
+            connector = _PoolConnector(
                 limit=self._limits.max_connections,
                 limit_per_host=0,
                 keepalive_timeout=self._limits.keepalive_expiry,
                 ssl=self._verify,
             )
-            reuse = aiohttp.TraceConfig()
-            reuse.on_connection_reuseconn.append(_on_reuse)
-            traces = [reuse]
         return aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
             read_bufsize=READ_BUFSIZE,
-            trace_configs=traces,
         )
 
     def _get_session(self, role: str = "pooled") -> aiohttp.ClientSession:
@@ -273,15 +294,18 @@ class AiohttpTransport:
         limits: aiohttp.ClientTimeout,
         attempt: _Attempt | None,
     ) -> aiohttp.ClientResponse:
-        return await session.request(
-            request.method,
-            request.url,
-            data=request.body,
-            headers=dict(request.headers),
-            timeout=limits,
-            allow_redirects=False,
-            trace_request_ctx=attempt,
-        )
+        marked = _ATTEMPT.set(attempt)
+        try:
+            return await session.request(
+                request.method,
+                request.url,
+                data=request.body,
+                headers=dict(request.headers),
+                timeout=limits,
+                allow_redirects=False,
+            )
+        finally:
+            _ATTEMPT.reset(marked)
 
     async def aclose(self) -> None:
         """Close the sessions and every pooled connection."""
