@@ -3,11 +3,14 @@ parameter pass-through, frozen bodies, secrets kept out of reprs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from wenxin_stream._events import freeze
 from wenxin_stream._exceptions import InvalidRequestError
 from wenxin_stream._models import V1_CHAT_PREFIX, V2_CHAT_PATH
 from wenxin_stream._requests import (
@@ -15,6 +18,7 @@ from wenxin_stream._requests import (
     PreparedRequest,
     build_oauth_token_query,
     build_oauth_token_request,
+    build_openai_chat,
     build_v1_chat,
     build_v2_chat,
 )
@@ -231,6 +235,18 @@ def test_body_is_frozen_and_serialised_compactly() -> None:
     expected = '{"messages":[{"role":"user","content":"你好"}],"stream":false,"extra":{"a":[1]}}'
     assert raw == expected.encode()
     assert PreparedRequest("GET", "/x").body_bytes() == b""
+
+
+@pytest.mark.parametrize("build", [build_v1_chat, build_v2_chat, build_openai_chat])
+def test_the_body_serialised_when_built_is_the_frozen_body_serialised(
+    build: Callable[..., PreparedRequest],
+) -> None:
+    model = "ERNIE-4.0-8K" if build is build_v1_chat else "ernie-4.5-turbo-128k"
+    caller_frozen = freeze({"role": "assistant", "content": "好的"})  # e.g. a kept result's
+    messages = [USER, caller_frozen, {"role": "user", "content": '继续\n"引号"'}]
+    request = build(model, messages, stream=True, extra_body={"x": {"y": [1, (2, 3)]}})
+    assert request.encoded is not None
+    assert request.body_bytes() == dataclasses.replace(request, encoded=None).body_bytes()
 
 
 # --- v2 -------------------------------------------------------------------------------------
