@@ -2696,7 +2696,8 @@ def render_floor(s: dict[str, Any], titles: dict[str, str]) -> list[str]:
         "",
         "`bench/floor_relay.py`: uvicorn (httptools, uvloop) and one pooled aiohttp session, "
         "the upstream's bytes passed through as they arrive (floor), or each SSE event decoded, "
-        "`json.loads`-ed and an OpenAI chunk `json.dumps`-ed (floor + parse). Same-load rounds: "
+        "`json.loads`-ed and an OpenAI chunk `json.dumps`-ed (floor + parse); the cyclic "
+        "collector off, as `wenxin serve` runs (from 2026-12-05). Same-load rounds: "
         "every target at one load, interleaved (the order rotates by one each round); relay CPU "
         "per 1,000 chunks is the median of the counted rounds. See `bench/PROFILE.md`.",
         "",

@@ -37,6 +37,12 @@ every abandoned stream would be relayed to its end). One task per stream waits i
 read) after each upstream read and closes the upstream stream when it has fired. It costs
 the task's memory and nothing per chunk.
 
+The cyclic garbage collector is off (``--gc off``, the default), as `wenxin serve` runs
+(``server/_gc.py``): with thousands of streams open, CPython's automatic collections scan
+every stream's objects in the middle of the load, and their pauses (tens of milliseconds)
+would decide the floor's maximum at ERNIE's pace instead of its CPU. ``--gc on`` keeps
+CPython's default, as the floor ran before 2026-12-05.
+
 What it leaves out, on purpose: authentication, limits, metrics (but the two below),
 heartbeats, retries, failover, usage accounting, audit. Errors stay honest at
 the few edges it has: an upstream it cannot reach is ``502``, an upstream error status is
@@ -50,7 +56,8 @@ and samples RSS on its plateau) and the counter ``wenxin_stream_ends_total`` (re
 that ended, however; ``bench/profile_serve.py`` divides CPU by it), so that both read the
 floor as they read `wenxin serve`.
 
-Run: ``.venv/bin/python bench/floor_relay.py --upstream http://127.0.0.1:PORT [--parse]``;
+Run: ``.venv/bin/python bench/floor_relay.py --upstream http://127.0.0.1:PORT [--parse]
+[--gc on]``;
 it prints ``floor relay on http://127.0.0.1:PORT`` to stderr once it listens.
 """
 
@@ -58,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 from typing import Any
@@ -243,7 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--parse", action="store_true", help="decode and re-encode each event")
+    parser.add_argument(
+        "--gc",
+        choices=("off", "on"),
+        default="off",
+        help="CPython's cyclic collector (off, as wenxin serve runs; see the module docstring)",
+    )
     args = parser.parse_args(argv)
+    if args.gc == "off":
+        gc.disable()
     relay = FloorRelay(args.upstream, parse=args.parse)
     sock = bind_socket(args.host, args.port)
     config = uvicorn.Config(
