@@ -215,24 +215,30 @@ class RateLimiter:
     @property
     def limits(self) -> RateLimits:
         """The limits in force now."""
-        c, s = self._configured, self._server
+        rpm, tpm, input_tpm, output_tpm = self._in_force()
         return RateLimits(
-            qps=c.qps,
-            rpm=_int(_min(c.rpm, s.get("requests"))),
-            tpm=_int(_min(c.tpm, s.get("tokens"))),
-            input_tpm=_int(_min(c.input_tpm, s.get("input_tokens"))),
-            output_tpm=_int(_min(c.output_tpm, s.get("output_tokens"))),
+            qps=self._configured.qps,
+            rpm=rpm,
+            tpm=tpm,
+            input_tpm=input_tpm,
+            output_tpm=output_tpm,
+        )
+
+    def _in_force(self) -> tuple[int | None, int | None, int | None, int | None]:
+        """RPM, TPM, input TPM and output TPM in force: the lower of the configured limit and
+        the server's (without building, and validating, a `RateLimits`)."""
+        c, s = self._configured, self._server
+        return (
+            _int(_min(c.rpm, s.get("requests"))),
+            _int(_min(c.tpm, s.get("tokens"))),
+            _int(_min(c.input_tpm, s.get("input_tokens"))),
+            _int(_min(c.output_tpm, s.get("output_tokens"))),
         )
 
     def _apply_limits(self) -> None:
-        # what `limits` says, without building (and validating) a `RateLimits` each time
-        c, s = self._configured, self._server
-        rpm = _int(_min(c.rpm, s.get("requests")))
+        rpm, self._tokens.limit, self._input.limit, self._output.limit = self._in_force()
         self._minute.limit = rpm
         self._burst.limit = None if rpm is None else math.ceil(rpm / 6)
-        self._tokens.limit = _int(_min(c.tpm, s.get("tokens")))
-        self._input.limit = _int(_min(c.input_tpm, s.get("input_tokens")))
-        self._output.limit = _int(_min(c.output_tpm, s.get("output_tokens")))
 
     def _windows(self, res: Reservation, now: float) -> list[tuple[RateLimitScope, _Window, float]]:
         out = res.tokens - res.input_tokens
@@ -400,18 +406,18 @@ class RateLimiter:
     def update_from_headers(self, headers: Mapping[str, str], *, now: float) -> None:
         """Adapt to a response's ``X-Ratelimit-*`` headers (see the module docstring)."""
         lowered = {k.lower(): v for k, v in headers.items()}
-        server = dict(self._server)
-        blocked = False
+        server = self._server
+        changed = False
         for scope, (limit_name, remaining_name) in _HEADERS.items():
             limit = _header_int(lowered.get(limit_name))
-            if limit is not None and limit > 0:
+            if limit is not None and limit > 0 and server.get(scope) != limit:
                 server[scope] = limit
+                changed = True
             if _header_int(lowered.get(remaining_name)) == 0:
                 self._budgets[scope].block(now)
-                blocked = True
-        if server == self._server and not blocked:
+                changed = True
+        if not changed:
             return  # the same limits as the last response's: no waiter moves
-        self._server = server
         self._apply_limits()
         self._reschedule(now)
 
