@@ -81,7 +81,8 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("keys and access", ("_keys.py", "_access.py")),
     (
         "admission (limits, budgets, token estimate)",
-        ("_limits.py", "_budgets.py", "_token_estimate.py", "_ratelimit.py"),
+        # ("/_limits.py": the server's key limits, not uvicorn's protocol, `_http_limits.py`)
+        ("/_limits.py", "_limits_redis.py", "_budgets.py", "_token_estimate.py", "_ratelimit"),
     ),
     ("usage records at the end", ("_usage.py", "_usage_writer.py")),
     (

@@ -324,6 +324,30 @@ def test_headers_repeating_the_limits_in_force_move_no_one_but_a_spent_budget_do
     assert waiting.start_at == T0 + 60  # until our oldest request leaves the minute
 
 
+@pytest.mark.parametrize(
+    ("remaining", "spent"),
+    [("0", True), ("0.5", True), (" 0 ", True), ("00", True), ("1e-3", True),
+     ("\u0660", True),  # an Arabic-Indic zero: float() reads it, as it does any decimal digit
+     ("1", False), ("12", False), (" 7", False), ("10.0", False), ("007", False),
+     ("\u0661", False), ("", False), ("-1", False)],
+)  # fmt: skip
+def test_a_spent_budget_is_any_remaining_below_one_however_it_is_written(
+    remaining: str, spent: bool
+) -> None:
+    """The shortcut for plain whole numbers (not parsed) agrees with the parse."""
+    core = RateLimiter(RateLimits(), max_wait=FOREVER)
+    core.update_from_headers({"X-Ratelimit-Remaining-Requests": remaining}, now=T0)
+    assert (core.reserve(now=T0).start_at > T0) is spent
+
+
+def test_a_limit_header_is_read_again_whenever_its_text_changes() -> None:
+    core = RateLimiter(RateLimits(), max_wait=FOREVER)
+    for text, rpm in [("600", 600), ("600", 600), ("60", 60), ("junk", 60), ("600.0", 600),
+                      ("600", 600), ("0", 600), ("6", 6)]:  # fmt: skip
+        core.update_from_headers({"X-Ratelimit-Limit-Requests": text}, now=T0)
+        assert core.limits.rpm == rpm, text
+
+
 def test_remaining_zero_without_local_history_waits_a_sixth_of_the_window() -> None:
     limiter, _ = sync_limiter(RateLimits(), max_wait=FOREVER)
     limiter.update_from_headers(

@@ -127,10 +127,14 @@ class _Window:
         """The earliest time ``>= t`` at which ``amount`` more units fit (all entries lie at or
         before that time, as placement is monotonic). Amounts above the limit wait for an
         empty window."""
-        t = max(t, self.blocked_until)
-        if self.limit is None:
+        if self.blocked_until > t:
+            t = self.blocked_until
+        limit = self.limit
+        if limit is None:
             return t
-        need = self.used + min(amount, self.limit) - self.limit
+        need = self.used + (amount if amount < limit else limit) - limit
+        if need <= _EPS:
+            return t  # it fits now (most calls: no entry is read)
         freed = 0.0
         for entry in self.entries:
             if need <= _EPS + freed:
@@ -194,6 +198,8 @@ class RateLimiter:
         self.default_pause = default_pause
         self._configured = configured
         self._server: dict[str, int] = {}
+        self._seen: dict[str, str] = {}
+        """The text of each limit header last read (a repeated one is not parsed again)."""
         q = self._configured.qps
         self._second = _Window(1.0 if q is None or q >= 1 else 1.0 / q)
         self._second.limit = None if q is None else max(1, math.floor(q))
@@ -202,6 +208,16 @@ class RateLimiter:
         self._tokens = _Window(_MINUTE)
         self._input = _Window(_MINUTE)
         self._output = _Window(_MINUTE)
+        self._scopes: tuple[tuple[RateLimitScope, _Window, int], ...] = (
+            ("requests", self._second, 0),
+            ("requests", self._minute, 0),
+            ("requests", self._burst, 0),
+            ("tokens", self._tokens, 1),
+            ("input_tokens", self._input, 2),
+            ("output_tokens", self._output, 3),
+        )
+        """Every window, its scope and which amount it counts (:meth:`_windows`: a request,
+        its tokens, its prompt's, its answer's)."""
         self._budgets: dict[RateLimitScope, _Window] = {
             "requests": self._minute,
             "tokens": self._tokens,
@@ -240,33 +256,39 @@ class RateLimiter:
         self._minute.limit = rpm
         self._burst.limit = None if rpm is None else math.ceil(rpm / 6)
 
-    def _windows(self, res: Reservation, now: float) -> list[tuple[RateLimitScope, _Window, float]]:
-        out = res.tokens - res.input_tokens
-        wanted: list[tuple[RateLimitScope, _Window, float]] = [
-            ("requests", self._second, 1),
-            ("requests", self._minute, 1),
-            ("requests", self._burst, 1),
-            ("tokens", self._tokens, res.tokens),
-            ("input_tokens", self._input, res.input_tokens),
-            ("output_tokens", self._output, out),
+    def _windows(
+        self, tokens: float, input_tokens: float, now: float
+    ) -> list[tuple[RateLimitScope, _Window, float]]:
+        """The windows a request of ``tokens`` (``input_tokens`` of them the prompt) counts
+        in — those with a limit, or blocked — each with its amount."""
+        amounts = (1, tokens, input_tokens, tokens - input_tokens)
+        return [
+            (kind, window, amounts[part])
+            for kind, window, part in self._scopes
+            if window.limit is not None or window.blocked_until > now
         ]
-        return [(k, w, a) for k, w, a in wanted if w.limit is not None or w.blocked_until > now]
 
     def _prune(self, now: float) -> None:
-        for w in (self._second, self._minute, self._burst, self._tokens, self._input, self._output):
-            w.prune(now)
+        for _, window, _ in self._scopes:
+            entries = window.entries
+            if entries and entries[0].time + window.period <= now:
+                window.prune(now)
 
     @staticmethod
     def _fit(wanted: list[tuple[RateLimitScope, _Window, float]], t: float) -> float:
         """The earliest time ``>= t`` at which the amounts ``wanted`` fit every window."""
         while True:
-            later = max((w.earliest(a, t) for _, w, a in wanted), default=t)
+            later = t
+            for _, window, amount in wanted:
+                at = window.earliest(amount, t)
+                if at > later:
+                    later = at
             if later <= t:
                 return t
             t = later
 
     def _place(self, res: Reservation, t: float) -> None:
-        wanted = self._windows(res, t)
+        wanted = self._windows(res.tokens, res.input_tokens, t)
         t = self._fit(wanted, t)
         res.start_at = t
         for kind, window, amount in wanted:
@@ -334,8 +356,8 @@ class RateLimiter:
         floor = max(now, self._paused_until)
         if self._waiting:
             floor = max(floor, self._waiting[-1].start_at)
-        probe = Reservation(tokens=max(0, tokens), input_tokens=max(0, tokens))
-        return max(0.0, self._fit(self._windows(probe, floor), floor) - now)
+        amount = max(0, tokens)
+        return max(0.0, self._fit(self._windows(amount, amount, floor), floor) - now)
 
     def poll(self, res: Reservation, now: float) -> float:
         """Seconds ``res`` must still wait; ``0`` grants it. Raises (and cancels ``res``) when
@@ -406,14 +428,18 @@ class RateLimiter:
     def update_from_headers(self, headers: Mapping[str, str], *, now: float) -> None:
         """Adapt to a response's ``X-Ratelimit-*`` headers (see the module docstring)."""
         lowered = {k.lower(): v for k, v in headers.items()}
-        server = self._server
+        server, seen = self._server, self._seen
         changed = False
         for scope, (limit_name, remaining_name) in _HEADERS.items():
-            limit = _header_int(lowered.get(limit_name))
-            if limit is not None and limit > 0 and server.get(scope) != limit:
-                server[scope] = limit
-                changed = True
-            if _header_int(lowered.get(remaining_name)) == 0:
+            raw = lowered.get(limit_name)
+            if raw is not None and raw != seen.get(scope):  # (most responses repeat it)
+                seen[scope] = raw
+                limit = _header_int(raw)
+                if limit is not None and limit > 0 and server.get(scope) != limit:
+                    server[scope] = limit
+                    changed = True
+            raw = lowered.get(remaining_name)
+            if raw is not None and not _at_least_one(raw) and _header_int(raw) == 0:
                 self._budgets[scope].block(now)
                 changed = True
         if not changed:
@@ -454,6 +480,12 @@ _HEADERS: dict[RateLimitScope, tuple[str, str]] = {
 
 def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
+
+
+def _at_least_one(value: str) -> bool:
+    """Whether ``value`` is plainly a whole number of at least 1 (ASCII digits, no leading
+    zero): a remaining budget that is not spent, known without parsing it."""
+    return value.isascii() and value.isdigit() and value[0] != "0"
 
 
 def _header_int(value: str | None) -> int | None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from server_helpers import EventReader, Running, new_conversation, paced, seqs, sse_events, texts
 
 from wenxin_stream.server._answers import history_core
-from wenxin_stream.server._store import MessageRecord
+from wenxin_stream.server._store import HistoryMessage
 
 
 def test_sse_framing_ids_headers_and_stored_messages(shared: Running) -> None:
@@ -101,10 +101,8 @@ def test_multi_turn_sends_the_history(shared: Running) -> None:
 
 def _msg(
     role: str, content: str, status: str = "complete", reason: str | None = None
-) -> MessageRecord:
-    return MessageRecord(
-        "m", "c", role, content, status, reason, None, None, None, None, None, None, ""
-    )
+) -> HistoryMessage:
+    return HistoryMessage("m", role, content, status, reason)
 
 
 def test_history_is_valid_for_v1_whatever_happened() -> None:

@@ -20,7 +20,9 @@ from wenxin_stream.server._store import (
     Checkpoint,
     ConversationNotFoundError,
     ExchangeConflictError,
+    HistoryMessage,
     MessageNotFoundError,
+    MessageRecord,
     PostgresStore,
     SQLiteStore,
     StoreConfigurationError,
@@ -162,8 +164,13 @@ async def test_concurrent_exchanges_in_one_conversation_take_distinct_seqs(store
         assert any(pair == (question, answer) for pair in pairs)
     conv_now, history = await store.get_history("o", conv.id)
     assert conv_now is not None
-    assert (conv_now.message_count, history) == (24, messages)
+    assert (conv_now.message_count, history) == (24, _as_history(messages))
     assert conv_now.title == messages[0].content  # the first question named it
+
+
+def _as_history(messages: Iterable[MessageRecord]) -> list[HistoryMessage]:
+    """Full records as ``get_history`` reads them: what a history needs of each."""
+    return [HistoryMessage(m.id, m.role, m.content, m.status, m.end_reason) for m in messages]
 
 
 class _CountingConnection:
@@ -226,7 +233,15 @@ async def test_history_is_the_owners_only(store: Either) -> None:
     asked, answered = await store.add_exchange("o", conv.id, question="q", model="m")
     got, history = await store.get_history("o", conv.id)
     assert got is not None
-    assert (got.id, got.system, history) == (conv.id, "sys", [asked, answered])
+    assert (got.id, got.system, history) == (conv.id, "sys", _as_history([asked, answered]))
+    await store.update_message(
+        answered.id, content="a", status="partial", end_reason="client_disconnected",
+        usage={"total_tokens": 3}, ttft_ms=1.0, total_ms=2.0, generated_chars=1,
+        delivered_chars=1,
+    )  # fmt: skip
+    _, history = await store.get_history("o", conv.id)
+    assert history == _as_history(await store.get_messages("o", conv.id))
+    assert history[1] == (answered.id, "assistant", "a", "partial", "client_disconnected")
     assert await store.get_history("someone else", conv.id) == (None, [])
     assert await store.get_history("o", "c_missing") == (None, [])
 
@@ -238,7 +253,7 @@ async def test_the_history_read_can_stop_at_the_last_messages(store: Either) -> 
     assert (got.id, history) == (conv.id, [])  # no message yet: the conversation alone
     exchanges = [await store.add_exchange("o", conv.id, question=f"q{i}", model="m")
                  for i in range(5)]  # fmt: skip
-    everything = [m for pair in exchanges for m in pair]
+    everything = _as_history([m for pair in exchanges for m in pair])
     got, last4 = await store.get_history("o", conv.id, last=4)
     assert got is not None
     assert got.system == "sys"
@@ -258,7 +273,10 @@ async def test_the_history_read_can_stop_at_the_last_messages(store: Either) -> 
     again = await store.add_exchange(
         "o", conv.id, question="again", model="m", replace=exchanges[-1][0].id
     )
-    assert (await store.get_history("o", conv.id, last=4))[1] == [*everything[-4:-2], *again]
+    assert (await store.get_history("o", conv.id, last=4))[1] == [
+        *everything[-4:-2],
+        *_as_history(again),
+    ]
 
 
 async def test_an_exchange_replaces_the_last_one_in_one_operation(store: SQLiteStore) -> None:

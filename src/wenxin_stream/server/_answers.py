@@ -71,7 +71,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -100,6 +100,7 @@ from ._schema import StoreUnavailableError, replaced_index
 from ._store import (
     ConversationRecord,
     ExchangeConflictError,
+    HistoryMessage,
     MessageNotFoundError,
     MessageRecord,
     Store,
@@ -139,7 +140,9 @@ logger = logging.getLogger("wenxin_stream.server")
 _END_REASONS = {reason.value: reason for reason in EndReason}
 
 
-def history_core(system: str | None, records: list[MessageRecord], turns: int) -> ConversationCore:
+def history_core(
+    system: str | None, records: Sequence[HistoryMessage], turns: int
+) -> ConversationCore:
     """The conversation the stored ``records`` make, its last ``turns`` kept: the answers'
     text only (their reasoning is never sent back; tool calls the page showed are not
     replayed; an empty or cut answer is dropped as the SDK's conversation drops it)."""
@@ -233,7 +236,7 @@ def with_images(messages: list[dict[str, Any]], images: tuple[str, ...]) -> None
         messages[-1] = {**last, "content": parts}
 
 
-def _replaced(history: list[MessageRecord], question_id: str) -> int:
+def _replaced(history: Sequence[HistoryMessage], question_id: str) -> int:
     """Where the exchange to replace begins in ``history``.
 
     Raises:
@@ -405,7 +408,7 @@ class Answers:
         self._check_accepting()  # (after any wait: a shutdown may have begun meanwhile)
         store, owner = self.store, principal.owner
         conv: ConversationRecord | None = None
-        history: list[MessageRecord] = []
+        history: list[HistoryMessage] = []
         if options.replace is not None and conversation_id is None:
             raise HTTPError(400, "invalid_field", "'replace' needs a conversation",
                             param="replace")  # fmt: skip

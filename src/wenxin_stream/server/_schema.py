@@ -53,7 +53,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._exceptions import WenxinError
 from . import _keys
@@ -71,6 +71,7 @@ __all__ = [
     "ConversationNotFoundError",
     "ConversationRecord",
     "ExchangeConflictError",
+    "HistoryMessage",
     "MessageNotFoundError",
     "MessageRecord",
     "StoreError",
@@ -177,6 +178,19 @@ class MessageRecord:
     delivered_chars: int | None
     created_at: str
     extras: dict[str, Any] | None = None
+
+
+class HistoryMessage(NamedTuple):
+    """A stored message as an ask reads it for the conversation's history (``get_history``):
+    only what the history and a replacement need. Its :class:`MessageRecord` would decode
+    nine more columns, the usage's JSON among them, for every message of the window at every
+    question (4.4 against 1.1 µs a message, beside the query itself)."""
+
+    id: str
+    role: str
+    content: str
+    status: str
+    end_reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +310,7 @@ _SELECT_MESSAGES = f"SELECT {_MSG} FROM messages WHERE conversation_id = ? ORDER
 _HISTORY_COLUMNS = (
     ", ".join(f"c.{name}" for name in _CONV.split(", "))
     + ", "
-    + ", ".join(f"m.{name}" for name in _MSG.split(", "))
+    + ", ".join(f"m.{name}" for name in HistoryMessage._fields)
 )
 _SELECT_HISTORY = (
     f"SELECT {_HISTORY_COLUMNS} FROM conversations c "  # noqa: S608
@@ -431,9 +445,10 @@ def get_messages(db: Db, owner: str, cid: str) -> list[MessageRecord]:
 
 def get_history(
     db: Db, owner: str, cid: str, last: int | None = None
-) -> tuple[ConversationRecord | None, list[MessageRecord]]:
-    """The conversation and its messages in order — only its ``last`` messages when given —
-    (``(None, [])`` if it is missing or another owner's). One statement, a join (so one
+) -> tuple[ConversationRecord | None, list[HistoryMessage]]:
+    """The conversation and its messages in order — only its ``last`` messages when given,
+    each as :class:`HistoryMessage` — (``(None, [])`` if it is missing or another owner's).
+    One statement, a join (so one
     snapshot, though an ask needs none: the write that follows it checks the conversation
     again, :func:`add_exchange`): on PostgreSQL one execution and round trip, where a
     pipeline of two SELECTs cost the client as much Python as two (``bench/PROFILE.md``)."""
@@ -446,7 +461,8 @@ def get_history(
     conversation = ConversationRecord(*rows[0][:_CONV_COLUMNS])
     if rows[0][_CONV_COLUMNS] is None:  # the join's one row for a conversation with none
         return conversation, []
-    return conversation, [_message(row[_CONV_COLUMNS:]) for row in rows]
+    make = HistoryMessage._make
+    return conversation, [make(row[_CONV_COLUMNS:]) for row in rows]
 
 
 def add_message(

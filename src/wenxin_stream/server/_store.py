@@ -65,6 +65,7 @@ from ._schema import (
     ConversationNotFoundError,
     ConversationRecord,
     ExchangeConflictError,
+    HistoryMessage,
     MessageNotFoundError,
     MessageRecord,
     StoreError,
@@ -94,6 +95,7 @@ __all__ = [
     "ConversationNotFoundError",
     "ConversationRecord",
     "ExchangeConflictError",
+    "HistoryMessage",
     "MessageNotFoundError",
     "MessageRecord",
     "OperationStore",
@@ -138,7 +140,7 @@ class Store(Protocol):
     async def get_messages(self, owner: str, conversation_id: str) -> list[MessageRecord]: ...
     async def get_history(
         self, owner: str, conversation_id: str, *, last: int | None = None
-    ) -> tuple[ConversationRecord | None, list[MessageRecord]]: ...
+    ) -> tuple[ConversationRecord | None, list[HistoryMessage]]: ...
     async def delete_conversation(self, owner: str, conversation_id: str) -> bool: ...
     async def set_title(self, owner: str, conversation_id: str, title: str) -> bool: ...
     async def add_message(
@@ -275,10 +277,10 @@ class OperationStore:
 
     async def get_history(
         self, owner: str, conversation_id: str, *, last: int | None = None
-    ) -> tuple[ConversationRecord | None, list[MessageRecord]]:
-        """The conversation and its messages in order (its ``last`` messages when given), in
-        one operation (``(None, [])`` if it is missing or not ``owner``'s): what an ask reads
-        before it is sent.
+    ) -> tuple[ConversationRecord | None, list[HistoryMessage]]:
+        """The conversation and its messages in order (its ``last`` messages when given, as
+        much of each as a history needs), in one operation (``(None, [])`` if it is missing or
+        not ``owner``'s): what an ask reads before it is sent.
 
         Raises:
             ValueError: a negative ``last``.
