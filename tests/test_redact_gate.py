@@ -113,6 +113,23 @@ def test_redact_equals_every_rule_applied(text: str) -> None:
     assert redact(text) == _every_rule(text)
 
 
+ascii_fragments = st.one_of(
+    st.sampled_from(SECRETS).flatmap(_cased),
+    st.sampled_from(ORDINARY),
+    st.text(alphabet=st.sampled_from("abcdekstno_-=:/.\"' ABCTS0189KIz"), max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ascii_fragments, max_size=12).map("".join))
+def test_ascii_text_takes_the_lower_case_search_and_loses_nothing(text: str) -> None:
+    """ASCII text is searched lower-cased instead of by the gate's regex: the same texts
+    reach the rules."""
+    assert text.isascii()
+    assert _redact._may_hold_secret(text) == (_redact._GATE.search(text) is not None)
+    assert redact(text) == _every_rule(text)
+
+
 @given(
     st.sampled_from(CREDENTIALS).flatmap(_cased),
     st.sampled_from(CHINESE),
@@ -144,6 +161,9 @@ def test_the_gate_skips_the_rules_for_ordinary_text(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(_redact, "_RULES", loud)
     assert redact("普通的错误信息 status=500") == "普通的错误信息 status=500"
     assert redact("a token here") == "RULES RAN"  # a trigger: the rules run
+    assert redact("POST /v1/chat/completions 200") == "POST /v1/chat/completions 200"  # ASCII
+    assert redact("a BeArEr here") == "RULES RAN"
+    assert redact("ſk-glued") == "RULES RAN"  # re takes ſ for s: the gate still decides
 
 
 def test_an_api_key_glued_to_chinese_text_is_masked_in_audit_records() -> None:

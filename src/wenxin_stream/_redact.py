@@ -51,12 +51,33 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 _GATE = re.compile(r"(?i)token|client_|session_|authorization|bearer|bce-|sk-")
 """A literal every rule's match contains (the key names hold ``token``, ``client_`` or
 ``session_``; an OpenAI-style key starts ``sk-``): text without any of them is returned after
-one scan instead of seven."""
+one scan instead of seven. ASCII text is not scanned by it (:func:`_may_hold_secret`)."""
+
+
+def _may_hold_secret(text: str) -> bool:
+    """Whether ``text`` holds one of :data:`_GATE`'s literals, in any case. ASCII text is
+    lower-cased and searched for each (0.3 against 3 µs for a short text: the gate's
+    case-insensitive alternation has no literal prefix for ``re`` to skip ahead with — and
+    the audit log passes every string of every request through here). Other text keeps the
+    gate: ``re``'s case-insensitive match also takes ``ſ`` for ``s``, ``K`` for ``k`` and
+    ``ı``/``İ`` for ``i``, which lower-casing does not."""
+    if not text.isascii():
+        return _GATE.search(text) is not None
+    low = text.lower()
+    return (
+        "token" in low
+        or "client_" in low
+        or "session_" in low
+        or "authorization" in low
+        or "bearer" in low
+        or "bce-" in low
+        or "sk-" in low
+    )
 
 
 def redact(text: str) -> str:
     """Return ``text`` with every credential ERNIE's protocols carry replaced by ``***``."""
-    if _GATE.search(text) is None:
+    if not _may_hold_secret(text):
         return text
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)

@@ -75,16 +75,31 @@ def redact_value(value: Any) -> Any:
     tuples; fields named like credentials (``api_key``, ``authorization``…) are masked
     whole."""
     if isinstance(value, str):
-        value = redact(value)
-        return _WX_KEY_RE.sub(f"wx-{MASK}", value) if "wx-" in value else value
+        return _redact_text(value)
     if isinstance(value, Mapping):
-        return {
-            str(k): MASK if str(k).lower() in _SECRET_FIELDS else redact_value(v)
-            for k, v in value.items()
-        }
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            key = k if type(k) is str else str(k)
+            if key.lower() in _SECRET_FIELDS:
+                out[key] = MASK
+            elif type(v) is str:
+                out[key] = _redact_text(v)
+            elif v is None or type(v) in _PLAIN:
+                out[key] = v  # (most of a record's values: nothing to look into)
+            else:
+                out[key] = redact_value(v)
+        return out
     if isinstance(value, list | tuple):
         return [redact_value(item) for item in value]
     return value
+
+
+_PLAIN = frozenset({int, float, bool})
+
+
+def _redact_text(value: str) -> str:
+    value = redact(value)
+    return _WX_KEY_RE.sub(f"wx-{MASK}", value) if "wx-" in value else value
 
 
 def _timestamp(seconds: float) -> str:
@@ -243,4 +258,8 @@ def _line(item: object) -> str:
     fields = redact_value(item)
     if isinstance(fields, dict) and isinstance(fields.get("ts"), float):
         fields["ts"] = _timestamp(fields["ts"])
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+    return _encode(fields) + "\n"
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+"""``json.dumps`` with these options, without building an encoder for every line."""
