@@ -388,3 +388,24 @@ def test_core_history_always_valid(
                 {"role": "user", "content": f"问{number}"},
                 {"role": "assistant", "content": turn.answer},
             ]
+
+
+@given(
+    turns=st.lists(
+        st.tuples(ENDINGS, st.sampled_from(["", " ", "\u3000\n", "答", "一段回答\n", " 答 "])),
+        max_size=12,
+    ),
+    max_turns=st.none() | st.integers(0, 3),
+    keep_partial=st.booleans(),
+)
+def test_restoring_stored_exchanges_builds_what_recording_their_results_does(
+    turns: list[tuple[EndReason, str]], max_turns: int | None, keep_partial: bool
+) -> None:
+    """A gateway's stored exchanges (text only) give the history their results would have."""
+    recorded = ConversationCore(max_turns=max_turns, keep_partial=keep_partial)
+    restored = ConversationCore(max_turns=max_turns, keep_partial=keep_partial)
+    for number, (ending, text) in enumerate(turns):
+        recorded.record(f"问{number}", ending, result(text))
+        restored.restore(f"问{number}", ending, text)
+        assert restored.messages == recorded.messages
+    assert restored.request("下一个", "v2") == recorded.request("下一个", "v2")

@@ -143,22 +143,34 @@ class ConversationCore:
         if result.need_clear_history or result.flag >= 2:
             self._history.clear()
             return Turn(question, "", TurnOutcome.CLEARED, end_reason)
-        text = result.content
-        if not text.strip():
-            return Turn(question, "", TurnOutcome.DROPPED, end_reason)
+        text, outcome = self._keep(question, end_reason, result.content)
+        return Turn(question, text, outcome, end_reason)
+
+    def restore(self, question: str, end_reason: EndReason, answer: str) -> None:
+        """Apply the rule for a stored exchange: ``answer`` is the text of an answer that
+        ended with ``end_reason`` (a gateway rebuilding a conversation from its database,
+        where no :class:`ChatResult` — nor its clear-history signal — is at hand; without
+        building one per exchange of the history at every question)."""
+        self._keep(question, end_reason, answer)
+
+    def _keep(self, question: str, end_reason: EndReason, text: str) -> tuple[str, TurnOutcome]:
+        """Keep the exchange (its answer marked when interrupted) or drop it; what was kept
+        of the answer and the outcome."""
+        if not text or text.isspace():
+            return "", TurnOutcome.DROPPED
         if end_reason in _FINISHED:
             outcome = TurnOutcome.KEPT
         elif self.keep_partial:
             text += INTERRUPTED_MARK
             outcome = TurnOutcome.PARTIAL
         else:
-            return Turn(question, "", TurnOutcome.DROPPED, end_reason)
+            return "", TurnOutcome.DROPPED
         self._history += [
             {"role": "user", "content": question},
             {"role": "assistant", "content": text},
         ]
         self.trim()
-        return Turn(question, text, outcome, end_reason)
+        return text, outcome
 
     def trim(self) -> None:
         """Drop the oldest question/answer pairs beyond ``max_turns``."""

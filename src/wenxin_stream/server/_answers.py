@@ -78,7 +78,7 @@ from typing import Any, cast
 from .._async_client import AsyncChatStream
 from .._continuation import continuation_messages
 from .._conversation import ConversationCore
-from .._events import ChatResult, EndReason, Usage
+from .._events import EndReason, Usage
 from .._exceptions import InvalidRequestError
 from .._token_estimate import (
     DEFAULT_ANSWER_TOKENS,
@@ -154,7 +154,7 @@ def history_core(
         elif m.role == "assistant" and pending is not None:
             if m.status != "streaming":  # an answer still running elsewhere is not history
                 reason = _END_REASONS.get(m.end_reason or "", EndReason.CANCELLED)
-                core.record(pending, reason, ChatResult(content=m.content))
+                core.restore(pending, reason, m.content)
             pending = None
     return core
 
