@@ -184,7 +184,7 @@ class HistoryMessage(NamedTuple):
     """A stored message as an ask reads it for the conversation's history (``get_history``):
     only what the history and a replacement need. Its :class:`MessageRecord` would decode
     nine more columns, the usage's JSON among them, for every message of the window at every
-    question (4.4 against 1.1 µs a message, beside the query itself)."""
+    question (about 5 against 1 µs a message, beside the query itself)."""
 
     id: str
     role: str
@@ -448,10 +448,10 @@ def get_history(
 ) -> tuple[ConversationRecord | None, list[HistoryMessage]]:
     """The conversation and its messages in order — only its ``last`` messages when given,
     each as :class:`HistoryMessage` — (``(None, [])`` if it is missing or another owner's).
-    One statement, a join (so one
-    snapshot, though an ask needs none: the write that follows it checks the conversation
-    again, :func:`add_exchange`): on PostgreSQL one execution and round trip, where a
-    pipeline of two SELECTs cost the client as much Python as two (``bench/PROFILE.md``)."""
+    One statement, a join (so one snapshot, though an ask needs none: the write that follows
+    it checks the conversation again, :func:`add_exchange`): on PostgreSQL one execution and
+    round trip, where a pipeline of two SELECTs cost the client as much Python as two
+    (``bench/PROFILE.md``)."""
     if last is None:
         rows = db.all(_SELECT_HISTORY, (owner, cid))
     else:
