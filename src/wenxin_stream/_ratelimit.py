@@ -270,9 +270,7 @@ class RateLimiter:
 
     def _prune(self, now: float) -> None:
         for _, window, _ in self._scopes:
-            entries = window.entries
-            if entries and entries[0].time + window.period <= now:
-                window.prune(now)
+            window.prune(now)
 
     @staticmethod
     def _fit(wanted: list[tuple[RateLimitScope, _Window, float]], t: float) -> float:

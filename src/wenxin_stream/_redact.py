@@ -48,15 +48,17 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"(?i){_START}sk-[A-Za-z0-9_\-]{{16,}}"), f"sk-{MASK}"),
 )
 
-_GATE = re.compile(r"(?i)token|client_|session_|authorization|bearer|bce-|sk-")
+_TRIGGERS = ("token", "client_", "session_", "authorization", "bearer", "bce-", "sk-")
 """A literal every rule's match contains (the key names hold ``token``, ``client_`` or
-``session_``; an OpenAI-style key starts ``sk-``): text without any of them is returned after
-one scan instead of seven. ASCII text is not scanned by it (:func:`_may_hold_secret`)."""
+``session_``; an OpenAI-style key starts ``sk-``), in lower case: text without any of them,
+in any case, is returned without running the seven rules (:func:`_may_hold_secret`)."""
+_GATE = re.compile("(?i)" + "|".join(map(re.escape, _TRIGGERS)))
+"""The triggers as one case-insensitive scan (text that is not ASCII)."""
 
 
 def _may_hold_secret(text: str) -> bool:
     """Whether ``text`` holds one of :data:`_GATE`'s literals, in any case. ASCII text is
-    lower-cased and searched for each (0.3 against 3 µs for a short text: the gate's
+    lower-cased and searched for each (0.5 against 3 µs for a short text: the gate's
     case-insensitive alternation has no literal prefix for ``re`` to skip ahead with — and
     the audit log passes every string of every request through here). Other text keeps the
     gate: ``re``'s case-insensitive match also takes ``ſ`` for ``s``, ``K`` for ``k`` and
@@ -64,15 +66,10 @@ def _may_hold_secret(text: str) -> bool:
     if not text.isascii():
         return _GATE.search(text) is not None
     low = text.lower()
-    return (
-        "token" in low
-        or "client_" in low
-        or "session_" in low
-        or "authorization" in low
-        or "bearer" in low
-        or "bce-" in low
-        or "sk-" in low
-    )
+    for trigger in _TRIGGERS:  # noqa: SIM110 - any() over a generator: twice the time
+        if trigger in low:
+            return True
+    return False
 
 
 def redact(text: str) -> str:
