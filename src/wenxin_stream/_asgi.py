@@ -20,13 +20,19 @@ few pieces every route needs:
   ``websocket.disconnect``). Raced against a streaming coroutine with
   :func:`wenxin_stream._aio.race` (whichever finishes first cancels the other), it stops an
   abandoned stream at once and a finished stream stops listening: two tasks per stream,
-  nothing per chunk.
+  nothing per chunk;
+- :class:`DisconnectSignal`, what our own HTTP protocol (``_http_limits``) offers each request
+  in ``scope["extensions"]`` under :data:`DISCONNECT`: a callback, run once from the event
+  loop when the client's connection is lost before the response is complete. A long
+  response follows its client with it instead of a task waiting in ``receive`` (the server's
+  ``_connection.follow``); under another ASGI server the extension is absent and
+  :func:`wait_for_disconnect` does the job.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -172,3 +178,48 @@ async def wait_for_disconnect(receive: Receive) -> None:
     ``websocket.disconnect``); any other message is dropped."""
     while (await receive())["type"] not in ("http.disconnect", "websocket.disconnect"):
         pass
+
+
+DISCONNECT = "wenxin.disconnect"
+"""The ``scope["extensions"]`` key of a request's :class:`DisconnectSignal`."""
+
+
+class DisconnectSignal:
+    """The client's connection was lost before the response was complete: :meth:`fire`
+    (the server's protocol, from ``connection_lost``) runs the one subscribed callback, once.
+    A callback subscribed after the loss is run at once."""
+
+    __slots__ = ("_callback", "lost")
+
+    def __init__(self) -> None:
+        self._callback: Callable[[], object] | None = None
+        self.lost = False
+
+    def subscribe(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` when the connection is lost (now, if it is already)."""
+        if self.lost:
+            callback()
+            return
+        self._callback = callback
+
+    def unsubscribe(self) -> None:
+        """Forget the callback (idempotent)."""
+        self._callback = None
+
+    def fire(self) -> None:
+        """The connection is lost: run the callback (only the first call does anything)."""
+        if self.lost:
+            return
+        self.lost = True
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()
+
+
+def disconnect_signal(scope: Mapping[str, object]) -> DisconnectSignal | None:
+    """The request's :class:`DisconnectSignal`, or ``None`` when its server offers none."""
+    extensions = scope.get("extensions")
+    if not isinstance(extensions, dict):
+        return None
+    signal = extensions.get(DISCONNECT)
+    return signal if isinstance(signal, DisconnectSignal) else None

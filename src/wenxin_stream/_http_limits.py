@@ -12,7 +12,9 @@ runs *between* requests). :class:`LimitedHttpToolsProtocol` is uvicorn's own
 ``HttpToolsProtocol`` with the missing bounds, given to uvicorn as its ``http`` protocol
 class by :class:`LimitedConfig`. What it adds happens per connection and per request head,
 never per response chunk: once a request is received, a response streams as before, for
-as long as it lasts.
+as long as it lasts. Each request gets a :class:`~._asgi.DisconnectSignal` in its scope's
+``extensions``, fired when its connection is lost before its response is complete, so a
+streaming route follows its client without a task waiting in ``receive``.
 
 Every connection is in one of two phases (``_head_bytes``): receiving a request *head*
 (request line and headers; the count of its bytes so far) or a request *body* (``None``).
@@ -84,6 +86,8 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from ._asgi import DISCONNECT, DisconnectSignal, disconnect_signal
 
 __all__ = [
     "DRAIN_IDLE",
@@ -368,7 +372,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._address is not None:
             self._connections.release(self._address)
             self._address = None
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:  # a response in progress
+            signal = disconnect_signal(cycle.scope)
+            if signal is not None:
+                signal.fire()
         self._unlink()
 
     def _unlink(self) -> None:
@@ -482,6 +491,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_bytes = None
         self._disarm()  # the head's deadline
+        # the request's disconnect, told without a task waiting in `receive` (`_asgi`)
+        self.scope["extensions"] = {DISCONNECT: DisconnectSignal()}  # type: ignore[dict-item]
         super().on_headers_complete()
         if self._draining and self.cycle is not None:  # a request on a draining connection:
             self.cycle.keep_alive = False  # answered with `Connection: close`, then closed

@@ -7,6 +7,7 @@ uvicorn internals the protocol relies on, so that a new uvicorn fails here first
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import json
@@ -35,6 +36,7 @@ from server_helpers import (
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from websockets.sync.client import connect as ws_connect
 
+from wenxin_stream._asgi import DisconnectSignal, disconnect_signal
 from wenxin_stream._http_limits import (
     RETRY_AFTER,
     Connections,
@@ -416,6 +418,67 @@ def test_a_stream_longer_than_every_deadline_is_not_cut(serve: Callable[..., Run
         assert b'"finish_reason": "stop"' in raw or b'"finish_reason":"stop"' in raw
 
 
+def _ends(srv: Running, reason: str) -> float:
+    """How many streams ended with ``reason`` (``/metrics``)."""
+    with srv.client() as c:
+        text = c.get("/metrics").text
+    prefix = f'wenxin_stream_ends_total{{reason="{reason}"}} '
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(lines[0].removeprefix(prefix)) if lines else 0.0
+
+
+def test_streams_follow_their_clients_through_the_protocols_signal(
+    serve: Callable[..., Running],
+) -> None:
+    """On the server's own protocol the streaming routes watch their clients without a task
+    (``_connection.follow``): a silent stream is pinged, and a client gone mid-answer stops
+    it at once, on the native and the OpenAI route."""
+    srv = serve(resume_grace=0.0, ping_interval=0.1)
+    with srv.client() as c:
+        cid = new_conversation(c)
+        with c.stream(
+            "POST", f"/api/conversations/{cid}/messages",
+            json={"content": paced("慢", "ttft=0.5;chunks=2")},
+        ) as r:  # fmt: skip
+            raw = b"".join(r.iter_raw())
+        assert raw.count(b": ping") >= 2  # the silence before the first text was filled
+        assert b"event: end" in raw
+
+        endless = paced("无尽", "endless=1;interval=0.01")
+        with c.stream("POST", f"/api/conversations/{cid}/messages", json={"content": endless}) as r:
+            reader = EventReader(r)
+            for _ in range(3):
+                assert reader.next() is not None
+        # the response is closed: the client is gone
+        answer = wait_for(
+            lambda: (
+                (m := c.get(f"/api/conversations/{cid}").json()["messages"][-1])["status"]
+                != "streaming"
+                and m
+            ),
+            timeout=3,
+        )
+        assert (answer["status"], answer["end_reason"]) == ("partial", "client_disconnected")
+
+        slow = paced("慢", "ttft=0.5;chunks=2")
+        body = {"model": "ernie-4.0-8k", "stream": True,
+                "messages": [{"role": "user", "content": slow}]}  # fmt: skip
+        with c.stream("POST", "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            raw = b"".join(r.iter_raw())
+        assert raw.startswith(b": ping")  # the headers went out with the first ping
+        assert raw.count(b": ping") >= 2
+        assert raw.rstrip().endswith(b"data: [DONE]")
+
+        before = _ends(srv, "client_disconnected")
+        body = {"model": "ernie-4.0-8k", "stream": True,
+                "messages": [{"role": "user", "content": endless}]}  # fmt: skip
+        with c.stream("POST", "/v1/chat/completions", json=body) as r:
+            chunks = r.iter_raw()
+            assert next(chunks)
+        wait_for(lambda: _ends(srv, "client_disconnected") > before, timeout=3)
+
+
 # -- configuration -------------------------------------------------------------------------------
 
 
@@ -487,6 +550,82 @@ def test_the_protocol_needs_its_configuration() -> None:
     assert counted_websocket_protocol(base) is base
 
 
+@contextmanager
+def limited(app: Any) -> Iterator[str]:
+    """Any ASGI ``app`` under uvicorn with the limited protocol, on loopback: its URL."""
+    server = uvicorn.Server(LimitedConfig(app, HTTPLimits(), log_level="warning", lifespan="off"))
+    sock = bind_socket("127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), timeout=10)
+        assert server.started
+        yield base_url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def test_a_lost_connection_fires_its_requests_disconnect_signal_once_mid_response() -> None:
+    fired: list[str] = []
+    signals: list[DisconnectSignal | None] = []
+    responding = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        signal = disconnect_signal(scope)
+        signals.append(signal)
+        if signal is None:
+            return
+        path = scope["path"]
+        gone = asyncio.Event()
+
+        def lost() -> None:
+            fired.append(path)
+            gone.set()
+
+        signal.subscribe(lost)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if path == "/whole":  # complete: a close afterwards is no disconnect of this request
+            await send({"type": "http.response.body", "body": b"done"})
+            return
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        responding.set()
+        await asyncio.wait_for(gone.wait(), 30)  # no task waits in `receive`: the signal tells
+
+    with limited(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"done" in sock.recv(4096)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert responding.wait(10)
+        wait_for(lambda: fired == ["/stream"], timeout=10)
+        time.sleep(0.1)
+        assert fired == ["/stream"]  # once, and only the response in progress
+    assert len(signals) == 2
+    assert all(isinstance(s, DisconnectSignal) for s in signals)
+    assert signals[0] is not signals[1]  # one per request
+
+
+def test_a_disconnect_signal_runs_a_late_subscriber_at_once_and_only_one() -> None:
+    signal = DisconnectSignal()
+    calls: list[str] = []
+    signal.subscribe(lambda: calls.append("first"))
+    signal.unsubscribe()
+    signal.fire()
+    signal.fire()
+    assert calls == []
+    assert signal.lost
+    signal.subscribe(lambda: calls.append("late"))
+    assert calls == ["late"]
+    assert disconnect_signal({"extensions": {"wenxin.disconnect": signal}}) is signal
+    assert disconnect_signal({}) is None
+    assert disconnect_signal({"extensions": None}) is None
+    assert disconnect_signal({"extensions": {"wenxin.disconnect": object()}}) is None
+
+
 # -- the uvicorn internals the protocol relies on ------------------------------------------------
 
 UVICORN_SOURCES = {
@@ -496,6 +635,7 @@ UVICORN_SOURCES = {
     HttpToolsProtocol.connection_made: "6efb565ff3d36b91",
     HttpToolsProtocol.connection_lost: "c91a4c9bf2e29c55",
     HttpToolsProtocol.handle_websocket_upgrade: "d5da377bfc77e588",
+    HttpToolsProtocol.on_message_begin: "96d377fdc7c2baef",  # the scope, without extensions
     HttpToolsProtocol.on_header: "1e86ebb6cea0458c",
     HttpToolsProtocol.on_headers_complete: "1ea8589acfad92d8",
     HttpToolsProtocol.on_message_complete: "1fbad42dc31fc01f",

@@ -1,13 +1,16 @@
-"""The watcher (``watch``: disconnect listener and heartbeat in one task) and the heartbeat's
-behaviour while a write is stuck."""
+"""The watcher (``watch``: disconnect listener and heartbeat in one task), the heartbeat's
+behaviour while a write is stuck, and ``follow`` — the same without a task, where the server
+offers a disconnect signal."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
-from wenxin_stream.server._connection import Outlet, heartbeat, watch
+from wenxin_stream._asgi import DisconnectSignal
+from wenxin_stream.server._connection import PING_BODY, Outlet, follow, heartbeat, watch
 
 PING = {"type": "ping"}
 
@@ -101,3 +104,223 @@ async def test_a_stuck_write_does_not_make_the_heartbeat_spin() -> None:
     await asyncio.wait_for(heartbeat(outlet, PING, 0.01, 0.2), 1)
     assert steps < 20, steps  # a few steps, not thousands
     writer.cancel()
+
+
+# -- follow: the watcher without a task, when the server offers a disconnect signal ---------------
+
+
+class Relay:
+    """A relay loop: writes one body, then waits until told to end (or is cancelled)."""
+
+    def __init__(self, outlet: Outlet) -> None:
+        self.outlet = outlet
+        self.end = asyncio.Event()
+        self.cancelled = False
+
+    async def run(self) -> str:
+        await self.outlet.write({"type": "http.response.body", "body": b"data: x\n\n"})
+        try:
+            await self.end.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return "ended"
+
+
+def pings(peer: Peer) -> int:
+    return sum(1 for m in peer.sent if m.get("body") == PING_BODY)
+
+
+def parts() -> tuple[Peer, DisconnectSignal, Outlet, Relay]:
+    """A fake connection, its disconnect signal, its outlet and a relay loop writing to it."""
+    peer, signal = Peer(), DisconnectSignal()
+    outlet = Outlet(peer.send)
+    return peer, signal, outlet, Relay(outlet)
+
+
+async def test_follow_returns_true_when_the_relay_ends_and_takes_no_task() -> None:
+    peer, signal, outlet, relay = parts()
+    tasks = len(asyncio.all_tasks())
+    following = asyncio.create_task(follow(relay.run(), peer.receive, signal, outlet, 10.0, 10.0))
+    await asyncio.sleep(0.01)
+    assert len(asyncio.all_tasks()) == tasks + 1  # the caller's task only: no watcher task
+    relay.end.set()
+    assert await asyncio.wait_for(following, 1) is True
+    assert peer.receives == 0  # nothing waited in `receive`
+    signal.fire()  # after the end: the guard let go of it
+    assert not relay.cancelled
+
+
+async def test_follow_cuts_the_relay_when_the_signal_fires_and_the_caller_goes_on() -> None:
+    peer, signal, outlet, relay = parts()
+
+    async def caller() -> tuple[bool, str]:
+        gone = not await follow(relay.run(), peer.receive, signal, outlet, 10.0, 10.0)
+        await asyncio.sleep(0)  # the cancellation was withdrawn: this task is not cancelled
+        return gone, "after"
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0.01)
+    signal.fire()
+    assert await asyncio.wait_for(task, 1) == (True, "after")
+    assert relay.cancelled
+
+
+async def test_follow_with_a_client_already_gone_returns_false_at_once() -> None:
+    peer, signal = Peer(), DisconnectSignal()
+    signal.fire()
+    outlet = Outlet(peer.send)
+    relay = Relay(outlet)
+    assert await asyncio.wait_for(follow(relay.run(), peer.receive, signal, outlet), 1) is False
+    assert relay.cancelled  # at its first wait
+
+
+async def test_follow_pings_through_silence_from_a_timer() -> None:
+    peer, signal, outlet, relay = parts()
+    task = asyncio.create_task(follow(relay.run(), peer.receive, signal, outlet, 0.02, 1.0))
+    await asyncio.sleep(0.11)
+    assert pings(peer) >= 3  # the silence was filled
+    assert peer.receives == 0
+    relay.end.set()
+    assert await asyncio.wait_for(task, 1) is True
+    count = pings(peer)
+    await asyncio.sleep(0.05)
+    assert pings(peer) == count  # the timer stopped with the relay
+
+
+async def test_follow_cuts_a_client_that_stopped_reading_and_pings_no_one_meanwhile() -> None:
+    peer, signal = Peer(), DisconnectSignal()
+    outlet = Outlet(peer.send)
+    peer.block = True  # the first write never completes
+    relay = Relay(outlet)
+    started = time.monotonic()
+    result = await asyncio.wait_for(
+        follow(relay.run(), peer.receive, signal, outlet, 0.01, 0.06), 1
+    )
+    assert result is False
+    assert relay.cancelled is False
+    assert time.monotonic() - started >= 0.05  # not before the stall timeout
+    assert pings(peer) == 0  # no ping while a write is in flight
+
+
+async def test_follow_a_stuck_ping_is_a_stall_too() -> None:
+    peer, signal, outlet, relay = parts()
+    task = asyncio.create_task(follow(relay.run(), peer.receive, signal, outlet, 0.02, 0.06))
+    await asyncio.sleep(0.005)
+    peer.block = True  # the client stops reading: the next ping waits
+    assert await asyncio.wait_for(task, 1) is False
+    assert pings(peer) == 1
+    outlet.close()
+
+
+async def test_follow_re_raises_the_relays_error_and_stops_watching() -> None:
+    peer, signal = Peer(), DisconnectSignal()
+    outlet = Outlet(peer.send)
+
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("bug")
+
+    try:
+        await follow(failing(), peer.receive, signal, outlet, 0.01, 1.0)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("the error was swallowed")
+    await asyncio.sleep(0.03)
+    assert pings(peer) == 0  # no timer was left behind
+    signal.fire()  # nobody listens any more
+
+
+async def test_follow_a_relay_that_eats_the_cut_still_reads_as_gone() -> None:
+    peer, signal = Peer(), DisconnectSignal()
+    outlet = Outlet(peer.send)
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+
+    async def caller() -> bool:
+        gone = not await follow(stubborn(), peer.receive, signal, outlet, 10.0, 10.0)
+        await asyncio.sleep(0)  # not cancelled afterwards
+        return gone
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0.01)
+    signal.fire()
+    assert await asyncio.wait_for(task, 1) is True
+
+
+async def test_follow_a_cancellation_from_outside_propagates_even_with_the_cut() -> None:
+    for together in (False, True):
+        peer, signal = Peer(), DisconnectSignal()
+        outlet = Outlet(peer.send)
+        relay = Relay(outlet)
+        task = asyncio.create_task(follow(relay.run(), peer.receive, signal, outlet, 10.0, 10.0))
+        await asyncio.sleep(0.01)
+        if together:
+            signal.fire()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        else:
+            raise AssertionError(f"the outside cancellation was lost (together={together})")
+        assert relay.cancelled
+
+
+async def test_follow_without_a_signal_watches_receive_in_a_task() -> None:
+    peer = Peer()
+    outlet = Outlet(peer.send)
+    relay = Relay(outlet)
+    task = asyncio.create_task(follow(relay.run(), peer.receive, None, outlet, 10.0, 10.0))
+    await asyncio.sleep(0.01)
+    assert peer.receives == 1  # the watcher waits for the disconnect
+    peer.gone.set()
+    assert await asyncio.wait_for(task, 1) is False
+    whole = Relay(outlet)
+    peer2 = Peer()
+    task = asyncio.create_task(follow(whole.run(), peer2.receive, None))
+    await asyncio.sleep(0.01)
+    whole.end.set()
+    assert await asyncio.wait_for(task, 1) is True
+
+
+async def test_follow_without_an_outlet_watches_only_the_signal() -> None:
+    peer, signal = Peer(), DisconnectSignal()
+    whole = Relay(Outlet(peer.send))
+    task = asyncio.create_task(follow(whole.run(), peer.receive, signal))
+    await asyncio.sleep(0.03)
+    assert pings(peer) == 0
+    assert peer.receives == 0
+    signal.fire()
+    assert await asyncio.wait_for(task, 1) is False
+    assert whole.cancelled
+
+
+async def test_an_outlet_is_idle_again_once_a_waiting_write_now_has_ended_well() -> None:
+    peer = Peer()
+    outlet = Outlet(peer.send)
+    peer.block = True
+    outlet.write_now(b"data: a\n\n")  # the client's buffer is full: the rest runs as a task
+    assert not outlet.idle
+    peer.unblock.set()
+    await asyncio.sleep(0.01)
+    assert outlet.idle  # it ended well: nothing left for the next write to wait for
+    assert outlet.pending is None
+
+    async def failing(message: Any) -> None:
+        await asyncio.sleep(0)
+        raise OSError("gone")
+
+    outlet = Outlet(failing)
+    outlet.write_now(b"data: b\n\n")
+    await asyncio.sleep(0.01)
+    assert not outlet.idle  # a failed write stays for the next write to raise
+    try:
+        await outlet.write({"type": "http.response.body", "body": b"c"})
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the failure of the earlier write was lost")

@@ -52,7 +52,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 
-from .._asgi import ClientDisconnected, Receive, Request, Scope, Send, TrackingSend, send_json
+from .._asgi import (
+    ClientDisconnected,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    TrackingSend,
+    disconnect_signal,
+    send_json,
+)
 from .._async_client import AsyncClient
 from .._models import PriceTier
 from ._access import Access, dev_mode_problem, is_loopback
@@ -233,6 +242,7 @@ class Server:
             received,
             f"{client[0]}:{client[1]}" if client else "",
             params,
+            disconnect=disconnect_signal(scope),
         )
         tracked = TrackingSend(send)
         if template is not None and template not in _UNAUDITED:

@@ -6,17 +6,21 @@ Theory of operation
 
 A streaming connection (SSE, the OpenAI stream, a WebSocket) is a race with one owner per
 resource: the first to finish cancels the other. The SSE and OpenAI streams run the relay loop
-in the request's own task and the watcher in a task beside it
-(:func:`wenxin_stream._aio.run_watched`: one task fewer per open stream than a race of two
-tasks); a WebSocket races tasks (:func:`wenxin_stream._aio.race`)::
+in the request's own task (:func:`follow`). Under our own HTTP protocol (``_http_limits``) the
+request's :class:`~wenxin_stream._asgi.DisconnectSignal` and one timer (:class:`_Guard`: the
+heartbeat's steps as callbacks) watch it, and no other task exists for the connection; under
+another ASGI server the watcher runs in a task beside it
+(:func:`wenxin_stream._aio.run_watched`). A WebSocket races tasks
+(:func:`wenxin_stream._aio.race`)::
 
-    one client connection (SSE) = the request's task and one more; the first to finish
-    cancels the other:
+    one client connection (SSE) = the request's task; the first to finish stops the other:
 
-        ┌── relay (request task)┐  ┌── watcher (disconnect listener + heartbeat) ──────────┐
-        │ next_batch()          │  │ await receive() until http.disconnect, cut at each    │
-        │ one write per batch   │  │ heartbeat step: `: ping` after each ping_interval of  │
-        │ returns at `end`      │  │ silence; returns if a write stalls                    │
+        ┌── relay (request task)┐  ┌── watcher ────────────────────────────────────────────┐
+        │ next_batch()          │  │ our protocol: the signal (connection lost) and a      │
+        │ one write per batch   │  │ timer — `: ping` after each ping_interval of silence, │
+        │ returns at `end`      │  │ a write stuck for stall_timeout cuts — no task;       │
+        │                       │  │ elsewhere a task: await receive() until               │
+        │                       │  │ http.disconnect, cut at each heartbeat step           │
         └───────────────────────┘  └───────────────────────────────────────────────────────┘
            finished: complete the response │ gone / stalled: detach (→ grace timer)
            leaving always closes the subscription (finally: relay.detach)
@@ -35,7 +39,12 @@ The relay loop belongs to each route (it knows its framing); what they share is 
 - :func:`watch`: :func:`~wenxin_stream._asgi.wait_for_disconnect` and the heartbeat in ONE
   task (a task fewer per stream: less memory and CPU per connection). The wait for
   ``http.disconnect`` is cut at each heartbeat step (uvicorn's ``receive`` may be cancelled
-  while it waits) and taken up again after it.
+  while it waits) and taken up again after it;
+- :func:`follow`: the relay loop under the watcher — :class:`_Guard` where the server offers
+  the disconnect signal (the cut is a cancellation of the request's task, withdrawn with
+  ``Task.uncancel`` afterwards, so a cancellation from outside still propagates), else
+  :func:`watch` in a task. Without the task, an open stream holds one task (the request's)
+  and one timer: less memory and a task's creation, steps and cancellation less per start.
 
 Whatever wins, the route closes the subscription on the way out — as *gone* when the client
 vanished or stalled (the disconnect policy may apply), as done when the stream ended.
@@ -48,11 +57,11 @@ from collections.abc import Awaitable, Coroutine
 from types import CoroutineType
 from typing import Any
 
-from .._aio import ReadDeadline, sleep_until
-from .._asgi import Message, Receive, Send, TrackingSend, wait_for_disconnect
+from .._aio import ReadDeadline, run_watched, sleep_until
+from .._asgi import DisconnectSignal, Message, Receive, Send, TrackingSend, wait_for_disconnect
 from .._sse import encode_comment, encode_retry
 
-__all__ = ["PING", "RETRY", "SSE_HEADERS", "Outlet", "heartbeat", "watch"]
+__all__ = ["PING", "RETRY", "SSE_HEADERS", "Outlet", "follow", "heartbeat", "watch"]
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -64,8 +73,11 @@ SSE_HEADERS = [
 RETRY = encode_retry(1000)
 """The first bytes of a resumable event stream: reconnect after one second."""
 
-PING: Message = {"type": "http.response.body", "body": encode_comment("ping"), "more_body": True}
+PING_BODY = encode_comment("ping")
 """The heartbeat of an event stream: a ``: ping`` comment."""
+
+PING: Message = {"type": "http.response.body", "body": PING_BODY, "more_body": True}
+"""The heartbeat as an ASGI message."""
 
 
 class Outlet:
@@ -103,8 +115,15 @@ class Outlet:
 
     @property
     def idle(self) -> bool:
-        """No write is in flight (a :meth:`write_now` may start)."""
-        return self.inflight == 0 and self.pending is None
+        """No write is in flight (a :meth:`write_now` may start). The rest of a
+        :meth:`write_now` that has finished well is let go here; a failed one stays for the
+        next :meth:`write` to raise."""
+        pending = self.pending
+        if pending is not None:
+            if not pending.done() or pending.cancelled() or pending.exception() is not None:
+                return False
+            self.pending = None
+        return self.inflight == 0
 
     def write_now(self, body: bytes) -> None:
         """Write a body part from the calling task or callback, without a task of its own:
@@ -224,3 +243,120 @@ async def watch(
             return
     finally:
         deadline.close()
+
+
+async def follow(
+    main: Coroutine[Any, Any, Any],
+    receive: Receive,
+    signal: DisconnectSignal | None,
+    outlet: Outlet | None = None,
+    interval: float = 0.0,
+    stall_timeout: float = 0.0,
+) -> bool:
+    """Run ``main`` (a route's relay loop) in this task until it ends — True — or until the
+    client is gone, or has stopped reading for ``stall_timeout`` — False: ``main`` was
+    cancelled (what it raised meanwhile is not news). With an ``outlet``, an SSE ``: ping``
+    goes out after every ``interval`` of silence; without one only the disconnect is watched
+    (a response written at the end). A cancellation of this task from outside propagates.
+
+    With the server's :class:`~wenxin_stream._asgi.DisconnectSignal` it takes no task: the
+    signal and one timer (:class:`_Guard`) cancel this task. Without it, :func:`watch` (or
+    :func:`~wenxin_stream._asgi.wait_for_disconnect`) runs beside ``main`` as a task
+    (:func:`~wenxin_stream._aio.run_watched`).
+    """
+    if signal is None:
+        watcher = (
+            wait_for_disconnect(receive)
+            if outlet is None
+            else watch(receive, outlet, PING, interval, stall_timeout)
+        )
+        return await run_watched(main, watcher)
+    task = asyncio.current_task(outlet.loop if outlet is not None else None)
+    if task is None:
+        raise RuntimeError("follow must be awaited in a task")
+    # the task lives only in the guard (emptied by `end`), never in a local of this frame: an
+    # error leaving through here keeps the frame in its traceback (see `_aio.run_watched`)
+    guard = _Guard(task, signal, outlet, interval, stall_timeout)
+    del task
+    guard.start()
+    try:
+        await main
+    except BaseException:
+        if not guard.cut:
+            guard.end()
+            raise
+    if guard.end():  # ours was withdrawn, and another cancellation of this task stands
+        raise asyncio.CancelledError
+    return not guard.cut
+
+
+class _Guard:
+    """:func:`follow`'s watcher without a task: the disconnect signal and one timer for the
+    heartbeat and the stall (the steps of :func:`_beat`, as callbacks); either cuts the relay
+    by cancelling the task that runs it."""
+
+    __slots__ = ("cancelling", "cut", "handle", "interval", "outlet", "signal", "stall", "task")
+
+    def __init__(
+        self,
+        task: asyncio.Task[Any],
+        signal: DisconnectSignal,
+        outlet: Outlet | None,
+        interval: float,
+        stall_timeout: float,
+    ) -> None:
+        self.task: asyncio.Task[Any] | None = task
+        self.cancelling = task.cancelling()  # cancellations asked before ours
+        self.cut = False
+        self.signal = signal
+        self.outlet = outlet
+        self.interval = interval
+        self.stall = stall_timeout
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.signal.subscribe(self._cut)  # (at once, if the client is gone already)
+        if self.outlet is not None and not self.cut:
+            self._tick()
+
+    def _tick(self) -> None:
+        self.handle = None
+        outlet = self.outlet
+        assert outlet is not None
+        now = outlet.loop.time()
+        due = outlet.last_write + self.interval
+        if outlet.busy_since is None and now >= due:  # silence: a ping, unless a write failed
+            if outlet.idle:
+                outlet.write_now(PING_BODY)  # (if it has to wait, the stall is watched)
+            due = outlet.last_write + self.interval
+            if due <= now:  # no ping went out (a failed write waits for the relay to see it)
+                due = now + self.interval
+        busy = outlet.busy_since
+        if busy is not None:  # a write is in flight: no ping, only the stall matters
+            if now - busy >= self.stall:
+                self._cut()
+                return
+            wake = min(busy + self.stall, now + self.interval)  # (it may end before)
+        else:
+            wake = min(due, now + self.stall)  # a write may start (and stall) meanwhile
+        self.handle = outlet.loop.call_at(wake, self._tick)
+
+    def _cut(self) -> None:
+        """The client is gone, or stopped reading: stop the relay."""
+        if self.cut or self.task is None:
+            return
+        self.cut = True
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        self.task.cancel()
+
+    def end(self) -> bool:
+        """Stop watching. If the guard cut the relay, withdraw its cancellation of the task;
+        whether another one still stands."""
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        self.signal.unsubscribe()
+        task, self.task = self.task, None
+        return self.cut and task is not None and task.uncancel() > self.cancelling

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._asgi import BodyTooLarge, Receive, Request, Send, read_body
+from .._asgi import BodyTooLarge, DisconnectSignal, Receive, Request, Send, read_body
 
 __all__ = [
     "Context",
@@ -170,6 +170,9 @@ class Context:
     """Fields of this request's audit record (``None``: not audited)."""
     audit_taken: bool = False
     """A generation writes the audit record when it ends (it knows how it ended)."""
+    disconnect: DisconnectSignal | None = None
+    """Told when the client's connection is lost mid-response (``None``: the ASGI server
+    offers no such signal; a streaming route then waits in ``receive``)."""
 
     def audit_fields(self, *, question: str | None = None, **extra: Any) -> dict[str, Any]:
         """The fields of this request's audit record (the record itself, when the request is

@@ -878,8 +878,9 @@ class Generation:
                 self.relay.metrics.error("internal")
         self.stop_grace()
         begun = await self._begun
-        for _ in range(2):  # let connected readers claim what they were woken for
-            await asyncio.sleep(0)
+        if self._woken:  # let readers woken for entries (or a hand-over due) claim them
+            for _ in range(2):
+                await asyncio.sleep(0)
         now = perf_counter()
         self.ended_at = now
         self.end_reason = reason

@@ -37,15 +37,14 @@ from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
-from .._aio import run_watched
-from .._asgi import Message, Receive, Send, json_bytes, send_json, wait_for_disconnect
+from .._asgi import DisconnectSignal, Message, Receive, Send, json_bytes, send_json
 from .._events import Usage, thaw
 from .._sse import DONE_EVENT, encode_event_bytes
 from ._access import Access
 from ._answers import Answers
 from ._completion_request import parse_completion
 from ._config import ServerConfig
-from ._connection import PING, SSE_HEADERS, Outlet, watch
+from ._connection import SSE_HEADERS, Outlet, follow
 from ._errors import cut_error, openai_finish
 from ._http import Context, HTTPError, Routes, read_json, required_str
 from ._relay import Entry, EntryKind, Generation, Relay, Subscription, usage_dict
@@ -168,8 +167,25 @@ class _LazyOutlet(Outlet):
     async def write(self, message: Message) -> None:
         if not self.started:
             self.started = True
-            await self.first({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await self._head()
         await super().write(message)
+
+    def write_now(self, body: bytes) -> None:
+        """:meth:`Outlet.write_now`; before the headers (a ping while the answer is silent:
+        ``_connection._Guard``) they and ``body`` go out as a task the next write waits for."""
+        if self.started:
+            super().write_now(body)
+            return
+        self.started = True
+        if self.inflight == 0:
+            self.busy_since = self.last_write = self.loop.time()
+        self.inflight += 1
+        self.pending = self.loop.create_task(self._after(self._head(body)))
+
+    async def _head(self, body: bytes | None = None) -> None:
+        await self.first({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        if body is not None:
+            await self.send({"type": "http.response.body", "body": body, "more_body": True})
 
 
 async def _relay(sub: Subscription, outlet: _LazyOutlet, chunks: _Chunks) -> None:
@@ -254,19 +270,28 @@ class OpenAIRoutes:
         sub = self.relay.attach(gen)
         if request.stream:
             chunks = _Chunks(name, request.include_usage, gen.stream_id)
-            await self._stream(sub, receive, send, chunks)
+            await self._stream(sub, receive, send, chunks, ctx.disconnect)
         else:
-            await self._whole(sub, receive, send, name)
+            await self._whole(sub, receive, send, name, ctx.disconnect)
 
     async def _stream(
-        self, sub: Subscription, receive: Receive, send: Send, chunks: _Chunks
+        self,
+        sub: Subscription,
+        receive: Receive,
+        send: Send,
+        chunks: _Chunks,
+        disconnect: DisconnectSignal | None,
     ) -> None:
         outlet = _LazyOutlet(send)
         gone = True
         try:
-            if await run_watched(
+            if await follow(
                 _relay(sub, outlet, chunks),
-                watch(receive, outlet, PING, self.ping_interval, self.stall_timeout),
+                receive,
+                disconnect,
+                outlet,
+                self.ping_interval,
+                self.stall_timeout,
             ):
                 gone = False
                 if outlet.started:
@@ -277,10 +302,17 @@ class OpenAIRoutes:
             outlet.close()
             self.relay.detach(sub, gone=gone)
 
-    async def _whole(self, sub: Subscription, receive: Receive, send: Send, model: str) -> None:
+    async def _whole(
+        self,
+        sub: Subscription,
+        receive: Receive,
+        send: Send,
+        model: str,
+        disconnect: DisconnectSignal | None,
+    ) -> None:
         gone = True
         try:
-            gone = not await run_watched(_consume(sub), wait_for_disconnect(receive))
+            gone = not await follow(_consume(sub), receive, disconnect)
         finally:
             self.relay.detach(sub, gone=gone)
         if gone:

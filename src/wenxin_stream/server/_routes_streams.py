@@ -24,13 +24,12 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .._aio import run_watched
-from .._asgi import Receive, Send, send_json
+from .._asgi import DisconnectSignal, Receive, Send, send_json
 from .._sse import encode_event_bytes
 from ._access import Access
 from ._answers import Answers, parse_ask_options
 from ._config import ServerConfig
-from ._connection import PING, RETRY, SSE_HEADERS, Outlet, watch
+from ._connection import RETRY, SSE_HEADERS, Outlet, follow
 from ._eventlog import EventLog
 from ._eventlog_reader import RemoteStream
 from ._http import Context, HTTPError, Routes, not_found, read_json, required_str
@@ -148,11 +147,14 @@ class StreamRoutes:
             "/api/streams/{id}/cancel": {"POST": self.cancel},
         }
 
-    async def stream_events(self, sub: Subscription, receive: Receive, send: Send) -> None:
+    async def stream_events(
+        self, sub: Subscription, ctx: Context, receive: Receive, send: Send
+    ) -> None:
         """Answer with the subscription's events until the end, a disconnect or a stall."""
         await self._stream(
             lambda outlet: _relay(sub, outlet, RETRY),
             lambda gone: self.relay.detach(sub, gone=gone),
+            ctx.disconnect,
             receive,
             send,
         )
@@ -161,6 +163,7 @@ class StreamRoutes:
         self,
         relay: Callable[[Outlet], Coroutine[Any, Any, None]],
         leave: Callable[[bool], None],
+        disconnect: DisconnectSignal | None,
         receive: Receive,
         send: Send,
     ) -> None:
@@ -168,9 +171,8 @@ class StreamRoutes:
         gone = True
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            if await run_watched(
-                relay(outlet),
-                watch(receive, outlet, PING, self.ping_interval, self.stall_timeout),
+            if await follow(
+                relay(outlet), receive, disconnect, outlet, self.ping_interval, self.stall_timeout
             ):
                 gone = False
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -197,7 +199,7 @@ class StreamRoutes:
             audit=ctx.audit_fields(question=content),
         )
         ctx.audit_taken = True
-        await self.stream_events(self.relay.attach(gen), receive, send)
+        await self.stream_events(self.relay.attach(gen), ctx, receive, send)
 
     def _find(self, ctx: Context, owner: str) -> Generation:
         gen = self.relay.find(ctx.params["id"], owner)
@@ -220,7 +222,7 @@ class StreamRoutes:
                 model=gen.model,
                 conversation_id=gen.start_data.get("conversation_id"),
             )
-        await self.stream_events(self.relay.attach(gen, after), receive, send)
+        await self.stream_events(self.relay.attach(gen, after), ctx, receive, send)
 
     async def _resume_remote(
         self, ctx: Context, owner: str, eventlog: EventLog, receive: Receive, send: Send
@@ -233,6 +235,7 @@ class StreamRoutes:
         await self._stream(
             lambda outlet: _relay_remote(stream, outlet, RETRY),
             lambda gone: stream.close(),
+            ctx.disconnect,
             receive,
             send,
         )
