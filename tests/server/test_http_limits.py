@@ -2,8 +2,9 @@
 ``uvicorn_server`` on loopback: 431 for heads over their size or header count, 408 for heads
 and bodies that do not arrive in time, a plain close for an idle connection, 503 with
 ``Retry-After`` over the connection caps (total and per address, WebSockets included), idle
-keep-alive connections closed — and a stream longer than every deadline not cut. Also the
-uvicorn internals the protocol relies on, so that a new uvicorn fails here first."""
+keep-alive connections closed — and a stream longer than every deadline not cut; each
+request's disconnect signal, and the streaming routes following their clients with it. Also
+the uvicorn internals the protocol relies on, so that a new uvicorn fails here first."""
 
 from __future__ import annotations
 
@@ -609,7 +610,7 @@ def test_a_lost_connection_fires_its_requests_disconnect_signal_once_mid_respons
     assert signals[0] is not signals[1]  # one per request
 
 
-def test_a_disconnect_signal_runs_a_late_subscriber_at_once_and_only_one() -> None:
+def test_a_disconnect_signal_fires_once_and_runs_a_late_subscriber_at_once() -> None:
     signal = DisconnectSignal()
     calls: list[str] = []
     signal.subscribe(lambda: calls.append("first"))
