@@ -25,21 +25,15 @@ The helpers take the loop explicitly:
     the task group of one connection (the emulator's pump against the disconnect listener, a
     WebSocket's reader against its stall watchdog): the first coroutine to finish cancels the
     others and waits for them, so leaving always leaves nothing running behind.
-:func:`run_watched`
-    the same race of two with one task fewer: the main coroutine (the server's relay loop)
-    runs in the caller's own task and only its watcher gets a task; a watcher that finishes
-    first cancels the caller's task and the cancellation is withdrawn with ``Task.uncancel``
-    (as :class:`ReadDeadline` does), so a cancellation from outside still propagates.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["ReadDeadline", "race", "run_watched", "sleep_until", "stop_task"]
+__all__ = ["ReadDeadline", "race", "sleep_until", "stop_task"]
 
 T = TypeVar("T")
 
@@ -168,88 +162,6 @@ async def race(*coros: Coroutine[Any, Any, Any]) -> int:
     winner = next(index for index, task in enumerate(tasks) if task not in pending)
     tasks[winner].result()  # re-raises what the winner raised
     return winner
-
-
-class _Cut:
-    """The watcher's done callback in :func:`run_watched`: cancel the task running the main
-    coroutine, unless that one is over already."""
-
-    __slots__ = ("cancelling", "fired", "over", "task")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task: asyncio.Task[Any] | None = task
-        self.cancelling = task.cancelling()  # cancellations asked before ours
-        self.over = False
-        self.fired = False
-
-    def __call__(self, _watcher: asyncio.Task[Any]) -> None:
-        if not self.over and self.task is not None:
-            self.fired = True
-            self.task.cancel()
-
-
-async def run_watched(main: Coroutine[Any, Any, Any], watcher: Coroutine[Any, Any, Any]) -> bool:
-    """Run ``main`` in this task and ``watcher`` in a task of its own until one of them
-    finishes; the other is cancelled (the watcher is also awaited).
-
-    Returns True when ``main`` finished first (re-raising what it raised), False when the
-    watcher did (re-raising what the watcher raised; ``main`` was cancelled, and an error it
-    raised while being cancelled is not news). A cancellation of this task from outside
-    cancels both and propagates, also one that arrives together with the watcher's. This is
-    :func:`race` of two with one task fewer per connection: less memory per open stream and
-    a task's creation and scheduling less per start.
-    """
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task(loop)  # with the loop given: no syscall
-    if task is None:
-        raise RuntimeError("run_watched must be awaited in a task of its loop")
-    # the task lives only in `cut` (emptied on the way out), never in a local of this frame:
-    # an error leaving through here keeps the frame in its traceback, and a frame that refers
-    # to the task (which refers to the error once it ends with it) would be a cycle
-    cut = _Cut(task)
-    del task
-    guard = loop.create_task(watcher)
-    guard.add_done_callback(cut)
-    try:
-        try:
-            await main
-        except BaseException:
-            cut.over = True
-            if not cut.fired:  # main failed, or this task is being cancelled from outside
-                await _reap(guard, cut)
-                raise
-        else:
-            cut.over = True
-            if not cut.fired:
-                await _reap(guard, cut)
-                return True
-        # the watcher finished first and cancelled main: withdraw that cancellation
-        error = None if guard.cancelled() else guard.exception()  # (retrieved either way)
-        del guard  # raising from here must leave no reference to the task in this frame
-        try:
-            assert cut.task is not None
-            if cut.task.uncancel() > cut.cancelling:
-                raise asyncio.CancelledError  # another one is also on this task: it stands
-            if error is not None:
-                raise error
-        finally:
-            error = None
-        return False
-    finally:
-        cut.task = None
-
-
-async def _reap(watcher: asyncio.Task[Any], cut: _Cut) -> None:
-    """Cancel ``watcher`` and wait until it has ended; only a cancellation of the waiting
-    task itself is raised — also when the watcher swallowed it (it reaches the watcher too) —
-    and the watcher's error while being cancelled is retrieved, not raised."""
-    watcher.cancel()
-    assert cut.task is not None
-    before = cut.task.cancelling()
-    with contextlib.suppress(asyncio.CancelledError, Exception):  # a loser's end: not news
-        await watcher
-    if cut.task.cancelling() > before:
-        raise asyncio.CancelledError
 
 
 async def stop_task(task: asyncio.Task[Any] | None) -> None:

@@ -3,6 +3,8 @@ name so that no test module imports a ``conftest``)."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -84,3 +86,27 @@ async def store(database: str) -> AsyncIterator[SQLiteStore | PostgresStore]:
     """A store open on :func:`database`."""
     async with open_store(database, pool_size=2) as s:
         yield s
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """What reaches the loop's exception handler (e.g. "Task exception was never retrieved")."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    yield errors
+    gc.collect()
+    loop.set_exception_handler(previous)
+
+
+@pytest.fixture
+def no_collector() -> Iterator[None]:
+    """The cyclic collector off (as in the server between its quiet collections): what is
+    freed now is freed by reference counts alone."""
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    yield
+    if was:
+        gc.enable()

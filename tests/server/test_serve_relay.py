@@ -1,4 +1,4 @@
-"""The relay's parts in isolation: generations over scripted upstreams, the race, the heartbeat.
+"""The relay's parts in isolation: generations over scripted upstreams, the race.
 
 No network: a fake upstream yields typed events (with a chosen failure), and time is short."""
 
@@ -12,7 +12,6 @@ import pytest
 
 from wenxin_stream import APIConnectionError, EndReason, FinishEvent, FinishReason, TextDelta
 from wenxin_stream._aio import race
-from wenxin_stream.server._connection import Outlet, heartbeat
 from wenxin_stream.server._metrics import Metrics
 from wenxin_stream.server._relay import EntryKind, Generation, Relay
 
@@ -205,36 +204,6 @@ async def test_race_returns_the_first_and_cancels_the_rest() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cancelled == [True] * 4
-
-
-async def test_heartbeat_pings_and_notices_stalls() -> None:
-    sent: list[Any] = []
-    stuck = asyncio.Event()
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-        if message.get("stuck"):
-            await stuck.wait()
-
-    outlet = Outlet(send)
-    ping = {"type": "ping"}
-    beat = asyncio.create_task(heartbeat(outlet, ping, 0.02, 0.05))
-    await asyncio.sleep(0.07)
-    assert sent.count(ping) >= 2  # pings fill the silence
-    writer = asyncio.create_task(outlet.write({"stuck": True}))
-    await asyncio.wait_for(beat, 1)  # a write stuck for 0.05 s: the heartbeat returns
-    writer.cancel()
-
-    async def never(message: Any) -> None:
-        await asyncio.Event().wait()
-
-    blocked = Outlet(never)  # the ping itself cannot be written
-    await asyncio.wait_for(heartbeat(blocked, ping, 0.01, 0.03), 1)
-    watchdog = Outlet(send)  # no pings: only watches for stalls
-    task = asyncio.create_task(heartbeat(watchdog, None, 0.0, 0.02))
-    await asyncio.sleep(0.05)
-    assert not task.done()
-    task.cancel()
 
 
 async def test_early_text_is_logged_in_bounded_deltas() -> None:

@@ -1,16 +1,22 @@
-"""The watcher (``watch``: disconnect listener and heartbeat in one task), the heartbeat's
-behaviour while a write is stuck, and ``follow`` — the same without a task, where the server
-offers a disconnect signal."""
+"""``follow``: a stream's relay loop in the request's task, watched by the server's disconnect
+signal and one timer (pings through silence, a cut when a write is stuck) — or, under a server
+without the signal, by a task waiting in ``receive`` — and ``watch_stall``, the WebSocket's
+watchdog. A cancellation from outside still propagates, and nothing is left running,
+unretrieved or in a reference cycle."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
+import weakref
 from typing import Any
 
+import pytest
+
 from wenxin_stream._asgi import DisconnectSignal
-from wenxin_stream.server._connection import PING_BODY, Outlet, follow, heartbeat, watch
+from wenxin_stream.server._connection import PING_BODY, Outlet, follow, watch_stall
 
 PING = {"type": "ping"}
 
@@ -25,88 +31,21 @@ class Peer:
         self.unblock = asyncio.Event()
         self.block = False
         self.receives = 0
+        self.let_go = 0
 
     async def receive(self) -> dict[str, Any]:
         self.receives += 1
-        await self.gone.wait()
+        try:
+            await self.gone.wait()
+        except asyncio.CancelledError:
+            self.let_go += 1
+            raise
         return {"type": "http.disconnect"}
 
     async def send(self, message: Any) -> None:
         self.sent.append(message)
         if self.block:
             await self.unblock.wait()
-
-
-async def test_watch_pings_through_silence_and_returns_on_disconnect() -> None:
-    peer = Peer()
-    outlet = Outlet(peer.send)
-    task = asyncio.create_task(watch(peer.receive, outlet, PING, 0.02, 1.0))
-    await asyncio.sleep(0.09)
-    assert not task.done()
-    assert peer.sent.count(PING) >= 2  # the silence was filled
-    assert peer.receives >= 2  # the wait for the disconnect was cut and taken up again
-    peer.gone.set()
-    await asyncio.wait_for(task, 1)  # the disconnect was not lost across the cuts
-
-
-async def test_watch_returns_when_a_write_is_stuck() -> None:
-    peer = Peer()
-    outlet = Outlet(peer.send)
-    task = asyncio.create_task(watch(peer.receive, outlet, PING, 10.0, 0.05))
-    peer.block = True
-    writer = asyncio.create_task(outlet.write({"type": "data"}))
-    started = time.monotonic()
-    await asyncio.wait_for(task, 1)
-    assert time.monotonic() - started >= 0.04  # not before the stall timeout
-    assert PING not in peer.sent  # no ping while a write is in flight
-    writer.cancel()
-
-
-async def test_watch_ignores_other_messages() -> None:
-    messages = [{"type": "http.request", "body": b"", "more_body": False}]
-    gone = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop()
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    outlet = Outlet(Peer().send)
-    task = asyncio.create_task(watch(receive, outlet, PING, 10.0, 10.0))
-    await asyncio.sleep(0.02)
-    assert not task.done()
-    gone.set()
-    await asyncio.wait_for(task, 1)
-
-
-async def test_a_stuck_write_does_not_make_the_heartbeat_spin() -> None:
-    # ping interval shorter than the stall timeout: between the two, the heartbeat used to
-    # wake at once, again and again (a busy loop burning a core per stuck client)
-    peer = Peer()
-    outlet = Outlet(peer.send)
-    peer.block = True
-    writer = asyncio.create_task(outlet.write({"type": "data"}))
-    await asyncio.sleep(0)
-    steps = 0
-    real = outlet.loop
-
-    class CountingLoop:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-        def time(self) -> float:
-            nonlocal steps
-            steps += 1
-            return real.time()
-
-    outlet.loop = CountingLoop()  # type: ignore[assignment]
-    await asyncio.wait_for(heartbeat(outlet, PING, 0.01, 0.2), 1)
-    assert steps < 20, steps  # a few steps, not thousands
-    writer.cancel()
-
-
-# -- follow: the watcher without a task, when the server offers a disconnect signal ---------------
 
 
 class Relay:
@@ -270,21 +209,206 @@ async def test_follow_a_cancellation_from_outside_propagates_even_with_the_cut()
         assert relay.cancelled
 
 
-async def test_follow_without_a_signal_watches_receive_in_a_task() -> None:
+async def test_follow_without_a_signal_waits_in_receive_once_and_pings_from_the_timer() -> None:
     peer = Peer()
     outlet = Outlet(peer.send)
     relay = Relay(outlet)
-    task = asyncio.create_task(follow(relay.run(), peer.receive, None, outlet, 10.0, 10.0))
-    await asyncio.sleep(0.01)
-    assert peer.receives == 1  # the watcher waits for the disconnect
+    task = asyncio.create_task(follow(relay.run(), peer.receive, None, outlet, 0.02, 1.0))
+    await asyncio.sleep(0.09)
+    assert not task.done()
+    assert pings(peer) >= 2  # the silence was filled
+    assert peer.receives == 1  # one wait for the disconnect, never cut and taken up again
     peer.gone.set()
     assert await asyncio.wait_for(task, 1) is False
+    assert relay.cancelled
     whole = Relay(outlet)
     peer2 = Peer()
     task = asyncio.create_task(follow(whole.run(), peer2.receive, None))
     await asyncio.sleep(0.01)
     whole.end.set()
     assert await asyncio.wait_for(task, 1) is True
+    assert peer2.receives == 1
+    await asyncio.sleep(0)
+    assert peer2.let_go == 1  # the listener was cancelled (not awaited: one loop turn later)
+
+
+async def test_follow_without_a_signal_cuts_a_client_that_stopped_reading() -> None:
+    peer = Peer()
+    outlet = Outlet(peer.send)
+    relay = Relay(outlet)
+    peer.block = True  # the relay's first write sticks
+    started = time.monotonic()
+    task = asyncio.create_task(follow(relay.run(), peer.receive, None, outlet, 10.0, 0.05))
+    assert await asyncio.wait_for(task, 1) is False
+    assert time.monotonic() - started >= 0.04  # not before the stall timeout
+    assert pings(peer) == 0
+
+
+async def test_follow_without_a_signal_ignores_other_messages() -> None:
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+    gone = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    _, _, outlet, relay = parts()
+    task = asyncio.create_task(follow(relay.run(), receive, None, outlet, 10.0, 10.0))
+    await asyncio.sleep(0.02)
+    assert not task.done()
+    gone.set()
+    assert await asyncio.wait_for(task, 1) is False
+
+
+async def test_follow_a_failing_receive_cuts_the_relay_and_is_raised() -> None:
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(0.01)
+        raise ValueError("receive broke")
+
+    _, _, outlet, relay = parts()
+    caller = asyncio.current_task()
+    assert caller is not None
+    with pytest.raises(ValueError, match="receive broke"):
+        await follow(relay.run(), receive, None, outlet, 10.0, 10.0)
+    assert relay.cancelled
+    assert caller.cancelling() == 0  # the cut was withdrawn
+
+
+async def test_follow_a_listener_failing_while_let_go_stays_quiet(
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    broke = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            broke.set()
+            raise RuntimeError("receive broke while being cancelled") from None
+        raise AssertionError("unreachable")
+
+    _, _, outlet, relay = parts()
+    task = asyncio.create_task(follow(relay.run(), receive, None, outlet, 10.0, 10.0))
+    await asyncio.sleep(0.01)
+    relay.end.set()
+    assert await task is True
+    await asyncio.wait_for(broke.wait(), 1)
+    await asyncio.sleep(0)
+    gc.collect()
+    assert loop_errors == []
+
+
+async def test_follow_without_a_signal_a_cancellation_from_outside_propagates() -> None:
+    peer, _, outlet, relay = parts()
+    task = asyncio.create_task(follow(relay.run(), peer.receive, None, outlet, 10.0, 10.0))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert relay.cancelled
+    # the disconnect and the outside cancellation in the same iteration: it still propagates
+    peer, _, outlet, relay = parts()
+    task = asyncio.create_task(follow(relay.run(), peer.receive, None, outlet, 10.0, 10.0))
+    await asyncio.sleep(0.01)
+
+    def both() -> None:
+        peer.gone.set()
+        task.cancel()
+
+    asyncio.get_running_loop().call_soon(both)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+
+
+@pytest.mark.parametrize("who", ["relay", "receive"])
+async def test_follow_an_error_leaving_it_makes_no_reference_cycle(
+    no_collector: None, who: str
+) -> None:
+    """A failed connection's task, its error and this frame are freed by reference counts
+    alone (the server's cyclic collector runs only when quiet)."""
+    peer = Peer()
+
+    async def failing_relay() -> None:
+        await asyncio.sleep(0.001)
+        raise ValueError("x")
+
+    async def failing_receive() -> dict[str, Any]:
+        await asyncio.sleep(0.001)
+        raise ValueError("x")
+
+    async def connection() -> None:
+        outlet = Outlet(peer.send)
+        if who == "relay":
+            await follow(failing_relay(), peer.receive, DisconnectSignal(), outlet, 10.0, 10.0)
+        else:
+            await follow(Relay(outlet).run(), failing_receive, None, outlet, 10.0, 10.0)
+
+    task = asyncio.create_task(connection())
+    with pytest.raises(ValueError, match="x"):
+        await task
+    ref = weakref.ref(task)
+    del task
+    await asyncio.sleep(0)
+    assert ref() is None
+
+
+async def test_watch_stall_returns_only_when_a_write_is_stuck() -> None:
+    peer = Peer()
+    outlet = Outlet(peer.send)
+    task = asyncio.create_task(watch_stall(outlet, 0.03))
+    await asyncio.sleep(0.08)  # silence is no stall, and a watchdog does not ping
+    assert not task.done()
+    assert peer.sent == []
+    peer.block = True
+    writer = asyncio.create_task(outlet.write({"type": "data"}))
+    started = time.monotonic()
+    await asyncio.wait_for(task, 1)
+    assert time.monotonic() - started >= 0.02
+    writer.cancel()
+
+
+async def test_a_stuck_write_does_not_make_the_watchdog_or_the_guard_spin() -> None:
+    # a stall timeout longer than the ping interval: between the two, the heartbeat once
+    # woke at once, again and again (a busy loop burning a core per stuck client)
+    peer = Peer()
+    peer.block = True
+    steps = 0
+
+    def counting(outlet: Outlet) -> None:
+        real = outlet.loop
+
+        class CountingLoop:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def time(self) -> float:
+                nonlocal steps
+                steps += 1
+                return real.time()
+
+        outlet.loop = CountingLoop()  # type: ignore[assignment]
+
+    outlet = Outlet(peer.send)
+    writer = asyncio.create_task(outlet.write({"type": "data"}))
+    await asyncio.sleep(0)
+    counting(outlet)
+    await asyncio.wait_for(watch_stall(outlet, 0.2), 1)
+    assert steps < 10, steps  # a few steps, not thousands
+    writer.cancel()
+    steps = 0
+    outlet = Outlet(peer.send)
+    relay = Relay(outlet)  # its first write sticks; pings every 0.01 s would be due
+    signal = DisconnectSignal()
+    task = asyncio.create_task(follow(relay.run(), peer.receive, signal, outlet, 0.01, 0.2))
+    await asyncio.sleep(0)
+    counting(outlet)  # (once it runs: follow takes its task from the real loop)
+    gone = await asyncio.wait_for(task, 1)
+    assert gone is False
+    assert steps < 60, steps  # a look each ping interval while stuck (~20), not thousands
+    assert pings(peer) == 0
 
 
 async def test_follow_without_an_outlet_watches_only_the_signal() -> None:

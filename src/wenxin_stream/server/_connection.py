@@ -6,21 +6,19 @@ Theory of operation
 
 A streaming connection (SSE, the OpenAI stream, a WebSocket) is a race with one owner per
 resource: the first to finish cancels the other. The SSE and OpenAI streams run the relay loop
-in the request's own task (:func:`follow`). Under our own HTTP protocol (``_http_limits``) the
-request's :class:`~wenxin_stream._asgi.DisconnectSignal` and one timer (:class:`_Guard`: the
-heartbeat's steps as callbacks) watch it, and no other task exists for the connection; under
-another ASGI server the watcher runs in a task beside it
-(:func:`wenxin_stream._aio.run_watched`). A WebSocket races tasks
-(:func:`wenxin_stream._aio.race`)::
+in the request's own task (:func:`follow`), watched by the request's
+:class:`~wenxin_stream._asgi.DisconnectSignal` and one timer (:class:`_Guard`): no other task
+exists for the connection. Our own HTTP protocol (``_http_limits``) fires the signal when the
+connection is lost; under another ASGI server a task waiting in ``receive`` for
+``http.disconnect`` fires it. A WebSocket races tasks (:func:`wenxin_stream._aio.race`)::
 
     one client connection (SSE) = the request's task; the first to finish stops the other:
 
-        ┌── relay (request task)┐  ┌── watcher ────────────────────────────────────────────┐
-        │ next_batch()          │  │ our protocol: the signal (connection lost) and a      │
-        │ one write per batch   │  │ timer — `: ping` after each ping_interval of silence, │
-        │ returns at `end`      │  │ a write stuck for stall_timeout cuts — no task;       │
-        │                       │  │ elsewhere a task: await receive() until               │
-        │                       │  │ http.disconnect, cut at each heartbeat step           │
+        ┌── relay (request task)┐  ┌── watcher (no task) ──────────────────────────────────┐
+        │ next_batch()          │  │ the signal (connection lost) and a timer — `: ping`   │
+        │ one write per batch   │  │ after each ping_interval of silence, a write stuck    │
+        │ returns at `end`      │  │ for stall_timeout cuts; either cancels the request's  │
+        │                       │  │ task (the cancellation withdrawn afterwards)          │
         └───────────────────────┘  └───────────────────────────────────────────────────────┘
            finished: complete the response │ gone / stalled: detach (→ grace timer)
            leaving always closes the subscription (finally: relay.detach)
@@ -33,18 +31,15 @@ The relay loop belongs to each route (it knows its framing); what they share is 
   (``_relay.Subscription``): started from the generation's side, it runs the server's
   ``send`` at once up to its first wait (there is none unless the client reads slower than
   we write: then the rest of that write runs as a task, and the next write waits for it);
-- :func:`heartbeat`: ``ping`` after every ``interval`` of silence, returning when a write has
-  been stuck for ``stall_timeout`` (the client stopped reading). A WebSocket runs it without a
-  ping, as a stall watchdog next to its reader;
-- :func:`watch`: :func:`~wenxin_stream._asgi.wait_for_disconnect` and the heartbeat in ONE
-  task (a task fewer per stream: less memory and CPU per connection). The wait for
-  ``http.disconnect`` is cut at each heartbeat step (uvicorn's ``receive`` may be cancelled
-  while it waits) and taken up again after it;
-- :func:`follow`: the relay loop under the watcher — :class:`_Guard` where the server offers
-  the disconnect signal (the cut is a cancellation of the request's task, withdrawn with
-  ``Task.uncancel`` afterwards, so a cancellation from outside still propagates), else
-  :func:`watch` in a task. Without the task, an open stream holds one task (the request's)
-  and one timer: less memory and a task's creation, steps and cancellation less per start.
+- :func:`_due`, the heartbeat's decision at a moment: a write stuck for ``stall_timeout``
+  (cut), a ping due after ``interval`` of silence (never while a write is in flight), or
+  when to look again;
+- :func:`follow`: the relay loop under the watcher. The cut is a cancellation of the
+  request's task, withdrawn with ``Task.uncancel`` afterwards, so a cancellation from outside
+  still propagates. An open stream holds one task (the request's) and one timer: less memory
+  and a task's creation, steps and cancellation less per start;
+- :func:`watch_stall`: the same decision without pings, as a WebSocket's stall watchdog
+  next to its reader.
 
 Whatever wins, the route closes the subscription on the way out — as *gone* when the client
 vanished or stalled (the disconnect policy may apply), as done when the stream ended.
@@ -53,15 +48,16 @@ vanished or stalled (the disconnect policy may apply), as done when the stream e
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Coroutine
 from types import CoroutineType
 from typing import Any
 
-from .._aio import ReadDeadline, run_watched, sleep_until
+from .._aio import sleep_until
 from .._asgi import DisconnectSignal, Message, Receive, Send, TrackingSend, wait_for_disconnect
 from .._sse import encode_comment, encode_retry
 
-__all__ = ["PING", "RETRY", "SSE_HEADERS", "Outlet", "follow", "heartbeat", "watch"]
+__all__ = ["PING", "RETRY", "SSE_HEADERS", "Outlet", "follow", "watch_stall"]
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -100,13 +96,16 @@ class Outlet:
         if pending is not None:
             self.pending = None
             await pending  # its failure is this write's
-        if self.inflight == 0:
-            self.busy_since = self.last_write = self.loop.time()
-        self.inflight += 1
+        self._begin()
         try:
             await self.send(message)
         finally:
             self._written()
+
+    def _begin(self) -> None:
+        if self.inflight == 0:
+            self.busy_since = self.last_write = self.loop.time()
+        self.inflight += 1
 
     def _written(self) -> None:
         self.inflight -= 1
@@ -131,9 +130,7 @@ class Outlet:
         full), the rest runs as a task, :attr:`pending`, which the next :meth:`write` awaits
         (and :meth:`close` cancels); a failure is kept there the same way. Call only when
         :attr:`idle`."""
-        if self.inflight == 0:
-            self.busy_since = self.last_write = self.loop.time()
-        self.inflight += 1
+        self._begin()
         step = self.send({"type": "http.response.body", "body": body, "more_body": True})
         if type(step) is not CoroutineType:  # another awaitable: as a task of its own
             self.pending = self.loop.create_task(self._after(step))
@@ -193,56 +190,26 @@ class Outlet:
             pending.exception()
 
 
-async def _beat(
-    outlet: Outlet, ping: Message | None, period: float, stall_timeout: float
-) -> float | None:
-    """One heartbeat step: write ``ping`` if ``period`` of silence has passed; return the loop
-    time of the next step, or ``None`` when a write has been stuck for ``stall_timeout``."""
-    loop = outlet.loop
-    while True:
-        now = loop.time()
-        busy = outlet.busy_since
-        if busy is not None:  # no ping while a write is in flight: only the stall matters
-            return None if now - busy >= stall_timeout else busy + stall_timeout
-        due = outlet.last_write + period
-        if now < due:
-            return min(due, now + stall_timeout)  # a write may start (and stall) meanwhile
-        if ping is None:
-            outlet.last_write = now
-            continue
-        try:
-            async with asyncio.timeout(stall_timeout):
-                await outlet.write(ping)
-        except TimeoutError:
+def _due(outlet: Outlet, now: float, interval: float, stall_timeout: float) -> float | None:
+    """The heartbeat's decision at loop time ``now``: ``None`` when a write has been stuck for
+    ``stall_timeout`` (the client stopped reading), else when to look again — ``now`` or
+    earlier once ``interval`` of silence has passed: a ping is due. While a write is in
+    flight no ping is due; the next look is at its stall or after ``interval``, whichever
+    comes first (the write may end before)."""
+    busy = outlet.busy_since
+    if busy is not None:
+        if now - busy >= stall_timeout:
             return None
+        return min(busy + stall_timeout, now + interval)
+    return min(outlet.last_write + interval, now + stall_timeout)  # a write may start (and stall)
 
 
-async def heartbeat(
-    outlet: Outlet, ping: Message | None, interval: float, stall_timeout: float
-) -> None:
-    """Write ``ping`` after every ``interval`` of silence; return when a write has been stuck
-    for ``stall_timeout`` (the client stopped reading). Without a ping, only watch stalls."""
-    period = interval if ping is not None else stall_timeout
-    while (wake := await _beat(outlet, ping, period, stall_timeout)) is not None:
-        await sleep_until(outlet.loop, wake)
-
-
-async def watch(
-    receive: Receive, outlet: Outlet, ping: Message, interval: float, stall_timeout: float
-) -> None:
-    """Return when the client has disconnected or a write has been stuck for
-    ``stall_timeout``; meanwhile ping after every ``interval`` of silence (see the module
-    docstring)."""
-    deadline = ReadDeadline(outlet.loop)
-    try:
-        while (wake := await _beat(outlet, ping, interval, stall_timeout)) is not None:
-            try:
-                await deadline.wait(wait_for_disconnect(receive), wake - outlet.loop.time())
-            except TimeoutError:
-                continue
-            return
-    finally:
-        deadline.close()
+async def watch_stall(outlet: Outlet, stall_timeout: float) -> None:
+    """Return when a write has been stuck for ``stall_timeout`` (the client stopped reading):
+    a WebSocket's watchdog, raced against its reader."""
+    loop = outlet.loop
+    while (wake := _due(outlet, loop.time(), math.inf, stall_timeout)) is not None:
+        await sleep_until(loop, wake)
 
 
 async def follow(
@@ -259,41 +226,67 @@ async def follow(
     goes out after every ``interval`` of silence; without one only the disconnect is watched
     (a response written at the end). A cancellation of this task from outside propagates.
 
-    With the server's :class:`~wenxin_stream._asgi.DisconnectSignal` it takes no task: the
-    signal and one timer (:class:`_Guard`) cancel this task. Without it, :func:`watch` (or
-    :func:`~wenxin_stream._asgi.wait_for_disconnect`) runs beside ``main`` as a task
-    (:func:`~wenxin_stream._aio.run_watched`).
+    The watcher is the request's :class:`~wenxin_stream._asgi.DisconnectSignal` and one timer
+    (:class:`_Guard`), which cancel this task. Under a server that offers no signal, a task
+    waiting in ``receive`` for ``http.disconnect`` stands in for it (if ``receive`` fails,
+    the relay is cut and its error raised).
     """
-    if signal is None:
-        watcher = (
-            wait_for_disconnect(receive)
-            if outlet is None
-            else watch(receive, outlet, PING, interval, stall_timeout)
-        )
-        return await run_watched(main, watcher)
-    task = asyncio.current_task(outlet.loop if outlet is not None else None)
+    loop = outlet.loop if outlet is not None else asyncio.get_running_loop()
+    task = asyncio.current_task(loop)
     if task is None:
         raise RuntimeError("follow must be awaited in a task")
+    listener = None
+    if signal is None:  # another ASGI server: a task waits in receive for the disconnect
+        signal = DisconnectSignal()
+        fire = signal.fire
+        listener = loop.create_task(wait_for_disconnect(receive))
+        listener.add_done_callback(lambda _listener: fire())
     # the task lives only in the guard (emptied by `end`), never in a local of this frame: an
-    # error leaving through here keeps the frame in its traceback (see `_aio.run_watched`)
+    # error leaving through here keeps the frame in its traceback, and the task refers to the
+    # error once it ends with it
     guard = _Guard(task, signal, outlet, interval, stall_timeout)
     del task
+    failure = None
     guard.start()
     try:
-        await main
-    except BaseException:
-        if not guard.cut:
-            guard.end()
-            raise
-    if guard.end():  # ours was withdrawn, and another cancellation of this task stands
-        raise asyncio.CancelledError
+        try:
+            await main
+        except BaseException:
+            if not guard.cut:
+                guard.end()
+                raise
+        if guard.end():  # ours was withdrawn, and another cancellation of this task stands
+            raise asyncio.CancelledError
+    finally:
+        if listener is not None:
+            failure = _let_go(listener)
+    if failure is not None:
+        try:
+            raise failure
+        finally:
+            failure = None
     return not guard.cut
+
+
+def _let_go(listener: asyncio.Task[None]) -> BaseException | None:
+    """Stop :func:`follow`'s disconnect listener (not awaited: its end is not news, and is
+    retrieved when it comes); what it failed with, if it did."""
+    if listener.done():
+        return None if listener.cancelled() else listener.exception()
+    listener.cancel()
+    listener.add_done_callback(_retrieve)
+    return None
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class _Guard:
     """:func:`follow`'s watcher without a task: the disconnect signal and one timer for the
-    heartbeat and the stall (the steps of :func:`_beat`, as callbacks); either cuts the relay
-    by cancelling the task that runs it."""
+    heartbeat and the stall (:func:`_due`'s decisions); either cuts the relay by cancelling
+    the task that runs it."""
 
     __slots__ = ("cancelling", "cut", "handle", "interval", "outlet", "signal", "stall", "task")
 
@@ -324,21 +317,16 @@ class _Guard:
         outlet = self.outlet
         assert outlet is not None
         now = outlet.loop.time()
-        due = outlet.last_write + self.interval
-        if outlet.busy_since is None and now >= due:  # silence: a ping, unless a write failed
+        wake = _due(outlet, now, self.interval, self.stall)
+        if wake is not None and wake <= now:  # silence: a ping, unless a write failed
             if outlet.idle:
                 outlet.write_now(PING_BODY)  # (if it has to wait, the stall is watched)
-            due = outlet.last_write + self.interval
-            if due <= now:  # no ping went out (a failed write waits for the relay to see it)
-                due = now + self.interval
-        busy = outlet.busy_since
-        if busy is not None:  # a write is in flight: no ping, only the stall matters
-            if now - busy >= self.stall:
-                self._cut()
-                return
-            wake = min(busy + self.stall, now + self.interval)  # (it may end before)
-        else:
-            wake = min(due, now + self.stall)  # a write may start (and stall) meanwhile
+            wake = _due(outlet, now, self.interval, self.stall)
+            if wake is not None and wake <= now:  # no ping went out: a failed write waits
+                wake = now + self.interval  # for the relay to see it
+        if wake is None:
+            self._cut()
+            return
         self.handle = outlet.loop.call_at(wake, self._tick)
 
     def _cut(self) -> None:

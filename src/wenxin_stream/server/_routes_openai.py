@@ -177,9 +177,7 @@ class _LazyOutlet(Outlet):
             super().write_now(body)
             return
         self.started = True
-        if self.inflight == 0:
-            self.busy_since = self.last_write = self.loop.time()
-        self.inflight += 1
+        self._begin()
         self.pending = self.loop.create_task(self._after(self._head(body)))
 
     async def _head(self, body: bytes | None = None) -> None:

@@ -12,8 +12,8 @@ and serves each connection as a :class:`Socket`, which moves through an explicit
                    └──── dev mode, or a valid Authorization header ───┘
 
 While it is open, one task reads frames (the reader is also the disconnect listener) and a
-watchdog (``_connection.heartbeat`` without a ping) closes the socket when a write has been
-stuck for ``stall_timeout``; the two race as drawn in ``_connection``. Each ``ask`` runs in a
+watchdog (``_connection.watch_stall``) closes the socket when a write has been stuck for
+``stall_timeout``; the two race as drawn in ``_connection``. Each ``ask`` runs in a
 task of its own — start the answer (:meth:`~._answers.Answers.ask`), then relay its log as
 ``start`` / ``delta`` / ``end`` frames carrying the client's ``id`` — so several answers
 stream at once and a slow database call never blocks the reader. A ``cancel`` frame stops
@@ -64,7 +64,7 @@ from .._asgi import Receive, Scope, Send, json_bytes
 from ._access import Access, Principal
 from ._answers import Answers, AskOptions, parse_ask_options
 from ._config import ServerConfig
-from ._connection import Outlet, heartbeat
+from ._connection import Outlet, watch_stall
 from ._eventlog import EventLog
 from ._eventlog_reader import RemoteStream
 from ._http import (
@@ -246,7 +246,7 @@ class Socket:
         try:
             await race(
                 self._read(),
-                heartbeat(self.outlet, None, 0.0, self.sockets.stall_timeout),
+                watch_stall(self.outlet, self.sockets.stall_timeout),
                 self._leave(leave),
             )
         except asyncio.CancelledError:
