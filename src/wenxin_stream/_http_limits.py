@@ -54,6 +54,9 @@ is closed at the end of that window if none came. A proxy whose own idle timeout
 connections is shorter than the window (``deploy/nginx.conf``: ``keepalive_timeout``) has
 dropped every connection it did not use by then, so no close can cross a request. The same
 holds outside a drain when the proxy's idle timeout is shorter than ``keep_alive_timeout``.
+A response begun before the drain promised keep-alive and cannot take it back: its close
+after the end may cross a request, so the proxy should not pool connections that carry
+streams (``deploy/nginx.conf`` sends ``Connection: close`` for those routes).
 
 Every refusal writes one complete response (``Connection: close``, OpenAI's error shape),
 then closes *lingering*: it half-closes (FIN after the answer) and reads and discards what
@@ -106,8 +109,8 @@ LINGER = 2.0
 DRAIN_IDLE = 3.0
 """Seconds a draining server keeps an idle kept-alive connection open for a request already on
 its way (see the module docstring): longer than the idle timeout of the proxy's pool
-(``deploy/nginx.conf``: 2 s), shorter than the margin a supervisor gives a drain beyond its
-grace."""
+(``deploy/nginx.conf``: 2 s). An answer taken meanwhile gets the whole grace, so a drain may
+last this much beyond it (a supervisor's kill comes later by as much: ``_workers``)."""
 
 RETRY_AFTER = 5
 """``Retry-After`` of the ``503`` for a connection over a cap, in seconds (an answer of ERNIE

@@ -42,6 +42,7 @@ from server_helpers import (
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from wenxin_stream import ServerSentEvent
 from wenxin_stream.emulator import ServerHandle
 from wenxin_stream.server import Server, ServerState, create_app
 
@@ -94,6 +95,15 @@ def _dechunk(body: bytes) -> bytes:
         body = body[size + 2 :]
 
 
+def _last_answer(got: bytes) -> list[ServerSentEvent]:
+    """The events of a connection's last response: a whole 200 event stream that says
+    ``Connection: close``."""
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), got[:300]
+    assert b"connection: close" in head.lower()
+    return sse_events(_dechunk(body))
+
+
 def _begin_drain(app: Server, server: Any) -> float:
     """Start the drain as SIGTERM does; the moment it has begun."""
     server.should_exit = True
@@ -116,13 +126,42 @@ def test_a_post_on_an_idle_keep_alive_connection_as_the_drain_begins_is_answered
         got = _until_closed(idle)
         idle.close()
         thread.join(15)
-    head, _, body = got.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), got[:300]
-    assert b"connection: close" in head.lower()
-    events = sse_events(_dechunk(body))
+    events = _last_answer(got)
     assert events[-1].event == "end"
     assert json.loads(events[-1].data)["end_reason"] == "completed"
     assert "".join(json.loads(e.data)["text"] for e in events if e.event == "delta")
+
+
+def test_an_answer_taken_in_the_drains_window_gets_the_whole_grace(
+    tmp_path: Path, emu: ServerHandle
+) -> None:
+    """An OpenAI-route stream (not resumable: cut means lost) that a proxy sent on a pooled
+    connection 0.6 s into a 1 s grace, and that takes 0.8 s: it is answered in full. Before,
+    the grace counted from the signal for it too, and it was cut at 1 s with
+    ``server_shutdown`` (``tests/server/test_rolling_restart.py`` caught it now and then)."""
+    grace = 1.0
+    app = create_app(server_config(tmp_path / "d", emu.base_url, shutdown_grace=grace))
+    with draining(app) as (url, thread, server):
+        idle = _idle_keep_alive(url)
+        began = _begin_drain(app, server)
+        time.sleep(0.6)
+        body = {
+            "model": "ernie-lite-8k",
+            "stream": True,
+            "messages": [{"role": "user", "content": paced("晚到的问题", "interval=0.1;chunks=8")}],
+        }
+        _post(idle, "/v1/chat/completions", body)
+        got = _until_closed(idle)
+        answered = time.monotonic()
+        idle.close()
+        thread.join(15)
+    events = _last_answer(got)
+    assert events[-1].data == "[DONE]"
+    chunks = [json.loads(e.data) for e in events[:-1]]
+    assert not [c for c in chunks if "error" in c], chunks
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert answered - began > grace  # it did run past the grace counted from the signal
+    assert not thread.is_alive()
 
 
 def test_idle_keep_alive_connections_close_at_the_end_of_the_idle_window(

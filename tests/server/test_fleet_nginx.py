@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -177,3 +179,80 @@ def test_a_per_key_limit_holds_for_the_fleet_behind_nginx(
         for server in (a, b)
     ]
     assert all(count > 0 for count in served), served
+
+
+def test_nginx_pools_no_connection_that_carried_a_stream() -> None:
+    """What ``deploy/nginx.conf`` tells an instance in ``Connection``: ``close`` for a request
+    whose answer streams (its response may have begun before a drain could say so: had nginx
+    pooled the connection, it might write a request on it as the instance closes it, and a
+    POST so cut is a 502), ``upgrade`` for a WebSocket, nothing for the rest — which share
+    pooled connections."""
+    seen: list[tuple[str, str, str, int]] = []
+
+    class Instance(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def answer(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            seen.append(
+                (
+                    self.command,
+                    self.path,
+                    self.headers.get("connection", ""),
+                    self.client_address[1],
+                )
+            )
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            if self.close_connection:  # told `close`: say so, as uvicorn does
+                self.send_header("connection", "close")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        do_GET = do_POST = answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    instance = ThreadingHTTPServer(("127.0.0.1", 0), Instance)
+    threading.Thread(target=instance.serve_forever, daemon=True).start()
+    asks = [
+        ("GET", "/api/info", {}),
+        ("POST", "/api/conversations", {}),
+        ("POST", "/api/conversations/c_1/messages", {}),
+        ("GET", "/api/streams/s_1", {}),
+        ("POST", "/api/streams/s_1/cancel", {}),
+        ("POST", "/v1/chat/completions", {}),
+        ("GET", "/v1/models", {}),
+        ("GET", "/api/ws", {"upgrade": "websocket", "connection": "upgrade"}),
+        ("GET", "/api/conversations/c_1", {}),
+    ]
+    try:
+        listen = free_port()
+        conf = deploy_nginx_conf(DEPLOY.read_text(), listen, [instance.server_port])
+        with nginx_server(conf, listen) as nginx, httpx.Client(base_url=nginx.url) as client:
+            for method, path, headers in asks:
+                assert client.request(method, path, headers=headers).status_code == 200
+    except ServiceUnavailable as exc:
+        unavailable(str(exc))
+    finally:
+        instance.shutdown()
+        instance.server_close()
+    told = {(method, path): connection.lower() for method, path, connection, _ in seen}
+    assert told == {
+        ("GET", "/api/info"): "",
+        ("POST", "/api/conversations"): "",
+        ("POST", "/api/conversations/c_1/messages"): "close",
+        ("GET", "/api/streams/s_1"): "close",
+        ("POST", "/api/streams/s_1/cancel"): "",
+        ("POST", "/v1/chat/completions"): "close",
+        ("GET", "/v1/models"): "",
+        ("GET", "/api/ws"): "upgrade",
+        ("GET", "/api/conversations/c_1"): "",
+    }
+    by_connection: dict[int, list[str]] = {}
+    for _, _, connection, port in seen:
+        by_connection.setdefault(port, []).append(connection.lower())
+    # a stream may take a pooled connection, but nothing comes on one after a stream
+    assert all("close" not in told[:-1] for told in by_connection.values()), seen
+    assert any(len(told) > 1 for told in by_connection.values()), seen  # and pooling works

@@ -45,9 +45,10 @@ once: a proxy may have just written a request on it, and it cannot send a POST a
 elsewhere (nginx answers its client 502). It stays open for ``drain_idle`` seconds
 (``_http_limits.DRAIN_IDLE``; longer than the idle timeout of nginx's pool in
 ``deploy/nginx.conf``, which so drops it first), and what comes on it meanwhile is served as
-any request is — an ask is taken and runs like those already running — then the connection
-closes (``_http_limits``, *Draining*). The drain waits for that window while such
-connections remain.
+any request is — an ask is taken and gets the whole grace from its start, as those already
+running got it from the signal — then the connection closes (``_http_limits``, *Draining*).
+The drain waits for that window while such connections remain, so it lasts at most
+``shutdown_grace`` + ``drain_idle`` before what is still running is handed over or ended.
 Importing this package does not import uvicorn.
 """
 
@@ -138,7 +139,9 @@ def uvicorn_server(
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             for server in self.servers:  # stop accepting at once, then let streams end
                 server.close()
-            watch_shutdown(config.shutdown_grace)  # where it waits, should it not end in time
+            # where it waits, should it not end in time (an answer taken in the window gets
+            # the whole grace: _relay.Relay.shutdown)
+            watch_shutdown(config.shutdown_grace + window)
             # HTTP keep-alive connections too: each response from now on is its connection's
             # last, so a proxy's pool (nginx's `keepalive`) stops bringing this instance work;
             # an idle one is closed after the window, not under a request a proxy may have

@@ -1219,20 +1219,30 @@ class Relay:
 
     async def shutdown(self, grace: float, admitting: Awaitable[None] | None = None) -> None:
         """Refuse new work (once ``admitting`` is done, if given: at most ``grace`` s), wait up
-        to ``grace`` s from the call for running answers (those started meanwhile too), hand
-        the rest over to another instance of the fleet (:meth:`hand_over`), stop what
-        remains."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
+        to ``grace`` s from the call for running answers, hand the rest over to another
+        instance of the fleet (:meth:`hand_over`), stop what remains — except answers taken
+        meanwhile (requests a proxy had already sent on kept-alive connections) that nobody
+        took over: each gets the whole grace from its start, as the others got it from the
+        call, and is stopped at its end."""
+        began = perf_counter()
         if admitting is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(admitting), grace)
         self.accepting = False
         pending = [gen.done for gen in self.running]
         if pending:
-            await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
+            await asyncio.wait(pending, timeout=max(0.0, began + grace - perf_counter()))
         await self.hand_over()
-        for gen in list(self.running):
+        late = sorted(
+            (gen for gen in self.running if gen.received_at > began),
+            key=lambda gen: gen.received_at,
+        )
+        for gen in self.running.difference(late):
+            gen.cancel("server_shutdown")
+        for gen in late:  # in the order their graces end
+            left = gen.received_at + grace - perf_counter()
+            if left > 0 and not gen.done.done():
+                await asyncio.wait([gen.done], timeout=left)
             gen.cancel("server_shutdown")
         pending = [gen.done for gen in self.running]
         if pending:

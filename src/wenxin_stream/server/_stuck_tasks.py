@@ -1,14 +1,15 @@
 """Where the event loop's tasks wait: a report for a shutdown that takes too long.
 
-A drain is bounded: ``shutdown_grace`` for the answers, a few seconds for the rest; a
-supervisor kills a process still alive ``STOP_MARGIN`` seconds after the grace
-(``_workers``). A process that hangs in its shutdown is idle in its event loop, where a
-thread dump (``py-spy dump``) shows nothing but the loop's ``epoll`` wait: the stuck part is a
-coroutine waiting for something that will not come. So ``wenxin serve`` arms
-:func:`watch_shutdown` when its shutdown begins: if the process is still there
-:data:`REPORT_AFTER` seconds after the grace, it logs every task of the loop with the chain of
-awaits it is suspended in — each coroutine's name, file and line, down to the future or
-other object at the bottom — which is what one needs to tell which step never ended.
+A drain is bounded: ``shutdown_grace`` for the answers (from the last one taken, in the window
+for requests already on their way: ``DRAIN_IDLE``), a few seconds for the rest; a supervisor
+kills a process still alive ``STOP_MARGIN`` seconds after that (``_workers``). A process that
+hangs in its shutdown is idle in its event loop, where a thread dump (``py-spy dump``) shows
+nothing but the loop's ``epoll`` wait: the stuck part is a coroutine waiting for something that
+will not come. So ``wenxin serve`` arms :func:`watch_shutdown` when its shutdown begins: if the
+process is still there :data:`REPORT_AFTER` seconds after that bound, it logs every task of the
+loop with the chain of awaits it is suspended in — each coroutine's name, file and line, down
+to the future or other object at the bottom — which is what one needs to tell which step never
+ended.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ __all__ = ["REPORT_AFTER", "await_chain", "watch_shutdown"]
 logger = logging.getLogger("wenxin_stream.server")
 
 REPORT_AFTER = 4.0
-"""Seconds after the grace that a shutdown still running is reported (before a supervisor's
-kill, ``_workers.STOP_MARGIN`` = 5 s after it)."""
+"""Seconds after the drain's bound that a shutdown still running is reported (before a
+supervisor's kill, ``_workers.STOP_MARGIN`` = 5 s after it)."""
 
 _DEPTH = 40
 """Most awaits of one chain reported."""
@@ -62,9 +63,9 @@ def _report(began: float, loop: asyncio.AbstractEventLoop) -> None:
     )
 
 
-def watch_shutdown(grace: float) -> asyncio.TimerHandle:
+def watch_shutdown(bound: float) -> asyncio.TimerHandle:
     """Report the loop's tasks if the process is still running :data:`REPORT_AFTER` seconds
-    after ``grace`` from now (see the module docstring); the timer, which nothing needs to
-    cancel: a process that exits never runs it."""
+    after the drain's ``bound`` from now (see the module docstring); the timer, which nothing
+    needs to cancel: a process that exits never runs it."""
     loop = asyncio.get_running_loop()
-    return loop.call_later(grace + REPORT_AFTER, _report, loop.time(), loop)
+    return loop.call_later(bound + REPORT_AFTER, _report, loop.time(), loop)

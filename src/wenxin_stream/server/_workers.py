@@ -27,10 +27,11 @@ dies young :data:`QUICK_FAILURES` times in a row (a start-up error: the database
 the configuration), the supervisor stops them all and exits 1 — a crash loop is reported, not
 hidden. SIGTERM or SIGINT: the supervisor stops starting workers and sends SIGTERM to each
 (each drains as one process does: ``shutdown_grace`` for running answers, then
-``server_shutdown``); a worker still alive ``shutdown_grace`` + :data:`STOP_MARGIN` seconds
-later is killed. SIGHUP: a rolling restart — for each slot in turn a new worker is started and,
-once it is ready, the old one gets SIGTERM — so new code or a refreshed upstream client comes
-in without a moment with no worker accepting.
+``server_shutdown``); a worker still alive ``shutdown_grace`` + ``DRAIN_IDLE`` (an answer taken
+in the drain's window for requests already on their way gets the whole grace) +
+:data:`STOP_MARGIN` seconds later is killed. SIGHUP: a rolling restart — for each slot in turn
+a new worker is started and, once it is ready, the old one gets SIGTERM — so new code or a
+refreshed upstream client comes in without a moment with no worker accepting.
 
 The supervision itself (:class:`Supervisor`) knows nothing of HTTP: it starts and watches
 whatever its ``spawn`` function returns, which keeps it testable with tiny processes.
@@ -82,7 +83,8 @@ MAX_BACKOFF = 10.0
 """The longest pause before a dead worker is started again."""
 
 STOP_MARGIN = 5.0
-"""Seconds beyond ``shutdown_grace`` a worker may take to exit before it is killed."""
+"""Seconds beyond its drain (``shutdown_grace`` + ``_http_limits.DRAIN_IDLE``) a worker may
+take to exit before it is killed."""
 
 
 class Worker(Protocol):
@@ -373,10 +375,12 @@ def run_workers(
         process.start()
         return process
 
+    from .._http_limits import DRAIN_IDLE
+
     supervisor = Supervisor(
         config.workers,
         spawn,
-        stop_timeout=config.shutdown_grace + STOP_MARGIN,
+        stop_timeout=config.shutdown_grace + DRAIN_IDLE + STOP_MARGIN,
         on_exit=lambda pid: mark_process_dead(pid, metrics_dir),
         announce=say,
     )
