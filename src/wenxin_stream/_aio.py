@@ -21,6 +21,9 @@ The helpers take the loop explicitly:
     withdrawn with ``Task.uncancel``, so an outer cancellation still propagates).
 :func:`stop_task`
     cancel a background task (a tick, a writer, a listener) and wait until it has ended.
+:func:`retrieve`
+    a done callback for a task nobody awaits: its end is taken, so a failure is not reported
+    as "never retrieved".
 :func:`race`
     the task group of one connection (the emulator's pump against the disconnect listener, a
     WebSocket's reader against its stall watchdog): the first coroutine to finish cancels the
@@ -33,7 +36,7 @@ import asyncio
 from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["ReadDeadline", "race", "sleep_until", "stop_task"]
+__all__ = ["ReadDeadline", "race", "retrieve", "sleep_until", "stop_task"]
 
 T = TypeVar("T")
 
@@ -162,6 +165,13 @@ async def race(*coros: Coroutine[Any, Any, Any]) -> int:
     winner = next(index for index, task in enumerate(tasks) if task not in pending)
     tasks[winner].result()  # re-raises what the winner raised
     return winner
+
+
+def retrieve(task: asyncio.Task[Any]) -> None:
+    """A done callback for a task nobody awaits (one let go, or fire-and-forget): take its
+    end, so that a failure is not reported as "Task exception was never retrieved"."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def stop_task(task: asyncio.Task[Any] | None) -> None:

@@ -53,7 +53,7 @@ from collections.abc import Awaitable, Coroutine
 from types import CoroutineType
 from typing import Any
 
-from .._aio import sleep_until
+from .._aio import retrieve, sleep_until
 from .._asgi import DisconnectSignal, Message, Receive, Send, TrackingSend, wait_for_disconnect
 from .._sse import encode_comment, encode_retry
 
@@ -274,13 +274,8 @@ def _let_go(listener: asyncio.Task[None]) -> BaseException | None:
     if listener.done():
         return None if listener.cancelled() else listener.exception()
     listener.cancel()
-    listener.add_done_callback(_retrieve)
+    listener.add_done_callback(retrieve)
     return None
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 class _Guard:

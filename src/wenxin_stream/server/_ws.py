@@ -59,7 +59,7 @@ from enum import Enum
 from time import perf_counter
 from typing import Any
 
-from .._aio import race
+from .._aio import race, retrieve
 from .._asgi import Receive, Scope, Send, json_bytes
 from ._access import Access, Principal
 from ._answers import Answers, AskOptions, parse_ask_options
@@ -390,7 +390,8 @@ class Socket:
         elif ask.remote is not None and self.sockets.eventlog and self.principal is not None:
             remote = self.sockets.eventlog.cancel(ask.remote, self.principal.owner)
             task = asyncio.create_task(remote)  # the end frame tells the client how it ended
-            task.add_done_callback(_quiet)
+            # a failed remote cancel: the client sees no end and may retry
+            task.add_done_callback(retrieve)
 
     async def _run(self, rid: str, ask: _Ask, work: Callable[[], Awaitable[None]]) -> None:
         """Runs one ask's ``work`` (an answer or a resume) to its end: every failure becomes the
@@ -523,11 +524,6 @@ class Socket:
                 )
             if batch[-1].kind is _END:
                 return
-
-
-def _quiet(task: asyncio.Task[str]) -> None:
-    if not task.cancelled():
-        task.exception()  # a failed remote cancel: the client sees no end and may retry
 
 
 def _client(scope: Scope) -> str:
