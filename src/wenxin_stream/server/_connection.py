@@ -57,7 +57,7 @@ from .._aio import retrieve, sleep_until
 from .._asgi import DisconnectSignal, Message, Receive, Send, TrackingSend, wait_for_disconnect
 from .._sse import encode_comment, encode_retry
 
-__all__ = ["PING", "RETRY", "SSE_HEADERS", "Outlet", "follow", "watch_stall"]
+__all__ = ["PING_BODY", "RETRY", "SSE_HEADERS", "Outlet", "follow", "watch_stall"]
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -70,10 +70,7 @@ RETRY = encode_retry(1000)
 """The first bytes of a resumable event stream: reconnect after one second."""
 
 PING_BODY = encode_comment("ping")
-"""The heartbeat of an event stream: a ``: ping`` comment."""
-
-PING: Message = {"type": "http.response.body", "body": PING_BODY, "more_body": True}
-"""The heartbeat as an ASGI message."""
+"""The heartbeat of an event stream: a ``: ping`` comment (written by :class:`_Guard`)."""
 
 
 class Outlet:
