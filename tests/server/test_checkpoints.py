@@ -29,21 +29,29 @@ from wenxin_stream.server import _checkpoints
 from wenxin_stream.server._checkpoints import Checkpoints
 from wenxin_stream.server._metrics import Metrics
 from wenxin_stream.server._relay import Generation, Relay
-from wenxin_stream.server._store import Checkpoint, SQLiteStore, StoreError
+from wenxin_stream.server._store import (
+    Checkpoint,
+    SQLiteStore,
+    StoreError,
+    StoreUnavailableError,
+)
 
 
 class RecordingStore:
     """Stands in for the store: records each ``checkpoint`` call; fails the first
     ``failures`` of them."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, *, bug: bool = False) -> None:
         self.calls: list[list[Checkpoint]] = []
         self.failures = failures
+        self.bug = bug  # the failures are a bug's (not the store's error)
         self.written = asyncio.Event()
 
     async def checkpoint(self, checkpoints: list[Checkpoint]) -> int:
         if self.failures:
             self.failures -= 1
+            if self.bug:
+                raise KeyError("message_id")
             raise StoreError("database is locked")
         self.calls.append(checkpoints)
         self.written.set()
@@ -172,6 +180,52 @@ async def test_the_tick_writes_logs_and_counts_failures_and_stops(
     assert metrics.errors.labels("internal").value == 1
     await checkpoints.aclose()
     await checkpoints.aclose()  # idempotent
+    upstream.finish()
+    await asyncio.wait_for(gen.done, 2)
+
+
+class FailingUsage:
+    """Stands in for the usage writer: its first ``flush`` fails as a database away does."""
+
+    def __init__(self) -> None:
+        self.flushes = 0
+        self.flushed = asyncio.Event()
+
+    async def flush(self) -> int:
+        self.flushes += 1
+        if self.flushes == 1:
+            raise StoreUnavailableError("the database is not reachable")
+        self.flushed.set()
+        return 0
+
+
+async def test_a_bug_in_a_tick_is_logged_with_its_traceback_and_the_tick_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    relay = burst_relay()
+    store = RecordingStore(failures=1, bug=True)
+    usage = FailingUsage()
+    metrics = Metrics()
+    checkpoints = Checkpoints(store, metrics, interval=0.01, usage=usage)  # type: ignore[arg-type]
+    gen, upstream = await _generation(relay)
+    checkpoints.track("m", gen)
+    upstream.burst("你好")
+    await settle()
+    with caplog.at_level(logging.ERROR, "wenxin_stream.server"):
+        checkpoints.start()
+        await asyncio.wait_for(store.written.wait(), 5)
+        await asyncio.wait_for(usage.flushed.wait(), 5)
+    await checkpoints.aclose()
+    assert store.calls == [[Checkpoint("m", "你好", 2, 0, gen.ttft_ms)]]  # the next tick wrote
+    bugs = [r for r in caplog.records if r.exc_info]
+    assert [r.getMessage() for r in bugs] == ["could not checkpoint answers: an unexpected error"]
+    assert bugs[0].exc_info is not None
+    assert bugs[0].exc_info[0] is KeyError
+    # the database away is one line, no traceback
+    assert "could not store usage: StoreUnavailableError: the database is not reachable" in (
+        caplog.text
+    )
+    assert metrics.errors.labels("internal").value == 2
     upstream.finish()
     await asyncio.wait_for(gen.done, 2)
 

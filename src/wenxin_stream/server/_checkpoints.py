@@ -251,15 +251,22 @@ class Checkpoints:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            try:
-                await self.write_deferred()
-                await self.flush()
-            except Exception as exc:  # the store failed: say so, try again next tick
-                logger.error("could not checkpoint answers: %s: %s", type(exc).__name__, exc)
-                self.metrics.error("internal")
-            if self.usage is not None:
-                try:  # the answers ended since the last tick: their records in one operation
-                    await self.usage.flush()
-                except Exception as exc:  # kept (database away) or logged: next tick
-                    logger.error("could not store usage: %s: %s", type(exc).__name__, exc)
-                    self.metrics.error("internal")
+            await self._step("checkpoint answers", self._write)
+            if self.usage is not None:  # the answers ended since the last tick, in one operation
+                await self._step("store usage", self.usage.flush)
+
+    async def _write(self) -> None:
+        await self.write_deferred()
+        await self.flush()
+
+    async def _step(self, what: str, step: Callable[[], Awaitable[object]]) -> None:
+        """One part of a tick. Its failure is logged and counted, and the tick goes on: the
+        next one tries again (a stopped tick would lose every later checkpoint)."""
+        try:
+            await step()
+        except StoreError as exc:  # the database refused or is away (usage records are kept)
+            logger.error("could not %s: %s: %s", what, type(exc).__name__, exc)
+            self.metrics.error("internal")
+        except Exception:  # a bug: its traceback, not one line among the store's failures
+            logger.exception("could not %s: an unexpected error", what)
+            self.metrics.error("internal")
