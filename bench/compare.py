@@ -112,6 +112,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from wenxin_stream.bench import parse_pacing
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 VENV = ROOT / ".venv" / "bin"
@@ -148,8 +150,16 @@ class Suite:
     key: str
     title: str
     pacing: str
-    stream_s: float  # length of one stream at this pacing
     start: dict[str, int]  # first find-max step per target
+
+    @property
+    def stream_s(self) -> float:
+        """One stream's length at this pacing: its TTFT and one interval per chunk, the end
+        event coming an interval after the last chunk (5.3 s ERNIE-paced; until 2026-12-06
+        compare counted an interval less)."""
+        seconds = parse_pacing(self.pacing).answer_seconds
+        assert seconds is not None, f"{self.pacing}: TTFT, interval and chunks are all needed"
+        return seconds
 
 
 SUITES = {
@@ -157,14 +167,12 @@ SUITES = {
         "fast",
         "fast: TTFT 200 ms, 64 chunks every 20 ms",
         "ttft=0.2;interval=0.02;chunks=64;stamp=0",
-        0.2 + 63 * 0.02,
         {"direct": 250, "nginx": 250, "litellm": 4, "serve": 250, "serve-native": 100},
     ),
     "ernie": Suite(
         "ernie",
         "ERNIE-paced: TTFT 500 ms, 12 sentence chunks every 400 ms",
         "ttft=0.5;interval=0.4;chunks=12;stamp=0",
-        0.5 + 11 * 0.4,
         {"direct": 500, "nginx": 500, "litellm": 2, "serve": 500, "serve-native": 250},
     ),
 }
@@ -1235,7 +1243,9 @@ class Compare:
         drain = suite.stream_s * 2 + 3
         # starts spread over one stream's length at least: each worker starts its next stream
         # as its last ends, so a shorter ramp makes every later generation of starts a burst as
-        # dense as the ramp's (ERNIE-paced: 4.9 s streams, a 2 s ramp → 2.5× the even rate)
+        # dense as the ramp's (ERNIE-paced: 5.3 s streams, a 2 s ramp → 2.65× the even rate;
+        # a 4.9 s ramp, the length once counted without the end event, left a 0.4 s hole in
+        # every generation and 1.08× the even rate around it)
         ramp = min(max(p.ramp * max(1.0, concurrency / 2000), suite.stream_s), step / 2)
         warmup = min(max(p.warmup[suite.key], ramp) if p.warmup[suite.key] else 0, step / 2)
         flags = [

@@ -11,6 +11,11 @@ others (`/proc/<pid>/task/*/status`), and the top frames by inclusive and self s
 samples; the server's own view at the end (its ``/metrics``, saved as ``metrics.txt``: the
 TTFT it added, the upstream's TTFT, the event loop's lag) and, with ``--redis``, Redis's
 commands over the step (``INFO commandstats``: calls and µs of Redis CPU per ended stream).
+It also samples, second by second, the CPU of the server, the emulator, the load generator
+(and Redis): ``cpu_percent_by_second``, and over the measurement window their median, 90th
+percentile and lowest second (``cpu_steady_percent``): a search step reports only the mean,
+and a server fails on its busiest seconds. The ramp and the warm-up are one answer's length
+of the pacing unless given (as the search's steps), and py-spy records after the warm-up.
 
     .venv/bin/python bench/profile_serve.py --route native --redis --postgres \\
         --pacing ernie --concurrency 250 --out bench/results/profile-native-redis-pg
@@ -35,8 +40,10 @@ import contextlib
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -54,6 +61,8 @@ from _servers import (
     start_serve,
     thread_cpu,
 )
+
+from wenxin_stream.bench import parse_pacing
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv" / "bin"
@@ -105,6 +114,63 @@ def redis_commands(
     return [(n, c, round(u, 1)) for n, c, u in sorted(rows, key=lambda r: -r[2])[:12]]
 
 
+class CpuSeries:
+    """CPU (% of one core) of some processes, second by second, while the load runs: a
+    thread reads their ``/proc/<pid>/stat`` every :attr:`interval` seconds. A step's mean
+    mixes its busiest seconds with quieter ones (a ramp shorter than an answer leaves a hole
+    in every generation of starts), and a server fails on its busiest."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 1.0) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.t0 = time.monotonic()
+        self.series: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-series", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last = {name: self._cpu(pid) for name, pid in self.pids.items()}
+        then = time.monotonic()
+        while not self._stop.wait(self.interval - (time.monotonic() - then) % self.interval):
+            now = time.monotonic()
+            for name, pid in self.pids.items():
+                cpu, before = self._cpu(pid), last[name]
+                if cpu is not None and before is not None:
+                    share = 100 * (cpu - before) / (now - then)
+                    self.series[name].append((round(now - self.t0, 2), round(share, 1)))
+                last[name] = cpu
+            then = now
+
+    @staticmethod
+    def _cpu(pid: int) -> float | None:
+        try:
+            return cpu_seconds(pid)
+        except OSError:  # it has ended
+            return None
+
+    def stop(self) -> None:
+        """Stop sampling (the last partial interval is not kept)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def summary(self, start: float, end: float) -> dict[str, dict[str, float | None]]:
+        """Per process, over the seconds that ended in ``[start, end]`` (seconds since the
+        load started): the median, the 90th percentile and the lowest second."""
+        out: dict[str, dict[str, float | None]] = {}
+        for name, points in self.series.items():
+            inside = sorted(share for t, share in points if start <= t <= end)
+            if not inside:
+                out[name] = {"median": None, "p90": None, "min": None}
+                continue
+            out[name] = {
+                "median": round(statistics.median(inside), 1),
+                "p90": inside[min(len(inside) - 1, int(0.9 * len(inside)))],
+                "min": inside[0],
+            }
+        return out
+
+
 def summarise(collapsed: Path, top: int) -> dict[str, list[tuple[str, float]]]:
     """Inclusive and self shares of the frames in py-spy's collapsed output."""
     inclusive: collections.Counter[str] = collections.Counter()
@@ -139,8 +205,11 @@ def main() -> int:
     parser.add_argument("--pacing", choices=sorted(PACINGS), default="ernie")
     parser.add_argument("--concurrency", type=int, default=250)
     parser.add_argument("--duration", type=float, default=16.0)
-    parser.add_argument("--ramp", type=float, default=2.0, help="seconds to start them all")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds not measured")
+    parser.add_argument(
+        "--ramp", type=float,
+        help="seconds to start them all (default: one answer's length, as compare's search)",
+    )  # fmt: skip
+    parser.add_argument("--warmup", type=float, help="seconds not measured (default: the ramp)")
     parser.add_argument("--record", type=float, default=8.0, help="seconds of py-spy")
     parser.add_argument("--no-profile", action="store_true", help="CPU figure only")
     parser.add_argument("--native-frames", action="store_true", help="py-spy --native")
@@ -155,6 +224,12 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    # A ramp shorter than an answer makes every later generation of starts a wave as dense as
+    # the ramp's (each worker starts its next stream as its last ends): one answer's length
+    # spreads them evenly, as the search does
+    answer_s = parse_pacing(PACINGS[args.pacing][0]).answer_seconds
+    args.ramp = answer_s if args.ramp is None else args.ramp
+    args.warmup = args.ramp if args.warmup is None else args.warmup
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT / "tests"))
@@ -204,9 +279,13 @@ def main() -> int:
         cpu0, ends0, wall0 = cpu_seconds(serve.pid), ended_streams(url), time.monotonic()
         threads0, switches0 = thread_cpu(serve.pid), context_switches(serve.pid)
         load = subprocess.Popen(bench, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+        watched = {"server": serve.pid, "emulator": procs.procs[0].pid, "load": load.pid}
+        if redis_url:
+            watched["redis"] = redis.process.pid
+        series = CpuSeries(watched)
         collapsed = out / "collapsed.txt"
-        if not args.no_profile:
-            time.sleep(min(4.0, args.duration / 4))
+        if not args.no_profile:  # in the measurement window: not the ramp's new connections
+            time.sleep(max(0.0, min(args.warmup + 1, args.duration - args.record)))
             spy = [str(VENV / "py-spy"), "record", "--pid", str(serve.pid), "--format", "raw",
                    "--duration", f"{args.record:g}", "--rate", "250",
                    "--output", str(collapsed)]  # fmt: skip
@@ -218,6 +297,7 @@ def main() -> int:
             if done.returncode:
                 print(f"py-spy failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
         _, err = load.communicate()
+        series.stop()
         cpu1, ends1, wall1 = cpu_seconds(serve.pid), ended_streams(url), time.monotonic()
         threads1, switches1 = thread_cpu(serve.pid), context_switches(serve.pid)
         metrics = ""
@@ -261,6 +341,11 @@ def main() -> int:
                 k: result.get("result", {}).get("lateness_ms", {}).get(k) for k in ("p50", "p99")
             },
             "bench_stderr": err.decode(errors="replace")[-500:],
+            # the measurement window's seconds (after the warm-up, before the load ends)
+            "cpu_steady_percent": series.summary(args.warmup + 1, args.duration),
+            "cpu_percent_by_second": {
+                name: [share for _, share in points] for name, points in series.series.items()
+            },
         }
         if metrics:  # bucket bounds (s), over the whole run (warm-up included)
             doc["server_view"] = {

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from servers import serving
+from wenxin_stream.bench import parse_pacing
 from wenxin_stream.cli import main
 from wenxin_stream.emulator import ServerHandle
 
@@ -115,6 +116,27 @@ def test_schedule_lateness_and_pid_sampling(emu: ServerHandle, tmp_path: Path) -
     assert proc["samples"] >= 1
     assert proc["rss_max_mb"] > 0
     assert doc["machine"]["event_loop"] == "asyncio"
+
+
+def test_a_stream_lasts_its_ttft_and_one_interval_per_chunk(
+    emu: ServerHandle, tmp_path: Path
+) -> None:
+    """What ``Pacing.answer_seconds`` says, and ``bench/compare`` spreads a step's starts over:
+    the emulator sends the end event an interval after the last chunk, so a stream lasts its
+    TTFT and one interval per chunk (compare once counted an interval less, which left a
+    hole in every generation of starts)."""
+    spec = "ttft=0.05;interval=0.1;chunks=3;stamp=0"
+    expected = parse_pacing(spec).answer_seconds
+    assert expected == pytest.approx(0.35)
+    assert parse_pacing("chunks=3").answer_seconds is None  # the emulator's own TTFT, interval
+    doc = bench(
+        tmp_path, "--url", emu.base_url, "--target", "ernie-v2", "--concurrency", "1",
+        "--pacing", spec,
+    )  # fmt: skip
+    total = doc["result"]["total_ms"]
+    assert doc["result"]["streams_completed"] >= 2
+    assert total["min"] >= 1000 * expected - 2  # (the emulator's timers: whole milliseconds)
+    assert total["p50"] < 1000 * (expected + 0.08)  # not a further interval either
 
 
 def test_failures_are_classified(emu: ServerHandle, tmp_path: Path) -> None:

@@ -77,6 +77,16 @@ class Pacing:
         """Whether a chunk's due time can be computed (both ``ttft`` and ``interval`` known)."""
         return self.ttft is not None and self.interval is not None
 
+    @property
+    def answer_seconds(self) -> float | None:
+        """How long an answer lasts at this pacing, from the request to its end event: the
+        TTFT and one interval per chunk (the emulator sends the end event an interval after
+        the last chunk); ``None`` when the SPEC leaves any of the three to the emulator.
+        A load's starts spread over this long come evenly (``bench/compare``)."""
+        if self.ttft is None or self.interval is None or self.chunks is None:
+            return None
+        return self.ttft + self.chunks * self.interval
+
 
 def _text_after(data: str, key: str) -> bool:
     """Whether ``key`` (e.g. ``'"content":'``) is followed by a non-empty JSON string."""
