@@ -62,7 +62,7 @@ from _servers import (
     thread_cpu,
 )
 
-from wenxin_stream.bench import parse_pacing
+from wenxin_stream.bench import ProcSampler, parse_pacing
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv" / "bin"
@@ -116,50 +116,44 @@ def redis_commands(
 
 class CpuSeries:
     """CPU (% of one core) of some processes, second by second, while the load runs: a
-    thread reads their ``/proc/<pid>/stat`` every :attr:`interval` seconds. A step's mean
-    mixes its busiest seconds with quieter ones (a ramp shorter than an answer leaves a hole
-    in every generation of starts), and a server fails on its busiest."""
+    thread takes a reading of each (``wenxin bench``'s :class:`ProcSampler`) every
+    :attr:`interval` seconds. A step's mean mixes its busiest seconds with quieter ones (a
+    ramp shorter than an answer leaves a hole in every generation of starts), and a server
+    fails on its busiest."""
 
     def __init__(self, pids: dict[str, int], interval: float = 1.0) -> None:
-        self.pids = pids
         self.interval = interval
         self.t0 = time.monotonic()
-        self.series: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+        self.samplers = {name: ProcSampler(pid, name) for name, pid in pids.items()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-series", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        last = {name: self._cpu(pid) for name, pid in self.pids.items()}
-        then = time.monotonic()
-        while not self._stop.wait(self.interval - (time.monotonic() - then) % self.interval):
-            now = time.monotonic()
-            for name, pid in self.pids.items():
-                cpu, before = self._cpu(pid), last[name]
-                if cpu is not None and before is not None:
-                    share = 100 * (cpu - before) / (now - then)
-                    self.series[name].append((round(now - self.t0, 2), round(share, 1)))
-                last[name] = cpu
-            then = now
-
-    @staticmethod
-    def _cpu(pid: int) -> float | None:
-        try:
-            return cpu_seconds(pid)
-        except OSError:  # it has ended
-            return None
+        while True:  # the first reading is the base of the first second's
+            for sampler in self.samplers.values():
+                sampler.sample(time.monotonic() - self.t0)
+            if self._stop.wait(self.interval - (time.monotonic() - self.t0) % self.interval):
+                return
 
     def stop(self) -> None:
         """Stop sampling (the last partial interval is not kept)."""
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def by_second(self) -> dict[str, list[float]]:
+        """Each process's CPU, one figure per interval."""
+        return {
+            name: [round(cpu, 1) for _, cpu, _ in sampler.samples]
+            for name, sampler in self.samplers.items()
+        }
+
     def summary(self, start: float, end: float) -> dict[str, dict[str, float | None]]:
         """Per process, over the seconds that ended in ``[start, end]`` (seconds since the
         load started): the median, the 90th percentile and the lowest second."""
         out: dict[str, dict[str, float | None]] = {}
-        for name, points in self.series.items():
-            inside = sorted(share for t, share in points if start <= t <= end)
+        for name, sampler in self.samplers.items():
+            inside = sorted(round(cpu, 1) for t, cpu, _ in sampler.samples if start <= t <= end)
             if not inside:
                 out[name] = {"median": None, "p90": None, "min": None}
                 continue
@@ -343,9 +337,7 @@ def main() -> int:
             "bench_stderr": err.decode(errors="replace")[-500:],
             # the measurement window's seconds (after the warm-up, before the load ends)
             "cpu_steady_percent": series.summary(args.warmup + 1, args.duration),
-            "cpu_percent_by_second": {
-                name: [share for _, share in points] for name, points in series.series.items()
-            },
+            "cpu_percent_by_second": series.by_second(),
         }
         if metrics:  # bucket bounds (s), over the whole run (warm-up included)
             doc["server_view"] = {
