@@ -64,6 +64,15 @@ async def _generation(relay: Relay) -> tuple[Generation, BurstUpstream]:
     return gen, upstream
 
 
+async def _tracked_answer(checkpoints: Checkpoints) -> tuple[Generation, BurstUpstream]:
+    """An answer under way, tracked as message ``m``, with text (你好) for a tick to write."""
+    gen, upstream = await _generation(burst_relay())
+    checkpoints.track("m", gen)
+    upstream.burst("你好")
+    await settle()
+    return gen, upstream
+
+
 async def test_due_reads_the_log_incrementally_and_always_matches_the_text() -> None:
     relay = burst_relay()
     gen, upstream = await _generation(relay)
@@ -163,14 +172,10 @@ async def test_a_failed_write_is_written_again_next_time() -> None:
 async def test_the_tick_writes_logs_and_counts_failures_and_stops(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    relay = burst_relay()
     store = RecordingStore(failures=1)
     metrics = Metrics()
     checkpoints = Checkpoints(store, metrics, interval=0.01)  # type: ignore[arg-type]
-    gen, upstream = await _generation(relay)
-    checkpoints.track("m", gen)
-    upstream.burst("你好")
-    await settle()
+    gen, upstream = await _tracked_answer(checkpoints)
     with caplog.at_level(logging.ERROR, "wenxin_stream.server"):
         checkpoints.start()
         checkpoints.start()  # one tick, however often started
@@ -202,15 +207,11 @@ class FailingUsage:
 async def test_a_bug_in_a_tick_is_logged_with_its_traceback_and_the_tick_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    relay = burst_relay()
     store = RecordingStore(failures=1, bug=True)
     usage = FailingUsage()
     metrics = Metrics()
     checkpoints = Checkpoints(store, metrics, interval=0.01, usage=usage)  # type: ignore[arg-type]
-    gen, upstream = await _generation(relay)
-    checkpoints.track("m", gen)
-    upstream.burst("你好")
-    await settle()
+    gen, upstream = await _tracked_answer(checkpoints)
     with caplog.at_level(logging.ERROR, "wenxin_stream.server"):
         checkpoints.start()
         await asyncio.wait_for(store.written.wait(), 5)
