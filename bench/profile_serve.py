@@ -8,14 +8,16 @@ core) and `--database-url` to a private PostgreSQL (the tests' own, unpinned) �
 writes to ``<out>/profile.json``, the server's CPU per 1,000 chunks over the step
 (`/proc/<pid>/stat`), the context switches per answer of its event loop's thread and of the
 others (`/proc/<pid>/task/*/status`), and the top frames by inclusive and self share of the
-samples; the server's own view at the end (its ``/metrics``, saved as ``metrics.txt``: the
-TTFT it added, the upstream's TTFT, the event loop's lag) and, with ``--redis``, Redis's
-commands over the step (``INFO commandstats``: calls and µs of Redis CPU per ended stream).
-It also samples, second by second, the CPU of the server, the emulator, the load generator
-(and Redis): ``cpu_percent_by_second``, and over the measurement window their median, 90th
-percentile and lowest second (``cpu_steady_percent``): a search step reports only the mean,
-and a server fails on its busiest seconds. The ramp and the warm-up are one answer's length
-of the pacing unless given (as the search's steps), and py-spy records after the warm-up.
+samples; the server's own view at the end (its ``/metrics``, saved as ``metrics.txt``: the TTFT
+it added, the upstream's TTFT, the event loop's lag, and with admission pacing on how many
+starts went on at once and how many waited, and how long: ``paced_starts``) and, with
+``--redis``, Redis's commands over the step (``INFO commandstats``: calls and µs of Redis CPU
+per ended stream). It also samples, second by second, the CPU of the server, the emulator, the
+load generator (and Redis): ``cpu_percent_by_second``, and over the measurement window their
+median, 90th percentile and lowest second (``cpu_steady_percent``): a search step reports only
+the mean, and a server fails on its busiest seconds. The ramp and the warm-up are one answer's
+length of the pacing unless given (as the search's steps), and py-spy records after the
+warm-up.
 
     .venv/bin/python bench/profile_serve.py --route native --redis --postgres \\
         --pacing ernie --concurrency 250 --out bench/results/profile-native-redis-pg
@@ -89,6 +91,15 @@ def histogram_quantiles(text: str, name: str, labels: str = "") -> dict[str, flo
     for q in (50, 99):
         out[f"p{q}_le"] = next((b for b, n in buckets if n >= total * q / 100), None)
     return out
+
+
+def sample_value(text: str, sample: str) -> float | None:
+    """The value of the sample written exactly ``sample`` (name and labels) in a
+    ``/metrics`` text, or None when it is not there."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def redis_commands(
@@ -340,13 +351,21 @@ def main() -> int:
             "cpu_percent_by_second": series.by_second(),
         }
         if metrics:  # bucket bounds (s), over the whole run (warm-up included)
-            doc["server_view"] = {
+            view: dict[str, object] = {
                 "ttft_added": histogram_quantiles(metrics, "wenxin_ttft_seconds", 'part="server"'),
                 "ttft_upstream": histogram_quantiles(
                     metrics, "wenxin_ttft_seconds", 'part="upstream"'
                 ),
                 "loop_lag": histogram_quantiles(metrics, "wenxin_event_loop_lag_seconds"),
             }
+            waited = sample_value(metrics, 'wenxin_paced_starts_total{turn="waited"}')
+            if waited is not None:  # the admission pacer is on: how many starts it held back
+                view["paced_starts"] = {
+                    "at_once": sample_value(metrics, 'wenxin_paced_starts_total{turn="at_once"}'),
+                    "waited": waited,
+                    "wait": histogram_quantiles(metrics, "wenxin_start_pacer_wait_seconds"),
+                }
+            doc["server_view"] = view
         if redis_url:
             doc["redis_commands"] = redis_commands(redis_url, per=streams)
         procs.stop()  # the server first, before its Redis and PostgreSQL

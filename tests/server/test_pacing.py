@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from server_helpers import Running
 
+from wenxin_stream.server._metrics import Metrics
 from wenxin_stream.server._pacing import StartPacer
 
 
@@ -81,6 +82,22 @@ async def test_a_slice_admits_what_fits_in_its_time() -> None:
     assert pacer.waited >= 4
 
 
+async def test_the_metrics_count_each_turn_and_how_long_the_waits_were() -> None:
+    pacer = StartPacer(slice_seconds=0.0)  # one start per slice
+    metrics = Metrics()
+    pacer.register(metrics)
+    await asyncio.gather(*(pacer.turn() for _ in range(4)))  # three of them wait
+    await pacer.turn()  # the burst is over: this one goes on at once
+    assert (pacer.admitted, pacer.waited) == (5, 3)
+    text = metrics.render().decode()
+    assert 'wenxin_paced_starts_total{turn="at_once"} 2' in text
+    assert 'wenxin_paced_starts_total{turn="waited"} 3' in text
+    assert "wenxin_start_pacer_wait_seconds_count 3" in text
+    # each waited a turn or a few of an otherwise idle loop: more than nothing, far below 1 s
+    (waits,) = [x for x in text.splitlines() if x.startswith("wenxin_start_pacer_wait_seconds_sum")]
+    assert 0.0 < float(waits.split()[-1]) < 1.0
+
+
 async def test_a_waiting_start_that_is_cancelled_leaves_the_queue() -> None:
     pacer = StartPacer(slice_seconds=0.0)  # one start per slice
     first, waiting, after = (asyncio.ensure_future(pacer.turn()) for _ in range(3))
@@ -93,6 +110,7 @@ async def test_a_waiting_start_that_is_cancelled_leaves_the_queue() -> None:
         await waiting
     await asyncio.wait_for(after, 1.0)
     assert pacer.admitted == 2
+    assert pacer.waited == 1  # the cancelled one is not counted
     assert not pacer._queue
 
 
@@ -129,3 +147,10 @@ def test_the_server_paces_its_starts_unless_turned_off(make_server: Callable[...
         assert r.status_code == 200
         assert "event: end" in r.text
     assert pacer.admitted == 4  # each start, on both routes, went through the pacer
+    with paced.client() as client:
+        shown = client.get("/metrics").text
+    assert 'wenxin_paced_starts_total{turn="at_once"} 4' in shown  # one at a time: no wait
+    assert 'wenxin_paced_starts_total{turn="waited"} 0' in shown
+    assert "wenxin_start_pacer_wait_seconds_count 0" in shown
+    with off.client() as client:
+        assert "wenxin_paced_starts_total" not in client.get("/metrics").text

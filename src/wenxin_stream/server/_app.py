@@ -492,6 +492,9 @@ class Server:
         budgets: Budgeter = BudgetLimiter(self.usage.spent_since)
         if self.leases is not None:  # a fleet: the budgets' counters in Redis too
             budgets = SharedBudgets(self.leases, self.usage.spent_since)
+        pacer = StartPacer(config.start_slice) if config.start_slice > 0 else None
+        if pacer is not None:
+            pacer.register(self.metrics)
         self.answers = Answers(
             budgets=budgets,
             pricing=_pricing_of(config.gateway),
@@ -505,7 +508,7 @@ class Server:
             history_turns=config.history_turns,
             producer=self.instance_id,
             takeover=config.takeover,
-            pacer=StartPacer(config.start_slice) if config.start_slice > 0 else None,
+            pacer=pacer,
         )
         self.sockets = Sockets(
             access=access,

@@ -33,25 +33,48 @@ a turn, and the start's CPU measured ×1.0–1.24 of the same tree without pacin
 once): the running streams' worst one-second p99 lateness after the burst 33–41 ms with
 pacing (three rounds) against 85–131 ms without (seven) — the burst target of issue 15 (≤ 50 ms)
 met only with it — for the same server CPU. Hence on by default.
+
+**Metrics** (:meth:`StartPacer.register`, ``wenxin serve`` with pacing on):
+``wenxin_paced_starts_total{turn}`` counts the starts admitted at once (``at_once``) and
+after waiting for a later slice (``waited``); ``wenxin_start_pacer_wait_seconds`` is how long
+each of the latter waited (first try to admission) — what pacing added to their time to first
+token. A start that goes on at once pays nothing for them (its count is read at the scrape),
+and a start cancelled while it waits is in neither.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterator
 from time import perf_counter
 
-__all__ = ["DEFAULT_SLICE", "StartPacer"]
+from ._metrics import Counter, Histogram, Metrics, Series
+
+__all__ = ["DEFAULT_SLICE", "WAIT_BUCKETS", "StartPacer"]
 
 DEFAULT_SLICE = 0.004
 """Seconds of start work admitted between two looks of the loop at its sockets (what
 ``bench/start_cost.py`` measured; the server's ``start_slice`` sets it)."""
 
+WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""Bounds (s) of ``wenxin_start_pacer_wait_seconds``."""
+
 
 class StartPacer:
     """Admits stream starts a slice at a time (see the module docstring)."""
 
-    __slots__ = ("_count", "_open", "_queue", "_retry", "_until", "admitted", "slice", "waited")
+    __slots__ = (
+        "_count",
+        "_open",
+        "_queue",
+        "_retry",
+        "_until",
+        "_waits",
+        "admitted",
+        "slice",
+        "wait",
+    )
 
     def __init__(self, slice_seconds: float = DEFAULT_SLICE) -> None:
         self.slice = slice_seconds
@@ -62,14 +85,30 @@ class StartPacer:
         self._retry: list[asyncio.Future[None]] = []  # woken, did not fit: first at the next close
         self.admitted = 0
         """Starts admitted so far."""
-        self.waited = 0
-        """Starts that had to wait for a later slice (counted once each)."""
+        self.wait = Histogram(
+            "wenxin_start_pacer_wait_seconds",
+            "How long a paced stream start waited for its turn (first try to admission), "
+            "for the starts that did not go on at once.",
+            WAIT_BUCKETS,
+        )
+        self._waits = self.wait.labels()
+
+    @property
+    def waited(self) -> int:
+        """Starts admitted after waiting for a later slice (a start cancelled while it
+        waited is not counted)."""
+        return self._waits.count
+
+    def register(self, metrics: Metrics) -> None:
+        """Show the pacer's counts in ``metrics`` (module docstring, "Metrics")."""
+        metrics.register(_PacedStarts(self))
+        metrics.register(self.wait)
 
     async def turn(self) -> None:
         """Return when this start may go on (at once unless a burst is being paced)."""
         if not self._queue and not self._retry and self._admit():
             return
-        self.waited += 1
+        began = perf_counter()
         loop = asyncio.get_running_loop()
         line: deque[asyncio.Future[None]] | list[asyncio.Future[None]] = self._queue
         while True:
@@ -91,6 +130,7 @@ class StartPacer:
                     loop.call_soon(self._close)
                 raise
             if self._admit():
+                self._waits.observe(perf_counter() - began)
                 return
             line = self._retry
 
@@ -120,3 +160,24 @@ class StartPacer:
             if not waiter.done():
                 waiter.set_result(None)
                 wake -= 1
+
+
+class _PacedStarts(Counter):
+    """``wenxin_paced_starts_total{turn}``: the pacer's starts admitted at once and after a
+    wait, read when the metrics are rendered (or flushed, in multiprocess mode: summed over
+    the workers, as every counter)."""
+
+    def __init__(self, pacer: StartPacer) -> None:
+        super().__init__(
+            "wenxin_paced_starts_total",
+            "Stream starts admitted by the admission pacer, by turn: at once, or after "
+            "waiting for a later slice.",
+            ("turn",),
+        )
+        self._pacer = pacer
+
+    def series(self) -> Iterator[Series]:
+        """The two samples, read now."""
+        waited = self._pacer.waited
+        yield self.name, self.labelnames, ("at_once",), float(self._pacer.admitted - waited)
+        yield self.name, self.labelnames, ("waited",), float(waited)
