@@ -98,6 +98,34 @@ async def test_the_metrics_count_each_turn_and_how_long_the_waits_were() -> None
     assert 0.0 < float(waits.split()[-1]) < 1.0
 
 
+async def test_a_queue_drains_in_a_few_turns_while_new_starts_keep_joining_it() -> None:
+    """Starts that come while others wait queue behind them and have a close scheduled; the
+    starts a close woke must still be admitted on their turn (not held back as if a slice
+    were full), so each close wakes twice as many as the last slice let in. Held back, the
+    queue drained one start a turn or none while newcomers kept it long: waits of 100–250 ms
+    at 2,000 ERNIE-paced streams (bench/PROFILE.md, 2026-12-06)."""
+    pacer = StartPacer(slice_seconds=0.0)  # one start per slice: a queue forms
+    ticker = Ticker()
+    burst = [asyncio.ensure_future(pacer.turn()) for _ in range(32)]
+    await asyncio.sleep(0)
+    assert len(pacer._queue) == 31
+    pacer.slice = 10.0  # from now on every start fits in its slice's time
+    newcomers: list[asyncio.Future[None]] = []
+    began = ticker.ticks
+    try:
+        while not all(f.done() for f in burst) and ticker.ticks - began < 100:
+            loop = asyncio.get_running_loop()  # a newcomer at every turn, before the woken
+            loop.call_soon(lambda: newcomers.append(asyncio.ensure_future(pacer.turn())))
+            await asyncio.sleep(0)
+        turns = ticker.ticks - began
+        await asyncio.wait_for(asyncio.gather(*newcomers), 1.0)
+    finally:
+        ticker.stop()
+    # 1, 2, 4, … 32 woken per close: a handful of turns (a start a turn would take 31)
+    assert turns <= 12, turns
+    assert pacer.admitted == 32 + len(newcomers)
+
+
 async def test_a_waiting_start_that_is_cancelled_leaves_the_queue() -> None:
     pacer = StartPacer(slice_seconds=0.0)  # one start per slice
     first, waiting, after = (asyncio.ensure_future(pacer.turn()) for _ in range(3))
@@ -116,7 +144,7 @@ async def test_a_waiting_start_that_is_cancelled_leaves_the_queue() -> None:
 
 async def test_a_start_woken_then_cancelled_passes_its_turn_on() -> None:
     pacer = StartPacer(slice_seconds=0.0)
-    pacer._open = True  # a slice is open that admits nobody more
+    pacer._open = pacer._close_due = True  # a slice that admits nobody more; closed by hand
     woken, last = asyncio.ensure_future(pacer.turn()), asyncio.ensure_future(pacer.turn())
     await asyncio.sleep(0)
     assert len(pacer._queue) == 2

@@ -24,6 +24,15 @@ line at the next close. So at most one slice of start work runs between two look
 sockets, and an idle server admits every start at once (the first of a slice never waits: one
 ``call_soon`` per slice is the whole cost).
 
+A start that finds others waiting joins the line and, when no close is due, has one scheduled
+(so a queue is woken even with no slice open); that close opens no slice: the starts it wakes
+open the next one themselves. Until 2026-12-06 it did open one, an empty slice that admitted
+nobody: the woken starts went back in line behind it and its close, having admitted none,
+woke one. With a newcomer at every turn of the loop a queue then drained a start a turn or
+not at all (a test holds the fix: 32 queued starts are in within a dozen turns), and at
+2,000 ERNIE-paced streams, with no burst, starts waited 100–250 ms (``bench/PROFILE.md``,
+2026-12-06).
+
 Nothing is refused here: the connection caps (``_http_limits``) bound how much can queue, and
 a start that waits is cancelled with its request (one woken and cancelled before its turn
 passes the turn on). The price: when starts alone keep the loop busy, about half of them wait
@@ -65,6 +74,7 @@ class StartPacer:
     """Admits stream starts a slice at a time (see the module docstring)."""
 
     __slots__ = (
+        "_close_due",
         "_count",
         "_open",
         "_queue",
@@ -79,6 +89,9 @@ class StartPacer:
     def __init__(self, slice_seconds: float = DEFAULT_SLICE) -> None:
         self.slice = slice_seconds
         self._open = False
+        """A slice is open: starts are admitted into it until ``_until``."""
+        self._close_due = False
+        """A :meth:`_close` is scheduled (on the loop's next turn)."""
         self._until = 0.0
         self._count = 0  # admitted in the open slice
         self._queue: deque[asyncio.Future[None]] = deque()
@@ -114,19 +127,17 @@ class StartPacer:
         while True:
             waiter: asyncio.Future[None] = loop.create_future()
             line.append(waiter)
-            if not self._open:  # no slice will close to wake the queue: one does now
-                self._open = True
-                self._until = 0.0  # nobody is admitted into it: it only closes
+            if not self._close_due:  # nothing would wake the queue: a close does, next turn
+                self._close_due = True
                 loop.call_soon(self._close)
             try:
                 await waiter
             except asyncio.CancelledError:
                 if waiter in line:
                     line.remove(waiter)
-                elif waiter.done() and not waiter.cancelled() and not self._open:
+                elif waiter.done() and not waiter.cancelled() and not self._close_due:
                     # woken, then cancelled before its turn: a close passes the turn on
-                    self._open = True
-                    self._until = 0.0
+                    self._close_due = True
                     loop.call_soon(self._close)
                 raise
             if self._admit():
@@ -140,7 +151,9 @@ class StartPacer:
             self._open = True
             self._until = now + self.slice
             self._count = 0
-            asyncio.get_running_loop().call_soon(self._close)
+            if not self._close_due:
+                self._close_due = True
+                asyncio.get_running_loop().call_soon(self._close)
         elif now >= self._until:
             return False
         self._count += 1
@@ -148,7 +161,7 @@ class StartPacer:
         return True
 
     def _close(self) -> None:
-        self._open = False
+        self._open = self._close_due = False
         queue = self._queue
         if self._retry:
             queue.extendleft(reversed(self._retry))
