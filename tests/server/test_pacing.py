@@ -114,7 +114,7 @@ async def test_a_queue_drains_in_a_few_turns_while_new_starts_keep_joining_it() 
     began = ticker.ticks
     try:
         while not all(f.done() for f in burst) and ticker.ticks - began < 100:
-            loop = asyncio.get_running_loop()  # a newcomer at every turn, before the woken
+            loop = asyncio.get_running_loop()  # a newcomer at every turn of the loop
             loop.call_soon(lambda: newcomers.append(asyncio.ensure_future(pacer.turn())))
             await asyncio.sleep(0)
         turns = ticker.ticks - began
