@@ -108,6 +108,15 @@ def ended_streams(url: str, timeout: float = 10.0) -> float:
     return sum(float(v) for v in ends)
 
 
+def sample_value(text: str, sample: str) -> float | None:
+    """The value of the sample written exactly ``sample`` (name and labels) in a
+    ``/metrics`` text, or None when it is not there."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def add_server_env(parser: argparse.ArgumentParser) -> None:
     """``--server-env NAME=VALUE`` (repeatable): set in the measured server's environment
     alone, not the emulator's or the load generator's (read with :func:`env_assignments`)."""

@@ -69,7 +69,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _servers import add_server_env, env_assignments
+from _servers import add_server_env, env_assignments, sample_value
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -536,8 +536,8 @@ async def _metric(url: str, name: str) -> float:
 
     async with aiohttp.ClientSession() as s, s.get(f"{url}/metrics") as r:
         text = await r.text()
-    found = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else float("nan")
+    value = sample_value(text, name)
+    return float("nan") if value is None else value
 
 
 async def run(args: argparse.Namespace, url: str, pid: int, work: Path) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from _servers import (
     ended_streams,
     env_assignments,
     pin,
+    sample_value,
     start_emulator,
     start_floor,
     start_serve,
@@ -91,15 +92,6 @@ def histogram_quantiles(text: str, name: str, labels: str = "") -> dict[str, flo
     for q in (50, 99):
         out[f"p{q}_le"] = next((b for b, n in buckets if n >= total * q / 100), None)
     return out
-
-
-def sample_value(text: str, sample: str) -> float | None:
-    """The value of the sample written exactly ``sample`` (name and labels) in a
-    ``/metrics`` text, or None when it is not there."""
-    for line in text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def redis_commands(
