@@ -127,18 +127,14 @@ class StartPacer:
         while True:
             waiter: asyncio.Future[None] = loop.create_future()
             line.append(waiter)
-            if not self._close_due:  # nothing would wake the queue: a close does, next turn
-                self._close_due = True
-                loop.call_soon(self._close)
+            self._close_soon()  # so that something wakes the queue, next turn
             try:
                 await waiter
             except asyncio.CancelledError:
                 if waiter in line:
                     line.remove(waiter)
-                elif waiter.done() and not waiter.cancelled() and not self._close_due:
-                    # woken, then cancelled before its turn: a close passes the turn on
-                    self._close_due = True
-                    loop.call_soon(self._close)
+                elif waiter.done() and not waiter.cancelled():
+                    self._close_soon()  # woken, then cancelled before its turn: pass it on
                 raise
             if self._admit():
                 self._waits.observe(perf_counter() - began)
@@ -151,14 +147,19 @@ class StartPacer:
             self._open = True
             self._until = now + self.slice
             self._count = 0
-            if not self._close_due:
-                self._close_due = True
-                asyncio.get_running_loop().call_soon(self._close)
+            self._close_soon()
         elif now >= self._until:
             return False
         self._count += 1
         self.admitted += 1
         return True
+
+    def _close_soon(self) -> None:
+        """Have :meth:`_close` run on the loop's next turn, unless it already will: every
+        open slice, and every queue, has its close due."""
+        if not self._close_due:
+            self._close_due = True
+            asyncio.get_running_loop().call_soon(self._close)
 
     def _close(self) -> None:
         self._open = self._close_due = False
