@@ -89,7 +89,7 @@ def test_spend_equals_the_upstreams_own_usage_on_every_route(
     srv = serve()
     key = _key(srv, "alice")
     tapped = tap[0]
-    before = tapped.totals()
+    before, recorded = tapped.totals(), len(tapped.usages)
     with srv.client(headers={"Authorization": key["Authorization"]}) as client:
         assert _ask_openai(client, "请介绍一下长城").status_code == 200
         with client.stream(
@@ -103,6 +103,7 @@ def test_spend_equals_the_upstreams_own_usage_on_every_route(
         r = client.post(f"/api/conversations/{cid}/messages", json={"content": "你好，文心"})
         assert r.status_code == 200, r.text
         body = _wait_for_answers(client, 3)
+    tapped.recorded(recorded + 3)
     after = tapped.totals()
     upstream = [a - b for a, b in zip(after, before, strict=True)]
     totals = body["totals"]
@@ -131,11 +132,12 @@ def test_a_retried_request_is_counted_once(
 ) -> None:
     srv = serve(upstream_retries=1)
     key = _key(srv, "retry")
-    before = tap[0].totals()
+    before, recorded = tap[0].totals(), len(tap[0].usages)
     with srv.client(headers={"Authorization": key["Authorization"]}) as client:
         r = _ask_openai(client, "retry me [[wenxin:fault error=336100;times=1]]")
         assert r.status_code == 200, r.text
         body = _wait_for_answers(client, 1)
+    tap[0].recorded(recorded + 1)  # (the failed try reported no usage)
     upstream_total = tap[0].totals()[2] - before[2]
     (day,) = body["days"]
     assert (day["answers"], day["requests"], day["total_tokens"]) == (1, 1, upstream_total)
@@ -165,7 +167,7 @@ async def test_a_continued_answer_records_each_upstream_request(
         (2, "continuation", False),
     ]
     assert ledger[0].counted.completion_tokens > 0  # the estimate of what it delivered
-    (reported,) = tapped.usages[before:]  # the cut stream carried none
+    (reported,) = tapped.recorded(before + 1)[before:]  # the cut stream carried none
     assert ledger[1].usage is not None
     assert ledger[1].usage.total_tokens == reported["total_tokens"]
 
