@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable
 
 import pytest
 from server_helpers import Running
 
 from wenxin_stream.server._metrics import Metrics
-from wenxin_stream.server._pacing import StartPacer
+from wenxin_stream.server._pacing import MIN_START_COST, StartPacer
 
 
 class Ticker:
@@ -58,28 +59,83 @@ async def test_a_burst_is_admitted_in_slices_in_order_with_the_loop_running_betw
     assert pacer.waited == 5
 
 
-async def test_a_slice_admits_what_fits_in_its_time() -> None:
-    pacer = StartPacer(slice_seconds=0.05)
-    done: list[int] = []
+def busy(seconds: float) -> None:
+    """Keep the loop busy (a start's work, or a relayed chunk's) for ``seconds``."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
-    async def start(i: int) -> None:
+
+async def admitted_per_turn(pacer: StartPacer, starts: int, work: float) -> list[int]:
+    """Run ``starts`` starts at once, each busy ``work`` s once admitted: how many went on in
+    each turn of the loop, from the first admission to the last (turns with none: 0)."""
+    ticker = Ticker()
+    turns: list[int] = []
+
+    async def start() -> None:
         await pacer.turn()
-        done.append(i)
-        if i < 3:
-            await asyncio.sleep(0)  # the first three return at once …
-        else:
-            time_waster()  # … the fourth spends the slice: the rest wait for the next
+        turns.append(ticker.ticks)
+        busy(work)
 
-    def time_waster() -> None:
-        import time
+    try:
+        await asyncio.gather(*(start() for _ in range(starts)))
+    finally:
+        ticker.stop()
+    return [turns.count(t) for t in range(turns[0], turns[-1] + 1)]
 
-        end = time.perf_counter() + 0.06
-        while time.perf_counter() < end:
-            pass
 
-    await asyncio.gather(*(start(i) for i in range(8)))
-    assert done == list(range(8))
-    assert pacer.waited >= 4
+async def test_a_slice_is_counted_in_starts_not_in_the_loops_other_work() -> None:
+    """Other work run between two starts of a turn (chunks relayed) does not fill the slice:
+    with the slice measured in wall time, the second start waited for the next turn."""
+    pacer = StartPacer(slice_seconds=0.004)  # room for four starts at a millisecond each
+    first = asyncio.ensure_future(pacer.turn())
+    asyncio.get_running_loop().call_soon(busy, 0.010)  # 10 ms of other work between the two
+    second = asyncio.ensure_future(pacer.turn())
+    await asyncio.gather(first, second)
+    assert (pacer.admitted, pacer.waited) == (2, 0)
+
+
+async def test_a_slice_is_open_for_a_few_slices_of_wall_time_at_most() -> None:
+    """Starts that cost far more than they were measured at are still cut off: a slice is
+    never open for more than ``max_slices`` slices of wall time."""
+    pacer = StartPacer(slice_seconds=0.004, max_slices=4)
+    assert pacer.room == 4
+    per_turn = await admitted_per_turn(pacer, 3, 0.020)  # the first is 20 ms: > 4 × 4 ms
+    assert per_turn[:2] == [1, 0], per_turn  # the other two waited for a later turn
+    assert (sum(per_turn), pacer.waited) == (3, 2)
+
+
+async def test_while_a_queue_lasts_every_turn_of_the_loop_has_a_slice() -> None:
+    """The close that wakes the head of the queue runs again right after the woken starts, so
+    no turn goes without a slice (one a start: it is ``slice_seconds=0``). Before 2026-12-06
+    the woken went on a turn after the close and the next close a turn later: a slice every
+    other turn, [1, 0, 1, 0, …]."""
+    pacer = StartPacer(slice_seconds=0.0)
+    assert await admitted_per_turn(pacer, 8, 0.0) == [1, 0, 1, 1, 1, 1, 1, 1, 1]
+    assert pacer.waited == 7
+
+
+async def test_a_turn_admits_what_its_slice_holds_at_the_starts_measured_cost() -> None:
+    """Starts of 2.5 ms in a 6 ms slice: once the pacer has measured them, two go on in each
+    turn (not the six it takes a start to cost at first, nor one a turn)."""
+    pacer = StartPacer(slice_seconds=0.006)
+    per_turn = await admitted_per_turn(pacer, 24, 0.0025)
+    assert sum(per_turn) == 24
+    measured = per_turn[4:-1]  # after two grants measured; the last turn takes what is left
+    assert measured, per_turn
+    assert all(1 <= n <= 2 for n in measured), per_turn
+    assert 2 in measured, per_turn
+    assert 0.002 <= pacer._cost < 0.005, pacer._cost
+
+
+async def test_a_start_is_counted_at_a_quarter_of_a_millisecond_at_least() -> None:
+    """Starts that cost next to nothing up to their first wait (many waiting on one key
+    lookup) do not open the slice to a whole burst: at least ``MIN_START_COST`` each."""
+    pacer = StartPacer(slice_seconds=0.002)
+    per_turn = await admitted_per_turn(pacer, 64, 0.0)
+    assert sum(per_turn) == 64
+    assert pacer._cost == MIN_START_COST
+    assert max(per_turn) <= 8, per_turn  # 2 ms of starts at 0.25 ms each
 
 
 async def test_the_metrics_count_each_turn_and_how_long_the_waits_were() -> None:
@@ -164,7 +220,7 @@ def test_the_server_paces_its_starts_unless_turned_off(make_server: Callable[...
     paced = make_server()  # the default
     pacer = paced.app.answers.pacer
     assert pacer is not None
-    assert pacer.slice == 0.004
+    assert pacer.slice == 0.002
     with paced.client() as client:
         for _ in range(3):
             r = client.post("/v1/chat/completions", json=body)

@@ -21,7 +21,7 @@ def test_defaults() -> None:
     assert config.stall_timeout == 30.0
     assert config.max_body_bytes == 1 << 20
     assert config.checkpoint_interval == 1.0
-    assert config.start_slice == 0.004  # admission pacing is on unless turned off (0)
+    assert config.start_slice == 0.002  # admission pacing is on unless turned off (0)
     assert config.database == "data/wenxin.db"
     assert config.audit_path == Path("data/audit.jsonl")
     assert repr(config) == "ServerConfig()"

@@ -96,7 +96,7 @@ def register(subparsers: Any) -> None:
     _flag(
         streams,
         "start-slice",
-        "admission pacing: seconds of start work between two looks at the sockets (0.004; 0: off)",
+        "admission pacing: seconds of start work between two looks at the sockets (0.002; 0: off)",
         type=float,
     )
     _flag(streams, "default-model", "model of requests that name none")

@@ -114,7 +114,7 @@ class ServerConfig:
             to the store (a crash loses at most this much of each; 0: no checkpoints).
         start_slice: Admission pacing (``_pacing``): seconds of stream-start work admitted
             between two looks of the event loop at its sockets when a burst of starts
-            arrives (0.004; 0: off, every start goes on at once).
+            arrives (0.002; 0: off, every start goes on at once).
         max_body_bytes: Largest request body (and WebSocket frame) accepted.
         max_header_bytes: Largest request head (request line and headers), in bytes → 431.
         max_headers: Most header fields in one request → 431.
@@ -193,7 +193,7 @@ class ServerConfig:
     stall_timeout: float = 30.0
     shutdown_grace: float = 10.0
     checkpoint_interval: float = 1.0
-    start_slice: float = 0.004
+    start_slice: float = 0.002
     max_body_bytes: int = 1 << 20
     max_header_bytes: int = 32 << 10
     max_headers: int = 100

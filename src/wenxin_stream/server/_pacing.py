@@ -12,36 +12,43 @@ milliseconds).
 It is **on by default** with a slice of :data:`DEFAULT_SLICE` (``start_slice``,
 ``--start-slice``, ``WENXIN_START_SLICE``; 0 turns it off). :meth:`StartPacer.turn` is awaited
 at the top of every start (``Answers.ask`` and ``Answers.complete``: the SSE, WebSocket and
-OpenAI routes). Starts are admitted in
-**slices**: the first start opens a slice, and more are admitted at once while
-:attr:`~StartPacer.slice` seconds (wall time, perf_counter) have not passed since it opened.
-The slice closes on the loop's next iteration (``call_soon``): by then the loop has polled its
-sockets and running streams had their turn. Starts that did not fit queue in arrival order.
-When a slice closes it wakes the head of the queue — twice as many as it admitted (at least
-one), so a queue of hundreds costs a few wake-ups per slice, not hundreds: the first of them
-opens the next slice, those that fit in its time go on, and those that do not are first in
-line at the next close. So at most one slice of start work runs between two looks at the
-sockets, and an idle server admits every start at once (the first of a slice never waits: one
-``call_soon`` per slice is the whole cost).
+OpenAI routes). Each turn of the loop gets one **slice**: :attr:`~StartPacer.slice` seconds of
+start work, counted in starts at what a start was last measured to cost (:data:`START_COST`
+until then: two starts in the default slice; never less than :data:`MIN_START_COST`: eight),
+and open for no more than :data:`MAX_SLICES` slices of wall time.
 
-A start that finds others waiting joins the line and, when no close is due, has one scheduled
-(so a queue is woken even with no slice open); that close opens no slice: the starts it wakes
-open the next one themselves. Until 2026-12-06 it did open one, an empty slice that admitted
-nobody: the woken starts went back in line behind it and its close, having admitted none,
-woke one. With a newcomer at every turn of the loop a queue then drained a start a turn or
-not at all (a test holds the fix: 32 queued starts are in within a dozen turns), and at
-2,000 ERNIE-paced streams, with no burst, starts waited 100–250 ms (``bench/PROFILE.md``,
-2026-12-06).
+- **No queue.** The first start opens a slice and goes on; more go on at once while the slice
+  has room. A close, scheduled with ``call_soon``, ends the slice on the loop's next turn: by
+  then the loop has polled its sockets and running streams had their turn. An idle server
+  admits every start at once (one ``call_soon`` per slice is the whole cost).
+- **A queue.** Starts that find no room, or others waiting, queue in arrival order (and have a
+  close scheduled, so a queue is always woken). A close **grants** the head of the queue the
+  next turn's slice: it wakes as many as the slice holds, and the woken go on without asking
+  again. The close that granted schedules the next close at once: it runs right after the
+  woken starts, on the next turn, so while a queue lasts every turn has its slice, and that
+  close measures what the woken starts cost, from the first one's going on to it (nothing
+  else runs in between): the cost a slice is counted in (an even mean with the last
+  measure).
+
+Until 2026-12-06 a slice was 4 ms of wall time from its opening and a woken start asked
+again: at the edge of the server's capacity the wall time held other work (chunks relayed
+between two starts of a turn), so a slice let one start in where it had room for four, the
+woken that did not fit went back in line, and while a queue lasted only every other turn had
+a slice (the close ran a turn after the slice, the woken a turn after the close). A held
+start makes all its chunks late by its wait: at 1,625 ERNIE-paced streams, the edge of that
+run's machine, the waits' p99 reached 250–500 ms then and stayed within tens of milliseconds
+now in all but one run of twelve, with as many runs passing or more (``bench/PROFILE.md``,
+2026-12-06, late morning). A slice a turn of 4 ms, or one
+that grew with the wait at the head of the queue, made a burst's running streams later than
+the old pacer did; half of it, 2 ms a turn, made them less late.
 
 Nothing is refused here: the connection caps (``_http_limits``) bound how much can queue, and
 a start that waits is cancelled with its request (one woken and cancelled before its turn
-passes the turn on). The price: when starts alone keep the loop busy, about half of them wait
-a turn, and the start's CPU measured ×1.0–1.24 of the same tree without pacing
-(``bench/PROFILE.md``, "Stream starts"). What it buys, measured on a quiet machine
-(``bench/start_cost.py --mode burst``: 250 ERNIE-paced streams running, 250 more started at
-once): the running streams' worst one-second p99 lateness after the burst 33–41 ms with
-pacing (three rounds) against 85–131 ms without (seven) — the burst target of issue 15 (≤ 50 ms)
-met only with it — for the same server CPU. Hence on by default.
+leaves its place in the slice unused; the next close comes anyway). What pacing buys, measured
+with ``bench/start_cost.py --mode burst`` (250 ERNIE-paced streams running, 250 more started
+at once): the running streams' worst one-second p99 lateness after the burst stays under the
+50 ms of issue 15, which it did not without pacing (``bench/PROFILE.md``, "Stream starts"
+and 2026-12-06, late morning).
 
 **Metrics** (:meth:`StartPacer.register`, ``wenxin serve`` with pacing on):
 ``wenxin_paced_starts_total{turn}`` counts the starts admitted at once (``at_once``) and
@@ -60,11 +67,33 @@ from time import perf_counter
 
 from ._metrics import Counter, Histogram, Metrics, Series
 
-__all__ = ["DEFAULT_SLICE", "WAIT_BUCKETS", "StartPacer"]
+__all__ = [
+    "DEFAULT_SLICE",
+    "MAX_SLICES",
+    "MIN_START_COST",
+    "START_COST",
+    "WAIT_BUCKETS",
+    "StartPacer",
+]
 
-DEFAULT_SLICE = 0.004
-"""Seconds of start work admitted between two looks of the loop at its sockets (what
-``bench/start_cost.py`` measured; the server's ``start_slice`` sets it)."""
+DEFAULT_SLICE = 0.002
+"""Seconds of start work admitted in a turn of the loop, between two looks at its sockets
+(what ``bench/start_cost.py --mode burst`` measured; the server's ``start_slice`` sets it)."""
+
+START_COST = 0.001
+"""What a start is taken to cost (s of the loop's time up to its first real wait) until the
+pacer has measured one (a whole start is ~0.9 ms of CPU: ``bench/PROFILE.md``, "Stream
+starts")."""
+
+MIN_START_COST = START_COST / 4
+"""The least a start is taken to cost, whatever was measured. Up to its first real wait a
+start measured 0.13–0.91 ms in a burst, 0.21 ms at the median (the rest of its work comes
+after), and likely less where many wait on one thing (a key being looked up): counted at
+that, a slice would let a whole burst in at once."""
+
+MAX_SLICES = 4
+"""The most wall time a slice is open for, in slices, whatever its count: starts that cost
+more than they were measured at are still cut off."""
 
 WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 """Bounds (s) of ``wenxin_start_pacer_wait_seconds``."""
@@ -75,27 +104,37 @@ class StartPacer:
 
     __slots__ = (
         "_close_due",
+        "_cost",
         "_count",
         "_open",
+        "_opened",
         "_queue",
-        "_retry",
-        "_until",
+        "_ran",
+        "_ran_since",
         "_waits",
         "admitted",
+        "max_slices",
         "slice",
         "wait",
     )
 
-    def __init__(self, slice_seconds: float = DEFAULT_SLICE) -> None:
+    def __init__(self, slice_seconds: float = DEFAULT_SLICE, max_slices: int = MAX_SLICES) -> None:
         self.slice = slice_seconds
+        self.max_slices = max_slices
         self._open = False
-        """A slice is open: starts are admitted into it until ``_until``."""
+        """A slice is open for this turn of the loop: ``_count`` starts have gone on in it."""
+        self._opened = 0.0
+        self._count = 0
         self._close_due = False
         """A :meth:`_close` is scheduled (on the loop's next turn)."""
-        self._until = 0.0
-        self._count = 0  # admitted in the open slice
-        self._queue: deque[asyncio.Future[None]] = deque()
-        self._retry: list[asyncio.Future[None]] = []  # woken, did not fit: first at the next close
+        self._cost = START_COST
+        """What a start costs, as last measured (s)."""
+        self._queue: deque[tuple[float, asyncio.Future[None]]] = deque()
+        """The waiting starts, in arrival order: (when each first tried, its waiter)."""
+        self._ran = 0
+        """Starts granted by the last close that have gone on (this turn)."""
+        self._ran_since = 0.0
+        """When the first of them went on."""
         self.admitted = 0
         """Starts admitted so far."""
         self.wait = Histogram(
@@ -112,6 +151,11 @@ class StartPacer:
         waited is not counted)."""
         return self._waits.count
 
+    @property
+    def room(self) -> int:
+        """How many starts a slice holds, at their last measured cost (at least one)."""
+        return max(1, int(self.slice / self._cost))
+
     def register(self, metrics: Metrics) -> None:
         """Show the pacer's counts in ``metrics`` (module docstring, "Metrics")."""
         metrics.register(_PacedStarts(self))
@@ -119,36 +163,34 @@ class StartPacer:
 
     async def turn(self) -> None:
         """Return when this start may go on (at once unless a burst is being paced)."""
-        if not self._queue and not self._retry and self._admit():
+        if not self._queue and self._admit():
             return
         began = perf_counter()
-        loop = asyncio.get_running_loop()
-        line: deque[asyncio.Future[None]] | list[asyncio.Future[None]] = self._queue
-        while True:
-            waiter: asyncio.Future[None] = loop.create_future()
-            line.append(waiter)
-            self._close_soon()  # so that something wakes the queue, next turn
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in line:
-                    line.remove(waiter)
-                elif waiter.done() and not waiter.cancelled():
-                    self._close_soon()  # woken, then cancelled before its turn: pass it on
-                raise
-            if self._admit():
-                self._waits.observe(perf_counter() - began)
-                return
-            line = self._retry
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        place = (began, waiter)
+        self._queue.append(place)
+        self._close_soon()  # so that a close wakes the queue, next turn
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if place in self._queue:  # still in line (a woken one's place just goes unused)
+                self._queue.remove(place)
+            raise
+        now = perf_counter()
+        if not self._ran:
+            self._ran_since = now
+        self._ran += 1
+        self.admitted += 1
+        self._waits.observe(now - began)
 
     def _admit(self) -> bool:
         now = perf_counter()
         if not self._open:
             self._open = True
-            self._until = now + self.slice
+            self._opened = now
             self._count = 0
             self._close_soon()
-        elif now >= self._until:
+        elif self._count >= self.room or now - self._opened >= self.max_slices * self.slice:
             return False
         self._count += 1
         self.admitted += 1
@@ -162,18 +204,29 @@ class StartPacer:
             asyncio.get_running_loop().call_soon(self._close)
 
     def _close(self) -> None:
-        self._open = self._close_due = False
+        self._close_due = False
+        now = perf_counter()
+        ran = self._ran
+        if ran:  # the starts the last close woke went on just before this close: their cost
+            cost = self._cost + ((now - self._ran_since) / ran - self._cost) / 2
+            self._cost = max(cost, MIN_START_COST)
+            self._ran = 0
         queue = self._queue
-        if self._retry:
-            queue.extendleft(reversed(self._retry))
-            self._retry = []
-        wake = max(1, 2 * self._count)
-        self._count = 0
-        while queue and wake:
-            waiter = queue.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                wake -= 1
+        granted = 0
+        while queue and queue[0][1].done():  # cancelled, its task not yet told
+            queue.popleft()
+        if queue:  # the head of the queue gets the next turn's slice
+            grant = self.room
+            while queue and granted < grant:
+                waiter = queue.popleft()[1]
+                if not waiter.done():
+                    waiter.set_result(None)
+                    granted += 1
+        self._open = bool(granted or ran)
+        if self._open:  # the rest of this turn holds the starts that ran in it
+            self._opened = now
+            self._count = ran
+            self._close_soon()  # after the woken: it measures them and wakes the next
 
 
 class _PacedStarts(Counter):
