@@ -373,14 +373,13 @@ class UsageTap:
     def recorded(self, count: int, timeout: float = 5.0) -> list[dict[str, int]]:
         """The usages once ``count`` are recorded. A response's usage is recorded when the
         emulator's handler returns, which can be after its client has read the last byte."""
-        end = time.monotonic() + timeout
-        while True:
+
+        def enough() -> tuple[list[dict[str, int]]] | None:
             with self._lock:
-                if len(self.usages) >= count:
-                    return list(self.usages)
-            if time.monotonic() > end:
-                raise AssertionError(f"{len(self.usages)} usages recorded, not {count}")
-            time.sleep(0.01)
+                return (list(self.usages),) if len(self.usages) >= count else None
+
+        usages: list[dict[str, int]] = wait_for(enough, timeout)[0]
+        return usages
 
     def totals(self) -> tuple[int, int, int]:
         with self._lock:

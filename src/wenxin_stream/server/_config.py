@@ -37,6 +37,7 @@ from typing import Any, Literal
 from .._redact import redact
 from ._allocator import ALLOCATORS, Allocator
 from ._channel_config import ChannelConfigError, GatewaySpec, parse_gateway
+from ._pacing import DEFAULT_SLICE
 
 __all__ = ["ENV_PREFIX", "ServerConfig", "ServerConfigError", "mask_url_password"]
 
@@ -193,7 +194,7 @@ class ServerConfig:
     stall_timeout: float = 30.0
     shutdown_grace: float = 10.0
     checkpoint_interval: float = 1.0
-    start_slice: float = 0.002
+    start_slice: float = DEFAULT_SLICE
     max_body_bytes: int = 1 << 20
     max_header_bytes: int = 32 << 10
     max_headers: int = 100

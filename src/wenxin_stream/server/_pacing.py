@@ -212,16 +212,12 @@ class StartPacer:
             self._cost = max(cost, MIN_START_COST)
             self._ran = 0
         queue = self._queue
-        granted = 0
-        while queue and queue[0][1].done():  # cancelled, its task not yet told
-            queue.popleft()
-        if queue:  # the head of the queue gets the next turn's slice
-            grant = self.room
-            while queue and granted < grant:
-                waiter = queue.popleft()[1]
-                if not waiter.done():
-                    waiter.set_result(None)
-                    granted += 1
+        granted, grant = 0, self.room  # the head of the queue gets the next turn's slice
+        while queue and granted < grant:
+            waiter = queue.popleft()[1]
+            if not waiter.done():  # (a cancelled one, its task not yet told: dropped)
+                waiter.set_result(None)
+                granted += 1
         self._open = bool(granted or ran)
         if self._open:  # the rest of this turn holds the starts that ran in it
             self._opened = now
