@@ -29,6 +29,16 @@ floor; ``bench/PROFILE.md``). ``--native-frames`` shows the C frames under the P
 ``--gil`` samples only the thread holding the GIL: the shares are then of the Python CPU, not
 diluted by the event loop's waits in epoll or the store's threads' waits.
 
+``--perf`` records the server with Linux ``perf record`` (999 Hz, every thread, no call
+graphs) instead of py-spy, and splits its CPU by shared object: the interpreter's own loop
+(``libpython``: bytecode, objects, dicts), the kernel (sockets, epoll, futexes), the C
+allocator, uvloop, the HTTP parsers. Each object's share of the samples times the step's CPU
+per answer gives ``perf_ms_per_answer``; this is how much of a relay's cost is Python
+running at all, which py-spy cannot say (it names the Python frames, not the work of the C
+code under them). It needs the ``perf`` binary (Debian's ``linux-perf``) and
+``kernel.perf_event_paranoid`` ≤ 2 (user space, and the kernel's share shows as
+``[kernel.kallsyms]``).
+
 Needs py-spy (a dev dependency: `scripts/install` puts it in `.venv`), root or ptrace
 rights, and two cores. The figures are for deciding what to change; compare's same-load
 rounds are for judging it.
@@ -42,6 +52,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -192,6 +203,50 @@ def summarise(collapsed: Path, top: int) -> dict[str, list[tuple[str, float]]]:
     }
 
 
+def record_perf(pid: int, seconds: float, path: Path) -> None:
+    """``perf record`` of process ``pid`` (all its threads) for ``seconds``, into ``path``."""
+    perf = shutil.which("perf")
+    if perf is None:
+        print("perf is not installed (Debian: linux-perf)", file=sys.stderr)
+        return
+    command = [perf, "record", "-F", "999", "-p", str(pid), "-o", str(path), "--",
+               "sleep", f"{seconds:g}"]  # fmt: skip
+    done = subprocess.run(command, check=False, capture_output=True, text=True)  # noqa: S603
+    if done.returncode:
+        print(f"perf record failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
+
+
+def perf_shares(path: Path, least: float = 0.5) -> dict[str, float]:
+    """The share (%) of ``perf record``'s samples in each shared object, largest first;
+    those under ``least`` % together as ``other``."""
+    perf = shutil.which("perf") or "/usr/bin/perf"
+    report = subprocess.run(  # noqa: S603
+        [perf, "report", "-i", str(path), "--stdio", "--sort", "dso", "-g", "none",
+         "-F", "sample,dso"],
+        check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    samples: collections.Counter[str] = collections.Counter()
+    for line in report.stdout.splitlines():
+        count, _, dso = line.strip().partition(" ")
+        if count.isdigit() and dso.strip():
+            name = dso.strip()
+            samples[re.sub(r"\.cpython-\d+.*\.so$|\.so[.\d]*$", "", name)] += int(count)
+    total = sum(samples.values())
+    if not total:
+        return {}
+    shares: dict[str, float] = {}
+    other = 0.0
+    for name, count in samples.most_common():
+        share = 100 * count / total
+        if share < least:
+            other += share
+        else:
+            shares[name] = round(share, 1)
+    if other:
+        shares["other"] = round(other, 1)
+    return shares
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -210,6 +265,7 @@ def main() -> int:
     parser.add_argument("--record", type=float, default=8.0, help="seconds of py-spy")
     parser.add_argument("--no-profile", action="store_true", help="CPU figure only")
     parser.add_argument("--native-frames", action="store_true", help="py-spy --native")
+    parser.add_argument("--perf", action="store_true", help="perf record: CPU by shared object")
     parser.add_argument(
         "--native-turns", type=int, default=10, help="native: questions per conversation"
     )
@@ -281,7 +337,11 @@ def main() -> int:
             watched["redis"] = redis.process.pid
         series = CpuSeries(watched)
         collapsed = out / "collapsed.txt"
-        if not args.no_profile:  # in the measurement window: not the ramp's new connections
+        perf_data = out / "perf.data"
+        if args.perf and not args.no_profile:
+            time.sleep(max(0.0, min(args.warmup + 1, args.duration - args.record)))
+            record_perf(serve.pid, args.record, perf_data)
+        elif not args.no_profile:  # in the measurement window: not the ramp's new connections
             time.sleep(max(0.0, min(args.warmup + 1, args.duration - args.record)))
             spy = [str(VENV / "py-spy"), "record", "--pid", str(serve.pid), "--format", "raw",
                    "--duration", f"{args.record:g}", "--rate", "250",
@@ -363,6 +423,14 @@ def main() -> int:
         procs.stop()  # the server first, before its Redis and PostgreSQL
         if collapsed.exists():
             doc["profile"] = summarise(collapsed, args.top)
+        if perf_data.exists():
+            shares = perf_shares(perf_data)
+            doc["perf_shares_percent"] = shares
+            per_answer = doc["cpu_ms_per_answer"]
+            if isinstance(per_answer, float):
+                doc["perf_ms_per_answer"] = {
+                    dso: round(per_answer * share / 100, 3) for dso, share in shares.items()
+                }
         (out / "profile.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
         print(json.dumps({k: v for k, v in doc.items() if k != "profile"}, indent=1))
         for kind in ("inclusive", "self"):
