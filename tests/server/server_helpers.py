@@ -375,6 +375,8 @@ class UsageTap:
         emulator's handler returns, which can be after its client has read the last byte."""
 
         def enough() -> tuple[list[dict[str, int]]] | None:
+            # wrapped in a tuple: `wait_for` waits for a truthy value, and an empty list
+            # (``count`` 0, reached at once) is falsy
             with self._lock:
                 return (list(self.usages),) if len(self.usages) >= count else None
 
