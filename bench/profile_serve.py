@@ -35,9 +35,8 @@ graphs) instead of py-spy, and splits its CPU by shared object: the interpreter'
 allocator, uvloop, the HTTP parsers. Each object's share of the samples times the step's CPU
 per answer gives ``perf_ms_per_answer``; this is how much of a relay's cost is Python
 running at all, which py-spy cannot say (it names the Python frames, not the work of the C
-code under them). It needs the ``perf`` binary (Debian's ``linux-perf``) and
-``kernel.perf_event_paranoid`` ≤ 2 (user space, and the kernel's share shows as
-``[kernel.kallsyms]``).
+code under them; the kernel's share shows as ``[kernel.kallsyms]``). It needs the ``perf``
+binary (Debian's ``linux-perf``) and the rights to record the process (root, as here).
 
 Needs py-spy (a dev dependency: `scripts/install` puts it in `.venv`), root or ptrace
 rights, and two cores. The figures are for deciding what to change; compare's same-load
@@ -203,6 +202,20 @@ def summarise(collapsed: Path, top: int) -> dict[str, list[tuple[str, float]]]:
     }
 
 
+def record_py_spy(pid: int, args: argparse.Namespace, path: Path) -> None:
+    """``py-spy record`` of process ``pid`` for ``args.record`` seconds, collapsed stacks
+    into ``path`` (``--native-frames`` and ``--gil`` as ``args`` say)."""
+    spy = [str(VENV / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
+           "--duration", f"{args.record:g}", "--rate", "250", "--output", str(path)]  # fmt: skip
+    # py-spy refuses --native with --nonblocking: native frames pause the process
+    spy.append("--native" if args.native_frames else "--nonblocking")
+    if args.gil:  # the Python CPU alone: no thread waiting in epoll, a queue or a socket
+        spy.append("--gil")
+    done = subprocess.run(spy, check=False, capture_output=True, text=True)  # noqa: S603
+    if done.returncode:
+        print(f"py-spy failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
+
+
 def record_perf(pid: int, seconds: float, path: Path) -> None:
     """``perf record`` of process ``pid`` (all its threads) for ``seconds``, into ``path``."""
     perf = shutil.which("perf")
@@ -338,21 +351,12 @@ def main() -> int:
         series = CpuSeries(watched)
         collapsed = out / "collapsed.txt"
         perf_data = out / "perf.data"
-        if args.perf and not args.no_profile:
+        if not args.no_profile:  # in the measurement window: not the ramp's new connections
             time.sleep(max(0.0, min(args.warmup + 1, args.duration - args.record)))
-            record_perf(serve.pid, args.record, perf_data)
-        elif not args.no_profile:  # in the measurement window: not the ramp's new connections
-            time.sleep(max(0.0, min(args.warmup + 1, args.duration - args.record)))
-            spy = [str(VENV / "py-spy"), "record", "--pid", str(serve.pid), "--format", "raw",
-                   "--duration", f"{args.record:g}", "--rate", "250",
-                   "--output", str(collapsed)]  # fmt: skip
-            # py-spy refuses --native with --nonblocking: native frames pause the process
-            spy.append("--native" if args.native_frames else "--nonblocking")
-            if args.gil:  # the Python CPU alone: no thread waiting in epoll, a queue or a socket
-                spy.append("--gil")
-            done = subprocess.run(spy, check=False, capture_output=True, text=True)  # noqa: S603
-            if done.returncode:
-                print(f"py-spy failed: {done.stderr.strip()[-500:]}", file=sys.stderr)
+            if args.perf:
+                record_perf(serve.pid, args.record, perf_data)
+            else:
+                record_py_spy(serve.pid, args, collapsed)
         _, err = load.communicate()
         series.stop()
         cpu1, ends1, wall1 = cpu_seconds(serve.pid), ended_streams(url), time.monotonic()
@@ -423,7 +427,7 @@ def main() -> int:
         procs.stop()  # the server first, before its Redis and PostgreSQL
         if collapsed.exists():
             doc["profile"] = summarise(collapsed, args.top)
-        if perf_data.exists():
+        if args.perf and perf_data.exists():
             shares = perf_shares(perf_data)
             doc["perf_shares_percent"] = shares
             per_answer = doc["cpu_ms_per_answer"]
