@@ -232,7 +232,9 @@ def record_perf(pid: int, seconds: float, path: Path) -> None:
 def perf_shares(path: Path, least: float = 0.5) -> dict[str, float]:
     """The share (%) of ``perf record``'s samples in each shared object, largest first;
     those under ``least`` % together as ``other``."""
-    perf = shutil.which("perf") or "/usr/bin/perf"
+    perf = shutil.which("perf")
+    if perf is None:  # (`record_perf` said so)
+        return {}
     report = subprocess.run(  # noqa: S603
         [perf, "report", "-i", str(path), "--stdio", "--sort", "dso", "-g", "none",
          "-F", "sample,dso"],
@@ -351,6 +353,8 @@ def main() -> int:
         series = CpuSeries(watched)
         collapsed = out / "collapsed.txt"
         perf_data = out / "perf.data"
+        for earlier in (collapsed, perf_data):  # an earlier run's into this --out: not this one's
+            earlier.unlink(missing_ok=True)
         if not args.no_profile:  # in the measurement window: not the ramp's new connections
             time.sleep(max(0.0, min(args.warmup + 1, args.duration - args.record)))
             if args.perf:
@@ -427,7 +431,7 @@ def main() -> int:
         procs.stop()  # the server first, before its Redis and PostgreSQL
         if collapsed.exists():
             doc["profile"] = summarise(collapsed, args.top)
-        if args.perf and perf_data.exists():
+        if perf_data.exists():
             shares = perf_shares(perf_data)
             doc["perf_shares_percent"] = shares
             per_answer = doc["cpu_ms_per_answer"]
