@@ -202,14 +202,22 @@ class Served:
 
 
 def start_floor(
-    procs: Processes, tag: str, upstream: str, *, parse: bool = False, pinned: bool = True
+    procs: Processes,
+    tag: str,
+    upstream: str,
+    *,
+    parse: bool = False,
+    sdk: bool = False,
+    pinned: bool = True,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """``bench/floor_relay.py`` (``--parse`` with ``parse``) over ``upstream`` on CPU 0, its
-    log ``<logs>/<tag>.log``: its process and URL."""
+    """``bench/floor_relay.py`` (``--parse`` with ``parse``, ``--sdk`` with ``sdk``) over
+    ``upstream`` on CPU 0, its log ``<logs>/<tag>.log``: its process and URL."""
     relay = Path(__file__).resolve().parent / "floor_relay.py"
     argv = [*pin(0, enabled=pinned), str(VENV / "python"), str(relay), "--upstream", upstream]
     if parse:
         argv.append("--parse")
+    if sdk:
+        argv.append("--sdk")
     log = procs.start(argv, tag)
     proc = procs.procs[-1]
     port = wait_for_line(log, r" on http://127\.0\.0\.1:(\d+)", proc)

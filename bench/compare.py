@@ -177,7 +177,7 @@ SUITES = {
     ),
 }
 
-TARGETS = ("direct", "nginx", "floor", "floor-parse", "litellm", "serve", "serve-base",
+TARGETS = ("direct", "nginx", "floor", "floor-parse", "floor-sdk", "litellm", "serve", "serve-base",
            "serve-redis", "serve-workers2", "serve-native", "serve-base-native",
            "serve-redis-native", "serve-workers2-native")  # fmt: skip
 """Every target, in the order they are measured (each baseline right after its current twin)."""
@@ -195,6 +195,7 @@ TARGET_TITLES = {
     "nginx": "nginx proxy_pass (buffering off)",
     "floor": "floor: bare Python relay (uvicorn + aiohttp, bytes passed through)",
     "floor-parse": "floor + parse (SSE decoded, JSON loaded and dumped)",
+    "floor-sdk": "floor + SDK (AsyncClient's stream, its events dumped)",
     "litellm": "LiteLLM proxy",
     "serve": "wenxin serve (OpenAI route)",
     "serve-native": "wenxin serve (native API, stored conversations)",
@@ -208,10 +209,15 @@ TARGET_TITLES = {
 BASELINE_TWINS = {"serve": "serve-base", "serve-native": "serve-base-native"}
 """``--baseline``: each `wenxin serve` target of the checked-out code and its baseline twin."""
 CURRENT_TWIN = {base: current for current, base in BASELINE_TWINS.items()}
-FLOOR_TARGETS = {"floor": False, "floor-parse": True}
-"""``bench/floor_relay.py`` as a target, and whether it runs with ``--parse``: the cheapest
-relay Python can be on `wenxin serve`'s stack (issue 15's floor). Not in the default targets:
-each adds a find-max search per suite (and the floor's memory measure)."""
+FLOOR_TARGETS: dict[str, tuple[str, ...]] = {
+    "floor": (),
+    "floor-parse": ("--parse",),
+    "floor-sdk": ("--sdk",),
+}
+"""``bench/floor_relay.py`` as a target, and its mode's flags: the cheapest relay Python can be
+on `wenxin serve`'s stack (issue 15's floor), with the least parse, and with the SDK in the
+pipe (the SDK's share of the server's cost). Not in the default targets: each adds a find-max
+search per suite (and the floor's memory measure)."""
 START_AS = {
     **CURRENT_TWIN,
     **dict.fromkeys(FLOOR_TARGETS, "nginx"),
@@ -864,15 +870,17 @@ class Compare:
             + smoke_stream(url, UPSTREAM_KEY)
         )
 
-    def floor_command(self, parse: bool) -> list[str]:
-        """The command of ``bench/floor_relay.py`` against this run's emulator, pinned like
-        every relay (the project's ``.venv`` Python: `wenxin serve`'s uvicorn and aiohttp)."""
+    def floor_command(self, flags: tuple[str, ...] = ()) -> list[str]:
+        """The command of ``bench/floor_relay.py`` (with its mode's ``flags``) against this
+        run's emulator, pinned like every relay (the project's ``.venv`` Python: `wenxin
+        serve`'s uvicorn and aiohttp)."""
         argv = [str(VENV / "python"), str(BENCH_DIR / "floor_relay.py"),
                 "--upstream", self.emulator_url, "--port", "0"]  # fmt: skip
-        return [*self.pin(self.relay_cpu), *argv, *(["--parse"] if parse else [])]
+        return [*self.pin(self.relay_cpu), *argv, *flags]
 
     def start_floor(self, tag: str) -> tuple[Service, str]:
-        """``bench/floor_relay.py`` as ``tag`` (``--parse`` for floor-parse); (service, url)."""
+        """``bench/floor_relay.py`` as ``tag`` (its :data:`FLOOR_TARGETS` flags); (service,
+        url)."""
         floor = self._service(
             Service(
                 tag,
@@ -2706,8 +2714,9 @@ def render_floor(s: dict[str, Any], titles: dict[str, str]) -> list[str]:
         "",
         "`bench/floor_relay.py`: uvicorn (httptools, uvloop) and one pooled aiohttp session, "
         "the upstream's bytes passed through as they arrive (floor), or each SSE event decoded, "
-        "`json.loads`-ed and an OpenAI chunk `json.dumps`-ed (floor + parse); the cyclic "
-        "collector off, as `wenxin serve` runs (from 2026-12-05). Same-load rounds: "
+        "`json.loads`-ed and an OpenAI chunk `json.dumps`-ed (floor + parse), or the answer "
+        "streamed with the SDK's `AsyncClient` and each event `json.dumps`-ed (floor + SDK); "
+        "the cyclic collector off, as `wenxin serve` runs (from 2026-12-05). Same-load rounds: "
         "every target at one load, interleaved (the order rotates by one each round); relay CPU "
         "per 1,000 chunks is the median of the counted rounds. See `bench/PROFILE.md`.",
         "",
@@ -3114,7 +3123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         metavar="N",
         help="the load of the floor's same-load rounds (default: half the smallest maximum of "
-        "nginx, floor, floor-parse and serve; on a loaded machine a fixed load keeps the CPU "
+        "nginx, the floor targets and serve; on a loaded machine a fixed load keeps the CPU "
         "per chunk from being sampled at a few dozen streams)",
     )
     parser.add_argument("--skip-ttft", action="store_true")

@@ -29,6 +29,15 @@ half of that question: a relay with nothing in it but the stack.
   SDK's SSE decoder (:class:`wenxin_stream._sse.SSEDecoder`), every event's data is
   ``json.loads``-ed, an OpenAI chunk is built from its fields and ``json.dumps``-ed into one
   ``data:`` frame; the frames of one read go out in one ``send``.
+- **``--sdk``** puts the SDK itself in the pipe, as a program that streams with it would: the
+  client's body is ``json.loads``-ed, its ``model`` and ``messages`` go to
+  ``AsyncClient.chat.stream`` (v2, the client's bearer key, one client per key, a pool as
+  large as the relay's), and each typed event (text, finish, usage) is ``json.dumps``-ed into
+  one OpenAI ``data:`` frame and sent. So the SDK's share of `wenxin serve`'s cost (its request
+  checks, read deadlines, stream core, accumulator, typed events) is told apart from the
+  server's own (keys, admission, limits, the answer's log, metrics, usage, audit).
+  The headers go out with the first event, so an upstream that fails before any text is
+  answered with its status (``502`` when it has none); a failure after it cuts the response.
 
 One thing no shippable relay can leave out is kept: noticing that the client went away
 (uvicorn's ``send`` drops what is sent to a closed connection without a word, so without it
@@ -56,8 +65,8 @@ and samples RSS on its plateau) and the counter ``wenxin_stream_ends_total`` (re
 that ended, however; ``bench/profile_serve.py`` divides CPU by it), so that both read the
 floor as they read `wenxin serve`.
 
-Run: ``.venv/bin/python bench/floor_relay.py --upstream http://127.0.0.1:PORT [--parse]
-[--gc on]``;
+Run: ``.venv/bin/python bench/floor_relay.py --upstream http://127.0.0.1:PORT [--parse |
+--sdk] [--gc on]``;
 it prints ``floor relay on http://127.0.0.1:PORT`` to stderr once it listens.
 """
 
@@ -68,11 +77,13 @@ import asyncio
 import gc
 import json
 import sys
+import time
 from typing import Any
 
 import aiohttp
 import uvicorn
 
+from wenxin_stream import AsyncClient, FinishEvent, Limits, TextDelta, UsageEvent, WenxinError
 from wenxin_stream._sse import SSEDecoder
 from wenxin_stream._transport_aiohttp import READ_BUFSIZE
 from wenxin_stream.emulator._server import base_url_of, bind_socket
@@ -88,13 +99,25 @@ Scope = dict[str, Any]
 
 
 class FloorRelay:
-    """The bare ASGI relay (see the module docstring); ``parse`` selects ``--parse``."""
+    """The bare ASGI relay (see the module docstring); ``parse`` selects ``--parse``, ``sdk``
+    ``--sdk``."""
 
-    def __init__(self, upstream: str, *, parse: bool = False, max_connections: int = 10_000):
-        self.upstream_url = upstream.rstrip("/") + UPSTREAM_PATH
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        parse: bool = False,
+        sdk: bool = False,
+        max_connections: int = 10_000,
+    ):
+        self.upstream = upstream.rstrip("/")
+        self.upstream_url = self.upstream + UPSTREAM_PATH
         self.parse = parse
+        self.sdk = sdk
         self.max_connections = max_connections
         self.session: aiohttp.ClientSession | None = None
+        self.clients: dict[str, AsyncClient] = {}  # --sdk: one per bearer key
+        self.answers = 0
         self.in_flight = 0
         self.ended = 0
 
@@ -133,6 +156,8 @@ class FloorRelay:
             elif message["type"] == "lifespan.shutdown":
                 if self.session is not None:
                     await self.session.close()
+                for client in self.clients.values():
+                    await client.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -154,6 +179,9 @@ class FloorRelay:
         self.in_flight += 1
         gone = asyncio.ensure_future(receive())  # http.disconnect, once the client has gone
         try:
+            if self.sdk:
+                await self._relay_sdk(bytes(body), headers.get("authorization", ""), send, gone)
+                return
             try:
                 response = await self.session.post(
                     self.upstream_url, data=bytes(body), headers=headers, allow_redirects=False
@@ -184,6 +212,97 @@ class FloorRelay:
             gone.cancel()
             self.in_flight -= 1
             self.ended += 1
+
+    def _client(self, authorization: str) -> AsyncClient:
+        bearer = authorization.removeprefix("Bearer ").strip()
+        client = self.clients.get(bearer)
+        if client is None:
+            pool = Limits(
+                max_connections=self.max_connections,
+                max_keepalive_connections=self.max_connections,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+            )
+            client = AsyncClient(
+                api="v2", bearer_token=bearer, v2_base_url=self.upstream,
+                environ={}, emulator=False, limits=pool,
+            )  # fmt: skip
+            self.clients[bearer] = client
+        return client
+
+    async def _relay_sdk(
+        self, body: bytes, authorization: str, send: Any, gone: asyncio.Future[Any]
+    ) -> None:
+        """``--sdk``: the answer streamed with the SDK, each event one OpenAI frame."""
+        try:
+            request = json.loads(body)
+            stream = self._client(authorization).chat.stream(
+                model=request.get("model"), messages=request.get("messages") or ()
+            )
+        except (ValueError, AttributeError, WenxinError) as exc:
+            await _answer(send, 400, f"bad request: {exc}\n".encode())
+            return
+        self.answers += 1
+        head = f'data: {{"id":"chatcmpl-floor-{self.answers}","object":"chat.completion.chunk",'
+        head += f'"created":{int(time.time())},"model":{json.dumps(request.get("model"))},'
+        started = False
+        try:
+            async with stream:
+                async for event in stream:
+                    if gone.done():
+                        return
+                    frame = _sdk_frame(head, event)
+                    if frame is None:
+                        continue
+                    if not started:
+                        started = True
+                        await _start_sse(send)
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except WenxinError as exc:
+            if started:
+                raise  # cut: uvicorn closes the connection without the chunked body's end
+            status = getattr(exc, "status_code", None) or 502
+            await _answer(send, status if 400 <= status < 600 else 502, f"{exc}\n".encode())
+            return
+        if not started:
+            await _start_sse(send)
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+async def _start_sse(send: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream")],
+        }
+    )
+
+
+def _sdk_frame(head: str, event: object) -> bytes | None:
+    """One SDK event as an OpenAI chunk frame (``head``: its fields before ``choices``), or
+    ``None`` for an event with no place in one."""
+    if isinstance(event, TextDelta):
+        if not event.text:
+            return None
+        delta: dict[str, Any] = {"content": event.text}
+        tail = f'"choices":[{{"index":0,"delta":{_dumps(delta)},"finish_reason":null}}]}}'
+    elif isinstance(event, FinishEvent):
+        tail = f'"choices":[{{"index":0,"delta":{{}},"finish_reason":"{event.reason.value}"}}]}}'
+    elif isinstance(event, UsageEvent):
+        usage = event.usage
+        counts = {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        }
+        tail = f'"choices":[],"usage":{_dumps(counts)}}}'
+    else:
+        return None
+    return (head + tail + "\n\n").encode()
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 async def _relay_bytes(
@@ -250,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", required=True, help="the emulator's base URL")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--parse", action="store_true", help="decode and re-encode each event")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--parse", action="store_true", help="decode and re-encode each event")
+    mode.add_argument("--sdk", action="store_true", help="stream with the SDK's AsyncClient")
     parser.add_argument(
         "--gc",
         choices=("off", "on"),
@@ -260,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.gc == "off":
         gc.disable()
-    relay = FloorRelay(args.upstream, parse=args.parse)
+    relay = FloorRelay(args.upstream, parse=args.parse, sdk=args.sdk)
     sock = bind_socket(args.host, args.port)
     config = uvicorn.Config(
         relay,

@@ -22,9 +22,10 @@ warm-up.
     .venv/bin/python bench/profile_serve.py --route native --redis --postgres \\
         --pacing ernie --concurrency 250 --out bench/results/profile-native-redis-pg
 
-``--route floor`` (``floor-parse``) profiles ``bench/floor_relay.py`` (with ``--parse``) in
-the server's place, the same way: the cheapest relay Python can be on this stack (issue 15's
-floor; ``bench/PROFILE.md``). ``--native-frames`` shows the C frames under the Python ones
+``--route floor`` (``floor-parse``, ``floor-sdk``) profiles ``bench/floor_relay.py`` (with
+``--parse``, ``--sdk``) in the server's place, the same way: the cheapest relay Python can be
+on this stack (issue 15's floor; ``bench/PROFILE.md``), and that relay with the SDK in its
+pipe. ``--native-frames`` shows the C frames under the Python ones
 (uvloop, httptools, aiohttp's parser, the kernel's calls), where most of the floor's CPU is.
 ``--gil`` samples only the thread holding the GIL: the shares are then of the Python CPU, not
 diluted by the event loop's waits in epoll or the store's threads' waits.
@@ -265,7 +266,9 @@ def perf_shares(path: Path, least: float = 0.5) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--route", choices=("native", "openai", "floor", "floor-parse"), default="native"
+        "--route",
+        choices=("native", "openai", "floor", "floor-parse", "floor-sdk"),
+        default="native",
     )
     parser.add_argument("--redis", action="store_true", help="--redis-url to a private Redis")
     parser.add_argument("--postgres", action="store_true", help="--database-url (needs --redis)")
@@ -320,7 +323,10 @@ def main() -> int:
             fleet += ["--database-url", stack.enter_context(postgres_server()).url]
         if args.route.startswith("floor"):  # bench/floor_relay.py in the server's place
             key = UPSTREAM_KEY  # passed on to the emulator, as nginx does
-            serve, url = start_floor(procs, "floor", emulator, parse=args.route == "floor-parse")
+            serve, url = start_floor(
+                procs, "floor", emulator,
+                parse=args.route == "floor-parse", sdk=args.route == "floor-sdk",
+            )  # fmt: skip
         else:
             served = start_serve(
                 procs, "serve", emulator, src=args.src, upstream_key=UPSTREAM_KEY,

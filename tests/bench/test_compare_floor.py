@@ -19,6 +19,7 @@ def test_floor_targets_are_known_measured_after_nginx_and_not_default() -> None:
     assert args.native is False
     assert not set(compare.FLOOR_TARGETS) & set(compare.parse_args([]).targets)
     assert compare.START_AS["floor"] == compare.START_AS["floor-parse"] == "nginx"
+    assert compare.START_AS["floor-sdk"] == "nginx"
     assert compare.parse_args(["--floor-streams", "300"]).floor_streams == 300
     assert compare.parse_args([]).floor_streams is None
 
@@ -26,7 +27,7 @@ def test_floor_targets_are_known_measured_after_nginx_and_not_default() -> None:
 def test_floor_command_runs_the_relay_pinned_against_the_runs_emulator(tmp_path: Path) -> None:
     run = compare.Compare(compare.parse_args(["--targets", "floor", "--out", str(tmp_path)]))
     run.emulator_url = "http://127.0.0.1:4321"
-    bare = run.floor_command(parse=False)
+    bare = run.floor_command()
     pin = run.pin(run.relay_cpu)
     assert bare[: len(pin)] == pin
     assert bare[len(pin) :] == [
@@ -37,7 +38,8 @@ def test_floor_command_runs_the_relay_pinned_against_the_runs_emulator(tmp_path:
         "--port",
         "0",
     ]
-    assert run.floor_command(parse=True) == [*bare, "--parse"]
+    assert run.floor_command(compare.FLOOR_TARGETS["floor-parse"]) == [*bare, "--parse"]
+    assert run.floor_command(compare.FLOOR_TARGETS["floor-sdk"]) == [*bare, "--sdk"]
     assert (compare.BENCH_DIR / "floor_relay.py").is_file()
 
 

@@ -42,9 +42,13 @@ floor = _load()
 
 
 @contextmanager
-def relay(upstream: str, *, parse: bool = False) -> Iterator[ServerHandle]:
-    with serving(floor.FloorRelay(upstream, parse=parse)) as handle:
+def relay(upstream: str, *, parse: bool = False, sdk: bool = False) -> Iterator[ServerHandle]:
+    with serving(floor.FloorRelay(upstream, parse=parse, sdk=sdk)) as handle:
         yield handle
+
+
+MODES = {"bytes": {}, "parse": {"parse": True}, "sdk": {"sdk": True}}
+"""Each of the relay's modes, as ``relay``'s keywords."""
 
 
 def _body(directive: str, **extra: Any) -> dict[str, Any]:
@@ -101,9 +105,34 @@ def test_parse_reencodes_each_event_as_an_openai_chunk(emu: ServerHandle) -> Non
     assert any(json.loads(f[6:]).get("usage") for f in relayed[:-1])
 
 
-@pytest.mark.parametrize("parse", [False, True])
-def test_an_upstream_error_is_passed_on_with_its_status(emu: ServerHandle, parse: bool) -> None:
-    with relay(emu.base_url, parse=parse) as floor_relay, httpx.Client(timeout=10) as client:
+def test_sdk_streams_the_answer_through_the_sdk_as_openai_chunks(emu: ServerHandle) -> None:
+    body = _body("chunks=4", stream_options={"include_usage": True})
+    direct = _frames(emu.base_url, "/v2/chat/completions", body)
+    with relay(emu.base_url, sdk=True) as floor_relay:
+        relayed = _frames(floor_relay.base_url, "/v1/chat/completions", body)
+    assert relayed[-1] == "data: [DONE]"
+    chunks = [json.loads(f.removeprefix("data: ")) for f in relayed[:-1]]
+    upstream = [json.loads(f[6:]) for f in direct[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert {c["model"] for c in chunks} == {"ernie-4.0-8k"}
+    assert len({c["id"] for c in chunks}) == 1
+
+    def text(frames: list[dict[str, Any]]) -> str:
+        return "".join(c["delta"].get("content") or "" for f in frames for c in f["choices"])
+
+    assert text(chunks) == text(upstream) != ""
+    texts = [c for c in chunks if c["choices"] and c["choices"][0]["delta"]]
+    assert len(texts) == 4  # one frame per text event: the upstream's four chunks
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+    assert finishes[-1] == "stop"
+    assert set(finishes[:-1]) == {None}
+    usage = next(f["usage"] for f in upstream if f.get("usage"))
+    assert chunks[-1] == {**chunks[-1], "choices": [], "usage": usage}
+
+
+@pytest.mark.parametrize("mode", ["bytes", "parse"])
+def test_an_upstream_error_is_passed_on_with_its_status(emu: ServerHandle, mode: str) -> None:
+    with relay(emu.base_url, **MODES[mode]) as floor_relay, httpx.Client(timeout=10) as client:
         response = client.post(
             floor_relay.base_url + "/v1/chat/completions",
             json={"stream": True, "messages": [{"role": "user", "content": "hi"}]},
@@ -113,26 +142,47 @@ def test_an_upstream_error_is_passed_on_with_its_status(emu: ServerHandle, parse
     assert response.json()["error"]["code"] == "invalid_model"
 
 
-def test_an_unreachable_upstream_is_502_and_other_paths_404() -> None:
-    with relay("http://127.0.0.1:1") as floor_relay, httpx.Client(timeout=10) as client:
-        response = client.post(floor_relay.base_url + "/v1/chat/completions", json=_body(""))
+def test_sdk_answers_an_upstream_error_before_any_text_with_its_status(emu: ServerHandle) -> None:
+    body = _body("", model="no-such-model")
+    with relay(emu.base_url, sdk=True) as floor_relay, httpx.Client(timeout=10) as client:
+        url = floor_relay.base_url + "/v1/chat/completions"
+        headers = {"Authorization": f"Bearer {KEY}"}
+        direct = client.post(emu.base_url + "/v2/chat/completions", json=body, headers=headers)
+        refused = client.post(url, json=body, headers=headers)
+        broken = client.post(url, content=b"{not json", headers=headers)
+    assert direct.status_code >= 400  # (ERNIE's v2 answers an unknown model with 401)
+    assert refused.status_code == direct.status_code
+    assert "invalid_model" in refused.text
+    assert broken.status_code == 400
+    assert broken.text.startswith("bad request: ")
+
+
+@pytest.mark.parametrize("mode", ["bytes", "sdk"])
+def test_an_unreachable_upstream_is_502_and_other_paths_404(mode: str) -> None:
+    unreachable = relay("http://127.0.0.1:1", **MODES[mode])
+    with unreachable as floor_relay, httpx.Client(timeout=30) as client:
+        response = client.post(
+            floor_relay.base_url + "/v1/chat/completions",
+            json=_body(""),
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
         assert response.status_code == 502
         assert client.get(floor_relay.base_url + "/v1/models").status_code == 404
         assert client.get(floor_relay.base_url + "/healthz").text == "ok\n"
 
 
-@pytest.mark.parametrize("parse", [False, True])
-def test_a_cut_upstream_stream_never_looks_finished(emu: ServerHandle, parse: bool) -> None:
-    with relay(emu.base_url, parse=parse) as floor_relay, httpx.Client(timeout=10) as client:
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_a_cut_upstream_stream_never_looks_finished(emu: ServerHandle, mode: str) -> None:
+    with relay(emu.base_url, **MODES[mode]) as floor_relay, httpx.Client(timeout=10) as client:
         url = floor_relay.base_url + "/v1/chat/completions"
         body = _body("chunks=6;cut_after=2")
         with pytest.raises(httpx.RemoteProtocolError):  # no final chunk of the chunked body
             client.post(url, json=body, headers={"Authorization": f"Bearer {KEY}"})
 
 
-@pytest.mark.parametrize("parse", [False, True])
-def test_a_client_that_goes_away_ends_its_upstream_stream(emu: ServerHandle, parse: bool) -> None:
-    with relay(emu.base_url, parse=parse) as floor_relay, httpx.Client(timeout=10) as client:
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_a_client_that_goes_away_ends_its_upstream_stream(emu: ServerHandle, mode: str) -> None:
+    with relay(emu.base_url, **MODES[mode]) as floor_relay, httpx.Client(timeout=10) as client:
         url = floor_relay.base_url
         body = _body("ttft=0;interval=0.1;chunks=600")  # a minute long
         headers = {"Authorization": f"Bearer {KEY}"}
