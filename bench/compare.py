@@ -217,7 +217,7 @@ FLOOR_TARGETS: dict[str, tuple[str, ...]] = {
 """``bench/floor_relay.py`` as a target, and its mode's flags: the cheapest relay Python can be
 on `wenxin serve`'s stack (issue 15's floor), with the least parse, and with the SDK in the
 pipe (the SDK's share of the server's cost). Not in the default targets: each adds a find-max
-search per suite (and the floor's memory measure)."""
+search per suite (and ``floor`` the floor's memory measure)."""
 START_AS = {
     **CURRENT_TWIN,
     **dict.fromkeys(FLOOR_TARGETS, "nginx"),

@@ -284,8 +284,8 @@ def _sdk_frame(head: str, event: object) -> bytes | None:
     if isinstance(event, TextDelta):
         if not event.text:
             return None
-        delta: dict[str, Any] = {"content": event.text}
-        tail = f'"choices":[{{"index":0,"delta":{_dumps(delta)},"finish_reason":null}}]}}'
+        content = _dumps(event.text)
+        tail = f'"choices":[{{"index":0,"delta":{{"content":{content}}},"finish_reason":null}}]}}'
     elif isinstance(event, FinishEvent):
         tail = f'"choices":[{{"index":0,"delta":{{}},"finish_reason":"{event.reason.value}"}}]}}'
     elif isinstance(event, UsageEvent):

@@ -25,8 +25,8 @@ warm-up.
 ``--route floor`` (``floor-parse``, ``floor-sdk``) profiles ``bench/floor_relay.py`` (with
 ``--parse``, ``--sdk``) in the server's place, the same way: the cheapest relay Python can be
 on this stack (issue 15's floor; ``bench/PROFILE.md``), and that relay with the SDK in its
-pipe. ``--native-frames`` shows the C frames under the Python ones
-(uvloop, httptools, aiohttp's parser, the kernel's calls), where most of the floor's CPU is.
+pipe. ``--native-frames`` shows the C frames under the Python ones (uvloop, httptools,
+aiohttp's parser, the kernel's calls), where most of the floor's CPU is.
 ``--gil`` samples only the thread holding the GIL: the shares are then of the Python CPU, not
 diluted by the event loop's waits in epoll or the store's threads' waits.
 
