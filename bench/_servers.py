@@ -206,18 +206,15 @@ def start_floor(
     tag: str,
     upstream: str,
     *,
-    parse: bool = False,
-    sdk: bool = False,
+    mode: str = "bytes",
     pinned: bool = True,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """``bench/floor_relay.py`` (``--parse`` with ``parse``, ``--sdk`` with ``sdk``) over
-    ``upstream`` on CPU 0, its log ``<logs>/<tag>.log``: its process and URL."""
+    """``bench/floor_relay.py`` in ``mode`` (``bytes``, or ``parse`` / ``sdk``: its flag of that
+    name) over ``upstream`` on CPU 0, its log ``<logs>/<tag>.log``: its process and URL."""
     relay = Path(__file__).resolve().parent / "floor_relay.py"
     argv = [*pin(0, enabled=pinned), str(VENV / "python"), str(relay), "--upstream", upstream]
-    if parse:
-        argv.append("--parse")
-    if sdk:
-        argv.append("--sdk")
+    if mode != "bytes":
+        argv.append(f"--{mode}")
     log = procs.start(argv, tag)
     proc = procs.procs[-1]
     port = wait_for_line(log, r" on http://127\.0\.0\.1:(\d+)", proc)

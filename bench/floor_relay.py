@@ -92,6 +92,9 @@ ROUTE = "/v1/chat/completions"
 UPSTREAM_PATH = "/v2/chat/completions"
 KEEPALIVE_EXPIRY = 4.0
 """The SDK's pool idle expiry (``Limits.keepalive_expiry``'s default)."""
+MODES = ("bytes", "parse", "sdk")
+"""The relay's modes: the bytes passed through, ``--parse`` and ``--sdk`` (the module
+docstring)."""
 PASSED_HEADERS = (b"authorization", b"content-type")
 """The client's request headers sent on upstream (nothing else is needed by the emulator)."""
 
@@ -99,21 +102,14 @@ Scope = dict[str, Any]
 
 
 class FloorRelay:
-    """The bare ASGI relay (see the module docstring); ``parse`` selects ``--parse``, ``sdk``
-    ``--sdk``."""
+    """The bare ASGI relay (see the module docstring) in one of its :data:`MODES`."""
 
-    def __init__(
-        self,
-        upstream: str,
-        *,
-        parse: bool = False,
-        sdk: bool = False,
-        max_connections: int = 10_000,
-    ):
+    def __init__(self, upstream: str, *, mode: str = "bytes", max_connections: int = 10_000):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.upstream = upstream.rstrip("/")
         self.upstream_url = self.upstream + UPSTREAM_PATH
-        self.parse = parse
-        self.sdk = sdk
+        self.mode = mode
         self.max_connections = max_connections
         self.session: aiohttp.ClientSession | None = None
         self.clients: dict[str, AsyncClient] = {}  # --sdk: one per bearer key
@@ -179,7 +175,7 @@ class FloorRelay:
         self.in_flight += 1
         gone = asyncio.ensure_future(receive())  # http.disconnect, once the client has gone
         try:
-            if self.sdk:
+            if self.mode == "sdk":
                 await self._relay_sdk(bytes(body), headers.get("authorization", ""), send, gone)
                 return
             try:
@@ -191,14 +187,8 @@ class FloorRelay:
                 return
             try:
                 content_type = response.headers.get("Content-Type", "application/octet-stream")
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": response.status,
-                        "headers": [(b"content-type", content_type.encode("latin-1"))],
-                    }
-                )
-                if self.parse and response.status == 200:
+                await _start(send, response.status, content_type.encode("latin-1"))
+                if self.mode == "parse" and response.status == 200:
                     await _relay_parsed(response, send, gone)
                 else:
                     await _relay_bytes(response, send, gone)
@@ -255,7 +245,7 @@ class FloorRelay:
                         continue
                     if not started:
                         started = True
-                        await _start_sse(send)
+                        await _start(send, 200, b"text/event-stream")
                     await send({"type": "http.response.body", "body": frame, "more_body": True})
         except WenxinError as exc:
             if started:
@@ -264,18 +254,14 @@ class FloorRelay:
             await _answer(send, status if 400 <= status < 600 else 502, f"{exc}\n".encode())
             return
         if not started:
-            await _start_sse(send)
+            await _start(send, 200, b"text/event-stream")
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
 
-async def _start_sse(send: Any) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/event-stream")],
-        }
-    )
+async def _start(send: Any, status: int, content_type: bytes) -> None:
+    """The response's head: ``status`` and its one header."""
+    headers = [(b"content-type", content_type)]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
 
 
 def _sdk_frame(head: str, event: object) -> bytes | None:
@@ -359,8 +345,7 @@ def _reencode(data: str) -> bytes:
 
 
 async def _answer(send: Any, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"text/plain; charset=utf-8")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await _start(send, status, b"text/plain; charset=utf-8")
     await send({"type": "http.response.body", "body": body})
 
 
@@ -381,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.gc == "off":
         gc.disable()
-    relay = FloorRelay(args.upstream, parse=args.parse, sdk=args.sdk)
+    mode = "parse" if args.parse else "sdk" if args.sdk else "bytes"
+    relay = FloorRelay(args.upstream, mode=mode)
     sock = bind_socket(args.host, args.port)
     config = uvicorn.Config(
         relay,

@@ -323,10 +323,8 @@ def main() -> int:
             fleet += ["--database-url", stack.enter_context(postgres_server()).url]
         if args.route.startswith("floor"):  # bench/floor_relay.py in the server's place
             key = UPSTREAM_KEY  # passed on to the emulator, as nginx does
-            serve, url = start_floor(
-                procs, "floor", emulator,
-                parse=args.route == "floor-parse", sdk=args.route == "floor-sdk",
-            )  # fmt: skip
+            mode = {"floor": "bytes", "floor-parse": "parse", "floor-sdk": "sdk"}[args.route]
+            serve, url = start_floor(procs, "floor", emulator, mode=mode)
         else:
             served = start_serve(
                 procs, "serve", emulator, src=args.src, upstream_key=UPSTREAM_KEY,

@@ -171,7 +171,11 @@ class Servers:
 
     def _floor(self, tag: str) -> tuple[int, str, str]:
         proc, url = start_floor(
-            self._procs, tag, self.emulator, parse=tag == "floor-parse", pinned=PIN
+            self._procs,
+            tag,
+            self.emulator,
+            mode="parse" if tag == "floor-parse" else "bytes",
+            pinned=PIN,
         )
         return proc.pid, url, UPSTREAM_KEY  # the key goes upstream
 

@@ -42,13 +42,14 @@ floor = _load()
 
 
 @contextmanager
-def relay(upstream: str, *, parse: bool = False, sdk: bool = False) -> Iterator[ServerHandle]:
-    with serving(floor.FloorRelay(upstream, parse=parse, sdk=sdk)) as handle:
+def relay(upstream: str, mode: str = "bytes") -> Iterator[ServerHandle]:
+    with serving(floor.FloorRelay(upstream, mode=mode)) as handle:
         yield handle
 
 
-MODES = {"bytes": {}, "parse": {"parse": True}, "sdk": {"sdk": True}}
-"""Each of the relay's modes, as ``relay``'s keywords."""
+def test_a_mode_it_does_not_have_is_refused() -> None:
+    with pytest.raises(ValueError, match="mode must be one of"):
+        floor.FloorRelay("http://127.0.0.1:1", mode="pars")
 
 
 def _body(directive: str, **extra: Any) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def test_the_bare_pipe_passes_the_upstream_frames_unchanged(emu: ServerHandle) -
 def test_parse_reencodes_each_event_as_an_openai_chunk(emu: ServerHandle) -> None:
     body = _body("chunks=4", stream_options={"include_usage": True})
     direct = _frames(emu.base_url, "/v2/chat/completions", body)
-    with relay(emu.base_url, parse=True) as floor_relay:
+    with relay(emu.base_url, "parse") as floor_relay:
         relayed = _frames(floor_relay.base_url, "/v1/chat/completions", body)
     assert len(relayed) == len(direct)
     assert relayed[-1] == "data: [DONE]"
@@ -108,7 +109,7 @@ def test_parse_reencodes_each_event_as_an_openai_chunk(emu: ServerHandle) -> Non
 def test_sdk_streams_the_answer_through_the_sdk_as_openai_chunks(emu: ServerHandle) -> None:
     body = _body("chunks=4", stream_options={"include_usage": True})
     direct = _frames(emu.base_url, "/v2/chat/completions", body)
-    with relay(emu.base_url, sdk=True) as floor_relay:
+    with relay(emu.base_url, "sdk") as floor_relay:
         relayed = _frames(floor_relay.base_url, "/v1/chat/completions", body)
     assert relayed[-1] == "data: [DONE]"
     chunks = [json.loads(f.removeprefix("data: ")) for f in relayed[:-1]]
@@ -132,7 +133,7 @@ def test_sdk_streams_the_answer_through_the_sdk_as_openai_chunks(emu: ServerHand
 
 @pytest.mark.parametrize("mode", ["bytes", "parse"])
 def test_an_upstream_error_is_passed_on_with_its_status(emu: ServerHandle, mode: str) -> None:
-    with relay(emu.base_url, **MODES[mode]) as floor_relay, httpx.Client(timeout=10) as client:
+    with relay(emu.base_url, mode) as floor_relay, httpx.Client(timeout=10) as client:
         response = client.post(
             floor_relay.base_url + "/v1/chat/completions",
             json={"stream": True, "messages": [{"role": "user", "content": "hi"}]},
@@ -144,7 +145,7 @@ def test_an_upstream_error_is_passed_on_with_its_status(emu: ServerHandle, mode:
 
 def test_sdk_answers_an_upstream_error_before_any_text_with_its_status(emu: ServerHandle) -> None:
     body = _body("", model="no-such-model")
-    with relay(emu.base_url, sdk=True) as floor_relay, httpx.Client(timeout=10) as client:
+    with relay(emu.base_url, "sdk") as floor_relay, httpx.Client(timeout=10) as client:
         url = floor_relay.base_url + "/v1/chat/completions"
         headers = {"Authorization": f"Bearer {KEY}"}
         direct = client.post(emu.base_url + "/v2/chat/completions", json=body, headers=headers)
@@ -159,7 +160,7 @@ def test_sdk_answers_an_upstream_error_before_any_text_with_its_status(emu: Serv
 
 @pytest.mark.parametrize("mode", ["bytes", "sdk"])
 def test_an_unreachable_upstream_is_502_and_other_paths_404(mode: str) -> None:
-    unreachable = relay("http://127.0.0.1:1", **MODES[mode])
+    unreachable = relay("http://127.0.0.1:1", mode)
     with unreachable as floor_relay, httpx.Client(timeout=30) as client:
         response = client.post(
             floor_relay.base_url + "/v1/chat/completions",
@@ -171,18 +172,18 @@ def test_an_unreachable_upstream_is_502_and_other_paths_404(mode: str) -> None:
         assert client.get(floor_relay.base_url + "/healthz").text == "ok\n"
 
 
-@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("mode", floor.MODES)
 def test_a_cut_upstream_stream_never_looks_finished(emu: ServerHandle, mode: str) -> None:
-    with relay(emu.base_url, **MODES[mode]) as floor_relay, httpx.Client(timeout=10) as client:
+    with relay(emu.base_url, mode) as floor_relay, httpx.Client(timeout=10) as client:
         url = floor_relay.base_url + "/v1/chat/completions"
         body = _body("chunks=6;cut_after=2")
         with pytest.raises(httpx.RemoteProtocolError):  # no final chunk of the chunked body
             client.post(url, json=body, headers={"Authorization": f"Bearer {KEY}"})
 
 
-@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("mode", floor.MODES)
 def test_a_client_that_goes_away_ends_its_upstream_stream(emu: ServerHandle, mode: str) -> None:
-    with relay(emu.base_url, **MODES[mode]) as floor_relay, httpx.Client(timeout=10) as client:
+    with relay(emu.base_url, mode) as floor_relay, httpx.Client(timeout=10) as client:
         url = floor_relay.base_url
         body = _body("ttft=0;interval=0.1;chunks=600")  # a minute long
         headers = {"Authorization": f"Bearer {KEY}"}
