@@ -201,6 +201,11 @@ class Served:
         return self.proc.pid
 
 
+FLOOR_MODES = {"floor": "bytes", "floor-parse": "parse", "floor-sdk": "sdk"}
+"""``bench/floor_relay.py``'s mode behind each floor target's name (compare's, the scripts'
+``--route``)."""
+
+
 def start_floor(
     procs: Processes,
     tag: str,

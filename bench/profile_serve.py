@@ -62,6 +62,7 @@ import urllib.request
 from pathlib import Path
 
 from _servers import (
+    FLOOR_MODES,
     Processes,
     add_server_env,
     context_switches,
@@ -323,8 +324,7 @@ def main() -> int:
             fleet += ["--database-url", stack.enter_context(postgres_server()).url]
         if args.route.startswith("floor"):  # bench/floor_relay.py in the server's place
             key = UPSTREAM_KEY  # passed on to the emulator, as nginx does
-            mode = {"floor": "bytes", "floor-parse": "parse", "floor-sdk": "sdk"}[args.route]
-            serve, url = start_floor(procs, "floor", emulator, mode=mode)
+            serve, url = start_floor(procs, "floor", emulator, mode=FLOOR_MODES[args.route])
         else:
             served = start_serve(
                 procs, "serve", emulator, src=args.src, upstream_key=UPSTREAM_KEY,

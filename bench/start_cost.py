@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from _servers import (
+    FLOOR_MODES,
     Processes,
     cpu_seconds,
     pin,
@@ -170,13 +171,7 @@ class Servers:
                 self.floors[tag] = self._floor(tag)
 
     def _floor(self, tag: str) -> tuple[int, str, str]:
-        proc, url = start_floor(
-            self._procs,
-            tag,
-            self.emulator,
-            mode="parse" if tag == "floor-parse" else "bytes",
-            pinned=PIN,
-        )
+        proc, url = start_floor(self._procs, tag, self.emulator, mode=FLOOR_MODES[tag], pinned=PIN)
         return proc.pid, url, UPSTREAM_KEY  # the key goes upstream
 
     def _serve(
